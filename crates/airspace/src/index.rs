@@ -1,0 +1,85 @@
+//! The spatio-temporal index: an R-tree over the 4D boxes `[x, y, z, t]` of
+//! every volume, where `x, y, z` bound the volume's spherical cap in
+//! unit-vector space (no antimeridian or pole special cases) and `t` is the
+//! time window in days. Altitude is checked exactly afterwards.
+
+use crate::geometry::PreparedVolume;
+use rstar::{AABB, RTree, RTreeObject};
+use std::collections::HashSet;
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq)]
+struct Entry {
+    id: Uuid,
+    volume: usize,
+    env: AABB<[f64; 4]>,
+}
+
+impl RTreeObject for Entry {
+    type Envelope = AABB<[f64; 4]>;
+    fn envelope(&self) -> Self::Envelope {
+        self.env
+    }
+}
+
+/// Days are clamped so unbounded windows stay finite for the tree.
+const T_LIMIT: f64 = 1.0e7;
+
+fn envelope(v: &PreparedVolume) -> AABB<[f64; 4]> {
+    let (lo, hi) = v.cap.bounds();
+    let t0 = v.time.0.as_days().clamp(-T_LIMIT, T_LIMIT);
+    let t1 = v.time.1.as_days().clamp(-T_LIMIT, T_LIMIT);
+    AABB::from_corners([lo[0], lo[1], lo[2], t0], [hi[0], hi[1], hi[2], t1])
+}
+
+/// Candidate entities whose volumes' boxes meet a query box.
+#[derive(Default, Debug)]
+pub struct SpaceTimeIndex {
+    tree: RTree<Entry>,
+}
+
+impl SpaceTimeIndex {
+    /// Builds an index in one pass (used when the store is loaded at start).
+    pub fn bulk<'a>(items: impl Iterator<Item = (Uuid, &'a [PreparedVolume])>) -> Self {
+        let entries = items
+            .flat_map(|(id, vols)| vols.iter().enumerate().map(move |(i, v)| Entry { id, volume: i, env: envelope(v) }))
+            .collect();
+        SpaceTimeIndex { tree: RTree::bulk_load(entries) }
+    }
+
+    pub fn insert(&mut self, id: Uuid, volumes: &[PreparedVolume]) {
+        for (i, v) in volumes.iter().enumerate() {
+            self.tree.insert(Entry { id, volume: i, env: envelope(v) });
+        }
+    }
+
+    pub fn remove(&mut self, id: Uuid, volumes: &[PreparedVolume]) {
+        for (i, v) in volumes.iter().enumerate() {
+            self.tree.remove(&Entry { id, volume: i, env: envelope(v) });
+        }
+    }
+
+    /// Ids whose boxes meet the box of any of `volumes` (a superset of the
+    /// exact answer; callers test exactly).
+    pub fn candidates(&self, volumes: &[PreparedVolume]) -> Vec<Uuid> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for v in volumes {
+            for e in self.tree.locate_in_envelope_intersecting(&envelope(v)) {
+                if seen.insert(e.id) {
+                    out.push(e.id);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.size() == 0
+    }
+}

@@ -1,0 +1,280 @@
+//! The airspace as a node holds it: entities, their index and the conflicts
+//! among them. Decisions read it; only [`AirspaceState::apply`] changes it,
+//! with the events a decision produced.
+
+use crate::conflict::{Conflict, ConflictKind, ConflictParty, volume_overlaps};
+use crate::decide::Event;
+use crate::geometry::PreparedVolume;
+use crate::index::SpaceTimeIndex;
+use crate::model::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+#[derive(Default, Debug)]
+pub struct AirspaceState {
+    intents: HashMap<EntityId, OperationalIntent>,
+    constraints: HashMap<EntityId, Constraint>,
+    subscriptions: HashMap<SubscriptionId, Subscription>,
+    availability: HashMap<String, UssAvailability>,
+    intent_index: SpaceTimeIndex,
+    constraint_index: SpaceTimeIndex,
+    subscription_index: SpaceTimeIndex,
+    dependents: HashMap<SubscriptionId, BTreeSet<EntityId>>,
+    /// Keyed by (a, b): the intent first; for two intents the smaller id first.
+    conflicts: BTreeMap<(EntityId, EntityId), Conflict>,
+    conflicts_of: HashMap<EntityId, BTreeSet<(EntityId, EntityId)>>,
+    reports: usize,
+    seq: u64,
+}
+
+fn exact<'a, T>(
+    ids: Vec<EntityId>,
+    map: &'a HashMap<EntityId, T>,
+    extents: impl Fn(&T) -> &[PreparedVolume],
+    volumes: &[PreparedVolume],
+) -> Vec<&'a T> {
+    ids.into_iter()
+        .filter_map(|id| map.get(&id))
+        .filter(|e| extents(e).iter().any(|a| volumes.iter().any(|b| a.intersects(b))))
+        .collect()
+}
+
+impl AirspaceState {
+    /// A state holding exactly these records (used when a store loads).
+    pub fn load(
+        seq: u64,
+        intents: Vec<OperationalIntent>,
+        constraints: Vec<Constraint>,
+        subscriptions: Vec<Subscription>,
+        availability: Vec<UssAvailability>,
+        reports: usize,
+    ) -> Self {
+        let mut s = AirspaceState {
+            intent_index: SpaceTimeIndex::bulk(intents.iter().map(|i| (i.id, i.extents.as_slice()))),
+            constraint_index: SpaceTimeIndex::bulk(constraints.iter().map(|c| (c.id, c.extents.as_slice()))),
+            subscription_index: SpaceTimeIndex::bulk(subscriptions.iter().map(|c| (c.id, c.extents.as_slice()))),
+            seq,
+            reports,
+            ..Default::default()
+        };
+        for i in &intents {
+            if let Some(sub) = i.subscription_id {
+                s.dependents.entry(sub).or_default().insert(i.id);
+            }
+        }
+        s.intents = intents.into_iter().map(|i| (i.id, i)).collect();
+        s.constraints = constraints.into_iter().map(|c| (c.id, c)).collect();
+        s.subscriptions = subscriptions.into_iter().map(|c| (c.id, c)).collect();
+        s.availability = availability.into_iter().map(|a| (a.uss.clone(), a)).collect();
+        let mut ids: Vec<EntityId> = s.intents.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            s.recompute_conflicts(id, false);
+        }
+        let mut ids: Vec<EntityId> = s.constraints.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            s.recompute_conflicts(id, true);
+        }
+        s
+    }
+
+    /// The node's change sequence: one more for every applied decision.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    pub fn intent(&self, id: &EntityId) -> Option<&OperationalIntent> {
+        self.intents.get(id)
+    }
+    pub fn constraint(&self, id: &EntityId) -> Option<&Constraint> {
+        self.constraints.get(id)
+    }
+    pub fn subscription(&self, id: &SubscriptionId) -> Option<&Subscription> {
+        self.subscriptions.get(id)
+    }
+    /// A USS's availability; `Unknown` with an empty version until set.
+    pub fn availability(&self, uss: &str) -> UssAvailability {
+        self.availability.get(uss).cloned().unwrap_or_else(|| UssAvailability {
+            uss: uss.to_string(),
+            availability: UssAvailabilityState::Unknown,
+            version: String::new(),
+        })
+    }
+    pub fn is_down(&self, uss: &str) -> bool {
+        self.availability.get(uss).is_some_and(|a| a.availability == UssAvailabilityState::Down)
+    }
+    /// Operational intents that depend on a subscription.
+    pub fn dependents(&self, sub: &SubscriptionId) -> Vec<EntityId> {
+        self.dependents.get(sub).map(|d| d.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Operational intents any of whose volumes intersect any of `volumes`.
+    pub fn intents_intersecting(&self, volumes: &[PreparedVolume]) -> Vec<&OperationalIntent> {
+        exact(self.intent_index.candidates(volumes), &self.intents, |i| &i.extents, volumes)
+    }
+    pub fn constraints_intersecting(&self, volumes: &[PreparedVolume]) -> Vec<&Constraint> {
+        exact(self.constraint_index.candidates(volumes), &self.constraints, |c| &c.extents, volumes)
+    }
+    pub fn subscriptions_intersecting(&self, volumes: &[PreparedVolume]) -> Vec<&Subscription> {
+        exact(self.subscription_index.candidates(volumes), &self.subscriptions, |s| &s.extents, volumes)
+    }
+
+    pub fn intents(&self) -> impl Iterator<Item = &OperationalIntent> {
+        self.intents.values()
+    }
+    pub fn constraints(&self) -> impl Iterator<Item = &Constraint> {
+        self.constraints.values()
+    }
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
+        self.subscriptions.values()
+    }
+    /// Current conflicts, in a stable order.
+    pub fn conflicts(&self) -> impl Iterator<Item = &Conflict> {
+        self.conflicts.values()
+    }
+    pub fn counts(&self) -> Counts {
+        Counts {
+            intents: self.intents.len(),
+            constraints: self.constraints.len(),
+            subscriptions: self.subscriptions.len(),
+            conflicts: self.conflicts.len(),
+            reports: self.reports,
+        }
+    }
+
+    /// Applies the events of one decision, in order, and advances `seq`.
+    pub fn apply(&mut self, events: &[Event]) {
+        for e in events {
+            self.apply_one(e);
+        }
+        self.seq += 1;
+    }
+
+    fn apply_one(&mut self, e: &Event) {
+        match e {
+            Event::IntentUpserted(i) => {
+                self.remove_intent(&i.id);
+                self.intent_index.insert(i.id, &i.extents);
+                if let Some(sub) = i.subscription_id {
+                    self.dependents.entry(sub).or_default().insert(i.id);
+                }
+                self.intents.insert(i.id, i.clone());
+                self.recompute_conflicts(i.id, false);
+            }
+            Event::IntentRemoved(id) => self.remove_intent(id),
+            Event::ConstraintUpserted(c) => {
+                self.remove_constraint(&c.id);
+                self.constraint_index.insert(c.id, &c.extents);
+                self.constraints.insert(c.id, c.clone());
+                self.recompute_conflicts(c.id, true);
+            }
+            Event::ConstraintRemoved(id) => self.remove_constraint(id),
+            Event::SubscriptionUpserted(s) => {
+                if let Some(old) = self.subscriptions.remove(&s.id) {
+                    self.subscription_index.remove(old.id, &old.extents);
+                }
+                self.subscription_index.insert(s.id, &s.extents);
+                self.subscriptions.insert(s.id, s.clone());
+            }
+            Event::SubscriptionRemoved(id) => {
+                if let Some(old) = self.subscriptions.remove(id) {
+                    self.subscription_index.remove(old.id, &old.extents);
+                }
+            }
+            Event::AvailabilitySet(a) => {
+                self.availability.insert(a.uss.clone(), a.clone());
+            }
+            Event::ReportFiled(_) => self.reports += 1,
+        }
+    }
+
+    fn remove_intent(&mut self, id: &EntityId) {
+        if let Some(old) = self.intents.remove(id) {
+            self.intent_index.remove(old.id, &old.extents);
+            if let Some(sub) = old.subscription_id {
+                if let Some(d) = self.dependents.get_mut(&sub) {
+                    d.remove(id);
+                    if d.is_empty() {
+                        self.dependents.remove(&sub);
+                    }
+                }
+            }
+            self.drop_conflicts(id);
+        }
+    }
+
+    fn remove_constraint(&mut self, id: &EntityId) {
+        if let Some(old) = self.constraints.remove(id) {
+            self.constraint_index.remove(old.id, &old.extents);
+            self.drop_conflicts(id);
+        }
+    }
+
+    fn drop_conflicts(&mut self, id: &EntityId) {
+        for key in self.conflicts_of.remove(id).unwrap_or_default() {
+            self.conflicts.remove(&key);
+            let other = if key.0 == *id { key.1 } else { key.0 };
+            if let Some(set) = self.conflicts_of.get_mut(&other) {
+                set.remove(&key);
+            }
+        }
+    }
+
+    fn add_conflict(&mut self, key: (EntityId, EntityId), c: Conflict) {
+        self.conflicts_of.entry(key.0).or_default().insert(key);
+        self.conflicts_of.entry(key.1).or_default().insert(key);
+        self.conflicts.insert(key, c);
+    }
+
+    /// Recomputes every conflict of one entity (it must be in the maps).
+    fn recompute_conflicts(&mut self, id: EntityId, is_constraint: bool) {
+        self.drop_conflicts(&id);
+        let mut found = Vec::new();
+        if is_constraint {
+            let Some(c) = self.constraints.get(&id) else { return };
+            for i in self.intents_intersecting(&c.extents) {
+                let overlaps = volume_overlaps(&i.extents, &c.extents);
+                found.push(((i.id, c.id), Conflict {
+                    kind: ConflictKind::IntentConstraint,
+                    a: ConflictParty { id: i.id, manager: i.manager.clone(), version: i.version },
+                    b: ConflictParty { id: c.id, manager: c.manager.clone(), version: c.version },
+                    overlaps,
+                }));
+            }
+        } else {
+            let Some(me) = self.intents.get(&id) else { return };
+            for other in self.intents_intersecting(&me.extents) {
+                if other.id == me.id || other.manager == me.manager {
+                    continue;
+                }
+                let (a, b) = if me.id < other.id { (me, other) } else { (other, me) };
+                found.push(((a.id, b.id), Conflict {
+                    kind: ConflictKind::IntentIntent,
+                    a: ConflictParty { id: a.id, manager: a.manager.clone(), version: a.version },
+                    b: ConflictParty { id: b.id, manager: b.manager.clone(), version: b.version },
+                    overlaps: volume_overlaps(&a.extents, &b.extents),
+                }));
+            }
+            for c in self.constraints_intersecting(&me.extents) {
+                found.push(((me.id, c.id), Conflict {
+                    kind: ConflictKind::IntentConstraint,
+                    a: ConflictParty { id: me.id, manager: me.manager.clone(), version: me.version },
+                    b: ConflictParty { id: c.id, manager: c.manager.clone(), version: c.version },
+                    overlaps: volume_overlaps(&me.extents, &c.extents),
+                }));
+            }
+        }
+        for (key, c) in found {
+            self.add_conflict(key, c);
+        }
+    }
+}
+
+/// Live entity counts (for metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub intents: usize,
+    pub constraints: usize,
+    pub subscriptions: usize,
+    pub conflicts: usize,
+    pub reports: usize,
+}
