@@ -47,11 +47,18 @@ pub fn volume_overlaps(a: &[PreparedVolume], b: &[PreparedVolume]) -> Vec<Volume
     let mut out = Vec::new();
     for (i, va) in a.iter().enumerate() {
         for (j, vb) in b.iter().enumerate() {
-            let (Some(time), Some(altitude_m)) = (overlap(va.time, vb.time), overlap(va.altitude, vb.altitude)) else {
+            let (Some(time), Some(altitude_m)) =
+                (overlap(va.time, vb.time), overlap(va.altitude, vb.altitude))
+            else {
                 continue;
             };
             if va.outlines_intersect(vb) {
-                out.push(VolumeOverlap { volume_a: i, volume_b: j, time, altitude_m });
+                out.push(VolumeOverlap {
+                    volume_a: i,
+                    volume_b: j,
+                    time,
+                    altitude_m,
+                });
             }
         }
     }

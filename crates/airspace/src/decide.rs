@@ -25,13 +25,27 @@ pub enum Event {
 /// What the caller is told once the events are committed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    Intent { intent: OperationalIntent, subscribers: Vec<SubscriberToNotify> },
-    Constraint { constraint: Constraint, subscribers: Vec<SubscriberToNotify> },
-    Subscription { subscription: Subscription, intents: Vec<OperationalIntent>, constraints: Vec<Constraint> },
+    Intent {
+        intent: OperationalIntent,
+        subscribers: Vec<SubscriberToNotify>,
+    },
+    Constraint {
+        constraint: Constraint,
+        subscribers: Vec<SubscriberToNotify>,
+    },
+    Subscription {
+        subscription: Subscription,
+        intents: Vec<OperationalIntent>,
+        constraints: Vec<Constraint>,
+    },
     SubscriptionDeleted(Subscription),
     Availability(UssAvailability),
     Report(Report),
-    Expired { intents: usize, constraints: usize, subscriptions: usize },
+    Expired {
+        intents: usize,
+        constraints: usize,
+        subscriptions: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -67,7 +81,10 @@ pub struct PutIntent {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> DomainError {
-    DomainError::InvalidInput { field: field.into(), message: message.into() }
+    DomainError::InvalidInput {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// F3548: every extent of an entity carries both time bounds and both
@@ -84,10 +101,16 @@ fn check_entity_extents(extents: &[PreparedVolume], now: Timestamp) -> Result<()
             (v.volume.altitude_upper_m.is_none(), "volume.altitude_upper"),
         ];
         if let Some((_, f)) = missing.iter().find(|(m, _)| *m) {
-            return Err(invalid(format!("extents[{i}].{f}"), format!("{f} is required for every volume of an entity")));
+            return Err(invalid(
+                format!("extents[{i}].{f}"),
+                format!("{f} is required for every volume of an entity"),
+            ));
         }
         if v.time.1 <= now {
-            return Err(invalid(format!("extents[{i}].time_end"), "the end time may not be in the past"));
+            return Err(invalid(
+                format!("extents[{i}].time_end"),
+                "the end time may not be in the past",
+            ));
         }
     }
     Ok(())
@@ -97,7 +120,10 @@ fn check_entity_extents(extents: &[PreparedVolume], now: Timestamp) -> Result<()
 /// Contingent}; Nonconforming → Contingent; every state may be rewritten as
 /// itself; Ended is reached by deletion. New intents start Accepted or
 /// Activated.
-pub fn transition_allowed(from: Option<OperationalIntentState>, to: OperationalIntentState) -> bool {
+pub fn transition_allowed(
+    from: Option<OperationalIntentState>,
+    to: OperationalIntentState,
+) -> bool {
     use OperationalIntentState::*;
     match from {
         None => matches!(to, Accepted | Activated),
@@ -123,9 +149,18 @@ fn notify(
         }
         let entry = changed.entry(s.id).or_insert_with(|| s.clone());
         entry.notification_index = entry.notification_index.saturating_add(1);
-        by_url.entry(entry.uss_base_url.clone()).or_default().push((s.id, entry.notification_index));
+        by_url
+            .entry(entry.uss_base_url.clone())
+            .or_default()
+            .push((s.id, entry.notification_index));
     }
-    by_url.into_iter().map(|(uss_base_url, subscriptions)| SubscriberToNotify { uss_base_url, subscriptions }).collect()
+    by_url
+        .into_iter()
+        .map(|(uss_base_url, subscriptions)| SubscriberToNotify {
+            uss_base_url,
+            subscriptions,
+        })
+        .collect()
 }
 
 fn both(a: &[PreparedVolume], b: &[PreparedVolume]) -> Vec<PreparedVolume> {
@@ -133,9 +168,16 @@ fn both(a: &[PreparedVolume], b: &[PreparedVolume]) -> Vec<PreparedVolume> {
 }
 
 /// Removes an implicit subscription once no operational intent needs it.
-fn drop_orphaned_implicit(state: &AirspaceState, sub: Option<SubscriptionId>, leaving: EntityId, events: &mut Vec<Event>) {
+fn drop_orphaned_implicit(
+    state: &AirspaceState,
+    sub: Option<SubscriptionId>,
+    leaving: EntityId,
+    events: &mut Vec<Event>,
+) {
     let Some(sub) = sub else { return };
-    let Some(s) = state.subscription(&sub) else { return };
+    let Some(s) = state.subscription(&sub) else {
+        return;
+    };
     if s.implicit && state.dependents(&sub).iter().all(|d| *d == leaving) {
         events.push(Event::SubscriptionRemoved(sub));
     }
@@ -144,25 +186,47 @@ fn drop_orphaned_implicit(state: &AirspaceState, sub: Option<SubscriptionId>, le
 pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, DomainError> {
     let existing = state.intent(&cmd.id);
     match (&cmd.existing_ovn, existing) {
-        (None, Some(_)) => return Err(DomainError::AlreadyExists { kind: "operational intent", id: cmd.id.to_string() }),
-        (Some(_), None) => return Err(DomainError::NotFound { kind: "operational intent", id: cmd.id.to_string() }),
+        (None, Some(_)) => {
+            return Err(DomainError::AlreadyExists {
+                kind: "operational intent",
+                id: cmd.id.to_string(),
+            });
+        }
+        (Some(_), None) => {
+            return Err(DomainError::NotFound {
+                kind: "operational intent",
+                id: cmd.id.to_string(),
+            });
+        }
         (Some(ovn), Some(old)) => {
             if old.manager != cmd.manager {
-                return Err(DomainError::NotManager { kind: "operational intent", id: cmd.id.to_string() });
+                return Err(DomainError::NotManager {
+                    kind: "operational intent",
+                    id: cmd.id.to_string(),
+                });
             }
             if &old.ovn != ovn {
-                return Err(DomainError::OvnMismatch { kind: "operational intent", id: cmd.id });
+                return Err(DomainError::OvnMismatch {
+                    kind: "operational intent",
+                    id: cmd.id,
+                });
             }
         }
         (None, None) => {}
     }
     let from = existing.map(|o| o.state);
     if !transition_allowed(from, cmd.state) {
-        return Err(DomainError::InvalidTransition { from, to: cmd.state });
+        return Err(DomainError::InvalidTransition {
+            from,
+            to: cmd.state,
+        });
     }
     // F3548 UssAvailabilityState: a Down USS may not create or keep an intent Accepted or Activated.
     if cmd.state.requires_key() && state.is_down(&cmd.manager) {
-        return Err(DomainError::UssDown { uss: cmd.manager.clone(), action: "create or modify an Accepted or Activated operational intent" });
+        return Err(DomainError::UssDown {
+            uss: cmd.manager.clone(),
+            action: "create or modify an Accepted or Activated operational intent",
+        });
     }
     check_entity_extents(&cmd.extents, cmd.now)?;
     let seq = state.seq() + 1;
@@ -172,49 +236,82 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
     // Which subscription will keep this intent's manager informed.
     let old_sub = existing.and_then(|o| o.subscription_id);
     let subscription_id = if let Some(sid) = cmd.subscription_id {
-        let s = state.subscription(&sid).ok_or_else(|| invalid("subscription_id", format!("subscription {sid} does not exist")))?;
+        let s = state.subscription(&sid).ok_or_else(|| {
+            invalid(
+                "subscription_id",
+                format!("subscription {sid} does not exist"),
+            )
+        })?;
         if s.manager != cmd.manager {
-            return Err(DomainError::NotManager { kind: "subscription", id: sid.to_string() });
+            return Err(DomainError::NotManager {
+                kind: "subscription",
+                id: sid.to_string(),
+            });
         }
         if !s.notify_for_operational_intents {
-            return Err(invalid("subscription_id", "the subscription must notify for operational intents"));
+            return Err(invalid(
+                "subscription_id",
+                "the subscription must notify for operational intents",
+            ));
         }
-        if let Some(i) = cmd.extents.iter().position(|v| !s.extents.iter().any(|o| o.covers(v))) {
-            return Err(invalid("subscription_id", format!("subscription {sid} does not cover extents[{i}]")));
+        if let Some(i) = cmd
+            .extents
+            .iter()
+            .position(|v| !s.extents.iter().any(|o| o.covers(v)))
+        {
+            return Err(invalid(
+                "subscription_id",
+                format!("subscription {sid} does not cover extents[{i}]"),
+            ));
         }
         Some(sid)
     } else if let Some(ns) = &cmd.new_subscription {
         // Reuse the intent's own implicit subscription when it has one.
-        let reuse = old_sub.and_then(|s| state.subscription(&s)).filter(|s| s.implicit && s.manager == cmd.manager);
+        let reuse = old_sub
+            .and_then(|s| state.subscription(&s))
+            .filter(|s| s.implicit && s.manager == cmd.manager);
         let id = reuse.map(|s| s.id).unwrap_or(cmd.new_subscription_id);
         let others_covered = state
             .dependents(&id)
             .iter()
             .filter(|d| **d != cmd.id)
             .filter_map(|d| state.intent(d))
-            .all(|d| d.extents.iter().all(|v| cmd.extents.iter().any(|o| o.covers(v))));
+            .all(|d| {
+                d.extents
+                    .iter()
+                    .all(|v| cmd.extents.iter().any(|o| o.covers(v)))
+            });
         if !others_covered {
-            return Err(invalid("new_subscription", "the implicit subscription is shared with other operational intents it would no longer cover"));
+            return Err(invalid(
+                "new_subscription",
+                "the implicit subscription is shared with other operational intents it would no longer cover",
+            ));
         }
-        changed.insert(id, Subscription {
+        changed.insert(
             id,
-            manager: cmd.manager.clone(),
-            version: seq.to_string(),
-            notification_index: reuse.map(|s| s.notification_index).unwrap_or(0),
-            extents: cmd.extents.clone(),
-            uss_base_url: ns.uss_base_url.clone(),
-            notify_for_operational_intents: true,
-            notify_for_constraints: ns.notify_for_constraints,
-            implicit: true,
-            time_start,
-            time_end,
-            updated_seq: seq,
-        });
+            Subscription {
+                id,
+                manager: cmd.manager.clone(),
+                version: seq.to_string(),
+                notification_index: reuse.map(|s| s.notification_index).unwrap_or(0),
+                extents: cmd.extents.clone(),
+                uss_base_url: ns.uss_base_url.clone(),
+                notify_for_operational_intents: true,
+                notify_for_constraints: ns.notify_for_constraints,
+                implicit: true,
+                time_start,
+                time_end,
+                updated_seq: seq,
+            },
+        );
         Some(id)
     } else if cmd.state.requires_subscription() {
         return Err(invalid(
             "new_subscription",
-            format!("an operational intent in state {} needs subscription_id or new_subscription", cmd.state.as_str()),
+            format!(
+                "an operational intent in state {} needs subscription_id or new_subscription",
+                cmd.state.as_str()
+            ),
         ));
     } else {
         None
@@ -230,7 +327,10 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
             .cloned()
             .collect();
         let checks_constraints = match subscription_id {
-            Some(sid) => changed.get(&sid).or_else(|| state.subscription(&sid)).is_some_and(|s| s.notify_for_constraints),
+            Some(sid) => changed
+                .get(&sid)
+                .or_else(|| state.subscription(&sid))
+                .is_some_and(|s| s.notify_for_constraints),
             None => false,
         };
         let missing_constraints: Vec<Constraint> = if checks_constraints {
@@ -244,7 +344,10 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
             Vec::new()
         };
         if !missing_operational_intents.is_empty() || !missing_constraints.is_empty() {
-            return Err(DomainError::KeyCheckFailed { missing_operational_intents, missing_constraints });
+            return Err(DomainError::KeyCheckFailed {
+                missing_operational_intents,
+                missing_constraints,
+            });
         }
     }
 
@@ -261,20 +364,33 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
         time_end,
         updated_seq: seq,
     };
-    let touched = both(existing.map(|o| o.extents.as_slice()).unwrap_or(&[]), &intent.extents);
-    let fresh_implicit: Option<SubscriptionId> = subscription_id.filter(|s| state.subscription(s).is_none());
+    let touched = both(
+        existing.map(|o| o.extents.as_slice()).unwrap_or(&[]),
+        &intent.extents,
+    );
+    let fresh_implicit: Option<SubscriptionId> =
+        subscription_id.filter(|s| state.subscription(s).is_none());
     let subscribers = notify(
         state,
         &touched,
         |s| s.notify_for_operational_intents && Some(s.id) != fresh_implicit,
         &mut changed,
     );
-    let mut events: Vec<Event> = changed.into_values().map(Event::SubscriptionUpserted).collect();
+    let mut events: Vec<Event> = changed
+        .into_values()
+        .map(Event::SubscriptionUpserted)
+        .collect();
     events.push(Event::IntentUpserted(intent.clone()));
     if old_sub != subscription_id {
         drop_orphaned_implicit(state, old_sub, cmd.id, &mut events);
     }
-    Ok(Decision { events, outcome: Outcome::Intent { intent, subscribers } })
+    Ok(Decision {
+        events,
+        outcome: Outcome::Intent {
+            intent,
+            subscribers,
+        },
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -285,26 +401,60 @@ pub struct DeleteIntent {
 }
 
 pub fn delete_intent(state: &AirspaceState, cmd: DeleteIntent) -> Result<Decision, DomainError> {
-    let old = state.intent(&cmd.id).ok_or_else(|| DomainError::NotFound { kind: "operational intent", id: cmd.id.to_string() })?;
+    let old = state.intent(&cmd.id).ok_or_else(|| DomainError::NotFound {
+        kind: "operational intent",
+        id: cmd.id.to_string(),
+    })?;
     if old.manager != cmd.manager {
-        return Err(DomainError::NotManager { kind: "operational intent", id: cmd.id.to_string() });
+        return Err(DomainError::NotManager {
+            kind: "operational intent",
+            id: cmd.id.to_string(),
+        });
     }
     if old.ovn != cmd.ovn {
-        return Err(DomainError::OvnMismatch { kind: "operational intent", id: cmd.id });
+        return Err(DomainError::OvnMismatch {
+            kind: "operational intent",
+            id: cmd.id,
+        });
     }
     if state.is_down(&cmd.manager) {
-        return Err(DomainError::UssDown { uss: cmd.manager, action: "delete an operational intent" });
+        return Err(DomainError::UssDown {
+            uss: cmd.manager,
+            action: "delete an operational intent",
+        });
     }
     let mut changed = BTreeMap::new();
     let mut events = Vec::new();
     drop_orphaned_implicit(state, old.subscription_id, old.id, &mut events);
-    let removed: HashSet<SubscriptionId> =
-        events.iter().filter_map(|e| if let Event::SubscriptionRemoved(s) = e { Some(*s) } else { None }).collect();
-    let subscribers = notify(state, &old.extents, |s| s.notify_for_operational_intents && !removed.contains(&s.id), &mut changed);
-    let mut all: Vec<Event> = changed.into_values().map(Event::SubscriptionUpserted).collect();
+    let removed: HashSet<SubscriptionId> = events
+        .iter()
+        .filter_map(|e| {
+            if let Event::SubscriptionRemoved(s) = e {
+                Some(*s)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let subscribers = notify(
+        state,
+        &old.extents,
+        |s| s.notify_for_operational_intents && !removed.contains(&s.id),
+        &mut changed,
+    );
+    let mut all: Vec<Event> = changed
+        .into_values()
+        .map(Event::SubscriptionUpserted)
+        .collect();
     all.push(Event::IntentRemoved(old.id));
     all.extend(events);
-    Ok(Decision { events: all, outcome: Outcome::Intent { intent: old.clone(), subscribers } })
+    Ok(Decision {
+        events: all,
+        outcome: Outcome::Intent {
+            intent: old.clone(),
+            subscribers,
+        },
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -321,14 +471,30 @@ pub struct PutConstraint {
 pub fn put_constraint(state: &AirspaceState, cmd: PutConstraint) -> Result<Decision, DomainError> {
     let existing = state.constraint(&cmd.id);
     match (&cmd.existing_ovn, existing) {
-        (None, Some(_)) => return Err(DomainError::AlreadyExists { kind: "constraint", id: cmd.id.to_string() }),
-        (Some(_), None) => return Err(DomainError::NotFound { kind: "constraint", id: cmd.id.to_string() }),
+        (None, Some(_)) => {
+            return Err(DomainError::AlreadyExists {
+                kind: "constraint",
+                id: cmd.id.to_string(),
+            });
+        }
+        (Some(_), None) => {
+            return Err(DomainError::NotFound {
+                kind: "constraint",
+                id: cmd.id.to_string(),
+            });
+        }
         (Some(ovn), Some(old)) => {
             if old.manager != cmd.manager {
-                return Err(DomainError::NotManager { kind: "constraint", id: cmd.id.to_string() });
+                return Err(DomainError::NotManager {
+                    kind: "constraint",
+                    id: cmd.id.to_string(),
+                });
             }
             if &old.ovn != ovn {
-                return Err(DomainError::OvnMismatch { kind: "constraint", id: cmd.id });
+                return Err(DomainError::OvnMismatch {
+                    kind: "constraint",
+                    id: cmd.id,
+                });
             }
         }
         (None, None) => {}
@@ -347,12 +513,24 @@ pub fn put_constraint(state: &AirspaceState, cmd: PutConstraint) -> Result<Decis
         time_end,
         updated_seq: seq,
     };
-    let touched = both(existing.map(|o| o.extents.as_slice()).unwrap_or(&[]), &constraint.extents);
+    let touched = both(
+        existing.map(|o| o.extents.as_slice()).unwrap_or(&[]),
+        &constraint.extents,
+    );
     let mut changed = BTreeMap::new();
     let subscribers = notify(state, &touched, |s| s.notify_for_constraints, &mut changed);
-    let mut events: Vec<Event> = changed.into_values().map(Event::SubscriptionUpserted).collect();
+    let mut events: Vec<Event> = changed
+        .into_values()
+        .map(Event::SubscriptionUpserted)
+        .collect();
     events.push(Event::ConstraintUpserted(constraint.clone()));
-    Ok(Decision { events, outcome: Outcome::Constraint { constraint, subscribers } })
+    Ok(Decision {
+        events,
+        outcome: Outcome::Constraint {
+            constraint,
+            subscribers,
+        },
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -362,19 +540,47 @@ pub struct DeleteConstraint {
     pub ovn: Ovn,
 }
 
-pub fn delete_constraint(state: &AirspaceState, cmd: DeleteConstraint) -> Result<Decision, DomainError> {
-    let old = state.constraint(&cmd.id).ok_or_else(|| DomainError::NotFound { kind: "constraint", id: cmd.id.to_string() })?;
+pub fn delete_constraint(
+    state: &AirspaceState,
+    cmd: DeleteConstraint,
+) -> Result<Decision, DomainError> {
+    let old = state
+        .constraint(&cmd.id)
+        .ok_or_else(|| DomainError::NotFound {
+            kind: "constraint",
+            id: cmd.id.to_string(),
+        })?;
     if old.manager != cmd.manager {
-        return Err(DomainError::NotManager { kind: "constraint", id: cmd.id.to_string() });
+        return Err(DomainError::NotManager {
+            kind: "constraint",
+            id: cmd.id.to_string(),
+        });
     }
     if old.ovn != cmd.ovn {
-        return Err(DomainError::OvnMismatch { kind: "constraint", id: cmd.id });
+        return Err(DomainError::OvnMismatch {
+            kind: "constraint",
+            id: cmd.id,
+        });
     }
     let mut changed = BTreeMap::new();
-    let subscribers = notify(state, &old.extents, |s| s.notify_for_constraints, &mut changed);
-    let mut events: Vec<Event> = changed.into_values().map(Event::SubscriptionUpserted).collect();
+    let subscribers = notify(
+        state,
+        &old.extents,
+        |s| s.notify_for_constraints,
+        &mut changed,
+    );
+    let mut events: Vec<Event> = changed
+        .into_values()
+        .map(Event::SubscriptionUpserted)
+        .collect();
     events.push(Event::ConstraintRemoved(old.id));
-    Ok(Decision { events, outcome: Outcome::Constraint { constraint: old.clone(), subscribers } })
+    Ok(Decision {
+        events,
+        outcome: Outcome::Constraint {
+            constraint: old.clone(),
+            subscribers,
+        },
+    })
 }
 
 /// Create (`existing_version: None`) or update an explicit subscription.
@@ -391,15 +597,31 @@ pub struct PutSubscription {
     pub now: Timestamp,
 }
 
-pub fn put_subscription(state: &AirspaceState, cmd: PutSubscription) -> Result<Decision, DomainError> {
+pub fn put_subscription(
+    state: &AirspaceState,
+    cmd: PutSubscription,
+) -> Result<Decision, DomainError> {
     let existing = state.subscription(&cmd.id);
     match (&cmd.existing_version, existing) {
-        (None, Some(_)) => return Err(DomainError::AlreadyExists { kind: "subscription", id: cmd.id.to_string() }),
-        (Some(_), None) => return Err(DomainError::NotFound { kind: "subscription", id: cmd.id.to_string() }),
+        (None, Some(_)) => {
+            return Err(DomainError::AlreadyExists {
+                kind: "subscription",
+                id: cmd.id.to_string(),
+            });
+        }
+        (Some(_), None) => {
+            return Err(DomainError::NotFound {
+                kind: "subscription",
+                id: cmd.id.to_string(),
+            });
+        }
         (Some(v), Some(old)) => {
             if old.manager != cmd.manager {
                 // F3548: 409 when the subscription is managed by a different client.
-                return Err(DomainError::AlreadyExists { kind: "subscription managed by another client", id: cmd.id.to_string() });
+                return Err(DomainError::AlreadyExists {
+                    kind: "subscription managed by another client",
+                    id: cmd.id.to_string(),
+                });
             }
             if &old.version != v {
                 return Err(DomainError::VersionMismatch { id: cmd.id });
@@ -408,10 +630,16 @@ pub fn put_subscription(state: &AirspaceState, cmd: PutSubscription) -> Result<D
         (None, None) => {}
     }
     if !cmd.notify_for_operational_intents && !cmd.notify_for_constraints {
-        return Err(invalid("notify_for_operational_intents", "at least one of notify_for_operational_intents and notify_for_constraints must be true"));
+        return Err(invalid(
+            "notify_for_operational_intents",
+            "at least one of notify_for_operational_intents and notify_for_constraints must be true",
+        ));
     }
     if cmd.extents.time.1 <= cmd.now {
-        return Err(invalid("extents.time_end", "the end time may not be in the past"));
+        return Err(invalid(
+            "extents.time_end",
+            "the end time may not be in the past",
+        ));
     }
     let dependents = state.dependents(&cmd.id);
     if !dependents.is_empty() {
@@ -453,18 +681,30 @@ pub fn put_subscription(state: &AirspaceState, cmd: PutSubscription) -> Result<D
         updated_seq: seq,
     };
     let intents = if subscription.notify_for_operational_intents {
-        state.intents_intersecting(&subscription.extents).into_iter().cloned().collect()
+        state
+            .intents_intersecting(&subscription.extents)
+            .into_iter()
+            .cloned()
+            .collect()
     } else {
         Vec::new()
     };
     let constraints = if subscription.notify_for_constraints {
-        state.constraints_intersecting(&subscription.extents).into_iter().cloned().collect()
+        state
+            .constraints_intersecting(&subscription.extents)
+            .into_iter()
+            .cloned()
+            .collect()
     } else {
         Vec::new()
     };
     Ok(Decision {
         events: vec![Event::SubscriptionUpserted(subscription.clone())],
-        outcome: Outcome::Subscription { subscription, intents, constraints },
+        outcome: Outcome::Subscription {
+            subscription,
+            intents,
+            constraints,
+        },
     })
 }
 
@@ -475,19 +715,37 @@ pub struct DeleteSubscription {
     pub version: String,
 }
 
-pub fn delete_subscription(state: &AirspaceState, cmd: DeleteSubscription) -> Result<Decision, DomainError> {
-    let old = state.subscription(&cmd.id).ok_or_else(|| DomainError::NotFound { kind: "subscription", id: cmd.id.to_string() })?;
+pub fn delete_subscription(
+    state: &AirspaceState,
+    cmd: DeleteSubscription,
+) -> Result<Decision, DomainError> {
+    let old = state
+        .subscription(&cmd.id)
+        .ok_or_else(|| DomainError::NotFound {
+            kind: "subscription",
+            id: cmd.id.to_string(),
+        })?;
     if old.manager != cmd.manager {
-        return Err(DomainError::AlreadyExists { kind: "subscription managed by another client", id: cmd.id.to_string() });
+        return Err(DomainError::AlreadyExists {
+            kind: "subscription managed by another client",
+            id: cmd.id.to_string(),
+        });
     }
     if old.version != cmd.version {
         return Err(DomainError::VersionMismatch { id: cmd.id });
     }
     let dependents = state.dependents(&cmd.id);
     if !dependents.is_empty() {
-        return Err(DomainError::SubscriptionInUse { id: cmd.id, dependents, message: "delete or move them first".into() });
+        return Err(DomainError::SubscriptionInUse {
+            id: cmd.id,
+            dependents,
+            message: "delete or move them first".into(),
+        });
     }
-    Ok(Decision { events: vec![Event::SubscriptionRemoved(cmd.id)], outcome: Outcome::SubscriptionDeleted(old.clone()) })
+    Ok(Decision {
+        events: vec![Event::SubscriptionRemoved(cmd.id)],
+        outcome: Outcome::SubscriptionDeleted(old.clone()),
+    })
 }
 
 /// F3548 `SetUssAvailabilityStatusParameters`.
@@ -498,43 +756,71 @@ pub struct SetAvailability {
     pub availability: UssAvailabilityState,
 }
 
-pub fn set_availability(state: &AirspaceState, cmd: SetAvailability) -> Result<Decision, DomainError> {
+pub fn set_availability(
+    state: &AirspaceState,
+    cmd: SetAvailability,
+) -> Result<Decision, DomainError> {
     let current = state.availability(&cmd.uss);
     if current.version != cmd.old_version {
         return Err(invalid(
             "old_version",
-            format!("the current version of {}'s availability is {:?}, not {:?}", cmd.uss, current.version, cmd.old_version),
+            format!(
+                "the current version of {}'s availability is {:?}, not {:?}",
+                cmd.uss, current.version, cmd.old_version
+            ),
         ));
     }
-    let a = UssAvailability { uss: cmd.uss, availability: cmd.availability, version: (state.seq() + 1).to_string() };
-    Ok(Decision { events: vec![Event::AvailabilitySet(a.clone())], outcome: Outcome::Availability(a) })
+    let a = UssAvailability {
+        uss: cmd.uss,
+        availability: cmd.availability,
+        version: (state.seq() + 1).to_string(),
+    };
+    Ok(Decision {
+        events: vec![Event::AvailabilitySet(a.clone())],
+        outcome: Outcome::Availability(a),
+    })
 }
 
 pub fn file_report(_state: &AirspaceState, report: Report) -> Result<Decision, DomainError> {
-    Ok(Decision { events: vec![Event::ReportFiled(report.clone())], outcome: Outcome::Report(report) })
+    Ok(Decision {
+        events: vec![Event::ReportFiled(report.clone())],
+        outcome: Outcome::Report(report),
+    })
 }
 
 /// Removes what has ended: intents and constraints whose end is more than
 /// `grace_s` in the past, and subscriptions past their end that no intent
 /// needs.
-pub fn expire(state: &AirspaceState, now: Timestamp, grace_s: i64) -> Result<Decision, DomainError> {
+pub fn expire(
+    state: &AirspaceState,
+    now: Timestamp,
+    grace_s: i64,
+) -> Result<Decision, DomainError> {
     let cutoff = now.minus_seconds(grace_s);
     let mut events = Vec::new();
     let mut leaving_intents = HashSet::new();
-    let mut intents: Vec<&OperationalIntent> = state.intents().filter(|i| i.time_end <= cutoff).collect();
+    let mut intents: Vec<&OperationalIntent> =
+        state.intents().filter(|i| i.time_end <= cutoff).collect();
     intents.sort_by_key(|i| i.id);
     for i in &intents {
         events.push(Event::IntentRemoved(i.id));
         leaving_intents.insert(i.id);
     }
-    let mut constraints: Vec<EntityId> = state.constraints().filter(|c| c.time_end <= cutoff).map(|c| c.id).collect();
+    let mut constraints: Vec<EntityId> = state
+        .constraints()
+        .filter(|c| c.time_end <= cutoff)
+        .map(|c| c.id)
+        .collect();
     constraints.sort();
     let nc = constraints.len();
     events.extend(constraints.into_iter().map(Event::ConstraintRemoved));
     let mut subs: Vec<SubscriptionId> = state
         .subscriptions()
         .filter(|s| {
-            let orphan = state.dependents(&s.id).iter().all(|d| leaving_intents.contains(d));
+            let orphan = state
+                .dependents(&s.id)
+                .iter()
+                .all(|d| leaving_intents.contains(d));
             orphan && (s.time_end <= cutoff || (s.implicit && !state.dependents(&s.id).is_empty()))
         })
         .map(|s| s.id)
@@ -542,7 +828,14 @@ pub fn expire(state: &AirspaceState, now: Timestamp, grace_s: i64) -> Result<Dec
     subs.sort();
     let ns = subs.len();
     events.extend(subs.into_iter().map(Event::SubscriptionRemoved));
-    Ok(Decision { events, outcome: Outcome::Expired { intents: intents.len(), constraints: nc, subscriptions: ns } })
+    Ok(Decision {
+        events,
+        outcome: Outcome::Expired {
+            intents: intents.len(),
+            constraints: nc,
+            subscriptions: ns,
+        },
+    })
 }
 
 #[cfg(test)]

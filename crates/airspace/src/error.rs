@@ -17,10 +17,18 @@ pub struct GeometryError {
 
 impl GeometryError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        GeometryError { field: field.into(), message: message.into(), too_large: false }
+        GeometryError {
+            field: field.into(),
+            message: message.into(),
+            too_large: false,
+        }
     }
     pub fn too_large(field: impl Into<String>, message: impl Into<String>) -> Self {
-        GeometryError { field: field.into(), message: message.into(), too_large: true }
+        GeometryError {
+            field: field.into(),
+            message: message.into(),
+            too_large: true,
+        }
     }
     /// The same error, with `prefix.` in front of its field.
     pub fn under(mut self, prefix: &str) -> Self {
@@ -64,7 +72,14 @@ pub enum DomainError {
     #[error("USS {uss} is marked Down in the DSS and may not {action}")]
     UssDown { uss: String, action: &'static str },
     #[error("an operational intent may not go from {from:?} to {to:?}")]
-    InvalidTransition { from: Option<OperationalIntentState>, to: OperationalIntentState },
+    InvalidTransition {
+        from: Option<OperationalIntentState>,
+        to: OperationalIntentState,
+    },
     #[error("subscription {id} is needed by operational intent(s) {dependents:?}: {message}")]
-    SubscriptionInUse { id: EntityId, dependents: Vec<EntityId>, message: String },
+    SubscriptionInUse {
+        id: EntityId,
+        dependents: Vec<EntityId>,
+        message: String,
+    },
 }

@@ -91,7 +91,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_vertices: 10_000, max_area_m2: 100_000.0 * 1e6 }
+        Limits {
+            max_vertices: 10_000,
+            max_area_m2: 100_000.0 * 1e6,
+        }
     }
 }
 
@@ -101,7 +104,11 @@ pub(crate) fn dot(a: V3, b: V3) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 fn cross(a: V3, b: V3) -> V3 {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
 }
 fn norm(a: V3) -> f64 {
     dot(a, a).sqrt()
@@ -120,7 +127,10 @@ pub(crate) fn unit_vector(p: LatLng) -> V3 {
     [lat.cos() * lng.cos(), lat.cos() * lng.sin(), lat.sin()]
 }
 fn lat_lng(v: V3) -> LatLng {
-    LatLng { lat: v[2].atan2((v[0] * v[0] + v[1] * v[1]).sqrt()).to_degrees(), lng: v[1].atan2(v[0]).to_degrees() }
+    LatLng {
+        lat: v[2].atan2((v[0] * v[0] + v[1] * v[1]).sqrt()).to_degrees(),
+        lng: v[1].atan2(v[0]).to_degrees(),
+    }
 }
 
 /// Ellipsoidal geodesic distance in metres.
@@ -138,7 +148,11 @@ struct Frame {
 
 impl Frame {
     fn new(c: V3) -> Frame {
-        let axis = if c[2].abs() < 0.9 { [0.0, 0.0, 1.0] } else { [1.0, 0.0, 0.0] };
+        let axis = if c[2].abs() < 0.9 {
+            [0.0, 0.0, 1.0]
+        } else {
+            [1.0, 0.0, 0.0]
+        };
         let e1 = normalize(cross(axis, c));
         let e2 = cross(c, e1);
         Frame { c, e1, e2 }
@@ -166,7 +180,9 @@ impl Cap {
         for i in 0..3 {
             let theta = self.center[i].clamp(-1.0, 1.0).acos();
             hi[i] = (theta - self.radius).max(0.0).cos();
-            lo[i] = -((std::f64::consts::PI - theta) - self.radius).max(0.0).cos();
+            lo[i] = -((std::f64::consts::PI - theta) - self.radius)
+                .max(0.0)
+                .cos();
         }
         (lo, hi)
     }
@@ -174,8 +190,16 @@ impl Cap {
 
 #[derive(Clone, Debug)]
 enum Shape {
-    Polygon { ring: Vec<V3>, frame: Frame, ring2d: Vec<P> },
-    Circle { center: LatLng, c: V3, radius_m: f64 },
+    Polygon {
+        ring: Vec<V3>,
+        frame: Frame,
+        ring2d: Vec<P>,
+    },
+    Circle {
+        center: LatLng,
+        c: V3,
+        radius_m: f64,
+    },
 }
 
 /// A validated volume with its precomputed geometry. Construct with [`prepare`].
@@ -198,10 +222,16 @@ impl PartialEq for PreparedVolume {
 
 fn check_point(p: LatLng, field: &str) -> Result<(), GeometryError> {
     if !p.lat.is_finite() || !(-90.0..=90.0).contains(&p.lat) {
-        return Err(GeometryError::new(format!("{field}.lat"), format!("latitude must be a number in [-90, 90], got {}", p.lat)));
+        return Err(GeometryError::new(
+            format!("{field}.lat"),
+            format!("latitude must be a number in [-90, 90], got {}", p.lat),
+        ));
     }
     if !p.lng.is_finite() || !(-180.0..=180.0).contains(&p.lng) {
-        return Err(GeometryError::new(format!("{field}.lng"), format!("longitude must be a number in [-180, 180], got {}", p.lng)));
+        return Err(GeometryError::new(
+            format!("{field}.lng"),
+            format!("longitude must be a number in [-180, 180], got {}", p.lng),
+        ));
     }
     Ok(())
 }
@@ -221,11 +251,13 @@ fn densify(vertices: &[LatLng]) -> (Vec<V3>, Vec<usize>) {
         let b = vertices[(i + 1) % vertices.len()];
         ring.push(unit_vector(*a));
         origin.push(i);
-        let (s12, azi1, _azi2, _a12): (f64, f64, f64, f64) = geod().inverse(a.lat, a.lng, b.lat, b.lng);
+        let (s12, azi1, _azi2, _a12): (f64, f64, f64, f64) =
+            geod().inverse(a.lat, a.lng, b.lat, b.lng);
         if s12 > MAX_EDGE_M {
             let k = (s12 / MAX_EDGE_M).ceil() as usize;
             for j in 1..k {
-                let (lat, lng): (f64, f64) = geod().direct(a.lat, a.lng, azi1, s12 * j as f64 / k as f64);
+                let (lat, lng): (f64, f64) =
+                    geod().direct(a.lat, a.lng, azi1, s12 * j as f64 / k as f64);
                 ring.push(unit_vector(LatLng { lat, lng }));
                 origin.push(i);
             }
@@ -249,12 +281,22 @@ fn spherical_area(ring: &[V3], c: V3) -> f64 {
 fn prepare_polygon(vertices: &[LatLng], limits: &Limits) -> Result<(Shape, Cap), GeometryError> {
     const F: &str = "volume.outline_polygon.vertices";
     if vertices.len() < 3 {
-        return Err(GeometryError::new(F, format!("a polygon needs at least 3 vertices, got {}", vertices.len())));
+        return Err(GeometryError::new(
+            F,
+            format!(
+                "a polygon needs at least 3 vertices, got {}",
+                vertices.len()
+            ),
+        ));
     }
     if vertices.len() > limits.max_vertices {
         return Err(GeometryError::new(
             F,
-            format!("a polygon may have at most {} vertices, got {}", limits.max_vertices, vertices.len()),
+            format!(
+                "a polygon may have at most {} vertices, got {}",
+                limits.max_vertices,
+                vertices.len()
+            ),
         ));
     }
     for (i, p) in vertices.iter().enumerate() {
@@ -268,16 +310,23 @@ fn prepare_polygon(vertices: &[LatLng], limits: &Limits) -> Result<(Shape, Cap),
     }
     let mut order: Vec<usize> = (0..vertices.len()).collect();
     order.sort_by(|&i, &j| {
-        (vertices[i].lat, vertices[i].lng).partial_cmp(&(vertices[j].lat, vertices[j].lng)).unwrap_or(std::cmp::Ordering::Equal)
+        (vertices[i].lat, vertices[i].lng)
+            .partial_cmp(&(vertices[j].lat, vertices[j].lng))
+            .unwrap_or(std::cmp::Ordering::Equal)
     });
     for w in order.windows(2) {
         if same_point(vertices[w[0]], vertices[w[1]]) {
             let (i, j) = (w[0].min(w[1]), w[0].max(w[1]));
-            return Err(GeometryError::new(format!("{F}[{j}]"), format!("vertex {j} duplicates vertex {i}")));
+            return Err(GeometryError::new(
+                format!("{F}[{j}]"),
+                format!("vertex {j} duplicates vertex {i}"),
+            ));
         }
     }
     let (ring, origin) = densify(vertices);
-    let sum = ring.iter().fold([0.0; 3], |s, v| [s[0] + v[0], s[1] + v[1], s[2] + v[2]]);
+    let sum = ring
+        .iter()
+        .fold([0.0; 3], |s, v| [s[0] + v[0], s[1] + v[1], s[2] + v[2]]);
     if norm(sum) < 1e-9 {
         return Err(GeometryError::too_large(F, "the polygon spans the globe"));
     }
@@ -286,7 +335,11 @@ fn prepare_polygon(vertices: &[LatLng], limits: &Limits) -> Result<(Shape, Cap),
     if radius > MAX_CAP_RAD {
         return Err(GeometryError::too_large(
             F,
-            format!("the polygon reaches {:.0} km from its centre; at most {:.0} km is accepted", radius * WGS84_A / 1e3, MAX_CAP_RAD * WGS84_A / 1e3),
+            format!(
+                "the polygon reaches {:.0} km from its centre; at most {:.0} km is accepted",
+                radius * WGS84_A / 1e3,
+                MAX_CAP_RAD * WGS84_A / 1e3
+            ),
         ));
     }
     let frame = Frame::new(center);
@@ -302,32 +355,64 @@ fn prepare_polygon(vertices: &[LatLng], limits: &Limits) -> Result<(Shape, Cap),
     }
     let area = spherical_area(&ring, center) * R_AUTHALIC * R_AUTHALIC;
     if area < 1.0 {
-        return Err(GeometryError::new(F, "the polygon has no area (its vertices are collinear)"));
+        return Err(GeometryError::new(
+            F,
+            "the polygon has no area (its vertices are collinear)",
+        ));
     }
     if area > limits.max_area_m2 {
         return Err(GeometryError::too_large(
             F,
-            format!("the polygon covers {:.0} km²; at most {:.0} km² is accepted", area / 1e6, limits.max_area_m2 / 1e6),
+            format!(
+                "the polygon covers {:.0} km²; at most {:.0} km² is accepted",
+                area / 1e6,
+                limits.max_area_m2 / 1e6
+            ),
         ));
     }
-    Ok((Shape::Polygon { ring, frame, ring2d }, Cap { center, radius }))
+    Ok((
+        Shape::Polygon {
+            ring,
+            frame,
+            ring2d,
+        },
+        Cap { center, radius },
+    ))
 }
 
-fn prepare_circle(center: LatLng, radius_m: f64, limits: &Limits) -> Result<(Shape, Cap), GeometryError> {
+fn prepare_circle(
+    center: LatLng,
+    radius_m: f64,
+    limits: &Limits,
+) -> Result<(Shape, Cap), GeometryError> {
     check_point(center, "volume.outline_circle.center")?;
     if !radius_m.is_finite() || radius_m <= 0.0 {
-        return Err(GeometryError::new("volume.outline_circle.radius.value", format!("the radius must be a positive number of metres, got {radius_m}")));
+        return Err(GeometryError::new(
+            "volume.outline_circle.radius.value",
+            format!("the radius must be a positive number of metres, got {radius_m}"),
+        ));
     }
     let area = std::f64::consts::PI * radius_m * radius_m;
     let radius = radius_m / M_MIN * (1.0 + 1e-9);
     if area > limits.max_area_m2 || radius > MAX_CAP_RAD {
         return Err(GeometryError::too_large(
             "volume.outline_circle.radius.value",
-            format!("the circle covers {:.0} km²; at most {:.0} km² is accepted", area / 1e6, limits.max_area_m2 / 1e6),
+            format!(
+                "the circle covers {:.0} km²; at most {:.0} km² is accepted",
+                area / 1e6,
+                limits.max_area_m2 / 1e6
+            ),
         ));
     }
     let c = unit_vector(center);
-    Ok((Shape::Circle { center, c, radius_m }, Cap { center: c, radius }))
+    Ok((
+        Shape::Circle {
+            center,
+            c,
+            radius_m,
+        },
+        Cap { center: c, radius },
+    ))
 }
 
 /// Validates a volume and precomputes its geometry. Errors name the field
@@ -337,26 +422,52 @@ pub fn prepare(volume: Volume4D, limits: &Limits) -> Result<PreparedVolume, Geom
         Outline::Polygon { vertices } => prepare_polygon(vertices, limits)?,
         Outline::Circle { center, radius_m } => prepare_circle(*center, *radius_m, limits)?,
     };
-    for (v, field) in [(volume.altitude_lower_m, "volume.altitude_lower.value"), (volume.altitude_upper_m, "volume.altitude_upper.value")] {
+    for (v, field) in [
+        (volume.altitude_lower_m, "volume.altitude_lower.value"),
+        (volume.altitude_upper_m, "volume.altitude_upper.value"),
+    ] {
         if let Some(v) = v {
             if !v.is_finite() || !(ALTITUDE_MIN_M..=ALTITUDE_MAX_M).contains(&v) {
-                return Err(GeometryError::new(field, format!("altitude must be a number in [{ALTITUDE_MIN_M}, {ALTITUDE_MAX_M}] m, got {v}")));
+                return Err(GeometryError::new(
+                    field,
+                    format!(
+                        "altitude must be a number in [{ALTITUDE_MIN_M}, {ALTITUDE_MAX_M}] m, got {v}"
+                    ),
+                ));
             }
         }
     }
     if let (Some(lo), Some(hi)) = (volume.altitude_lower_m, volume.altitude_upper_m) {
         if lo >= hi {
-            return Err(GeometryError::new("volume.altitude_lower.value", format!("altitude_lower ({lo} m) must be below altitude_upper ({hi} m)")));
+            return Err(GeometryError::new(
+                "volume.altitude_lower.value",
+                format!("altitude_lower ({lo} m) must be below altitude_upper ({hi} m)"),
+            ));
         }
     }
     if let (Some(s), Some(e)) = (volume.time_start, volume.time_end) {
         if s >= e {
-            return Err(GeometryError::new("time_end", "time_end must be after time_start"));
+            return Err(GeometryError::new(
+                "time_end",
+                "time_end must be after time_start",
+            ));
         }
     }
-    let altitude = (volume.altitude_lower_m.unwrap_or(f64::NEG_INFINITY), volume.altitude_upper_m.unwrap_or(f64::INFINITY));
-    let time = (volume.time_start.unwrap_or(Timestamp::MIN), volume.time_end.unwrap_or(Timestamp::MAX));
-    Ok(PreparedVolume { volume, shape, cap, altitude, time })
+    let altitude = (
+        volume.altitude_lower_m.unwrap_or(f64::NEG_INFINITY),
+        volume.altitude_upper_m.unwrap_or(f64::INFINITY),
+    );
+    let time = (
+        volume.time_start.unwrap_or(Timestamp::MIN),
+        volume.time_end.unwrap_or(Timestamp::MAX),
+    );
+    Ok(PreparedVolume {
+        volume,
+        shape,
+        cap,
+        altitude,
+        time,
+    })
 }
 
 /// Closest point to `p` on the minor great-circle arc `ab`.
@@ -400,9 +511,12 @@ impl PreparedVolume {
     fn contains_point(&self, v: V3) -> bool {
         match &self.shape {
             Shape::Polygon { frame, ring2d, .. } => {
-                angle(self.cap.center, v) <= self.cap.radius * (1.0 + 1e-9) && planar::point_in_ring(frame.project(v), ring2d)
+                angle(self.cap.center, v) <= self.cap.radius * (1.0 + 1e-9)
+                    && planar::point_in_ring(frame.project(v), ring2d)
             }
-            Shape::Circle { center, radius_m, .. } => geodesic_distance_m(*center, lat_lng(v)) <= *radius_m,
+            Shape::Circle {
+                center, radius_m, ..
+            } => geodesic_distance_m(*center, lat_lng(v)) <= *radius_m,
         }
     }
 
@@ -412,11 +526,34 @@ impl PreparedVolume {
             return false;
         }
         match (&self.shape, &other.shape) {
-            (Shape::Circle { center: a, radius_m: ra, .. }, Shape::Circle { center: b, radius_m: rb, .. }) => {
-                geodesic_distance_m(*a, *b) <= ra + rb
-            }
-            (Shape::Circle { center, c, radius_m }, Shape::Polygon { ring, .. }) => circle_meets_polygon(*center, *c, *radius_m, other, ring),
-            (Shape::Polygon { ring, .. }, Shape::Circle { center, c, radius_m }) => circle_meets_polygon(*center, *c, *radius_m, self, ring),
+            (
+                Shape::Circle {
+                    center: a,
+                    radius_m: ra,
+                    ..
+                },
+                Shape::Circle {
+                    center: b,
+                    radius_m: rb,
+                    ..
+                },
+            ) => geodesic_distance_m(*a, *b) <= ra + rb,
+            (
+                Shape::Circle {
+                    center,
+                    c,
+                    radius_m,
+                },
+                Shape::Polygon { ring, .. },
+            ) => circle_meets_polygon(*center, *c, *radius_m, other, ring),
+            (
+                Shape::Polygon { ring, .. },
+                Shape::Circle {
+                    center,
+                    c,
+                    radius_m,
+                },
+            ) => circle_meets_polygon(*center, *c, *radius_m, self, ring),
             (Shape::Polygon { ring: ra, .. }, Shape::Polygon { ring: rb, .. }) => {
                 let sum = [
                     self.cap.center[0] + other.cap.center[0],
@@ -442,25 +579,58 @@ impl PreparedVolume {
 
     /// Is `inner` entirely inside this volume, in all four dimensions?
     pub fn covers(&self, inner: &PreparedVolume) -> bool {
-        if !(self.time.0 <= inner.time.0 && inner.time.1 <= self.time.1 && self.altitude.0 <= inner.altitude.0 && inner.altitude.1 <= self.altitude.1) {
+        if !(self.time.0 <= inner.time.0
+            && inner.time.1 <= self.time.1
+            && self.altitude.0 <= inner.altitude.0
+            && inner.altitude.1 <= self.altitude.1)
+        {
             return false;
         }
         match (&self.shape, &inner.shape) {
-            (Shape::Circle { center: a, radius_m: ra, .. }, Shape::Circle { center: b, radius_m: rb, .. }) => {
-                geodesic_distance_m(*a, *b) + rb <= *ra
-            }
-            (Shape::Circle { center, radius_m, .. }, Shape::Polygon { ring, .. }) => {
-                ring.iter().all(|v| geodesic_distance_m(*center, lat_lng(*v)) <= *radius_m)
-            }
-            (Shape::Polygon { ring, .. }, Shape::Circle { center, c, radius_m }) => {
+            (
+                Shape::Circle {
+                    center: a,
+                    radius_m: ra,
+                    ..
+                },
+                Shape::Circle {
+                    center: b,
+                    radius_m: rb,
+                    ..
+                },
+            ) => geodesic_distance_m(*a, *b) + rb <= *ra,
+            (
+                Shape::Circle {
+                    center, radius_m, ..
+                },
+                Shape::Polygon { ring, .. },
+            ) => ring
+                .iter()
+                .all(|v| geodesic_distance_m(*center, lat_lng(*v)) <= *radius_m),
+            (
+                Shape::Polygon { ring, .. },
+                Shape::Circle {
+                    center,
+                    c,
+                    radius_m,
+                },
+            ) => {
                 self.contains_point(*c)
                     && (0..ring.len()).all(|i| {
                         let q = closest_on_arc(*c, ring[i], ring[(i + 1) % ring.len()]);
                         geodesic_distance_m(*center, lat_lng(q)) >= *radius_m
                     })
             }
-            (Shape::Polygon { frame, ring2d, .. }, Shape::Polygon { ring: inner_ring, .. }) => {
-                if inner_ring.iter().any(|v| angle(self.cap.center, *v) > self.cap.radius * (1.0 + 1e-9)) {
+            (
+                Shape::Polygon { frame, ring2d, .. },
+                Shape::Polygon {
+                    ring: inner_ring, ..
+                },
+            ) => {
+                if inner_ring
+                    .iter()
+                    .any(|v| angle(self.cap.center, *v) > self.cap.radius * (1.0 + 1e-9))
+                {
                     return false;
                 }
                 let inner2d: Vec<P> = inner_ring.iter().map(|v| frame.project(*v)).collect();
@@ -470,7 +640,13 @@ impl PreparedVolume {
     }
 }
 
-fn circle_meets_polygon(center: LatLng, c: V3, r: f64, polygon: &PreparedVolume, ring: &[V3]) -> bool {
+fn circle_meets_polygon(
+    center: LatLng,
+    c: V3,
+    r: f64,
+    polygon: &PreparedVolume,
+    ring: &[V3],
+) -> bool {
     if polygon.contains_point(c) {
         return true;
     }
@@ -494,7 +670,9 @@ mod tests {
     }
     fn poly(v: &[(f64, f64)]) -> Volume4D {
         Volume4D {
-            outline: Outline::Polygon { vertices: v.iter().map(|&(lat, lng)| ll(lat, lng)).collect() },
+            outline: Outline::Polygon {
+                vertices: v.iter().map(|&(lat, lng)| ll(lat, lng)).collect(),
+            },
             altitude_lower_m: Some(0.0),
             altitude_upper_m: Some(1000.0),
             time_start: Some(Timestamp(0)),
@@ -502,7 +680,13 @@ mod tests {
         }
     }
     fn circle(lat: f64, lng: f64, r: f64) -> Volume4D {
-        Volume4D { outline: Outline::Circle { center: ll(lat, lng), radius_m: r }, ..poly(&[(0.0, 0.0), (0.0, 1.0), (1.0, 0.0)]) }
+        Volume4D {
+            outline: Outline::Circle {
+                center: ll(lat, lng),
+                radius_m: r,
+            },
+            ..poly(&[(0.0, 0.0), (0.0, 1.0), (1.0, 0.0)])
+        }
     }
     fn p(v: Volume4D) -> PreparedVolume {
         prepare(v, &Limits::default()).expect("valid volume")
@@ -512,7 +696,12 @@ mod tests {
     }
     /// A square of half-side `h` degrees around (lat, lng).
     fn square(lat: f64, lng: f64, h: f64) -> Volume4D {
-        poly(&[(lat - h, lng - h), (lat - h, lng + h), (lat + h, lng + h), (lat + h, lng - h)])
+        poly(&[
+            (lat - h, lng - h),
+            (lat - h, lng + h),
+            (lat + h, lng + h),
+            (lat + h, lng - h),
+        ])
     }
 
     #[test]
@@ -531,17 +720,36 @@ mod tests {
 
     #[test]
     fn antimeridian_polygons_meet_across_180() {
-        let west = p(poly(&[(10.0, 179.99), (10.0, -179.99), (10.01, -179.99), (10.01, 179.99)]));
+        let west = p(poly(&[
+            (10.0, 179.99),
+            (10.0, -179.99),
+            (10.01, -179.99),
+            (10.01, 179.99),
+        ]));
         let east = p(square(10.005, -179.995, 0.002));
-        assert!(west.intersects(&east), "a square just east of 180° lies inside the polygon straddling it");
+        assert!(
+            west.intersects(&east),
+            "a square just east of 180° lies inside the polygon straddling it"
+        );
         let far = p(square(10.005, 179.0, 0.002));
-        assert!(!west.intersects(&far), "the straddling polygon is the small one, not the one round the globe");
+        assert!(
+            !west.intersects(&far),
+            "the straddling polygon is the small one, not the one round the globe"
+        );
     }
 
     #[test]
     fn polygon_around_the_north_pole() {
-        let cap = p(poly(&[(89.9, 0.0), (89.9, 90.0), (89.9, 180.0), (89.9, -90.0)]));
-        assert!(cap.intersects(&p(circle(90.0, 0.0, 10.0))), "the pole is inside");
+        let cap = p(poly(&[
+            (89.9, 0.0),
+            (89.9, 90.0),
+            (89.9, 180.0),
+            (89.9, -90.0),
+        ]));
+        assert!(
+            cap.intersects(&p(circle(90.0, 0.0, 10.0))),
+            "the pole is inside"
+        );
         assert!(cap.intersects(&p(square(89.95, 45.0, 0.01))));
         assert!(!cap.intersects(&p(square(89.5, 45.0, 0.01))));
     }
@@ -550,7 +758,12 @@ mod tests {
     fn tiny_areas_of_a_few_metres_are_exact() {
         // 1e-5° ≈ 1.1 m of latitude.
         let a = p(square(48.0, 11.0, 1e-5));
-        let touching = p(poly(&[(48.0 - 1e-5, 11.0 + 1e-5), (48.0 - 1e-5, 11.0 + 3e-5), (48.0 + 1e-5, 11.0 + 3e-5), (48.0 + 1e-5, 11.0 + 1e-5)]));
+        let touching = p(poly(&[
+            (48.0 - 1e-5, 11.0 + 1e-5),
+            (48.0 - 1e-5, 11.0 + 3e-5),
+            (48.0 + 1e-5, 11.0 + 3e-5),
+            (48.0 + 1e-5, 11.0 + 1e-5),
+        ]));
         assert!(a.intersects(&touching), "sharing an edge is touching");
         let apart = p(square(48.0, 11.0 + 2.2e-5, 1e-5));
         assert!(!a.intersects(&apart), "≈ 0.15 m apart");
@@ -582,7 +795,12 @@ mod tests {
     fn circle_against_polygon_edge_within_a_metre() {
         // An edge along the meridian lng = 0.01 at lat 45; the circle centre at lng 0.
         let edge_lng = 0.01;
-        let sq = p(poly(&[(44.9, edge_lng), (44.9, 0.1), (45.1, 0.1), (45.1, edge_lng)]));
+        let sq = p(poly(&[
+            (44.9, edge_lng),
+            (44.9, 0.1),
+            (45.1, 0.1),
+            (45.1, edge_lng),
+        ]));
         let d = geodesic_distance_m(ll(45.0, 0.0), ll(45.0, edge_lng));
         assert!(p(circle(45.0, 0.0, d + 0.5)).intersects(&sq));
         assert!(!p(circle(45.0, 0.0, d - 0.5)).intersects(&sq));
@@ -592,10 +810,20 @@ mod tests {
     fn densified_edges_follow_the_geodesic_within_a_centimetre() {
         // For ≤ 10 km geodesics anywhere, the midpoint of the true geodesic is
         // within 1 cm of the great-circle arc we use in its place.
-        for &(lat, lng, az) in &[(0.0, 0.0, 45.0), (45.0, 10.0, 30.0), (60.0, -120.0, 80.0), (80.0, 170.0, 135.0), (-33.0, 151.0, 60.0)] {
+        for &(lat, lng, az) in &[
+            (0.0, 0.0, 45.0),
+            (45.0, 10.0, 30.0),
+            (60.0, -120.0, 80.0),
+            (80.0, 170.0, 135.0),
+            (-33.0, 151.0, 60.0),
+        ] {
             let (lat2, lng2): (f64, f64) = geod().direct(lat, lng, az, MAX_EDGE_M);
             let (mlat, mlng): (f64, f64) = geod().direct(lat, lng, az, MAX_EDGE_M / 2.0);
-            let (a, b, m) = (unit_vector(ll(lat, lng)), unit_vector(ll(lat2, lng2)), unit_vector(ll(mlat, mlng)));
+            let (a, b, m) = (
+                unit_vector(ll(lat, lng)),
+                unit_vector(ll(lat2, lng2)),
+                unit_vector(ll(mlat, mlng)),
+            );
             let q = closest_on_arc(m, a, b);
             let off = geodesic_distance_m(ll(mlat, mlng), lat_lng(q));
             assert!(off < 0.01, "{lat},{lng} az {az}: {off} m");
@@ -628,8 +856,20 @@ mod tests {
         let e = err(poly(&[(0.0, 0.0), (0.0, 181.0), (1.0, 1.0)]));
         assert_eq!(e.field, "volume.outline_polygon.vertices[1].lng");
         let e = err(poly(&[(0.0, 0.0), (0.0, 1.0), (0.0, 2.0)]));
-        assert!(e.message.contains("no area") || e.message.contains("folds") || e.message.contains("may not cross"), "{e}");
-        let many: Vec<(f64, f64)> = (0..10_001).map(|i| (0.001 * (i as f64 / 10_001.0 * 6.28).sin(), 0.001 * (i as f64 / 10_001.0 * 6.28).cos())).collect();
+        assert!(
+            e.message.contains("no area")
+                || e.message.contains("folds")
+                || e.message.contains("may not cross"),
+            "{e}"
+        );
+        let many: Vec<(f64, f64)> = (0..10_001)
+            .map(|i| {
+                (
+                    0.001 * (i as f64 / 10_001.0 * 6.28).sin(),
+                    0.001 * (i as f64 / 10_001.0 * 6.28).cos(),
+                )
+            })
+            .collect();
         assert!(err(poly(&many)).message.contains("at most 10000"));
         let mut v = square(0.0, 0.0, 0.1);
         v.altitude_lower_m = Some(500.0);
@@ -641,17 +881,25 @@ mod tests {
         let mut v = square(0.0, 0.0, 0.1);
         v.altitude_upper_m = Some(f64::INFINITY);
         assert_eq!(err(v).field, "volume.altitude_upper.value");
-        assert_eq!(err(circle(0.0, 0.0, 0.0)).field, "volume.outline_circle.radius.value");
-        assert_eq!(err(circle(0.0, 0.0, -3.0)).field, "volume.outline_circle.radius.value");
+        assert_eq!(
+            err(circle(0.0, 0.0, 0.0)).field,
+            "volume.outline_circle.radius.value"
+        );
+        assert_eq!(
+            err(circle(0.0, 0.0, -3.0)).field,
+            "volume.outline_circle.radius.value"
+        );
     }
 
     #[test]
     fn polygons_with_ten_thousand_vertices_are_accepted_quickly() {
         let n = 10_000;
-        let v: Vec<(f64, f64)> = (0..n).map(|i| {
-            let t = i as f64 / n as f64 * std::f64::consts::TAU;
-            (45.0 + 0.1 * t.sin(), 7.0 + 0.1 * t.cos())
-        }).collect();
+        let v: Vec<(f64, f64)> = (0..n)
+            .map(|i| {
+                let t = i as f64 / n as f64 * std::f64::consts::TAU;
+                (45.0 + 0.1 * t.sin(), 7.0 + 0.1 * t.cos())
+            })
+            .collect();
         let big = p(poly(&v));
         assert!(big.intersects(&p(square(45.0, 7.0, 0.01))));
         assert!(big.intersects(&p(square(45.1, 7.0, 0.01))));
@@ -664,7 +912,10 @@ mod tests {
         let mut later = square(0.0, 0.0, 0.01);
         later.time_start = Some(Timestamp(3_600_000_000));
         later.time_end = Some(Timestamp(7_200_000_000));
-        assert!(!a.intersects(&p(later)), "back-to-back slots do not conflict");
+        assert!(
+            !a.intersects(&p(later)),
+            "back-to-back slots do not conflict"
+        );
         let mut above = square(0.0, 0.0, 0.01);
         above.altitude_lower_m = Some(1000.0);
         above.altitude_upper_m = Some(2000.0);
@@ -672,7 +923,10 @@ mod tests {
         let mut open = square(0.0, 0.0, 0.01);
         open.altitude_lower_m = None;
         open.time_end = None;
-        assert!(a.intersects(&p(open)), "unbounded query dimensions match everything");
+        assert!(
+            a.intersects(&p(open)),
+            "unbounded query dimensions match everything"
+        );
     }
 
     #[test]

@@ -42,20 +42,36 @@ impl SpaceTimeIndex {
     /// Builds an index in one pass (used when the store is loaded at start).
     pub fn bulk<'a>(items: impl Iterator<Item = (Uuid, &'a [PreparedVolume])>) -> Self {
         let entries = items
-            .flat_map(|(id, vols)| vols.iter().enumerate().map(move |(i, v)| Entry { id, volume: i, env: envelope(v) }))
+            .flat_map(|(id, vols)| {
+                vols.iter().enumerate().map(move |(i, v)| Entry {
+                    id,
+                    volume: i,
+                    env: envelope(v),
+                })
+            })
             .collect();
-        SpaceTimeIndex { tree: RTree::bulk_load(entries) }
+        SpaceTimeIndex {
+            tree: RTree::bulk_load(entries),
+        }
     }
 
     pub fn insert(&mut self, id: Uuid, volumes: &[PreparedVolume]) {
         for (i, v) in volumes.iter().enumerate() {
-            self.tree.insert(Entry { id, volume: i, env: envelope(v) });
+            self.tree.insert(Entry {
+                id,
+                volume: i,
+                env: envelope(v),
+            });
         }
     }
 
     pub fn remove(&mut self, id: Uuid, volumes: &[PreparedVolume]) {
         for (i, v) in volumes.iter().enumerate() {
-            self.tree.remove(&Entry { id, volume: i, env: envelope(v) });
+            self.tree.remove(&Entry {
+                id,
+                volume: i,
+                env: envelope(v),
+            });
         }
     }
 

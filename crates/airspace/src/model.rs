@@ -70,15 +70,29 @@ pub mod volumes_serde {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PreparedVolume>, D::Error> {
         let plain = Vec::<Volume4D>::deserialize(d)?;
-        let limits = Limits { max_vertices: usize::MAX, max_area_m2: f64::INFINITY };
-        plain.into_iter().map(|v| prepare(v, &limits).map_err(serde::de::Error::custom)).collect()
+        let limits = Limits {
+            max_vertices: usize::MAX,
+            max_area_m2: f64::INFINITY,
+        };
+        plain
+            .into_iter()
+            .map(|v| prepare(v, &limits).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
 /// Earliest start and latest end over a set of volumes.
 pub fn time_bounds(extents: &[PreparedVolume]) -> (Timestamp, Timestamp) {
-    let start = extents.iter().map(|v| v.time.0).min().unwrap_or(Timestamp::MIN);
-    let end = extents.iter().map(|v| v.time.1).max().unwrap_or(Timestamp::MAX);
+    let start = extents
+        .iter()
+        .map(|v| v.time.0)
+        .min()
+        .unwrap_or(Timestamp::MIN);
+    let end = extents
+        .iter()
+        .map(|v| v.time.1)
+        .max()
+        .unwrap_or(Timestamp::MAX);
     (start, end)
 }
 

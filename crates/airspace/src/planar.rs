@@ -15,7 +15,10 @@ pub fn orient(a: P, b: P, c: P) -> f64 {
 }
 
 fn within_box(a: P, b: P, p: P) -> bool {
-    p[0] >= a[0].min(b[0]) && p[0] <= a[0].max(b[0]) && p[1] >= a[1].min(b[1]) && p[1] <= a[1].max(b[1])
+    p[0] >= a[0].min(b[0])
+        && p[0] <= a[0].max(b[0])
+        && p[1] >= a[1].min(b[1])
+        && p[1] <= a[1].max(b[1])
 }
 
 /// Do closed segments `ab` and `cd` share a point?
@@ -24,7 +27,9 @@ pub fn segments_intersect(a: P, b: P, c: P, d: P) -> bool {
     let o2 = orient(a, b, d);
     let o3 = orient(c, d, a);
     let o4 = orient(c, d, b);
-    if ((o1 > 0.0 && o2 < 0.0) || (o1 < 0.0 && o2 > 0.0)) && ((o3 > 0.0 && o4 < 0.0) || (o3 < 0.0 && o4 > 0.0)) {
+    if ((o1 > 0.0 && o2 < 0.0) || (o1 < 0.0 && o2 > 0.0))
+        && ((o3 > 0.0 && o4 < 0.0) || (o3 < 0.0 && o4 > 0.0))
+    {
         return true;
     }
     (o1 == 0.0 && within_box(a, b, c))
@@ -39,7 +44,8 @@ pub fn segments_cross_properly(a: P, b: P, c: P, d: P) -> bool {
     let o2 = orient(a, b, d);
     let o3 = orient(c, d, a);
     let o4 = orient(c, d, b);
-    ((o1 > 0.0 && o2 < 0.0) || (o1 < 0.0 && o2 > 0.0)) && ((o3 > 0.0 && o4 < 0.0) || (o3 < 0.0 && o4 > 0.0))
+    ((o1 > 0.0 && o2 < 0.0) || (o1 < 0.0 && o2 > 0.0))
+        && ((o3 > 0.0 && o4 < 0.0) || (o3 < 0.0 && o4 > 0.0))
 }
 
 fn on_segment(a: P, b: P, p: P) -> bool {
@@ -152,7 +158,11 @@ pub fn first_self_intersection(ring: &[P]) -> Option<(usize, usize)> {
         if adjacent_after || adjacent_before {
             // Neighbours share one vertex; they are bad only when they fold
             // back onto each other (collinear and overlapping beyond it).
-            let (first, second) = if adjacent_after { ((a, b), (c, d)) } else { ((c, d), (a, b)) };
+            let (first, second) = if adjacent_after {
+                ((a, b), (c, d))
+            } else {
+                ((c, d), (a, b))
+            };
             let (u, v) = first;
             let w = second.1;
             let dot = (v[0] - u[0]) * (w[0] - v[0]) + (v[1] - u[1]) * (w[1] - v[1]);
@@ -198,17 +208,29 @@ mod tests {
     #[test]
     fn point_in_square_interior_boundary_and_outside() {
         assert!(point_in_ring([0.5, 0.5], &SQUARE));
-        assert!(point_in_ring([1.0, 0.5], &SQUARE), "boundary counts as inside");
-        assert!(point_in_ring([0.0, 0.0], &SQUARE), "vertex counts as inside");
+        assert!(
+            point_in_ring([1.0, 0.5], &SQUARE),
+            "boundary counts as inside"
+        );
+        assert!(
+            point_in_ring([0.0, 0.0], &SQUARE),
+            "vertex counts as inside"
+        );
         assert!(!point_in_ring([1.5, 0.5], &SQUARE));
-        assert!(!point_in_ring([-0.5, 0.0], &SQUARE), "ray through a vertex is counted once");
+        assert!(
+            !point_in_ring([-0.5, 0.0], &SQUARE),
+            "ray through a vertex is counted once"
+        );
     }
 
     #[test]
     fn rings_intersect_by_crossing_containment_and_not_at_all() {
         let shifted: Vec<P> = SQUARE.iter().map(|p| [p[0] + 0.5, p[1] + 0.5]).collect();
         assert!(rings_intersect(&SQUARE, &shifted));
-        let inner: Vec<P> = SQUARE.iter().map(|p| [0.25 + p[0] * 0.5, 0.25 + p[1] * 0.5]).collect();
+        let inner: Vec<P> = SQUARE
+            .iter()
+            .map(|p| [0.25 + p[0] * 0.5, 0.25 + p[1] * 0.5])
+            .collect();
         assert!(rings_intersect(&SQUARE, &inner));
         assert!(rings_intersect(&inner, &SQUARE));
         let far: Vec<P> = SQUARE.iter().map(|p| [p[0] + 3.0, p[1]]).collect();

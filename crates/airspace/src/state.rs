@@ -34,7 +34,11 @@ fn exact<'a, T>(
 ) -> Vec<&'a T> {
     ids.into_iter()
         .filter_map(|id| map.get(&id))
-        .filter(|e| extents(e).iter().any(|a| volumes.iter().any(|b| a.intersects(b))))
+        .filter(|e| {
+            extents(e)
+                .iter()
+                .any(|a| volumes.iter().any(|b| a.intersects(b)))
+        })
         .collect()
 }
 
@@ -49,9 +53,15 @@ impl AirspaceState {
         reports: usize,
     ) -> Self {
         let mut s = AirspaceState {
-            intent_index: SpaceTimeIndex::bulk(intents.iter().map(|i| (i.id, i.extents.as_slice()))),
-            constraint_index: SpaceTimeIndex::bulk(constraints.iter().map(|c| (c.id, c.extents.as_slice()))),
-            subscription_index: SpaceTimeIndex::bulk(subscriptions.iter().map(|c| (c.id, c.extents.as_slice()))),
+            intent_index: SpaceTimeIndex::bulk(
+                intents.iter().map(|i| (i.id, i.extents.as_slice())),
+            ),
+            constraint_index: SpaceTimeIndex::bulk(
+                constraints.iter().map(|c| (c.id, c.extents.as_slice())),
+            ),
+            subscription_index: SpaceTimeIndex::bulk(
+                subscriptions.iter().map(|c| (c.id, c.extents.as_slice())),
+            ),
             seq,
             reports,
             ..Default::default()
@@ -64,7 +74,10 @@ impl AirspaceState {
         s.intents = intents.into_iter().map(|i| (i.id, i)).collect();
         s.constraints = constraints.into_iter().map(|c| (c.id, c)).collect();
         s.subscriptions = subscriptions.into_iter().map(|c| (c.id, c)).collect();
-        s.availability = availability.into_iter().map(|a| (a.uss.clone(), a)).collect();
+        s.availability = availability
+            .into_iter()
+            .map(|a| (a.uss.clone(), a))
+            .collect();
         let mut ids: Vec<EntityId> = s.intents.keys().copied().collect();
         ids.sort();
         for id in ids {
@@ -93,29 +106,52 @@ impl AirspaceState {
     }
     /// A USS's availability; `Unknown` with an empty version until set.
     pub fn availability(&self, uss: &str) -> UssAvailability {
-        self.availability.get(uss).cloned().unwrap_or_else(|| UssAvailability {
-            uss: uss.to_string(),
-            availability: UssAvailabilityState::Unknown,
-            version: String::new(),
-        })
+        self.availability
+            .get(uss)
+            .cloned()
+            .unwrap_or_else(|| UssAvailability {
+                uss: uss.to_string(),
+                availability: UssAvailabilityState::Unknown,
+                version: String::new(),
+            })
     }
     pub fn is_down(&self, uss: &str) -> bool {
-        self.availability.get(uss).is_some_and(|a| a.availability == UssAvailabilityState::Down)
+        self.availability
+            .get(uss)
+            .is_some_and(|a| a.availability == UssAvailabilityState::Down)
     }
     /// Operational intents that depend on a subscription.
     pub fn dependents(&self, sub: &SubscriptionId) -> Vec<EntityId> {
-        self.dependents.get(sub).map(|d| d.iter().copied().collect()).unwrap_or_default()
+        self.dependents
+            .get(sub)
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Operational intents any of whose volumes intersect any of `volumes`.
     pub fn intents_intersecting(&self, volumes: &[PreparedVolume]) -> Vec<&OperationalIntent> {
-        exact(self.intent_index.candidates(volumes), &self.intents, |i| &i.extents, volumes)
+        exact(
+            self.intent_index.candidates(volumes),
+            &self.intents,
+            |i| &i.extents,
+            volumes,
+        )
     }
     pub fn constraints_intersecting(&self, volumes: &[PreparedVolume]) -> Vec<&Constraint> {
-        exact(self.constraint_index.candidates(volumes), &self.constraints, |c| &c.extents, volumes)
+        exact(
+            self.constraint_index.candidates(volumes),
+            &self.constraints,
+            |c| &c.extents,
+            volumes,
+        )
     }
     pub fn subscriptions_intersecting(&self, volumes: &[PreparedVolume]) -> Vec<&Subscription> {
-        exact(self.subscription_index.candidates(volumes), &self.subscriptions, |s| &s.extents, volumes)
+        exact(
+            self.subscription_index.candidates(volumes),
+            &self.subscriptions,
+            |s| &s.extents,
+            volumes,
+        )
     }
 
     pub fn intents(&self) -> impl Iterator<Item = &OperationalIntent> {
@@ -230,37 +266,78 @@ impl AirspaceState {
         self.drop_conflicts(&id);
         let mut found = Vec::new();
         if is_constraint {
-            let Some(c) = self.constraints.get(&id) else { return };
+            let Some(c) = self.constraints.get(&id) else {
+                return;
+            };
             for i in self.intents_intersecting(&c.extents) {
                 let overlaps = volume_overlaps(&i.extents, &c.extents);
-                found.push(((i.id, c.id), Conflict {
-                    kind: ConflictKind::IntentConstraint,
-                    a: ConflictParty { id: i.id, manager: i.manager.clone(), version: i.version },
-                    b: ConflictParty { id: c.id, manager: c.manager.clone(), version: c.version },
-                    overlaps,
-                }));
+                found.push((
+                    (i.id, c.id),
+                    Conflict {
+                        kind: ConflictKind::IntentConstraint,
+                        a: ConflictParty {
+                            id: i.id,
+                            manager: i.manager.clone(),
+                            version: i.version,
+                        },
+                        b: ConflictParty {
+                            id: c.id,
+                            manager: c.manager.clone(),
+                            version: c.version,
+                        },
+                        overlaps,
+                    },
+                ));
             }
         } else {
-            let Some(me) = self.intents.get(&id) else { return };
+            let Some(me) = self.intents.get(&id) else {
+                return;
+            };
             for other in self.intents_intersecting(&me.extents) {
                 if other.id == me.id || other.manager == me.manager {
                     continue;
                 }
-                let (a, b) = if me.id < other.id { (me, other) } else { (other, me) };
-                found.push(((a.id, b.id), Conflict {
-                    kind: ConflictKind::IntentIntent,
-                    a: ConflictParty { id: a.id, manager: a.manager.clone(), version: a.version },
-                    b: ConflictParty { id: b.id, manager: b.manager.clone(), version: b.version },
-                    overlaps: volume_overlaps(&a.extents, &b.extents),
-                }));
+                let (a, b) = if me.id < other.id {
+                    (me, other)
+                } else {
+                    (other, me)
+                };
+                found.push((
+                    (a.id, b.id),
+                    Conflict {
+                        kind: ConflictKind::IntentIntent,
+                        a: ConflictParty {
+                            id: a.id,
+                            manager: a.manager.clone(),
+                            version: a.version,
+                        },
+                        b: ConflictParty {
+                            id: b.id,
+                            manager: b.manager.clone(),
+                            version: b.version,
+                        },
+                        overlaps: volume_overlaps(&a.extents, &b.extents),
+                    },
+                ));
             }
             for c in self.constraints_intersecting(&me.extents) {
-                found.push(((me.id, c.id), Conflict {
-                    kind: ConflictKind::IntentConstraint,
-                    a: ConflictParty { id: me.id, manager: me.manager.clone(), version: me.version },
-                    b: ConflictParty { id: c.id, manager: c.manager.clone(), version: c.version },
-                    overlaps: volume_overlaps(&me.extents, &c.extents),
-                }));
+                found.push((
+                    (me.id, c.id),
+                    Conflict {
+                        kind: ConflictKind::IntentConstraint,
+                        a: ConflictParty {
+                            id: me.id,
+                            manager: me.manager.clone(),
+                            version: me.version,
+                        },
+                        b: ConflictParty {
+                            id: c.id,
+                            manager: c.manager.clone(),
+                            version: c.version,
+                        },
+                        overlaps: volume_overlaps(&me.extents, &c.extents),
+                    },
+                ));
             }
         }
         for (key, c) in found {

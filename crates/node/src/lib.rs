@@ -1,1 +1,645 @@
-//! placeholder
+//! The node's use cases: what a caller may ask of the DSS, checked,
+//! turned into a pure `airspace` decision and committed through [`Store`].
+//!
+//! Owns the interfaces the use cases need — [`Store`], [`Clock`], [`Ids`] —
+//! and the only place where the wall clock and randomness are read
+//! ([`SystemClock`], [`RandomIds`]). Must never know SQL or HTTP.
+
+use airspace::decide::{
+    self, DeleteConstraint, DeleteIntent, DeleteSubscription, ImplicitSubscription, PutConstraint,
+    PutIntent, PutSubscription,
+};
+use airspace::geometry::{Limits, PreparedVolume, Volume4D, prepare};
+use airspace::state::Counts;
+use airspace::*;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use thiserror::Error;
+use uuid::Uuid;
+
+pub use airspace;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A decision to run inside the store's serialised write path.
+pub type WriteFn = Box<dyn FnOnce(&AirspaceState) -> Result<Decision, DomainError> + Send>;
+
+/// The store failed (disk, database): nothing of the write was kept.
+#[derive(Debug, Clone, Error)]
+#[error("storage failure: {0}")]
+pub struct StoreError(pub String);
+
+/// Persistence of the airspace. A write runs its decision against the
+/// current state with every other write excluded, and answers only once the
+/// events are durable (synced) — or not at all kept.
+pub trait Store: Send + Sync + 'static {
+    fn transact(
+        &self,
+        f: WriteFn,
+    ) -> BoxFuture<'_, Result<Result<Decision, DomainError>, StoreError>>;
+    /// Runs `f` on a consistent view of the committed state.
+    fn read(&self, f: &mut dyn FnMut(&AirspaceState)) -> Result<(), StoreError>;
+}
+
+/// The wall clock, injectable for tests.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the one wrapper around the wall clock
+    fn now(&self) -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp::from_unix_micros(d.as_micros() as i64)
+    }
+}
+
+/// Fresh identifiers and OVNs.
+pub trait Ids: Send + Sync + 'static {
+    fn uuid_v4(&self) -> Uuid;
+    /// An OVN nobody can guess: the key check is only as strong as this.
+    fn ovn(&self) -> Ovn;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RandomIds;
+
+impl Ids for RandomIds {
+    #[allow(clippy::disallowed_methods)] // the one wrapper around randomness
+    fn uuid_v4(&self) -> Uuid {
+        Uuid::new_v4()
+    }
+    #[allow(clippy::disallowed_methods)]
+    fn ovn(&self) -> Ovn {
+        // 244 random bits, 64 characters: within F3548's 16..=128.
+        Ovn(format!(
+            "{}{}",
+            Uuid::new_v4().simple(),
+            Uuid::new_v4().simple()
+        ))
+    }
+}
+
+/// F3548 scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    StrategicCoordination,
+    ConstraintManagement,
+    ConstraintProcessing,
+    ConformanceMonitoringSa,
+    AvailabilityArbitration,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [
+        Scope::StrategicCoordination,
+        Scope::ConstraintManagement,
+        Scope::ConstraintProcessing,
+        Scope::ConformanceMonitoringSa,
+        Scope::AvailabilityArbitration,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::StrategicCoordination => "utm.strategic_coordination",
+            Scope::ConstraintManagement => "utm.constraint_management",
+            Scope::ConstraintProcessing => "utm.constraint_processing",
+            Scope::ConformanceMonitoringSa => "utm.conformance_monitoring_sa",
+            Scope::AvailabilityArbitration => "utm.availability_arbitration",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// An authenticated client: its `sub` (the manager of what it writes) and scopes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub sub: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    pub fn has(&self, s: Scope) -> bool {
+        self.scopes.contains(&s)
+    }
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<GeometryError> for NodeError {
+    fn from(e: GeometryError) -> Self {
+        NodeError::Domain(DomainError::Geometry(e))
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> NodeError {
+    NodeError::Domain(DomainError::InvalidInput {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// A create or update of an operational intent, as the use case takes it.
+#[derive(Clone, Debug)]
+pub struct IntentRequest {
+    pub extents: Vec<Volume4D>,
+    pub key: Vec<Ovn>,
+    pub state: OperationalIntentState,
+    pub uss_base_url: String,
+    pub subscription_id: Option<SubscriptionId>,
+    pub new_subscription: Option<ImplicitSubscription>,
+    pub requested_ovn_suffix: Option<Uuid>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SubscriptionRequest {
+    pub extents: Volume4D,
+    pub uss_base_url: String,
+    pub notify_for_operational_intents: bool,
+    pub notify_for_constraints: bool,
+}
+
+/// Node settings the use cases need.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub limits: Limits,
+    /// Default duration of a subscription whose end time is not given.
+    pub default_subscription_s: i64,
+    /// How far the time in a `requested_ovn_suffix` may be from now.
+    pub ovn_suffix_skew_s: i64,
+    /// How long ended entities stay before the sweeper removes them.
+    pub expiry_grace_s: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: Limits::default(),
+            default_subscription_s: 24 * 3600,
+            ovn_suffix_skew_s: 300,
+            expiry_grace_s: 300,
+        }
+    }
+}
+
+/// The strategic deconfliction service.
+pub struct Dss {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+    settings: Settings,
+}
+
+fn prepare_all(
+    extents: Vec<Volume4D>,
+    limits: &Limits,
+    field: &str,
+) -> Result<Vec<PreparedVolume>, NodeError> {
+    if extents.is_empty() {
+        return Err(invalid(field, "at least one volume is required"));
+    }
+    extents
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            prepare(v, limits).map_err(|e| NodeError::from(e.under(&format!("{field}[{i}]"))))
+        })
+        .collect()
+}
+
+impl Dss {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
+        settings: Settings,
+    ) -> Self {
+        Dss {
+            store,
+            clock,
+            ids,
+            settings,
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    async fn commit(&self, f: WriteFn) -> Result<Outcome, NodeError> {
+        Ok(self.store.transact(f).await??.outcome)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&AirspaceState) -> T) -> Result<T, NodeError> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.store.read(&mut |s| {
+            if let Some(f) = f.take() {
+                out = Some(f(s));
+            }
+        })?;
+        out.ok_or_else(|| NodeError::Store(StoreError("the store did not run the read".into())))
+    }
+
+    /// F3548 `requested_ovn_suffix`: a UUIDv7 whose time is close to now.
+    fn ovn_for(&self, id: EntityId, suffix: Option<Uuid>) -> Result<Ovn, NodeError> {
+        let Some(s) = suffix else {
+            return Ok(self.ids.ovn());
+        };
+        let ts = match (s.get_version_num(), s.get_timestamp()) {
+            (7, Some(t)) => t,
+            _ => return Err(invalid("requested_ovn_suffix", "must be a UUIDv7")),
+        };
+        let (secs, nanos) = ts.to_unix();
+        let t = Timestamp::from_unix_micros(secs as i64 * 1_000_000 + nanos as i64 / 1000);
+        let skew = (t.unix_micros() - self.now().unix_micros()).abs() / 1_000_000;
+        if skew > self.settings.ovn_suffix_skew_s {
+            return Err(invalid(
+                "requested_ovn_suffix",
+                format!(
+                    "its time is {skew} s from now; at most {} s is accepted",
+                    self.settings.ovn_suffix_skew_s
+                ),
+            ));
+        }
+        Ok(Ovn(format!("{id}_{s}")))
+    }
+
+    pub async fn put_intent(
+        &self,
+        caller: &Caller,
+        id: EntityId,
+        existing_ovn: Option<Ovn>,
+        req: IntentRequest,
+    ) -> Result<(OperationalIntent, Vec<SubscriberToNotify>), NodeError> {
+        if req
+            .new_subscription
+            .as_ref()
+            .is_some_and(|n| n.notify_for_constraints)
+            && !caller.has(Scope::ConstraintProcessing)
+        {
+            return Err(NodeError::Forbidden("new_subscription.notify_for_constraints requires the scope utm.constraint_processing".into()));
+        }
+        let extents = prepare_all(req.extents, &self.settings.limits, "extents")?;
+        let cmd = PutIntent {
+            id,
+            manager: caller.sub.clone(),
+            existing_ovn,
+            extents,
+            key: req.key,
+            state: req.state,
+            uss_base_url: req.uss_base_url,
+            subscription_id: req.subscription_id,
+            new_subscription: req.new_subscription,
+            new_ovn: self.ovn_for(id, req.requested_ovn_suffix)?,
+            new_subscription_id: self.ids.uuid_v4(),
+            now: self.now(),
+        };
+        match self
+            .commit(Box::new(move |s| decide::put_intent(s, cmd)))
+            .await?
+        {
+            Outcome::Intent {
+                intent,
+                subscribers,
+            } => Ok((intent, subscribers)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_intent(
+        &self,
+        caller: &Caller,
+        id: EntityId,
+        ovn: Ovn,
+    ) -> Result<(OperationalIntent, Vec<SubscriberToNotify>), NodeError> {
+        let cmd = DeleteIntent {
+            id,
+            manager: caller.sub.clone(),
+            ovn,
+        };
+        match self
+            .commit(Box::new(move |s| decide::delete_intent(s, cmd)))
+            .await?
+        {
+            Outcome::Intent {
+                intent,
+                subscribers,
+            } => Ok((intent, subscribers)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn get_intent(&self, id: EntityId) -> Result<OperationalIntent, NodeError> {
+        self.read(|s| s.intent(&id).cloned())?.ok_or_else(|| {
+            DomainError::NotFound {
+                kind: "operational intent",
+                id: id.to_string(),
+            }
+            .into()
+        })
+    }
+
+    /// An area of interest: absent start means "from now on" (F3548 queries
+    /// are about the airspace as it is and will be).
+    fn area(&self, area: Option<Volume4D>, field: &str) -> Result<PreparedVolume, NodeError> {
+        let Some(mut v) = area else {
+            return Err(invalid(field, "an area_of_interest is required"));
+        };
+        if v.time_start.is_none() {
+            v.time_start = Some(self.now());
+        }
+        if let (Some(s), Some(e)) = (v.time_start, v.time_end) {
+            if e <= s {
+                return Err(invalid(
+                    format!("{field}.time_end"),
+                    "the end of the area of interest is before its start (or before now)",
+                ));
+            }
+        }
+        prepare(v, &self.settings.limits).map_err(|e| e.under(field).into())
+    }
+
+    pub fn query_intents(
+        &self,
+        area: Option<Volume4D>,
+    ) -> Result<Vec<OperationalIntent>, NodeError> {
+        let a = [self.area(area, "area_of_interest")?];
+        self.read(|s| s.intents_intersecting(&a).into_iter().cloned().collect())
+    }
+
+    pub async fn put_constraint(
+        &self,
+        caller: &Caller,
+        id: EntityId,
+        existing_ovn: Option<Ovn>,
+        extents: Vec<Volume4D>,
+        uss_base_url: String,
+    ) -> Result<(Constraint, Vec<SubscriberToNotify>), NodeError> {
+        let extents = prepare_all(extents, &self.settings.limits, "extents")?;
+        let cmd = PutConstraint {
+            id,
+            manager: caller.sub.clone(),
+            existing_ovn,
+            extents,
+            uss_base_url,
+            new_ovn: self.ids.ovn(),
+            now: self.now(),
+        };
+        match self
+            .commit(Box::new(move |s| decide::put_constraint(s, cmd)))
+            .await?
+        {
+            Outcome::Constraint {
+                constraint,
+                subscribers,
+            } => Ok((constraint, subscribers)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_constraint(
+        &self,
+        caller: &Caller,
+        id: EntityId,
+        ovn: Ovn,
+    ) -> Result<(Constraint, Vec<SubscriberToNotify>), NodeError> {
+        let cmd = DeleteConstraint {
+            id,
+            manager: caller.sub.clone(),
+            ovn,
+        };
+        match self
+            .commit(Box::new(move |s| decide::delete_constraint(s, cmd)))
+            .await?
+        {
+            Outcome::Constraint {
+                constraint,
+                subscribers,
+            } => Ok((constraint, subscribers)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn get_constraint(&self, id: EntityId) -> Result<Constraint, NodeError> {
+        self.read(|s| s.constraint(&id).cloned())?.ok_or_else(|| {
+            DomainError::NotFound {
+                kind: "constraint",
+                id: id.to_string(),
+            }
+            .into()
+        })
+    }
+
+    pub fn query_constraints(&self, area: Option<Volume4D>) -> Result<Vec<Constraint>, NodeError> {
+        let a = [self.area(area, "area_of_interest")?];
+        self.read(|s| {
+            s.constraints_intersecting(&a)
+                .into_iter()
+                .cloned()
+                .collect()
+        })
+    }
+
+    pub async fn put_subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+        existing_version: Option<String>,
+        req: SubscriptionRequest,
+    ) -> Result<(Subscription, Vec<OperationalIntent>, Vec<Constraint>), NodeError> {
+        if req.notify_for_operational_intents && !caller.has(Scope::StrategicCoordination) {
+            return Err(NodeError::Forbidden(
+                "notify_for_operational_intents requires the scope utm.strategic_coordination"
+                    .into(),
+            ));
+        }
+        if req.notify_for_constraints && !caller.has(Scope::ConstraintProcessing) {
+            return Err(NodeError::Forbidden(
+                "notify_for_constraints requires the scope utm.constraint_processing".into(),
+            ));
+        }
+        let now = self.now();
+        let mut v = req.extents;
+        // F3548 PutSubscriptionParameters: start defaults to now, end is chosen by the DSS.
+        let start = *v.time_start.get_or_insert(now);
+        v.time_end.get_or_insert(
+            start
+                .max(now)
+                .plus_seconds(self.settings.default_subscription_s),
+        );
+        let extents =
+            prepare(v, &self.settings.limits).map_err(|e| NodeError::from(e.under("extents")))?;
+        let cmd = PutSubscription {
+            id,
+            manager: caller.sub.clone(),
+            existing_version,
+            extents,
+            uss_base_url: req.uss_base_url,
+            notify_for_operational_intents: req.notify_for_operational_intents,
+            notify_for_constraints: req.notify_for_constraints,
+            now,
+        };
+        match self
+            .commit(Box::new(move |s| decide::put_subscription(s, cmd)))
+            .await?
+        {
+            Outcome::Subscription {
+                subscription,
+                intents,
+                constraints,
+            } => Ok((subscription, intents, constraints)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+        version: String,
+    ) -> Result<Subscription, NodeError> {
+        let cmd = DeleteSubscription {
+            id,
+            manager: caller.sub.clone(),
+            version,
+        };
+        match self
+            .commit(Box::new(move |s| decide::delete_subscription(s, cmd)))
+            .await?
+        {
+            Outcome::SubscriptionDeleted(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A subscription is shown only to its manager.
+    pub fn get_subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+    ) -> Result<Subscription, NodeError> {
+        let s = self
+            .read(|s| s.subscription(&id).cloned())?
+            .ok_or_else(|| {
+                NodeError::from(DomainError::NotFound {
+                    kind: "subscription",
+                    id: id.to_string(),
+                })
+            })?;
+        if s.manager != caller.sub {
+            return Err(NodeError::Forbidden(format!(
+                "subscription {id} is managed by another client"
+            )));
+        }
+        Ok(s)
+    }
+
+    /// F3548: only the caller's own subscriptions are returned.
+    pub fn query_subscriptions(
+        &self,
+        caller: &Caller,
+        area: Option<Volume4D>,
+    ) -> Result<Vec<Subscription>, NodeError> {
+        let a = [self.area(area, "area_of_interest")?];
+        self.read(|s| {
+            s.subscriptions_intersecting(&a)
+                .into_iter()
+                .filter(|x| x.manager == caller.sub)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Dependent operational intents of a subscription (F3548 `dependent_operational_intents`).
+    pub fn dependents(&self, id: SubscriptionId) -> Result<Vec<EntityId>, NodeError> {
+        self.read(|s| s.dependents(&id))
+    }
+
+    pub fn get_availability(&self, uss: &str) -> Result<UssAvailability, NodeError> {
+        self.read(|s| s.availability(uss))
+    }
+
+    pub async fn set_availability(
+        &self,
+        uss: String,
+        old_version: String,
+        availability: UssAvailabilityState,
+    ) -> Result<UssAvailability, NodeError> {
+        let cmd = decide::SetAvailability {
+            uss,
+            old_version,
+            availability,
+        };
+        match self
+            .commit(Box::new(move |s| decide::set_availability(s, cmd)))
+            .await?
+        {
+            Outcome::Availability(a) => Ok(a),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn file_report(
+        &self,
+        caller: &Caller,
+        exchange_json: String,
+    ) -> Result<Report, NodeError> {
+        let report = Report {
+            id: self.ids.uuid_v4().to_string(),
+            reporter: caller.sub.clone(),
+            received: self.now(),
+            exchange_json,
+        };
+        match self
+            .commit(Box::new(move |s| decide::file_report(s, report)))
+            .await?
+        {
+            Outcome::Report(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Current conflicts, in a stable order.
+    pub fn conflicts(&self) -> Result<Vec<Conflict>, NodeError> {
+        self.read(|s| s.conflicts().cloned().collect())
+    }
+
+    pub fn counts(&self) -> Result<Counts, NodeError> {
+        self.read(|s| s.counts())
+    }
+
+    /// Removes ended entities; returns (intents, constraints, subscriptions) removed.
+    pub async fn expire(&self) -> Result<(usize, usize, usize), NodeError> {
+        let (now, grace) = (self.now(), self.settings.expiry_grace_s);
+        match self
+            .commit(Box::new(move |s| decide::expire(s, now, grace)))
+            .await?
+        {
+            Outcome::Expired {
+                intents,
+                constraints,
+                subscriptions,
+            } => Ok((intents, constraints, subscriptions)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(o: Outcome) -> NodeError {
+    NodeError::Store(StoreError(format!("internal: unexpected outcome {o:?}")))
+}

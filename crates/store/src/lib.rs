@@ -1,1 +1,11 @@
-//! placeholder
+//! Implementations of [`node::Store`]. Today: the embedded store, SQLite in
+//! WAL mode with `synchronous=FULL`, one writer with group commit, and the
+//! airspace state (with its spatio-temporal index) kept in memory and rebuilt
+//! from the tables at start.
+//!
+//! The only crate that knows SQL. It never decides anything: it runs the
+//! decisions `node` hands it, persists their events, and applies them.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;

@@ -14,10 +14,22 @@ fn square(lat: f64, lng: f64, h: f64, from_h: i64, to_h: i64) -> PreparedVolume 
         Volume4D {
             outline: Outline::Polygon {
                 vertices: vec![
-                    LatLng { lat: lat - h, lng: lng - h },
-                    LatLng { lat: lat - h, lng: lng + h },
-                    LatLng { lat: lat + h, lng: lng + h },
-                    LatLng { lat: lat + h, lng: lng - h },
+                    LatLng {
+                        lat: lat - h,
+                        lng: lng - h,
+                    },
+                    LatLng {
+                        lat: lat - h,
+                        lng: lng + h,
+                    },
+                    LatLng {
+                        lat: lat + h,
+                        lng: lng + h,
+                    },
+                    LatLng {
+                        lat: lat + h,
+                        lng: lng - h,
+                    },
                 ],
             },
             altitude_lower_m: Some(0.0),
@@ -40,7 +52,10 @@ fn put(n: u128, manager: &str, v: PreparedVolume, key: Vec<Ovn>) -> PutIntent {
         state: Accepted,
         uss_base_url: format!("https://{manager}.example"),
         subscription_id: None,
-        new_subscription: Some(ImplicitSubscription { uss_base_url: format!("https://{manager}.example"), notify_for_constraints: false }),
+        new_subscription: Some(ImplicitSubscription {
+            uss_base_url: format!("https://{manager}.example"),
+            notify_for_constraints: false,
+        }),
         new_ovn: Ovn(format!("ovn-{n}-{}", 1)),
         new_subscription_id: id(1000 + n),
         now: NOW,
@@ -48,7 +63,10 @@ fn put(n: u128, manager: &str, v: PreparedVolume, key: Vec<Ovn>) -> PutIntent {
 }
 
 /// Decides and applies, as a store would.
-fn run(state: &mut AirspaceState, f: impl FnOnce(&AirspaceState) -> Result<Decision, DomainError>) -> Outcome {
+fn run(
+    state: &mut AirspaceState,
+    f: impl FnOnce(&AirspaceState) -> Result<Decision, DomainError>,
+) -> Outcome {
     let d = f(state).expect("decision accepted");
     state.apply(&d.events);
     d.outcome
@@ -56,7 +74,10 @@ fn run(state: &mut AirspaceState, f: impl FnOnce(&AirspaceState) -> Result<Decis
 
 fn intent_of(o: Outcome) -> (OperationalIntent, Vec<SubscriberToNotify>) {
     match o {
-        Outcome::Intent { intent, subscribers } => (intent, subscribers),
+        Outcome::Intent {
+            intent,
+            subscribers,
+        } => (intent, subscribers),
         other => panic!("expected an intent outcome, got {other:?}"),
     }
 }
@@ -64,10 +85,22 @@ fn intent_of(o: Outcome) -> (OperationalIntent, Vec<SubscriberToNotify>) {
 #[test]
 fn key_check_refuses_a_write_that_misses_an_intersecting_ovn() {
     let mut s = AirspaceState::default();
-    let (a, _) = intent_of(run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]))));
-    let err = put_intent(&s, put(2, "federation", square(50.0, 30.01, 0.01, 1, 3), vec![])).unwrap_err();
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
+    let err = put_intent(
+        &s,
+        put(2, "federation", square(50.0, 30.01, 0.01, 1, 3), vec![]),
+    )
+    .unwrap_err();
     match err {
-        DomainError::KeyCheckFailed { missing_operational_intents, missing_constraints } => {
+        DomainError::KeyCheckFailed {
+            missing_operational_intents,
+            missing_constraints,
+        } => {
             assert_eq!(missing_operational_intents.len(), 1);
             assert_eq!(missing_operational_intents[0].id, a.id);
             assert!(missing_constraints.is_empty());
@@ -75,66 +108,138 @@ fn key_check_refuses_a_write_that_misses_an_intersecting_ovn() {
         other => panic!("{other:?}"),
     }
     // With the OVN, the same write passes and both intents now conflict.
-    run(&mut s, |s| put_intent(s, put(2, "federation", square(50.0, 30.01, 0.01, 1, 3), vec![a.ovn.clone()])));
+    run(&mut s, |s| {
+        put_intent(
+            s,
+            put(
+                2,
+                "federation",
+                square(50.0, 30.01, 0.01, 1, 3),
+                vec![a.ovn.clone()],
+            ),
+        )
+    });
     let conflicts: Vec<_> = s.conflicts().collect();
     assert_eq!(conflicts.len(), 1);
-    assert_eq!(conflicts[0].overlaps[0].time, (Timestamp(NOW.0 + HOUR), Timestamp(NOW.0 + 2 * HOUR)));
+    assert_eq!(
+        conflicts[0].overlaps[0].time,
+        (Timestamp(NOW.0 + HOUR), Timestamp(NOW.0 + 2 * HOUR))
+    );
     assert_eq!(conflicts[0].overlaps[0].altitude_m, (0.0, 500.0));
 }
 
 #[test]
 fn key_check_ignores_disjoint_time_and_nonconforming_states() {
     let mut s = AirspaceState::default();
-    run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![])));
+    run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    });
     // Same area, later window: no key needed.
-    run(&mut s, |s| put_intent(s, put(2, "federation", square(50.0, 30.0, 0.01, 2, 3), vec![])));
+    run(&mut s, |s| {
+        put_intent(
+            s,
+            put(2, "federation", square(50.0, 30.0, 0.01, 2, 3), vec![]),
+        )
+    });
     // A stale OVN is not knowledge.
-    let err = put_intent(&s, put(3, "federation", square(50.0, 30.0, 0.01, 1, 2), vec![Ovn("stale-ovn-0000000".into())])).unwrap_err();
+    let err = put_intent(
+        &s,
+        put(
+            3,
+            "federation",
+            square(50.0, 30.0, 0.01, 1, 2),
+            vec![Ovn("stale-ovn-0000000".into())],
+        ),
+    )
+    .unwrap_err();
     assert!(matches!(err, DomainError::KeyCheckFailed { .. }));
 }
 
 #[test]
 fn the_key_must_include_constraints_only_when_the_subscription_asks_for_them() {
     let mut s = AirspaceState::default();
-    let c = put_constraint(&s, PutConstraint {
-        id: id(9),
-        manager: "authority".into(),
-        existing_ovn: None,
-        extents: vec![square(50.0, 30.0, 0.05, 0, 24)],
-        uss_base_url: "https://authority.example".into(),
-        new_ovn: Ovn("constraint-ovn-1".into()),
-        now: NOW,
-    });
+    let c = put_constraint(
+        &s,
+        PutConstraint {
+            id: id(9),
+            manager: "authority".into(),
+            existing_ovn: None,
+            extents: vec![square(50.0, 30.0, 0.05, 0, 24)],
+            uss_base_url: "https://authority.example".into(),
+            new_ovn: Ovn("constraint-ovn-1".into()),
+            now: NOW,
+        },
+    );
     run(&mut s, |_| c);
-    run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![])));
+    run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    });
     let mut p = put(2, "federation", square(50.0, 30.0, 0.01, 3, 4), vec![]);
-    p.new_subscription = Some(ImplicitSubscription { uss_base_url: "https://f.example".into(), notify_for_constraints: true });
+    p.new_subscription = Some(ImplicitSubscription {
+        uss_base_url: "https://f.example".into(),
+        notify_for_constraints: true,
+    });
     match put_intent(&s, p.clone()).unwrap_err() {
-        DomainError::KeyCheckFailed { missing_constraints, .. } => assert_eq!(missing_constraints[0].id, id(9)),
+        DomainError::KeyCheckFailed {
+            missing_constraints,
+            ..
+        } => assert_eq!(missing_constraints[0].id, id(9)),
         other => panic!("{other:?}"),
     }
     p.key = vec![Ovn("constraint-ovn-1".into())];
     run(&mut s, |s| put_intent(s, p));
-    assert_eq!(s.conflicts().filter(|c| c.kind == crate::ConflictKind::IntentConstraint).count(), 2);
+    assert_eq!(
+        s.conflicts()
+            .filter(|c| c.kind == crate::ConflictKind::IntentConstraint)
+            .count(),
+        2
+    );
 }
 
 #[test]
 fn update_needs_the_current_ovn_and_the_same_manager() {
     let mut s = AirspaceState::default();
-    let (a, _) = intent_of(run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]))));
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
     let mut upd = put(1, "alliance", square(50.0, 30.0, 0.02, 0, 2), vec![]);
     upd.existing_ovn = Some(Ovn("not-the-ovn-000000".into()));
     upd.new_ovn = Ovn("ovn-1-2".into());
-    assert!(matches!(put_intent(&s, upd.clone()).unwrap_err(), DomainError::OvnMismatch { .. }));
+    assert!(matches!(
+        put_intent(&s, upd.clone()).unwrap_err(),
+        DomainError::OvnMismatch { .. }
+    ));
     upd.existing_ovn = Some(a.ovn.clone());
     let mut thief = upd.clone();
     thief.manager = "federation".into();
-    assert!(matches!(put_intent(&s, thief).unwrap_err(), DomainError::NotManager { .. }));
+    assert!(matches!(
+        put_intent(&s, thief).unwrap_err(),
+        DomainError::NotManager { .. }
+    ));
     let (b, _) = intent_of(run(&mut s, |s| put_intent(s, upd)));
     assert_eq!(b.version, 2);
     assert_eq!(b.ovn, Ovn("ovn-1-2".into()));
-    assert_eq!(b.subscription_id, a.subscription_id, "the implicit subscription is reused");
-    assert!(matches!(put_intent(&s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![])).unwrap_err(), DomainError::AlreadyExists { .. }));
+    assert_eq!(
+        b.subscription_id, a.subscription_id,
+        "the implicit subscription is reused"
+    );
+    assert!(matches!(
+        put_intent(
+            &s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![])
+        )
+        .unwrap_err(),
+        DomainError::AlreadyExists { .. }
+    ));
 }
 
 #[test]
@@ -153,11 +258,22 @@ fn state_transitions_follow_f3548() {
     assert!(transition_allowed(Some(Contingent), Contingent));
 
     let mut s = AirspaceState::default();
-    let (a, _) = intent_of(run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]))));
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
     let mut c = put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]);
     c.existing_ovn = Some(a.ovn);
     c.state = Contingent;
-    assert!(matches!(put_intent(&s, c).unwrap_err(), DomainError::InvalidTransition { from: Some(Accepted), to: Contingent }));
+    assert!(matches!(
+        put_intent(&s, c).unwrap_err(),
+        DomainError::InvalidTransition {
+            from: Some(Accepted),
+            to: Contingent
+        }
+    ));
 }
 
 #[test]
@@ -184,7 +300,9 @@ fn extents_must_be_complete_and_not_over() {
     v.altitude_upper_m = None;
     p.extents = vec![prepare(v, &Limits::default()).unwrap()];
     match put_intent(&s, p).unwrap_err() {
-        DomainError::InvalidInput { field, .. } => assert_eq!(field, "extents[0].volume.altitude_upper"),
+        DomainError::InvalidInput { field, .. } => {
+            assert_eq!(field, "extents[0].volume.altitude_upper")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -192,22 +310,44 @@ fn extents_must_be_complete_and_not_over() {
 #[test]
 fn subscribers_are_told_with_increasing_notification_indices() {
     let mut s = AirspaceState::default();
-    let watch = put_subscription(&s, PutSubscription {
-        id: id(500),
-        manager: "watcher".into(),
-        existing_version: None,
-        extents: square(50.0, 30.0, 0.1, 0, 24),
-        uss_base_url: "https://watcher.example".into(),
-        notify_for_operational_intents: true,
-        notify_for_constraints: false,
-        now: NOW,
-    });
+    let watch = put_subscription(
+        &s,
+        PutSubscription {
+            id: id(500),
+            manager: "watcher".into(),
+            existing_version: None,
+            extents: square(50.0, 30.0, 0.1, 0, 24),
+            uss_base_url: "https://watcher.example".into(),
+            notify_for_operational_intents: true,
+            notify_for_constraints: false,
+            now: NOW,
+        },
+    );
     run(&mut s, |_| watch);
-    let (a, subs) = intent_of(run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]))));
-    assert_eq!(subs, vec![SubscriberToNotify { uss_base_url: "https://watcher.example".into(), subscriptions: vec![(id(500), 1)] }]);
-    let (_, subs) = intent_of(run(&mut s, |s| put_intent(s, put(2, "alliance", square(50.0, 30.02, 0.01, 0, 2), vec![a.ovn]))));
+    let (a, subs) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
+    assert_eq!(
+        subs,
+        vec![SubscriberToNotify {
+            uss_base_url: "https://watcher.example".into(),
+            subscriptions: vec![(id(500), 1)]
+        }]
+    );
+    let (_, subs) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(2, "alliance", square(50.0, 30.02, 0.01, 0, 2), vec![a.ovn]),
+        )
+    }));
     // The watcher (index 2) and alliance's first implicit subscription (index 1).
-    let watcher = subs.iter().find(|x| x.uss_base_url == "https://watcher.example").unwrap();
+    let watcher = subs
+        .iter()
+        .find(|x| x.uss_base_url == "https://watcher.example")
+        .unwrap();
     assert_eq!(watcher.subscriptions, vec![(id(500), 2)]);
     assert_eq!(s.subscription(&id(500)).unwrap().notification_index, 2);
 }
@@ -215,16 +355,48 @@ fn subscribers_are_told_with_increasing_notification_indices() {
 #[test]
 fn deleting_an_intent_removes_its_implicit_subscription_and_notifies() {
     let mut s = AirspaceState::default();
-    let (a, _) = intent_of(run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]))));
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
     let sub = a.subscription_id.unwrap();
     assert!(s.subscription(&sub).unwrap().implicit);
     // The implicit subscription cannot be deleted while the intent needs it.
     let version = s.subscription(&sub).unwrap().version.clone();
-    let err = delete_subscription(&s, DeleteSubscription { id: sub, manager: "alliance".into(), version }).unwrap_err();
+    let err = delete_subscription(
+        &s,
+        DeleteSubscription {
+            id: sub,
+            manager: "alliance".into(),
+            version,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(err, DomainError::SubscriptionInUse { .. }));
-    let wrong = delete_intent(&s, DeleteIntent { id: a.id, manager: "alliance".into(), ovn: Ovn("wrong-ovn-00000000".into()) });
-    assert!(matches!(wrong.unwrap_err(), DomainError::OvnMismatch { .. }));
-    run(&mut s, |s| delete_intent(s, DeleteIntent { id: a.id, manager: "alliance".into(), ovn: a.ovn }));
+    let wrong = delete_intent(
+        &s,
+        DeleteIntent {
+            id: a.id,
+            manager: "alliance".into(),
+            ovn: Ovn("wrong-ovn-00000000".into()),
+        },
+    );
+    assert!(matches!(
+        wrong.unwrap_err(),
+        DomainError::OvnMismatch { .. }
+    ));
+    run(&mut s, |s| {
+        delete_intent(
+            s,
+            DeleteIntent {
+                id: a.id,
+                manager: "alliance".into(),
+                ovn: a.ovn,
+            },
+        )
+    });
     assert!(s.intent(&a.id).is_none());
     assert!(s.subscription(&sub).is_none());
 }
@@ -232,28 +404,71 @@ fn deleting_an_intent_removes_its_implicit_subscription_and_notifies() {
 #[test]
 fn down_uss_cannot_plan_or_delete() {
     let mut s = AirspaceState::default();
-    let (a, _) = intent_of(run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]))));
-    run(&mut s, |s| set_availability(s, SetAvailability { uss: "alliance".into(), old_version: String::new(), availability: UssAvailabilityState::Down }));
-    assert!(matches!(put_intent(&s, put(2, "alliance", square(51.0, 30.0, 0.01, 0, 2), vec![])).unwrap_err(), DomainError::UssDown { .. }));
-    let del = delete_intent(&s, DeleteIntent { id: a.id, manager: "alliance".into(), ovn: a.ovn });
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
+    run(&mut s, |s| {
+        set_availability(
+            s,
+            SetAvailability {
+                uss: "alliance".into(),
+                old_version: String::new(),
+                availability: UssAvailabilityState::Down,
+            },
+        )
+    });
+    assert!(matches!(
+        put_intent(
+            &s,
+            put(2, "alliance", square(51.0, 30.0, 0.01, 0, 2), vec![])
+        )
+        .unwrap_err(),
+        DomainError::UssDown { .. }
+    ));
+    let del = delete_intent(
+        &s,
+        DeleteIntent {
+            id: a.id,
+            manager: "alliance".into(),
+            ovn: a.ovn,
+        },
+    );
     assert!(matches!(del.unwrap_err(), DomainError::UssDown { .. }));
-    let stale = set_availability(&s, SetAvailability { uss: "alliance".into(), old_version: String::new(), availability: UssAvailabilityState::Normal });
-    assert!(matches!(stale.unwrap_err(), DomainError::InvalidInput { .. }));
+    let stale = set_availability(
+        &s,
+        SetAvailability {
+            uss: "alliance".into(),
+            old_version: String::new(),
+            availability: UssAvailabilityState::Normal,
+        },
+    );
+    assert!(matches!(
+        stale.unwrap_err(),
+        DomainError::InvalidInput { .. }
+    ));
 }
 
 #[test]
 fn subscription_update_may_not_uncover_its_intents() {
     let mut s = AirspaceState::default();
-    run(&mut s, |s| put_subscription(s, PutSubscription {
-        id: id(500),
-        manager: "alliance".into(),
-        existing_version: None,
-        extents: square(50.0, 30.0, 0.1, 0, 24),
-        uss_base_url: "https://alliance.example".into(),
-        notify_for_operational_intents: true,
-        notify_for_constraints: false,
-        now: NOW,
-    }));
+    run(&mut s, |s| {
+        put_subscription(
+            s,
+            PutSubscription {
+                id: id(500),
+                manager: "alliance".into(),
+                existing_version: None,
+                extents: square(50.0, 30.0, 0.1, 0, 24),
+                uss_base_url: "https://alliance.example".into(),
+                notify_for_operational_intents: true,
+                notify_for_constraints: false,
+                now: NOW,
+            },
+        )
+    });
     let mut p = put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]);
     p.new_subscription = None;
     p.subscription_id = Some(id(500));
@@ -270,23 +485,46 @@ fn subscription_update_may_not_uncover_its_intents() {
         notify_for_constraints: false,
         now: NOW,
     };
-    assert!(matches!(put_subscription(&s, shrink).unwrap_err(), DomainError::SubscriptionInUse { .. }));
+    assert!(matches!(
+        put_subscription(&s, shrink).unwrap_err(),
+        DomainError::SubscriptionInUse { .. }
+    ));
     // Using somebody else's subscription is forbidden.
     let mut p = put(2, "federation", square(50.0, 30.0, 0.01, 3, 4), vec![]);
     p.new_subscription = None;
     p.subscription_id = Some(id(500));
-    assert!(matches!(put_intent(&s, p).unwrap_err(), DomainError::NotManager { .. }));
+    assert!(matches!(
+        put_intent(&s, p).unwrap_err(),
+        DomainError::NotManager { .. }
+    ));
 }
 
 #[test]
 fn expiry_removes_ended_entities_and_their_conflicts() {
     let mut s = AirspaceState::default();
-    let (a, _) = intent_of(run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 1), vec![]))));
-    run(&mut s, |s| put_intent(s, put(2, "federation", square(50.0, 30.0, 0.01, 0, 3), vec![a.ovn])));
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 1), vec![]),
+        )
+    }));
+    run(&mut s, |s| {
+        put_intent(
+            s,
+            put(2, "federation", square(50.0, 30.0, 0.01, 0, 3), vec![a.ovn]),
+        )
+    });
     assert_eq!(s.counts().conflicts, 1);
     let later = Timestamp(NOW.0 + 2 * HOUR);
     let d = expire(&s, later, 60).unwrap();
-    assert_eq!(d.outcome, Outcome::Expired { intents: 1, constraints: 0, subscriptions: 1 });
+    assert_eq!(
+        d.outcome,
+        Outcome::Expired {
+            intents: 1,
+            constraints: 0,
+            subscriptions: 1
+        }
+    );
     s.apply(&d.events);
     assert!(s.intent(&id(1)).is_none());
     assert!(s.intent(&id(2)).is_some());
@@ -297,16 +535,36 @@ fn expiry_removes_ended_entities_and_their_conflicts() {
 #[test]
 fn same_manager_overlaps_are_not_conflicts() {
     let mut s = AirspaceState::default();
-    let (a, _) = intent_of(run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]))));
-    run(&mut s, |s| put_intent(s, put(2, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![a.ovn])));
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
+    run(&mut s, |s| {
+        put_intent(
+            s,
+            put(2, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![a.ovn]),
+        )
+    });
     assert_eq!(s.counts().conflicts, 0);
 }
 
 #[test]
 fn reloading_a_state_rebuilds_index_and_conflicts() {
     let mut s = AirspaceState::default();
-    let (a, _) = intent_of(run(&mut s, |s| put_intent(s, put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]))));
-    run(&mut s, |s| put_intent(s, put(2, "federation", square(50.0, 30.0, 0.01, 0, 3), vec![a.ovn])));
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
+    run(&mut s, |s| {
+        put_intent(
+            s,
+            put(2, "federation", square(50.0, 30.0, 0.01, 0, 3), vec![a.ovn]),
+        )
+    });
     let intents: Vec<_> = s.intents().cloned().collect();
     let subs: Vec<_> = s.subscriptions().cloned().collect();
     // Round-trip through the persisted form.
@@ -315,6 +573,10 @@ fn reloading_a_state_rebuilds_index_and_conflicts() {
     assert_eq!(back, intents);
     let r = AirspaceState::load(s.seq(), back, vec![], subs, vec![], 0);
     assert_eq!(r.counts(), s.counts());
-    assert_eq!(r.intents_intersecting(&[square(50.0, 30.0, 0.001, 0, 1)]).len(), 2);
+    assert_eq!(
+        r.intents_intersecting(&[square(50.0, 30.0, 0.001, 0, 1)])
+            .len(),
+        2
+    );
     assert_eq!(r.dependents(&a.subscription_id.unwrap()), vec![a.id]);
 }
