@@ -1,1 +1,159 @@
-fn main() {}
+//! `detente`: the one binary. CLI, configuration, tracing and wiring — glue
+//! only; every decision lives in the library crates.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod config;
+mod demo;
+mod run;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use config::{DEFAULT_AUDIENCE, DEFAULT_DATA, DEFAULT_LISTEN, FileConfig, NodeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "detente",
+    version,
+    about = "Detente: the line that stays up — deconfliction (ASTM F3548-21 DSS) between parties that do not trust each other."
+)]
+struct Cli {
+    /// Log format on stderr: text or json.
+    #[arg(
+        long,
+        global = true,
+        env = "DETENTE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: the F3548 DSS API under /dss/v1, conflicts, /healthz and /metrics.
+    Serve(ServeArgs),
+    /// Run the demo scenario: two parties deconflicting around a line of contact.
+    Demo(demo::DemoArgs),
+    /// Measure intent creation, area queries and the congested-area workload.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file (see detente.example.toml).
+    #[arg(long, env = "DETENTE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data folder of the embedded store (created if missing). [default: detente-data]
+    #[arg(long, env = "DETENTE_DATA")]
+    data: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8080]
+    #[arg(long, env = "DETENTE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// PEM public key (RSA, EC or Ed25519) that verifies bearer tokens.
+    #[arg(long, env = "DETENTE_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    /// JWKS file whose keys verify bearer tokens (alternative or addition to the PEM key).
+    #[arg(long, env = "DETENTE_JWT_JWKS")]
+    jwt_jwks: Option<PathBuf>,
+    /// Audience every token must carry (F3548: the DSS host name). [default: localhost]
+    #[arg(long, env = "DETENTE_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// DANGEROUS, local experiments only: accept tokens without checking their signature.
+    #[arg(long)]
+    insecure_dev_auth: bool,
+}
+
+impl ServeArgs {
+    /// Flags and environment over the file over the defaults.
+    fn resolve(self) -> Result<NodeConfig> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        Ok(NodeConfig {
+            data: self
+                .data
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
+            listen: match self.listen.or(file.listen) {
+                Some(a) => a,
+                None => DEFAULT_LISTEN.parse().context("default listen address")?,
+            },
+            jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),
+            jwt_jwks: self.jwt_jwks.or(file.jwt_jwks),
+            jwt_audience: self
+                .jwt_audience
+                .or(file.jwt_audience)
+                .unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
+            insecure_dev_auth: self.insecure_dev_auth || file.insecure_dev_auth.unwrap_or(false),
+            max_area_km2: file.max_area_km2.unwrap_or(100_000.0),
+            max_vertices: file.max_vertices.unwrap_or(10_000),
+            default_subscription_hours: file.default_subscription_hours.unwrap_or(24),
+            expiry_sweep_seconds: file.expiry_sweep_seconds.unwrap_or(60),
+            expiry_grace_seconds: file.expiry_grace_seconds.unwrap_or(300),
+        })
+    }
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing(&cli.log_format);
+            let cfg = args.resolve()?;
+            let node = run::start(&cfg).await?;
+            // Tests and scripts wait for this line; /healthz answers from now on.
+            println!("detente listening on http://{}", node.addr);
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            node.stop().await
+        }
+        Command::Demo(args) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing(&cli.log_format);
+            }
+            demo::run(args).await
+        }
+        Command::Bench(args) => bench::run(args).await,
+    }
+}

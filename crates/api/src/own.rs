@@ -1,0 +1,80 @@
+//! Detente's endpoints beyond F3548: health, metrics and the conflicts list.
+
+use crate::Shared;
+use crate::error::ApiError;
+use crate::wire;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use node::Scope;
+use serde_json::json;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/detente/v1/conflicts", get(conflicts))
+}
+
+async fn healthz(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let c = st.dss.counts()?;
+    Ok(Json(
+        json!({ "status": "ok", "operational_intents": c.intents, "constraints": c.constraints, "conflicts": c.conflicts }),
+    ))
+}
+
+async fn metrics(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let c = st.dss.counts()?;
+    let body = st.metrics.render(&[
+        (
+            "detente_live_operational_intents",
+            "Operational intent references held.",
+            c.intents as f64,
+        ),
+        (
+            "detente_live_constraints",
+            "Constraint references held.",
+            c.constraints as f64,
+        ),
+        (
+            "detente_live_subscriptions",
+            "Subscriptions held.",
+            c.subscriptions as f64,
+        ),
+        (
+            "detente_conflicts",
+            "Current conflicts between intents of different managers or with constraints.",
+            c.conflicts as f64,
+        ),
+        (
+            "detente_reports_total",
+            "DSS reports archived.",
+            c.reports as f64,
+        ),
+    ]);
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        body,
+    ))
+}
+
+/// Current conflicts (both parties see the same list; ids and managers only,
+/// never OVNs).
+async fn conflicts(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    st.auth.require(
+        &headers,
+        &[
+            Scope::StrategicCoordination,
+            Scope::ConformanceMonitoringSa,
+            Scope::ConstraintProcessing,
+        ],
+    )?;
+    let list: Vec<_> = st.dss.conflicts()?.iter().map(wire::conflict).collect();
+    Ok(Json(json!({ "conflicts": list })))
+}

@@ -1,0 +1,53 @@
+//! Configuration: one TOML file (every key documented in
+//! `detente.example.toml`), overridden by `DETENTE_*` environment variables
+//! and flags (clap reads both). The only place that reads the environment.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The file's keys. All optional: defaults work on a laptop.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_jwks: Option<PathBuf>,
+    pub jwt_audience: Option<String>,
+    pub insecure_dev_auth: Option<bool>,
+    pub max_area_km2: Option<f64>,
+    pub max_vertices: Option<usize>,
+    pub default_subscription_hours: Option<i64>,
+    pub expiry_sweep_seconds: Option<u64>,
+    pub expiry_grace_seconds: Option<i64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config {} is not valid", path.display()))
+    }
+}
+
+/// The node's effective settings after merging file, environment and flags.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_jwks: Option<PathBuf>,
+    pub jwt_audience: String,
+    pub insecure_dev_auth: bool,
+    pub max_area_km2: f64,
+    pub max_vertices: usize,
+    pub default_subscription_hours: i64,
+    pub expiry_sweep_seconds: u64,
+    pub expiry_grace_seconds: i64,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA: &str = "detente-data";
+pub const DEFAULT_AUDIENCE: &str = "localhost";

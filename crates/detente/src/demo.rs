@@ -1,0 +1,497 @@
+//! `detente demo`: a node on the embedded store, and a scenario of two
+//! parties' flight-planning clients around a line of contact, driven over
+//! real HTTP with real RS256 bearer tokens (signed with the committed demo
+//! key). Every step states what it expects; a surprise stops the demo.
+
+use crate::config::NodeConfig;
+use crate::run;
+use anyhow::{Context, Result, bail};
+use api::wire::format_time;
+use clap::Args;
+use node::Clock;
+use node::airspace::Timestamp;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use uuid::Uuid;
+
+const DEMO_PRIVATE_KEY: &str = include_str!("../demo-keys/demo-private.pem");
+const DEMO_PUBLIC_KEY: &str = include_str!("../demo-keys/demo-public.pem");
+const AUDIENCE: &str = "localhost";
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Data folder for the demo node (default: a fresh temporary folder).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Address for the demo node.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Keep the node running after the scenario, for curl (Ctrl-C stops it).
+    #[arg(long)]
+    keep_running: bool,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: jsonwebtoken::EncodingKey,
+    requests: usize,
+}
+
+fn token(
+    key: &jsonwebtoken::EncodingKey,
+    sub: &str,
+    scope: &str,
+    now: Timestamp,
+) -> Result<String> {
+    let exp = now.unix_micros() / 1_000_000 + 3600;
+    let claims = json!({ "sub": sub, "scope": scope, "aud": AUDIENCE, "iss": "detente-demo", "exp": exp, "jti": Uuid::from_u128(now.unix_micros() as u128).to_string() });
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        key,
+    )?)
+}
+
+impl Client {
+    async fn call(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        who: (&str, &str),
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        self.requests += 1;
+        let t = token(&self.key, who.0, who.1, node::SystemClock.now())?;
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(t);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+    async fn expect(
+        &mut self,
+        want: u16,
+        method: reqwest::Method,
+        path: &str,
+        who: (&str, &str),
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let (status, v) = self.call(method, path, who, body).await?;
+        if status != want {
+            bail!("demo step {path} answered {status}, expected {want}: {v}");
+        }
+        Ok(v)
+    }
+}
+
+fn polygon(
+    vertices: &[(f64, f64)],
+    lower: f64,
+    upper: f64,
+    start: Timestamp,
+    end: Timestamp,
+) -> Value {
+    json!({
+        "volume": {
+            "outline_polygon": { "vertices": vertices.iter().map(|(lat, lng)| json!({"lat": lat, "lng": lng})).collect::<Vec<_>>() },
+            "altitude_lower": { "value": lower, "reference": "W84", "units": "M" },
+            "altitude_upper": { "value": upper, "reference": "W84", "units": "M" },
+        },
+        "time_start": format_time(start),
+        "time_end": format_time(end),
+    })
+}
+
+/// The buffer along a polyline: the line shifted `half_width_deg` of latitude
+/// north and south (a narrow band along an east–west line of contact).
+fn buffer(line: &[(f64, f64)], half_width_deg: f64) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = line
+        .iter()
+        .map(|(lat, lng)| (lat + half_width_deg, *lng))
+        .collect();
+    v.extend(
+        line.iter()
+            .rev()
+            .map(|(lat, lng)| (lat - half_width_deg, *lng)),
+    );
+    v
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+const ALLIANCE: (&str, &str) = (
+    "alliance-uss",
+    "utm.strategic_coordination utm.constraint_processing",
+);
+const FEDERATION: (&str, &str) = (
+    "federation-uss",
+    "utm.strategic_coordination utm.constraint_processing",
+);
+const COMMISSION: (&str, &str) = (
+    "joint-commission",
+    "utm.constraint_management utm.constraint_processing",
+);
+const ARBITER: (&str, &str) = ("arbiter", "utm.availability_arbitration");
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let tmp;
+    let data = match args.data {
+        Some(d) => d,
+        None => {
+            tmp = std::env::temp_dir().join(format!("detente-demo-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            tmp.clone()
+        }
+    };
+    std::fs::create_dir_all(&data)?;
+    let pubkey = data.join("demo-jwt-public.pem");
+    std::fs::write(&pubkey, DEMO_PUBLIC_KEY)?;
+    let cfg = NodeConfig {
+        data: data.clone(),
+        listen: args.listen,
+        jwt_public_key: Some(pubkey),
+        jwt_jwks: None,
+        jwt_audience: AUDIENCE.into(),
+        insecure_dev_auth: false,
+        max_area_km2: 100_000.0,
+        max_vertices: 10_000,
+        default_subscription_hours: 24,
+        expiry_sweep_seconds: 60,
+        expiry_grace_seconds: 300,
+    };
+    let node = run::start(&cfg).await?;
+    let base = format!("http://{}", node.addr);
+    let mut c = Client {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+        key: jsonwebtoken::EncodingKey::from_rsa_pem(DEMO_PRIVATE_KEY.as_bytes())?,
+        requests: 0,
+    };
+    use reqwest::Method as M;
+
+    println!("== Detente demo: two parties deconflicting around a line of contact ==");
+    println!(
+        "node: {base}  (embedded store in {}, RS256 bearer tokens signed with the demo key)\n",
+        data.display()
+    );
+    let now =
+        Timestamp::from_unix_micros(node::SystemClock.now().unix_micros() / 1_000_000 * 1_000_000);
+    let h = |n: i64| now.plus_seconds(n * 3600);
+
+    // 1. The line of contact and its buffer, declared as a constraint.
+    let line = [
+        (45.000, 10.00),
+        (45.020, 10.20),
+        (44.990, 10.40),
+        (45.010, 10.60),
+    ];
+    let constraint_id = Uuid::from_u128(0x4000_0000_0000_4000_8000_0000_0000_0001).to_string();
+    let v = c
+        .expect(201, M::PUT, &format!("/dss/v1/constraint_references/{constraint_id}"), COMMISSION,
+            Some(json!({ "extents": [polygon(&buffer(&line, 0.018), 0.0, 15_000.0, now, h(24))], "uss_base_url": "https://commission.example/utm" })))
+        .await?;
+    let constraint_ovn = v["constraint_reference"]["ovn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "1. The joint commission declares the line-of-contact buffer (±2 km, 0–15,000 m, 24 h)."
+    );
+    println!(
+        "   → 201 constraint {} version {}\n",
+        short(&constraint_id),
+        v["constraint_reference"]["version"]
+    );
+
+    // 2. Alliance plans a patrol north of the line.
+    let alpha = Uuid::from_u128(0xa1a1_0000_0000_4000_8000_0000_0000_0001).to_string();
+    let alpha_area = [
+        (45.05, 10.10),
+        (45.05, 10.30),
+        (45.10, 10.30),
+        (45.10, 10.10),
+    ];
+    let v = c
+        .expect(201, M::PUT, &format!("/dss/v1/operational_intent_references/{alpha}"), ALLIANCE,
+            Some(json!({
+                "extents": [polygon(&alpha_area, 0.0, 3_000.0, h(1), h(3))],
+                "state": "Accepted",
+                "uss_base_url": "https://alliance.example/utm",
+                "new_subscription": { "uss_base_url": "https://alliance.example/utm", "notify_for_constraints": false },
+            })))
+        .await?;
+    let mut alpha_ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("2. Alliance plans patrol ALPHA north of the line, +1 h to +3 h, 0–3,000 m.");
+    println!("   → 201 Accepted, version 1; its OVN is shown to alliance-uss only\n");
+
+    // 3. Federation plans reconnaissance across the buffer into the same area, without a key.
+    let bravo = Uuid::from_u128(0xb2b2_0000_0000_4000_8000_0000_0000_0002).to_string();
+    let bravo_area = [
+        (44.95, 10.20),
+        (44.95, 10.26),
+        (45.06, 10.26),
+        (45.06, 10.20),
+    ];
+    let bravo_body = |key: Vec<String>| {
+        json!({
+            "extents": [polygon(&bravo_area, 500.0, 4_000.0, h(2), h(4))],
+            "key": key,
+            "state": "Accepted",
+            "uss_base_url": "https://federation.example/utm",
+            "new_subscription": { "uss_base_url": "https://federation.example/utm", "notify_for_constraints": true },
+        })
+    };
+    let path_bravo = format!("/dss/v1/operational_intent_references/{bravo}");
+    let v = c
+        .expect(
+            409,
+            M::PUT,
+            &path_bravo,
+            FEDERATION,
+            Some(bravo_body(vec![])),
+        )
+        .await?;
+    println!(
+        "3. Federation plans reconnaissance BRAVO across the buffer, +2 h to +4 h, 500–4,000 m, with no key."
+    );
+    println!(
+        "   → 409 key check failed: {}",
+        v["message"].as_str().unwrap_or_default()
+    );
+    for i in v["missing_operational_intents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "     missing operational intent {} managed by {} (no OVN shown to federation)",
+            short(i["id"].as_str().unwrap_or("")),
+            i["manager"].as_str().unwrap_or("")
+        );
+    }
+    for k in v["missing_constraints"].as_array().into_iter().flatten() {
+        println!(
+            "     missing constraint {} managed by {}",
+            short(k["id"].as_str().unwrap_or("")),
+            k["manager"].as_str().unwrap_or("")
+        );
+    }
+    println!();
+
+    // 4. Federation obtains the OVNs from their managers and retries.
+    let v = c
+        .expect(
+            201,
+            M::PUT,
+            &path_bravo,
+            FEDERATION,
+            Some(bravo_body(vec![alpha_ovn.clone(), constraint_ovn.clone()])),
+        )
+        .await?;
+    let mut bravo_ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "4. Federation obtains the current OVNs from the managers (USS to USS) and retries with them in its key."
+    );
+    println!("   → 201 Accepted; subscribers it must notify:");
+    for s in v["subscribers"].as_array().into_iter().flatten() {
+        for sub in s["subscriptions"].as_array().into_iter().flatten() {
+            println!(
+                "     {} (subscription {}, notification index {})",
+                s["uss_base_url"].as_str().unwrap_or(""),
+                short(sub["subscription_id"].as_str().unwrap_or("")),
+                sub["notification_index"]
+            );
+        }
+    }
+    println!();
+
+    // 5. Both parties see the same conflicts.
+    let conflicts = c
+        .expect(200, M::GET, "/detente/v1/conflicts", ALLIANCE, None)
+        .await?;
+    let list = conflicts["conflicts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "5. Conflicts the node reports to both parties (GET /detente/v1/conflicts): {}",
+        list.len()
+    );
+    for k in &list {
+        let o = &k["overlaps"][0];
+        println!(
+            "   {}: {} ({}) × {} ({}) from {} to {}, {}–{} m",
+            k["kind"].as_str().unwrap_or(""),
+            short(k["a"]["id"].as_str().unwrap_or("")),
+            k["a"]["manager"].as_str().unwrap_or(""),
+            short(k["b"]["id"].as_str().unwrap_or("")),
+            k["b"]["manager"].as_str().unwrap_or(""),
+            o["time_start"]["value"].as_str().unwrap_or(""),
+            o["time_end"]["value"].as_str().unwrap_or(""),
+            o["altitude_lower"]["value"],
+            o["altitude_upper"]["value"],
+        );
+    }
+    if list.len() != 2 {
+        bail!(
+            "expected 2 conflicts (ALPHA×BRAVO and BRAVO×buffer), got {}",
+            list.len()
+        );
+    }
+    println!();
+
+    // 6. Alliance activates ALPHA: its old key no longer proves knowledge.
+    let alpha_update = |key: Vec<String>| {
+        json!({
+            "extents": [polygon(&alpha_area, 0.0, 3_000.0, h(1), h(3))],
+            "key": key,
+            "state": "Activated",
+            "uss_base_url": "https://alliance.example/utm",
+            "new_subscription": { "uss_base_url": "https://alliance.example/utm", "notify_for_constraints": false },
+        })
+    };
+    let path_alpha = format!("/dss/v1/operational_intent_references/{alpha}/{alpha_ovn}");
+    c.expect(
+        409,
+        M::PUT,
+        &path_alpha,
+        ALLIANCE,
+        Some(alpha_update(vec![])),
+    )
+    .await?;
+    let v = c
+        .expect(
+            200,
+            M::PUT,
+            &path_alpha,
+            ALLIANCE,
+            Some(alpha_update(vec![bravo_ovn.clone()])),
+        )
+        .await?;
+    alpha_ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "6. Alliance activates ALPHA: refused (409) until its key holds BRAVO's OVN, then → 200 Activated, version {}.\n",
+        v["operational_intent_reference"]["version"]
+    );
+
+    // 7. Federation moves BRAVO south, out of the buffer and out of ALPHA's way.
+    let bravo_south = [
+        (44.90, 10.20),
+        (44.90, 10.26),
+        (44.95, 10.26),
+        (44.95, 10.20),
+    ];
+    let v = c
+        .expect(200, M::PUT, &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"), FEDERATION,
+            Some(json!({
+                "extents": [polygon(&bravo_south, 500.0, 4_000.0, h(2), h(4))],
+                "key": [],
+                "state": "Accepted",
+                "uss_base_url": "https://federation.example/utm",
+                "new_subscription": { "uss_base_url": "https://federation.example/utm", "notify_for_constraints": true },
+            })))
+        .await?;
+    bravo_ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let after = c
+        .expect(200, M::GET, "/detente/v1/conflicts", FEDERATION, None)
+        .await?;
+    let n_after = after["conflicts"].as_array().map(|a| a.len()).unwrap_or(0);
+    println!(
+        "7. Federation moves BRAVO south of the buffer (update with its OVN) → 200; conflicts now: {n_after}.\n"
+    );
+    if n_after != 0 {
+        bail!("expected no conflicts after BRAVO moved, got {after}");
+    }
+
+    // 8. Availability arbitration.
+    c.expect(
+        200,
+        M::PUT,
+        "/dss/v1/uss_availability/federation-uss",
+        ARBITER,
+        Some(json!({ "old_version": "", "availability": "Down" })),
+    )
+    .await?;
+    let v = c
+        .expect(
+            412,
+            M::PUT,
+            &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"),
+            FEDERATION,
+            Some(json!({
+                "extents": [polygon(&bravo_south, 500.0, 4_000.0, h(2), h(4))],
+                "state": "Accepted",
+                "uss_base_url": "https://federation.example/utm",
+            })),
+        )
+        .await?;
+    println!(
+        "8. The arbiter marks federation-uss Down; its next planning write → 412: {}\n",
+        v["message"].as_str().unwrap_or("")
+    );
+
+    // 9. Bad input is refused with the field named.
+    let v = c
+        .expect(400, M::PUT, &format!("/dss/v1/operational_intent_references/{}", Uuid::from_u128(0xc3c3_0000_0000_4000_8000_0000_0000_0003)), ALLIANCE,
+            Some(json!({
+                "extents": [polygon(&[(45.0, 10.0), (45.1, 10.1), (45.1, 10.0), (45.0, 10.1)], 0.0, 100.0, h(1), h(2))],
+                "state": "Accepted",
+                "uss_base_url": "https://alliance.example/utm",
+            })))
+        .await?;
+    println!(
+        "9. A self-intersecting polygon → 400 naming {}: {}\n",
+        v["field"].as_str().unwrap_or(""),
+        v["message"].as_str().unwrap_or("")
+    );
+
+    let health = c
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    println!(
+        "Done: {} requests over HTTP. The node holds {} operational intents, {} constraint(s), {} conflicts.",
+        c.requests, health["operational_intents"], health["constraints"], health["conflicts"]
+    );
+    println!(
+        "ALPHA's current OVN (alliance's secret): {}…",
+        alpha_ovn.get(..12).unwrap_or("")
+    );
+    println!(
+        "\nThe API: {base}/dss/v1/… (ASTM F3548-21), {base}/detente/v1/conflicts, {base}/metrics, {base}/healthz"
+    );
+    if args.keep_running {
+        println!("Try:  curl -s {base}/healthz ; curl -s {base}/metrics | head");
+        println!("Keeping the node up; Ctrl-C stops it.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    node.stop().await?;
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Wiring of one node: store, use cases, HTTP, the expiry sweeper.
+
+use crate::config::NodeConfig;
+use anyhow::{Context, Result, anyhow};
+use api::{AppState, AuthConfig, Authenticator, KeySource, Metrics};
+use node::airspace::geometry::Limits;
+use node::{Dss, RandomIds, Settings, SystemClock};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use store::SqliteStore;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    sweeper: JoinHandle<()>,
+}
+
+impl RunningNode {
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.sweeper.abort();
+        self.server.await.context("server task")?.context("server")
+    }
+}
+
+pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
+    let store = SqliteStore::open(&cfg.data)
+        .await
+        .map_err(|e| anyhow!(e))
+        .context("opening the embedded store")?;
+    let settings = Settings {
+        limits: Limits {
+            max_vertices: cfg.max_vertices,
+            max_area_m2: cfg.max_area_km2 * 1e6,
+        },
+        default_subscription_s: cfg.default_subscription_hours * 3600,
+        expiry_grace_s: cfg.expiry_grace_seconds,
+        ..Settings::default()
+    };
+    let dss = Dss::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        settings,
+    );
+    let mut keys = Vec::new();
+    if let Some(p) = &cfg.jwt_public_key {
+        keys.push(KeySource::Pem(p.clone()));
+    }
+    if let Some(p) = &cfg.jwt_jwks {
+        keys.push(KeySource::Jwks(p.clone()));
+    }
+    if keys.is_empty() && !cfg.insecure_dev_auth {
+        tracing::warn!(
+            "no JWT public key configured (--jwt-public-key or --jwt-jwks): every DSS request will be refused with 401"
+        );
+    }
+    let auth = Authenticator::new(&AuthConfig {
+        keys,
+        audience: cfg.jwt_audience.clone(),
+        insecure_dev: cfg.insecure_dev_auth,
+    })
+    .map_err(|e| anyhow!(e))?;
+    let state = Arc::new(AppState {
+        dss,
+        auth,
+        metrics: Metrics::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = api::router(state.clone());
+    let server = tokio::spawn(api::serve(listener, router, async move {
+        let _ = stopped.await;
+    }));
+    let every = std::time::Duration::from_secs(cfg.expiry_sweep_seconds.max(1));
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match state.dss.expire().await {
+                Ok((0, 0, 0)) => {}
+                Ok((i, c, s)) => tracing::info!(
+                    intents = i,
+                    constraints = c,
+                    subscriptions = s,
+                    "expired entities removed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+            }
+        }
+    });
+    tracing::info!(%addr, data = %cfg.data.display(), "node ready");
+    Ok(RunningNode {
+        addr,
+        stop,
+        server,
+        sweeper,
+    })
+}
