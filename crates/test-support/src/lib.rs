@@ -1,1 +1,245 @@
-//! placeholder
+//! Dev-only helpers: real `detente serve` processes on port 0 with their own
+//! data folders, bearer tokens signed with the committed test keys, and
+//! F3548 request bodies. Tests wait on readiness (the node's "listening"
+//! line and `/healthz`), never on sleeps.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const AUDIENCE: &str = "dss.detente.test";
+
+pub fn keys_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("keys")
+}
+
+/// Which key signs a test token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signer {
+    /// The key test nodes trust.
+    Trusted,
+    /// A key no node trusts.
+    Other,
+}
+
+/// How to mint a token; `Default` is a valid token for [`AUDIENCE`].
+#[derive(Clone, Debug)]
+pub struct TokenSpec {
+    pub sub: String,
+    pub scope: String,
+    pub audience: String,
+    /// Seconds from now until `exp` (negative: already expired).
+    pub expires_in: i64,
+    pub signer: Signer,
+}
+
+impl TokenSpec {
+    pub fn new(sub: &str, scope: &str) -> Self {
+        TokenSpec {
+            sub: sub.into(),
+            scope: scope.into(),
+            audience: AUDIENCE.into(),
+            expires_in: 600,
+            signer: Signer::Trusted,
+        }
+    }
+    pub fn mint(&self) -> String {
+        #[allow(clippy::disallowed_methods)] // tests mint real tokens against the real clock
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs() as i64;
+        let claims = json!({ "sub": self.sub, "scope": self.scope, "aud": self.audience, "exp": now + self.expires_in, "iss": "test", "jti": format!("{now}-{}", self.sub) });
+        let file = match self.signer {
+            Signer::Trusted => "test-private.pem",
+            Signer::Other => "other-private.pem",
+        };
+        let pem = std::fs::read(keys_dir().join(file)).expect("test key");
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("test key is RSA PEM");
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key,
+        )
+        .expect("signing")
+    }
+}
+
+/// A valid token for `sub` with the given space-separated scopes.
+pub fn token(sub: &str, scope: &str) -> String {
+    TokenSpec::new(sub, scope).mint()
+}
+
+/// A running `detente serve` process. Killed when dropped.
+pub struct TestNode {
+    pub base: String,
+    pub data: PathBuf,
+    child: Child,
+    bin: PathBuf,
+    extra: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestNode {
+    /// Starts a node with a fresh data folder.
+    pub fn start(bin: &Path) -> TestNode {
+        Self::start_with(bin, &[])
+    }
+
+    pub fn start_with(bin: &Path, extra: &[&str]) -> TestNode {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let mut n = Self::spawn(bin, &data, extra);
+        n._tmp = Some(tmp);
+        n
+    }
+
+    fn spawn(bin: &Path, data: &Path, extra: &[&str]) -> TestNode {
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--jwt-audience", AUDIENCE])
+            .arg("--jwt-public-key")
+            .arg(keys_dir().join("test-public.pem"))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawning detente serve");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("detente listening on ") {
+                        break addr.trim().to_string();
+                    }
+                }
+                _ => panic!("detente serve exited before listening"),
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        TestNode {
+            base,
+            data: data.to_path_buf(),
+            child,
+            bin: bin.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: None,
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process and starts a new one on the same data folder.
+    pub fn restart(&mut self) {
+        self.kill();
+        let extra: Vec<&str> = self.extra.iter().map(|s| s.as_str()).collect();
+        let fresh = Self::spawn(&self.bin, &self.data, &extra);
+        self.base = fresh.base.clone();
+        let mut fresh = fresh;
+        std::mem::swap(&mut self.child, &mut fresh.child);
+        // `fresh` now owns the dead child; dropping it is harmless.
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// RFC 3339 of now + `seconds`.
+pub fn at(seconds: i64) -> Value {
+    #[allow(clippy::disallowed_methods)]
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        + seconds;
+    let days = now.div_euclid(86_400);
+    let secs = now.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    json!({ "value": format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60), "format": "RFC3339" })
+}
+
+/// A Volume4D with a polygon outline; times in seconds from now.
+pub fn polygon_volume(vertices: &[(f64, f64)], alt: (f64, f64), from_s: i64, to_s: i64) -> Value {
+    json!({
+        "volume": {
+            "outline_polygon": { "vertices": vertices.iter().map(|(lat, lng)| json!({"lat": lat, "lng": lng})).collect::<Vec<_>>() },
+            "altitude_lower": { "value": alt.0, "reference": "W84", "units": "M" },
+            "altitude_upper": { "value": alt.1, "reference": "W84", "units": "M" },
+        },
+        "time_start": at(from_s),
+        "time_end": at(to_s),
+    })
+}
+
+/// A square of half-side `h` degrees, 0–500 m, from now to +1 h.
+pub fn square(lat: f64, lng: f64, h: f64) -> Value {
+    polygon_volume(
+        &[
+            (lat - h, lng - h),
+            (lat - h, lng + h),
+            (lat + h, lng + h),
+            (lat + h, lng - h),
+        ],
+        (0.0, 500.0),
+        0,
+        3600,
+    )
+}
+
+/// A PutOperationalIntentReferenceParameters body.
+pub fn intent_body(extents: Value, key: &[&str], state: &str) -> Value {
+    json!({
+        "extents": [extents],
+        "key": key,
+        "state": state,
+        "uss_base_url": "https://uss.example/utm",
+        "new_subscription": { "uss_base_url": "https://uss.example/utm", "notify_for_constraints": false },
+    })
+}
+
+/// A fresh UUIDv4 for entity ids.
+pub fn new_id() -> String {
+    #[allow(clippy::disallowed_methods)]
+    let id = uuid::Uuid::new_v4();
+    id.to_string()
+}
+
+/// Waits up to `timeout` for `f` to return true, polling.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

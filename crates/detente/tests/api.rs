@@ -1,0 +1,1204 @@
+//! The F3548 DSS API over real HTTP against real `detente serve` processes:
+//! every endpoint, the error codes the spec lists, auth failures, the key
+//! check, concurrency and durability across SIGKILL.
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use std::path::Path;
+use test_support::*;
+
+const SC: &str = "utm.strategic_coordination";
+const CP: &str = "utm.constraint_processing";
+const CM: &str = "utm.constraint_management";
+const AA: &str = "utm.availability_arbitration";
+const CMSA: &str = "utm.conformance_monitoring_sa";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_detente"))
+}
+
+async fn call(
+    node: &TestNode,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Client::new().request(method, node.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn field(v: &Value) -> &str {
+    v["field"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn health_and_metrics_answer_without_a_token() {
+    let node = TestNode::start(bin());
+    let (s, v) = call(&node, Method::GET, "/healthz", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["status"], "ok");
+    let t = token("uss1", SC);
+    call(
+        &node,
+        Method::PUT,
+        &format!("/dss/v1/operational_intent_references/{}", new_id()),
+        Some(&t),
+        Some(intent_body(square(10.0, 10.0, 0.01), &[], "Accepted")),
+    )
+    .await;
+    let (s, m) = call(&node, Method::GET, "/metrics", None, None).await;
+    assert_eq!(s, 200);
+    let m = m.as_str().unwrap().to_string();
+    assert!(m.contains("detente_live_operational_intents 1"), "{m}");
+    assert!(m.contains("detente_http_requests_total{route=\"/dss/v1/operational_intent_references/{entityid}\",method=\"PUT\",status=\"201\"} 1"), "{m}");
+    assert!(m.contains("detente_http_request_duration_seconds_bucket"));
+    assert!(m.contains("detente_conflicts 0"));
+}
+
+/// Every DSS endpoint, with a body where it takes one, and the scopes that
+/// are *not* enough for it.
+fn endpoints() -> Vec<(Method, String, Option<Value>, &'static str)> {
+    let id = new_id();
+    let q = json!({ "area_of_interest": square(10.0, 10.0, 0.1) });
+    let sub = json!({ "extents": square(10.0, 10.0, 0.1), "uss_base_url": "https://uss.example/utm", "notify_for_operational_intents": true });
+    let ovn = "x".repeat(20);
+    vec![
+        (
+            Method::POST,
+            "/dss/v1/operational_intent_references/query".into(),
+            Some(q.clone()),
+            AA,
+        ),
+        (
+            Method::GET,
+            format!("/dss/v1/operational_intent_references/{id}"),
+            None,
+            CM,
+        ),
+        (
+            Method::PUT,
+            format!("/dss/v1/operational_intent_references/{id}"),
+            Some(intent_body(square(10.0, 10.0, 0.01), &[], "Accepted")),
+            CM,
+        ),
+        (
+            Method::PUT,
+            format!("/dss/v1/operational_intent_references/{id}/{ovn}"),
+            Some(intent_body(square(10.0, 10.0, 0.01), &[], "Accepted")),
+            AA,
+        ),
+        (
+            Method::DELETE,
+            format!("/dss/v1/operational_intent_references/{id}/{ovn}"),
+            None,
+            CP,
+        ),
+        (
+            Method::POST,
+            "/dss/v1/constraint_references/query".into(),
+            Some(q.clone()),
+            SC,
+        ),
+        (
+            Method::GET,
+            format!("/dss/v1/constraint_references/{id}"),
+            None,
+            SC,
+        ),
+        (
+            Method::PUT,
+            format!("/dss/v1/constraint_references/{id}"),
+            Some(
+                json!({"extents": [square(10.0, 10.0, 0.01)], "uss_base_url": "https://a.example"}),
+            ),
+            CP,
+        ),
+        (
+            Method::PUT,
+            format!("/dss/v1/constraint_references/{id}/{ovn}"),
+            Some(
+                json!({"extents": [square(10.0, 10.0, 0.01)], "uss_base_url": "https://a.example"}),
+            ),
+            SC,
+        ),
+        (
+            Method::DELETE,
+            format!("/dss/v1/constraint_references/{id}/{ovn}"),
+            None,
+            CP,
+        ),
+        (
+            Method::POST,
+            "/dss/v1/subscriptions/query".into(),
+            Some(q),
+            CM,
+        ),
+        (
+            Method::GET,
+            format!("/dss/v1/subscriptions/{id}"),
+            None,
+            CMSA,
+        ),
+        (
+            Method::PUT,
+            format!("/dss/v1/subscriptions/{id}"),
+            Some(sub.clone()),
+            AA,
+        ),
+        (
+            Method::PUT,
+            format!("/dss/v1/subscriptions/{id}/1"),
+            Some(sub),
+            CM,
+        ),
+        (
+            Method::DELETE,
+            format!("/dss/v1/subscriptions/{id}/1"),
+            None,
+            CMSA,
+        ),
+        (
+            Method::POST,
+            "/dss/v1/reports".into(),
+            Some(json!({"exchange": {}})),
+            "none",
+        ),
+        (
+            Method::PUT,
+            "/dss/v1/uss_availability/uss1".into(),
+            Some(json!({"old_version": "", "availability": "Down"})),
+            SC,
+        ),
+        (
+            Method::GET,
+            "/dss/v1/uss_availability/uss1".into(),
+            None,
+            CP,
+        ),
+        (Method::GET, "/detente/v1/conflicts".into(), None, CM),
+    ]
+}
+
+#[tokio::test]
+async fn every_endpoint_refuses_missing_bad_expired_foreign_and_underscoped_tokens() {
+    let node = TestNode::start(bin());
+    for (method, path, body, weak_scope) in endpoints() {
+        let what = format!("{method} {path}");
+        let (s, v) = call(&node, method.clone(), &path, None, body.clone()).await;
+        assert_eq!(s, 401, "{what} without a token: {v}");
+        assert!(
+            v["message"].as_str().is_some(),
+            "{what}: ErrorResponse body"
+        );
+        let (s, _) = call(
+            &node,
+            method.clone(),
+            &path,
+            Some("not.a.jwt"),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(s, 401, "{what} with garbage");
+        let expired = TokenSpec {
+            expires_in: -3600,
+            ..TokenSpec::new("uss1", &Scope::all())
+        }
+        .mint();
+        assert_eq!(
+            call(&node, method.clone(), &path, Some(&expired), body.clone())
+                .await
+                .0,
+            401,
+            "{what} expired"
+        );
+        let wrong_aud = TokenSpec {
+            audience: "someone-else.example".into(),
+            ..TokenSpec::new("uss1", &Scope::all())
+        }
+        .mint();
+        assert_eq!(
+            call(&node, method.clone(), &path, Some(&wrong_aud), body.clone())
+                .await
+                .0,
+            401,
+            "{what} wrong audience"
+        );
+        let wrong_key = TokenSpec {
+            signer: Signer::Other,
+            ..TokenSpec::new("uss1", &Scope::all())
+        }
+        .mint();
+        assert_eq!(
+            call(&node, method.clone(), &path, Some(&wrong_key), body.clone())
+                .await
+                .0,
+            401,
+            "{what} wrong key"
+        );
+        let (s, v) = call(
+            &node,
+            method.clone(),
+            &path,
+            Some(&token("uss1", weak_scope)),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(s, 403, "{what} with only {weak_scope}: {v}");
+        // With every scope, authentication is no longer the problem.
+        let (s, v) = call(
+            &node,
+            method.clone(),
+            &path,
+            Some(&token("uss1", &Scope::all())),
+            body.clone(),
+        )
+        .await;
+        assert!(s != 401 && s != 403, "{what} with all scopes: {s} {v}");
+    }
+}
+
+struct Scope;
+impl Scope {
+    fn all() -> String {
+        [SC, CP, CM, AA, CMSA].join(" ")
+    }
+}
+
+#[tokio::test]
+async fn operational_intent_lifecycle_with_ovn_visibility() {
+    let node = TestNode::start(bin());
+    let (a, b) = (token("alliance", SC), token("federation", SC));
+    let id = new_id();
+    let path = format!("/dss/v1/operational_intent_references/{id}");
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &path,
+        Some(&a),
+        Some(intent_body(square(50.0, 30.0, 0.01), &[], "Accepted")),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let oir = &v["operational_intent_reference"];
+    let ovn = oir["ovn"]
+        .as_str()
+        .expect("the manager sees its OVN")
+        .to_string();
+    assert!((16..=128).contains(&ovn.len()));
+    assert_eq!(oir["version"], 1);
+    assert_eq!(oir["state"], "Accepted");
+    assert_eq!(oir["manager"], "alliance");
+    assert_eq!(oir["uss_availability"], "Unknown");
+    assert_eq!(oir["time_start"]["format"], "RFC3339");
+    assert!(v["subscribers"].is_array());
+
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &path,
+        Some(&a),
+        Some(intent_body(square(50.0, 30.0, 0.01), &[], "Accepted")),
+    )
+    .await;
+    assert_eq!(s, 409, "creating twice: {v}");
+
+    let (s, v) = call(&node, Method::GET, &path, Some(&b), None).await;
+    assert_eq!(s, 200);
+    assert!(
+        v["operational_intent_reference"].get("ovn").is_none(),
+        "others never see the OVN"
+    );
+    let (_, v) = call(&node, Method::GET, &path, Some(&a), None).await;
+    assert_eq!(v["operational_intent_reference"]["ovn"], ovn.as_str());
+
+    let (s, v) = call(
+        &node,
+        Method::POST,
+        "/dss/v1/operational_intent_references/query",
+        Some(&b),
+        Some(json!({"area_of_interest": square(50.0, 30.0, 0.05)})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["operational_intent_references"].as_array().unwrap().len(),
+        1
+    );
+    let (_, v) = call(
+        &node,
+        Method::POST,
+        "/dss/v1/operational_intent_references/query",
+        Some(&b),
+        Some(json!({"area_of_interest": square(-50.0, 30.0, 0.05)})),
+    )
+    .await;
+    assert_eq!(
+        v["operational_intent_references"].as_array().unwrap().len(),
+        0
+    );
+    let (s, v) = call(
+        &node,
+        Method::POST,
+        "/dss/v1/operational_intent_references/query",
+        Some(&b),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!((s.as_u16(), field(&v)), (400, "area_of_interest"));
+
+    // Update: wrong OVN 409, another manager 403, right OVN 200 with a new OVN.
+    let body = intent_body(square(50.0, 30.0, 0.02), &[], "Activated");
+    let (s, _) = call(
+        &node,
+        Method::PUT,
+        &format!("{path}/{}", "y".repeat(32)),
+        Some(&a),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(s, 409);
+    let (s, _) = call(
+        &node,
+        Method::PUT,
+        &format!("{path}/{ovn}"),
+        Some(&b),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &format!("{path}/{ovn}"),
+        Some(&a),
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let ovn2 = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(ovn2, ovn);
+    assert_eq!(v["operational_intent_reference"]["version"], 2);
+    assert_eq!(v["operational_intent_reference"]["state"], "Activated");
+
+    // Illegal transition Activated → Accepted.
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &format!("{path}/{ovn2}"),
+        Some(&a),
+        Some(intent_body(square(50.0, 30.0, 0.02), &[], "Accepted")),
+    )
+    .await;
+    assert_eq!((s.as_u16(), field(&v)), (400, "state"), "{v}");
+
+    // Delete: stale OVN 409, then 200, then 404.
+    assert_eq!(
+        call(
+            &node,
+            Method::DELETE,
+            &format!("{path}/{ovn}"),
+            Some(&a),
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    let (s, v) = call(
+        &node,
+        Method::DELETE,
+        &format!("{path}/{ovn2}"),
+        Some(&a),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["operational_intent_reference"]["id"], id.as_str());
+    assert_eq!(call(&node, Method::GET, &path, Some(&a), None).await.0, 404);
+    assert_eq!(
+        call(
+            &node,
+            Method::DELETE,
+            &format!("{path}/{ovn2}"),
+            Some(&a),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn the_key_check_lists_what_is_missing_and_conflicts_are_reported() {
+    let node = TestNode::start(bin());
+    let (a, b) = (token("alliance", SC), token("federation", SC));
+    let id_a = new_id();
+    let (_, v) = call(
+        &node,
+        Method::PUT,
+        &format!("/dss/v1/operational_intent_references/{id_a}"),
+        Some(&a),
+        Some(intent_body(square(50.0, 30.0, 0.01), &[], "Accepted")),
+    )
+    .await;
+    let ovn_a = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id_b = new_id();
+    let path_b = format!("/dss/v1/operational_intent_references/{id_b}");
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &path_b,
+        Some(&b),
+        Some(intent_body(square(50.0, 30.01, 0.01), &[], "Accepted")),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    let missing = v["missing_operational_intents"].as_array().unwrap();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0]["id"], id_a.as_str());
+    assert!(
+        missing[0].get("ovn").is_none(),
+        "the refusal must not leak the OVN"
+    );
+    assert!(v["message"].as_str().unwrap().contains("key"));
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &path_b,
+        Some(&b),
+        Some(intent_body(
+            square(50.0, 30.01, 0.01),
+            &[&ovn_a],
+            "Accepted",
+        )),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    // alliance's implicit subscription is told, with index 1.
+    let subs = v["subscribers"].as_array().unwrap();
+    assert!(
+        subs.iter()
+            .any(|s| s["subscriptions"][0]["notification_index"] == 1),
+        "{v}"
+    );
+    let (s, v) = call(&node, Method::GET, "/detente/v1/conflicts", Some(&a), None).await;
+    assert_eq!(s, 200);
+    let c = &v["conflicts"][0];
+    assert_eq!(c["kind"], "intent-intent");
+    assert_eq!(v["conflicts"].as_array().unwrap().len(), 1);
+    let ids = [
+        c["a"]["id"].as_str().unwrap(),
+        c["b"]["id"].as_str().unwrap(),
+    ];
+    assert!(ids.contains(&id_a.as_str()) && ids.contains(&id_b.as_str()));
+    assert_eq!(c["overlaps"][0]["altitude_upper"]["value"], 500.0);
+}
+
+#[tokio::test]
+async fn impossible_geometry_and_malformed_bodies_are_400_naming_the_field_and_change_nothing() {
+    let node = TestNode::start(bin());
+    let t = token("alliance", &format!("{SC} {CM}"));
+    let put = |body: Value| {
+        let node = &node;
+        let t = t.clone();
+        async move {
+            call(
+                node,
+                Method::PUT,
+                &format!("/dss/v1/operational_intent_references/{}", new_id()),
+                Some(&t),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let bowtie = polygon_volume(
+        &[(0.0, 0.0), (0.1, 0.1), (0.1, 0.0), (0.0, 0.1)],
+        (0.0, 100.0),
+        0,
+        3600,
+    );
+    let two = polygon_volume(&[(0.0, 0.0), (0.1, 0.1)], (0.0, 100.0), 0, 3600);
+    let many: Vec<(f64, f64)> = (0..10_001)
+        .map(|i| {
+            let a = i as f64 / 10_001.0 * std::f64::consts::TAU;
+            (0.05 * a.sin(), 0.05 * a.cos())
+        })
+        .collect();
+    let too_many = polygon_volume(&many, (0.0, 100.0), 0, 3600);
+    let upside_down = polygon_volume(
+        &[(0.0, 0.0), (0.0, 0.1), (0.1, 0.1)],
+        (500.0, 100.0),
+        0,
+        3600,
+    );
+    let backwards = polygon_volume(
+        &[(0.0, 0.0), (0.0, 0.1), (0.1, 0.1)],
+        (0.0, 100.0),
+        3600,
+        60,
+    );
+    let huge = polygon_volume(
+        &[(0.0, 0.0), (0.0, 10.0), (10.0, 10.0), (10.0, 0.0)],
+        (0.0, 100.0),
+        0,
+        3600,
+    );
+    let past = polygon_volume(
+        &[(0.0, 0.0), (0.0, 0.1), (0.1, 0.1)],
+        (0.0, 100.0),
+        -7200,
+        -3600,
+    );
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            intent_body(bowtie, &[], "Accepted"),
+            400,
+            "extents[0].volume.outline_polygon.vertices",
+        ),
+        (
+            intent_body(two, &[], "Accepted"),
+            400,
+            "extents[0].volume.outline_polygon.vertices",
+        ),
+        (
+            intent_body(too_many, &[], "Accepted"),
+            400,
+            "extents[0].volume.outline_polygon.vertices",
+        ),
+        (
+            intent_body(upside_down, &[], "Accepted"),
+            400,
+            "extents[0].volume.altitude_lower.value",
+        ),
+        (
+            intent_body(backwards, &[], "Accepted"),
+            400,
+            "extents[0].time_end",
+        ),
+        (
+            intent_body(huge, &[], "Accepted"),
+            413,
+            "extents[0].volume.outline_polygon.vertices",
+        ),
+        (
+            intent_body(past, &[], "Accepted"),
+            400,
+            "extents[0].time_end",
+        ),
+        (
+            intent_body(square(0.0, 0.0, 0.01), &[], "Ended"),
+            400,
+            "state",
+        ),
+        (
+            intent_body(square(0.0, 0.0, 0.01), &["short"], "Accepted"),
+            400,
+            "key[0]",
+        ),
+        (
+            json!({"state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents",
+        ),
+        (
+            json!({"extents": [], "state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents",
+        ),
+        (
+            json!({"extents": [square(0.0, 0.0, 0.01)], "state": "Accepted", "uss_base_url": "https://x.example/"}),
+            400,
+            "uss_base_url",
+        ),
+        (
+            json!({"extents": [{"volume": {"outline_polygon": {"vertices": [{"lat": "north", "lng": 0}]}}}], "state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents[0].volume.outline_polygon.vertices[0].lat",
+        ),
+        (
+            json!({"extents": [{"volume": {"outline_circle": {"center": {"lat": 0, "lng": 0}, "radius": {"value": 10, "units": "M"}}, "outline_polygon": {"vertices": []}}}], "state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents[0].volume",
+        ),
+        (
+            json!({"extents": [{"volume": {"outline_circle": {"center": {"lat": 0, "lng": 0}, "radius": {"value": 10, "units": "FT"}}}}], "state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents[0].volume.outline_circle.radius.units",
+        ),
+    ];
+    for (body, status, want_field) in cases {
+        let (s, v) = put(body).await;
+        assert_eq!(s.as_u16(), status, "{want_field}: {v}");
+        assert_eq!(field(&v), want_field, "{v}");
+        assert!(!v["message"].as_str().unwrap().is_empty());
+    }
+    // Syntax errors and non-finite numbers.
+    let raw = |text: &'static str| {
+        let node = &node;
+        let t = t.clone();
+        async move {
+            let r = Client::new()
+                .put(node.url(&format!(
+                    "/dss/v1/operational_intent_references/{}",
+                    new_id()
+                )))
+                .bearer_auth(t)
+                .header("content-type", "application/json")
+                .body(text)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = raw("{\"extents\": [").await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = raw("{\"extents\": [{\"volume\": {\"outline_circle\": {\"center\": {\"lat\": 1e999, \"lng\": 0}}}}]}").await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        field(&v).starts_with("extents[0].volume.outline_circle.center"),
+        "{v}"
+    );
+    // Bad ids.
+    let (s, v) = call(
+        &node,
+        Method::GET,
+        "/dss/v1/operational_intent_references/not-a-uuid",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!((s.as_u16(), field(&v)), (400, "entityid"));
+    // An oversized body is 413.
+    let big = "x".repeat(5 * 1024 * 1024);
+    let r = Client::new()
+        .put(node.url(&format!(
+            "/dss/v1/operational_intent_references/{}",
+            new_id()
+        )))
+        .bearer_auth(&t)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Nothing was written by any of it.
+    let (_, h) = call(&node, Method::GET, "/healthz", None, None).await;
+    assert_eq!(h["operational_intents"], 0, "{h}");
+}
+
+#[tokio::test]
+async fn constraint_lifecycle_and_constraint_keys() {
+    let node = TestNode::start(bin());
+    let cm = token("authority", &format!("{CM} {CP}"));
+    let uss = token("uss1", &format!("{SC} {CP}"));
+    let id = new_id();
+    let path = format!("/dss/v1/constraint_references/{id}");
+    let body =
+        json!({"extents": [square(20.0, 20.0, 0.05)], "uss_base_url": "https://authority.example"});
+    let (s, v) = call(&node, Method::PUT, &path, Some(&cm), Some(body.clone())).await;
+    assert_eq!(s, 201, "{v}");
+    let ovn = v["constraint_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        call(&node, Method::PUT, &path, Some(&cm), Some(body.clone()))
+            .await
+            .0,
+        409
+    );
+    let (s, v) = call(&node, Method::GET, &path, Some(&uss), None).await;
+    assert_eq!(s, 200);
+    assert!(v["constraint_reference"].get("ovn").is_none());
+    let (s, v) = call(
+        &node,
+        Method::POST,
+        "/dss/v1/constraint_references/query",
+        Some(&uss),
+        Some(json!({"area_of_interest": square(20.0, 20.0, 0.01)})),
+    )
+    .await;
+    assert_eq!(
+        (
+            s.as_u16(),
+            v["constraint_references"].as_array().unwrap().len()
+        ),
+        (200, 1)
+    );
+
+    // An intent whose subscription processes constraints must hold the constraint's OVN.
+    let mut ib = intent_body(square(20.0, 20.0, 0.01), &[], "Accepted");
+    ib["new_subscription"]["notify_for_constraints"] = json!(true);
+    let ipath = format!("/dss/v1/operational_intent_references/{}", new_id());
+    let (s, v) = call(&node, Method::PUT, &ipath, Some(&uss), Some(ib.clone())).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["missing_constraints"][0]["id"], id.as_str());
+    ib["key"] = json!([ovn]);
+    assert_eq!(
+        call(&node, Method::PUT, &ipath, Some(&uss), Some(ib.clone()))
+            .await
+            .0,
+        201
+    );
+    // ... and without constraint_processing it may not ask for constraint notifications.
+    let sc_only = token("uss2", SC);
+    let (s, _) = call(
+        &node,
+        Method::PUT,
+        &format!("/dss/v1/operational_intent_references/{}", new_id()),
+        Some(&sc_only),
+        Some(ib),
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    let (s, v) = call(&node, Method::PUT, &format!("{path}/{ovn}"), Some(&cm), Some(json!({"extents": [square(20.0, 20.0, 0.06)], "uss_base_url": "https://authority.example"}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["constraint_reference"]["version"], 2);
+    let ovn2 = v["constraint_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !v["subscribers"].as_array().unwrap().is_empty(),
+        "the intent's subscription watches constraints"
+    );
+    assert_eq!(
+        call(
+            &node,
+            Method::DELETE,
+            &format!("{path}/{ovn}"),
+            Some(&cm),
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        call(
+            &node,
+            Method::DELETE,
+            &format!("{path}/{ovn2}"),
+            Some(&cm),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(&node, Method::GET, &path, Some(&cm), None).await.0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn subscriptions_lifecycle_versions_ownership_and_dependents() {
+    let node = TestNode::start(bin());
+    let (a, b) = (token("alliance", SC), token("federation", SC));
+    let id = new_id();
+    let path = format!("/dss/v1/subscriptions/{id}");
+    let body = json!({"extents": square(30.0, 30.0, 0.1), "uss_base_url": "https://alliance.example", "notify_for_operational_intents": true});
+    let (s, v) = call(&node, Method::PUT, &path, Some(&a), Some(body.clone())).await;
+    assert_eq!(s, 200, "{v}");
+    let version = v["subscription"]["version"].as_str().unwrap().to_string();
+    assert_eq!(v["subscription"]["notification_index"], 0);
+    assert_eq!(v["subscription"]["implicit_subscription"], false);
+    assert_eq!(
+        call(&node, Method::PUT, &path, Some(&a), Some(body.clone()))
+            .await
+            .0,
+        409,
+        "exists"
+    );
+    assert_eq!(
+        call(&node, Method::GET, &path, Some(&b), None).await.0,
+        403,
+        "not the manager"
+    );
+    let (s, v) = call(
+        &node,
+        Method::POST,
+        "/dss/v1/subscriptions/query",
+        Some(&b),
+        Some(json!({"area_of_interest": square(30.0, 30.0, 0.1)})),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), v["subscriptions"].as_array().unwrap().len()),
+        (200, 0),
+        "only one's own subscriptions"
+    );
+    let (_, v) = call(
+        &node,
+        Method::POST,
+        "/dss/v1/subscriptions/query",
+        Some(&a),
+        Some(json!({"area_of_interest": square(30.0, 30.0, 0.1)})),
+    )
+    .await;
+    assert_eq!(v["subscriptions"].as_array().unwrap().len(), 1);
+    // Neither flag: 400; a CP-only flag without the scope: 403.
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &format!("/dss/v1/subscriptions/{}", new_id()),
+        Some(&a),
+        Some(json!({"extents": square(30.0, 30.0, 0.1), "uss_base_url": "https://a.example"})),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), field(&v)),
+        (400, "notify_for_operational_intents")
+    );
+    let (s, _) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&a), Some(json!({"extents": square(30.0, 30.0, 0.1), "uss_base_url": "https://a.example", "notify_for_constraints": true}))).await;
+    assert_eq!(s, 403);
+
+    // An Activated intent depending on it.
+    let mut ib = intent_body(square(30.0, 30.0, 0.01), &[], "Activated");
+    ib["new_subscription"] = Value::Null;
+    ib["subscription_id"] = json!(id);
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &format!("/dss/v1/operational_intent_references/{}", new_id()),
+        Some(&a),
+        Some(ib),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["operational_intent_reference"]["subscription_id"],
+        id.as_str()
+    );
+    let (_, v) = call(&node, Method::GET, &path, Some(&a), None).await;
+    assert_eq!(
+        v["subscription"]["dependent_operational_intents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        v["subscription"]["notification_index"], 1,
+        "its own intent's creation notified it"
+    );
+
+    assert_eq!(
+        call(
+            &node,
+            Method::PUT,
+            &format!("{path}/stale"),
+            Some(&a),
+            Some(body.clone())
+        )
+        .await
+        .0,
+        409,
+        "version mismatch"
+    );
+    assert_eq!(
+        call(
+            &node,
+            Method::PUT,
+            &format!("{path}/{version}"),
+            Some(&b),
+            Some(body.clone())
+        )
+        .await
+        .0,
+        409,
+        "another manager"
+    );
+    let away = json!({"extents": square(-30.0, 30.0, 0.1), "uss_base_url": "https://alliance.example", "notify_for_operational_intents": true});
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &format!("{path}/{version}"),
+        Some(&a),
+        Some(away),
+    )
+    .await;
+    assert_eq!(s, 400, "uncovering its intent: {v}");
+    let (s, v) = call(
+        &node,
+        Method::DELETE,
+        &format!("{path}/{version}"),
+        Some(&a),
+        None,
+    )
+    .await;
+    assert_eq!(s, 400, "deleting with a dependent: {v}");
+    let wider = json!({"extents": square(30.0, 30.0, 0.2), "uss_base_url": "https://alliance.example", "notify_for_operational_intents": true});
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        &format!("{path}/{version}"),
+        Some(&a),
+        Some(wider),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(v["subscription"]["version"].as_str().unwrap(), version);
+    assert_eq!(
+        v["operational_intent_references"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        call(
+            &node,
+            Method::GET,
+            &format!("/dss/v1/subscriptions/{}", new_id()),
+            Some(&a),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn reports_and_uss_availability() {
+    let node = TestNode::start(bin());
+    let uss = token("uss1", SC);
+    let arbiter = token("arbiter", AA);
+    let exchange = json!({"url": "https://x.example/uss/v1/operational_intents/1", "method": "GET", "recorder_role": "Client", "request_time": at(0), "request_source": "uss1"});
+    let (s, v) = call(
+        &node,
+        Method::POST,
+        "/dss/v1/reports",
+        Some(&uss),
+        Some(json!({"exchange": exchange})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(!v["report_id"].as_str().unwrap().is_empty());
+    let (s, v) = call(
+        &node,
+        Method::POST,
+        "/dss/v1/reports",
+        Some(&uss),
+        Some(json!({"exchange": {"url": "x"}})),
+    )
+    .await;
+    assert_eq!((s.as_u16(), field(&v)), (400, "exchange.method"));
+
+    let (s, v) = call(
+        &node,
+        Method::GET,
+        "/dss/v1/uss_availability/uss1",
+        Some(&uss),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["status"]["availability"], "Unknown");
+    assert_eq!(v["version"], "");
+    let id = new_id();
+    let (_, v) = call(
+        &node,
+        Method::PUT,
+        &format!("/dss/v1/operational_intent_references/{id}"),
+        Some(&uss),
+        Some(intent_body(square(1.0, 1.0, 0.01), &[], "Accepted")),
+    )
+    .await;
+    let ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = call(
+        &node,
+        Method::PUT,
+        "/dss/v1/uss_availability/uss1",
+        Some(&arbiter),
+        Some(json!({"old_version": "", "availability": "Down"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let version = v["version"].as_str().unwrap().to_string();
+    assert_eq!(
+        call(
+            &node,
+            Method::PUT,
+            "/dss/v1/uss_availability/uss1",
+            Some(&arbiter),
+            Some(json!({"old_version": "", "availability": "Normal"}))
+        )
+        .await
+        .0,
+        400,
+        "stale old_version"
+    );
+    let (_, v) = call(
+        &node,
+        Method::GET,
+        &format!("/dss/v1/operational_intent_references/{id}"),
+        Some(&uss),
+        None,
+    )
+    .await;
+    assert_eq!(
+        v["operational_intent_reference"]["uss_availability"],
+        "Down"
+    );
+    let (s, _) = call(
+        &node,
+        Method::PUT,
+        &format!("/dss/v1/operational_intent_references/{}", new_id()),
+        Some(&uss),
+        Some(intent_body(square(2.0, 2.0, 0.01), &[], "Accepted")),
+    )
+    .await;
+    assert_eq!(s, 412);
+    assert_eq!(
+        call(
+            &node,
+            Method::DELETE,
+            &format!("/dss/v1/operational_intent_references/{id}/{ovn}"),
+            Some(&uss),
+            None
+        )
+        .await
+        .0,
+        412
+    );
+    let (s, _) = call(
+        &node,
+        Method::PUT,
+        "/dss/v1/uss_availability/uss1",
+        Some(&arbiter),
+        Some(json!({"old_version": version, "availability": "Normal"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        call(
+            &node,
+            Method::DELETE,
+            &format!("/dss/v1/operational_intent_references/{id}/{ovn}"),
+            Some(&uss),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_writers_over_http_exactly_one_wins() {
+    let node = TestNode::start(bin());
+    for round in 0..5 {
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let url = node.url(&format!(
+                "/dss/v1/operational_intent_references/{}",
+                new_id()
+            ));
+            let t = token(&format!("uss{w}"), SC);
+            let body = intent_body(square(40.0 + round as f64, 40.0, 0.01), &[], "Accepted");
+            tasks.push(tokio::spawn(async move {
+                Client::new()
+                    .put(url)
+                    .bearer_auth(t)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 201).count(),
+            1,
+            "round {round}: {statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 409).count(),
+            15,
+            "round {round}: {statuses:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_acknowledged_write_survives_sigkill() {
+    let mut node = TestNode::start(bin());
+    let t = token("alliance", SC);
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let id = new_id();
+        let (s, v) = call(
+            &node,
+            Method::PUT,
+            &format!("/dss/v1/operational_intent_references/{id}"),
+            Some(&t),
+            Some(intent_body(square(i as f64, 5.0, 0.01), &[], "Accepted")),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        written.push((
+            id,
+            v["operational_intent_reference"]["ovn"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ));
+    }
+    node.restart(); // SIGKILL, then a new process on the same data folder
+    for (id, ovn) in &written {
+        let (s, v) = call(
+            &node,
+            Method::GET,
+            &format!("/dss/v1/operational_intent_references/{id}"),
+            Some(&t),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(v["operational_intent_reference"]["ovn"], ovn.as_str());
+    }
+    // The rebuilt index answers area queries.
+    let (_, v) = call(
+        &node,
+        Method::POST,
+        "/dss/v1/operational_intent_references/query",
+        Some(&t),
+        Some(json!({"area_of_interest": square(7.0, 5.0, 0.02)})),
+    )
+    .await;
+    assert_eq!(
+        v["operational_intent_references"].as_array().unwrap().len(),
+        1
+    );
+}
