@@ -426,32 +426,32 @@ pub fn prepare(volume: Volume4D, limits: &Limits) -> Result<PreparedVolume, Geom
         (volume.altitude_lower_m, "volume.altitude_lower.value"),
         (volume.altitude_upper_m, "volume.altitude_upper.value"),
     ] {
-        if let Some(v) = v {
-            if !v.is_finite() || !(ALTITUDE_MIN_M..=ALTITUDE_MAX_M).contains(&v) {
-                return Err(GeometryError::new(
-                    field,
-                    format!(
-                        "altitude must be a number in [{ALTITUDE_MIN_M}, {ALTITUDE_MAX_M}] m, got {v}"
-                    ),
-                ));
-            }
-        }
-    }
-    if let (Some(lo), Some(hi)) = (volume.altitude_lower_m, volume.altitude_upper_m) {
-        if lo >= hi {
+        if let Some(v) = v
+            && (!v.is_finite() || !(ALTITUDE_MIN_M..=ALTITUDE_MAX_M).contains(&v))
+        {
             return Err(GeometryError::new(
-                "volume.altitude_lower.value",
-                format!("altitude_lower ({lo} m) must be below altitude_upper ({hi} m)"),
+                field,
+                format!(
+                    "altitude must be a number in [{ALTITUDE_MIN_M}, {ALTITUDE_MAX_M}] m, got {v}"
+                ),
             ));
         }
     }
-    if let (Some(s), Some(e)) = (volume.time_start, volume.time_end) {
-        if s >= e {
-            return Err(GeometryError::new(
-                "time_end",
-                "time_end must be after time_start",
-            ));
-        }
+    if let (Some(lo), Some(hi)) = (volume.altitude_lower_m, volume.altitude_upper_m)
+        && lo >= hi
+    {
+        return Err(GeometryError::new(
+            "volume.altitude_lower.value",
+            format!("altitude_lower ({lo} m) must be below altitude_upper ({hi} m)"),
+        ));
+    }
+    if let (Some(s), Some(e)) = (volume.time_start, volume.time_end)
+        && s >= e
+    {
+        return Err(GeometryError::new(
+            "time_end",
+            "time_end must be after time_start",
+        ));
     }
     let altitude = (
         volume.altitude_lower_m.unwrap_or(f64::NEG_INFINITY),
@@ -865,8 +865,8 @@ mod tests {
         let many: Vec<(f64, f64)> = (0..10_001)
             .map(|i| {
                 (
-                    0.001 * (i as f64 / 10_001.0 * 6.28).sin(),
-                    0.001 * (i as f64 / 10_001.0 * 6.28).cos(),
+                    0.001 * (i as f64 / 10_001.0 * std::f64::consts::TAU).sin(),
+                    0.001 * (i as f64 / 10_001.0 * std::f64::consts::TAU).cos(),
                 )
             })
             .collect();

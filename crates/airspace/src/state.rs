@@ -226,12 +226,12 @@ impl AirspaceState {
     fn remove_intent(&mut self, id: &EntityId) {
         if let Some(old) = self.intents.remove(id) {
             self.intent_index.remove(old.id, &old.extents);
-            if let Some(sub) = old.subscription_id {
-                if let Some(d) = self.dependents.get_mut(&sub) {
-                    d.remove(id);
-                    if d.is_empty() {
-                        self.dependents.remove(&sub);
-                    }
+            if let Some(sub) = old.subscription_id
+                && let Some(d) = self.dependents.get_mut(&sub)
+            {
+                d.remove(id);
+                if d.is_empty() {
+                    self.dependents.remove(&sub);
                 }
             }
             self.drop_conflicts(id);

@@ -80,9 +80,9 @@ fn availability_of(
 ) -> Result<HashMap<String, UssAvailabilityState>, ApiError> {
     let mut out = HashMap::new();
     for m in managers {
-        if !out.contains_key(&m) {
-            let a = st.dss.get_availability(&m)?.availability;
-            out.insert(m, a);
+        if let std::collections::hash_map::Entry::Vacant(e) = out.entry(m) {
+            let a = st.dss.get_availability(e.key())?.availability;
+            e.insert(a);
         }
     }
     Ok(out)

@@ -13,14 +13,14 @@ pub struct Body<T>(pub T);
 /// `missing field `x`` at path `a.b` → field `a.b.x`.
 fn field_of(path: &str, message: &str) -> String {
     let path = if path == "." { "" } else { path };
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        if let Some(name) = rest.split('`').next() {
-            return if path.is_empty() {
-                name.to_string()
-            } else {
-                format!("{path}.{name}")
-            };
-        }
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some(name) = rest.split('`').next()
+    {
+        return if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
     }
     path.to_string()
 }

@@ -273,7 +273,10 @@ pub fn ovn(s: &str, field: &str) -> Result<Ovn, ApiError> {
 
 /// F3548 `UssBaseURL`: an http(s) URL without a trailing '/'.
 pub fn base_url(s: String, field: &str) -> Result<String, ApiError> {
-    if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() <= "https://".len() - 1 {
+    let host = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    if host.is_none_or(|h| h.is_empty()) {
         return Err(ApiError::bad(field, "must be an absolute http(s) URL"));
     }
     if s.ends_with('/') {

@@ -51,3 +51,41 @@ pub struct NodeConfig {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA: &str = "detente-data";
 pub const DEFAULT_AUDIENCE: &str = "localhost";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example file documents every key and stays loadable.
+    #[test]
+    fn example_config_is_valid_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../detente.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed = FileConfig::load(&path).unwrap();
+        assert_eq!(parsed.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
+        assert_eq!(parsed.data.as_deref(), Some(Path::new(DEFAULT_DATA)));
+        assert_eq!(parsed.jwt_audience.as_deref(), Some(DEFAULT_AUDIENCE));
+        let keys = [
+            "data",
+            "listen",
+            "jwt_public_key",
+            "jwt_jwks",
+            "jwt_audience",
+            "insecure_dev_auth",
+            "max_area_km2",
+            "max_vertices",
+            "default_subscription_hours",
+            "expiry_sweep_seconds",
+            "expiry_grace_seconds",
+        ];
+        for k in keys {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{k} ="))),
+                "{k} is not documented"
+            );
+        }
+        // A key the node does not know is an error, not silently ignored.
+        assert!(toml::from_str::<FileConfig>("listn = \"127.0.0.1:1\"").is_err());
+    }
+}

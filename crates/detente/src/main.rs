@@ -40,6 +40,46 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure intent creation, area queries and the congested-area workload.
     Bench(bench::BenchArgs),
+    /// Development and testing only: mint a bearer token signed with a private key (PEM).
+    DevToken(DevTokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct DevTokenArgs {
+    /// Private key (RSA PEM) matching the node's --jwt-public-key.
+    #[arg(long)]
+    private_key: PathBuf,
+    /// The client id: the manager of what this token writes.
+    #[arg(long)]
+    sub: String,
+    /// Space-separated scopes, e.g. "utm.strategic_coordination utm.constraint_processing".
+    #[arg(long)]
+    scope: String,
+    /// Audience; must match the node's --jwt-audience.
+    #[arg(long, default_value = DEFAULT_AUDIENCE)]
+    audience: String,
+    /// Lifetime in seconds (F3548: at most one hour).
+    #[arg(long, default_value_t = 3600)]
+    ttl: i64,
+}
+
+fn dev_token(a: DevTokenArgs) -> Result<()> {
+    use node::Clock;
+    let pem = std::fs::read(&a.private_key)
+        .with_context(|| format!("reading {}", a.private_key.display()))?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
+        .context("the private key must be an RSA key in PEM")?;
+    let now = node::SystemClock.now().unix_micros() / 1_000_000;
+    let claims = serde_json::json!({ "sub": a.sub, "scope": a.scope, "aud": a.audience, "iss": "detente-dev-token", "exp": now + a.ttl, "jti": format!("{now}-{}", a.sub) });
+    println!(
+        "{}",
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key
+        )?
+    );
+    Ok(())
 }
 
 #[derive(Args, Debug, Default)]
@@ -155,5 +195,6 @@ async fn main() -> Result<()> {
             demo::run(args).await
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::DevToken(args) => dev_token(args),
     }
 }

@@ -2,6 +2,8 @@
 //! every endpoint, the error codes the spec lists, auth failures, the key
 //! check, concurrency and durability across SIGKILL.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;

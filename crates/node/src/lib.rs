@@ -363,13 +363,13 @@ impl Dss {
         if v.time_start.is_none() {
             v.time_start = Some(self.now());
         }
-        if let (Some(s), Some(e)) = (v.time_start, v.time_end) {
-            if e <= s {
-                return Err(invalid(
-                    format!("{field}.time_end"),
-                    "the end of the area of interest is before its start (or before now)",
-                ));
-            }
+        if let (Some(s), Some(e)) = (v.time_start, v.time_end)
+            && e <= s
+        {
+            return Err(invalid(
+                format!("{field}.time_end"),
+                "the end of the area of interest is before its start (or before now)",
+            ));
         }
         prepare(v, &self.settings.limits).map_err(|e| e.under(field).into())
     }

@@ -263,18 +263,18 @@ async fn writer(
             }
             st.seq()
         };
-        if !dirty.rows.is_empty() {
-            if let Err(e) = persist(&mut conn, dirty, seq).await {
-                tracing::error!(error = %e, "commit failed; refusing the batch and reloading the state from disk");
-                for (_, r) in replies.iter_mut() {
-                    if matches!(r, Ok(Ok(_))) {
-                        *r = Err(e.clone());
-                    }
+        if !dirty.rows.is_empty()
+            && let Err(e) = persist(&mut conn, dirty, seq).await
+        {
+            tracing::error!(error = %e, "commit failed; refusing the batch and reloading the state from disk");
+            for (_, r) in replies.iter_mut() {
+                if matches!(r, Ok(Ok(_))) {
+                    *r = Err(e.clone());
                 }
-                match load(&mut conn).await {
-                    Ok(fresh) => *state.write().unwrap_or_else(|p| p.into_inner()) = fresh,
-                    Err(le) => tracing::error!(error = %le, "reloading the state failed"),
-                }
+            }
+            match load(&mut conn).await {
+                Ok(fresh) => *state.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+                Err(le) => tracing::error!(error = %le, "reloading the state failed"),
             }
         }
         for (tx, r) in replies {

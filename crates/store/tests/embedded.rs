@@ -1,6 +1,8 @@
 //! The embedded store through the node's use cases: durability across
 //! reopen, serialised key checks under concurrency.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use node::airspace::decide::ImplicitSubscription;
 use node::airspace::{LatLng, OperationalIntentState, Outline, Timestamp, Volume4D};
 use node::{Caller, Dss, IntentRequest, NodeError, RandomIds, Scope, Settings, SystemClock};

@@ -1,0 +1,70 @@
+//! The workspace's dependencies point down the data flow, never up
+//! (STYLE.md): pure crates depend on no crate of ours (but liaison → tlog),
+//! node on the pure crates, store and api on node, detente on all.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::process::Command;
+
+#[test]
+fn no_crate_depends_upwards() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let allowed: HashMap<&str, &[&str]> = HashMap::from([
+        ("airspace", &[][..]),
+        ("tlog", &[][..]),
+        ("liaison", &["tlog"][..]),
+        ("node", &["airspace", "tlog", "liaison"][..]),
+        ("store", &["node", "airspace", "tlog", "liaison"][..]),
+        ("api", &["node", "airspace", "tlog", "liaison"][..]),
+        ("test-support", &[][..]),
+        (
+            "detente",
+            &[
+                "api",
+                "store",
+                "node",
+                "airspace",
+                "tlog",
+                "liaison",
+                "test-support",
+            ][..],
+        ),
+    ]);
+    let ours: Vec<String> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    for p in meta["packages"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let ok = allowed
+            .get(name)
+            .unwrap_or_else(|| panic!("crate {name} has no place in the layering table"));
+        for d in p["dependencies"].as_array().unwrap() {
+            let dep = d["name"].as_str().unwrap();
+            if ours.iter().any(|o| o == dep) {
+                assert!(ok.contains(&dep), "{name} must not depend on {dep}");
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `detente serve` as an operator meets it: no configuration at all, a config
+//! file, the expiry sweeper, `--help`.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use reqwest::Client;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use test_support::*;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_detente"))
+}
+
+#[tokio::test]
+async fn serve_without_configuration_creates_its_data_folder_and_answers() {
+    let dir = tempfile_dir();
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let base = line
+        .strip_prefix("detente listening on ")
+        .unwrap()
+        .trim()
+        .to_string();
+    let h: Value = Client::new()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "ok");
+    assert!(
+        dir.join("detente-data").join("detente.db").exists(),
+        "the default data folder is created"
+    );
+    // With no key configured, the DSS refuses everyone rather than trusting anyone.
+    let r = Client::new()
+        .post(format!("{base}/dss/v1/operational_intent_references/query"))
+        .bearer_auth(token("x", "utm.strategic_coordination"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("detente-serve-{}", new_id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn a_config_file_is_read_and_ended_intents_are_swept() {
+    let dir = tempfile_dir();
+    let cfg = dir.join("node.toml");
+    std::fs::write(
+        &cfg,
+        "expiry_sweep_seconds = 1\nexpiry_grace_seconds = 0\nmax_vertices = 5\n",
+    )
+    .unwrap();
+    let node = TestNode::start_with(bin(), &["--config", cfg.to_str().unwrap()]);
+    let t = token("uss1", "utm.strategic_coordination");
+    // max_vertices = 5 from the file.
+    let six = polygon_volume(
+        &[
+            (0.0, 0.0),
+            (0.0, 0.01),
+            (0.005, 0.015),
+            (0.01, 0.01),
+            (0.01, 0.0),
+            (0.005, -0.005),
+        ],
+        (0.0, 100.0),
+        0,
+        60,
+    );
+    let r = Client::new()
+        .put(node.url(&format!(
+            "/dss/v1/operational_intent_references/{}",
+            new_id()
+        )))
+        .bearer_auth(&t)
+        .json(&intent_body(six, &[], "Accepted"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // An intent ending in 2 s disappears once ended.
+    let id = new_id();
+    let short = polygon_volume(&[(0.0, 0.0), (0.0, 0.01), (0.01, 0.01)], (0.0, 100.0), 0, 2);
+    let r = Client::new()
+        .put(node.url(&format!("/dss/v1/operational_intent_references/{id}")))
+        .bearer_auth(&t)
+        .json(&intent_body(short, &[], "Accepted"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let url = node.url(&format!("/dss/v1/operational_intent_references/{id}"));
+    let gone = eventually(Duration::from_secs(10), || {
+        let url = url.clone();
+        let t = t.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                Client::new()
+                    .get(url)
+                    .bearer_auth(t)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .join()
+        .unwrap()
+            == 404
+    });
+    assert!(gone, "the sweeper removes ended intents");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["demo", "--help"],
+        vec!["bench", "--help"],
+    ] {
+        let out = Command::new(bin()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage"), "{args:?}: {text}");
+    }
+    let out = Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config",
+        "--data",
+        "--listen",
+        "--jwt-public-key",
+        "--jwt-audience",
+    ] {
+        assert!(text.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+#[test]
+fn the_demo_runs_to_the_end() {
+    let out = Command::new(bin()).arg("demo").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("409 key check failed"));
+    assert!(text.contains("conflicts now: 0"));
+    assert!(text.contains("412"));
+}
