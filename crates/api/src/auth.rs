@@ -16,7 +16,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use node::{Caller, Scope};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 #[derive(Clone, Debug)]
 pub enum KeySource {
@@ -42,13 +44,22 @@ pub struct Authenticator {
     keys: Vec<Key>,
     audience: String,
     insecure_dev: bool,
+    /// Tokens already verified, with their `exp`: a client reuses its token
+    /// for up to an hour, and an RSA verification costs far more than the
+    /// request it guards. Bounded; emptied when full.
+    verified: Mutex<HashMap<String, (Caller, u64)>>,
 }
+
+/// Most verified tokens remembered at once.
+const VERIFIED_CACHE: usize = 4096;
 
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    exp: u64,
 }
 
 const RSA_ALGS: [Algorithm; 6] = [
@@ -129,6 +140,7 @@ impl Authenticator {
             keys,
             audience: config.audience.clone(),
             insecure_dev: config.insecure_dev,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -167,6 +179,43 @@ impl Authenticator {
         Err(last)
     }
 
+    /// The caller a token proves, verifying it unless it was verified before
+    /// and has not expired since.
+    fn caller(&self, token: &str) -> Result<Caller, ApiError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if !self.insecure_dev {
+            let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((caller, exp)) = cache.get(token)
+                && *exp > now
+            {
+                return Ok(caller.clone());
+            }
+        }
+        let claims = self.verify(token).map_err(ApiError::Unauthenticated)?;
+        if claims.sub.is_empty() {
+            return Err(ApiError::Unauthenticated("the token's sub is empty".into()));
+        }
+        let scopes: Vec<Scope> = claims
+            .scope
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(Scope::parse)
+            .collect();
+        let caller = Caller {
+            sub: claims.sub,
+            scopes,
+        };
+        if !self.insecure_dev {
+            let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+            cache.insert(token.to_string(), (caller.clone(), claims.exp));
+        }
+        Ok(caller)
+    }
+
     /// Authenticates the request and checks that it holds one of `any_of`.
     pub fn require(&self, headers: &HeaderMap, any_of: &[Scope]) -> Result<Caller, ApiError> {
         let value = headers
@@ -188,27 +237,14 @@ impl Authenticator {
                 )
             })?
             .trim();
-        let claims = self.verify(token).map_err(ApiError::Unauthenticated)?;
-        if claims.sub.is_empty() {
-            return Err(ApiError::Unauthenticated("the token's sub is empty".into()));
-        }
-        let scopes: Vec<Scope> = claims
-            .scope
-            .as_deref()
-            .unwrap_or("")
-            .split_whitespace()
-            .filter_map(Scope::parse)
-            .collect();
-        if !any_of.iter().any(|s| scopes.contains(s)) {
+        let caller = self.caller(token)?;
+        if !any_of.iter().any(|s| caller.has(*s)) {
             let wanted: Vec<&str> = any_of.iter().map(|s| s.as_str()).collect();
             return Err(ApiError::Forbidden(format!(
                 "this endpoint requires one of the scopes {}",
                 wanted.join(", ")
             )));
         }
-        Ok(Caller {
-            sub: claims.sub,
-            scopes,
-        })
+        Ok(caller)
     }
 }

@@ -35,11 +35,9 @@ fn readme_curl_examples_work_as_written() {
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
         .replace("/tmp/", &format!("{}/", tmp.display()));
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_detente")).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let mut path = std::ffi::OsString::from(bin_dir);
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
     let out = Command::new("bash")
         .arg("-c")
         .arg(&script)
