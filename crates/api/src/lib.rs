@@ -15,6 +15,54 @@ mod own;
 pub mod wire;
 
 pub use auth::{AuthConfig, Authenticator, KeySource};
+
+/// Entry points for fuzzing and corpus regression tests: each parses outside
+/// input exactly as the server does and must never panic.
+pub mod fuzzing {
+    use crate::{extract, wire};
+
+    /// A `PutOperationalIntentReferenceParameters` body, through to the
+    /// node's request type.
+    pub fn intent_body(bytes: &[u8]) -> bool {
+        extract::parse::<wire::PutOperationalIntentReferenceParameters>(bytes)
+            .and_then(wire::intent_request)
+            .is_ok()
+    }
+
+    /// A query body's area of interest, through to a prepared volume.
+    pub fn query_body(bytes: &[u8]) -> bool {
+        let Ok(q) = extract::parse::<wire::QueryParameters>(bytes) else {
+            return false;
+        };
+        let Some(a) = q.area_of_interest else {
+            return false;
+        };
+        let Ok(v) = wire::volume(a, "area_of_interest") else {
+            return false;
+        };
+        airspace::geometry::prepare(v, &airspace::Limits::default()).is_ok()
+    }
+
+    /// An Authorization header value.
+    pub fn bearer_token(auth: &crate::Authenticator, bytes: &[u8]) -> bool {
+        let Ok(v) = axum::http::HeaderValue::from_bytes(bytes) else {
+            return false;
+        };
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(axum::http::header::AUTHORIZATION, v);
+        auth.require(&h, &node::Scope::ALL).is_ok()
+    }
+
+    /// A subscription body.
+    pub fn subscription_body(bytes: &[u8]) -> bool {
+        let Ok(s) = extract::parse::<wire::PutSubscriptionParameters>(bytes) else {
+            return false;
+        };
+        s.extents
+            .map(|e| wire::volume(e, "extents").is_ok())
+            .unwrap_or(false)
+    }
+}
 pub use error::ApiError;
 pub use metrics::Metrics;
 
