@@ -249,8 +249,13 @@ fn densify(vertices: &[LatLng]) -> (Vec<V3>, Vec<usize>) {
     let mut origin = Vec::with_capacity(vertices.len());
     for (i, a) in vertices.iter().enumerate() {
         let b = vertices[(i + 1) % vertices.len()];
-        ring.push(unit_vector(*a));
+        let va = unit_vector(*a);
+        ring.push(va);
         origin.push(i);
+        // Cheap bound first: an arc of angle θ is at most θ·N_MAX metres long.
+        if angle(va, unit_vector(b)) * N_MAX <= MAX_EDGE_M {
+            continue;
+        }
         let (s12, azi1, _azi2, _a12): (f64, f64, f64, f64) =
             geod().inverse(a.lat, a.lng, b.lat, b.lng);
         if s12 > MAX_EDGE_M {

@@ -194,7 +194,12 @@ async fn main() -> Result<()> {
             }
             demo::run(args).await
         }
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing(&cli.log_format);
+            }
+            bench::run(args).await
+        }
         Command::DevToken(args) => dev_token(args),
     }
 }

@@ -62,35 +62,26 @@ enum Table {
 }
 
 impl Table {
-    fn upsert(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
-            Table::Intents => {
-                "INSERT INTO intents (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body"
-            }
-            Table::Constraints => {
-                "INSERT INTO constraints (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body"
-            }
-            Table::Subscriptions => {
-                "INSERT INTO subscriptions (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body"
-            }
-            Table::Availability => {
-                "INSERT INTO availability (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body"
-            }
-            Table::Reports => {
-                "INSERT INTO reports (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body"
-            }
+            Table::Intents => "intents",
+            Table::Constraints => "constraints",
+            Table::Subscriptions => "subscriptions",
+            Table::Availability => "availability",
+            Table::Reports => "reports",
         }
     }
-    fn delete(self) -> &'static str {
-        match self {
-            Table::Intents => "DELETE FROM intents WHERE id = ?1",
-            Table::Constraints => "DELETE FROM constraints WHERE id = ?1",
-            Table::Subscriptions => "DELETE FROM subscriptions WHERE id = ?1",
-            Table::Availability => "DELETE FROM availability WHERE id = ?1",
-            Table::Reports => "DELETE FROM reports WHERE id = ?1",
-        }
-    }
+    const ALL: [Table; 5] = [
+        Table::Intents,
+        Table::Constraints,
+        Table::Subscriptions,
+        Table::Availability,
+        Table::Reports,
+    ];
 }
+
+/// Rows per multi-row statement (SQLite allows 32,766 parameters).
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// Net row changes of a batch: the last write to a row wins.
 #[derive(Default)]
@@ -154,77 +145,152 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Where each record lives: its rowid per (table, id), and the next rowid.
+#[derive(Default)]
+struct RowIds {
+    of: HashMap<(Table, String), i64>,
+    next: i64,
+}
+
 async fn rows<T: serde::de::DeserializeOwned>(
     conn: &mut SqliteConnection,
-    table: &'static str,
+    table: Table,
+    ids: &mut RowIds,
 ) -> Result<Vec<T>, StoreError> {
     let sql: &'static str = match table {
-        "intents" => "SELECT id, body FROM intents",
-        "constraints" => "SELECT id, body FROM constraints",
-        "subscriptions" => "SELECT id, body FROM subscriptions",
-        _ => "SELECT id, body FROM availability",
+        Table::Intents => "SELECT rowid, id, body FROM intents ORDER BY rowid",
+        Table::Constraints => "SELECT rowid, id, body FROM constraints ORDER BY rowid",
+        Table::Subscriptions => "SELECT rowid, id, body FROM subscriptions ORDER BY rowid",
+        Table::Availability => "SELECT rowid, id, body FROM availability ORDER BY rowid",
+        Table::Reports => "SELECT rowid, id, body FROM reports ORDER BY rowid",
     };
-    let rows: Vec<(String, String)> = sqlx::query_as(sql)
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(sql)
         .fetch_all(&mut *conn)
         .await
         .map_err(err("loading rows"))?;
-    rows.into_iter()
-        .map(|(id, body)| {
-            serde_json::from_str(&body)
-                .map_err(|e| StoreError(format!("row {id} of {table} is unreadable: {e}")))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(rows.len());
+    for (rowid, id, body) in rows {
+        ids.next = ids.next.max(rowid + 1);
+        if table != Table::Reports {
+            out.push(serde_json::from_str(&body).map_err(|e| {
+                StoreError(format!("row {id} of {} is unreadable: {e}", table.name()))
+            })?);
+        }
+        ids.of.insert((table, id), rowid);
+    }
+    Ok(out)
 }
 
-async fn load(conn: &mut SqliteConnection) -> Result<AirspaceState, StoreError> {
+async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), StoreError> {
     let seq: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seq'")
         .fetch_one(&mut *conn)
         .await
         .map_err(err("reading seq"))?;
-    let intents: Vec<OperationalIntent> = rows(conn, "intents").await?;
-    let constraints: Vec<Constraint> = rows(conn, "constraints").await?;
-    let subscriptions: Vec<Subscription> = rows(conn, "subscriptions").await?;
-    let availability: Vec<UssAvailability> = rows(conn, "availability").await?;
-    let reports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reports")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err("counting reports"))?;
-    Ok(AirspaceState::load(
+    let mut ids = RowIds {
+        next: 1,
+        ..RowIds::default()
+    };
+    let intents: Vec<OperationalIntent> = rows(conn, Table::Intents, &mut ids).await?;
+    let constraints: Vec<Constraint> = rows(conn, Table::Constraints, &mut ids).await?;
+    let subscriptions: Vec<Subscription> = rows(conn, Table::Subscriptions, &mut ids).await?;
+    let availability: Vec<UssAvailability> = rows(conn, Table::Availability, &mut ids).await?;
+    let _: Vec<serde_json::Value> = rows(conn, Table::Reports, &mut ids).await?;
+    let reports = ids.of.keys().filter(|(t, _)| *t == Table::Reports).count();
+    let state = AirspaceState::load(
         seq as u64,
         intents,
         constraints,
         subscriptions,
         availability,
-        reports as usize,
-    ))
+        reports,
+    );
+    Ok((state, ids))
 }
 
-async fn persist(conn: &mut SqliteConnection, dirty: Dirty, seq: u64) -> Result<(), StoreError> {
-    let mut tx = conn.begin().await.map_err(err("starting a transaction"))?;
+/// Rows to upsert (rowid, id, body) and rowids to delete, of one table.
+type TableChanges = (Vec<(i64, String, String)>, Vec<i64>);
+
+/// Writes the batch's net row changes with a few multi-row statements per
+/// table (one round trip each), then the sequence number, in one
+/// transaction. New records get fresh rowids (appended at the end of their
+/// table); `ids` is updated only once the commit succeeded.
+async fn persist(
+    conn: &mut SqliteConnection,
+    dirty: Dirty,
+    seq: u64,
+    ids: &mut RowIds,
+) -> Result<(), StoreError> {
+    let mut next = ids.next;
+    let mut assigned: Vec<((Table, String), i64)> = Vec::new();
+    let mut removed: Vec<(Table, String)> = Vec::new();
+    let mut by_table: HashMap<Table, TableChanges> = HashMap::new();
     for ((table, id), body) in dirty.rows {
-        match body {
-            Some(b) => {
-                sqlx::query(table.upsert())
-                    .bind(id)
-                    .bind(b)
-                    .execute(&mut *tx)
-                    .await
+        let known = ids.of.get(&(table, id.clone())).copied();
+        let (up, del) = by_table.entry(table).or_default();
+        match (body, known) {
+            (Some(b), Some(r)) => up.push((r, id, b)),
+            (Some(b), None) => {
+                assigned.push(((table, id.clone()), next));
+                up.push((next, id, b));
+                next += 1;
             }
-            None => sqlx::query(table.delete()).bind(id).execute(&mut *tx).await,
+            (None, Some(r)) => {
+                del.push(r);
+                removed.push((table, id));
+            }
+            (None, None) => {}
         }
-        .map_err(err("writing a row"))?;
+    }
+    let mut tx = conn.begin().await.map_err(err("starting a transaction"))?;
+    for table in Table::ALL {
+        let Some((mut up, del)) = by_table.remove(&table) else {
+            continue;
+        };
+        up.sort_unstable_by_key(|r| r.0);
+        for chunk in up.chunks(ROWS_PER_STATEMENT) {
+            // Only placeholders are formatted into the SQL; the values are bound.
+            let sql = format!(
+                "INSERT INTO {} (rowid, id, body) VALUES {} ON CONFLICT(rowid) DO UPDATE SET body = excluded.body",
+                table.name(),
+                vec!["(?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (rowid, id, body) in chunk {
+                q = q.bind(rowid).bind(id).bind(body);
+            }
+            q.execute(&mut *tx).await.map_err(err("writing rows"))?;
+        }
+        for chunk in del.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "DELETE FROM {} WHERE rowid IN ({})",
+                table.name(),
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for rowid in chunk {
+                q = q.bind(rowid);
+            }
+            q.execute(&mut *tx).await.map_err(err("deleting rows"))?;
+        }
     }
     sqlx::query("UPDATE meta SET value = ?1 WHERE key = 'seq'")
         .bind(seq as i64)
         .execute(&mut *tx)
         .await
         .map_err(err("writing seq"))?;
-    tx.commit().await.map_err(err("committing"))
+    tx.commit().await.map_err(err("committing"))?;
+    ids.next = next;
+    ids.of.extend(assigned);
+    for k in removed {
+        ids.of.remove(&k);
+    }
+    Ok(())
 }
 
 async fn writer(
     mut conn: SqliteConnection,
     state: Arc<RwLock<AirspaceState>>,
+    mut ids: RowIds,
     mut jobs: mpsc::Receiver<Job>,
 ) {
     while let Some(first) = jobs.recv().await {
@@ -235,8 +301,9 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let mut dirty = Dirty::default();
         let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(batch.len());
+        let batch_len = batch.len();
+        let t_decide = std::time::Instant::now();
         let seq = {
             let mut st = state.write().unwrap_or_else(|e| e.into_inner());
             for job in batch {
@@ -249,23 +316,35 @@ async fn writer(
                         })
                     },
                 );
-                let r = match r {
-                    Ok(d) => match dirty.record(&d.events) {
-                        Ok(()) => {
-                            st.apply(&d.events);
-                            Ok(Ok(d))
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Ok(Err(e)),
-                };
-                replies.push((job.reply, r));
+                if let Ok(d) = &r {
+                    st.apply(&d.events);
+                }
+                replies.push((job.reply, Ok(r)));
             }
             st.seq()
         };
-        if !dirty.rows.is_empty()
-            && let Err(e) = persist(&mut conn, dirty, seq).await
-        {
+        let decide_us = t_decide.elapsed().as_micros() as u64;
+        // Encoding happens outside the lock: readers wait only for decisions.
+        let mut dirty = Dirty::default();
+        let encoded = replies.iter().try_for_each(|(_, r)| match r {
+            Ok(Ok(d)) => dirty.record(&d.events),
+            _ => Ok(()),
+        });
+        let rows = dirty.rows.len();
+        let t_persist = std::time::Instant::now();
+        let persisted = match encoded {
+            Err(e) => Err(e),
+            Ok(()) if rows > 0 => persist(&mut conn, dirty, seq, &mut ids).await,
+            Ok(()) => Ok(()),
+        };
+        tracing::debug!(
+            batch = batch_len,
+            rows,
+            decide_us,
+            persist_us = t_persist.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        if let Err(e) = persisted {
             tracing::error!(error = %e, "commit failed; refusing the batch and reloading the state from disk");
             for (_, r) in replies.iter_mut() {
                 if matches!(r, Ok(Ok(_))) {
@@ -273,7 +352,10 @@ async fn writer(
                 }
             }
             match load(&mut conn).await {
-                Ok(fresh) => *state.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+                Ok((fresh, fresh_ids)) => {
+                    *state.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                    ids = fresh_ids;
+                }
                 Err(le) => tracing::error!(error = %le, "reloading the state failed"),
             }
         }
@@ -302,13 +384,13 @@ impl SqliteStore {
             .map_err(err("opening the database"))?;
         migrate(&mut conn).await?;
         let started = std::time::Instant::now();
-        let state = load(&mut conn).await?;
+        let (state, ids) = load(&mut conn).await?;
         let c = state.counts();
         tracing::info!(path = %path.display(), intents = c.intents, constraints = c.constraints, subscriptions = c.subscriptions,
             conflicts = c.conflicts, ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
         let state = Arc::new(RwLock::new(state));
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(conn, state.clone(), rx));
+        tokio::spawn(writer(conn, state.clone(), ids, rx));
         Ok(SqliteStore {
             state,
             jobs: tx,
