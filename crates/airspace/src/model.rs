@@ -73,6 +73,7 @@ pub mod volumes_serde {
         let limits = Limits {
             max_vertices: usize::MAX,
             max_area_m2: f64::INFINITY,
+            trusted: true,
         };
         plain
             .into_iter()

@@ -35,6 +35,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         limits: Limits {
             max_vertices: cfg.max_vertices,
             max_area_m2: cfg.max_area_km2 * 1e6,
+            trusted: false,
         },
         default_subscription_s: cfg.default_subscription_hours * 3600,
         expiry_grace_s: cfg.expiry_grace_seconds,

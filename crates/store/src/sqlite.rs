@@ -152,7 +152,7 @@ struct RowIds {
     next: i64,
 }
 
-async fn rows<T: serde::de::DeserializeOwned>(
+async fn rows<T: serde::de::DeserializeOwned + Send>(
     conn: &mut SqliteConnection,
     table: Table,
     ids: &mut RowIds,
@@ -168,15 +168,49 @@ async fn rows<T: serde::de::DeserializeOwned>(
         .fetch_all(&mut *conn)
         .await
         .map_err(err("loading rows"))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (rowid, id, body) in rows {
+    for (rowid, id, _) in &rows {
         ids.next = ids.next.max(rowid + 1);
-        if table != Table::Reports {
-            out.push(serde_json::from_str(&body).map_err(|e| {
-                StoreError(format!("row {id} of {} is unreadable: {e}", table.name()))
-            })?);
-        }
-        ids.of.insert((table, id), rowid);
+        ids.of.insert((table, id.clone()), *rowid);
+    }
+    if table == Table::Reports {
+        return Ok(Vec::new());
+    }
+    // Decoding (and re-preparing geometry) is the bulk of a cold start:
+    // spread it over the cores.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
+    let chunk = rows.len().div_ceil(threads).max(1);
+    let decoded: Vec<Result<Vec<T>, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, id, body)| {
+                            serde_json::from_str(body).map_err(|e| {
+                                StoreError(format!(
+                                    "row {id} of {} is unreadable: {e}",
+                                    table.name()
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<T>, StoreError>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError("a decoding thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(rows.len());
+    for part in decoded {
+        out.extend(part?);
     }
     Ok(out)
 }
@@ -190,12 +224,14 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         next: 1,
         ..RowIds::default()
     };
+    let started = std::time::Instant::now();
     let intents: Vec<OperationalIntent> = rows(conn, Table::Intents, &mut ids).await?;
     let constraints: Vec<Constraint> = rows(conn, Table::Constraints, &mut ids).await?;
     let subscriptions: Vec<Subscription> = rows(conn, Table::Subscriptions, &mut ids).await?;
     let availability: Vec<UssAvailability> = rows(conn, Table::Availability, &mut ids).await?;
     let _: Vec<serde_json::Value> = rows(conn, Table::Reports, &mut ids).await?;
     let reports = ids.of.keys().filter(|(t, _)| *t == Table::Reports).count();
+    let decoded_ms = started.elapsed().as_millis() as u64;
     let state = AirspaceState::load(
         seq as u64,
         intents,
@@ -203,6 +239,11 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         subscriptions,
         availability,
         reports,
+    );
+    tracing::debug!(
+        decoded_ms,
+        rebuilt_ms = started.elapsed().as_millis() as u64 - decoded_ms,
+        "state loaded"
     );
     Ok((state, ids))
 }
