@@ -136,7 +136,7 @@ async fn query_intents(
     headers: HeaderMap,
     Body(q): Body<QueryParameters>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, OIR_READ)?;
+    let caller = st.require(&headers, OIR_READ)?;
     let area = q
         .area_of_interest
         .map(|a| wire::volume(a, "area_of_interest"))
@@ -154,7 +154,7 @@ async fn query_intents(
 }
 
 async fn get_intent(State(st): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    let caller = st.auth.require(&headers, OIR_READ)?;
+    let caller = st.require(&headers, OIR_READ)?;
     let i = st.dss.get_intent(entity_id(&id, "entityid")?)?;
     Ok((
         StatusCode::OK,
@@ -169,7 +169,7 @@ async fn put_intent_common(
     ovn: Option<String>,
     body: PutOperationalIntentReferenceParameters,
 ) -> Reply {
-    let caller = st.auth.require(&headers, OIR_WRITE)?;
+    let caller = st.require(&headers, OIR_WRITE)?;
     let id = entity_id(&id, "entityid")?;
     let existing = ovn.map(|o| wire::ovn(&o, "ovn")).transpose()?;
     let created = existing.is_none();
@@ -216,7 +216,7 @@ async fn delete_intent(
     headers: HeaderMap,
     Path((id, ovn)): Path<(String, String)>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, OIR_READ)?;
+    let caller = st.require(&headers, OIR_READ)?;
     let id = entity_id(&id, "entityid")?;
     let (intent, subscribers) = st
         .dss
@@ -236,7 +236,7 @@ async fn query_constraints(
     headers: HeaderMap,
     Body(q): Body<QueryParameters>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, CONSTRAINT_READ)?;
+    let caller = st.require(&headers, CONSTRAINT_READ)?;
     let area = q
         .area_of_interest
         .map(|a| wire::volume(a, "area_of_interest"))
@@ -258,7 +258,7 @@ async fn get_constraint(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, CONSTRAINT_READ)?;
+    let caller = st.require(&headers, CONSTRAINT_READ)?;
     let c = st.dss.get_constraint(entity_id(&id, "entityid")?)?;
     let a = st.dss.get_availability(&c.manager)?.availability;
     Ok((
@@ -274,7 +274,7 @@ async fn put_constraint_common(
     ovn: Option<String>,
     b: PutConstraintReferenceParameters,
 ) -> Reply {
-    let caller = st.auth.require(&headers, CONSTRAINT_WRITE)?;
+    let caller = st.require(&headers, CONSTRAINT_WRITE)?;
     let id = entity_id(&id, "entityid")?;
     let existing = ovn.map(|o| wire::ovn(&o, "ovn")).transpose()?;
     let created = existing.is_none();
@@ -322,7 +322,7 @@ async fn delete_constraint(
     headers: HeaderMap,
     Path((id, ovn)): Path<(String, String)>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, CONSTRAINT_WRITE)?;
+    let caller = st.require(&headers, CONSTRAINT_WRITE)?;
     let id = entity_id(&id, "entityid")?;
     let (c, subscribers) = st
         .dss
@@ -343,7 +343,7 @@ async fn query_subscriptions(
     headers: HeaderMap,
     Body(q): Body<QueryParameters>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, SUBSCRIPTIONS)?;
+    let caller = st.require(&headers, SUBSCRIPTIONS)?;
     let area = q
         .area_of_interest
         .map(|a| wire::volume(a, "area_of_interest"))
@@ -361,7 +361,7 @@ async fn get_subscription(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, SUBSCRIPTIONS)?;
+    let caller = st.require(&headers, SUBSCRIPTIONS)?;
     let s = st
         .dss
         .get_subscription(&caller, entity_id(&id, "subscriptionid")?)?;
@@ -378,7 +378,7 @@ async fn put_subscription_common(
     version: Option<String>,
     b: PutSubscriptionParameters,
 ) -> Reply {
-    let caller = st.auth.require(&headers, SUBSCRIPTIONS)?;
+    let caller = st.require(&headers, SUBSCRIPTIONS)?;
     let id = entity_id(&id, "subscriptionid")?;
     let extents = b
         .extents
@@ -431,7 +431,7 @@ async fn delete_subscription(
     headers: HeaderMap,
     Path((id, version)): Path<(String, String)>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, SUBSCRIPTIONS)?;
+    let caller = st.require(&headers, SUBSCRIPTIONS)?;
     let s = st
         .dss
         .delete_subscription(&caller, entity_id(&id, "subscriptionid")?, version)
@@ -448,7 +448,7 @@ async fn make_report(
     headers: HeaderMap,
     Body(r): Body<ErrorReport>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, REPORTS)?;
+    let caller = st.require(&headers, REPORTS)?;
     if !r.exchange.is_object() {
         return Err(ApiError::bad(
             "exchange",
@@ -494,7 +494,7 @@ async fn get_availability(
     headers: HeaderMap,
     Path(uss): Path<String>,
 ) -> Reply {
-    st.auth.require(&headers, AVAILABILITY_READ)?;
+    st.require(&headers, AVAILABILITY_READ)?;
     Ok((
         StatusCode::OK,
         Json(availability_json(&st.dss.get_availability(&uss)?)),
@@ -507,7 +507,7 @@ async fn set_availability(
     Path(uss): Path<String>,
     Body(b): Body<SetUssAvailabilityStatusParameters>,
 ) -> Reply {
-    let caller = st.auth.require(&headers, AVAILABILITY_WRITE)?;
+    let caller = st.require(&headers, AVAILABILITY_WRITE)?;
     if uss.is_empty() || uss.len() > 256 {
         return Err(ApiError::bad("uss_id", "a USS id has 1 to 256 characters"));
     }

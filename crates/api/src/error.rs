@@ -29,6 +29,10 @@ pub enum ApiError {
         field: String,
         message: String,
     },
+    /// 429, with the seconds to wait.
+    TooManyRequests {
+        retry_after_s: u64,
+    },
     Node(NodeError),
     /// The key check failed: 409 `AirspaceConflictResponse`, already rendered
     /// for the caller (OVNs shown only to their manager).
@@ -71,6 +75,18 @@ impl IntoResponse for ApiError {
                 body(S::PAYLOAD_TOO_LARGE, "too_large", message, Some(field))
             }
             ApiError::KeyCheck(v) => (S::CONFLICT, Json(v)).into_response(),
+            ApiError::TooManyRequests { retry_after_s } => {
+                let mut r = body(
+                    S::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many requests from this client; retry in {retry_after_s} s"),
+                    None,
+                );
+                if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_s.to_string()) {
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                }
+                r
+            }
             ApiError::Node(NodeError::Forbidden(m)) => body(S::FORBIDDEN, "forbidden", m, None),
             ApiError::Node(NodeError::Store(e)) => {
                 tracing::error!(error = %e, "storage failure answered with 500");

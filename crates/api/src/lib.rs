@@ -10,6 +10,7 @@ pub mod auth;
 mod dss;
 mod error;
 mod extract;
+mod limit;
 mod metrics;
 mod own;
 pub mod wire;
@@ -64,6 +65,7 @@ pub mod fuzzing {
     }
 }
 pub use error::ApiError;
+pub use limit::RateLimiter;
 pub use metrics::Metrics;
 
 use axum::Router;
@@ -80,7 +82,22 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct AppState {
     pub dss: Dss,
     pub auth: Authenticator,
+    pub limiter: RateLimiter,
     pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Authenticates the request, checks it holds one of `any_of`, and
+    /// charges the client's rate limit.
+    pub fn require(
+        &self,
+        headers: &axum::http::HeaderMap,
+        any_of: &[node::Scope],
+    ) -> Result<node::Caller, ApiError> {
+        let caller = self.auth.require(headers, any_of)?;
+        self.limiter.check(&caller.sub)?;
+        Ok(caller)
+    }
 }
 
 pub type Shared = Arc<AppState>;

@@ -67,7 +67,7 @@ async fn conflicts(
     State(st): State<Shared>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    st.auth.require(
+    st.require(
         &headers,
         &[
             Scope::StrategicCoordination,

@@ -261,6 +261,8 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         default_subscription_hours: 24,
         expiry_sweep_seconds: 3600,
         expiry_grace_seconds: 300,
+        rate_limit_per_second: 0,
+        rate_limit_burst: 2000,
     })
 }
 

@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub default_subscription_hours: Option<i64>,
     pub expiry_sweep_seconds: Option<u64>,
     pub expiry_grace_seconds: Option<i64>,
+    pub rate_limit_per_second: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
 }
 
 impl FileConfig {
@@ -46,6 +48,8 @@ pub struct NodeConfig {
     pub default_subscription_hours: i64,
     pub expiry_sweep_seconds: u64,
     pub expiry_grace_seconds: i64,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

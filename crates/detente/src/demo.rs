@@ -170,6 +170,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         default_subscription_hours: 24,
         expiry_sweep_seconds: 60,
         expiry_grace_seconds: 300,
+        rate_limit_per_second: 1000,
+        rate_limit_burst: 2000,
     };
     let node = run::start(&cfg).await?;
     let base = format!("http://{}", node.addr);

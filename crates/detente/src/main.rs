@@ -135,6 +135,8 @@ impl ServeArgs {
             default_subscription_hours: file.default_subscription_hours.unwrap_or(24),
             expiry_sweep_seconds: file.expiry_sweep_seconds.unwrap_or(60),
             expiry_grace_seconds: file.expiry_grace_seconds.unwrap_or(300),
+            rate_limit_per_second: file.rate_limit_per_second.unwrap_or(1000),
+            rate_limit_burst: file.rate_limit_burst.unwrap_or(2000),
         })
     }
 }

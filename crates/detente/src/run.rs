@@ -2,7 +2,7 @@
 
 use crate::config::NodeConfig;
 use anyhow::{Context, Result, anyhow};
-use api::{AppState, AuthConfig, Authenticator, KeySource, Metrics};
+use api::{AppState, AuthConfig, Authenticator, KeySource, Metrics, RateLimiter};
 use node::airspace::geometry::Limits;
 use node::{Dss, RandomIds, Settings, SystemClock};
 use std::net::SocketAddr;
@@ -68,6 +68,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     let state = Arc::new(AppState {
         dss,
         auth,
+        limiter: RateLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst),
         metrics: Metrics::default(),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)

@@ -186,3 +186,71 @@ fn the_demo_runs_to_the_end() {
     assert!(text.contains("conflicts now: 0"));
     assert!(text.contains("412"));
 }
+
+#[tokio::test]
+async fn clients_over_their_rate_limit_get_429_and_others_do_not() {
+    let dir = tempfile_dir();
+    let cfg = dir.join("node.toml");
+    std::fs::write(&cfg, "rate_limit_per_second = 1\nrate_limit_burst = 3\n").unwrap();
+    let node = TestNode::start_with(bin(), &["--config", cfg.to_str().unwrap()]);
+    let (greedy, other) = (
+        token("greedy", "utm.strategic_coordination"),
+        token("other", "utm.strategic_coordination"),
+    );
+    let url = node.url("/dss/v1/uss_availability/x");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = Client::new()
+            .get(&url)
+            .bearer_auth(&greedy)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers().get("retry-after").is_some());
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["code"], "rate_limited");
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    let r = Client::new()
+        .get(&url)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "another client has its own bucket");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_jwks_file_verifies_tokens_by_kid() {
+    let node = TestNode::start_raw(
+        bin(),
+        &[
+            "--jwt-jwks",
+            keys_dir().join("test-jwks.json").to_str().unwrap(),
+        ],
+    );
+    let r = Client::new()
+        .get(node.url("/dss/v1/uss_availability/x"))
+        .bearer_auth(token("uss1", "utm.strategic_coordination"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let wrong = TokenSpec {
+        signer: Signer::Other,
+        ..TokenSpec::new("uss1", "utm.strategic_coordination")
+    }
+    .mint();
+    let r = Client::new()
+        .get(node.url("/dss/v1/uss_availability/x"))
+        .bearer_auth(wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

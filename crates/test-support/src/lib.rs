@@ -89,6 +89,14 @@ impl TestNode {
     }
 
     pub fn start_with(bin: &Path, extra: &[&str]) -> TestNode {
+        let pem = keys_dir().join("test-public.pem");
+        let mut args: Vec<String> = vec!["--jwt-public-key".into(), pem.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_raw(bin, &args.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    }
+
+    /// Starts a node with exactly these extra flags (no key is added).
+    pub fn start_raw(bin: &Path, extra: &[&str]) -> TestNode {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
         let mut n = Self::spawn(bin, &data, extra);
@@ -102,8 +110,6 @@ impl TestNode {
             .arg("--data")
             .arg(data)
             .args(["--listen", "127.0.0.1:0", "--jwt-audience", AUDIENCE])
-            .arg("--jwt-public-key")
-            .arg(keys_dir().join("test-public.pem"))
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
