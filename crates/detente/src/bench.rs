@@ -42,7 +42,8 @@ pub struct BenchArgs {
     /// Clients planning in the same ~1 km² in the congested-area workload (0 skips it).
     #[arg(long, default_value_t = 200)]
     congested_clients: usize,
-    /// Folder for the benchmark's stores (default: a temporary folder, removed after).
+    /// Folder for the benchmark's stores (default: a temporary folder, removed
+    /// after; a folder given here is kept, to restart a node on it).
     #[arg(long)]
     data: Option<PathBuf>,
 }
@@ -283,6 +284,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     println!(
         "reference DSS (CockroachDB) figures are those quoted in DESIGN.md §6, not measured here\n"
     );
+    let keep = args.data.is_some();
     let caller = Caller {
         sub: "bench-uss".into(),
         scopes: vec![Scope::StrategicCoordination],
@@ -416,12 +418,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         println!("{}", m.line("4D area query ~1 km², 24 h (HTTP)", "-"));
         node.stop().await?;
         println!();
-        let _ = std::fs::remove_dir_all(&dir);
+        if !keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     if args.congested_clients > 0 {
         congested(&root, args.congested_clients, args.seconds.max(5)).await?;
     }
-    let _ = std::fs::remove_dir_all(&root);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&root);
+    }
     Ok(())
 }
 

@@ -7,8 +7,10 @@
 //! a [`tree::HashSource`] the caller implements (in memory here, in the
 //! store later), timestamps and key seeds are passed in.
 
+pub mod cbor;
 pub mod checkpoint;
 pub mod cosignature;
+pub mod entry;
 pub mod hash;
 pub mod note;
 pub mod proof;

@@ -1,0 +1,207 @@
+//! Log entries: what a node appends to its Merkle log. An entry's leaf bytes
+//! are the deterministic CBOR (RFC 8949 §4.2.1) map
+//! `{"body": any, "kind": text, "origin": text, "sig": bytes(64), "ts": uint}`
+//! where `ts` is milliseconds since the Unix epoch and `sig` is the origin
+//! node's Ed25519 signature over `"detente-entry/v1\n"` followed by the
+//! same map without `sig`. At most [`MAX_ENTRY_BYTES`]; larger bodies are
+//! committed to by hash.
+
+use crate::cbor::{self, Value};
+use crate::note::{NoteSigner, Verifier};
+use ed25519_dalek::Signer as _;
+
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+const DOMAIN: &[u8] = b"detente-entry/v1\n";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub kind: String,
+    pub origin: String,
+    pub timestamp_ms: u64,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedEntry {
+    pub entry: Entry,
+    pub signature: [u8; 64],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("entry is {0} bytes; at most {MAX_ENTRY_BYTES} are allowed")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Cbor(#[from] cbor::CborError),
+    #[error("malformed entry: {0}")]
+    Malformed(&'static str),
+    #[error("the entry's signature does not verify")]
+    BadSignature,
+}
+
+fn t(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+impl Entry {
+    fn unsigned_map(&self) -> Vec<(Value, Value)> {
+        vec![
+            (t("body"), self.body.clone()),
+            (t("kind"), t(&self.kind)),
+            (t("origin"), t(&self.origin)),
+            (t("ts"), Value::Uint(self.timestamp_ms)),
+        ]
+    }
+
+    /// The bytes the origin signs.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut m = DOMAIN.to_vec();
+        m.extend(cbor::encode(&Value::Map(self.unsigned_map())));
+        m
+    }
+
+    pub fn sign(self, signer: &NoteSigner) -> Result<SignedEntry, EntryError> {
+        let signature = signer.signing_key().sign(&self.signed_message()).to_bytes();
+        let signed = SignedEntry {
+            entry: self,
+            signature,
+        };
+        let n = signed.to_bytes().len();
+        if n > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(n));
+        }
+        Ok(signed)
+    }
+}
+
+impl SignedEntry {
+    /// The leaf bytes (hashed into the log as RFC 6962 leaf data).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut map = self.entry.unsigned_map();
+        map.push((t("sig"), Value::Bytes(self.signature.to_vec())));
+        cbor::encode(&Value::Map(map))
+    }
+
+    /// Parses leaf bytes; the result re-encodes to exactly these bytes.
+    pub fn parse(bytes: &[u8]) -> Result<SignedEntry, EntryError> {
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(bytes.len()));
+        }
+        let Value::Map(pairs) = cbor::decode(bytes)? else {
+            return Err(EntryError::Malformed("not a map"));
+        };
+        let get = |k: &str| pairs.iter().find(|(key, _)| *key == t(k)).map(|(_, v)| v);
+        if pairs.len() != 5 {
+            return Err(EntryError::Malformed(
+                "an entry has exactly body, kind, origin, sig and ts",
+            ));
+        }
+        let (
+            Some(body),
+            Some(Value::Text(kind)),
+            Some(Value::Text(origin)),
+            Some(Value::Bytes(sig)),
+            Some(Value::Uint(ts)),
+        ) = (
+            get("body"),
+            get("kind"),
+            get("origin"),
+            get("sig"),
+            get("ts"),
+        )
+        else {
+            return Err(EntryError::Malformed(
+                "an entry has exactly body, kind, origin, sig and ts",
+            ));
+        };
+        let signature: [u8; 64] = sig
+            .as_slice()
+            .try_into()
+            .map_err(|_| EntryError::Malformed("sig must be 64 bytes"))?;
+        Ok(SignedEntry {
+            entry: Entry {
+                kind: kind.clone(),
+                origin: origin.clone(),
+                timestamp_ms: *ts,
+                body: body.clone(),
+            },
+            signature,
+        })
+    }
+
+    /// Checks the origin's signature with its (Ed25519, type 0x01) key.
+    pub fn verify(&self, origin_key: &Verifier) -> Result<(), EntryError> {
+        let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
+        origin_key
+            .key
+            .verify_strict(&self.entry.signed_message(), &sig)
+            .map_err(|_| EntryError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            kind: "operational_intent.upserted".into(),
+            origin: "detente.example/alliance".into(),
+            timestamp_ms: 1_795_000_000_000,
+            body: Value::Map(vec![
+                (t("id"), t("2f8343be-6482-4d1b-a474-16847e01af1e")),
+                (t("version"), Value::Uint(1)),
+                (t("lat"), Value::Float(45.05)),
+            ]),
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_byte_identically_and_verify() {
+        let signer = NoteSigner::from_seed("detente.example/alliance", &[3; 32]).unwrap();
+        let s = entry().sign(&signer).unwrap();
+        let bytes = s.to_bytes();
+        let back = SignedEntry::parse(&bytes).unwrap();
+        // Maps come back in canonical key order; the bytes are what must match.
+        assert_eq!(back.to_bytes(), bytes);
+        assert_eq!(
+            (
+                &back.entry.kind,
+                &back.entry.origin,
+                back.entry.timestamp_ms
+            ),
+            (&s.entry.kind, &s.entry.origin, s.entry.timestamp_ms)
+        );
+        assert_eq!(cbor::encode(&back.entry.body), cbor::encode(&s.entry.body));
+        back.verify(&signer.verifier()).unwrap();
+        let other = NoteSigner::from_seed("detente.example/federation", &[4; 32]).unwrap();
+        assert_eq!(
+            back.verify(&other.verifier()),
+            Err(EntryError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn any_flipped_byte_is_refused_or_fails_verification() {
+        let signer = NoteSigner::from_seed("detente.example/alliance", &[3; 32]).unwrap();
+        let bytes = entry().sign(&signer).unwrap().to_bytes();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            let ok = SignedEntry::parse(&b).is_ok_and(|e| e.verify(&signer.verifier()).is_ok());
+            assert!(!ok, "flipping byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn oversized_entries_are_refused() {
+        let signer = NoteSigner::from_seed("detente.example/alliance", &[3; 32]).unwrap();
+        let mut e = entry();
+        e.body = Value::Bytes(vec![0; MAX_ENTRY_BYTES]);
+        assert!(matches!(e.sign(&signer), Err(EntryError::TooLarge(_))));
+        assert!(matches!(
+            SignedEntry::parse(&vec![0; MAX_ENTRY_BYTES + 1]),
+            Err(EntryError::TooLarge(_))
+        ));
+    }
+}
