@@ -9,6 +9,7 @@
 pub mod auth;
 mod dss;
 mod error;
+mod evidence;
 mod extract;
 mod limit;
 mod metrics;
@@ -81,6 +82,7 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// What every handler shares.
 pub struct AppState {
     pub dss: Dss,
+    pub log: node::Log,
     pub auth: Authenticator,
     pub limiter: RateLimiter,
     pub metrics: Metrics,
@@ -107,6 +109,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(dss::routes())
         .merge(own::routes())
+        .merge(evidence::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -251,6 +251,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
     let key = dir.join("bench-jwt-public.pem");
     std::fs::write(&key, DEMO_PUBLIC_KEY)?;
     Ok(NodeConfig {
+        name: "detente.demo".into(),
         data: dir,
         listen: "127.0.0.1:0".parse()?,
         jwt_public_key: Some(key),
@@ -292,7 +293,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     for &live in &args.live {
         let dir = root.join(format!("live-{live}"));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = store::SqliteStore::open(&dir)
+        let signer = crate::key::load_or_create(&dir, "detente.bench")?;
+        let log_signer = node::log::LogSigner {
+            signer,
+            clock: Arc::new(SystemClock),
+        };
+        let store = store::SqliteStore::open(&dir, log_signer)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         let dss = Arc::new(Dss::new(

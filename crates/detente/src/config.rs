@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    pub name: Option<String>,
     pub data: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub jwt_public_key: Option<PathBuf>,
@@ -37,6 +38,7 @@ impl FileConfig {
 /// The node's effective settings after merging file, environment and flags.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    pub name: String,
     pub data: PathBuf,
     pub listen: SocketAddr,
     pub jwt_public_key: Option<PathBuf>,
@@ -55,6 +57,7 @@ pub struct NodeConfig {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA: &str = "detente-data";
 pub const DEFAULT_AUDIENCE: &str = "localhost";
+pub const DEFAULT_NAME: &str = "detente.local";
 
 #[cfg(test)]
 mod tests {
@@ -70,6 +73,7 @@ mod tests {
         assert_eq!(parsed.data.as_deref(), Some(Path::new(DEFAULT_DATA)));
         assert_eq!(parsed.jwt_audience.as_deref(), Some(DEFAULT_AUDIENCE));
         let keys = [
+            "name",
             "data",
             "listen",
             "jwt_public_key",

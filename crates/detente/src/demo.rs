@@ -159,6 +159,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let pubkey = data.join("demo-jwt-public.pem");
     std::fs::write(&pubkey, DEMO_PUBLIC_KEY)?;
     let cfg = NodeConfig {
+        name: "detente.demo".into(),
         data: data.clone(),
         listen: args.listen,
         jwt_public_key: Some(pubkey),

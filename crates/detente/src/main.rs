@@ -5,11 +5,14 @@
 mod bench;
 mod config;
 mod demo;
+mod key;
 mod run;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use config::{DEFAULT_AUDIENCE, DEFAULT_DATA, DEFAULT_LISTEN, FileConfig, NodeConfig};
+use config::{
+    DEFAULT_AUDIENCE, DEFAULT_DATA, DEFAULT_LISTEN, DEFAULT_NAME, FileConfig, NodeConfig,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -42,6 +45,15 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Development and testing only: mint a bearer token signed with a private key (PEM).
     DevToken(DevTokenArgs),
+    /// Print the node's verifier key (C2SP vkey) — what peers pin and verifiers trust.
+    Key(KeyArgs),
+}
+
+#[derive(Args, Debug)]
+struct KeyArgs {
+    /// The node's data folder.
+    #[arg(long, env = "DETENTE_DATA", default_value = DEFAULT_DATA)]
+    data: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +99,9 @@ pub struct ServeArgs {
     /// TOML configuration file (see detente.example.toml).
     #[arg(long, env = "DETENTE_CONFIG")]
     config: Option<PathBuf>,
+    /// The node's name: its log origin and key name, fixed when its key is created. [default: detente.local]
+    #[arg(long, env = "DETENTE_NAME")]
+    name: Option<String>,
     /// Data folder of the embedded store (created if missing). [default: detente-data]
     #[arg(long, env = "DETENTE_DATA")]
     data: Option<PathBuf>,
@@ -115,6 +130,10 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         Ok(NodeConfig {
+            name: self
+                .name
+                .or(file.name)
+                .unwrap_or_else(|| DEFAULT_NAME.into()),
             data: self
                 .data
                 .or(file.data)
@@ -203,5 +222,9 @@ async fn main() -> Result<()> {
             bench::run(args).await
         }
         Command::DevToken(args) => dev_token(args),
+        Command::Key(args) => {
+            println!("{}", key::verifier_key(&args.data)?);
+            Ok(())
+        }
     }
 }

@@ -4,6 +4,7 @@ use crate::config::NodeConfig;
 use anyhow::{Context, Result, anyhow};
 use api::{AppState, AuthConfig, Authenticator, KeySource, Metrics, RateLimiter};
 use node::airspace::geometry::Limits;
+use node::log::LogSigner;
 use node::{Dss, RandomIds, Settings, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,21 +17,30 @@ pub struct RunningNode {
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    checkpointer: JoinHandle<()>,
 }
 
 impl RunningNode {
     pub async fn stop(self) -> Result<()> {
         let _ = self.stop.send(());
         self.sweeper.abort();
+        self.checkpointer.abort();
         self.server.await.context("server task")?.context("server")
     }
 }
 
 pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
-    let store = SqliteStore::open(&cfg.data)
-        .await
-        .map_err(|e| anyhow!(e))
-        .context("opening the embedded store")?;
+    let signer = crate::key::load_or_create(&cfg.data, &cfg.name)?;
+    let log_signer = LogSigner {
+        signer,
+        clock: Arc::new(SystemClock),
+    };
+    let store: Arc<dyn node::Store> = Arc::new(
+        SqliteStore::open(&cfg.data, log_signer.clone())
+            .await
+            .map_err(|e| anyhow!(e))
+            .context("opening the embedded store")?,
+    );
     let settings = Settings {
         limits: Limits {
             max_vertices: cfg.max_vertices,
@@ -42,7 +52,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         ..Settings::default()
     };
     let dss = Dss::new(
-        Arc::new(store),
+        store.clone(),
         Arc::new(SystemClock),
         Arc::new(RandomIds),
         settings,
@@ -65,8 +75,10 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         insecure_dev: cfg.insecure_dev_auth,
     })
     .map_err(|e| anyhow!(e))?;
+    let log = node::Log::new(store, log_signer);
     let state = Arc::new(AppState {
         dss,
+        log,
         auth,
         limiter: RateLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst),
         metrics: Metrics::default(),
@@ -80,6 +92,17 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     let server = tokio::spawn(api::serve(listener, router, async move {
         let _ = stopped.await;
     }));
+    // DESIGN §6: a checkpoint at least every second while there are new entries.
+    let cp_state = state.clone();
+    let checkpointer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if let Err(e) = cp_state.log.checkpoint_tick().await {
+                tracing::warn!(error = %e, "signing a checkpoint failed");
+            }
+        }
+    });
     let every = std::time::Duration::from_secs(cfg.expiry_sweep_seconds.max(1));
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -104,5 +127,6 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         stop,
         server,
         sweeper,
+        checkpointer,
     })
 }

@@ -19,6 +19,9 @@ use thiserror::Error;
 use uuid::Uuid;
 
 pub use airspace;
+pub use tlog;
+
+pub mod log;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A decision to run inside the store's serialised write path.
@@ -39,6 +42,31 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Result<Decision, DomainError>, StoreError>>;
     /// Runs `f` on a consistent view of the committed state.
     fn read(&self, f: &mut dyn FnMut(&AirspaceState)) -> Result<(), StoreError>;
+
+    /// Leaves of the evidence log that are committed (synced). Every
+    /// committed event is appended to the log as a signed entry in the same
+    /// transaction: no change without its entry, no entry without its change.
+    fn log_size(&self) -> u64;
+    /// Root hash of the log at `size` ≤ `log_size()`.
+    fn log_root(&self, size: u64) -> Result<tlog::Hash, StoreError>;
+    /// RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves.
+    fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Result<Vec<tlog::Hash>, tlog::proof::ProofError>, StoreError>;
+    /// RFC 9162 consistency proof between two sizes.
+    fn consistency_proof(
+        &self,
+        first: u64,
+        second: u64,
+    ) -> Result<Result<Vec<tlog::Hash>, tlog::proof::ProofError>, StoreError>;
+    /// The leaf bytes of entries `start..end` (committed ones only).
+    fn log_entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>>;
+    /// Keeps a signed checkpoint note for `size` (durably, before returning).
+    fn save_checkpoint(&self, size: u64, note: String) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The newest checkpoint kept, with its size.
+    fn latest_checkpoint(&self) -> Option<(u64, String)>;
 }
 
 /// The wall clock, injectable for tests.
@@ -64,6 +92,8 @@ pub trait Ids: Send + Sync + 'static {
     fn uuid_v4(&self) -> Uuid;
     /// An OVN nobody can guess: the key check is only as strong as this.
     fn ovn(&self) -> Ovn;
+    /// 32 bytes from the operating system's CSPRNG (key seeds).
+    fn seed(&self) -> Result<[u8; 32], StoreError>;
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -82,6 +112,12 @@ impl Ids for RandomIds {
             Uuid::new_v4().simple(),
             Uuid::new_v4().simple()
         ))
+    }
+    fn seed(&self) -> Result<[u8; 32], StoreError> {
+        let mut s = [0u8; 32];
+        getrandom::fill(&mut s)
+            .map_err(|e| StoreError(format!("the OS has no randomness: {e}")))?;
+        Ok(s)
     }
 }
 
@@ -642,4 +678,95 @@ impl Dss {
 
 fn unexpected(o: Outcome) -> NodeError {
     NodeError::Store(StoreError(format!("internal: unexpected outcome {o:?}")))
+}
+
+/// Largest range of entries served in one request.
+pub const MAX_ENTRIES_PER_REQUEST: u64 = 1000;
+
+/// The evidence log's use cases: signing checkpoints, serving entries and
+/// proofs.
+pub struct Log {
+    store: Arc<dyn Store>,
+    signer: log::LogSigner,
+}
+
+impl Log {
+    pub fn new(store: Arc<dyn Store>, signer: log::LogSigner) -> Self {
+        Log { store, signer }
+    }
+
+    /// The verifier key of this log (C2SP signed-note vkey, type 0x01).
+    pub fn verifier_key(&self) -> String {
+        self.signer.signer.verifier().to_vkey()
+    }
+
+    pub fn origin(&self) -> &str {
+        self.signer.origin()
+    }
+
+    /// Signs and keeps a checkpoint if the log grew since the last one;
+    /// returns the new size when it did. Sizes only grow and every root is
+    /// computed over committed leaves of one append-only tree, so no two
+    /// checkpoints this node signs can be inconsistent.
+    pub async fn checkpoint_tick(&self) -> Result<Option<u64>, NodeError> {
+        let size = self.store.log_size();
+        let last = self.store.latest_checkpoint().map(|(s, _)| s);
+        if last.is_some_and(|l| l >= size) {
+            return Ok(None);
+        }
+        let root = self.store.log_root(size)?;
+        let note = self.signer.checkpoint(size, root);
+        self.store.save_checkpoint(size, note).await?;
+        Ok(Some(size))
+    }
+
+    /// The newest signed checkpoint (signing one first if none exists yet).
+    pub async fn checkpoint(&self) -> Result<String, NodeError> {
+        if self.store.latest_checkpoint().is_none() {
+            self.checkpoint_tick().await?;
+        }
+        self.store
+            .latest_checkpoint()
+            .map(|(_, n)| n)
+            .ok_or_else(|| NodeError::Store(StoreError("no checkpoint could be signed".into())))
+    }
+
+    pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, NodeError> {
+        let size = self.store.log_size();
+        if start >= end || end > size {
+            return Err(invalid(
+                "end",
+                format!("need start < end ≤ {size} (the log size)"),
+            ));
+        }
+        if end - start > MAX_ENTRIES_PER_REQUEST {
+            return Err(invalid(
+                "end",
+                format!("at most {MAX_ENTRIES_PER_REQUEST} entries per request"),
+            ));
+        }
+        Ok(self.store.log_entries(start, end).await?)
+    }
+
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<tlog::Hash>, NodeError> {
+        if size > self.store.log_size() {
+            return Err(invalid("size", "larger than the log"));
+        }
+        self.store
+            .inclusion_proof(index, size)?
+            .map_err(|e| invalid("index", e.to_string()))
+    }
+
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<tlog::Hash>, NodeError> {
+        if second > self.store.log_size() {
+            return Err(invalid("second", "larger than the log"));
+        }
+        self.store
+            .consistency_proof(first, second)?
+            .map_err(|e| invalid("first", e.to_string()))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.store.log_size()
+    }
 }

@@ -13,19 +13,26 @@ use airspace::{
     AirspaceState, Constraint, Decision, DomainError, Event, OperationalIntent, Subscription,
     UssAvailability,
 };
+use node::log::LogSigner;
 use node::{BoxFuture, Store, StoreError, WriteFn};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use tlog::proof::ProofError;
+use tlog::tree::MemoryTree;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most decisions committed in one transaction.
 pub const MAX_BATCH: usize = 512;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_airspace.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_airspace.sql")),
+    (2, include_str!("../migrations/sqlite/0002_log.sql")),
+];
 
 type Reply = Result<Result<Decision, DomainError>, StoreError>;
 
@@ -36,8 +43,19 @@ struct Job {
 
 pub struct SqliteStore {
     state: Arc<RwLock<AirspaceState>>,
+    log: Arc<LogState>,
     jobs: mpsc::Sender<Job>,
+    reads: SqlitePool,
     path: PathBuf,
+}
+
+/// The evidence log as the store holds it: the tree (which may briefly hold
+/// leaves of a batch being committed) and how many leaves are committed.
+/// Roots and proofs only ever cover committed leaves.
+struct LogState {
+    tree: RwLock<MemoryTree>,
+    committed: AtomicU64,
+    latest: RwLock<Option<(u64, String)>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -248,6 +266,24 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
     Ok((state, ids))
 }
 
+/// Rebuilds the tree from the committed entries (they must be numbered
+/// 0..n without gaps).
+async fn load_tree(conn: &mut SqliteConnection) -> Result<MemoryTree, StoreError> {
+    let rows: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT idx, data FROM log_entries ORDER BY idx")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err("loading the log"))?;
+    let mut tree = MemoryTree::new();
+    for (idx, data) in rows {
+        if idx as u64 != tree.size() {
+            return Err(StoreError(format!("the log has a gap before entry {idx}")));
+        }
+        tree.append(&data);
+    }
+    Ok(tree)
+}
+
 /// Rows to upsert (rowid, id, body) and rowids to delete, of one table.
 type TableChanges = (Vec<(i64, String, String)>, Vec<i64>);
 
@@ -260,6 +296,8 @@ async fn persist(
     dirty: Dirty,
     seq: u64,
     ids: &mut RowIds,
+    first_leaf: u64,
+    leaves: &[Vec<u8>],
 ) -> Result<(), StoreError> {
     let mut next = ids.next;
     let mut assigned: Vec<((Table, String), i64)> = Vec::new();
@@ -314,6 +352,21 @@ async fn persist(
             q.execute(&mut *tx).await.map_err(err("deleting rows"))?;
         }
     }
+    for (c, chunk) in leaves.chunks(ROWS_PER_STATEMENT).enumerate() {
+        let sql = format!(
+            "INSERT INTO log_entries (idx, data) VALUES {}",
+            vec!["(?, ?)"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, data) in chunk.iter().enumerate() {
+            q = q
+                .bind((first_leaf + (c * ROWS_PER_STATEMENT + i) as u64) as i64)
+                .bind(data.as_slice());
+        }
+        q.execute(&mut *tx)
+            .await
+            .map_err(err("appending log entries"))?;
+    }
     sqlx::query("UPDATE meta SET value = ?1 WHERE key = 'seq'")
         .bind(seq as i64)
         .execute(&mut *tx)
@@ -331,6 +384,8 @@ async fn persist(
 async fn writer(
     mut conn: SqliteConnection,
     state: Arc<RwLock<AirspaceState>>,
+    log: Arc<LogState>,
+    signer: LogSigner,
     mut ids: RowIds,
     mut jobs: mpsc::Receiver<Job>,
 ) {
@@ -365,19 +420,44 @@ async fn writer(
             st.seq()
         };
         let decide_us = t_decide.elapsed().as_micros() as u64;
-        // Encoding happens outside the lock: readers wait only for decisions.
+        // Encoding and signing happen outside the lock: readers wait only
+        // for decisions. Every event gets its signed log entry.
         let mut dirty = Dirty::default();
+        let mut leaves: Vec<Vec<u8>> = Vec::new();
         let encoded = replies.iter().try_for_each(|(_, r)| match r {
-            Ok(Ok(d)) => dirty.record(&d.events),
+            Ok(Ok(d)) => {
+                dirty.record(&d.events)?;
+                for e in &d.events {
+                    leaves.push(
+                        signer
+                            .entry(e)
+                            .map_err(|e| StoreError(format!("signing a log entry: {e}")))?,
+                    );
+                }
+                Ok(())
+            }
             _ => Ok(()),
         });
         let rows = dirty.rows.len();
+        let first_leaf = log.committed.load(Ordering::SeqCst);
+        if encoded.is_ok() {
+            let mut tree = log.tree.write().unwrap_or_else(|e| e.into_inner());
+            for l in &leaves {
+                tree.append(l);
+            }
+        }
         let t_persist = std::time::Instant::now();
         let persisted = match encoded {
             Err(e) => Err(e),
-            Ok(()) if rows > 0 => persist(&mut conn, dirty, seq, &mut ids).await,
+            Ok(()) if rows > 0 || !leaves.is_empty() => {
+                persist(&mut conn, dirty, seq, &mut ids, first_leaf, &leaves).await
+            }
             Ok(()) => Ok(()),
         };
+        if persisted.is_ok() {
+            log.committed
+                .store(first_leaf + leaves.len() as u64, Ordering::SeqCst);
+        }
         tracing::debug!(
             batch = batch_len,
             rows,
@@ -399,6 +479,13 @@ async fn writer(
                 }
                 Err(le) => tracing::error!(error = %le, "reloading the state failed"),
             }
+            match load_tree(&mut conn).await {
+                Ok(tree) => {
+                    log.committed.store(tree.size(), Ordering::SeqCst);
+                    *log.tree.write().unwrap_or_else(|p| p.into_inner()) = tree;
+                }
+                Err(le) => tracing::error!(error = %le, "reloading the log failed"),
+            }
         }
         for (tx, r) in replies {
             let _ = tx.send(r);
@@ -410,7 +497,7 @@ async fn writer(
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`, migrates it, and
     /// rebuilds the in-memory state and index from its rows.
-    pub async fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub async fn open(dir: &Path, signer: LogSigner) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("detente.db");
@@ -426,15 +513,33 @@ impl SqliteStore {
         migrate(&mut conn).await?;
         let started = std::time::Instant::now();
         let (state, ids) = load(&mut conn).await?;
+        let tree = load_tree(&mut conn).await?;
+        let latest: Option<(i64, String)> =
+            sqlx::query_as("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(&mut conn)
+                .await
+                .map_err(err("loading the latest checkpoint"))?;
         let c = state.counts();
         tracing::info!(path = %path.display(), intents = c.intents, constraints = c.constraints, subscriptions = c.subscriptions,
-            conflicts = c.conflicts, ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
+            conflicts = c.conflicts, log_size = tree.size(), ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
+        let log = Arc::new(LogState {
+            committed: AtomicU64::new(tree.size()),
+            tree: RwLock::new(tree),
+            latest: RwLock::new(latest.map(|(s, n)| (s as u64, n))),
+        });
+        let reads = sqlx::pool::PoolOptions::<sqlx::Sqlite>::new()
+            .max_connections(2)
+            .connect_with(opts.clone().create_if_missing(false))
+            .await
+            .map_err(err("opening the read pool"))?;
         let state = Arc::new(RwLock::new(state));
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(conn, state.clone(), ids, rx));
+        tokio::spawn(writer(conn, state.clone(), log.clone(), signer, ids, rx));
         Ok(SqliteStore {
             state,
+            log,
             jobs: tx,
+            reads,
             path,
         })
     }
@@ -461,5 +566,91 @@ impl Store for SqliteStore {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         f(&st);
         Ok(())
+    }
+
+    fn log_size(&self) -> u64 {
+        self.log.committed.load(Ordering::SeqCst)
+    }
+
+    fn log_root(&self, size: u64) -> Result<tlog::Hash, StoreError> {
+        if size > self.log_size() {
+            return Err(StoreError(format!(
+                "the log has fewer than {size} committed entries"
+            )));
+        }
+        let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
+        tree.root(size)
+            .map_err(|e| StoreError(format!("log tree: {e}")))
+    }
+
+    fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Result<Vec<tlog::Hash>, ProofError>, StoreError> {
+        if size > self.log_size() {
+            return Err(StoreError(format!(
+                "the log has fewer than {size} committed entries"
+            )));
+        }
+        let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
+        tlog::proof::inclusion_proof(&*tree, index, size)
+            .map_err(|e| StoreError(format!("log tree: {e}")))
+    }
+
+    fn consistency_proof(
+        &self,
+        first: u64,
+        second: u64,
+    ) -> Result<Result<Vec<tlog::Hash>, ProofError>, StoreError> {
+        if second > self.log_size() {
+            return Err(StoreError(format!(
+                "the log has fewer than {second} committed entries"
+            )));
+        }
+        let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
+        tlog::proof::consistency_proof(&*tree, first, second)
+            .map_err(|e| StoreError(format!("log tree: {e}")))
+    }
+
+    fn log_entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            let end = end.min(self.log_size());
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT idx, data FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )
+            .bind(start as i64)
+            .bind(end as i64)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(err("reading log entries"))?;
+            Ok(rows.into_iter().map(|(_, d)| d).collect())
+        })
+    }
+
+    fn save_checkpoint(&self, size: u64, note: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO checkpoints (size, note) VALUES (?1, ?2) ON CONFLICT(size) DO NOTHING",
+            )
+            .bind(size as i64)
+            .bind(&note)
+            .execute(&self.reads)
+            .await
+            .map_err(err("saving a checkpoint"))?;
+            let mut latest = self.log.latest.write().unwrap_or_else(|e| e.into_inner());
+            if latest.as_ref().is_none_or(|(s, _)| *s < size) {
+                *latest = Some((size, note));
+            }
+            Ok(())
+        })
+    }
+
+    fn latest_checkpoint(&self) -> Option<(u64, String)> {
+        self.log
+            .latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

@@ -5,7 +5,11 @@
 
 use node::airspace::decide::ImplicitSubscription;
 use node::airspace::{LatLng, OperationalIntentState, Outline, Timestamp, Volume4D};
-use node::{Caller, Dss, IntentRequest, NodeError, RandomIds, Scope, Settings, SystemClock};
+use node::log::LogSigner;
+use node::tlog;
+use node::{
+    Caller, Dss, IntentRequest, Log, NodeError, RandomIds, Scope, Settings, Store, SystemClock,
+};
 use std::sync::Arc;
 use store::SqliteStore;
 use uuid::Uuid;
@@ -61,10 +65,24 @@ fn request(v: Volume4D, key: Vec<node::airspace::Ovn>) -> IntentRequest {
     }
 }
 
+fn log_signer() -> LogSigner {
+    LogSigner {
+        signer: tlog::NoteSigner::from_seed("detente.test/store", &[5; 32]).unwrap(),
+        clock: Arc::new(SystemClock),
+    }
+}
+
+async fn open(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(
+        SqliteStore::open(dir, log_signer())
+            .await
+            .expect("open store"),
+    )
+}
+
 async fn dss(dir: &std::path::Path) -> Dss {
-    let store = SqliteStore::open(dir).await.expect("open store");
     Dss::new(
-        Arc::new(store),
+        open(dir).await,
         Arc::new(SystemClock),
         Arc::new(RandomIds),
         Settings::default(),
@@ -153,4 +171,128 @@ async fn racing_writers_on_intersecting_intents_exactly_one_wins() {
             "round {round}: exactly one writer may pass the key check"
         );
     }
+}
+
+#[tokio::test]
+async fn every_committed_event_has_its_signed_entry_and_the_log_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root_before, size_before) = {
+        let store = open(dir.path()).await;
+        let d = Dss::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(RandomIds),
+            Settings::default(),
+        );
+        let now = d.now();
+        let (a, _) = d
+            .put_intent(
+                &caller("alliance"),
+                Uuid::from_u128(1),
+                None,
+                request(square(50.0, 30.0, 0.01, now), vec![]),
+            )
+            .await
+            .unwrap();
+        // A refused write adds nothing to the log.
+        let size_after_one = store.log_size();
+        assert!(
+            d.put_intent(
+                &caller("federation"),
+                Uuid::from_u128(2),
+                None,
+                request(square(50.0, 30.0, 0.01, now), vec![])
+            )
+            .await
+            .is_err()
+        );
+        assert_eq!(store.log_size(), size_after_one);
+        d.delete_intent(&caller("alliance"), a.id, a.ovn)
+            .await
+            .unwrap();
+        // intent + its implicit subscription, then the removal of both.
+        assert_eq!(store.log_size(), 4);
+        let entries = store.log_entries(0, 4).await.unwrap();
+        let kinds: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let s = tlog::entry::SignedEntry::parse(e).unwrap();
+                s.verify(&log_signer().signer.verifier()).unwrap();
+                s.entry.kind
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "subscription.upserted",
+                "operational_intent.upserted",
+                "operational_intent.removed",
+                "subscription.removed"
+            ]
+        );
+        // Every entry is included in the root.
+        let root = store.log_root(4).unwrap();
+        for (i, e) in entries.iter().enumerate() {
+            let p = store.inclusion_proof(i as u64, 4).unwrap().unwrap();
+            tlog::proof::verify_inclusion(&tlog::leaf_hash(e), i as u64, 4, &p, &root).unwrap();
+        }
+        (root, store.log_size())
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let store = open(dir.path()).await;
+    assert_eq!(store.log_size(), size_before);
+    assert_eq!(store.log_root(size_before).unwrap(), root_before);
+}
+
+#[tokio::test]
+async fn checkpoints_are_signed_notes_and_successive_ones_are_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let d = Dss::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    );
+    let log = Log::new(store.clone(), log_signer());
+    let now = d.now();
+    d.put_intent(
+        &caller("alliance"),
+        Uuid::from_u128(1),
+        None,
+        request(square(10.0, 10.0, 0.01, now), vec![]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(log.checkpoint_tick().await.unwrap(), Some(2));
+    assert_eq!(
+        log.checkpoint_tick().await.unwrap(),
+        None,
+        "nothing new, nothing signed"
+    );
+    let first = log.checkpoint().await.unwrap();
+    for i in 2..6 {
+        d.put_intent(
+            &caller("alliance"),
+            Uuid::from_u128(i),
+            None,
+            request(square(10.0 + i as f64, 10.0, 0.01, now), vec![]),
+        )
+        .await
+        .unwrap();
+    }
+    log.checkpoint_tick().await.unwrap();
+    let second = log.checkpoint().await.unwrap();
+    let v = log_signer().signer.verifier();
+    let (n1, _) = tlog::note::open(first.as_bytes(), std::slice::from_ref(&v)).unwrap();
+    let (n2, _) = tlog::note::open(second.as_bytes(), std::slice::from_ref(&v)).unwrap();
+    let (c1, c2) = (
+        tlog::Checkpoint::parse(&n1.text).unwrap(),
+        tlog::Checkpoint::parse(&n2.text).unwrap(),
+    );
+    assert_eq!(c1.origin, "detente.test/store");
+    assert_eq!((c1.size, c2.size), (2, 10));
+    let p = log.consistency_proof(c1.size, c2.size).unwrap();
+    tlog::proof::verify_consistency(c1.size, c2.size, &p, &c1.root, &c2.root).unwrap();
+    assert_eq!(log.verifier_key(), v.to_vkey());
 }

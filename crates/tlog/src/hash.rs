@@ -5,6 +5,11 @@ use sha2::{Digest, Sha256};
 
 pub type Hash = [u8; 32];
 
+/// Plain SHA-256.
+pub fn sha256(data: &[u8]) -> Hash {
+    Sha256::digest(data).into()
+}
+
 /// MTH({}) = SHA-256() — the root of the empty tree.
 pub fn empty_root() -> Hash {
     Sha256::digest([]).into()

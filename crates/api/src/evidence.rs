@@ -1,0 +1,108 @@
+//! The public evidence-log endpoints (no authentication: the log is meant to
+//! be checked by anyone). Formats: the checkpoint is the C2SP signed note,
+//! byte for byte (`text/plain`); hashes and entries are standard base64 in
+//! JSON.
+
+use crate::Shared;
+use crate::error::ApiError;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::json;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/log/checkpoint", get(checkpoint))
+        .route("/log/key", get(key))
+        .route("/log/entries", get(entries))
+        .route("/log/proof/inclusion", get(inclusion))
+        .route("/log/proof/consistency", get(consistency))
+}
+
+async fn checkpoint(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let note = st.log.checkpoint().await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        note,
+    ))
+}
+
+async fn key(State(st): State<Shared>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", st.log.verifier_key()),
+    )
+}
+
+#[derive(Deserialize)]
+struct Range {
+    start: u64,
+    end: u64,
+}
+
+async fn entries(
+    State(st): State<Shared>,
+    q: Result<Query<Range>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(r) = q.map_err(|e| {
+        ApiError::bad(
+            "start",
+            format!("start and end are required non-negative integers: {e}"),
+        )
+    })?;
+    let list = st.log.entries(r.start, r.end).await?;
+    Ok(Json(
+        json!({ "start": r.start, "entries": list.iter().map(|e| B64.encode(e)).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: u64,
+}
+
+async fn inclusion(
+    State(st): State<Shared>,
+    q: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::bad(
+            "index",
+            format!("index and size are required non-negative integers: {e}"),
+        )
+    })?;
+    let proof = st.log.inclusion_proof(q.index, q.size)?;
+    Ok(Json(
+        json!({ "index": q.index, "size": q.size, "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    first: u64,
+    second: u64,
+}
+
+async fn consistency(
+    State(st): State<Shared>,
+    q: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::bad(
+            "first",
+            format!("first and second are required non-negative integers: {e}"),
+        )
+    })?;
+    let proof = st.log.consistency_proof(q.first, q.second)?;
+    Ok(Json(
+        json!({ "first": q.first, "second": q.second, "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }),
+    ))
+}

@@ -1,0 +1,77 @@
+//! The node key: an Ed25519 seed kept in the data folder (`node.key`, mode
+//! 0600), created on first start from the OS's CSPRNG. Its public half and
+//! name are the node's identity: the log's origin, the key peers pin.
+
+use anyhow::{Context, Result, bail};
+use node::Ids;
+use std::io::Write;
+use std::path::Path;
+use tlog::NoteSigner;
+
+const FILE: &str = "node.key";
+
+fn parse(text: &str) -> Result<(String, [u8; 32])> {
+    let mut lines = text.lines();
+    let (Some(name), Some(hex)) = (lines.next(), lines.next()) else {
+        bail!("expected the key name and the hex seed on two lines")
+    };
+    if hex.len() != 64 {
+        bail!("the seed must be 64 hex digits");
+    }
+    let mut seed = [0u8; 32];
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).context("the seed is not hex")?;
+    }
+    Ok((name.to_string(), seed))
+}
+
+/// The node's signer: loaded from `data/node.key`, or created there with
+/// `name` if there is none yet (an existing key keeps its own name).
+pub fn load_or_create(data: &Path, name: &str) -> Result<NoteSigner> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let path = data.join(FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let (stored, seed) = parse(&text)
+            .with_context(|| format!("{} is not a Detente node key", path.display()))?;
+        if stored != name {
+            tracing::warn!(configured = %name, key = %stored, "the node key carries its own name; the configured name is ignored");
+        }
+        return NoteSigner::from_seed(&stored, &seed).map_err(|e| anyhow::anyhow!("{e}"));
+    }
+    let seed = node::RandomIds.seed().map_err(|e| anyhow::anyhow!(e))?;
+    let signer = NoteSigner::from_seed(name, &seed)
+        .map_err(|e| anyhow::anyhow!("invalid node name {name:?}: {e}"))?;
+    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(format!("{name}\n{hex}\n").as_bytes())?;
+    f.sync_all()?;
+    tracing::info!(vkey = %signer.verifier().to_vkey(), "created the node key");
+    Ok(signer)
+}
+
+/// The verifier key of the node whose data folder is `data`.
+pub fn verifier_key(data: &Path) -> Result<String> {
+    let path = data.join(FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (has a node run on this folder?)",
+            path.display()
+        )
+    })?;
+    let (name, seed) = parse(&text)?;
+    Ok(NoteSigner::from_seed(&name, &seed)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .verifier()
+        .to_vkey())
+}
