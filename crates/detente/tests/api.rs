@@ -823,7 +823,7 @@ async fn subscriptions_lifecycle_versions_ownership_and_dependents() {
     let (a, b) = (token("alliance", SC), token("federation", SC));
     let id = new_id();
     let path = format!("/dss/v1/subscriptions/{id}");
-    let body = json!({"extents": square(30.0, 30.0, 0.1), "uss_base_url": "https://alliance.example", "notify_for_operational_intents": true});
+    let body = json!({"extents": long_square(30.0, 30.0, 0.1), "uss_base_url": "https://alliance.example", "notify_for_operational_intents": true});
     let (s, v) = call(&node, Method::PUT, &path, Some(&a), Some(body.clone())).await;
     assert_eq!(s, 200, "{v}");
     let version = v["subscription"]["version"].as_str().unwrap().to_string();
@@ -935,7 +935,7 @@ async fn subscriptions_lifecycle_versions_ownership_and_dependents() {
         409,
         "another manager"
     );
-    let away = json!({"extents": square(-30.0, 30.0, 0.1), "uss_base_url": "https://alliance.example", "notify_for_operational_intents": true});
+    let away = json!({"extents": long_square(-30.0, 30.0, 0.1), "uss_base_url": "https://alliance.example", "notify_for_operational_intents": true});
     let (s, v) = call(
         &node,
         Method::PUT,
@@ -954,7 +954,7 @@ async fn subscriptions_lifecycle_versions_ownership_and_dependents() {
     )
     .await;
     assert_eq!(s, 400, "deleting with a dependent: {v}");
-    let wider = json!({"extents": square(30.0, 30.0, 0.2), "uss_base_url": "https://alliance.example", "notify_for_operational_intents": true});
+    let wider = json!({"extents": long_square(30.0, 30.0, 0.2), "uss_base_url": "https://alliance.example", "notify_for_operational_intents": true});
     let (s, v) = call(
         &node,
         Method::PUT,

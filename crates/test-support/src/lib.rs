@@ -220,6 +220,22 @@ pub fn square(lat: f64, lng: f64, h: f64) -> Value {
     )
 }
 
+/// The same square from a minute ago to +2 h: wide enough in time to cover
+/// any `square` made during the test (times are whole seconds).
+pub fn long_square(lat: f64, lng: f64, h: f64) -> Value {
+    polygon_volume(
+        &[
+            (lat - h, lng - h),
+            (lat - h, lng + h),
+            (lat + h, lng + h),
+            (lat + h, lng - h),
+        ],
+        (0.0, 500.0),
+        -60,
+        7200,
+    )
+}
+
 /// A PutOperationalIntentReferenceParameters body.
 pub fn intent_body(extents: Value, key: &[&str], state: &str) -> Value {
     json!({
