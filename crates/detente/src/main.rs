@@ -5,6 +5,7 @@
 mod bench;
 mod config;
 mod demo;
+mod evidence;
 mod key;
 mod run;
 
@@ -47,6 +48,11 @@ enum Command {
     DevToken(DevTokenArgs),
     /// Print the node's verifier key (C2SP vkey) — what peers pin and verifiers trust.
     Key(KeyArgs),
+    /// Evidence bundles of the node's log.
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCommand),
+    /// Check an evidence bundle offline against trusted keys; non-zero exit with the reason on any failure.
+    Verify(evidence::VerifyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +228,8 @@ async fn main() -> Result<()> {
             bench::run(args).await
         }
         Command::DevToken(args) => dev_token(args),
+        Command::Evidence(evidence::EvidenceCommand::Export(args)) => evidence::export(args).await,
+        Command::Verify(args) => evidence::verify(args),
         Command::Key(args) => {
             println!("{}", key::verifier_key(&args.data)?);
             Ok(())

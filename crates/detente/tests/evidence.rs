@@ -280,3 +280,167 @@ async fn sigkill_under_load_leaves_no_change_without_its_entry_nor_entry_without
         "each create is logged once"
     );
 }
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn exported_bundles_verify_offline_and_every_tampering_is_caught() {
+    let node = TestNode::start(bin());
+    let vkey = text(node.url("/log/key")).await.trim().to_string();
+    let key = tlog::Verifier::parse(&vkey).unwrap();
+    let t = token("alliance", "utm.strategic_coordination");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = new_id();
+        let r = Client::new()
+            .put(node.url(&format!("/dss/v1/operational_intent_references/{id}")))
+            .bearer_auth(&t)
+            .json(&intent_body(square(i as f64, 3.0, 0.01), &[], "Accepted"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        ids.push(id);
+    }
+    let mut waited = 0;
+    while checkpoint(&node, &key).await.0 < 6 {
+        waited += 1;
+        assert!(waited < 50, "no checkpoint covering the writes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tmp = std::env::temp_dir().join(format!("detente-bundle-{}", new_id()));
+    let data = node.data.to_str().unwrap().to_string();
+    let one = tmp.join("one");
+    let (ok, out) = run(&[
+        "evidence",
+        "export",
+        "--data",
+        &data,
+        "--out",
+        one.to_str().unwrap(),
+        "--entity",
+        &ids[1],
+    ]);
+    assert!(ok, "{out}");
+    let files: Vec<String> = std::fs::read_dir(&one)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".entry")).count(),
+        1,
+        "{files:?}"
+    );
+    assert!(files.contains(&"keys.txt".to_string()));
+    let all = tmp.join("all");
+    let (ok, out) = run(&[
+        "evidence",
+        "export",
+        "--data",
+        &data,
+        "--out",
+        all.to_str().unwrap(),
+        "--all",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["verify", all.to_str().unwrap(), "--key", &vkey]);
+    assert!(ok, "{out}");
+    assert!(out.contains("verified 6 entries"), "{out}");
+
+    // A required cosignature that is not there.
+    let witness = tlog::cosignature::Cosigner::from_seed("detente.test/witness", &[8; 32])
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let (ok, out) = run(&[
+        "verify",
+        all.to_str().unwrap(),
+        "--key",
+        &vkey,
+        "--witness",
+        &witness,
+        "--min-witnesses",
+        "1",
+    ]);
+    assert!(
+        !ok && out.contains("0 valid witness cosignature(s), 1 required"),
+        "{out}"
+    );
+    // The wrong log key.
+    let other = tlog::NoteSigner::from_seed("detente.test/other", &[9; 32])
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let (ok, out) = run(&["verify", all.to_str().unwrap(), "--key", &other]);
+    assert!(!ok && out.contains("checkpoint"), "{out}");
+
+    // Each kind of tampering, on a fresh copy.
+    let tamper = |name: &str, f: &dyn Fn(&Path)| {
+        let dir = tmp.join(name);
+        copy_dir(&all, &dir);
+        f(&dir);
+        let (ok, out) = run(&["verify", dir.to_str().unwrap(), "--key", &vkey]);
+        assert!(!ok, "{name} went unnoticed: {out}");
+        out
+    };
+    let out = tamper("entry", &|d| {
+        let p = d.join("1.entry");
+        let mut b = std::fs::read(&p).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        std::fs::write(p, b).unwrap();
+    });
+    assert!(out.contains("1:") || out.contains("1.entry"), "{out}");
+    let edit = |d: &Path, from: &dyn Fn(&str) -> String| {
+        let p = d.join("2.tlog-proof");
+        let s = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(p, from(&s)).unwrap();
+    };
+    let out = tamper("proof", &|d| {
+        edit(d, &|s| {
+            let mut lines: Vec<String> = s.lines().map(String::from).collect();
+            lines[2] = lines[2].chars().rev().collect(); // a proof hash, reversed
+            lines.join("\n") + "\n"
+        })
+    });
+    assert!(out.contains("2:"), "{out}");
+    let out = tamper("checkpoint", &|d| {
+        edit(d, &|s| s.replacen("\n6\n", "\n7\n", 1))
+    });
+    assert!(out.contains("checkpoint"), "{out}");
+    let out = tamper("signature", &|d| {
+        edit(d, &|s| {
+            let i = s.rfind(' ').unwrap() + 3;
+            let mut b = s.as_bytes().to_vec();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(b).unwrap()
+        })
+    });
+    assert!(out.contains("checkpoint"), "{out}");
+    let out = tamper("missing-proof", &|d| {
+        std::fs::remove_file(d.join("3.tlog-proof")).unwrap()
+    });
+    assert!(out.contains("3.tlog-proof is missing"), "{out}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -654,3 +654,41 @@ impl Store for SqliteStore {
             .clone()
     }
 }
+
+/// Reads a node's whole log and newest checkpoint from its data folder,
+/// read-only (the node may be running): for exporting evidence offline.
+pub async fn read_log(dir: &Path) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>), StoreError> {
+    let path = dir.join("detente.db");
+    if !path.exists() {
+        return Err(StoreError(format!(
+            "{} does not exist (is this a node's data folder?)",
+            path.display()
+        )));
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(&path)
+        .read_only(true)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let mut conn = SqliteConnection::connect_with(&opts)
+        .await
+        .map_err(err("opening the database"))?;
+    let rows: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT idx, data FROM log_entries ORDER BY idx")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(err("reading the log"))?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for (idx, data) in rows {
+        if idx as usize != entries.len() {
+            return Err(StoreError(format!("the log has a gap before entry {idx}")));
+        }
+        entries.push(data);
+    }
+    let latest: Option<(i64, String)> =
+        sqlx::query_as("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(err("reading checkpoints"))?;
+    let _ = conn.close().await;
+    Ok((entries, latest.map(|(s, n)| (s as u64, n))))
+}

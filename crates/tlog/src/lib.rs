@@ -7,6 +7,7 @@
 //! a [`tree::HashSource`] the caller implements (in memory here, in the
 //! store later), timestamps and key seeds are passed in.
 
+pub mod bundle;
 pub mod cbor;
 pub mod checkpoint;
 pub mod cosignature;

@@ -1,0 +1,246 @@
+//! `detente evidence export` and `detente verify`: evidence bundles that a
+//! third party checks offline, without Detente (layout in docs/evidence.md).
+//!
+//! A bundle is a folder: for each selected entry `<index>.entry` (the exact
+//! leaf bytes) and `<index>.tlog-proof` (C2SP tlog-proof: index, inclusion
+//! proof, the checkpoint with its signatures), plus `keys.txt` listing the
+//! log's verifier key (informational: a verifier is given the keys it
+//! trusts separately).
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use tlog::bundle::TlogProof;
+use tlog::cbor::Value;
+use tlog::entry::SignedEntry;
+use tlog::tree::MemoryTree;
+
+#[derive(Subcommand, Debug)]
+pub enum EvidenceCommand {
+    /// Write an evidence bundle for a selection of the node's log.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The node's data folder (the node may be running).
+    #[arg(long, env = "DETENTE_DATA", default_value = crate::config::DEFAULT_DATA)]
+    data: PathBuf,
+    /// Folder to write the bundle into (created; must be empty if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// Only entries about this entity (operational intent, constraint, subscription, report id).
+    #[arg(long)]
+    entity: Option<String>,
+    /// Only entries committed at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only entries committed before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// Every entry (the default when no selection is given).
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The bundle folder.
+    bundle: PathBuf,
+    /// The log's verifier key, obtained out of band (`detente key` on the node).
+    #[arg(long)]
+    key: String,
+    /// A witness's cosignature verifier key (repeatable).
+    #[arg(long)]
+    witness: Vec<String>,
+    /// Cosignatures by the given witnesses each checkpoint must carry.
+    #[arg(long, default_value_t = 0)]
+    min_witnesses: usize,
+}
+
+fn ms(s: &str, flag: &str) -> Result<u64> {
+    let t = api::wire::parse_time(
+        &api::wire::Time {
+            value: s.to_string(),
+            format: "RFC3339".into(),
+        },
+        flag,
+    )
+    .map_err(|_| anyhow!("{flag} must be an RFC 3339 date-time, e.g. 2026-11-29T10:00:00Z"))?;
+    Ok((t.unix_micros() / 1000).max(0) as u64)
+}
+
+fn body_id(e: &SignedEntry) -> Option<&str> {
+    let Value::Map(pairs) = &e.entry.body else {
+        return None;
+    };
+    pairs.iter().find_map(|(k, v)| match (k, v) {
+        (Value::Text(k), Value::Text(v)) if k == "id" => Some(v.as_str()),
+        _ => None,
+    })
+}
+
+pub async fn export(a: ExportArgs) -> Result<()> {
+    let since = a.since.as_deref().map(|s| ms(s, "--since")).transpose()?;
+    let until = a.until.as_deref().map(|s| ms(s, "--until")).transpose()?;
+    if a.all && (a.entity.is_some() || since.is_some() || until.is_some()) {
+        bail!("--all cannot be combined with --entity, --since or --until");
+    }
+    let (entries, latest) = store::read_log(&a.data).await.map_err(|e| anyhow!(e))?;
+    let (size, checkpoint) = latest.ok_or_else(|| {
+        anyhow!("the node has not signed a checkpoint yet; start it and let it run a second")
+    })?;
+    let size = usize::try_from(size)?;
+    if size > entries.len() {
+        bail!(
+            "the newest checkpoint covers {size} entries but the log holds {}: the data folder is damaged",
+            entries.len()
+        );
+    }
+    let mut tree = MemoryTree::new();
+    for e in &entries[..size] {
+        tree.append(e);
+    }
+    let cp_note = tlog::Note::parse(checkpoint.as_bytes())
+        .map_err(|e| anyhow!("the stored checkpoint: {e}"))?;
+    let cp = tlog::Checkpoint::parse(&cp_note.text)
+        .map_err(|e| anyhow!("the stored checkpoint: {e}"))?;
+    if tree.root(size as u64).map_err(|e| anyhow!("{e}"))? != cp.root {
+        bail!("the log's entries do not hash to the checkpoint's root: the data folder is damaged");
+    }
+    if a.out.exists() && std::fs::read_dir(&a.out)?.next().is_some() {
+        bail!("{} exists and is not empty", a.out.display());
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let vkey = crate::key::verifier_key(&a.data)?;
+    std::fs::write(
+        a.out.join("keys.txt"),
+        format!(
+            "# Verifier keys (informational: trust keys you obtained out of band)\nlog {vkey}\n"
+        ),
+    )?;
+    let mut written = 0;
+    for (i, bytes) in entries[..size].iter().enumerate() {
+        let e =
+            SignedEntry::parse(bytes).map_err(|err| anyhow!("entry {i} is unreadable: {err}"))?;
+        if let Some(id) = &a.entity
+            && body_id(&e) != Some(id.as_str())
+        {
+            continue;
+        }
+        if since.is_some_and(|s| e.entry.timestamp_ms < s)
+            || until.is_some_and(|u| e.entry.timestamp_ms >= u)
+        {
+            continue;
+        }
+        let proof = tlog::proof::inclusion_proof(&tree, i as u64, size as u64)
+            .map_err(|err| anyhow!("{err}"))?
+            .map_err(|err| anyhow!("{err}"))?;
+        let p = TlogProof {
+            extra: None,
+            index: i as u64,
+            proof,
+            checkpoint: checkpoint.clone(),
+        };
+        std::fs::write(a.out.join(format!("{i}.entry")), bytes)?;
+        std::fs::write(a.out.join(format!("{i}.tlog-proof")), p.to_text())?;
+        written += 1;
+    }
+    let skipped = entries.len() - size;
+    println!(
+        "wrote {written} entries with proofs to {} (checkpoint {} size {size})",
+        a.out.display(),
+        cp.origin
+    );
+    if skipped > 0 {
+        println!("{skipped} newer entries are not covered by a checkpoint yet and were left out");
+    }
+    if written == 0 {
+        bail!("the selection matched no entry");
+    }
+    Ok(())
+}
+
+fn verify_one(
+    dir: &Path,
+    index: &str,
+    log: &tlog::Verifier,
+    witnesses: &[tlog::Verifier],
+    min: usize,
+) -> Result<String> {
+    let entry = std::fs::read(dir.join(format!("{index}.entry")))
+        .with_context(|| format!("{index}.entry is missing"))?;
+    let text = std::fs::read_to_string(dir.join(format!("{index}.tlog-proof")))
+        .with_context(|| format!("{index}.tlog-proof is missing"))?;
+    let proof = TlogProof::parse(&text).map_err(|e| anyhow!("{index}.tlog-proof: {e}"))?;
+    if proof.index.to_string() != index {
+        bail!(
+            "{index}.tlog-proof is for index {}, not {index}",
+            proof.index
+        );
+    }
+    let c = proof
+        .verify(&entry, log, witnesses, min)
+        .map_err(|e| anyhow!("{index}: {e}"))?;
+    let e = SignedEntry::parse(&entry)
+        .map_err(|err| anyhow!("{index}.entry is not a canonical entry: {err}"))?;
+    if e.entry.origin != log.name {
+        bail!(
+            "{index}.entry names origin {:?}, not {:?}",
+            e.entry.origin,
+            log.name
+        );
+    }
+    e.verify(log)
+        .map_err(|err| anyhow!("{index}.entry: {err}"))?;
+    Ok(format!(
+        "ok {index} {} ts={} (checkpoint size {})",
+        e.entry.kind, e.entry.timestamp_ms, c.size
+    ))
+}
+
+pub fn verify(a: VerifyArgs) -> Result<()> {
+    let log = tlog::Verifier::parse(a.key.trim()).map_err(|e| anyhow!("--key: {e}"))?;
+    if log.kind != tlog::note::TYPE_ED25519 {
+        bail!("--key must be the log's Ed25519 (type 0x01) verifier key");
+    }
+    let witnesses = a
+        .witness
+        .iter()
+        .map(|w| tlog::Verifier::parse(w.trim()).map_err(|e| anyhow!("--witness {w}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut indices: Vec<(u64, String)> = Vec::new();
+    for f in
+        std::fs::read_dir(&a.bundle).with_context(|| format!("reading {}", a.bundle.display()))?
+    {
+        let name = f?.file_name().to_string_lossy().to_string();
+        if let Some(i) = name
+            .strip_suffix(".entry")
+            .or_else(|| name.strip_suffix(".tlog-proof"))
+        {
+            let n: u64 = i
+                .parse()
+                .map_err(|_| anyhow!("{name}: not named <index>.entry or <index>.tlog-proof"))?;
+            if !indices.iter().any(|(m, _)| *m == n) {
+                indices.push((n, i.to_string()));
+            }
+        }
+    }
+    if indices.is_empty() {
+        bail!("{} holds no entries", a.bundle.display());
+    }
+    indices.sort();
+    for (_, i) in &indices {
+        println!(
+            "{}",
+            verify_one(&a.bundle, i, &log, &witnesses, a.min_witnesses)?
+        );
+    }
+    println!(
+        "verified {} entries of {} against {}",
+        indices.len(),
+        log.name,
+        a.key.trim()
+    );
+    Ok(())
+}
