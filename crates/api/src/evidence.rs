@@ -22,6 +22,61 @@ pub fn routes() -> Router<Shared> {
         .route("/log/entries", get(entries))
         .route("/log/proof/inclusion", get(inclusion))
         .route("/log/proof/consistency", get(consistency))
+        .route(
+            "/witness/add-checkpoint",
+            axum::routing::post(add_checkpoint),
+        )
+        .route("/witness/key", get(witness_key))
+}
+
+async fn witness_key(State(st): State<Shared>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", st.witness.verifier_key()),
+    )
+}
+
+/// C2SP tlog-witness v1.0.0 `add-checkpoint`: the statuses and bodies the
+/// spec prescribes (409 carries the latest cosigned size as
+/// `text/x.tlog.size`).
+async fn add_checkpoint(
+    State(st): State<Shared>,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use node::WitnessOutcome;
+    use node::tlog::witness::Refusal;
+    let outcome = st.witness.add_checkpoint(&body).await?;
+    let refusal = match outcome {
+        WitnessOutcome::Cosigned(lines) => {
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                lines,
+            )
+                .into_response());
+        }
+        WitnessOutcome::Refused(r) => r,
+        WitnessOutcome::Misbehaviour { origin, refusal } => {
+            tracing::error!(%origin, "ALERT: this log signed two checkpoints that cannot both be true; both are kept as evidence");
+            refusal
+        }
+    };
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    Ok(match &refusal {
+        Refusal::Conflict { size, .. } => (
+            status,
+            [(header::CONTENT_TYPE, "text/x.tlog.size")],
+            format!("{size}\n"),
+        )
+            .into_response(),
+        other => (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{other}\n"),
+        )
+            .into_response(),
+    })
 }
 
 async fn checkpoint(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {

@@ -83,6 +83,7 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct AppState {
     pub dss: Dss,
     pub log: node::Log,
+    pub witness: node::Witness,
     pub auth: Authenticator,
     pub limiter: RateLimiter,
     pub metrics: Metrics,

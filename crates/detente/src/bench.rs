@@ -265,6 +265,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         expiry_grace_seconds: 300,
         rate_limit_per_second: 0,
         rate_limit_burst: 2000,
+        witness_logs: vec![],
     })
 }
 

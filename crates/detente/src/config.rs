@@ -25,6 +25,7 @@ pub struct FileConfig {
     pub expiry_grace_seconds: Option<i64>,
     pub rate_limit_per_second: Option<u32>,
     pub rate_limit_burst: Option<u32>,
+    pub witness_logs: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -52,6 +53,7 @@ pub struct NodeConfig {
     pub expiry_grace_seconds: i64,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    pub witness_logs: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

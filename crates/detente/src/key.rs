@@ -7,6 +7,7 @@ use node::Ids;
 use std::io::Write;
 use std::path::Path;
 use tlog::NoteSigner;
+use tlog::cosignature::Cosigner;
 
 const FILE: &str = "node.key";
 
@@ -23,6 +24,22 @@ fn parse(text: &str) -> Result<(String, [u8; 32])> {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).context("the seed is not hex")?;
     }
     Ok((name.to_string(), seed))
+}
+
+/// The witness's cosigning key is derived from the node seed, so that the
+/// node key is never reused across signature types (signed-note: SHOULD NOT).
+pub fn cosigner(signer_seed: &[u8; 32], name: &str) -> Result<Cosigner> {
+    let mut m = b"detente cosigner v1\n".to_vec();
+    m.extend_from_slice(signer_seed);
+    Cosigner::from_seed(name, &tlog::hash::sha256(&m)).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The node's log signer and witness cosigner.
+pub fn load_or_create_both(data: &Path, name: &str) -> Result<(NoteSigner, Cosigner)> {
+    let signer = load_or_create(data, name)?;
+    let (_, seed) = parse(&std::fs::read_to_string(data.join(FILE))?)?;
+    let cosigner = cosigner(&seed, &signer.name)?;
+    Ok((signer, cosigner))
 }
 
 /// The node's signer: loaded from `data/node.key`, or created there with

@@ -123,6 +123,13 @@ pub struct ServeArgs {
     /// Audience every token must carry (F3548: the DSS host name). [default: localhost]
     #[arg(long, env = "DETENTE_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
+    /// A peer log whose checkpoints this node cosigns as a witness: its verifier key (repeatable).
+    #[arg(
+        long = "witness-log",
+        env = "DETENTE_WITNESS_LOGS",
+        value_delimiter = ','
+    )]
+    witness_logs: Vec<String>,
     /// DANGEROUS, local experiments only: accept tokens without checking their signature.
     #[arg(long)]
     insecure_dev_auth: bool,
@@ -162,6 +169,11 @@ impl ServeArgs {
             expiry_grace_seconds: file.expiry_grace_seconds.unwrap_or(300),
             rate_limit_per_second: file.rate_limit_per_second.unwrap_or(1000),
             rate_limit_burst: file.rate_limit_burst.unwrap_or(2000),
+            witness_logs: if self.witness_logs.is_empty() {
+                file.witness_logs.unwrap_or_default()
+            } else {
+                self.witness_logs
+            },
         })
     }
 }

@@ -30,7 +30,12 @@ impl RunningNode {
 }
 
 pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
-    let signer = crate::key::load_or_create(&cfg.data, &cfg.name)?;
+    let (signer, cosigner) = crate::key::load_or_create_both(&cfg.data, &cfg.name)?;
+    let witness_logs = cfg
+        .witness_logs
+        .iter()
+        .map(|k| tlog::Verifier::parse(k.trim()).map_err(|e| anyhow!("witness_logs: {k}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
     let log_signer = LogSigner {
         signer,
         clock: Arc::new(SystemClock),
@@ -75,10 +80,12 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         insecure_dev: cfg.insecure_dev_auth,
     })
     .map_err(|e| anyhow!(e))?;
+    let witness = node::Witness::new(store.clone(), cosigner, witness_logs, Arc::new(SystemClock));
     let log = node::Log::new(store, log_signer);
     let state = Arc::new(AppState {
         dss,
         log,
+        witness,
         auth,
         limiter: RateLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst),
         metrics: Metrics::default(),

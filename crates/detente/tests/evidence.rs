@@ -444,3 +444,155 @@ async fn exported_bundles_verify_offline_and_every_tampering_is_caught() {
     assert!(out.contains("3.tlog-proof is missing"), "{out}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+async fn post(url: String, body: String) -> (u16, String, String) {
+    let r = Client::new().post(url).body(body).send().await.unwrap();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (r.status().as_u16(), ct, r.text().await.unwrap())
+}
+
+async fn wait_for_checkpoint(
+    node: &TestNode,
+    key: &tlog::Verifier,
+    at_least: u64,
+) -> (u64, String) {
+    for _ in 0..50 {
+        let (size, _, note) = checkpoint(node, key).await;
+        if size >= at_least {
+            return (size, note);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no checkpoint of size ≥ {at_least}");
+}
+
+async fn write_intents(node: &TestNode, n: usize, lat: f64) {
+    let t = token("alliance", "utm.strategic_coordination");
+    for i in 0..n {
+        let r = Client::new()
+            .put(node.url(&format!(
+                "/dss/v1/operational_intent_references/{}",
+                new_id()
+            )))
+            .bearer_auth(&t)
+            .json(&intent_body(
+                square(lat + i as f64 * 0.1, 20.0, 0.01),
+                &[],
+                "Accepted",
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+}
+
+#[tokio::test]
+async fn a_peer_witnesses_checkpoints_per_tlog_witness_and_remembers_across_restarts() {
+    let log = TestNode::start_with(bin(), &["--name", "detente.test/alliance"]);
+    let log_vkey = text(log.url("/log/key")).await.trim().to_string();
+    let log_key = tlog::Verifier::parse(&log_vkey).unwrap();
+    assert_eq!(log_key.name, "detente.test/alliance");
+    let mut witness = TestNode::start_with(
+        bin(),
+        &[
+            "--name",
+            "detente.test/federation",
+            "--witness-log",
+            &log_vkey,
+        ],
+    );
+    let cosigner = tlog::Verifier::parse(text(witness.url("/witness/key")).await.trim()).unwrap();
+    assert_eq!(cosigner.kind, tlog::note::TYPE_COSIGNATURE);
+    let add = witness.url("/witness/add-checkpoint");
+
+    write_intents(&log, 2, 0.0).await;
+    let (n1, note1) = wait_for_checkpoint(&log, &log_key, 4).await;
+    let (status, _, body) = post(add.clone(), format!("old 0\n\n{note1}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with('\u{2014}'));
+    let cosigned = format!("{note1}{body}");
+    let (_, ok) =
+        tlog::note::open(cosigned.as_bytes(), &[log_key.clone(), cosigner.clone()]).unwrap();
+    assert!(
+        ok.iter().any(|v| v.timestamp.is_some()),
+        "a timestamped cosignature"
+    );
+
+    write_intents(&log, 2, 1.0).await;
+    let (n2, note2) = wait_for_checkpoint(&log, &log_key, n1 + 4).await;
+    let proof = json_get(log.url(&format!("/log/proof/consistency?first={n1}&second={n2}"))).await;
+    let lines: String = proof["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{}\n", h.as_str().unwrap()))
+        .collect();
+    let (status, _, body) = post(add.clone(), format!("old {n1}\n{lines}\n{note2}")).await;
+    assert_eq!(status, 200, "{body}");
+
+    // 409 with the latest cosigned size, as text/x.tlog.size.
+    let (status, ct, body) = post(add.clone(), format!("old 0\n\n{note2}")).await;
+    assert_eq!(
+        (status, ct.as_str(), body.as_str()),
+        (409, "text/x.tlog.size", format!("{n2}\n").as_str())
+    );
+    // 422: a proof that does not verify.
+    let bad = lines.replacen(&lines[..4], "AAAA", 1);
+    let (status, _, _) = post(add.clone(), format!("old {n1}\n{bad}\n{note2}")).await;
+    assert_eq!(status, 409, "old size {n1} is no longer the latest");
+    write_intents(&log, 1, 2.0).await;
+    let (n3, note3) = wait_for_checkpoint(&log, &log_key, n2 + 2).await;
+    let proof = json_get(log.url(&format!("/log/proof/consistency?first={n2}&second={n3}"))).await;
+    let mut hashes: Vec<String> = proof["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    hashes[0] = B64.encode([7u8; 32]);
+    let (status, _, _) = post(
+        add.clone(),
+        format!("old {n2}\n{}\n\n{note3}", hashes.join("\n")),
+    )
+    .await;
+    assert_eq!(status, 422);
+    // 404: a log the witness does not know (the witness's own).
+    let own_key = tlog::Verifier::parse(text(witness.url("/log/key")).await.trim()).unwrap();
+    write_intents(&witness, 1, 3.0).await;
+    let (_, own_note) = wait_for_checkpoint(&witness, &own_key, 2).await;
+    assert_eq!(
+        post(add.clone(), format!("old 0\n\n{own_note}")).await.0,
+        404
+    );
+    // 403: the right origin, a signature that does not verify.
+    let mut forged = note3.clone().into_bytes();
+    let k = note3.rfind(' ').unwrap() + 1 + 10; // inside the signature, past the key ID
+    forged[k] = if forged[k] == b'A' { b'B' } else { b'A' };
+    assert_eq!(
+        post(
+            add.clone(),
+            format!("old {n2}\n\n{}", String::from_utf8(forged).unwrap())
+        )
+        .await
+        .0,
+        403
+    );
+    // 400: old larger than the checkpoint.
+    assert_eq!(
+        post(add.clone(), format!("old {}\n\n{note3}", n3 + 1))
+            .await
+            .0,
+        400
+    );
+
+    // The witness's record survives a SIGKILL.
+    witness.restart();
+    let add = witness.url("/witness/add-checkpoint");
+    let (status, _, body) = post(add, format!("old 0\n\n{note3}")).await;
+    assert_eq!((status, body), (409, format!("{n2}\n")));
+}

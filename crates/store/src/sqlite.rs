@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tlog::proof::ProofError;
 use tlog::tree::MemoryTree;
+use tlog::witness::Cosigned;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most decisions committed in one transaction.
@@ -32,6 +33,7 @@ pub const MAX_BATCH: usize = 512;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_airspace.sql")),
     (2, include_str!("../migrations/sqlite/0002_log.sql")),
+    (3, include_str!("../migrations/sqlite/0003_witness.sql")),
 ];
 
 type Reply = Result<Result<Decision, DomainError>, StoreError>;
@@ -652,6 +654,66 @@ impl Store for SqliteStore {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn witnessed(&self, origin: &str) -> BoxFuture<'_, Result<Option<Cosigned>, StoreError>> {
+        let origin = origin.to_string();
+        Box::pin(async move {
+            let row: Option<(i64, Vec<u8>, String)> =
+                sqlx::query_as("SELECT size, root, note FROM witnessed WHERE origin = ?1")
+                    .bind(&origin)
+                    .fetch_optional(&self.reads)
+                    .await
+                    .map_err(err("reading the witness state"))?;
+            row.map(|(size, root, note)| {
+                let root: tlog::Hash = root
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError("a stored root is not 32 bytes".into()))?;
+                Ok(Cosigned {
+                    size: size as u64,
+                    root,
+                    note,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn save_witnessed(&self, origin: &str, c: Cosigned) -> BoxFuture<'_, Result<(), StoreError>> {
+        let origin = origin.to_string();
+        Box::pin(async move {
+            sqlx::query("INSERT INTO witnessed (origin, size, root, note) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note")
+                .bind(&origin)
+                .bind(c.size as i64)
+                .bind(c.root.as_slice())
+                .bind(&c.note)
+                .execute(&self.reads)
+                .await
+                .map_err(err("saving the witness state"))?;
+            Ok(())
+        })
+    }
+
+    fn save_misbehaviour(
+        &self,
+        origin: &str,
+        a: String,
+        b: String,
+        found_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let origin = origin.to_string();
+        Box::pin(async move {
+            sqlx::query("INSERT INTO misbehaviour (origin, note_a, note_b, found_ms) VALUES (?1, ?2, ?3, ?4)")
+                .bind(&origin)
+                .bind(&a)
+                .bind(&b)
+                .bind(found_ms)
+                .execute(&self.reads)
+                .await
+                .map_err(err("saving evidence of misbehaviour"))?;
+            Ok(())
+        })
     }
 }
 

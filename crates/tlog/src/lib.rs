@@ -16,6 +16,7 @@ pub mod hash;
 pub mod note;
 pub mod proof;
 pub mod tree;
+pub mod witness;
 
 pub use checkpoint::Checkpoint;
 pub use hash::{Hash, leaf_hash, node_hash};
