@@ -266,6 +266,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         rate_limit_per_second: 0,
         rate_limit_burst: 2000,
         witness_logs: vec![],
+        witnesses: vec![],
     })
 }
 

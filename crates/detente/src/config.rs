@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub rate_limit_per_second: Option<u32>,
     pub rate_limit_burst: Option<u32>,
     pub witness_logs: Option<Vec<String>>,
+    pub witnesses: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -54,6 +55,7 @@ pub struct NodeConfig {
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
     pub witness_logs: Vec<String>,
+    pub witnesses: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

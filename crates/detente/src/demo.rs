@@ -174,6 +174,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         rate_limit_per_second: 1000,
         rate_limit_burst: 2000,
         witness_logs: vec![],
+        witnesses: vec![],
     };
     let node = run::start(&cfg).await?;
     let base = format!("http://{}", node.addr);

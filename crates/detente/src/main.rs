@@ -130,6 +130,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     witness_logs: Vec<String>,
+    /// A witness this node submits its checkpoints to, as COSIGNER_VKEY@URL (repeatable).
+    #[arg(long = "witness", env = "DETENTE_WITNESSES", value_delimiter = ',')]
+    witnesses: Vec<String>,
     /// DANGEROUS, local experiments only: accept tokens without checking their signature.
     #[arg(long)]
     insecure_dev_auth: bool,
@@ -173,6 +176,11 @@ impl ServeArgs {
                 file.witness_logs.unwrap_or_default()
             } else {
                 self.witness_logs
+            },
+            witnesses: if self.witnesses.is_empty() {
+                file.witnesses.unwrap_or_default()
+            } else {
+                self.witnesses
             },
         })
     }

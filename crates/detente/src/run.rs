@@ -18,6 +18,7 @@ pub struct RunningNode {
     server: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
     checkpointer: JoinHandle<()>,
+    submitters: Vec<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -25,6 +26,9 @@ impl RunningNode {
         let _ = self.stop.send(());
         self.sweeper.abort();
         self.checkpointer.abort();
+        for s in &self.submitters {
+            s.abort();
+        }
         self.server.await.context("server task")?.context("server")
     }
 }
@@ -99,6 +103,42 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     let server = tokio::spawn(api::serve(listener, router, async move {
         let _ = stopped.await;
     }));
+    // Each configured witness gets the newest checkpoint every second and its
+    // cosignature is kept with it.
+    let mut submitters = Vec::new();
+    for w in &cfg.witnesses {
+        let (key, url) = w
+            .rsplit_once('@')
+            .ok_or_else(|| anyhow!("witnesses: {w}: expected COSIGNER_VKEY@URL"))?;
+        let key = tlog::Verifier::parse(key.trim()).map_err(|e| anyhow!("witnesses: {w}: {e}"))?;
+        let url = format!(
+            "{}/witness/add-checkpoint",
+            url.trim().trim_end_matches('/')
+        );
+        let st = state.clone();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        submitters.push(tokio::spawn(async move {
+            let mut last = 0u64;
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let post = |body: String| {
+                    let (http, url) = (http.clone(), url.clone());
+                    async move {
+                        let r = http.post(url).body(body).send().await.map_err(|e| e.to_string())?;
+                        let status = r.status().as_u16();
+                        Ok((status, r.text().await.map_err(|e| e.to_string())?))
+                    }
+                };
+                match st.log.submit_to_witness(&key, last, post).await {
+                    Ok(n) => last = n,
+                    Err(e) => tracing::warn!(witness = %key.name, error = %e, "witnessing failed; retrying"),
+                }
+            }
+        }));
+    }
     // DESIGN §6: a checkpoint at least every second while there are new entries.
     let cp_state = state.clone();
     let checkpointer = tokio::spawn(async move {
@@ -135,5 +175,6 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         server,
         sweeper,
         checkpointer,
+        submitters,
     })
 }

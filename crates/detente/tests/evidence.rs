@@ -596,3 +596,65 @@ async fn a_peer_witnesses_checkpoints_per_tlog_witness_and_remembers_across_rest
     let (status, _, body) = post(add, format!("old 0\n\n{note3}")).await;
     assert_eq!((status, body), (409, format!("{n2}\n")));
 }
+
+#[tokio::test]
+async fn a_node_gets_its_checkpoints_cosigned_by_its_peer_and_bundles_carry_the_cosignatures() {
+    let mut alliance = TestNode::start_with(bin(), &["--name", "detente.test/alliance"]);
+    let alliance_vkey = text(alliance.url("/log/key")).await.trim().to_string();
+    let federation = TestNode::start_with(
+        bin(),
+        &[
+            "--name",
+            "detente.test/federation",
+            "--witness-log",
+            &alliance_vkey,
+        ],
+    );
+    let cosigner_vkey = text(federation.url("/witness/key"))
+        .await
+        .trim()
+        .to_string();
+    let witness_arg = format!("{cosigner_vkey}@{}", federation.base);
+    alliance.restart_with(&["--name", "detente.test/alliance", "--witness", &witness_arg]);
+    write_intents(&alliance, 3, 10.0).await;
+    let key = tlog::Verifier::parse(&alliance_vkey).unwrap();
+    let cosigner = tlog::Verifier::parse(&cosigner_vkey).unwrap();
+    // Within a few seconds the newest checkpoint carries the peer's cosignature.
+    let mut cosigned = None;
+    for _ in 0..80 {
+        let note = text(alliance.url("/log/checkpoint")).await;
+        if let Ok((n, ok)) = tlog::note::open(note.as_bytes(), &[key.clone(), cosigner.clone()])
+            && ok.len() == 2
+            && tlog::Checkpoint::parse(&n.text).unwrap().size >= 6
+        {
+            cosigned = Some(note);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cosigned.is_some(), "no cosigned checkpoint");
+    // A bundle exported now verifies with the witness required.
+    let out = std::env::temp_dir().join(format!("detente-witnessed-{}", new_id()));
+    let (ok, o) = run(&[
+        "evidence",
+        "export",
+        "--data",
+        alliance.data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--all",
+    ]);
+    assert!(ok, "{o}");
+    let (ok, o) = run(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--key",
+        &alliance_vkey,
+        "--witness",
+        &cosigner_vkey,
+        "--min-witnesses",
+        "1",
+    ]);
+    assert!(ok, "{o}");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -79,6 +79,8 @@ pub trait Store: Send + Sync + 'static {
         origin: &str,
         c: tlog::witness::Cosigned,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Appends a witness's cosignature line to the kept checkpoint of `size`.
+    fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Keeps two signed checkpoints of `origin` that cannot both be true.
     fn save_misbehaviour(
         &self,
@@ -886,6 +888,95 @@ impl Witness {
                     .await?;
                 Ok(WitnessOutcome::Misbehaviour { origin, refusal: r })
             }
+        }
+    }
+}
+
+impl Log {
+    /// Submits the newest checkpoint to a witness (C2SP tlog-witness):
+    /// `post(body)` performs the HTTP request and returns (status, body).
+    /// `last` is the size the witness last cosigned, as this node believes;
+    /// returns the size the witness has cosigned afterwards. A valid
+    /// cosignature is kept with the checkpoint.
+    pub async fn submit_to_witness<F, Fut>(
+        &self,
+        witness: &tlog::Verifier,
+        last: u64,
+        post: F,
+    ) -> Result<u64, NodeError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(u16, String), String>>,
+    {
+        let Some((size, note)) = self.store.latest_checkpoint() else {
+            return Ok(last);
+        };
+        if size <= last {
+            return Ok(last);
+        }
+        let mut body = format!("old {last}\n");
+        if last > 0 {
+            use base64::Engine;
+            for h in self.consistency_proof(last, size)? {
+                body.push_str(&base64::engine::general_purpose::STANDARD.encode(h));
+                body.push('\n');
+            }
+        }
+        body.push('\n');
+        // The witness sees the log's own signature only.
+        let parsed = tlog::Note::parse(note.as_bytes())
+            .map_err(|e| NodeError::Store(StoreError(e.to_string())))?;
+        let own = tlog::Note {
+            text: parsed.text.clone(),
+            signatures: parsed
+                .signatures
+                .iter()
+                .filter(|s| {
+                    s.name == self.signer.signer.name && s.key_id == self.signer.signer.key_id()
+                })
+                .cloned()
+                .collect(),
+        };
+        body.push_str(&own.to_text());
+        let (status, reply) = post(body)
+            .await
+            .map_err(|e| NodeError::Store(StoreError(format!("witness {}: {e}", witness.name))))?;
+        match status {
+            200 => {
+                let with = format!("{}{}", own.to_text(), reply);
+                let (n, ok) = tlog::note::open(with.as_bytes(), std::slice::from_ref(witness))
+                    .map_err(|e| {
+                        NodeError::Store(StoreError(format!(
+                            "witness {} answered with an invalid cosignature: {e}",
+                            witness.name
+                        )))
+                    })?;
+                if ok.is_empty() {
+                    return Err(NodeError::Store(StoreError(format!(
+                        "witness {} did not cosign",
+                        witness.name
+                    ))));
+                }
+                for s in n
+                    .signatures
+                    .iter()
+                    .filter(|s| s.name == witness.name && s.key_id == witness.key_id)
+                {
+                    self.store.add_cosignature(size, s.line()).await?;
+                }
+                Ok(size)
+            }
+            409 => reply.trim().parse::<u64>().map_err(|_| {
+                NodeError::Store(StoreError(format!(
+                    "witness {} answered 409 without a size",
+                    witness.name
+                )))
+            }),
+            other => Err(NodeError::Store(StoreError(format!(
+                "witness {} refused the checkpoint ({other}): {}",
+                witness.name,
+                reply.trim()
+            )))),
         }
     }
 }

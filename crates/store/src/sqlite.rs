@@ -695,6 +695,28 @@ impl Store for SqliteStore {
         })
     }
 
+    fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // Appended once: a line already present is not added again.
+            sqlx::query(
+                "UPDATE checkpoints SET note = note || ?2 WHERE size = ?1 AND instr(note, ?2) = 0",
+            )
+            .bind(size as i64)
+            .bind(&line)
+            .execute(&self.reads)
+            .await
+            .map_err(err("saving a cosignature"))?;
+            let mut latest = self.log.latest.write().unwrap_or_else(|e| e.into_inner());
+            if let Some((s, note)) = latest.as_mut()
+                && *s == size
+                && !note.contains(&line)
+            {
+                note.push_str(&line);
+            }
+            Ok(())
+        })
+    }
+
     fn save_misbehaviour(
         &self,
         origin: &str,

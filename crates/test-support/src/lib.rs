@@ -156,6 +156,16 @@ impl TestNode {
         // `fresh` now owns the dead child; dropping it is harmless.
     }
 
+    /// Kills the process and starts a new one on the same data folder with
+    /// these extra flags (the trusted test key is added).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        let pem = keys_dir().join("test-public.pem");
+        let mut args: Vec<String> = vec!["--jwt-public-key".into(), pem.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.extra = args;
+        self.restart();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
