@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// Clients planning in the same ~1 km² in the congested-area workload (0 skips it).
     #[arg(long, default_value_t = 200)]
     congested_clients: usize,
+    /// Entries for the evidence-log measurements (0 skips them).
+    #[arg(long, default_value_t = 1_000_000)]
+    log_entries: u64,
     /// Folder for the benchmark's stores (default: a temporary folder, removed
     /// after; a folder given here is kept, to restart a node on it).
     #[arg(long)]
@@ -430,6 +433,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+    if args.log_entries > 0 {
+        log_bench(args.log_entries);
+    }
     if args.congested_clients > 0 {
         congested(&root, args.congested_clients, args.seconds.max(5)).await?;
     }
@@ -541,4 +547,107 @@ async fn congested(root: &std::path::Path, clients: usize, secs: u64) -> Result<
     );
     node.stop().await?;
     Ok(())
+}
+
+/// The evidence log's pure costs at `n` entries: appending (hashing the
+/// complete subtrees), generating and verifying inclusion and consistency
+/// proofs, and verifying a signed checkpoint. (Durable appends are part of
+/// every create above: each create commits two signed entries.)
+fn log_bench(n: u64) {
+    use tlog::tree::MemoryTree;
+    println!("== evidence log: {n} entries (in memory, one core)");
+    let started = Instant::now();
+    let mut tree = MemoryTree::new();
+    for i in 0..n {
+        tree.append(&i.to_le_bytes());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{:<44} {:>10.0}/s",
+        "append (leaf + subtree hashing)",
+        n as f64 / secs
+    );
+    let root = match tree.root(n) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("tree: {e}");
+            return;
+        }
+    };
+    let mut rng = Rng(0x5151_5151_5151_5151);
+    let samples = 10_000u64;
+    let picks: Vec<u64> = (0..samples).map(|_| rng.next() % n).collect();
+    let started = Instant::now();
+    let proofs: Vec<Vec<tlog::Hash>> = picks
+        .iter()
+        .filter_map(|i| {
+            tlog::proof::inclusion_proof(&tree, *i, n)
+                .ok()
+                .and_then(|p| p.ok())
+        })
+        .collect();
+    let gen_us = started.elapsed().as_secs_f64() * 1e6 / samples as f64;
+    let leaves: Vec<tlog::Hash> = picks
+        .iter()
+        .map(|i| tlog::leaf_hash(&i.to_le_bytes()))
+        .collect();
+    let started = Instant::now();
+    let mut ok = 0;
+    for ((i, p), l) in picks.iter().zip(&proofs).zip(&leaves) {
+        if tlog::proof::verify_inclusion(l, *i, n, p, &root).is_ok() {
+            ok += 1;
+        }
+    }
+    let ver_us = started.elapsed().as_secs_f64() * 1e6 / samples as f64;
+    println!(
+        "{:<44} {:>10.2} µs   ({} of {samples} verified)",
+        "inclusion proof: generate", gen_us, ok
+    );
+    println!(
+        "{:<44} {:>10.2} µs   target ≤ 50 µs (ratio {:.0}× under)",
+        "inclusion proof: verify",
+        ver_us,
+        50.0 / ver_us
+    );
+    let first = n / 3;
+    let started = Instant::now();
+    let mut verified = 0;
+    for _ in 0..1000 {
+        if let (Ok(Ok(p)), Ok(r1)) = (
+            tlog::proof::consistency_proof(&tree, first, n),
+            tree.root(first),
+        ) && tlog::proof::verify_consistency(first, n, &p, &r1, &root).is_ok()
+        {
+            verified += 1;
+        }
+    }
+    println!(
+        "{:<44} {:>10.2} µs   ({verified} of 1000 verified)",
+        "consistency proof: generate + verify",
+        started.elapsed().as_secs_f64() * 1e6 / 1000.0
+    );
+    if let Ok(signer) = tlog::NoteSigner::from_seed("detente.bench", &[1; 32]) {
+        let text = tlog::Checkpoint {
+            origin: "detente.bench".into(),
+            size: n,
+            root,
+            extensions: vec![],
+        }
+        .to_text();
+        let note = tlog::Note {
+            signatures: vec![signer.sign(&text)],
+            text,
+        }
+        .to_text();
+        let started = Instant::now();
+        for _ in 0..1000 {
+            let _ = tlog::note::open(note.as_bytes(), &[signer.verifier()]);
+        }
+        println!(
+            "{:<44} {:>10.2} µs",
+            "checkpoint: parse + verify signature",
+            started.elapsed().as_secs_f64() * 1e6 / 1000.0
+        );
+    }
+    println!();
 }

@@ -45,8 +45,10 @@ pub struct ExportArgs {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// The bundle folder.
-    bundle: PathBuf,
+    /// A bundle folder; or two checkpoint files of one log, to check whether
+    /// they prove that the log signed two views that cannot both be true.
+    #[arg(required = true, num_args = 1..=2)]
+    paths: Vec<PathBuf>,
     /// The log's verifier key, obtained out of band (`detente key` on the node).
     #[arg(long)]
     key: String,
@@ -199,20 +201,74 @@ fn verify_one(
     ))
 }
 
+/// Two signed checkpoints of one origin: an equivocation proof when they
+/// give one size two roots (nothing else is needed to convince a third
+/// party); otherwise consistent or not provable from the pair alone.
+fn verify_pair(a: &Path, b: &Path, log: &tlog::Verifier) -> Result<()> {
+    let read = |p: &Path| -> Result<(String, tlog::Checkpoint)> {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let (n, _) = tlog::note::open(text.as_bytes(), std::slice::from_ref(log))
+            .map_err(|e| anyhow!("{}: {e}", p.display()))?;
+        let c = tlog::Checkpoint::parse(&n.text).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+        if c.origin != log.name {
+            bail!(
+                "{}: origin {:?} is not the log {:?}",
+                p.display(),
+                c.origin,
+                log.name
+            );
+        }
+        Ok((text, c))
+    };
+    let (_, ca) = read(a)?;
+    let (_, cb) = read(b)?;
+    use base64::Engine;
+    let b64 = |h: &tlog::Hash| base64::engine::general_purpose::STANDARD.encode(h);
+    if ca.size == cb.size && ca.root != cb.root {
+        println!("PROOF OF EQUIVOCATION by {}", log.name);
+        println!(
+            "both checkpoints carry a valid signature of {} and state tree size {}",
+            log.to_vkey(),
+            ca.size
+        );
+        println!("  {}: root {}", a.display(), b64(&ca.root));
+        println!("  {}: root {}", b.display(), b64(&cb.root));
+        println!(
+            "one append-only log has exactly one root per size: the log showed two different histories"
+        );
+        return Ok(());
+    }
+    if ca.size == cb.size {
+        bail!(
+            "not an equivocation: both checkpoints state size {} with the same root",
+            ca.size
+        );
+    }
+    bail!(
+        "not provable from the pair alone: sizes {} and {} differ; the log must produce a consistency proof between them \
+         (GET /log/proof/consistency), and a witness that received a failing one keeps it",
+        ca.size,
+        cb.size
+    )
+}
+
 pub fn verify(a: VerifyArgs) -> Result<()> {
     let log = tlog::Verifier::parse(a.key.trim()).map_err(|e| anyhow!("--key: {e}"))?;
     if log.kind != tlog::note::TYPE_ED25519 {
         bail!("--key must be the log's Ed25519 (type 0x01) verifier key");
     }
+    if a.paths.len() == 2 {
+        return verify_pair(&a.paths[0], &a.paths[1], &log);
+    }
+    let bundle = &a.paths[0];
     let witnesses = a
         .witness
         .iter()
         .map(|w| tlog::Verifier::parse(w.trim()).map_err(|e| anyhow!("--witness {w}: {e}")))
         .collect::<Result<Vec<_>>>()?;
     let mut indices: Vec<(u64, String)> = Vec::new();
-    for f in
-        std::fs::read_dir(&a.bundle).with_context(|| format!("reading {}", a.bundle.display()))?
-    {
+    for f in std::fs::read_dir(bundle).with_context(|| format!("reading {}", bundle.display()))? {
         let name = f?.file_name().to_string_lossy().to_string();
         if let Some(i) = name
             .strip_suffix(".entry")
@@ -227,13 +283,13 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
         }
     }
     if indices.is_empty() {
-        bail!("{} holds no entries", a.bundle.display());
+        bail!("{} holds no entries", bundle.display());
     }
     indices.sort();
     for (_, i) in &indices {
         println!(
             "{}",
-            verify_one(&a.bundle, i, &log, &witnesses, a.min_witnesses)?
+            verify_one(bundle, i, &log, &witnesses, a.min_witnesses)?
         );
     }
     println!(

@@ -658,3 +658,71 @@ async fn a_node_gets_its_checkpoints_cosigned_by_its_peer_and_bundles_carry_the_
     assert!(ok, "{o}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn verify_on_two_checkpoints_prints_the_equivocation_proof() {
+    let log = tlog::NoteSigner::from_seed("detente.test/liar", &[6; 32]).unwrap();
+    let vkey = log.verifier().to_vkey();
+    let note = |size: u64, root: [u8; 32]| {
+        let text = tlog::Checkpoint {
+            origin: log.name.clone(),
+            size,
+            root,
+            extensions: vec![],
+        }
+        .to_text();
+        tlog::Note {
+            signatures: vec![log.sign(&text)],
+            text,
+        }
+        .to_text()
+    };
+    let dir = std::env::temp_dir().join(format!("detente-equivocation-{}", new_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b, c, d) = (dir.join("a"), dir.join("b"), dir.join("c"), dir.join("d"));
+    std::fs::write(&a, note(10, [1; 32])).unwrap();
+    std::fs::write(&b, note(10, [2; 32])).unwrap();
+    std::fs::write(&c, note(10, [1; 32])).unwrap();
+    std::fs::write(&d, note(12, [3; 32])).unwrap();
+    let (ok, out) = run(&[
+        "verify",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--key",
+        &vkey,
+    ]);
+    assert!(ok && out.contains("PROOF OF EQUIVOCATION"), "{out}");
+    let (ok, out) = run(&[
+        "verify",
+        a.to_str().unwrap(),
+        c.to_str().unwrap(),
+        "--key",
+        &vkey,
+    ]);
+    assert!(!ok && out.contains("not an equivocation"), "{out}");
+    let (ok, out) = run(&[
+        "verify",
+        a.to_str().unwrap(),
+        d.to_str().unwrap(),
+        "--key",
+        &vkey,
+    ]);
+    assert!(
+        !ok && out.contains("not provable from the pair alone"),
+        "{out}"
+    );
+    // A pair signed by another key proves nothing about this log.
+    let other = tlog::NoteSigner::from_seed("detente.test/liar", &[7; 32])
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let (ok, _) = run(&[
+        "verify",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--key",
+        &other,
+    ]);
+    assert!(!ok);
+    let _ = std::fs::remove_dir_all(&dir);
+}
