@@ -268,6 +268,37 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
     Ok((state, ids))
 }
 
+/// Signs one log entry per event, in order, spreading large batches over
+/// the cores (an Ed25519 signature costs more than deciding a write).
+fn sign_all(signer: &LogSigner, events: &[&airspace::Event]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let sign = |e: &&airspace::Event| {
+        signer
+            .entry(e)
+            .map_err(|e| StoreError(format!("signing a log entry: {e}")))
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if events.len() < 16 || threads < 2 {
+        return events.iter().map(sign).collect();
+    }
+    let chunk = events.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = events
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(sign).collect::<Result<Vec<_>, _>>()))
+            .collect();
+        let mut out = Vec::with_capacity(events.len());
+        for h in handles {
+            out.extend(
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError("a signing thread panicked".into())))?,
+            );
+        }
+        Ok(out)
+    })
+}
+
 /// Rebuilds the tree from the committed entries (they must be numbered
 /// 0..n without gaps).
 async fn load_tree(conn: &mut SqliteConnection) -> Result<MemoryTree, StoreError> {
@@ -425,21 +456,25 @@ async fn writer(
         // Encoding and signing happen outside the lock: readers wait only
         // for decisions. Every event gets its signed log entry.
         let mut dirty = Dirty::default();
-        let mut leaves: Vec<Vec<u8>> = Vec::new();
         let encoded = replies.iter().try_for_each(|(_, r)| match r {
-            Ok(Ok(d)) => {
-                dirty.record(&d.events)?;
-                for e in &d.events {
-                    leaves.push(
-                        signer
-                            .entry(e)
-                            .map_err(|e| StoreError(format!("signing a log entry: {e}")))?,
-                    );
-                }
-                Ok(())
-            }
+            Ok(Ok(d)) => dirty.record(&d.events),
             _ => Ok(()),
         });
+        let events: Vec<&airspace::Event> = replies
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Ok(Ok(d)) => Some(d.events.iter()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let (leaves, encoded) = match encoded {
+            Ok(()) => match sign_all(&signer, &events) {
+                Ok(l) => (l, Ok(())),
+                Err(e) => (Vec::new(), Err(e)),
+            },
+            Err(e) => (Vec::new(), Err(e)),
+        };
         let rows = dirty.rows.len();
         let first_leaf = log.committed.load(Ordering::SeqCst);
         if encoded.is_ok() {
