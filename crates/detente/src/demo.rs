@@ -474,6 +474,66 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         v["message"].as_str().unwrap_or("")
     );
 
+    // 10. The evidence: every change above is an entry of the node's signed log.
+    let vkey = c
+        .http
+        .get(format!("{base}/log/key"))
+        .send()
+        .await?
+        .text()
+        .await?
+        .trim()
+        .to_string();
+    let trusted = tlog::Verifier::parse(&vkey).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut size = 0;
+    for _ in 0..40 {
+        let note = c
+            .http
+            .get(format!("{base}/log/checkpoint"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let (n, _) = tlog::note::open(note.as_bytes(), std::slice::from_ref(&trusted))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let now = tlog::Checkpoint::parse(&n.text)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .size;
+        if now == size && size > 0 {
+            break;
+        }
+        size = now;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    println!(
+        "10. Every change above is an entry of the node's signed Merkle log: {size} entries under a checkpoint signed by"
+    );
+    println!("    {vkey}");
+    println!(
+        "    Exporting the evidence on ALPHA and checking it offline, as a third party would:"
+    );
+    let bundle = data.join("evidence-alpha");
+    let _ = std::fs::remove_dir_all(&bundle);
+    crate::evidence::export(crate::evidence::ExportArgs {
+        data: data.clone(),
+        out: bundle.clone(),
+        entity: Some(alpha.clone()),
+        since: None,
+        until: None,
+        all: false,
+    })
+    .await?;
+    crate::evidence::verify(crate::evidence::VerifyArgs {
+        paths: vec![bundle.clone()],
+        key: vkey.clone(),
+        witness: vec![],
+        min_witnesses: 0,
+    })?;
+    println!(
+        "    (detente verify {} --key <the key above>)\n",
+        bundle.display()
+    );
+
     let health = c
         .http
         .get(format!("{base}/healthz"))

@@ -25,22 +25,22 @@ pub enum EvidenceCommand {
 pub struct ExportArgs {
     /// The node's data folder (the node may be running).
     #[arg(long, env = "DETENTE_DATA", default_value = crate::config::DEFAULT_DATA)]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Folder to write the bundle into (created; must be empty if it exists).
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Only entries about this entity (operational intent, constraint, subscription, report id).
     #[arg(long)]
-    entity: Option<String>,
+    pub(crate) entity: Option<String>,
     /// Only entries committed at or after this time (RFC 3339).
     #[arg(long)]
-    since: Option<String>,
+    pub(crate) since: Option<String>,
     /// Only entries committed before this time (RFC 3339).
     #[arg(long)]
-    until: Option<String>,
+    pub(crate) until: Option<String>,
     /// Every entry (the default when no selection is given).
     #[arg(long)]
-    all: bool,
+    pub(crate) all: bool,
 }
 
 #[derive(Args, Debug)]
@@ -48,16 +48,16 @@ pub struct VerifyArgs {
     /// A bundle folder; or two checkpoint files of one log, to check whether
     /// they prove that the log signed two views that cannot both be true.
     #[arg(required = true, num_args = 1..=2)]
-    paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// The log's verifier key, obtained out of band (`detente key` on the node).
     #[arg(long)]
-    key: String,
+    pub(crate) key: String,
     /// A witness's cosignature verifier key (repeatable).
     #[arg(long)]
-    witness: Vec<String>,
+    pub(crate) witness: Vec<String>,
     /// Cosignatures by the given witnesses each checkpoint must carry.
     #[arg(long, default_value_t = 0)]
-    min_witnesses: usize,
+    pub(crate) min_witnesses: usize,
 }
 
 fn ms(s: &str, flag: &str) -> Result<u64> {

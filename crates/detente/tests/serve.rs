@@ -185,6 +185,10 @@ fn the_demo_runs_to_the_end() {
     assert!(text.contains("409 key check failed"));
     assert!(text.contains("conflicts now: 0"));
     assert!(text.contains("412"));
+    assert!(
+        text.contains("verified 2 entries"),
+        "ALPHA's two versions are exported and verified: {text}"
+    );
 }
 
 #[tokio::test]
