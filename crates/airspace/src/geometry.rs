@@ -81,6 +81,45 @@ pub struct Volume4D {
     pub time_end: Option<Timestamp>,
 }
 
+impl Volume4D {
+    /// A square of half-side `half_deg` degrees (geodesic edges) around
+    /// `center`, with an altitude band in metres and a time window.
+    pub fn square(
+        center: LatLng,
+        half_deg: f64,
+        altitude_m: (f64, f64),
+        time: (Timestamp, Timestamp),
+    ) -> Volume4D {
+        let (lat, lng, h) = (center.lat, center.lng, half_deg);
+        Volume4D {
+            outline: Outline::Polygon {
+                vertices: vec![
+                    LatLng {
+                        lat: lat - h,
+                        lng: lng - h,
+                    },
+                    LatLng {
+                        lat: lat - h,
+                        lng: lng + h,
+                    },
+                    LatLng {
+                        lat: lat + h,
+                        lng: lng + h,
+                    },
+                    LatLng {
+                        lat: lat + h,
+                        lng: lng - h,
+                    },
+                ],
+            },
+            altitude_lower_m: Some(altitude_m.0),
+            altitude_upper_m: Some(altitude_m.1),
+            time_start: Some(time.0),
+            time_end: Some(time.1),
+        }
+    }
+}
+
 /// Limits on what a node accepts (F3548 lets the DSS answer 413 for areas it
 /// considers too large).
 #[derive(Clone, Debug, PartialEq)]

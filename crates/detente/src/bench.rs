@@ -66,32 +66,7 @@ impl Rng {
 }
 
 fn square(lat: f64, lng: f64, h: f64, start: Timestamp, end: Timestamp) -> Volume4D {
-    Volume4D {
-        outline: Outline::Polygon {
-            vertices: vec![
-                LatLng {
-                    lat: lat - h,
-                    lng: lng - h,
-                },
-                LatLng {
-                    lat: lat - h,
-                    lng: lng + h,
-                },
-                LatLng {
-                    lat: lat + h,
-                    lng: lng + h,
-                },
-                LatLng {
-                    lat: lat + h,
-                    lng: lng - h,
-                },
-            ],
-        },
-        altitude_lower_m: Some(0.0),
-        altitude_upper_m: Some(500.0),
-        time_start: Some(start),
-        time_end: Some(end),
-    }
+    Volume4D::square(LatLng { lat, lng }, h, (0.0, 500.0), (start, end))
 }
 
 /// A random ~200 m intent somewhere in the 10° × 10° bench region, in the next day.

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use node::airspace::decide::ImplicitSubscription;
-use node::airspace::{LatLng, OperationalIntentState, Outline, Timestamp, Volume4D};
+use node::airspace::{LatLng, OperationalIntentState, Timestamp, Volume4D};
 use node::log::LogSigner;
 use node::tlog;
 use node::{
@@ -22,32 +22,12 @@ fn caller(sub: &str) -> Caller {
 }
 
 fn square(lat: f64, lng: f64, h: f64, now: Timestamp) -> Volume4D {
-    Volume4D {
-        outline: Outline::Polygon {
-            vertices: vec![
-                LatLng {
-                    lat: lat - h,
-                    lng: lng - h,
-                },
-                LatLng {
-                    lat: lat - h,
-                    lng: lng + h,
-                },
-                LatLng {
-                    lat: lat + h,
-                    lng: lng + h,
-                },
-                LatLng {
-                    lat: lat + h,
-                    lng: lng - h,
-                },
-            ],
-        },
-        altitude_lower_m: Some(0.0),
-        altitude_upper_m: Some(300.0),
-        time_start: Some(now),
-        time_end: Some(now.plus_seconds(3600)),
-    }
+    Volume4D::square(
+        LatLng { lat, lng },
+        h,
+        (0.0, 300.0),
+        (now, now.plus_seconds(3600)),
+    )
 }
 
 fn request(v: Volume4D, key: Vec<node::airspace::Ovn>) -> IntentRequest {

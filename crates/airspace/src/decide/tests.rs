@@ -1,5 +1,5 @@
 use super::*;
-use crate::geometry::{LatLng, Limits, Outline, Volume4D, prepare};
+use crate::geometry::{LatLng, Limits, Volume4D, prepare};
 use crate::model::OperationalIntentState::*;
 use uuid::Uuid;
 
@@ -10,33 +10,12 @@ fn id(n: u128) -> Uuid {
     Uuid::from_u128(n)
 }
 fn square(lat: f64, lng: f64, h: f64, from_h: i64, to_h: i64) -> PreparedVolume {
+    let time = (
+        Timestamp(NOW.0 + from_h * HOUR),
+        Timestamp(NOW.0 + to_h * HOUR),
+    );
     prepare(
-        Volume4D {
-            outline: Outline::Polygon {
-                vertices: vec![
-                    LatLng {
-                        lat: lat - h,
-                        lng: lng - h,
-                    },
-                    LatLng {
-                        lat: lat - h,
-                        lng: lng + h,
-                    },
-                    LatLng {
-                        lat: lat + h,
-                        lng: lng + h,
-                    },
-                    LatLng {
-                        lat: lat + h,
-                        lng: lng - h,
-                    },
-                ],
-            },
-            altitude_lower_m: Some(0.0),
-            altitude_upper_m: Some(500.0),
-            time_start: Some(Timestamp(NOW.0 + from_h * HOUR)),
-            time_end: Some(Timestamp(NOW.0 + to_h * HOUR)),
-        },
+        Volume4D::square(LatLng { lat, lng }, h, (0.0, 500.0), time),
         &Limits::default(),
     )
     .unwrap()
