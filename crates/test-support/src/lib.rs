@@ -215,8 +215,9 @@ pub fn polygon_volume(vertices: &[(f64, f64)], alt: (f64, f64), from_s: i64, to_
     })
 }
 
-/// A square of half-side `h` degrees, 0–500 m, from now to +1 h.
-pub fn square(lat: f64, lng: f64, h: f64) -> Value {
+/// A square of half-side `h` degrees, 0–500 m, from `from_s` to `to_s`
+/// seconds from now.
+pub fn square_during(lat: f64, lng: f64, h: f64, from_s: i64, to_s: i64) -> Value {
     polygon_volume(
         &[
             (lat - h, lng - h),
@@ -225,25 +226,20 @@ pub fn square(lat: f64, lng: f64, h: f64) -> Value {
             (lat + h, lng - h),
         ],
         (0.0, 500.0),
-        0,
-        3600,
+        from_s,
+        to_s,
     )
+}
+
+/// A square of half-side `h` degrees, 0–500 m, from now to +1 h.
+pub fn square(lat: f64, lng: f64, h: f64) -> Value {
+    square_during(lat, lng, h, 0, 3600)
 }
 
 /// The same square from a minute ago to +2 h: wide enough in time to cover
 /// any `square` made during the test (times are whole seconds).
 pub fn long_square(lat: f64, lng: f64, h: f64) -> Value {
-    polygon_volume(
-        &[
-            (lat - h, lng - h),
-            (lat - h, lng + h),
-            (lat + h, lng + h),
-            (lat + h, lng - h),
-        ],
-        (0.0, 500.0),
-        -60,
-        7200,
-    )
+    square_during(lat, lng, h, -60, 7200)
 }
 
 /// A PutOperationalIntentReferenceParameters body.
