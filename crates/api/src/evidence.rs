@@ -27,6 +27,16 @@ pub fn routes() -> Router<Shared> {
             axum::routing::post(add_checkpoint),
         )
         .route("/witness/key", get(witness_key))
+        .route("/witness/misbehaviour", get(misbehaviour))
+}
+
+/// Every pair of signed checkpoints this witness saw that cannot both be
+/// true: each is a transferable proof against the log that signed them.
+async fn misbehaviour(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let list = st.witness.misbehaviour().await?;
+    Ok(Json(json!({
+        "misbehaviour": list.iter().map(|(origin, a, b, ms)| json!({ "origin": origin, "found_ms": ms, "checkpoint_a": a, "checkpoint_b": b })).collect::<Vec<_>>()
+    })))
 }
 
 async fn witness_key(State(st): State<Shared>) -> impl IntoResponse {

@@ -561,6 +561,12 @@ async fn a_peer_witnesses_checkpoints_per_tlog_witness_and_remembers_across_rest
     )
     .await;
     assert_eq!(status, 422);
+    // The two notes are kept, as evidence against the log.
+    let kept = json_get(witness.url("/witness/misbehaviour")).await;
+    let kept = kept["misbehaviour"].as_array().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["origin"], "detente.test/alliance");
+    assert_eq!(kept[0]["checkpoint_a"].as_str().unwrap(), note2);
     // 404: a log the witness does not know (the witness's own).
     let own_key = tlog::Verifier::parse(text(witness.url("/log/key")).await.trim()).unwrap();
     write_intents(&witness, 1, 3.0).await;

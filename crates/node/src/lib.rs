@@ -81,6 +81,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Appends a witness's cosignature line to the kept checkpoint of `size`.
     fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Every kept pair: (origin, note a, note b, found at in ms).
+    fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<Misbehaviour>, StoreError>>;
     /// Keeps two signed checkpoints of `origin` that cannot both be true.
     fn save_misbehaviour(
         &self,
@@ -90,6 +92,10 @@ pub trait Store: Send + Sync + 'static {
         found_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 }
+
+/// A kept pair of one origin's signed checkpoints that cannot both be true:
+/// (origin, checkpoint a, checkpoint b, found at in ms since the epoch).
+pub type Misbehaviour = (String, String, String, i64);
 
 /// The wall clock, injectable for tests.
 pub trait Clock: Send + Sync + 'static {
@@ -837,6 +843,11 @@ impl Witness {
     /// The cosigner's verifier key (type 0x04).
     pub fn verifier_key(&self) -> String {
         self.cosigner.verifier().to_vkey()
+    }
+
+    /// Pairs of signed checkpoints that cannot both be true, as kept.
+    pub async fn misbehaviour(&self) -> Result<Vec<Misbehaviour>, NodeError> {
+        Ok(self.store.misbehaviour().await?)
     }
 
     /// Handles an `add-checkpoint` body.

@@ -752,6 +752,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<node::Misbehaviour>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query_as("SELECT origin, note_a, note_b, found_ms FROM misbehaviour ORDER BY id")
+                .fetch_all(&self.reads)
+                .await
+                .map_err(err("reading evidence of misbehaviour"))
+        })
+    }
+
     fn save_misbehaviour(
         &self,
         origin: &str,
