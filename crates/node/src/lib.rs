@@ -373,16 +373,10 @@ impl Dss {
             new_subscription_id: self.ids.uuid_v4(),
             now: self.now(),
         };
-        match self
-            .commit(Box::new(move |s| decide::put_intent(s, cmd)))
-            .await?
-        {
-            Outcome::Intent {
-                intent,
-                subscribers,
-            } => Ok((intent, subscribers)),
-            other => Err(unexpected(other)),
-        }
+        intent_outcome(
+            self.commit(Box::new(move |s| decide::put_intent(s, cmd)))
+                .await?,
+        )
     }
 
     pub async fn delete_intent(
@@ -396,16 +390,10 @@ impl Dss {
             manager: caller.sub.clone(),
             ovn,
         };
-        match self
-            .commit(Box::new(move |s| decide::delete_intent(s, cmd)))
-            .await?
-        {
-            Outcome::Intent {
-                intent,
-                subscribers,
-            } => Ok((intent, subscribers)),
-            other => Err(unexpected(other)),
-        }
+        intent_outcome(
+            self.commit(Box::new(move |s| decide::delete_intent(s, cmd)))
+                .await?,
+        )
     }
 
     pub fn get_intent(&self, id: EntityId) -> Result<OperationalIntent, NodeError> {
@@ -464,16 +452,10 @@ impl Dss {
             new_ovn: self.ids.ovn(),
             now: self.now(),
         };
-        match self
-            .commit(Box::new(move |s| decide::put_constraint(s, cmd)))
-            .await?
-        {
-            Outcome::Constraint {
-                constraint,
-                subscribers,
-            } => Ok((constraint, subscribers)),
-            other => Err(unexpected(other)),
-        }
+        constraint_outcome(
+            self.commit(Box::new(move |s| decide::put_constraint(s, cmd)))
+                .await?,
+        )
     }
 
     pub async fn delete_constraint(
@@ -487,16 +469,10 @@ impl Dss {
             manager: caller.sub.clone(),
             ovn,
         };
-        match self
-            .commit(Box::new(move |s| decide::delete_constraint(s, cmd)))
-            .await?
-        {
-            Outcome::Constraint {
-                constraint,
-                subscribers,
-            } => Ok((constraint, subscribers)),
-            other => Err(unexpected(other)),
-        }
+        constraint_outcome(
+            self.commit(Box::new(move |s| decide::delete_constraint(s, cmd)))
+                .await?,
+        )
     }
 
     pub fn get_constraint(&self, id: EntityId) -> Result<Constraint, NodeError> {
@@ -701,6 +677,26 @@ impl Dss {
             } => Ok((intents, constraints, subscriptions)),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+fn intent_outcome(o: Outcome) -> Result<(OperationalIntent, Vec<SubscriberToNotify>), NodeError> {
+    match o {
+        Outcome::Intent {
+            intent,
+            subscribers,
+        } => Ok((intent, subscribers)),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn constraint_outcome(o: Outcome) -> Result<(Constraint, Vec<SubscriberToNotify>), NodeError> {
+    match o {
+        Outcome::Constraint {
+            constraint,
+            subscribers,
+        } => Ok((constraint, subscribers)),
+        other => Err(unexpected(other)),
     }
 }
 
