@@ -1,0 +1,961 @@
+//! The line's rules as decisions: `fn(&LineState, command, now) ->
+//! Result<LineDecision, LineError>`. A decision returns the entries to
+//! append; the store signs and commits them and applies them to the state
+//! (in order, before the next decision runs).
+
+use crate::LineError;
+use crate::record::*;
+use crate::state::{Delivery, LineState};
+use tlog::entry::SignedEntry;
+use uuid::Uuid;
+
+/// What a decision appends to the log.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LineEvent {
+    /// A new entry this node signs.
+    Own(LineEntry),
+    /// A peer's record, appended verbatim and followed by this node's
+    /// signed receipt for it (`refused`: kept as evidence, not accepted).
+    Received {
+        bytes: Vec<u8>,
+        origin: String,
+        lane: Precedence,
+        seq: u64,
+        refused: Option<String>,
+    },
+    /// A peer's receipt for one of this node's records, appended verbatim.
+    Kept { bytes: Vec<u8> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineOutcome {
+    Committed,
+    /// Nothing to do: the same command was already committed.
+    AlreadyDone,
+    /// A peer resent a record already receipted: the receipt is at
+    /// `receipt_index` of this node's log.
+    Duplicate {
+        receipt_index: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LineDecision {
+    pub events: Vec<LineEvent>,
+    pub outcome: LineOutcome,
+}
+
+impl LineDecision {
+    fn commit(events: Vec<LineEvent>) -> Self {
+        LineDecision {
+            events,
+            outcome: LineOutcome::Committed,
+        }
+    }
+    fn nothing(outcome: LineOutcome) -> Self {
+        LineDecision {
+            events: vec![],
+            outcome,
+        }
+    }
+}
+
+/// Longest name, role, reason or URL accepted.
+pub const MAX_NAME_BYTES: usize = 256;
+
+fn short(field: &str, s: &str) -> Result<(), LineError> {
+    if s.len() > MAX_NAME_BYTES {
+        return Err(LineError::invalid(
+            field,
+            format!("at most {MAX_NAME_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn non_empty(field: &str, s: &str) -> Result<(), LineError> {
+    if s.trim().is_empty() {
+        return Err(LineError::invalid(field, "must not be empty"));
+    }
+    short(field, s)
+}
+
+fn own(state: &LineState, record: Record, to: Option<(&str, Precedence)>) -> LineEvent {
+    let envelope = to.map(|(to, lane)| Envelope {
+        to: to.to_string(),
+        lane,
+        seq: state.out_lane(to, lane).map(|l| l.last_seq).unwrap_or(0) + 1,
+    });
+    LineEvent::Own(LineEntry { record, envelope })
+}
+
+fn known_peer<'a>(state: &'a LineState, name: &str) -> Result<&'a crate::state::Peer, LineError> {
+    state
+        .peer(name)
+        .ok_or_else(|| LineError::UnknownPeer(name.to_string()))
+}
+
+/// Adds a peer by its pinned verifier key; the node's members are sent to
+/// it. Adding the same peer again changes nothing.
+pub fn add_peer(
+    state: &LineState,
+    name: &str,
+    url: &str,
+    vkey: &str,
+) -> Result<LineDecision, LineError> {
+    let v = tlog::Verifier::parse(vkey).map_err(|e| LineError::invalid("key", e.to_string()))?;
+    if v.kind != 0x01 {
+        return Err(LineError::invalid(
+            "key",
+            "a peer's key is its Ed25519 note key (type 0x01)",
+        ));
+    }
+    if v.name != name {
+        return Err(LineError::invalid(
+            "name",
+            format!("the key is for {:?}, not {name:?}", v.name),
+        ));
+    }
+    if name == state.me() {
+        return Err(LineError::invalid("name", "a node cannot peer with itself"));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(LineError::invalid(
+            "url",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    short("url", url)?;
+    if let Some(p) = state.peer(name) {
+        if p.vkey == vkey && p.url == url {
+            return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+        }
+        if p.vkey != vkey {
+            return Err(LineError::Conflict(format!(
+                "peer {name} is already pinned to another key; its records would no longer verify"
+            )));
+        }
+    }
+    let mut events = vec![own(
+        state,
+        Record::PeerAdded {
+            name: name.into(),
+            url: url.into(),
+            vkey: vkey.into(),
+        },
+        None,
+    )];
+    if state.peer(name).is_none() {
+        // The new peer learns this party's members (to verify their
+        // acknowledgements and direct-line messages).
+        let mut mine: Vec<_> = state
+            .members()
+            .filter(|m| m.party == state.me() && m.removed_at.is_none())
+            .collect();
+        mine.sort_by_key(|m| m.member.key);
+        let last = state
+            .out_lane(name, Precedence::Flash)
+            .map(|l| l.last_seq)
+            .unwrap_or(0);
+        for (seq, m) in (last + 1..).zip(mine) {
+            events.push(LineEvent::Own(LineEntry {
+                record: Record::MemberRegistered(m.member.clone()),
+                envelope: Some(Envelope {
+                    to: name.into(),
+                    lane: Precedence::Flash,
+                    seq,
+                }),
+            }));
+        }
+    }
+    Ok(LineDecision::commit(events))
+}
+
+/// One entry of `record` to each peer (FLASH lane), or one local entry when
+/// there is no peer yet.
+fn to_every_peer(state: &LineState, record: Record) -> Vec<LineEvent> {
+    let peers: Vec<&str> = state.peers().map(|p| p.name.as_str()).collect();
+    if peers.is_empty() {
+        return vec![own(state, record, None)];
+    }
+    peers
+        .into_iter()
+        .map(|p| own(state, record.clone(), Some((p, Precedence::Flash))))
+        .collect()
+}
+
+/// Registers one of this party's members.
+pub fn register_member(state: &LineState, m: Member) -> Result<LineDecision, LineError> {
+    non_empty("name", &m.name)?;
+    non_empty("role", &m.role)?;
+    if m.spheres.is_empty() {
+        return Err(LineError::invalid(
+            "spheres",
+            format!("at least one of {}", Sphere::expected()),
+        ));
+    }
+    if let Some(e) = state.member(&m.key) {
+        if e.party != state.me() {
+            return Err(LineError::Conflict(format!(
+                "key {} belongs to a member of {}",
+                m.key, e.party
+            )));
+        }
+        if e.removed_at.is_some() {
+            return Err(LineError::Conflict(format!(
+                "member {} was removed; register a new key",
+                m.key
+            )));
+        }
+        if e.member == m {
+            return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+        }
+    }
+    Ok(LineDecision::commit(to_every_peer(
+        state,
+        Record::MemberRegistered(m),
+    )))
+}
+
+pub fn remove_member(
+    state: &LineState,
+    key: MemberKey,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    match state.member(&key) {
+        Some(e) if e.party == state.me() => {
+            if e.removed_at.is_some() {
+                return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+            }
+            Ok(LineDecision::commit(to_every_peer(
+                state,
+                Record::MemberRemoved { key, at_ms: now },
+            )))
+        }
+        _ => Err(LineError::NotFound {
+            kind: "member",
+            id: key.to_hex(),
+        }),
+    }
+}
+
+/// The host (this node) sets the positions quota of `guest`'s mission.
+/// Lowering it below the active accreditations must name those that end.
+pub fn set_quota(
+    state: &LineState,
+    guest: &str,
+    quota: u32,
+    ending: Vec<Uuid>,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    known_peer(state, guest)?;
+    let active = state.active_accreditations(state.me(), guest, now);
+    for (i, id) in ending.iter().enumerate() {
+        if !active.iter().any(|a| a.accreditation.id == *id) {
+            return Err(LineError::invalid(
+                format!("ending[{i}]"),
+                format!("{id} is not an active accreditation of {guest}'s mission"),
+            ));
+        }
+    }
+    let remaining = active.len().saturating_sub(ending.len());
+    if remaining > quota as usize {
+        return Err(LineError::invalid(
+            "ending",
+            format!(
+                "{} accreditations are active; name {} of them to end with a quota of {quota}",
+                active.len(),
+                remaining - quota as usize
+            ),
+        ));
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::QuotaSet {
+            guest: guest.into(),
+            quota,
+            ending,
+            at_ms: now,
+        },
+        Some((guest, Precedence::Flash)),
+    )]))
+}
+
+/// What a host gives when accrediting a guest's member.
+#[derive(Clone, Debug)]
+pub struct Accredit {
+    pub id: Uuid,
+    pub guest: String,
+    pub member: MemberKey,
+    pub name: String,
+    pub role: String,
+    pub spheres: Vec<Sphere>,
+    pub valid_from: Millis,
+    pub valid_until: Millis,
+}
+
+pub fn accredit(state: &LineState, a: Accredit, now: Millis) -> Result<LineDecision, LineError> {
+    known_peer(state, &a.guest)?;
+    non_empty("name", &a.name)?;
+    non_empty("role", &a.role)?;
+    if a.spheres.is_empty() || a.spheres.contains(&Sphere::DirectLine) {
+        return Err(LineError::invalid(
+            "spheres",
+            "one or more of diplomatic, information, military (the direct line needs no accreditation)",
+        ));
+    }
+    if a.valid_until <= a.valid_from || a.valid_until <= now {
+        return Err(LineError::invalid(
+            "valid_until",
+            "must be after valid_from and in the future",
+        ));
+    }
+    let me = state.me().to_string();
+    if let Some(m) = state.mission(&me, &a.guest)
+        && let Some((at, _)) = &m.closed
+    {
+        return Err(LineError::Conflict(format!(
+            "the mission of {} is closed (effective {at} ms)",
+            a.guest
+        )));
+    }
+    if state.member(&a.member).is_some_and(|m| m.party != a.guest) {
+        return Err(LineError::invalid(
+            "member",
+            format!("this key is registered by another party than {}", a.guest),
+        ));
+    }
+    let active = state.active_accreditations(&me, &a.guest, now);
+    if active.iter().any(|x| x.accreditation.member == a.member) {
+        return Err(LineError::Conflict(format!(
+            "member {} is already accredited to this mission",
+            a.member
+        )));
+    }
+    let quota = state.mission(&me, &a.guest).map(|m| m.quota).unwrap_or(0);
+    if active.len() >= quota as usize {
+        return Err(LineError::QuotaExceeded {
+            guest: a.guest,
+            quota,
+        });
+    }
+    if state.accreditation(&a.id).is_some() {
+        return Err(LineError::Conflict(format!(
+            "accreditation {} exists",
+            a.id
+        )));
+    }
+    let guest = a.guest.clone();
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::Accredited(Accreditation {
+            id: a.id,
+            host: me,
+            guest: a.guest,
+            member: a.member,
+            name: a.name,
+            role: a.role,
+            spheres: a.spheres,
+            valid_from: a.valid_from,
+            valid_until: a.valid_until,
+        }),
+        Some((&guest, Precedence::Flash)),
+    )]))
+}
+
+/// The host revokes an accreditation ("expulsion"); it takes effect at once.
+pub fn revoke(
+    state: &LineState,
+    id: Uuid,
+    reason: &str,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    non_empty("reason", reason)?;
+    let a = state
+        .accreditation(&id)
+        .filter(|a| a.accreditation.host == state.me())
+        .ok_or_else(|| LineError::NotFound {
+            kind: "accreditation",
+            id: id.to_string(),
+        })?;
+    if a.revoked.is_some() {
+        return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+    }
+    let guest = a.accreditation.guest.clone();
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::Revoked {
+            id,
+            reason: reason.into(),
+            at_ms: now,
+        },
+        Some((&guest, Precedence::Flash)),
+    )]))
+}
+
+/// The host closes `guest`'s mission at `effective` (now or later): every
+/// accreditation of it ends then. The direct line is not affected.
+pub fn close_mission(
+    state: &LineState,
+    guest: &str,
+    effective: Millis,
+    reason: &str,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    known_peer(state, guest)?;
+    non_empty("reason", reason)?;
+    if effective < now {
+        return Err(LineError::invalid(
+            "effective",
+            "a closure takes effect now or later",
+        ));
+    }
+    if let Some(m) = state.mission(state.me(), guest)
+        && m.closed.is_some()
+    {
+        return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::MissionClosed {
+            guest: guest.into(),
+            effective_ms: effective,
+            reason: reason.into(),
+        },
+        Some((guest, Precedence::Flash)),
+    )]))
+}
+
+/// This party's notice on a channel with `peer`.
+pub fn channel_notice(
+    state: &LineState,
+    peer: &str,
+    sphere: Sphere,
+    to: ChannelState,
+    effective: Millis,
+    reason: &str,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    known_peer(state, peer)?;
+    short("reason", reason)?;
+    if sphere == Sphere::DirectLine && to == ChannelState::Suspended {
+        return Err(LineError::invalid(
+            "state",
+            "the direct line is never suspended; it closes only when both parties sign its closure",
+        ));
+    }
+    if effective < now {
+        return Err(LineError::invalid(
+            "effective",
+            "a notice takes effect now or later",
+        ));
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::Channel(ChannelNotice {
+            by: state.me().into(),
+            peer: peer.into(),
+            sphere,
+            state: to,
+            effective_ms: effective,
+            reason: reason.into(),
+        }),
+        Some((peer, Precedence::Flash)),
+    )]))
+}
+
+fn check_body(m: &Message) -> Result<(), LineError> {
+    if m.body.text().len() > MAX_TEXT_BYTES {
+        return Err(LineError::invalid(
+            "body.text",
+            format!("at most {MAX_TEXT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn open_channel(
+    state: &LineState,
+    peer: &str,
+    sphere: Sphere,
+    now: Millis,
+) -> Result<(), LineError> {
+    let (s, notice) = state.channel_state(peer, sphere, now);
+    if s == ChannelState::Open {
+        return Ok(());
+    }
+    Err(LineError::ChannelNotOpen {
+        peer: peer.into(),
+        sphere,
+        state: s,
+        detail: notice
+            .map(|n| format!(" since {} ms by {} ({})", n.effective_ms, n.by, n.reason))
+            .unwrap_or_default(),
+    })
+}
+
+/// A member of this party sends a signed message to a peer.
+pub fn send_message(
+    state: &LineState,
+    m: Signed<Message>,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    if !m.verify() {
+        return Err(LineError::BadSignature {
+            field: "signature".into(),
+        });
+    }
+    let msg = &m.value;
+    if let Some(existing) = state.message(&msg.id) {
+        if existing.signed == m {
+            return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+        }
+        return Err(LineError::Conflict(format!(
+            "message id {} was already used for another message",
+            msg.id
+        )));
+    }
+    if msg.from != state.me() {
+        return Err(LineError::invalid(
+            "from",
+            format!("this node sends for {}", state.me()),
+        ));
+    }
+    known_peer(state, &msg.to).map_err(|_| {
+        LineError::invalid("to", format!("{:?} is not a peer of this node", msg.to))
+    })?;
+    check_body(msg)?;
+    let member = state
+        .member(&msg.sender)
+        .filter(|e| e.party == state.me())
+        .ok_or_else(|| LineError::UnknownMember {
+            member: msg.sender.to_hex(),
+            detail: String::new(),
+        })?;
+    if let Some(at) = member.removed_at {
+        return Err(LineError::UnknownMember {
+            member: msg.sender.to_hex(),
+            detail: format!(" (removed at {at} ms)"),
+        });
+    }
+    if !member.member.spheres.contains(&msg.sphere) {
+        return Err(LineError::invalid(
+            "sphere",
+            format!(
+                "{} may not use the {} channel",
+                member.member.name, msg.sphere
+            ),
+        ));
+    }
+    let expected = state.sender_seq(&msg.sender) + 1;
+    if msg.seq != expected {
+        return Err(LineError::OutOfSequence {
+            field: "seq".into(),
+            expected,
+            got: msg.seq,
+        });
+    }
+    open_channel(state, &msg.to, msg.sphere, now)?;
+    if msg.sphere.is_mission() {
+        // As this node knows the host's accreditations; the host checks again.
+        state
+            .accredited(&msg.to, state.me(), &msg.sender, msg.sphere, now)
+            .map_err(|reason| LineError::NotAccredited {
+                member: msg.sender.to_hex(),
+                reason,
+            })?;
+    }
+    let to = msg.to.clone();
+    let lane = msg.precedence;
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::Message(m),
+        Some((&to, lane)),
+    )]))
+}
+
+/// A member of this party acknowledges a message it received.
+pub fn acknowledge(
+    state: &LineState,
+    a: Signed<Ack>,
+    _now: Millis,
+) -> Result<LineDecision, LineError> {
+    if !a.verify() {
+        return Err(LineError::BadSignature {
+            field: "signature".into(),
+        });
+    }
+    let ack = &a.value;
+    let m = state
+        .message(&ack.message)
+        .filter(|m| !m.outgoing)
+        .ok_or_else(|| LineError::NotFound {
+            kind: "received message",
+            id: ack.message.to_string(),
+        })?;
+    if let Delivery::Refused { reason } = &m.delivery {
+        return Err(LineError::Conflict(format!(
+            "message {} was refused ({reason}); there is nothing to acknowledge",
+            ack.message
+        )));
+    }
+    if let Some(existing) = &m.ack {
+        if *existing == a {
+            return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+        }
+        return Err(LineError::Conflict(format!(
+            "message {} is already acknowledged",
+            ack.message
+        )));
+    }
+    if ack.from != state.me() || ack.to != m.signed.value.from {
+        return Err(LineError::invalid(
+            "to",
+            format!(
+                "an acknowledgement goes from {} to {}",
+                state.me(),
+                m.signed.value.from
+            ),
+        ));
+    }
+    short("text", &ack.text)?;
+    match state.member(&ack.by) {
+        Some(e) if e.party == state.me() && e.removed_at.is_none() => {}
+        _ => {
+            return Err(LineError::UnknownMember {
+                member: ack.by.to_hex(),
+                detail: String::new(),
+            });
+        }
+    }
+    let to = ack.to.clone();
+    let lane = m.signed.value.precedence;
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::Ack(a),
+        Some((&to, lane)),
+    )]))
+}
+
+/// Why this node, as receiver, does not accept a peer's record (it is
+/// still kept as evidence and receipted).
+fn refusal(state: &LineState, origin: &str, record: &Record, now: Millis) -> Option<String> {
+    let me = state.me();
+    match record {
+        Record::PeerAdded { .. } | Record::Receipt(_) => {
+            Some("not a record a peer sends on a lane".into())
+        }
+        Record::MemberRegistered(m) => state
+            .member(&m.key)
+            .filter(|e| e.party != origin)
+            .map(|e| format!("key {} belongs to a member of {}", m.key, e.party)),
+        Record::MemberRemoved { key, .. } => match state.member(key) {
+            Some(e) if e.party == origin => None,
+            _ => Some(format!("{key} is not a member of {origin}")),
+        },
+        Record::QuotaSet { guest, .. } | Record::MissionClosed { guest, .. } => {
+            (guest != me).then(|| format!("the mission concerned is {guest}'s, not {me}'s"))
+        }
+        Record::Accredited(a) => (a.host != origin || a.guest != me)
+            .then(|| "an accreditation comes from its host for this party".to_string()),
+        Record::Revoked { id, .. } => match state.accreditation(id) {
+            Some(a) if a.accreditation.host == origin => None,
+            _ => Some(format!("{id} is not an accreditation by {origin}")),
+        },
+        Record::Channel(n) => (n.by != origin || n.peer != me)
+            .then(|| "a channel notice comes from one party of the channel".to_string()),
+        Record::Message(m) => {
+            let msg = &m.value;
+            if msg.from != origin || msg.to != me {
+                return Some(format!("the message is from {} to {}", msg.from, msg.to));
+            }
+            if !m.verify() {
+                return Some("the sender's signature does not verify".into());
+            }
+            if state.message(&msg.id).is_some() {
+                return Some(format!("message id {} was already used", msg.id));
+            }
+            if msg.body.text().len() > MAX_TEXT_BYTES {
+                return Some(format!("the body is over {MAX_TEXT_BYTES} bytes"));
+            }
+            if let Err(e) = open_channel(state, origin, msg.sphere, now) {
+                return Some(e.to_string());
+            }
+            if msg.sphere.is_mission() {
+                if let Err(reason) = state.accredited(me, origin, &msg.sender, msg.sphere, now) {
+                    return Some(format!("member {} is not accredited: {reason}", msg.sender));
+                }
+            } else {
+                match state.member(&msg.sender) {
+                    Some(e) if e.party == origin && e.removed_at.is_none() => {}
+                    _ => {
+                        return Some(format!(
+                            "{} is not a registered member of {origin}",
+                            msg.sender
+                        ));
+                    }
+                }
+            }
+            None
+        }
+        Record::Ack(a) => {
+            let ack = &a.value;
+            if ack.from != origin || ack.to != me {
+                return Some(format!(
+                    "the acknowledgement is from {} to {}",
+                    ack.from, ack.to
+                ));
+            }
+            if !a.verify() {
+                return Some("the member's signature does not verify".into());
+            }
+            match state.message(&ack.message) {
+                Some(m) if m.outgoing && m.signed.value.to == origin => {
+                    if m.ack.is_some() {
+                        return Some("the message is already acknowledged".into());
+                    }
+                }
+                _ => return Some(format!("{} is not a message sent to {origin}", ack.message)),
+            }
+            let registered = state
+                .member(&ack.by)
+                .is_some_and(|e| e.party == origin && e.removed_at.is_none());
+            let accredited = Sphere::ALL
+                .iter()
+                .any(|s| s.is_mission() && state.accredited(me, origin, &ack.by, *s, now).is_ok());
+            (!registered && !accredited).then(|| format!("{} is not a member of {origin}", ack.by))
+        }
+    }
+}
+
+/// A record from `from` (the peer whose request carried it): checked,
+/// sequenced and, if it is the next on its lane, appended with a receipt.
+pub fn receive(
+    state: &LineState,
+    from: &str,
+    bytes: Vec<u8>,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    let peer = state
+        .peer(from)
+        .ok_or_else(|| LineError::RecordRefused(format!("{from:?} is not a peer of this node")))?;
+    let entry = SignedEntry::parse(&bytes).map_err(|e| LineError::Malformed {
+        field: "record".into(),
+        message: e.to_string(),
+    })?;
+    if entry.entry.origin != from {
+        return Err(LineError::RecordRefused(format!(
+            "the record's origin is {:?}, not the peer {from:?}",
+            entry.entry.origin
+        )));
+    }
+    entry.verify(&peer.verifier).map_err(|_| {
+        LineError::RecordRefused(format!("the signature is not {from}'s pinned key"))
+    })?;
+    let line = LineEntry::from_value(&entry.entry.kind, &entry.entry.body)?;
+    let Some(env) = &line.envelope else {
+        return Err(LineError::RecordRefused(
+            "the record has no destination".into(),
+        ));
+    };
+    if env.to != state.me() {
+        return Err(LineError::RecordRefused(format!(
+            "the record is for {:?}, not {:?}",
+            env.to,
+            state.me()
+        )));
+    }
+    let lane = state.in_lane(from, env.lane);
+    let received = lane.map(|l| l.received).unwrap_or(0);
+    if env.seq <= received {
+        return match lane.and_then(|l| l.receipts.get(&env.seq)) {
+            Some(i) => Ok(LineDecision::nothing(LineOutcome::Duplicate {
+                receipt_index: *i,
+            })),
+            None => Err(LineError::Conflict(format!(
+                "record {} of lane {} was received but its receipt is unknown",
+                env.seq, env.lane
+            ))),
+        };
+    }
+    if env.seq != received + 1 {
+        return Err(LineError::Gap {
+            origin: from.into(),
+            lane: env.lane,
+            expected: received + 1,
+            got: env.seq,
+        });
+    }
+    let refused = refusal(state, from, &line.record, now);
+    Ok(LineDecision::commit(vec![LineEvent::Received {
+        origin: from.into(),
+        lane: env.lane,
+        seq: env.seq,
+        refused,
+        bytes,
+    }]))
+}
+
+/// A peer's signed receipt for one of this node's records, checked against
+/// what is pending, then kept.
+pub fn keep_receipt(
+    state: &LineState,
+    from: &str,
+    bytes: Vec<u8>,
+) -> Result<LineDecision, LineError> {
+    let peer = known_peer(state, from)?;
+    let entry = SignedEntry::parse(&bytes).map_err(|e| LineError::Malformed {
+        field: "receipt".into(),
+        message: e.to_string(),
+    })?;
+    if entry.entry.origin != from || entry.verify(&peer.verifier).is_err() {
+        return Err(LineError::RecordRefused(format!(
+            "the receipt is not signed by {from}'s pinned key"
+        )));
+    }
+    let line = LineEntry::from_value(&entry.entry.kind, &entry.entry.body)?;
+    let (Record::Receipt(r), None) = (&line.record, &line.envelope) else {
+        return Err(LineError::RecordRefused("not a receipt".into()));
+    };
+    if r.origin != state.me() {
+        return Err(LineError::RecordRefused(format!(
+            "the receipt is for {}'s record",
+            r.origin
+        )));
+    }
+    let Some(lane) = state.out_lane(from, r.lane) else {
+        return Err(LineError::RecordRefused(
+            "no record was sent on that lane".into(),
+        ));
+    };
+    if r.seq <= lane.delivered && !lane.pending.contains_key(&r.seq) {
+        return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+    }
+    match lane.pending.get(&r.seq) {
+        Some(p) if p.leaf_hash == r.leaf_hash => {
+            Ok(LineDecision::commit(vec![LineEvent::Kept { bytes }]))
+        }
+        Some(_) => Err(LineError::RecordRefused(
+            "the receipt is for different bytes than the record sent".into(),
+        )),
+        None => Err(LineError::RecordRefused(format!(
+            "no record {} is pending on lane {}",
+            r.seq, r.lane
+        ))),
+    }
+}
+
+/// The receipt entry body this node signs for a received record.
+pub fn receipt_entry(
+    origin: &str,
+    lane: Precedence,
+    seq: u64,
+    bytes: &[u8],
+    index: u64,
+    refused: Option<String>,
+) -> LineEntry {
+    LineEntry {
+        record: Record::Receipt(Receipt {
+            origin: origin.into(),
+            lane,
+            seq,
+            leaf_hash: tlog::hash::leaf_hash(bytes),
+            index,
+            refused,
+        }),
+        envelope: None,
+    }
+}
+
+/// Parses a log entry of the line (kind `line.*`) for [`LineState::apply`];
+/// `None` for entries of other kinds.
+pub fn line_entry(leaf: &[u8]) -> Option<Result<(SignedEntry, LineEntry), LineError>> {
+    let e = match SignedEntry::parse(leaf) {
+        Ok(e) => e,
+        Err(e) => {
+            return Some(Err(LineError::Malformed {
+                field: "entry".into(),
+                message: e.to_string(),
+            }));
+        }
+    };
+    if !e.entry.kind.starts_with("line.") {
+        return None;
+    }
+    Some(LineEntry::from_value(&e.entry.kind, &e.entry.body).map(|l| (e, l)))
+}
+
+/// Turns a decision's events into the leaves to append at `first_index`
+/// (signing this node's entries with `signer`, timestamped `now`), then
+/// applies them to `state` in order. Nothing is applied if any leaf cannot
+/// be made.
+pub fn append(
+    state: &mut LineState,
+    signer: &tlog::NoteSigner,
+    now: Millis,
+    first_index: u64,
+    events: Vec<LineEvent>,
+) -> Result<Vec<Vec<u8>>, LineError> {
+    let sign = |entry: &LineEntry| -> Result<Vec<u8>, LineError> {
+        let e = tlog::entry::Entry {
+            kind: entry.record.kind().to_string(),
+            origin: signer.name.clone(),
+            timestamp_ms: now,
+            body: entry.to_value(),
+        };
+        e.sign(signer)
+            .map(|s| s.to_bytes())
+            .map_err(|e| LineError::invalid("body", e.to_string()))
+    };
+    let mut leaves: Vec<Vec<u8>> = Vec::new();
+    let mut applied: Vec<(String, LineEntry)> = Vec::new();
+    for ev in events {
+        let index = first_index + leaves.len() as u64;
+        match ev {
+            LineEvent::Own(entry) => {
+                leaves.push(sign(&entry)?);
+                applied.push((signer.name.clone(), entry));
+            }
+            LineEvent::Received {
+                bytes,
+                origin,
+                lane,
+                seq,
+                refused,
+            } => {
+                let (_, parsed) = parse_line(&bytes)?;
+                let receipt = receipt_entry(&origin, lane, seq, &bytes, index, refused);
+                leaves.push(bytes);
+                applied.push((origin, parsed));
+                leaves.push(sign(&receipt)?);
+                applied.push((signer.name.clone(), receipt));
+            }
+            LineEvent::Kept { bytes } => {
+                let (e, parsed) = parse_line(&bytes)?;
+                leaves.push(bytes);
+                applied.push((e.entry.origin, parsed));
+            }
+        }
+    }
+    for (i, ((origin, entry), leaf)) in applied.into_iter().zip(&leaves).enumerate() {
+        state.apply(
+            &origin,
+            first_index + i as u64,
+            tlog::hash::leaf_hash(leaf),
+            entry,
+        );
+    }
+    Ok(leaves)
+}
+
+fn parse_line(bytes: &[u8]) -> Result<(SignedEntry, LineEntry), LineError> {
+    line_entry(bytes).unwrap_or_else(|| {
+        Err(LineError::Malformed {
+            field: "record".into(),
+            message: "not a record of the line".into(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,653 @@
+//! Two parties' lines in memory: every record crosses as its entry bytes,
+//! exactly as between nodes.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::state::Delivery;
+
+const A: &str = "alliance";
+const F: &str = "federation";
+const T0: Millis = 1_795_000_000_000;
+
+struct Node {
+    state: LineState,
+    signer: tlog::NoteSigner,
+    log: Vec<Vec<u8>>,
+}
+
+impl Node {
+    fn new(name: &str, seed: u8) -> Self {
+        Node {
+            state: LineState::new(name),
+            signer: tlog::NoteSigner::from_seed(name, &[seed; 32]).unwrap(),
+            log: vec![],
+        }
+    }
+    fn vkey(&self) -> String {
+        self.signer.verifier().to_vkey()
+    }
+    fn run(&mut self, d: Result<LineDecision, LineError>, now: Millis) -> LineOutcome {
+        let d = d.unwrap();
+        let leaves = append(
+            &mut self.state,
+            &self.signer,
+            now,
+            self.log.len() as u64,
+            d.events,
+        )
+        .unwrap();
+        self.log.extend(leaves);
+        d.outcome
+    }
+    /// A fresh state rebuilt from the log alone.
+    fn replayed(&self) -> LineState {
+        let mut s = LineState::new(self.state.me());
+        for (i, leaf) in self.log.iter().enumerate() {
+            if let Some(r) = line_entry(leaf) {
+                let (e, l) = r.unwrap();
+                s.apply(&e.entry.origin, i as u64, tlog::hash::leaf_hash(leaf), l);
+            }
+        }
+        s
+    }
+}
+
+/// Delivers everything pending from `a` to `b` (all lanes, FLASH first) and
+/// keeps the receipts at `a`; returns how many records crossed.
+fn deliver(a: &mut Node, b: &mut Node, now: Millis) -> usize {
+    let mut n = 0;
+    for lane in Precedence::ALL {
+        for (_, p) in a.state.pending(b.state.me(), *lane, usize::MAX) {
+            let bytes = a.log[p.index as usize].clone();
+            let out = b.run(receive(&b.state, a.state.me(), bytes, now), now);
+            let receipt = match out {
+                LineOutcome::Duplicate { receipt_index } => b.log[receipt_index as usize].clone(),
+                _ => b.log.last().unwrap().clone(),
+            };
+            a.run(keep_receipt(&a.state, b.state.me(), receipt), now);
+            n += 1;
+        }
+    }
+    n
+}
+
+fn member(n: u8, spheres: &[Sphere]) -> (MemberSigner, Member) {
+    let s = MemberSigner::from_seed(&[n; 32]);
+    let m = Member {
+        key: s.key(),
+        name: format!("member {n}"),
+        role: "liaison officer".into(),
+        spheres: spheres.to_vec(),
+    };
+    (s, m)
+}
+
+fn text(
+    from: &str,
+    to: &str,
+    s: &MemberSigner,
+    seq: u64,
+    sphere: Sphere,
+    p: Precedence,
+) -> Signed<Message> {
+    s.sign_message(Message {
+        id: Uuid::from_u128(u128::from(seq) << 64 | u128::from(s.key().0[0])),
+        from: from.into(),
+        to: to.into(),
+        sphere,
+        precedence: p,
+        sender: s.key(),
+        seq,
+        created_ms: T0,
+        body: Body::Text {
+            text: format!("message {seq}"),
+        },
+    })
+}
+
+/// Alliance and Federation peered; Alliance's member 1 (all spheres),
+/// Federation's member 2 (all spheres) accredited by Alliance for
+/// military; Alliance's quota for Federation is 2.
+fn peered() -> (Node, Node, MemberSigner, MemberSigner, Uuid) {
+    let mut a = Node::new(A, 1);
+    let mut f = Node::new(F, 2);
+    let (s1, m1) = member(1, Sphere::ALL);
+    let (s2, m2) = member(2, Sphere::ALL);
+    a.run(register_member(&a.state, m1), T0);
+    f.run(register_member(&f.state, m2), T0);
+    let (av, fv) = (a.vkey(), f.vkey());
+    a.run(add_peer(&a.state, F, "http://f", &fv), T0);
+    f.run(add_peer(&f.state, A, "http://a", &av), T0);
+    a.run(set_quota(&a.state, F, 2, vec![], T0), T0);
+    let id = Uuid::from_u128(42);
+    a.run(
+        accredit(
+            &a.state,
+            Accredit {
+                id,
+                guest: F.into(),
+                member: s2.key(),
+                name: "Maj. F".into(),
+                role: "liaison officer".into(),
+                spheres: vec![Sphere::Military],
+                valid_from: T0,
+                valid_until: T0 + 86_400_000,
+            },
+            T0,
+        ),
+        T0,
+    );
+    deliver(&mut a, &mut f, T0);
+    deliver(&mut f, &mut a, T0);
+    (a, f, s1, s2, id)
+}
+
+#[test]
+fn a_message_is_delivered_receipted_and_acknowledged_on_both_sides() {
+    let (mut a, mut f, s1, s2, _) = peered();
+    // Each side knows the other's members after peering.
+    assert_eq!(a.state.member(&s2.key()).unwrap().party, F);
+    assert_eq!(f.state.member(&s1.key()).unwrap().party, A);
+    let m = text(F, A, &s2, 1, Sphere::Military, Precedence::Flash);
+    f.run(send_message(&f.state, m.clone(), T0), T0);
+    assert_eq!(
+        f.state.message(&m.value.id).unwrap().delivery,
+        Delivery::Queued
+    );
+    assert_eq!(deliver(&mut f, &mut a, T0), 1);
+    let at_a = a.state.message(&m.value.id).unwrap();
+    assert!(!at_a.outgoing);
+    let Delivery::Delivered { index } = f.state.message(&m.value.id).unwrap().delivery else {
+        panic!("not delivered");
+    };
+    assert_eq!(
+        index, at_a.index,
+        "the receipt names the receiver's log index"
+    );
+    // Both logs hold the same bytes for the message.
+    assert_eq!(
+        a.log[at_a.index as usize],
+        f.log[f.state.message(&m.value.id).unwrap().index as usize]
+    );
+
+    let ack = s1.sign_ack(Ack {
+        message: m.value.id,
+        from: A.into(),
+        to: F.into(),
+        by: s1.key(),
+        verdict: AckVerdict::Accept,
+        text: "wilco".into(),
+        at_ms: T0 + 1000,
+    });
+    a.run(acknowledge(&a.state, ack.clone(), T0), T0);
+    assert_eq!(deliver(&mut a, &mut f, T0), 1);
+    assert_eq!(
+        f.state.message(&m.value.id).unwrap().ack.as_ref(),
+        Some(&ack)
+    );
+    assert!(
+        !f.state
+            .message(&m.value.id)
+            .unwrap()
+            .overdue(T0 + 3_600_000)
+    );
+    // Nothing is left pending on either side.
+    assert_eq!(a.state.pending_total() + f.state.pending_total(), 0);
+}
+
+#[test]
+fn unacknowledged_messages_become_overdue_at_their_precedence_deadline() {
+    let (mut a, mut f, _, s2, _) = peered();
+    let m = text(F, A, &s2, 1, Sphere::Military, Precedence::Flash);
+    f.run(send_message(&f.state, m.clone(), T0), T0);
+    deliver(&mut f, &mut a, T0);
+    for side in [&a.state, &f.state] {
+        let e = side.message(&m.value.id).unwrap();
+        assert_eq!(e.deadline_ms(), T0 + 10 * 60_000);
+        assert!(!e.overdue(T0 + 10 * 60_000));
+        assert!(e.overdue(T0 + 10 * 60_000 + 1));
+    }
+}
+
+#[test]
+fn a_revoked_member_is_refused_at_the_host_even_when_its_own_node_did_not_know_yet() {
+    let (mut a, mut f, _, s2, id) = peered();
+    let before = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, before.clone(), T0), T0);
+    deliver(&mut f, &mut a, T0);
+    a.run(revoke(&a.state, id, "persona non grata", T0 + 1), T0 + 1);
+    // Federation has not heard of the revocation yet: it still sends.
+    let after = text(F, A, &s2, 2, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, after.clone(), T0 + 2), T0 + 2);
+    deliver(&mut f, &mut a, T0 + 2);
+    let refused = a.state.message(&after.value.id).unwrap();
+    assert!(
+        matches!(&refused.delivery, Delivery::Refused { reason } if reason.contains("revoked"))
+    );
+    assert!(matches!(
+        f.state.message(&after.value.id).unwrap().delivery,
+        Delivery::Refused { .. }
+    ));
+    // What was sent before stays, accepted.
+    assert!(matches!(
+        a.state.message(&before.value.id).unwrap().delivery,
+        Delivery::Delivered { .. }
+    ));
+    // Once the revocation reaches Federation, its own node refuses at once.
+    deliver(&mut a, &mut f, T0 + 3);
+    let third = text(F, A, &s2, 3, Sphere::Military, Precedence::Routine);
+    assert!(matches!(
+        send_message(&f.state, third, T0 + 3),
+        Err(LineError::NotAccredited { reason, .. }) if reason.contains("revoked")
+    ));
+}
+
+#[test]
+fn a_resent_record_gets_the_same_receipt_and_a_gap_is_refused() {
+    let (a, mut f, _, s2, _) = peered();
+    let mut a = a;
+    for seq in 1..=3 {
+        let m = text(F, A, &s2, seq, Sphere::Military, Precedence::Priority);
+        f.run(send_message(&f.state, m, T0), T0);
+    }
+    let pending = f.state.pending(A, Precedence::Priority, 10);
+    assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3]);
+    let bytes = |i: usize| f.log[pending[i].1.index as usize].clone();
+    // Record 2 before 1: a gap.
+    assert!(matches!(
+        receive(&a.state, F, bytes(1), T0),
+        Err(LineError::Gap {
+            expected: 1,
+            got: 2,
+            ..
+        })
+    ));
+    a.run(receive(&a.state, F, bytes(0), T0), T0);
+    let first_receipt = a.log.len() - 1;
+    let size = a.log.len();
+    // Resent: nothing appended, the same receipt.
+    assert_eq!(
+        a.run(receive(&a.state, F, bytes(0), T0), T0),
+        LineOutcome::Duplicate {
+            receipt_index: first_receipt as u64
+        }
+    );
+    assert_eq!(a.log.len(), size);
+}
+
+#[test]
+fn records_signed_by_another_key_or_for_another_node_are_refused() {
+    let (a, mut f, _, s2, _) = peered();
+    let m = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, m, T0), T0);
+    let bytes = f.log.last().unwrap().clone();
+    // Same name, other key.
+    let mut impostor = Node::new(F, 9);
+    impostor.state = f.state.clone();
+    let forged = {
+        let e = tlog::entry::SignedEntry::parse(&bytes).unwrap().entry;
+        e.sign(&impostor.signer).unwrap().to_bytes()
+    };
+    assert!(matches!(
+        receive(&a.state, F, forged, T0),
+        Err(LineError::RecordRefused(_))
+    ));
+    // Not from the peer that carried it.
+    assert!(matches!(
+        receive(&a.state, "someone", bytes.clone(), T0),
+        Err(LineError::RecordRefused(_))
+    ));
+    let mut flipped = bytes;
+    let n = flipped.len();
+    flipped[n - 1] ^= 1;
+    assert!(receive(&a.state, F, flipped, T0).is_err());
+}
+
+#[test]
+fn member_sequence_is_gapless_and_a_resend_is_idempotent() {
+    let (_, f, _, s2, _) = peered();
+    let mut f = f;
+    let m1 = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
+    assert!(matches!(
+        send_message(
+            &f.state,
+            text(F, A, &s2, 2, Sphere::Military, Precedence::Routine),
+            T0
+        ),
+        Err(LineError::OutOfSequence {
+            expected: 1,
+            got: 2,
+            ..
+        })
+    ));
+    f.run(send_message(&f.state, m1.clone(), T0), T0);
+    assert_eq!(
+        send_message(&f.state, m1.clone(), T0).unwrap().outcome,
+        LineOutcome::AlreadyDone
+    );
+    // A replay of sequence 1 under a new id is refused.
+    let mut replay = m1.value.clone();
+    replay.id = Uuid::from_u128(99);
+    assert!(matches!(
+        send_message(&f.state, s2.sign_message(replay), T0),
+        Err(LineError::OutOfSequence {
+            expected: 2,
+            got: 1,
+            ..
+        })
+    ));
+    // A forged signature.
+    let mut forged = text(F, A, &s2, 2, Sphere::Military, Precedence::Routine);
+    forged.signature[0] ^= 1;
+    assert!(matches!(
+        send_message(&f.state, forged, T0),
+        Err(LineError::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn unaccredited_members_cannot_use_mission_channels_but_use_the_direct_line() {
+    let (mut a, mut f, s1, s2, _) = peered();
+    // Member 1 of Alliance is not accredited by Federation.
+    let m = text(A, F, &s1, 1, Sphere::Diplomatic, Precedence::Routine);
+    assert!(matches!(
+        send_message(&a.state, m, T0),
+        Err(LineError::NotAccredited { .. })
+    ));
+    // Federation's member is accredited for military, not diplomatic.
+    let d = text(F, A, &s2, 1, Sphere::Diplomatic, Precedence::Routine);
+    assert!(matches!(
+        send_message(&f.state, d, T0),
+        Err(LineError::NotAccredited { reason, .. }) if reason.contains("does not cover")
+    ));
+    let dl = text(A, F, &s1, 1, Sphere::DirectLine, Precedence::Flash);
+    a.run(send_message(&a.state, dl.clone(), T0), T0);
+    deliver(&mut a, &mut f, T0);
+    assert!(matches!(
+        f.state.message(&dl.value.id).unwrap().delivery,
+        Delivery::Delivered { .. }
+    ));
+}
+
+#[test]
+fn a_mission_channel_closes_on_one_notice_the_direct_line_only_on_both() {
+    let (mut a, mut f, s1, s2, _) = peered();
+    f.run(
+        channel_notice(
+            &f.state,
+            A,
+            Sphere::Military,
+            ChannelState::Closed,
+            T0,
+            "recalled",
+            T0,
+        ),
+        T0,
+    );
+    deliver(&mut f, &mut a, T0);
+    for side in [&a.state, &f.state] {
+        let other = if side.me() == A { F } else { A };
+        assert_eq!(
+            side.channel_state(other, Sphere::Military, T0).0,
+            ChannelState::Closed
+        );
+    }
+    assert!(matches!(
+        send_message(
+            &f.state,
+            text(F, A, &s2, 1, Sphere::Military, Precedence::Routine),
+            T0
+        ),
+        Err(LineError::ChannelNotOpen { .. })
+    ));
+    // Direct line: suspension is refused, one closure is not enough.
+    assert!(
+        channel_notice(
+            &a.state,
+            F,
+            Sphere::DirectLine,
+            ChannelState::Suspended,
+            T0,
+            "",
+            T0
+        )
+        .is_err()
+    );
+    a.run(
+        channel_notice(
+            &a.state,
+            F,
+            Sphere::DirectLine,
+            ChannelState::Closed,
+            T0,
+            "agreed",
+            T0,
+        ),
+        T0,
+    );
+    deliver(&mut a, &mut f, T0);
+    assert_eq!(
+        f.state.channel_state(A, Sphere::DirectLine, T0).0,
+        ChannelState::Open
+    );
+    let dl = text(F, A, &s2, 1, Sphere::DirectLine, Precedence::Flash);
+    f.run(send_message(&f.state, dl, T0), T0);
+    f.run(
+        channel_notice(
+            &f.state,
+            A,
+            Sphere::DirectLine,
+            ChannelState::Closed,
+            T0 + 5,
+            "agreed",
+            T0,
+        ),
+        T0,
+    );
+    deliver(&mut f, &mut a, T0);
+    for side in [&a.state, &f.state] {
+        let other = if side.me() == A { F } else { A };
+        assert_eq!(
+            side.channel_state(other, Sphere::DirectLine, T0 + 4).0,
+            ChannelState::Open
+        );
+        let (st, by) = side.channel_state(other, Sphere::DirectLine, T0 + 5);
+        assert_eq!(st, ChannelState::Closed);
+        assert_eq!(by.unwrap().effective_ms, T0 + 5);
+    }
+    assert!(matches!(
+        send_message(
+            &a.state,
+            text(A, F, &s1, 1, Sphere::DirectLine, Precedence::Flash),
+            T0 + 6
+        ),
+        Err(LineError::ChannelNotOpen { .. })
+    ));
+    // History stays: the message sent before the closure is there.
+    assert_eq!(a.state.messages().count(), 1);
+}
+
+#[test]
+fn the_quota_caps_accreditations_and_lowering_it_names_who_ends() {
+    let (mut a, mut f, _, _, first) = peered();
+    let acc = |id: u128, key: MemberKey| Accredit {
+        id: Uuid::from_u128(id),
+        guest: F.into(),
+        member: key,
+        name: "n".into(),
+        role: "r".into(),
+        spheres: vec![Sphere::Information],
+        valid_from: T0,
+        valid_until: T0 + 1000,
+    };
+    let k3 = MemberSigner::from_seed(&[3; 32]).key();
+    let k4 = MemberSigner::from_seed(&[4; 32]).key();
+    a.run(accredit(&a.state, acc(43, k3), T0), T0);
+    assert!(matches!(
+        accredit(&a.state, acc(44, k4), T0),
+        Err(LineError::QuotaExceeded { quota: 2, .. })
+    ));
+    assert!(matches!(
+        set_quota(&a.state, F, 1, vec![], T0),
+        Err(LineError::Invalid { field, .. }) if field == "ending"
+    ));
+    a.run(set_quota(&a.state, F, 1, vec![first], T0 + 1), T0 + 1);
+    deliver(&mut a, &mut f, T0 + 1);
+    for side in [&a.state, &f.state] {
+        let active: Vec<Uuid> = side
+            .active_accreditations(A, F, T0 + 2)
+            .iter()
+            .map(|x| x.accreditation.id)
+            .collect();
+        assert_eq!(active, [Uuid::from_u128(43)]);
+    }
+    // Expiry ends the other one.
+    assert!(a.state.active_accreditations(A, F, T0 + 1000).is_empty());
+}
+
+#[test]
+fn closing_a_mission_ends_its_accreditations_at_the_effective_time() {
+    let (mut a, mut f, _, s2, _) = peered();
+    a.run(
+        close_mission(&a.state, F, T0 + 100, "relations severed", T0),
+        T0,
+    );
+    deliver(&mut a, &mut f, T0);
+    let m = |seq| text(F, A, &s2, seq, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, m(1), T0 + 99), T0 + 99);
+    assert!(matches!(
+        send_message(&f.state, m(2), T0 + 100),
+        Err(LineError::NotAccredited { reason, .. }) if reason.contains("mission was closed")
+    ));
+    assert!(matches!(
+        accredit(
+            &a.state,
+            Accredit {
+                id: Uuid::from_u128(50),
+                guest: F.into(),
+                member: s2.key(),
+                name: "n".into(),
+                role: "r".into(),
+                spheres: vec![Sphere::Military],
+                valid_from: T0,
+                valid_until: T0 + 10_000,
+            },
+            T0 + 200
+        ),
+        Err(LineError::Conflict(_))
+    ));
+}
+
+#[test]
+fn the_state_rebuilt_from_the_log_equals_the_live_one() {
+    let (mut a, mut f, s1, s2, id) = peered();
+    for seq in 1..=5 {
+        let m = text(
+            F,
+            A,
+            &s2,
+            seq,
+            Sphere::Military,
+            Precedence::ALL[seq as usize % 4],
+        );
+        f.run(send_message(&f.state, m, T0), T0);
+    }
+    deliver(&mut f, &mut a, T0);
+    a.run(revoke(&a.state, id, "expelled", T0), T0);
+    let dl = text(A, F, &s1, 1, Sphere::DirectLine, Precedence::Flash);
+    a.run(send_message(&a.state, dl, T0), T0);
+    deliver(&mut a, &mut f, T0);
+    for n in [&a, &f] {
+        let r = n.replayed();
+        let summary = |s: &LineState| {
+            let mut v: Vec<String> = s
+                .messages()
+                .map(|m| {
+                    format!(
+                        "{} {} {:?} {}",
+                        m.signed.value.id,
+                        m.index,
+                        m.delivery,
+                        m.ack.is_some()
+                    )
+                })
+                .collect();
+            v.extend(
+                s.accreditations()
+                    .map(|a| format!("{:?}", (a.accreditation.id, &a.revoked))),
+            );
+            v.extend(s.peers().map(|p| p.name.clone()));
+            v.push(format!("{}", s.pending_total()));
+            for lane in Precedence::ALL {
+                for p in [A, F] {
+                    v.push(format!(
+                        "{:?}",
+                        s.in_lane(p, *lane)
+                            .map(|l| (l.received, l.receipts.clone()))
+                    ));
+                    v.push(format!(
+                        "{:?}",
+                        s.out_lane(p, *lane).map(|l| (l.last_seq, l.delivered))
+                    ));
+                }
+            }
+            v
+        };
+        assert_eq!(summary(&r), summary(&n.state));
+    }
+}
+
+#[test]
+fn a_receipt_for_other_bytes_is_refused() {
+    let (mut a, mut f, _, s2, _) = peered();
+    f.run(
+        send_message(
+            &f.state,
+            text(F, A, &s2, 1, Sphere::Military, Precedence::Routine),
+            T0,
+        ),
+        T0,
+    );
+    let (_, p) = f.state.pending(A, Precedence::Routine, 1)[0];
+    a.run(
+        receive(&a.state, F, f.log[p.index as usize].clone(), T0),
+        T0,
+    );
+    // Alliance signs a receipt naming other bytes.
+    let wrong = receipt_entry(F, Precedence::Routine, 1, b"other", 0, None);
+    let bytes = tlog::entry::Entry {
+        kind: "line.receipt".into(),
+        origin: A.into(),
+        timestamp_ms: T0,
+        body: wrong.to_value(),
+    }
+    .sign(&a.signer)
+    .unwrap()
+    .to_bytes();
+    assert!(matches!(
+        keep_receipt(&f.state, A, bytes),
+        Err(LineError::RecordRefused(_))
+    ));
+    let good = a.log.last().unwrap().clone();
+    f.run(keep_receipt(&f.state, A, good.clone()), T0);
+    assert_eq!(
+        keep_receipt(&f.state, A, good).unwrap().outcome,
+        LineOutcome::AlreadyDone
+    );
+}
+
+#[test]
+fn peers_are_pinned_to_one_key() {
+    let (a, _, _, _, _) = peered();
+    let other = tlog::NoteSigner::from_seed(F, &[7; 32]).unwrap();
+    assert!(matches!(
+        add_peer(&a.state, F, "http://f", &other.verifier().to_vkey()),
+        Err(LineError::Conflict(_))
+    ));
+    let wrong_name = tlog::NoteSigner::from_seed("elsewhere", &[7; 32]).unwrap();
+    assert!(matches!(
+        add_peer(&a.state, "x", "http://x", &wrong_name.verifier().to_vkey()),
+        Err(LineError::Invalid { field, .. }) if field == "name"
+    ));
+}

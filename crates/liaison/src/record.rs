@@ -1,0 +1,1189 @@
+//! The line's records and their canonical bytes.
+//!
+//! Every record is the body of a log entry (`tlog::entry`) of kind
+//! `line.*`, in deterministic CBOR. A record meant for a peer carries an
+//! envelope — `to`, `lane` (a precedence) and `seq` (gapless per
+//! destination and lane) — and its signed entry bytes are exactly what
+//! crosses the wire and what the receiver appends verbatim to its own log.
+//! Members sign messages and acknowledgements themselves, over
+//! `"detente-message/v1\n"` / `"detente-ack/v1\n"` followed by the CBOR of
+//! the message or acknowledgement map.
+//!
+//! Decoding is strict: a map must hold exactly the known keys, so what is
+//! decoded re-encodes to the same bytes.
+
+use crate::LineError;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use tlog::cbor::{self, Value};
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// Largest text body of a message, in bytes (larger content is attached by
+/// hash in a structured body; entries stay ≤ 64 KiB).
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+const MESSAGE_DOMAIN: &[u8] = b"detente-message/v1\n";
+const ACK_DOMAIN: &[u8] = b"detente-ack/v1\n";
+
+/// A member's Ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberKey(pub [u8; 32]);
+
+impl std::fmt::Debug for MemberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemberKey({})", self.to_hex())
+    }
+}
+
+impl std::fmt::Display for MemberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lowercase or uppercase hex into bytes.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+impl MemberKey {
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// 64 hex digits of a valid Ed25519 public key.
+    pub fn parse(s: &str) -> Result<MemberKey, String> {
+        let bytes: [u8; 32] = from_hex(s.trim())
+            .and_then(|b| b.try_into().ok())
+            .ok_or("a member key is 64 hex digits (32 bytes)")?;
+        VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key")?;
+        Ok(MemberKey(bytes))
+    }
+
+    fn verify(&self, domain: &[u8], body: &Value, signature: &[u8; 64]) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        let mut m = domain.to_vec();
+        m.extend(cbor::encode(body));
+        key.verify_strict(&m, &Signature::from_bytes(signature))
+            .is_ok()
+    }
+}
+
+/// A member's signing key, from a 32-byte seed the caller drew.
+#[derive(Clone)]
+pub struct MemberSigner(SigningKey);
+
+impl std::fmt::Debug for MemberSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemberSigner({})", self.key())
+    }
+}
+
+impl MemberSigner {
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        MemberSigner(SigningKey::from_bytes(seed))
+    }
+    pub fn key(&self) -> MemberKey {
+        MemberKey(self.0.verifying_key().to_bytes())
+    }
+    fn sign(&self, domain: &[u8], body: &Value) -> [u8; 64] {
+        let mut m = domain.to_vec();
+        m.extend(cbor::encode(body));
+        self.0.sign(&m).to_bytes()
+    }
+    pub fn sign_message(&self, m: Message) -> Signed<Message> {
+        let signature = self.sign(MESSAGE_DOMAIN, &m.to_value());
+        Signed {
+            value: m,
+            signature,
+        }
+    }
+    pub fn sign_ack(&self, a: Ack) -> Signed<Ack> {
+        let signature = self.sign(ACK_DOMAIN, &a.to_value());
+        Signed {
+            value: a,
+            signature,
+        }
+    }
+}
+
+macro_rules! names {
+    ($(#[$m:meta])* $t:ident { $($v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+        pub enum $t { $($v),+ }
+        impl $t {
+            pub const ALL: &[$t] = &[$($t::$v),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $s),+ }
+            }
+            pub fn parse(s: &str) -> Option<$t> {
+                match s { $($s => Some($t::$v),)+ _ => None }
+            }
+            /// The accepted spellings, for error messages.
+            pub fn expected() -> String {
+                [$($s),+].join(", ")
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(
+    /// The sphere of a channel between two parties.
+    Sphere { Diplomatic = "diplomatic", Information = "information", Military = "military", DirectLine = "direct-line" }
+);
+
+impl Sphere {
+    /// Mission channels need the sender's accreditation at the host; the
+    /// direct line needs only the sender's registration by its own party.
+    pub fn is_mission(self) -> bool {
+        self != Sphere::DirectLine
+    }
+}
+
+names!(
+    /// Military precedence; declared highest first, so `Flash < Routine`
+    /// in `Ord` and a sort puts the most urgent first.
+    Precedence { Flash = "FLASH", Immediate = "IMMEDIATE", Priority = "PRIORITY", Routine = "ROUTINE" }
+);
+
+impl Precedence {
+    /// Default acknowledgement deadline (DESIGN §1).
+    pub fn ack_deadline_ms(self) -> Millis {
+        match self {
+            Precedence::Flash => 10 * 60_000,
+            Precedence::Immediate => 30 * 60_000,
+            Precedence::Priority => 3 * 3_600_000,
+            Precedence::Routine => 6 * 3_600_000,
+        }
+    }
+}
+
+names!(
+    /// The state of a channel.
+    ChannelState { Open = "open", Suspended = "suspended", Closed = "closed" }
+);
+
+names!(
+    /// A member's answer in an acknowledgement.
+    AckVerdict { Accept = "accept", Object = "object" }
+);
+
+names!(
+    /// The answer in a structured reply.
+    Verdict { Accept = "accept", Counter = "counter-proposal", Refuse = "refuse" }
+);
+
+/// A member, registered by their own party.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub key: MemberKey,
+    pub name: String,
+    pub role: String,
+    pub spheres: Vec<Sphere>,
+}
+
+/// A host's accreditation of a guest party's member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accreditation {
+    pub id: Uuid,
+    pub host: String,
+    pub guest: String,
+    pub member: MemberKey,
+    pub name: String,
+    pub role: String,
+    pub spheres: Vec<Sphere>,
+    pub valid_from: Millis,
+    pub valid_until: Millis,
+}
+
+/// A message body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    Text {
+        text: String,
+    },
+    /// Tells the peer of an operation (an operational intent by id).
+    OperationNotification {
+        intent: Uuid,
+        text: String,
+    },
+    /// Two intents conflict; proposes a change.
+    DeconflictionRequest {
+        intents: [Uuid; 2],
+        proposal: String,
+    },
+    /// Answers a message (typically a deconfliction request).
+    Reply {
+        in_reply_to: Uuid,
+        verdict: Verdict,
+        text: String,
+    },
+}
+
+/// A message as its sender member signs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The idempotency id.
+    pub id: Uuid,
+    pub from: String,
+    pub to: String,
+    pub sphere: Sphere,
+    pub precedence: Precedence,
+    pub sender: MemberKey,
+    /// Gapless per sender, from 1.
+    pub seq: u64,
+    pub created_ms: Millis,
+    pub body: Body,
+}
+
+/// A member's acknowledgement of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub message: Uuid,
+    /// The acknowledging member's party (the message's receiver).
+    pub from: String,
+    /// The message's origin party.
+    pub to: String,
+    pub by: MemberKey,
+    pub verdict: AckVerdict,
+    pub text: String,
+    pub at_ms: Millis,
+}
+
+/// A value with its member's signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signed<T> {
+    pub value: T,
+    pub signature: [u8; 64],
+}
+
+impl Signed<Message> {
+    pub fn verify(&self) -> bool {
+        self.value
+            .sender
+            .verify(MESSAGE_DOMAIN, &self.value.to_value(), &self.signature)
+    }
+}
+
+impl Signed<Ack> {
+    pub fn verify(&self) -> bool {
+        self.value
+            .by
+            .verify(ACK_DOMAIN, &self.value.to_value(), &self.signature)
+    }
+}
+
+/// A party's signed notice of a channel's state, effective at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelNotice {
+    /// The party giving notice (the entry's origin).
+    pub by: String,
+    /// The other party of the channel.
+    pub peer: String,
+    pub sphere: Sphere,
+    pub state: ChannelState,
+    pub effective_ms: Millis,
+    pub reason: String,
+}
+
+/// A node's signed statement that it appended a peer's record to its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The origin of the record received.
+    pub origin: String,
+    pub lane: Precedence,
+    pub seq: u64,
+    /// RFC 6962 leaf hash of the record's entry bytes.
+    pub leaf_hash: [u8; 32],
+    /// Where the receiver's log holds the record.
+    pub index: u64,
+    /// `None`: accepted; `Some(reason)`: kept as evidence, refused.
+    pub refused: Option<String>,
+}
+
+/// A record of the line, the body of one log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A peer added by this node's operator (local, not replicated).
+    PeerAdded {
+        name: String,
+        url: String,
+        vkey: String,
+    },
+    /// A member registered by the entry's origin party.
+    MemberRegistered(Member),
+    MemberRemoved {
+        key: MemberKey,
+        at_ms: Millis,
+    },
+    /// A host sets the positions quota of a guest's mission; `ending` are
+    /// the accreditations that end with it.
+    QuotaSet {
+        guest: String,
+        quota: u32,
+        ending: Vec<Uuid>,
+        at_ms: Millis,
+    },
+    Accredited(Accreditation),
+    Revoked {
+        id: Uuid,
+        reason: String,
+        at_ms: Millis,
+    },
+    MissionClosed {
+        guest: String,
+        effective_ms: Millis,
+        reason: String,
+    },
+    Channel(ChannelNotice),
+    Message(Signed<Message>),
+    Ack(Signed<Ack>),
+    Receipt(Receipt),
+}
+
+/// Where a replicated record goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub to: String,
+    pub lane: Precedence,
+    pub seq: u64,
+}
+
+/// The body of a `line.*` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineEntry {
+    pub record: Record,
+    pub envelope: Option<Envelope>,
+}
+
+fn t(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+fn map(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Map(pairs.into_iter().map(|(k, v)| (t(k), v)).collect())
+}
+
+fn uuid(u: &Uuid) -> Value {
+    t(&u.to_string())
+}
+
+fn spheres(s: &[Sphere]) -> Value {
+    Value::Array(s.iter().map(|x| t(x.as_str())).collect())
+}
+
+fn opt_text(s: &Option<String>) -> Value {
+    s.as_ref().map(|s| t(s)).unwrap_or(Value::Null)
+}
+
+/// Strict reader of a CBOR map with a known set of keys.
+struct Fields<'a> {
+    pairs: &'a [(Value, Value)],
+    what: &'static str,
+}
+
+fn malformed(what: &'static str, why: impl Into<String>) -> LineError {
+    LineError::Malformed {
+        field: what.to_string(),
+        message: why.into(),
+    }
+}
+
+impl<'a> Fields<'a> {
+    fn new(v: &'a Value, what: &'static str, keys: &[&str]) -> Result<Self, LineError> {
+        let Value::Map(pairs) = v else {
+            return Err(malformed(what, "expected a map"));
+        };
+        if pairs.len() != keys.len() {
+            return Err(malformed(
+                what,
+                format!("expected exactly the keys {}", keys.join(", ")),
+            ));
+        }
+        for (k, _) in pairs {
+            match k {
+                Value::Text(k) if keys.contains(&k.as_str()) => {}
+                _ => {
+                    return Err(malformed(
+                        what,
+                        format!("expected exactly the keys {}", keys.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(Fields { pairs, what })
+    }
+    fn get(&self, k: &str) -> Result<&'a Value, LineError> {
+        self.pairs
+            .iter()
+            .find(|(key, _)| matches!(key, Value::Text(x) if x == k))
+            .map(|(_, v)| v)
+            .ok_or_else(|| malformed(self.what, format!("missing {k}")))
+    }
+    fn text(&self, k: &str) -> Result<String, LineError> {
+        match self.get(k)? {
+            Value::Text(s) => Ok(s.clone()),
+            _ => Err(malformed(self.what, format!("{k} must be text"))),
+        }
+    }
+    fn opt_text(&self, k: &str) -> Result<Option<String>, LineError> {
+        match self.get(k)? {
+            Value::Null => Ok(None),
+            Value::Text(s) => Ok(Some(s.clone())),
+            _ => Err(malformed(self.what, format!("{k} must be text or null"))),
+        }
+    }
+    fn u64(&self, k: &str) -> Result<u64, LineError> {
+        match self.get(k)? {
+            Value::Uint(n) => Ok(*n),
+            _ => Err(malformed(
+                self.what,
+                format!("{k} must be an unsigned integer"),
+            )),
+        }
+    }
+    fn bytes<const N: usize>(&self, k: &str) -> Result<[u8; N], LineError> {
+        match self.get(k)? {
+            Value::Bytes(b) => b
+                .as_slice()
+                .try_into()
+                .map_err(|_| malformed(self.what, format!("{k} must be {N} bytes"))),
+            _ => Err(malformed(self.what, format!("{k} must be bytes"))),
+        }
+    }
+    fn uuid(&self, k: &str) -> Result<Uuid, LineError> {
+        let s = self.text(k)?;
+        let u =
+            Uuid::parse_str(&s).map_err(|_| malformed(self.what, format!("{k} must be a UUID")))?;
+        // Only the hyphenated lowercase form re-encodes identically.
+        if u.to_string() != s {
+            return Err(malformed(
+                self.what,
+                format!("{k} must be a lowercase UUID"),
+            ));
+        }
+        Ok(u)
+    }
+    fn key(&self, k: &str) -> Result<MemberKey, LineError> {
+        let b: [u8; 32] = self.bytes(k)?;
+        Ok(MemberKey(b))
+    }
+    fn named<T>(&self, k: &str, parse: fn(&str) -> Option<T>) -> Result<T, LineError> {
+        let s = self.text(k)?;
+        parse(&s).ok_or_else(|| malformed(self.what, format!("{k}: unknown value {s:?}")))
+    }
+    fn spheres(&self, k: &str) -> Result<Vec<Sphere>, LineError> {
+        let Value::Array(a) = self.get(k)? else {
+            return Err(malformed(self.what, format!("{k} must be an array")));
+        };
+        a.iter()
+            .map(|v| match v {
+                Value::Text(s) => Sphere::parse(s)
+                    .ok_or_else(|| malformed(self.what, format!("{k}: unknown sphere {s:?}"))),
+                _ => Err(malformed(self.what, format!("{k} holds text"))),
+            })
+            .collect()
+    }
+}
+
+impl Member {
+    fn to_value(&self) -> Value {
+        map(vec![
+            ("key", Value::Bytes(self.key.0.to_vec())),
+            ("name", t(&self.name)),
+            ("role", t(&self.role)),
+            ("spheres", spheres(&self.spheres)),
+        ])
+    }
+    fn from_value(v: &Value) -> Result<Self, LineError> {
+        let f = Fields::new(v, "member", &["key", "name", "role", "spheres"])?;
+        Ok(Member {
+            key: f.key("key")?,
+            name: f.text("name")?,
+            role: f.text("role")?,
+            spheres: f.spheres("spheres")?,
+        })
+    }
+}
+
+impl Accreditation {
+    fn to_value(&self) -> Value {
+        map(vec![
+            ("id", uuid(&self.id)),
+            ("host", t(&self.host)),
+            ("guest", t(&self.guest)),
+            ("member", Value::Bytes(self.member.0.to_vec())),
+            ("name", t(&self.name)),
+            ("role", t(&self.role)),
+            ("spheres", spheres(&self.spheres)),
+            ("valid_from", Value::Uint(self.valid_from)),
+            ("valid_until", Value::Uint(self.valid_until)),
+        ])
+    }
+    fn from_value(v: &Value) -> Result<Self, LineError> {
+        let f = Fields::new(
+            v,
+            "accreditation",
+            &[
+                "id",
+                "host",
+                "guest",
+                "member",
+                "name",
+                "role",
+                "spheres",
+                "valid_from",
+                "valid_until",
+            ],
+        )?;
+        Ok(Accreditation {
+            id: f.uuid("id")?,
+            host: f.text("host")?,
+            guest: f.text("guest")?,
+            member: f.key("member")?,
+            name: f.text("name")?,
+            role: f.text("role")?,
+            spheres: f.spheres("spheres")?,
+            valid_from: f.u64("valid_from")?,
+            valid_until: f.u64("valid_until")?,
+        })
+    }
+}
+
+impl Body {
+    fn to_value(&self) -> Value {
+        match self {
+            Body::Text { text } => map(vec![("type", t("text")), ("text", t(text))]),
+            Body::OperationNotification { intent, text } => map(vec![
+                ("type", t("operation-notification")),
+                ("intent", uuid(intent)),
+                ("text", t(text)),
+            ]),
+            Body::DeconflictionRequest { intents, proposal } => map(vec![
+                ("type", t("deconfliction-request")),
+                ("intents", Value::Array(intents.iter().map(uuid).collect())),
+                ("proposal", t(proposal)),
+            ]),
+            Body::Reply {
+                in_reply_to,
+                verdict,
+                text,
+            } => map(vec![
+                ("type", t("reply")),
+                ("in_reply_to", uuid(in_reply_to)),
+                ("verdict", t(verdict.as_str())),
+                ("text", t(text)),
+            ]),
+        }
+    }
+    fn from_value(v: &Value) -> Result<Self, LineError> {
+        let Value::Map(pairs) = v else {
+            return Err(malformed("body", "expected a map"));
+        };
+        let kind = pairs
+            .iter()
+            .find(|(k, _)| matches!(k, Value::Text(x) if x == "type"))
+            .and_then(|(_, v)| match v {
+                Value::Text(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .ok_or_else(|| malformed("body", "missing type"))?;
+        Ok(match kind {
+            "text" => {
+                let f = Fields::new(v, "body", &["type", "text"])?;
+                Body::Text {
+                    text: f.text("text")?,
+                }
+            }
+            "operation-notification" => {
+                let f = Fields::new(v, "body", &["type", "intent", "text"])?;
+                Body::OperationNotification {
+                    intent: f.uuid("intent")?,
+                    text: f.text("text")?,
+                }
+            }
+            "deconfliction-request" => {
+                let f = Fields::new(v, "body", &["type", "intents", "proposal"])?;
+                let Value::Array(a) = f.get("intents")? else {
+                    return Err(malformed("body", "intents must be an array"));
+                };
+                let ids: Vec<Uuid> = a
+                    .iter()
+                    .map(|x| match x {
+                        Value::Text(s) => Uuid::parse_str(s)
+                            .ok()
+                            .filter(|u| u.to_string() == *s)
+                            .ok_or_else(|| malformed("body", "intents holds lowercase UUIDs")),
+                        _ => Err(malformed("body", "intents holds UUIDs")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                let intents: [Uuid; 2] = ids
+                    .try_into()
+                    .map_err(|_| malformed("body", "intents holds exactly two intents"))?;
+                Body::DeconflictionRequest {
+                    intents,
+                    proposal: f.text("proposal")?,
+                }
+            }
+            "reply" => {
+                let f = Fields::new(v, "body", &["type", "in_reply_to", "verdict", "text"])?;
+                Body::Reply {
+                    in_reply_to: f.uuid("in_reply_to")?,
+                    verdict: f.named("verdict", Verdict::parse)?,
+                    text: f.text("text")?,
+                }
+            }
+            other => return Err(malformed("body", format!("unknown type {other:?}"))),
+        })
+    }
+
+    /// The free text of the body (for display and size limits).
+    pub fn text(&self) -> &str {
+        match self {
+            Body::Text { text }
+            | Body::OperationNotification { text, .. }
+            | Body::Reply { text, .. } => text,
+            Body::DeconflictionRequest { proposal, .. } => proposal,
+        }
+    }
+}
+
+impl Message {
+    /// The map the sender signs.
+    pub fn to_value(&self) -> Value {
+        map(vec![
+            ("id", uuid(&self.id)),
+            ("from", t(&self.from)),
+            ("to", t(&self.to)),
+            ("sphere", t(self.sphere.as_str())),
+            ("precedence", t(self.precedence.as_str())),
+            ("sender", Value::Bytes(self.sender.0.to_vec())),
+            ("seq", Value::Uint(self.seq)),
+            ("created_ms", Value::Uint(self.created_ms)),
+            ("body", self.body.to_value()),
+        ])
+    }
+    pub fn from_value(v: &Value) -> Result<Self, LineError> {
+        let f = Fields::new(
+            v,
+            "message",
+            &[
+                "id",
+                "from",
+                "to",
+                "sphere",
+                "precedence",
+                "sender",
+                "seq",
+                "created_ms",
+                "body",
+            ],
+        )?;
+        Ok(Message {
+            id: f.uuid("id")?,
+            from: f.text("from")?,
+            to: f.text("to")?,
+            sphere: f.named("sphere", Sphere::parse)?,
+            precedence: f.named("precedence", Precedence::parse)?,
+            sender: f.key("sender")?,
+            seq: f.u64("seq")?,
+            created_ms: f.u64("created_ms")?,
+            body: Body::from_value(f.get("body")?)?,
+        })
+    }
+    /// The exact bytes a sender signs (domain ‖ CBOR), e.g. for a client
+    /// that signs elsewhere.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut m = MESSAGE_DOMAIN.to_vec();
+        m.extend(cbor::encode(&self.to_value()));
+        m
+    }
+}
+
+impl Ack {
+    pub fn to_value(&self) -> Value {
+        map(vec![
+            ("message", uuid(&self.message)),
+            ("from", t(&self.from)),
+            ("to", t(&self.to)),
+            ("by", Value::Bytes(self.by.0.to_vec())),
+            ("verdict", t(self.verdict.as_str())),
+            ("text", t(&self.text)),
+            ("at_ms", Value::Uint(self.at_ms)),
+        ])
+    }
+    pub fn from_value(v: &Value) -> Result<Self, LineError> {
+        let f = Fields::new(
+            v,
+            "ack",
+            &["message", "from", "to", "by", "verdict", "text", "at_ms"],
+        )?;
+        Ok(Ack {
+            message: f.uuid("message")?,
+            from: f.text("from")?,
+            to: f.text("to")?,
+            by: f.key("by")?,
+            verdict: f.named("verdict", AckVerdict::parse)?,
+            text: f.text("text")?,
+            at_ms: f.u64("at_ms")?,
+        })
+    }
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut m = ACK_DOMAIN.to_vec();
+        m.extend(cbor::encode(&self.to_value()));
+        m
+    }
+}
+
+fn signed_value(v: Value, signature: &[u8; 64]) -> Value {
+    map(vec![
+        ("value", v),
+        ("sig", Value::Bytes(signature.to_vec())),
+    ])
+}
+
+impl Record {
+    /// The entry kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::PeerAdded { .. } => "line.peer.added",
+            Record::MemberRegistered(_) => "line.member.registered",
+            Record::MemberRemoved { .. } => "line.member.removed",
+            Record::QuotaSet { .. } => "line.mission.quota",
+            Record::Accredited(_) => "line.accreditation.granted",
+            Record::Revoked { .. } => "line.accreditation.revoked",
+            Record::MissionClosed { .. } => "line.mission.closed",
+            Record::Channel(_) => "line.channel",
+            Record::Message(_) => "line.message",
+            Record::Ack(_) => "line.ack",
+            Record::Receipt(_) => "line.receipt",
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        match self {
+            Record::PeerAdded { name, url, vkey } => {
+                map(vec![("name", t(name)), ("url", t(url)), ("vkey", t(vkey))])
+            }
+            Record::MemberRegistered(m) => m.to_value(),
+            Record::MemberRemoved { key, at_ms } => map(vec![
+                ("key", Value::Bytes(key.0.to_vec())),
+                ("at_ms", Value::Uint(*at_ms)),
+            ]),
+            Record::QuotaSet {
+                guest,
+                quota,
+                ending,
+                at_ms,
+            } => map(vec![
+                ("guest", t(guest)),
+                ("quota", Value::Uint(u64::from(*quota))),
+                ("ending", Value::Array(ending.iter().map(uuid).collect())),
+                ("at_ms", Value::Uint(*at_ms)),
+            ]),
+            Record::Accredited(a) => a.to_value(),
+            Record::Revoked { id, reason, at_ms } => map(vec![
+                ("id", uuid(id)),
+                ("reason", t(reason)),
+                ("at_ms", Value::Uint(*at_ms)),
+            ]),
+            Record::MissionClosed {
+                guest,
+                effective_ms,
+                reason,
+            } => map(vec![
+                ("guest", t(guest)),
+                ("effective_ms", Value::Uint(*effective_ms)),
+                ("reason", t(reason)),
+            ]),
+            Record::Channel(c) => map(vec![
+                ("by", t(&c.by)),
+                ("peer", t(&c.peer)),
+                ("sphere", t(c.sphere.as_str())),
+                ("state", t(c.state.as_str())),
+                ("effective_ms", Value::Uint(c.effective_ms)),
+                ("reason", t(&c.reason)),
+            ]),
+            Record::Message(m) => signed_value(m.value.to_value(), &m.signature),
+            Record::Ack(a) => signed_value(a.value.to_value(), &a.signature),
+            Record::Receipt(r) => map(vec![
+                ("origin", t(&r.origin)),
+                ("lane", t(r.lane.as_str())),
+                ("seq", Value::Uint(r.seq)),
+                ("leaf_hash", Value::Bytes(r.leaf_hash.to_vec())),
+                ("index", Value::Uint(r.index)),
+                ("refused", opt_text(&r.refused)),
+            ]),
+        }
+    }
+
+    pub fn from_value(kind: &str, v: &Value) -> Result<Record, LineError> {
+        let signed = |what: &'static str| -> Result<(&Value, [u8; 64]), LineError> {
+            let f = Fields::new(v, what, &["value", "sig"])?;
+            Ok((f.get("value")?, f.bytes("sig")?))
+        };
+        Ok(match kind {
+            "line.peer.added" => {
+                let f = Fields::new(v, "peer", &["name", "url", "vkey"])?;
+                Record::PeerAdded {
+                    name: f.text("name")?,
+                    url: f.text("url")?,
+                    vkey: f.text("vkey")?,
+                }
+            }
+            "line.member.registered" => Record::MemberRegistered(Member::from_value(v)?),
+            "line.member.removed" => {
+                let f = Fields::new(v, "member", &["key", "at_ms"])?;
+                Record::MemberRemoved {
+                    key: f.key("key")?,
+                    at_ms: f.u64("at_ms")?,
+                }
+            }
+            "line.mission.quota" => {
+                let f = Fields::new(v, "quota", &["guest", "quota", "ending", "at_ms"])?;
+                let Value::Array(a) = f.get("ending")? else {
+                    return Err(malformed("quota", "ending must be an array"));
+                };
+                let ending = a
+                    .iter()
+                    .map(|x| match x {
+                        Value::Text(s) => Uuid::parse_str(s)
+                            .ok()
+                            .filter(|u| u.to_string() == *s)
+                            .ok_or_else(|| malformed("quota", "ending holds lowercase UUIDs")),
+                        _ => Err(malformed("quota", "ending holds UUIDs")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                Record::QuotaSet {
+                    guest: f.text("guest")?,
+                    quota: u32::try_from(f.u64("quota")?)
+                        .map_err(|_| malformed("quota", "quota is too large"))?,
+                    ending,
+                    at_ms: f.u64("at_ms")?,
+                }
+            }
+            "line.accreditation.granted" => Record::Accredited(Accreditation::from_value(v)?),
+            "line.accreditation.revoked" => {
+                let f = Fields::new(v, "revocation", &["id", "reason", "at_ms"])?;
+                Record::Revoked {
+                    id: f.uuid("id")?,
+                    reason: f.text("reason")?,
+                    at_ms: f.u64("at_ms")?,
+                }
+            }
+            "line.mission.closed" => {
+                let f = Fields::new(v, "closure", &["guest", "effective_ms", "reason"])?;
+                Record::MissionClosed {
+                    guest: f.text("guest")?,
+                    effective_ms: f.u64("effective_ms")?,
+                    reason: f.text("reason")?,
+                }
+            }
+            "line.channel" => {
+                let f = Fields::new(
+                    v,
+                    "channel",
+                    &["by", "peer", "sphere", "state", "effective_ms", "reason"],
+                )?;
+                Record::Channel(ChannelNotice {
+                    by: f.text("by")?,
+                    peer: f.text("peer")?,
+                    sphere: f.named("sphere", Sphere::parse)?,
+                    state: f.named("state", ChannelState::parse)?,
+                    effective_ms: f.u64("effective_ms")?,
+                    reason: f.text("reason")?,
+                })
+            }
+            "line.message" => {
+                let (value, signature) = signed("message")?;
+                Record::Message(Signed {
+                    value: Message::from_value(value)?,
+                    signature,
+                })
+            }
+            "line.ack" => {
+                let (value, signature) = signed("ack")?;
+                Record::Ack(Signed {
+                    value: Ack::from_value(value)?,
+                    signature,
+                })
+            }
+            "line.receipt" => {
+                let f = Fields::new(
+                    v,
+                    "receipt",
+                    &["origin", "lane", "seq", "leaf_hash", "index", "refused"],
+                )?;
+                Record::Receipt(Receipt {
+                    origin: f.text("origin")?,
+                    lane: f.named("lane", Precedence::parse)?,
+                    seq: f.u64("seq")?,
+                    leaf_hash: f.bytes("leaf_hash")?,
+                    index: f.u64("index")?,
+                    refused: f.opt_text("refused")?,
+                })
+            }
+            other => {
+                return Err(LineError::Malformed {
+                    field: "kind".into(),
+                    message: format!("{other:?} is not a record of the line"),
+                });
+            }
+        })
+    }
+}
+
+impl LineEntry {
+    /// The entry body: `{"record": …}` plus `to`, `lane`, `seq` when the
+    /// record goes to a peer.
+    pub fn to_value(&self) -> Value {
+        let mut pairs = vec![("record", self.record.to_value())];
+        if let Some(e) = &self.envelope {
+            pairs.push(("to", t(&e.to)));
+            pairs.push(("lane", t(e.lane.as_str())));
+            pairs.push(("seq", Value::Uint(e.seq)));
+        }
+        map(pairs)
+    }
+
+    pub fn from_value(kind: &str, v: &Value) -> Result<LineEntry, LineError> {
+        let n = match v {
+            Value::Map(p) => p.len(),
+            _ => 0,
+        };
+        if n == 1 {
+            let f = Fields::new(v, "entry", &["record"])?;
+            return Ok(LineEntry {
+                record: Record::from_value(kind, f.get("record")?)?,
+                envelope: None,
+            });
+        }
+        let f = Fields::new(v, "entry", &["record", "to", "lane", "seq"])?;
+        Ok(LineEntry {
+            record: Record::from_value(kind, f.get("record")?)?,
+            envelope: Some(Envelope {
+                to: f.text("to")?,
+                lane: f.named("lane", Precedence::parse)?,
+                seq: f.u64("seq")?,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn signer(n: u8) -> MemberSigner {
+        MemberSigner::from_seed(&[n; 32])
+    }
+
+    fn message() -> Message {
+        Message {
+            id: Uuid::from_u128(0x1234),
+            from: "alliance".into(),
+            to: "federation".into(),
+            sphere: Sphere::Military,
+            precedence: Precedence::Flash,
+            sender: signer(1).key(),
+            seq: 1,
+            created_ms: 1_795_000_000_000,
+            body: Body::DeconflictionRequest {
+                intents: [Uuid::from_u128(1), Uuid::from_u128(2)],
+                proposal: "move yours 2 km north".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn every_record_re_encodes_byte_identically() {
+        let m = signer(1).sign_message(message());
+        let ack = signer(2).sign_ack(Ack {
+            message: m.value.id,
+            from: "federation".into(),
+            to: "alliance".into(),
+            by: signer(2).key(),
+            verdict: AckVerdict::Accept,
+            text: String::new(),
+            at_ms: 5,
+        });
+        let records = vec![
+            Record::PeerAdded {
+                name: "federation".into(),
+                url: "https://127.0.0.1:1".into(),
+                vkey: "x".into(),
+            },
+            Record::MemberRegistered(Member {
+                key: signer(1).key(),
+                name: "Col. A".into(),
+                role: "liaison".into(),
+                spheres: vec![Sphere::Military, Sphere::DirectLine],
+            }),
+            Record::MemberRemoved {
+                key: signer(1).key(),
+                at_ms: 9,
+            },
+            Record::QuotaSet {
+                guest: "federation".into(),
+                quota: 3,
+                ending: vec![Uuid::from_u128(7)],
+                at_ms: 1,
+            },
+            Record::Accredited(Accreditation {
+                id: Uuid::from_u128(7),
+                host: "alliance".into(),
+                guest: "federation".into(),
+                member: signer(2).key(),
+                name: "Maj. F".into(),
+                role: "liaison officer".into(),
+                spheres: vec![Sphere::Diplomatic],
+                valid_from: 1,
+                valid_until: u64::MAX,
+            }),
+            Record::Revoked {
+                id: Uuid::from_u128(7),
+                reason: "persona non grata".into(),
+                at_ms: 2,
+            },
+            Record::MissionClosed {
+                guest: "federation".into(),
+                effective_ms: 3,
+                reason: "r".into(),
+            },
+            Record::Channel(ChannelNotice {
+                by: "alliance".into(),
+                peer: "federation".into(),
+                sphere: Sphere::DirectLine,
+                state: ChannelState::Closed,
+                effective_ms: 4,
+                reason: "agreed".into(),
+            }),
+            Record::Message(m.clone()),
+            Record::Message(signer(1).sign_message(Message {
+                body: Body::Reply {
+                    in_reply_to: Uuid::from_u128(3),
+                    verdict: Verdict::Counter,
+                    text: "later".into(),
+                },
+                ..message()
+            })),
+            Record::Message(signer(1).sign_message(Message {
+                body: Body::OperationNotification {
+                    intent: Uuid::from_u128(3),
+                    text: "".into(),
+                },
+                ..message()
+            })),
+            Record::Ack(ack),
+            Record::Receipt(Receipt {
+                origin: "alliance".into(),
+                lane: Precedence::Routine,
+                seq: 4,
+                leaf_hash: [9; 32],
+                index: 77,
+                refused: Some("revoked".into()),
+            }),
+        ];
+        for (i, r) in records.into_iter().enumerate() {
+            let e = LineEntry {
+                record: r,
+                envelope: (i % 2 == 0).then(|| Envelope {
+                    to: "federation".into(),
+                    lane: Precedence::Immediate,
+                    seq: i as u64 + 1,
+                }),
+            };
+            let bytes = cbor::encode(&e.to_value());
+            let back = LineEntry::from_value(e.record.kind(), &cbor::decode(&bytes).unwrap())
+                .unwrap_or_else(|err| panic!("{}: {err}", e.record.kind()));
+            assert_eq!(back, e);
+            assert_eq!(cbor::encode(&back.to_value()), bytes);
+        }
+    }
+
+    #[test]
+    fn member_signatures_cover_every_field() {
+        let m = signer(1).sign_message(message());
+        assert!(m.verify());
+        let mut changed = m.clone();
+        changed.value.seq = 2;
+        assert!(!changed.verify());
+        let mut other = m.clone();
+        other.value.sender = signer(2).key();
+        assert!(!other.verify());
+        // The domain separates messages from acknowledgements.
+        let a = Ack {
+            message: Uuid::from_u128(1),
+            from: "f".into(),
+            to: "a".into(),
+            by: signer(1).key(),
+            verdict: AckVerdict::Object,
+            text: "no".into(),
+            at_ms: 1,
+        };
+        let sa = signer(1).sign_ack(a.clone());
+        assert!(sa.verify());
+        assert!(
+            !Signed {
+                value: a,
+                signature: m.signature
+            }
+            .verify()
+        );
+    }
+
+    #[test]
+    fn unknown_or_missing_keys_are_refused() {
+        let mut v = message().to_value();
+        if let Value::Map(p) = &mut v {
+            p.push((t("extra"), Value::Null));
+        }
+        assert!(Message::from_value(&v).is_err());
+        let mut v = message().to_value();
+        if let Value::Map(p) = &mut v {
+            p.retain(|(k, _)| *k != t("seq"));
+        }
+        assert!(Message::from_value(&v).is_err());
+        assert!(Record::from_value("line.nope", &Value::Null).is_err());
+    }
+
+    #[test]
+    fn member_keys_parse_from_hex_only_when_valid() {
+        let k = signer(3).key();
+        assert_eq!(MemberKey::parse(&k.to_hex()), Ok(k));
+        assert!(MemberKey::parse("abc").is_err());
+        assert!(MemberKey::parse(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn precedence_orders_flash_first() {
+        let mut p = vec![
+            Precedence::Routine,
+            Precedence::Flash,
+            Precedence::Priority,
+            Precedence::Immediate,
+        ];
+        p.sort();
+        assert_eq!(p, Precedence::ALL);
+    }
+}

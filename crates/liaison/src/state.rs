@@ -1,0 +1,523 @@
+//! The line as a node knows it, rebuilt from its log: peers, members (its
+//! own and the peers'), missions and accreditations (hosted and as guest),
+//! channel notices, messages with their delivery and acknowledgement, and
+//! per peer and lane the outbox (records not yet receipted) and the inbox
+//! high-water mark. [`LineState::apply`] is the only mutation; it takes the
+//! log's `line.*` entries in log order, live and at start alike.
+
+use crate::record::*;
+use std::collections::{BTreeMap, HashMap};
+use uuid::Uuid;
+
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub name: String,
+    pub url: String,
+    pub vkey: String,
+    pub verifier: tlog::Verifier,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemberEntry {
+    pub party: String,
+    pub member: Member,
+    pub removed_at: Option<Millis>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Mission {
+    pub quota: u32,
+    pub closed: Option<(Millis, String)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AccreditationEntry {
+    pub accreditation: Accreditation,
+    pub revoked: Option<(Millis, String)>,
+    /// Ended by a lowered quota.
+    pub ended: Option<(Millis, String)>,
+}
+
+/// Where a message stands from this node's side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Committed here, not yet receipted by the peer.
+    Queued,
+    /// In the receiving node's log at `index` (for an incoming message:
+    /// this node's index).
+    Delivered { index: u64 },
+    /// Kept as evidence by the receiving node but refused.
+    Refused { reason: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct MessageEntry {
+    pub signed: Signed<Message>,
+    /// This node's log index of the message.
+    pub index: u64,
+    pub outgoing: bool,
+    pub delivery: Delivery,
+    pub ack: Option<Signed<Ack>>,
+}
+
+impl MessageEntry {
+    pub fn deadline_ms(&self) -> Millis {
+        self.signed
+            .value
+            .created_ms
+            .saturating_add(self.signed.value.precedence.ack_deadline_ms())
+    }
+    /// Accepted, not acknowledged, past its deadline.
+    pub fn overdue(&self, now: Millis) -> bool {
+        self.ack.is_none()
+            && !matches!(self.delivery, Delivery::Refused { .. })
+            && now > self.deadline_ms()
+    }
+}
+
+/// A record of this node waiting for the peer's receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub index: u64,
+    pub leaf_hash: [u8; 32],
+    pub message: Option<Uuid>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct OutLane {
+    /// The last sequence number assigned.
+    pub last_seq: u64,
+    /// The highest receipted.
+    pub delivered: u64,
+    pub pending: BTreeMap<u64, Pending>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct InLane {
+    pub received: u64,
+    /// Sequence number → this node's log index of its receipt (to answer a
+    /// resent record with the same receipt).
+    pub receipts: BTreeMap<u64, u64>,
+}
+
+#[derive(Clone, Debug)]
+struct Awaiting {
+    origin: String,
+    index: u64,
+    leaf_hash: [u8; 32],
+    entry: LineEntry,
+}
+
+#[derive(Clone, Debug)]
+pub struct LineState {
+    me: String,
+    peers: BTreeMap<String, Peer>,
+    members: HashMap<MemberKey, MemberEntry>,
+    sender_seq: HashMap<MemberKey, u64>,
+    missions: BTreeMap<(String, String), Mission>,
+    accreditations: BTreeMap<Uuid, AccreditationEntry>,
+    channels: BTreeMap<(String, Sphere), Vec<ChannelNotice>>,
+    messages: HashMap<Uuid, MessageEntry>,
+    order: Vec<Uuid>,
+    out: HashMap<(String, Precedence), OutLane>,
+    inbound: HashMap<(String, Precedence), InLane>,
+    awaiting: Option<Awaiting>,
+}
+
+impl LineState {
+    /// An empty line for the node whose log origin is `me`.
+    pub fn new(me: impl Into<String>) -> Self {
+        LineState {
+            me: me.into(),
+            peers: BTreeMap::new(),
+            members: HashMap::new(),
+            sender_seq: HashMap::new(),
+            missions: BTreeMap::new(),
+            accreditations: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            messages: HashMap::new(),
+            order: Vec::new(),
+            out: HashMap::new(),
+            inbound: HashMap::new(),
+            awaiting: None,
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Applies one `line.*` entry of the log: `origin` is the entry's
+    /// origin, `index` its position in this node's log.
+    pub fn apply(&mut self, origin: &str, index: u64, leaf_hash: [u8; 32], entry: LineEntry) {
+        if origin == self.me {
+            if let Some(env) = &entry.envelope {
+                let lane = self.out.entry((env.to.clone(), env.lane)).or_default();
+                lane.last_seq = lane.last_seq.max(env.seq);
+                let message = match &entry.record {
+                    Record::Message(m) => Some(m.value.id),
+                    _ => None,
+                };
+                lane.pending.insert(
+                    env.seq,
+                    Pending {
+                        index,
+                        leaf_hash,
+                        message,
+                    },
+                );
+            }
+            match entry.record {
+                Record::Receipt(r) => self.issued_receipt(index, r),
+                record => self.effect(&self.me.clone(), index, record),
+            }
+            return;
+        }
+        match entry.record {
+            Record::Receipt(r) if r.origin == self.me => {
+                let lane = self.out.entry((origin.to_string(), r.lane)).or_default();
+                lane.delivered = lane.delivered.max(r.seq);
+                if let Some(p) = lane.pending.remove(&r.seq)
+                    && let Some(id) = p.message
+                    && let Some(m) = self.messages.get_mut(&id)
+                {
+                    m.delivery = match r.refused {
+                        None => Delivery::Delivered { index: r.index },
+                        Some(reason) => Delivery::Refused { reason },
+                    };
+                }
+            }
+            _ => {
+                self.awaiting = Some(Awaiting {
+                    origin: origin.to_string(),
+                    index,
+                    leaf_hash,
+                    entry,
+                })
+            }
+        }
+    }
+
+    /// This node's receipt for the peer record just before it.
+    fn issued_receipt(&mut self, index: u64, r: Receipt) {
+        let lane = self.inbound.entry((r.origin.clone(), r.lane)).or_default();
+        lane.received = lane.received.max(r.seq);
+        lane.receipts.insert(r.seq, index);
+        let Some(a) = self.awaiting.take() else {
+            return;
+        };
+        if a.leaf_hash != r.leaf_hash {
+            return;
+        }
+        match (r.refused, a.entry.record) {
+            (None, record) => self.effect(&a.origin, a.index, record),
+            (Some(reason), Record::Message(m)) => {
+                // Kept, visibly refused: the host's operators see attempts.
+                self.insert_message(m, a.index, false, Delivery::Refused { reason });
+            }
+            (Some(_), _) => {}
+        }
+    }
+
+    fn insert_message(&mut self, m: Signed<Message>, index: u64, outgoing: bool, d: Delivery) {
+        let id = m.value.id;
+        if self.messages.contains_key(&id) {
+            return;
+        }
+        if !matches!(d, Delivery::Refused { .. }) {
+            let s = self.sender_seq.entry(m.value.sender).or_default();
+            *s = (*s).max(m.value.seq);
+        }
+        self.order.push(id);
+        self.messages.insert(
+            id,
+            MessageEntry {
+                signed: m,
+                index,
+                outgoing,
+                delivery: d,
+                ack: None,
+            },
+        );
+    }
+
+    /// What an accepted record changes.
+    fn effect(&mut self, origin: &str, index: u64, record: Record) {
+        match record {
+            Record::PeerAdded { name, url, vkey } => {
+                if let Ok(verifier) = tlog::Verifier::parse(&vkey) {
+                    self.peers.insert(
+                        name.clone(),
+                        Peer {
+                            name,
+                            url,
+                            vkey,
+                            verifier,
+                        },
+                    );
+                }
+            }
+            Record::MemberRegistered(m) => {
+                self.members.insert(
+                    m.key,
+                    MemberEntry {
+                        party: origin.to_string(),
+                        member: m,
+                        removed_at: None,
+                    },
+                );
+            }
+            Record::MemberRemoved { key, at_ms } => {
+                if let Some(m) = self.members.get_mut(&key) {
+                    m.removed_at.get_or_insert(at_ms);
+                }
+            }
+            Record::QuotaSet {
+                guest,
+                quota,
+                ending,
+                at_ms,
+            } => {
+                self.missions
+                    .entry((origin.to_string(), guest))
+                    .or_default()
+                    .quota = quota;
+                for id in ending {
+                    if let Some(a) = self.accreditations.get_mut(&id) {
+                        a.ended
+                            .get_or_insert((at_ms, format!("positions quota lowered to {quota}")));
+                    }
+                }
+            }
+            Record::Accredited(a) => {
+                self.missions
+                    .entry((a.host.clone(), a.guest.clone()))
+                    .or_default();
+                self.accreditations
+                    .entry(a.id)
+                    .or_insert(AccreditationEntry {
+                        accreditation: a,
+                        revoked: None,
+                        ended: None,
+                    });
+            }
+            Record::Revoked { id, reason, at_ms } => {
+                if let Some(a) = self.accreditations.get_mut(&id) {
+                    a.revoked.get_or_insert((at_ms, reason));
+                }
+            }
+            Record::MissionClosed {
+                guest,
+                effective_ms,
+                reason,
+            } => {
+                self.missions
+                    .entry((origin.to_string(), guest))
+                    .or_default()
+                    .closed
+                    .get_or_insert((effective_ms, reason));
+            }
+            Record::Channel(n) => {
+                let other = if n.by == self.me {
+                    n.peer.clone()
+                } else {
+                    n.by.clone()
+                };
+                let v = self.channels.entry((other, n.sphere)).or_default();
+                v.push(n);
+            }
+            Record::Message(m) => {
+                let outgoing = origin == self.me;
+                let d = if outgoing {
+                    Delivery::Queued
+                } else {
+                    Delivery::Delivered { index }
+                };
+                self.insert_message(m, index, outgoing, d);
+            }
+            Record::Ack(a) => {
+                if let Some(m) = self.messages.get_mut(&a.value.message) {
+                    m.ack.get_or_insert(a);
+                }
+            }
+            Record::Receipt(_) => {}
+        }
+    }
+
+    // ---- queries ----
+
+    pub fn peer(&self, name: &str) -> Option<&Peer> {
+        self.peers.get(name)
+    }
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+    pub fn member(&self, key: &MemberKey) -> Option<&MemberEntry> {
+        self.members.get(key)
+    }
+    pub fn members(&self) -> impl Iterator<Item = &MemberEntry> {
+        self.members.values()
+    }
+    /// The last message sequence number of `sender` seen here.
+    pub fn sender_seq(&self, sender: &MemberKey) -> u64 {
+        self.sender_seq.get(sender).copied().unwrap_or(0)
+    }
+    pub fn mission(&self, host: &str, guest: &str) -> Option<&Mission> {
+        self.missions.get(&(host.to_string(), guest.to_string()))
+    }
+    pub fn missions(&self) -> impl Iterator<Item = (&(String, String), &Mission)> {
+        self.missions.iter()
+    }
+    pub fn accreditation(&self, id: &Uuid) -> Option<&AccreditationEntry> {
+        self.accreditations.get(id)
+    }
+    pub fn accreditations(&self) -> impl Iterator<Item = &AccreditationEntry> {
+        self.accreditations.values()
+    }
+
+    /// Why `a` does not let its member act at `now`, if it does not.
+    pub fn inactive_reason(&self, a: &AccreditationEntry, now: Millis) -> Option<String> {
+        let acc = &a.accreditation;
+        if let Some(m) = self.mission(&acc.host, &acc.guest)
+            && let Some((at, reason)) = &m.closed
+            && *at <= now
+        {
+            return Some(format!("the mission was closed at {at} ms: {reason}"));
+        }
+        if let Some((at, reason)) = &a.revoked
+            && *at <= now
+        {
+            return Some(format!("revoked at {at} ms: {reason}"));
+        }
+        if let Some((at, reason)) = &a.ended
+            && *at <= now
+        {
+            return Some(format!("ended at {at} ms: {reason}"));
+        }
+        if now < acc.valid_from {
+            return Some(format!("valid only from {} ms", acc.valid_from));
+        }
+        if now >= acc.valid_until {
+            return Some(format!("expired at {} ms", acc.valid_until));
+        }
+        None
+    }
+
+    /// Accreditations of a mission that let their member act at `now`.
+    pub fn active_accreditations(
+        &self,
+        host: &str,
+        guest: &str,
+        now: Millis,
+    ) -> Vec<&AccreditationEntry> {
+        self.accreditations
+            .values()
+            .filter(|a| a.accreditation.host == host && a.accreditation.guest == guest)
+            .filter(|a| self.inactive_reason(a, now).is_none())
+            .collect()
+    }
+
+    /// `Ok` if `member` of `guest` may use `sphere` at `host` at `now`,
+    /// else the reason.
+    pub fn accredited(
+        &self,
+        host: &str,
+        guest: &str,
+        member: &MemberKey,
+        sphere: Sphere,
+        now: Millis,
+    ) -> Result<(), String> {
+        let mut reason = format!("no accreditation at {host}");
+        for a in self.accreditations.values().filter(|a| {
+            a.accreditation.host == host
+                && a.accreditation.guest == guest
+                && a.accreditation.member == *member
+        }) {
+            match self.inactive_reason(a, now) {
+                None if a.accreditation.spheres.contains(&sphere) => return Ok(()),
+                None => reason = format!("the accreditation does not cover the {sphere} channel"),
+                Some(r) => reason = r,
+            }
+        }
+        Err(reason)
+    }
+
+    pub fn channel_notices(&self, peer: &str, sphere: Sphere) -> &[ChannelNotice] {
+        self.channels
+            .get(&(peer.to_string(), sphere))
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The state of the channel with `peer` at `now`, and the notice that
+    /// set it. Mission channels follow the latest notice in effect from
+    /// either party; the direct line is closed only while both parties'
+    /// latest notices in effect are closures.
+    pub fn channel_state(
+        &self,
+        peer: &str,
+        sphere: Sphere,
+        now: Millis,
+    ) -> (ChannelState, Option<&ChannelNotice>) {
+        let notices = self.channel_notices(peer, sphere);
+        let latest_of = |by: Option<&str>| {
+            notices
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.effective_ms <= now && by.is_none_or(|b| n.by == b))
+                .max_by_key(|(i, n)| (n.effective_ms, *i))
+                .map(|(_, n)| n)
+        };
+        if sphere != Sphere::DirectLine {
+            return match latest_of(None) {
+                Some(n) => (n.state, Some(n)),
+                None => (ChannelState::Open, None),
+            };
+        }
+        match (latest_of(Some(&self.me)), latest_of(Some(peer))) {
+            (Some(a), Some(b))
+                if a.state == ChannelState::Closed && b.state == ChannelState::Closed =>
+            {
+                let last = if a.effective_ms >= b.effective_ms {
+                    a
+                } else {
+                    b
+                };
+                (ChannelState::Closed, Some(last))
+            }
+            _ => (ChannelState::Open, None),
+        }
+    }
+
+    pub fn message(&self, id: &Uuid) -> Option<&MessageEntry> {
+        self.messages.get(id)
+    }
+    /// Messages in log order.
+    pub fn messages(&self) -> impl Iterator<Item = &MessageEntry> {
+        self.order.iter().filter_map(|id| self.messages.get(id))
+    }
+
+    pub fn out_lane(&self, peer: &str, lane: Precedence) -> Option<&OutLane> {
+        self.out.get(&(peer.to_string(), lane))
+    }
+    pub fn in_lane(&self, peer: &str, lane: Precedence) -> Option<&InLane> {
+        self.inbound.get(&(peer.to_string(), lane))
+    }
+    /// Up to `limit` records for `peer` on `lane` not yet receipted, in
+    /// sequence order.
+    pub fn pending(&self, peer: &str, lane: Precedence, limit: usize) -> Vec<(u64, Pending)> {
+        self.out_lane(peer, lane)
+            .map(|l| {
+                l.pending
+                    .iter()
+                    .take(limit)
+                    .map(|(s, p)| (*s, *p))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// Records not yet receipted, over all peers and lanes.
+    pub fn pending_total(&self) -> usize {
+        self.out.values().map(|l| l.pending.len()).sum()
+    }
+}
