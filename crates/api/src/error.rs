@@ -10,6 +10,7 @@ use airspace::DomainError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use liaison::LineError;
 use node::NodeError;
 use serde_json::json;
 
@@ -88,6 +89,14 @@ impl IntoResponse for ApiError {
                 r
             }
             ApiError::Node(NodeError::Forbidden(m)) => body(S::FORBIDDEN, "forbidden", m, None),
+            ApiError::Node(NodeError::Line(e)) => {
+                let mut b = line_error_body(&e);
+                let status = b["status"].as_u64().unwrap_or(400) as u16;
+                if let Some(o) = b.as_object_mut() {
+                    o.remove("status");
+                }
+                (S::from_u16(status).unwrap_or(S::BAD_REQUEST), Json(b)).into_response()
+            }
             ApiError::Node(NodeError::Store(e)) => {
                 tracing::error!(error = %e, "storage failure answered with 500");
                 body(
@@ -156,4 +165,34 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+/// The status and machine-readable body of a refusal by the line:
+/// `{status, code, message, field?, expected?}`.
+pub fn line_error_body(e: &LineError) -> serde_json::Value {
+    let (status, code) = match e {
+        LineError::Malformed { .. } | LineError::Invalid { .. } => (400, "invalid_input"),
+        LineError::BadSignature { .. } => (400, "bad_signature"),
+        LineError::UnknownPeer(_) => (404, "unknown_peer"),
+        LineError::NotFound { .. } => (404, "not_found"),
+        LineError::UnknownMember { .. } => (403, "unknown_member"),
+        LineError::NotAccredited { .. } => (403, "not_accredited"),
+        LineError::ChannelNotOpen { .. } => (409, "channel_not_open"),
+        LineError::QuotaExceeded { .. } => (409, "quota_exceeded"),
+        LineError::OutOfSequence { .. } => (409, "out_of_sequence"),
+        LineError::Gap { .. } => (409, "gap"),
+        LineError::Conflict(_) => (409, "conflict"),
+        LineError::RecordRefused(_) => (403, "record_refused"),
+    };
+    let mut b = json!({ "status": status, "code": code, "message": e.to_string() });
+    if let Some(f) = e.field().filter(|f| !f.is_empty()) {
+        b["field"] = json!(f);
+    }
+    match e {
+        LineError::OutOfSequence { expected, .. } | LineError::Gap { expected, .. } => {
+            b["expected"] = json!(expected);
+        }
+        _ => {}
+    }
+    b
 }

@@ -12,8 +12,10 @@ mod error;
 mod evidence;
 mod extract;
 mod limit;
+mod line;
 mod metrics;
 mod own;
+pub mod peer;
 pub mod wire;
 
 pub use auth::{AuthConfig, Authenticator, KeySource};
@@ -67,6 +69,7 @@ pub mod fuzzing {
 }
 pub use error::ApiError;
 pub use limit::RateLimiter;
+pub use line::{AckWire, BodyWire, MessageWire, RecordsBody, RecordsReply};
 pub use metrics::Metrics;
 
 use axum::Router;
@@ -84,6 +87,7 @@ pub struct AppState {
     pub dss: Dss,
     pub log: node::Log,
     pub witness: node::Witness,
+    pub line: Arc<node::line::Line>,
     pub auth: Authenticator,
     pub limiter: RateLimiter,
     pub metrics: Metrics,
@@ -111,6 +115,7 @@ pub fn router(state: Shared) -> Router {
         .merge(dss::routes())
         .merge(own::routes())
         .merge(evidence::routes())
+        .merge(line::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -19,6 +19,7 @@ pub struct RunningNode {
     sweeper: JoinHandle<()>,
     checkpointer: JoinHandle<()>,
     submitters: Vec<JoinHandle<()>>,
+    deliveries: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -26,6 +27,7 @@ impl RunningNode {
         let _ = self.stop.send(());
         self.sweeper.abort();
         self.checkpointer.abort();
+        self.deliveries.abort();
         for s in &self.submitters {
             s.abort();
         }
@@ -85,11 +87,18 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     })
     .map_err(|e| anyhow!(e))?;
     let witness = node::Witness::new(store.clone(), cosigner, witness_logs, Arc::new(SystemClock));
+    let line = Arc::new(node::line::Line::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+    ));
+    let deliveries = api::peer::spawn(line.clone(), log_signer.origin().to_string());
     let log = node::Log::new(store, log_signer);
     let state = Arc::new(AppState {
         dss,
         log,
         witness,
+        line,
         auth,
         limiter: RateLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst),
         metrics: Metrics::default(),
@@ -176,5 +185,6 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         sweeper,
         checkpointer,
         submitters,
+        deliveries,
     })
 }

@@ -19,13 +19,28 @@ use thiserror::Error;
 use uuid::Uuid;
 
 pub use airspace;
+pub use liaison;
 pub use tlog;
 
+pub mod line;
 pub mod log;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A decision to run inside the store's serialised write path.
 pub type WriteFn = Box<dyn FnOnce(&AirspaceState) -> Result<Decision, DomainError> + Send>;
+/// A decision of the line, run in the same serialised write path.
+pub type LineWriteFn = Box<
+    dyn FnOnce(&liaison::LineState) -> Result<liaison::LineDecision, liaison::LineError> + Send,
+>;
+
+/// A committed decision of the line: its outcome and the leaves it appended
+/// to the log from `first_index` on.
+#[derive(Debug, Clone)]
+pub struct LineCommit {
+    pub outcome: liaison::LineOutcome,
+    pub first_index: u64,
+    pub leaves: Vec<Vec<u8>>,
+}
 
 /// The store failed (disk, database): nothing of the write was kept.
 #[derive(Debug, Clone, Error)]
@@ -42,6 +57,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Result<Decision, DomainError>, StoreError>>;
     /// Runs `f` on a consistent view of the committed state.
     fn read(&self, f: &mut dyn FnMut(&AirspaceState)) -> Result<(), StoreError>;
+
+    /// Runs the line's decisions in order, each seeing the ones before it,
+    /// with every other write excluded; each answers once its entries are
+    /// durable. The line's state is rebuilt from the log at open.
+    #[allow(clippy::type_complexity)]
+    fn transact_line(
+        &self,
+        fs: Vec<LineWriteFn>,
+    ) -> BoxFuture<'_, Vec<Result<Result<LineCommit, liaison::LineError>, StoreError>>>;
+    /// Runs `f` on the line's state.
+    fn read_line(&self, f: &mut dyn FnMut(&liaison::LineState)) -> Result<(), StoreError>;
+    /// The committed leaves at `indices` (missing ones are left out).
+    fn log_leaves(&self, indices: Vec<u64>) -> BoxFuture<'_, Result<Vec<Leaf>, StoreError>>;
 
     /// Leaves of the evidence log that are committed (synced). Every
     /// committed event is appended to the log as a signed entry in the same
@@ -92,6 +120,9 @@ pub trait Store: Send + Sync + 'static {
         found_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 }
+
+/// A log leaf: its index and bytes.
+pub type Leaf = (u64, Vec<u8>);
 
 /// A kept pair of one origin's signed checkpoints that cannot both be true:
 /// (origin, checkpoint a, checkpoint b, found at in ms since the epoch).
@@ -149,7 +180,7 @@ impl Ids for RandomIds {
     }
 }
 
-/// F3548 scopes.
+/// F3548 scopes, and Detente's own for the line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     StrategicCoordination,
@@ -157,9 +188,16 @@ pub enum Scope {
     ConstraintProcessing,
     ConformanceMonitoringSa,
     AvailabilityArbitration,
+    /// A duty officer: reads the line, relays member-signed messages and
+    /// acknowledgements.
+    LineMember,
+    /// The party's line administrator: peers, members, the host's
+    /// accreditation decisions, channel notices.
+    LineAdmin,
 }
 
 impl Scope {
+    /// The F3548 scopes.
     pub const ALL: [Scope; 5] = [
         Scope::StrategicCoordination,
         Scope::ConstraintManagement,
@@ -167,6 +205,8 @@ impl Scope {
         Scope::ConformanceMonitoringSa,
         Scope::AvailabilityArbitration,
     ];
+    /// Detente's scopes for the line.
+    pub const LINE: [Scope; 2] = [Scope::LineMember, Scope::LineAdmin];
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::StrategicCoordination => "utm.strategic_coordination",
@@ -174,10 +214,15 @@ impl Scope {
             Scope::ConstraintProcessing => "utm.constraint_processing",
             Scope::ConformanceMonitoringSa => "utm.conformance_monitoring_sa",
             Scope::AvailabilityArbitration => "utm.availability_arbitration",
+            Scope::LineMember => "detente.line",
+            Scope::LineAdmin => "detente.line.admin",
         }
     }
     pub fn parse(s: &str) -> Option<Scope> {
-        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+        Scope::ALL
+            .into_iter()
+            .chain(Scope::LINE)
+            .find(|x| x.as_str() == s)
     }
 }
 
@@ -200,6 +245,8 @@ pub enum NodeError {
     Domain(#[from] DomainError),
     #[error("{0}")]
     Forbidden(String),
+    #[error(transparent)]
+    Line(#[from] liaison::LineError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -13,8 +13,9 @@ use airspace::{
     AirspaceState, Constraint, Decision, DomainError, Event, OperationalIntent, Subscription,
     UssAvailability,
 };
+use liaison::{LineError, LineState};
 use node::log::LogSigner;
-use node::{BoxFuture, Store, StoreError, WriteFn};
+use node::{BoxFuture, LineCommit, LineWriteFn, Store, StoreError, WriteFn};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
@@ -37,14 +38,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 type Reply = Result<Result<Decision, DomainError>, StoreError>;
+type LineReply = Result<Result<LineCommit, LineError>, StoreError>;
 
-struct Job {
-    f: WriteFn,
-    reply: oneshot::Sender<Reply>,
+enum Job {
+    Airspace {
+        f: WriteFn,
+        reply: oneshot::Sender<Reply>,
+    },
+    Line {
+        f: LineWriteFn,
+        reply: oneshot::Sender<LineReply>,
+    },
 }
 
 pub struct SqliteStore {
     state: Arc<RwLock<AirspaceState>>,
+    line: Arc<RwLock<LineState>>,
     log: Arc<LogState>,
     jobs: mpsc::Sender<Job>,
     reads: SqlitePool,
@@ -299,22 +308,35 @@ fn sign_all(signer: &LogSigner, events: &[&airspace::Event]) -> Result<Vec<Vec<u
     })
 }
 
-/// Rebuilds the tree from the committed entries (they must be numbered
-/// 0..n without gaps).
-async fn load_tree(conn: &mut SqliteConnection) -> Result<MemoryTree, StoreError> {
+/// Rebuilds the tree, and the line's state, from the committed entries
+/// (they must be numbered 0..n without gaps).
+async fn load_tree(
+    conn: &mut SqliteConnection,
+    me: &str,
+) -> Result<(MemoryTree, LineState), StoreError> {
     let rows: Vec<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT idx, data FROM log_entries ORDER BY idx")
             .fetch_all(&mut *conn)
             .await
             .map_err(err("loading the log"))?;
     let mut tree = MemoryTree::new();
+    let mut line = LineState::new(me);
     for (idx, data) in rows {
         if idx as u64 != tree.size() {
             return Err(StoreError(format!("the log has a gap before entry {idx}")));
         }
+        // Only the line's entries hold the text "line."; the full parse
+        // below decides.
+        if data.windows(5).any(|w| w == b"line.")
+            && let Some(parsed) = liaison::decide::line_entry(&data)
+        {
+            let (e, l) =
+                parsed.map_err(|e| StoreError(format!("log entry {idx} is unreadable: {e}")))?;
+            line.apply(&e.entry.origin, idx as u64, tlog::leaf_hash(&data), l);
+        }
         tree.append(&data);
     }
-    Ok(tree)
+    Ok((tree, line))
 }
 
 /// Rows to upsert (rowid, id, body) and rowids to delete, of one table.
@@ -414,9 +436,11 @@ async fn persist(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn writer(
     mut conn: SqliteConnection,
     state: Arc<RwLock<AirspaceState>>,
+    line: Arc<RwLock<LineState>>,
     log: Arc<LogState>,
     signer: LogSigner,
     mut ids: RowIds,
@@ -432,23 +456,30 @@ async fn writer(
         }
         let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(batch.len());
         let batch_len = batch.len();
+        let mut line_jobs = Vec::new();
+        let mut air_jobs = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job {
+                Job::Airspace { f, reply } => air_jobs.push((f, reply)),
+                Job::Line { f, reply } => line_jobs.push((f, reply)),
+            }
+        }
         let t_decide = std::time::Instant::now();
         let seq = {
             let mut st = state.write().unwrap_or_else(|e| e.into_inner());
-            for job in batch {
+            for (f, reply) in air_jobs {
                 // A decision that panics refuses that one write, not the node.
-                let r = std::panic::catch_unwind(AssertUnwindSafe(|| (job.f)(&st))).unwrap_or_else(
-                    |_| {
+                let r =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| f(&st))).unwrap_or_else(|_| {
                         Err(DomainError::InvalidInput {
                             field: String::new(),
                             message: "internal error while deciding".into(),
                         })
-                    },
-                );
+                    });
                 if let Ok(d) = &r {
                     st.apply(&d.events);
                 }
-                replies.push((job.reply, Ok(r)));
+                replies.push((reply, Ok(r)));
             }
             st.seq()
         };
@@ -468,7 +499,7 @@ async fn writer(
             })
             .flatten()
             .collect();
-        let (leaves, encoded) = match encoded {
+        let (mut leaves, encoded) = match encoded {
             Ok(()) => match sign_all(&signer, &events) {
                 Ok(l) => (l, Ok(())),
                 Err(e) => (Vec::new(), Err(e)),
@@ -477,6 +508,37 @@ async fn writer(
         };
         let rows = dirty.rows.len();
         let first_leaf = log.committed.load(Ordering::SeqCst);
+        // The line's decisions follow the airspace's in the batch; each sees
+        // the ones before it, and its leaves come after theirs.
+        let mut line_replies: Vec<(oneshot::Sender<LineReply>, LineReply)> = Vec::new();
+        if let Err(e) = &encoded {
+            for (_, reply) in line_jobs {
+                line_replies.push((reply, Err(e.clone())));
+            }
+        } else if !line_jobs.is_empty() {
+            let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
+            let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
+            for (f, reply) in line_jobs {
+                let r =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| f(&ls))).unwrap_or_else(|_| {
+                        Err(LineError::invalid("", "internal error while deciding"))
+                    });
+                let next = first_leaf + leaves.len() as u64;
+                let r = r.and_then(|d| {
+                    liaison::decide::append(&mut ls, &signer.signer, now_ms, next, d.events).map(
+                        |new| LineCommit {
+                            outcome: d.outcome,
+                            first_index: next,
+                            leaves: new,
+                        },
+                    )
+                });
+                if let Ok(c) = &r {
+                    leaves.extend(c.leaves.iter().cloned());
+                }
+                line_replies.push((reply, Ok(r)));
+            }
+        }
         if encoded.is_ok() {
             let mut tree = log.tree.write().unwrap_or_else(|e| e.into_inner());
             for l in &leaves {
@@ -509,6 +571,11 @@ async fn writer(
                     *r = Err(e.clone());
                 }
             }
+            for (_, r) in line_replies.iter_mut() {
+                if matches!(r, Ok(Ok(_))) {
+                    *r = Err(e.clone());
+                }
+            }
             match load(&mut conn).await {
                 Ok((fresh, fresh_ids)) => {
                     *state.write().unwrap_or_else(|p| p.into_inner()) = fresh;
@@ -516,15 +583,19 @@ async fn writer(
                 }
                 Err(le) => tracing::error!(error = %le, "reloading the state failed"),
             }
-            match load_tree(&mut conn).await {
-                Ok(tree) => {
+            match load_tree(&mut conn, &signer.signer.name).await {
+                Ok((tree, fresh_line)) => {
                     log.committed.store(tree.size(), Ordering::SeqCst);
                     *log.tree.write().unwrap_or_else(|p| p.into_inner()) = tree;
+                    *line.write().unwrap_or_else(|p| p.into_inner()) = fresh_line;
                 }
                 Err(le) => tracing::error!(error = %le, "reloading the log failed"),
             }
         }
         for (tx, r) in replies {
+            let _ = tx.send(r);
+        }
+        for (tx, r) in line_replies {
             let _ = tx.send(r);
         }
     }
@@ -550,7 +621,7 @@ impl SqliteStore {
         migrate(&mut conn).await?;
         let started = std::time::Instant::now();
         let (state, ids) = load(&mut conn).await?;
-        let tree = load_tree(&mut conn).await?;
+        let (tree, line) = load_tree(&mut conn, &signer.signer.name).await?;
         let latest: Option<(i64, String)> =
             sqlx::query_as("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
                 .fetch_optional(&mut conn)
@@ -570,10 +641,20 @@ impl SqliteStore {
             .await
             .map_err(err("opening the read pool"))?;
         let state = Arc::new(RwLock::new(state));
+        let line = Arc::new(RwLock::new(line));
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(conn, state.clone(), log.clone(), signer, ids, rx));
+        tokio::spawn(writer(
+            conn,
+            state.clone(),
+            line.clone(),
+            log.clone(),
+            signer,
+            ids,
+            rx,
+        ));
         Ok(SqliteStore {
             state,
+            line,
             log,
             jobs: tx,
             reads,
@@ -591,7 +672,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
             self.jobs
-                .send(Job { f, reply })
+                .send(Job::Airspace { f, reply })
                 .await
                 .map_err(|_| StoreError("the writer has stopped".into()))?;
             rx.await
@@ -603,6 +684,66 @@ impl Store for SqliteStore {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         f(&st);
         Ok(())
+    }
+
+    fn transact_line(&self, fs: Vec<LineWriteFn>) -> BoxFuture<'_, Vec<LineReply>> {
+        Box::pin(async move {
+            // Sent in order on one channel: the writer runs them in order.
+            let mut waiting = Vec::with_capacity(fs.len());
+            for f in fs {
+                let (reply, rx) = oneshot::channel();
+                if self.jobs.send(Job::Line { f, reply }).await.is_err() {
+                    waiting.push(None);
+                } else {
+                    waiting.push(Some(rx));
+                }
+            }
+            let mut out = Vec::with_capacity(waiting.len());
+            for rx in waiting {
+                out.push(match rx {
+                    None => Err(StoreError("the writer has stopped".into())),
+                    Some(rx) => rx.await.unwrap_or_else(|_| {
+                        Err(StoreError("the writer stopped before answering".into()))
+                    }),
+                });
+            }
+            out
+        })
+    }
+
+    fn read_line(&self, f: &mut dyn FnMut(&LineState)) -> Result<(), StoreError> {
+        let st = self.line.read().unwrap_or_else(|e| e.into_inner());
+        f(&st);
+        Ok(())
+    }
+
+    fn log_leaves(&self, indices: Vec<u64>) -> BoxFuture<'_, Result<Vec<node::Leaf>, StoreError>> {
+        Box::pin(async move {
+            let committed = self.log_size();
+            let wanted: Vec<i64> = indices
+                .into_iter()
+                .filter(|i| *i < committed)
+                .map(|i| i as i64)
+                .collect();
+            let mut out = Vec::with_capacity(wanted.len());
+            for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "SELECT idx, data FROM log_entries WHERE idx IN ({}) ORDER BY idx",
+                    vec!["?"; chunk.len()].join(", ")
+                );
+                let mut q = sqlx::query_as::<_, (i64, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
+                for i in chunk {
+                    q = q.bind(i);
+                }
+                let rows = q
+                    .fetch_all(&self.reads)
+                    .await
+                    .map_err(err("reading log entries"))?;
+                out.extend(rows.into_iter().map(|(i, d)| (i as u64, d)));
+            }
+            out.sort_by_key(|(i, _)| *i);
+            Ok(out)
+        })
     }
 
     fn log_size(&self) -> u64 {

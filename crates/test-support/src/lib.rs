@@ -99,17 +99,17 @@ impl TestNode {
     pub fn start_raw(bin: &Path, extra: &[&str]) -> TestNode {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
-        let mut n = Self::spawn(bin, &data, extra);
+        let mut n = Self::spawn(bin, &data, "127.0.0.1:0", extra);
         n._tmp = Some(tmp);
         n
     }
 
-    fn spawn(bin: &Path, data: &Path, extra: &[&str]) -> TestNode {
+    fn spawn(bin: &Path, data: &Path, listen: &str, extra: &[&str]) -> TestNode {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--data")
             .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--jwt-audience", AUDIENCE])
+            .args(["--listen", listen, "--jwt-audience", AUDIENCE])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -145,11 +145,19 @@ impl TestNode {
         let _ = self.child.wait();
     }
 
-    /// Kills the process and starts a new one on the same data folder.
+    /// Kills the process and starts a new one on the same data folder and
+    /// the same address (peers keep reaching it).
     pub fn restart(&mut self) {
         self.kill();
+        self.start_again();
+    }
+
+    /// Starts the process again after [`TestNode::kill`], on the same data
+    /// folder and address.
+    pub fn start_again(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(|s| s.as_str()).collect();
-        let fresh = Self::spawn(&self.bin, &self.data, &extra);
+        let listen = self.base.trim_start_matches("http://").to_string();
+        let fresh = Self::spawn(&self.bin, &self.data, &listen, &extra);
         self.base = fresh.base.clone();
         let mut fresh = fresh;
         std::mem::swap(&mut self.child, &mut fresh.child);

@@ -1,0 +1,760 @@
+//! The line over HTTP: `/line/v1/*` for the party's administrators
+//! (scope `detente.line.admin`) and duty officers (`detente.line`), and
+//! `/peer/v1/records`, where peers deliver their signed records (no bearer
+//! token: a record is taken only if its origin's pinned key signed it).
+//!
+//! Messages and acknowledgements arrive already signed by their member
+//! (the node never holds a member's key); the JSON here is the member's
+//! map field for field, and the node re-derives the canonical bytes that
+//! were signed.
+
+use crate::Shared;
+use crate::error::ApiError;
+use crate::extract::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use liaison::state::Delivery;
+use liaison::{
+    Ack, AckVerdict, ChannelState, Member, MemberKey, Message, Precedence, Signed, Sphere, Verdict,
+};
+use node::Scope;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/line/v1/peers", get(list_peers).post(add_peer))
+        .route("/line/v1/members", get(list_members).post(register_member))
+        .route("/line/v1/members/{key}", delete(remove_member))
+        .route("/line/v1/missions", get(list_missions))
+        .route("/line/v1/missions/{guest}/quota", put(set_quota))
+        .route("/line/v1/missions/{guest}/accreditations", post(accredit))
+        .route("/line/v1/missions/{guest}/close", post(close_mission))
+        .route("/line/v1/accreditations/{id}/revoke", post(revoke))
+        .route("/line/v1/channels", get(list_channels))
+        .route("/line/v1/channels/{peer}/{sphere}", post(channel_notice))
+        .route("/line/v1/messages", get(list_messages).post(send))
+        .route("/line/v1/acks", post(acknowledge))
+        .route("/line/v1/status", get(status))
+        .route("/peer/v1/records", post(records))
+}
+
+const ADMIN: &[Scope] = &[Scope::LineAdmin];
+const MEMBER: &[Scope] = &[Scope::LineMember, Scope::LineAdmin];
+
+fn sphere(s: &str, field: &str) -> Result<Sphere, ApiError> {
+    Sphere::parse(s).ok_or_else(|| ApiError::bad(field, format!("one of {}", Sphere::expected())))
+}
+
+fn spheres(v: &[String], field: &str) -> Result<Vec<Sphere>, ApiError> {
+    v.iter()
+        .enumerate()
+        .map(|(i, s)| sphere(s, &format!("{field}[{i}]")))
+        .collect()
+}
+
+fn member_key(s: &str, field: &str) -> Result<MemberKey, ApiError> {
+    MemberKey::parse(s).map_err(|m| ApiError::bad(field, m))
+}
+
+fn signature(s: &str) -> Result<[u8; 64], ApiError> {
+    liaison::from_hex(s)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::bad("signature", "128 hex digits (an Ed25519 signature)"))
+}
+
+fn uuid(s: &str, field: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::bad(field, "not a UUID"))
+}
+
+// ---- peers and members ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerBody {
+    name: String,
+    url: String,
+    /// The peer's log verifier key (`detente key` on the peer).
+    key: String,
+}
+
+async fn add_peer(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Body(b): Body<PeerBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    st.line
+        .add_peer(
+            b.name.clone(),
+            b.url.trim_end_matches('/').to_string(),
+            b.key,
+        )
+        .await?;
+    tracing::info!(peer = %b.name, url = %b.url, "peer added");
+    Ok(Json(json!({ "name": b.name })))
+}
+
+async fn list_peers(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let peers = st.line.read(|s| {
+        s.peers()
+            .map(|p| json!({ "name": p.name, "url": p.url, "key": p.vkey }))
+            .collect::<Vec<_>>()
+    })?;
+    Ok(Json(json!({ "me": st.log.origin(), "peers": peers })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    key: String,
+    name: String,
+    role: String,
+    spheres: Vec<String>,
+}
+
+async fn register_member(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Body(b): Body<MemberBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let m = Member {
+        key: member_key(&b.key, "key")?,
+        name: b.name,
+        role: b.role,
+        spheres: spheres(&b.spheres, "spheres")?,
+    };
+    let key = m.key;
+    st.line.register_member(m).await?;
+    Ok(Json(json!({ "key": key.to_hex() })))
+}
+
+async fn remove_member(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    st.line.remove_member(member_key(&key, "key")?).await?;
+    Ok(Json(json!({ "key": key })))
+}
+
+async fn list_members(
+    State(st): State<Shared>,
+    h: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let mut v = st.line.read(|s| {
+        s.members()
+            .map(|m| {
+                json!({
+                    "party": m.party, "key": m.member.key.to_hex(), "name": m.member.name,
+                    "role": m.member.role,
+                    "spheres": m.member.spheres.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+                    "removed_ms": m.removed_at, "last_seq": s.sender_seq(&m.member.key),
+                })
+            })
+            .collect::<Vec<_>>()
+    })?;
+    v.sort_by(|a, b| {
+        (a["party"].as_str(), a["name"].as_str()).cmp(&(b["party"].as_str(), b["name"].as_str()))
+    });
+    Ok(Json(json!({ "members": v })))
+}
+
+// ---- missions ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaBody {
+    quota: u32,
+    #[serde(default)]
+    ending: Vec<String>,
+}
+
+async fn set_quota(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(guest): Path<String>,
+    Body(b): Body<QuotaBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let ending = b
+        .ending
+        .iter()
+        .enumerate()
+        .map(|(i, s)| uuid(s, &format!("ending[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    st.line.set_quota(guest.clone(), b.quota, ending).await?;
+    tracing::info!(%guest, quota = b.quota, "mission quota set");
+    Ok(Json(json!({ "guest": guest, "quota": b.quota })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccreditBody {
+    member: String,
+    name: String,
+    role: String,
+    spheres: Vec<String>,
+    valid_from_ms: Option<u64>,
+    valid_until_ms: u64,
+}
+
+async fn accredit(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(guest): Path<String>,
+    Body(b): Body<AccreditBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let a = liaison::decide::Accredit {
+        id: Uuid::nil(),
+        guest: guest.clone(),
+        member: member_key(&b.member, "member")?,
+        name: b.name,
+        role: b.role,
+        spheres: spheres(&b.spheres, "spheres")?,
+        valid_from: b.valid_from_ms.unwrap_or_else(|| st.line.now_ms()),
+        valid_until: b.valid_until_ms,
+    };
+    let id = st.line.accredit(a).await?;
+    tracing::info!(%guest, accreditation = %id, member = %b.member, "member accredited");
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(json!({ "id": id.to_string() })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: String,
+    effective_ms: Option<u64>,
+}
+
+async fn revoke(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    if b.effective_ms.is_some() {
+        return Err(ApiError::bad(
+            "effective_ms",
+            "a revocation takes effect at once",
+        ));
+    }
+    let id = uuid(&id, "id")?;
+    st.line.revoke(id, b.reason.clone()).await?;
+    tracing::warn!(accreditation = %id, reason = %b.reason, "accreditation revoked");
+    Ok(Json(json!({ "id": id.to_string(), "revoked": true })))
+}
+
+async fn close_mission(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(guest): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    st.line
+        .close_mission(guest.clone(), b.effective_ms, b.reason.clone())
+        .await?;
+    tracing::warn!(%guest, reason = %b.reason, "mission closed");
+    Ok(Json(json!({ "guest": guest, "closed": true })))
+}
+
+async fn list_missions(
+    State(st): State<Shared>,
+    h: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let now = st.line.now_ms();
+    let v = st.line.read(|s| {
+        s.missions()
+            .map(|((host, guest), m)| {
+                let accs: Vec<Value> = s
+                    .accreditations()
+                    .filter(|a| a.accreditation.host == *host && a.accreditation.guest == *guest)
+                    .map(|a| {
+                        let x = &a.accreditation;
+                        json!({
+                            "id": x.id.to_string(), "member": x.member.to_hex(), "name": x.name,
+                            "role": x.role, "spheres": x.spheres.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                            "valid_from_ms": x.valid_from, "valid_until_ms": x.valid_until,
+                            "revoked": a.revoked.as_ref().map(|(at, r)| json!({ "at_ms": at, "reason": r })),
+                            "ended": a.ended.as_ref().map(|(at, r)| json!({ "at_ms": at, "reason": r })),
+                            "active": s.inactive_reason(a, now).is_none(),
+                            "inactive_reason": s.inactive_reason(a, now),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "host": host, "guest": guest, "quota": m.quota,
+                    "active": s.active_accreditations(host, guest, now).len(),
+                    "closed": m.closed.as_ref().map(|(at, r)| json!({ "effective_ms": at, "reason": r })),
+                    "accreditations": accs,
+                })
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(Json(json!({ "missions": v })))
+}
+
+// ---- channels ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelBody {
+    state: String,
+    effective_ms: Option<u64>,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn channel_notice(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path((peer, sph)): Path<(String, String)>,
+    Body(b): Body<ChannelBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let sphere = sphere(&sph, "sphere")?;
+    let state = ChannelState::parse(&b.state)
+        .ok_or_else(|| ApiError::bad("state", format!("one of {}", ChannelState::expected())))?;
+    st.line
+        .channel_notice(peer.clone(), sphere, state, b.effective_ms, b.reason)
+        .await?;
+    tracing::info!(%peer, %sphere, %state, "channel notice given");
+    let now = st.line.now_ms();
+    let now_state = st.line.read(|s| s.channel_state(&peer, sphere, now).0)?;
+    Ok(Json(
+        json!({ "peer": peer, "sphere": sphere.as_str(), "state": now_state.as_str() }),
+    ))
+}
+
+async fn list_channels(
+    State(st): State<Shared>,
+    h: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let now = st.line.now_ms();
+    let v = st.line.read(|s| {
+        let mut out = Vec::new();
+        for p in s.peers() {
+            for sphere in Sphere::ALL {
+                let (state, by) = s.channel_state(&p.name, *sphere, now);
+                let notices: Vec<Value> = s
+                    .channel_notices(&p.name, *sphere)
+                    .iter()
+                    .map(|n| json!({ "by": n.by, "state": n.state.as_str(), "effective_ms": n.effective_ms, "reason": n.reason }))
+                    .collect();
+                out.push(json!({
+                    "peer": p.name, "sphere": sphere.as_str(), "state": state.as_str(),
+                    "since": by.map(|n| json!({ "by": n.by, "effective_ms": n.effective_ms, "reason": n.reason })),
+                    "notices": notices,
+                }));
+            }
+        }
+        out
+    })?;
+    Ok(Json(json!({ "channels": v })))
+}
+
+// ---- messages and acknowledgements ----
+
+/// A message as its member signed it, field for field.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct MessageWire {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub sphere: String,
+    pub precedence: String,
+    pub sender: String,
+    pub seq: u64,
+    pub created_ms: u64,
+    pub body: BodyWire,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BodyWire {
+    Text {
+        text: String,
+    },
+    OperationNotification {
+        intent: String,
+        #[serde(default)]
+        text: String,
+    },
+    DeconflictionRequest {
+        intents: Vec<String>,
+        proposal: String,
+    },
+    Reply {
+        in_reply_to: String,
+        verdict: String,
+        #[serde(default)]
+        text: String,
+    },
+}
+
+impl MessageWire {
+    pub fn from_domain(m: &Message) -> Self {
+        MessageWire {
+            id: m.id.to_string(),
+            from: m.from.clone(),
+            to: m.to.clone(),
+            sphere: m.sphere.as_str().into(),
+            precedence: m.precedence.as_str().into(),
+            sender: m.sender.to_hex(),
+            seq: m.seq,
+            created_ms: m.created_ms,
+            body: match &m.body {
+                liaison::Body::Text { text } => BodyWire::Text { text: text.clone() },
+                liaison::Body::OperationNotification { intent, text } => {
+                    BodyWire::OperationNotification {
+                        intent: intent.to_string(),
+                        text: text.clone(),
+                    }
+                }
+                liaison::Body::DeconflictionRequest { intents, proposal } => {
+                    BodyWire::DeconflictionRequest {
+                        intents: intents.iter().map(|u| u.to_string()).collect(),
+                        proposal: proposal.clone(),
+                    }
+                }
+                liaison::Body::Reply {
+                    in_reply_to,
+                    verdict,
+                    text,
+                } => BodyWire::Reply {
+                    in_reply_to: in_reply_to.to_string(),
+                    verdict: verdict.as_str().into(),
+                    text: text.clone(),
+                },
+            },
+        }
+    }
+
+    pub fn to_domain(&self) -> Result<Message, ApiError> {
+        let f = |x: &str| format!("message.{x}");
+        let body = match &self.body {
+            BodyWire::Text { text } => liaison::Body::Text { text: text.clone() },
+            BodyWire::OperationNotification { intent, text } => {
+                liaison::Body::OperationNotification {
+                    intent: uuid(intent, &f("body.intent"))?,
+                    text: text.clone(),
+                }
+            }
+            BodyWire::DeconflictionRequest { intents, proposal } => {
+                let ids = intents
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| uuid(s, &f(&format!("body.intents[{i}]"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                liaison::Body::DeconflictionRequest {
+                    intents: ids.try_into().map_err(|_| {
+                        ApiError::bad(f("body.intents"), "exactly two operational intents")
+                    })?,
+                    proposal: proposal.clone(),
+                }
+            }
+            BodyWire::Reply {
+                in_reply_to,
+                verdict,
+                text,
+            } => liaison::Body::Reply {
+                in_reply_to: uuid(in_reply_to, &f("body.in_reply_to"))?,
+                verdict: Verdict::parse(verdict).ok_or_else(|| {
+                    ApiError::bad(f("body.verdict"), format!("one of {}", Verdict::expected()))
+                })?,
+                text: text.clone(),
+            },
+        };
+        Ok(Message {
+            id: uuid(&self.id, &f("id"))?,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            sphere: sphere(&self.sphere, &f("sphere"))?,
+            precedence: Precedence::parse(&self.precedence).ok_or_else(|| {
+                ApiError::bad(
+                    f("precedence"),
+                    format!("one of {}", Precedence::expected()),
+                )
+            })?,
+            sender: member_key(&self.sender, &f("sender"))?,
+            seq: self.seq,
+            created_ms: self.created_ms,
+            body,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    message: MessageWire,
+    /// The sender member's Ed25519 signature over
+    /// `"detente-message/v1\n"` ‖ the message's deterministic CBOR, hex.
+    signature: String,
+}
+
+async fn send(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Body(b): Body<SendBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let m = Signed {
+        value: b.message.to_domain()?,
+        signature: signature(&b.signature)?,
+    };
+    let id = m.value.id;
+    let outcome = st.line.send(m).await?;
+    let view = st
+        .line
+        .read(|s| s.message(&id).map(|e| message_view(s, e, st.line.now_ms())))?;
+    let status = if outcome == liaison::LineOutcome::Committed {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok((status, Json(view.unwrap_or(Value::Null))))
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct AckWire {
+    pub message: String,
+    pub from: String,
+    pub to: String,
+    pub by: String,
+    pub verdict: String,
+    #[serde(default)]
+    pub text: String,
+    pub at_ms: u64,
+}
+
+impl AckWire {
+    pub fn from_domain(a: &Ack) -> Self {
+        AckWire {
+            message: a.message.to_string(),
+            from: a.from.clone(),
+            to: a.to.clone(),
+            by: a.by.to_hex(),
+            verdict: a.verdict.as_str().into(),
+            text: a.text.clone(),
+            at_ms: a.at_ms,
+        }
+    }
+    pub fn to_domain(&self) -> Result<Ack, ApiError> {
+        Ok(Ack {
+            message: uuid(&self.message, "ack.message")?,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            by: member_key(&self.by, "ack.by")?,
+            verdict: AckVerdict::parse(&self.verdict).ok_or_else(|| {
+                ApiError::bad("ack.verdict", format!("one of {}", AckVerdict::expected()))
+            })?,
+            text: self.text.clone(),
+            at_ms: self.at_ms,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    ack: AckWire,
+    signature: String,
+}
+
+async fn acknowledge(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Body(b): Body<AckBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let a = Signed {
+        value: b.ack.to_domain()?,
+        signature: signature(&b.signature)?,
+    };
+    let id = a.value.message;
+    st.line.acknowledge(a).await?;
+    let view = st
+        .line
+        .read(|s| s.message(&id).map(|e| message_view(s, e, st.line.now_ms())))?;
+    Ok(Json(view.unwrap_or(Value::Null)))
+}
+
+fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u64) -> Value {
+    let m = &e.signed.value;
+    let sender = s.member(&m.sender).map(|x| x.member.name.clone());
+    let delivery = match &e.delivery {
+        Delivery::Queued => json!({ "state": "queued" }),
+        Delivery::Delivered { index } => json!({ "state": "delivered", "index": index }),
+        Delivery::Refused { reason } => json!({ "state": "refused", "reason": reason }),
+    };
+    let ack = e.ack.as_ref().map(|a| {
+        json!({
+            "by": a.value.by.to_hex(),
+            "by_name": s.member(&a.value.by).map(|x| x.member.name.clone()),
+            "verdict": a.value.verdict.as_str(), "text": a.value.text, "at_ms": a.value.at_ms,
+        })
+    });
+    json!({
+        "direction": if e.outgoing { "out" } else { "in" },
+        "message": MessageWire::from_domain(m),
+        "sender_name": sender,
+        "signature": e.signed.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "index": e.index,
+        "delivery": delivery,
+        "ack": ack,
+        "deadline_ms": e.deadline_ms(),
+        "overdue": e.overdue(now),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    peer: Option<String>,
+    direction: Option<String>,
+    /// Only messages after this log index (for polling).
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn list_messages(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Query(q): Query<MessagesQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let out = match q.direction.as_deref() {
+        None => None,
+        Some("in") => Some(false),
+        Some("out") => Some(true),
+        Some(_) => return Err(ApiError::bad("direction", "in or out")),
+    };
+    let now = st.line.now_ms();
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let v = st.line.read(|s| {
+        let mut v: Vec<Value> = s
+            .messages()
+            .filter(|e| out.is_none_or(|o| e.outgoing == o))
+            .filter(|e| {
+                q.peer.as_ref().is_none_or(|p| {
+                    let m = &e.signed.value;
+                    (if e.outgoing { &m.to } else { &m.from }) == p
+                })
+            })
+            .filter(|e| q.after.is_none_or(|a| e.index > a))
+            .map(|e| message_view(s, e, now))
+            .collect();
+        // Newest last; the most urgent first among those waiting.
+        if v.len() > limit {
+            v.drain(..v.len() - limit);
+        }
+        v
+    })?;
+    let overdue = v.iter().filter(|m| m["overdue"] == json!(true)).count();
+    Ok(Json(
+        json!({ "now_ms": now, "overdue": overdue, "messages": v }),
+    ))
+}
+
+async fn status(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let v = st.line.read(|s| {
+        s.peers()
+            .map(|p| {
+                let lanes: Vec<Value> = Precedence::ALL
+                    .iter()
+                    .map(|l| {
+                        let o = s.out_lane(&p.name, *l);
+                        let i = s.in_lane(&p.name, *l);
+                        json!({
+                            "lane": l.as_str(),
+                            "sent": o.map(|o| o.last_seq).unwrap_or(0),
+                            "receipted": o.map(|o| o.delivered).unwrap_or(0),
+                            "pending": o.map(|o| o.pending.len()).unwrap_or(0),
+                            "received": i.map(|i| i.received).unwrap_or(0),
+                        })
+                    })
+                    .collect();
+                json!({ "peer": p.name, "lanes": lanes })
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(Json(json!({ "me": st.log.origin(), "peers": v })))
+}
+
+// ---- node to node ----
+
+/// A batch of records from a peer, in sequence order per lane.
+#[derive(Deserialize, Serialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsBody {
+    pub from: String,
+    /// Each record's signed entry bytes, base64.
+    pub records: Vec<String>,
+}
+
+/// The receipts, base64 entry bytes, one per record taken, in order.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct RecordsReply {
+    pub receipts: Vec<String>,
+    /// Why the records after the last receipt were not taken.
+    pub stopped: Option<Value>,
+}
+
+async fn records(
+    State(st): State<Shared>,
+    Body(b): Body<RecordsBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let records = b
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            B64.decode(r)
+                .map_err(|_| ApiError::bad(format!("records[{i}]"), "not base64"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = records.len();
+    let got = st.line.receive(&b.from, records).await?;
+    let stopped = got.stopped.map(|e| {
+        tracing::warn!(peer = %b.from, error = %e, taken = got.receipts.len(), of = n, "refused a peer's record");
+        crate::error::line_error_body(&e)
+    });
+    if got.receipts.is_empty()
+        && let Some(s) = stopped
+    {
+        let status = s["status"].as_u64().unwrap_or(409) as u16;
+        return Ok((
+            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::CONFLICT),
+            Json(json!({ "receipts": [], "stopped": s })),
+        ));
+    }
+    Ok((
+        axum::http::StatusCode::OK,
+        Json(json!({
+            "receipts": got.receipts.iter().map(|r| B64.encode(r)).collect::<Vec<_>>(),
+            "stopped": stopped,
+        })),
+    ))
+}

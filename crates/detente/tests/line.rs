@@ -1,0 +1,566 @@
+//! The line between two real nodes over HTTP: peering with pinned keys,
+//! accreditation, member-signed messages delivered with signed receipts,
+//! acknowledgements, refusal after revocation, and resending after the
+//! receiver was down.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use liaison::{Ack, AckVerdict, Body, MemberSigner, Message, Precedence, Sphere};
+use reqwest::Client;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+use test_support::*;
+use uuid::Uuid;
+
+const A: &str = "alliance.test";
+const F: &str = "federation.test";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_detente"))
+}
+
+fn admin() -> String {
+    token("line-admin", "detente.line.admin")
+}
+
+fn officer() -> String {
+    token("duty-officer", "detente.line")
+}
+
+async fn call(method: &str, url: String, tok: &str, body: Option<Value>) -> (u16, Value) {
+    let c = Client::new();
+    let mut r = match method {
+        "GET" => c.get(url),
+        "PUT" => c.put(url),
+        "DELETE" => c.delete(url),
+        _ => c.post(url),
+    }
+    .bearer_auth(tok);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn ok(method: &str, url: String, tok: &str, body: Option<Value>) -> Value {
+    let (s, v) = call(method, url.clone(), tok, body).await;
+    assert!((200..300).contains(&s), "{method} {url}: {s} {v}");
+    v
+}
+
+async fn log_key(n: &TestNode) -> String {
+    Client::new()
+        .get(n.url("/log/key"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+struct Pair {
+    a: TestNode,
+    f: TestNode,
+    /// Alliance's duty officer.
+    a1: MemberSigner,
+    /// Federation's liaison officer, accredited by Alliance for military.
+    f1: MemberSigner,
+    accreditation: String,
+}
+
+async fn register(n: &TestNode, s: &MemberSigner, name: &str) {
+    ok(
+        "POST",
+        n.url("/line/v1/members"),
+        &admin(),
+        Some(json!({ "key": s.key().to_hex(), "name": name, "role": "duty officer", "spheres": ["military", "direct-line"] })),
+    )
+    .await;
+}
+
+async fn peered() -> Pair {
+    let a = TestNode::start_with(bin(), &["--name", A]);
+    let f = TestNode::start_with(bin(), &["--name", F]);
+    let a1 = MemberSigner::from_seed(&[11; 32]);
+    let f1 = MemberSigner::from_seed(&[22; 32]);
+    register(&a, &a1, "Cdr. Alliance").await;
+    register(&f, &f1, "Maj. Federation").await;
+    let (ka, kf) = (log_key(&a).await, log_key(&f).await);
+    ok(
+        "POST",
+        a.url("/line/v1/peers"),
+        &admin(),
+        Some(json!({ "name": F, "url": f.base, "key": kf })),
+    )
+    .await;
+    ok(
+        "POST",
+        f.url("/line/v1/peers"),
+        &admin(),
+        Some(json!({ "name": A, "url": a.base, "key": ka })),
+    )
+    .await;
+    ok(
+        "PUT",
+        a.url(&format!("/line/v1/missions/{F}/quota")),
+        &admin(),
+        Some(json!({ "quota": 2 })),
+    )
+    .await;
+    let acc = ok(
+        "POST",
+        a.url(&format!("/line/v1/missions/{F}/accreditations")),
+        &admin(),
+        Some(json!({ "member": f1.key().to_hex(), "name": "Maj. Federation", "role": "liaison officer", "spheres": ["military"], "valid_until_ms": 4_000_000_000_000u64 })),
+    )
+    .await;
+    let accreditation = acc["id"].as_str().unwrap().to_string();
+    // Federation learns of its accreditation.
+    let fu = f.url("/line/v1/missions");
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let fu = fu.clone();
+            async move {
+                let v = ok("GET", fu, &officer(), None).await;
+                v["missions"][0]["accreditations"][0]["active"] == json!(true)
+            }
+        })
+        .await,
+        "the accreditation never reached Federation"
+    );
+    Pair {
+        a,
+        f,
+        a1,
+        f1,
+        accreditation,
+    }
+}
+
+async fn eventually_async<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[allow(clippy::disallowed_methods)] // the member's own clock, as a client would read it
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn message(
+    from: &str,
+    to: &str,
+    s: &MemberSigner,
+    seq: u64,
+    sphere: Sphere,
+    p: Precedence,
+    text: &str,
+) -> Value {
+    #[allow(clippy::disallowed_methods)]
+    let id = Uuid::new_v4();
+    let signed = s.sign_message(Message {
+        id,
+        from: from.into(),
+        to: to.into(),
+        sphere,
+        precedence: p,
+        sender: s.key(),
+        seq,
+        created_ms: now_ms(),
+        body: Body::Text { text: text.into() },
+    });
+    json!({
+        "message": api::MessageWire::from_domain(&signed.value),
+        "signature": signed.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    })
+}
+
+fn ack(from: &str, to: &str, s: &MemberSigner, id: &str) -> Value {
+    let signed = s.sign_ack(Ack {
+        message: Uuid::parse_str(id).unwrap(),
+        from: from.into(),
+        to: to.into(),
+        by: s.key(),
+        verdict: AckVerdict::Accept,
+        text: "wilco".into(),
+        at_ms: now_ms(),
+    });
+    json!({
+        "ack": api::AckWire::from_domain(&signed.value),
+        "signature": signed.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    })
+}
+
+async fn messages(n: &TestNode, direction: &str) -> Vec<Value> {
+    ok(
+        "GET",
+        n.url(&format!("/line/v1/messages?direction={direction}")),
+        &officer(),
+        None,
+    )
+    .await["messages"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn leaf(n: &TestNode, index: u64) -> String {
+    let v = ok(
+        "GET",
+        n.url(&format!("/log/entries?start={index}&end={}", index + 1)),
+        &officer(),
+        None,
+    )
+    .await;
+    v["entries"][0].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_flash_message_is_delivered_receipted_and_acknowledged_between_two_nodes() {
+    let p = peered().await;
+    let m = message(
+        F,
+        A,
+        &p.f1,
+        1,
+        Sphere::Military,
+        Precedence::Flash,
+        "request deconfliction of sector 4",
+    );
+    let id = m["message"]["id"].as_str().unwrap().to_string();
+    let sent = ok(
+        "POST",
+        p.f.url("/line/v1/messages"),
+        &officer(),
+        Some(m.clone()),
+    )
+    .await;
+    assert_eq!(sent["message"]["precedence"], "FLASH");
+    // Idempotent: the same signed message again changes nothing.
+    let (s, _) = call("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
+    assert_eq!(s, 200);
+
+    let fu = p.f.clone_base();
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let fu = fu.clone();
+            async move {
+                let v = ok(
+                    "GET",
+                    format!("{fu}/line/v1/messages?direction=out"),
+                    &officer(),
+                    None,
+                )
+                .await;
+                v["messages"][0]["delivery"]["state"] == "delivered"
+            }
+        })
+        .await,
+        "never receipted"
+    );
+    let inbox = messages(&p.a, "in").await;
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0]["message"]["id"], id.as_str());
+    assert_eq!(inbox[0]["sender_name"], "Maj. Federation");
+    assert_eq!(inbox[0]["ack"], Value::Null);
+    let deadline = inbox[0]["deadline_ms"].as_u64().unwrap()
+        - inbox[0]["message"]["created_ms"].as_u64().unwrap();
+    assert_eq!(deadline, 10 * 60_000, "FLASH: 10 minutes to acknowledge");
+    // Both logs hold the same bytes for the message: the receipt's index is
+    // where Alliance's log holds it.
+    let outbox = messages(&p.f, "out").await;
+    let a_index = outbox[0]["delivery"]["index"].as_u64().unwrap();
+    assert_eq!(a_index, inbox[0]["index"].as_u64().unwrap());
+    assert_eq!(
+        leaf(&p.a, a_index).await,
+        leaf(&p.f, outbox[0]["index"].as_u64().unwrap()).await
+    );
+
+    ok(
+        "POST",
+        p.a.url("/line/v1/acks"),
+        &officer(),
+        Some(ack(A, F, &p.a1, &id)),
+    )
+    .await;
+    let fu = p.f.clone_base();
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let fu = fu.clone();
+            async move {
+                let v = ok(
+                    "GET",
+                    format!("{fu}/line/v1/messages?direction=out"),
+                    &officer(),
+                    None,
+                )
+                .await;
+                v["messages"][0]["ack"]["verdict"] == "accept"
+            }
+        })
+        .await,
+        "the acknowledgement never came back"
+    );
+    // An unauthenticated caller sees nothing of the line.
+    let (s, _) = call("GET", p.a.url("/line/v1/messages"), "garbage", None).await;
+    assert_eq!(s, 401);
+    // A duty officer cannot act as the host.
+    let (s, _) = call(
+        "POST",
+        p.a.url(&format!(
+            "/line/v1/accreditations/{}/revoke",
+            p.accreditation
+        )),
+        &officer(),
+        Some(json!({ "reason": "x" })),
+    )
+    .await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn a_revoked_member_is_refused_and_what_they_sent_before_stays() {
+    let p = peered().await;
+    let first = message(
+        F,
+        A,
+        &p.f1,
+        1,
+        Sphere::Military,
+        Precedence::Routine,
+        "before",
+    );
+    ok(
+        "POST",
+        p.f.url("/line/v1/messages"),
+        &officer(),
+        Some(first),
+    )
+    .await;
+    let au = p.a.clone_base();
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let au = au.clone();
+            async move {
+                let v = ok(
+                    "GET",
+                    format!("{au}/line/v1/messages?direction=in"),
+                    &officer(),
+                    None,
+                )
+                .await;
+                v["messages"].as_array().unwrap().len() == 1
+            }
+        })
+        .await
+    );
+    ok(
+        "POST",
+        p.a.url(&format!(
+            "/line/v1/accreditations/{}/revoke",
+            p.accreditation
+        )),
+        &admin(),
+        Some(json!({ "reason": "persona non grata" })),
+    )
+    .await;
+    // Once Federation knows, its own node refuses at once, with the reason.
+    let second = message(
+        F,
+        A,
+        &p.f1,
+        2,
+        Sphere::Military,
+        Precedence::Routine,
+        "after",
+    );
+    let mut last = (0, Value::Null);
+    let mut refused = false;
+    for _ in 0..200 {
+        last = call(
+            "POST",
+            p.f.url("/line/v1/messages"),
+            &officer(),
+            Some(second.clone()),
+        )
+        .await;
+        if last.0 == 403 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "still accepted: {last:?}");
+    assert_eq!(last.1["code"], "not_accredited");
+    assert!(
+        last.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("persona non grata"),
+        "{}",
+        last.1
+    );
+    // The message from before is still there, accepted, on both sides.
+    let inbox = messages(&p.a, "in").await;
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0]["delivery"]["state"], "delivered");
+    // The direct line stays open to a registered member.
+    let dl = message(
+        F,
+        A,
+        &p.f1,
+        2,
+        Sphere::DirectLine,
+        Precedence::Flash,
+        "direct line check",
+    );
+    ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(dl)).await;
+}
+
+#[tokio::test]
+async fn records_queued_while_the_receiver_is_down_arrive_in_order_exactly_once() {
+    let mut p = peered().await;
+    p.a.kill();
+    for seq in 1..=40u64 {
+        let prec = if seq % 10 == 0 {
+            Precedence::Flash
+        } else {
+            Precedence::Routine
+        };
+        let m = message(
+            F,
+            A,
+            &p.f1,
+            seq,
+            Sphere::Military,
+            prec,
+            &format!("message {seq}"),
+        );
+        let (s, v) = call("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    p.a.start_again();
+    let au = p.a.clone_base();
+    assert!(
+        eventually_async(Duration::from_secs(30), || {
+            let au = au.clone();
+            async move {
+                let v = ok(
+                    "GET",
+                    format!("{au}/line/v1/messages?direction=in"),
+                    &officer(),
+                    None,
+                )
+                .await;
+                v["messages"].as_array().unwrap().len() >= 40
+            }
+        })
+        .await,
+        "not everything arrived after the restart"
+    );
+    let inbox = messages(&p.a, "in").await;
+    assert_eq!(inbox.len(), 40, "no duplicate");
+    // Per sender and precedence lane, in sequence order.
+    for lane in ["FLASH", "ROUTINE"] {
+        let seqs: Vec<u64> = inbox
+            .iter()
+            .filter(|m| m["message"]["precedence"] == lane)
+            .map(|m| m["message"]["seq"].as_u64().unwrap())
+            .collect();
+        let mut sorted = seqs.clone();
+        sorted.sort();
+        assert_eq!(seqs, sorted, "lane {lane} out of order");
+    }
+    assert!(inbox.iter().all(|m| m["delivery"]["state"] == "delivered"));
+    // The sender sees every one receipted, and the lanes' counters agree.
+    let fu = p.f.clone_base();
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let fu = fu.clone();
+            async move {
+                let v = ok("GET", format!("{fu}/line/v1/status"), &officer(), None).await;
+                v["peers"][0]["lanes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|l| l["pending"] == 0)
+            }
+        })
+        .await
+    );
+    let st = ok("GET", p.a.url("/line/v1/status"), &officer(), None).await;
+    let received: u64 = st["peers"][0]["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["received"].as_u64().unwrap())
+        .sum();
+    // 40 messages plus the member registration and the two accreditation records' lanes.
+    assert!(received >= 40, "{st}");
+}
+
+#[tokio::test]
+async fn a_peer_record_with_another_key_is_refused_with_a_reason() {
+    let p = peered().await;
+    // A third node calling itself Federation, with its own key.
+    let impostor = TestNode::start_with(bin(), &["--name", F]);
+    let i1 = MemberSigner::from_seed(&[33; 32]);
+    register(&impostor, &i1, "Impostor").await;
+    ok(
+        "POST",
+        impostor.url("/line/v1/peers"),
+        &admin(),
+        Some(json!({ "name": A, "url": p.a.base, "key": log_key(&p.a).await })),
+    )
+    .await;
+    // Its records never get a receipt from Alliance.
+    let st = impostor.url("/line/v1/status");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let v = ok("GET", st, &officer(), None).await;
+    let flash = &v["peers"][0]["lanes"][0];
+    assert_eq!(flash["lane"], "FLASH");
+    assert!(flash["pending"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(flash["receipted"], 0);
+    // Posting one directly gets a machine-readable refusal.
+    let (s, body) = call(
+        "POST",
+        p.a.url("/peer/v1/records"),
+        "",
+        Some(json!({ "from": F, "records": ["AAAA"] })),
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["stopped"]["code"], "invalid_input");
+}
+
+trait Base {
+    fn clone_base(&self) -> String;
+}
+impl Base for TestNode {
+    fn clone_base(&self) -> String {
+        self.base.clone()
+    }
+}

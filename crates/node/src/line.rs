@@ -1,0 +1,289 @@
+//! The line's use cases: what the party's administrators, its duty
+//! officers and its peers may ask of the line, turned into `liaison`
+//! decisions and committed through [`Store::transact_line`].
+
+use crate::{Clock, Ids, NodeError, Store, StoreError};
+use liaison::decide::{self, Accredit};
+use liaison::{
+    Ack, ChannelState, LineDecision, LineError, LineOutcome, LineState, Member, MemberKey, Message,
+    Millis, Precedence, Signed, Sphere,
+};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Most records accepted in one request from a peer.
+pub const MAX_RECORDS_PER_REQUEST: usize = 512;
+
+/// What receiving a batch of a peer's records came to: one signed receipt
+/// (the receipt entry's bytes) per record taken, in order; `stopped` says
+/// why the rest was not.
+#[derive(Debug)]
+pub struct Received {
+    pub receipts: Vec<Vec<u8>>,
+    pub stopped: Option<LineError>,
+}
+
+pub struct Line {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+    /// Woken when a record is queued for a peer.
+    queued: tokio::sync::Notify,
+}
+
+impl Line {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> Self {
+        Line {
+            store,
+            clock,
+            ids,
+            queued: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn now_ms(&self) -> Millis {
+        (self.clock.now().unix_micros() / 1000).max(0) as u64
+    }
+
+    /// A fresh id.
+    pub fn new_id(&self) -> Uuid {
+        self.ids.uuid_v4()
+    }
+
+    /// Runs `f` on the line's state.
+    pub fn read<T>(&self, f: impl FnOnce(&LineState) -> T) -> Result<T, NodeError> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.store.read_line(&mut |s| {
+            if let Some(f) = f.take() {
+                out = Some(f(s));
+            }
+        })?;
+        out.ok_or_else(|| NodeError::Store(StoreError("the store did not run the read".into())))
+    }
+
+    async fn commit(
+        &self,
+        f: impl FnOnce(&LineState) -> Result<LineDecision, LineError> + Send + 'static,
+    ) -> Result<LineOutcome, NodeError> {
+        let mut r = self.store.transact_line(vec![Box::new(f)]).await;
+        let c = r
+            .pop()
+            .ok_or_else(|| NodeError::Store(StoreError("the store answered nothing".into())))???;
+        if !c.leaves.is_empty() {
+            self.queued.notify_waiters();
+        }
+        Ok(c.outcome)
+    }
+
+    /// Notified whenever records were queued for a peer. Register
+    /// (`notified()` + `enable()`) before looking at the outbox so that no
+    /// wake-up is missed.
+    pub fn queued(&self) -> &tokio::sync::Notify {
+        &self.queued
+    }
+
+    pub async fn add_peer(&self, name: String, url: String, vkey: String) -> Result<(), NodeError> {
+        self.commit(move |s| decide::add_peer(s, &name, &url, &vkey))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn register_member(&self, m: Member) -> Result<(), NodeError> {
+        self.commit(move |s| decide::register_member(s, m))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn remove_member(&self, key: MemberKey) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        self.commit(move |s| decide::remove_member(s, key, now))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn set_quota(
+        &self,
+        guest: String,
+        quota: u32,
+        ending: Vec<Uuid>,
+    ) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        self.commit(move |s| decide::set_quota(s, &guest, quota, ending, now))
+            .await
+            .map(|_| ())
+    }
+
+    /// Accredits a guest's member; `a.id` is replaced by a fresh id, which
+    /// is returned.
+    pub async fn accredit(&self, mut a: Accredit) -> Result<Uuid, NodeError> {
+        let now = self.now_ms();
+        a.id = self.new_id();
+        let id = a.id;
+        self.commit(move |s| decide::accredit(s, a, now)).await?;
+        Ok(id)
+    }
+
+    pub async fn revoke(&self, id: Uuid, reason: String) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        self.commit(move |s| decide::revoke(s, id, &reason, now))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn close_mission(
+        &self,
+        guest: String,
+        effective: Option<Millis>,
+        reason: String,
+    ) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        let effective = effective.unwrap_or(now);
+        self.commit(move |s| decide::close_mission(s, &guest, effective, &reason, now))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn channel_notice(
+        &self,
+        peer: String,
+        sphere: Sphere,
+        state: ChannelState,
+        effective: Option<Millis>,
+        reason: String,
+    ) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        let effective = effective.unwrap_or(now);
+        self.commit(move |s| {
+            decide::channel_notice(s, &peer, sphere, state, effective, &reason, now)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Relays a member-signed message; answers once it is durable here.
+    pub async fn send(&self, m: Signed<Message>) -> Result<LineOutcome, NodeError> {
+        let now = self.now_ms();
+        self.commit(move |s| decide::send_message(s, m, now)).await
+    }
+
+    pub async fn acknowledge(&self, a: Signed<Ack>) -> Result<LineOutcome, NodeError> {
+        let now = self.now_ms();
+        self.commit(move |s| decide::acknowledge(s, a, now)).await
+    }
+
+    /// Takes a peer's records in order, each durable with its receipt
+    /// before the receipts are returned.
+    pub async fn receive(&self, from: &str, records: Vec<Vec<u8>>) -> Result<Received, NodeError> {
+        if records.len() > MAX_RECORDS_PER_REQUEST {
+            return Err(LineError::invalid(
+                "records",
+                format!("at most {MAX_RECORDS_PER_REQUEST} per request"),
+            )
+            .into());
+        }
+        let now = self.now_ms();
+        let jobs: Vec<crate::LineWriteFn> = records
+            .into_iter()
+            .map(|bytes| {
+                let from = from.to_string();
+                Box::new(move |s: &LineState| decide::receive(s, &from, bytes, now))
+                    as crate::LineWriteFn
+            })
+            .collect();
+        let results = self.store.transact_line(jobs).await;
+        let mut out = Received {
+            receipts: vec![],
+            stopped: None,
+        };
+        for r in results {
+            match r? {
+                Ok(c) => match c.outcome {
+                    LineOutcome::Duplicate { receipt_index } => {
+                        let mut l = self.store.log_leaves(vec![receipt_index]).await?;
+                        let Some((_, bytes)) = l.pop() else {
+                            // The first copy's batch is still being synced.
+                            out.stopped = Some(LineError::Conflict(
+                                "the record's first copy is still being committed; resend".into(),
+                            ));
+                            break;
+                        };
+                        out.receipts.push(bytes);
+                    }
+                    _ => {
+                        let Some(receipt) = c.leaves.last() else {
+                            return Err(
+                                StoreError("a received record left no receipt".into()).into()
+                            );
+                        };
+                        out.receipts.push(receipt.clone());
+                    }
+                },
+                Err(e) => {
+                    out.stopped = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps a peer's receipts for records this node sent.
+    pub async fn keep_receipts(
+        &self,
+        from: &str,
+        receipts: Vec<Vec<u8>>,
+    ) -> Result<usize, NodeError> {
+        let jobs: Vec<crate::LineWriteFn> = receipts
+            .into_iter()
+            .map(|bytes| {
+                let from = from.to_string();
+                Box::new(move |s: &LineState| decide::keep_receipt(s, &from, bytes))
+                    as crate::LineWriteFn
+            })
+            .collect();
+        let mut kept = 0;
+        for r in self.store.transact_line(jobs).await {
+            r??;
+            kept += 1;
+        }
+        Ok(kept)
+    }
+
+    /// Up to `limit` committed records for `peer` on `lane` that the peer
+    /// has not receipted, in sequence order, as (seq, entry bytes).
+    pub async fn outbox(
+        &self,
+        peer: &str,
+        lane: Precedence,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, NodeError> {
+        let committed = self.store.log_size();
+        let pending = self.read(|s| s.pending(peer, lane, limit))?;
+        // Only what is durable here may leave: a record lost in a crash
+        // must never be known to the peer.
+        let pending: Vec<(u64, u64)> = pending
+            .into_iter()
+            .take_while(|(_, p)| p.index < committed)
+            .map(|(seq, p)| (seq, p.index))
+            .collect();
+        if pending.is_empty() {
+            return Ok(vec![]);
+        }
+        let leaves = self
+            .store
+            .log_leaves(pending.iter().map(|(_, i)| *i).collect())
+            .await?;
+        Ok(pending
+            .iter()
+            .zip(leaves)
+            .take_while(|((_, i), (j, _))| i == j)
+            .map(|((seq, _), (_, bytes))| (*seq, bytes))
+            .collect())
+    }
+
+    /// Peers and their URLs.
+    pub fn peers(&self) -> Result<Vec<(String, String)>, NodeError> {
+        self.read(|s| s.peers().map(|p| (p.name.clone(), p.url.clone())).collect())
+    }
+}
