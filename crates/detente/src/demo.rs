@@ -528,6 +528,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         key: vkey.clone(),
         witness: vec![],
         min_witnesses: 0,
+        peer: vec![],
     })?;
     println!(
         "    (detente verify {} --key <the key above>)\n",

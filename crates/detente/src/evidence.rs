@@ -58,6 +58,10 @@ pub struct VerifyArgs {
     /// Cosignatures by the given witnesses each checkpoint must carry.
     #[arg(long, default_value_t = 0)]
     pub(crate) min_witnesses: usize,
+    /// A peer's log verifier key (repeatable): the log holds its records
+    /// verbatim, signed by it, and they are checked with this key.
+    #[arg(long)]
+    pub(crate) peer: Vec<String>,
 }
 
 fn ms(s: &str, flag: &str) -> Result<u64> {
@@ -72,12 +76,30 @@ fn ms(s: &str, flag: &str) -> Result<u64> {
     Ok((t.unix_micros() / 1000).max(0) as u64)
 }
 
-fn body_id(e: &SignedEntry) -> Option<&str> {
-    let Value::Map(pairs) = &e.entry.body else {
+fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    let Value::Map(pairs) = v else {
         return None;
     };
-    pairs.iter().find_map(|(k, v)| match (k, v) {
-        (Value::Text(k), Value::Text(v)) if k == "id" => Some(v.as_str()),
+    pairs.iter().find_map(|(k, v)| match k {
+        Value::Text(k) if k == key => Some(v),
+        _ => None,
+    })
+}
+
+/// The entity an entry is about: the `id` of an airspace entry; for the
+/// line, the id of the message, acknowledged message, accreditation or
+/// revocation.
+fn body_id(e: &SignedEntry) -> Option<&str> {
+    let b = &e.entry.body;
+    let candidates = [
+        field(b, "id"),
+        field(b, "record").and_then(|r| field(r, "id")),
+        field(b, "record")
+            .and_then(|r| field(r, "value"))
+            .and_then(|v| field(v, "id").or_else(|| field(v, "message"))),
+    ];
+    candidates.into_iter().flatten().find_map(|v| match v {
+        Value::Text(t) => Some(t.as_str()),
         _ => None,
     })
 }
@@ -115,12 +137,25 @@ pub async fn export(a: ExportArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let vkey = crate::key::verifier_key(&a.data)?;
-    std::fs::write(
-        a.out.join("keys.txt"),
-        format!(
-            "# Verifier keys (informational: trust keys you obtained out of band)\nlog {vkey}\n"
-        ),
-    )?;
+    // The peers whose records the log holds, with the keys this node pinned.
+    let mut peers = std::collections::BTreeMap::new();
+    for bytes in &entries[..size] {
+        if let Ok(e) = SignedEntry::parse(bytes)
+            && e.entry.kind == "line.peer.added"
+            && let Some(r) = field(&e.entry.body, "record")
+            && let (Some(Value::Text(n)), Some(Value::Text(k))) =
+                (field(r, "name"), field(r, "vkey"))
+        {
+            peers.insert(n.clone(), k.clone());
+        }
+    }
+    let mut keys = format!(
+        "# Verifier keys (informational: trust keys you obtained out of band)\nlog {vkey}\n"
+    );
+    for k in peers.values() {
+        keys.push_str(&format!("peer {k}\n"));
+    }
+    std::fs::write(a.out.join("keys.txt"), keys)?;
     let mut written = 0;
     for (i, bytes) in entries[..size].iter().enumerate() {
         let e =
@@ -167,6 +202,7 @@ fn verify_one(
     dir: &Path,
     index: &str,
     log: &tlog::Verifier,
+    peers: &[tlog::Verifier],
     witnesses: &[tlog::Verifier],
     min: usize,
 ) -> Result<String> {
@@ -186,17 +222,30 @@ fn verify_one(
         .map_err(|e| anyhow!("{index}: {e}"))?;
     let e = SignedEntry::parse(&entry)
         .map_err(|err| anyhow!("{index}.entry is not a canonical entry: {err}"))?;
-    if e.entry.origin != log.name {
-        bail!(
-            "{index}.entry names origin {:?}, not {:?}",
-            e.entry.origin,
-            log.name
-        );
-    }
-    e.verify(log)
-        .map_err(|err| anyhow!("{index}.entry: {err}"))?;
+    // The log's own entries are signed by the log; a peer's records, kept
+    // verbatim, by the peer.
+    let signer = if e.entry.origin == log.name {
+        log
+    } else {
+        peers
+            .iter()
+            .find(|p| p.name == e.entry.origin)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{index}.entry is a record of {:?}: give its key with --peer (keys.txt lists the one the log pinned)",
+                    e.entry.origin
+                )
+            })?
+    };
+    e.verify(signer)
+        .map_err(|err| anyhow!("{index}.entry ({}): {err}", e.entry.origin))?;
+    let by = if e.entry.origin == log.name {
+        String::new()
+    } else {
+        format!(" by {}", e.entry.origin)
+    };
     Ok(format!(
-        "ok {index} {} ts={} (checkpoint size {})",
+        "ok {index} {}{by} ts={} (checkpoint size {})",
         e.entry.kind, e.entry.timestamp_ms, c.size
     ))
 }
@@ -267,6 +316,11 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
         .iter()
         .map(|w| tlog::Verifier::parse(w.trim()).map_err(|e| anyhow!("--witness {w}: {e}")))
         .collect::<Result<Vec<_>>>()?;
+    let peers = a
+        .peer
+        .iter()
+        .map(|w| tlog::Verifier::parse(w.trim()).map_err(|e| anyhow!("--peer {w}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
     let mut indices: Vec<(u64, String)> = Vec::new();
     for f in std::fs::read_dir(bundle).with_context(|| format!("reading {}", bundle.display()))? {
         let name = f?.file_name().to_string_lossy().to_string();
@@ -289,7 +343,7 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
     for (_, i) in &indices {
         println!(
             "{}",
-            verify_one(bundle, i, &log, &witnesses, a.min_witnesses)?
+            verify_one(bundle, i, &log, &peers, &witnesses, a.min_witnesses)?
         );
     }
     println!(

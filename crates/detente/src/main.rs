@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod evidence;
 mod key;
+mod line_cli;
 mod run;
 
 use anyhow::{Context, Result};
@@ -53,6 +54,30 @@ enum Command {
     Evidence(evidence::EvidenceCommand),
     /// Check an evidence bundle offline against trusted keys; non-zero exit with the reason on any failure.
     Verify(evidence::VerifyArgs),
+    /// Peers: other parties' nodes, pinned by key.
+    #[command(subcommand)]
+    Peer(line_cli::PeerCommand),
+    /// Members: key generation and this party's member registry.
+    #[command(subcommand)]
+    Member(line_cli::MemberCommand),
+    /// Sign (with a member key) and send a message on the line.
+    Send(line_cli::SendArgs),
+    /// The line's messages: precedence, delivery, receipt, acknowledgement deadline.
+    Inbox(line_cli::InboxArgs),
+    /// Sign (with a member key) and send an acknowledgement of a received message.
+    Ack(line_cli::AckArgs),
+    /// As host: accredit a guest party's member to its mission.
+    Accredit(line_cli::AccreditArgs),
+    /// As host: revoke an accreditation (expulsion), effective at once.
+    Revoke(line_cli::RevokeArgs),
+    /// As host: set a guest mission's positions quota.
+    Quota(line_cli::QuotaArgs),
+    /// As host: missions (close, list).
+    #[command(subcommand)]
+    Mission(line_cli::MissionCommand),
+    /// Channel notices (open, suspend, close) and states.
+    #[command(subcommand)]
+    Channel(line_cli::ChannelCommand),
 }
 
 #[derive(Args, Debug)]
@@ -250,6 +275,32 @@ async fn main() -> Result<()> {
         Command::DevToken(args) => dev_token(args),
         Command::Evidence(evidence::EvidenceCommand::Export(args)) => evidence::export(args).await,
         Command::Verify(args) => evidence::verify(args),
+        Command::Peer(c) => line_cli::peer(c).await,
+        Command::Member(c) => line_cli::member(c).await,
+        Command::Send(a) => {
+            let v = line_cli::send(a).await?;
+            line_cli::print_sent(&v);
+            Ok(())
+        }
+        Command::Inbox(a) => line_cli::inbox(a).await,
+        Command::Ack(a) => {
+            let v = line_cli::ack(a).await?;
+            println!(
+                "acknowledged {}",
+                v["message"]["id"].as_str().unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Accredit(a) => {
+            let guest = a.guest().to_string();
+            let id = line_cli::accredit(a).await?;
+            println!("accredited to the mission of {guest}: {id}");
+            Ok(())
+        }
+        Command::Revoke(a) => line_cli::revoke(a).await,
+        Command::Quota(a) => line_cli::quota(a).await,
+        Command::Mission(c) => line_cli::mission(c).await,
+        Command::Channel(c) => line_cli::channel(c).await,
         Command::Key(args) => {
             println!("{}", key::verifier_key(&args.data)?);
             Ok(())

@@ -564,3 +564,193 @@ impl Base for TestNode {
         self.base.clone()
     }
 }
+
+fn cli(node: &TestNode, tok: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .env("DETENTE_NODE", &node.base)
+        .env("DETENTE_TOKEN", tok)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn a_duty_officer_works_the_line_from_the_cli() {
+    let a = TestNode::start_with(bin(), &["--name", A]);
+    let f = TestNode::start_with(bin(), &["--name", F]);
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = dir.path().join("a.key");
+    let key_f = dir.path().join("f.key");
+    let (ok_a, pub_a) = cli(
+        &a,
+        "",
+        &["member", "keygen", "--out", key_a.to_str().unwrap()],
+    );
+    let (ok_f, pub_f) = cli(
+        &f,
+        "",
+        &["member", "keygen", "--out", key_f.to_str().unwrap()],
+    );
+    assert!(ok_a && ok_f, "{pub_a}{pub_f}");
+    let pub_a = pub_a.lines().next().unwrap().trim().to_string();
+    let pub_f = pub_f.lines().next().unwrap().trim().to_string();
+    // A key file is never overwritten.
+    let (again, why) = cli(
+        &a,
+        "",
+        &["member", "keygen", "--out", key_a.to_str().unwrap()],
+    );
+    assert!(!again && why.contains("exists"), "{why}");
+    let adm = admin();
+    for (n, k, name) in [
+        (&a, &pub_a, "Cdr. Alliance"),
+        (&f, &pub_f, "Maj. Federation"),
+    ] {
+        let (ok, out) = cli(
+            n,
+            &adm,
+            &[
+                "member",
+                "add",
+                "--key",
+                k,
+                "--name",
+                name,
+                "--role",
+                "duty officer",
+                "--spheres",
+                "military,direct-line",
+            ],
+        );
+        assert!(ok, "{out}");
+    }
+    let (ka, kf) = (log_key(&a).await, log_key(&f).await);
+    assert!(
+        cli(
+            &a,
+            &adm,
+            &["peer", "add", F, "--url", &f.base, "--key", &kf]
+        )
+        .0
+    );
+    assert!(
+        cli(
+            &f,
+            &adm,
+            &["peer", "add", A, "--url", &a.base, "--key", &ka]
+        )
+        .0
+    );
+    // A wrong key is refused with the field named.
+    let (ok, out) = cli(
+        &a,
+        &adm,
+        &["peer", "add", "other", "--url", &f.base, "--key", &kf],
+    );
+    assert!(!ok && out.contains("[field name]"), "{out}");
+
+    let off = officer();
+    let (ok, out) = cli(
+        &a,
+        &off,
+        &[
+            "send",
+            "--as",
+            key_a.to_str().unwrap(),
+            "--to",
+            F,
+            "--sphere",
+            "direct-line",
+            "--precedence",
+            "FLASH",
+            "--text",
+            "hotline check",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.starts_with("FLASH "), "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    // The second message takes the next sequence number by itself.
+    let (ok, out) = cli(
+        &a,
+        &off,
+        &[
+            "send",
+            "--as",
+            key_a.to_str().unwrap(),
+            "--to",
+            F,
+            "--sphere",
+            "direct-line",
+            "--text",
+            "routine traffic",
+        ],
+    );
+    assert!(ok && out.contains("seq 2"), "{out}");
+    // Not accredited for the military channel at Federation.
+    let (ok, out) = cli(
+        &a,
+        &off,
+        &[
+            "send",
+            "--as",
+            key_a.to_str().unwrap(),
+            "--to",
+            F,
+            "--sphere",
+            "military",
+            "--text",
+            "x",
+        ],
+    );
+    assert!(!ok && out.contains("not_accredited"), "{out}");
+
+    let mut inbox = String::new();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            inbox = cli(&f, &off, &["inbox", "--direction", "in"]).1;
+            inbox.contains("hotline check") && inbox.contains("routine traffic")
+        }),
+        "{inbox}"
+    );
+    assert!(
+        inbox.contains("FLASH") && inbox.contains("ack due in"),
+        "{inbox}"
+    );
+    let (ok, out) = cli(
+        &f,
+        &off,
+        &[
+            "ack",
+            &id,
+            "--as",
+            key_f.to_str().unwrap(),
+            "--text",
+            "received",
+        ],
+    );
+    assert!(ok, "{out}");
+    let mut outbox = String::new();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            outbox = cli(&a, &off, &["inbox", "--direction", "out"]).1;
+            outbox.contains("ack accept by Maj. Federation")
+        }),
+        "{outbox}"
+    );
+    assert!(outbox.contains("receipted@"), "{outbox}");
+    // Every command explains itself.
+    for c in [
+        "send", "inbox", "ack", "accredit", "revoke", "quota", "mission", "channel", "peer",
+        "member",
+    ] {
+        let (ok, out) = cli(&a, "", &[c, "--help"]);
+        assert!(ok && out.contains("Usage"), "{c}: {out}");
+    }
+}

@@ -1,0 +1,849 @@
+//! The duty officer's and the line administrator's commands: they talk to
+//! a node's `/line/v1` API with a bearer token. Members sign what they send
+//! and acknowledge here, with their own key file (`detente member keygen`);
+//! the node never sees a member's private key.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use liaison::{Ack, AckVerdict, Body, MemberSigner, Message, Precedence, Signed, Sphere, Verdict};
+use node::Ids;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// The node's base URL.
+    #[arg(long, env = "DETENTE_NODE", default_value = "http://127.0.0.1:8080")]
+    node: String,
+    /// Bearer token (scope detente.line for duty officers, detente.line.admin for the host's decisions).
+    #[arg(long, env = "DETENTE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Conn {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let c = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let url = format!("{}{path}", self.node.trim_end_matches('/'));
+        let mut r = match method {
+            "GET" => c.get(&url),
+            "PUT" => c.put(&url),
+            "DELETE" => c.delete(&url),
+            _ => c.post(&url),
+        };
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.node))?;
+        let status = r.status();
+        let text = r.text().await?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+        if !status.is_success() {
+            let msg = v["message"].as_str().unwrap_or(text.trim());
+            let field = v["field"]
+                .as_str()
+                .map(|f| format!(" [field {f}]"))
+                .unwrap_or_default();
+            let code = v["code"].as_str().unwrap_or("error");
+            let hint = if status.as_u16() == 401 {
+                " (give a token with --token or DETENTE_TOKEN)"
+            } else {
+                ""
+            };
+            bail!("{} {code}: {msg}{field}{hint}", status.as_u16());
+        }
+        Ok(v)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCommand {
+    /// Pin a peer node: its name, URL and log verifier key (`detente key` on the peer, obtained out of band).
+    Add {
+        name: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The node's peers.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Make a member key pair: the private key goes into FILE (mode 0600), the public key is printed.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Register one of this party's members by public key.
+    Add {
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+        /// Comma-separated: diplomatic, information, military, direct-line.
+        #[arg(long, value_delimiter = ',', required = true)]
+        spheres: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove one of this party's members (what they sent stays).
+    Remove {
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Members known to the node: this party's and its peers'.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MissionCommand {
+    /// Close a guest party's mission: every accreditation of it ends at the effective time.
+    Close {
+        #[arg(long)]
+        guest: String,
+        #[arg(long)]
+        reason: String,
+        /// Effective time (RFC 3339); default now.
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Missions hosted here and this party's missions at its peers.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChannelCommand {
+    /// Give notice that a channel is open.
+    Open(ChannelArgs),
+    /// Give notice that a mission channel is suspended (not the direct line).
+    Suspend(ChannelArgs),
+    /// Give notice of closure; the direct line closes only when both parties have.
+    Close(ChannelArgs),
+    /// Every channel with every peer and its state now.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ChannelArgs {
+    #[arg(long)]
+    peer: String,
+    /// diplomatic, information, military or direct-line.
+    #[arg(long)]
+    sphere: String,
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Effective time (RFC 3339); default now.
+    #[arg(long)]
+    at: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The sending member's key file (`detente member keygen`).
+    #[arg(long = "as")]
+    key: PathBuf,
+    /// The peer party.
+    #[arg(long)]
+    to: String,
+    /// diplomatic, information, military or direct-line.
+    #[arg(long)]
+    sphere: String,
+    /// FLASH, IMMEDIATE, PRIORITY or ROUTINE.
+    #[arg(long, default_value = "ROUTINE")]
+    precedence: String,
+    /// Free text (or the text accompanying a structured body).
+    #[arg(long, default_value = "")]
+    text: String,
+    /// Operation notification: the operational intent concerned.
+    #[arg(long, conflicts_with_all = ["deconflict", "reply_to"])]
+    notify_intent: Option<Uuid>,
+    /// Deconfliction request: the two conflicting intents (give twice); --text is the proposal.
+    #[arg(long, num_args = 1)]
+    deconflict: Vec<Uuid>,
+    /// Reply to a message (with --verdict).
+    #[arg(long, requires = "verdict")]
+    reply_to: Option<Uuid>,
+    /// accept, counter-proposal or refuse.
+    #[arg(long)]
+    verdict: Option<String>,
+    /// Idempotency id (default: a fresh one); resending with the same id is safe.
+    #[arg(long)]
+    id: Option<Uuid>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct InboxArgs {
+    /// Only messages with this peer.
+    #[arg(long)]
+    peer: Option<String>,
+    /// in, out, or all.
+    #[arg(long, default_value = "all")]
+    direction: String,
+    /// Only the newest N.
+    #[arg(long, default_value_t = 50)]
+    last: usize,
+    /// Print the JSON the node returned.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct AckArgs {
+    /// The message's id.
+    message: Uuid,
+    /// The acknowledging member's key file.
+    #[arg(long = "as")]
+    key: PathBuf,
+    /// Acknowledge with an objection instead of acceptance.
+    #[arg(long)]
+    object: bool,
+    #[arg(long, default_value = "")]
+    text: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct AccreditArgs {
+    /// The guest party (a peer).
+    #[arg(long)]
+    guest: String,
+    /// The member's public key (hex).
+    #[arg(long)]
+    member: String,
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    role: String,
+    /// Comma-separated mission spheres: diplomatic, information, military.
+    #[arg(long, value_delimiter = ',', required = true)]
+    spheres: Vec<String>,
+    /// End of validity (RFC 3339).
+    #[arg(long, conflicts_with = "days")]
+    until: Option<String>,
+    /// Validity in days from now.
+    #[arg(long, default_value_t = 90)]
+    days: u64,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    /// The accreditation's id.
+    id: Uuid,
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct QuotaArgs {
+    #[arg(long)]
+    guest: String,
+    /// Positions the mission may hold.
+    quota: u32,
+    /// Accreditations that end with a lowered quota (repeatable).
+    #[arg(long)]
+    ending: Vec<Uuid>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+impl AccreditArgs {
+    pub fn guest(&self) -> &str {
+        &self.guest
+    }
+}
+
+fn time_ms(s: &str, flag: &str) -> Result<u64> {
+    let t = api::wire::parse_time(
+        &api::wire::Time {
+            value: s.to_string(),
+            format: "RFC3339".into(),
+        },
+        flag,
+    )
+    .map_err(|_| anyhow!("{flag} must be an RFC 3339 date-time, e.g. 2026-11-29T10:00:00Z"))?;
+    Ok((t.unix_micros() / 1000).max(0) as u64)
+}
+
+fn now_ms() -> u64 {
+    use node::Clock;
+    (node::SystemClock.now().unix_micros() / 1000).max(0) as u64
+}
+
+fn rfc3339(ms: u64) -> String {
+    api::wire::format_time(node::airspace::Timestamp::from_unix_micros(
+        ms as i64 * 1000,
+    ))
+    .value
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Reads a member key file: 64 hex digits (the Ed25519 seed).
+pub fn read_member_key(path: &Path) -> Result<MemberSigner> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the member key {}", path.display()))?;
+    let seed: [u8; 32] = liaison::from_hex(text.trim())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("{}: not a member key file", path.display()))?;
+    Ok(MemberSigner::from_seed(&seed))
+}
+
+/// Writes a fresh member key file; returns the signer.
+pub fn keygen(out: &Path) -> Result<MemberSigner> {
+    if out.exists() {
+        bail!("{} exists; not overwriting a key", out.display());
+    }
+    let seed = node::RandomIds.seed().map_err(|e| anyhow!(e))?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .with_context(|| format!("creating {}", out.display()))?;
+        writeln!(f, "{}", hex(&seed))?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(out, format!("{}\n", hex(&seed)))?;
+    Ok(MemberSigner::from_seed(&seed))
+}
+
+fn sphere(s: &str) -> Result<Sphere> {
+    Sphere::parse(s).ok_or_else(|| anyhow!("--sphere: one of {}", Sphere::expected()))
+}
+
+pub async fn peer(c: PeerCommand) -> Result<()> {
+    match c {
+        PeerCommand::Add {
+            name,
+            url,
+            key,
+            conn,
+        } => {
+            conn.call(
+                "POST",
+                "/line/v1/peers",
+                Some(json!({ "name": name, "url": url, "key": key })),
+            )
+            .await?;
+            println!("peer {name} pinned ({url})");
+        }
+        PeerCommand::List { conn } => {
+            let v = conn.call("GET", "/line/v1/peers", None).await?;
+            println!("this node: {}", v["me"].as_str().unwrap_or("?"));
+            for p in v["peers"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}  {}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["url"].as_str().unwrap_or(""),
+                    p["key"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn member(c: MemberCommand) -> Result<()> {
+    match c {
+        MemberCommand::Keygen { out } => {
+            let s = keygen(&out)?;
+            println!("{}", s.key().to_hex());
+            eprintln!(
+                "private key written to {} — keep it with the member only",
+                out.display()
+            );
+        }
+        MemberCommand::Add {
+            key,
+            name,
+            role,
+            spheres,
+            conn,
+        } => {
+            conn.call(
+                "POST",
+                "/line/v1/members",
+                Some(json!({ "key": key, "name": name, "role": role, "spheres": spheres })),
+            )
+            .await?;
+            println!("member {name} registered");
+        }
+        MemberCommand::Remove { key, conn } => {
+            conn.call("DELETE", &format!("/line/v1/members/{key}"), None)
+                .await?;
+            println!("member {key} removed");
+        }
+        MemberCommand::List { conn } => {
+            let v = conn.call("GET", "/line/v1/members", None).await?;
+            for m in v["members"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<24} {:<20} {:<40} seq {}{}  {}",
+                    m["party"].as_str().unwrap_or(""),
+                    m["name"].as_str().unwrap_or(""),
+                    m["role"].as_str().unwrap_or(""),
+                    m["spheres"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","))
+                        .unwrap_or_default(),
+                    m["last_seq"],
+                    if m["removed_ms"].is_null() {
+                        ""
+                    } else {
+                        " REMOVED"
+                    },
+                    m["key"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Signs and sends a message; retries with the sequence number the node
+/// expects if another send by the same member got there first.
+pub async fn send(a: SendArgs) -> Result<Value> {
+    let signer = read_member_key(&a.key)?;
+    let precedence = Precedence::parse(&a.precedence.to_uppercase())
+        .ok_or_else(|| anyhow!("--precedence: one of {}", Precedence::expected()))?;
+    let sphere = sphere(&a.sphere)?;
+    let body = if let Some(intent) = a.notify_intent {
+        Body::OperationNotification {
+            intent,
+            text: a.text.clone(),
+        }
+    } else if !a.deconflict.is_empty() {
+        let intents: [Uuid; 2] = a
+            .deconflict
+            .clone()
+            .try_into()
+            .map_err(|_| anyhow!("--deconflict: give exactly two intents"))?;
+        Body::DeconflictionRequest {
+            intents,
+            proposal: a.text.clone(),
+        }
+    } else if let Some(to) = a.reply_to {
+        let v = a.verdict.as_deref().unwrap_or_default();
+        Body::Reply {
+            in_reply_to: to,
+            verdict: Verdict::parse(v)
+                .ok_or_else(|| anyhow!("--verdict: one of {}", Verdict::expected()))?,
+            text: a.text.clone(),
+        }
+    } else {
+        if a.text.is_empty() {
+            bail!("give --text, or a structured body (--notify-intent, --deconflict, --reply-to)");
+        }
+        Body::Text {
+            text: a.text.clone(),
+        }
+    };
+    let me = a.conn.call("GET", "/line/v1/peers", None).await?["me"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let members = a.conn.call("GET", "/line/v1/members", None).await?;
+    let key = signer.key().to_hex();
+    let mine = members["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["key"] == key.as_str())
+        .ok_or_else(|| {
+            anyhow!(
+                "the key in {} is not a registered member of {me}",
+                a.key.display()
+            )
+        })?;
+    let mut seq = mine["last_seq"].as_u64().unwrap_or(0) + 1;
+    let id = a.id.unwrap_or_else(|| node::RandomIds.uuid_v4());
+    let created_ms = now_ms();
+    for _ in 0..5 {
+        let m = signer.sign_message(Message {
+            id,
+            from: me.clone(),
+            to: a.to.clone(),
+            sphere,
+            precedence,
+            sender: signer.key(),
+            seq,
+            created_ms,
+            body: body.clone(),
+        });
+        match a
+            .conn
+            .call("POST", "/line/v1/messages", Some(wire_message(&m)))
+            .await
+        {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let s = e.to_string();
+                // "409 out_of_sequence: seq: expected sequence number N, got M"
+                if let Some(n) = s
+                    .strip_prefix("409 out_of_sequence: ")
+                    .and_then(|r| r.split("expected sequence number ").nth(1))
+                    .and_then(|r| r.split(',').next())
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    && n > seq
+                {
+                    seq = n;
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    }
+    bail!("the member's sequence kept moving; try again")
+}
+
+pub fn wire_message(m: &Signed<Message>) -> Value {
+    json!({ "message": api::MessageWire::from_domain(&m.value), "signature": hex(&m.signature) })
+}
+
+pub fn print_sent(v: &Value) {
+    let m = &v["message"];
+    println!(
+        "{} {} seq {} {} → {} on {}: {}",
+        m["precedence"].as_str().unwrap_or(""),
+        m["id"].as_str().unwrap_or(""),
+        m["seq"],
+        m["from"].as_str().unwrap_or(""),
+        m["to"].as_str().unwrap_or(""),
+        m["sphere"].as_str().unwrap_or(""),
+        v["delivery"]["state"].as_str().unwrap_or("")
+    );
+}
+
+pub async fn inbox(a: InboxArgs) -> Result<()> {
+    let mut q = vec![format!("limit={}", a.last)];
+    match a.direction.as_str() {
+        "all" => {}
+        "in" | "out" => q.push(format!("direction={}", a.direction)),
+        _ => bail!("--direction: in, out or all"),
+    }
+    if let Some(p) = &a.peer {
+        q.push(format!("peer={p}"));
+    }
+    let v = a
+        .conn
+        .call("GET", &format!("/line/v1/messages?{}", q.join("&")), None)
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let now = v["now_ms"].as_u64().unwrap_or(0);
+    for e in v["messages"].as_array().into_iter().flatten() {
+        println!("{}", inbox_line(e, now));
+    }
+    let overdue = v["overdue"].as_u64().unwrap_or(0);
+    if overdue > 0 {
+        println!("!! {overdue} message(s) overdue for acknowledgement");
+    }
+    Ok(())
+}
+
+/// One message as a line of the inbox.
+pub fn inbox_line(e: &Value, now: u64) -> String {
+    let m = &e["message"];
+    let dir = if e["direction"] == "in" { "IN " } else { "OUT" };
+    let peer = if e["direction"] == "in" {
+        &m["from"]
+    } else {
+        &m["to"]
+    };
+    let delivery = match e["delivery"]["state"].as_str() {
+        Some("delivered") => format!("receipted@{}", e["delivery"]["index"]),
+        Some("refused") => format!(
+            "REFUSED ({})",
+            e["delivery"]["reason"].as_str().unwrap_or("")
+        ),
+        Some(s) => s.to_string(),
+        None => String::new(),
+    };
+    let ack = if let Some(by) = e["ack"]["by_name"].as_str() {
+        format!("ack {} by {by}", e["ack"]["verdict"].as_str().unwrap_or(""))
+    } else if e["delivery"]["state"] == "refused" {
+        String::new()
+    } else {
+        let deadline = e["deadline_ms"].as_u64().unwrap_or(0);
+        if e["overdue"] == true {
+            format!("OVERDUE by {}", duration(now.saturating_sub(deadline)))
+        } else {
+            format!("ack due in {}", duration(deadline.saturating_sub(now)))
+        }
+    };
+    let body = &m["body"];
+    let text = match body["type"].as_str() {
+        Some("operation-notification") => format!(
+            "[operation {}] {}",
+            body["intent"].as_str().unwrap_or(""),
+            body["text"].as_str().unwrap_or("")
+        ),
+        Some("deconfliction-request") => format!(
+            "[deconfliction {}] {}",
+            body["intents"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" × "))
+                .unwrap_or_default(),
+            body["proposal"].as_str().unwrap_or("")
+        ),
+        Some("reply") => format!(
+            "[reply to {}: {}] {}",
+            body["in_reply_to"].as_str().unwrap_or(""),
+            body["verdict"].as_str().unwrap_or(""),
+            body["text"].as_str().unwrap_or("")
+        ),
+        _ => body["text"].as_str().unwrap_or("").to_string(),
+    };
+    format!(
+        "{} {dir} {:<9} {:<11} {:<20} {} #{} {} | {} | {} | {}",
+        rfc3339(m["created_ms"].as_u64().unwrap_or(0)),
+        m["precedence"].as_str().unwrap_or(""),
+        m["sphere"].as_str().unwrap_or(""),
+        peer.as_str().unwrap_or(""),
+        e["sender_name"].as_str().unwrap_or("?"),
+        m["seq"],
+        m["id"].as_str().unwrap_or(""),
+        delivery,
+        ack,
+        text
+    )
+}
+
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+pub async fn ack(a: AckArgs) -> Result<Value> {
+    let signer = read_member_key(&a.key)?;
+    let me = a.conn.call("GET", "/line/v1/peers", None).await?["me"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let v = a
+        .conn
+        .call("GET", "/line/v1/messages?direction=in&limit=10000", None)
+        .await?;
+    let id = a.message.to_string();
+    let m = v["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["message"]["id"] == id.as_str())
+        .ok_or_else(|| anyhow!("no received message {id} at {me}"))?;
+    let signed = signer.sign_ack(Ack {
+        message: a.message,
+        from: me,
+        to: m["message"]["from"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        by: signer.key(),
+        verdict: if a.object {
+            AckVerdict::Object
+        } else {
+            AckVerdict::Accept
+        },
+        text: a.text,
+        at_ms: now_ms(),
+    });
+    a.conn
+        .call(
+            "POST",
+            "/line/v1/acks",
+            Some(json!({ "ack": api::AckWire::from_domain(&signed.value), "signature": hex(&signed.signature) })),
+        )
+        .await
+}
+
+pub async fn accredit(a: AccreditArgs) -> Result<String> {
+    let until = match &a.until {
+        Some(u) => time_ms(u, "--until")?,
+        None => now_ms() + a.days * 86_400_000,
+    };
+    let v = a
+        .conn
+        .call(
+            "POST",
+            &format!("/line/v1/missions/{}/accreditations", a.guest),
+            Some(json!({ "member": a.member, "name": a.name, "role": a.role, "spheres": a.spheres, "valid_until_ms": until })),
+        )
+        .await?;
+    Ok(v["id"].as_str().unwrap_or_default().to_string())
+}
+
+pub async fn revoke(a: RevokeArgs) -> Result<()> {
+    a.conn
+        .call(
+            "POST",
+            &format!("/line/v1/accreditations/{}/revoke", a.id),
+            Some(json!({ "reason": a.reason })),
+        )
+        .await?;
+    println!("accreditation {} revoked: {}", a.id, a.reason);
+    Ok(())
+}
+
+pub async fn quota(a: QuotaArgs) -> Result<()> {
+    a.conn
+        .call(
+            "PUT",
+            &format!("/line/v1/missions/{}/quota", a.guest),
+            Some(json!({ "quota": a.quota, "ending": a.ending.iter().map(|u| u.to_string()).collect::<Vec<_>>() })),
+        )
+        .await?;
+    println!("mission of {}: quota {}", a.guest, a.quota);
+    Ok(())
+}
+
+pub async fn mission(c: MissionCommand) -> Result<()> {
+    match c {
+        MissionCommand::Close {
+            guest,
+            reason,
+            at,
+            conn,
+        } => {
+            let effective = at.as_deref().map(|s| time_ms(s, "--at")).transpose()?;
+            conn.call(
+                "POST",
+                &format!("/line/v1/missions/{guest}/close"),
+                Some(json!({ "reason": reason, "effective_ms": effective })),
+            )
+            .await?;
+            println!("mission of {guest} closed: {reason}");
+        }
+        MissionCommand::List { conn } => {
+            let v = conn.call("GET", "/line/v1/missions", None).await?;
+            for m in v["missions"].as_array().into_iter().flatten() {
+                println!(
+                    "mission of {} at {}: quota {}, {} active{}",
+                    m["guest"].as_str().unwrap_or(""),
+                    m["host"].as_str().unwrap_or(""),
+                    m["quota"],
+                    m["active"],
+                    m["closed"]["reason"]
+                        .as_str()
+                        .map(|r| format!(", CLOSED ({r})"))
+                        .unwrap_or_default()
+                );
+                for a in m["accreditations"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {} {} ({}) {} {}",
+                        a["id"].as_str().unwrap_or(""),
+                        a["name"].as_str().unwrap_or(""),
+                        a["role"].as_str().unwrap_or(""),
+                        if a["active"] == true {
+                            "active"
+                        } else {
+                            "INACTIVE"
+                        },
+                        a["inactive_reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn channel(c: ChannelCommand) -> Result<()> {
+    let (a, state) = match c {
+        ChannelCommand::Open(a) => (a, "open"),
+        ChannelCommand::Suspend(a) => (a, "suspended"),
+        ChannelCommand::Close(a) => (a, "closed"),
+        ChannelCommand::List { conn } => {
+            let v = conn.call("GET", "/line/v1/channels", None).await?;
+            for ch in v["channels"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<12} {:<10} {}",
+                    ch["peer"].as_str().unwrap_or(""),
+                    ch["sphere"].as_str().unwrap_or(""),
+                    ch["state"].as_str().unwrap_or(""),
+                    ch["since"]["reason"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(());
+        }
+    };
+    sphere(&a.sphere)?;
+    let effective = a.at.as_deref().map(|s| time_ms(s, "--at")).transpose()?;
+    let v = a
+        .conn
+        .call(
+            "POST",
+            &format!("/line/v1/channels/{}/{}", a.peer, a.sphere),
+            Some(json!({ "state": state, "effective_ms": effective, "reason": a.reason })),
+        )
+        .await?;
+    println!(
+        "notice given: {} channel with {} {state}; it is now {}",
+        a.sphere,
+        a.peer,
+        v["state"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
