@@ -3,11 +3,11 @@
 //! real HTTP with real RS256 bearer tokens (signed with the committed demo
 //! key). Every step states what it expects; a surprise stops the demo.
 
-use crate::config::NodeConfig;
-use crate::run;
+use crate::demo_line::{LineDemo, person};
 use anyhow::{Context, Result, bail};
 use api::wire::format_time;
 use clap::Args;
+use liaison::{Body, Precedence, Sphere, Verdict};
 use node::Clock;
 use node::airspace::Timestamp;
 use serde_json::{Value, json};
@@ -31,11 +31,75 @@ pub struct DemoArgs {
     keep_running: bool,
 }
 
-struct Client {
-    http: reqwest::Client,
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub key: jsonwebtoken::EncodingKey,
+    pub requests: usize,
+}
+
+const ALLIANCE_NODE: &str = "alliance.detente.demo";
+const FEDERATION_NODE: &str = "federation.detente.demo";
+
+/// A `detente serve` child process, killed when dropped.
+struct NodeProcess {
     base: String,
-    key: jsonwebtoken::EncodingKey,
-    requests: usize,
+    child: std::process::Child,
+}
+
+impl NodeProcess {
+    fn start(
+        name: &str,
+        data: &std::path::Path,
+        listen: &str,
+        jwt: &std::path::Path,
+    ) -> Result<Self> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().context("locating the detente binary")?;
+        let mut child = std::process::Command::new(exe)
+            .args([
+                "serve",
+                "--name",
+                name,
+                "--listen",
+                listen,
+                "--jwt-audience",
+                AUDIENCE,
+            ])
+            .arg("--data")
+            .arg(data)
+            .arg("--jwt-public-key")
+            .arg(jwt)
+            .env(
+                "RUST_LOG",
+                std::env::var_os("RUST_LOG").unwrap_or_else(|| "error".into()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting the {name} node"))?;
+        let stdout = child.stdout.take().context("the node's stdout")?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("detente listening on ") {
+                        break a.trim().to_string();
+                    }
+                }
+                _ => bail!("the {name} node exited before listening"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(NodeProcess { base, child })
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn token(
@@ -54,7 +118,28 @@ fn token(
 }
 
 impl Client {
-    async fn call(
+    pub fn new(base: &str) -> Result<Self> {
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            key: jsonwebtoken::EncodingKey::from_rsa_pem(DEMO_PRIVATE_KEY.as_bytes())?,
+            requests: 0,
+        })
+    }
+    /// A public GET as text.
+    pub async fn text(&mut self, path: &str) -> Result<String> {
+        self.requests += 1;
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?
+            .text()
+            .await?
+            .trim()
+            .to_string())
+    }
+    pub async fn call(
         &mut self,
         method: reqwest::Method,
         path: &str,
@@ -78,7 +163,7 @@ impl Client {
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         Ok((status, v))
     }
-    async fn expect(
+    pub async fn expect(
         &mut self,
         want: u16,
         method: reqwest::Method,
@@ -158,38 +243,28 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&data)?;
     let pubkey = data.join("demo-jwt-public.pem");
     std::fs::write(&pubkey, DEMO_PUBLIC_KEY)?;
-    let cfg = NodeConfig {
-        name: "detente.demo".into(),
-        data: data.clone(),
-        listen: args.listen,
-        jwt_public_key: Some(pubkey),
-        jwt_jwks: None,
-        jwt_audience: AUDIENCE.into(),
-        insecure_dev_auth: false,
-        max_area_km2: 100_000.0,
-        max_vertices: 10_000,
-        default_subscription_hours: 24,
-        expiry_sweep_seconds: 60,
-        expiry_grace_seconds: 300,
-        rate_limit_per_second: 1000,
-        rate_limit_burst: 2000,
-        witness_logs: vec![],
-        witnesses: vec![],
-    };
-    let node = run::start(&cfg).await?;
-    let base = format!("http://{}", node.addr);
-    let mut c = Client {
-        http: reqwest::Client::new(),
-        base: base.clone(),
-        key: jsonwebtoken::EncodingKey::from_rsa_pem(DEMO_PRIVATE_KEY.as_bytes())?,
-        requests: 0,
-    };
+    // Two parties, two nodes: separate processes, separate data folders.
+    let alliance_data = data.join("alliance");
+    let federation_data = data.join("federation");
+    let node = NodeProcess::start(
+        ALLIANCE_NODE,
+        &alliance_data,
+        &args.listen.to_string(),
+        &pubkey,
+    )?;
+    let fed_node = NodeProcess::start(FEDERATION_NODE, &federation_data, "127.0.0.1:0", &pubkey)?;
+    let base = node.base.clone();
+    let fed_base = fed_node.base.clone();
+    let mut c = Client::new(&base)?;
     use reqwest::Method as M;
 
     println!("== Detente demo: two parties deconflicting around a line of contact ==");
     println!(
-        "node: {base}  (embedded store in {}, RS256 bearer tokens signed with the demo key)\n",
+        "nodes: {ALLIANCE_NODE} at {base}, {FEDERATION_NODE} at {fed_base} — separate processes, embedded stores under {}, RS256 bearer tokens signed with the demo key",
         data.display()
+    );
+    println!(
+        "Steps 1–10: both parties' flight planners use the ASTM F3548 API of {ALLIANCE_NODE}'s node; steps 11–17: the line between the two nodes.\n"
     );
     let now =
         Timestamp::from_unix_micros(node::SystemClock.now().unix_micros() / 1_000_000 * 1_000_000);
@@ -363,7 +438,132 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     println!();
 
-    // 6. Alliance activates ALPHA: its old key no longer proves knowledge.
+    // 6–8. The line: peering, members, accreditation, negotiation.
+    let mut line = LineDemo::new(
+        Client::new(&base)?,
+        Client::new(&fed_base)?,
+        ALLIANCE_NODE,
+        FEDERATION_NODE,
+    );
+    let (ka, kf) = line.peer().await?;
+    println!(
+        "6. The two nodes pin each other's log keys (exchanged out of band; `detente peer add`):"
+    );
+    println!("   {ka}\n   {kf}\n");
+    let adams = person("Col. Adams")?;
+    let baker = person("Maj. Baker")?;
+    let volkov = person("Lt.Col. Volkov")?;
+    let orlov = person("Capt. Orlov")?;
+    let sokolov = person("Gen. Sokolov")?;
+    line.register(
+        true,
+        &adams,
+        "Alliance duty officer",
+        &["military", "direct-line"],
+    )
+    .await?;
+    line.register(
+        true,
+        &baker,
+        "Alliance liaison officer",
+        &["military", "diplomatic"],
+    )
+    .await?;
+    line.register(
+        false,
+        &volkov,
+        "Federation liaison officer",
+        &["military", "diplomatic"],
+    )
+    .await?;
+    line.register(false, &orlov, "Federation liaison officer", &["military"])
+        .await?;
+    line.register(
+        false,
+        &sokolov,
+        "Federation chief of staff",
+        &["direct-line"],
+    )
+    .await?;
+    line.quota(true, 2).await?;
+    let _volkov_acc = line
+        .accredit(
+            true,
+            &volkov,
+            "liaison officer",
+            &["military", "diplomatic"],
+        )
+        .await?;
+    let orlov_acc = line
+        .accredit(true, &orlov, "liaison officer", &["military"])
+        .await?;
+    line.quota(false, 1).await?;
+    line.accredit(
+        false,
+        &baker,
+        "liaison officer",
+        &["military", "diplomatic"],
+    )
+    .await?;
+    line.guest_sees(false, |v| {
+        v["missions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["active"] == 2)
+    })
+    .await?;
+    println!(
+        "7. Members sign with their own Ed25519 keys (the nodes never hold them). Alliance, as host, accredits"
+    );
+    println!(
+        "   Lt.Col. Volkov and Capt. Orlov to the Federation mission (quota 2); Federation accredits Maj. Baker (quota 1)."
+    );
+    println!(
+        "   Each accreditation is a signed record, logged and replicated: Federation's node shows both as active.\n"
+    );
+
+    let (req, _) = line
+        .send(
+            true,
+            &baker,
+            Sphere::Military,
+            Precedence::Immediate,
+            crate::demo_line::deconfliction(
+                &alpha,
+                &bravo,
+                "BRAVO crosses the buffer into ALPHA's area at +2 h; move BRAVO south of 44.95N",
+            )?,
+            201,
+        )
+        .await?;
+    let r = line.delivered(true, req).await?;
+    let (rep_id, _) = line
+        .send(
+            false,
+            &volkov,
+            Sphere::Military,
+            Precedence::Immediate,
+            Body::Reply {
+                in_reply_to: req,
+                verdict: Verdict::Accept,
+                text: "BRAVO will stay south of 44.95N".into(),
+            },
+            201,
+        )
+        .await?;
+    line.delivered(false, rep_id).await?;
+    line.ack(false, &volkov, req, "").await?;
+    line.acknowledged(true, req).await?;
+    println!(
+        "8. On the military channel, Maj. Baker (Alliance) sends an IMMEDIATE deconfliction request (ALPHA × BRAVO);"
+    );
+    println!(
+        "   Federation's node receipts it (signed, at index {} of its log); Lt.Col. Volkov acknowledges it and replies: accept.\n",
+        r["delivery"]["index"]
+    );
+
+    // 9. Alliance activates ALPHA: its old key no longer proves knowledge.
     let alpha_update = |key: Vec<String>| {
         json!({
             "extents": [polygon(&alpha_area, 0.0, 3_000.0, h(1), h(3))],
@@ -396,11 +596,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .unwrap_or_default()
         .to_string();
     println!(
-        "6. Alliance activates ALPHA: refused (409) until its key holds BRAVO's OVN, then → 200 Activated, version {}.\n",
+        "9. Alliance activates ALPHA: refused (409) until its key holds BRAVO's OVN, then → 200 Activated, version {}.\n",
         v["operational_intent_reference"]["version"]
     );
 
-    // 7. Federation moves BRAVO south, out of the buffer and out of ALPHA's way.
+    // 10. Federation moves BRAVO south, out of the buffer and out of ALPHA's way.
     let bravo_south = [
         (44.90, 10.20),
         (44.90, 10.26),
@@ -426,13 +626,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .await?;
     let n_after = after["conflicts"].as_array().map(|a| a.len()).unwrap_or(0);
     println!(
-        "7. Federation moves BRAVO south of the buffer (update with its OVN) → 200; conflicts now: {n_after}.\n"
+        "10. Federation moves BRAVO south of the buffer (update with its OVN) → 200; conflicts now: {n_after}.\n"
     );
     if n_after != 0 {
         bail!("expected no conflicts after BRAVO moved, got {after}");
     }
 
-    // 8. Availability arbitration.
+    // 11. Availability arbitration.
     c.expect(
         200,
         M::PUT,
@@ -455,11 +655,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         )
         .await?;
     println!(
-        "8. The arbiter marks federation-uss Down; its next planning write → 412: {}\n",
+        "11. The arbiter marks federation-uss Down; its next planning write → 412: {}\n",
         v["message"].as_str().unwrap_or("")
     );
 
-    // 9. Bad input is refused with the field named.
+    // 12. Bad input is refused with the field named.
     let v = c
         .expect(400, M::PUT, &format!("/dss/v1/operational_intent_references/{}", Uuid::from_u128(0xc3c3_0000_0000_4000_8000_0000_0000_0003)), ALLIANCE,
             Some(json!({
@@ -469,12 +669,134 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             })))
         .await?;
     println!(
-        "9. A self-intersecting polygon → 400 naming {}: {}\n",
+        "12. A self-intersecting polygon → 400 naming {}: {}\n",
         v["field"].as_str().unwrap_or(""),
         v["message"].as_str().unwrap_or("")
     );
 
-    // 10. The evidence: every change above is an entry of the node's signed log.
+    // 13. FLASH on the direct line.
+    let (flash, _) = line
+        .send(
+            true,
+            &adams,
+            Sphere::DirectLine,
+            Precedence::Flash,
+            Body::Text {
+                text: "ALPHA activates at +1 h; confirm BRAVO holds south of 44.95N".into(),
+            },
+            201,
+        )
+        .await?;
+    let d = line.delivered(true, flash).await?;
+    let deadline_min = (d["deadline_ms"].as_u64().unwrap_or(0)
+        - d["message"]["created_ms"].as_u64().unwrap_or(0))
+        / 60_000;
+    line.ack(false, &sokolov, flash, "confirmed").await?;
+    let acked = line.acknowledged(true, flash).await?;
+    println!(
+        "13. Col. Adams sends a FLASH on the direct line (acknowledgement due within {deadline_min} min): receipted by"
+    );
+    println!(
+        "    Federation's node at index {}, acknowledged by {} (\"{}\").\n",
+        acked["delivery"]["index"],
+        acked["ack"]["by_name"].as_str().unwrap_or(""),
+        acked["ack"]["text"].as_str().unwrap_or("")
+    );
+
+    // 14. Expulsion.
+    line.a
+        .expect(
+            200,
+            M::POST,
+            &format!("/line/v1/accreditations/{orlov_acc}/revoke"),
+            crate::demo_line::ADMIN,
+            Some(json!({ "reason": "activities incompatible with his status" })),
+        )
+        .await?;
+    line.guest_sees(false, |v| {
+        v["missions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|m| m["accreditations"].as_array().into_iter().flatten())
+            .any(|a| a["name"] == "Capt. Orlov" && a["active"] == false)
+    })
+    .await?;
+    let (_, refused) = line
+        .send(
+            false,
+            &orlov,
+            Sphere::Military,
+            Precedence::Routine,
+            Body::Text {
+                text: "request meeting".into(),
+            },
+            403,
+        )
+        .await?;
+    println!(
+        "14. Alliance revokes Capt. Orlov's accreditation (expulsion). Once replicated, his own node refuses his next message:"
+    );
+    println!(
+        "    403 {}: {}\n",
+        refused["code"].as_str().unwrap_or(""),
+        refused["message"].as_str().unwrap_or("")
+    );
+
+    // 15. Mission closure; the direct line stays up.
+    line.a
+        .expect(
+            200,
+            M::POST,
+            &format!("/line/v1/missions/{FEDERATION_NODE}/close"),
+            crate::demo_line::ADMIN,
+            Some(json!({ "reason": "relations downgraded" })),
+        )
+        .await?;
+    line.guest_sees(false, |v| {
+        v["missions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| !m["closed"].is_null())
+    })
+    .await?;
+    let (_, closed) = line
+        .send(
+            false,
+            &volkov,
+            Sphere::Diplomatic,
+            Precedence::Priority,
+            Body::Text {
+                text: "protest".into(),
+            },
+            403,
+        )
+        .await?;
+    let (dl, _) = line
+        .send(
+            false,
+            &sokolov,
+            Sphere::DirectLine,
+            Precedence::Flash,
+            Body::Text {
+                text: "the direct line remains our channel".into(),
+            },
+            201,
+        )
+        .await?;
+    line.delivered(false, dl).await?;
+    line.ack(true, &adams, dl, "agreed").await?;
+    line.acknowledged(false, dl).await?;
+    println!(
+        "15. Alliance closes the Federation mission: Lt.Col. Volkov's next message → 403 ({})",
+        closed["message"].as_str().unwrap_or("")
+    );
+    println!(
+        "    while the direct line stays up: Gen. Sokolov's FLASH is delivered and acknowledged by Col. Adams.\n"
+    );
+
+    // 16. The evidence: every change above is an entry of the node's signed log.
     let vkey = c
         .http
         .get(format!("{base}/log/key"))
@@ -506,7 +828,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     println!(
-        "10. Every change above is an entry of the node's signed Merkle log: {size} entries under a checkpoint signed by"
+        "16. Every change above is an entry of the node's signed Merkle log: {size} entries under a checkpoint signed by"
     );
     println!("    {vkey}");
     println!(
@@ -515,7 +837,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let bundle = data.join("evidence-alpha");
     let _ = std::fs::remove_dir_all(&bundle);
     crate::evidence::export(crate::evidence::ExportArgs {
-        data: data.clone(),
+        data: alliance_data.clone(),
         out: bundle.clone(),
         entity: Some(alpha.clone()),
         since: None,
@@ -534,6 +856,47 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "    (detente verify {} --key <the key above>)\n",
         bundle.display()
     );
+
+    // 17. Evidence of the line: the FLASH, Federation's receipt and acknowledgement.
+    // Wait for a checkpoint covering everything so far.
+    for _ in 0..40 {
+        let (entries, latest) = store::read_log(&alliance_data)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if latest.is_some_and(|(s, _)| s as usize >= entries.len()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let line_bundle = data.join("evidence-flash");
+    let _ = std::fs::remove_dir_all(&line_bundle);
+    println!(
+        "17. Alliance exports the evidence of its FLASH: its own signed message, and Federation's signed receipt and"
+    );
+    println!(
+        "    acknowledgement as Federation's node signed them, each proven in Alliance's log; checked offline:"
+    );
+    crate::evidence::export(crate::evidence::ExportArgs {
+        data: alliance_data.clone(),
+        out: line_bundle.clone(),
+        entity: Some(flash.to_string()),
+        since: None,
+        until: None,
+        all: false,
+    })
+    .await?;
+    crate::evidence::verify(crate::evidence::VerifyArgs {
+        paths: vec![line_bundle.clone()],
+        key: vkey.clone(),
+        witness: vec![],
+        min_witnesses: 0,
+        peer: vec![kf.clone()],
+    })?;
+    println!(
+        "    (detente verify {} --key <alliance key> --peer <federation key>)\n",
+        line_bundle.display()
+    );
+    c.requests += line.requests();
 
     let health = c
         .http
@@ -558,6 +921,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         println!("Keeping the node up; Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;
     }
-    node.stop().await?;
+    drop(fed_node);
+    drop(node);
     Ok(())
 }

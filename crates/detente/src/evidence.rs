@@ -157,13 +157,22 @@ pub async fn export(a: ExportArgs) -> Result<()> {
     }
     std::fs::write(a.out.join("keys.txt"), keys)?;
     let mut written = 0;
+    // With --entity, the receipts of the selected entries come along: a
+    // receipt names the leaf hash of the record it is for.
+    let mut selected_leaves = std::collections::HashSet::new();
     for (i, bytes) in entries[..size].iter().enumerate() {
         let e =
             SignedEntry::parse(bytes).map_err(|err| anyhow!("entry {i} is unreadable: {err}"))?;
-        if let Some(id) = &a.entity
-            && body_id(&e) != Some(id.as_str())
-        {
-            continue;
+        if let Some(id) = &a.entity {
+            let receipt_of_selected = e.entry.kind == "line.receipt"
+                && matches!(
+                    field(&e.entry.body, "record").and_then(|r| field(r, "leaf_hash")),
+                    Some(Value::Bytes(h)) if selected_leaves.contains(h.as_slice())
+                );
+            if body_id(&e) != Some(id.as_str()) && !receipt_of_selected {
+                continue;
+            }
+            selected_leaves.insert(tlog::leaf_hash(bytes).to_vec());
         }
         if since.is_some_and(|s| e.entry.timestamp_ms < s)
             || until.is_some_and(|u| e.entry.timestamp_ms >= u)

@@ -5,6 +5,7 @@
 mod bench;
 mod config;
 mod demo;
+mod demo_line;
 mod evidence;
 mod key;
 mod line_cli;

@@ -189,6 +189,19 @@ fn the_demo_runs_to_the_end() {
         text.contains("verified 2 entries"),
         "ALPHA's two versions are exported and verified: {text}"
     );
+    // The line between the two nodes.
+    assert!(text.contains("acknowledged by Gen. Sokolov"), "{text}");
+    assert!(
+        text.contains("403 not_accredited") && text.contains("revoked at"),
+        "{text}"
+    );
+    assert!(text.contains("the mission was closed at"), "{text}");
+    assert!(
+        text.contains("line.receipt by federation.detente.demo")
+            && text.contains("line.ack by federation.detente.demo")
+            && text.contains("verified 4 entries"),
+        "the FLASH, the peer's receipt and acknowledgement are exported and verified: {text}"
+    );
 }
 
 #[tokio::test]

@@ -315,8 +315,9 @@ pub fn accredit(state: &LineState, a: Accredit, now: Millis) -> Result<LineDecis
         && let Some((at, _)) = &m.closed
     {
         return Err(LineError::Conflict(format!(
-            "the mission of {} is closed (effective {at} ms)",
-            a.guest
+            "the mission of {} is closed (effective {})",
+            a.guest,
+            rfc3339(*at)
         )));
     }
     if state.member(&a.member).is_some_and(|m| m.party != a.guest) {
@@ -489,7 +490,14 @@ fn open_channel(
         sphere,
         state: s,
         detail: notice
-            .map(|n| format!(" since {} ms by {} ({})", n.effective_ms, n.by, n.reason))
+            .map(|n| {
+                format!(
+                    " since {} by {} ({})",
+                    rfc3339(n.effective_ms),
+                    n.by,
+                    n.reason
+                )
+            })
             .unwrap_or_default(),
     })
 }
@@ -535,7 +543,7 @@ pub fn send_message(
     if let Some(at) = member.removed_at {
         return Err(LineError::UnknownMember {
             member: msg.sender.to_hex(),
-            detail: format!(" (removed at {at} ms)"),
+            detail: format!(" (removed at {})", rfc3339(at)),
         });
     }
     if !member.member.spheres.contains(&msg.sphere) {
@@ -561,7 +569,7 @@ pub fn send_message(
         state
             .accredited(&msg.to, state.me(), &msg.sender, msg.sphere, now)
             .map_err(|reason| LineError::NotAccredited {
-                member: msg.sender.to_hex(),
+                member: format!("{} ({}…)", member.member.name, &msg.sender.to_hex()[..8]),
                 reason,
             })?;
     }

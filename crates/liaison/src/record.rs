@@ -47,6 +47,29 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// RFC 3339 UTC (to the second) of a time in ms, for messages to people.
+pub fn rfc3339(ms: Millis) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Lowercase or uppercase hex into bytes.
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.is_ascii() {
@@ -1173,6 +1196,14 @@ mod tests {
         assert_eq!(MemberKey::parse(&k.to_hex()), Ok(k));
         assert!(MemberKey::parse("abc").is_err());
         assert!(MemberKey::parse(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn times_read_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        // 2000-02-29 (a leap day) 12:34:56 UTC.
+        assert_eq!(rfc3339(951_827_696_000), "2000-02-29T12:34:56Z");
+        assert_eq!(rfc3339(1_795_000_000_999), "2026-11-18T11:06:40Z");
     }
 
     #[test]

@@ -382,23 +382,26 @@ impl LineState {
             && let Some((at, reason)) = &m.closed
             && *at <= now
         {
-            return Some(format!("the mission was closed at {at} ms: {reason}"));
+            return Some(format!(
+                "the mission was closed at {}: {reason}",
+                rfc3339(*at)
+            ));
         }
         if let Some((at, reason)) = &a.revoked
             && *at <= now
         {
-            return Some(format!("revoked at {at} ms: {reason}"));
+            return Some(format!("revoked at {}: {reason}", rfc3339(*at)));
         }
         if let Some((at, reason)) = &a.ended
             && *at <= now
         {
-            return Some(format!("ended at {at} ms: {reason}"));
+            return Some(format!("ended at {}: {reason}", rfc3339(*at)));
         }
         if now < acc.valid_from {
-            return Some(format!("valid only from {} ms", acc.valid_from));
+            return Some(format!("valid only from {}", rfc3339(acc.valid_from)));
         }
         if now >= acc.valid_until {
-            return Some(format!("expired at {} ms", acc.valid_until));
+            return Some(format!("expired at {}", rfc3339(acc.valid_until)));
         }
         None
     }
