@@ -181,6 +181,7 @@ pub fn line_error_body(e: &LineError) -> serde_json::Value {
         LineError::QuotaExceeded { .. } => (409, "quota_exceeded"),
         LineError::OutOfSequence { .. } => (409, "out_of_sequence"),
         LineError::Gap { .. } => (409, "gap"),
+        LineError::Waiting { .. } => (409, "waiting"),
         LineError::Conflict(_) => (409, "conflict"),
         LineError::RecordRefused(_) => (403, "record_refused"),
     };

@@ -137,6 +137,7 @@ async fn deliver(
             records: batch.iter().map(|(_, b)| B64.encode(b)).collect(),
         };
         let first = batch[0].0;
+        let mut waiting = false;
         let outcome = match post(&http, &url, &body).await {
             Ok(reply) => {
                 let receipts: Result<Vec<Vec<u8>>, _> =
@@ -155,10 +156,16 @@ async fn deliver(
                             Err(e) => Err(format!("its receipts were refused: {e}")),
                         }
                     }
-                    Ok(_) => Err(format!(
-                        "no record was taken: {}",
-                        reply.stopped.map(|s| s.to_string()).unwrap_or_default()
-                    )),
+                    Ok(_) => {
+                        waiting = reply
+                            .stopped
+                            .as_ref()
+                            .is_some_and(|s| s["code"] == "waiting");
+                        Err(format!(
+                            "no record was taken: {}",
+                            reply.stopped.map(|s| s.to_string()).unwrap_or_default()
+                        ))
+                    }
                     Err(_) => Err("the receipts are not base64".into()),
                 }
             }
@@ -166,6 +173,11 @@ async fn deliver(
         };
         match outcome {
             Ok(()) => failures = 0,
+            // Waiting for a higher lane to catch up: no back-off needed.
+            Err(e) if waiting => {
+                tracing::debug!(%peer, %lane, first, error = %e, "waiting for a higher lane");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             Err(e) => {
                 failures += 1;
                 let wait = backoff(failures, line.new_id().as_u128());

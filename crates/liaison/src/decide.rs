@@ -11,6 +11,9 @@ use uuid::Uuid;
 
 /// What a decision appends to the log.
 #[derive(Clone, Debug, PartialEq)]
+// Events live for one decision; most are `Own`, so boxing it would only add
+// an allocation per record.
+#[allow(clippy::large_enum_variant)]
 pub enum LineEvent {
     /// A new entry this node signs.
     Own(LineEntry),
@@ -85,6 +88,11 @@ fn own(state: &LineState, record: Record, to: Option<(&str, Precedence)>) -> Lin
         to: to.to_string(),
         lane,
         seq: state.out_lane(to, lane).map(|l| l.last_seq).unwrap_or(0) + 1,
+        after: Precedence::ALL
+            .iter()
+            .take_while(|p| **p != lane)
+            .map(|p| state.out_lane(to, *p).map(|l| l.last_seq).unwrap_or(0))
+            .collect(),
     });
     LineEvent::Own(LineEntry { record, envelope })
 }
@@ -164,6 +172,7 @@ pub fn add_peer(
                     to: name.into(),
                     lane: Precedence::Flash,
                     seq,
+                    after: vec![],
                 }),
             }));
         }
@@ -793,6 +802,20 @@ pub fn receive(
             expected: received + 1,
             got: env.seq,
         });
+    }
+    // Causal order across lanes: what the sender had sent on higher lanes
+    // before this record must be here first (a member's registration before
+    // their routine message).
+    for (lane, needed) in Precedence::ALL.iter().zip(&env.after) {
+        let have = state.in_lane(from, *lane).map(|l| l.received).unwrap_or(0);
+        if have < *needed {
+            return Err(LineError::Waiting {
+                origin: from.into(),
+                lane: *lane,
+                needed: *needed,
+                have,
+            });
+        }
     }
     let refused = refusal(state, from, &line.record, now);
     Ok(LineDecision::commit(vec![LineEvent::Received {

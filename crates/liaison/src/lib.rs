@@ -64,6 +64,15 @@ pub enum LineError {
         expected: u64,
         got: u64,
     },
+    /// A peer's record that must wait for records of a higher lane sent
+    /// before it.
+    #[error("the record waits for record {needed} of lane {lane} of {origin} (have {have})")]
+    Waiting {
+        origin: String,
+        lane: record::Precedence,
+        needed: u64,
+        have: u64,
+    },
     #[error("{0}")]
     Conflict(String),
     /// A peer's record that this node will not take at all (not even as

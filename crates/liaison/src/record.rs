@@ -390,6 +390,12 @@ pub struct Envelope {
     pub to: String,
     pub lane: Precedence,
     pub seq: u64,
+    /// Causal order across lanes: for each lane of higher precedence (in
+    /// order, FLASH first), the last sequence number the sender had
+    /// assigned on it to the same destination when this record was made.
+    /// The receiver takes the record only once it has those. Higher
+    /// precedence never waits for lower.
+    pub after: Vec<u64>,
 }
 
 /// The body of a `line.*` entry.
@@ -985,6 +991,10 @@ impl LineEntry {
             pairs.push(("to", t(&e.to)));
             pairs.push(("lane", t(e.lane.as_str())));
             pairs.push(("seq", Value::Uint(e.seq)));
+            pairs.push((
+                "after",
+                Value::Array(e.after.iter().map(|n| Value::Uint(*n)).collect()),
+            ));
         }
         map(pairs)
     }
@@ -1001,13 +1011,32 @@ impl LineEntry {
                 envelope: None,
             });
         }
-        let f = Fields::new(v, "entry", &["record", "to", "lane", "seq"])?;
+        let f = Fields::new(v, "entry", &["record", "to", "lane", "seq", "after"])?;
+        let lane = f.named("lane", Precedence::parse)?;
+        let Value::Array(a) = f.get("after")? else {
+            return Err(malformed("entry", "after must be an array"));
+        };
+        let after = a
+            .iter()
+            .map(|x| match x {
+                Value::Uint(n) => Ok(*n),
+                _ => Err(malformed("entry", "after holds sequence numbers")),
+            })
+            .collect::<Result<Vec<u64>, _>>()?;
+        let higher = Precedence::ALL.iter().position(|p| *p == lane).unwrap_or(0);
+        if after.len() != higher {
+            return Err(malformed(
+                "entry",
+                format!("after holds one sequence number per lane above {lane}"),
+            ));
+        }
         Ok(LineEntry {
             record: Record::from_value(kind, f.get("record")?)?,
             envelope: Some(Envelope {
                 to: f.text("to")?,
-                lane: f.named("lane", Precedence::parse)?,
+                lane,
                 seq: f.u64("seq")?,
+                after,
             }),
         })
     }
@@ -1134,6 +1163,7 @@ mod tests {
                     to: "federation".into(),
                     lane: Precedence::Immediate,
                     seq: i as u64 + 1,
+                    after: vec![7],
                 }),
             };
             let bytes = cbor::encode(&e.to_value());

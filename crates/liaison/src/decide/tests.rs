@@ -651,3 +651,33 @@ fn peers_are_pinned_to_one_key() {
         Err(LineError::Invalid { field, .. }) if field == "name"
     ));
 }
+
+#[test]
+fn a_routine_message_waits_for_the_flash_records_sent_before_it() {
+    let mut a = Node::new(A, 1);
+    let mut f = Node::new(F, 2);
+    let (av, fv) = (a.vkey(), f.vkey());
+    a.run(add_peer(&a.state, F, "http://f", &fv), T0);
+    f.run(add_peer(&f.state, A, "http://a", &av), T0);
+    // Federation registers a member (FLASH lane), who then sends ROUTINE.
+    let (s2, m2) = member(2, &[Sphere::DirectLine]);
+    f.run(register_member(&f.state, m2), T0);
+    let m = text(F, A, &s2, 1, Sphere::DirectLine, Precedence::Routine);
+    f.run(send_message(&f.state, m.clone(), T0), T0);
+    let (_, routine) = f.state.pending(A, Precedence::Routine, 1)[0];
+    // The routine record overtakes the registration: it must wait.
+    assert!(matches!(
+        receive(&a.state, F, f.log[routine.index as usize].clone(), T0),
+        Err(LineError::Waiting {
+            lane: Precedence::Flash,
+            needed: 1,
+            have: 0,
+            ..
+        })
+    ));
+    assert_eq!(deliver(&mut f, &mut a, T0), 2);
+    assert!(matches!(
+        a.state.message(&m.value.id).unwrap().delivery,
+        Delivery::Delivered { .. }
+    ));
+}

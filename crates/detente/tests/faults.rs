@@ -1,0 +1,484 @@
+//! The line under faults, over real processes: two nodes, clients sending
+//! thousands of member-signed messages from Federation to Alliance, while a
+//! seeded schedule SIGKILLs and restarts the receiver (and now and then the
+//! sender), and cuts and restores the link through a TCP proxy of the
+//! test's own. At the end every message a client was told was accepted is
+//! classified as ok / lost / duplicated / reordered (the Jepsen queue
+//! checker's categories), and both logs must verify and carry the other's
+//! cosignature.
+//!
+//! `DETENTE_FAULT_SEED` replays a schedule; `DETENTE_FAULT_MESSAGES` sets
+//! the number of messages (default 2,000).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use liaison::{Body, MemberSigner, Message, Precedence, Sphere};
+use reqwest::Client;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use test_support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, watch};
+use uuid::Uuid;
+
+const A: &str = "alliance.faults";
+const F: &str = "federation.faults";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_detente"))
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var_os(name).and_then(|s| s.to_str().and_then(|s| s.parse().ok()))
+}
+
+/// xorshift64*: a replayable schedule needs nothing more.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A TCP proxy that can cut every connection and refuse new ones.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = l.accept().await else {
+                    continue;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut rx = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn call(
+    method: &str,
+    url: &str,
+    tok: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
+    let c = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut r = if method == "GET" {
+        c.get(url)
+    } else {
+        c.post(url)
+    }
+    .bearer_auth(tok);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.map_err(|e| e.to_string())?;
+    let s = r.status().as_u16();
+    let t = r.text().await.map_err(|e| e.to_string())?;
+    Ok((s, serde_json::from_str(&t).unwrap_or(Value::String(t))))
+}
+
+async fn must(method: &str, url: &str, tok: &str, body: Option<Value>) -> Value {
+    let (s, v) = call(method, url, tok, body).await.unwrap();
+    assert!((200..300).contains(&s), "{method} {url}: {s} {v}");
+    v
+}
+
+async fn text(url: &str) -> String {
+    Client::new()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[allow(clippy::disallowed_methods)] // a client's own clock
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[derive(Clone, Debug)]
+struct Sent {
+    id: Uuid,
+    sender: usize,
+    seq: u64,
+    lane: Precedence,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions() {
+    let seed: u64 = env_u64("DETENTE_FAULT_SEED").unwrap_or(0x5eed_2026_1129);
+    let total: u64 = env_u64("DETENTE_FAULT_MESSAGES").unwrap_or(2000);
+    let seconds: u64 = env_u64("DETENTE_FAULT_SECONDS").unwrap_or(15);
+    eprintln!(
+        "fault schedule seed {seed} (DETENTE_FAULT_SEED replays it), {total} messages over {seconds} s"
+    );
+    let admin = token("admin", "detente.line.admin detente.line");
+
+    // First start: learn the keys; then restart each witnessing the other.
+    let mut a = TestNode::start_with(bin(), &["--name", A]);
+    let mut f = TestNode::start_with(bin(), &["--name", F]);
+    let a_log = text(&a.url("/log/key")).await;
+    let f_log = text(&f.url("/log/key")).await;
+    let a_wit = text(&a.url("/witness/key")).await;
+    let f_wit = text(&f.url("/witness/key")).await;
+    let a_addr: SocketAddr = a.base.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(a_addr).await;
+    let proxied_a = format!("http://{}", proxy.addr);
+    a.restart_with(&[
+        "--name",
+        A,
+        "--witness-log",
+        &f_log,
+        "--witness",
+        &format!("{f_wit}@{}", f.base),
+    ]);
+    f.restart_with(&[
+        "--name",
+        F,
+        "--witness-log",
+        &a_log,
+        "--witness",
+        &format!("{a_wit}@{proxied_a}"),
+    ]);
+
+    // Federation reaches Alliance only through the proxy.
+    must(
+        "POST",
+        &f.url("/line/v1/peers"),
+        &admin,
+        Some(json!({ "name": A, "url": proxied_a, "key": a_log })),
+    )
+    .await;
+    must(
+        "POST",
+        &a.url("/line/v1/peers"),
+        &admin,
+        Some(json!({ "name": F, "url": f.base, "key": f_log })),
+    )
+    .await;
+    let senders: Vec<MemberSigner> = (0..2u8)
+        .map(|i| MemberSigner::from_seed(&[40 + i; 32]))
+        .collect();
+    for (i, s) in senders.iter().enumerate() {
+        must(
+            "POST",
+            &f.url("/line/v1/members"),
+            &admin,
+            Some(json!({ "key": s.key().to_hex(), "name": format!("sender {i}"), "role": "duty officer", "spheres": ["direct-line"] })),
+        )
+        .await;
+    }
+
+    let a = Arc::new(Mutex::new(a));
+    let f = Arc::new(Mutex::new(f));
+    let f_base = f.lock().await.base.clone();
+    let a_base = a.lock().await.base.clone();
+    let accepted: Arc<Mutex<Vec<Sent>>> = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(AtomicBool::new(false));
+
+    // Clients: one per sender, each in sequence order; a failed send (the
+    // node was killed) is retried with the same signed message.
+    let mut clients = Vec::new();
+    for (i, s) in senders.into_iter().enumerate() {
+        let (accepted, f_base, admin) = (accepted.clone(), f_base.clone(), admin.clone());
+        let mut rng = Rng(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        clients.push(tokio::spawn(async move {
+            // Paced so that the faults fall while messages flow.
+            let pace = Duration::from_micros(seconds * 1_000_000 * 2 / total.max(1));
+            let started = tokio::time::Instant::now();
+            for seq in 1..=total / 2 {
+                tokio::time::sleep_until(started + pace * (seq as u32 - 1)).await;
+                let lane = Precedence::ALL[if rng.below(10) == 0 {
+                    0
+                } else {
+                    1 + rng.below(3) as usize
+                }];
+                let id = Uuid::from_u64_pair(seed, (i as u64) << 32 | seq);
+                let m = s.sign_message(Message {
+                    id,
+                    from: F.into(),
+                    to: A.into(),
+                    sphere: Sphere::DirectLine,
+                    precedence: lane,
+                    sender: s.key(),
+                    seq,
+                    created_ms: now_ms(),
+                    body: Body::Text {
+                        text: format!("sender {i} message {seq}"),
+                    },
+                });
+                let body = json!({
+                    "message": api::MessageWire::from_domain(&m.value),
+                    "signature": m.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                });
+                let mut tries = 0;
+                loop {
+                    match call(
+                        "POST",
+                        &format!("{f_base}/line/v1/messages"),
+                        &admin,
+                        Some(body.clone()),
+                    )
+                    .await
+                    {
+                        Ok((201 | 200, _)) => break,
+                        Ok((s, v)) => panic!("message {seq} of sender {i} refused: {s} {v}"),
+                        Err(_) => {
+                            tries += 1;
+                            assert!(tries < 600, "the sender node never came back");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                accepted.lock().await.push(Sent {
+                    id,
+                    sender: i,
+                    seq,
+                    lane,
+                });
+            }
+        }));
+    }
+
+    // The schedule: kill/restart the receiver, cut/restore the link, and
+    // now and then kill/restart the sender.
+    let (a2, f2, done2) = (a.clone(), f.clone(), done.clone());
+    let mut rng = Rng(seed);
+    let chaos = tokio::spawn(async move {
+        let mut log = Vec::new();
+        while !done2.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
+            match rng.below(10) {
+                0..=4 => {
+                    a2.lock().await.kill();
+                    tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+                    a2.lock().await.start_again();
+                    log.push("kill -9 receiver, restart");
+                }
+                5..=8 => {
+                    proxy.cut();
+                    tokio::time::sleep(Duration::from_millis(rng.below(2000))).await;
+                    proxy.restore();
+                    log.push("partition, heal");
+                }
+                _ => {
+                    f2.lock().await.kill();
+                    tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
+                    f2.lock().await.start_again();
+                    log.push("kill -9 sender, restart");
+                }
+            }
+        }
+        proxy.restore();
+        log
+    });
+    for c in clients {
+        c.await.unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    let faults = chaos.await.unwrap();
+    eprintln!("{} faults: {:?}", faults.len(), {
+        let mut n: BTreeMap<&str, usize> = BTreeMap::new();
+        for x in &faults {
+            *n.entry(x).or_default() += 1;
+        }
+        n
+    });
+    assert!(
+        faults.len() as u64 >= seconds / 2,
+        "the schedule applied too few faults: {faults:?}"
+    );
+
+    // Everything drains.
+    let drained = async {
+        for _ in 0..1200 {
+            if let Ok((200, v)) =
+                call("GET", &format!("{f_base}/line/v1/status"), &admin, None).await
+                && v["peers"][0]["lanes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|l| l["pending"] == 0)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+    .await;
+    assert!(
+        drained,
+        "the outbox did not drain within 120 s after the faults stopped"
+    );
+
+    // The checker.
+    let sent = accepted.lock().await.clone();
+    assert_eq!(sent.len() as u64, total);
+    let inbox = must(
+        "GET",
+        &format!("{a_base}/line/v1/messages?direction=in&limit=10000"),
+        &admin,
+        None,
+    )
+    .await;
+    let got = inbox["messages"].as_array().unwrap();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in got {
+        *seen
+            .entry(m["message"]["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let lost = sent
+        .iter()
+        .filter(|s| !seen.contains_key(&s.id.to_string()))
+        .count();
+    let duplicated = seen.values().filter(|n| **n > 1).count();
+    let refused: Vec<&Value> = got
+        .iter()
+        .filter(|m| m["delivery"]["state"] != "delivered")
+        .collect();
+    for r in &refused {
+        eprintln!("refused: {}", r["delivery"]);
+    }
+    let refused = refused.len();
+    // Per sender and lane, the receiver's log order is the sequence order.
+    let mut last: HashMap<(String, String), u64> = HashMap::new();
+    let mut reordered = 0;
+    let mut by_index: Vec<&Value> = got.iter().collect();
+    by_index.sort_by_key(|m| m["index"].as_u64().unwrap());
+    for m in by_index {
+        let k = (
+            m["message"]["sender"].as_str().unwrap().to_string(),
+            m["message"]["precedence"].as_str().unwrap().to_string(),
+        );
+        let seq = m["message"]["seq"].as_u64().unwrap();
+        if last.get(&k).is_some_and(|l| *l >= seq) {
+            reordered += 1;
+        }
+        last.insert(k, seq);
+    }
+    let ok = sent.len() - lost;
+    eprintln!(
+        "checker: ok {ok}, lost {lost}, duplicated {duplicated}, reordered {reordered}, refused {refused}"
+    );
+    assert_eq!((lost, duplicated, reordered, refused), (0, 0, 0, 0));
+    assert_eq!(
+        got.len() as u64,
+        total,
+        "the receiver holds exactly what was accepted"
+    );
+    let per_lane: BTreeMap<&str, usize> = sent.iter().fold(BTreeMap::new(), |mut m, s| {
+        *m.entry(s.lane.as_str()).or_default() += 1;
+        m
+    });
+    eprintln!(
+        "messages per lane: {per_lane:?}; senders: {}",
+        sent.iter().map(|s| s.sender).max().unwrap() + 1
+    );
+
+    // Both logs verify, and each carries the other's cosignature.
+    for (base, log_key, witness_key) in [(&a_base, &a_log, &f_wit), (&f_base, &f_log, &a_wit)] {
+        let log_v = tlog::Verifier::parse(log_key).unwrap();
+        let wit_v = tlog::Verifier::parse(witness_key).unwrap();
+        let mut cosigned = false;
+        for _ in 0..100 {
+            let note = text(&format!("{base}/log/checkpoint")).await;
+            let note = format!("{note}\n");
+            let (_, ok) =
+                tlog::note::open(note.as_bytes(), &[log_v.clone(), wit_v.clone()]).unwrap();
+            if ok.len() == 2 {
+                cosigned = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            cosigned,
+            "{base}'s checkpoint never carried the peer's cosignature"
+        );
+        // Every entry is in the tree the checkpoint commits to.
+        let note = text(&format!("{base}/log/checkpoint")).await;
+        let (n, _) =
+            tlog::note::open(format!("{note}\n").as_bytes(), std::slice::from_ref(&log_v)).unwrap();
+        let cp = tlog::Checkpoint::parse(&n.text).unwrap();
+        let mut tree = tlog::tree::MemoryTree::new();
+        let mut start = 0;
+        while start < cp.size {
+            let end = (start + 1000).min(cp.size);
+            let v = must(
+                "GET",
+                &format!("{base}/log/entries?start={start}&end={end}"),
+                &admin,
+                None,
+            )
+            .await;
+            for e in v["entries"].as_array().unwrap() {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(e.as_str().unwrap())
+                    .unwrap();
+                tree.append(&bytes);
+            }
+            start = end;
+        }
+        assert_eq!(
+            tree.root(cp.size).unwrap(),
+            cp.root,
+            "{base}: the entries do not hash to the signed root"
+        );
+    }
+}
