@@ -377,10 +377,21 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
     .await;
     let got = inbox["messages"].as_array().unwrap();
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seq_of: HashMap<String, u64> = HashMap::new();
     for m in got {
-        *seen
-            .entry(m["message"]["id"].as_str().unwrap().to_string())
-            .or_default() += 1;
+        let id = m["message"]["id"].as_str().unwrap().to_string();
+        seq_of.insert(id.clone(), m["message"]["seq"].as_u64().unwrap());
+        *seen.entry(id).or_default() += 1;
+    }
+    // What arrived is what was sent: each id carries its sender's sequence number.
+    for s in &sent {
+        if let Some(q) = seq_of.get(&s.id.to_string()) {
+            assert_eq!(
+                *q, s.seq,
+                "message {} arrived with another sequence number",
+                s.id
+            );
+        }
     }
     let lost = sent
         .iter()
