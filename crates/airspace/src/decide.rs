@@ -61,6 +61,13 @@ pub struct ImplicitSubscription {
     pub notify_for_constraints: bool,
 }
 
+/// Whether the key holds `ovn` (or, for a peer's copy, an OVN of its hash).
+fn presented(key: &HashSet<&Ovn>, ovn: &Ovn) -> bool {
+    key.contains(ovn)
+        || (ovn.as_str().starts_with(crate::model::OVN_HASH_PREFIX)
+            && key.iter().any(|k| crate::model::key_matches(ovn, k)))
+}
+
 /// Create (`existing_ovn: None`) or update an operational intent reference.
 #[derive(Clone, Debug)]
 pub struct PutIntent {
@@ -323,7 +330,7 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
         let missing_operational_intents: Vec<OperationalIntent> = state
             .intents_intersecting(&cmd.extents)
             .into_iter()
-            .filter(|o| o.id != cmd.id && o.time_end > cmd.now && !key.contains(&o.ovn))
+            .filter(|o| o.id != cmd.id && o.time_end > cmd.now && !presented(&key, &o.ovn))
             .cloned()
             .collect();
         let checks_constraints = match subscription_id {
@@ -337,7 +344,7 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
             state
                 .constraints_intersecting(&cmd.extents)
                 .into_iter()
-                .filter(|c| c.time_end > cmd.now && !key.contains(&c.ovn))
+                .filter(|c| c.time_end > cmd.now && !presented(&key, &c.ovn))
                 .cloned()
                 .collect()
         } else {

@@ -21,6 +21,25 @@ impl Ovn {
     }
 }
 
+/// The OVN of a copy held for a peer is known only as its SHA-256, written
+/// `sha256:<hex>` (no OVN this node draws has that form).
+pub const OVN_HASH_PREFIX: &str = "sha256:";
+
+/// Whether `presented` (from a client's key) is the current OVN `ovn` of an
+/// entity: equal, or, for a peer's copy, of the same SHA-256.
+pub fn key_matches(ovn: &Ovn, presented: &Ovn) -> bool {
+    if ovn == presented {
+        return true;
+    }
+    let Some(hex) = ovn.0.strip_prefix(OVN_HASH_PREFIX) else {
+        return false;
+    };
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(presented.0.as_bytes());
+    let mine: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    mine == hex
+}
+
 /// F3548 `OperationalIntentState`. `Ended` is not a state an intent is put
 /// into: an operational intent ends by being deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

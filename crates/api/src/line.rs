@@ -30,6 +30,7 @@ use uuid::Uuid;
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/line/v1/peers", get(list_peers).post(add_peer))
+        .route("/line/v1/peers/{name}/area", put(set_area))
         .route("/line/v1/members", get(list_members).post(register_member))
         .route("/line/v1/members/{key}", delete(remove_member))
         .route("/line/v1/missions", get(list_missions))
@@ -105,10 +106,44 @@ async fn list_peers(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoR
     st.require(&h, MEMBER)?;
     let peers = st.line.read(|s| {
         s.peers()
-            .map(|p| json!({ "name": p.name, "url": p.url, "key": p.vkey }))
+            .map(|p| {
+                let area: Vec<Vec<[f64; 2]>> = s
+                    .area(&p.name)
+                    .iter()
+                    .map(|poly| poly.iter().map(|(a, b)| [*a, *b]).collect())
+                    .collect();
+                json!({ "name": p.name, "url": p.url, "key": p.vkey, "area": area })
+            })
             .collect::<Vec<_>>()
     })?;
     Ok(Json(json!({ "me": st.log.origin(), "peers": peers })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AreaBody {
+    /// Polygons of [lat, lng] vertices; empty shares nothing.
+    polygons: Vec<Vec<[f64; 2]>>,
+}
+
+/// The deconfliction area agreed with a peer: this party's intents and
+/// constraints that touch it are shared with the peer.
+async fn set_area(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Body(b): Body<AreaBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let polygons: Vec<Vec<(f64, f64)>> = b
+        .polygons
+        .iter()
+        .map(|p| p.iter().map(|[a, b]| (*a, *b)).collect())
+        .collect();
+    let n = polygons.len();
+    st.line.set_area(name.clone(), polygons).await?;
+    tracing::info!(peer = %name, polygons = n, "deconfliction area set");
+    Ok(Json(json!({ "peer": name, "polygons": n })))
 }
 
 #[derive(Deserialize)]

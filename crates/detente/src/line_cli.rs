@@ -76,6 +76,15 @@ pub enum PeerCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Set the deconfliction area agreed with a peer: this party's intents and constraints touching it are shared.
+    Area {
+        name: String,
+        /// A polygon as "lat,lng lat,lng lat,lng ..." (repeatable); none clears the area.
+        #[arg(long)]
+        polygon: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The node's peers.
     List {
         #[command(flatten)]
@@ -376,6 +385,39 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
             )
             .await?;
             println!("peer {name} pinned ({url})");
+        }
+        PeerCommand::Area {
+            name,
+            polygon,
+            conn,
+        } => {
+            let mut polygons = Vec::new();
+            for (i, p) in polygon.iter().enumerate() {
+                let vs = p
+                    .split_whitespace()
+                    .map(|pair| {
+                        let (a, b) = pair.split_once(',')?;
+                        Some([a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?])
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "--polygon #{}: expected \"lat,lng lat,lng lat,lng ...\"",
+                            i + 1
+                        )
+                    })?;
+                polygons.push(vs);
+            }
+            conn.call(
+                "PUT",
+                &format!("/line/v1/peers/{name}/area"),
+                Some(json!({ "polygons": polygons })),
+            )
+            .await?;
+            println!(
+                "deconfliction area with {name}: {} polygon(s)",
+                polygons.len()
+            );
         }
         PeerCommand::List { conn } => {
             let v = conn.call("GET", "/line/v1/peers", None).await?;

@@ -387,7 +387,20 @@ async fn a_revoked_member_is_refused_and_what_they_sent_before_stays() {
         Some(json!({ "reason": "persona non grata" })),
     )
     .await;
-    // Once Federation knows, its own node refuses at once, with the reason.
+    // Once Federation knows (the revocation replicates to the guest), its
+    // own node refuses at once, with the reason.
+    let fu = p.f.clone_base();
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let fu = fu.clone();
+            async move {
+                let v = ok("GET", format!("{fu}/line/v1/missions"), &officer(), None).await;
+                v["missions"][0]["accreditations"][0]["active"] == json!(false)
+            }
+        })
+        .await,
+        "the revocation never reached Federation"
+    );
     let second = message(
         F,
         A,
@@ -753,4 +766,155 @@ async fn a_duty_officer_works_the_line_from_the_cli() {
         let (ok, out) = cli(&a, "", &[c, "--help"]);
         assert!(ok && out.contains("Usage"), "{c}: {out}");
     }
+}
+
+#[tokio::test]
+async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_checks_and_conflicts() {
+    let p = peered().await;
+    let area = json!({ "polygons": [[[44.5, 9.5], [44.5, 11.0], [45.5, 11.0], [45.5, 9.5]]] });
+    ok(
+        "PUT",
+        p.a.url(&format!("/line/v1/peers/{F}/area")),
+        &admin(),
+        Some(area.clone()),
+    )
+    .await;
+    ok(
+        "PUT",
+        p.f.url(&format!("/line/v1/peers/{A}/area")),
+        &admin(),
+        Some(area),
+    )
+    .await;
+    let alliance = token("alliance-uss", "utm.strategic_coordination");
+    let federation = token("federation-uss", "utm.strategic_coordination");
+    // Far outside the area: never shared.
+    let far = new_id();
+    ok(
+        "PUT",
+        p.a.url(&format!("/dss/v1/operational_intent_references/{far}")),
+        &alliance,
+        Some(intent_body(square(10.0, 10.0, 0.01), &[], "Accepted")),
+    )
+    .await;
+    let alpha = new_id();
+    let v = ok(
+        "PUT",
+        p.a.url(&format!("/dss/v1/operational_intent_references/{alpha}")),
+        &alliance,
+        Some(intent_body(square(45.0, 10.2, 0.02), &[], "Accepted")),
+    )
+    .await;
+    let alpha_ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Federation's node holds a read-only copy, without the OVN.
+    let url =
+        p.f.url(&format!("/dss/v1/operational_intent_references/{alpha}"));
+    let mut copy = Value::Null;
+    for _ in 0..200 {
+        let (s, v) = call("GET", url.clone(), &federation, None).await;
+        if s == 200 {
+            copy = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        copy["operational_intent_reference"]["manager"],
+        format!("peer:{A}:alliance-uss"),
+        "{copy}"
+    );
+    assert!(
+        copy["operational_intent_reference"]["ovn"].is_null()
+            || copy["operational_intent_reference"]["ovn"] == "",
+        "{copy}"
+    );
+    let (s, _) = call(
+        "GET",
+        p.f.url(&format!("/dss/v1/operational_intent_references/{far}")),
+        &federation,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "an intent outside the area is not shared");
+
+    // A Federation write across it must prove knowledge of Alliance's operation.
+    let bravo = new_id();
+    let (s, v) = call(
+        "PUT",
+        p.f.url(&format!("/dss/v1/operational_intent_references/{bravo}")),
+        &federation,
+        Some(intent_body(square(45.0, 10.21, 0.02), &[], "Accepted")),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(
+        v["missing_operational_intents"][0]["id"],
+        alpha.as_str(),
+        "{v}"
+    );
+    // A copy cannot be changed or deleted by a local client.
+    let (s, _) = call(
+        "DELETE",
+        p.f.url(&format!(
+            "/dss/v1/operational_intent_references/{alpha}/{alpha_ovn}"
+        )),
+        &federation,
+        None,
+    )
+    .await;
+    assert!(s == 403 || s == 409, "{s}");
+    // With the OVN obtained from Alliance's USS, the write goes through.
+    ok(
+        "PUT",
+        p.f.url(&format!("/dss/v1/operational_intent_references/{bravo}")),
+        &federation,
+        Some(intent_body(
+            square(45.0, 10.21, 0.02),
+            &[&alpha_ovn],
+            "Accepted",
+        )),
+    )
+    .await;
+    // Both nodes report the conflict.
+    for n in [&p.a, &p.f] {
+        let mut found = false;
+        for _ in 0..200 {
+            let v = ok("GET", n.url("/detente/v1/conflicts"), &federation, None).await;
+            if v["conflicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["kind"] == "intent-intent")
+            {
+                found = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(found, "{} reports no conflict", n.base);
+    }
+    // Alliance ends ALPHA: Federation drops its copy.
+    ok(
+        "DELETE",
+        p.a.url(&format!(
+            "/dss/v1/operational_intent_references/{alpha}/{alpha_ovn}"
+        )),
+        &alliance,
+        None,
+    )
+    .await;
+    let mut gone = false;
+    for _ in 0..200 {
+        let (s, _) = call("GET", url.clone(), &federation, None).await;
+        if s == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the copy outlived the original");
 }

@@ -6,6 +6,7 @@
 use crate::LineError;
 use crate::record::*;
 use crate::state::{Delivery, LineState};
+use tlog::cbor::Value;
 use tlog::entry::SignedEntry;
 use uuid::Uuid;
 
@@ -179,6 +180,61 @@ pub fn add_peer(
     }
     Ok(LineDecision::commit(events))
 }
+
+/// Sets the deconfliction area agreed with `peer`: polygons of at least
+/// three (lat, lng) vertices. An empty list shares nothing.
+pub fn set_area(
+    state: &LineState,
+    peer: &str,
+    polygons: Vec<Vec<(f64, f64)>>,
+) -> Result<LineDecision, LineError> {
+    known_peer(state, peer)?;
+    for (i, p) in polygons.iter().enumerate() {
+        if p.len() < 3 || p.len() > 10_000 {
+            return Err(LineError::invalid(
+                format!("polygons[{i}]"),
+                "a polygon has 3 to 10,000 vertices",
+            ));
+        }
+        if let Some(j) = p.iter().position(|(lat, lng)| {
+            !(lat.is_finite() && lng.is_finite() && lat.abs() <= 90.0 && lng.abs() <= 180.0)
+        }) {
+            return Err(LineError::invalid(
+                format!("polygons[{i}][{j}]"),
+                "latitude within ±90, longitude within ±180",
+            ));
+        }
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::PeerArea {
+            peer: peer.into(),
+            polygons,
+        },
+        None,
+    )]))
+}
+
+/// Shares one of this party's airspace changes with `peer` (IMMEDIATE
+/// lane); the caller decided that it concerns the peer's area.
+pub fn share_airspace(state: &LineState, peer: &str, kind: &str, body: Value) -> LineEvent {
+    own(
+        state,
+        Record::Airspace {
+            kind: kind.into(),
+            body,
+        },
+        Some((peer, Precedence::Immediate)),
+    )
+}
+
+/// The airspace entry kinds a peer may share.
+pub const SHARED_KINDS: [&str; 4] = [
+    "operational_intent.upserted",
+    "operational_intent.removed",
+    "constraint.upserted",
+    "constraint.removed",
+];
 
 /// One entry of `record` to each peer (FLASH lane), or one local entry when
 /// there is no peer yet.
@@ -659,8 +715,17 @@ pub fn acknowledge(
 fn refusal(state: &LineState, origin: &str, record: &Record, now: Millis) -> Option<String> {
     let me = state.me();
     match record {
-        Record::PeerAdded { .. } | Record::Receipt(_) => {
+        Record::PeerAdded { .. } | Record::PeerArea { .. } | Record::Receipt(_) => {
             Some("not a record a peer sends on a lane".into())
+        }
+        Record::Airspace { kind, body } => {
+            if !SHARED_KINDS.contains(&kind.as_str()) {
+                Some(format!("{kind} is not an airspace change a peer shares"))
+            } else if crate::state::airspace_id(body).is_none() {
+                Some("the shared change names no entity".into())
+            } else {
+                None
+            }
         }
         Record::MemberRegistered(m) => state
             .member(&m.key)

@@ -345,13 +345,27 @@ pub struct Receipt {
 }
 
 /// A record of the line, the body of one log entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Record {
     /// A peer added by this node's operator (local, not replicated).
     PeerAdded {
         name: String,
         url: String,
         vkey: String,
+    },
+    /// The deconfliction area agreed with a peer (local): operational
+    /// intents and constraints of this party that touch it are shared with
+    /// the peer. Polygons of (lat, lng) vertices.
+    PeerArea {
+        peer: String,
+        polygons: Vec<Vec<(f64, f64)>>,
+    },
+    /// An operational intent or constraint change shared with a peer: the
+    /// origin's own log entry kind and body for it (`node::log`), which
+    /// this crate carries without interpreting.
+    Airspace {
+        kind: String,
+        body: Value,
     },
     /// A member registered by the entry's origin party.
     MemberRegistered(Member),
@@ -399,7 +413,7 @@ pub struct Envelope {
 }
 
 /// The body of a `line.*` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LineEntry {
     pub record: Record,
     pub envelope: Option<Envelope>,
@@ -796,6 +810,8 @@ impl Record {
     pub fn kind(&self) -> &'static str {
         match self {
             Record::PeerAdded { .. } => "line.peer.added",
+            Record::PeerArea { .. } => "line.peer.area",
+            Record::Airspace { .. } => "line.airspace",
             Record::MemberRegistered(_) => "line.member.registered",
             Record::MemberRemoved { .. } => "line.member.removed",
             Record::QuotaSet { .. } => "line.mission.quota",
@@ -814,6 +830,30 @@ impl Record {
             Record::PeerAdded { name, url, vkey } => {
                 map(vec![("name", t(name)), ("url", t(url)), ("vkey", t(vkey))])
             }
+            Record::PeerArea { peer, polygons } => map(vec![
+                ("peer", t(peer)),
+                (
+                    "polygons",
+                    Value::Array(
+                        polygons
+                            .iter()
+                            .map(|p| {
+                                Value::Array(
+                                    p.iter()
+                                        .map(|(lat, lng)| {
+                                            Value::Array(vec![
+                                                Value::Float(*lat),
+                                                Value::Float(*lng),
+                                            ])
+                                        })
+                                        .collect(),
+                                )
+                            })
+                            .collect(),
+                    ),
+                ),
+            ]),
+            Record::Airspace { kind, body } => map(vec![("kind", t(kind)), ("body", body.clone())]),
             Record::MemberRegistered(m) => m.to_value(),
             Record::MemberRemoved { key, at_ms } => map(vec![
                 ("key", Value::Bytes(key.0.to_vec())),
@@ -878,6 +918,40 @@ impl Record {
                     name: f.text("name")?,
                     url: f.text("url")?,
                     vkey: f.text("vkey")?,
+                }
+            }
+            "line.peer.area" => {
+                let f = Fields::new(v, "area", &["peer", "polygons"])?;
+                let bad = || malformed("area", "polygons are arrays of [lat, lng] pairs");
+                let Value::Array(ps) = f.get("polygons")? else {
+                    return Err(bad());
+                };
+                let polygons = ps
+                    .iter()
+                    .map(|p| match p {
+                        Value::Array(vs) => vs
+                            .iter()
+                            .map(|v| match v {
+                                Value::Array(ll) => match ll.as_slice() {
+                                    [Value::Float(a), Value::Float(b)] => Ok((*a, *b)),
+                                    _ => Err(bad()),
+                                },
+                                _ => Err(bad()),
+                            })
+                            .collect::<Result<Vec<_>, _>>(),
+                        _ => Err(bad()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Record::PeerArea {
+                    peer: f.text("peer")?,
+                    polygons,
+                }
+            }
+            "line.airspace" => {
+                let f = Fields::new(v, "airspace", &["kind", "body"])?;
+                Record::Airspace {
+                    kind: f.text("kind")?,
+                    body: f.get("body")?.clone(),
                 }
             }
             "line.member.registered" => Record::MemberRegistered(Member::from_value(v)?),
@@ -1084,6 +1158,14 @@ mod tests {
                 name: "federation".into(),
                 url: "https://127.0.0.1:1".into(),
                 vkey: "x".into(),
+            },
+            Record::PeerArea {
+                peer: "federation".into(),
+                polygons: vec![vec![(45.0, 10.0), (45.5, 10.0), (45.5, 10.5)]],
+            },
+            Record::Airspace {
+                kind: "operational_intent.removed".into(),
+                body: map(vec![("id", t("2f8343be-6482-4d1b-a474-16847e01af1e"))]),
             },
             Record::MemberRegistered(Member {
                 key: signer(1).key(),

@@ -122,6 +122,9 @@ pub struct LineState {
     out: HashMap<(String, Precedence), OutLane>,
     inbound: HashMap<(String, Precedence), InLane>,
     awaiting: Option<Awaiting>,
+    areas: BTreeMap<String, Vec<Vec<(f64, f64)>>>,
+    /// (peer, entity id) of this party's intents and constraints the peer holds.
+    shared: std::collections::HashSet<(String, String)>,
 }
 
 impl LineState {
@@ -140,6 +143,8 @@ impl LineState {
             out: HashMap::new(),
             inbound: HashMap::new(),
             awaiting: None,
+            areas: BTreeMap::new(),
+            shared: std::collections::HashSet::new(),
         }
     }
 
@@ -166,6 +171,16 @@ impl LineState {
                         message,
                     },
                 );
+            }
+            if let (Some(env), Record::Airspace { kind, body }) = (&entry.envelope, &entry.record)
+                && let Some(id) = airspace_id(body)
+            {
+                let key = (env.to.clone(), id);
+                if kind.ends_with(".removed") {
+                    self.shared.remove(&key);
+                } else {
+                    self.shared.insert(key);
+                }
             }
             match entry.record {
                 Record::Receipt(r) => self.issued_receipt(index, r),
@@ -257,6 +272,12 @@ impl LineState {
                     );
                 }
             }
+            Record::PeerArea { peer, polygons } => {
+                self.areas.insert(peer, polygons);
+            }
+            // What a peer's shared airspace changes do is the airspace's
+            // business (node::share); the line only carries them.
+            Record::Airspace { .. } => {}
             Record::MemberRegistered(m) => {
                 self.members.insert(
                     m.key,
@@ -345,6 +366,20 @@ impl LineState {
     }
 
     // ---- queries ----
+
+    /// The deconfliction area agreed with `peer` (empty: nothing shared).
+    pub fn area(&self, peer: &str) -> &[Vec<(f64, f64)>] {
+        self.areas.get(peer).map(|v| v.as_slice()).unwrap_or(&[])
+    }
+    /// Peers with a deconfliction area.
+    pub fn areas(&self) -> impl Iterator<Item = (&String, &Vec<Vec<(f64, f64)>>)> {
+        self.areas.iter()
+    }
+    /// Whether the peer holds this party's entity `id` (shared and not
+    /// since removed).
+    pub fn shared_with(&self, peer: &str, id: &str) -> bool {
+        self.shared.contains(&(peer.to_string(), id.to_string()))
+    }
 
     pub fn peer(&self, name: &str) -> Option<&Peer> {
         self.peers.get(name)
@@ -523,4 +558,15 @@ impl LineState {
     pub fn pending_total(&self) -> usize {
         self.out.values().map(|l| l.pending.len()).sum()
     }
+}
+
+/// The `id` field of a shared airspace body.
+pub fn airspace_id(body: &tlog::cbor::Value) -> Option<String> {
+    let tlog::cbor::Value::Map(pairs) = body else {
+        return None;
+    };
+    pairs.iter().find_map(|(k, v)| match (k, v) {
+        (tlog::cbor::Value::Text(k), tlog::cbor::Value::Text(v)) if k == "id" => Some(v.clone()),
+        _ => None,
+    })
 }

@@ -24,13 +24,18 @@ pub use tlog;
 
 pub mod line;
 pub mod log;
+pub mod share;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A decision to run inside the store's serialised write path.
 pub type WriteFn = Box<dyn FnOnce(&AirspaceState) -> Result<Decision, DomainError> + Send>;
 /// A decision of the line, run in the same serialised write path.
 pub type LineWriteFn = Box<
-    dyn FnOnce(&liaison::LineState) -> Result<liaison::LineDecision, liaison::LineError> + Send,
+    dyn FnOnce(
+            &liaison::LineState,
+            &AirspaceState,
+        ) -> Result<liaison::LineDecision, liaison::LineError>
+        + Send,
 >;
 
 /// A committed decision of the line: its outcome and the leaves it appended

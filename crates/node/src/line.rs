@@ -5,8 +5,8 @@
 use crate::{Clock, Ids, NodeError, Store, StoreError};
 use liaison::decide::{self, Accredit};
 use liaison::{
-    Ack, ChannelState, LineDecision, LineError, LineOutcome, LineState, Member, MemberKey, Message,
-    Millis, Precedence, Signed, Sphere,
+    Ack, ChannelState, LineDecision, LineError, LineEvent, LineOutcome, LineState, Member,
+    MemberKey, Message, Millis, Precedence, Record, Signed, Sphere,
 };
 use std::sync::Arc;
 use uuid::Uuid;
@@ -66,7 +66,10 @@ impl Line {
         &self,
         f: impl FnOnce(&LineState) -> Result<LineDecision, LineError> + Send + 'static,
     ) -> Result<LineOutcome, NodeError> {
-        let mut r = self.store.transact_line(vec![Box::new(f)]).await;
+        let mut r = self
+            .store
+            .transact_line(vec![Box::new(move |s, _| f(s))])
+            .await;
         let c = r
             .pop()
             .ok_or_else(|| NodeError::Store(StoreError("the store answered nothing".into())))???;
@@ -187,8 +190,26 @@ impl Line {
             .into_iter()
             .map(|bytes| {
                 let from = from.to_string();
-                Box::new(move |s: &LineState| decide::receive(s, &from, bytes, now))
-                    as crate::LineWriteFn
+                Box::new(move |s: &LineState, air: &airspace::AirspaceState| {
+                    let mut d = decide::receive(s, &from, bytes, now)?;
+                    // A shared airspace change this node cannot apply is kept
+                    // as evidence and refused, with the reason.
+                    for e in &mut d.events {
+                        if let LineEvent::Received {
+                            bytes,
+                            origin,
+                            refused: refused @ None,
+                            ..
+                        } = e
+                            && let Some(Ok((_, entry))) = decide::line_entry(bytes)
+                            && let Record::Airspace { kind, body } = &entry.record
+                            && let Err(why) = crate::share::incoming(origin, kind, body, air)
+                        {
+                            *refused = Some(why);
+                        }
+                    }
+                    Ok(d)
+                }) as crate::LineWriteFn
             })
             .collect();
         let results = self.store.transact_line(jobs).await;
@@ -238,8 +259,9 @@ impl Line {
             .into_iter()
             .map(|bytes| {
                 let from = from.to_string();
-                Box::new(move |s: &LineState| decide::keep_receipt(s, &from, bytes))
-                    as crate::LineWriteFn
+                Box::new(move |s: &LineState, _: &airspace::AirspaceState| {
+                    decide::keep_receipt(s, &from, bytes)
+                }) as crate::LineWriteFn
             })
             .collect();
         let mut kept = 0;
@@ -285,5 +307,42 @@ impl Line {
     /// Peers and their URLs.
     pub fn peers(&self) -> Result<Vec<(String, String)>, NodeError> {
         self.read(|s| s.peers().map(|p| (p.name.clone(), p.url.clone())).collect())
+    }
+}
+
+/// The change to the airspace a committed line event makes here: a peer's
+/// accepted shared change, applied to the copy held for it.
+pub fn peer_airspace_effect(
+    e: &LineEvent,
+    air: &airspace::AirspaceState,
+) -> Option<airspace::Event> {
+    let LineEvent::Received {
+        bytes,
+        origin,
+        refused: None,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let Some(Ok((_, entry))) = decide::line_entry(bytes) else {
+        return None;
+    };
+    let Record::Airspace { kind, body } = &entry.record else {
+        return None;
+    };
+    crate::share::incoming(origin, kind, body, air).ok()
+}
+
+impl Line {
+    /// Sets the deconfliction area agreed with `peer`.
+    pub async fn set_area(
+        &self,
+        peer: String,
+        polygons: Vec<Vec<(f64, f64)>>,
+    ) -> Result<(), NodeError> {
+        self.commit(move |s| decide::set_area(s, &peer, polygons))
+            .await
+            .map(|_| ())
     }
 }

@@ -506,39 +506,79 @@ async fn writer(
             },
             Err(e) => (Vec::new(), Err(e)),
         };
-        let rows = dirty.rows.len();
         let first_leaf = log.committed.load(Ordering::SeqCst);
-        // The line's decisions follow the airspace's in the batch; each sees
-        // the ones before it, and its leaves come after theirs.
+        let mut seq = seq;
+        // The line's part of the batch comes after the airspace's: first the
+        // airspace changes shared with peers, then the line's decisions, each
+        // seeing the ones before it; their leaves follow the airspace's.
         let mut line_replies: Vec<(oneshot::Sender<LineReply>, LineReply)> = Vec::new();
+        let sharing = line
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .areas()
+            .next()
+            .is_some()
+            && !events.is_empty();
         if let Err(e) = &encoded {
             for (_, reply) in line_jobs {
                 line_replies.push((reply, Err(e.clone())));
             }
-        } else if !line_jobs.is_empty() {
+        } else if !line_jobs.is_empty() || sharing {
+            let mut st = state.write().unwrap_or_else(|e| e.into_inner());
             let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
             let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
+            for ev in &events {
+                for share in node::share::outgoing(&ls, ev) {
+                    let next = first_leaf + leaves.len() as u64;
+                    match liaison::decide::append(
+                        &mut ls,
+                        &signer.signer,
+                        now_ms,
+                        next,
+                        vec![share],
+                    ) {
+                        Ok(new) => leaves.extend(new),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an airspace change could not be shared with a peer")
+                        }
+                    }
+                }
+            }
             for (f, reply) in line_jobs {
-                let r =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| f(&ls))).unwrap_or_else(|_| {
-                        Err(LineError::invalid("", "internal error while deciding"))
-                    });
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&ls, &st))).unwrap_or_else(
+                    |_| Err(LineError::invalid("", "internal error while deciding")),
+                );
                 let next = first_leaf + leaves.len() as u64;
                 let r = r.and_then(|d| {
-                    liaison::decide::append(&mut ls, &signer.signer, now_ms, next, d.events).map(
-                        |new| LineCommit {
-                            outcome: d.outcome,
-                            first_index: next,
-                            leaves: new,
-                        },
-                    )
+                    // A peer's accepted airspace change updates its copy here.
+                    let copies: Vec<airspace::Event> = d
+                        .events
+                        .iter()
+                        .filter_map(|e| node::line::peer_airspace_effect(e, &st))
+                        .collect();
+                    let commit =
+                        liaison::decide::append(&mut ls, &signer.signer, now_ms, next, d.events)
+                            .map(|new| LineCommit {
+                                outcome: d.outcome,
+                                first_index: next,
+                                leaves: new,
+                            })?;
+                    if !copies.is_empty() {
+                        st.apply(&copies);
+                        if let Err(e) = dirty.record(&copies) {
+                            tracing::error!(error = %e, "encoding a peer's copy failed");
+                        }
+                    }
+                    Ok(commit)
                 });
                 if let Ok(c) = &r {
                     leaves.extend(c.leaves.iter().cloned());
                 }
                 line_replies.push((reply, Ok(r)));
             }
+            seq = st.seq();
         }
+        let rows = dirty.rows.len();
         if encoded.is_ok() {
             let mut tree = log.tree.write().unwrap_or_else(|e| e.into_inner());
             for l in &leaves {

@@ -1,0 +1,354 @@
+//! Deconfliction data shared with peers: which of this party's airspace
+//! changes go to which peer (those touching the deconfliction area agreed
+//! with it, and the removal of what it holds), and what a peer's shared
+//! change does here (a read-only copy, managed by `peer:<peer>:<manager>`,
+//! that takes part in key checks and conflicts).
+//!
+//! A shared change carries the OVN only as its SHA-256 (as the log does):
+//! a local client proves knowledge of a peer's operation by presenting the
+//! OVN it obtained from the peer's USS, and the key check compares hashes.
+
+use crate::log::entry_body;
+use airspace::geometry::{LatLng, Limits, Outline, PreparedVolume, Volume4D, prepare};
+use airspace::model::time_bounds;
+use airspace::{
+    AirspaceState, Constraint, Event, OperationalIntent, OperationalIntentState, Ovn, Timestamp,
+};
+use liaison::{LineEvent, LineState};
+use tlog::cbor::Value;
+
+/// Managers of copies held for peers start with this.
+pub const PEER_PREFIX: &str = "peer:";
+
+/// Whether `manager` is a peer's (the entity is a copy held here).
+pub fn is_peer_copy(manager: &str) -> bool {
+    manager.starts_with(PEER_PREFIX)
+}
+
+fn area_volumes(polygons: &[Vec<(f64, f64)>]) -> Vec<PreparedVolume> {
+    let limits = Limits {
+        max_vertices: 10_000,
+        max_area_m2: f64::INFINITY,
+        trusted: false,
+    };
+    polygons
+        .iter()
+        .filter_map(|p| {
+            prepare(
+                Volume4D {
+                    outline: Outline::Polygon {
+                        vertices: p
+                            .iter()
+                            .map(|(lat, lng)| LatLng {
+                                lat: *lat,
+                                lng: *lng,
+                            })
+                            .collect(),
+                    },
+                    altitude_lower_m: None,
+                    altitude_upper_m: None,
+                    time_start: None,
+                    time_end: None,
+                },
+                &limits,
+            )
+            .ok()
+        })
+        .collect()
+}
+
+fn touches(extents: &[PreparedVolume], area: &[PreparedVolume]) -> bool {
+    extents.iter().any(|x| area.iter().any(|a| a.intersects(x)))
+}
+
+/// The line events sharing one committed airspace change of this node with
+/// each peer concerned. Nothing for the copies held for peers.
+pub fn outgoing(line: &LineState, e: &Event) -> Vec<LineEvent> {
+    let (id, extents) = match e {
+        Event::IntentUpserted(i) if !is_peer_copy(&i.manager) => (i.id, Some(&i.extents)),
+        Event::ConstraintUpserted(c) if !is_peer_copy(&c.manager) => (c.id, Some(&c.extents)),
+        Event::IntentRemoved(id) | Event::ConstraintRemoved(id) => (*id, None),
+        _ => return vec![],
+    };
+    let id_text = id.to_string();
+    let mut out = Vec::new();
+    for (peer, polygons) in line.areas() {
+        let held = line.shared_with(peer, &id_text);
+        let share = match extents {
+            Some(x) if touches(x, &area_volumes(polygons)) => Some(e.clone()),
+            // Moved out of the area, or removed: the peer drops its copy.
+            _ if held => Some(match e {
+                Event::IntentUpserted(_) | Event::IntentRemoved(_) => Event::IntentRemoved(id),
+                _ => Event::ConstraintRemoved(id),
+            }),
+            _ => None,
+        };
+        if let Some(ev) = share {
+            let (kind, body) = entry_body(&ev);
+            out.push(liaison::decide::share_airspace(line, peer, kind, body));
+        }
+    }
+    out
+}
+
+fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, String> {
+    let Value::Map(pairs) = v else {
+        return Err("the shared change is not a map".into());
+    };
+    pairs
+        .iter()
+        .find_map(|(key, val)| matches!(key, Value::Text(x) if x == k).then_some(val))
+        .ok_or_else(|| format!("the shared change has no {k}"))
+}
+
+fn text<'a>(v: &'a Value, k: &str) -> Result<&'a str, String> {
+    match field(v, k)? {
+        Value::Text(s) => Ok(s),
+        _ => Err(format!("{k} must be text")),
+    }
+}
+
+fn uint(v: &Value, k: &str) -> Result<u64, String> {
+    match field(v, k)? {
+        Value::Uint(n) => Ok(*n),
+        _ => Err(format!("{k} must be an unsigned integer")),
+    }
+}
+
+fn float(v: &Value) -> Result<f64, String> {
+    match v {
+        Value::Float(f) => Ok(*f),
+        Value::Uint(n) => Ok(*n as f64),
+        Value::Nint(n) => Ok(-1.0 - *n as f64),
+        _ => Err("a coordinate must be a number".into()),
+    }
+}
+
+fn opt_f(v: &Value, k: &str) -> Result<Option<f64>, String> {
+    match field(v, k)? {
+        Value::Null => Ok(None),
+        x => float(x).map(Some),
+    }
+}
+
+fn opt_ts(v: &Value, k: &str) -> Result<Option<Timestamp>, String> {
+    match field(v, k)? {
+        Value::Null => Ok(None),
+        Value::Uint(n) => Ok(Some(Timestamp::from_unix_micros(
+            i64::try_from(*n).map_err(|_| format!("{k} is out of range"))?,
+        ))),
+        Value::Nint(n) => Ok(Some(Timestamp::from_unix_micros(
+            -1 - i64::try_from(*n).map_err(|_| format!("{k} is out of range"))?,
+        ))),
+        _ => Err(format!("{k} must be a time")),
+    }
+}
+
+fn point(v: &Value) -> Result<LatLng, String> {
+    match v {
+        Value::Array(a) if a.len() == 2 => Ok(LatLng {
+            lat: float(&a[0])?,
+            lng: float(&a[1])?,
+        }),
+        _ => Err("a vertex is [lat, lng]".into()),
+    }
+}
+
+/// A volume as `node::log` encodes it, checked like outside input.
+fn volume(v: &Value) -> Result<PreparedVolume, String> {
+    let o = field(v, "outline")?;
+    let outline = if let Ok(Value::Array(vs)) = field(o, "polygon") {
+        Outline::Polygon {
+            vertices: vs.iter().map(point).collect::<Result<_, _>>()?,
+        }
+    } else if let Ok(Value::Array(c)) = field(o, "circle") {
+        let [lat, lng, r] = c.as_slice() else {
+            return Err("a circle is [lat, lng, radius_m]".into());
+        };
+        Outline::Circle {
+            center: LatLng {
+                lat: float(lat)?,
+                lng: float(lng)?,
+            },
+            radius_m: float(r)?,
+        }
+    } else {
+        return Err("an outline is a polygon or a circle".into());
+    };
+    let v4 = Volume4D {
+        outline,
+        altitude_lower_m: opt_f(v, "alt_lower_m")?,
+        altitude_upper_m: opt_f(v, "alt_upper_m")?,
+        time_start: opt_ts(v, "start_us")?,
+        time_end: opt_ts(v, "end_us")?,
+    };
+    prepare(
+        v4,
+        &Limits {
+            max_vertices: 10_000,
+            max_area_m2: f64::INFINITY,
+            trusted: false,
+        },
+    )
+    .map_err(|e| format!("a shared volume: {}", e.message))
+}
+
+fn extents(v: &Value) -> Result<Vec<PreparedVolume>, String> {
+    match field(v, "extents")? {
+        Value::Array(a) if !a.is_empty() => a.iter().map(volume).collect(),
+        _ => Err("extents must be a non-empty array".into()),
+    }
+}
+
+fn ovn_hash(v: &Value) -> Result<Ovn, String> {
+    match field(v, "ovn_sha256")? {
+        Value::Bytes(b) if b.len() == 32 => Ok(Ovn(format!(
+            "{}{}",
+            airspace::OVN_HASH_PREFIX,
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ))),
+        _ => Err("ovn_sha256 must be 32 bytes".into()),
+    }
+}
+
+/// What a peer's shared change does here: the event on the copy it holds
+/// for the peer, or why it does nothing (it would touch an entity of this
+/// party or of another peer, or it is malformed).
+pub fn incoming(
+    peer: &str,
+    kind: &str,
+    body: &Value,
+    air: &AirspaceState,
+) -> Result<Event, String> {
+    let id =
+        uuid::Uuid::parse_str(text(body, "id")?).map_err(|_| "id must be a UUID".to_string())?;
+    let prefix = format!("{PEER_PREFIX}{peer}:");
+    let own_copy = |manager: Option<&str>| match manager {
+        None => Ok(()),
+        Some(m) if m.starts_with(&prefix) => Ok(()),
+        Some(_) => Err(format!("{id} is not {peer}'s to change here")),
+    };
+    match kind {
+        "operational_intent.upserted" | "operational_intent.removed" => {
+            own_copy(air.intent(&id).map(|i| i.manager.as_str()))?;
+        }
+        "constraint.upserted" | "constraint.removed" => {
+            own_copy(air.constraint(&id).map(|c| c.manager.as_str()))?;
+        }
+        _ => {}
+    }
+    let seq = air.seq() + 1;
+    match kind {
+        "operational_intent.upserted" => {
+            let extents = extents(body)?;
+            let (time_start, time_end) = time_bounds(&extents);
+            let state = match text(body, "state")? {
+                "Accepted" => OperationalIntentState::Accepted,
+                "Activated" => OperationalIntentState::Activated,
+                "Nonconforming" => OperationalIntentState::Nonconforming,
+                "Contingent" => OperationalIntentState::Contingent,
+                s => return Err(format!("unknown state {s:?}")),
+            };
+            Ok(Event::IntentUpserted(OperationalIntent {
+                id,
+                manager: format!("{prefix}{}", text(body, "manager")?),
+                version: i32::try_from(uint(body, "version")?)
+                    .map_err(|_| "version is too large")?,
+                state,
+                ovn: ovn_hash(body)?,
+                extents,
+                uss_base_url: text(body, "uss_base_url")?.to_string(),
+                subscription_id: None,
+                time_start,
+                time_end,
+                updated_seq: seq,
+            }))
+        }
+        "constraint.upserted" => {
+            let extents = extents(body)?;
+            let (time_start, time_end) = time_bounds(&extents);
+            Ok(Event::ConstraintUpserted(Constraint {
+                id,
+                manager: format!("{prefix}{}", text(body, "manager")?),
+                version: i32::try_from(uint(body, "version")?)
+                    .map_err(|_| "version is too large")?,
+                ovn: ovn_hash(body)?,
+                extents,
+                uss_base_url: text(body, "uss_base_url")?.to_string(),
+                time_start,
+                time_end,
+                updated_seq: seq,
+            }))
+        }
+        "operational_intent.removed" => Ok(Event::IntentRemoved(id)),
+        "constraint.removed" => Ok(Event::ConstraintRemoved(id)),
+        other => Err(format!("{other} is not a shared airspace change")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use airspace::geometry::Volume4D;
+
+    fn intent(manager: &str, lat: f64) -> OperationalIntent {
+        let v = prepare(
+            Volume4D::square(
+                LatLng { lat, lng: 10.0 },
+                0.01,
+                (0.0, 500.0),
+                (
+                    Timestamp::from_unix_micros(1_000_000),
+                    Timestamp::from_unix_micros(9_000_000_000),
+                ),
+            ),
+            &Limits::default(),
+        )
+        .unwrap();
+        OperationalIntent {
+            id: uuid::Uuid::from_u128(7),
+            manager: manager.into(),
+            version: 3,
+            state: OperationalIntentState::Activated,
+            ovn: Ovn("secret-ovn-of-alliance-uss-0123456789".into()),
+            extents: vec![v],
+            uss_base_url: "https://alliance.example/utm".into(),
+            subscription_id: None,
+            time_start: Timestamp::from_unix_micros(1_000_000),
+            time_end: Timestamp::from_unix_micros(9_000_000_000),
+            updated_seq: 1,
+        }
+    }
+
+    #[test]
+    fn a_shared_intent_arrives_as_a_read_only_copy_with_the_ovn_hashed() {
+        let i = intent("alliance-uss", 45.0);
+        let (kind, body) = entry_body(&Event::IntentUpserted(i.clone()));
+        let air = AirspaceState::default();
+        let Event::IntentUpserted(copy) = incoming("alliance", kind, &body, &air).unwrap() else {
+            panic!("not an upsert");
+        };
+        assert_eq!(copy.id, i.id);
+        assert_eq!(copy.manager, "peer:alliance:alliance-uss");
+        assert_eq!(
+            (copy.version, copy.state),
+            (3, OperationalIntentState::Activated)
+        );
+        assert_eq!(copy.extents[0].volume, i.extents[0].volume);
+        // The OVN itself never crosses; its hash proves a presented key.
+        assert!(!copy.ovn.as_str().contains("secret"));
+        assert!(airspace::key_matches(&copy.ovn, &i.ovn));
+        assert!(!airspace::key_matches(&copy.ovn, &Ovn("another".into())));
+    }
+
+    #[test]
+    fn a_peer_cannot_change_an_entity_that_is_not_its_copy() {
+        let mut air = AirspaceState::default();
+        air.apply(&[Event::IntentUpserted(intent("local-uss", 45.0))]);
+        let (kind, body) = entry_body(&Event::IntentUpserted(intent("alliance-uss", 45.0)));
+        assert!(incoming("alliance", kind, &body, &air).is_err());
+        let (kind, body) = entry_body(&Event::IntentRemoved(uuid::Uuid::from_u128(7)));
+        assert!(incoming("alliance", kind, &body, &air).is_err());
+    }
+}
