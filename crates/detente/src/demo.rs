@@ -264,14 +264,49 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         data.display()
     );
     println!(
-        "Steps 1–10: both parties' flight planners use the ASTM F3548 API of {ALLIANCE_NODE}'s node; steps 11–17: the line between the two nodes.\n"
+        "Each party's flight planners use the ASTM F3548 API of their own party's node; the nodes keep the line between them.\n"
     );
+    let mut cf = Client::new(&fed_base)?;
+    let mut line = LineDemo::new(
+        Client::new(&base)?,
+        Client::new(&fed_base)?,
+        ALLIANCE_NODE,
+        FEDERATION_NODE,
+    );
+    let (ka, kf) = line.peer().await?;
+    // The deconfliction area: a band around the line of contact.
+    let area = json!({ "polygons": [[[44.7, 9.8], [44.7, 10.8], [45.3, 10.8], [45.3, 9.8]]] });
+    line.a
+        .expect(
+            200,
+            M::PUT,
+            &format!("/line/v1/peers/{FEDERATION_NODE}/area"),
+            crate::demo_line::ADMIN,
+            Some(area.clone()),
+        )
+        .await?;
+    line.f
+        .expect(
+            200,
+            M::PUT,
+            &format!("/line/v1/peers/{ALLIANCE_NODE}/area"),
+            crate::demo_line::ADMIN,
+            Some(area),
+        )
+        .await?;
+    println!(
+        "1. The two nodes pin each other's log keys (exchanged out of band; `detente peer add`) and agree the"
+    );
+    println!(
+        "   deconfliction area (44.7–45.3N, 9.8–10.8E): operations and constraints inside it are shared."
+    );
+    println!("   {ka}\n   {kf}\n");
     let now =
         Timestamp::from_unix_micros(node::SystemClock.now().unix_micros() / 1_000_000 * 1_000_000);
     let h = |n: i64| now.plus_seconds(n * 3600);
 
-    // 1. The line of contact and its buffer, declared as a constraint.
-    let line = [
+    // 2. The line of contact and its buffer, declared as a constraint.
+    let contact = [
         (45.000, 10.00),
         (45.020, 10.20),
         (44.990, 10.40),
@@ -280,14 +315,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let constraint_id = Uuid::from_u128(0x4000_0000_0000_4000_8000_0000_0000_0001).to_string();
     let v = c
         .expect(201, M::PUT, &format!("/dss/v1/constraint_references/{constraint_id}"), COMMISSION,
-            Some(json!({ "extents": [polygon(&buffer(&line, 0.018), 0.0, 15_000.0, now, h(24))], "uss_base_url": "https://commission.example/utm" })))
+            Some(json!({ "extents": [polygon(&buffer(&contact, 0.018), 0.0, 15_000.0, now, h(24))], "uss_base_url": "https://commission.example/utm" })))
         .await?;
     let constraint_ovn = v["constraint_reference"]["ovn"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     println!(
-        "1. The joint commission declares the line-of-contact buffer (±2 km, 0–15,000 m, 24 h)."
+        "2. The joint commission declares the line-of-contact buffer (±2 km, 0–15,000 m, 24 h)."
     );
     println!(
         "   → 201 constraint {} version {}\n",
@@ -295,7 +330,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         v["constraint_reference"]["version"]
     );
 
-    // 2. Alliance plans a patrol north of the line.
+    // 3. Alliance plans a patrol north of the line.
     let alpha = Uuid::from_u128(0xa1a1_0000_0000_4000_8000_0000_0000_0001).to_string();
     let alpha_area = [
         (45.05, 10.10),
@@ -316,10 +351,29 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    println!("2. Alliance plans patrol ALPHA north of the line, +1 h to +3 h, 0–3,000 m.");
-    println!("   → 201 Accepted, version 1; its OVN is shown to alliance-uss only\n");
+    until_present(
+        &mut cf,
+        &format!("/dss/v1/operational_intent_references/{alpha}"),
+        FEDERATION,
+    )
+    .await?;
+    until_present(
+        &mut cf,
+        &format!("/dss/v1/constraint_references/{constraint_id}"),
+        FEDERATION,
+    )
+    .await?;
+    println!(
+        "3. Alliance plans patrol ALPHA north of the line, +1 h to +3 h, 0–3,000 m, on its own node."
+    );
+    println!(
+        "   → 201 Accepted, version 1; its OVN is shown to alliance-uss only. ALPHA and the buffer are inside"
+    );
+    println!(
+        "     the deconfliction area: Federation's node receives them (OVNs only as hashes) and receipts them.\n"
+    );
 
-    // 3. Federation plans reconnaissance across the buffer into the same area, without a key.
+    // 4. Federation plans reconnaissance across the buffer into the same area, without a key.
     let bravo = Uuid::from_u128(0xb2b2_0000_0000_4000_8000_0000_0000_0002).to_string();
     let bravo_area = [
         (44.95, 10.20),
@@ -337,7 +391,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         })
     };
     let path_bravo = format!("/dss/v1/operational_intent_references/{bravo}");
-    let v = c
+    let v = cf
         .expect(
             409,
             M::PUT,
@@ -347,7 +401,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         )
         .await?;
     println!(
-        "3. Federation plans reconnaissance BRAVO across the buffer, +2 h to +4 h, 500–4,000 m, with no key."
+        "4. Federation plans reconnaissance BRAVO across the buffer, +2 h to +4 h, 500–4,000 m, on its own node, with no key."
     );
     println!(
         "   → 409 key check failed: {}",
@@ -373,8 +427,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     println!();
 
-    // 4. Federation obtains the OVNs from their managers and retries.
-    let v = c
+    // 5. Federation obtains the OVNs from their managers and retries.
+    let v = cf
         .expect(
             201,
             M::PUT,
@@ -383,12 +437,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             Some(bravo_body(vec![alpha_ovn.clone(), constraint_ovn.clone()])),
         )
         .await?;
+    until_present(&mut c, &path_bravo, ALLIANCE).await?;
     let mut bravo_ovn = v["operational_intent_reference"]["ovn"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     println!(
-        "4. Federation obtains the current OVNs from the managers (USS to USS) and retries with them in its key."
+        "5. Federation obtains the current OVNs from the managers (USS to USS) and retries with them in its key."
     );
     println!("   → 201 Accepted; subscribers it must notify:");
     for s in v["subscribers"].as_array().into_iter().flatten() {
@@ -403,16 +458,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     println!();
 
-    // 5. Both parties see the same conflicts.
-    let conflicts = c
-        .expect(200, M::GET, "/detente/v1/conflicts", ALLIANCE, None)
-        .await?;
-    let list = conflicts["conflicts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    // 6. Both parties' nodes see the same conflicts.
+    let list = until_conflicts(&mut cf, FEDERATION, 2).await?;
+    until_conflicts(&mut c, ALLIANCE, 2).await?;
     println!(
-        "5. Conflicts the node reports to both parties (GET /detente/v1/conflicts): {}",
+        "6. Conflicts each node reports (GET /detente/v1/conflicts), here Federation's — Alliance's node finds the same {}:",
         list.len()
     );
     for k in &list {
@@ -438,18 +488,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     println!();
 
-    // 6–8. The line: peering, members, accreditation, negotiation.
-    let mut line = LineDemo::new(
-        Client::new(&base)?,
-        Client::new(&fed_base)?,
-        ALLIANCE_NODE,
-        FEDERATION_NODE,
-    );
-    let (ka, kf) = line.peer().await?;
-    println!(
-        "6. The two nodes pin each other's log keys (exchanged out of band; `detente peer add`):"
-    );
-    println!("   {ka}\n   {kf}\n");
+    // 7–8. The line: members, accreditation, negotiation.
     let adams = person("Col. Adams")?;
     let baker = person("Maj. Baker")?;
     let volkov = person("Lt.Col. Volkov")?;
@@ -607,7 +646,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         (44.95, 10.26),
         (44.95, 10.20),
     ];
-    let v = c
+    let v = cf
         .expect(200, M::PUT, &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"), FEDERATION,
             Some(json!({
                 "extents": [polygon(&bravo_south, 500.0, 4_000.0, h(2), h(4))],
@@ -621,19 +660,20 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let after = c
+    until_conflicts(&mut c, ALLIANCE, 0).await?;
+    let after = cf
         .expect(200, M::GET, "/detente/v1/conflicts", FEDERATION, None)
         .await?;
     let n_after = after["conflicts"].as_array().map(|a| a.len()).unwrap_or(0);
     println!(
-        "10. Federation moves BRAVO south of the buffer (update with its OVN) → 200; conflicts now: {n_after}.\n"
+        "10. Federation moves BRAVO south of the buffer (update with its OVN) → 200; conflicts now, on both nodes: {n_after}.\n"
     );
     if n_after != 0 {
         bail!("expected no conflicts after BRAVO moved, got {after}");
     }
 
     // 11. Availability arbitration.
-    c.expect(
+    cf.expect(
         200,
         M::PUT,
         "/dss/v1/uss_availability/federation-uss",
@@ -641,7 +681,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         Some(json!({ "old_version": "", "availability": "Down" })),
     )
     .await?;
-    let v = c
+    let v = cf
         .expect(
             412,
             M::PUT,
@@ -850,10 +890,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         key: vkey.clone(),
         witness: vec![],
         min_witnesses: 0,
-        peer: vec![],
+        peer: vec![kf.clone()],
     })?;
     println!(
-        "    (detente verify {} --key <the key above>)\n",
+        "    (detente verify {} --key <the key above> --peer <federation key>)\n",
         bundle.display()
     );
 
@@ -896,7 +936,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "    (detente verify {} --key <alliance key> --peer <federation key>)\n",
         line_bundle.display()
     );
-    c.requests += line.requests();
+    c.requests += line.requests() + cf.requests;
 
     let health = c
         .http
@@ -924,4 +964,42 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     drop(fed_node);
     drop(node);
     Ok(())
+}
+
+/// Waits until `path` answers 200 on `c` (a shared record arrived).
+async fn until_present(c: &mut Client, path: &str, who: (&str, &str)) -> Result<()> {
+    for _ in 0..200 {
+        let (status, _) = c.call(reqwest::Method::GET, path, who, None).await?;
+        if status == 200 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    bail!("{path} did not reach {} within 10 s", c.base)
+}
+
+/// Waits until the node reports `n` conflicts; returns them.
+async fn until_conflicts(c: &mut Client, who: (&str, &str), n: usize) -> Result<Vec<Value>> {
+    let mut last = Vec::new();
+    for _ in 0..200 {
+        let v = c
+            .expect(
+                200,
+                reqwest::Method::GET,
+                "/detente/v1/conflicts",
+                who,
+                None,
+            )
+            .await?;
+        last = v["conflicts"].as_array().cloned().unwrap_or_default();
+        if last.len() == n {
+            return Ok(last);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    bail!(
+        "{} reports {} conflicts, expected {n}: {last:?}",
+        c.base,
+        last.len()
+    )
 }

@@ -94,6 +94,10 @@ fn body_id(e: &SignedEntry) -> Option<&str> {
     let candidates = [
         field(b, "id"),
         field(b, "record").and_then(|r| field(r, "id")),
+        // A shared airspace change: the entity's own entry body.
+        field(b, "record")
+            .and_then(|r| field(r, "body"))
+            .and_then(|v| field(v, "id")),
         field(b, "record")
             .and_then(|r| field(r, "value"))
             .and_then(|v| field(v, "id").or_else(|| field(v, "message"))),

@@ -183,11 +183,18 @@ fn the_demo_runs_to_the_end() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("409 key check failed"));
-    assert!(text.contains("conflicts now: 0"));
+    // Federation's node refuses BRAVO for want of the key to Alliance's ALPHA, held there as a copy.
+    assert!(
+        text.contains(
+            "missing operational intent a1a10000 managed by peer:alliance.detente.demo:alliance-uss"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("conflicts now, on both nodes: 0"), "{text}");
     assert!(text.contains("412"));
     assert!(
-        text.contains("verified 2 entries"),
-        "ALPHA's two versions are exported and verified: {text}"
+        text.contains("verified 6 entries"),
+        "ALPHA's two versions, their sharing with Federation and Federation's receipts are exported and verified: {text}"
     );
     // The line between the two nodes.
     assert!(text.contains("acknowledged by Gen. Sokolov"), "{text}");

@@ -73,6 +73,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Vec<Result<Result<LineCommit, liaison::LineError>, StoreError>>>;
     /// Runs `f` on the line's state.
     fn read_line(&self, f: &mut dyn FnMut(&liaison::LineState)) -> Result<(), StoreError>;
+    /// Notified after every commit that appended records of the line (so
+    /// that delivery to peers starts at once).
+    fn line_appended(&self) -> &tokio::sync::Notify;
     /// The committed leaves at `indices` (missing ones are left out).
     fn log_leaves(&self, indices: Vec<u64>) -> BoxFuture<'_, Result<Vec<Leaf>, StoreError>>;
 

@@ -27,18 +27,11 @@ pub struct Line {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
-    /// Woken when a record is queued for a peer.
-    queued: tokio::sync::Notify,
 }
 
 impl Line {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> Self {
-        Line {
-            store,
-            clock,
-            ids,
-            queued: tokio::sync::Notify::new(),
-        }
+        Line { store, clock, ids }
     }
 
     pub fn now_ms(&self) -> Millis {
@@ -73,9 +66,6 @@ impl Line {
         let c = r
             .pop()
             .ok_or_else(|| NodeError::Store(StoreError("the store answered nothing".into())))???;
-        if !c.leaves.is_empty() {
-            self.queued.notify_waiters();
-        }
         Ok(c.outcome)
     }
 
@@ -83,7 +73,7 @@ impl Line {
     /// (`notified()` + `enable()`) before looking at the outbox so that no
     /// wake-up is missed.
     pub fn queued(&self) -> &tokio::sync::Notify {
-        &self.queued
+        self.store.line_appended()
     }
 
     pub async fn add_peer(&self, name: String, url: String, vkey: String) -> Result<(), NodeError> {

@@ -58,6 +58,7 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     reads: SqlitePool,
     path: PathBuf,
+    appended: Arc<tokio::sync::Notify>,
 }
 
 /// The evidence log as the store holds it: the tree (which may briefly hold
@@ -445,6 +446,7 @@ async fn writer(
     signer: LogSigner,
     mut ids: RowIds,
     mut jobs: mpsc::Receiver<Job>,
+    appended: Arc<tokio::sync::Notify>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -507,6 +509,7 @@ async fn writer(
             Err(e) => (Vec::new(), Err(e)),
         };
         let first_leaf = log.committed.load(Ordering::SeqCst);
+        let air_leaves = leaves.len();
         let mut seq = seq;
         // The line's part of the batch comes after the airspace's: first the
         // airspace changes shared with peers, then the line's decisions, each
@@ -596,6 +599,9 @@ async fn writer(
         if persisted.is_ok() {
             log.committed
                 .store(first_leaf + leaves.len() as u64, Ordering::SeqCst);
+            if leaves.len() > air_leaves {
+                appended.notify_waiters();
+            }
         }
         tracing::debug!(
             batch = batch_len,
@@ -683,6 +689,7 @@ impl SqliteStore {
         let state = Arc::new(RwLock::new(state));
         let line = Arc::new(RwLock::new(line));
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let appended = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(writer(
             conn,
             state.clone(),
@@ -691,8 +698,10 @@ impl SqliteStore {
             signer,
             ids,
             rx,
+            appended.clone(),
         ));
         Ok(SqliteStore {
+            appended,
             state,
             line,
             log,
@@ -749,6 +758,10 @@ impl Store for SqliteStore {
             }
             out
         })
+    }
+
+    fn line_appended(&self) -> &tokio::sync::Notify {
+        &self.appended
     }
 
     fn read_line(&self, f: &mut dyn FnMut(&LineState)) -> Result<(), StoreError> {
