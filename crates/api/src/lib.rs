@@ -16,6 +16,7 @@ mod line;
 mod metrics;
 mod own;
 pub mod peer;
+pub mod tls;
 pub mod wire;
 
 pub use auth::{AuthConfig, Authenticator, KeySource};

@@ -8,8 +8,11 @@
 //! acknowledged high-water mark is sent again.
 
 use crate::line::{RecordsBody, RecordsReply};
+use crate::tls::Identity;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use liaison::Precedence;
 use node::line::Line;
 use std::collections::HashSet;
@@ -31,20 +34,120 @@ impl Drop for Tasks {
     }
 }
 
-/// Starts delivering to every peer, present and added later. Aborting the
-/// returned handle stops every delivery task.
-pub fn spawn(line: Arc<Line>, me: String) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let http = match reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-        {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the peer HTTP client; nothing will be delivered");
-                return;
-            }
+/// One HTTP/1.1 connection to a peer, plain or over pinned TLS, kept open
+/// between requests and made again after any failure.
+struct PeerConn {
+    url: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+    host: String,
+    port: u16,
+    authority: String,
+    base_path: String,
+    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl PeerConn {
+    fn new(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self, String> {
+        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("{url}: not an http(s) URL"));
         };
+        if https != tls.is_some() {
+            return Err(format!("{url}: TLS settings do not match the scheme"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                p.parse::<u16>().map_err(|_| format!("{url}: bad port"))?,
+            ),
+            _ => (authority.to_string(), if https { 443 } else { 80 }),
+        };
+        Ok(PeerConn {
+            url: url.to_string(),
+            tls: tls.map(tokio_rustls::TlsConnector::from),
+            host,
+            port,
+            authority: authority.to_string(),
+            base_path: path.to_string(),
+            sender: None,
+        })
+    }
+
+    async fn connect(&mut self) -> Result<(), String> {
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", self.url))?;
+        let _ = tcp.set_nodelay(true);
+        let sender = if let Some(tls) = &self.tls {
+            let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                .map_err(|e| format!("{}: {e}", self.url))?;
+            let stream = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS with {}: {e}", self.url))?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender
+        } else {
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender
+        };
+        self.sender = Some(sender);
+        Ok(())
+    }
+
+    async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            self.connect().await?;
+        }
+        let Some(sender) = self.sender.as_mut() else {
+            return Err("no connection".into());
+        };
+        let req = hyper::Request::post(format!("{}{path}", self.base_path))
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let result = tokio::time::timeout(Duration::from_secs(10), async {
+            sender.ready().await.map_err(|e| e.to_string())?;
+            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, bytes.to_vec()))
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("{}: no answer within 10 s", self.url)));
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+}
+
+/// Starts delivering to every peer, present and added later, over pinned
+/// TLS to `https://` peers (with this node's `identity`). Aborting the
+/// returned handle stops every delivery task.
+pub fn spawn(line: Arc<Line>, me: String, identity: Option<Identity>) -> JoinHandle<()> {
+    tokio::spawn(async move {
         let mut started: HashSet<String> = HashSet::new();
         let mut tasks = Tasks(Vec::new());
         loop {
@@ -56,7 +159,7 @@ pub fn spawn(line: Arc<Line>, me: String) -> JoinHandle<()> {
                             for lane in Precedence::ALL {
                                 tasks.0.push(tokio::spawn(deliver(
                                     line.clone(),
-                                    http.clone(),
+                                    identity.clone(),
                                     me.clone(),
                                     peer.clone(),
                                     *lane,
@@ -80,34 +183,47 @@ fn backoff(failures: u32, jitter: u128) -> Duration {
     Duration::from_millis(base * factor / 1000)
 }
 
-async fn post(
-    http: &reqwest::Client,
-    url: &str,
-    body: &RecordsBody,
-) -> Result<RecordsReply, String> {
-    let r = http
-        .post(format!("{url}/peer/v1/records"))
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status();
-    let text = r.text().await.map_err(|e| e.to_string())?;
-    if status.is_success() || status.as_u16() == 409 {
-        serde_json::from_str(&text).map_err(|e| format!("{status}: unreadable reply: {e}"))
+async fn post(conn: &mut PeerConn, body: &RecordsBody) -> Result<RecordsReply, String> {
+    let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let (status, text) = conn.post("/peer/v1/records", bytes).await?;
+    if (200..300).contains(&status) || status == 409 {
+        serde_json::from_slice(&text).map_err(|e| format!("{status}: unreadable reply: {e}"))
     } else {
-        Err(format!("{status}: {}", text.trim()))
+        Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&text).trim()
+        ))
     }
+}
+
+/// The connection to `peer` as its record now says (URL and pinned key).
+fn connection(line: &Line, identity: Option<&Identity>, peer: &str) -> Result<PeerConn, String> {
+    let (url, key) = line
+        .read(|s| {
+            s.peer(peer)
+                .map(|p| (p.url.clone(), p.verifier.key.to_bytes()))
+        })
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{peer} is not a peer"))?;
+    let tls = if url.starts_with("https://") {
+        let id = identity.ok_or("this node has no TLS identity")?;
+        Some(crate::tls::client_config(id, key)?)
+    } else {
+        None
+    };
+    PeerConn::new(&url, tls)
 }
 
 async fn deliver(
     line: Arc<Line>,
-    http: reqwest::Client,
+    identity: Option<Identity>,
     me: String,
     peer: String,
     lane: Precedence,
 ) {
     let mut failures = 0u32;
+    let mut conn: Option<PeerConn> = None;
+    let mut warned_plain = false;
     loop {
         let notified = line.queued().notified();
         tokio::pin!(notified);
@@ -124,12 +240,27 @@ async fn deliver(
             let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
             continue;
         }
-        let url = match line.peers() {
-            Ok(p) => p.into_iter().find(|(n, _)| *n == peer).map(|(_, u)| u),
-            Err(_) => None,
-        };
-        let Some(url) = url else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        let current = line
+            .peers()
+            .ok()
+            .and_then(|p| p.into_iter().find(|(n, _)| *n == peer).map(|(_, u)| u));
+        if conn.as_ref().map(|c| &c.url) != current.as_ref() {
+            conn = match connection(&line, identity.as_ref(), &peer) {
+                Ok(c) => {
+                    if c.tls.is_none() && !warned_plain {
+                        warned_plain = true;
+                        tracing::warn!(%peer, url = %c.url, "this peer is reached over plain HTTP: its records are signed but travel in the clear; give it an https:// URL");
+                    }
+                    Some(c)
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "cannot reach this peer");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+        }
+        let Some(c) = conn.as_mut() else {
             continue;
         };
         let body = RecordsBody {
@@ -138,7 +269,7 @@ async fn deliver(
         };
         let first = batch[0].0;
         let mut waiting = false;
-        let outcome = match post(&http, &url, &body).await {
+        let outcome = match post(c, &body).await {
             Ok(reply) => {
                 let receipts: Result<Vec<Vec<u8>>, _> =
                     reply.receipts.iter().map(|r| B64.decode(r)).collect();

@@ -44,6 +44,8 @@ const FEDERATION_NODE: &str = "federation.detente.demo";
 /// A `detente serve` child process, killed when dropped.
 struct NodeProcess {
     base: String,
+    /// The node-to-node listener (mutual TLS with pinned keys).
+    peer_base: String,
     child: std::process::Child,
 }
 
@@ -63,6 +65,8 @@ impl NodeProcess {
                 name,
                 "--listen",
                 listen,
+                "--peer-listen",
+                "127.0.0.1:0",
                 "--jwt-audience",
                 AUDIENCE,
             ])
@@ -80,9 +84,13 @@ impl NodeProcess {
             .with_context(|| format!("starting the {name} node"))?;
         let stdout = child.stdout.take().context("the node's stdout")?;
         let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut peer_base = String::new();
         let base = loop {
             match lines.next() {
                 Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("detente peer listener on ") {
+                        peer_base = a.trim().to_string();
+                    }
                     if let Some(a) = l.strip_prefix("detente listening on ") {
                         break a.trim().to_string();
                     }
@@ -91,7 +99,11 @@ impl NodeProcess {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Ok(NodeProcess { base, child })
+        Ok(NodeProcess {
+            base,
+            peer_base,
+            child,
+        })
     }
 }
 
@@ -272,6 +284,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         Client::new(&fed_base)?,
         ALLIANCE_NODE,
         FEDERATION_NODE,
+        (&node.peer_base, &fed_node.peer_base),
     );
     let (ka, kf) = line.peer().await?;
     // The deconfliction area: a band around the line of contact.
@@ -295,7 +308,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         )
         .await?;
     println!(
-        "1. The two nodes pin each other's log keys (exchanged out of band; `detente peer add`) and agree the"
+        "1. The two nodes pin each other's log keys (exchanged out of band; `detente peer add`); they talk over"
+    );
+    println!(
+        "   mutual TLS 1.3 with certificates made from those keys, no certificate authority. They agree the"
     );
     println!(
         "   deconfliction area (44.7–45.3N, 9.8–10.8E): operations and constraints inside it are shared."

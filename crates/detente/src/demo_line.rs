@@ -25,6 +25,9 @@ pub struct LineDemo {
     pub f: Client,
     pub a_name: String,
     pub f_name: String,
+    /// The nodes' node-to-node (TLS) URLs.
+    a_peer_url: String,
+    f_peer_url: String,
     seqs: HashMap<liaison::MemberKey, u64>,
 }
 
@@ -41,12 +44,14 @@ pub fn person(name: &'static str) -> Result<Person> {
 }
 
 impl LineDemo {
-    pub fn new(a: Client, f: Client, a_name: &str, f_name: &str) -> Self {
+    pub fn new(a: Client, f: Client, a_name: &str, f_name: &str, peer_urls: (&str, &str)) -> Self {
         LineDemo {
             a,
             f,
             a_name: a_name.into(),
             f_name: f_name.into(),
+            a_peer_url: peer_urls.0.into(),
+            f_peer_url: peer_urls.1.into(),
             seqs: HashMap::new(),
         }
     }
@@ -62,7 +67,7 @@ impl LineDemo {
     pub async fn peer(&mut self) -> Result<(String, String)> {
         let ka = self.a.text("/log/key").await?;
         let kf = self.f.text("/log/key").await?;
-        let (fb, ab) = (self.f.base.clone(), self.a.base.clone());
+        let (fb, ab) = (self.f_peer_url.clone(), self.a_peer_url.clone());
         let fname = self.f_name.clone();
         let aname = self.a_name.clone();
         self.a

@@ -34,6 +34,11 @@ pub fn cosigner(signer_seed: &[u8; 32], name: &str) -> Result<Cosigner> {
     Cosigner::from_seed(name, &tlog::hash::sha256(&m)).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The node key's name and seed (the node's TLS identity is made from it).
+pub fn load_seed(data: &Path) -> Result<(String, [u8; 32])> {
+    parse(&std::fs::read_to_string(data.join(FILE))?)
+}
+
 /// The node's log signer and witness cosigner.
 pub fn load_or_create_both(data: &Path, name: &str) -> Result<(NoteSigner, Cosigner)> {
     let signer = load_or_create(data, name)?;

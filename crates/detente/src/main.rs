@@ -140,6 +140,9 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8080]
     #[arg(long, env = "DETENTE_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Node-to-node listener (HTTPS, mutual TLS with pinned peer keys); peers reach this node at https://ADDR.
+    #[arg(long, env = "DETENTE_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
     /// PEM public key (RSA, EC or Ed25519) that verifies bearer tokens.
     #[arg(long, env = "DETENTE_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<PathBuf>,
@@ -184,6 +187,7 @@ impl ServeArgs {
                 Some(a) => a,
                 None => DEFAULT_LISTEN.parse().context("default listen address")?,
             },
+            peer_listen: self.peer_listen.or(file.peer_listen),
             jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),
             jwt_jwks: self.jwt_jwks.or(file.jwt_jwks),
             jwt_audience: self
@@ -255,6 +259,9 @@ async fn main() -> Result<()> {
             init_tracing(&cli.log_format);
             let cfg = args.resolve()?;
             let node = run::start(&cfg).await?;
+            if let Some(a) = node.peer_addr {
+                println!("detente peer listener on https://{a}");
+            }
             // Tests and scripts wait for this line; /healthz answers from now on.
             println!("detente listening on http://{}", node.addr);
             shutdown_signal().await;

@@ -14,12 +14,15 @@ use tokio::task::JoinHandle;
 
 pub struct RunningNode {
     pub addr: SocketAddr,
+    /// The node-to-node (TLS) listener's address, if configured.
+    pub peer_addr: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
     checkpointer: JoinHandle<()>,
     submitters: Vec<JoinHandle<()>>,
     deliveries: JoinHandle<()>,
+    peer_server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningNode {
@@ -28,6 +31,9 @@ impl RunningNode {
         self.sweeper.abort();
         self.checkpointer.abort();
         self.deliveries.abort();
+        if let Some(p) = &self.peer_server {
+            p.abort();
+        }
         for s in &self.submitters {
             s.abort();
         }
@@ -92,7 +98,15 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         Arc::new(SystemClock),
         Arc::new(RandomIds),
     ));
-    let deliveries = api::peer::spawn(line.clone(), log_signer.origin().to_string());
+    // The node's TLS identity is its node key (TLS 1.3 signs its own
+    // context string, distinct from every format the node key signs).
+    let (key_name, seed) = crate::key::load_seed(&cfg.data)?;
+    let identity = api::tls::Identity::from_seed(&key_name, &seed).map_err(|e| anyhow!(e))?;
+    let deliveries = api::peer::spawn(
+        line.clone(),
+        log_signer.origin().to_string(),
+        Some(identity.clone()),
+    );
     let log = node::Log::new(store, log_signer);
     let state = Arc::new(AppState {
         dss,
@@ -109,6 +123,23 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let router = api::router(state.clone());
+    let (mut peer_addr, mut peer_server) = (None, None);
+    if let Some(a) = cfg.peer_listen {
+        let tcp = tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("binding the peer listener {a}"))?;
+        peer_addr = Some(tcp.local_addr()?);
+        let pins = state.line.clone();
+        let keys: api::tls::PinnedKeys = Arc::new(move || {
+            pins.read(|s| s.peers().map(|p| p.verifier.key.to_bytes()).collect())
+                .unwrap_or_default()
+        });
+        let tls = api::tls::server_config(&identity, keys).map_err(|e| anyhow!(e))?;
+        let peer_router = router.clone();
+        peer_server = Some(tokio::spawn(async move {
+            axum::serve(api::tls::TlsListener::new(tcp, tls), peer_router).await
+        }));
+    }
     let server = tokio::spawn(api::serve(listener, router, async move {
         let _ = stopped.await;
     }));
@@ -186,5 +217,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         checkpointer,
         submitters,
         deliveries,
+        peer_addr,
+        peer_server,
     })
 }

@@ -51,7 +51,8 @@ impl Rng {
     }
 }
 
-/// A TCP proxy that can cut every connection and refuse new ones.
+/// A TCP proxy that can cut every connection and refuse new ones (the
+/// TLS between the nodes runs through it, end to end).
 struct Proxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
@@ -168,18 +169,28 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
     let admin = token("admin", "detente.line.admin detente.line");
 
     // First start: learn the keys; then restart each witnessing the other.
-    let mut a = TestNode::start_with(bin(), &["--name", A]);
-    let mut f = TestNode::start_with(bin(), &["--name", F]);
+    // Node-to-node traffic is mutual TLS on fixed ports (kept across restarts).
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (a_tls, f_tls) = (free(), free());
+    let (a_tls_arg, f_tls_arg) = (a_tls.to_string(), f_tls.to_string());
+    let mut a = TestNode::start_with(bin(), &["--name", A, "--peer-listen", &a_tls_arg]);
+    let mut f = TestNode::start_with(bin(), &["--name", F, "--peer-listen", &f_tls_arg]);
     let a_log = text(&a.url("/log/key")).await;
     let f_log = text(&f.url("/log/key")).await;
     let a_wit = text(&a.url("/witness/key")).await;
     let f_wit = text(&f.url("/witness/key")).await;
-    let a_addr: SocketAddr = a.base.trim_start_matches("http://").parse().unwrap();
-    let proxy = Proxy::start(a_addr).await;
-    let proxied_a = format!("http://{}", proxy.addr);
+    let proxy = Proxy::start(a_tls).await;
+    let proxied_a = format!("https://{}", proxy.addr);
     a.restart_with(&[
         "--name",
         A,
+        "--peer-listen",
+        &a_tls_arg,
         "--witness-log",
         &f_log,
         "--witness",
@@ -188,10 +199,12 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
     f.restart_with(&[
         "--name",
         F,
+        "--peer-listen",
+        &f_tls_arg,
         "--witness-log",
         &a_log,
         "--witness",
-        &format!("{a_wit}@{proxied_a}"),
+        &format!("{a_wit}@{}", a.base),
     ]);
 
     // Federation reaches Alliance only through the proxy.
@@ -206,7 +219,7 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
         "POST",
         &a.url("/line/v1/peers"),
         &admin,
-        Some(json!({ "name": F, "url": f.base, "key": f_log })),
+        Some(json!({ "name": F, "url": format!("https://{f_tls}"), "key": f_log })),
     )
     .await;
     let senders: Vec<MemberSigner> = (0..2u8)

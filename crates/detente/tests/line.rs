@@ -918,3 +918,96 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
     }
     assert!(gone, "the copy outlived the original");
 }
+
+#[tokio::test]
+async fn peers_talk_over_mutually_pinned_tls_and_an_impostor_gets_no_handshake() {
+    let a = TestNode::start_with(bin(), &["--name", A, "--peer-listen", "127.0.0.1:0"]);
+    let f = TestNode::start_with(bin(), &["--name", F, "--peer-listen", "127.0.0.1:0"]);
+    let (a_tls, f_tls) = (a.peer_base.clone().unwrap(), f.peer_base.clone().unwrap());
+    assert!(a_tls.starts_with("https://"), "{a_tls}");
+    let f1 = MemberSigner::from_seed(&[22; 32]);
+    register(&f, &f1, "Maj. Federation").await;
+    let (ka, kf) = (log_key(&a).await, log_key(&f).await);
+    ok(
+        "POST",
+        a.url("/line/v1/peers"),
+        &admin(),
+        Some(json!({ "name": F, "url": f_tls, "key": kf })),
+    )
+    .await;
+    ok(
+        "POST",
+        f.url("/line/v1/peers"),
+        &admin(),
+        Some(json!({ "name": A, "url": a_tls, "key": ka })),
+    )
+    .await;
+    let m = message(
+        F,
+        A,
+        &f1,
+        1,
+        Sphere::DirectLine,
+        Precedence::Flash,
+        "over TLS",
+    );
+    ok("POST", f.url("/line/v1/messages"), &officer(), Some(m)).await;
+    let au = a.base.clone();
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let au = au.clone();
+            async move {
+                let v = ok(
+                    "GET",
+                    format!("{au}/line/v1/messages?direction=in"),
+                    &officer(),
+                    None,
+                )
+                .await;
+                v["messages"].as_array().unwrap().len() == 1
+            }
+        })
+        .await,
+        "nothing arrived over TLS"
+    );
+
+    // Another node calling itself Federation, with its own key, pinning
+    // Alliance correctly: Alliance refuses its TLS client certificate.
+    let impostor = TestNode::start_with(bin(), &["--name", F]);
+    let i1 = MemberSigner::from_seed(&[33; 32]);
+    register(&impostor, &i1, "Impostor").await;
+    ok(
+        "POST",
+        impostor.url("/line/v1/peers"),
+        &admin(),
+        Some(json!({ "name": A, "url": a_tls, "key": ka })),
+    )
+    .await;
+    let fake = message(
+        F,
+        A,
+        &i1,
+        1,
+        Sphere::DirectLine,
+        Precedence::Flash,
+        "let me in",
+    );
+    ok(
+        "POST",
+        impostor.url("/line/v1/messages"),
+        &officer(),
+        Some(fake),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = ok("GET", impostor.url("/line/v1/status"), &officer(), None).await;
+    assert_eq!(st["peers"][0]["lanes"][0]["receipted"], 0, "{st}");
+    assert!(
+        st["peers"][0]["lanes"][0]["pending"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    let inbox = messages(&a, "in").await;
+    assert_eq!(inbox.len(), 1, "only the pinned peer's message arrived");
+    // (That a client refuses a server whose key is not the pinned one is
+    // shown by api::tls's handshake test.)
+}

@@ -31,7 +31,7 @@ fn run_section(title: &str) -> (String, std::path::PathBuf) {
             .unwrap()
             .port()
     };
-    let (p1, p2) = (free(), free());
+    let (p1, p2, p3, p4) = (free(), free(), free(), free());
     let tmp = std::env::temp_dir().join(format!("detente-readme-{p1}"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
@@ -41,6 +41,8 @@ fn run_section(title: &str) -> (String, std::path::PathBuf) {
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{p2}"))
         .replace("alliance:8080", &format!("alliance:{p1}"))
         .replace("federation:8081", &format!("federation:{p2}"))
+        .replace("8443", &p3.to_string())
+        .replace("8444", &p4.to_string())
         .replace("/tmp/", &format!("{}/", tmp.display()));
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_detente")).parent().unwrap();
     let mut path = std::ffi::OsString::from(bin_dir);

@@ -75,6 +75,8 @@ pub fn token(sub: &str, scope: &str) -> String {
 /// A running `detente serve` process. Killed when dropped.
 pub struct TestNode {
     pub base: String,
+    /// The node-to-node TLS listener (`https://…`), when started with `--peer-listen`.
+    pub peer_base: Option<String>,
     pub data: PathBuf,
     child: Child,
     bin: PathBuf,
@@ -117,9 +119,13 @@ impl TestNode {
         let mut child = cmd.spawn().expect("spawning detente serve");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
+        let mut peer_base = None;
         let base = loop {
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("detente peer listener on ") {
+                        peer_base = Some(addr.trim().to_string());
+                    }
                     if let Some(addr) = line.strip_prefix("detente listening on ") {
                         break addr.trim().to_string();
                     }
@@ -131,6 +137,7 @@ impl TestNode {
         std::thread::spawn(move || for _ in lines {});
         TestNode {
             base,
+            peer_base,
             data: data.to_path_buf(),
             child,
             bin: bin.to_path_buf(),
@@ -159,6 +166,7 @@ impl TestNode {
         let listen = self.base.trim_start_matches("http://").to_string();
         let fresh = Self::spawn(&self.bin, &self.data, &listen, &extra);
         self.base = fresh.base.clone();
+        self.peer_base = fresh.peer_base.clone();
         let mut fresh = fresh;
         std::mem::swap(&mut self.child, &mut fresh.child);
         // `fresh` now owns the dead child; dropping it is harmless.

@@ -1,0 +1,343 @@
+//! Node-to-node TLS with pinned keys, no certificate authority.
+//!
+//! Each node presents a self-signed X.509 certificate made from its own
+//! Ed25519 node key (the key whose verifier string peers pin). Each side
+//! accepts the other only if the TLS 1.3 handshake signature verifies with
+//! a pinned node key whose SubjectPublicKeyInfo is the certificate's — so
+//! only the holder of the pinned private key can complete the handshake,
+//! whatever else the certificate says. The server requires a client
+//! certificate of one of its pinned peers (mutual TLS). Only TLS 1.3 and
+//! Ed25519 are offered; the provider (ring) is named in every config, so no
+//! process-wide default is needed.
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::sync::Arc;
+
+/// A node's TLS identity: the certificate and key made from its node key.
+#[derive(Debug)]
+pub struct Identity {
+    pub cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+/// PKCS#8 v1 (RFC 8410 §7) of an Ed25519 private key from its seed.
+fn pkcs8(seed: &[u8; 32]) -> Vec<u8> {
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    der.extend_from_slice(seed);
+    der
+}
+
+/// The DER SubjectPublicKeyInfo of an Ed25519 key (RFC 8410 §4).
+fn spki(key: &[u8; 32]) -> Vec<u8> {
+    let mut der = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    der.extend_from_slice(key);
+    der
+}
+
+impl Identity {
+    /// The self-signed certificate of the node key with this `seed`; the
+    /// node's name is its subject common name.
+    pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Identity, String> {
+        let key = PrivatePkcs8KeyDer::from(pkcs8(seed));
+        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key, &rcgen::PKCS_ED25519)
+            .map_err(|e| format!("the node key as a TLS key: {e}"))?;
+        let mut params = rcgen::CertificateParams::new(vec!["detente-node".to_string()])
+            .map_err(|e| e.to_string())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params
+            .self_signed(&pair)
+            .map_err(|e| format!("making the node's certificate: {e}"))?;
+        Ok(Identity {
+            cert: cert.der().clone(),
+            key,
+        })
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.key.clone_key())
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `Ok` if `cert` carries `key` as its public key and the handshake
+/// signature verifies with it.
+fn verify_with(
+    key: &[u8; 32],
+    cert: &CertificateDer<'_>,
+    message: &[u8],
+    dss: &DigitallySignedStruct,
+) -> bool {
+    if dss.scheme != SignatureScheme::ED25519 || !contains(cert.as_ref(), &spki(key)) {
+        return false;
+    }
+    let (Ok(vk), Ok(sig)) = (
+        VerifyingKey::from_bytes(key),
+        <[u8; 64]>::try_from(dss.signature()),
+    ) else {
+        return false;
+    };
+    vk.verify_strict(message, &Signature::from_bytes(&sig))
+        .is_ok()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn refused(why: &str) -> rustls::Error {
+    rustls::Error::General(why.to_string())
+}
+
+/// The client's check of a server: the peer's pinned node key.
+#[derive(Debug)]
+struct PinnedServer {
+    key: [u8; 32],
+}
+
+impl ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if contains(end_entity.as_ref(), &spki(&self.key)) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(refused("the peer's certificate is not for its pinned key"))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(refused("TLS 1.2 is not offered"))
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if verify_with(&self.key, cert, message, dss) {
+            Ok(HandshakeSignatureValid::assertion())
+        } else {
+            Err(refused(
+                "the handshake is not signed by the peer's pinned key",
+            ))
+        }
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The keys a server accepts clients of (its pinned peers, read at each
+/// handshake so that peers added later are accepted at once).
+pub type PinnedKeys = Arc<dyn Fn() -> Vec<[u8; 32]> + Send + Sync>;
+
+struct PinnedClients {
+    keys: PinnedKeys,
+}
+
+impl std::fmt::Debug for PinnedClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinnedClients")
+    }
+}
+
+impl ClientCertVerifier for PinnedClients {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let matches = (self.keys)()
+            .iter()
+            .filter(|k| contains(end_entity.as_ref(), &spki(k)))
+            .count();
+        // Exactly one: a certificate naming two pinned keys names nobody.
+        if matches == 1 {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            Err(refused("the client is not a pinned peer"))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(refused("TLS 1.2 is not offered"))
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if (self.keys)()
+            .iter()
+            .any(|k| verify_with(k, cert, message, dss))
+        {
+            Ok(HandshakeSignatureValid::assertion())
+        } else {
+            Err(refused(
+                "the handshake is not signed by a pinned peer's key",
+            ))
+        }
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The server side: this node's identity, clients pinned to `keys`.
+pub fn server_config(id: &Identity, keys: PinnedKeys) -> Result<Arc<rustls::ServerConfig>, String> {
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(Arc::new(PinnedClients { keys }))
+        .with_single_cert(vec![id.cert.clone()], id.key())
+        .map_err(|e| format!("the node's TLS identity: {e}"))?;
+    Ok(Arc::new(cfg))
+}
+
+/// The client side towards one peer: its pinned node key; this node's
+/// identity as the client certificate.
+pub fn client_config(
+    id: &Identity,
+    peer_key: [u8; 32],
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedServer { key: peer_key }))
+        .with_client_auth_cert(vec![id.cert.clone()], id.key())
+        .map_err(|e| format!("the node's TLS identity: {e}"))?;
+    Ok(Arc::new(cfg))
+}
+
+/// A TLS listener for `axum::serve`: handshakes happen here (each within
+/// 10 s); failed ones are logged with the reason and dropped.
+pub struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListener {
+    pub fn new(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (tcp, addr) = match self.tcp.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a peer connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => {
+                    tracing::warn!(%addr, error = %e, "refused a peer connection (TLS)")
+                }
+                Err(_) => tracing::warn!(%addr, "a peer's TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    async fn handshake(
+        server_id: &Identity,
+        server_pins: Vec<[u8; 32]>,
+        client_id: &Identity,
+        client_pin: [u8; 32],
+    ) -> bool {
+        let server = server_config(server_id, Arc::new(move || server_pins.clone())).unwrap();
+        let client = client_config(client_id, client_pin).unwrap();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let connector = tokio_rustls::TlsConnector::from(client);
+        let name = ServerName::try_from("detente-node").unwrap();
+        let (s, c) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+        s.is_ok() && c.is_ok()
+    }
+
+    fn key_of(seed: u8) -> [u8; 32] {
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes()
+    }
+
+    #[tokio::test]
+    async fn only_pinned_keys_complete_the_handshake_both_ways() {
+        let alliance = Identity::from_seed("alliance", &[1; 32]).unwrap();
+        let federation = Identity::from_seed("federation", &[2; 32]).unwrap();
+        let impostor = Identity::from_seed("federation", &[3; 32]).unwrap();
+        // Each pins the other: it works.
+        assert!(handshake(&alliance, vec![key_of(2)], &federation, key_of(1)).await);
+        // A client that is not pinned by the server is refused.
+        assert!(!handshake(&alliance, vec![key_of(2)], &impostor, key_of(1)).await);
+        // A server that is not the pinned one is refused by the client.
+        assert!(!handshake(&impostor, vec![key_of(2)], &federation, key_of(1)).await);
+    }
+}
