@@ -183,6 +183,7 @@ pub fn line_error_body(e: &LineError) -> serde_json::Value {
         LineError::Gap { .. } => (409, "gap"),
         LineError::Waiting { .. } => (409, "waiting"),
         LineError::Conflict(_) => (409, "conflict"),
+        LineError::ActivationHeld { .. } => (409, "activation_held"),
         LineError::RecordRefused(_) => (403, "record_refused"),
     };
     let mut b = json!({ "status": status, "code": code, "message": e.to_string() });

@@ -31,6 +31,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/line/v1/peers", get(list_peers).post(add_peer))
         .route("/line/v1/peers/{name}/area", put(set_area))
+        .route("/line/v1/contact/{constraint}", put(designate_contact))
         .route("/line/v1/members", get(list_members).post(register_member))
         .route("/line/v1/members/{key}", delete(remove_member))
         .route("/line/v1/missions", get(list_missions))
@@ -117,6 +118,23 @@ async fn list_peers(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoR
             .collect::<Vec<_>>()
     })?;
     Ok(Json(json!({ "me": st.log.origin(), "peers": peers })))
+}
+
+/// Designates a constraint as the line of contact: this party's operations
+/// touching it are notified to peers and held from activation until
+/// acknowledged.
+async fn designate_contact(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(constraint): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let id = uuid(&constraint, "constraint")?;
+    st.line.designate_contact(id).await?;
+    tracing::info!(constraint = %id, "constraint designated as the line of contact");
+    Ok(Json(
+        json!({ "constraint": id.to_string(), "line_of_contact": true }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -431,6 +449,9 @@ pub enum BodyWire {
     },
     OperationNotification {
         intent: String,
+        /// Hex SHA-256 of the notified extents' canonical CBOR, or null.
+        #[serde(default)]
+        extents_sha256: Option<String>,
         #[serde(default)]
         text: String,
     },
@@ -459,12 +480,16 @@ impl MessageWire {
             created_ms: m.created_ms,
             body: match &m.body {
                 liaison::Body::Text { text } => BodyWire::Text { text: text.clone() },
-                liaison::Body::OperationNotification { intent, text } => {
-                    BodyWire::OperationNotification {
-                        intent: intent.to_string(),
-                        text: text.clone(),
-                    }
-                }
+                liaison::Body::OperationNotification {
+                    intent,
+                    extents_sha256,
+                    text,
+                } => BodyWire::OperationNotification {
+                    intent: intent.to_string(),
+                    extents_sha256: extents_sha256
+                        .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+                    text: text.clone(),
+                },
                 liaison::Body::DeconflictionRequest { intents, proposal } => {
                     BodyWire::DeconflictionRequest {
                         intents: intents.iter().map(|u| u.to_string()).collect(),
@@ -488,12 +513,24 @@ impl MessageWire {
         let f = |x: &str| format!("message.{x}");
         let body = match &self.body {
             BodyWire::Text { text } => liaison::Body::Text { text: text.clone() },
-            BodyWire::OperationNotification { intent, text } => {
-                liaison::Body::OperationNotification {
-                    intent: uuid(intent, &f("body.intent"))?,
-                    text: text.clone(),
-                }
-            }
+            BodyWire::OperationNotification {
+                intent,
+                extents_sha256,
+                text,
+            } => liaison::Body::OperationNotification {
+                intent: uuid(intent, &f("body.intent"))?,
+                extents_sha256: extents_sha256
+                    .as_deref()
+                    .map(|h| {
+                        liaison::from_hex(h)
+                            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                            .ok_or_else(|| {
+                                ApiError::bad(f("body.extents_sha256"), "64 hex digits or null")
+                            })
+                    })
+                    .transpose()?,
+                text: text.clone(),
+            },
             BodyWire::DeconflictionRequest { intents, proposal } => {
                 let ids = intents
                     .iter()

@@ -278,6 +278,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let log_signer = node::log::LogSigner {
             signer,
             clock: Arc::new(SystemClock),
+            member: None,
         };
         let store = store::SqliteStore::open(&dir, log_signer)
             .await

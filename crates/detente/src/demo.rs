@@ -379,6 +379,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         FEDERATION,
     )
     .await?;
+    // Both parties treat the buffer as the line of contact.
+    for n in [&mut line.a, &mut line.f] {
+        n.expect(
+            200,
+            M::PUT,
+            &format!("/line/v1/contact/{constraint_id}"),
+            crate::demo_line::ADMIN,
+            None,
+        )
+        .await?;
+    }
     println!(
         "3. Alliance plans patrol ALPHA north of the line, +1 h to +3 h, 0–3,000 m, on its own node."
     );
@@ -461,8 +472,30 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!(
         "5. Federation obtains the current OVNs from the managers (USS to USS) and retries with them in its key."
     );
-    println!("   → 201 Accepted; subscribers it must notify:");
-    for s in v["subscribers"].as_array().into_iter().flatten() {
+    // BRAVO crosses the line of contact: held until Alliance acknowledges.
+    let (held_status, held) = cf
+        .call(
+            M::PUT,
+            &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"),
+            FEDERATION,
+            Some(json!({
+                "extents": [polygon(&bravo_area, 500.0, 4_000.0, h(2), h(4))],
+                "key": [alpha_ovn.clone(), constraint_ovn.clone()],
+                "state": "Activated",
+                "uss_base_url": "https://federation.example/utm",
+                "new_subscription": { "uss_base_url": "https://federation.example/utm", "notify_for_constraints": true },
+            })),
+        )
+        .await?;
+    if held_status != 409 {
+        bail!("activating BRAVO across the line of contact answered {held_status}: {held}");
+    }
+    let subscribers = v["subscribers"].as_array().cloned().unwrap_or_default();
+    println!(
+        "   → 201 Accepted; subscribers it must notify on its node: {}",
+        if subscribers.is_empty() { "none" } else { "" }
+    );
+    for s in &subscribers {
         for sub in s["subscriptions"].as_array().into_iter().flatten() {
             println!(
                 "     {} (subscription {}, notification index {})",
@@ -472,6 +505,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             );
         }
     }
+    println!(
+        "   BRAVO crosses the buffer, which both parties designated as the line of contact: Federation's node notified"
+    );
+    println!(
+        "   Alliance by itself (signed notice on the direct line), and activating BRAVO now → 409 {}",
+        held["code"].as_str().unwrap_or("")
+    );
     println!();
 
     // 6. Both parties' nodes see the same conflicts.

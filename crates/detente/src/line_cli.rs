@@ -505,6 +505,7 @@ pub async fn send(a: SendArgs) -> Result<Value> {
     let body = if let Some(intent) = a.notify_intent {
         Body::OperationNotification {
             intent,
+            extents_sha256: None,
             text: a.text.clone(),
         }
     } else if !a.deconflict.is_empty() {

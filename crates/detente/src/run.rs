@@ -48,9 +48,18 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         .iter()
         .map(|k| tlog::Verifier::parse(k.trim()).map_err(|e| anyhow!("witness_logs: {k}: {e}")))
         .collect::<Result<Vec<_>>>()?;
+    // The node's own member key (for the notices it sends by itself),
+    // derived from the node seed like the cosigner's.
+    let (key_name, seed) = crate::key::load_seed(&cfg.data)?;
+    let node_member = {
+        let mut m = b"detente node member v1\n".to_vec();
+        m.extend_from_slice(&seed);
+        liaison::MemberSigner::from_seed(&tlog::hash::sha256(&m))
+    };
     let log_signer = LogSigner {
         signer,
         clock: Arc::new(SystemClock),
+        member: Some(node_member.clone()),
     };
     let store: Arc<dyn node::Store> = Arc::new(
         SqliteStore::open(&cfg.data, log_signer.clone())
@@ -93,14 +102,17 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     })
     .map_err(|e| anyhow!(e))?;
     let witness = node::Witness::new(store.clone(), cosigner, witness_logs, Arc::new(SystemClock));
-    let line = Arc::new(node::line::Line::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-    ));
+    let line = Arc::new(
+        node::line::Line::new(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds))
+            .with_node_member(liaison::Member {
+                key: node_member.key(),
+                name: format!("{key_name} (automatic notices)"),
+                role: "node".into(),
+                spheres: vec![liaison::Sphere::DirectLine],
+            }),
+    );
     // The node's TLS identity is its node key (TLS 1.3 signs its own
     // context string, distinct from every format the node key signs).
-    let (key_name, seed) = crate::key::load_seed(&cfg.data)?;
     let identity = api::tls::Identity::from_seed(&key_name, &seed).map_err(|e| anyhow!(e))?;
     let deliveries = api::peer::spawn(
         line.clone(),

@@ -1011,3 +1011,99 @@ async fn peers_talk_over_mutually_pinned_tls_and_an_impostor_gets_no_handshake()
     // (That a client refuses a server whose key is not the pinned one is
     // shown by api::tls's handshake test.)
 }
+
+#[tokio::test]
+async fn an_operation_touching_the_line_of_contact_is_notified_and_held_until_acknowledged() {
+    let p = peered().await;
+    let commission = token("joint-commission", "utm.constraint_management");
+    let alliance = token("alliance-uss", "utm.strategic_coordination");
+    // The buffer along the line of contact, designated as such at Alliance.
+    let buffer = new_id();
+    ok("PUT", p.a.url(&format!("/dss/v1/constraint_references/{buffer}")), &commission,
+        Some(json!({ "extents": [long_square(45.0, 10.2, 0.01)], "uss_base_url": "https://commission.example/utm" }))).await;
+    ok(
+        "PUT",
+        p.a.url(&format!("/line/v1/contact/{buffer}")),
+        &admin(),
+        None,
+    )
+    .await;
+    // An operation across it, planned.
+    let op = new_id();
+    let body = |state: &str, key: &[&str]| {
+        let mut b = intent_body(square(45.0, 10.2, 0.02), key, state);
+        b["new_subscription"]["notify_for_constraints"] = json!(false);
+        b
+    };
+    let v = ok(
+        "PUT",
+        p.a.url(&format!("/dss/v1/operational_intent_references/{op}")),
+        &alliance,
+        Some(body("Accepted", &[])),
+    )
+    .await;
+    let ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Activation is held: Federation has not acknowledged.
+    let (s, v) = call(
+        "PUT",
+        p.a.url(&format!("/dss/v1/operational_intent_references/{op}/{ovn}")),
+        &alliance,
+        Some(body("Activated", &[])),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["code"], "activation_held", "{v}");
+    // The node itself notified Federation, on the direct line.
+    let fu = p.f.clone_base();
+    let mut notice = Value::Null;
+    for _ in 0..200 {
+        let v = ok(
+            "GET",
+            format!("{fu}/line/v1/messages?direction=in"),
+            &officer(),
+            None,
+        )
+        .await;
+        if let Some(m) = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["message"]["body"]["type"] == "operation-notification")
+        {
+            notice = m.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(notice["message"]["body"]["intent"], op.as_str(), "{notice}");
+    assert_eq!(notice["message"]["sphere"], "direct-line");
+    assert_eq!(notice["sender_name"], format!("{A} (automatic notices)"));
+    // Federation's duty officer acknowledges; the activation then goes through.
+    let id = notice["message"]["id"].as_str().unwrap().to_string();
+    ok(
+        "POST",
+        p.f.url("/line/v1/acks"),
+        &officer(),
+        Some(ack(F, A, &p.f1, &id)),
+    )
+    .await;
+    let mut activated = false;
+    for _ in 0..200 {
+        let (s, _) = call(
+            "PUT",
+            p.a.url(&format!("/dss/v1/operational_intent_references/{op}/{ovn}")),
+            &alliance,
+            Some(body("Activated", &[])),
+        )
+        .await;
+        if s == 200 {
+            activated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(activated, "still held after the acknowledgement");
+}

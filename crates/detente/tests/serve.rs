@@ -191,6 +191,10 @@ fn the_demo_runs_to_the_end() {
         "{text}"
     );
     assert!(text.contains("conflicts now, on both nodes: 0"), "{text}");
+    assert!(
+        text.contains("activating BRAVO now → 409 activation_held"),
+        "{text}"
+    );
     assert!(text.contains("412"));
     assert!(
         text.contains("verified 6 entries"),

@@ -215,6 +215,18 @@ pub fn set_area(
     )]))
 }
 
+/// Designates a constraint as the line of contact (local).
+pub fn designate_contact(state: &LineState, constraint: Uuid) -> Result<LineDecision, LineError> {
+    if state.contact_constraints().any(|c| *c == constraint) {
+        return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::ContactDesignated { constraint },
+        None,
+    )]))
+}
+
 /// Shares one of this party's airspace changes with `peer` (IMMEDIATE
 /// lane); the caller decided that it concerns the peer's area.
 pub fn share_airspace(state: &LineState, peer: &str, kind: &str, body: Value) -> LineEvent {
@@ -715,9 +727,10 @@ pub fn acknowledge(
 fn refusal(state: &LineState, origin: &str, record: &Record, now: Millis) -> Option<String> {
     let me = state.me();
     match record {
-        Record::PeerAdded { .. } | Record::PeerArea { .. } | Record::Receipt(_) => {
-            Some("not a record a peer sends on a lane".into())
-        }
+        Record::PeerAdded { .. }
+        | Record::PeerArea { .. }
+        | Record::ContactDesignated { .. }
+        | Record::Receipt(_) => Some("not a record a peer sends on a lane".into()),
         Record::Airspace { kind, body } => {
             if !SHARED_KINDS.contains(&kind.as_str()) {
                 Some(format!("{kind} is not an airspace change a peer shares"))

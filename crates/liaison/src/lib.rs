@@ -73,6 +73,10 @@ pub enum LineError {
         needed: u64,
         have: u64,
     },
+    /// An operation touching the line of contact is not yet acknowledged
+    /// by a peer.
+    #[error("activation held: {reason}")]
+    ActivationHeld { intent: String, reason: String },
     #[error("{0}")]
     Conflict(String),
     /// A peer's record that this node will not take at all (not even as

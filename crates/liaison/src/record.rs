@@ -245,9 +245,12 @@ pub enum Body {
     Text {
         text: String,
     },
-    /// Tells the peer of an operation (an operational intent by id).
+    /// Tells the peer of an operation (an operational intent by id);
+    /// `extents_sha256` names the exact 4D extents notified (the SHA-256 of
+    /// their canonical CBOR as the log records them), when known.
     OperationNotification {
         intent: Uuid,
+        extents_sha256: Option<[u8; 32]>,
         text: String,
     },
     /// Two intents conflict; proposes a change.
@@ -396,6 +399,12 @@ pub enum Record {
     Message(Signed<Message>),
     Ack(Signed<Ack>),
     Receipt(Receipt),
+    /// A constraint this party treats as the line of contact (local):
+    /// operations touching it are notified to peers automatically and are
+    /// held from activation until a peer acknowledges the notice.
+    ContactDesignated {
+        constraint: Uuid,
+    },
 }
 
 /// Where a replicated record goes.
@@ -617,9 +626,19 @@ impl Body {
     fn to_value(&self) -> Value {
         match self {
             Body::Text { text } => map(vec![("type", t("text")), ("text", t(text))]),
-            Body::OperationNotification { intent, text } => map(vec![
+            Body::OperationNotification {
+                intent,
+                extents_sha256,
+                text,
+            } => map(vec![
                 ("type", t("operation-notification")),
                 ("intent", uuid(intent)),
+                (
+                    "extents_sha256",
+                    extents_sha256
+                        .map(|h| Value::Bytes(h.to_vec()))
+                        .unwrap_or(Value::Null),
+                ),
                 ("text", t(text)),
             ]),
             Body::DeconflictionRequest { intents, proposal } => map(vec![
@@ -659,9 +678,14 @@ impl Body {
                 }
             }
             "operation-notification" => {
-                let f = Fields::new(v, "body", &["type", "intent", "text"])?;
+                let f = Fields::new(v, "body", &["type", "intent", "extents_sha256", "text"])?;
+                let extents_sha256 = match f.get("extents_sha256")? {
+                    Value::Null => None,
+                    _ => Some(f.bytes("extents_sha256")?),
+                };
                 Body::OperationNotification {
                     intent: f.uuid("intent")?,
+                    extents_sha256,
                     text: f.text("text")?,
                 }
             }
@@ -822,6 +846,7 @@ impl Record {
             Record::Message(_) => "line.message",
             Record::Ack(_) => "line.ack",
             Record::Receipt(_) => "line.receipt",
+            Record::ContactDesignated { .. } => "line.contact",
         }
     }
 
@@ -895,6 +920,7 @@ impl Record {
             ]),
             Record::Message(m) => signed_value(m.value.to_value(), &m.signature),
             Record::Ack(a) => signed_value(a.value.to_value(), &a.signature),
+            Record::ContactDesignated { constraint } => map(vec![("constraint", uuid(constraint))]),
             Record::Receipt(r) => map(vec![
                 ("origin", t(&r.origin)),
                 ("lane", t(r.lane.as_str())),
@@ -1030,6 +1056,12 @@ impl Record {
                     value: Ack::from_value(value)?,
                     signature,
                 })
+            }
+            "line.contact" => {
+                let f = Fields::new(v, "contact", &["constraint"])?;
+                Record::ContactDesignated {
+                    constraint: f.uuid("constraint")?,
+                }
             }
             "line.receipt" => {
                 let f = Fields::new(
@@ -1224,11 +1256,15 @@ mod tests {
             Record::Message(signer(1).sign_message(Message {
                 body: Body::OperationNotification {
                     intent: Uuid::from_u128(3),
+                    extents_sha256: Some([5; 32]),
                     text: "".into(),
                 },
                 ..message()
             })),
             Record::Ack(ack),
+            Record::ContactDesignated {
+                constraint: Uuid::from_u128(9),
+            },
             Record::Receipt(Receipt {
                 origin: "alliance".into(),
                 lane: Precedence::Routine,

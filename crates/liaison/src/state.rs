@@ -125,6 +125,7 @@ pub struct LineState {
     areas: BTreeMap<String, Vec<Vec<(f64, f64)>>>,
     /// (peer, entity id) of this party's intents and constraints the peer holds.
     shared: std::collections::HashSet<(String, String)>,
+    contact: std::collections::BTreeSet<Uuid>,
 }
 
 impl LineState {
@@ -145,6 +146,7 @@ impl LineState {
             awaiting: None,
             areas: BTreeMap::new(),
             shared: std::collections::HashSet::new(),
+            contact: std::collections::BTreeSet::new(),
         }
     }
 
@@ -275,6 +277,9 @@ impl LineState {
             Record::PeerArea { peer, polygons } => {
                 self.areas.insert(peer, polygons);
             }
+            Record::ContactDesignated { constraint } => {
+                self.contact.insert(constraint);
+            }
             // What a peer's shared airspace changes do is the airspace's
             // business (node::share); the line only carries them.
             Record::Airspace { .. } => {}
@@ -371,6 +376,37 @@ impl LineState {
     pub fn area(&self, peer: &str) -> &[Vec<(f64, f64)>] {
         self.areas.get(peer).map(|v| v.as_slice()).unwrap_or(&[])
     }
+    /// The constraints designated as the line of contact.
+    pub fn contact_constraints(&self) -> impl Iterator<Item = &Uuid> {
+        self.contact.iter()
+    }
+
+    /// This party's notices of operation `intent` with these extents, sent
+    /// to `peer`: (message, acknowledged with acceptance).
+    pub fn operation_notices(
+        &self,
+        peer: &str,
+        intent: &Uuid,
+        extents_sha256: &[u8; 32],
+    ) -> impl Iterator<Item = (&MessageEntry, bool)> {
+        self.messages().filter_map(move |m| {
+            let v = &m.signed.value;
+            match &v.body {
+                Body::OperationNotification {
+                    intent: i,
+                    extents_sha256: Some(h),
+                    ..
+                } if m.outgoing && v.to == peer && i == intent && h == extents_sha256 => Some((
+                    m,
+                    m.ack
+                        .as_ref()
+                        .is_some_and(|a| a.value.verdict == AckVerdict::Accept),
+                )),
+                _ => None,
+            }
+        })
+    }
+
     /// Peers with a deconfliction area.
     pub fn areas(&self) -> impl Iterator<Item = (&String, &Vec<Vec<(f64, f64)>>)> {
         self.areas.iter()

@@ -22,6 +22,7 @@ pub use airspace;
 pub use liaison;
 pub use tlog;
 
+pub mod contact;
 pub mod line;
 pub mod log;
 pub mod share;
@@ -414,6 +415,24 @@ impl Dss {
             return Err(NodeError::Forbidden("new_subscription.notify_for_constraints requires the scope utm.constraint_processing".into()));
         }
         let extents = prepare_all(req.extents, &self.settings.limits, "extents")?;
+        if req.state == OperationalIntentState::Activated {
+            // The line of contact: a peer must have accepted the notice of
+            // exactly these extents first (acceptance only ever arrives, so
+            // checking before the commit is enough).
+            let mut hold = None;
+            self.store.read(&mut |air| {
+                let _ = self.store.read_line(&mut |line| {
+                    hold = contact::activation_hold(line, air, &id, &extents);
+                });
+            })?;
+            if let Some(reason) = hold {
+                return Err(liaison::LineError::ActivationHeld {
+                    intent: id.to_string(),
+                    reason,
+                }
+                .into());
+            }
+        }
         let cmd = PutIntent {
             id,
             manager: caller.sub.clone(),

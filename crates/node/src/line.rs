@@ -27,11 +27,18 @@ pub struct Line {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
+    /// The node's own member (for the notices it sends by itself).
+    node_member: Option<Member>,
 }
 
 impl Line {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> Self {
-        Line { store, clock, ids }
+        Line {
+            store,
+            clock,
+            ids,
+            node_member: None,
+        }
     }
 
     pub fn now_ms(&self) -> Millis {
@@ -325,6 +332,23 @@ pub fn peer_airspace_effect(
 }
 
 impl Line {
+    /// The node's own member, registered when it first needs to notify.
+    pub fn with_node_member(mut self, m: Member) -> Self {
+        self.node_member = Some(m);
+        self
+    }
+
+    /// Designates a constraint as the line of contact (registering the
+    /// node's own member, which signs the notices, if it is not yet).
+    pub async fn designate_contact(&self, constraint: Uuid) -> Result<(), NodeError> {
+        if let Some(m) = self.node_member.clone() {
+            self.commit(move |s| decide::register_member(s, m)).await?;
+        }
+        self.commit(move |s| decide::designate_contact(s, constraint))
+            .await
+            .map(|_| ())
+    }
+
     /// Sets the deconfliction area agreed with `peer`.
     pub async fn set_area(
         &self,

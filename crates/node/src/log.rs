@@ -55,6 +55,14 @@ fn volume(v: &PreparedVolume) -> Value {
     ])
 }
 
+/// SHA-256 of a set of extents' canonical CBOR (as the log records them):
+/// names exactly which 4D volumes a notice was about.
+pub fn extents_sha256(extents: &[PreparedVolume]) -> [u8; 32] {
+    tlog::hash::sha256(&tlog::cbor::encode(&Value::Array(
+        extents.iter().map(volume).collect(),
+    )))
+}
+
 fn ovn_hash(ovn: &str) -> Value {
     Value::Bytes(tlog::hash::sha256(ovn.as_bytes()).to_vec())
 }
@@ -155,6 +163,9 @@ pub fn entry_body(e: &Event) -> (&'static str, Value) {
 pub struct LogSigner {
     pub signer: tlog::NoteSigner,
     pub clock: Arc<dyn crate::Clock>,
+    /// The node's own member key, for the notices it sends by itself
+    /// (operations touching the line of contact).
+    pub member: Option<liaison::MemberSigner>,
 }
 
 impl std::fmt::Debug for LogSigner {

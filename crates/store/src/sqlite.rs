@@ -515,13 +515,11 @@ async fn writer(
         // airspace changes shared with peers, then the line's decisions, each
         // seeing the ones before it; their leaves follow the airspace's.
         let mut line_replies: Vec<(oneshot::Sender<LineReply>, LineReply)> = Vec::new();
-        let sharing = line
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .areas()
-            .next()
-            .is_some()
-            && !events.is_empty();
+        let sharing = {
+            let ls = line.read().unwrap_or_else(|e| e.into_inner());
+            (ls.areas().next().is_some() || ls.contact_constraints().next().is_some())
+                && !events.is_empty()
+        };
         if let Err(e) = &encoded {
             for (_, reply) in line_jobs {
                 line_replies.push((reply, Err(e.clone())));
@@ -530,6 +528,25 @@ async fn writer(
             let mut st = state.write().unwrap_or_else(|e| e.into_inner());
             let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
             let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
+            // Operations touching the line of contact: the node's notices.
+            if let Some(member) = &signer.member
+                && ls.contact_constraints().next().is_some()
+            {
+                for ev in &events {
+                    for m in node::contact::notices(&ls, &st, ev, member, now_ms) {
+                        let next = first_leaf + leaves.len() as u64;
+                        let r = liaison::decide::send_message(&ls, m, now_ms).and_then(|d| {
+                            liaison::decide::append(&mut ls, &signer.signer, now_ms, next, d.events)
+                        });
+                        match r {
+                            Ok(new) => leaves.extend(new),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "a line-of-contact notice could not be sent")
+                            }
+                        }
+                    }
+                }
+            }
             for ev in &events {
                 for share in node::share::outgoing(&ls, ev) {
                     let next = first_leaf + leaves.len() as u64;

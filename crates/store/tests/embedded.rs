@@ -49,6 +49,7 @@ fn log_signer() -> LogSigner {
     LogSigner {
         signer: tlog::NoteSigner::from_seed("detente.test/store", &[5; 32]).unwrap(),
         clock: Arc::new(SystemClock),
+        member: None,
     }
 }
 
