@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use uuid::Uuid;
 
+pub(crate) const DEMO_PUBLIC_KEY_PEM: &str = DEMO_PUBLIC_KEY;
 const DEMO_PRIVATE_KEY: &str = include_str!("../demo-keys/demo-private.pem");
 const DEMO_PUBLIC_KEY: &str = include_str!("../demo-keys/demo-public.pem");
 const AUDIENCE: &str = "localhost";
@@ -42,15 +43,15 @@ const ALLIANCE_NODE: &str = "alliance.detente.demo";
 const FEDERATION_NODE: &str = "federation.detente.demo";
 
 /// A `detente serve` child process, killed when dropped.
-struct NodeProcess {
-    base: String,
+pub(crate) struct NodeProcess {
+    pub(crate) base: String,
     /// The node-to-node listener (mutual TLS with pinned keys).
-    peer_base: String,
+    pub(crate) peer_base: String,
     child: std::process::Child,
 }
 
 impl NodeProcess {
-    fn start(
+    pub(crate) fn start(
         name: &str,
         data: &std::path::Path,
         listen: &str,
@@ -127,6 +128,12 @@ fn token(
         &claims,
         key,
     )?)
+}
+
+/// A demo-key bearer token for `who` (sub, scopes), valid for an hour.
+pub(crate) fn token_for(who: (&str, &str)) -> Result<String> {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(DEMO_PRIVATE_KEY.as_bytes())?;
+    token(&key, who.0, who.1, node::SystemClock.now())
 }
 
 impl Client {

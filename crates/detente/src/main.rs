@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod bench_line;
 mod config;
 mod demo;
 mod demo_line;
@@ -46,6 +47,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure intent creation, area queries and the congested-area workload.
     Bench(bench::BenchArgs),
+    /// Measure the line: messages/s node to peer and FLASH latency under load, against NATS JetStream.
+    BenchLine(bench_line::BenchLineArgs),
     /// Development and testing only: mint a bearer token signed with a private key (PEM).
     DevToken(DevTokenArgs),
     /// Print the node's verifier key (C2SP vkey) — what peers pin and verifiers trust.
@@ -279,6 +282,12 @@ async fn main() -> Result<()> {
                 init_tracing(&cli.log_format);
             }
             bench::run(args).await
+        }
+        Command::BenchLine(args) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing(&cli.log_format);
+            }
+            bench_line::run(args).await
         }
         Command::DevToken(args) => dev_token(args),
         Command::Evidence(evidence::EvidenceCommand::Export(args)) => evidence::export(args).await,
