@@ -157,8 +157,10 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
     let started = Instant::now();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for s in senders {
-        let (http, base, token) = (http.clone(), nf.base.clone(), token.clone());
+    for (i, s) in senders.into_iter().enumerate() {
+        // Each sender is its own client (the per-client rate limit applies to each).
+        let token = crate::demo::token_for((&format!("bench-sender-{i}"), "detente.line"))?;
+        let (http, base) = (http.clone(), nf.base.clone());
         tasks.push(tokio::spawn(async move {
             for seq in 1..=per {
                 send(&http, &base, &token, &s, seq, Precedence::Routine).await?;
