@@ -58,6 +58,50 @@ pub mod fuzzing {
         auth.require(&h, &node::Scope::ALL).is_ok()
     }
 
+    /// What a peer or a duty officer sends to the line: a peer's record
+    /// (signed entry bytes), a `/peer/v1/records` body, a message or an
+    /// acknowledgement body; a peer's shared airspace change is taken as
+    /// far as the copy it would make. Whatever parses re-encodes to the
+    /// same bytes.
+    pub fn line_inputs(bytes: &[u8]) -> bool {
+        let mut parsed = false;
+        let record = |b: &[u8]| {
+            let Some(Ok((e, l))) = liaison::decide::line_entry(b) else {
+                return false;
+            };
+            assert_eq!(
+                node::tlog::cbor::encode(&l.to_value()),
+                node::tlog::cbor::encode(&e.entry.body),
+                "a line entry that does not re-encode identically"
+            );
+            if let liaison::Record::Airspace { kind, body } = &l.record {
+                let _ = node::share::incoming(
+                    "peer.example",
+                    kind,
+                    body,
+                    &airspace::AirspaceState::default(),
+                );
+            }
+            true
+        };
+        parsed |= record(bytes);
+        if let Ok(b) = extract::parse::<crate::line::RecordsBody>(bytes) {
+            use base64::Engine;
+            for r in &b.records {
+                if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(r) {
+                    parsed |= record(&raw);
+                }
+            }
+        }
+        if let Ok(v) = extract::parse::<crate::line::SendBodyFuzz>(bytes) {
+            parsed |= v.message.to_domain().is_ok();
+        }
+        if let Ok(v) = extract::parse::<crate::line::AckBodyFuzz>(bytes) {
+            parsed |= v.ack.to_domain().is_ok();
+        }
+        parsed
+    }
+
     /// A subscription body.
     pub fn subscription_body(bytes: &[u8]) -> bool {
         let Ok(s) = extract::parse::<wire::PutSubscriptionParameters>(bytes) else {

@@ -575,10 +575,13 @@ impl MessageWire {
     }
 }
 
+pub(crate) type SendBodyFuzz = SendBody;
+pub(crate) type AckBodyFuzz = AckBody;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SendBody {
-    message: MessageWire,
+pub(crate) struct SendBody {
+    pub(crate) message: MessageWire,
     /// The sender member's Ed25519 signature over
     /// `"detente-message/v1\n"` ‖ the message's deterministic CBOR, hex.
     signature: String,
@@ -649,8 +652,8 @@ impl AckWire {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AckBody {
-    ack: AckWire,
+pub(crate) struct AckBody {
+    pub(crate) ack: AckWire,
     signature: String,
 }
 

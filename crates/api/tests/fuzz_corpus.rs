@@ -53,3 +53,17 @@ fn bearer_token_corpus_is_refused_without_panicking() {
         );
     }
 }
+
+#[test]
+fn line_corpus_parses_without_panicking_and_reencodes_identically() {
+    let corpus = inputs("line_records");
+    assert!(!corpus.is_empty(), "the corpus is committed");
+    let accepted = corpus
+        .iter()
+        .filter(|i| api::fuzzing::line_inputs(i))
+        .count();
+    assert!(
+        accepted >= 3,
+        "the seed corpus holds valid records and bodies ({accepted} parsed)"
+    );
+}
