@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 use test_support::*;
+use test_support::{Signer, TokenSpec};
 use uuid::Uuid;
 
 const A: &str = "alliance.test";
@@ -1106,4 +1107,251 @@ async fn an_operation_touching_the_line_of_contact_is_notified_and_held_until_ac
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(activated, "still held after the acknowledgement");
+}
+
+/// Every line endpoint: (method, path, body, a scope that is not enough).
+fn line_endpoints() -> Vec<(&'static str, String, Option<Value>, &'static str)> {
+    let id = "2f8343be-6482-4d1b-a474-16847e01af1e";
+    let key = MemberSigner::from_seed(&[5; 32]).key().to_hex();
+    const MEMBER: &str = "detente.line";
+    const NOT_LINE: &str = "utm.strategic_coordination";
+    vec![
+        ("GET", "/line/v1/peers".into(), None, NOT_LINE),
+        (
+            "POST",
+            "/line/v1/peers".into(),
+            Some(json!({ "name": "x", "url": "http://x", "key": "k" })),
+            MEMBER,
+        ),
+        (
+            "PUT",
+            "/line/v1/peers/x/area".into(),
+            Some(json!({ "polygons": [] })),
+            MEMBER,
+        ),
+        ("PUT", format!("/line/v1/contact/{id}"), None, MEMBER),
+        ("GET", "/line/v1/members".into(), None, NOT_LINE),
+        (
+            "POST",
+            "/line/v1/members".into(),
+            Some(json!({ "key": key, "name": "n", "role": "r", "spheres": ["military"] })),
+            MEMBER,
+        ),
+        ("DELETE", format!("/line/v1/members/{key}"), None, MEMBER),
+        ("GET", "/line/v1/missions".into(), None, NOT_LINE),
+        (
+            "PUT",
+            "/line/v1/missions/x/quota".into(),
+            Some(json!({ "quota": 1 })),
+            MEMBER,
+        ),
+        (
+            "POST",
+            "/line/v1/missions/x/accreditations".into(),
+            Some(
+                json!({ "member": key, "name": "n", "role": "r", "spheres": ["military"], "valid_until_ms": 4_000_000_000_000u64 }),
+            ),
+            MEMBER,
+        ),
+        (
+            "POST",
+            "/line/v1/missions/x/close".into(),
+            Some(json!({ "reason": "r" })),
+            MEMBER,
+        ),
+        (
+            "POST",
+            format!("/line/v1/accreditations/{id}/revoke"),
+            Some(json!({ "reason": "r" })),
+            MEMBER,
+        ),
+        ("GET", "/line/v1/channels".into(), None, NOT_LINE),
+        (
+            "POST",
+            "/line/v1/channels/x/military".into(),
+            Some(json!({ "state": "closed" })),
+            MEMBER,
+        ),
+        ("GET", "/line/v1/messages".into(), None, NOT_LINE),
+        (
+            "POST",
+            "/line/v1/messages".into(),
+            Some(message(
+                F,
+                A,
+                &MemberSigner::from_seed(&[5; 32]),
+                1,
+                Sphere::Military,
+                Precedence::Routine,
+                "x",
+            )),
+            NOT_LINE,
+        ),
+        (
+            "POST",
+            "/line/v1/acks".into(),
+            Some(ack(A, F, &MemberSigner::from_seed(&[5; 32]), id)),
+            NOT_LINE,
+        ),
+        ("GET", "/line/v1/status".into(), None, NOT_LINE),
+    ]
+}
+
+#[tokio::test]
+async fn every_line_endpoint_needs_a_valid_token_with_its_scope() {
+    let n = TestNode::start_with(bin(), &["--name", A]);
+    let expired = TokenSpec {
+        expires_in: -3600,
+        ..TokenSpec::new("x", "detente.line.admin detente.line")
+    }
+    .mint();
+    let wrong_aud = TokenSpec {
+        audience: "elsewhere.example".into(),
+        ..TokenSpec::new("x", "detente.line.admin detente.line")
+    }
+    .mint();
+    let wrong_key = TokenSpec {
+        signer: Signer::Other,
+        ..TokenSpec::new("x", "detente.line.admin detente.line")
+    }
+    .mint();
+    let all = token("x", "detente.line.admin detente.line");
+    for (method, path, body, weak) in line_endpoints() {
+        let what = format!("{method} {path}");
+        for (tok, why) in [
+            ("", "no token"),
+            ("garbage", "garbage"),
+            (expired.as_str(), "expired"),
+            (wrong_aud.as_str(), "wrong audience"),
+            (wrong_key.as_str(), "wrong key"),
+        ] {
+            let (s, v) = call(method, n.url(&path), tok, body.clone()).await;
+            assert_eq!(s, 401, "{what} with {why}: {v}");
+            assert!(
+                v["message"].is_string(),
+                "{what}: machine-readable body: {v}"
+            );
+        }
+        let (s, v) = call(method, n.url(&path), &token("x", weak), body.clone()).await;
+        assert_eq!(s, 403, "{what} with only {weak}: {v}");
+        let (s, v) = call(method, n.url(&path), &all, body.clone()).await;
+        assert!(s != 401 && s != 403, "{what} with the right scope: {s} {v}");
+    }
+    // The peer endpoint takes no token: a record is taken only from a
+    // pinned peer's key, and anyone else gets a reason.
+    let (s, v) = call(
+        "POST",
+        n.url("/peer/v1/records"),
+        "",
+        Some(json!({ "from": "nobody", "records": [] })),
+    )
+    .await;
+    assert!(s == 200 || s == 403, "{s} {v}");
+}
+
+#[tokio::test]
+async fn malformed_line_requests_get_a_400_naming_the_field_and_change_nothing() {
+    let n = TestNode::start_with(bin(), &["--name", A]);
+    let adm = admin();
+    let key = MemberSigner::from_seed(&[5; 32]).key().to_hex();
+    let good_msg = message(
+        A,
+        F,
+        &MemberSigner::from_seed(&[5; 32]),
+        1,
+        Sphere::Military,
+        Precedence::Routine,
+        "x",
+    );
+    let mut bad_prec = good_msg.clone();
+    bad_prec["message"]["precedence"] = json!("URGENT");
+    let mut bad_sig = good_msg.clone();
+    bad_sig["signature"] = json!("zz");
+    let mut bad_sender = good_msg.clone();
+    bad_sender["message"]["sender"] = json!("12");
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
+        (
+            "POST",
+            "/line/v1/members",
+            json!({ "key": "nothex", "name": "n", "role": "r", "spheres": ["military"] }),
+            "key",
+        ),
+        (
+            "POST",
+            "/line/v1/members",
+            json!({ "key": key, "name": "n", "role": "r", "spheres": ["naval"] }),
+            "spheres[0]",
+        ),
+        (
+            "POST",
+            "/line/v1/members",
+            json!({ "key": key, "name": "", "role": "r", "spheres": ["military"] }),
+            "name",
+        ),
+        (
+            "POST",
+            "/line/v1/members",
+            json!({ "key": key, "name": "n", "role": "r" }),
+            "spheres",
+        ),
+        (
+            "POST",
+            "/line/v1/members",
+            json!({ "key": key, "name": "n", "role": "r", "spheres": ["military"], "extra": 1 }),
+            "",
+        ),
+        (
+            "POST",
+            "/line/v1/peers",
+            json!({ "name": "x", "url": "ftp://x", "key": "x+00000000+AAAA" }),
+            "key",
+        ),
+        ("POST", "/line/v1/messages", bad_prec, "message.precedence"),
+        ("POST", "/line/v1/messages", bad_sig, "signature"),
+        ("POST", "/line/v1/messages", bad_sender, "message.sender"),
+        (
+            "POST",
+            "/line/v1/messages",
+            json!({ "message": 3, "signature": "" }),
+            "message",
+        ),
+        (
+            "POST",
+            "/line/v1/acks",
+            json!({ "ack": { "message": "not-a-uuid", "from": "a", "to": "b", "by": key, "verdict": "accept", "at_ms": 1 }, "signature": "00" }),
+            "ack.message",
+        ),
+        (
+            "POST",
+            "/line/v1/channels/x/military",
+            json!({ "state": "half-open" }),
+            "state",
+        ),
+    ];
+    let before = ok("GET", n.url("/line/v1/members"), &adm, None).await;
+    for (method, path, body, field) in cases {
+        let (s, v) = call(method, n.url(path), &adm, Some(body.clone())).await;
+        assert_eq!(s, 400, "{method} {path} {body}: {v}");
+        assert!(v["message"].is_string(), "{v}");
+        if !field.is_empty() {
+            assert_eq!(v["field"], field, "{method} {path} {body}: {v}");
+        }
+    }
+    // A body that is not JSON at all.
+    let r = Client::new()
+        .post(n.url("/line/v1/members"))
+        .bearer_auth(&adm)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        ok("GET", n.url("/line/v1/members"), &adm, None).await,
+        before,
+        "nothing was written"
+    );
+    let st = ok("GET", n.url("/line/v1/peers"), &adm, None).await;
+    assert_eq!(st["peers"], json!([]), "no peer was added");
 }
