@@ -276,7 +276,10 @@ async fn deliver(
                 match receipts {
                     Ok(r) if !r.is_empty() => {
                         let n = r.len();
-                        match line.keep_receipts(&peer, r).await {
+                        match line
+                            .keep_receipts(&peer, r, lane == Precedence::Flash)
+                            .await
+                        {
                             Ok(_) => {
                                 if let Some(s) = reply.stopped {
                                     tracing::warn!(%peer, %lane, stopped = %s, "the peer took only part of a batch");

@@ -72,6 +72,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         fs: Vec<LineWriteFn>,
     ) -> BoxFuture<'_, Vec<Result<Result<LineCommit, liaison::LineError>, StoreError>>>;
+    /// As [`Store::transact_line`], ahead of every queued write that is
+    /// not urgent (the FLASH lane).
+    #[allow(clippy::type_complexity)]
+    fn transact_line_urgent(
+        &self,
+        fs: Vec<LineWriteFn>,
+    ) -> BoxFuture<'_, Vec<Result<Result<LineCommit, liaison::LineError>, StoreError>>> {
+        self.transact_line(fs)
+    }
     /// Runs `f` on the line's state.
     fn read_line(&self, f: &mut dyn FnMut(&liaison::LineState)) -> Result<(), StoreError>;
     /// Notified after every commit that appended records of the line (so

@@ -66,10 +66,20 @@ impl Line {
         &self,
         f: impl FnOnce(&LineState) -> Result<LineDecision, LineError> + Send + 'static,
     ) -> Result<LineOutcome, NodeError> {
-        let mut r = self
-            .store
-            .transact_line(vec![Box::new(move |s, _| f(s))])
-            .await;
+        self.commit_as(false, f).await
+    }
+
+    async fn commit_as(
+        &self,
+        urgent: bool,
+        f: impl FnOnce(&LineState) -> Result<LineDecision, LineError> + Send + 'static,
+    ) -> Result<LineOutcome, NodeError> {
+        let jobs: Vec<crate::LineWriteFn> = vec![Box::new(move |s, _| f(s))];
+        let mut r = if urgent {
+            self.store.transact_line_urgent(jobs).await
+        } else {
+            self.store.transact_line(jobs).await
+        };
         let c = r
             .pop()
             .ok_or_else(|| NodeError::Store(StoreError("the store answered nothing".into())))???;
@@ -164,7 +174,9 @@ impl Line {
     /// Relays a member-signed message; answers once it is durable here.
     pub async fn send(&self, m: Signed<Message>) -> Result<LineOutcome, NodeError> {
         let now = self.now_ms();
-        self.commit(move |s| decide::send_message(s, m, now)).await
+        let urgent = m.value.precedence == Precedence::Flash;
+        self.commit_as(urgent, move |s| decide::send_message(s, m, now))
+            .await
     }
 
     pub async fn acknowledge(&self, a: Signed<Ack>) -> Result<LineOutcome, NodeError> {
@@ -183,6 +195,13 @@ impl Line {
             .into());
         }
         let now = self.now_ms();
+        // FLASH-lane records go ahead of the rest.
+        let urgent = records
+            .first()
+            .and_then(|r| decide::line_entry(r))
+            .and_then(|r| r.ok())
+            .and_then(|(_, l)| l.envelope)
+            .is_some_and(|e| e.lane == Precedence::Flash);
         let jobs: Vec<crate::LineWriteFn> = records
             .into_iter()
             .map(|bytes| {
@@ -209,7 +228,11 @@ impl Line {
                 }) as crate::LineWriteFn
             })
             .collect();
-        let results = self.store.transact_line(jobs).await;
+        let results = if urgent {
+            self.store.transact_line_urgent(jobs).await
+        } else {
+            self.store.transact_line(jobs).await
+        };
         let mut out = Received {
             receipts: vec![],
             stopped: None,
@@ -251,6 +274,7 @@ impl Line {
         &self,
         from: &str,
         receipts: Vec<Vec<u8>>,
+        urgent: bool,
     ) -> Result<usize, NodeError> {
         let jobs: Vec<crate::LineWriteFn> = receipts
             .into_iter()
@@ -262,7 +286,12 @@ impl Line {
             })
             .collect();
         let mut kept = 0;
-        for r in self.store.transact_line(jobs).await {
+        let results = if urgent {
+            self.store.transact_line_urgent(jobs).await
+        } else {
+            self.store.transact_line(jobs).await
+        };
+        for r in results {
             r??;
             kept += 1;
         }

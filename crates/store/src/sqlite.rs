@@ -30,6 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most decisions committed in one transaction.
 pub const MAX_BATCH: usize = 512;
+/// Most decisions of the line in one transaction: each signs entries in
+/// the writer, and a FLASH record must not wait behind a long batch.
+pub const MAX_LINE_BATCH: usize = 128;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_airspace.sql")),
@@ -56,6 +59,7 @@ pub struct SqliteStore {
     line: Arc<RwLock<LineState>>,
     log: Arc<LogState>,
     jobs: mpsc::Sender<Job>,
+    urgent: mpsc::Sender<Job>,
     reads: SqlitePool,
     path: PathBuf,
     appended: Arc<tokio::sync::Notify>,
@@ -446,13 +450,37 @@ async fn writer(
     signer: LogSigner,
     mut ids: RowIds,
     mut jobs: mpsc::Receiver<Job>,
+    mut urgent: mpsc::Receiver<Job>,
     appended: Arc<tokio::sync::Notify>,
 ) {
-    while let Some(first) = jobs.recv().await {
+    loop {
+        // Urgent work (the FLASH lane) first, then the rest in order.
+        let first = tokio::select! {
+            biased;
+            j = urgent.recv() => j,
+            j = jobs.recv() => j,
+        };
+        let Some(first) = first else {
+            break;
+        };
+        let is_line = |j: &Job| matches!(j, Job::Line { .. });
+        let mut lines = usize::from(is_line(&first));
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
+            match urgent.try_recv() {
+                Ok(j) => {
+                    lines += usize::from(is_line(&j));
+                    batch.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        while batch.len() < MAX_BATCH && lines < MAX_LINE_BATCH {
             match jobs.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok(j) => {
+                    lines += usize::from(is_line(&j));
+                    batch.push(j);
+                }
                 Err(_) => break,
             }
         }
@@ -706,6 +734,7 @@ impl SqliteStore {
         let state = Arc::new(RwLock::new(state));
         let line = Arc::new(RwLock::new(line));
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let (urgent_tx, urgent_rx) = mpsc::channel(4 * MAX_BATCH);
         let appended = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(writer(
             conn,
@@ -715,9 +744,11 @@ impl SqliteStore {
             signer,
             ids,
             rx,
+            urgent_rx,
             appended.clone(),
         ));
         Ok(SqliteStore {
+            urgent: urgent_tx,
             appended,
             state,
             line,
@@ -730,6 +761,38 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl SqliteStore {
+    /// Sends the line's decisions in order on one channel (the writer runs
+    /// them in order) and waits for each answer.
+    fn send_line<'a>(
+        &'a self,
+        fs: Vec<LineWriteFn>,
+        channel: &'a mpsc::Sender<Job>,
+    ) -> BoxFuture<'a, Vec<LineReply>> {
+        Box::pin(async move {
+            let mut waiting = Vec::with_capacity(fs.len());
+            for f in fs {
+                let (reply, rx) = oneshot::channel();
+                if channel.send(Job::Line { f, reply }).await.is_err() {
+                    waiting.push(None);
+                } else {
+                    waiting.push(Some(rx));
+                }
+            }
+            let mut out = Vec::with_capacity(waiting.len());
+            for rx in waiting {
+                out.push(match rx {
+                    None => Err(StoreError("the writer has stopped".into())),
+                    Some(rx) => rx.await.unwrap_or_else(|_| {
+                        Err(StoreError("the writer stopped before answering".into()))
+                    }),
+                });
+            }
+            out
+        })
     }
 }
 
@@ -753,28 +816,11 @@ impl Store for SqliteStore {
     }
 
     fn transact_line(&self, fs: Vec<LineWriteFn>) -> BoxFuture<'_, Vec<LineReply>> {
-        Box::pin(async move {
-            // Sent in order on one channel: the writer runs them in order.
-            let mut waiting = Vec::with_capacity(fs.len());
-            for f in fs {
-                let (reply, rx) = oneshot::channel();
-                if self.jobs.send(Job::Line { f, reply }).await.is_err() {
-                    waiting.push(None);
-                } else {
-                    waiting.push(Some(rx));
-                }
-            }
-            let mut out = Vec::with_capacity(waiting.len());
-            for rx in waiting {
-                out.push(match rx {
-                    None => Err(StoreError("the writer has stopped".into())),
-                    Some(rx) => rx.await.unwrap_or_else(|_| {
-                        Err(StoreError("the writer stopped before answering".into()))
-                    }),
-                });
-            }
-            out
-        })
+        self.send_line(fs, &self.jobs)
+    }
+
+    fn transact_line_urgent(&self, fs: Vec<LineWriteFn>) -> BoxFuture<'_, Vec<LineReply>> {
+        self.send_line(fs, &self.urgent)
     }
 
     fn line_appended(&self) -> &tokio::sync::Notify {
