@@ -41,6 +41,10 @@ pub fn routes() -> Router<Shared> {
         .route("/line/v1/accreditations/{id}/revoke", post(revoke))
         .route("/line/v1/channels", get(list_channels))
         .route("/line/v1/channels/{peer}/{sphere}", post(channel_notice))
+        .route(
+            "/line/v1/channels/{peer}/{sphere}/deadlines",
+            put(set_deadlines),
+        )
         .route("/line/v1/messages", get(list_messages).post(send))
         .route("/line/v1/acks", post(acknowledge))
         .route("/line/v1/status", get(status))
@@ -396,6 +400,39 @@ async fn channel_notice(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadlinesBody {
+    flash_s: u64,
+    immediate_s: u64,
+    priority_s: u64,
+    routine_s: u64,
+    effective_ms: Option<u64>,
+}
+
+/// A channel's acknowledgement deadlines per precedence, for messages
+/// created from `effective_ms` (default now) on; replicated to the peer so
+/// that both compute the same deadlines.
+async fn set_deadlines(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path((peer, sph)): Path<(String, String)>,
+    Body(b): Body<DeadlinesBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let sphere = sphere(&sph, "sphere")?;
+    let d: Vec<u64> = [b.flash_s, b.immediate_s, b.priority_s, b.routine_s]
+        .iter()
+        .map(|s| s.saturating_mul(1000))
+        .collect();
+    st.line
+        .set_deadlines(peer.clone(), sphere, d.clone(), b.effective_ms)
+        .await?;
+    Ok(Json(
+        json!({ "peer": peer, "sphere": sphere.as_str(), "deadlines_ms": d }),
+    ))
+}
+
 async fn list_channels(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -412,8 +449,13 @@ async fn list_channels(
                     .iter()
                     .map(|n| json!({ "by": n.by, "state": n.state.as_str(), "effective_ms": n.effective_ms, "reason": n.reason }))
                     .collect();
+                let deadlines: serde_json::Map<String, Value> = Precedence::ALL
+                    .iter()
+                    .map(|pr| (pr.as_str().to_string(), json!(s.ack_deadline(&p.name, *sphere, *pr, now))))
+                    .collect();
                 out.push(json!({
                     "peer": p.name, "sphere": sphere.as_str(), "state": state.as_str(),
+                    "ack_deadlines_ms": deadlines,
                     "since": by.map(|n| json!({ "by": n.by, "effective_ms": n.effective_ms, "reason": n.reason })),
                     "notices": notices,
                 }));
@@ -698,8 +740,8 @@ fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u
         "index": e.index,
         "delivery": delivery,
         "ack": ack,
-        "deadline_ms": e.deadline_ms(),
-        "overdue": e.overdue(now),
+        "deadline_ms": s.deadline_ms(e),
+        "overdue": s.overdue(e, now),
     })
 }
 

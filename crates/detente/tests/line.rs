@@ -1194,6 +1194,14 @@ fn line_endpoints() -> Vec<(&'static str, String, Option<Value>, &'static str)> 
             NOT_LINE,
         ),
         ("GET", "/line/v1/status".into(), None, NOT_LINE),
+        (
+            "PUT",
+            "/line/v1/channels/x/military/deadlines".into(),
+            Some(
+                json!({ "flash_s": 300, "immediate_s": 900, "priority_s": 3600, "routine_s": 7200 }),
+            ),
+            MEMBER,
+        ),
     ]
 }
 
@@ -1354,4 +1362,75 @@ async fn malformed_line_requests_get_a_400_naming_the_field_and_change_nothing()
     );
     let st = ok("GET", n.url("/line/v1/peers"), &adm, None).await;
     assert_eq!(st["peers"], json!([]), "no peer was added");
+}
+
+#[tokio::test]
+async fn a_channel_s_own_deadlines_are_set_by_one_party_and_apply_on_both() {
+    let p = peered().await;
+    let url =
+        p.a.url(&format!("/line/v1/channels/{F}/military/deadlines"));
+    let (s, v) = call(
+        "PUT",
+        url.clone(),
+        &admin(),
+        Some(json!({ "flash_s": 10, "immediate_s": 900, "priority_s": 3600, "routine_s": 7200 })),
+    )
+    .await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("deadlines[0]")), "{v}");
+    ok(
+        "PUT",
+        url,
+        &admin(),
+        Some(json!({ "flash_s": 120, "immediate_s": 900, "priority_s": 3600, "routine_s": 7200 })),
+    )
+    .await;
+    let fu = p.f.clone_base();
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let fu = fu.clone();
+            async move {
+                let v = ok("GET", format!("{fu}/line/v1/channels"), &officer(), None).await;
+                v["channels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["sphere"] == "military" && c["ack_deadlines_ms"]["FLASH"] == 120_000)
+            }
+        })
+        .await,
+        "Federation never learned the channel's deadlines"
+    );
+    let m = message(
+        F,
+        A,
+        &p.f1,
+        1,
+        Sphere::Military,
+        Precedence::Flash,
+        "under the channel's deadline",
+    );
+    let sent = ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
+    let created = sent["message"]["created_ms"].as_u64().unwrap();
+    assert_eq!(
+        sent["deadline_ms"].as_u64().unwrap(),
+        created + 120_000,
+        "{sent}"
+    );
+    // The direct line keeps the default.
+    let dl = message(
+        F,
+        A,
+        &p.f1,
+        2,
+        Sphere::DirectLine,
+        Precedence::Flash,
+        "default deadline",
+    );
+    let sent = ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(dl)).await;
+    let created = sent["message"]["created_ms"].as_u64().unwrap();
+    assert_eq!(
+        sent["deadline_ms"].as_u64().unwrap(),
+        created + 600_000,
+        "{sent}"
+    );
 }

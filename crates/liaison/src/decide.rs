@@ -215,6 +215,49 @@ pub fn set_area(
     )]))
 }
 
+/// This party sets the acknowledgement deadlines of a channel with `peer`
+/// (one per precedence, FLASH first), for messages created from
+/// `effective` on; both parties then compute the same deadlines.
+pub fn set_deadlines(
+    state: &LineState,
+    peer: &str,
+    sphere: Sphere,
+    deadlines_ms: Vec<u64>,
+    effective: Millis,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    known_peer(state, peer)?;
+    if deadlines_ms.len() != Precedence::ALL.len() {
+        return Err(LineError::invalid(
+            "deadlines",
+            "one deadline per precedence: FLASH, IMMEDIATE, PRIORITY, ROUTINE",
+        ));
+    }
+    if let Some(i) = deadlines_ms
+        .iter()
+        .position(|d| !(60_000..=7 * 86_400_000).contains(d))
+    {
+        return Err(LineError::invalid(
+            format!("deadlines[{i}]"),
+            "between one minute and seven days",
+        ));
+    }
+    if effective < now {
+        return Err(LineError::invalid("effective", "now or later"));
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::ChannelDeadlines {
+            by: state.me().into(),
+            peer: peer.into(),
+            sphere,
+            deadlines_ms,
+            effective_ms: effective,
+        },
+        Some((peer, Precedence::Flash)),
+    )]))
+}
+
 /// Designates a constraint as the line of contact (local).
 pub fn designate_contact(state: &LineState, constraint: Uuid) -> Result<LineDecision, LineError> {
     if state.contact_constraints().any(|c| *c == constraint) {
@@ -759,6 +802,8 @@ fn refusal(state: &LineState, origin: &str, record: &Record, now: Millis) -> Opt
         },
         Record::Channel(n) => (n.by != origin || n.peer != me)
             .then(|| "a channel notice comes from one party of the channel".to_string()),
+        Record::ChannelDeadlines { by, peer, .. } => (by != origin || peer != me)
+            .then(|| "deadlines come from one party of the channel".to_string()),
         Record::Message(m) => {
             let msg = &m.value;
             if msg.from != origin || msg.to != me {

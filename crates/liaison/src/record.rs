@@ -399,6 +399,16 @@ pub enum Record {
     Message(Signed<Message>),
     Ack(Signed<Ack>),
     Receipt(Receipt),
+    /// A party sets the acknowledgement deadlines of a channel (per
+    /// precedence, FLASH first, in ms), for messages created from
+    /// `effective_ms` on.
+    ChannelDeadlines {
+        by: String,
+        peer: String,
+        sphere: Sphere,
+        deadlines_ms: Vec<u64>,
+        effective_ms: Millis,
+    },
     /// A constraint this party treats as the line of contact (local):
     /// operations touching it are notified to peers automatically and are
     /// held from activation until a peer acknowledges the notice.
@@ -847,6 +857,7 @@ impl Record {
             Record::Ack(_) => "line.ack",
             Record::Receipt(_) => "line.receipt",
             Record::ContactDesignated { .. } => "line.contact",
+            Record::ChannelDeadlines { .. } => "line.channel.deadlines",
         }
     }
 
@@ -921,6 +932,22 @@ impl Record {
             Record::Message(m) => signed_value(m.value.to_value(), &m.signature),
             Record::Ack(a) => signed_value(a.value.to_value(), &a.signature),
             Record::ContactDesignated { constraint } => map(vec![("constraint", uuid(constraint))]),
+            Record::ChannelDeadlines {
+                by,
+                peer,
+                sphere,
+                deadlines_ms,
+                effective_ms,
+            } => map(vec![
+                ("by", t(by)),
+                ("peer", t(peer)),
+                ("sphere", t(sphere.as_str())),
+                (
+                    "deadlines_ms",
+                    Value::Array(deadlines_ms.iter().map(|d| Value::Uint(*d)).collect()),
+                ),
+                ("effective_ms", Value::Uint(*effective_ms)),
+            ]),
             Record::Receipt(r) => map(vec![
                 ("origin", t(&r.origin)),
                 ("lane", t(r.lane.as_str())),
@@ -1056,6 +1083,33 @@ impl Record {
                     value: Ack::from_value(value)?,
                     signature,
                 })
+            }
+            "line.channel.deadlines" => {
+                let f = Fields::new(
+                    v,
+                    "deadlines",
+                    &["by", "peer", "sphere", "deadlines_ms", "effective_ms"],
+                )?;
+                let Value::Array(a) = f.get("deadlines_ms")? else {
+                    return Err(malformed("deadlines", "deadlines_ms must be an array"));
+                };
+                let deadlines_ms = a
+                    .iter()
+                    .map(|x| match x {
+                        Value::Uint(n) => Ok(*n),
+                        _ => Err(malformed("deadlines", "deadlines_ms holds milliseconds")),
+                    })
+                    .collect::<Result<Vec<u64>, _>>()?;
+                if deadlines_ms.len() != Precedence::ALL.len() {
+                    return Err(malformed("deadlines", "one deadline per precedence"));
+                }
+                Record::ChannelDeadlines {
+                    by: f.text("by")?,
+                    peer: f.text("peer")?,
+                    sphere: f.named("sphere", Sphere::parse)?,
+                    deadlines_ms,
+                    effective_ms: f.u64("effective_ms")?,
+                }
             }
             "line.contact" => {
                 let f = Fields::new(v, "contact", &["constraint"])?;
@@ -1264,6 +1318,13 @@ mod tests {
             Record::Ack(ack),
             Record::ContactDesignated {
                 constraint: Uuid::from_u128(9),
+            },
+            Record::ChannelDeadlines {
+                by: "alliance".into(),
+                peer: "federation".into(),
+                sphere: Sphere::Military,
+                deadlines_ms: vec![300_000, 900_000, 3_600_000, 7_200_000],
+                effective_ms: 5,
             },
             Record::Receipt(Receipt {
                 origin: "alliance".into(),

@@ -60,21 +60,6 @@ pub struct MessageEntry {
     pub ack: Option<Signed<Ack>>,
 }
 
-impl MessageEntry {
-    pub fn deadline_ms(&self) -> Millis {
-        self.signed
-            .value
-            .created_ms
-            .saturating_add(self.signed.value.precedence.ack_deadline_ms())
-    }
-    /// Accepted, not acknowledged, past its deadline.
-    pub fn overdue(&self, now: Millis) -> bool {
-        self.ack.is_none()
-            && !matches!(self.delivery, Delivery::Refused { .. })
-            && now > self.deadline_ms()
-    }
-}
-
 /// A record of this node waiting for the peer's receipt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pending {
@@ -99,6 +84,10 @@ pub struct InLane {
     /// resent record with the same receipt).
     pub receipts: BTreeMap<u64, u64>,
 }
+
+/// A channel's deadlines (ms, FLASH first) from `effective` on, set by
+/// the record at `index` of the log.
+type DeadlineSetting = (Millis, u64, Vec<u64>);
 
 #[derive(Clone, Debug)]
 struct Awaiting {
@@ -126,6 +115,8 @@ pub struct LineState {
     /// (peer, entity id) of this party's intents and constraints the peer holds.
     shared: std::collections::HashSet<(String, String)>,
     contact: std::collections::BTreeSet<Uuid>,
+    /// Per (other party, sphere): the deadline settings in force.
+    deadlines: BTreeMap<(String, Sphere), Vec<DeadlineSetting>>,
 }
 
 impl LineState {
@@ -147,6 +138,7 @@ impl LineState {
             areas: BTreeMap::new(),
             shared: std::collections::HashSet::new(),
             contact: std::collections::BTreeSet::new(),
+            deadlines: BTreeMap::new(),
         }
     }
 
@@ -280,6 +272,20 @@ impl LineState {
             Record::ContactDesignated { constraint } => {
                 self.contact.insert(constraint);
             }
+            Record::ChannelDeadlines {
+                by,
+                peer,
+                sphere,
+                deadlines_ms,
+                effective_ms,
+            } => {
+                let other = if by == self.me { peer } else { by };
+                self.deadlines.entry((other, sphere)).or_default().push((
+                    effective_ms,
+                    index,
+                    deadlines_ms,
+                ));
+            }
             // What a peer's shared airspace changes do is the airspace's
             // business (node::share); the line only carries them.
             Record::Airspace { .. } => {}
@@ -376,6 +382,46 @@ impl LineState {
     pub fn area(&self, peer: &str) -> &[Vec<(f64, f64)>] {
         self.areas.get(peer).map(|v| v.as_slice()).unwrap_or(&[])
     }
+    /// The acknowledgement deadline of `precedence` on the channel with
+    /// `peer` for a message created at `at`: the latest setting by either
+    /// party in effect then, else the default of the precedence.
+    pub fn ack_deadline(
+        &self,
+        peer: &str,
+        sphere: Sphere,
+        precedence: Precedence,
+        at: Millis,
+    ) -> Millis {
+        let i = Precedence::ALL
+            .iter()
+            .position(|p| *p == precedence)
+            .unwrap_or(0);
+        self.deadlines
+            .get(&(peer.to_string(), sphere))
+            .and_then(|v| {
+                v.iter()
+                    .filter(|(e, _, _)| *e <= at)
+                    .max_by_key(|(e, idx, _)| (*e, *idx))
+                    .and_then(|(_, _, d)| d.get(i).copied())
+            })
+            .unwrap_or_else(|| precedence.ack_deadline_ms())
+    }
+
+    /// When a message must be acknowledged by.
+    pub fn deadline_ms(&self, m: &MessageEntry) -> Millis {
+        let v = &m.signed.value;
+        let peer = if m.outgoing { &v.to } else { &v.from };
+        v.created_ms
+            .saturating_add(self.ack_deadline(peer, v.sphere, v.precedence, v.created_ms))
+    }
+
+    /// Accepted, not acknowledged, past its deadline.
+    pub fn overdue(&self, m: &MessageEntry, now: Millis) -> bool {
+        m.ack.is_none()
+            && !matches!(m.delivery, Delivery::Refused { .. })
+            && now > self.deadline_ms(m)
+    }
+
     /// The constraints designated as the line of contact.
     pub fn contact_constraints(&self) -> impl Iterator<Item = &Uuid> {
         self.contact.iter()

@@ -367,6 +367,21 @@ impl Line {
         self
     }
 
+    /// Sets a channel's acknowledgement deadlines (ms, FLASH first).
+    pub async fn set_deadlines(
+        &self,
+        peer: String,
+        sphere: Sphere,
+        deadlines_ms: Vec<u64>,
+        effective: Option<Millis>,
+    ) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        let effective = effective.unwrap_or(now);
+        self.commit(move |s| decide::set_deadlines(s, &peer, sphere, deadlines_ms, effective, now))
+            .await
+            .map(|_| ())
+    }
+
     /// Designates a constraint as the line of contact (registering the
     /// node's own member, which signs the notices, if it is not yet).
     pub async fn designate_contact(&self, constraint: Uuid) -> Result<(), NodeError> {

@@ -188,9 +188,7 @@ fn a_message_is_delivered_receipted_and_acknowledged_on_both_sides() {
     );
     assert!(
         !f.state
-            .message(&m.value.id)
-            .unwrap()
-            .overdue(T0 + 3_600_000)
+            .overdue(f.state.message(&m.value.id).unwrap(), T0 + 3_600_000)
     );
     // Nothing is left pending on either side.
     assert_eq!(a.state.pending_total() + f.state.pending_total(), 0);
@@ -204,9 +202,9 @@ fn unacknowledged_messages_become_overdue_at_their_precedence_deadline() {
     deliver(&mut f, &mut a, T0);
     for side in [&a.state, &f.state] {
         let e = side.message(&m.value.id).unwrap();
-        assert_eq!(e.deadline_ms(), T0 + 10 * 60_000);
-        assert!(!e.overdue(T0 + 10 * 60_000));
-        assert!(e.overdue(T0 + 10 * 60_000 + 1));
+        assert_eq!(side.deadline_ms(e), T0 + 10 * 60_000);
+        assert!(!side.overdue(e, T0 + 10 * 60_000));
+        assert!(side.overdue(e, T0 + 10 * 60_000 + 1));
     }
 }
 
@@ -680,4 +678,39 @@ fn a_routine_message_waits_for_the_flash_records_sent_before_it() {
         a.state.message(&m.value.id).unwrap().delivery,
         Delivery::Delivered { .. }
     ));
+}
+
+#[test]
+fn a_channel_s_own_deadlines_apply_on_both_sides_from_their_effective_time() {
+    let (mut a, mut f, _, s2, _) = peered();
+    assert!(set_deadlines(&a.state, F, Sphere::Military, vec![1, 2, 3, 4], T0, T0).is_err());
+    a.run(
+        set_deadlines(
+            &a.state,
+            F,
+            Sphere::Military,
+            vec![120_000, 900_000, 3_600_000, 7_200_000],
+            T0 + 1000,
+            T0,
+        ),
+        T0,
+    );
+    deliver(&mut a, &mut f, T0);
+    let early = text(F, A, &s2, 1, Sphere::Military, Precedence::Flash);
+    f.run(send_message(&f.state, early.clone(), T0), T0);
+    let mut late = text(F, A, &s2, 2, Sphere::Military, Precedence::Flash).value;
+    late.created_ms = T0 + 1000;
+    let late = s2.sign_message(late);
+    f.run(send_message(&f.state, late.clone(), T0 + 1000), T0 + 1000);
+    deliver(&mut f, &mut a, T0 + 1000);
+    for side in [&a.state, &f.state] {
+        let e = side.message(&early.value.id).unwrap();
+        assert_eq!(side.deadline_ms(e), T0 + 10 * 60_000, "before: the default");
+        let l = side.message(&late.value.id).unwrap();
+        assert_eq!(
+            side.deadline_ms(l),
+            T0 + 1000 + 120_000,
+            "after: the channel's"
+        );
+    }
 }
