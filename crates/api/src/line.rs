@@ -641,15 +641,13 @@ async fn send(
     };
     let id = m.value.id;
     let outcome = st.line.send(m).await?;
-    let view = st
-        .line
-        .read(|s| s.message(&id).map(|e| message_view(s, e, st.line.now_ms())))?;
+    let view = view_of(&st, &id)?;
     let status = if outcome == liaison::LineOutcome::Committed {
         axum::http::StatusCode::CREATED
     } else {
         axum::http::StatusCode::OK
     };
-    Ok((status, Json(view.unwrap_or(Value::Null))))
+    Ok((status, Json(view)))
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug)]
@@ -711,10 +709,17 @@ async fn acknowledge(
     };
     let id = a.value.message;
     st.line.acknowledge(a).await?;
-    let view = st
+    let view = view_of(&st, &id)?;
+    Ok(Json(view))
+}
+
+/// A message as the line's endpoints show it (null if unknown).
+fn view_of(st: &Shared, id: &Uuid) -> Result<Value, ApiError> {
+    let now = st.line.now_ms();
+    Ok(st
         .line
-        .read(|s| s.message(&id).map(|e| message_view(s, e, st.line.now_ms())))?;
-    Ok(Json(view.unwrap_or(Value::Null)))
+        .read(|s| s.message(id).map(|e| message_view(s, e, now)))?
+        .unwrap_or(Value::Null))
 }
 
 fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u64) -> Value {

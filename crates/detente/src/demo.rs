@@ -939,22 +939,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     let bundle = data.join("evidence-alpha");
     let _ = std::fs::remove_dir_all(&bundle);
-    crate::evidence::export(crate::evidence::ExportArgs {
-        data: alliance_data.clone(),
-        out: bundle.clone(),
-        entity: Some(alpha.clone()),
-        since: None,
-        until: None,
-        all: false,
-    })
-    .await?;
-    crate::evidence::verify(crate::evidence::VerifyArgs {
-        paths: vec![bundle.clone()],
-        key: vkey.clone(),
-        witness: vec![],
-        min_witnesses: 0,
-        peer: vec![kf.clone()],
-    })?;
+    export_and_verify(&alliance_data, &bundle, &alpha, &vkey, &kf).await?;
     println!(
         "    (detente verify {} --key <the key above> --peer <federation key>)\n",
         bundle.display()
@@ -979,22 +964,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!(
         "    acknowledgement as Federation's node signed them, each proven in Alliance's log; checked offline:"
     );
-    crate::evidence::export(crate::evidence::ExportArgs {
-        data: alliance_data.clone(),
-        out: line_bundle.clone(),
-        entity: Some(flash.to_string()),
-        since: None,
-        until: None,
-        all: false,
-    })
-    .await?;
-    crate::evidence::verify(crate::evidence::VerifyArgs {
-        paths: vec![line_bundle.clone()],
-        key: vkey.clone(),
-        witness: vec![],
-        min_witnesses: 0,
-        peer: vec![kf.clone()],
-    })?;
+    export_and_verify(&alliance_data, &line_bundle, &flash.to_string(), &vkey, &kf).await?;
     println!(
         "    (detente verify {} --key <alliance key> --peer <federation key>)\n",
         line_bundle.display()
@@ -1065,4 +1035,31 @@ async fn until_conflicts(c: &mut Client, who: (&str, &str), n: usize) -> Result<
         c.base,
         last.len()
     )
+}
+
+/// Exports the entries about `entity` from a node's data folder and checks
+/// the bundle offline with the log's and the peer's keys, printing both.
+async fn export_and_verify(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    entity: &str,
+    vkey: &str,
+    peer_key: &str,
+) -> Result<()> {
+    crate::evidence::export(crate::evidence::ExportArgs {
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        entity: Some(entity.to_string()),
+        since: None,
+        until: None,
+        all: false,
+    })
+    .await?;
+    crate::evidence::verify(crate::evidence::VerifyArgs {
+        paths: vec![out.to_path_buf()],
+        key: vkey.to_string(),
+        witness: vec![],
+        min_witnesses: 0,
+        peer: vec![peer_key.to_string()],
+    })
 }

@@ -64,7 +64,8 @@ pub struct VerifyArgs {
     pub(crate) peer: Vec<String>,
 }
 
-fn ms(s: &str, flag: &str) -> Result<u64> {
+/// An RFC 3339 time given on the command line, in ms since the epoch.
+pub(crate) fn ms(s: &str, flag: &str) -> Result<u64> {
     let t = api::wire::parse_time(
         &api::wire::Time {
             value: s.to_string(),

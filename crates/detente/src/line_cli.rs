@@ -302,18 +302,6 @@ impl AccreditArgs {
     }
 }
 
-fn time_ms(s: &str, flag: &str) -> Result<u64> {
-    let t = api::wire::parse_time(
-        &api::wire::Time {
-            value: s.to_string(),
-            format: "RFC3339".into(),
-        },
-        flag,
-    )
-    .map_err(|_| anyhow!("{flag} must be an RFC 3339 date-time, e.g. 2026-11-29T10:00:00Z"))?;
-    Ok((t.unix_micros() / 1000).max(0) as u64)
-}
-
 fn now_ms() -> u64 {
     use node::Clock;
     (node::SystemClock.now().unix_micros() / 1000).max(0) as u64
@@ -764,7 +752,7 @@ pub async fn ack(a: AckArgs) -> Result<Value> {
 
 pub async fn accredit(a: AccreditArgs) -> Result<String> {
     let until = match &a.until {
-        Some(u) => time_ms(u, "--until")?,
+        Some(u) => crate::evidence::ms(u, "--until")?,
         None => now_ms() + a.days * 86_400_000,
     };
     let v = a
@@ -810,7 +798,10 @@ pub async fn mission(c: MissionCommand) -> Result<()> {
             at,
             conn,
         } => {
-            let effective = at.as_deref().map(|s| time_ms(s, "--at")).transpose()?;
+            let effective = at
+                .as_deref()
+                .map(|s| crate::evidence::ms(s, "--at"))
+                .transpose()?;
             conn.call(
                 "POST",
                 &format!("/line/v1/missions/{guest}/close"),
@@ -873,7 +864,10 @@ pub async fn channel(c: ChannelCommand) -> Result<()> {
         }
     };
     sphere(&a.sphere)?;
-    let effective = a.at.as_deref().map(|s| time_ms(s, "--at")).transpose()?;
+    let effective =
+        a.at.as_deref()
+            .map(|s| crate::evidence::ms(s, "--at"))
+            .transpose()?;
     let v = a
         .conn
         .call(

@@ -127,14 +127,9 @@ async fn peered() -> Pair {
     .await;
     let accreditation = acc["id"].as_str().unwrap().to_string();
     // Federation learns of its accreditation.
-    let fu = f.url("/line/v1/missions");
     assert!(
-        eventually_async(Duration::from_secs(10), || {
-            let fu = fu.clone();
-            async move {
-                let v = ok("GET", fu, &officer(), None).await;
-                v["missions"][0]["accreditations"][0]["active"] == json!(true)
-            }
+        until(&f.base, "/line/v1/missions", 10, |v| {
+            v["missions"][0]["accreditations"][0]["active"] == json!(true)
         })
         .await,
         "the accreditation never reached Federation"
@@ -148,14 +143,12 @@ async fn peered() -> Pair {
     }
 }
 
-async fn eventually_async<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+/// Polls `base` + `path` (as a duty officer) until `pred` holds, for up
+/// to `secs` seconds.
+async fn until(base: &str, path: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> bool {
     let start = std::time::Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
+    while start.elapsed() < Duration::from_secs(secs) {
+        if pred(&ok("GET", format!("{base}{path}"), &officer(), None).await) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -266,18 +259,8 @@ async fn a_flash_message_is_delivered_receipted_and_acknowledged_between_two_nod
 
     let fu = p.f.clone_base();
     assert!(
-        eventually_async(Duration::from_secs(10), || {
-            let fu = fu.clone();
-            async move {
-                let v = ok(
-                    "GET",
-                    format!("{fu}/line/v1/messages?direction=out"),
-                    &officer(),
-                    None,
-                )
-                .await;
-                v["messages"][0]["delivery"]["state"] == "delivered"
-            }
+        until(&fu, "/line/v1/messages?direction=out", 10, |v| {
+            v["messages"][0]["delivery"]["state"] == "delivered"
         })
         .await,
         "never receipted"
@@ -309,18 +292,8 @@ async fn a_flash_message_is_delivered_receipted_and_acknowledged_between_two_nod
     .await;
     let fu = p.f.clone_base();
     assert!(
-        eventually_async(Duration::from_secs(10), || {
-            let fu = fu.clone();
-            async move {
-                let v = ok(
-                    "GET",
-                    format!("{fu}/line/v1/messages?direction=out"),
-                    &officer(),
-                    None,
-                )
-                .await;
-                v["messages"][0]["ack"]["verdict"] == "accept"
-            }
+        until(&fu, "/line/v1/messages?direction=out", 10, |v| {
+            v["messages"][0]["ack"]["verdict"] == "accept"
         })
         .await,
         "the acknowledgement never came back"
@@ -363,18 +336,8 @@ async fn a_revoked_member_is_refused_and_what_they_sent_before_stays() {
     .await;
     let au = p.a.clone_base();
     assert!(
-        eventually_async(Duration::from_secs(10), || {
-            let au = au.clone();
-            async move {
-                let v = ok(
-                    "GET",
-                    format!("{au}/line/v1/messages?direction=in"),
-                    &officer(),
-                    None,
-                )
-                .await;
-                v["messages"].as_array().unwrap().len() == 1
-            }
+        until(&au, "/line/v1/messages?direction=in", 10, |v| {
+            v["messages"].as_array().unwrap().len() == 1
         })
         .await
     );
@@ -392,12 +355,8 @@ async fn a_revoked_member_is_refused_and_what_they_sent_before_stays() {
     // own node refuses at once, with the reason.
     let fu = p.f.clone_base();
     assert!(
-        eventually_async(Duration::from_secs(10), || {
-            let fu = fu.clone();
-            async move {
-                let v = ok("GET", format!("{fu}/line/v1/missions"), &officer(), None).await;
-                v["missions"][0]["accreditations"][0]["active"] == json!(false)
-            }
+        until(&fu, "/line/v1/missions", 10, |v| {
+            v["missions"][0]["accreditations"][0]["active"] == json!(false)
         })
         .await,
         "the revocation never reached Federation"
@@ -479,18 +438,8 @@ async fn records_queued_while_the_receiver_is_down_arrive_in_order_exactly_once(
     p.a.start_again();
     let au = p.a.clone_base();
     assert!(
-        eventually_async(Duration::from_secs(30), || {
-            let au = au.clone();
-            async move {
-                let v = ok(
-                    "GET",
-                    format!("{au}/line/v1/messages?direction=in"),
-                    &officer(),
-                    None,
-                )
-                .await;
-                v["messages"].as_array().unwrap().len() >= 40
-            }
+        until(&au, "/line/v1/messages?direction=in", 30, |v| {
+            v["messages"].as_array().unwrap().len() >= 40
         })
         .await,
         "not everything arrived after the restart"
@@ -512,16 +461,12 @@ async fn records_queued_while_the_receiver_is_down_arrive_in_order_exactly_once(
     // The sender sees every one receipted, and the lanes' counters agree.
     let fu = p.f.clone_base();
     assert!(
-        eventually_async(Duration::from_secs(10), || {
-            let fu = fu.clone();
-            async move {
-                let v = ok("GET", format!("{fu}/line/v1/status"), &officer(), None).await;
-                v["peers"][0]["lanes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|l| l["pending"] == 0)
-            }
+        until(&fu, "/line/v1/status", 10, |v| {
+            v["peers"][0]["lanes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["pending"] == 0)
         })
         .await
     );
@@ -955,18 +900,8 @@ async fn peers_talk_over_mutually_pinned_tls_and_an_impostor_gets_no_handshake()
     ok("POST", f.url("/line/v1/messages"), &officer(), Some(m)).await;
     let au = a.base.clone();
     assert!(
-        eventually_async(Duration::from_secs(10), || {
-            let au = au.clone();
-            async move {
-                let v = ok(
-                    "GET",
-                    format!("{au}/line/v1/messages?direction=in"),
-                    &officer(),
-                    None,
-                )
-                .await;
-                v["messages"].as_array().unwrap().len() == 1
-            }
+        until(&au, "/line/v1/messages?direction=in", 10, |v| {
+            v["messages"].as_array().unwrap().len() == 1
         })
         .await,
         "nothing arrived over TLS"
@@ -1386,51 +1321,36 @@ async fn a_channel_s_own_deadlines_are_set_by_one_party_and_apply_on_both() {
     .await;
     let fu = p.f.clone_base();
     assert!(
-        eventually_async(Duration::from_secs(10), || {
-            let fu = fu.clone();
-            async move {
-                let v = ok("GET", format!("{fu}/line/v1/channels"), &officer(), None).await;
-                v["channels"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|c| c["sphere"] == "military" && c["ack_deadlines_ms"]["FLASH"] == 120_000)
-            }
+        until(&fu, "/line/v1/channels", 10, |v| {
+            v["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["sphere"] == "military" && c["ack_deadlines_ms"]["FLASH"] == 120_000)
         })
         .await,
         "Federation never learned the channel's deadlines"
     );
-    let m = message(
-        F,
-        A,
-        &p.f1,
-        1,
-        Sphere::Military,
-        Precedence::Flash,
-        "under the channel's deadline",
-    );
-    let sent = ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
-    let created = sent["message"]["created_ms"].as_u64().unwrap();
-    assert_eq!(
-        sent["deadline_ms"].as_u64().unwrap(),
-        created + 120_000,
-        "{sent}"
-    );
-    // The direct line keeps the default.
-    let dl = message(
-        F,
-        A,
-        &p.f1,
-        2,
-        Sphere::DirectLine,
-        Precedence::Flash,
-        "default deadline",
-    );
-    let sent = ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(dl)).await;
-    let created = sent["message"]["created_ms"].as_u64().unwrap();
-    assert_eq!(
-        sent["deadline_ms"].as_u64().unwrap(),
-        created + 600_000,
-        "{sent}"
-    );
+    // The military channel's own FLASH deadline; the direct line keeps the default.
+    for (seq, sphere, deadline) in [
+        (1, Sphere::Military, 120_000),
+        (2, Sphere::DirectLine, 600_000),
+    ] {
+        let m = message(
+            F,
+            A,
+            &p.f1,
+            seq,
+            sphere,
+            Precedence::Flash,
+            "deadline check",
+        );
+        let sent = ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
+        let created = sent["message"]["created_ms"].as_u64().unwrap();
+        assert_eq!(
+            sent["deadline_ms"].as_u64().unwrap(),
+            created + deadline,
+            "{sent}"
+        );
+    }
 }
