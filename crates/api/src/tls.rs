@@ -274,7 +274,10 @@ impl axum::serve::Listener for TlsListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (tcp, addr) = match self.tcp.accept().await {
-                Ok(x) => x,
+                Ok(x) => {
+                    let _ = x.0.set_nodelay(true);
+                    x
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a peer connection failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
