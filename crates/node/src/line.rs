@@ -175,8 +175,18 @@ impl Line {
     pub async fn send(&self, m: Signed<Message>) -> Result<LineOutcome, NodeError> {
         let now = self.now_ms();
         let urgent = m.value.precedence == Precedence::Flash;
-        self.commit_as(urgent, move |s| decide::send_message(s, m, now))
-            .await
+        // The member's signature is checked here, in parallel with other
+        // requests, not in the serialised writer.
+        if !m.verify() {
+            return Err(LineError::BadSignature {
+                field: "signature".into(),
+            }
+            .into());
+        }
+        self.commit_as(urgent, move |s| {
+            decide::send_message_as(s, m, now, decide::Signatures::Checked)
+        })
+        .await
     }
 
     pub async fn acknowledge(&self, a: Signed<Ack>) -> Result<LineOutcome, NodeError> {
@@ -202,12 +212,14 @@ impl Line {
             .and_then(|r| r.ok())
             .and_then(|(_, l)| l.envelope)
             .is_some_and(|e| e.lane == Precedence::Flash);
+        let (records, checked) = self.check_signatures(from, records).await?;
         let jobs: Vec<crate::LineWriteFn> = records
             .into_iter()
-            .map(|bytes| {
+            .zip(checked)
+            .map(|(bytes, sigs)| {
                 let from = from.to_string();
                 Box::new(move |s: &LineState, air: &airspace::AirspaceState| {
-                    let mut d = decide::receive(s, &from, bytes, now)?;
+                    let mut d = decide::receive_as(s, &from, bytes, now, sigs)?;
                     // A shared airspace change this node cannot apply is kept
                     // as evidence and refused, with the reason.
                     for e in &mut d.events {
@@ -269,6 +281,37 @@ impl Line {
         Ok(out)
     }
 
+    /// Checks the signatures of a peer's records against its pinned key off
+    /// the writer (on a blocking thread: a batch is up to 512 records).
+    /// A record whose signatures do not check out is left to the decision,
+    /// which refuses it with the reason.
+    async fn check_signatures(
+        &self,
+        from: &str,
+        records: Vec<Vec<u8>>,
+    ) -> Result<(Vec<Vec<u8>>, Vec<decide::Signatures>), NodeError> {
+        let Some(key) = self.read(|s| s.peer(from).map(|p| p.verifier.clone()))? else {
+            let n = records.len();
+            return Ok((records, vec![decide::Signatures::Check; n]));
+        };
+        let from = from.to_string();
+        tokio::task::spawn_blocking(move || {
+            let checked = records
+                .iter()
+                .map(|r| {
+                    if decide::record_signatures_ok(&key, &from, r) {
+                        decide::Signatures::Checked
+                    } else {
+                        decide::Signatures::Check
+                    }
+                })
+                .collect();
+            (records, checked)
+        })
+        .await
+        .map_err(|e| NodeError::Store(StoreError(format!("checking signatures: {e}"))))
+    }
+
     /// Keeps a peer's receipts for records this node sent.
     pub async fn keep_receipts(
         &self,
@@ -276,12 +319,14 @@ impl Line {
         receipts: Vec<Vec<u8>>,
         urgent: bool,
     ) -> Result<usize, NodeError> {
+        let (receipts, checked) = self.check_signatures(from, receipts).await?;
         let jobs: Vec<crate::LineWriteFn> = receipts
             .into_iter()
-            .map(|bytes| {
+            .zip(checked)
+            .map(|(bytes, sigs)| {
                 let from = from.to_string();
                 Box::new(move |s: &LineState, _: &airspace::AirspaceState| {
-                    decide::keep_receipt(s, &from, bytes)
+                    decide::keep_receipt_as(s, &from, bytes, sigs)
                 }) as crate::LineWriteFn
             })
             .collect();

@@ -714,3 +714,34 @@ fn a_channel_s_own_deadlines_apply_on_both_sides_from_their_effective_time() {
         );
     }
 }
+
+#[test]
+fn signatures_checked_off_the_writer_are_those_of_the_pinned_keys() {
+    let (a, mut f, _, s2, _) = peered();
+    let m = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, m, T0), T0);
+    let bytes = f.log.last().unwrap().clone();
+    let pinned = a.state.peer(F).unwrap().verifier.clone();
+    assert!(record_signatures_ok(&pinned, F, &bytes));
+    // Not from this origin, another key, a flipped byte, a forged member signature.
+    assert!(!record_signatures_ok(&pinned, "someone", &bytes));
+    let other = tlog::NoteSigner::from_seed(F, &[9; 32]).unwrap().verifier();
+    assert!(!record_signatures_ok(&other, F, &bytes));
+    let mut flipped = bytes.clone();
+    let n = flipped.len();
+    flipped[n - 1] ^= 1;
+    assert!(!record_signatures_ok(&pinned, F, &flipped));
+    let mut forged = text(F, A, &s2, 2, Sphere::Military, Precedence::Routine);
+    forged.signature[0] ^= 1;
+    assert!(send_message(&f.state, forged.clone(), T0).is_err());
+    // A node that signs a forged member signature into its own entry: the
+    // entry verifies, the member's signature does not.
+    let mut g = Node::new(F, 2);
+    g.state = f.state.clone();
+    g.log = f.log.clone();
+    g.run(
+        send_message_as(&g.state, forged, T0, Signatures::Checked),
+        T0,
+    );
+    assert!(!record_signatures_ok(&pinned, F, g.log.last().unwrap()));
+}
