@@ -1,11 +1,11 @@
 //! The line under faults, over real processes: two nodes, clients sending
 //! thousands of member-signed messages from Federation to Alliance, while a
 //! seeded schedule SIGKILLs and restarts the receiver (and now and then the
-//! sender), and cuts and restores the link through a TCP proxy of the
-//! test's own. At the end every message a client was told was accepted is
-//! classified as ok / lost / duplicated / reordered (the Jepsen queue
-//! checker's categories), and both logs must verify and carry the other's
-//! cosignature.
+//! sender), pauses either with SIGSTOP, and cuts and restores the link
+//! through a TCP proxy of the test's own. At the end every message a client
+//! was told was accepted is classified as ok / lost / duplicated /
+//! reordered (the Jepsen queue checker's categories), and both logs must
+//! verify and carry the other's cosignature.
 //!
 //! `DETENTE_FAULT_SEED` replays a schedule; `DETENTE_FAULT_MESSAGES` sets
 //! the number of messages (default 2,000).
@@ -314,7 +314,14 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
         let mut log = Vec::new();
         while !done2.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
-            match rng.below(10) {
+            match rng.below(12) {
+                10 | 11 => {
+                    let n = if rng.below(2) == 0 { &a2 } else { &f2 };
+                    n.lock().await.pause();
+                    tokio::time::sleep(Duration::from_millis(rng.below(2000))).await;
+                    n.lock().await.resume();
+                    log.push("SIGSTOP a node, SIGCONT");
+                }
                 0..=4 => {
                     a2.lock().await.kill();
                     tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
