@@ -1354,3 +1354,102 @@ async fn a_channel_s_own_deadlines_are_set_by_one_party_and_apply_on_both() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_message_s_evidence_verifies_offline_only_with_the_peer_s_key() {
+    let p = peered().await;
+    let m = message(
+        F,
+        A,
+        &p.f1,
+        1,
+        Sphere::Military,
+        Precedence::Flash,
+        "evidence",
+    );
+    let id = m["message"]["id"].as_str().unwrap().to_string();
+    ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
+    assert!(
+        until(
+            &p.a.base,
+            "/line/v1/messages?direction=in",
+            10,
+            |v| v["messages"].as_array().unwrap().len() == 1
+        )
+        .await
+    );
+    ok(
+        "POST",
+        p.a.url("/line/v1/acks"),
+        &officer(),
+        Some(ack(A, F, &p.a1, &id)),
+    )
+    .await;
+    assert!(
+        until(
+            &p.f.base,
+            "/line/v1/messages?direction=out",
+            10,
+            |v| v["messages"][0]["ack"]["verdict"] == "accept"
+        )
+        .await
+    );
+    let (kf, ka) = (log_key(&p.f).await, log_key(&p.a).await);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Export from Federation's log once a checkpoint covers the message,
+    // Alliance's receipt and acknowledgement, and Federation's receipt for it.
+    let data = p.f.data.to_str().unwrap().to_string();
+    let mut bundle = dir.path().join("b0");
+    let mut out = String::new();
+    for i in 0..100 {
+        bundle = dir.path().join(format!("b{i}"));
+        let r = run(&[
+            "evidence",
+            "export",
+            "--data",
+            &data,
+            "--out",
+            bundle.to_str().unwrap(),
+            "--entity",
+            &id,
+        ]);
+        out = r.1;
+        if r.0 && out.contains("wrote 4 entries") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(out.contains("wrote 4 entries"), "{out}");
+    let b = bundle.to_str().unwrap();
+    let (okay, out) = run(&["verify", b, "--key", &kf]);
+    assert!(
+        !okay && out.contains("--peer"),
+        "Alliance's records need Alliance's key: {out}"
+    );
+    let wrong = tlog::NoteSigner::from_seed(A, &[9; 32])
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let (okay, out) = run(&["verify", b, "--key", &kf, "--peer", &wrong]);
+    assert!(!okay, "a wrong peer key must fail: {out}");
+    let (okay, out) = run(&["verify", b, "--key", &kf, "--peer", &ka]);
+    assert!(okay, "{out}");
+    assert!(
+        out.contains(&format!("line.receipt by {A}")) && out.contains(&format!("line.ack by {A}")),
+        "{out}"
+    );
+}
