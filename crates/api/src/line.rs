@@ -848,6 +848,9 @@ async fn records(
     State(st): State<Shared>,
     Body(b): Body<RecordsBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // No bearer token here: each claimed peer gets its own rate limit, so
+    // that nobody can make this node check signatures without end.
+    st.limiter.check(&format!("peer:{}", b.from))?;
     let records = b
         .records
         .iter()
