@@ -774,26 +774,32 @@ async fn list_messages(
     };
     let now = st.line.now_ms();
     let limit = q.limit.unwrap_or(1000).min(10_000);
-    let v = st.line.read(|s| {
-        let mut v: Vec<Value> = s
-            .messages()
-            .filter(|e| out.is_none_or(|o| e.outgoing == o))
-            .filter(|e| {
-                q.peer.as_ref().is_none_or(|p| {
+    let (v, overdue) = st.line.read(|s| {
+        let wanted = |e: &&liaison::state::MessageEntry| {
+            out.is_none_or(|o| e.outgoing == o)
+                && q.peer.as_ref().is_none_or(|p| {
                     let m = &e.signed.value;
                     (if e.outgoing { &m.to } else { &m.from }) == p
                 })
-            })
-            .filter(|e| q.after.is_none_or(|a| e.index > a))
+                && q.after.is_none_or(|a| e.index > a)
+        };
+        // Overdue counts every matching message; the views are the newest
+        // `limit`, oldest first.
+        let overdue = s
+            .messages()
+            .filter(wanted)
+            .filter(|e| s.overdue(e, now))
+            .count();
+        let mut v: Vec<Value> = s
+            .messages()
+            .rev()
+            .filter(wanted)
+            .take(limit)
             .map(|e| message_view(s, e, now))
             .collect();
-        // Newest last; the most urgent first among those waiting.
-        if v.len() > limit {
-            v.drain(..v.len() - limit);
-        }
-        v
+        v.reverse();
+        (v, overdue)
     })?;
-    let overdue = v.iter().filter(|m| m["overdue"] == json!(true)).count();
     Ok(Json(
         json!({ "now_ms": now, "overdue": overdue, "messages": v }),
     ))

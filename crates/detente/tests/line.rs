@@ -966,8 +966,12 @@ async fn an_operation_touching_the_line_of_contact_is_notified_and_held_until_ac
     .await;
     // An operation across it, planned.
     let op = new_id();
+    // One set of extents for every write: the notice is about exactly these
+    // (a time window moved by a second would be new extents, needing a new
+    // notice and a new acknowledgement).
+    let extents = square(45.0, 10.2, 0.02);
     let body = |state: &str, key: &[&str]| {
-        let mut b = intent_body(square(45.0, 10.2, 0.02), key, state);
+        let mut b = intent_body(extents.clone(), key, state);
         b["new_subscription"]["notify_for_constraints"] = json!(false);
         b
     };

@@ -115,6 +115,8 @@ pub struct LineState {
     /// (peer, entity id) of this party's intents and constraints the peer holds.
     shared: std::collections::HashSet<(String, String)>,
     contact: std::collections::BTreeSet<Uuid>,
+    /// Operation notifications by the operation they are about.
+    notices: HashMap<Uuid, Vec<Uuid>>,
     /// Per (other party, sphere): the deadline settings in force.
     deadlines: BTreeMap<(String, Sphere), Vec<DeadlineSetting>>,
 }
@@ -138,6 +140,7 @@ impl LineState {
             areas: BTreeMap::new(),
             shared: std::collections::HashSet::new(),
             contact: std::collections::BTreeSet::new(),
+            notices: HashMap::new(),
             deadlines: BTreeMap::new(),
         }
     }
@@ -236,6 +239,9 @@ impl LineState {
         if !matches!(d, Delivery::Refused { .. }) {
             let s = self.sender_seq.entry(m.value.sender).or_default();
             *s = (*s).max(m.value.seq);
+        }
+        if let Body::OperationNotification { intent, .. } = &m.value.body {
+            self.notices.entry(*intent).or_default().push(id);
         }
         self.order.push(id);
         self.messages.insert(
@@ -435,22 +441,29 @@ impl LineState {
         intent: &Uuid,
         extents_sha256: &[u8; 32],
     ) -> impl Iterator<Item = (&MessageEntry, bool)> {
-        self.messages().filter_map(move |m| {
-            let v = &m.signed.value;
-            match &v.body {
-                Body::OperationNotification {
-                    intent: i,
-                    extents_sha256: Some(h),
-                    ..
-                } if m.outgoing && v.to == peer && i == intent && h == extents_sha256 => Some((
-                    m,
-                    m.ack
-                        .as_ref()
-                        .is_some_and(|a| a.value.verdict == AckVerdict::Accept),
-                )),
-                _ => None,
-            }
-        })
+        self.notices
+            .get(intent)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.messages.get(id))
+            .filter_map(move |m| {
+                let v = &m.signed.value;
+                match &v.body {
+                    Body::OperationNotification {
+                        intent: i,
+                        extents_sha256: Some(h),
+                        ..
+                    } if m.outgoing && v.to == peer && i == intent && h == extents_sha256 => {
+                        Some((
+                            m,
+                            m.ack
+                                .as_ref()
+                                .is_some_and(|a| a.value.verdict == AckVerdict::Accept),
+                        ))
+                    }
+                    _ => None,
+                }
+            })
     }
 
     /// Peers with a deconfliction area.
@@ -613,7 +626,7 @@ impl LineState {
         self.messages.get(id)
     }
     /// Messages in log order.
-    pub fn messages(&self) -> impl Iterator<Item = &MessageEntry> {
+    pub fn messages(&self) -> impl DoubleEndedIterator<Item = &MessageEntry> {
         self.order.iter().filter_map(|id| self.messages.get(id))
     }
 
