@@ -543,6 +543,7 @@ async fn writer(
         // airspace changes shared with peers, then the line's decisions, each
         // seeing the ones before it; their leaves follow the airspace's.
         let mut line_replies: Vec<(oneshot::Sender<LineReply>, LineReply)> = Vec::new();
+        let mut line_us = 0u64;
         let sharing = {
             let ls = line.read().unwrap_or_else(|e| e.into_inner());
             (ls.areas().next().is_some() || ls.contact_constraints().next().is_some())
@@ -553,6 +554,7 @@ async fn writer(
                 line_replies.push((reply, Err(e.clone())));
             }
         } else if !line_jobs.is_empty() || sharing {
+            let t_line = std::time::Instant::now();
             let mut st = state.write().unwrap_or_else(|e| e.into_inner());
             let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
             let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
@@ -625,6 +627,7 @@ async fn writer(
                 line_replies.push((reply, Ok(r)));
             }
             seq = st.seq();
+            line_us = t_line.elapsed().as_micros() as u64;
         }
         let rows = dirty.rows.len();
         if encoded.is_ok() {
@@ -652,6 +655,7 @@ async fn writer(
             batch = batch_len,
             rows,
             decide_us,
+            line_us,
             persist_us = t_persist.elapsed().as_micros() as u64,
             "group commit"
         );
