@@ -411,11 +411,17 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
             let v = conn.call("GET", "/line/v1/peers", None).await?;
             println!("this node: {}", v["me"].as_str().unwrap_or("?"));
             for p in v["peers"].as_array().into_iter().flatten() {
+                let area = p["area"].as_array().map(|a| a.len()).unwrap_or(0);
                 println!(
-                    "{}  {}  {}",
+                    "{}  {}  {}  deconfliction area: {}",
                     p["name"].as_str().unwrap_or(""),
                     p["url"].as_str().unwrap_or(""),
-                    p["key"].as_str().unwrap_or("")
+                    p["key"].as_str().unwrap_or(""),
+                    if area == 0 {
+                        "none (nothing shared)".to_string()
+                    } else {
+                        format!("{area} polygon(s)")
+                    }
                 );
             }
         }

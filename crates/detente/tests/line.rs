@@ -606,6 +606,26 @@ async fn a_duty_officer_works_the_line_from_the_cli() {
         )
         .0
     );
+    // The deconfliction area, from the CLI; a malformed polygon is refused.
+    let (ok, out) = cli(
+        &a,
+        &adm,
+        &[
+            "peer",
+            "area",
+            F,
+            "--polygon",
+            "44.5,9.5 44.5,11 45.5,11 45.5,9.5",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&a, &adm, &["peer", "area", F, "--polygon", "44.5;9.5"]);
+    assert!(!ok && out.contains("--polygon"), "{out}");
+    let (ok, out) = cli(&a, &adm, &["peer", "list"]);
+    assert!(
+        ok && out.contains("deconfliction area: 1 polygon(s)"),
+        "{out}"
+    );
     // A wrong key is refused with the field named.
     let (ok, out) = cli(
         &a,

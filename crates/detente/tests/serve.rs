@@ -166,6 +166,7 @@ fn every_command_has_help() {
         "--config",
         "--data",
         "--listen",
+        "--peer-listen",
         "--jwt-public-key",
         "--jwt-audience",
     ] {
