@@ -1472,6 +1472,48 @@ async fn a_message_s_evidence_verifies_offline_only_with_the_peer_s_key() {
     assert!(!okay, "a wrong peer key must fail: {out}");
     let (okay, out) = run(&["verify", b, "--key", &kf, "--peer", &ka]);
     assert!(okay, "{out}");
+    // Alliance's receipt, kept in Federation's log, names Alliance's log
+    // root right after the message: recompute it from Alliance's entries.
+    let mut checked = 0;
+    for f in std::fs::read_dir(&bundle).unwrap() {
+        let path = f.unwrap().path();
+        if path.extension().is_none_or(|e| e != "entry") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let Some(Ok((e, l))) = liaison::decide::line_entry(&bytes) else {
+            continue;
+        };
+        let liaison::Record::Receipt(r) = l.record else {
+            continue;
+        };
+        if e.entry.origin != A {
+            continue;
+        }
+        let mut tree = tlog::tree::MemoryTree::new();
+        let v = ok(
+            "GET",
+            p.a.url(&format!("/log/entries?start=0&end={}", r.tree_size)),
+            &officer(),
+            None,
+        )
+        .await;
+        for x in v["entries"].as_array().unwrap() {
+            use base64::Engine;
+            tree.append(
+                &base64::engine::general_purpose::STANDARD
+                    .decode(x.as_str().unwrap())
+                    .unwrap(),
+            );
+        }
+        assert_eq!(
+            tree.root(r.tree_size).unwrap(),
+            r.root,
+            "the receipt's root is Alliance's"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 1, "one receipt by Alliance in the bundle");
     assert!(
         out.contains(&format!("line.receipt by {A}")) && out.contains(&format!("line.ack by {A}")),
         "{out}"

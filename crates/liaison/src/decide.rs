@@ -1070,12 +1070,13 @@ pub fn keep_receipt_as(
 }
 
 /// The receipt entry body this node signs for a received record.
+/// `after` is this node's log right after the record was appended.
 pub fn receipt_entry(
     origin: &str,
     lane: Precedence,
     seq: u64,
     bytes: &[u8],
-    index: u64,
+    after: (u64, [u8; 32]),
     refused: Option<String>,
 ) -> LineEntry {
     LineEntry {
@@ -1084,7 +1085,9 @@ pub fn receipt_entry(
             lane,
             seq,
             leaf_hash: tlog::hash::leaf_hash(bytes),
-            index,
+            index: after.0.saturating_sub(1),
+            tree_size: after.0,
+            root: after.1,
             refused,
         }),
         envelope: None,
@@ -1109,17 +1112,20 @@ pub fn line_entry(leaf: &[u8]) -> Option<Result<(SignedEntry, LineEntry), LineEr
     Some(LineEntry::from_value(&e.entry.kind, &e.entry.body).map(|l| (e, l)))
 }
 
-/// Turns a decision's events into the leaves to append at `first_index`
-/// (signing this node's entries with `signer`, timestamped `now`), then
-/// applies them to `state` in order. Nothing is applied if any leaf cannot
-/// be made.
+/// Turns a decision's events into the leaves to append to the log whose
+/// frontier is `tree` (signing this node's entries with `signer`,
+/// timestamped `now`; a receipt names the root of the log right after its
+/// record), then applies them to `state` in order and advances `tree`.
+/// Nothing is applied or advanced if any leaf cannot be made.
 pub fn append(
     state: &mut LineState,
     signer: &tlog::NoteSigner,
     now: Millis,
-    first_index: u64,
+    tree: &mut tlog::tree::Frontier,
     events: Vec<LineEvent>,
 ) -> Result<Vec<Vec<u8>>, LineError> {
+    let first_index = tree.size();
+    let mut frontier = tree.clone();
     let sign = |entry: &LineEntry| -> Result<Vec<u8>, LineError> {
         let e = tlog::entry::Entry {
             kind: entry.record.kind().to_string(),
@@ -1134,10 +1140,11 @@ pub fn append(
     let mut leaves: Vec<Vec<u8>> = Vec::new();
     let mut applied: Vec<(String, LineEntry)> = Vec::new();
     for ev in events {
-        let index = first_index + leaves.len() as u64;
         match ev {
             LineEvent::Own(entry) => {
-                leaves.push(sign(&entry)?);
+                let leaf = sign(&entry)?;
+                frontier.push(&leaf);
+                leaves.push(leaf);
                 applied.push((signer.name.clone(), entry));
             }
             LineEvent::Received {
@@ -1148,14 +1155,18 @@ pub fn append(
                 refused,
             } => {
                 let (_, parsed) = parse_line(&bytes)?;
-                let receipt = receipt_entry(&origin, lane, seq, &bytes, index, refused);
+                let after = frontier.push(&bytes);
+                let receipt = receipt_entry(&origin, lane, seq, &bytes, after, refused);
                 leaves.push(bytes);
                 applied.push((origin, parsed));
-                leaves.push(sign(&receipt)?);
+                let leaf = sign(&receipt)?;
+                frontier.push(&leaf);
+                leaves.push(leaf);
                 applied.push((signer.name.clone(), receipt));
             }
             LineEvent::Kept { bytes } => {
                 let (e, parsed) = parse_line(&bytes)?;
+                frontier.push(&bytes);
                 leaves.push(bytes);
                 applied.push((e.entry.origin, parsed));
             }
@@ -1169,6 +1180,7 @@ pub fn append(
             entry,
         );
     }
+    *tree = frontier;
     Ok(leaves)
 }
 

@@ -343,6 +343,10 @@ pub struct Receipt {
     pub leaf_hash: [u8; 32],
     /// Where the receiver's log holds the record.
     pub index: u64,
+    /// The receiver's log right after the record: `index + 1` leaves and
+    /// their RFC 9162 root — a checkpoint's claim, signed with the receipt.
+    pub tree_size: u64,
+    pub root: [u8; 32],
     /// `None`: accepted; `Some(reason)`: kept as evidence, refused.
     pub refused: Option<String>,
 }
@@ -954,6 +958,8 @@ impl Record {
                 ("seq", Value::Uint(r.seq)),
                 ("leaf_hash", Value::Bytes(r.leaf_hash.to_vec())),
                 ("index", Value::Uint(r.index)),
+                ("tree_size", Value::Uint(r.tree_size)),
+                ("root", Value::Bytes(r.root.to_vec())),
                 ("refused", opt_text(&r.refused)),
             ]),
         }
@@ -1121,7 +1127,16 @@ impl Record {
                 let f = Fields::new(
                     v,
                     "receipt",
-                    &["origin", "lane", "seq", "leaf_hash", "index", "refused"],
+                    &[
+                        "origin",
+                        "lane",
+                        "seq",
+                        "leaf_hash",
+                        "index",
+                        "tree_size",
+                        "root",
+                        "refused",
+                    ],
                 )?;
                 Record::Receipt(Receipt {
                     origin: f.text("origin")?,
@@ -1129,6 +1144,8 @@ impl Record {
                     seq: f.u64("seq")?,
                     leaf_hash: f.bytes("leaf_hash")?,
                     index: f.u64("index")?,
+                    tree_size: f.u64("tree_size")?,
+                    root: f.bytes("root")?,
                     refused: f.opt_text("refused")?,
                 })
             }
@@ -1332,6 +1349,8 @@ mod tests {
                 seq: 4,
                 leaf_hash: [9; 32],
                 index: 77,
+                tree_size: 78,
+                root: [3; 32],
                 refused: Some("revoked".into()),
             }),
         ];

@@ -558,15 +558,29 @@ async fn writer(
             let mut st = state.write().unwrap_or_else(|e| e.into_inner());
             let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
             let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
+            // The log as it will stand after the airspace's leaves: receipts
+            // name the root right after their record.
+            let mut frontier = {
+                let tree = log.tree.read().unwrap_or_else(|e| e.into_inner());
+                tlog::tree::Frontier::of(&*tree, first_leaf).unwrap_or_default()
+            };
+            for l in &leaves {
+                frontier.push(l);
+            }
             // Operations touching the line of contact: the node's notices.
             if let Some(member) = &signer.member
                 && ls.contact_constraints().next().is_some()
             {
                 for ev in &events {
                     for m in node::contact::notices(&ls, &st, ev, member, now_ms) {
-                        let next = first_leaf + leaves.len() as u64;
                         let r = liaison::decide::send_message(&ls, m, now_ms).and_then(|d| {
-                            liaison::decide::append(&mut ls, &signer.signer, now_ms, next, d.events)
+                            liaison::decide::append(
+                                &mut ls,
+                                &signer.signer,
+                                now_ms,
+                                &mut frontier,
+                                d.events,
+                            )
                         });
                         match r {
                             Ok(new) => leaves.extend(new),
@@ -579,12 +593,11 @@ async fn writer(
             }
             for ev in &events {
                 for share in node::share::outgoing(&ls, ev) {
-                    let next = first_leaf + leaves.len() as u64;
                     match liaison::decide::append(
                         &mut ls,
                         &signer.signer,
                         now_ms,
-                        next,
+                        &mut frontier,
                         vec![share],
                     ) {
                         Ok(new) => leaves.extend(new),
@@ -606,13 +619,18 @@ async fn writer(
                         .iter()
                         .filter_map(|e| node::line::peer_airspace_effect(e, &st))
                         .collect();
-                    let commit =
-                        liaison::decide::append(&mut ls, &signer.signer, now_ms, next, d.events)
-                            .map(|new| LineCommit {
-                                outcome: d.outcome,
-                                first_index: next,
-                                leaves: new,
-                            })?;
+                    let commit = liaison::decide::append(
+                        &mut ls,
+                        &signer.signer,
+                        now_ms,
+                        &mut frontier,
+                        d.events,
+                    )
+                    .map(|new| LineCommit {
+                        outcome: d.outcome,
+                        first_index: next,
+                        leaves: new,
+                    })?;
                     if !copies.is_empty() {
                         st.apply(&copies);
                         if let Err(e) = dirty.record(&copies) {

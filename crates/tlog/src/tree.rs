@@ -83,6 +83,61 @@ impl MemoryTree {
     }
 }
 
+/// The peaks of a tree (its largest complete subtrees, left to right):
+/// enough to compute its root and the roots after more appends, in
+/// O(log n), without touching the stored tree.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// (level, hash), levels strictly decreasing.
+    peaks: Vec<(u8, Hash)>,
+}
+
+impl Frontier {
+    /// The frontier of `src` at `size` leaves.
+    pub fn of<S: HashSource + ?Sized>(src: &S, size: u64) -> Result<Frontier, S::Error> {
+        let mut peaks = Vec::new();
+        let mut start = 0u64;
+        for level in (0..64u8).rev() {
+            if size & (1u64 << level) != 0 {
+                peaks.push((level, src.subtree(level, start >> level)?));
+                start += 1u64 << level;
+            }
+        }
+        Ok(Frontier { size, peaks })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf (its data); returns the new size and root.
+    pub fn push(&mut self, data: &[u8]) -> (u64, Hash) {
+        let mut h = leaf_hash(data);
+        let mut level = 0u8;
+        while let Some((l, left)) = self.peaks.last().copied() {
+            if l != level {
+                break;
+            }
+            self.peaks.pop();
+            h = node_hash(&left, &h);
+            level += 1;
+        }
+        self.peaks.push((level, h));
+        self.size += 1;
+        (self.size, self.root())
+    }
+
+    /// RFC 9162 §2.1.1 root: the peaks folded from the right.
+    pub fn root(&self) -> Hash {
+        let mut it = self.peaks.iter().rev();
+        let Some((_, last)) = it.next() else {
+            return empty_root();
+        };
+        it.fold(*last, |acc, (_, left)| node_hash(left, &acc))
+    }
+}
+
 impl HashSource for MemoryTree {
     type Error = Missing;
     fn subtree(&self, level: u8, index: u64) -> Result<Hash, Missing> {
@@ -98,6 +153,24 @@ impl HashSource for MemoryTree {
 mod tests {
     use super::*;
     use crate::hash::root_of;
+
+    #[test]
+    fn frontiers_give_every_root_without_touching_the_tree() {
+        let mut t = MemoryTree::new();
+        let mut leaves = Vec::new();
+        for i in 0..70u32 {
+            t.append(&i.to_be_bytes());
+            leaves.push(leaf_hash(&i.to_be_bytes()));
+        }
+        for start in 0..=70u64 {
+            let mut f = Frontier::of(&t, start).unwrap();
+            assert_eq!(f.root(), root_of(&leaves[..start as usize]));
+            for i in start..70 {
+                let (size, root) = f.push(&(i as u32).to_be_bytes());
+                assert_eq!((size, root), (i + 1, root_of(&leaves[..=i as usize])));
+            }
+        }
+    }
 
     #[test]
     fn incremental_roots_match_the_definition_at_every_size() {

@@ -14,6 +14,7 @@ struct Node {
     state: LineState,
     signer: tlog::NoteSigner,
     log: Vec<Vec<u8>>,
+    tree: tlog::tree::Frontier,
 }
 
 impl Node {
@@ -22,6 +23,7 @@ impl Node {
             state: LineState::new(name),
             signer: tlog::NoteSigner::from_seed(name, &[seed; 32]).unwrap(),
             log: vec![],
+            tree: tlog::tree::Frontier::default(),
         }
     }
     fn vkey(&self) -> String {
@@ -29,14 +31,7 @@ impl Node {
     }
     fn run(&mut self, d: Result<LineDecision, LineError>, now: Millis) -> LineOutcome {
         let d = d.unwrap();
-        let leaves = append(
-            &mut self.state,
-            &self.signer,
-            now,
-            self.log.len() as u64,
-            d.events,
-        )
-        .unwrap();
+        let leaves = append(&mut self.state, &self.signer, now, &mut self.tree, d.events).unwrap();
         self.log.extend(leaves);
         d.outcome
     }
@@ -283,6 +278,7 @@ fn records_signed_by_another_key_or_for_another_node_are_refused() {
     // Same name, other key.
     let mut impostor = Node::new(F, 9);
     impostor.state = f.state.clone();
+    impostor.tree = f.tree.clone();
     let forged = {
         let e = tlog::entry::SignedEntry::parse(&bytes).unwrap().entry;
         e.sign(&impostor.signer).unwrap().to_bytes()
@@ -613,7 +609,7 @@ fn a_receipt_for_other_bytes_is_refused() {
         T0,
     );
     // Alliance signs a receipt naming other bytes.
-    let wrong = receipt_entry(F, Precedence::Routine, 1, b"other", 0, None);
+    let wrong = receipt_entry(F, Precedence::Routine, 1, b"other", (1, [0; 32]), None);
     let bytes = tlog::entry::Entry {
         kind: "line.receipt".into(),
         origin: A.into(),
@@ -739,9 +735,38 @@ fn signatures_checked_off_the_writer_are_those_of_the_pinned_keys() {
     let mut g = Node::new(F, 2);
     g.state = f.state.clone();
     g.log = f.log.clone();
+    g.tree = f.tree.clone();
     g.run(
         send_message_as(&g.state, forged, T0, Signatures::Checked),
         T0,
     );
     assert!(!record_signatures_ok(&pinned, F, g.log.last().unwrap()));
+}
+
+#[test]
+fn a_receipt_names_the_receiver_s_log_root_right_after_the_record() {
+    let (mut a, mut f, _, s2, _) = peered();
+    f.run(
+        send_message(
+            &f.state,
+            text(F, A, &s2, 1, Sphere::Military, Precedence::Routine),
+            T0,
+        ),
+        T0,
+    );
+    deliver(&mut f, &mut a, T0);
+    let receipt = tlog::entry::SignedEntry::parse(a.log.last().unwrap()).unwrap();
+    let Record::Receipt(r) = LineEntry::from_value(&receipt.entry.kind, &receipt.entry.body)
+        .unwrap()
+        .record
+    else {
+        panic!("not a receipt");
+    };
+    let mut tree = tlog::tree::MemoryTree::new();
+    for leaf in &a.log[..=r.index as usize] {
+        tree.append(leaf);
+    }
+    assert_eq!(r.tree_size, r.index + 1);
+    assert_eq!(tree.root(r.tree_size).unwrap(), r.root);
+    assert_eq!(r.leaf_hash, tlog::leaf_hash(&a.log[r.index as usize]));
 }
