@@ -22,13 +22,19 @@ pub enum LineEvent {
     /// signed receipt for it (`refused`: kept as evidence, not accepted).
     Received {
         bytes: Vec<u8>,
+        /// The record as decoded from `bytes` (decoded once).
+        entry: Box<LineEntry>,
         origin: String,
         lane: Precedence,
         seq: u64,
         refused: Option<String>,
     },
     /// A peer's receipt for one of this node's records, appended verbatim.
-    Kept { bytes: Vec<u8> },
+    Kept {
+        bytes: Vec<u8>,
+        entry: Box<LineEntry>,
+        origin: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -998,12 +1004,14 @@ pub fn receive_as(
         }
     }
     let refused = refusal(state, from, &line.record, now, sigs);
+    let (lane, seq) = (env.lane, env.seq);
     Ok(LineDecision::commit(vec![LineEvent::Received {
         origin: from.into(),
-        lane: env.lane,
-        seq: env.seq,
+        lane,
+        seq,
         refused,
         bytes,
+        entry: Box::new(line),
     }]))
 }
 
@@ -1056,9 +1064,11 @@ pub fn keep_receipt_as(
         return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
     }
     match lane.pending.get(&r.seq) {
-        Some(p) if p.leaf_hash == r.leaf_hash => {
-            Ok(LineDecision::commit(vec![LineEvent::Kept { bytes }]))
-        }
+        Some(p) if p.leaf_hash == r.leaf_hash => Ok(LineDecision::commit(vec![LineEvent::Kept {
+            bytes,
+            entry: Box::new(line),
+            origin: from.into(),
+        }])),
         Some(_) => Err(LineError::RecordRefused(
             "the receipt is for different bytes than the record sent".into(),
         )),
@@ -1149,12 +1159,13 @@ pub fn append(
             }
             LineEvent::Received {
                 bytes,
+                entry: parsed,
                 origin,
                 lane,
                 seq,
                 refused,
             } => {
-                let (_, parsed) = parse_line(&bytes)?;
+                let parsed = *parsed;
                 let after = frontier.push(&bytes);
                 let receipt = receipt_entry(&origin, lane, seq, &bytes, after, refused);
                 leaves.push(bytes);
@@ -1164,11 +1175,14 @@ pub fn append(
                 leaves.push(leaf);
                 applied.push((signer.name.clone(), receipt));
             }
-            LineEvent::Kept { bytes } => {
-                let (e, parsed) = parse_line(&bytes)?;
+            LineEvent::Kept {
+                bytes,
+                entry,
+                origin,
+            } => {
                 frontier.push(&bytes);
                 leaves.push(bytes);
-                applied.push((e.entry.origin, parsed));
+                applied.push((origin, *entry));
             }
         }
     }
@@ -1182,15 +1196,6 @@ pub fn append(
     }
     *tree = frontier;
     Ok(leaves)
-}
-
-fn parse_line(bytes: &[u8]) -> Result<(SignedEntry, LineEntry), LineError> {
-    line_entry(bytes).unwrap_or_else(|| {
-        Err(LineError::Malformed {
-            field: "record".into(),
-            message: "not a record of the line".into(),
-        })
-    })
 }
 
 #[cfg(test)]

@@ -224,12 +224,11 @@ impl Line {
                     // as evidence and refused, with the reason.
                     for e in &mut d.events {
                         if let LineEvent::Received {
-                            bytes,
+                            entry,
                             origin,
                             refused: refused @ None,
                             ..
                         } = e
-                            && let Some(Ok((_, entry))) = decide::line_entry(bytes)
                             && let Record::Airspace { kind, body } = &entry.record
                             && let Err(why) = crate::share::incoming(origin, kind, body, air)
                         {
@@ -388,15 +387,12 @@ pub fn peer_airspace_effect(
     air: &airspace::AirspaceState,
 ) -> Option<airspace::Event> {
     let LineEvent::Received {
-        bytes,
+        entry,
         origin,
         refused: None,
         ..
     } = e
     else {
-        return None;
-    };
-    let Some(Ok((_, entry))) = decide::line_entry(bytes) else {
         return None;
     };
     let Record::Airspace { kind, body } = &entry.record else {
