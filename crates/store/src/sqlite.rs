@@ -562,7 +562,8 @@ async fn writer(
             // name the root right after their record.
             let mut frontier = {
                 let tree = log.tree.read().unwrap_or_else(|e| e.into_inner());
-                tlog::tree::Frontier::of(&*tree, first_leaf).unwrap_or_default()
+                tlog::tree::Frontier::of(&*tree, first_leaf)
+                    .expect("the tree holds every committed leaf")
             };
             for l in &leaves {
                 frontier.push(l);
