@@ -149,7 +149,7 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
     }
     let flash_sender = senders.pop().context("a FLASH sender")?;
     // Registration records reach the peer before the load starts.
-    wait_drained(&mut cf, 0).await?;
+    wait_drained(&mut cf).await?;
     let token = crate::demo::token_for(ADMIN)?;
     let http = reqwest::Client::new();
     let per = a.messages / a.senders as u64;
@@ -191,8 +191,8 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
         t.await??;
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let flashes = probe.await??;
-    wait_drained(&mut cf, 0).await?;
+    let flashes_sent = probe.await??;
+    wait_drained(&mut cf).await?;
     let wall = started.elapsed().as_secs_f64();
     // From the sender's log: message entry time → receipt entry time.
     let (entries, _) = store::read_log(&fed_data).await.map_err(|e| anyhow!(e))?;
@@ -230,8 +230,10 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
         total as f64 / wall
     };
     let n = flash_lat.len();
+    if n as u64 != flashes_sent {
+        bail!("{flashes_sent} FLASH messages were sent but {n} receipted");
+    }
     drop((na, nf));
-    let _ = flashes;
     Ok(Outcome {
         per_s,
         flash_p50_ms: percentile(&mut flash_lat, 0.5),
@@ -274,7 +276,7 @@ async fn send(
 }
 
 /// Waits until the node has nothing left to deliver.
-async fn wait_drained(c: &mut Client, _: u64) -> Result<()> {
+async fn wait_drained(c: &mut Client) -> Result<()> {
     for _ in 0..6000 {
         let v = c
             .expect(200, reqwest::Method::GET, "/line/v1/status", ADMIN, None)
