@@ -156,17 +156,26 @@ pub type Shared = Arc<AppState>;
 
 /// The node's whole HTTP surface.
 pub fn router(state: Shared) -> Router {
-    Router::new()
+    with_peer_endpoint(state, true)
+}
+
+/// The HTTP surface, with or without `/peer/v1/records` (a node with a
+/// node-to-node TLS listener takes peers' records there only).
+pub fn with_peer_endpoint(state: Shared, peer_records: bool) -> Router {
+    let mut r = Router::new()
         .merge(dss::routes())
         .merge(own::routes())
         .merge(evidence::routes())
-        .merge(line::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .merge(line::routes());
+    if peer_records {
+        r = r.merge(line::peer_routes());
+    }
+    r.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        metrics::track,
+    ))
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

@@ -48,7 +48,11 @@ pub fn routes() -> Router<Shared> {
         .route("/line/v1/messages", get(list_messages).post(send))
         .route("/line/v1/acks", post(acknowledge))
         .route("/line/v1/status", get(status))
-        .route("/peer/v1/records", post(records))
+}
+
+/// Where peers deliver their records.
+pub fn peer_routes() -> Router<Shared> {
+    Router::new().route("/peer/v1/records", post(records))
 }
 
 const ADMIN: &[Scope] = &[Scope::LineAdmin];

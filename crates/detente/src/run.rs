@@ -134,7 +134,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = api::router(state.clone());
+    // With a node-to-node TLS listener, peers' records are taken there only.
+    let router = api::with_peer_endpoint(state.clone(), cfg.peer_listen.is_none());
+    let peer_router = api::router(state.clone());
     let (mut peer_addr, mut peer_server) = (None, None);
     if let Some(a) = cfg.peer_listen {
         let tcp = tokio::net::TcpListener::bind(a)
@@ -147,7 +149,6 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
                 .unwrap_or_default()
         });
         let tls = api::tls::server_config(&identity, keys).map_err(|e| anyhow!(e))?;
-        let peer_router = router.clone();
         peer_server = Some(tokio::spawn(async move {
             axum::serve(api::tls::TlsListener::new(tcp, tls), peer_router).await
         }));

@@ -964,6 +964,15 @@ async fn peers_talk_over_mutually_pinned_tls_and_an_impostor_gets_no_handshake()
     );
     let inbox = messages(&a, "in").await;
     assert_eq!(inbox.len(), 1, "only the pinned peer's message arrived");
+    // With a TLS listener, the plain listener takes no peer records at all.
+    let (s, _) = call(
+        "POST",
+        a.url("/peer/v1/records"),
+        "",
+        Some(json!({ "from": F, "records": [] })),
+    )
+    .await;
+    assert_eq!(s, 404);
     // (That a client refuses a server whose key is not the pinned one is
     // shown by api::tls's handshake test.)
 }
