@@ -160,6 +160,57 @@ pub enum ChannelCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Set a channel's acknowledgement deadlines (e.g. 10m, 30m, 3h, 6h), for messages from --at (default now) on.
+    Deadlines(DeadlineArgs),
+    /// Designate a constraint as the line of contact: operations touching it are notified to peers and held until acknowledged.
+    Contact {
+        /// The constraint's id.
+        constraint: Uuid,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DeadlineArgs {
+    #[arg(long)]
+    peer: String,
+    /// diplomatic, information, military or direct-line.
+    #[arg(long)]
+    sphere: String,
+    #[arg(long, default_value = "10m")]
+    flash: String,
+    #[arg(long, default_value = "30m")]
+    immediate: String,
+    #[arg(long, default_value = "3h")]
+    priority: String,
+    #[arg(long, default_value = "6h")]
+    routine: String,
+    /// Effective time (RFC 3339); default now.
+    #[arg(long)]
+    at: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// "90s", "10m", "3h", "2d" or plain seconds, in seconds.
+fn seconds(s: &str, flag: &str) -> Result<u64> {
+    let s = s.trim();
+    let (n, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| anyhow!("{flag}: a duration like 90s, 10m, 3h or 2d"))?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => bail!("{flag}: a duration like 90s, 10m, 3h or 2d"),
+    };
+    Ok(n.saturating_mul(mult))
 }
 
 #[derive(Args, Debug)]
@@ -855,6 +906,38 @@ pub async fn channel(c: ChannelCommand) -> Result<()> {
         ChannelCommand::Open(a) => (a, "open"),
         ChannelCommand::Suspend(a) => (a, "suspended"),
         ChannelCommand::Close(a) => (a, "closed"),
+        ChannelCommand::Deadlines(d) => {
+            sphere(&d.sphere)?;
+            let effective =
+                d.at.as_deref()
+                    .map(|s| crate::evidence::ms(s, "--at"))
+                    .transpose()?;
+            let body = json!({
+                "flash_s": seconds(&d.flash, "--flash")?,
+                "immediate_s": seconds(&d.immediate, "--immediate")?,
+                "priority_s": seconds(&d.priority, "--priority")?,
+                "routine_s": seconds(&d.routine, "--routine")?,
+                "effective_ms": effective,
+            });
+            d.conn
+                .call(
+                    "PUT",
+                    &format!("/line/v1/channels/{}/{}/deadlines", d.peer, d.sphere),
+                    Some(body),
+                )
+                .await?;
+            println!(
+                "{} channel with {}: acknowledgement deadlines FLASH {}, IMMEDIATE {}, PRIORITY {}, ROUTINE {}",
+                d.sphere, d.peer, d.flash, d.immediate, d.priority, d.routine
+            );
+            return Ok(());
+        }
+        ChannelCommand::Contact { constraint, conn } => {
+            conn.call("PUT", &format!("/line/v1/contact/{constraint}"), None)
+                .await?;
+            println!("constraint {constraint} is the line of contact");
+            return Ok(());
+        }
         ChannelCommand::List { conn } => {
             let v = conn.call("GET", "/line/v1/channels", None).await?;
             for ch in v["channels"].as_array().into_iter().flatten() {

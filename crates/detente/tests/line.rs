@@ -626,6 +626,58 @@ async fn a_duty_officer_works_the_line_from_the_cli() {
         ok && out.contains("deconfliction area: 1 polygon(s)"),
         "{out}"
     );
+    // A channel's own deadlines and the line of contact, from the CLI.
+    let (ok, out) = cli(
+        &a,
+        &adm,
+        &[
+            "channel",
+            "deadlines",
+            "--peer",
+            F,
+            "--sphere",
+            "military",
+            "--flash",
+            "5m",
+        ],
+    );
+    assert!(ok && out.contains("FLASH 5m"), "{out}");
+    let (ok, out) = cli(
+        &a,
+        &adm,
+        &[
+            "channel",
+            "deadlines",
+            "--peer",
+            F,
+            "--sphere",
+            "military",
+            "--flash",
+            "5 minutes",
+        ],
+    );
+    assert!(!ok && out.contains("--flash"), "{out}");
+    let (ok, out) = cli(
+        &a,
+        &adm,
+        &[
+            "channel",
+            "deadlines",
+            "--peer",
+            F,
+            "--sphere",
+            "military",
+            "--flash",
+            "10s",
+        ],
+    );
+    assert!(!ok && out.contains("deadlines[0]"), "{out}");
+    let (ok, out) = cli(
+        &a,
+        &adm,
+        &["channel", "contact", "2f8343be-6482-4d1b-a474-16847e01af1e"],
+    );
+    assert!(ok && out.contains("line of contact"), "{out}");
     // A wrong key is refused with the field named.
     let (ok, out) = cli(
         &a,
