@@ -89,6 +89,17 @@ async fn register(n: &TestNode, s: &MemberSigner, name: &str) {
     .await;
 }
 
+/// `n` pins the peer `name` at `url` with its log key.
+async fn pin(n: &TestNode, name: &str, url: &str, key: &str) {
+    ok(
+        "POST",
+        n.url("/line/v1/peers"),
+        &admin(),
+        Some(json!({ "name": name, "url": url, "key": key })),
+    )
+    .await;
+}
+
 async fn peered() -> Pair {
     let a = TestNode::start_with(bin(), &["--name", A]);
     let f = TestNode::start_with(bin(), &["--name", F]);
@@ -97,20 +108,8 @@ async fn peered() -> Pair {
     register(&a, &a1, "Cdr. Alliance").await;
     register(&f, &f1, "Maj. Federation").await;
     let (ka, kf) = (log_key(&a).await, log_key(&f).await);
-    ok(
-        "POST",
-        a.url("/line/v1/peers"),
-        &admin(),
-        Some(json!({ "name": F, "url": f.base, "key": kf })),
-    )
-    .await;
-    ok(
-        "POST",
-        f.url("/line/v1/peers"),
-        &admin(),
-        Some(json!({ "name": A, "url": a.base, "key": ka })),
-    )
-    .await;
+    pin(&a, F, &f.base, &kf).await;
+    pin(&f, A, &a.base, &ka).await;
     ok(
         "PUT",
         a.url(&format!("/line/v1/missions/{F}/quota")),
@@ -488,13 +487,7 @@ async fn a_peer_record_with_another_key_is_refused_with_a_reason() {
     let impostor = TestNode::start_with(bin(), &["--name", F]);
     let i1 = MemberSigner::from_seed(&[33; 32]);
     register(&impostor, &i1, "Impostor").await;
-    ok(
-        "POST",
-        impostor.url("/line/v1/peers"),
-        &admin(),
-        Some(json!({ "name": A, "url": p.a.base, "key": log_key(&p.a).await })),
-    )
-    .await;
+    pin(&impostor, A, &p.a.base, &log_key(&p.a).await).await;
     // Its records never get a receipt from Alliance.
     let st = impostor.url("/line/v1/status");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -922,20 +915,8 @@ async fn peers_talk_over_mutually_pinned_tls_and_an_impostor_gets_no_handshake()
     let f1 = MemberSigner::from_seed(&[22; 32]);
     register(&f, &f1, "Maj. Federation").await;
     let (ka, kf) = (log_key(&a).await, log_key(&f).await);
-    ok(
-        "POST",
-        a.url("/line/v1/peers"),
-        &admin(),
-        Some(json!({ "name": F, "url": f_tls, "key": kf })),
-    )
-    .await;
-    ok(
-        "POST",
-        f.url("/line/v1/peers"),
-        &admin(),
-        Some(json!({ "name": A, "url": a_tls, "key": ka })),
-    )
-    .await;
+    pin(&a, F, &f_tls, &kf).await;
+    pin(&f, A, &a_tls, &ka).await;
     let m = message(
         F,
         A,
@@ -960,13 +941,7 @@ async fn peers_talk_over_mutually_pinned_tls_and_an_impostor_gets_no_handshake()
     let impostor = TestNode::start_with(bin(), &["--name", F]);
     let i1 = MemberSigner::from_seed(&[33; 32]);
     register(&impostor, &i1, "Impostor").await;
-    ok(
-        "POST",
-        impostor.url("/line/v1/peers"),
-        &admin(),
-        Some(json!({ "name": A, "url": a_tls, "key": ka })),
-    )
-    .await;
+    pin(&impostor, A, &a_tls, &ka).await;
     let fake = message(
         F,
         A,
