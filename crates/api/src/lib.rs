@@ -7,6 +7,7 @@
 //! live here and nowhere else; domain types are not the JSON schema.
 
 pub mod auth;
+pub mod console;
 mod dss;
 mod error;
 mod evidence;
@@ -102,6 +103,20 @@ pub mod fuzzing {
         parsed
     }
 
+    /// What a browser sends the console: a login body, a session cookie.
+    pub fn console_inputs(console: &crate::console::Console, bytes: &[u8]) -> bool {
+        let mut parsed = false;
+        if let Ok(b) = extract::parse::<crate::console::LoginBodyFuzz>(bytes) {
+            parsed |= console.login_shape(&b, 0);
+        }
+        if let Ok(v) = axum::http::HeaderValue::from_bytes(bytes) {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::COOKIE, v);
+            parsed |= console.session(&h, 0).is_some();
+        }
+        parsed
+    }
+
     /// A subscription body.
     pub fn subscription_body(bytes: &[u8]) -> bool {
         let Ok(s) = extract::parse::<wire::PutSubscriptionParameters>(bytes) else {
@@ -136,6 +151,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub limiter: RateLimiter,
     pub metrics: Metrics,
+    pub console: console::Console,
 }
 
 impl AppState {
@@ -146,7 +162,18 @@ impl AppState {
         headers: &axum::http::HeaderMap,
         any_of: &[node::Scope],
     ) -> Result<node::Caller, ApiError> {
-        let caller = self.auth.require(headers, any_of)?;
+        let caller = match console::session_caller(self, headers) {
+            Some(c) => {
+                let c = c?;
+                if !any_of.iter().any(|s| c.has(*s)) {
+                    return Err(ApiError::Forbidden(
+                        "your role may not do this: it is for the console's administrators".into(),
+                    ));
+                }
+                c
+            }
+            None => self.auth.require(headers, any_of)?,
+        };
         self.limiter.check(&caller.sub)?;
         Ok(caller)
     }
@@ -166,11 +193,16 @@ pub fn with_peer_endpoint(state: Shared, peer_records: bool) -> Router {
         .merge(dss::routes())
         .merge(own::routes())
         .merge(evidence::routes())
-        .merge(line::routes());
+        .merge(line::routes())
+        .merge(console::routes());
     if peer_records {
         r = r.merge(line::peer_routes());
     }
     r.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        console::csrf_guard,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         metrics::track,
     ))

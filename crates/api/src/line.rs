@@ -638,11 +638,12 @@ async fn send(
     h: HeaderMap,
     Body(b): Body<SendBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    st.require(&h, MEMBER)?;
+    let caller = st.require(&h, MEMBER)?;
     let m = Signed {
         value: b.message.to_domain()?,
         signature: signature(&b.signature)?,
     };
+    own_key(&caller, &m.value.sender, "message.sender")?;
     let id = m.value.id;
     let outcome = st.line.send(m).await?;
     let view = view_of(&st, &id)?;
@@ -706,15 +707,26 @@ async fn acknowledge(
     h: HeaderMap,
     Body(b): Body<AckBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    st.require(&h, MEMBER)?;
+    let caller = st.require(&h, MEMBER)?;
     let a = Signed {
         value: b.ack.to_domain()?,
         signature: signature(&b.signature)?,
     };
+    own_key(&caller, &a.value.by, "ack.by")?;
     let id = a.value.message;
     st.line.acknowledge(a).await?;
     let view = view_of(&st, &id)?;
     Ok(Json(view))
+}
+
+/// A console session signs only as its own member.
+fn own_key(caller: &node::Caller, key: &liaison::MemberKey, field: &str) -> Result<(), ApiError> {
+    match crate::console::session_member(caller) {
+        Some(k) if k != key.to_hex() => Err(ApiError::Forbidden(format!(
+            "{field}: a console session signs only with its own member key"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A message as the line's endpoints show it (null if unknown).

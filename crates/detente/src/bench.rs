@@ -246,6 +246,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         rate_limit_burst: 2000,
         witness_logs: vec![],
         witnesses: vec![],
+        console_admin_roles: vec![],
     })
 }
 

@@ -28,6 +28,7 @@ pub struct FileConfig {
     pub rate_limit_burst: Option<u32>,
     pub witness_logs: Option<Vec<String>>,
     pub witnesses: Option<Vec<String>>,
+    pub console_admin_roles: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -58,12 +59,15 @@ pub struct NodeConfig {
     pub rate_limit_burst: u32,
     pub witness_logs: Vec<String>,
     pub witnesses: Vec<String>,
+    pub console_admin_roles: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA: &str = "detente-data";
 pub const DEFAULT_AUDIENCE: &str = "localhost";
 pub const DEFAULT_NAME: &str = "detente.local";
+/// The registered member role that may take the host's decisions in the console.
+pub const DEFAULT_CONSOLE_ADMIN_ROLE: &str = "line administrator";
 
 #[cfg(test)]
 mod tests {

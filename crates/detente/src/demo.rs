@@ -70,6 +70,10 @@ impl NodeProcess {
                 "127.0.0.1:0",
                 "--jwt-audience",
                 AUDIENCE,
+                "--console-admin-role",
+                "Alliance duty officer",
+                "--console-admin-role",
+                "Federation chief of staff",
             ])
             .arg("--data")
             .arg(data)
@@ -969,6 +973,36 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "    (detente verify {} --key <alliance key> --peer <federation key>)\n",
         line_bundle.display()
     );
+    // 18. A conflict the duty officers keep on their maps: CHARLIE crosses
+    // the buffer tomorrow, planned with the buffer's OVN in its key.
+    let charlie = Uuid::from_u128(0xc3c3_0000_0000_4000_8000_0000_0000_0003).to_string();
+    let charlie_area = [
+        (44.96, 10.44),
+        (44.96, 10.52),
+        (45.05, 10.52),
+        (45.05, 10.44),
+    ];
+    c.expect(
+        201,
+        M::PUT,
+        &format!("/dss/v1/operational_intent_references/{charlie}"),
+        ALLIANCE,
+        Some(json!({
+            "extents": [polygon(&charlie_area, 500.0, 2_500.0, h(20), h(22))],
+            "key": [constraint_ovn.clone()],
+            "state": "Accepted",
+            "uss_base_url": "https://alliance.example/utm",
+            "new_subscription": { "uss_base_url": "https://alliance.example/utm", "notify_for_constraints": true },
+        })),
+    )
+    .await?;
+    until_conflicts(&mut cf, FEDERATION, 1).await?;
+    println!(
+        "18. Alliance plans patrol CHARLIE across the buffer for tomorrow (+20 h to +22 h), with the buffer's OVN in its key:"
+    );
+    println!(
+        "    201 Accepted; the conflict with the line of contact stays on both nodes' maps until it is resolved.\n"
+    );
     c.requests += line.requests() + cf.requests;
 
     let health = c
@@ -988,6 +1022,28 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     println!(
         "\nThe API: {base}/dss/v1/… (ASTM F3548-21), {base}/detente/v1/conflicts, {base}/metrics, {base}/healthz"
+    );
+    // The members' key files, to log in to the consoles with.
+    let keys = data.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    for (file, p) in [
+        ("adams.key", &adams),
+        ("baker.key", &baker),
+        ("volkov.key", &volkov),
+        ("orlov.key", &orlov),
+        ("sokolov.key", &sokolov),
+    ] {
+        std::fs::write(keys.join(file), format!("{}\n", p.seed_hex))?;
+    }
+    println!(
+        "\nThe operator consoles: {ALLIANCE_NODE} {base}/console/ and {FEDERATION_NODE} {fed_base}/console/"
+    );
+    println!(
+        "    log in with a member's key file from {}: adams.key (Alliance duty officer, administrator),",
+        keys.display()
+    );
+    println!(
+        "    baker.key; on Federation's console sokolov.key (chief of staff, administrator), volkov.key, orlov.key (revoked)"
     );
     if args.keep_running {
         println!("Try:  curl -s {base}/healthz ; curl -s {base}/metrics | head");

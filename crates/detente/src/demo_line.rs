@@ -18,6 +18,8 @@ pub const OFFICER: (&str, &str) = ("duty-officer", "detente.line");
 pub struct Person {
     pub name: &'static str,
     pub signer: MemberSigner,
+    /// The key file's content (`detente member keygen` writes the same).
+    pub seed_hex: String,
 }
 
 pub struct LineDemo {
@@ -40,6 +42,7 @@ pub fn person(name: &'static str) -> Result<Person> {
     Ok(Person {
         name,
         signer: MemberSigner::from_seed(&seed),
+        seed_hex: seed.iter().map(|b| format!("{b:02x}")).collect(),
     })
 }
 

@@ -11,7 +11,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use tlog::bundle::TlogProof;
-use tlog::cbor::Value;
 use tlog::entry::SignedEntry;
 use tlog::tree::MemoryTree;
 
@@ -77,38 +76,6 @@ pub(crate) fn ms(s: &str, flag: &str) -> Result<u64> {
     Ok((t.unix_micros() / 1000).max(0) as u64)
 }
 
-fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    let Value::Map(pairs) = v else {
-        return None;
-    };
-    pairs.iter().find_map(|(k, v)| match k {
-        Value::Text(k) if k == key => Some(v),
-        _ => None,
-    })
-}
-
-/// The entity an entry is about: the `id` of an airspace entry; for the
-/// line, the id of the message, acknowledged message, accreditation or
-/// revocation.
-fn body_id(e: &SignedEntry) -> Option<&str> {
-    let b = &e.entry.body;
-    let candidates = [
-        field(b, "id"),
-        field(b, "record").and_then(|r| field(r, "id")),
-        // A shared airspace change: the entity's own entry body.
-        field(b, "record")
-            .and_then(|r| field(r, "body"))
-            .and_then(|v| field(v, "id")),
-        field(b, "record")
-            .and_then(|r| field(r, "value"))
-            .and_then(|v| field(v, "id").or_else(|| field(v, "message"))),
-    ];
-    candidates.into_iter().flatten().find_map(|v| match v {
-        Value::Text(t) => Some(t.as_str()),
-        _ => None,
-    })
-}
-
 pub async fn export(a: ExportArgs) -> Result<()> {
     let since = a.since.as_deref().map(|s| ms(s, "--since")).transpose()?;
     let until = a.until.as_deref().map(|s| ms(s, "--until")).transpose()?;
@@ -142,61 +109,31 @@ pub async fn export(a: ExportArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let vkey = crate::key::verifier_key(&a.data)?;
-    // The peers whose records the log holds, with the keys this node pinned.
-    let mut peers = std::collections::BTreeMap::new();
-    for bytes in &entries[..size] {
-        if let Ok(e) = SignedEntry::parse(bytes)
-            && e.entry.kind == "line.peer.added"
-            && let Some(r) = field(&e.entry.body, "record")
-            && let (Some(Value::Text(n)), Some(Value::Text(k))) =
-                (field(r, "name"), field(r, "vkey"))
-        {
-            peers.insert(n.clone(), k.clone());
-        }
-    }
-    let mut keys = format!(
-        "# Verifier keys (informational: trust keys you obtained out of band)\nlog {vkey}\n"
-    );
-    for k in peers.values() {
-        keys.push_str(&format!("peer {k}\n"));
-    }
-    std::fs::write(a.out.join("keys.txt"), keys)?;
-    let mut written = 0;
-    // With --entity, the receipts of the selected entries come along: a
-    // receipt names the leaf hash of the record it is for.
-    let mut selected_leaves = std::collections::HashSet::new();
-    for (i, bytes) in entries[..size].iter().enumerate() {
-        let e =
-            SignedEntry::parse(bytes).map_err(|err| anyhow!("entry {i} is unreadable: {err}"))?;
-        if let Some(id) = &a.entity {
-            let receipt_of_selected = e.entry.kind == "line.receipt"
-                && matches!(
-                    field(&e.entry.body, "record").and_then(|r| field(r, "leaf_hash")),
-                    Some(Value::Bytes(h)) if selected_leaves.contains(h.as_slice())
-                );
-            if body_id(&e) != Some(id.as_str()) && !receipt_of_selected {
-                continue;
-            }
-            selected_leaves.insert(tlog::leaf_hash(bytes).to_vec());
-        }
-        if since.is_some_and(|s| e.entry.timestamp_ms < s)
-            || until.is_some_and(|u| e.entry.timestamp_ms >= u)
-        {
-            continue;
-        }
-        let proof = tlog::proof::inclusion_proof(&tree, i as u64, size as u64)
+    let peers = node::evidence::peer_keys(&entries[..size]);
+    std::fs::write(
+        a.out.join("keys.txt"),
+        node::evidence::keys_txt(&vkey, &peers),
+    )?;
+    let selection = node::evidence::Selection {
+        entity: a.entity.clone(),
+        since_ms: since,
+        until_ms: until,
+    };
+    let chosen = node::evidence::select(&entries[..size], &selection).map_err(|e| anyhow!(e))?;
+    for &i in &chosen {
+        let proof = tlog::proof::inclusion_proof(&tree, i, size as u64)
             .map_err(|err| anyhow!("{err}"))?
             .map_err(|err| anyhow!("{err}"))?;
         let p = TlogProof {
             extra: None,
-            index: i as u64,
+            index: i,
             proof,
             checkpoint: checkpoint.clone(),
         };
-        std::fs::write(a.out.join(format!("{i}.entry")), bytes)?;
+        std::fs::write(a.out.join(format!("{i}.entry")), &entries[i as usize])?;
         std::fs::write(a.out.join(format!("{i}.tlog-proof")), p.to_text())?;
-        written += 1;
     }
+    let written = chosen.len();
     let skipped = entries.len() - size;
     println!(
         "wrote {written} entries with proofs to {} (checkpoint {} size {size})",

@@ -165,6 +165,13 @@ pub struct ServeArgs {
     /// A witness this node submits its checkpoints to, as COSIGNER_VKEY@URL (repeatable).
     #[arg(long = "witness", env = "DETENTE_WITNESSES", value_delimiter = ',')]
     witnesses: Vec<String>,
+    /// A registered member role whose members may take the host's decisions in the console (repeatable). [default: line administrator]
+    #[arg(
+        long = "console-admin-role",
+        env = "DETENTE_CONSOLE_ADMIN_ROLES",
+        value_delimiter = ','
+    )]
+    console_admin_roles: Vec<String>,
     /// DANGEROUS, local experiments only: accept tokens without checking their signature.
     #[arg(long)]
     insecure_dev_auth: bool,
@@ -214,6 +221,12 @@ impl ServeArgs {
                 file.witnesses.unwrap_or_default()
             } else {
                 self.witnesses
+            },
+            console_admin_roles: if self.console_admin_roles.is_empty() {
+                file.console_admin_roles
+                    .unwrap_or_else(|| vec![config::DEFAULT_CONSOLE_ADMIN_ROLE.into()])
+            } else {
+                self.console_admin_roles
             },
         })
     }

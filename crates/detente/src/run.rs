@@ -128,6 +128,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         auth,
         limiter: RateLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst),
         metrics: Metrics::default(),
+        console: api::console::Console::new(&seed, &key_name, cfg.console_admin_roles.clone()),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

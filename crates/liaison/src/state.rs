@@ -508,6 +508,12 @@ impl LineState {
     /// Why `a` does not let its member act at `now`, if it does not.
     pub fn inactive_reason(&self, a: &AccreditationEntry, now: Millis) -> Option<String> {
         let acc = &a.accreditation;
+        // The member's own revocation first: it is the more specific reason.
+        if let Some((at, reason)) = &a.revoked
+            && *at <= now
+        {
+            return Some(format!("revoked at {}: {reason}", rfc3339(*at)));
+        }
         if let Some(m) = self.mission(&acc.host, &acc.guest)
             && let Some((at, reason)) = &m.closed
             && *at <= now
@@ -516,11 +522,6 @@ impl LineState {
                 "the mission was closed at {}: {reason}",
                 rfc3339(*at)
             ));
-        }
-        if let Some((at, reason)) = &a.revoked
-            && *at <= now
-        {
-            return Some(format!("revoked at {}: {reason}", rfc3339(*at)));
         }
         if let Some((at, reason)) = &a.ended
             && *at <= now

@@ -23,6 +23,7 @@ pub use liaison;
 pub use tlog;
 
 pub mod contact;
+pub mod evidence;
 pub mod line;
 pub mod log;
 pub mod share;
@@ -371,6 +372,11 @@ impl Dss {
 
     async fn commit(&self, f: WriteFn) -> Result<Outcome, NodeError> {
         Ok(self.store.transact(f).await??.outcome)
+    }
+
+    /// Runs `f` on the whole current state (for views such as the console's map).
+    pub fn view<T>(&self, f: impl FnOnce(&AirspaceState) -> T) -> Result<T, NodeError> {
+        self.read(f)
     }
 
     fn read<T>(&self, f: impl FnOnce(&AirspaceState) -> T) -> Result<T, NodeError> {
@@ -875,6 +881,61 @@ impl Log {
 
     pub fn size(&self) -> u64 {
         self.store.log_size()
+    }
+
+    /// An evidence bundle from the running node, as `(file name, bytes)` in
+    /// the layout `detente evidence export` writes (docs/evidence.md):
+    /// the selected entries, each with its inclusion proof against the
+    /// newest checkpoint, and `keys.txt`. Entries newer than that checkpoint
+    /// are left out.
+    pub async fn bundle(
+        &self,
+        selection: &evidence::Selection,
+    ) -> Result<Vec<(String, Vec<u8>)>, NodeError> {
+        let checkpoint = self.checkpoint().await?;
+        let (size, _) = self
+            .store
+            .latest_checkpoint()
+            .ok_or_else(|| NodeError::Store(StoreError("no checkpoint".into())))?;
+        let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut start = 0;
+        while start < size {
+            let end = (start + MAX_ENTRIES_PER_REQUEST).min(size);
+            entries.extend(self.store.log_entries(start, end).await?);
+            start = end;
+        }
+        let chosen =
+            evidence::select(&entries, selection).map_err(|e| NodeError::Store(StoreError(e)))?;
+        if chosen.is_empty() {
+            return Err(invalid(
+                "entity",
+                "no entry covered by the newest checkpoint matches this selection",
+            ));
+        }
+        let peers = evidence::peer_keys(&entries);
+        let mut files = vec![(
+            "keys.txt".to_string(),
+            evidence::keys_txt(&self.verifier_key(), &peers).into_bytes(),
+        )];
+        for i in chosen {
+            let proof = self
+                .store
+                .inclusion_proof(i, size)?
+                .map_err(|e| invalid("index", e.to_string()))?;
+            let p = tlog::bundle::TlogProof {
+                extra: None,
+                index: i,
+                proof,
+                checkpoint: checkpoint.clone(),
+            };
+            let bytes = entries
+                .get(usize::try_from(i).unwrap_or(usize::MAX))
+                .cloned()
+                .ok_or_else(|| NodeError::Store(StoreError("entry out of range".into())))?;
+            files.push((format!("{i}.entry"), bytes));
+            files.push((format!("{i}.tlog-proof"), p.to_text().into_bytes()));
+        }
+        Ok(files)
     }
 }
 

@@ -1,0 +1,112 @@
+//! Choosing what goes into an evidence bundle (docs/evidence.md): the
+//! entries about one entity, with the receipts for them, within a time
+//! range; and the peers' keys the log pinned. Pure: both the offline export
+//! (`detente evidence export`, from the data folder) and the console's
+//! export (from the running node) use it.
+
+use tlog::cbor::Value;
+use tlog::entry::SignedEntry;
+
+/// What a bundle should hold.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Only entries about this entity (an operational intent, constraint,
+    /// subscription, report, message, accreditation id), with the receipts
+    /// of the selected line records.
+    pub entity: Option<String>,
+    /// Only entries committed at or after this time (ms since the epoch).
+    pub since_ms: Option<u64>,
+    /// Only entries committed before this time.
+    pub until_ms: Option<u64>,
+}
+
+/// The value of `key` in a CBOR map.
+pub fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    let Value::Map(pairs) = v else {
+        return None;
+    };
+    pairs.iter().find_map(|(k, v)| match k {
+        Value::Text(k) if k == key => Some(v),
+        _ => None,
+    })
+}
+
+/// The entity an entry is about: the `id` of an airspace entry; for the
+/// line, the id of the message, acknowledged message, accreditation or
+/// revocation.
+pub fn body_id(e: &SignedEntry) -> Option<&str> {
+    let b = &e.entry.body;
+    let candidates = [
+        field(b, "id"),
+        field(b, "record").and_then(|r| field(r, "id")),
+        // A shared airspace change: the entity's own entry body.
+        field(b, "record")
+            .and_then(|r| field(r, "body"))
+            .and_then(|v| field(v, "id")),
+        field(b, "record")
+            .and_then(|r| field(r, "value"))
+            .and_then(|v| field(v, "id").or_else(|| field(v, "message"))),
+    ];
+    candidates.into_iter().flatten().find_map(|v| match v {
+        Value::Text(t) => Some(t.as_str()),
+        _ => None,
+    })
+}
+
+/// The indices of the entries (the log's first `entries.len()`) that the
+/// selection takes; an unreadable entry is an error naming its index.
+pub fn select(entries: &[Vec<u8>], s: &Selection) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    // A receipt names the leaf hash of the record it is for.
+    let mut selected_leaves = std::collections::HashSet::new();
+    for (i, bytes) in entries.iter().enumerate() {
+        let e =
+            SignedEntry::parse(bytes).map_err(|err| format!("entry {i} is unreadable: {err}"))?;
+        if let Some(id) = &s.entity {
+            let receipt_of_selected = e.entry.kind == "line.receipt"
+                && matches!(
+                    field(&e.entry.body, "record").and_then(|r| field(r, "leaf_hash")),
+                    Some(Value::Bytes(h)) if selected_leaves.contains(h.as_slice())
+                );
+            if body_id(&e) != Some(id.as_str()) && !receipt_of_selected {
+                continue;
+            }
+            selected_leaves.insert(tlog::leaf_hash(bytes).to_vec());
+        }
+        if s.since_ms.is_some_and(|t| e.entry.timestamp_ms < t)
+            || s.until_ms.is_some_and(|t| e.entry.timestamp_ms >= t)
+        {
+            continue;
+        }
+        out.push(i as u64);
+    }
+    Ok(out)
+}
+
+/// The peers whose records the log holds, with the keys this node pinned
+/// (`line.peer.added` entries), by name.
+pub fn peer_keys(entries: &[Vec<u8>]) -> std::collections::BTreeMap<String, String> {
+    let mut peers = std::collections::BTreeMap::new();
+    for bytes in entries {
+        if let Ok(e) = SignedEntry::parse(bytes)
+            && e.entry.kind == "line.peer.added"
+            && let Some(r) = field(&e.entry.body, "record")
+            && let (Some(Value::Text(n)), Some(Value::Text(k))) =
+                (field(r, "name"), field(r, "vkey"))
+        {
+            peers.insert(n.clone(), k.clone());
+        }
+    }
+    peers
+}
+
+/// The bundle's `keys.txt`.
+pub fn keys_txt(log_vkey: &str, peers: &std::collections::BTreeMap<String, String>) -> String {
+    let mut keys = format!(
+        "# Verifier keys (informational: trust keys you obtained out of band)\nlog {log_vkey}\n"
+    );
+    for k in peers.values() {
+        keys.push_str(&format!("peer {k}\n"));
+    }
+    keys
+}
