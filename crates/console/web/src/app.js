@@ -94,7 +94,9 @@ function refresh() {
   if (!app.session) return;
   if (refreshing) { refreshing.again = true; return; }
   refreshing = { again: false };
-  views[app.view].refresh(app).catch((e) => {
+  const work = [views[app.view].refresh(app)];
+  if (app.view !== 'line') work.push(lineView.alerts());
+  Promise.all(work).catch((e) => {
     if (e.status !== 401) console.warn('refresh', e);
   }).finally(() => {
     const again = refreshing.again;

@@ -109,6 +109,15 @@ export async function refresh() {
   }));
 }
 
+// The overdue banner, whatever view is shown.
+export async function alerts() {
+  const [inDue, outDue] = await Promise.all([
+    api('GET', '/line/v1/messages?direction=in&limit=1'),
+    api('GET', '/line/v1/messages?direction=out&limit=1'),
+  ]);
+  overdueAlert(inDue.overdue, outDue.overdue);
+}
+
 function overdueAlert(ours, theirs) {
   const parts = [];
   if (ours) parts.push(`${ours} awaiting OUR acknowledgement`);
