@@ -112,8 +112,8 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
     let jwt = root.join("jwt.pem");
     std::fs::write(&jwt, crate::demo::DEMO_PUBLIC_KEY_PEM)?;
     let fed_data = root.join("federation");
-    let na = NodeProcess::start(A, &root.join("alliance"), "127.0.0.1:0", &jwt)?;
-    let nf = NodeProcess::start(F, &fed_data, "127.0.0.1:0", &jwt)?;
+    let na = NodeProcess::start(A, &root.join("alliance"), "127.0.0.1:0", &jwt, &[])?;
+    let nf = NodeProcess::start(F, &fed_data, "127.0.0.1:0", &jwt, &[])?;
     let mut ca = Client::new(&na.base)?;
     let mut cf = Client::new(&nf.base)?;
     let (ka, kf) = (ca.text("/log/key").await?, cf.text("/log/key").await?);

@@ -56,6 +56,7 @@ impl NodeProcess {
         data: &std::path::Path,
         listen: &str,
         jwt: &std::path::Path,
+        extra: &[String],
     ) -> Result<Self> {
         use std::io::BufRead;
         let exe = std::env::current_exe().context("locating the detente binary")?;
@@ -79,6 +80,7 @@ impl NodeProcess {
             .arg(data)
             .arg("--jwt-public-key")
             .arg(jwt)
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var_os("RUST_LOG").unwrap_or_else(|| "error".into()),
@@ -110,6 +112,64 @@ impl NodeProcess {
             child,
         })
     }
+}
+
+/// Starts both nodes so that each witnesses the other's log: once to create
+/// their keys and learn them (log key, cosigner key), then again on the same
+/// addresses with `--witness-log` and `--witness` naming the other.
+async fn start_witnessing(
+    alliance: (&std::path::Path, &str),
+    federation: &std::path::Path,
+    jwt: &std::path::Path,
+) -> Result<(NodeProcess, NodeProcess)> {
+    let a = NodeProcess::start(ALLIANCE_NODE, alliance.0, alliance.1, jwt, &[])?;
+    let f = NodeProcess::start(FEDERATION_NODE, federation, "127.0.0.1:0", jwt, &[])?;
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(&url).send().await?.error_for_status()?;
+            Ok::<String, anyhow::Error>(r.text().await?.trim().to_string())
+        }
+    };
+    let (a_log, a_cosigner) = (
+        get(format!("{}/log/key", a.base)).await?,
+        get(format!("{}/witness/key", a.base)).await?,
+    );
+    let (f_log, f_cosigner) = (
+        get(format!("{}/log/key", f.base)).await?,
+        get(format!("{}/witness/key", f.base)).await?,
+    );
+    let (a_addr, f_addr) = (
+        a.base.trim_start_matches("http://").to_string(),
+        f.base.trim_start_matches("http://").to_string(),
+    );
+    let (a_base, f_base) = (a.base.clone(), f.base.clone());
+    drop(a);
+    drop(f);
+    let witness = |log: &str, cosigner: &str, base: &str| {
+        vec![
+            "--witness-log".to_string(),
+            log.to_string(),
+            "--witness".to_string(),
+            format!("{cosigner}@{base}"),
+        ]
+    };
+    let a = NodeProcess::start(
+        ALLIANCE_NODE,
+        alliance.0,
+        &a_addr,
+        jwt,
+        &witness(&f_log, &f_cosigner, &f_base),
+    )?;
+    let f = NodeProcess::start(
+        FEDERATION_NODE,
+        federation,
+        &f_addr,
+        jwt,
+        &witness(&a_log, &a_cosigner, &a_base),
+    )?;
+    Ok((a, f))
 }
 
 impl Drop for NodeProcess {
@@ -269,13 +329,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // Two parties, two nodes: separate processes, separate data folders.
     let alliance_data = data.join("alliance");
     let federation_data = data.join("federation");
-    let node = NodeProcess::start(
-        ALLIANCE_NODE,
-        &alliance_data,
-        &args.listen.to_string(),
+    let (node, fed_node) = start_witnessing(
+        (&alliance_data, &args.listen.to_string()),
+        &federation_data,
         &pubkey,
-    )?;
-    let fed_node = NodeProcess::start(FEDERATION_NODE, &federation_data, "127.0.0.1:0", &pubkey)?;
+    )
+    .await?;
     let base = node.base.clone();
     let fed_base = fed_node.base.clone();
     let mut c = Client::new(&base)?;
@@ -617,6 +676,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             .into_iter()
             .flatten()
             .any(|m| m["active"] == 2)
+    })
+    .await?;
+    // Baker sends next, from Alliance's node: it must hold his accreditation.
+    line.guest_sees(true, |v| {
+        v["missions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["host"] == FEDERATION_NODE && m["active"] == 1)
     })
     .await?;
     println!(

@@ -97,7 +97,8 @@ function refresh() {
   const work = [views[app.view].refresh(app)];
   if (app.view !== 'line') work.push(lineView.alerts());
   Promise.all(work).catch((e) => {
-    if (e.status !== 401) console.warn('refresh', e);
+    // Try again shortly: a view must not stay stale until the next change.
+    if (e.status !== 401) { console.warn('refresh', e); setTimeout(refresh, 2000); }
   }).finally(() => {
     const again = refreshing.again;
     refreshing = null;

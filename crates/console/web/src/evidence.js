@@ -29,10 +29,14 @@ export async function refresh() {
   $('#checkpoint').textContent = note;
   const lines = note.split('\n');
   const sigs = lines.filter((l) => l.startsWith('\u2014 '));
+  const origin = lines[0];
   $('#cosigners').replaceChildren(...sigs.map((l) => {
     const name = l.slice(2).split(' ')[0];
-    return el('li', {}, el('strong', {}, name), ' ', el('span', { class: 'mono small' }, l.slice(2 + name.length + 1, 2 + name.length + 20) + '…'));
+    const what = name === origin ? 'signed by this node' : 'cosigned by the witness';
+    return el('li', { class: name === origin ? 'sig-own' : 'sig-cosigner' }, `${what} `, el('strong', {}, name), ' ',
+      el('span', { class: 'mono small' }, `${l.slice(2 + name.length + 1, 2 + name.length + 20)}…`));
   }));
+  if (sigs.length < 2) $('#cosigners').append(el('li', { class: 'small' }, 'No witness has cosigned this checkpoint yet (witnesses are configured with --witness).'));
   try {
     const [air, msgs] = await Promise.all([api('GET', '/console/api/airspace'), api('GET', '/line/v1/messages?limit=100')]);
     const sel = $('#e-entity');

@@ -26,12 +26,15 @@ export async function init() {
     .setView([50, 20], 4);
   map.attributionControl.setPrefix(false);
   map.attributionControl.addAttribution('Basemap: Natural Earth 1:50m');
-  const base = await (await fetch('basemap.json')).json();
-  L.geoJSON(base.land, { interactive: false, style: { color: '#9c9480', weight: 0.6, fillColor: '#ece6d6', fillOpacity: 1 } }).addTo(map);
-  L.geoJSON(base.borders, { interactive: false, style: { color: '#8a7f6a', weight: 0.8, dashArray: '3 3' } }).addTo(map);
+  // The basemap in its own pane below the operations, whenever it arrives.
+  map.createPane('basemap').style.zIndex = 350;
   layer = L.layerGroup().addTo(map);
   $('#all-times').addEventListener('change', () => { $('#time').disabled = $('#all-times').checked; draw(); });
   $('#time').addEventListener('input', draw);
+  draw();
+  const base = await (await fetch('basemap.json')).json();
+  L.geoJSON(base.land, { pane: 'basemap', interactive: false, style: { color: '#9c9480', weight: 0.6, fillColor: '#ece6d6', fillOpacity: 1 } }).addTo(map);
+  L.geoJSON(base.borders, { pane: 'basemap', interactive: false, style: { color: '#8a7f6a', weight: 0.8, dashArray: '3 3' } }).addTo(map);
 }
 
 export function shown() {
@@ -83,7 +86,7 @@ function select(kind, x) {
 }
 
 function draw() {
-  if (!map || !data) return;
+  if (!map || !layer || !data) return;
   const t = at();
   const [a, b] = span();
   $('#time-label').textContent = t === null ? `${utc(a)} → ${utc(b)}` : utc(t);

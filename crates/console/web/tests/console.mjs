@@ -63,7 +63,7 @@ try {
   // Land and borders: two non-interactive layers, clipped to the view;
   // zoomed out, Italy's coasts and the Alps' borders are in it.
   for (let i = 0; i < 3; i++) { await a.locator('.leaflet-control-zoom-out').click(); await a.waitForTimeout(400); }
-  const basemap = await a.evaluate(() => [...document.querySelectorAll('.leaflet-overlay-pane path:not(.leaflet-interactive)')]
+  const basemap = await a.evaluate(() => [...document.querySelectorAll('.leaflet-basemap-pane path')]
     .map((p) => (p.getAttribute('d') || '').length));
   check(basemap.length === 2 && basemap.every((n) => n > 1000), `the offline basemap (Natural Earth land and borders) is drawn (${basemap.join(' + ')} bytes of outline)`);
   for (let i = 0; i < 3; i++) { await a.locator('.leaflet-control-zoom-in').click(); await a.waitForTimeout(400); }
@@ -151,7 +151,8 @@ try {
 
   step = 'evidence';
   await a.keyboard.press('4');
-  await a.locator('#cosigners li').first().waitFor({ timeout: T });
+  await a.locator('#cosigners li.sig-cosigner', { hasText: 'federation.detente.demo' }).waitFor({ timeout: T });
+  ok('the evidence view shows Federation\'s cosignature on Alliance\'s checkpoint (the nodes witness each other)');
   check((await a.locator('#checkpoint').textContent()).startsWith('alliance.detente.demo\n'), 'the evidence view shows the latest signed checkpoint');
   const id = await a.evaluate(async (t) => {
     const m = await (await fetch('/line/v1/messages?direction=out')).json();
