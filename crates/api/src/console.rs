@@ -303,6 +303,8 @@ pub fn routes() -> Router<Shared> {
         .route("/console/api/airspace", get(airspace))
         .route("/console/api/events", get(events))
         .route("/console/api/evidence", get(evidence))
+        .route("/console/api/basemap", get(basemap))
+        .route("/console/api/tiles/{z}/{x}/{y}", get(tile))
         .route("/console/{*path}", get(asset))
 }
 
@@ -645,6 +647,65 @@ fn tar(dir: &str, files: &[(String, Vec<u8>)], mtime_s: u64) -> Vec<u8> {
     }
     out.resize(out.len() + 1024, 0);
     out
+}
+
+/// The local tile source, if the operator configured one (`basemap_mbtiles`).
+async fn basemap(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    logged_in(&st, &h)?;
+    Ok(Json(match &st.tiles {
+        None => json!({ "tiles": null }),
+        Some(t) => {
+            let i = t.info();
+            json!({ "tiles": {
+                "url": "/console/api/tiles/{z}/{x}/{y}",
+                "name": i.name, "format": i.format, "min_zoom": i.min_zoom,
+                "max_zoom": i.max_zoom, "attribution": i.attribution,
+            }})
+        }
+    }))
+}
+
+async fn tile(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path((z, x, y)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    logged_in(&st, &h)?;
+    let Some(t) = &st.tiles else {
+        return Err(ApiError::Node(
+            airspace::DomainError::NotFound {
+                kind: "local tile source",
+                id: "basemap_mbtiles".into(),
+            }
+            .into(),
+        ));
+    };
+    let z: u8 = z
+        .parse()
+        .ok()
+        .filter(|z| *z <= 30)
+        .ok_or_else(|| ApiError::bad("z", "a zoom level 0–30"))?;
+    let x: u32 = x.parse().map_err(|_| ApiError::bad("x", "a tile column"))?;
+    let y: u32 = y
+        .trim_end_matches(".png")
+        .parse()
+        .map_err(|_| ApiError::bad("y", "a tile row"))?;
+    let Some(bytes) = t.tile(z, x, y).await.map_err(node::NodeError::Store)? else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let ct = match t.info().format.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        _ => "image/png",
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

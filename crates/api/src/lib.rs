@@ -152,6 +152,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub metrics: Metrics,
     pub console: console::Console,
+    /// The operator's local raster basemap, if one is configured.
+    pub tiles: Option<Arc<dyn node::TileSource>>,
 }
 
 impl AppState {

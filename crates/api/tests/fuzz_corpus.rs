@@ -67,3 +67,25 @@ fn line_corpus_parses_without_panicking_and_reencodes_identically() {
         "the seed corpus holds valid records and bodies ({accepted} parsed)"
     );
 }
+
+#[test]
+fn console_corpus_is_refused_without_panicking() {
+    let console = api::console::Console::new(&[7; 32], "fuzz.node", vec![]);
+    let corpus = inputs("console_inputs");
+    assert!(!corpus.is_empty(), "the corpus is committed");
+    for input in &corpus {
+        assert!(
+            !api::fuzzing::console_inputs(&console, input),
+            "no corpus entry carries a challenge or a session of this node: {}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // The same path takes a well-formed login that answers a live challenge.
+    let login = format!(
+        r#"{{"member":"{}","challenge":"{}","signature":"{}"}}"#,
+        liaison::MemberSigner::from_seed(&[1; 32]).key().to_hex(),
+        console.challenge(0),
+        "22".repeat(64)
+    );
+    assert!(api::fuzzing::console_inputs(&console, login.as_bytes()));
+}

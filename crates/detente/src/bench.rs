@@ -247,6 +247,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         witness_logs: vec![],
         witnesses: vec![],
         console_admin_roles: vec![],
+        basemap_mbtiles: None,
     })
 }
 

@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub witness_logs: Option<Vec<String>>,
     pub witnesses: Option<Vec<String>>,
     pub console_admin_roles: Option<Vec<String>>,
+    pub basemap_mbtiles: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -60,6 +61,7 @@ pub struct NodeConfig {
     pub witness_logs: Vec<String>,
     pub witnesses: Vec<String>,
     pub console_admin_roles: Vec<String>,
+    pub basemap_mbtiles: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

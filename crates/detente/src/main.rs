@@ -172,6 +172,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     console_admin_roles: Vec<String>,
+    /// An MBTiles file of raster tiles (png, jpg or webp) the console's map draws under the Natural Earth borders.
+    #[arg(long, env = "DETENTE_BASEMAP_MBTILES")]
+    basemap_mbtiles: Option<PathBuf>,
     /// DANGEROUS, local experiments only: accept tokens without checking their signature.
     #[arg(long)]
     insecure_dev_auth: bool,
@@ -228,6 +231,7 @@ impl ServeArgs {
             } else {
                 self.console_admin_roles
             },
+            basemap_mbtiles: self.basemap_mbtiles.or(file.basemap_mbtiles),
         })
     }
 }

@@ -120,6 +120,16 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         Some(identity.clone()),
     );
     let log = node::Log::new(store, log_signer);
+    let tiles: Option<Arc<dyn node::TileSource>> = match &cfg.basemap_mbtiles {
+        None => None,
+        Some(p) => {
+            let m = store::Mbtiles::open(p)
+                .await
+                .map_err(|e| anyhow!("basemap_mbtiles: {e}"))?;
+            tracing::info!(file = %p.display(), info = ?node::TileSource::info(&m), "console basemap tiles");
+            Some(Arc::new(m))
+        }
+    };
     let state = Arc::new(AppState {
         dss,
         log,
@@ -129,6 +139,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         limiter: RateLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst),
         metrics: Metrics::default(),
         console: api::console::Console::new(&seed, &key_name, cfg.console_admin_roles.clone()),
+        tiles,
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -1,6 +1,7 @@
 //! The operator console in a real browser: Debian's Chromium driven by
 //! playwright-core (scripts in crates/console/web/tests/) against real nodes
-//! — the demo's two, and one node restarted under the console's feet.
+//! — the demo's two, and one with a local tile source restarted under the
+//! console's feet.
 //! Screenshots of every view are saved under
 //! `$CARGO_TARGET_TMPDIR/console-screenshots/`.
 //!
@@ -188,11 +189,15 @@ fn the_console_in_a_real_browser_against_the_demo() {
 }
 
 #[tokio::test]
-async fn the_console_shows_a_node_restart_and_reconnects() {
-    let Some(browser) = chromium("the_console_shows_a_node_restart_and_reconnects") else {
+async fn the_console_draws_local_tiles_and_reconnects_through_a_node_restart() {
+    let Some(browser) =
+        chromium("the_console_draws_local_tiles_and_reconnects_through_a_node_restart")
+    else {
         return;
     };
-    let mut node = TestNode::start(bin());
+    // A tiny raster basemap (tests/data/make_mbtiles.py made it).
+    let tiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/theatre.mbtiles");
+    let mut node = TestNode::start_with(bin(), &["--basemap-mbtiles", tiles.to_str().unwrap()]);
     let admin = token("line-admin", "detente.line.admin");
     let dir = tempfile::tempdir().unwrap();
     let members = node.url("/line/v1/members");

@@ -29,6 +29,26 @@ pub mod log;
 pub mod share;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A local raster tile source for the console's map (an operator's MBTiles
+/// file), served by the node itself: no tile ever comes from outside.
+pub trait TileSource: Send + Sync {
+    /// What the map needs to know: format, zoom range, attribution.
+    fn info(&self) -> &TileInfo;
+    /// The tile at `z/x/y` (XYZ numbering, y from the north), if the source has it.
+    fn tile(&self, z: u8, x: u32, y: u32) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+}
+
+/// A tile source's metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TileInfo {
+    pub name: String,
+    /// `png`, `jpg` or `webp`.
+    pub format: String,
+    pub min_zoom: u8,
+    pub max_zoom: u8,
+    pub attribution: String,
+}
 /// A decision to run inside the store's serialised write path.
 pub type WriteFn = Box<dyn FnOnce(&AirspaceState) -> Result<Decision, DomainError> + Send>;
 /// A decision of the line, run in the same serialised write path.

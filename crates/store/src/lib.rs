@@ -6,6 +6,8 @@
 //! The only crate that knows SQL. It never decides anything: it runs the
 //! decisions `node` hands it, persists their events, and applies them.
 
+pub mod mbtiles;
 mod sqlite;
 
+pub use mbtiles::Mbtiles;
 pub use sqlite::{SqliteStore, read_log};

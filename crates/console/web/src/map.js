@@ -32,8 +32,19 @@ export async function init() {
   $('#all-times').addEventListener('change', () => { $('#time').disabled = $('#all-times').checked; draw(); });
   $('#time').addEventListener('input', draw);
   draw();
+  // The operator's own raster tiles, when the node has some (MBTiles),
+  // under Natural Earth's coasts and borders.
+  let local = null;
+  try { local = (await api('GET', '/console/api/basemap')).tiles; } catch { local = null; }
+  if (local) {
+    map.createPane('tiles').style.zIndex = 340;
+    L.tileLayer(local.url, {
+      pane: 'tiles', minNativeZoom: local.min_zoom, maxNativeZoom: local.max_zoom,
+      attribution: local.attribution || local.name, className: 'local-tiles',
+    }).addTo(map);
+  }
   const base = await (await fetch('basemap.json')).json();
-  L.geoJSON(base.land, { pane: 'basemap', interactive: false, style: { color: '#9c9480', weight: 0.6, fillColor: '#ece6d6', fillOpacity: 1 } }).addTo(map);
+  L.geoJSON(base.land, { pane: 'basemap', interactive: false, style: { color: '#9c9480', weight: 0.6, fillColor: '#ece6d6', fillOpacity: local ? 0 : 1 } }).addTo(map);
   L.geoJSON(base.borders, { pane: 'basemap', interactive: false, style: { color: '#8a7f6a', weight: 0.8, dashArray: '3 3' } }).addTo(map);
 }
 

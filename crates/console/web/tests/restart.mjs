@@ -1,5 +1,6 @@
-// The console through a node restart: it shows that it is offline, comes
-// back by itself, and shows what changed meanwhile without a reload. Run by
+// The console of a node with a local tile source (MBTiles), and through a
+// node restart: it shows that it is offline, comes back by itself, and
+// shows what changed meanwhile without a reload. Run by
 // crates/detente/tests/console.rs, which stops and restarts the node when
 // this script asks (a line on stdout, answered on stdin). Env: NODE_URL,
 // KEY (a member's key file), SHOTS, CHROMIUM.
@@ -26,11 +27,17 @@ function check(cond, what) {
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], headless: true });
 const page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
+const tiles = [];
+page.on('response', (r) => { if (r.url().includes('/console/api/tiles/')) tiles.push(r.status()); });
 try {
   await page.goto(`${NODE_URL}/console/`);
   await page.locator('#key-file').setInputFiles(KEY);
   await page.locator('#login-form button[type=submit]').click();
   await page.locator('#conn.online').waitFor({ timeout: T });
+  await page.locator('.local-tiles img.leaflet-tile-loaded').first().waitFor({ timeout: T });
+  check(tiles.length > 0 && tiles.every((s) => s === 200), `the map draws the node's local MBTiles basemap (${tiles.length} tiles, all from the node)`);
+  check((await page.locator('.leaflet-control-attribution').textContent()).includes('Test theatre grid'), 'with its attribution');
+  await page.screenshot({ path: join(SHOTS, 'local-tiles.png') });
   await page.keyboard.press('3');
   await page.locator('#members tbody tr').first().waitFor({ timeout: T });
   const before = await page.locator('#members tbody tr').count();
