@@ -45,10 +45,83 @@ pub struct BenchArgs {
     /// Entries for the evidence-log measurements (0 skips them).
     #[arg(long, default_value_t = 1_000_000)]
     log_entries: u64,
+    /// Also run the 4D area query as hand-written SQL on PostGIS (GiST over
+    /// geometry, tstzrange and numrange), same intents, same areas, and print
+    /// the ratio: a PostgreSQL URL (its table detente_bench_intents is replaced).
+    #[arg(long, env = "DETENTE_BENCH_POSTGIS")]
+    postgis: Option<String>,
     /// Folder for the benchmark's stores (default: a temporary folder, removed
     /// after; a folder given here is kept, to restart a node on it).
     #[arg(long)]
     data: Option<PathBuf>,
+}
+
+/// The same 4D area queries as hand-written PostGIS SQL on the same intents:
+/// the answers are compared on sample areas, then the rate is measured with
+/// the same concurrency and printed beside the embedded one's.
+async fn postgis_baseline(
+    url: &str,
+    dss: &Dss,
+    embedded: &Measured,
+    concurrency: usize,
+    seconds: u64,
+    now: Timestamp,
+) -> Result<()> {
+    let intents: Vec<(Uuid, Vec<Volume4D>)> = dss.view(|s| {
+        s.intents()
+            .map(|i| (i.id, i.extents.iter().map(|p| p.volume.clone()).collect()))
+            .collect()
+    })?;
+    let pg = Arc::new(
+        store::PostgisBaseline::connect(url, concurrency.min(32) as u32)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let started = Instant::now();
+    pg.load(&intents).await.map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "{:<44} loaded {} intents into PostGIS and indexed them in {:.1} s",
+        "",
+        intents.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let area = move |seed: u64| {
+        let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+        let (lat, lng) = (40.0 + 10.0 * rng.unit(), 10.0 * rng.unit());
+        square(lat, lng, 0.0045, now, now.plus_seconds(86_400))
+    };
+    // Same answers? (PostGIS here is planar on lat/lng; the node's edges are
+    // geodesics: at this size they agree but for slivers.)
+    let (mut same, mut hits) = (0, 0);
+    for seed in 0..200u64 {
+        let a = area(seed + 1);
+        let mut mine: Vec<Uuid> = dss
+            .query_intents(Some(a.clone()))?
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        let mut theirs = pg.query(&a).await.map_err(|e| anyhow::anyhow!(e))?;
+        mine.sort();
+        theirs.sort();
+        hits += mine.len();
+        same += usize::from(mine == theirs);
+    }
+    let p = pg.clone();
+    let m = measure(concurrency, seconds, move |seed| {
+        let p = p.clone();
+        async move { p.query(&area(seed)).await.is_ok() }
+    })
+    .await;
+    println!(
+        "{}",
+        m.line("4D area query, hand-written PostGIS + GiST", "-")
+    );
+    println!(
+        "{:<44} embedded / PostGIS: {:.1}× (target ≥ 10×); same answers on {same} of 200 sample areas ({hits} hits)",
+        "",
+        embedded.rate() / m.rate()
+    );
+    Ok(())
 }
 
 /// xorshift64*: deterministic, dependency-free.
@@ -368,6 +441,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 }
             )
         );
+
+        if let Some(url) = &args.postgis {
+            postgis_baseline(url, &dss, &m, args.concurrency, args.seconds, now).await?;
+        }
 
         // The same over HTTP (RS256 bearer token, JSON both ways).
         let cfg = node_config(dir.join("http")).await?;

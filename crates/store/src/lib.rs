@@ -7,7 +7,9 @@
 //! decisions `node` hands it, persists their events, and applies them.
 
 pub mod mbtiles;
+pub mod postgis;
 mod sqlite;
 
 pub use mbtiles::Mbtiles;
+pub use postgis::PostgisBaseline;
 pub use sqlite::{SqliteStore, read_log};
