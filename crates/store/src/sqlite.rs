@@ -734,8 +734,17 @@ impl SqliteStore {
             .map_err(err("opening the database"))?;
         migrate(&mut conn).await?;
         let started = std::time::Instant::now();
+        // The log (tree and line state) loads on its own connection and task
+        // while the airspace rows are decoded: a cold start uses both cores.
+        let mut log_conn = SqliteConnection::connect_with(&opts)
+            .await
+            .map_err(err("opening the database"))?;
+        let name = signer.signer.name.clone();
+        let log_load = tokio::spawn(async move { load_tree(&mut log_conn, &name).await });
         let (state, ids) = load(&mut conn).await?;
-        let (tree, line) = load_tree(&mut conn, &signer.signer.name).await?;
+        let (tree, line) = log_load
+            .await
+            .map_err(|e| StoreError(format!("loading the log: {e}")))??;
         let latest: Option<(i64, String)> =
             sqlx::query_as("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
                 .fetch_optional(&mut conn)
