@@ -2,7 +2,10 @@
 //! thousands of member-signed messages from Federation to Alliance, while a
 //! seeded schedule SIGKILLs and restarts the receiver (and now and then the
 //! sender), pauses either with SIGSTOP, and cuts and restores the link
-//! through a TCP proxy of the test's own. At the end every message a client
+//! through a TCP proxy of the test's own; the nodes' wall clocks disagree
+//! (libfaketime), the sender's by a new offset at each of its restarts, and
+//! one sender writes on a mission channel under an accreditation made by
+//! the receiver's clock. At the end every message a client
 //! was told was accepted is classified as ok / lost / duplicated /
 //! reordered (the Jepsen queue checker's categories), and both logs must
 //! verify and carry the other's cosignature.
@@ -35,6 +38,35 @@ fn bin() -> &'static Path {
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var_os(name).and_then(|s| s.to_str().and_then(|s| s.parse().ok()))
+}
+
+/// The environment that runs a node with its wall clock offset by
+/// `offset_s` (libfaketime, monotonic time untouched so timers behave), or
+/// none when libfaketime is missing: the clock offsets are then skipped
+/// (said on the terminal), unless `DETENTE_REQUIRE_FAKETIME` is set.
+fn clock(offset_s: i64) -> Vec<(String, String)> {
+    let lib = std::env::var_os("DETENTE_FAKETIME_LIB")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1".into());
+    if !lib.exists() {
+        assert!(
+            std::env::var_os("DETENTE_REQUIRE_FAKETIME").is_none(),
+            "DETENTE_REQUIRE_FAKETIME is set but {} does not exist (apt install faketime)",
+            lib.display()
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED clock offsets: {} does not exist (apt install faketime)",
+            lib.display()
+        );
+        return Vec::new();
+    }
+    vec![
+        ("LD_PRELOAD".into(), lib.display().to_string()),
+        ("FAKETIME".into(), format!("{offset_s:+}s")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
 }
 
 /// xorshift64*: a replayable schedule needs nothing more.
@@ -108,12 +140,8 @@ async fn call(
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut r = if method == "GET" {
-        c.get(url)
-    } else {
-        c.post(url)
-    }
-    .bearer_auth(tok);
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut r = c.request(method, url).bearer_auth(tok);
     if let Some(b) = body {
         r = r.json(&b);
     }
@@ -186,6 +214,12 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
     let f_wit = text(&f.url("/witness/key")).await;
     let proxy = Proxy::start(a_tls).await;
     let proxied_a = format!("https://{}", proxy.addr);
+    // The nodes' clocks disagree: Alliance's runs up to 15 s ahead, and
+    // Federation's up to 100 s behind, drawn again at each of its restarts.
+    let mut clocks = Rng(seed ^ 0xc10c);
+    let a_offset = clocks.below(16) as i64;
+    a.env = clock(a_offset);
+    f.env = clock(-(clocks.below(101) as i64));
     a.restart_with(&[
         "--name",
         A,
@@ -230,9 +264,55 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
             "POST",
             &f.url("/line/v1/members"),
             &admin,
-            Some(json!({ "key": s.key().to_hex(), "name": format!("sender {i}"), "role": "duty officer", "spheres": ["direct-line"] })),
+            Some(json!({ "key": s.key().to_hex(), "name": format!("sender {i}"), "role": "duty officer", "spheres": ["direct-line", "military"] })),
         )
         .await;
+    }
+    // Sender 1 writes on the military channel: Alliance accredits it (by
+    // Alliance's clock), and Federation's node, whose clock is behind, must
+    // take its messages at once.
+    let sender1 = senders[1].key().to_hex();
+    for _ in 0..200 {
+        let (s, v) = call("GET", &a.url("/line/v1/members"), &admin, None)
+            .await
+            .unwrap();
+        if s == 200
+            && v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["key"] == sender1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    must(
+        "PUT",
+        &a.url(&format!("/line/v1/missions/{F}/quota")),
+        &admin,
+        Some(json!({ "quota": 1 })),
+    )
+    .await;
+    must(
+        "POST",
+        &a.url(&format!("/line/v1/missions/{F}/accreditations")),
+        &admin,
+        Some(json!({ "member": sender1, "name": "sender 1", "role": "liaison officer", "spheres": ["military"], "valid_until_ms": now_ms() + 86_400_000 })),
+    )
+    .await;
+    for tries in 0.. {
+        let v = must("GET", &f.url("/line/v1/missions"), &admin, None).await;
+        // Present, though perhaps not yet started by Federation's clock.
+        if v["missions"].as_array().unwrap().iter().any(|m| {
+            m["accreditations"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        }) {
+            break;
+        }
+        assert!(tries < 400, "the accreditation never reached Federation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let a = Arc::new(Mutex::new(a));
@@ -264,7 +344,11 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
                     id,
                     from: F.into(),
                     to: A.into(),
-                    sphere: Sphere::DirectLine,
+                    sphere: if i == 1 {
+                        Sphere::Military
+                    } else {
+                        Sphere::DirectLine
+                    },
                     precedence: lane,
                     sender: s.key(),
                     seq,
@@ -337,8 +421,10 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
                 _ => {
                     f2.lock().await.kill();
                     tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
-                    f2.lock().await.start_again();
-                    log.push("kill -9 sender, restart");
+                    let mut f = f2.lock().await;
+                    f.env = clock(-(rng.below(101) as i64));
+                    f.start_again();
+                    log.push("kill -9 sender, restart with another clock offset");
                 }
             }
         }

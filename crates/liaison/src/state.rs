@@ -507,6 +507,18 @@ impl LineState {
 
     /// Why `a` does not let its member act at `now`, if it does not.
     pub fn inactive_reason(&self, a: &AccreditationEntry, now: Millis) -> Option<String> {
+        self.inactive_reason_at(a, now, 0)
+    }
+
+    /// As [`LineState::inactive_reason`], but taking an accreditation that
+    /// starts up to `early` ms after `now` as started (a guest's node whose
+    /// clock is behind the host's).
+    fn inactive_reason_at(
+        &self,
+        a: &AccreditationEntry,
+        now: Millis,
+        early: Millis,
+    ) -> Option<String> {
         let acc = &a.accreditation;
         // The member's own revocation first: it is the more specific reason.
         if let Some((at, reason)) = &a.revoked
@@ -528,7 +540,7 @@ impl LineState {
         {
             return Some(format!("ended at {}: {reason}", rfc3339(*at)));
         }
-        if now < acc.valid_from {
+        if now.saturating_add(early) < acc.valid_from {
             return Some(format!("valid only from {}", rfc3339(acc.valid_from)));
         }
         if now >= acc.valid_until {
@@ -561,13 +573,28 @@ impl LineState {
         sphere: Sphere,
         now: Millis,
     ) -> Result<(), String> {
+        self.accredited_early(host, guest, member, sphere, now, 0)
+    }
+
+    /// As [`LineState::accredited`], taking an accreditation that starts
+    /// up to `early` ms after `now` as started: for the guest's own node,
+    /// whose clock may be behind the host's (which checks again on receipt).
+    pub fn accredited_early(
+        &self,
+        host: &str,
+        guest: &str,
+        member: &MemberKey,
+        sphere: Sphere,
+        now: Millis,
+        early: Millis,
+    ) -> Result<(), String> {
         let mut reason = format!("no accreditation at {host}");
         for a in self.accreditations.values().filter(|a| {
             a.accreditation.host == host
                 && a.accreditation.guest == guest
                 && a.accreditation.member == *member
         }) {
-            match self.inactive_reason(a, now) {
+            match self.inactive_reason_at(a, now, early) {
                 None if a.accreditation.spheres.contains(&sphere) => return Ok(()),
                 None => reason = format!("the accreditation does not cover the {sphere} channel"),
                 Some(r) => reason = r,

@@ -81,6 +81,9 @@ pub struct TestNode {
     child: Child,
     bin: PathBuf,
     extra: Vec<String>,
+    /// Environment for the process, kept across restarts (set it before
+    /// [`TestNode::start_again`] to restart with another, e.g. a clock offset).
+    pub env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -101,12 +104,18 @@ impl TestNode {
     pub fn start_raw(bin: &Path, extra: &[&str]) -> TestNode {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
-        let mut n = Self::spawn(bin, &data, "127.0.0.1:0", extra);
+        let mut n = Self::spawn(bin, &data, "127.0.0.1:0", extra, &[]);
         n._tmp = Some(tmp);
         n
     }
 
-    fn spawn(bin: &Path, data: &Path, listen: &str, extra: &[&str]) -> TestNode {
+    fn spawn(
+        bin: &Path,
+        data: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> TestNode {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--data")
@@ -114,6 +123,7 @@ impl TestNode {
             .args(["--listen", listen, "--jwt-audience", AUDIENCE])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawning detente serve");
@@ -142,6 +152,7 @@ impl TestNode {
             child,
             bin: bin.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.to_vec(),
             _tmp: None,
         }
     }
@@ -179,7 +190,7 @@ impl TestNode {
     pub fn start_again(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(|s| s.as_str()).collect();
         let listen = self.base.trim_start_matches("http://").to_string();
-        let fresh = Self::spawn(&self.bin, &self.data, &listen, &extra);
+        let fresh = Self::spawn(&self.bin, &self.data, &listen, &extra, &self.env);
         self.base = fresh.base.clone();
         self.peer_base = fresh.peer_base.clone();
         let mut fresh = fresh;

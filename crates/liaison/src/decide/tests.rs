@@ -770,3 +770,50 @@ fn a_receipt_names_the_receiver_s_log_root_right_after_the_record() {
     assert_eq!(tree.root(r.tree_size).unwrap(), r.root);
     assert_eq!(r.leaf_hash, tlog::leaf_hash(&a.log[r.index as usize]));
 }
+
+#[test]
+fn a_guest_whose_clock_is_behind_the_hosts_can_send_as_soon_as_it_is_accredited() {
+    let (mut a, mut f, _, _, _) = peered();
+    let (s3, m3) = member(3, Sphere::ALL);
+    f.run(register_member(&f.state, m3), T0);
+    deliver(&mut f, &mut a, T0);
+    // Alliance accredits at t1 by its clock; Federation's runs 90 s behind.
+    let (t1, behind) = (T0 + 3_600_000, 90_000);
+    a.run(
+        accredit(
+            &a.state,
+            Accredit {
+                id: Uuid::from_u128(60),
+                guest: F.into(),
+                member: s3.key(),
+                name: "Capt. F".into(),
+                role: "liaison officer".into(),
+                spheres: vec![Sphere::Military],
+                valid_from: t1,
+                valid_until: t1 + 86_400_000,
+            },
+            t1,
+        ),
+        t1,
+    );
+    deliver(&mut a, &mut f, t1 + 200 - behind);
+    // One second later in real time, Federation's node takes the message...
+    let m = text(F, A, &s3, 1, Sphere::Military, Precedence::Routine);
+    let id = m.value.id;
+    f.run(
+        send_message(&f.state, m, t1 + 1000 - behind),
+        t1 + 1000 - behind,
+    );
+    // ...and Alliance, whose clock decides, accepts it on receipt.
+    deliver(&mut f, &mut a, t1 + 1000);
+    assert!(matches!(
+        f.state.message(&id).unwrap().delivery,
+        Delivery::Delivered { .. }
+    ));
+    // A clock further behind than the tolerance is still told to wait.
+    let early = text(F, A, &s3, 2, Sphere::Military, Precedence::Routine);
+    assert!(matches!(
+        send_message(&f.state, early, t1 - CLOCK_SKEW_MS - 1),
+        Err(LineError::NotAccredited { reason, .. }) if reason.contains("valid only from")
+    ));
+}
