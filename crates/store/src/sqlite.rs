@@ -441,9 +441,34 @@ async fn persist(
     Ok(())
 }
 
+/// The writer's connection after a failed commit. SQLite does not always
+/// roll a transaction back when COMMIT fails (SQLITE_FULL, an I/O error),
+/// and on a connection still inside it sqlx would nest the next transaction
+/// as a savepoint that never commits — acknowledging writes that a restart
+/// then loses (found by tests/disk_full.rs). Closing the connection rolls
+/// the transaction back; the next one starts clean, and the state is
+/// reloaded through it, so nothing of the failed batch is seen.
+async fn reconnect(old: SqliteConnection, opts: &SqliteConnectOptions) -> SqliteConnection {
+    if let Err(e) = old.close().await {
+        tracing::warn!(error = %e, "closing the writer's connection after a failed commit");
+    }
+    let mut wait = std::time::Duration::from_millis(50);
+    loop {
+        match SqliteConnection::connect_with(opts).await {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::error!(error = %e, "reopening the database after a failed commit; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn writer(
     mut conn: SqliteConnection,
+    opts: SqliteConnectOptions,
     state: Arc<RwLock<AirspaceState>>,
     line: Arc<RwLock<LineState>>,
     log: Arc<LogState>,
@@ -690,6 +715,7 @@ async fn writer(
                     *r = Err(e.clone());
                 }
             }
+            conn = reconnect(conn, &opts).await;
             match load(&mut conn).await {
                 Ok((fresh, fresh_ids)) => {
                     *state.write().unwrap_or_else(|p| p.into_inner()) = fresh;
@@ -770,6 +796,7 @@ impl SqliteStore {
         let appended = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(writer(
             conn,
+            opts.clone(),
             state.clone(),
             line.clone(),
             log.clone(),

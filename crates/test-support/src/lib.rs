@@ -100,6 +100,16 @@ impl TestNode {
         Self::start_raw(bin, &args.iter().map(|s| s.as_str()).collect::<Vec<_>>())
     }
 
+    /// Starts a node on the data folder `data` (created if needed; kept),
+    /// trusting the committed test key.
+    pub fn start_in(bin: &Path, data: &Path, extra: &[&str]) -> TestNode {
+        let pem = keys_dir().join("test-public.pem");
+        let mut args: Vec<String> = vec!["--jwt-public-key".into(), pem.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Self::spawn(bin, data, "127.0.0.1:0", &args, &[])
+    }
+
     /// Starts a node with exactly these extra flags (no key is added).
     pub fn start_raw(bin: &Path, extra: &[&str]) -> TestNode {
         let tmp = tempfile::tempdir().expect("tempdir");
