@@ -282,18 +282,7 @@ async fn sigkill_under_load_leaves_no_change_without_its_entry_nor_entry_without
 }
 
 fn run(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(bin())
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    run_cli(bin(), args, &[])
 }
 
 fn copy_dir(from: &Path, to: &Path) {

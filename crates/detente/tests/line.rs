@@ -518,18 +518,11 @@ impl Base for TestNode {
 }
 
 fn cli(node: &TestNode, tok: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(bin())
-        .args(args)
-        .env("DETENTE_NODE", &node.base)
-        .env("DETENTE_TOKEN", tok)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    run_cli(
+        bin(),
+        args,
+        &[("DETENTE_NODE", &node.base), ("DETENTE_TOKEN", tok)],
+    )
 }
 
 #[tokio::test]

@@ -719,7 +719,7 @@ pub fn send_message_as(
         // As this node knows the host's accreditations, allowing for this
         // node's clock being behind the host's; the host checks again.
         state
-            .accredited_early(
+            .accredited(
                 &msg.to,
                 state.me(),
                 &msg.sender,
@@ -867,7 +867,7 @@ fn refusal(
                 return Some(e.to_string());
             }
             if msg.sphere.is_mission() {
-                if let Err(reason) = state.accredited(me, origin, &msg.sender, msg.sphere, now) {
+                if let Err(reason) = state.accredited(me, origin, &msg.sender, msg.sphere, now, 0) {
                     return Some(format!("member {} is not accredited: {reason}", msg.sender));
                 }
             } else {
@@ -905,9 +905,9 @@ fn refusal(
             let registered = state
                 .member(&ack.by)
                 .is_some_and(|e| e.party == origin && e.removed_at.is_none());
-            let accredited = Sphere::ALL
-                .iter()
-                .any(|s| s.is_mission() && state.accredited(me, origin, &ack.by, *s, now).is_ok());
+            let accredited = Sphere::ALL.iter().any(|s| {
+                s.is_mission() && state.accredited(me, origin, &ack.by, *s, now, 0).is_ok()
+            });
             (!registered && !accredited).then(|| format!("{} is not a member of {origin}", ack.by))
         }
     }

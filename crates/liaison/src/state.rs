@@ -564,22 +564,10 @@ impl LineState {
     }
 
     /// `Ok` if `member` of `guest` may use `sphere` at `host` at `now`,
-    /// else the reason.
+    /// else the reason. An accreditation starting up to `early` ms after
+    /// `now` counts as started: the guest's own node passes its clock-skew
+    /// tolerance, the host (whose clock decides) 0.
     pub fn accredited(
-        &self,
-        host: &str,
-        guest: &str,
-        member: &MemberKey,
-        sphere: Sphere,
-        now: Millis,
-    ) -> Result<(), String> {
-        self.accredited_early(host, guest, member, sphere, now, 0)
-    }
-
-    /// As [`LineState::accredited`], taking an accreditation that starts
-    /// up to `early` ms after `now` as started: for the guest's own node,
-    /// whose clock may be behind the host's (which checks again on receipt).
-    pub fn accredited_early(
         &self,
         host: &str,
         guest: &str,

@@ -67,6 +67,22 @@ impl TokenSpec {
     }
 }
 
+/// Runs `bin` with `args` (and `envs`) to completion: whether it succeeded,
+/// and its stdout followed by its stderr.
+pub fn run_cli(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(bin)
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("running the binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// A valid token for `sub` with the given space-separated scopes.
 pub fn token(sub: &str, scope: &str) -> String {
     TokenSpec::new(sub, scope).mint()
