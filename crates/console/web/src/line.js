@@ -90,10 +90,11 @@ export async function refresh() {
   if (to.options.length !== peers.length) {
     to.replaceChildren(...peers.map((p) => el('option', { value: p }, p)));
   }
-  $('#channels tbody').replaceChildren(...ch.channels.map((c) => el('tr', { class: `ch-${c.state}` },
+  $('#channels tbody').replaceChildren(...ch.channels.map((c) => el('tr', { class: `ch-${c.state}`, dataset: { peer: c.peer, sphere: c.sphere } },
     el('td', {}, c.peer), el('td', {}, c.sphere),
     el('td', {}, el('span', { class: `chstate ${c.state}` }, c.state.toUpperCase()),
-      c.since && c.since.reason ? el('div', { class: 'small' }, `${c.since.by}: ${c.since.reason}`) : null))));
+      c.since && c.since.reason ? el('div', { class: 'small' }, `${c.since.by}: ${c.since.reason}`) : null,
+      app.session.admin ? channelActions(c) : null))));
   messages = list.messages;
   $('#overdue-count').textContent = list.overdue ? `${list.overdue} overdue` : '';
   $('#messages tbody').replaceChildren(...[...messages].reverse().map((v) => {
@@ -107,6 +108,31 @@ export async function refresh() {
       el('td', {}, delivery(v)),
       el('td', {}, ackCell(v)));
   }));
+}
+
+// An administrator's notices on a channel: a mission channel is
+// suspended, closed or reopened by either party's notice; the direct line
+// closes only once both parties have signed its closure.
+function channelActions(c) {
+  const notice = (state, what) => el('button', {
+    type: 'button', class: `chan chan-${state}${state === 'open' ? '' : ' danger'}`,
+    onclick: async () => {
+      const reason = window.prompt(`${what} the ${c.sphere} channel with ${c.peer}: reason`);
+      if (!reason) return;
+      try {
+        await api('POST', `/line/v1/channels/${encodeURIComponent(c.peer)}/${c.sphere}`, { state, reason });
+        alertBar('');
+        await refresh();
+      } catch (e) {
+        alertBar(`Channel notice refused: ${describe(e)}`);
+      }
+    },
+  }, what);
+  const out = [];
+  if (c.state !== 'open') out.push(notice('open', 'Reopen'));
+  if (c.sphere !== 'direct-line' && c.state === 'open') out.push(notice('suspended', 'Suspend'));
+  if (c.state !== 'closed') out.push(notice('closed', c.sphere === 'direct-line' ? 'Sign closure' : 'Close'));
+  return el('div', { class: 'actions' }, out);
 }
 
 // The overdue banner, whatever view is shown.

@@ -115,6 +115,18 @@ try {
   await a.screenshot({ path: join(SHOTS, 'line.png') });
   await f.screenshot({ path: join(SHOTS, 'line-federation.png') });
 
+  step = 'channel';
+  // Adams (administrator) suspends the information channel; Federation's
+  // console shows it live; he reopens it.
+  a.once('dialog', (d) => d.accept('maintenance of the relay'));
+  await a.locator('#channels tr[data-sphere="information"] button.chan-suspended').click();
+  await f.locator('#channels tr[data-sphere="information"] .chstate.suspended').waitFor({ timeout: T });
+  ok('Adams suspends the information channel; Federation\'s console shows it SUSPENDED, live');
+  a.once('dialog', (d) => d.accept('relay back'));
+  await a.locator('#channels tr[data-sphere="information"] button.chan-open').click();
+  await f.locator('#channels tr[data-sphere="information"] .chstate.open').waitFor({ timeout: T });
+  ok('and reopens it');
+
   step = 'csrf';
   const csrf = await a.evaluate(async () => (await fetch('/console/api/logout', { method: 'POST' })).status);
   check(csrf === 403, 'a state-changing request without the session\'s CSRF token is refused (403)');
