@@ -170,8 +170,8 @@ async function send(ev) {
       const message = { ...base, seq, created_ms: Date.now() };
       const signature = await signMessage(member, message);
       try {
-        const v = await api('POST', '/line/v1/messages', { message, signature });
-        status.textContent = `Sent ${message.precedence} — ${v.delivery.state}`;
+        await api('POST', '/line/v1/messages', { message, signature });
+        status.textContent = `Signed and sent (${message.precedence}): its delivery and acknowledgement show below.`;
         $('#c-text').value = '';
         await refresh();
         return;
