@@ -170,8 +170,16 @@ try {
     const m = await (await fetch('/line/v1/messages?direction=out')).json();
     return m.messages.find((x) => x.message.body.text === t).message.id;
   }, text);
-  // The checkpoint must cover the acknowledgement: wait for a new one.
-  await a.waitForTimeout(1500);
+  // The checkpoint must cover the acknowledgement (checkpoints follow the
+  // log within 0.5 s): wait for one covering everything appended so far —
+  // the log stops growing, the checkpoint's size stays put for 2 s.
+  let last = -1;
+  for (let stable = 0; stable < 4;) {
+    const size = Number((await (await a.request.get(`${ALLIANCE}/log/checkpoint`)).text()).split('\n')[1]);
+    stable = size === last ? stable + 1 : 0;
+    last = size;
+    await a.waitForTimeout(500);
+  }
   await a.locator('#e-entity').selectOption(id);
   const [download] = await Promise.all([a.waitForEvent('download', { timeout: T }), a.locator('#export button').click()]);
   await download.saveAs(join(SHOTS, 'evidence.tar'));
