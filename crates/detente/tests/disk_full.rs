@@ -96,10 +96,6 @@ fn run(args: &[&str]) -> (bool, String) {
     run_cli(bin(), args, &[])
 }
 
-async fn text(c: &Client, url: String) -> String {
-    c.get(url).send().await.unwrap().text().await.unwrap()
-}
-
 #[tokio::test]
 async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     let Some(fs) = Tmpfs::mount(32) else {
@@ -193,7 +189,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     // implicit subscription each) and verifies against its checkpoint.
     let mut size = 0;
     for _ in 0..50 {
-        let cp = text(&c, node.url("/log/checkpoint")).await;
+        let cp = get_text(&node.url("/log/checkpoint")).await;
         size = cp.lines().nth(1).unwrap().parse::<usize>().unwrap();
         if size >= 2 * acknowledged.len() {
             break;
@@ -201,7 +197,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(size, 2 * acknowledged.len(), "no entry without its change");
-    let key = text(&c, node.url("/log/key")).await;
+    let key = get_text(&node.url("/log/key")).await;
     let out = std::env::temp_dir().join(format!("detente-full-bundle-{}", new_id()));
     let (ok, text) = run(&[
         "evidence",

@@ -22,14 +22,7 @@ fn bin() -> &'static Path {
 }
 
 async fn text(url: String) -> String {
-    Client::new()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_text(&url).await
 }
 
 async fn json_get(url: String) -> Value {

@@ -158,16 +158,7 @@ async fn must(method: &str, url: &str, tok: &str, body: Option<Value>) -> Value 
 }
 
 async fn text(url: &str) -> String {
-    Client::new()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .trim()
-        .to_string()
+    get_text(url).await.trim().to_string()
 }
 
 #[allow(clippy::disallowed_methods)] // a client's own clock

@@ -57,16 +57,7 @@ async fn ok(method: &str, url: String, tok: &str, body: Option<Value>) -> Value 
 }
 
 async fn log_key(n: &TestNode) -> String {
-    Client::new()
-        .get(n.url("/log/key"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .trim()
-        .to_string()
+    get_text(&n.url("/log/key")).await.trim().to_string()
 }
 
 struct Pair {

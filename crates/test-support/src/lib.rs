@@ -83,6 +83,19 @@ pub fn run_cli(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> (bool, Strin
     (out.status.success(), text)
 }
 
+/// The body of a GET of `url` as text (public endpoints: keys, checkpoints),
+/// on a fresh client (no pooled connection to a process since killed).
+pub async fn get_text(url: &str) -> String {
+    reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("a text body")
+}
+
 /// A valid token for `sub` with the given space-separated scopes.
 pub fn token(sub: &str, scope: &str) -> String {
     TokenSpec::new(sub, scope).mint()
