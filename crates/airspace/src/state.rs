@@ -185,6 +185,15 @@ impl AirspaceState {
         self.seq += 1;
     }
 
+    /// Takes in records that another writer on the same database changed
+    /// (upserts and removals, as events) and that writer's sequence number.
+    pub fn catch_up(&mut self, seq: u64, events: &[Event]) {
+        for e in events {
+            self.apply_one(e);
+        }
+        self.seq = seq;
+    }
+
     fn apply_one(&mut self, e: &Event) {
         match e {
             Event::IntentUpserted(i) => {

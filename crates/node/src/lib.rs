@@ -158,6 +158,13 @@ pub trait Store: Send + Sync + 'static {
         b: String,
         found_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Whether this process runs the node's singleton duties (signing
+    /// checkpoints, submitting them to witnesses, delivering to peers,
+    /// sweeping expired records). Always for a store with one process;
+    /// for replicas on one database, exactly one of them at a time.
+    fn is_leader(&self) -> bool {
+        true
+    }
 }
 
 /// A log leaf: its index and bytes.

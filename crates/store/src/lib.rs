@@ -6,10 +6,30 @@
 //! The only crate that knows SQL. It never decides anything: it runs the
 //! decisions `node` hands it, persists their events, and applies them.
 
+mod engine;
 pub mod mbtiles;
 pub mod postgis;
+pub mod postgres;
 mod sqlite;
 
+pub use engine::{Engine, MAX_BATCH, MAX_LINE_BATCH};
 pub use mbtiles::Mbtiles;
 pub use postgis::PostgisBaseline;
-pub use sqlite::{SqliteStore, read_log};
+pub use postgres::{Location, PostgresStore};
+pub use sqlite::{Sqlite, SqliteStore, read_log};
+
+/// A witness's kept state from its stored columns.
+fn cosigned(
+    size: i64,
+    root: &[u8],
+    note: String,
+) -> Result<tlog::witness::Cosigned, node::StoreError> {
+    let root: tlog::Hash = root
+        .try_into()
+        .map_err(|_| node::StoreError("a stored root is not 32 bytes".into()))?;
+    Ok(tlog::witness::Cosigned {
+        size: size as u64,
+        root,
+        note,
+    })
+}

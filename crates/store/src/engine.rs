@@ -1,0 +1,996 @@
+//! What both stores share: one writer task with group commit over the
+//! in-memory state, the line's state and the evidence log's tree, persisting
+//! through a [`Backend`] (SQLite or PostgreSQL).
+//!
+//! The writer takes every queued decision (up to [`MAX_BATCH`]), asks the
+//! backend for exclusive access ([`Backend::begin`], which also hands over
+//! whatever other writers on the same database committed since — nothing for
+//! the embedded store, another replica's batches for PostgreSQL), runs the
+//! decisions in order against the in-memory state — each sees the effects of
+//! those before it — then persists the net row changes and the signed log
+//! entries of the whole batch in one transaction, synced, before any caller
+//! is answered. Readers see the in-memory state; a batch becomes visible to
+//! them while it is being synced, and if the commit fails every caller of the
+//! batch gets an error and everything is reloaded from the database, so
+//! nothing unsynced is ever acknowledged.
+
+use airspace::{AirspaceState, Decision, DomainError, Event, PreparedVolume};
+use liaison::{LineError, LineState};
+use node::log::LogSigner;
+use node::{BoxFuture, LineCommit, LineWriteFn, Store, StoreError, WriteFn};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tlog::proof::ProofError;
+use tlog::tree::MemoryTree;
+use tlog::witness::Cosigned;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most decisions committed in one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Most decisions of the line in one transaction: each signs entries in
+/// the writer, and a FLASH record must not wait behind a long batch.
+pub const MAX_LINE_BATCH: usize = 128;
+
+pub(crate) type Reply = Result<Result<Decision, DomainError>, StoreError>;
+pub(crate) type LineReply = Result<Result<LineCommit, LineError>, StoreError>;
+
+enum Job {
+    Airspace {
+        f: WriteFn,
+        reply: oneshot::Sender<Reply>,
+    },
+    Line {
+        f: LineWriteFn,
+        reply: oneshot::Sender<LineReply>,
+    },
+    /// Take in what other writers on the database committed (a replica
+    /// was told, or its poll found, that the database moved on).
+    Refresh,
+}
+
+/// The tables of the airspace's records.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Table {
+    Intents,
+    Constraints,
+    Subscriptions,
+    Availability,
+    Reports,
+}
+
+impl Table {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Table::Intents => "intents",
+            Table::Constraints => "constraints",
+            Table::Subscriptions => "subscriptions",
+            Table::Availability => "availability",
+            Table::Reports => "reports",
+        }
+    }
+    pub(crate) const ALL: [Table; 5] = [
+        Table::Intents,
+        Table::Constraints,
+        Table::Subscriptions,
+        Table::Availability,
+        Table::Reports,
+    ];
+}
+
+/// A record as persisted: its JSON body and, for intents and constraints
+/// when the backend asks for them, its 4D volumes (PostGIS columns).
+pub struct Row {
+    pub body: String,
+    pub extents: Vec<PreparedVolume>,
+}
+
+/// Net row changes of a batch: the last write to a row wins; `None` is a
+/// removal.
+#[derive(Default)]
+pub struct Dirty {
+    pub rows: HashMap<(Table, String), Option<Row>>,
+    with_extents: bool,
+}
+
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError(format!("encoding a record: {e}")))
+}
+
+impl Dirty {
+    fn new(with_extents: bool) -> Self {
+        Dirty {
+            rows: HashMap::new(),
+            with_extents,
+        }
+    }
+
+    fn record(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        let volumes = |v: &[PreparedVolume]| {
+            if self.with_extents {
+                v.to_vec()
+            } else {
+                Vec::new()
+            }
+        };
+        for e in events {
+            let row = |body: String, extents: Vec<PreparedVolume>| Some(Row { body, extents });
+            let (key, row) = match e {
+                Event::IntentUpserted(i) => (
+                    (Table::Intents, i.id.to_string()),
+                    row(json(i)?, volumes(&i.extents)),
+                ),
+                Event::IntentRemoved(id) => ((Table::Intents, id.to_string()), None),
+                Event::ConstraintUpserted(c) => (
+                    (Table::Constraints, c.id.to_string()),
+                    row(json(c)?, volumes(&c.extents)),
+                ),
+                Event::ConstraintRemoved(id) => ((Table::Constraints, id.to_string()), None),
+                Event::SubscriptionUpserted(s) => (
+                    (Table::Subscriptions, s.id.to_string()),
+                    row(json(s)?, Vec::new()),
+                ),
+                Event::SubscriptionRemoved(id) => ((Table::Subscriptions, id.to_string()), None),
+                Event::AvailabilitySet(a) => (
+                    (Table::Availability, a.uss.clone()),
+                    row(json(a)?, Vec::new()),
+                ),
+                Event::ReportFiled(r) => {
+                    ((Table::Reports, r.id.clone()), row(json(r)?, Vec::new()))
+                }
+            };
+            self.rows.insert(key, row);
+        }
+        Ok(())
+    }
+}
+
+/// Decodes records' JSON bodies `(id, body)`, spread over the cores
+/// (decoding and re-preparing geometry is the bulk of a cold start).
+pub fn decode_all<T: serde::de::DeserializeOwned + Send>(
+    table: Table,
+    rows: &[(String, String)],
+) -> Result<Vec<T>, StoreError> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
+    let chunk = rows.len().div_ceil(threads).max(1);
+    let decoded: Vec<Result<Vec<T>, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(id, body)| decode(table, id, body))
+                        .collect::<Result<Vec<T>, StoreError>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError("a decoding thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(rows.len());
+    for part in decoded {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// One record's JSON body.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    table: Table,
+    id: &str,
+    body: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(body)
+        .map_err(|e| StoreError(format!("row {id} of {} is unreadable: {e}", table.name())))
+}
+
+/// One batch to persist in one transaction.
+pub struct Batch<'a> {
+    pub dirty: Dirty,
+    /// The airspace's change sequence after the batch.
+    pub seq: u64,
+    /// Index of the first leaf of `leaves` (the committed log size before).
+    pub first_leaf: u64,
+    pub leaves: &'a [Vec<u8>],
+}
+
+/// Everything a store holds in memory, as loaded from the database.
+pub struct Loaded {
+    pub state: AirspaceState,
+    pub tree: MemoryTree,
+    pub line: LineState,
+    pub latest: Option<(u64, String)>,
+}
+
+/// What other writers on the same database committed since this one last
+/// looked: the records that changed (as events), the sequence number, the
+/// log entries from this writer's log size on, and the newest checkpoint.
+#[derive(Default)]
+pub struct Delta {
+    pub seq: u64,
+    pub events: Vec<Event>,
+    pub entries: Vec<(u64, Vec<u8>)>,
+    pub latest: Option<(u64, String)>,
+}
+
+/// The persistence a store's writer runs on.
+pub trait Backend: Send + Sync + 'static {
+    /// The writer's own connection and bookkeeping.
+    type Writer: Send + 'static;
+
+    /// Whether [`Dirty`] rows should carry their 4D volumes.
+    fn wants_extents(&self) -> bool {
+        false
+    }
+    /// Exclusive write access for one batch (until [`Backend::persist`] or
+    /// [`Backend::release`]), and what other writers committed since the
+    /// log had `log_size` entries (`None`: nothing, or no other writers).
+    fn begin<'a>(
+        &'a self,
+        w: &'a mut Self::Writer,
+        log_size: u64,
+    ) -> BoxFuture<'a, Result<Option<Delta>, StoreError>>;
+    /// Persists a batch, durably, and ends the exclusive access.
+    fn persist<'a>(
+        &'a self,
+        w: &'a mut Self::Writer,
+        batch: Batch<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Ends the exclusive access without writing.
+    fn release<'a>(&'a self, w: &'a mut Self::Writer) -> BoxFuture<'a, ()>;
+    /// After a failed commit: a clean connection and everything reloaded.
+    fn recover<'a>(
+        &'a self,
+        w: &'a mut Self::Writer,
+        me: &'a str,
+    ) -> BoxFuture<'a, Result<Loaded, StoreError>>;
+
+    /// Committed leaves at these indices (all below the committed size).
+    fn leaves(&self, wanted: Vec<u64>) -> BoxFuture<'_, Result<Vec<node::Leaf>, StoreError>>;
+    /// Leaf bytes of entries `start..end`.
+    fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>>;
+    /// Keeps a signed checkpoint; answers the note kept for that size (the
+    /// first one kept wins).
+    fn save_checkpoint(
+        &self,
+        size: u64,
+        note: String,
+    ) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
+    fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn witnessed(&self, origin: String) -> BoxFuture<'_, Result<Option<Cosigned>, StoreError>>;
+    fn save_witnessed(&self, origin: String, c: Cosigned) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<node::Misbehaviour>, StoreError>>;
+    fn save_misbehaviour(
+        &self,
+        origin: String,
+        a: String,
+        b: String,
+        found_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Whether this process runs the node's singleton duties.
+    fn is_leader(&self) -> bool {
+        true
+    }
+}
+
+/// The evidence log as the store holds it: the tree (which may briefly hold
+/// leaves of a batch being committed) and how many leaves are committed.
+/// Roots and proofs only ever cover committed leaves.
+pub(crate) struct LogState {
+    tree: RwLock<MemoryTree>,
+    committed: AtomicU64,
+    latest: RwLock<Option<(u64, String)>>,
+}
+
+/// Signs one log entry per event, in order, spreading large batches over
+/// the cores (an Ed25519 signature costs more than deciding a write).
+fn sign_all(signer: &LogSigner, events: &[&airspace::Event]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let sign = |e: &&airspace::Event| {
+        signer
+            .entry(e)
+            .map_err(|e| StoreError(format!("signing a log entry: {e}")))
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if events.len() < 16 || threads < 2 {
+        return events.iter().map(sign).collect();
+    }
+    let chunk = events.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = events
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(sign).collect::<Result<Vec<_>, _>>()))
+            .collect();
+        let mut out = Vec::with_capacity(events.len());
+        for h in handles {
+            out.extend(
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError("a signing thread panicked".into())))?,
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// Appends committed entries `(index, bytes)` to the tree and applies the
+/// line's among them to the line's state; they must continue the tree
+/// without a gap. Answers whether any was the line's.
+pub fn replay(
+    tree: &mut MemoryTree,
+    line: &mut LineState,
+    entries: impl IntoIterator<Item = (u64, Vec<u8>)>,
+) -> Result<bool, StoreError> {
+    let mut any_line = false;
+    for (idx, data) in entries {
+        if idx != tree.size() {
+            return Err(StoreError(format!(
+                "the log has a gap before entry {idx} (expected {})",
+                tree.size()
+            )));
+        }
+        // Only the line's entries hold the text "line."; the full parse
+        // below decides.
+        if data.windows(5).any(|w| w == b"line.")
+            && let Some(parsed) = liaison::decide::line_entry(&data)
+        {
+            let (e, l) =
+                parsed.map_err(|e| StoreError(format!("log entry {idx} is unreadable: {e}")))?;
+            line.apply(&e.entry.origin, idx, tlog::leaf_hash(&data), l);
+            any_line = true;
+        }
+        tree.append(&data);
+    }
+    Ok(any_line)
+}
+
+/// A store: the in-memory state, line and log over a [`Backend`].
+pub struct Engine<B: Backend> {
+    state: Arc<RwLock<AirspaceState>>,
+    line: Arc<RwLock<LineState>>,
+    log: Arc<LogState>,
+    jobs: mpsc::Sender<Job>,
+    urgent: mpsc::Sender<Job>,
+    appended: Arc<tokio::sync::Notify>,
+    refresh_queued: Arc<AtomicBool>,
+    pub(crate) backend: Arc<B>,
+}
+
+impl<B: Backend> std::fmt::Debug for Engine<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("log_size", &self.log.committed.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    /// Starts the writer over what was loaded.
+    pub(crate) fn start(
+        backend: Arc<B>,
+        writer: B::Writer,
+        loaded: Loaded,
+        signer: LogSigner,
+    ) -> Self {
+        let log = Arc::new(LogState {
+            committed: AtomicU64::new(loaded.tree.size()),
+            tree: RwLock::new(loaded.tree),
+            latest: RwLock::new(loaded.latest),
+        });
+        let state = Arc::new(RwLock::new(loaded.state));
+        let line = Arc::new(RwLock::new(loaded.line));
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let (urgent_tx, urgent_rx) = mpsc::channel(4 * MAX_BATCH);
+        let appended = Arc::new(tokio::sync::Notify::new());
+        let refresh_queued = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run_writer(Writer {
+            backend: backend.clone(),
+            w: writer,
+            state: state.clone(),
+            line: line.clone(),
+            log: log.clone(),
+            signer,
+            appended: appended.clone(),
+            refresh_queued: refresh_queued.clone(),
+            jobs: rx,
+            urgent: urgent_rx,
+        }));
+        Engine {
+            state,
+            line,
+            log,
+            jobs: tx,
+            urgent: urgent_tx,
+            appended,
+            refresh_queued,
+            backend,
+        }
+    }
+
+    /// A handle that asks for refreshes, for a backend's watcher task.
+    pub(crate) fn refresher(&self) -> Refresher {
+        Refresher {
+            jobs: self.jobs.downgrade(),
+            queued: self.refresh_queued.clone(),
+        }
+    }
+}
+
+/// Asks an engine's writer to take in what others committed (at most one
+/// such request waits at a time). It does not keep the store alive.
+#[derive(Clone)]
+pub struct Refresher {
+    jobs: mpsc::WeakSender<Job>,
+    queued: Arc<AtomicBool>,
+}
+
+impl Refresher {
+    /// Whether the store still exists.
+    pub(crate) fn alive(&self) -> bool {
+        self.jobs.strong_count() > 0
+    }
+
+    /// False once the store is gone.
+    pub(crate) fn refresh(&self) -> bool {
+        let Some(jobs) = self.jobs.upgrade() else {
+            return false;
+        };
+        if !self.queued.swap(true, Ordering::SeqCst) && jobs.try_send(Job::Refresh).is_err() {
+            self.queued.store(false, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
+struct Writer<B: Backend> {
+    backend: Arc<B>,
+    w: B::Writer,
+    state: Arc<RwLock<AirspaceState>>,
+    line: Arc<RwLock<LineState>>,
+    log: Arc<LogState>,
+    signer: LogSigner,
+    appended: Arc<tokio::sync::Notify>,
+    refresh_queued: Arc<AtomicBool>,
+    jobs: mpsc::Receiver<Job>,
+    urgent: mpsc::Receiver<Job>,
+}
+
+impl<B: Backend> Writer<B> {
+    /// Takes in what other writers committed; false if that failed (the
+    /// batch must then be refused).
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        let size = self.log.committed.load(Ordering::SeqCst);
+        let Some(delta) = self.backend.begin(&mut self.w, size).await? else {
+            return Ok(());
+        };
+        if let Some(latest) = delta.latest {
+            let mut l = self.log.latest.write().unwrap_or_else(|e| e.into_inner());
+            if l.as_ref()
+                .is_none_or(|(s, n)| *s < latest.0 || n != &latest.1)
+            {
+                *l = Some(latest);
+            }
+        }
+        if delta.events.is_empty() && delta.entries.is_empty() {
+            return Ok(());
+        }
+        let n = delta.entries.len() as u64;
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            st.catch_up(delta.seq, &delta.events);
+        }
+        let any_line = {
+            let mut tree = self.log.tree.write().unwrap_or_else(|e| e.into_inner());
+            let mut line = self.line.write().unwrap_or_else(|e| e.into_inner());
+            replay(&mut tree, &mut line, delta.entries)?
+        };
+        self.log.committed.store(size + n, Ordering::SeqCst);
+        if any_line {
+            self.appended.notify_waiters();
+        }
+        tracing::debug!(
+            records = delta.events.len(),
+            entries = n,
+            "took in other replicas' commits"
+        );
+        Ok(())
+    }
+
+    /// Reloads everything after a failure (the database is the truth).
+    async fn recover(&mut self) {
+        let me = self.signer.signer.name.clone();
+        match self.backend.recover(&mut self.w, &me).await {
+            Ok(l) => {
+                *self.state.write().unwrap_or_else(|p| p.into_inner()) = l.state;
+                self.log.committed.store(l.tree.size(), Ordering::SeqCst);
+                *self.log.tree.write().unwrap_or_else(|p| p.into_inner()) = l.tree;
+                *self.line.write().unwrap_or_else(|p| p.into_inner()) = l.line;
+                if let Some(latest) = l.latest {
+                    *self.log.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(latest);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reloading the store failed"),
+        }
+    }
+}
+
+async fn run_writer<B: Backend>(mut wr: Writer<B>) {
+    loop {
+        // Urgent work (the FLASH lane) first, then the rest in order.
+        let first = tokio::select! {
+            biased;
+            j = wr.urgent.recv() => j,
+            j = wr.jobs.recv() => j,
+        };
+        let Some(first) = first else {
+            break;
+        };
+        let is_line = |j: &Job| matches!(j, Job::Line { .. });
+        let mut lines = usize::from(is_line(&first));
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match wr.urgent.try_recv() {
+                Ok(j) => {
+                    lines += usize::from(is_line(&j));
+                    batch.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        while batch.len() < MAX_BATCH && lines < MAX_LINE_BATCH {
+            match wr.jobs.try_recv() {
+                Ok(j) => {
+                    lines += usize::from(is_line(&j));
+                    batch.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let batch_len = batch.len();
+        let mut line_jobs = Vec::new();
+        let mut air_jobs = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job {
+                Job::Airspace { f, reply } => air_jobs.push((f, reply)),
+                Job::Line { f, reply } => line_jobs.push((f, reply)),
+                Job::Refresh => wr.refresh_queued.store(false, Ordering::SeqCst),
+            }
+        }
+        // Exclusive access, and whatever other replicas committed first.
+        if let Err(e) = wr.begin().await {
+            tracing::error!(error = %e, "could not start a batch; refusing it and reloading");
+            for (_, reply) in air_jobs {
+                let _ = reply.send(Err(e.clone()));
+            }
+            for (_, reply) in line_jobs {
+                let _ = reply.send(Err(e.clone()));
+            }
+            wr.backend.release(&mut wr.w).await;
+            wr.recover().await;
+            continue;
+        }
+        if air_jobs.is_empty() && line_jobs.is_empty() {
+            wr.backend.release(&mut wr.w).await;
+            continue;
+        }
+        commit_batch(&mut wr, air_jobs, line_jobs, batch_len).await;
+    }
+}
+
+#[allow(clippy::type_complexity)]
+async fn commit_batch<B: Backend>(
+    wr: &mut Writer<B>,
+    air_jobs: Vec<(WriteFn, oneshot::Sender<Reply>)>,
+    line_jobs: Vec<(LineWriteFn, oneshot::Sender<LineReply>)>,
+    batch_len: usize,
+) {
+    let (state, line, log, signer) = (&wr.state, &wr.line, &wr.log, &wr.signer);
+    let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(air_jobs.len());
+    let t_decide = std::time::Instant::now();
+    let seq = {
+        let mut st = state.write().unwrap_or_else(|e| e.into_inner());
+        for (f, reply) in air_jobs {
+            // A decision that panics refuses that one write, not the node.
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&st))).unwrap_or_else(|_| {
+                Err(DomainError::InvalidInput {
+                    field: String::new(),
+                    message: "internal error while deciding".into(),
+                })
+            });
+            if let Ok(d) = &r {
+                st.apply(&d.events);
+            }
+            replies.push((reply, Ok(r)));
+        }
+        st.seq()
+    };
+    let decide_us = t_decide.elapsed().as_micros() as u64;
+    // Encoding and signing happen outside the lock: readers wait only
+    // for decisions. Every event gets its signed log entry.
+    let mut dirty = Dirty::new(wr.backend.wants_extents());
+    let encoded = replies.iter().try_for_each(|(_, r)| match r {
+        Ok(Ok(d)) => dirty.record(&d.events),
+        _ => Ok(()),
+    });
+    let events: Vec<&airspace::Event> = replies
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Ok(Ok(d)) => Some(d.events.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let (mut leaves, encoded) = match encoded {
+        Ok(()) => match sign_all(signer, &events) {
+            Ok(l) => (l, Ok(())),
+            Err(e) => (Vec::new(), Err(e)),
+        },
+        Err(e) => (Vec::new(), Err(e)),
+    };
+    let first_leaf = log.committed.load(Ordering::SeqCst);
+    let air_leaves = leaves.len();
+    let mut seq = seq;
+    // The line's part of the batch comes after the airspace's: first the
+    // airspace changes shared with peers, then the line's decisions, each
+    // seeing the ones before it; their leaves follow the airspace's.
+    let mut line_replies: Vec<(oneshot::Sender<LineReply>, LineReply)> = Vec::new();
+    let mut line_us = 0u64;
+    let sharing = {
+        let ls = line.read().unwrap_or_else(|e| e.into_inner());
+        (ls.areas().next().is_some() || ls.contact_constraints().next().is_some())
+            && !events.is_empty()
+    };
+    if let Err(e) = &encoded {
+        for (_, reply) in line_jobs {
+            line_replies.push((reply, Err(e.clone())));
+        }
+    } else if !line_jobs.is_empty() || sharing {
+        let t_line = std::time::Instant::now();
+        let mut st = state.write().unwrap_or_else(|e| e.into_inner());
+        let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
+        let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
+        // The log as it will stand after the airspace's leaves: receipts
+        // name the root right after their record.
+        let mut frontier = {
+            let tree = log.tree.read().unwrap_or_else(|e| e.into_inner());
+            tlog::tree::Frontier::of(&*tree, first_leaf)
+                .expect("the tree holds every committed leaf")
+        };
+        for l in &leaves {
+            frontier.push(l);
+        }
+        // Operations touching the line of contact: the node's notices.
+        if let Some(member) = &signer.member
+            && ls.contact_constraints().next().is_some()
+        {
+            for ev in &events {
+                for m in node::contact::notices(&ls, &st, ev, member, now_ms) {
+                    let r = liaison::decide::send_message(&ls, m, now_ms).and_then(|d| {
+                        liaison::decide::append(
+                            &mut ls,
+                            &signer.signer,
+                            now_ms,
+                            &mut frontier,
+                            d.events,
+                        )
+                    });
+                    match r {
+                        Ok(new) => leaves.extend(new),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a line-of-contact notice could not be sent")
+                        }
+                    }
+                }
+            }
+        }
+        for ev in &events {
+            for share in node::share::outgoing(&ls, ev) {
+                match liaison::decide::append(
+                    &mut ls,
+                    &signer.signer,
+                    now_ms,
+                    &mut frontier,
+                    vec![share],
+                ) {
+                    Ok(new) => leaves.extend(new),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an airspace change could not be shared with a peer")
+                    }
+                }
+            }
+        }
+        for (f, reply) in line_jobs {
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&ls, &st)))
+                .unwrap_or_else(|_| Err(LineError::invalid("", "internal error while deciding")));
+            let next = first_leaf + leaves.len() as u64;
+            let r = r.and_then(|d| {
+                // A peer's accepted airspace change updates its copy here.
+                let copies: Vec<airspace::Event> = d
+                    .events
+                    .iter()
+                    .filter_map(|e| node::line::peer_airspace_effect(e, &st))
+                    .collect();
+                let commit = liaison::decide::append(
+                    &mut ls,
+                    &signer.signer,
+                    now_ms,
+                    &mut frontier,
+                    d.events,
+                )
+                .map(|new| LineCommit {
+                    outcome: d.outcome,
+                    first_index: next,
+                    leaves: new,
+                })?;
+                if !copies.is_empty() {
+                    st.apply(&copies);
+                    if let Err(e) = dirty.record(&copies) {
+                        tracing::error!(error = %e, "encoding a peer's copy failed");
+                    }
+                }
+                Ok(commit)
+            });
+            if let Ok(c) = &r {
+                leaves.extend(c.leaves.iter().cloned());
+            }
+            line_replies.push((reply, Ok(r)));
+        }
+        seq = st.seq();
+        line_us = t_line.elapsed().as_micros() as u64;
+    }
+    let rows = dirty.rows.len();
+    if encoded.is_ok() {
+        let mut tree = log.tree.write().unwrap_or_else(|e| e.into_inner());
+        for l in &leaves {
+            tree.append(l);
+        }
+    }
+    let t_persist = std::time::Instant::now();
+    let persisted = match encoded {
+        Err(e) => Err(e),
+        Ok(()) if rows > 0 || !leaves.is_empty() => {
+            let batch = Batch {
+                dirty,
+                seq,
+                first_leaf,
+                leaves: &leaves,
+            };
+            wr.backend.persist(&mut wr.w, batch).await
+        }
+        Ok(()) => {
+            wr.backend.release(&mut wr.w).await;
+            Ok(())
+        }
+    };
+    if persisted.is_ok() {
+        log.committed
+            .store(first_leaf + leaves.len() as u64, Ordering::SeqCst);
+        if leaves.len() > air_leaves {
+            wr.appended.notify_waiters();
+        }
+    }
+    tracing::debug!(
+        batch = batch_len,
+        rows,
+        decide_us,
+        line_us,
+        persist_us = t_persist.elapsed().as_micros() as u64,
+        "group commit"
+    );
+    if let Err(e) = persisted {
+        tracing::error!(error = %e, "commit failed; refusing the batch and reloading the state from the database");
+        for (_, r) in replies.iter_mut() {
+            if matches!(r, Ok(Ok(_))) {
+                *r = Err(e.clone());
+            }
+        }
+        for (_, r) in line_replies.iter_mut() {
+            if matches!(r, Ok(Ok(_))) {
+                *r = Err(e.clone());
+            }
+        }
+        wr.recover().await;
+    }
+    for (tx, r) in replies {
+        let _ = tx.send(r);
+    }
+    for (tx, r) in line_replies {
+        let _ = tx.send(r);
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    /// Sends the line's decisions in order on one channel (the writer runs
+    /// them in order) and waits for each answer.
+    fn send_line<'a>(
+        &'a self,
+        fs: Vec<LineWriteFn>,
+        channel: &'a mpsc::Sender<Job>,
+    ) -> BoxFuture<'a, Vec<LineReply>> {
+        Box::pin(async move {
+            let mut waiting = Vec::with_capacity(fs.len());
+            for f in fs {
+                let (reply, rx) = oneshot::channel();
+                if channel.send(Job::Line { f, reply }).await.is_err() {
+                    waiting.push(None);
+                } else {
+                    waiting.push(Some(rx));
+                }
+            }
+            let mut out = Vec::with_capacity(waiting.len());
+            for rx in waiting {
+                out.push(match rx {
+                    None => Err(StoreError("the writer has stopped".into())),
+                    Some(rx) => rx.await.unwrap_or_else(|_| {
+                        Err(StoreError("the writer stopped before answering".into()))
+                    }),
+                });
+            }
+            out
+        })
+    }
+
+    fn committed_at_least(&self, size: u64) -> Result<(), StoreError> {
+        if size > self.log_size() {
+            return Err(StoreError(format!(
+                "the log has fewer than {size} committed entries"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> Store for Engine<B> {
+    fn transact(&self, f: WriteFn) -> BoxFuture<'_, Reply> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.jobs
+                .send(Job::Airspace { f, reply })
+                .await
+                .map_err(|_| StoreError("the writer has stopped".into()))?;
+            rx.await
+                .map_err(|_| StoreError("the writer stopped before answering".into()))?
+        })
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&AirspaceState)) -> Result<(), StoreError> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        f(&st);
+        Ok(())
+    }
+
+    fn transact_line(&self, fs: Vec<LineWriteFn>) -> BoxFuture<'_, Vec<LineReply>> {
+        self.send_line(fs, &self.jobs)
+    }
+
+    fn transact_line_urgent(&self, fs: Vec<LineWriteFn>) -> BoxFuture<'_, Vec<LineReply>> {
+        self.send_line(fs, &self.urgent)
+    }
+
+    fn line_appended(&self) -> &tokio::sync::Notify {
+        &self.appended
+    }
+
+    fn read_line(&self, f: &mut dyn FnMut(&LineState)) -> Result<(), StoreError> {
+        let st = self.line.read().unwrap_or_else(|e| e.into_inner());
+        f(&st);
+        Ok(())
+    }
+
+    fn log_leaves(&self, indices: Vec<u64>) -> BoxFuture<'_, Result<Vec<node::Leaf>, StoreError>> {
+        let committed = self.log_size();
+        let wanted: Vec<u64> = indices.into_iter().filter(|i| *i < committed).collect();
+        self.backend.leaves(wanted)
+    }
+
+    fn log_size(&self) -> u64 {
+        self.log.committed.load(Ordering::SeqCst)
+    }
+
+    fn log_root(&self, size: u64) -> Result<tlog::Hash, StoreError> {
+        self.committed_at_least(size)?;
+        let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
+        tree.root(size)
+            .map_err(|e| StoreError(format!("log tree: {e}")))
+    }
+
+    fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Result<Vec<tlog::Hash>, ProofError>, StoreError> {
+        self.committed_at_least(size)?;
+        let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
+        tlog::proof::inclusion_proof(&*tree, index, size)
+            .map_err(|e| StoreError(format!("log tree: {e}")))
+    }
+
+    fn consistency_proof(
+        &self,
+        first: u64,
+        second: u64,
+    ) -> Result<Result<Vec<tlog::Hash>, ProofError>, StoreError> {
+        self.committed_at_least(second)?;
+        let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
+        tlog::proof::consistency_proof(&*tree, first, second)
+            .map_err(|e| StoreError(format!("log tree: {e}")))
+    }
+
+    fn log_entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
+        let end = end.min(self.log_size());
+        self.backend.entries(start, end)
+    }
+
+    fn save_checkpoint(&self, size: u64, note: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // Another replica may have kept its note for this size first:
+            // the kept one is the checkpoint.
+            let kept = self.backend.save_checkpoint(size, note).await?;
+            if let Some(note) = kept {
+                let mut latest = self.log.latest.write().unwrap_or_else(|e| e.into_inner());
+                if latest.as_ref().is_none_or(|(s, _)| *s < size) {
+                    *latest = Some((size, note));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn latest_checkpoint(&self) -> Option<(u64, String)> {
+        self.log
+            .latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn witnessed(&self, origin: &str) -> BoxFuture<'_, Result<Option<Cosigned>, StoreError>> {
+        self.backend.witnessed(origin.to_string())
+    }
+
+    fn save_witnessed(&self, origin: &str, c: Cosigned) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.backend.save_witnessed(origin.to_string(), c)
+    }
+
+    fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.backend.add_cosignature(size, line.clone()).await?;
+            let mut latest = self.log.latest.write().unwrap_or_else(|e| e.into_inner());
+            if let Some((s, note)) = latest.as_mut()
+                && *s == size
+                && !note.contains(&line)
+            {
+                note.push_str(&line);
+            }
+            Ok(())
+        })
+    }
+
+    fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<node::Misbehaviour>, StoreError>> {
+        self.backend.misbehaviour()
+    }
+
+    fn save_misbehaviour(
+        &self,
+        origin: &str,
+        a: String,
+        b: String,
+        found_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.backend
+            .save_misbehaviour(origin.to_string(), a, b, found_ms)
+    }
+
+    fn is_leader(&self) -> bool {
+        self.backend.is_leader()
+    }
+}

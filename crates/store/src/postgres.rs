@@ -1,0 +1,928 @@
+//! PostgreSQL (with PostGIS) as the engine's backend, for a party that
+//! outgrows one machine: any number of `detente serve` replicas on one
+//! database behave as one node (DESIGN §5).
+//!
+//! - **Serialised writes.** Each replica runs the shared engine. A batch
+//!   starts by taking a transaction-level advisory lock (one per node
+//!   schema), then reads the database's batch counter: if another replica
+//!   committed since, its changed records and log entries are taken in
+//!   first, so every decision — key checks, OVNs, notification indices — sees
+//!   everything committed before it. The batch's rows, log entries and the
+//!   new counters are written and committed before the lock is released.
+//! - **No forked log.** The log size is kept in the `meta` row and every
+//!   batch's update names the size it expects; log indices are a primary
+//!   key. A replica that dies mid-batch loses its connection, which rolls
+//!   the transaction back and releases the lock.
+//! - **Prompt replicas.** A commit sends `NOTIFY`; every other replica's
+//!   watcher then takes the commit in, and polls every second when it hears
+//!   nothing (so readers lag by a few milliseconds, by at most about a
+//!   second if notifications are lost).
+//! - **One leader** runs the node's singleton duties (checkpoints, witness
+//!   submissions, delivery to peers, the expiry sweep): the replica holding
+//!   a session-level advisory lock, retaken by another within about a
+//!   second of its connection dying.
+//!
+//! SQL is built from constants and a validated schema name only; every
+//! value is bound.
+
+use crate::engine::{Backend, Batch, Delta, Engine, Loaded, Refresher, Table, decode, decode_all};
+use airspace::{AirspaceState, Event, Outline, PreparedVolume};
+use liaison::LineState;
+use node::log::LogSigner;
+use node::{BoxFuture, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+use tlog::tree::MemoryTree;
+use tlog::witness::Cosigned;
+use uuid::Uuid;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_node.sql"))];
+
+/// Tombstones of removed records are purged this many batches after their
+/// removal (a replica further behind than that reloads everything).
+const TOMBSTONE_BATCHES: i64 = 100_000;
+
+/// The store on PostgreSQL: the shared engine over [`Postgres`].
+pub type PostgresStore = Engine<Postgres>;
+
+fn err(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError(format!("{context}: {e}"))
+}
+
+/// Where a node lives in a database: its URL and schema.
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub url: String,
+    pub schema: String,
+}
+
+impl Location {
+    /// Checks the schema name (it is written into SQL): lower-case letters,
+    /// digits and `_`, starting with a letter or `_`, at most 63 bytes.
+    pub fn new(url: &str, schema: &str) -> Result<Self, StoreError> {
+        let ok = !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !schema.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(StoreError(format!(
+                "database_schema {schema:?}: use lower-case letters, digits and _ (not first), at most 63"
+            )));
+        }
+        Ok(Location {
+            url: url.to_string(),
+            schema: schema.to_string(),
+        })
+    }
+
+    fn options(&self) -> Result<PgConnectOptions, StoreError> {
+        let opts: PgConnectOptions = self
+            .url
+            .parse()
+            .map_err(|e| StoreError(format!("database_url: {e}")))?;
+        Ok(opts
+            .application_name("detente")
+            .options([("search_path", format!("{},public", self.schema))]))
+    }
+
+    /// The advisory lock namespace of this schema (locks are per database).
+    fn key(&self) -> i32 {
+        // FNV-1a, 32 bits.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in self.schema.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h as i32
+    }
+
+    fn channel(&self) -> String {
+        format!("detente_{:08x}", self.key() as u32)
+    }
+}
+
+/// Creates the schema (and the PostGIS extension) if needed and applies
+/// the migrations not yet applied, under an advisory lock so that replicas
+/// starting together do it once.
+pub async fn migrate(at: &Location) -> Result<(), StoreError> {
+    let mut conn = PgConnection::connect_with(&at.options()?)
+        .await
+        .map_err(err("connecting to the database"))?;
+    let r = migrate_on(&mut conn, at).await;
+    let _ = conn.close().await;
+    r
+}
+
+async fn migrate_on(conn: &mut PgConnection, at: &Location) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await.map_err(err("starting a migration"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+        .bind(at.key())
+        .execute(&mut *tx)
+        .await
+        .map_err(err("locking for migrations"))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE EXTENSION IF NOT EXISTS postgis WITH SCHEMA public; \
+         CREATE SCHEMA IF NOT EXISTS {0}; \
+         CREATE TABLE IF NOT EXISTS {0}.schema_version (version bigint PRIMARY KEY)",
+        at.schema
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(err(
+        "creating the schema (is PostGIS installed: postgresql-15-postgis-3?)",
+    ))?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err("reading schema_version"))?;
+    for (version, sql) in MIGRATIONS {
+        if current.is_some_and(|c| c >= *version) {
+            continue;
+        }
+        sqlx::raw_sql(*sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("applying a migration"))?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("recording a migration"))?;
+        tracing::info!(version, schema = %at.schema, "applied postgres migration");
+    }
+    tx.commit().await.map_err(err("committing migrations"))
+}
+
+/// PostgreSQL as an engine's backend.
+pub struct Postgres {
+    at: Location,
+    opts: PgConnectOptions,
+    pool: PgPool,
+    /// The backend PID of the writer's connection (its own NOTIFYs are
+    /// not news).
+    writer_pid: Arc<AtomicU32>,
+    leader: Arc<AtomicBool>,
+}
+
+/// The writer's connection (None after a failure, until reconnected), the
+/// batch counter its state reflects, and whether it is inside a batch.
+pub struct PgWriter {
+    conn: Option<PgConnection>,
+    version: i64,
+    in_tx: bool,
+}
+
+type MetaRow = (i64, i64, i64, i64, Option<i64>, Option<String>);
+
+const META: &str = "SELECT m.seq, m.version, m.log_size, m.purged_below, c.size, c.note FROM meta m \
+     LEFT JOIN LATERAL (SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1) c ON true";
+
+/// A record row as events: what changed, or that it was removed.
+fn event(tbl: &str, id: &str, body: Option<&str>) -> Result<Option<Event>, StoreError> {
+    let uuid =
+        || Uuid::parse_str(id).map_err(|e| StoreError(format!("record id {id} of {tbl}: {e}")));
+    Ok(Some(match (tbl, body) {
+        ("intents", Some(b)) => Event::IntentUpserted(decode(Table::Intents, id, b)?),
+        ("intents", None) => Event::IntentRemoved(uuid()?),
+        ("constraints", Some(b)) => Event::ConstraintUpserted(decode(Table::Constraints, id, b)?),
+        ("constraints", None) => Event::ConstraintRemoved(uuid()?),
+        ("subscriptions", Some(b)) => {
+            Event::SubscriptionUpserted(decode(Table::Subscriptions, id, b)?)
+        }
+        ("subscriptions", None) => Event::SubscriptionRemoved(uuid()?),
+        ("availability", Some(b)) => Event::AvailabilitySet(decode(Table::Availability, id, b)?),
+        ("reports", Some(b)) => Event::ReportFiled(decode(Table::Reports, id, b)?),
+        _ => return Ok(None),
+    }))
+}
+
+async fn connect(opts: &PgConnectOptions, pid: &AtomicU32) -> Result<PgConnection, StoreError> {
+    let mut c = PgConnection::connect_with(opts)
+        .await
+        .map_err(err("connecting to the database"))?;
+    let p: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut c)
+        .await
+        .map_err(err("reading the backend pid"))?;
+    pid.store(p as u32, Ordering::SeqCst);
+    Ok(c)
+}
+
+/// Everything, read in one snapshot.
+async fn load_all(conn: &mut PgConnection, me: &str) -> Result<(Loaded, i64), StoreError> {
+    let started = std::time::Instant::now();
+    let mut tx = conn.begin().await.map_err(err("starting to load"))?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await
+        .map_err(err("starting to load"))?;
+    let (seq, version, log_size, _, size, note): MetaRow = sqlx::query_as(META)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err("reading meta"))?;
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT tbl, id, body FROM records WHERE body IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err("loading records"))?;
+    let mut by: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    for (tbl, id, body) in rows {
+        by.entry(tbl).or_default().push((id, body));
+    }
+    let mut take = |t: Table| by.remove(t.name()).unwrap_or_default();
+    let intents = decode_all(Table::Intents, &take(Table::Intents))?;
+    let constraints = decode_all(Table::Constraints, &take(Table::Constraints))?;
+    let subscriptions = decode_all(Table::Subscriptions, &take(Table::Subscriptions))?;
+    let availability = decode_all(Table::Availability, &take(Table::Availability))?;
+    let reports = take(Table::Reports).len();
+    let state = AirspaceState::load(
+        seq as u64,
+        intents,
+        constraints,
+        subscriptions,
+        availability,
+        reports,
+    );
+    let entries: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT idx, data FROM log_entries ORDER BY idx")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err("loading the log"))?;
+    tx.commit().await.map_err(err("ending the load"))?;
+    if entries.len() as i64 != log_size {
+        return Err(StoreError(format!(
+            "the log holds {} entries but meta says {log_size}",
+            entries.len()
+        )));
+    }
+    let mut tree = MemoryTree::new();
+    let mut line = LineState::new(me);
+    crate::engine::replay(
+        &mut tree,
+        &mut line,
+        entries.into_iter().map(|(i, d)| (i as u64, d)),
+    )?;
+    let c = state.counts();
+    tracing::info!(
+        intents = c.intents,
+        constraints = c.constraints,
+        subscriptions = c.subscriptions,
+        conflicts = c.conflicts,
+        log_size = tree.size(),
+        version,
+        ms = started.elapsed().as_millis() as u64,
+        "postgres store loaded, index rebuilt"
+    );
+    Ok((
+        Loaded {
+            state,
+            tree,
+            line,
+            latest: size.zip(note).map(|(s, n)| (s as u64, n)),
+        },
+        version,
+    ))
+}
+
+/// One volume's PostGIS columns: WKT in (lng lat) order, circle radius (0
+/// for a polygon), start and end (s since the epoch, None = unbounded),
+/// lower and upper altitude (None = unbounded).
+type VolumeCols = (
+    String,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+);
+
+fn columns(v: &PreparedVolume) -> VolumeCols {
+    let v = &v.volume;
+    let (wkt, radius) = match &v.outline {
+        Outline::Polygon { vertices } => {
+            let mut pts: Vec<String> = vertices
+                .iter()
+                .map(|p| format!("{} {}", p.lng, p.lat))
+                .collect();
+            if let Some(first) = pts.first().cloned() {
+                pts.push(first);
+            }
+            (format!("POLYGON(({}))", pts.join(",")), 0.0)
+        }
+        Outline::Circle { center, radius_m } => {
+            (format!("POINT({} {})", center.lng, center.lat), *radius_m)
+        }
+    };
+    let secs = |t: Option<airspace::Timestamp>| t.map(|t| t.unix_micros() as f64 / 1e6);
+    (
+        wkt,
+        radius,
+        secs(v.time_start),
+        secs(v.time_end),
+        v.altitude_lower_m,
+        v.altitude_upper_m,
+    )
+}
+
+impl Postgres {
+    async fn reset(&self, w: &mut PgWriter) {
+        if w.in_tx {
+            w.in_tx = false;
+            let ok = match w.conn.as_mut() {
+                Some(c) => sqlx::query("ROLLBACK").execute(&mut *c).await.is_ok(),
+                None => false,
+            };
+            if !ok {
+                w.conn = None;
+            }
+        }
+    }
+
+    async fn begin_inner(&self, w: &mut PgWriter, log_size: u64) -> Result<Delta, StoreError> {
+        if w.conn.is_none() {
+            w.conn = Some(connect(&self.opts, &self.writer_pid).await?);
+        }
+        let conn = w.conn.as_mut().expect("connected above");
+        sqlx::query("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .map_err(err("starting a batch"))?;
+        w.in_tx = true;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, 1)")
+            .bind(self.at.key())
+            .execute(&mut *conn)
+            .await
+            .map_err(err("taking the write lock"))?;
+        let (seq, version, db_log, purged_below, size, note): MetaRow = sqlx::query_as(META)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err("reading meta"))?;
+        let latest = size.zip(note).map(|(s, n)| (s as u64, n));
+        let log_size = log_size as i64;
+        if version < w.version || db_log < log_size {
+            return Err(StoreError(format!(
+                "the database is behind this replica (batch {version} < {}, log {db_log} < {log_size}): was it restored from a backup? Restart the replicas",
+                w.version
+            )));
+        }
+        if version == w.version {
+            return Ok(Delta {
+                latest,
+                seq: seq as u64,
+                ..Delta::default()
+            });
+        }
+        if w.version < purged_below {
+            return Err(StoreError(format!(
+                "this replica is {} batches behind, past the purged removals: reloading",
+                version - w.version
+            )));
+        }
+        let rows: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT tbl, id, body FROM records WHERE version > $1")
+                .bind(w.version)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(err("reading changed records"))?;
+        let entries: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT idx, data FROM log_entries WHERE idx >= $1 ORDER BY idx")
+                .bind(log_size)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(err("reading new log entries"))?;
+        let mut events = Vec::with_capacity(rows.len());
+        for (tbl, id, body) in &rows {
+            if let Some(e) = event(tbl, id, body.as_deref())? {
+                events.push(e);
+            }
+        }
+        w.version = version;
+        Ok(Delta {
+            seq: seq as u64,
+            events,
+            entries: entries.into_iter().map(|(i, d)| (i as u64, d)).collect(),
+            latest,
+        })
+    }
+
+    async fn persist_inner(&self, w: &mut PgWriter, batch: Batch<'_>) -> Result<(), StoreError> {
+        let conn = match (w.in_tx, w.conn.as_mut()) {
+            (true, Some(c)) => c,
+            _ => return Err(StoreError("persisting outside a batch".into())),
+        };
+        let next = w.version + 1;
+        let Batch {
+            dirty,
+            seq,
+            first_leaf,
+            leaves,
+        } = batch;
+        let (mut tbls, mut ids, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut gone_kinds, mut gone_ids) = (Vec::new(), Vec::new());
+        let mut vols: Vec<(&'static str, Uuid, i32, VolumeCols)> = Vec::new();
+        for ((table, id), row) in dirty.rows {
+            let kind = match table {
+                Table::Intents => Some("intent"),
+                Table::Constraints => Some("constraint"),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                let uuid =
+                    Uuid::parse_str(&id).map_err(|e| StoreError(format!("record id {id}: {e}")))?;
+                gone_kinds.push(kind);
+                gone_ids.push(uuid);
+                if let Some(r) = &row {
+                    for (n, v) in r.extents.iter().enumerate() {
+                        vols.push((kind, uuid, n as i32, columns(v)));
+                    }
+                }
+            }
+            tbls.push(table.name());
+            ids.push(id);
+            bodies.push(row.map(|r| r.body));
+        }
+        if !tbls.is_empty() {
+            sqlx::query(
+                "INSERT INTO records (tbl, id, body, version) \
+                 SELECT t, i, b, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(t, i, b) \
+                 ON CONFLICT (tbl, id) DO UPDATE SET body = excluded.body, version = excluded.version",
+            )
+            .bind(&tbls)
+            .bind(&ids)
+            .bind(&bodies)
+            .bind(next)
+            .execute(&mut *conn)
+            .await
+            .map_err(err("writing records"))?;
+        }
+        if !gone_ids.is_empty() {
+            sqlx::query(
+                "DELETE FROM volumes WHERE (kind, entity) IN \
+                 (SELECT k, e FROM UNNEST($1::text[], $2::uuid[]) AS u(k, e))",
+            )
+            .bind(&gone_kinds)
+            .bind(&gone_ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(err("replacing volumes"))?;
+        }
+        if !vols.is_empty() {
+            let mut kinds = Vec::with_capacity(vols.len());
+            let mut entities = Vec::with_capacity(vols.len());
+            let mut ns = Vec::with_capacity(vols.len());
+            let mut wkts = Vec::with_capacity(vols.len());
+            let mut radii = Vec::with_capacity(vols.len());
+            let mut ranges: [Vec<Option<f64>>; 4] = Default::default();
+            for (kind, id, n, (wkt, r, s, e, lo, hi)) in vols {
+                kinds.push(kind);
+                entities.push(id);
+                ns.push(n);
+                wkts.push(wkt);
+                radii.push(r);
+                for (i, x) in [s, e, lo, hi].into_iter().enumerate() {
+                    ranges[i].push(x);
+                }
+            }
+            sqlx::query(
+                "INSERT INTO volumes (kind, entity, n, area, during, alt) \
+                 SELECT k, e, n, \
+                   CASE WHEN r > 0 THEN ST_Buffer(ST_GeomFromText(w, 4326)::geography, r)::geometry \
+                        ELSE ST_GeomFromText(w, 4326) END, \
+                   tstzrange(to_timestamp(s), to_timestamp(f), '[]'), \
+                   numrange(lo::numeric, hi::numeric, '[]') \
+                 FROM UNNEST($1::text[], $2::uuid[], $3::int[], $4::text[], $5::float8[], \
+                             $6::float8[], $7::float8[], $8::float8[], $9::float8[]) \
+                   AS u(k, e, n, w, r, s, f, lo, hi)",
+            )
+            .bind(&kinds)
+            .bind(&entities)
+            .bind(&ns)
+            .bind(&wkts)
+            .bind(&radii)
+            .bind(&ranges[0])
+            .bind(&ranges[1])
+            .bind(&ranges[2])
+            .bind(&ranges[3])
+            .execute(&mut *conn)
+            .await
+            .map_err(err("writing volumes"))?;
+        }
+        if !leaves.is_empty() {
+            let idx: Vec<i64> = (0..leaves.len())
+                .map(|i| (first_leaf + i as u64) as i64)
+                .collect();
+            sqlx::query(
+                "INSERT INTO log_entries (idx, data) SELECT * FROM UNNEST($1::int8[], $2::bytea[])",
+            )
+            .bind(&idx)
+            .bind(leaves)
+            .execute(&mut *conn)
+            .await
+            .map_err(err("appending log entries"))?;
+        }
+        let updated = sqlx::query(
+            "UPDATE meta SET seq = $1, version = $2, log_size = $3 WHERE version = $4 AND log_size = $5",
+        )
+        .bind(seq as i64)
+        .bind(next)
+        .bind((first_leaf + leaves.len() as u64) as i64)
+        .bind(w.version)
+        .bind(first_leaf as i64)
+        .execute(&mut *conn)
+        .await
+        .map_err(err("writing meta"))?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError(
+                "another writer moved the log on during this batch; refused".into(),
+            ));
+        }
+        if next % 4096 == 0 && next > TOMBSTONE_BATCHES {
+            let below = next - TOMBSTONE_BATCHES;
+            sqlx::query("DELETE FROM records WHERE body IS NULL AND version < $1")
+                .bind(below)
+                .execute(&mut *conn)
+                .await
+                .map_err(err("purging old removals"))?;
+            sqlx::query("UPDATE meta SET purged_below = $1")
+                .bind(below)
+                .execute(&mut *conn)
+                .await
+                .map_err(err("purging old removals"))?;
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(self.at.channel())
+            .bind(next.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(err("notifying the replicas"))?;
+        sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map_err(err("committing"))?;
+        w.in_tx = false;
+        w.version = next;
+        Ok(())
+    }
+
+    async fn notify(&self) {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, 'checkpoint')")
+            .bind(self.at.channel())
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "notifying the replicas of a checkpoint");
+        }
+    }
+}
+
+impl Backend for Postgres {
+    type Writer = PgWriter;
+
+    fn wants_extents(&self) -> bool {
+        true
+    }
+
+    fn begin<'a>(
+        &'a self,
+        w: &'a mut PgWriter,
+        log_size: u64,
+    ) -> BoxFuture<'a, Result<Option<Delta>, StoreError>> {
+        Box::pin(async move {
+            match self.begin_inner(w, log_size).await {
+                Ok(d) => Ok(Some(d)),
+                Err(e) => {
+                    self.reset(w).await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn persist<'a>(
+        &'a self,
+        w: &'a mut PgWriter,
+        batch: Batch<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let r = self.persist_inner(w, batch).await;
+            if r.is_err() {
+                // The outcome of a failed COMMIT is unknown: reconnect, and
+                // the engine reloads what the database holds.
+                w.in_tx = false;
+                w.conn = None;
+            }
+            r
+        })
+    }
+
+    fn release<'a>(&'a self, w: &'a mut PgWriter) -> BoxFuture<'a, ()> {
+        Box::pin(self.reset(w))
+    }
+
+    fn recover<'a>(
+        &'a self,
+        w: &'a mut PgWriter,
+        me: &'a str,
+    ) -> BoxFuture<'a, Result<Loaded, StoreError>> {
+        Box::pin(async move {
+            w.in_tx = false;
+            if let Some(c) = w.conn.take() {
+                let _ = c.close().await;
+            }
+            let mut wait = Duration::from_millis(50);
+            let mut conn = loop {
+                match connect(&self.opts, &self.writer_pid).await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reconnecting the writer; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            let (loaded, version) = load_all(&mut conn, me).await?;
+            w.version = version;
+            w.conn = Some(conn);
+            Ok(loaded)
+        })
+    }
+
+    fn leaves(&self, wanted: Vec<u64>) -> BoxFuture<'_, Result<Vec<node::Leaf>, StoreError>> {
+        Box::pin(async move {
+            let wanted: Vec<i64> = wanted.into_iter().map(|i| i as i64).collect();
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT idx, data FROM log_entries WHERE idx = ANY($1) ORDER BY idx",
+            )
+            .bind(&wanted)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("reading log entries"))?;
+            Ok(rows.into_iter().map(|(i, d)| (i as u64, d)).collect())
+        })
+    }
+
+    fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "SELECT data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            )
+            .bind(start as i64)
+            .bind(end as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("reading log entries"))
+        })
+    }
+
+    fn save_checkpoint(
+        &self,
+        size: u64,
+        note: String,
+    ) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO checkpoints (size, note) VALUES ($1, $2) ON CONFLICT (size) DO NOTHING",
+            )
+            .bind(size as i64)
+            .bind(&note)
+            .execute(&self.pool)
+            .await
+            .map_err(err("saving a checkpoint"))?;
+            let kept = sqlx::query_scalar("SELECT note FROM checkpoints WHERE size = $1")
+                .bind(size as i64)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err("reading a checkpoint"))?;
+            self.notify().await;
+            Ok(kept)
+        })
+    }
+
+    fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE checkpoints SET note = note || $2 WHERE size = $1 AND strpos(note, $2) = 0",
+            )
+            .bind(size as i64)
+            .bind(&line)
+            .execute(&self.pool)
+            .await
+            .map_err(err("saving a cosignature"))?;
+            self.notify().await;
+            Ok(())
+        })
+    }
+
+    fn witnessed(&self, origin: String) -> BoxFuture<'_, Result<Option<Cosigned>, StoreError>> {
+        Box::pin(async move {
+            let row: Option<(i64, Vec<u8>, String)> =
+                sqlx::query_as("SELECT size, root, note FROM witnessed WHERE origin = $1")
+                    .bind(&origin)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(err("reading the witness state"))?;
+            row.map(|(size, root, note)| crate::cosigned(size, &root, note))
+                .transpose()
+        })
+    }
+
+    fn save_witnessed(&self, origin: String, c: Cosigned) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // Replicas may cosign concurrently: a state never moves back.
+            let r = sqlx::query(
+                "INSERT INTO witnessed (origin, size, root, note) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note \
+                 WHERE witnessed.size <= excluded.size",
+            )
+            .bind(&origin)
+            .bind(c.size as i64)
+            .bind(c.root.as_slice())
+            .bind(&c.note)
+            .execute(&self.pool)
+            .await
+            .map_err(err("saving the witness state"))?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError(format!(
+                    "a larger checkpoint of {origin} was cosigned meanwhile"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<node::Misbehaviour>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query_as("SELECT origin, note_a, note_b, found_ms FROM misbehaviour ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err("reading evidence of misbehaviour"))
+        })
+    }
+
+    fn save_misbehaviour(
+        &self,
+        origin: String,
+        a: String,
+        b: String,
+        found_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO misbehaviour (origin, note_a, note_b, found_ms) VALUES ($1, $2, $3, $4)")
+                .bind(&origin)
+                .bind(&a)
+                .bind(&b)
+                .bind(found_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(err("saving evidence of misbehaviour"))?;
+            Ok(())
+        })
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+}
+
+/// Takes other replicas' commits in: at once on their NOTIFY, and every
+/// second when nothing is heard. Ends with the store.
+async fn watch(pool: PgPool, channel: String, writer_pid: Arc<AtomicU32>, refresher: Refresher) {
+    let mut listener: Option<PgListener> = None;
+    loop {
+        if listener.is_none() {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut l) => match l.listen(&channel).await {
+                    Ok(()) => listener = Some(l),
+                    Err(e) => tracing::warn!(error = %e, "listening for other replicas' commits"),
+                },
+                Err(e) => tracing::warn!(error = %e, "listening for other replicas' commits"),
+            }
+        }
+        let heard = match listener.as_mut() {
+            Some(l) => tokio::time::timeout(Duration::from_secs(1), l.recv()).await,
+            None => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(Err(sqlx::Error::PoolClosed))
+            }
+        };
+        let news = match heard {
+            Ok(Ok(n)) => n.process_id() != writer_pid.load(Ordering::SeqCst),
+            Ok(Err(_)) => {
+                listener = None;
+                true
+            }
+            // Nothing heard for a second: poll.
+            Err(_) => true,
+        };
+        if news && !refresher.refresh() {
+            return;
+        }
+        if !refresher.alive() {
+            return;
+        }
+    }
+}
+
+/// Holds the leader lock while this replica can, on its own connection:
+/// released by PostgreSQL when that connection dies, taken by another
+/// replica within about a second.
+async fn lead(opts: PgConnectOptions, key: i32, leader: Arc<AtomicBool>, alive: Refresher) {
+    while alive.alive() {
+        match PgConnection::connect_with(&opts).await {
+            Ok(mut c) => {
+                while alive.alive() {
+                    let ok = if leader.load(Ordering::SeqCst) {
+                        sqlx::query("SELECT 1").execute(&mut c).await.is_ok()
+                    } else {
+                        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1, 2)")
+                            .bind(key)
+                            .fetch_one(&mut c)
+                            .await
+                        {
+                            Ok(true) => {
+                                tracing::info!(
+                                    "this replica now leads (checkpoints, witnesses, delivery, expiry)"
+                                );
+                                leader.store(true, Ordering::SeqCst);
+                                true
+                            }
+                            Ok(false) => true,
+                            Err(_) => false,
+                        }
+                    };
+                    if !ok {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                if leader.swap(false, Ordering::SeqCst) {
+                    tracing::warn!("lost the leader lock's connection; no longer leading");
+                }
+                let _ = c.close().await;
+            }
+            Err(e) => tracing::warn!(error = %e, "connecting for the leader lock"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl Engine<Postgres> {
+    /// Opens the node's store in `at` (migrating it first), loads it, and
+    /// starts the watcher and the leader lock.
+    pub async fn open_postgres(at: &Location, signer: LogSigner) -> Result<Self, StoreError> {
+        migrate(at).await?;
+        let opts = at.options()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts.clone())
+            .await
+            .map_err(err("connecting to the database"))?;
+        // The database belongs to one node: replicas must share its key.
+        let mine = signer.signer.verifier().to_vkey();
+        sqlx::query("UPDATE meta SET node_key = $1 WHERE node_key IS NULL")
+            .bind(&mine)
+            .execute(&pool)
+            .await
+            .map_err(err("recording the node key"))?;
+        let owner: Option<String> = sqlx::query_scalar("SELECT node_key FROM meta")
+            .fetch_one(&pool)
+            .await
+            .map_err(err("reading the node key"))?;
+        if owner.as_deref() != Some(mine.as_str()) {
+            return Err(StoreError(format!(
+                "schema {} holds the state of node {}, not of this node ({mine}): give every replica the same node key",
+                at.schema,
+                owner.unwrap_or_default()
+            )));
+        }
+        let writer_pid = Arc::new(AtomicU32::new(0));
+        let mut conn = connect(&opts, &writer_pid).await?;
+        let (loaded, version) = load_all(&mut conn, &signer.signer.name).await?;
+        let leader = Arc::new(AtomicBool::new(false));
+        let backend = Arc::new(Postgres {
+            at: at.clone(),
+            opts: opts.clone(),
+            pool: pool.clone(),
+            writer_pid: writer_pid.clone(),
+            leader: leader.clone(),
+        });
+        let engine = Engine::start(
+            backend,
+            PgWriter {
+                conn: Some(conn),
+                version,
+                in_tx: false,
+            },
+            loaded,
+            signer,
+        );
+        tokio::spawn(watch(pool, at.channel(), writer_pid, engine.refresher()));
+        tokio::spawn(lead(opts, at.key(), leader, engine.refresher()));
+        Ok(engine)
+    }
+}
