@@ -21,7 +21,8 @@ pub fn routes() -> Router<Shared> {
 async fn healthz(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let c = st.dss.counts()?;
     Ok(Json(
-        json!({ "status": "ok", "operational_intents": c.intents, "constraints": c.constraints, "conflicts": c.conflicts }),
+        json!({ "status": "ok", "operational_intents": c.intents, "constraints": c.constraints, "conflicts": c.conflicts,
+                "log_size": st.log.size(), "leader": st.log.is_leader() }),
     ))
 }
 
@@ -52,6 +53,16 @@ async fn metrics(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError
             "detente_reports_total",
             "DSS reports archived.",
             c.reports as f64,
+        ),
+        (
+            "detente_log_size",
+            "Committed entries of the evidence log, as this process sees them.",
+            st.log.size() as f64,
+        ),
+        (
+            "detente_leader",
+            "1 if this process runs the node's singleton duties (of several replicas, exactly one).",
+            f64::from(u8::from(st.log.is_leader())),
         ),
     ]);
     Ok((

@@ -228,6 +228,12 @@ async fn deliver(
         let notified = line.queued().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // Of several replicas of a node, only the leader delivers.
+        if !line.is_leader() {
+            conn = None;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
         let batch = match line.outbox(&peer, lane, BATCH).await {
             Ok(b) => b,
             Err(e) => {

@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub witnesses: Option<Vec<String>>,
     pub console_admin_roles: Option<Vec<String>>,
     pub basemap_mbtiles: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub database_schema: Option<String>,
 }
 
 impl FileConfig {
@@ -62,6 +64,9 @@ pub struct NodeConfig {
     pub witnesses: Vec<String>,
     pub console_admin_roles: Vec<String>,
     pub basemap_mbtiles: Option<PathBuf>,
+    /// PostgreSQL instead of the embedded store: its URL and the schema
+    /// holding this node's tables.
+    pub database: Option<store::Location>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -70,6 +75,7 @@ pub const DEFAULT_AUDIENCE: &str = "localhost";
 pub const DEFAULT_NAME: &str = "detente.local";
 /// The registered member role that may take the host's decisions in the console.
 pub const DEFAULT_CONSOLE_ADMIN_ROLE: &str = "line administrator";
+pub const DEFAULT_DATABASE_SCHEMA: &str = "detente";
 
 #[cfg(test)]
 mod tests {
@@ -97,6 +103,8 @@ mod tests {
             "default_subscription_hours",
             "expiry_sweep_seconds",
             "expiry_grace_seconds",
+            "database_url",
+            "database_schema",
         ];
         for k in keys {
             assert!(

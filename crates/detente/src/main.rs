@@ -53,6 +53,8 @@ enum Command {
     DevToken(DevTokenArgs),
     /// Print the node's verifier key (C2SP vkey) — what peers pin and verifiers trust.
     Key(KeyArgs),
+    /// Create or upgrade a node's PostgreSQL schema (serve also does it at start).
+    Migrate(MigrateArgs),
     /// Evidence bundles of the node's log.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
@@ -89,6 +91,16 @@ struct KeyArgs {
     /// The node's data folder.
     #[arg(long, env = "DETENTE_DATA", default_value = DEFAULT_DATA)]
     data: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct MigrateArgs {
+    /// The PostgreSQL database, e.g. postgres://detente@db/detente.
+    #[arg(long, env = "DETENTE_DATABASE_URL")]
+    database_url: String,
+    /// The schema holding the node's tables.
+    #[arg(long, env = "DETENTE_DATABASE_SCHEMA", default_value = config::DEFAULT_DATABASE_SCHEMA)]
+    database_schema: String,
 }
 
 #[derive(Args, Debug)]
@@ -175,6 +187,12 @@ pub struct ServeArgs {
     /// An MBTiles file of raster tiles (png, jpg or webp) the console's map draws under the Natural Earth borders.
     #[arg(long, env = "DETENTE_BASEMAP_MBTILES")]
     basemap_mbtiles: Option<PathBuf>,
+    /// PostgreSQL (with PostGIS) instead of the embedded store, e.g. postgres://detente@db/detente; any number of replicas may share it.
+    #[arg(long, env = "DETENTE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The schema holding this node's tables in that database. [default: detente]
+    #[arg(long, env = "DETENTE_DATABASE_SCHEMA")]
+    database_schema: Option<String>,
     /// DANGEROUS, local experiments only: accept tokens without checking their signature.
     #[arg(long)]
     insecure_dev_auth: bool,
@@ -232,6 +250,19 @@ impl ServeArgs {
                 self.console_admin_roles
             },
             basemap_mbtiles: self.basemap_mbtiles.or(file.basemap_mbtiles),
+            database: match self.database_url.or(file.database_url) {
+                None => None,
+                Some(url) => Some(
+                    store::Location::new(
+                        &url,
+                        &self
+                            .database_schema
+                            .or(file.database_schema)
+                            .unwrap_or_else(|| config::DEFAULT_DATABASE_SCHEMA.into()),
+                    )
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                ),
+            },
         })
     }
 }
@@ -335,6 +366,16 @@ async fn main() -> Result<()> {
         Command::Quota(a) => line_cli::quota(a).await,
         Command::Mission(c) => line_cli::mission(c).await,
         Command::Channel(c) => line_cli::channel(c).await,
+        Command::Migrate(args) => {
+            init_tracing(&cli.log_format);
+            let at = store::Location::new(&args.database_url, &args.database_schema)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            store::postgres::migrate(&at)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!("schema {} is up to date", at.schema);
+            Ok(())
+        }
         Command::Key(args) => {
             println!("{}", key::verifier_key(&args.data)?);
             Ok(())

@@ -8,7 +8,7 @@ use node::log::LogSigner;
 use node::{Dss, RandomIds, Settings, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use store::SqliteStore;
+use store::{PostgresStore, SqliteStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -61,12 +61,26 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         clock: Arc::new(SystemClock),
         member: Some(node_member.clone()),
     };
-    let store: Arc<dyn node::Store> = Arc::new(
-        SqliteStore::open(&cfg.data, log_signer.clone())
-            .await
-            .map_err(|e| anyhow!(e))
-            .context("opening the embedded store")?,
-    );
+    let store: Arc<dyn node::Store> = match &cfg.database {
+        None => Arc::new(
+            SqliteStore::open(&cfg.data, log_signer.clone())
+                .await
+                .map_err(|e| anyhow!(e))
+                .context("opening the embedded store")?,
+        ),
+        Some(at) => {
+            // Offline tools (`evidence export --data`) find the store here.
+            store::postgres::remember(&cfg.data, at).context("recording the database")?;
+            Arc::new(
+                PostgresStore::open_postgres(at, log_signer.clone())
+                    .await
+                    .map_err(|e| anyhow!(e))
+                    .with_context(|| {
+                        format!("opening the PostgreSQL store (schema {})", at.schema)
+                    })?,
+            )
+        }
+    };
     let settings = Settings {
         limits: Limits {
             max_vertices: cfg.max_vertices,
@@ -189,6 +203,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                if !st.log.is_leader() {
+                    continue;
+                }
                 let post = |body: String| {
                     let (http, url) = (http.clone(), url.clone());
                     async move {
@@ -210,6 +227,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tick.tick().await;
+            if !cp_state.log.is_leader() {
+                continue;
+            }
             if let Err(e) = cp_state.log.checkpoint_tick().await {
                 tracing::warn!(error = %e, "signing a checkpoint failed");
             }
@@ -221,6 +241,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         tick.tick().await;
         loop {
             tick.tick().await;
+            if !state.log.is_leader() {
+                continue;
+            }
             match state.dss.expire().await {
                 Ok((0, 0, 0)) => {}
                 Ok((i, c, s)) => tracing::info!(

@@ -46,6 +46,7 @@ fn field(v: &Value) -> &str {
     v["field"].as_str().unwrap_or("")
 }
 
+both_backends! {
 #[tokio::test]
 async fn health_and_metrics_answer_without_a_token() {
     let node = TestNode::start(bin());
@@ -68,6 +69,7 @@ async fn health_and_metrics_answer_without_a_token() {
     assert!(m.contains("detente_http_requests_total{route=\"/dss/v1/operational_intent_references/{entityid}\",method=\"PUT\",status=\"201\"} 1"), "{m}");
     assert!(m.contains("detente_http_request_duration_seconds_bucket"));
     assert!(m.contains("detente_conflicts 0"));
+}
 }
 
 /// Every DSS endpoint, with a body where it takes one, and the scopes that
@@ -194,6 +196,7 @@ fn endpoints() -> Vec<(Method, String, Option<Value>, &'static str)> {
     ]
 }
 
+both_backends! {
 #[tokio::test]
 async fn every_endpoint_refuses_missing_bad_expired_foreign_and_underscoped_tokens() {
     let node = TestNode::start(bin());
@@ -271,6 +274,7 @@ async fn every_endpoint_refuses_missing_bad_expired_foreign_and_underscoped_toke
         assert!(s != 401 && s != 403, "{what} with all scopes: {s} {v}");
     }
 }
+}
 
 struct Scope;
 impl Scope {
@@ -279,6 +283,7 @@ impl Scope {
     }
 }
 
+both_backends! {
 #[tokio::test]
 async fn operational_intent_lifecycle_with_ovn_visibility() {
     let node = TestNode::start(bin());
@@ -446,7 +451,9 @@ async fn operational_intent_lifecycle_with_ovn_visibility() {
         404
     );
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn the_key_check_lists_what_is_missing_and_conflicts_are_reported() {
     let node = TestNode::start(bin());
@@ -515,7 +522,9 @@ async fn the_key_check_lists_what_is_missing_and_conflicts_are_reported() {
     assert!(ids.contains(&id_a.as_str()) && ids.contains(&id_b.as_str()));
     assert_eq!(c["overlaps"][0]["altitude_upper"]["value"], 500.0);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn impossible_geometry_and_malformed_bodies_are_400_naming_the_field_and_change_nothing() {
     let node = TestNode::start(bin());
@@ -709,7 +718,9 @@ async fn impossible_geometry_and_malformed_bodies_are_400_naming_the_field_and_c
     let (_, h) = call(&node, Method::GET, "/healthz", None, None).await;
     assert_eq!(h["operational_intents"], 0, "{h}");
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn constraint_lifecycle_and_constraint_keys() {
     let node = TestNode::start(bin());
@@ -816,7 +827,9 @@ async fn constraint_lifecycle_and_constraint_keys() {
         404
     );
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn subscriptions_lifecycle_versions_ownership_and_dependents() {
     let node = TestNode::start(bin());
@@ -982,7 +995,9 @@ async fn subscriptions_lifecycle_versions_ownership_and_dependents() {
         404
     );
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn reports_and_uss_availability() {
     let node = TestNode::start(bin());
@@ -1111,7 +1126,9 @@ async fn reports_and_uss_availability() {
         200
     );
 }
+}
 
+both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_writers_over_http_exactly_one_wins() {
     let node = TestNode::start(bin());
@@ -1152,7 +1169,9 @@ async fn racing_writers_over_http_exactly_one_wins() {
         );
     }
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn an_acknowledged_write_survives_sigkill() {
     let mut node = TestNode::start(bin());
@@ -1203,4 +1222,5 @@ async fn an_acknowledged_write_survives_sigkill() {
         v["operational_intent_references"].as_array().unwrap().len(),
         1
     );
+}
 }

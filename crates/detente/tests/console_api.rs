@@ -60,6 +60,7 @@ async fn login(c: &Client, n: &TestNode, key: &SigningKey, ch: &Value) -> (u16, 
     )
 }
 
+both_backends! {
 #[tokio::test]
 async fn console_logins_sessions_csrf_and_roles() {
     let n = TestNode::start(bin());
@@ -239,4 +240,5 @@ async fn console_logins_sessions_csrf_and_roles() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
+}
 }

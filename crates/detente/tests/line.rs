@@ -222,6 +222,7 @@ async fn leaf(n: &TestNode, index: u64) -> String {
     v["entries"][0].as_str().unwrap().to_string()
 }
 
+both_backends! {
 #[tokio::test]
 async fn a_flash_message_is_delivered_receipted_and_acknowledged_between_two_nodes() {
     let p = peered().await;
@@ -304,7 +305,9 @@ async fn a_flash_message_is_delivered_receipted_and_acknowledged_between_two_nod
     .await;
     assert_eq!(s, 403);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn a_revoked_member_is_refused_and_what_they_sent_before_stays() {
     let p = peered().await;
@@ -402,7 +405,9 @@ async fn a_revoked_member_is_refused_and_what_they_sent_before_stays() {
     );
     ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(dl)).await;
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn records_queued_while_the_receiver_is_down_arrive_in_order_exactly_once() {
     let mut p = peered().await;
@@ -470,7 +475,9 @@ async fn records_queued_while_the_receiver_is_down_arrive_in_order_exactly_once(
     // 40 messages plus the member registration and the two accreditation records' lanes.
     assert!(received >= 40, "{st}");
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn a_peer_record_with_another_key_is_refused_with_a_reason() {
     let p = peered().await;
@@ -498,6 +505,7 @@ async fn a_peer_record_with_another_key_is_refused_with_a_reason() {
     assert_eq!(s, 400, "{body}");
     assert_eq!(body["stopped"]["code"], "invalid_input");
 }
+}
 
 trait Base {
     fn clone_base(&self) -> String;
@@ -516,6 +524,7 @@ fn cli(node: &TestNode, tok: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
+both_backends! {
 #[tokio::test]
 async fn a_duty_officer_works_the_line_from_the_cli() {
     let a = TestNode::start_with(bin(), &["--name", A]);
@@ -738,7 +747,9 @@ async fn a_duty_officer_works_the_line_from_the_cli() {
         assert!(ok && out.contains("Usage"), "{c}: {out}");
     }
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_checks_and_conflicts() {
     let p = peered().await;
@@ -889,7 +900,9 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
     }
     assert!(gone, "the copy outlived the original");
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn peers_talk_over_mutually_pinned_tls_and_an_impostor_gets_no_handshake() {
     let a = TestNode::start_with(bin(), &["--name", A, "--peer-listen", "127.0.0.1:0"]);
@@ -963,7 +976,9 @@ async fn peers_talk_over_mutually_pinned_tls_and_an_impostor_gets_no_handshake()
     // (That a client refuses a server whose key is not the pinned one is
     // shown by api::tls's handshake test.)
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn an_operation_touching_the_line_of_contact_is_notified_and_held_until_acknowledged() {
     let p = peered().await;
@@ -1063,6 +1078,7 @@ async fn an_operation_touching_the_line_of_contact_is_notified_and_held_until_ac
     }
     assert!(activated, "still held after the acknowledgement");
 }
+}
 
 /// Every line endpoint: (method, path, body, a scope that is not enough).
 fn line_endpoints() -> Vec<(&'static str, String, Option<Value>, &'static str)> {
@@ -1160,6 +1176,7 @@ fn line_endpoints() -> Vec<(&'static str, String, Option<Value>, &'static str)> 
     ]
 }
 
+both_backends! {
 #[tokio::test]
 async fn every_line_endpoint_needs_a_valid_token_with_its_scope() {
     let n = TestNode::start_with(bin(), &["--name", A]);
@@ -1211,7 +1228,9 @@ async fn every_line_endpoint_needs_a_valid_token_with_its_scope() {
     .await;
     assert!(s == 200 || s == 403, "{s} {v}");
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn malformed_line_requests_get_a_400_naming_the_field_and_change_nothing() {
     let n = TestNode::start_with(bin(), &["--name", A]);
@@ -1318,7 +1337,9 @@ async fn malformed_line_requests_get_a_400_naming_the_field_and_change_nothing()
     let st = ok("GET", n.url("/line/v1/peers"), &adm, None).await;
     assert_eq!(st["peers"], json!([]), "no peer was added");
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn a_channel_s_own_deadlines_are_set_by_one_party_and_apply_on_both() {
     let p = peered().await;
@@ -1374,7 +1395,9 @@ async fn a_channel_s_own_deadlines_are_set_by_one_party_and_apply_on_both() {
         );
     }
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn a_message_s_evidence_verifies_offline_only_with_the_peer_s_key() {
     let p = peered().await;
@@ -1514,4 +1537,5 @@ async fn a_message_s_evidence_verifies_offline_only_with_the_peer_s_key() {
         out.contains(&format!("line.receipt by {A}")) && out.contains(&format!("line.ack by {A}")),
         "{out}"
     );
+}
 }

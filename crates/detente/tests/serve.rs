@@ -15,6 +15,7 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_detente"))
 }
 
+both_backends! {
 #[tokio::test]
 async fn serve_without_configuration_creates_its_data_folder_and_answers() {
     let dir = tempfile_dir();
@@ -62,6 +63,7 @@ async fn serve_without_configuration_creates_its_data_folder_and_answers() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+}
 
 fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("detente-serve-{}", new_id()));
@@ -69,6 +71,7 @@ fn tempfile_dir() -> std::path::PathBuf {
     d
 }
 
+both_backends! {
 #[tokio::test]
 async fn a_config_file_is_read_and_ended_intents_are_swept() {
     let dir = tempfile_dir();
@@ -143,6 +146,7 @@ async fn a_config_file_is_read_and_ended_intents_are_swept() {
     assert!(gone, "the sweeper removes ended intents");
     let _ = std::fs::remove_dir_all(&dir);
 }
+}
 
 #[test]
 fn every_command_has_help() {
@@ -216,6 +220,7 @@ fn the_demo_runs_to_the_end() {
     );
 }
 
+both_backends! {
 #[tokio::test]
 async fn clients_over_their_rate_limit_get_429_and_others_do_not() {
     let dir = tempfile_dir();
@@ -253,7 +258,9 @@ async fn clients_over_their_rate_limit_get_429_and_others_do_not() {
     assert_eq!(r.status(), 200, "another client has its own bucket");
     let _ = std::fs::remove_dir_all(&dir);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn a_jwks_file_verifies_tokens_by_kid() {
     let node = TestNode::start_raw(
@@ -282,4 +289,5 @@ async fn a_jwks_file_verifies_tokens_by_kid() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
 }

@@ -836,6 +836,12 @@ impl Log {
     }
 
     /// The verifier key of this log (C2SP signed-note vkey, type 0x01).
+    /// Whether this process runs the log's singleton duties (signing
+    /// checkpoints, submitting them to witnesses).
+    pub fn is_leader(&self) -> bool {
+        self.store.is_leader()
+    }
+
     pub fn verifier_key(&self) -> String {
         self.signer.signer.verifier().to_vkey()
     }

@@ -89,6 +89,11 @@ impl Line {
     /// Notified whenever records were queued for a peer. Register
     /// (`notified()` + `enable()`) before looking at the outbox so that no
     /// wake-up is missed.
+    /// Whether this process delivers to peers (one replica of several).
+    pub fn is_leader(&self) -> bool {
+        self.store.is_leader()
+    }
+
     pub fn queued(&self) -> &tokio::sync::Notify {
         self.store.line_appended()
     }

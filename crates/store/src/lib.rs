@@ -16,7 +16,19 @@ pub use engine::{Engine, MAX_BATCH, MAX_LINE_BATCH};
 pub use mbtiles::Mbtiles;
 pub use postgis::PostgisBaseline;
 pub use postgres::{Location, PostgresStore};
-pub use sqlite::{Sqlite, SqliteStore, read_log};
+pub use sqlite::{Sqlite, SqliteStore};
+
+/// Reads a node's whole log and newest checkpoint given its data folder —
+/// from the embedded store, or from the PostgreSQL schema the folder names
+/// — without disturbing the running node: for exporting evidence offline.
+pub async fn read_log(
+    data: &std::path::Path,
+) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>), node::StoreError> {
+    match postgres::recall(data)? {
+        Some(at) => postgres::read_log(&at).await,
+        None => sqlite::read_log(data).await,
+    }
+}
 
 /// A witness's kept state from its stored columns.
 fn cosigned(

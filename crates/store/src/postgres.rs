@@ -106,6 +106,61 @@ impl Location {
     }
 }
 
+/// The file in a node's data folder that names its database (written by
+/// `serve`, read by the offline tools).
+const LOCATION_FILE: &str = "postgres.location";
+
+/// Records in the data folder where the node's state lives.
+pub fn remember(data: &std::path::Path, at: &Location) -> std::io::Result<()> {
+    std::fs::create_dir_all(data)?;
+    std::fs::write(
+        data.join(LOCATION_FILE),
+        format!("{}\n{}\n", at.url, at.schema),
+    )
+}
+
+/// Where the node whose data folder this is keeps its state, if on
+/// PostgreSQL.
+pub fn recall(data: &std::path::Path) -> Result<Option<Location>, StoreError> {
+    let path = data.join(LOCATION_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError(format!("{}: {e}", path.display()))),
+    };
+    let mut lines = text.lines();
+    match (lines.next(), lines.next()) {
+        (Some(url), Some(schema)) => Location::new(url, schema).map(Some),
+        _ => Err(StoreError(format!(
+            "{}: expected the database URL and schema on two lines",
+            path.display()
+        ))),
+    }
+}
+
+/// The node's whole log and newest checkpoint, read in one snapshot.
+pub async fn read_log(at: &Location) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>), StoreError> {
+    let mut conn = PgConnection::connect_with(&at.options()?)
+        .await
+        .map_err(err("connecting to the database"))?;
+    let mut tx = conn.begin().await.map_err(err("starting to read"))?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await
+        .map_err(err("starting to read"))?;
+    let entries: Vec<Vec<u8>> = sqlx::query_scalar("SELECT data FROM log_entries ORDER BY idx")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err("reading the log"))?;
+    let (_, _, _, _, size, note): MetaRow = sqlx::query_as(META)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err("reading meta"))?;
+    tx.commit().await.map_err(err("ending the read"))?;
+    let _ = conn.close().await;
+    Ok((entries, size.zip(note).map(|(s, n)| (s as u64, n))))
+}
+
 /// Creates the schema (and the PostGIS extension) if needed and applies
 /// the migrations not yet applied, under an advisory lock so that replicas
 /// starting together do it once.

@@ -553,8 +553,8 @@ impl Engine<Sqlite> {
     }
 }
 
-/// Reads a node's whole log and newest checkpoint from its data folder,
-/// read-only (the node may be running): for exporting evidence offline.
+/// Reads a node's whole log and newest checkpoint from its embedded store,
+/// read-only (the node may be running).
 pub async fn read_log(dir: &Path) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>), StoreError> {
     let path = dir.join("detente.db");
     if !path.exists() {

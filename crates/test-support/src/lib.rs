@@ -11,6 +11,127 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const AUDIENCE: &str = "dss.detente.test";
 
+/// PostgreSQL tests run when DATABASE_URL is set; CI sets it together with
+/// DETENTE_REQUIRE_POSTGRES=1, which turns a missing one into a failure.
+pub fn database_url(test: &str) -> Option<String> {
+    use std::io::Write;
+    match std::env::var_os("DATABASE_URL") {
+        Some(u) => Some(u.to_string_lossy().into_owned()),
+        None if std::env::var_os("DETENTE_REQUIRE_POSTGRES").is_some() => {
+            panic!("{test}: DETENTE_REQUIRE_POSTGRES is set but DATABASE_URL is not")
+        }
+        None => {
+            // Straight to the terminal: the test harness would hide eprintln!.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: DATABASE_URL is not set (no PostgreSQL to test against)"
+            );
+            None
+        }
+    }
+}
+
+thread_local! {
+    /// The PostgreSQL URL the nodes this thread starts run on, if any.
+    static POSTGRES: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// The schemas handed out to this thread's test (dropped at its end).
+    static SCHEMAS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// While alive, the nodes (and stores) this thread's test starts run on
+/// PostgreSQL, each in a schema of its own.
+pub struct OnPostgres(());
+
+impl OnPostgres {
+    /// None (the test is skipped, saying so) without a database.
+    pub fn enter(test: &str) -> Option<OnPostgres> {
+        let url = database_url(test)?;
+        POSTGRES.with(|p| *p.borrow_mut() = Some(url));
+        Some(OnPostgres(()))
+    }
+}
+
+impl Drop for OnPostgres {
+    /// The test's schemas are dropped (best effort, with psql when there
+    /// is one) once its nodes are gone.
+    fn drop(&mut self) {
+        let url = POSTGRES.with(|p| p.borrow_mut().take());
+        let schemas = SCHEMAS.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        if let Some(url) = url
+            && !schemas.is_empty()
+        {
+            let sql = schemas
+                .iter()
+                .map(|s| format!("DROP SCHEMA IF EXISTS {s} CASCADE;"))
+                .collect::<String>();
+            let _ = Command::new("psql")
+                .args(["-q", &url, "-c", &sql])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The database this thread's test runs its nodes on, if PostgreSQL.
+pub fn postgres_url() -> Option<String> {
+    POSTGRES.with(|p| p.borrow().clone())
+}
+
+/// The schema of the node whose data folder is `data` (stable, so a node
+/// started again on the same folder finds its state).
+pub fn schema_for(data: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let schema = format!("t_{h:016x}");
+    SCHEMAS.with(|s| {
+        let mut s = s.borrow_mut();
+        if !s.contains(&schema) {
+            s.push(schema.clone());
+        }
+    });
+    schema
+}
+
+/// The flags that put a node on this thread's backend.
+fn backend_args(data: &Path) -> Vec<String> {
+    match postgres_url() {
+        None => Vec::new(),
+        Some(url) => vec![
+            "--database-url".into(),
+            url,
+            "--database-schema".into(),
+            schema_for(data),
+        ],
+    }
+}
+
+/// Runs a test once on the embedded store (`NAME::sqlite`) and once on
+/// PostgreSQL (`NAME::postgres`, skipped with a message without
+/// DATABASE_URL): every node and store the test starts on its thread uses
+/// that backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[$attr])*
+            async fn sqlite() $body
+            $(#[$attr])*
+            async fn postgres() {
+                let Some(_pg) = $crate::OnPostgres::enter(concat!(module_path!(), "::postgres")) else {
+                    return;
+                };
+                $body
+            }
+        }
+    };
+}
+
 pub fn keys_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("keys")
 }
@@ -113,6 +234,8 @@ pub struct TestNode {
     /// Environment for the process, kept across restarts (set it before
     /// [`TestNode::start_again`] to restart with another, e.g. a clock offset).
     pub env: Vec<(String, String)>,
+    /// The flags that put it on its backend (kept across restarts).
+    database: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -148,6 +271,11 @@ impl TestNode {
         n
     }
 
+    /// Whether it runs on PostgreSQL (and in which schema).
+    pub fn postgres_schema(&self) -> Option<&str> {
+        self.database.get(3).map(|s| s.as_str())
+    }
+
     fn spawn(
         bin: &Path,
         data: &Path,
@@ -155,11 +283,29 @@ impl TestNode {
         extra: &[&str],
         env: &[(String, String)],
     ) -> TestNode {
+        // A test that names a database itself gets exactly that one.
+        let database = if extra.contains(&"--database-url") {
+            Vec::new()
+        } else {
+            backend_args(data)
+        };
+        Self::spawn_on(bin, data, listen, extra, env, database)
+    }
+
+    fn spawn_on(
+        bin: &Path,
+        data: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+        database: Vec<String>,
+    ) -> TestNode {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--data")
             .arg(data)
             .args(["--listen", listen, "--jwt-audience", AUDIENCE])
+            .args(&database)
             .args(extra)
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -192,6 +338,7 @@ impl TestNode {
             bin: bin.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.to_vec(),
+            database,
             _tmp: None,
         }
     }
@@ -229,7 +376,14 @@ impl TestNode {
     pub fn start_again(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(|s| s.as_str()).collect();
         let listen = self.base.trim_start_matches("http://").to_string();
-        let fresh = Self::spawn(&self.bin, &self.data, &listen, &extra, &self.env);
+        let fresh = Self::spawn_on(
+            &self.bin,
+            &self.data,
+            &listen,
+            &extra,
+            &self.env,
+            self.database.clone(),
+        );
         self.base = fresh.base.clone();
         self.peer_base = fresh.peer_base.clone();
         let mut fresh = fresh;

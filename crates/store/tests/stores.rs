@@ -1,4 +1,4 @@
-//! The embedded store through the node's use cases: durability across
+//! Both stores (embedded, and PostgreSQL when DATABASE_URL is set) through the node's use cases: durability across
 //! reopen, serialised key checks under concurrency.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
@@ -12,6 +12,7 @@ use node::{
 };
 use std::sync::Arc;
 use store::SqliteStore;
+use test_support::both_backends;
 use uuid::Uuid;
 
 fn caller(sub: &str) -> Caller {
@@ -53,7 +54,17 @@ fn log_signer() -> LogSigner {
     }
 }
 
+/// The store of folder `dir` on this test's backend (the embedded one, or
+/// PostgreSQL in a schema named after the folder).
 async fn open(dir: &std::path::Path) -> Arc<dyn Store> {
+    if let Some(url) = test_support::postgres_url() {
+        let at = store::Location::new(&url, &test_support::schema_for(dir)).unwrap();
+        return Arc::new(
+            store::PostgresStore::open_postgres(&at, log_signer())
+                .await
+                .expect("open store"),
+        );
+    }
     Arc::new(
         SqliteStore::open(dir, log_signer())
             .await
@@ -70,6 +81,7 @@ async fn dss(dir: &std::path::Path) -> Dss {
     )
 }
 
+both_backends! {
 #[tokio::test]
 async fn acknowledged_writes_survive_reopening_with_index_and_conflicts_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,7 +125,9 @@ async fn acknowledged_writes_survive_reopening_with_index_and_conflicts_rebuilt(
     assert_eq!((conflicts[0].a.id, conflicts[0].b.id), (a_id, b_id));
     assert_eq!(d.counts().unwrap().subscriptions, 2);
 }
+}
 
+both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_writers_on_intersecting_intents_exactly_one_wins() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,7 +167,9 @@ async fn racing_writers_on_intersecting_intents_exactly_one_wins() {
         );
     }
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn every_committed_event_has_its_signed_entry_and_the_log_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,7 +240,9 @@ async fn every_committed_event_has_its_signed_entry_and_the_log_survives_reopeni
     assert_eq!(store.log_size(), size_before);
     assert_eq!(store.log_root(size_before).unwrap(), root_before);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn checkpoints_are_signed_notes_and_successive_ones_are_consistent() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,4 +294,5 @@ async fn checkpoints_are_signed_notes_and_successive_ones_are_consistent() {
     let p = log.consistency_proof(c1.size, c2.size).unwrap();
     tlog::proof::verify_consistency(c1.size, c2.size, &p, &c1.root, &c2.root).unwrap();
     assert_eq!(log.verifier_key(), v.to_vkey());
+}
 }
