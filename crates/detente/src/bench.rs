@@ -50,6 +50,12 @@ pub struct BenchArgs {
     /// the ratio: a PostgreSQL URL (its table detente_bench_intents is replaced).
     #[arg(long, env = "DETENTE_BENCH_POSTGIS")]
     postgis: Option<String>,
+    /// Also run the create and area-query measurements on the PostgreSQL
+    /// backend, with one replica and with two (two stores on one schema in
+    /// this process, each with its own writer connection, watcher and
+    /// leader lock): a PostgreSQL URL (its schema detente_bench is replaced).
+    #[arg(long, env = "DETENTE_BENCH_POSTGRES")]
+    postgres: Option<String>,
     /// Folder for the benchmark's stores (default: a temporary folder, removed
     /// after; a folder given here is kept, to restart a node on it).
     #[arg(long)]
@@ -66,7 +72,7 @@ async fn postgis_baseline(
     concurrency: usize,
     seconds: u64,
     now: Timestamp,
-) -> Result<()> {
+) -> Result<(Measured, Measured)> {
     let intents: Vec<(Uuid, Vec<Volume4D>)> = dss.view(|s| {
         s.intents()
             .map(|i| (i.id, i.extents.iter().map(|p| p.volume.clone()).collect()))
@@ -112,6 +118,22 @@ async fn postgis_baseline(
         async move { p.query(&area(seed)).await.is_ok() }
     })
     .await;
+    // Creates with the key check, by hand: a SERIALIZABLE transaction each.
+    let p = pg.clone();
+    let created = measure(concurrency, seconds, move |seed| {
+        let p = p.clone();
+        async move {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 5);
+            p.create(Uuid::from_u128(rand_u128()), &random_volume(&mut rng, now))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    println!(
+        "{}",
+        created.line("intent create with key check, hand-written PostGIS", "-")
+    );
     println!(
         "{}",
         m.line("4D area query, hand-written PostGIS + GiST", "-")
@@ -121,6 +143,151 @@ async fn postgis_baseline(
         "",
         embedded.rate() / m.rate()
     );
+    Ok((m, created))
+}
+
+/// Creates `live` random intents through the write path, 256 writers at
+/// once, spread over the given nodes (replicas).
+async fn preload(dss: &[Arc<Dss>], caller: &Caller, live: usize, now: Timestamp) -> Result<()> {
+    let per = live / 256 + 1;
+    let mut tasks = Vec::new();
+    for t in 0..256u64 {
+        let dss = dss[t as usize % dss.len()].clone();
+        let caller = caller.clone();
+        let n = per.min(live.saturating_sub(t as usize * per));
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1).wrapping_mul(0x1234_5678_9abc_def1));
+            for _ in 0..n {
+                create_with_key(&dss, &caller, random_volume(&mut rng, now)).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// The embedded store's rates (and the hand-written PostGIS query's) that
+/// the PostgreSQL backend's are compared with.
+struct Rates {
+    create: f64,
+    query: f64,
+    by_hand: Option<f64>,
+    by_hand_create: Option<f64>,
+}
+
+/// The same create and area-query workloads on the PostgreSQL backend,
+/// with one replica and then two on the same schema, printed beside the
+/// embedded store's (and the hand-written PostGIS query's, when measured).
+#[allow(clippy::too_many_arguments)]
+async fn postgres_backend(
+    url: &str,
+    dir: &std::path::Path,
+    live: usize,
+    args: &BenchArgs,
+    caller: &Caller,
+    now: Timestamp,
+    rates: &Rates,
+) -> Result<()> {
+    let at = store::Location::new(url, "detente_bench").map_err(|e| anyhow::anyhow!(e))?;
+    // A fresh schema: dropped first (the benchmark owns it).
+    store::postgres::drop_schema(&at)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let signer = crate::key::load_or_create(&dir.join("pg"), "detente.bench")?;
+    let open = || async {
+        let log_signer = node::log::LogSigner {
+            signer: signer.clone(),
+            clock: Arc::new(SystemClock),
+            member: None,
+        };
+        let store = store::PostgresStore::open_postgres(&at, log_signer)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        anyhow::Ok(Arc::new(Dss::new(
+            Arc::new(store),
+            Arc::new(SystemClock),
+            Arc::new(RandomIds),
+            Settings::default(),
+        )))
+    };
+    let first = open().await?;
+    let started = Instant::now();
+    preload(std::slice::from_ref(&first), caller, live, now).await?;
+    println!(
+        "-- PostgreSQL backend: {} live intents (preloaded in {:.1} s through the write path)",
+        first.counts()?.intents,
+        started.elapsed().as_secs_f64()
+    );
+    let second = open().await?;
+    for (replicas, nodes) in [
+        (1, vec![first.clone()]),
+        (2, vec![first.clone(), second.clone()]),
+    ] {
+        let ds = nodes.clone();
+        let c = caller.clone();
+        let m = measure(args.concurrency, args.seconds, move |seed| {
+            let d = ds[(seed >> 32) as usize % ds.len()].clone();
+            let c = c.clone();
+            async move {
+                let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 3);
+                create_with_key(&d, &c, random_volume(&mut rng, now))
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        println!(
+            "{}",
+            m.line(
+                &format!("intent create with key check, PostgreSQL ×{replicas}"),
+                "-"
+            )
+        );
+        match rates.by_hand_create {
+            Some(h) => println!(
+                "{:<44} PostgreSQL ×{replicas} / embedded: {:.2}×; / hand-written PostGIS: {:.2}× (target: not below 1/1.5)",
+                "",
+                m.rate() / rates.create,
+                m.rate() / h
+            ),
+            None => println!(
+                "{:<44} PostgreSQL ×{replicas} / embedded: {:.2}×",
+                "",
+                m.rate() / rates.create
+            ),
+        }
+        let ds = nodes.clone();
+        let m = measure(args.concurrency, args.seconds, move |seed| {
+            let d = ds[(seed >> 32) as usize % ds.len()].clone();
+            async move {
+                let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+                let (lat, lng) = (40.0 + 10.0 * rng.unit(), 10.0 * rng.unit());
+                let area = square(lat, lng, 0.0045, now, now.plus_seconds(86_400));
+                d.query_intents(Some(area)).is_ok()
+            }
+        })
+        .await;
+        println!(
+            "{}",
+            m.line(&format!("4D area query, PostgreSQL ×{replicas}"), "-")
+        );
+        match rates.by_hand {
+            Some(h) => println!(
+                "{:<44} PostgreSQL ×{replicas} / embedded: {:.2}×; / hand-written PostGIS: {:.1}× (target: not below 1/1.5)",
+                "",
+                m.rate() / rates.query,
+                m.rate() / h
+            ),
+            None => println!(
+                "{:<44} PostgreSQL ×{replicas} / embedded: {:.2}× (add --postgis URL for the hand-written PostGIS ratio)",
+                "",
+                m.rate() / rates.query
+            ),
+        }
+    }
     Ok(())
 }
 
@@ -368,24 +535,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let now = SystemClock.now();
         // Preload through the same write path, many writers at once.
         let started = Instant::now();
-        let per = live / 256 + 1;
-        let mut tasks = Vec::new();
-        for t in 0..256u64 {
-            let dss = dss.clone();
-            let caller = caller.clone();
-            let n = per.min(live.saturating_sub(t as usize * per));
-            tasks.push(tokio::spawn(async move {
-                let mut rng =
-                    Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1).wrapping_mul(0x1234_5678_9abc_def1));
-                for _ in 0..n {
-                    create_with_key(&dss, &caller, random_volume(&mut rng, now)).await?;
-                }
-                anyhow::Ok(())
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
+        preload(std::slice::from_ref(&dss), &caller, live, now).await?;
         let loaded = dss.counts()?.intents;
         println!(
             "== {loaded} live intents (preloaded in {:.1} s through the write path)",
@@ -419,6 +569,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             "",
             m.rate() / 150.0
         );
+        let embedded_create = m.rate();
 
         let d = dss.clone();
         let m = measure(args.concurrency, args.seconds, move |seed| {
@@ -443,8 +594,29 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
         );
 
+        let embedded_query = m;
+        let mut by_hand = None;
         if let Some(url) = &args.postgis {
-            postgis_baseline(url, &dss, &m, args.concurrency, args.seconds, now).await?;
+            by_hand = Some(
+                postgis_baseline(
+                    url,
+                    &dss,
+                    &embedded_query,
+                    args.concurrency,
+                    args.seconds,
+                    now,
+                )
+                .await?,
+            );
+        }
+        if let Some(url) = &args.postgres {
+            let rates = Rates {
+                create: embedded_create,
+                query: embedded_query.rate(),
+                by_hand: by_hand.as_ref().map(|(q, _)| q.rate()),
+                by_hand_create: by_hand.as_ref().map(|(_, c)| c.rate()),
+            };
+            postgres_backend(url, &dir, live, &args, &caller, now, &rates).await?;
         }
 
         // The same over HTTP (RS256 bearer token, JSON both ways).

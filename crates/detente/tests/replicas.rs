@@ -174,6 +174,12 @@ async fn replicas_share_one_state_one_key_check_one_notification_count_and_one_l
         )
         .await;
         if s == 200 {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "B saw A's write after {:?}",
+                seen.elapsed()
+            );
             break;
         }
         assert!(

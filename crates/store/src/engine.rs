@@ -523,6 +523,31 @@ impl<B: Backend> Writer<B> {
     }
 }
 
+/// Adds queued jobs to `batch`: urgent ones first, then the rest, up to
+/// [`MAX_BATCH`] jobs of which at most [`MAX_LINE_BATCH`] are the line's.
+fn drain<B: Backend>(wr: &mut Writer<B>, batch: &mut Vec<Job>) {
+    let is_line = |j: &Job| matches!(j, Job::Line { .. });
+    let mut lines = batch.iter().filter(|j| is_line(j)).count();
+    while batch.len() < MAX_BATCH {
+        match wr.urgent.try_recv() {
+            Ok(j) => {
+                lines += usize::from(is_line(&j));
+                batch.push(j);
+            }
+            Err(_) => break,
+        }
+    }
+    while batch.len() < MAX_BATCH && lines < MAX_LINE_BATCH {
+        match wr.jobs.try_recv() {
+            Ok(j) => {
+                lines += usize::from(is_line(&j));
+                batch.push(j);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
 async fn run_writer<B: Backend>(mut wr: Writer<B>) {
     loop {
         // Urgent work (the FLASH lane) first, then the rest in order.
@@ -534,27 +559,15 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
         let Some(first) = first else {
             break;
         };
-        let is_line = |j: &Job| matches!(j, Job::Line { .. });
-        let mut lines = usize::from(is_line(&first));
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match wr.urgent.try_recv() {
-                Ok(j) => {
-                    lines += usize::from(is_line(&j));
-                    batch.push(j);
-                }
-                Err(_) => break,
-            }
-        }
-        while batch.len() < MAX_BATCH && lines < MAX_LINE_BATCH {
-            match wr.jobs.try_recv() {
-                Ok(j) => {
-                    lines += usize::from(is_line(&j));
-                    batch.push(j);
-                }
-                Err(_) => break,
-            }
-        }
+        drain(&mut wr, &mut batch);
+        // Exclusive access, and whatever other replicas committed first.
+        let t_begin = std::time::Instant::now();
+        let begun = wr.begin().await;
+        let begin_us = t_begin.elapsed().as_micros() as u64;
+        // Writes that queued while another replica held the lock join this
+        // batch (the embedded store never waits here).
+        drain(&mut wr, &mut batch);
         let batch_len = batch.len();
         let mut line_jobs = Vec::new();
         let mut air_jobs = Vec::with_capacity(batch.len());
@@ -565,8 +578,7 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
                 Job::Refresh => wr.refresh_queued.store(false, Ordering::SeqCst),
             }
         }
-        // Exclusive access, and whatever other replicas committed first.
-        if let Err(e) = wr.begin().await {
+        if let Err(e) = begun {
             tracing::error!(error = %e, "could not start a batch; refusing it and reloading");
             for (_, reply) in air_jobs {
                 let _ = reply.send(Err(e.clone()));
@@ -582,7 +594,7 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
             wr.backend.release(&mut wr.w).await;
             continue;
         }
-        commit_batch(&mut wr, air_jobs, line_jobs, batch_len).await;
+        commit_batch(&mut wr, air_jobs, line_jobs, batch_len, begin_us).await;
     }
 }
 
@@ -592,6 +604,7 @@ async fn commit_batch<B: Backend>(
     air_jobs: Vec<(WriteFn, oneshot::Sender<Reply>)>,
     line_jobs: Vec<(LineWriteFn, oneshot::Sender<LineReply>)>,
     batch_len: usize,
+    begin_us: u64,
 ) {
     let (state, line, log, signer) = (&wr.state, &wr.line, &wr.log, &wr.signer);
     let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(air_jobs.len());
@@ -781,6 +794,7 @@ async fn commit_batch<B: Backend>(
     tracing::debug!(
         batch = batch_len,
         rows,
+        begin_us,
         decide_us,
         line_us,
         persist_us = t_persist.elapsed().as_micros() as u64,

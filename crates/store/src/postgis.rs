@@ -175,6 +175,69 @@ impl PostgisBaseline {
             .map_err(err("querying"))?;
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
+
+    /// Creates intent `id` with one volume the way a developer would by
+    /// hand, key check included: one SERIALIZABLE transaction that reads
+    /// the intents intersecting it (whose OVNs the caller would have to
+    /// present) and inserts it, retried on serialization failures (which
+    /// is what keeps two concurrent writers from both missing each other).
+    /// Answers the number of intersecting intents it saw.
+    pub async fn create(&self, id: Uuid, v: &Volume4D) -> Result<usize, StoreError> {
+        let (w, r) = wkt(v);
+        let check = format!(
+            "SELECT DISTINCT id FROM {TABLE} WHERE ST_Intersects(area, {}) \
+             AND during && tstzrange(to_timestamp($3), to_timestamp($4)) \
+             AND alt && numrange($5::numeric, $6::numeric)",
+            shape(1, 2)
+        );
+        let insert = format!(
+            "INSERT INTO {TABLE} (id, volume, area, during, alt) VALUES ($7::uuid, 0, {}, \
+             tstzrange(to_timestamp($3), to_timestamp($4)), numrange($5::numeric, $6::numeric))",
+            shape(1, 2)
+        );
+        let times = (seconds(v.time_start, -1e12), seconds(v.time_end, 1e12));
+        let alts = (
+            v.altitude_lower_m.unwrap_or(-1e6),
+            v.altitude_upper_m.unwrap_or(1e6),
+        );
+        for _ in 0..20 {
+            let attempt = async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+                    .execute(&mut *tx)
+                    .await?;
+                let seen: Vec<(Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(check.clone()))
+                    .bind(&w)
+                    .bind(r)
+                    .bind(times.0)
+                    .bind(times.1)
+                    .bind(alts.0)
+                    .bind(alts.1)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+                    .bind(&w)
+                    .bind(r)
+                    .bind(times.0)
+                    .bind(times.1)
+                    .bind(alts.0)
+                    .bind(alts.1)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<usize, sqlx::Error>(seen.len())
+            };
+            match attempt.await {
+                Ok(n) => return Ok(n),
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40001") => continue,
+                Err(e) => return Err(err("creating")(e)),
+            }
+        }
+        Err(StoreError(
+            "PostGIS baseline: creating: serialization failures 20 times".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

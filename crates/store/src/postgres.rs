@@ -161,6 +161,23 @@ pub async fn read_log(at: &Location) -> Result<(Vec<Vec<u8>>, Option<(u64, Strin
     Ok((entries, size.zip(note).map(|(s, n)| (s as u64, n))))
 }
 
+/// Drops the node's schema with everything in it (benchmarks and tests
+/// that own it; never called by a node).
+pub async fn drop_schema(at: &Location) -> Result<(), StoreError> {
+    let mut conn = PgConnection::connect_with(&at.options()?)
+        .await
+        .map_err(err("connecting to the database"))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {} CASCADE",
+        at.schema
+    )))
+    .execute(&mut conn)
+    .await
+    .map_err(err("dropping the schema"))?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
 /// Creates the schema (and the PostGIS extension) if needed and applies
 /// the migrations not yet applied, under an advisory lock so that replicas
 /// starting together do it once.
@@ -403,20 +420,21 @@ impl Postgres {
             w.conn = Some(connect(&self.opts, &self.writer_pid).await?);
         }
         let conn = w.conn.as_mut().expect("connected above");
-        sqlx::query("BEGIN")
-            .execute(&mut *conn)
-            .await
-            .map_err(err("starting a batch"))?;
+        // One round trip (simple protocol; the key is a number computed
+        // here): begin, take the write lock, read the counters.
         w.in_tx = true;
-        sqlx::query("SELECT pg_advisory_xact_lock($1, 1)")
-            .bind(self.at.key())
-            .execute(&mut *conn)
-            .await
-            .map_err(err("taking the write lock"))?;
-        let (seq, version, db_log, purged_below, size, note): MetaRow = sqlx::query_as(META)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(err("reading meta"))?;
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}, 1); {META}",
+            self.at.key()
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err("starting a batch under the write lock"))?;
+        let meta = rows
+            .last()
+            .ok_or_else(|| StoreError("reading meta: no row".into()))?;
+        let (seq, version, db_log, purged_below, size, note): MetaRow =
+            sqlx::FromRow::from_row(meta).map_err(err("reading meta"))?;
         let latest = size.zip(note).map(|(s, n)| (s as u64, n));
         let log_size = log_size as i64;
         if version < w.version || db_log < log_size {
@@ -501,31 +519,24 @@ impl Postgres {
             ids.push(id);
             bodies.push(row.map(|r| r.body));
         }
-        if !tbls.is_empty() {
-            sqlx::query(
-                "INSERT INTO records (tbl, id, body, version) \
-                 SELECT t, i, b, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(t, i, b) \
-                 ON CONFLICT (tbl, id) DO UPDATE SET body = excluded.body, version = excluded.version",
-            )
-            .bind(&tbls)
-            .bind(&ids)
-            .bind(&bodies)
-            .bind(next)
-            .execute(&mut *conn)
-            .await
-            .map_err(err("writing records"))?;
-        }
-        if !gone_ids.is_empty() {
-            sqlx::query(
-                "DELETE FROM volumes WHERE (kind, entity) IN \
-                 (SELECT k, e FROM UNNEST($1::text[], $2::uuid[]) AS u(k, e))",
-            )
-            .bind(&gone_kinds)
-            .bind(&gone_ids)
-            .execute(&mut *conn)
-            .await
-            .map_err(err("replacing volumes"))?;
-        }
+        // Records and the removal of their old volumes in one statement.
+        sqlx::query(
+            "WITH r AS (INSERT INTO records (tbl, id, body, version) \
+               SELECT t, i, b, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(t, i, b) \
+               ON CONFLICT (tbl, id) DO UPDATE SET body = excluded.body, version = excluded.version RETURNING 1), \
+             d AS (DELETE FROM volumes WHERE (kind, entity) IN \
+               (SELECT k, e FROM UNNEST($5::text[], $6::uuid[]) AS u(k, e)) RETURNING 1) \
+             SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM d)",
+        )
+        .bind(&tbls)
+        .bind(&ids)
+        .bind(&bodies)
+        .bind(next)
+        .bind(&gone_kinds)
+        .bind(&gone_ids)
+        .execute(&mut *conn)
+        .await
+        .map_err(err("writing records"))?;
         if !vols.is_empty() {
             let mut kinds = Vec::with_capacity(vols.len());
             let mut entities = Vec::with_capacity(vols.len());
@@ -567,31 +578,32 @@ impl Postgres {
             .await
             .map_err(err("writing volumes"))?;
         }
-        if !leaves.is_empty() {
-            let idx: Vec<i64> = (0..leaves.len())
-                .map(|i| (first_leaf + i as u64) as i64)
-                .collect();
-            sqlx::query(
-                "INSERT INTO log_entries (idx, data) SELECT * FROM UNNEST($1::int8[], $2::bytea[])",
-            )
-            .bind(&idx)
-            .bind(leaves)
-            .execute(&mut *conn)
-            .await
-            .map_err(err("appending log entries"))?;
-        }
-        let updated = sqlx::query(
-            "UPDATE meta SET seq = $1, version = $2, log_size = $3 WHERE version = $4 AND log_size = $5",
+        // The log entries, the counters (naming the log size this batch
+        // continues: a fork is impossible) and the replicas' notice, in
+        // one statement; the notice is sent only if the commit succeeds.
+        let idx: Vec<i64> = (0..leaves.len())
+            .map(|i| (first_leaf + i as u64) as i64)
+            .collect();
+        let (updated,): (i64,) = sqlx::query_as(
+            "WITH l AS (INSERT INTO log_entries (idx, data) \
+               SELECT * FROM UNNEST($1::int8[], $2::bytea[]) RETURNING 1), \
+             m AS (UPDATE meta SET seq = $3, version = $4, log_size = $5 \
+               WHERE version = $6 AND log_size = $7 RETURNING 1) \
+             SELECT (SELECT count(*) FROM m) + 0 * (SELECT count(*) FROM l) \
+               + 0 * length(pg_notify($8, $4::text)::text)",
         )
+        .bind(&idx)
+        .bind(leaves)
         .bind(seq as i64)
         .bind(next)
         .bind((first_leaf + leaves.len() as u64) as i64)
         .bind(w.version)
         .bind(first_leaf as i64)
-        .execute(&mut *conn)
+        .bind(self.at.channel())
+        .fetch_one(&mut *conn)
         .await
-        .map_err(err("writing meta"))?;
-        if updated.rows_affected() != 1 {
+        .map_err(err("appending log entries"))?;
+        if updated != 1 {
             return Err(StoreError(
                 "another writer moved the log on during this batch; refused".into(),
             ));
@@ -609,12 +621,6 @@ impl Postgres {
                 .await
                 .map_err(err("purging old removals"))?;
         }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(self.at.channel())
-            .bind(next.to_string())
-            .execute(&mut *conn)
-            .await
-            .map_err(err("notifying the replicas"))?;
         sqlx::query("COMMIT")
             .execute(&mut *conn)
             .await
