@@ -221,11 +221,13 @@ async fn postgres_backend(
         first.counts()?.intents,
         started.elapsed().as_secs_f64()
     );
-    let second = open().await?;
-    for (replicas, nodes) in [
-        (1, vec![first.clone()]),
-        (2, vec![first.clone(), second.clone()]),
-    ] {
+    for replicas in [1, 2] {
+        // The second replica starts only for its own measurement.
+        let nodes = if replicas == 1 {
+            vec![first.clone()]
+        } else {
+            vec![first.clone(), open().await?]
+        };
         let ds = nodes.clone();
         let c = caller.clone();
         let m = measure(args.concurrency, args.seconds, move |seed| {

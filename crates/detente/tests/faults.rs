@@ -9,6 +9,7 @@
 //! was told was accepted is classified as ok / lost / duplicated /
 //! reordered (the Jepsen queue checker's categories), and both logs must
 //! verify and carry the other's cosignature.
+//! Runs on both backends (the PostgreSQL one when DATABASE_URL is set).
 //!
 //! `DETENTE_FAULT_SEED` replays a schedule; `DETENTE_FAULT_MESSAGES` sets
 //! the number of messages (default 2,000).
@@ -177,6 +178,7 @@ struct Sent {
     lane: Precedence,
 }
 
+both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions() {
     let seed: u64 = env_u64("DETENTE_FAULT_SEED").unwrap_or(0x5eed_2026_1129);
@@ -589,4 +591,5 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
             "{base}: the entries do not hash to the signed root"
         );
     }
+}
 }

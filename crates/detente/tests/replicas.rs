@@ -621,3 +621,64 @@ async fn a_node_restored_from_a_pg_dump_serves_the_same_state_and_log() {
         ],
     );
 }
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_a_replica_with_another_node_key_is_refused() {
+    let Some(_pg) = OnPostgres::enter("migrate_is_idempotent") else {
+        return;
+    };
+    let url = postgres_url().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node");
+    let schema = schema_for(&data);
+    for _ in 0..2 {
+        let (ok, out) = run_cli(
+            bin(),
+            &[
+                "migrate",
+                "--database-url",
+                &url,
+                "--database-schema",
+                &schema,
+            ],
+            &[],
+        );
+        assert!(ok && out.contains("up to date"), "{out}");
+    }
+    let (ok, out) = run_cli(
+        bin(),
+        &[
+            "migrate",
+            "--database-url",
+            &url,
+            "--database-schema",
+            "Robert'); DROP TABLE x; --",
+        ],
+        &[],
+    );
+    assert!(!ok && out.contains("database_schema"), "{out}");
+
+    // The node's first replica records its key in the schema; a process
+    // with another key (another data folder) is refused, saying why.
+    let node = TestNode::start_in(bin(), &data, &[]);
+    let (s, _) = call(&node, Method::GET, "/healthz", "", None).await;
+    assert_eq!(s, 200);
+    let other = tmp.path().join("other");
+    let (ok, out) = run_cli(
+        bin(),
+        &[
+            "serve",
+            "--data",
+            other.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--database-schema",
+            &schema,
+        ],
+        &[],
+    );
+    assert!(!ok, "a foreign key must not start: {out}");
+    assert!(out.contains("same node key"), "{out}");
+}

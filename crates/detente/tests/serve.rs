@@ -155,6 +155,7 @@ fn every_command_has_help() {
         vec!["serve", "--help"],
         vec!["demo", "--help"],
         vec!["bench", "--help"],
+        vec!["migrate", "--help"],
     ] {
         let out = Command::new(bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -173,6 +174,8 @@ fn every_command_has_help() {
         "--peer-listen",
         "--jwt-public-key",
         "--jwt-audience",
+        "--database-url",
+        "--database-schema",
     ] {
         assert!(text.contains(flag), "serve --help lacks {flag}");
     }

@@ -231,13 +231,16 @@ pub trait Backend: Send + Sync + 'static {
     fn wants_extents(&self) -> bool {
         false
     }
-    /// Exclusive write access for one batch (until [`Backend::persist`] or
-    /// [`Backend::release`]), and what other writers committed since the
-    /// log had `log_size` entries (`None`: nothing, or no other writers).
+    /// What other writers committed since the log had `log_size` entries
+    /// (`None`: nothing, or no other writers) and, when `exclusive`, write
+    /// access for one batch (until [`Backend::persist`] or
+    /// [`Backend::release`]); otherwise only a consistent read, ended by
+    /// [`Backend::release`].
     fn begin<'a>(
         &'a self,
         w: &'a mut Self::Writer,
         log_size: u64,
+        exclusive: bool,
     ) -> BoxFuture<'a, Result<Option<Delta>, StoreError>>;
     /// Persists a batch, durably, and ends the exclusive access.
     fn persist<'a>(
@@ -467,9 +470,9 @@ struct Writer<B: Backend> {
 impl<B: Backend> Writer<B> {
     /// Takes in what other writers committed; false if that failed (the
     /// batch must then be refused).
-    async fn begin(&mut self) -> Result<(), StoreError> {
+    async fn begin(&mut self, exclusive: bool) -> Result<(), StoreError> {
         let size = self.log.committed.load(Ordering::SeqCst);
-        let Some(delta) = self.backend.begin(&mut self.w, size).await? else {
+        let Some(delta) = self.backend.begin(&mut self.w, size, exclusive).await? else {
             return Ok(());
         };
         if let Some(latest) = delta.latest {
@@ -561,13 +564,17 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
         };
         let mut batch = vec![first];
         drain(&mut wr, &mut batch);
-        // Exclusive access, and whatever other replicas committed first.
+        // Exclusive access, and whatever other replicas committed first; a
+        // refresh alone only reads (it must not hold up their writes).
+        let exclusive = batch.iter().any(|j| !matches!(j, Job::Refresh));
         let t_begin = std::time::Instant::now();
-        let begun = wr.begin().await;
+        let begun = wr.begin(exclusive).await;
         let begin_us = t_begin.elapsed().as_micros() as u64;
         // Writes that queued while another replica held the lock join this
         // batch (the embedded store never waits here).
-        drain(&mut wr, &mut batch);
+        if exclusive {
+            drain(&mut wr, &mut batch);
+        }
         let batch_len = batch.len();
         let mut line_jobs = Vec::new();
         let mut air_jobs = Vec::with_capacity(batch.len());

@@ -86,7 +86,8 @@ impl Location {
             .parse()
             .map_err(|e| StoreError(format!("database_url: {e}")))?;
         Ok(opts
-            .application_name("detente")
+            // Operators (and tests) see which node a connection serves.
+            .application_name(&format!("detente/{}", self.schema))
             .options([("search_path", format!("{},public", self.schema))]))
     }
 
@@ -415,7 +416,12 @@ impl Postgres {
         }
     }
 
-    async fn begin_inner(&self, w: &mut PgWriter, log_size: u64) -> Result<Delta, StoreError> {
+    async fn begin_inner(
+        &self,
+        w: &mut PgWriter,
+        log_size: u64,
+        exclusive: bool,
+    ) -> Result<Delta, StoreError> {
         if w.conn.is_none() {
             w.conn = Some(connect(&self.opts, &self.writer_pid).await?);
         }
@@ -423,13 +429,16 @@ impl Postgres {
         // One round trip (simple protocol; the key is a number computed
         // here): begin, take the write lock, read the counters.
         w.in_tx = true;
-        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}, 1); {META}",
-            self.at.key()
-        )))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(err("starting a batch under the write lock"))?;
+        let start = if exclusive {
+            format!("BEGIN; SELECT pg_advisory_xact_lock({}, 1);", self.at.key())
+        } else {
+            // A refresh: one consistent snapshot, no lock.
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;".to_string()
+        };
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{start} {META}")))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err("starting a batch under the write lock"))?;
         let meta = rows
             .last()
             .ok_or_else(|| StoreError("reading meta: no row".into()))?;
@@ -457,13 +466,17 @@ impl Postgres {
             )));
         }
         let rows: Vec<(String, String, Option<String>)> =
+            // Planned for the actual value each time (not prepared): a
+            // generic plan of "version > $1" scans the whole table.
             sqlx::query_as("SELECT tbl, id, body FROM records WHERE version > $1")
+                .persistent(false)
                 .bind(w.version)
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(err("reading changed records"))?;
         let entries: Vec<(i64, Vec<u8>)> =
             sqlx::query_as("SELECT idx, data FROM log_entries WHERE idx >= $1 ORDER BY idx")
+                .persistent(false)
                 .bind(log_size)
                 .fetch_all(&mut *conn)
                 .await
@@ -489,6 +502,8 @@ impl Postgres {
             _ => return Err(StoreError("persisting outside a batch".into())),
         };
         let next = w.version + 1;
+        let t0 = std::time::Instant::now();
+        let lap = || t0.elapsed().as_micros() as u64;
         let Batch {
             dirty,
             seq,
@@ -537,6 +552,7 @@ impl Postgres {
         .execute(&mut *conn)
         .await
         .map_err(err("writing records"))?;
+        let records_us = lap();
         if !vols.is_empty() {
             let mut kinds = Vec::with_capacity(vols.len());
             let mut entities = Vec::with_capacity(vols.len());
@@ -578,6 +594,7 @@ impl Postgres {
             .await
             .map_err(err("writing volumes"))?;
         }
+        let volumes_us = lap();
         // The log entries, the counters (naming the log size this batch
         // continues: a fork is impossible) and the replicas' notice, in
         // one statement; the notice is sent only if the commit succeeds.
@@ -603,6 +620,7 @@ impl Postgres {
         .fetch_one(&mut *conn)
         .await
         .map_err(err("appending log entries"))?;
+        let log_us = lap();
         if updated != 1 {
             return Err(StoreError(
                 "another writer moved the log on during this batch; refused".into(),
@@ -625,6 +643,13 @@ impl Postgres {
             .execute(&mut *conn)
             .await
             .map_err(err("committing"))?;
+        tracing::debug!(
+            records_us,
+            volumes_us,
+            log_us,
+            commit_us = lap(),
+            "postgres batch (cumulative)"
+        );
         w.in_tx = false;
         w.version = next;
         Ok(())
@@ -652,9 +677,10 @@ impl Backend for Postgres {
         &'a self,
         w: &'a mut PgWriter,
         log_size: u64,
+        exclusive: bool,
     ) -> BoxFuture<'a, Result<Option<Delta>, StoreError>> {
         Box::pin(async move {
-            match self.begin_inner(w, log_size).await {
+            match self.begin_inner(w, log_size, exclusive).await {
                 Ok(d) => Ok(Some(d)),
                 Err(e) => {
                     self.reset(w).await;

@@ -327,6 +327,7 @@ impl Backend for Sqlite {
         &'a self,
         _w: &'a mut SqliteWriter,
         _log_size: u64,
+        _exclusive: bool,
     ) -> BoxFuture<'a, Result<Option<Delta>, StoreError>> {
         // The writer is the file's only writer: nothing to take in, and
         // its transaction starts in `persist`.

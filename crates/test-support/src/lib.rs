@@ -60,9 +60,17 @@ impl Drop for OnPostgres {
         if let Some(url) = url
             && !schemas.is_empty()
         {
+            // Connections a test's stores left open (this thread's runtime
+            // is blocked here, so their tasks cannot end them) would make
+            // DROP wait forever: they go first.
             let sql = schemas
                 .iter()
-                .map(|s| format!("DROP SCHEMA IF EXISTS {s} CASCADE;"))
+                .map(|s| {
+                    format!(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE application_name = 'detente/{s}'; DROP SCHEMA IF EXISTS {s} CASCADE;"
+                    )
+                })
                 .collect::<String>();
             let _ = Command::new("psql")
                 .args(["-q", &url, "-c", &sql])

@@ -31,6 +31,7 @@ CREATE TABLE records (
     PRIMARY KEY (tbl, id)
 );
 CREATE INDEX records_version ON records (version);
+CREATE INDEX records_tombstones ON records (version) WHERE body IS NULL;
 
 -- The 4D volumes of live operational intents and constraints, for SQL and
 -- PostGIS tools: the outline (circles buffered on the geography), the time
