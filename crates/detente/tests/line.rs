@@ -1539,3 +1539,101 @@ async fn a_message_s_evidence_verifies_offline_only_with_the_peer_s_key() {
     );
 }
 }
+
+/// The leader among replicas, by their /healthz (waits for the lock to
+/// settle).
+async fn leader_of(nodes: &[&TestNode]) -> usize {
+    for _ in 0..100 {
+        for (i, n) in nodes.iter().enumerate() {
+            let v: Value = serde_json::from_str(&get_text(&n.url("/healthz")).await).unwrap();
+            if v["leader"] == true {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no replica leads");
+}
+
+/// PostgreSQL only: a sending party with two replicas. Messages are
+/// posted through either; only the leader delivers; the leader is
+/// SIGKILLed halfway and the other takes over — the peer gets every
+/// record once, in order.
+#[tokio::test]
+async fn a_replicated_sender_delivers_each_record_once_in_order_across_a_leader_kill() {
+    let Some(_pg) = OnPostgres::enter("a_replicated_sender_delivers_each_record_once") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let fdata = tmp.path().join("federation");
+    let mut fed = [
+        TestNode::start_in(bin(), &fdata, &["--name", F]),
+        TestNode::start_in(bin(), &fdata, &["--name", F]),
+    ];
+    let a = TestNode::start_with(bin(), &["--name", A]);
+    let sender = MemberSigner::from_seed(&[33; 32]);
+    let a1 = MemberSigner::from_seed(&[11; 32]);
+    register(&fed[0], &sender, "Gen. Federation").await;
+    register(&a, &a1, "Cdr. Alliance").await;
+    let (ka, kf) = (log_key(&a).await, log_key(&fed[0]).await);
+    pin(&a, F, &fed[0].base, &kf).await;
+    pin(&fed[1], A, &a.base, &ka).await;
+    let post = |n: &TestNode, seq: u64| {
+        let url = n.url("/line/v1/messages");
+        let m = message(
+            F,
+            A,
+            &sender,
+            seq,
+            Sphere::DirectLine,
+            Precedence::Routine,
+            &format!("message {seq}"),
+        );
+        async move {
+            let (s, v) = call("POST", url, &officer(), Some(m)).await;
+            assert_eq!(s, 201, "{v}");
+        }
+    };
+    for seq in 1..=15u64 {
+        post(&fed[(seq % 2) as usize], seq).await;
+    }
+    let leader = leader_of(&[&fed[0], &fed[1]]).await;
+    fed[leader].kill();
+    let survivor = &fed[1 - leader];
+    for seq in 16..=30u64 {
+        post(survivor, seq).await;
+    }
+    assert!(
+        until(&a.base, "/line/v1/messages?direction=in", 30, |v| {
+            v["messages"].as_array().unwrap().len() >= 30
+        })
+        .await,
+        "not everything arrived"
+    );
+    let inbox = messages(&a, "in").await;
+    let mut seqs: Vec<u64> = inbox
+        .iter()
+        .map(|m| m["message"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 30, "no duplicate: {seqs:?}");
+    let arrived = seqs.clone();
+    seqs.sort();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    assert!(
+        arrived.windows(2).all(|w| w[0] > w[1]) || arrived.windows(2).all(|w| w[0] < w[1]),
+        "in order: {arrived:?}"
+    );
+    // The survivor (now the leader) saw every record receipted.
+    let su = survivor.base.clone();
+    assert!(
+        until(&su, "/line/v1/status", 10, |v| {
+            v["peers"][0]["lanes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["pending"] == 0)
+        })
+        .await,
+        "the survivor still has records pending"
+    );
+}
