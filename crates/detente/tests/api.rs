@@ -1133,38 +1133,20 @@ both_backends! {
 async fn racing_writers_over_http_exactly_one_wins() {
     let node = TestNode::start(bin());
     for round in 0..5 {
-        let mut tasks = Vec::new();
-        for w in 0..16 {
-            let url = node.url(&format!(
-                "/dss/v1/operational_intent_references/{}",
-                new_id()
-            ));
-            let t = token(&format!("uss{w}"), SC);
-            let body = intent_body(square(40.0 + round as f64, 40.0, 0.01), &[], "Accepted");
-            tasks.push(tokio::spawn(async move {
-                Client::new()
-                    .put(url)
-                    .bearer_auth(t)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }));
-        }
-        let mut statuses = Vec::new();
-        for t in tasks {
-            statuses.push(t.await.unwrap());
-        }
+        let puts = (0..16)
+            .map(|w| {
+                let url = node.url(&format!(
+                    "/dss/v1/operational_intent_references/{}",
+                    new_id()
+                ));
+                let body = intent_body(square(40.0 + round as f64, 40.0, 0.01), &[], "Accepted");
+                (url, token(&format!("uss{w}"), SC), body)
+            })
+            .collect();
+        let statuses = race_puts(puts).await;
         assert_eq!(
-            statuses.iter().filter(|s| **s == 201).count(),
-            1,
-            "round {round}: {statuses:?}"
-        );
-        assert_eq!(
-            statuses.iter().filter(|s| **s == 409).count(),
-            15,
+            statuses,
+            [vec![201], vec![409; 15]].concat(),
             "round {round}: {statuses:?}"
         );
     }

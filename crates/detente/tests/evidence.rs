@@ -171,33 +171,12 @@ async fn sigkill_under_load_leaves_no_change_without_its_entry_nor_entry_without
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
     let mut tasks = Vec::new();
     for w in 0..8 {
-        let url = node.base.clone();
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            let t = token(&format!("uss{w}"), "utm.strategic_coordination");
-            let client = Client::new();
-            for i in 0..10_000 {
-                let id = new_id();
-                let body = intent_body(
-                    square(0.02 * w as f64, 0.0005 * i as f64, 0.0001),
-                    &[],
-                    "Accepted",
-                );
-                match client
-                    .put(format!("{url}/dss/v1/operational_intent_references/{id}"))
-                    .bearer_auth(&t)
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 201 => {
-                        acked.lock().unwrap().insert(id);
-                    }
-                    Ok(r) => panic!("unexpected {}", r.status()),
-                    Err(_) => break, // the node is gone
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(create_until(
+            node.base.clone(),
+            w,
+            acked.clone(),
+            |i| i < 10_000,
+        )));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     node.kill();

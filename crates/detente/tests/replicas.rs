@@ -332,35 +332,22 @@ async fn racing_writers_through_different_replicas_exactly_one_wins() {
     let nodes = replicas(&tmp.path().join("node"), 2);
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     for round in 0..10 {
-        let mut tasks = Vec::new();
-        for w in 0..8 {
-            let base = bases[w % 2].clone();
-            tasks.push(tokio::spawn(async move {
-                let t = token(&format!("uss{w}"), SC);
+        let puts = (0..8)
+            .map(|w| {
+                let url = format!(
+                    "{}/dss/v1/operational_intent_references/{}",
+                    bases[w % 2],
+                    new_id()
+                );
                 let body = intent_body(
                     square(20.0 + round as f64, 20.0 + 0.001 * w as f64, 0.01),
                     &[],
                     "Accepted",
                 );
-                Client::new()
-                    .put(format!(
-                        "{base}/dss/v1/operational_intent_references/{}",
-                        new_id()
-                    ))
-                    .bearer_auth(&t)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }));
-        }
-        let mut got = Vec::new();
-        for t in tasks {
-            got.push(t.await.unwrap());
-        }
-        got.sort();
+                (url, token(&format!("uss{w}"), SC), body)
+            })
+            .collect();
+        let got = race_puts(puts).await;
         assert_eq!(
             got,
             [vec![201], vec![409; 7]].concat(),
@@ -383,37 +370,14 @@ async fn a_replica_killed_mid_load_loses_nothing_duplicates_nothing_and_forks_no
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
     let mut tasks = Vec::new();
     for w in 0..6 {
-        // Writer w writes through replica w % 3.
-        let base = nodes[w % 3].base.clone();
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            let t = token(&format!("uss{w}"), SC);
-            let client = Client::new();
-            let started = Instant::now();
-            let mut i = 0;
-            while started.elapsed() < Duration::from_secs(3) {
-                let id = new_id();
-                let body = intent_body(
-                    square(0.02 * w as f64, 0.0005 * i as f64, 0.0001),
-                    &[],
-                    "Accepted",
-                );
-                i += 1;
-                match client
-                    .put(format!("{base}/dss/v1/operational_intent_references/{id}"))
-                    .bearer_auth(&t)
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 201 => {
-                        acked.lock().unwrap().insert(id);
-                    }
-                    Ok(r) => panic!("unexpected {}", r.status()),
-                    Err(_) => break, // this replica is gone
-                }
-            }
-        }));
+        // Writer w writes through replica w % 3, for three seconds.
+        let started = Instant::now();
+        tasks.push(tokio::spawn(create_until(
+            nodes[w % 3].base.clone(),
+            w,
+            acked.clone(),
+            move |_| started.elapsed() < Duration::from_secs(3),
+        )));
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     let before_kill = acked.lock().unwrap().len();

@@ -36,7 +36,7 @@ fn err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 
 /// The outline as WKT in (lng lat) order, closed; a circle as its centre
 /// and radius (buffered on the geography by the query).
-fn wkt(v: &Volume4D) -> (String, f64) {
+pub(crate) fn wkt(v: &Volume4D) -> (String, f64) {
     match &v.outline {
         Outline::Polygon { vertices } => {
             let mut pts: Vec<String> = vertices
@@ -245,25 +245,7 @@ mod tests {
     use super::*;
     use airspace::{LatLng, Timestamp};
 
-    /// PostgreSQL tests run when DATABASE_URL is set; CI sets it together
-    /// with DETENTE_REQUIRE_POSTGRES=1, which turns a missing one into a failure.
-    fn database_url(test: &str) -> Option<String> {
-        use std::io::Write;
-        match std::env::var_os("DATABASE_URL") {
-            Some(u) => Some(u.to_string_lossy().into_owned()),
-            None if std::env::var_os("DETENTE_REQUIRE_POSTGRES").is_some() => {
-                panic!("{test}: DETENTE_REQUIRE_POSTGRES is set but DATABASE_URL is not")
-            }
-            None => {
-                // Straight to the terminal: the test harness would hide eprintln!.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test}: DATABASE_URL is not set (no PostgreSQL to test against)"
-                );
-                None
-            }
-        }
-    }
+    use test_support::database_url;
 
     fn square(lat: f64, lng: f64, hours: (i64, i64), alt: (f64, f64)) -> Volume4D {
         Volume4D::square(

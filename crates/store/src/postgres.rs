@@ -26,7 +26,7 @@
 //! value is bound.
 
 use crate::engine::{Backend, Batch, Delta, Engine, Loaded, Refresher, Table, decode, decode_all};
-use airspace::{AirspaceState, Event, Outline, PreparedVolume};
+use airspace::{AirspaceState, Event, PreparedVolume};
 use liaison::LineState;
 use node::log::LogSigner;
 use node::{BoxFuture, StoreError};
@@ -382,21 +382,7 @@ type VolumeCols = (
 
 fn columns(v: &PreparedVolume) -> VolumeCols {
     let v = &v.volume;
-    let (wkt, radius) = match &v.outline {
-        Outline::Polygon { vertices } => {
-            let mut pts: Vec<String> = vertices
-                .iter()
-                .map(|p| format!("{} {}", p.lng, p.lat))
-                .collect();
-            if let Some(first) = pts.first().cloned() {
-                pts.push(first);
-            }
-            (format!("POLYGON(({}))", pts.join(",")), 0.0)
-        }
-        Outline::Circle { center, radius_m } => {
-            (format!("POINT({} {})", center.lng, center.lat), *radius_m)
-        }
-    };
+    let (wkt, radius) = crate::postgis::wkt(v);
     let secs = |t: Option<airspace::Timestamp>| t.map(|t| t.unix_micros() as f64 / 1e6);
     (
         wkt,

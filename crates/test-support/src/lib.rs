@@ -503,6 +503,70 @@ pub fn new_id() -> String {
     id.to_string()
 }
 
+/// PUTs each `(url, token, body)` at once, from tasks of their own, and
+/// answers the status codes sorted (racing writers).
+pub async fn race_puts(puts: Vec<(String, String, Value)>) -> Vec<u16> {
+    let tasks: Vec<_> = puts
+        .into_iter()
+        .map(|(url, tok, body)| {
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .put(url)
+                    .bearer_auth(tok)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("a racing PUT")
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.expect("a racing writer"));
+    }
+    got.sort_unstable();
+    got
+}
+
+/// Writer `w` creates small non-intersecting intents through `base` (each
+/// writer in its own row) while `go(i)` holds or until the node stops
+/// answering, adding the id of each one acknowledged (201) to `acked`; any
+/// other answer fails the test.
+pub async fn create_until(
+    base: String,
+    w: usize,
+    acked: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    go: impl Fn(u64) -> bool,
+) {
+    let t = token(&format!("uss{w}"), "utm.strategic_coordination");
+    let client = reqwest::Client::new();
+    let mut i = 0u64;
+    while go(i) {
+        let id = new_id();
+        let body = intent_body(
+            square(0.02 * w as f64, 0.0005 * i as f64, 0.0001),
+            &[],
+            "Accepted",
+        );
+        i += 1;
+        match client
+            .put(format!("{base}/dss/v1/operational_intent_references/{id}"))
+            .bearer_auth(&t)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 201 => {
+                acked.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+            }
+            Ok(r) => panic!("unexpected {}", r.status()),
+            Err(_) => break, // the node is gone
+        }
+    }
+}
+
 /// Waits up to `timeout` for `f` to return true, polling.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
