@@ -14,8 +14,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use test_support::*;
-use tlog::cbor::Value as Cbor;
-use tlog::entry::SignedEntry;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_detente"))
@@ -31,49 +29,8 @@ async fn json_get(url: String) -> Value {
     r.json().await.unwrap()
 }
 
-/// The node's newest checkpoint, verified with its key: (size, root, note).
 async fn checkpoint(node: &TestNode, key: &tlog::Verifier) -> (u64, tlog::Hash, String) {
-    let note = text(node.url("/log/checkpoint")).await;
-    let (n, _) = tlog::note::open(note.as_bytes(), std::slice::from_ref(key)).unwrap();
-    let c = tlog::Checkpoint::parse(&n.text).unwrap();
-    (c.size, c.root, note)
-}
-
-async fn all_entries(
-    node: &TestNode,
-    size: u64,
-    key: &tlog::Verifier,
-) -> Vec<(Vec<u8>, SignedEntry)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < size {
-        let end = (start + 1000).min(size);
-        let v = json_get(node.url(&format!("/log/entries?start={start}&end={end}"))).await;
-        for e in v["entries"].as_array().unwrap() {
-            let bytes = B64.decode(e.as_str().unwrap()).unwrap();
-            let s = SignedEntry::parse(&bytes).unwrap();
-            s.verify(key).unwrap();
-            out.push((bytes, s));
-        }
-        start = end;
-    }
-    out
-}
-
-fn entry_id(s: &SignedEntry) -> Option<String> {
-    let Cbor::Map(pairs) = &s.entry.body else {
-        return None;
-    };
-    pairs
-        .iter()
-        .find(|(k, _)| *k == Cbor::Text("id".into()))
-        .and_then(|(_, v)| {
-            if let Cbor::Text(t) = v {
-                Some(t.clone())
-            } else {
-                None
-            }
-        })
+    log_checkpoint(node, key).await
 }
 
 both_backends! {
@@ -117,7 +74,7 @@ async fn log_endpoints_serve_verifiable_entries_checkpoints_and_proofs() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (size, root, _) = checkpoint(&node, &key).await;
-    let entries = all_entries(&node, size, &key).await;
+    let entries = log_entries(&node, size, &key).await;
     assert_eq!(entries.len(), 10);
     for (i, (bytes, _)) in entries.iter().enumerate() {
         let v = json_get(node.url(&format!("/log/proof/inclusion?index={i}&size={size}"))).await;
@@ -202,7 +159,7 @@ async fn sigkill_under_load_leaves_no_change_without_its_entry_nor_entry_without
         last = now;
     }
     let (size, root, _) = checkpoint(&node, &key).await;
-    let entries = all_entries(&node, size, &key).await;
+    let entries = log_entries(&node, size, &key).await;
     assert_eq!(
         tlog::hash::root_of(
             &entries

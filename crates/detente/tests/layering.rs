@@ -41,7 +41,7 @@ fn no_crate_depends_upwards() {
             "api",
             &["node", "airspace", "tlog", "liaison", "console"][..],
         ),
-        ("test-support", &[][..]),
+        ("test-support", &["tlog"][..]),
         (
             "detente",
             &[

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use test_support::*;
-use tlog::entry::SignedEntry;
 
 const SC: &str = "utm.strategic_coordination";
 
@@ -48,56 +47,10 @@ async fn call(
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-/// The node's newest checkpoint, verified with its key: (size, root).
+/// The node's newest checkpoint's size and root.
 async fn checkpoint(node: &TestNode, key: &tlog::Verifier) -> (u64, tlog::Hash) {
-    let note = get_text(&node.url("/log/checkpoint")).await;
-    let (n, _) = tlog::note::open(note.as_bytes(), std::slice::from_ref(key)).unwrap();
-    let c = tlog::Checkpoint::parse(&n.text).unwrap();
-    (c.size, c.root)
-}
-
-/// Waits until the checkpoint stops growing (the leader signs one every
-/// 0.5 s while the log grows) and answers it.
-async fn settled_checkpoint(node: &TestNode, key: &tlog::Verifier) -> (u64, tlog::Hash) {
-    let mut last = checkpoint(node, key).await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        let now = checkpoint(node, key).await;
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-}
-
-async fn entries(node: &TestNode, size: u64, key: &tlog::Verifier) -> Vec<(Vec<u8>, SignedEntry)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < size {
-        let end = (start + 1000).min(size);
-        let v: Value = serde_json::from_str(
-            &get_text(&node.url(&format!("/log/entries?start={start}&end={end}"))).await,
-        )
-        .unwrap();
-        for e in v["entries"].as_array().unwrap() {
-            let bytes = B64.decode(e.as_str().unwrap()).unwrap();
-            let s = SignedEntry::parse(&bytes).unwrap();
-            s.verify(key).unwrap();
-            out.push((bytes, s));
-        }
-        start = end;
-    }
-    out
-}
-
-fn entry_id(s: &SignedEntry) -> Option<String> {
-    let tlog::cbor::Value::Map(pairs) = &s.entry.body else {
-        return None;
-    };
-    pairs.iter().find_map(|(k, v)| match (k, v) {
-        (tlog::cbor::Value::Text(k), tlog::cbor::Value::Text(v)) if k == "id" => Some(v.clone()),
-        _ => None,
-    })
+    let (size, root, _) = log_checkpoint(node, key).await;
+    (size, root)
 }
 
 /// Every intent in the area, as one replica answers.
@@ -270,7 +223,7 @@ async fn replicas_share_one_state_one_key_check_one_notification_count_and_one_l
     })
     .await;
     assert!(ok, "B serves A's checkpoint");
-    let all = entries(b, size, &key).await;
+    let all = log_entries(b, size, &key).await;
     assert_eq!(
         tlog::hash::root_of(
             &all.iter()
@@ -407,7 +360,7 @@ async fn a_replica_killed_mid_load_loses_nothing_duplicates_nothing_and_forks_no
     let (b, c) = (&survivors[0], &survivors[1]);
     let (size, root) = settled_checkpoint(b, &key).await;
     assert_eq!(checkpoint(c, &key).await, (size, root), "one log, not two");
-    let all = entries(c, size, &key).await;
+    let all = log_entries(c, size, &key).await;
     assert_eq!(
         tlog::hash::root_of(
             &all.iter()

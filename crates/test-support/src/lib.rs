@@ -567,6 +567,70 @@ pub async fn create_until(
     }
 }
 
+/// The node's newest checkpoint, verified with its key: (size, root, note).
+pub async fn log_checkpoint(node: &TestNode, key: &tlog::Verifier) -> (u64, tlog::Hash, String) {
+    let note = get_text(&node.url("/log/checkpoint")).await;
+    let (n, _) = tlog::note::open(note.as_bytes(), std::slice::from_ref(key))
+        .expect("a checkpoint signed by the node's key");
+    let c = tlog::Checkpoint::parse(&n.text).expect("a checkpoint");
+    (c.size, c.root, note)
+}
+
+/// Waits until the node's checkpoint stops growing (one is signed every
+/// 0.5 s while the log grows) and answers its size and root.
+pub async fn settled_checkpoint(node: &TestNode, key: &tlog::Verifier) -> (u64, tlog::Hash) {
+    let size_root = |c: (u64, tlog::Hash, String)| (c.0, c.1);
+    let mut last = size_root(log_checkpoint(node, key).await);
+    loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = size_root(log_checkpoint(node, key).await);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The node's log entries `0..size`, each verified with its key: (leaf
+/// bytes, parsed entry).
+pub async fn log_entries(
+    node: &TestNode,
+    size: u64,
+    key: &tlog::Verifier,
+) -> Vec<(Vec<u8>, tlog::entry::SignedEntry)> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < size {
+        let end = (start + 1000).min(size);
+        let v: Value = serde_json::from_str(
+            &get_text(&node.url(&format!("/log/entries?start={start}&end={end}"))).await,
+        )
+        .expect("entries as JSON");
+        for e in v["entries"].as_array().expect("an entries array") {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(e.as_str().expect("base64 text"))
+                .expect("base64");
+            let s = tlog::entry::SignedEntry::parse(&bytes).expect("a signed entry");
+            s.verify(key).expect("signed by the node");
+            out.push((bytes, s));
+        }
+        start = end;
+    }
+    out
+}
+
+/// The `id` in an entry's body, if it has one.
+pub fn entry_id(s: &tlog::entry::SignedEntry) -> Option<String> {
+    let tlog::cbor::Value::Map(pairs) = &s.entry.body else {
+        return None;
+    };
+    pairs.iter().find_map(|(k, v)| match (k, v) {
+        (tlog::cbor::Value::Text(k), tlog::cbor::Value::Text(v)) if k == "id" => Some(v.clone()),
+        _ => None,
+    })
+}
+
 /// Waits up to `timeout` for `f` to return true, polling.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
