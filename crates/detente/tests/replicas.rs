@@ -599,3 +599,120 @@ async fn migrate_is_idempotent_and_a_replica_with_another_node_key_is_refused() 
     assert!(!ok, "a foreign key must not start: {out}");
     assert!(out.contains("same node key"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_go_on_after_the_database_drops_every_connection_and_nothing_half_done_is_kept() {
+    let Some(_pg) = OnPostgres::enter("writes_go_on_after_the_database_drops") else {
+        return;
+    };
+    let url = postgres_url().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let node = TestNode::start_in(bin(), &tmp.path().join("node"), &[]);
+    let schema = node.postgres_schema().unwrap().to_string();
+    let key = tlog::Verifier::parse(get_text(&node.url("/log/key")).await.trim()).unwrap();
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (base, acked, refused) = (node.base.clone(), acked.clone(), refused.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = token(&format!("uss{w}"), SC);
+            let started = Instant::now();
+            let mut i = 0;
+            while started.elapsed() < Duration::from_secs(4) {
+                let id = new_id();
+                let body = intent_body(
+                    square(0.02 * w as f64, 0.0005 * i as f64, 0.0001),
+                    &[],
+                    "Accepted",
+                );
+                i += 1;
+                let r = Client::new()
+                    .put(format!("{base}/dss/v1/operational_intent_references/{id}"))
+                    .bearer_auth(&t)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    201 => {
+                        acked.lock().unwrap().insert(id);
+                    }
+                    // The storage failed: nothing of that write is kept.
+                    500 => {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    s => panic!("unexpected {s}"),
+                }
+            }
+        }));
+    }
+    // As a failover does: every connection of the node is cut, twice.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        sh(
+            "psql",
+            &[
+                "-q",
+                &url,
+                "-c",
+                &format!(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'detente/{schema}'"
+                ),
+            ],
+        );
+    }
+    let cut_at = acked.lock().unwrap().len();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > cut_at,
+        "writes went on after the cuts ({cut_at} → {})",
+        acked.len()
+    );
+
+    // The log (signed again by a leader that reconnected) and the store
+    // agree, and every acknowledged write is there once.
+    let (size, root) = settled_checkpoint(&node, &key).await;
+    let all = log_entries(&node, size, &key).await;
+    assert_eq!(
+        tlog::hash::root_of(
+            &all.iter()
+                .map(|(d, _)| tlog::leaf_hash(d))
+                .collect::<Vec<_>>()
+        ),
+        root
+    );
+    let mut logged: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, e) in &all {
+        if e.entry.kind == "operational_intent.upserted" {
+            *logged.entry(entry_id(e).unwrap()).or_default() += 1;
+        }
+    }
+    let area = polygon_volume(
+        &[(-0.1, -0.1), (-0.1, 6.0), (0.3, 6.0), (0.3, -0.1)],
+        (0.0, 500.0),
+        0,
+        3600,
+    );
+    let stored: BTreeSet<String> = intents_in(&node, area).await.into_keys().collect();
+    assert!(
+        acked.is_subset(&stored),
+        "every acknowledged create survived"
+    );
+    assert_eq!(
+        logged.keys().cloned().collect::<BTreeSet<_>>(),
+        stored,
+        "the log and the store hold the same intents"
+    );
+    assert!(logged.values().all(|n| *n == 1), "each create logged once");
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{} acknowledged, {} refused with 500 around the cuts",
+        acked.len(),
+        refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
