@@ -1,7 +1,9 @@
-//! Implementations of [`node::Store`]. Today: the embedded store, SQLite in
-//! WAL mode with `synchronous=FULL`, one writer with group commit, and the
-//! airspace state (with its spatio-temporal index) kept in memory and rebuilt
-//! from the tables at start.
+//! Implementations of [`node::Store`]: one engine ([`Engine`]: a writer
+//! task with group commit, the airspace state with its spatio-temporal index,
+//! the line's state and the log's tree kept in memory) over two backends —
+//! the embedded default, SQLite in WAL mode with `synchronous=FULL`
+//! ([`SqliteStore`]), and PostgreSQL with PostGIS for several replicas of one
+//! node ([`PostgresStore`], `postgres.rs`).
 //!
 //! The only crate that knows SQL. It never decides anything: it runs the
 //! decisions `node` hands it, persists their events, and applies them.
