@@ -132,6 +132,7 @@ async fn sigkill_under_load_leaves_no_change_without_its_entry_nor_entry_without
             node.base.clone(),
             w,
             acked.clone(),
+            None,
             |i| i < 10_000,
         )));
     }

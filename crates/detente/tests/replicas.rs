@@ -53,6 +53,42 @@ async fn checkpoint(node: &TestNode, key: &tlog::Verifier) -> (u64, tlog::Hash) 
     (size, root)
 }
 
+/// The log's entries `0..size`, checked against `root`: how many times
+/// each intent's creation or change is logged.
+async fn logged_creates(
+    node: &TestNode,
+    size: u64,
+    root: tlog::Hash,
+    key: &tlog::Verifier,
+) -> BTreeMap<String, usize> {
+    let all = log_entries(node, size, key).await;
+    assert_eq!(
+        tlog::hash::root_of(
+            &all.iter()
+                .map(|(d, _)| tlog::leaf_hash(d))
+                .collect::<Vec<_>>()
+        ),
+        root
+    );
+    let mut logged: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, e) in &all {
+        if e.entry.kind == "operational_intent.upserted" {
+            *logged.entry(entry_id(e).unwrap()).or_default() += 1;
+        }
+    }
+    logged
+}
+
+/// The area every `create_until` writer writes in.
+fn loaded_area() -> Value {
+    polygon_volume(
+        &[(-0.1, -0.1), (-0.1, 6.0), (0.3, 6.0), (0.3, -0.1)],
+        (0.0, 500.0),
+        0,
+        3600,
+    )
+}
+
 /// Every intent in the area, as one replica answers.
 async fn intents_in(node: &TestNode, area: Value) -> BTreeMap<String, Value> {
     let t = token("auditor", SC);
@@ -329,6 +365,7 @@ async fn a_replica_killed_mid_load_loses_nothing_duplicates_nothing_and_forks_no
             nodes[w % 3].base.clone(),
             w,
             acked.clone(),
+            None,
             move |_| started.elapsed() < Duration::from_secs(3),
         )));
     }
@@ -360,27 +397,8 @@ async fn a_replica_killed_mid_load_loses_nothing_duplicates_nothing_and_forks_no
     let (b, c) = (&survivors[0], &survivors[1]);
     let (size, root) = settled_checkpoint(b, &key).await;
     assert_eq!(checkpoint(c, &key).await, (size, root), "one log, not two");
-    let all = log_entries(c, size, &key).await;
-    assert_eq!(
-        tlog::hash::root_of(
-            &all.iter()
-                .map(|(d, _)| tlog::leaf_hash(d))
-                .collect::<Vec<_>>()
-        ),
-        root
-    );
-    let mut logged: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, e) in &all {
-        if e.entry.kind == "operational_intent.upserted" {
-            *logged.entry(entry_id(e).unwrap()).or_default() += 1;
-        }
-    }
-    let area = polygon_volume(
-        &[(-0.1, -0.1), (-0.1, 6.0), (0.3, 6.0), (0.3, -0.1)],
-        (0.0, 500.0),
-        0,
-        3600,
-    );
+    let logged = logged_creates(c, size, root, &key).await;
+    let area = loaded_area();
     let on_b = intents_in(b, area.clone()).await;
     let on_c = intents_in(c, area).await;
     let stored: BTreeSet<String> = on_b.keys().cloned().collect();
@@ -614,38 +632,15 @@ async fn writes_go_on_after_the_database_drops_every_connection_and_nothing_half
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..4 {
-        let (base, acked, refused) = (node.base.clone(), acked.clone(), refused.clone());
-        tasks.push(tokio::spawn(async move {
-            let t = token(&format!("uss{w}"), SC);
-            let started = Instant::now();
-            let mut i = 0;
-            while started.elapsed() < Duration::from_secs(4) {
-                let id = new_id();
-                let body = intent_body(
-                    square(0.02 * w as f64, 0.0005 * i as f64, 0.0001),
-                    &[],
-                    "Accepted",
-                );
-                i += 1;
-                let r = Client::new()
-                    .put(format!("{base}/dss/v1/operational_intent_references/{id}"))
-                    .bearer_auth(&t)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                match r.status().as_u16() {
-                    201 => {
-                        acked.lock().unwrap().insert(id);
-                    }
-                    // The storage failed: nothing of that write is kept.
-                    500 => {
-                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    s => panic!("unexpected {s}"),
-                }
-            }
-        }));
+        // A write caught by a cut gets 500 (nothing of it is kept): counted.
+        let started = Instant::now();
+        tasks.push(tokio::spawn(create_until(
+            node.base.clone(),
+            w,
+            acked.clone(),
+            Some(refused.clone()),
+            move |_| started.elapsed() < Duration::from_secs(4),
+        )));
     }
     // As a failover does: every connection of the node is cut, twice.
     for _ in 0..2 {
@@ -676,27 +671,8 @@ async fn writes_go_on_after_the_database_drops_every_connection_and_nothing_half
     // The log (signed again by a leader that reconnected) and the store
     // agree, and every acknowledged write is there once.
     let (size, root) = settled_checkpoint(&node, &key).await;
-    let all = log_entries(&node, size, &key).await;
-    assert_eq!(
-        tlog::hash::root_of(
-            &all.iter()
-                .map(|(d, _)| tlog::leaf_hash(d))
-                .collect::<Vec<_>>()
-        ),
-        root
-    );
-    let mut logged: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, e) in &all {
-        if e.entry.kind == "operational_intent.upserted" {
-            *logged.entry(entry_id(e).unwrap()).or_default() += 1;
-        }
-    }
-    let area = polygon_volume(
-        &[(-0.1, -0.1), (-0.1, 6.0), (0.3, 6.0), (0.3, -0.1)],
-        (0.0, 500.0),
-        0,
-        3600,
-    );
+    let logged = logged_creates(&node, size, root, &key).await;
+    let area = loaded_area();
     let stored: BTreeSet<String> = intents_in(&node, area).await.into_keys().collect();
     assert!(
         acked.is_subset(&stored),

@@ -532,12 +532,14 @@ pub async fn race_puts(puts: Vec<(String, String, Value)>) -> Vec<u16> {
 
 /// Writer `w` creates small non-intersecting intents through `base` (each
 /// writer in its own row) while `go(i)` holds or until the node stops
-/// answering, adding the id of each one acknowledged (201) to `acked`; any
-/// other answer fails the test.
+/// answering, adding the id of each one acknowledged (201) to `acked`;
+/// with `refused`, a 500 (a storage failure: nothing of that write kept) is
+/// counted there; any other answer fails the test.
 pub async fn create_until(
     base: String,
     w: usize,
     acked: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    refused: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
     go: impl Fn(u64) -> bool,
 ) {
     let t = token(&format!("uss{w}"), "utm.strategic_coordination");
@@ -560,6 +562,11 @@ pub async fn create_until(
         {
             Ok(r) if r.status() == 201 => {
                 acked.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+            }
+            Ok(r) if r.status() == 500 && refused.is_some() => {
+                if let Some(n) = &refused {
+                    n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             Ok(r) => panic!("unexpected {}", r.status()),
             Err(_) => break, // the node is gone
