@@ -91,9 +91,15 @@ impl Location {
             // JIT compilation costs tens of milliseconds per statement the
             // planner thinks large (as it does with no statistics yet): a
             // loss for short transactions like every batch here.
+            // Every statement is planned for its values and the tables as
+            // they are now: a generic plan cached while a table was small
+            // (and kept while it has no fresh statistics) seq-scanned all
+            // of `volumes` in every batch — 21 ms a batch at 100k, 48 ms
+            // at 300k. Planning the few statements of a batch costs less.
             .options([
                 ("search_path", format!("{},public", self.schema)),
                 ("jit", "off".to_string()),
+                ("plan_cache_mode", "force_custom_plan".to_string()),
             ]))
     }
 
@@ -510,7 +516,7 @@ impl Postgres {
             leaves,
         } = batch;
         let (mut tbls, mut ids, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut gone_kinds, mut gone_ids) = (Vec::new(), Vec::new());
+        let (mut gone_intents, mut gone_constraints) = (Vec::<Uuid>::new(), Vec::<Uuid>::new());
         let mut vols: Vec<(&'static str, Uuid, i32, VolumeCols)> = Vec::new();
         for ((table, id), row) in dirty.rows {
             let kind = match table {
@@ -521,8 +527,12 @@ impl Postgres {
             if let Some(kind) = kind {
                 let uuid =
                     Uuid::parse_str(&id).map_err(|e| StoreError(format!("record id {id}: {e}")))?;
-                gone_kinds.push(kind);
-                gone_ids.push(uuid);
+                // Probed by primary key (an array the planner sizes),
+                // never joined: its old volumes go, whatever the table's size.
+                match table {
+                    Table::Intents => gone_intents.push(uuid),
+                    _ => gone_constraints.push(uuid),
+                }
                 if let Some(r) = &row {
                     for (n, v) in r.extents.iter().enumerate() {
                         vols.push((kind, uuid, n as i32, columns(v)));
@@ -538,16 +548,16 @@ impl Postgres {
             "WITH r AS (INSERT INTO records (tbl, id, body, version) \
                SELECT t, i, b, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(t, i, b) \
                ON CONFLICT (tbl, id) DO UPDATE SET body = excluded.body, version = excluded.version RETURNING 1), \
-             d AS (DELETE FROM volumes WHERE (kind, entity) IN \
-               (SELECT k, e FROM UNNEST($5::text[], $6::uuid[]) AS u(k, e)) RETURNING 1) \
+             d AS (DELETE FROM volumes WHERE (kind = 'intent' AND entity = ANY($5::uuid[])) \
+               OR (kind = 'constraint' AND entity = ANY($6::uuid[])) RETURNING 1) \
              SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM d)",
         )
         .bind(&tbls)
         .bind(&ids)
         .bind(&bodies)
         .bind(next)
-        .bind(&gone_kinds)
-        .bind(&gone_ids)
+        .bind(&gone_intents)
+        .bind(&gone_constraints)
         .execute(&mut *conn)
         .await
         .map_err(err("writing records"))?;

@@ -296,3 +296,94 @@ async fn checkpoints_are_signed_notes_and_successive_ones_are_consistent() {
     assert_eq!(log.verifier_key(), v.to_vkey());
 }
 }
+
+/// The PostGIS `volumes` table (what SQL and GIS tools read) follows every
+/// write: a create adds the volumes, an update replaces them (none of the
+/// old outline is left behind), a removal takes them away — for intents
+/// and constraints alike. PostgreSQL only: the embedded store keeps no
+/// such table.
+#[tokio::test]
+async fn the_postgis_volumes_follow_creates_updates_and_removals() {
+    let Some(_pg) =
+        test_support::OnPostgres::enter("the_postgis_volumes_follow_creates_updates_and_removals")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dss(dir.path()).await;
+    let url = test_support::postgres_url().unwrap();
+    let schema = test_support::schema_for(dir.path());
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    // (rows of the entity, rows of it covering this point) in its schema.
+    let count = |kind: &'static str, id: Uuid, lat: f64, lng: f64| {
+        let (pool, schema) = (pool.clone(), schema.clone());
+        async move {
+            let sql = format!(
+                "SELECT count(*), count(*) FILTER (WHERE ST_Intersects(area, ST_SetSRID(ST_MakePoint($3, $4), 4326))) \
+                 FROM {schema}.volumes WHERE kind = $1 AND entity = $2"
+            );
+            let (all, here): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(kind)
+                .bind(id)
+                .bind(lng)
+                .bind(lat)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (all, here)
+        }
+    };
+    let now = d.now();
+    let (intent, constraint) = (Uuid::from_u128(7), Uuid::from_u128(8));
+    let (a, _) = d
+        .put_intent(
+            &caller("alliance"),
+            intent,
+            None,
+            request(square(50.0, 30.0, 0.01, now), vec![]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(count("intent", intent, 50.0, 30.0).await, (1, 1));
+    // Updated to two volumes elsewhere: the old outline is gone.
+    let mut moved = request(square(51.0, 31.0, 0.01, now), vec![a.ovn.clone()]);
+    moved.extents.push(square(52.0, 32.0, 0.01, now));
+    let (a, _) = d
+        .put_intent(&caller("alliance"), intent, Some(a.ovn), moved)
+        .await
+        .unwrap();
+    assert_eq!(count("intent", intent, 50.0, 30.0).await, (2, 0));
+    assert_eq!(count("intent", intent, 52.0, 32.0).await, (2, 1));
+    let (c, _) = d
+        .put_constraint(
+            &caller("authority"),
+            constraint,
+            None,
+            vec![square(50.0, 30.0, 0.01, now)],
+            "https://authority.example".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(count("constraint", constraint, 50.0, 30.0).await, (1, 1));
+    let (c, _) = d
+        .put_constraint(
+            &caller("authority"),
+            constraint,
+            Some(c.ovn),
+            vec![square(53.0, 33.0, 0.01, now)],
+            "https://authority.example".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(count("constraint", constraint, 50.0, 30.0).await, (1, 0));
+    assert_eq!(count("constraint", constraint, 53.0, 33.0).await, (1, 1));
+    d.delete_intent(&caller("alliance"), intent, a.ovn)
+        .await
+        .unwrap();
+    d.delete_constraint(&caller("authority"), constraint, c.ovn)
+        .await
+        .unwrap();
+    assert_eq!(count("intent", intent, 52.0, 32.0).await, (0, 0));
+    assert_eq!(count("constraint", constraint, 53.0, 33.0).await, (0, 0));
+    pool.close().await;
+}
