@@ -234,6 +234,10 @@ async fn postgres_backend(
             let d = ds[(seed >> 32) as usize % ds.len()].clone();
             let c = c.clone();
             async move {
+                // Each run creates intents of its own: the same seeds as
+                // the one-replica run would recreate its volumes, and every
+                // create would first fail the key check on its twin.
+                let seed = seed + ((replicas as u64) << 60);
                 let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 3);
                 create_with_key(&d, &c, random_volume(&mut rng, now))
                     .await
