@@ -800,6 +800,14 @@ async fn commit_batch<B: Backend>(
     }
     tracing::debug!(
         batch = batch_len,
+        refused = replies
+            .iter()
+            .filter(|(_, r)| !matches!(r, Ok(Ok(_))))
+            .count(),
+        first_refusal = replies.iter().find_map(|(_, r)| match r {
+            Ok(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }),
         rows,
         begin_us,
         decide_us,
