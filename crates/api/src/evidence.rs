@@ -144,7 +144,7 @@ async fn inclusion(
             format!("index and size are required non-negative integers: {e}"),
         )
     })?;
-    let proof = st.log.inclusion_proof(q.index, q.size)?;
+    let proof = st.log.inclusion_proof(q.index, q.size).await?;
     Ok(Json(
         json!({ "index": q.index, "size": q.size, "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }),
     ))
@@ -166,7 +166,7 @@ async fn consistency(
             format!("first and second are required non-negative integers: {e}"),
         )
     })?;
-    let proof = st.log.consistency_proof(q.first, q.second)?;
+    let proof = st.log.consistency_proof(q.first, q.second).await?;
     Ok(Json(
         json!({ "first": q.first, "second": q.second, "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }),
     ))

@@ -115,19 +115,23 @@ pub trait Store: Send + Sync + 'static {
     /// transaction: no change without its entry, no entry without its change.
     fn log_size(&self) -> u64;
     /// Root hash of the log at `size` ≤ `log_size()`.
-    fn log_root(&self, size: u64) -> Result<tlog::Hash, StoreError>;
+    /// (Roots and proofs may read the log's stored tiles: the tree is not
+    /// all in memory.)
+    fn log_root(&self, size: u64) -> BoxFuture<'_, Result<tlog::Hash, StoreError>>;
     /// RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves.
+    #[allow(clippy::type_complexity)]
     fn inclusion_proof(
         &self,
         index: u64,
         size: u64,
-    ) -> Result<Result<Vec<tlog::Hash>, tlog::proof::ProofError>, StoreError>;
+    ) -> BoxFuture<'_, Result<Result<Vec<tlog::Hash>, tlog::proof::ProofError>, StoreError>>;
     /// RFC 9162 consistency proof between two sizes.
+    #[allow(clippy::type_complexity)]
     fn consistency_proof(
         &self,
         first: u64,
         second: u64,
-    ) -> Result<Result<Vec<tlog::Hash>, tlog::proof::ProofError>, StoreError>;
+    ) -> BoxFuture<'_, Result<Result<Vec<tlog::Hash>, tlog::proof::ProofError>, StoreError>>;
     /// The leaf bytes of entries `start..end` (committed ones only).
     fn log_entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>>;
     /// Keeps a signed checkpoint note for `size` (durably, before returning).
@@ -860,7 +864,7 @@ impl Log {
         if last.is_some_and(|l| l >= size) {
             return Ok(None);
         }
-        let root = self.store.log_root(size)?;
+        let root = self.store.log_root(size).await?;
         let note = self.signer.checkpoint(size, root);
         self.store.save_checkpoint(size, note).await?;
         Ok(Some(size))
@@ -894,21 +898,31 @@ impl Log {
         Ok(self.store.log_entries(start, end).await?)
     }
 
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<tlog::Hash>, NodeError> {
+    pub async fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<tlog::Hash>, NodeError> {
         if size > self.store.log_size() {
             return Err(invalid("size", "larger than the log"));
         }
         self.store
-            .inclusion_proof(index, size)?
+            .inclusion_proof(index, size)
+            .await?
             .map_err(|e| invalid("index", e.to_string()))
     }
 
-    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<tlog::Hash>, NodeError> {
+    pub async fn consistency_proof(
+        &self,
+        first: u64,
+        second: u64,
+    ) -> Result<Vec<tlog::Hash>, NodeError> {
         if second > self.store.log_size() {
             return Err(invalid("second", "larger than the log"));
         }
         self.store
-            .consistency_proof(first, second)?
+            .consistency_proof(first, second)
+            .await?
             .map_err(|e| invalid("first", e.to_string()))
     }
 
@@ -953,7 +967,8 @@ impl Log {
         for i in chosen {
             let proof = self
                 .store
-                .inclusion_proof(i, size)?
+                .inclusion_proof(i, size)
+                .await?
                 .map_err(|e| invalid("index", e.to_string()))?;
             let p = tlog::bundle::TlogProof {
                 extra: None,
@@ -1101,7 +1116,7 @@ impl Log {
         let mut body = format!("old {last}\n");
         if last > 0 {
             use base64::Engine;
-            for h in self.consistency_proof(last, size)? {
+            for h in self.consistency_proof(last, size).await? {
                 body.push_str(&base64::engine::general_purpose::STANDARD.encode(h));
                 body.push('\n');
             }

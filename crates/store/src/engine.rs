@@ -23,7 +23,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tlog::proof::ProofError;
-use tlog::tree::MemoryTree;
+use tlog::tiles::{Tile, TiledTree};
 use tlog::witness::Cosigned;
 use tokio::sync::{mpsc, oneshot};
 
@@ -201,12 +201,15 @@ pub struct Batch<'a> {
     /// Index of the first leaf of `leaves` (the committed log size before).
     pub first_leaf: u64,
     pub leaves: &'a [Vec<u8>],
+    /// The log's full tiles these leaves completed (C2SP tlog-tiles), kept
+    /// in the same transaction: proofs read them back on demand.
+    pub tiles: Vec<Tile>,
 }
 
 /// Everything a store holds in memory, as loaded from the database.
 pub struct Loaded {
     pub state: AirspaceState,
-    pub tree: MemoryTree,
+    pub tree: TiledTree,
     pub line: LineState,
     pub latest: Option<(u64, String)>,
 }
@@ -259,6 +262,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Committed leaves at these indices (all below the committed size).
     fn leaves(&self, wanted: Vec<u64>) -> BoxFuture<'_, Result<Vec<node::Leaf>, StoreError>>;
+    /// The log's stored full tiles among these (level, index); any not
+    /// stored are left out.
+    fn tiles(&self, wanted: Vec<(u8, u64)>) -> BoxFuture<'_, Result<Vec<Tile>, StoreError>>;
     /// Leaf bytes of entries `start..end`.
     fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>>;
     /// Keeps a signed checkpoint; answers the note kept for that size (the
@@ -289,7 +295,7 @@ pub trait Backend: Send + Sync + 'static {
 /// leaves of a batch being committed) and how many leaves are committed.
 /// Roots and proofs only ever cover committed leaves.
 pub(crate) struct LogState {
-    tree: RwLock<MemoryTree>,
+    tree: RwLock<TiledTree>,
     committed: AtomicU64,
     latest: RwLock<Option<(u64, String)>>,
 }
@@ -329,7 +335,7 @@ fn sign_all(signer: &LogSigner, events: &[&airspace::Event]) -> Result<Vec<Vec<u
 /// line's among them to the line's state; they must continue the tree
 /// without a gap. Answers whether any was the line's.
 pub fn replay(
-    tree: &mut MemoryTree,
+    tree: &mut TiledTree,
     line: &mut LineState,
     entries: impl IntoIterator<Item = (u64, Vec<u8>)>,
 ) -> Result<bool, StoreError> {
@@ -354,6 +360,47 @@ pub fn replay(
         tree.append(&data);
     }
     Ok(any_line)
+}
+
+/// Entries read per page when a store rebuilds its tree and line at start
+/// (the log is never read into memory whole).
+pub(crate) const LOAD_PAGE: i64 = 8192;
+
+/// Full tiles kept in memory (8 KiB of hashes and their inner subtrees
+/// each); proofs read any other from the database.
+pub(crate) const TILE_CACHE: usize = 1024;
+
+/// The tree and the line's state rebuilt from the log page by page, with
+/// the full tiles the database does not hold yet (a log written before the
+/// tiles were stored, or a batch whose tiles were lost with a crash) —
+/// `stored[l]` is how many full tiles of level l it holds.
+pub(crate) struct Rebuild {
+    pub tree: TiledTree,
+    pub line: LineState,
+    stored: Vec<u64>,
+    pub unstored: Vec<Tile>,
+}
+
+impl Rebuild {
+    pub(crate) fn new(me: &str, stored: Vec<u64>) -> Self {
+        Rebuild {
+            tree: TiledTree::new(TILE_CACHE),
+            line: LineState::new(me),
+            stored,
+            unstored: Vec::new(),
+        }
+    }
+
+    /// The next page of entries, in order.
+    pub(crate) fn feed(&mut self, page: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+        replay(&mut self.tree, &mut self.line, page)?;
+        for t in self.tree.take_completed() {
+            if t.index >= self.stored.get(t.level as usize).copied().unwrap_or(0) {
+                self.unstored.push(t);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A store: the in-memory state, line and log over a [`Backend`].
@@ -419,12 +466,89 @@ impl<B: Backend> Engine<B> {
         }
     }
 
+    /// Keeps at most `tiles` of the log's full tiles in memory (8 KiB of
+    /// hashes each, plus their inner subtrees); proofs read the others
+    /// from the database.
+    pub fn set_tile_cache(&self, tiles: usize) {
+        self.log
+            .tree
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_capacity(tiles);
+    }
+
     /// A handle that asks for refreshes, for a backend's watcher task.
     pub(crate) fn refresher(&self) -> Refresher {
         Refresher {
             jobs: self.jobs.downgrade(),
             queued: self.refresh_queued.clone(),
         }
+    }
+}
+
+/// A root or proof over the log's tree.
+#[derive(Clone, Copy)]
+enum TreeQuery {
+    Root(u64),
+    Inclusion(u64, u64),
+    Consistency(u64, u64),
+}
+
+enum TreeAnswer {
+    Root(tlog::Hash),
+    Proof(Result<Vec<tlog::Hash>, ProofError>),
+}
+
+fn answer<S: tlog::tree::HashSource + ?Sized>(
+    src: &S,
+    q: TreeQuery,
+) -> Result<TreeAnswer, S::Error> {
+    Ok(match q {
+        TreeQuery::Root(size) => TreeAnswer::Root(tlog::tree::range_root(src, 0, size)?),
+        TreeQuery::Inclusion(i, size) => {
+            TreeAnswer::Proof(tlog::proof::inclusion_proof(src, i, size)?)
+        }
+        TreeQuery::Consistency(a, b) => {
+            TreeAnswer::Proof(tlog::proof::consistency_proof(src, a, b)?)
+        }
+    })
+}
+
+impl<B: Backend> Engine<B> {
+    /// Answers `q` from the tree, first reading from the database the full
+    /// tiles it needs that the tree's cache does not hold.
+    async fn over_tiles(&self, q: TreeQuery) -> Result<TreeAnswer, StoreError> {
+        for _ in 0..4 {
+            let missing = {
+                let mut tree = self.log.tree.write().unwrap_or_else(|e| e.into_inner());
+                let missing = tree.missing(|r| answer(r, q));
+                if missing.is_empty() {
+                    return answer(&*tree, q).map_err(|e| StoreError(format!("log tree: {e}")));
+                }
+                missing
+            };
+            let tiles = self.backend.tiles(missing.clone()).await?;
+            if tiles.len() < missing.len() {
+                return Err(StoreError(format!(
+                    "log tree: {} of the {} tiles needed are not in the database",
+                    missing.len() - tiles.len(),
+                    missing.len()
+                )));
+            }
+            let mut tree = self.log.tree.write().unwrap_or_else(|e| e.into_inner());
+            // Computed over the tiles read, whatever the cache keeps.
+            let answered = answer(&tree.overlay(&tiles), q);
+            for t in tiles {
+                tree.insert(t);
+            }
+            if let Ok(a) = answered {
+                return Ok(a);
+            }
+            // A tile the cache held when asked was evicted since: again.
+        }
+        Err(StoreError(
+            "log tree: the tiles needed kept leaving the cache".into(),
+        ))
     }
 }
 
@@ -494,7 +618,10 @@ impl<B: Backend> Writer<B> {
         let any_line = {
             let mut tree = self.log.tree.write().unwrap_or_else(|e| e.into_inner());
             let mut line = self.line.write().unwrap_or_else(|e| e.into_inner());
-            replay(&mut tree, &mut line, delta.entries)?
+            let any = replay(&mut tree, &mut line, delta.entries)?;
+            // The replica that wrote these entries stored their tiles.
+            tree.take_completed();
+            any
         };
         self.log.committed.store(size + n, Ordering::SeqCst);
         if any_line {
@@ -768,11 +895,13 @@ async fn commit_batch<B: Backend>(
         line_us = t_line.elapsed().as_micros() as u64;
     }
     let rows = dirty.rows.len();
+    let mut tiles = Vec::new();
     if encoded.is_ok() {
         let mut tree = log.tree.write().unwrap_or_else(|e| e.into_inner());
         for l in &leaves {
             tree.append(l);
         }
+        tiles = tree.take_completed();
     }
     let t_persist = std::time::Instant::now();
     let persisted = match encoded {
@@ -783,6 +912,7 @@ async fn commit_batch<B: Backend>(
                 seq,
                 first_leaf,
                 leaves: &leaves,
+                tiles,
             };
             wr.backend.persist(&mut wr.w, batch).await
         }
@@ -925,33 +1055,45 @@ impl<B: Backend> Store for Engine<B> {
         self.log.committed.load(Ordering::SeqCst)
     }
 
-    fn log_root(&self, size: u64) -> Result<tlog::Hash, StoreError> {
-        self.committed_at_least(size)?;
-        let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
-        tree.root(size)
-            .map_err(|e| StoreError(format!("log tree: {e}")))
+    fn log_root(&self, size: u64) -> BoxFuture<'_, Result<tlog::Hash, StoreError>> {
+        Box::pin(async move {
+            self.committed_at_least(size)?;
+            match self.over_tiles(TreeQuery::Root(size)).await? {
+                TreeAnswer::Root(h) => Ok(h),
+                TreeAnswer::Proof(_) => Err(StoreError("log tree: a proof for a root".into())),
+            }
+        })
     }
 
     fn inclusion_proof(
         &self,
         index: u64,
         size: u64,
-    ) -> Result<Result<Vec<tlog::Hash>, ProofError>, StoreError> {
-        self.committed_at_least(size)?;
-        let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
-        tlog::proof::inclusion_proof(&*tree, index, size)
-            .map_err(|e| StoreError(format!("log tree: {e}")))
+    ) -> BoxFuture<'_, Result<Result<Vec<tlog::Hash>, ProofError>, StoreError>> {
+        Box::pin(async move {
+            self.committed_at_least(size)?;
+            match self.over_tiles(TreeQuery::Inclusion(index, size)).await? {
+                TreeAnswer::Proof(p) => Ok(p),
+                TreeAnswer::Root(_) => Err(StoreError("log tree: a root for a proof".into())),
+            }
+        })
     }
 
     fn consistency_proof(
         &self,
         first: u64,
         second: u64,
-    ) -> Result<Result<Vec<tlog::Hash>, ProofError>, StoreError> {
-        self.committed_at_least(second)?;
-        let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
-        tlog::proof::consistency_proof(&*tree, first, second)
-            .map_err(|e| StoreError(format!("log tree: {e}")))
+    ) -> BoxFuture<'_, Result<Result<Vec<tlog::Hash>, ProofError>, StoreError>> {
+        Box::pin(async move {
+            self.committed_at_least(second)?;
+            match self
+                .over_tiles(TreeQuery::Consistency(first, second))
+                .await?
+            {
+                TreeAnswer::Proof(p) => Ok(p),
+                TreeAnswer::Root(_) => Err(StoreError("log tree: a root for a proof".into())),
+            }
+        })
     }
 
     fn log_entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {

@@ -25,9 +25,10 @@
 //! SQL is built from constants and a validated schema name only; every
 //! value is bound.
 
-use crate::engine::{Backend, Batch, Delta, Engine, Loaded, Refresher, Table, decode, decode_all};
+use crate::engine::{
+    Backend, Batch, Delta, Engine, LOAD_PAGE, Loaded, Rebuild, Refresher, Table, decode, decode_all,
+};
 use airspace::{AirspaceState, Event, PreparedVolume};
-use liaison::LineState;
 use node::log::LogSigner;
 use node::{BoxFuture, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -35,11 +36,14 @@ use sqlx::{Connection, PgConnection, PgPool};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
-use tlog::tree::MemoryTree;
+use tlog::tiles::Tile;
 use tlog::witness::Cosigned;
 use uuid::Uuid;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_node.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_node.sql")),
+    (2, include_str!("../migrations/postgres/0002_tiles.sql")),
+];
 
 /// Tombstones of removed records are purged this many batches after their
 /// removal (a replica further behind than that reloads everything).
@@ -298,6 +302,23 @@ async fn connect(opts: &PgConnectOptions, pid: &AtomicU32) -> Result<PgConnectio
     Ok(c)
 }
 
+/// Stores full tiles of the log (the same tile is the same bytes whoever
+/// writes it: conflicts are ignored).
+fn insert_tiles(
+    tiles: &[Tile],
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let levels: Vec<i16> = tiles.iter().map(|t| i16::from(t.level)).collect();
+    let idx: Vec<i64> = tiles.iter().map(|t| t.index as i64).collect();
+    let hashes: Vec<Vec<u8>> = tiles.iter().map(Tile::to_bytes).collect();
+    sqlx::query(
+        "INSERT INTO log_tiles (level, idx, hashes) \
+         SELECT * FROM UNNEST($1::int2[], $2::int8[], $3::bytea[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(levels)
+    .bind(idx)
+    .bind(hashes)
+}
+
 /// Everything, read in one snapshot.
 async fn load_all(conn: &mut PgConnection, me: &str) -> Result<(Loaded, i64), StoreError> {
     let started = std::time::Instant::now();
@@ -333,25 +354,52 @@ async fn load_all(conn: &mut PgConnection, me: &str) -> Result<(Loaded, i64), St
         availability,
         reports,
     );
-    let entries: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT idx, data FROM log_entries ORDER BY idx")
+    let stored: Vec<(i16, i64)> =
+        sqlx::query_as("SELECT level, count(*) FROM log_tiles GROUP BY level ORDER BY level")
             .fetch_all(&mut *tx)
             .await
-            .map_err(err("loading the log"))?;
+            .map_err(err("counting the log's tiles"))?;
+    let mut counts = Vec::new();
+    for (level, n) in stored {
+        counts.resize(level as usize + 1, 0);
+        counts[level as usize] = n as u64;
+    }
+    let mut r = Rebuild::new(me, counts);
+    loop {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3",
+        )
+        .persistent(false)
+        .bind(r.tree.size() as i64)
+        .bind(log_size)
+        .bind(LOAD_PAGE)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err("loading the log"))?;
+        let n = rows.len() as i64;
+        r.feed(rows.into_iter().map(|(i, d)| (i as u64, d)).collect())?;
+        if n < LOAD_PAGE {
+            break;
+        }
+    }
     tx.commit().await.map_err(err("ending the load"))?;
-    if entries.len() as i64 != log_size {
+    if r.tree.size() as i64 != log_size {
         return Err(StoreError(format!(
             "the log holds {} entries but meta says {log_size}",
-            entries.len()
+            r.tree.size()
         )));
     }
-    let mut tree = MemoryTree::new();
-    let mut line = LineState::new(me);
-    crate::engine::replay(
-        &mut tree,
-        &mut line,
-        entries.into_iter().map(|(i, d)| (i as u64, d)),
-    )?;
+    if !r.unstored.is_empty() {
+        // Any replica may do this (the tiles follow from the entries).
+        tracing::info!(tiles = r.unstored.len(), "storing the log's tiles");
+        for chunk in r.unstored.chunks(512) {
+            insert_tiles(chunk)
+                .execute(&mut *conn)
+                .await
+                .map_err(err("storing the log's tiles"))?;
+        }
+    }
+    let (tree, line) = (r.tree, r.line);
     let c = state.counts();
     tracing::info!(
         intents = c.intents,
@@ -514,6 +562,7 @@ impl Postgres {
             seq,
             first_leaf,
             leaves,
+            tiles,
         } = batch;
         let (mut tbls, mut ids, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
         let (mut gone_intents, mut gone_constraints) = (Vec::<Uuid>::new(), Vec::<Uuid>::new());
@@ -629,6 +678,12 @@ impl Postgres {
         .fetch_one(&mut *conn)
         .await
         .map_err(err("appending log entries"))?;
+        if !tiles.is_empty() {
+            insert_tiles(&tiles)
+                .execute(&mut *conn)
+                .await
+                .map_err(err("storing the log's tiles"))?;
+        }
         let log_us = lap();
         if updated != 1 {
             return Err(StoreError(
@@ -759,6 +814,29 @@ impl Backend for Postgres {
             .await
             .map_err(err("reading log entries"))?;
             Ok(rows.into_iter().map(|(i, d)| (i as u64, d)).collect())
+        })
+    }
+
+    fn tiles(&self, wanted: Vec<(u8, u64)>) -> BoxFuture<'_, Result<Vec<Tile>, StoreError>> {
+        Box::pin(async move {
+            let levels: Vec<i16> = wanted.iter().map(|(l, _)| i16::from(*l)).collect();
+            let idx: Vec<i64> = wanted.iter().map(|(_, i)| *i as i64).collect();
+            let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT t.level, t.idx, t.hashes FROM log_tiles t \
+                 JOIN UNNEST($1::int2[], $2::int8[]) AS w(level, idx) \
+                   ON t.level = w.level AND t.idx = w.idx",
+            )
+            .bind(&levels)
+            .bind(&idx)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("reading the log's tiles"))?;
+            rows.into_iter()
+                .map(|(l, i, h)| {
+                    Tile::from_bytes(l as u8, i as u64, &h)
+                        .ok_or_else(|| StoreError(format!("log tile {l}/{i} is not 8,192 bytes")))
+                })
+                .collect()
         })
     }
 

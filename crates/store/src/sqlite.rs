@@ -9,7 +9,7 @@
 //! fails every caller of the batch gets an error and the state is reloaded
 //! from disk, so nothing unsynced is ever acknowledged.
 
-use crate::engine::{Backend, Batch, Delta, Engine, Loaded, Table, replay};
+use crate::engine::{Backend, Batch, Delta, Engine, LOAD_PAGE, Loaded, Rebuild, Table};
 use airspace::{AirspaceState, Constraint, OperationalIntent, Subscription, UssAvailability};
 use liaison::LineState;
 use node::log::LogSigner;
@@ -18,13 +18,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tlog::tree::MemoryTree;
+use tlog::tiles::{Tile, TiledTree};
 use tlog::witness::Cosigned;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_airspace.sql")),
     (2, include_str!("../migrations/sqlite/0002_log.sql")),
     (3, include_str!("../migrations/sqlite/0003_witness.sql")),
+    (4, include_str!("../migrations/sqlite/0004_tiles.sql")),
 ];
 
 /// The embedded store: the shared engine over SQLite.
@@ -148,24 +149,58 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
 }
 
 /// Rebuilds the tree, and the line's state, from the committed entries
-/// (they must be numbered 0..n without gaps).
+/// (they must be numbered 0..n without gaps), page by page, and stores the
+/// full tiles missing from the database.
 async fn load_tree(
     conn: &mut SqliteConnection,
     me: &str,
-) -> Result<(MemoryTree, LineState), StoreError> {
-    let rows: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT idx, data FROM log_entries ORDER BY idx")
+) -> Result<(TiledTree, LineState), StoreError> {
+    let stored: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT level, count(*) FROM log_tiles GROUP BY level ORDER BY level")
             .fetch_all(&mut *conn)
             .await
-            .map_err(err("loading the log"))?;
-    let mut tree = MemoryTree::new();
-    let mut line = LineState::new(me);
-    replay(
-        &mut tree,
-        &mut line,
-        rows.into_iter().map(|(i, d)| (i as u64, d)),
-    )?;
-    Ok((tree, line))
+            .map_err(err("counting the log's tiles"))?;
+    let mut counts = Vec::new();
+    for (level, n) in stored {
+        counts.resize(level as usize + 1, 0);
+        counts[level as usize] = n as u64;
+    }
+    let mut r = Rebuild::new(me, counts);
+    loop {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, data FROM log_entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
+        )
+        .bind(r.tree.size() as i64)
+        .bind(LOAD_PAGE)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err("loading the log"))?;
+        let n = rows.len() as i64;
+        r.feed(rows.into_iter().map(|(i, d)| (i as u64, d)).collect())?;
+        if n < LOAD_PAGE {
+            break;
+        }
+    }
+    if !r.unstored.is_empty() {
+        tracing::info!(tiles = r.unstored.len(), "storing the log's tiles");
+        let mut tx = conn.begin().await.map_err(err("storing the log's tiles"))?;
+        store_tiles(&mut tx, &r.unstored).await?;
+        tx.commit().await.map_err(err("storing the log's tiles"))?;
+    }
+    Ok((r.tree, r.line))
+}
+
+async fn store_tiles(conn: &mut SqliteConnection, tiles: &[Tile]) -> Result<(), StoreError> {
+    for t in tiles {
+        sqlx::query("INSERT OR IGNORE INTO log_tiles (level, idx, hashes) VALUES (?1, ?2, ?3)")
+            .bind(i64::from(t.level))
+            .bind(t.index as i64)
+            .bind(t.to_bytes())
+            .execute(&mut *conn)
+            .await
+            .map_err(err("storing the log's tiles"))?;
+    }
+    Ok(())
 }
 
 /// Rows to upsert (rowid, id, body) and rowids to delete, of one table.
@@ -185,6 +220,7 @@ async fn persist(
         seq,
         first_leaf,
         leaves,
+        tiles,
     } = batch;
     let mut next = ids.next;
     let mut assigned: Vec<((Table, String), i64)> = Vec::new();
@@ -254,6 +290,7 @@ async fn persist(
             .await
             .map_err(err("appending log entries"))?;
     }
+    store_tiles(&mut tx, &tiles).await?;
     sqlx::query("UPDATE meta SET value = ?1 WHERE key = 'seq'")
         .bind(seq as i64)
         .execute(&mut *tx)
@@ -381,6 +418,28 @@ impl Backend for Sqlite {
                 out.extend(rows.into_iter().map(|(i, d)| (i as u64, d)));
             }
             out.sort_by_key(|(i, _)| *i);
+            Ok(out)
+        })
+    }
+
+    fn tiles(&self, wanted: Vec<(u8, u64)>) -> BoxFuture<'_, Result<Vec<Tile>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(wanted.len());
+            for (level, index) in wanted {
+                let hashes: Option<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT hashes FROM log_tiles WHERE level = ?1 AND idx = ?2",
+                )
+                .bind(i64::from(level))
+                .bind(index as i64)
+                .fetch_optional(&self.reads)
+                .await
+                .map_err(err("reading the log's tiles"))?;
+                if let Some(h) = hashes {
+                    out.push(Tile::from_bytes(level, index, &h).ok_or_else(|| {
+                        StoreError(format!("log tile {level}/{index} is not 8,192 bytes"))
+                    })?);
+                }
+            }
             Ok(out)
         })
     }

@@ -72,6 +72,48 @@ async fn open(dir: &std::path::Path) -> Arc<dyn Store> {
     )
 }
 
+/// The store of folder `dir` keeping a single full tile of its log in
+/// memory: every other tile a root or proof needs comes from the database.
+async fn open_with_one_tile(dir: &std::path::Path) -> Arc<dyn Store> {
+    if let Some(url) = test_support::postgres_url() {
+        let at = store::Location::new(&url, &test_support::schema_for(dir)).unwrap();
+        let s = store::PostgresStore::open_postgres(&at, log_signer())
+            .await
+            .expect("open store");
+        s.set_tile_cache(1);
+        return Arc::new(s);
+    }
+    let s = SqliteStore::open(dir, log_signer())
+        .await
+        .expect("open store");
+    s.set_tile_cache(1);
+    Arc::new(s)
+}
+
+/// Runs one SQL statement on the database of folder `dir`.
+async fn sql(dir: &std::path::Path, statement: &str) {
+    use sqlx::Connection;
+    if let Some(url) = test_support::postgres_url() {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let schema = test_support::schema_for(dir);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET search_path = {schema}; {statement}"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    } else {
+        let url = format!("sqlite://{}", dir.join("detente.db").display());
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    }
+}
+
 async fn dss(dir: &std::path::Path) -> Dss {
     Dss::new(
         open(dir).await,
@@ -228,9 +270,9 @@ async fn every_committed_event_has_its_signed_entry_and_the_log_survives_reopeni
             ]
         );
         // Every entry is included in the root.
-        let root = store.log_root(4).unwrap();
+        let root = store.log_root(4).await.unwrap();
         for (i, e) in entries.iter().enumerate() {
-            let p = store.inclusion_proof(i as u64, 4).unwrap().unwrap();
+            let p = store.inclusion_proof(i as u64, 4).await.unwrap().unwrap();
             tlog::proof::verify_inclusion(&tlog::leaf_hash(e), i as u64, 4, &p, &root).unwrap();
         }
         (root, store.log_size())
@@ -238,7 +280,7 @@ async fn every_committed_event_has_its_signed_entry_and_the_log_survives_reopeni
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let store = open(dir.path()).await;
     assert_eq!(store.log_size(), size_before);
-    assert_eq!(store.log_root(size_before).unwrap(), root_before);
+    assert_eq!(store.log_root(size_before).await.unwrap(), root_before);
 }
 }
 
@@ -291,7 +333,7 @@ async fn checkpoints_are_signed_notes_and_successive_ones_are_consistent() {
     );
     assert_eq!(c1.origin, "detente.test/store");
     assert_eq!((c1.size, c2.size), (2, 10));
-    let p = log.consistency_proof(c1.size, c2.size).unwrap();
+    let p = log.consistency_proof(c1.size, c2.size).await.unwrap();
     tlog::proof::verify_consistency(c1.size, c2.size, &p, &c1.root, &c2.root).unwrap();
     assert_eq!(log.verifier_key(), v.to_vkey());
 }
@@ -386,4 +428,96 @@ async fn the_postgis_volumes_follow_creates_updates_and_removals() {
     assert_eq!(count("intent", intent, 52.0, 32.0).await, (0, 0));
     assert_eq!(count("constraint", constraint, 53.0, 33.0).await, (0, 0));
     pool.close().await;
+}
+
+both_backends! {
+/// The log's tree is not held in memory whole: its full tiles are stored
+/// with the entries that complete them, and roots and proofs read back
+/// the ones the (here one-tile) cache lacks — after a restart too, and
+/// for a log whose tiles were never stored (they are rebuilt at open).
+#[tokio::test]
+async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_one_tile(dir.path()).await;
+    let d = Arc::new(Dss::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    ));
+    let now = d.now();
+    // Two entries per create: 700 creates → 1,400 entries, five full
+    // level-0 tiles and a partial one.
+    let mut tasks = Vec::new();
+    for t in 0..20u32 {
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..35u32 {
+                let n = t * 35 + i;
+                let (lat, lng) = (40.0 + f64::from(n / 30) * 0.05, 10.0 + f64::from(n % 30) * 0.05);
+                d.put_intent(
+                    &caller("alliance"),
+                    Uuid::from_u128(u128::from(n) + 1),
+                    None,
+                    request(square(lat, lng, 0.01, now), vec![]),
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let size = store.log_size();
+    assert_eq!(size, 1400);
+    let entries = store.log_entries(0, size).await.unwrap();
+    let mut whole = tlog::tree::MemoryTree::new();
+    for e in &entries {
+        whole.append(e);
+    }
+    // Every answer equals the whole tree's, and verifies.
+    let check = |store: Arc<dyn Store>| {
+        let (entries, whole) = (entries.clone(), whole.clone());
+        async move {
+            for s in [1, 255, 256, 257, 700, 1024, size] {
+                let root = store.log_root(s).await.unwrap();
+                assert_eq!(root, whole.root(s).unwrap(), "root at {s}");
+                for i in [0, s / 2, s - 1] {
+                    let p = store.inclusion_proof(i, s).await.unwrap().unwrap();
+                    tlog::proof::verify_inclusion(
+                        &tlog::leaf_hash(&entries[i as usize]),
+                        i,
+                        s,
+                        &p,
+                        &root,
+                    )
+                    .unwrap();
+                }
+                let p = store.consistency_proof(s / 3, s).await.unwrap().unwrap();
+                assert_eq!(
+                    p,
+                    tlog::proof::consistency_proof(&whole, s / 3, s).unwrap().unwrap()
+                );
+            }
+        }
+    };
+    check(store.clone()).await;
+    drop(d);
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Reopened: the same answers, from the stored tiles.
+    check(open_with_one_tile(dir.path()).await).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Without its tiles (a log from before they were stored), a proof
+    // into the old part cannot be made — until the store opens again and
+    // stores them.
+    sql(dir.path(), "DELETE FROM log_tiles").await;
+    let stale = open_with_one_tile(dir.path()).await;
+    sql(dir.path(), "DELETE FROM log_tiles").await;
+    assert!(stale.inclusion_proof(0, size).await.is_err());
+    drop(stale);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    check(open_with_one_tile(dir.path()).await).await;
+}
 }

@@ -15,6 +15,7 @@ pub mod entry;
 pub mod hash;
 pub mod note;
 pub mod proof;
+pub mod tiles;
 pub mod tree;
 pub mod witness;
 
@@ -41,6 +42,17 @@ pub mod fuzzing {
                 let _ = p.to_text();
             }
             let _ = crate::note::Verifier::parse(text);
+            if let Some((level, index, width)) = crate::tiles::parse_tile_path(text) {
+                let path = match level {
+                    Some(l) => crate::tiles::tile_path(l, index, width),
+                    None => crate::tiles::tile_path(0, index, width).replacen(
+                        "tile/0/",
+                        "tile/entries/",
+                        1,
+                    ),
+                };
+                assert_eq!(path, format!("tile/{text}"), "tile paths have one spelling");
+            }
         }
         if let Ok(w) = crate::cosignature::Cosigner::from_seed("fuzz.example/w", &[1; 32]) {
             let _ = crate::witness::add_checkpoint(data, &[w.verifier()], |_| None, &w, 0);

@@ -53,6 +53,14 @@ impl MemoryTree {
         self.append_hash(leaf_hash(data))
     }
 
+    /// The hashes of level `l` (level 0: the leaves' hashes).
+    pub fn level(&self, l: u8) -> &[Hash] {
+        self.levels
+            .get(l as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
     /// Appends an already hashed leaf; returns its index. Every complete
     /// subtree the new leaf finishes is hashed once, now.
     pub fn append_hash(&mut self, h: Hash) -> u64 {
