@@ -22,6 +22,7 @@ pub fn routes() -> Router<Shared> {
         .route("/log/entries", get(entries))
         .route("/log/proof/inclusion", get(inclusion))
         .route("/log/proof/consistency", get(consistency))
+        .route("/log/tile/{*path}", get(tile))
         .route(
             "/witness/add-checkpoint",
             axum::routing::post(add_checkpoint),
@@ -128,9 +129,45 @@ async fn entries(
     ))
 }
 
+/// The log as C2SP `tlog-tiles` resources under `/log/`: `tile/<L>/<N>`
+/// (hashes) and `tile/entries/<N>` (entry bundles), `.p/<W>` for partial
+/// ones; immutable, so cacheable for long.
+async fn tile(
+    State(st): State<Shared>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (level, index, width) = node::tlog::tiles::parse_tile_path(&path).ok_or_else(|| {
+        ApiError::bad(
+            "path",
+            "expected tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>] (C2SP tlog-tiles)",
+        )
+    })?;
+    let body = match level {
+        Some(l) => st.log.tile(l, index, width).await?,
+        None => st.log.entry_bundle(index, width).await?,
+    };
+    let body = body.ok_or_else(|| {
+        ApiError::from(node::NodeError::Domain(
+            node::airspace::DomainError::NotFound {
+                kind: "tile",
+                id: format!("tile/{path} (the log does not hold it yet)"),
+            },
+        ))
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        body,
+    ))
+}
+
 #[derive(Deserialize)]
 struct InclusionQuery {
-    index: u64,
+    index: Option<u64>,
+    /// The entry's RFC 6962 leaf hash, base64 (instead of `index`).
+    hash: Option<String>,
     size: u64,
 }
 
@@ -141,12 +178,28 @@ async fn inclusion(
     let Query(q) = q.map_err(|e| {
         ApiError::bad(
             "index",
-            format!("index and size are required non-negative integers: {e}"),
+            format!("size (and index) must be non-negative integers: {e}"),
         )
     })?;
-    let proof = st.log.inclusion_proof(q.index, q.size).await?;
+    let (index, proof) = match (q.index, &q.hash) {
+        (Some(index), None) => (index, st.log.inclusion_proof(index, q.size).await?),
+        (None, Some(hash)) => {
+            let leaf: node::tlog::Hash = B64
+                .decode(hash)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| ApiError::bad("hash", "a leaf hash is 32 bytes in base64"))?;
+            st.log.inclusion_proof_by_hash(leaf, q.size).await?
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "index",
+                "give either index or hash (an entry's leaf hash), not both",
+            ));
+        }
+    };
     Ok(Json(
-        json!({ "index": q.index, "size": q.size, "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }),
+        json!({ "index": index, "size": q.size, "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }),
     ))
 }
 

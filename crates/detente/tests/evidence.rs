@@ -117,7 +117,49 @@ async fn log_endpoints_serve_verifiable_entries_checkpoints_and_proofs() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // By leaf hash (RFC 6962's get-proof-by-hash): the entry's index and
+    // the same proof.
+    for (i, (bytes, _)) in entries.iter().enumerate().step_by(3) {
+        let hash = B64.encode(tlog::leaf_hash(bytes));
+        let by_hash = json_get(node.url(&format!(
+            "/log/proof/inclusion?hash={}&size={size}",
+            urlencode(&hash)
+        )))
+        .await;
+        let by_index = json_get(node.url(&format!("/log/proof/inclusion?index={i}&size={size}"))).await;
+        assert_eq!(by_hash["index"], i);
+        assert_eq!(by_hash["proof"], by_index["proof"]);
+    }
+    // An unknown hash is a 404; a hash that is not 32 bytes, or both an
+    // index and a hash, a 400 naming the field.
+    let unknown = B64.encode([7u8; 32]);
+    let r = Client::new()
+        .get(node.url(&format!("/log/proof/inclusion?hash={}&size={size}", urlencode(&unknown))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    for (query, field) in [
+        (format!("hash=AAAA&size={size}"), "hash"),
+        (format!("index=0&hash={}&size={size}", urlencode(&unknown)), "index"),
+    ] {
+        let r = Client::new()
+            .get(node.url(&format!("/log/proof/inclusion?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body.to_string().contains(field), "{query}: {body}");
+    }
 }
+}
+
+/// Base64 in a query string ('+', '/' and '=' escaped).
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
 }
 
 both_backends! {
@@ -664,4 +706,100 @@ fn verify_on_two_checkpoints_prints_the_equivocation_proof() {
     ]);
     assert!(!ok);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+both_backends! {
+/// The log is also served as C2SP tlog-tiles resources: a client that
+/// trusts only the node's key rebuilds the signed root from the tiles, and
+/// every entry of the entry bundles hashes to its place in the level-0
+/// tiles — full tiles and partial ones alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_log_is_served_as_tlog_tiles_that_rebuild_the_signed_root() {
+    let node = TestNode::start(bin());
+    let key = tlog::Verifier::parse(text(node.url("/log/key")).await.trim()).unwrap();
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        tasks.push(tokio::spawn(create_until(
+            node.base.clone(),
+            w,
+            acked.clone(),
+            None,
+            |i| i < 40,
+        )));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (size, root) = settled_checkpoint(&node, &key).await;
+    assert!(size > 256, "more than one level-0 tile: {size}");
+    let get = |path: String| {
+        let url = node.url(&format!("/log/{path}"));
+        async move {
+            let r = Client::new().get(url).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let hashes = |b: &[u8]| -> Vec<tlog::Hash> {
+        b.chunks_exact(32).map(|c| c.try_into().unwrap()).collect()
+    };
+    let w = (size % 256) as usize;
+    let (full, partial) = (size / 256, format!(".p/{}", size % 256));
+    // Level 0: the leaf hashes, in full tiles and the partial one.
+    let mut leaves = Vec::new();
+    for n in 0..full {
+        let (status, body) = get(tlog::tiles::tile_path(0, n, 256)).await;
+        assert_eq!((status, body.len()), (200, 8192));
+        leaves.extend(hashes(&body));
+    }
+    if w > 0 {
+        let (status, body) = get(tlog::tiles::tile_path(0, full, w)).await;
+        assert_eq!((status, body.len()), (200, 32 * w), "tile/0/…{partial}");
+        leaves.extend(hashes(&body));
+    }
+    // The tree those leaves make has the root the node signed; level 1
+    // holds the roots of the full level-0 tiles.
+    assert_eq!(tlog::hash::root_of(&leaves), root);
+    let (status, body) = get(tlog::tiles::tile_path(1, 0, full as usize)).await;
+    assert_eq!(status, 200);
+    for (n, h) in hashes(&body).iter().enumerate() {
+        assert_eq!(*h, tlog::hash::root_of(&leaves[n * 256..(n + 1) * 256]));
+    }
+    // Entry bundles: uint16-length-prefixed entries hashing to the leaves.
+    let mut entries = Vec::new();
+    for (n, width) in (0..full)
+        .map(|n| (n, 256))
+        .chain([(full, w)].into_iter().filter(|(_, w)| *w > 0))
+    {
+        let (status, body) = get(
+            tlog::tiles::tile_path(0, n, width).replacen("tile/0/", "tile/entries/", 1),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let mut rest = &body[..];
+        while !rest.is_empty() {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            entries.push(rest[2..2 + len].to_vec());
+            rest = &rest[2 + len..];
+        }
+    }
+    assert_eq!(entries.len() as u64, size);
+    for (e, leaf) in entries.iter().zip(&leaves) {
+        assert_eq!(tlog::leaf_hash(e), *leaf);
+        tlog::entry::SignedEntry::parse(e)
+            .unwrap()
+            .verify(&key)
+            .unwrap();
+    }
+    // Tiles the log does not hold are 404; malformed paths 400.
+    let (status, _) = get(tlog::tiles::tile_path(0, full + 5, 256)).await;
+    assert_eq!(status, 404);
+    let (status, _) = get(tlog::tiles::tile_path(2, 0, 1)).await;
+    assert_eq!(status, if size >= 65_536 { 200 } else { 404 });
+    for bad in ["tile/0/1", "tile/0/001.p/0", "tile/x/001", "tile/0/x000/001"] {
+        let (status, body) = get(bad.to_string()).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(String::from_utf8_lossy(&body).contains("path"), "{bad}");
+    }
+}
 }

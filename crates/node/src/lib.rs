@@ -132,6 +132,16 @@ pub trait Store: Send + Sync + 'static {
         first: u64,
         second: u64,
     ) -> BoxFuture<'_, Result<Result<Vec<tlog::Hash>, tlog::proof::ProofError>, StoreError>>;
+    /// The first `width` hashes of tile `index` of tree level `8 * level`
+    /// (C2SP tlog-tiles), if the committed log holds them all.
+    fn log_tile(
+        &self,
+        level: u8,
+        index: u64,
+        width: usize,
+    ) -> BoxFuture<'_, Result<Option<Vec<tlog::Hash>>, StoreError>>;
+    /// The lowest index of a committed entry with this RFC 6962 leaf hash.
+    fn log_index_of(&self, leaf: tlog::Hash) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
     /// The leaf bytes of entries `start..end` (committed ones only).
     fn log_entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>>;
     /// Keeps a signed checkpoint note for `size` (durably, before returning).
@@ -910,6 +920,73 @@ impl Log {
             .inclusion_proof(index, size)
             .await?
             .map_err(|e| invalid("index", e.to_string()))
+    }
+
+    /// A tile per C2SP tlog-tiles (its hashes concatenated): `width` 256
+    /// for a full tile, fewer for a partial one; None if the log does not
+    /// hold it (yet).
+    pub async fn tile(
+        &self,
+        level: u8,
+        index: u64,
+        width: usize,
+    ) -> Result<Option<Vec<u8>>, NodeError> {
+        Ok(self
+            .store
+            .log_tile(level, index, width)
+            .await?
+            .map(|hs| hs.concat()))
+    }
+
+    /// An entry bundle per C2SP tlog-tiles: entries `index * 256 ..` (as
+    /// many as `width`), each after its length as a big-endian uint16.
+    pub async fn entry_bundle(
+        &self,
+        index: u64,
+        width: usize,
+    ) -> Result<Option<Vec<u8>>, NodeError> {
+        let Some(start) = index.checked_mul(256) else {
+            return Ok(None);
+        };
+        let end = start.saturating_add(width as u64);
+        if end > self.store.log_size() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for e in self.store.log_entries(start, end).await? {
+            let len = u16::try_from(e.len()).map_err(|_| {
+                NodeError::Store(StoreError(
+                    "an entry of 64 KiB does not fit an entry bundle's uint16 length".into(),
+                ))
+            })?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&e);
+        }
+        Ok(Some(out))
+    }
+
+    /// The inclusion proof of the entry with this leaf hash (RFC 6962's
+    /// get-proof-by-hash), with its index: the first entry of that hash.
+    pub async fn inclusion_proof_by_hash(
+        &self,
+        leaf: tlog::Hash,
+        size: u64,
+    ) -> Result<(u64, Vec<tlog::Hash>), NodeError> {
+        if size > self.store.log_size() {
+            return Err(invalid("size", "larger than the log"));
+        }
+        let index = self
+            .store
+            .log_index_of(leaf)
+            .await?
+            .filter(|i| *i < size)
+            .ok_or_else(|| {
+                NodeError::Domain(DomainError::NotFound {
+                    kind: "log entry with this leaf hash",
+                    id: format!("{} in the tree of size {size}", tlog::hash::to_hex(&leaf)),
+                })
+            })?;
+        Ok((index, self.inclusion_proof(index, size).await?))
     }
 
     pub async fn consistency_proof(

@@ -265,6 +265,8 @@ pub trait Backend: Send + Sync + 'static {
     /// The log's stored full tiles among these (level, index); any not
     /// stored are left out.
     fn tiles(&self, wanted: Vec<(u8, u64)>) -> BoxFuture<'_, Result<Vec<Tile>, StoreError>>;
+    /// The lowest index of a committed entry with this RFC 6962 leaf hash.
+    fn find_leaf(&self, leaf: tlog::Hash) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
     /// Leaf bytes of entries `start..end`.
     fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>>;
     /// Keeps a signed checkpoint; answers the note kept for that size (the
@@ -379,6 +381,9 @@ pub(crate) struct Rebuild {
     pub line: LineState,
     stored: Vec<u64>,
     pub unstored: Vec<Tile>,
+    /// From which index on entries' leaf hashes are collected (None: not).
+    leaves_from: Option<u64>,
+    pub leaves: Vec<(u64, tlog::Hash)>,
 }
 
 impl Rebuild {
@@ -388,11 +393,26 @@ impl Rebuild {
             line: LineState::new(me),
             stored,
             unstored: Vec::new(),
+            leaves_from: None,
+            leaves: Vec::new(),
         }
+    }
+
+    /// Also collects the leaf hashes of the entries from `from` on (the
+    /// ones a leaf index lacks).
+    pub(crate) fn collect_leaves(&mut self, from: u64) {
+        self.leaves_from = Some(from);
     }
 
     /// The next page of entries, in order.
     pub(crate) fn feed(&mut self, page: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+        if let Some(from) = self.leaves_from {
+            self.leaves.extend(
+                page.iter()
+                    .filter(|(i, _)| *i >= from)
+                    .map(|(i, d)| (*i, tlog::leaf_hash(d))),
+            );
+        }
         replay(&mut self.tree, &mut self.line, page)?;
         for t in self.tree.take_completed() {
             if t.index >= self.stored.get(t.level as usize).copied().unwrap_or(0) {
@@ -1093,6 +1113,61 @@ impl<B: Backend> Store for Engine<B> {
                 TreeAnswer::Proof(p) => Ok(p),
                 TreeAnswer::Root(_) => Err(StoreError("log tree: a root for a proof".into())),
             }
+        })
+    }
+
+    fn log_tile(
+        &self,
+        level: u8,
+        index: u64,
+        width: usize,
+    ) -> BoxFuture<'_, Result<Option<Vec<tlog::Hash>>, StoreError>> {
+        Box::pin(async move {
+            let row = self
+                .log_size()
+                .checked_shr(8 * u32::from(level))
+                .unwrap_or(0);
+            let Some(end) = index
+                .checked_mul(tlog::tiles::WIDTH as u64)
+                .and_then(|s| s.checked_add(width as u64))
+            else {
+                return Ok(None);
+            };
+            if width == 0 || width > tlog::tiles::WIDTH || end > row {
+                return Ok(None);
+            }
+            let full = {
+                let tree = self.log.tree.read().unwrap_or_else(|e| e.into_inner());
+                let full_now = (tree.size() >> (8 * u32::from(level))) / tlog::tiles::WIDTH as u64;
+                if index >= full_now {
+                    // The partial tile: in memory.
+                    return Ok(Some(tree.partial(level)[..width].to_vec()));
+                }
+                tree.cached(level, index)
+            };
+            let hashes = match full {
+                Some(h) => h,
+                None => match self.backend.tiles(vec![(level, index)]).await?.pop() {
+                    Some(t) => t.hashes,
+                    None => {
+                        return Err(StoreError(format!(
+                            "log tile {level}/{index} is not in the database"
+                        )));
+                    }
+                },
+            };
+            Ok(Some(hashes[..width].to_vec()))
+        })
+    }
+
+    fn log_index_of(&self, leaf: tlog::Hash) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            let committed = self.log_size();
+            Ok(self
+                .backend
+                .find_leaf(leaf)
+                .await?
+                .filter(|i| *i < committed))
         })
     }
 

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_log.sql")),
     (3, include_str!("../migrations/sqlite/0003_witness.sql")),
     (4, include_str!("../migrations/sqlite/0004_tiles.sql")),
+    (5, include_str!("../migrations/sqlite/0005_leaf_index.sql")),
 ];
 
 /// The embedded store: the shared engine over SQLite.
@@ -166,6 +167,11 @@ async fn load_tree(
         counts[level as usize] = n as u64;
     }
     let mut r = Rebuild::new(me, counts);
+    let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM log_leaves")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("counting the leaf index"))?;
+    r.collect_leaves(indexed as u64);
     loop {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT idx, data FROM log_entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
@@ -181,13 +187,41 @@ async fn load_tree(
             break;
         }
     }
-    if !r.unstored.is_empty() {
-        tracing::info!(tiles = r.unstored.len(), "storing the log's tiles");
+    if !r.unstored.is_empty() || !r.leaves.is_empty() {
+        tracing::info!(
+            tiles = r.unstored.len(),
+            leaves = r.leaves.len(),
+            "storing the log's tiles and leaf index"
+        );
         let mut tx = conn.begin().await.map_err(err("storing the log's tiles"))?;
         store_tiles(&mut tx, &r.unstored).await?;
+        for chunk in r.leaves.chunks(ROWS_PER_STATEMENT) {
+            index_leaves(&mut tx, chunk).await?;
+        }
         tx.commit().await.map_err(err("storing the log's tiles"))?;
     }
     Ok((r.tree, r.line))
+}
+
+async fn index_leaves(
+    conn: &mut SqliteConnection,
+    leaves: &[(u64, tlog::Hash)],
+) -> Result<(), StoreError> {
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT OR IGNORE INTO log_leaves (leaf, idx) VALUES {}",
+        vec!["(?, ?)"; leaves.len()].join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (i, h) in leaves {
+        q = q.bind(h.as_slice()).bind(*i as i64);
+    }
+    q.execute(&mut *conn)
+        .await
+        .map_err(err("indexing leaf hashes"))?;
+    Ok(())
 }
 
 async fn store_tiles(conn: &mut SqliteConnection, tiles: &[Tile]) -> Result<(), StoreError> {
@@ -291,6 +325,14 @@ async fn persist(
             .map_err(err("appending log entries"))?;
     }
     store_tiles(&mut tx, &tiles).await?;
+    let hashed: Vec<(u64, tlog::Hash)> = leaves
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (first_leaf + i as u64, tlog::leaf_hash(d)))
+        .collect();
+    for chunk in hashed.chunks(ROWS_PER_STATEMENT) {
+        index_leaves(&mut tx, chunk).await?;
+    }
     sqlx::query("UPDATE meta SET value = ?1 WHERE key = 'seq'")
         .bind(seq as i64)
         .execute(&mut *tx)
@@ -441,6 +483,18 @@ impl Backend for Sqlite {
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn find_leaf(&self, leaf: tlog::Hash) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            let idx: Option<i64> =
+                sqlx::query_scalar("SELECT min(idx) FROM log_leaves WHERE leaf = ?1")
+                    .bind(leaf.as_slice())
+                    .fetch_one(&self.reads)
+                    .await
+                    .map_err(err("looking up a leaf hash"))?;
+            Ok(idx.map(|i| i as u64))
         })
     }
 
