@@ -476,8 +476,13 @@ impl Postgres {
             w.conn = Some(connect(&self.opts, &self.writer_pid).await?);
         }
         let conn = w.conn.as_mut().expect("connected above");
-        // One round trip (simple protocol; the key is a number computed
-        // here): begin, take the write lock, read the counters.
+        // One round trip (simple protocol; every value in it is a number
+        // computed here): begin, take the write lock, read the counters and
+        // whatever other replicas committed since this one last looked —
+        // records of a newer batch, log entries past its size. Each range
+        // is bounded on both sides so that, without statistics (autovacuum
+        // off, or not yet run), it is estimated small and read by index;
+        // under the lock nothing newer than the counters can exist.
         w.in_tx = true;
         let start = if exclusive {
             format!("BEGIN; SELECT pg_advisory_xact_lock({}, 1);", self.at.key())
@@ -485,17 +490,46 @@ impl Postgres {
             // A refresh: one consistent snapshot, no lock.
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;".to_string()
         };
-        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{start} {META}")))
+        let log_size = log_size as i64;
+        const FAR: i64 = 1 << 62;
+        let sql = format!(
+            "{start} {META}; \
+             SELECT tbl, id, body FROM records WHERE version > {v} AND version < {v_far}; \
+             SELECT idx, data FROM log_entries WHERE idx >= {l} AND idx < {l_far} ORDER BY idx",
+            v = w.version,
+            v_far = w.version.saturating_add(FAR),
+            l = log_size,
+            l_far = log_size.saturating_add(FAR),
+        );
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .fetch_all(&mut *conn)
             .await
             .map_err(err("starting a batch under the write lock"))?;
-        let meta = rows
-            .last()
-            .ok_or_else(|| StoreError("reading meta: no row".into()))?;
-        let (seq, version, db_log, purged_below, size, note): MetaRow =
-            sqlx::FromRow::from_row(meta).map_err(err("reading meta"))?;
+        use sqlx::Row;
+        let mut meta = None;
+        let mut changed: Vec<(String, String, Option<String>)> = Vec::new();
+        let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+        for row in &rows {
+            match row.columns().len() {
+                6 => {
+                    meta = Some(
+                        <MetaRow as sqlx::FromRow<_>>::from_row(row)
+                            .map_err(err("reading meta"))?,
+                    )
+                }
+                3 => changed
+                    .push(sqlx::FromRow::from_row(row).map_err(err("reading changed records"))?),
+                2 => {
+                    let (i, d): (i64, Vec<u8>) =
+                        sqlx::FromRow::from_row(row).map_err(err("reading new log entries"))?;
+                    entries.push((i as u64, d));
+                }
+                _ => {}
+            }
+        }
+        let (seq, version, db_log, purged_below, size, note) =
+            meta.ok_or_else(|| StoreError("reading meta: no row".into()))?;
         let latest = size.zip(note).map(|(s, n)| (s as u64, n));
-        let log_size = log_size as i64;
         if version < w.version || db_log < log_size {
             return Err(StoreError(format!(
                 "the database is behind this replica (batch {version} < {}, log {db_log} < {log_size}): was it restored from a backup? Restart the replicas",
@@ -515,31 +549,8 @@ impl Postgres {
                 version - w.version
             )));
         }
-        let rows: Vec<(String, String, Option<String>)> =
-            // Bounded on both sides and planned for the actual values (not
-            // prepared): "version > $1" alone is estimated as a third of
-            // the table without statistics (autovacuum off, or not yet run)
-            // and scanned whole.
-            sqlx::query_as(
-                "SELECT tbl, id, body FROM records WHERE version > $1 AND version <= $2",
-            )
-            .persistent(false)
-            .bind(w.version)
-            .bind(version)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(err("reading changed records"))?;
-        let entries: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT idx, data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
-        )
-        .persistent(false)
-        .bind(log_size)
-        .bind(db_log)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(err("reading new log entries"))?;
-        let mut events = Vec::with_capacity(rows.len());
-        for (tbl, id, body) in &rows {
+        let mut events = Vec::with_capacity(changed.len());
+        for (tbl, id, body) in &changed {
             if let Some(e) = event(tbl, id, body.as_deref())? {
                 events.push(e);
             }
@@ -548,7 +559,7 @@ impl Postgres {
         Ok(Delta {
             seq: seq as u64,
             events,
-            entries: entries.into_iter().map(|(i, d)| (i as u64, d)).collect(),
+            entries,
             latest,
         })
     }
