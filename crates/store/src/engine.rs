@@ -387,7 +387,15 @@ pub(crate) struct Rebuild {
 }
 
 impl Rebuild {
-    pub(crate) fn new(me: &str, stored: Vec<u64>) -> Self {
+    /// `stored`: the database's (level, number of full tiles) rows.
+    pub(crate) fn new(me: &str, stored: Vec<(i64, i64)>) -> Self {
+        let mut counts = Vec::new();
+        for (level, n) in stored {
+            let l = usize::try_from(level).unwrap_or(0);
+            counts.resize(counts.len().max(l + 1), 0);
+            counts[l] = n.max(0) as u64;
+        }
+        let stored = counts;
         Rebuild {
             tree: TiledTree::new(TILE_CACHE),
             line: LineState::new(me),
@@ -404,8 +412,11 @@ impl Rebuild {
         self.leaves_from = Some(from);
     }
 
-    /// The next page of entries, in order.
-    pub(crate) fn feed(&mut self, page: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+    /// The next page of entries `(index, bytes)`, in order; answers
+    /// whether the page was full (there may be more).
+    pub(crate) fn feed(&mut self, page: Vec<(i64, Vec<u8>)>) -> Result<bool, StoreError> {
+        let full = page.len() as i64 >= LOAD_PAGE;
+        let page: Vec<(u64, Vec<u8>)> = page.into_iter().map(|(i, d)| (i as u64, d)).collect();
         if let Some(from) = self.leaves_from {
             self.leaves.extend(
                 page.iter()
@@ -419,7 +430,7 @@ impl Rebuild {
                 self.unstored.push(t);
             }
         }
-        Ok(())
+        Ok(full)
     }
 }
 

@@ -358,17 +358,12 @@ async fn load_all(conn: &mut PgConnection, me: &str) -> Result<(Loaded, i64), St
         availability,
         reports,
     );
-    let stored: Vec<(i16, i64)> =
-        sqlx::query_as("SELECT level, count(*) FROM log_tiles GROUP BY level ORDER BY level")
+    let stored: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT level::int8, count(*) FROM log_tiles GROUP BY level ORDER BY level")
             .fetch_all(&mut *tx)
             .await
             .map_err(err("counting the log's tiles"))?;
-    let mut counts = Vec::new();
-    for (level, n) in stored {
-        counts.resize(level as usize + 1, 0);
-        counts[level as usize] = n as u64;
-    }
-    let mut r = Rebuild::new(me, counts);
+    let mut r = Rebuild::new(me, stored);
     loop {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT idx, data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3",
@@ -380,9 +375,7 @@ async fn load_all(conn: &mut PgConnection, me: &str) -> Result<(Loaded, i64), St
         .fetch_all(&mut *tx)
         .await
         .map_err(err("loading the log"))?;
-        let n = rows.len() as i64;
-        r.feed(rows.into_iter().map(|(i, d)| (i as u64, d)).collect())?;
-        if n < LOAD_PAGE {
+        if !r.feed(rows)? {
             break;
         }
     }

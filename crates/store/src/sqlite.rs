@@ -161,12 +161,7 @@ async fn load_tree(
             .fetch_all(&mut *conn)
             .await
             .map_err(err("counting the log's tiles"))?;
-    let mut counts = Vec::new();
-    for (level, n) in stored {
-        counts.resize(level as usize + 1, 0);
-        counts[level as usize] = n as u64;
-    }
-    let mut r = Rebuild::new(me, counts);
+    let mut r = Rebuild::new(me, stored);
     let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM log_leaves")
         .fetch_one(&mut *conn)
         .await
@@ -181,9 +176,7 @@ async fn load_tree(
         .fetch_all(&mut *conn)
         .await
         .map_err(err("loading the log"))?;
-        let n = rows.len() as i64;
-        r.feed(rows.into_iter().map(|(i, d)| (i as u64, d)).collect())?;
-        if n < LOAD_PAGE {
+        if !r.feed(rows)? {
             break;
         }
     }
