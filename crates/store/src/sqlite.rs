@@ -162,11 +162,24 @@ async fn load_tree(
             .await
             .map_err(err("counting the log's tiles"))?;
     let mut r = Rebuild::new(me, stored);
-    let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM log_leaves")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err("counting the leaf index"))?;
-    r.collect_leaves(indexed as u64);
+    // The index is written with the entries, in order: if the last entry
+    // is in it, every entry is (O(1) where counting would read it all).
+    let last: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT data FROM log_entries ORDER BY idx DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err("reading the last log entry"))?;
+    if let Some(last) = last {
+        let indexed: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM log_leaves WHERE leaf = ?1)")
+                .bind(tlog::leaf_hash(&last).as_slice())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(err("reading the leaf index"))?;
+        if !indexed {
+            r.collect_leaves(0);
+        }
+    }
     loop {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT idx, data FROM log_entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
