@@ -12,9 +12,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use reqwest::Client;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 use test_support::*;
 
@@ -22,60 +20,6 @@ const SC: &str = "utm.strategic_coordination";
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_detente"))
-}
-
-/// A tmpfs of `mb` MiB, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(mb: u32) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!("detente-full-{}", new_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(&dir)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(Tmpfs(dir));
-        }
-        let _ = std::fs::remove_dir(&dir);
-        assert!(
-            std::env::var_os("DETENTE_REQUIRE_TMPFS").is_none(),
-            "DETENTE_REQUIRE_TMPFS is set but a tmpfs cannot be mounted (root is needed)"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED a_full_disk_refuses_writes_loses_nothing_and_recovers: cannot mount a tmpfs (root is needed); set DETENTE_REQUIRE_TMPFS=1 to make this a failure"
-        );
-        None
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Fills the file system holding `dir` to the last byte.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0xa5u8; 64 * 1024];
-    let mut small = vec![0xa5u8; 512];
-    loop {
-        if f.write_all(&block).is_err() {
-            break;
-        }
-    }
-    // The last partial block.
-    while f.write_all(&small).is_ok() {}
-    small.truncate(1);
-    while f.write_all(&small).is_ok() {}
-    let _ = f.sync_all();
-    path
 }
 
 async fn create(c: &Client, node: &TestNode, tok: &str, i: usize) -> (String, u16) {
@@ -98,10 +42,10 @@ fn run(args: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
-    let Some(fs) = Tmpfs::mount(32) else {
+    let Some(fs) = Tmpfs::mount(32, "a_full_disk_refuses_writes_loses_nothing_and_recovers") else {
         return;
     };
-    let data = fs.0.join("data");
+    let data = fs.path().join("data");
     let mut node = TestNode::start_in(bin(), &data, &[]);
     let c = Client::new();
     let tok = token("uss-full", SC);
@@ -113,7 +57,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     }
 
     // The disk fills: writes are refused, none is acknowledged, reads go on.
-    let filler = fill(&fs.0);
+    let filler = fill(fs.path());
     let mut refused = 0;
     for i in 20..40 {
         let (id, s) = create(&c, &node, &tok, i).await;

@@ -199,7 +199,25 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
     };
     let (a_tls, f_tls) = (free(), free());
     let (a_tls_arg, f_tls_arg) = (a_tls.to_string(), f_tls.to_string());
-    let mut a = TestNode::start_with(bin(), &["--name", A, "--peer-listen", &a_tls_arg]);
+    // The receiver's data folder is a small disk of its own (a tmpfs, as
+    // root) that the schedule fills now and then — on the embedded store,
+    // whose database lives there; a PostgreSQL node's database does not.
+    let disk = if postgres_url().is_none() {
+        Tmpfs::mount(
+            128,
+            "no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions (its disk-full faults)",
+        )
+    } else {
+        None
+    };
+    let mut a = match &disk {
+        Some(d) => TestNode::start_in(
+            bin(),
+            &d.path().join("alliance"),
+            &["--name", A, "--peer-listen", &a_tls_arg],
+        ),
+        None => TestNode::start_with(bin(), &["--name", A, "--peer-listen", &a_tls_arg]),
+    };
     let mut f = TestNode::start_with(bin(), &["--name", F, "--peer-listen", &f_tls_arg]);
     let a_log = text(&a.url("/log/key")).await;
     let f_log = text(&f.url("/log/key")).await;
@@ -383,15 +401,30 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
         }));
     }
 
-    // The schedule: kill/restart the receiver, cut/restore the link, and
-    // now and then kill/restart the sender.
+    // The schedule: kill/restart the receiver, cut/restore the link, fill
+    // the receiver's disk, and now and then kill/restart the sender.
     let (a2, f2, done2) = (a.clone(), f.clone(), done.clone());
+    let disk_path = disk.as_ref().map(|d| d.path().to_path_buf());
     let mut rng = Rng(seed);
     let chaos = tokio::spawn(async move {
         let mut log = Vec::new();
         while !done2.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
-            match rng.below(12) {
+            // The first fault is always a full disk: every run has one.
+            let drawn = rng.below(14);
+            match if log.is_empty() { 12 } else { drawn } {
+                12 | 13 => {
+                    let hold = Duration::from_millis(rng.below(2000));
+                    match &disk_path {
+                        Some(p) => {
+                            let filler = fill(p);
+                            tokio::time::sleep(hold).await;
+                            std::fs::remove_file(filler).unwrap();
+                            log.push("receiver's disk full, freed");
+                        }
+                        None => log.push("receiver's disk full (skipped: no disk of its own)"),
+                    }
+                }
                 10 | 11 => {
                     let n = if rng.below(2) == 0 { &a2 } else { &f2 };
                     n.lock().await.pause();

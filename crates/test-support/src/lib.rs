@@ -4,7 +4,7 @@
 //! line and `/healthz`), never on sleeps.
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -648,4 +648,62 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// A tmpfs of `mb` MiB (a small disk to fill), unmounted when dropped.
+/// Mounting needs root: without it the test `test` is skipped, saying so,
+/// unless `DETENTE_REQUIRE_TMPFS` is set (CI sets it as root), which makes
+/// that a failure.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(mb: u32, test: &str) -> Option<Tmpfs> {
+        let dir = std::env::temp_dir().join(format!("detente-full-{}", new_id()));
+        std::fs::create_dir_all(&dir).expect("a folder for the tmpfs");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(Tmpfs(dir));
+        }
+        let _ = std::fs::remove_dir(&dir);
+        assert!(
+            std::env::var_os("DETENTE_REQUIRE_TMPFS").is_none(),
+            "DETENTE_REQUIRE_TMPFS is set but a tmpfs cannot be mounted (root is needed)"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: cannot mount a tmpfs (root is needed); set DETENTE_REQUIRE_TMPFS=1 to make this a failure"
+        );
+        None
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Fills the file system holding `dir` to the last byte; answers the
+/// filler file (remove it to free the space).
+pub fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("the filler file");
+    let block = vec![0xa5u8; 64 * 1024];
+    let mut small = vec![0xa5u8; 512];
+    while f.write_all(&block).is_ok() {}
+    // The last partial block.
+    while f.write_all(&small).is_ok() {}
+    small.truncate(1);
+    while f.write_all(&small).is_ok() {}
+    let _ = f.sync_all();
+    path
 }
