@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use test_support::*;
 use tokio::net::{TcpListener, TcpStream};
@@ -84,12 +84,47 @@ impl Rng {
     }
 }
 
-/// A TCP proxy that can cut every connection and refuse new ones (the
-/// TLS between the nodes runs through it, end to end).
+/// A TCP proxy that can cut every connection and refuse new ones, slow
+/// the link down (every chunk held for a delay, in order) and corrupt a
+/// byte in flight (the TLS between the nodes runs through it, end to end:
+/// its integrity check must catch that). Loss, duplication and reordering
+/// of packets happen below TCP and need `tc netem`, which this kernel
+/// lacks ("qdisc kind is unknown"); TCP turns them into delay anyway.
 struct Proxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
+    delay_ms: Arc<AtomicU64>,
+    corrupt: Arc<AtomicBool>,
+}
+
+/// Copies `from` to `to` chunk by chunk, holding each for the proxy's
+/// current delay and flipping a byte when asked.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay_ms: Arc<AtomicU64>,
+    corrupt: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let d = delay_ms.load(Ordering::SeqCst);
+        if d > 0 {
+            tokio::time::sleep(Duration::from_millis(d)).await;
+        }
+        if corrupt.swap(false, Ordering::SeqCst) {
+            buf[n / 2] ^= 0x40;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Proxy {
@@ -98,10 +133,13 @@ impl Proxy {
         let addr = l.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let (cut, _) = watch::channel(0u64);
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let corrupt = Arc::new(AtomicBool::new(false));
         let (up2, cut2) = (up.clone(), cut.clone());
+        let (delay2, corrupt2) = (delay_ms.clone(), corrupt.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = l.accept().await else {
+                let Ok((inbound, _)) = l.accept().await else {
                     continue;
                 };
                 if !up2.load(Ordering::SeqCst) {
@@ -109,18 +147,32 @@ impl Proxy {
                     continue;
                 }
                 let mut rx = cut2.subscribe();
+                let (delay, corrupt) = (delay2.clone(), corrupt2.clone());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };
+                    let (in_r, in_w) = inbound.into_split();
+                    let (out_r, out_w) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = async {
+                            tokio::join!(
+                                pump(in_r, out_w, delay.clone(), corrupt.clone()),
+                                pump(out_r, in_w, delay, corrupt),
+                            )
+                        } => {}
                         _ = rx.changed() => {}
                     }
                 });
             }
         });
-        Proxy { addr, up, cut }
+        Proxy {
+            addr,
+            up,
+            cut,
+            delay_ms,
+            corrupt,
+        }
     }
     fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
@@ -128,6 +180,12 @@ impl Proxy {
     }
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+    fn slow(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+    fn corrupt_next(&self) {
+        self.corrupt.store(true, Ordering::SeqCst);
     }
 }
 
@@ -410,9 +468,21 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
         let mut log = Vec::new();
         while !done2.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
-            // The first fault is always a full disk: every run has one.
-            let drawn = rng.below(14);
-            match if log.is_empty() { 12 } else { drawn } {
+            // Every run has at least one of the rarer kinds: its first three
+            // faults are a full disk, a slow link and a flipped byte.
+            let drawn = rng.below(17);
+            match [12, 14, 16].get(log.len()).copied().unwrap_or(drawn) {
+                14 | 15 => {
+                    proxy.slow(50 + rng.below(350));
+                    tokio::time::sleep(Duration::from_millis(rng.below(3000))).await;
+                    proxy.slow(0);
+                    log.push("slow link (50–400 ms a chunk), then normal");
+                }
+                16 => {
+                    proxy.corrupt_next();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    log.push("a byte flipped in flight");
+                }
                 12 | 13 => {
                     let hold = Duration::from_millis(rng.below(2000));
                     match &disk_path {
