@@ -374,8 +374,8 @@ pub(crate) const TILE_CACHE: usize = 1024;
 
 /// The tree and the line's state rebuilt from the log page by page, with
 /// the full tiles the database does not hold yet (a log written before the
-/// tiles were stored, or a batch whose tiles were lost with a crash) —
-/// `stored[l]` is how many full tiles of level l it holds.
+/// tiles were stored; since then a batch's tiles commit with its entries) —
+/// `stored[l]` is how many full tiles of level l it holds, from index 0.
 pub(crate) struct Rebuild {
     pub tree: TiledTree,
     pub line: LineState,
