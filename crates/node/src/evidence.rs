@@ -53,51 +53,93 @@ pub fn body_id(e: &SignedEntry) -> Option<&str> {
     })
 }
 
+/// Picks a selection's entries from a log read in order, page by page:
+/// it keeps the chosen entries and the peers' pinned keys, never the log.
+pub struct Selector<'a> {
+    s: &'a Selection,
+    /// Leaf hashes of the chosen records (their receipts go with them).
+    selected_leaves: std::collections::HashSet<Vec<u8>>,
+    next: u64,
+    /// The chosen entries, `(index, bytes)`, in log order.
+    pub chosen: Vec<(u64, Vec<u8>)>,
+    /// The peers whose records the log holds, with the keys this node
+    /// pinned (`line.peer.added` entries), by name.
+    pub peers: std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> Selector<'a> {
+    pub fn new(s: &'a Selection) -> Self {
+        Selector {
+            s,
+            selected_leaves: Default::default(),
+            next: 0,
+            chosen: Vec::new(),
+            peers: Default::default(),
+        }
+    }
+
+    /// The log's next entries (the first of them is entry `self.next`); an
+    /// unreadable entry is an error naming its index.
+    pub fn feed(&mut self, page: &[Vec<u8>]) -> Result<(), String> {
+        for bytes in page {
+            let i = self.next;
+            self.next += 1;
+            let e = SignedEntry::parse(bytes)
+                .map_err(|err| format!("entry {i} is unreadable: {err}"))?;
+            if let Some((name, key)) = pinned_peer(&e) {
+                self.peers.insert(name, key);
+            }
+            if let Some(id) = &self.s.entity {
+                // A receipt names the leaf hash of the record it is for.
+                let receipt_of_selected = e.entry.kind == "line.receipt"
+                    && matches!(
+                        field(&e.entry.body, "record").and_then(|r| field(r, "leaf_hash")),
+                        Some(Value::Bytes(h)) if self.selected_leaves.contains(h.as_slice())
+                    );
+                if body_id(&e) != Some(id.as_str()) && !receipt_of_selected {
+                    continue;
+                }
+                self.selected_leaves.insert(tlog::leaf_hash(bytes).to_vec());
+            }
+            if self.s.since_ms.is_some_and(|t| e.entry.timestamp_ms < t)
+                || self.s.until_ms.is_some_and(|t| e.entry.timestamp_ms >= t)
+            {
+                continue;
+            }
+            self.chosen.push((i, bytes.clone()));
+        }
+        Ok(())
+    }
+}
+
 /// The indices of the entries (the log's first `entries.len()`) that the
 /// selection takes; an unreadable entry is an error naming its index.
 pub fn select(entries: &[Vec<u8>], s: &Selection) -> Result<Vec<u64>, String> {
-    let mut out = Vec::new();
-    // A receipt names the leaf hash of the record it is for.
-    let mut selected_leaves = std::collections::HashSet::new();
-    for (i, bytes) in entries.iter().enumerate() {
-        let e =
-            SignedEntry::parse(bytes).map_err(|err| format!("entry {i} is unreadable: {err}"))?;
-        if let Some(id) = &s.entity {
-            let receipt_of_selected = e.entry.kind == "line.receipt"
-                && matches!(
-                    field(&e.entry.body, "record").and_then(|r| field(r, "leaf_hash")),
-                    Some(Value::Bytes(h)) if selected_leaves.contains(h.as_slice())
-                );
-            if body_id(&e) != Some(id.as_str()) && !receipt_of_selected {
-                continue;
-            }
-            selected_leaves.insert(tlog::leaf_hash(bytes).to_vec());
-        }
-        if s.since_ms.is_some_and(|t| e.entry.timestamp_ms < t)
-            || s.until_ms.is_some_and(|t| e.entry.timestamp_ms >= t)
-        {
-            continue;
-        }
-        out.push(i as u64);
+    let mut sel = Selector::new(s);
+    sel.feed(entries)?;
+    Ok(sel.chosen.into_iter().map(|(i, _)| i).collect())
+}
+
+/// A `line.peer.added` entry's peer: its name and the key pinned for it.
+fn pinned_peer(e: &SignedEntry) -> Option<(String, String)> {
+    if e.entry.kind != "line.peer.added" {
+        return None;
     }
-    Ok(out)
+    let r = field(&e.entry.body, "record")?;
+    match (field(r, "name"), field(r, "vkey")) {
+        (Some(Value::Text(n)), Some(Value::Text(k))) => Some((n.clone(), k.clone())),
+        _ => None,
+    }
 }
 
 /// The peers whose records the log holds, with the keys this node pinned
 /// (`line.peer.added` entries), by name.
 pub fn peer_keys(entries: &[Vec<u8>]) -> std::collections::BTreeMap<String, String> {
-    let mut peers = std::collections::BTreeMap::new();
-    for bytes in entries {
-        if let Ok(e) = SignedEntry::parse(bytes)
-            && e.entry.kind == "line.peer.added"
-            && let Some(r) = field(&e.entry.body, "record")
-            && let (Some(Value::Text(n)), Some(Value::Text(k))) =
-                (field(r, "name"), field(r, "vkey"))
-        {
-            peers.insert(n.clone(), k.clone());
-        }
-    }
-    peers
+    entries
+        .iter()
+        .filter_map(|bytes| SignedEntry::parse(bytes).ok())
+        .filter_map(|e| pinned_peer(&e))
+        .collect()
 }
 
 /// The bundle's `keys.txt`.

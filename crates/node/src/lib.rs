@@ -1021,27 +1021,26 @@ impl Log {
             .store
             .latest_checkpoint()
             .ok_or_else(|| NodeError::Store(StoreError("no checkpoint".into())))?;
-        let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // Read page by page: only the chosen entries are kept.
+        let mut sel = evidence::Selector::new(selection);
         let mut start = 0;
         while start < size {
             let end = (start + MAX_ENTRIES_PER_REQUEST).min(size);
-            entries.extend(self.store.log_entries(start, end).await?);
+            sel.feed(&self.store.log_entries(start, end).await?)
+                .map_err(|e| NodeError::Store(StoreError(e)))?;
             start = end;
         }
-        let chosen =
-            evidence::select(&entries, selection).map_err(|e| NodeError::Store(StoreError(e)))?;
-        if chosen.is_empty() {
+        if sel.chosen.is_empty() {
             return Err(invalid(
                 "entity",
                 "no entry covered by the newest checkpoint matches this selection",
             ));
         }
-        let peers = evidence::peer_keys(&entries);
         let mut files = vec![(
             "keys.txt".to_string(),
-            evidence::keys_txt(&self.verifier_key(), &peers).into_bytes(),
+            evidence::keys_txt(&self.verifier_key(), &sel.peers).into_bytes(),
         )];
-        for i in chosen {
+        for (i, bytes) in sel.chosen {
             let proof = self
                 .store
                 .inclusion_proof(i, size)
@@ -1053,10 +1052,6 @@ impl Log {
                 proof,
                 checkpoint: checkpoint.clone(),
             };
-            let bytes = entries
-                .get(usize::try_from(i).unwrap_or(usize::MAX))
-                .cloned()
-                .ok_or_else(|| NodeError::Store(StoreError("entry out of range".into())))?;
             files.push((format!("{i}.entry"), bytes));
             files.push((format!("{i}.tlog-proof"), p.to_text().into_bytes()));
         }
