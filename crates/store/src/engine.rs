@@ -201,6 +201,8 @@ pub struct Batch<'a> {
     /// Index of the first leaf of `leaves` (the committed log size before).
     pub first_leaf: u64,
     pub leaves: &'a [Vec<u8>],
+    /// The RFC 6962 leaf hash of each of `leaves`.
+    pub leaf_hashes: &'a [tlog::Hash],
     /// The log's full tiles these leaves completed (C2SP tlog-tiles), kept
     /// in the same transaction: proofs read them back on demand.
     pub tiles: Vec<Tile>,
@@ -927,10 +929,12 @@ async fn commit_batch<B: Backend>(
     }
     let rows = dirty.rows.len();
     let mut tiles = Vec::new();
+    // Each leaf is hashed once: for the tree and for the leaf-hash index.
+    let leaf_hashes: Vec<tlog::Hash> = leaves.iter().map(|l| tlog::leaf_hash(l)).collect();
     if encoded.is_ok() {
         let mut tree = log.tree.write().unwrap_or_else(|e| e.into_inner());
-        for l in &leaves {
-            tree.append(l);
+        for h in &leaf_hashes {
+            tree.append_hash(*h);
         }
         tiles = tree.take_completed();
     }
@@ -943,6 +947,7 @@ async fn commit_batch<B: Backend>(
                 seq,
                 first_leaf,
                 leaves: &leaves,
+                leaf_hashes: &leaf_hashes,
                 tiles,
             };
             wr.backend.persist(&mut wr.w, batch).await

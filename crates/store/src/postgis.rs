@@ -62,6 +62,17 @@ fn shape(w: usize, r: usize) -> String {
     )
 }
 
+/// The ids of the intents meeting a volume bound as `$1` (WKT), `$2`
+/// (radius), `$3`/`$4` (start, end in s) and `$5`/`$6` (altitudes).
+fn intersecting() -> String {
+    format!(
+        "SELECT DISTINCT id FROM {TABLE} WHERE ST_Intersects(area, {}) \
+         AND during && tstzrange(to_timestamp($3), to_timestamp($4)) \
+         AND alt && numrange($5::numeric, $6::numeric)",
+        shape(1, 2)
+    )
+}
+
 fn seconds(t: Option<airspace::Timestamp>, default: f64) -> f64 {
     t.map_or(default, |t| t.unix_micros() as f64 / 1e6)
 }
@@ -157,13 +168,7 @@ impl PostgisBaseline {
     /// time and altitude.
     pub async fn query(&self, area: &Volume4D) -> Result<Vec<Uuid>, StoreError> {
         let (w, r) = wkt(area);
-        let q = format!(
-            "SELECT DISTINCT id FROM {TABLE} WHERE ST_Intersects(area, {}) \
-             AND during && tstzrange(to_timestamp($3), to_timestamp($4)) \
-             AND alt && numrange($5::numeric, $6::numeric)",
-            shape(1, 2)
-        );
-        let rows: Vec<(Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+        let rows: Vec<(Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(intersecting()))
             .bind(w)
             .bind(r)
             .bind(seconds(area.time_start, -1e12))
@@ -184,12 +189,7 @@ impl PostgisBaseline {
     /// Answers the number of intersecting intents it saw.
     pub async fn create(&self, id: Uuid, v: &Volume4D) -> Result<usize, StoreError> {
         let (w, r) = wkt(v);
-        let check = format!(
-            "SELECT DISTINCT id FROM {TABLE} WHERE ST_Intersects(area, {}) \
-             AND during && tstzrange(to_timestamp($3), to_timestamp($4)) \
-             AND alt && numrange($5::numeric, $6::numeric)",
-            shape(1, 2)
-        );
+        let check = intersecting();
         let insert = format!(
             "INSERT INTO {TABLE} (id, volume, area, during, alt) VALUES ($7::uuid, 0, {}, \
              tstzrange(to_timestamp($3), to_timestamp($4)), numrange($5::numeric, $6::numeric))",

@@ -571,6 +571,7 @@ impl Postgres {
             first_leaf,
             leaves,
             tiles,
+            ..
         } = batch;
         let (mut tbls, mut ids, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
         let (mut gone_intents, mut gone_constraints) = (Vec::<Uuid>::new(), Vec::<Uuid>::new());

@@ -260,6 +260,7 @@ async fn persist(
         seq,
         first_leaf,
         leaves,
+        leaf_hashes,
         tiles,
     } = batch;
     let mut next = ids.next;
@@ -331,10 +332,10 @@ async fn persist(
             .map_err(err("appending log entries"))?;
     }
     store_tiles(&mut tx, &tiles).await?;
-    let hashed: Vec<(u64, tlog::Hash)> = leaves
+    let hashed: Vec<(u64, tlog::Hash)> = leaf_hashes
         .iter()
         .enumerate()
-        .map(|(i, d)| (first_leaf + i as u64, tlog::leaf_hash(d)))
+        .map(|(i, h)| (first_leaf + i as u64, *h))
         .collect();
     for chunk in hashed.chunks(ROWS_PER_STATEMENT) {
         index_leaves(&mut tx, chunk).await?;
