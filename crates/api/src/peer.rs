@@ -35,8 +35,9 @@ impl Drop for Tasks {
 }
 
 /// One HTTP/1.1 connection to a peer, plain or over pinned TLS, kept open
-/// between requests and made again after any failure.
-struct PeerConn {
+/// between requests and made again after any failure. Public for test
+/// harnesses that speak to a node as one of its peers.
+pub struct PeerConn {
     url: String,
     tls: Option<tokio_rustls::TlsConnector>,
     host: String,
@@ -47,7 +48,7 @@ struct PeerConn {
 }
 
 impl PeerConn {
-    fn new(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self, String> {
+    pub fn new(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self, String> {
         let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("http://") {
@@ -110,7 +111,8 @@ impl PeerConn {
         Ok(())
     }
 
-    async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+    /// POSTs a JSON `body` to `path` under the peer's URL: (status, body).
+    pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect().await?;
         }

@@ -5,9 +5,16 @@
 //! through a TCP proxy of the test's own; the nodes' wall clocks disagree
 //! (libfaketime), the sender's by a new offset at each of its restarts, and
 //! one sender writes on a mission channel under an accreditation made by
-//! the receiver's clock. At the end every message a client
-//! was told was accepted is classified as ok / lost / duplicated /
-//! reordered (the Jepsen queue checker's categories), and both logs must
+//! the receiver's clock. The schedule also fills the receiver's disk, slows
+//! the link, flips a byte in flight, and — acting as a network that
+//! duplicates and reorders — replays the sender's records to the receiver
+//! shuffled and twice, some ahead of the sender's own delivery. Meanwhile a
+//! USS plans (and deletes) operations in the shared area on the sender's
+//! node, and the receiver accredits and revokes the sender's liaison
+//! officers. At the end every message a client was told was accepted is
+//! classified as ok / lost / duplicated / reordered (the Jepsen queue
+//! checker's categories), every acknowledged operation and accreditation
+//! change must be on the other node as acknowledged, and both logs must
 //! verify and carry the other's cosignature.
 //! Runs on both backends (the PostgreSQL one when DATABASE_URL is set).
 //!
@@ -32,6 +39,10 @@ use uuid::Uuid;
 
 const A: &str = "alliance.faults";
 const F: &str = "federation.faults";
+/// Federation's liaison officers, accredited and revoked during the faults.
+const LIAISONS: usize = 3;
+/// The USS planning operations on Federation's node during the faults.
+const FED_USS: &str = "federation-uss";
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_detente"))
@@ -90,6 +101,7 @@ impl Rng {
 /// its integrity check must catch that). Loss, duplication and reordering
 /// of packets happen below TCP and need `tc netem`, which this kernel
 /// lacks ("qdisc kind is unknown"); TCP turns them into delay anyway.
+/// Duplication and reordering of whole records is [`replay`]'s.
 struct Proxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
@@ -228,6 +240,204 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// Sends a request until the node answers (a killed or paused node does
+/// not; a 5xx — a node reloading after a failed commit — counts as no
+/// answer). Answers whether an earlier try went unanswered (it may still
+/// have been taken), the status and the body.
+async fn until_answered(
+    method: &str,
+    url: &str,
+    tok: &str,
+    body: Option<Value>,
+) -> (bool, u16, Value) {
+    let mut unanswered = false;
+    for _ in 0..600 {
+        match call(method, url, tok, body.clone()).await {
+            Ok((s, v)) if s < 500 => return (unanswered, s, v),
+            _ => {
+                unanswered = true;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    panic!("{method} {url}: the node never came back");
+}
+
+/// Plans operation `k` on Federation's node, inside the shared area and
+/// clear of every other, and deletes every fourth again. Answers its id and
+/// whether it was deleted; panics on any refusal.
+async fn plan_operation(f_base: &str, uss: &str, seed: u64, k: u64) -> (String, bool) {
+    let mut b = [0u8; 16];
+    // k in the first half, clear of the version and variant bits (k < 4096).
+    b[..8].copy_from_slice(&k.to_be_bytes());
+    b[8..].copy_from_slice(&(seed ^ 0x0be7_a710).to_le_bytes());
+    let id = uuid::Builder::from_random_bytes(b).into_uuid().to_string();
+    let (lat, lng) = (44.6 + (k / 40) as f64 * 0.02, 9.6 + (k % 40) as f64 * 0.03);
+    let url = format!("{f_base}/dss/v1/operational_intent_references/{id}");
+    // Starting in 5 min: in the future by either node's clock.
+    let body = intent_body(square_during(lat, lng, 0.002, 300, 7200), &[], "Accepted");
+    let (retried, s, v) = until_answered("PUT", &url, uss, Some(body)).await;
+    let ovn = match s {
+        201 => v["operational_intent_reference"]["ovn"].clone(),
+        // An earlier try was taken, its answer lost with the node.
+        409 if retried => {
+            let (_, s, v) = until_answered("GET", &url, uss, None).await;
+            assert_eq!(s, 200, "operation {k}: 409 on a retry, yet not there: {v}");
+            v["operational_intent_reference"]["ovn"].clone()
+        }
+        _ => panic!("operation {k} refused: {s} {v}"),
+    };
+    let ovn = ovn.as_str().expect("the manager sees its OVN").to_string();
+    if k % 4 != 3 {
+        return (id, false);
+    }
+    let (retried, s, v) = until_answered("DELETE", &format!("{url}/{ovn}"), uss, None).await;
+    assert!(
+        s == 200 || (s == 404 && retried),
+        "deleting operation {k}: {s} {v}"
+    );
+    (id, true)
+}
+
+/// The first accreditation in a node's missions view that `pick` takes.
+async fn find_accreditation(
+    base: &str,
+    admin: &str,
+    pick: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let (_, s, v) = until_answered("GET", &format!("{base}/line/v1/missions"), admin, None).await;
+    assert_eq!(s, 200, "{v}");
+    v["missions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["accreditations"].as_array().cloned().unwrap_or_default())
+        .find(|a| pick(a))
+}
+
+/// Alliance accredits Federation's `member`; answers the accreditation id.
+async fn accredit(a_base: &str, admin: &str, member: &str, name: &str) -> String {
+    let (retried, s, v) = until_answered(
+        "POST",
+        &format!("{a_base}/line/v1/missions/{F}/accreditations"),
+        admin,
+        Some(json!({ "member": member, "name": name, "role": "liaison officer", "spheres": ["military"], "valid_until_ms": now_ms() + 86_400_000 })),
+    )
+    .await;
+    match s {
+        201 => v["id"].as_str().unwrap().to_string(),
+        409 if retried => find_accreditation(a_base, admin, |x| {
+            x["member"] == member && x["revoked"].is_null()
+        })
+        .await
+        .unwrap_or_else(|| panic!("accrediting {name}: 409 on a retry, yet no accreditation: {v}"))
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        _ => panic!("accrediting {name} refused: {s} {v}"),
+    }
+}
+
+/// Alliance revokes accreditation `id`.
+async fn revoke(a_base: &str, admin: &str, id: &str, reason: &str) {
+    let (retried, s, v) = until_answered(
+        "POST",
+        &format!("{a_base}/line/v1/accreditations/{id}/revoke"),
+        admin,
+        Some(json!({ "reason": reason })),
+    )
+    .await;
+    if s == 200 {
+        return;
+    }
+    assert!(retried, "revoking {id} refused: {s} {v}");
+    let x = find_accreditation(a_base, admin, |x| x["id"] == id)
+        .await
+        .unwrap_or_else(|| panic!("revoking {id}: {s} {v}, and it is gone"));
+    assert!(
+        !x["revoked"].is_null(),
+        "revoking {id}: {s} {v} on a retry, and it is not revoked"
+    );
+}
+
+/// The network duplicating and reordering records: replays a handful of
+/// Federation's recent records for Alliance, drawn at random (so shuffled,
+/// some twice, some not yet delivered), straight to Alliance's peer
+/// endpoint under Federation's own TLS identity. Answers what each post
+/// got back.
+async fn replay(
+    f_data: &Path,
+    f_base: &str,
+    admin: &str,
+    a_peer: SocketAddr,
+    a_key: [u8; 32],
+    rng: &mut Rng,
+) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let key = std::fs::read_to_string(f_data.join("node.key")).unwrap();
+    let mut lines = key.lines();
+    let (name, hex) = (lines.next().unwrap(), lines.next().unwrap());
+    let seed: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let id = api::tls::Identity::from_seed(name, &seed.try_into().unwrap()).unwrap();
+    let Ok((200, cp)) = call("GET", &format!("{f_base}/log/checkpoint"), admin, None).await else {
+        return Vec::new();
+    };
+    let size: u64 = cp
+        .as_str()
+        .and_then(|t| t.lines().nth(1))
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let start = size.saturating_sub(20 + rng.below(300));
+    let Ok((200, v)) = call(
+        "GET",
+        &format!("{f_base}/log/entries?start={start}&end={size}"),
+        admin,
+        None,
+    )
+    .await
+    else {
+        return Vec::new();
+    };
+    let records: Vec<Vec<u8>> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| B64.decode(e.as_str().unwrap()).unwrap())
+        .filter(|b| {
+            matches!(liaison::decide::line_entry(b), Some(Ok((_, l)))
+                if l.envelope.as_ref().is_some_and(|e| e.to == A))
+        })
+        .collect();
+    if records.is_empty() {
+        return Vec::new();
+    }
+    let tls = api::tls::client_config(&id, a_key).unwrap();
+    let mut conn = api::peer::PeerConn::new(&format!("https://{a_peer}"), Some(tls)).unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let batch: Vec<String> = (0..4)
+            .map(|_| B64.encode(&records[rng.below(records.len() as u64) as usize]))
+            .collect();
+        let body = serde_json::to_vec(&json!({ "from": F, "records": batch })).unwrap();
+        statuses.push(match conn.post("/peer/v1/records", body).await {
+            Ok((s, reply)) => {
+                let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+                let receipts = v["receipts"].as_array().map_or(0, |r| r.len());
+                match v["stopped"]["code"].as_str() {
+                    Some(why) => format!("{s}: {receipts} receipts, then {why}"),
+                    None => format!("{s}: {receipts} receipts"),
+                }
+            }
+            Err(_) => "no answer".into(),
+        });
+    }
+    statuses
+}
+
 #[derive(Clone, Debug)]
 struct Sent {
     id: Uuid,
@@ -337,32 +547,57 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
         )
         .await;
     }
+    // Federation's liaison officers, whom Alliance accredits and revokes
+    // while the faults run.
+    let liaisons: Vec<String> = (0..LIAISONS as u8)
+        .map(|i| MemberSigner::from_seed(&[60 + i; 32]).key().to_hex())
+        .collect();
+    for (i, k) in liaisons.iter().enumerate() {
+        must(
+            "POST",
+            &f.url("/line/v1/members"),
+            &admin,
+            Some(json!({ "key": k, "name": format!("liaison {i}"), "role": "liaison officer", "spheres": ["military"] })),
+        )
+        .await;
+    }
     // Sender 1 writes on the military channel: Alliance accredits it (by
     // Alliance's clock), and Federation's node, whose clock is behind, must
     // take its messages at once.
     let sender1 = senders[1].key().to_hex();
-    for _ in 0..200 {
+    for tries in 0.. {
         let (s, v) = call("GET", &a.url("/line/v1/members"), &admin, None)
             .await
             .unwrap();
-        if s == 200
-            && v["members"]
+        let known = |k: &String| {
+            v["members"]
                 .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["key"] == sender1)
-        {
+                .is_some_and(|m| m.iter().any(|m| m["key"] == *k))
+        };
+        if s == 200 && known(&sender1) && liaisons.iter().all(known) {
             break;
         }
+        assert!(tries < 400, "Federation's members never reached Alliance");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     must(
         "PUT",
         &a.url(&format!("/line/v1/missions/{F}/quota")),
         &admin,
-        Some(json!({ "quota": 1 })),
+        Some(json!({ "quota": 1 + LIAISONS })),
     )
     .await;
+    // Operations inside this area are shared between the two nodes.
+    let area = json!({ "polygons": [[[44.5, 9.5], [44.5, 11.0], [45.5, 11.0], [45.5, 9.5]]] });
+    for (n, peer) in [(&a, F), (&f, A)] {
+        must(
+            "PUT",
+            &n.url(&format!("/line/v1/peers/{peer}/area")),
+            &admin,
+            Some(area.clone()),
+        )
+        .await;
+    }
     must(
         "POST",
         &a.url(&format!("/line/v1/missions/{F}/accreditations")),
@@ -459,19 +694,79 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
         }));
     }
 
+    // Meanwhile a USS plans operations on Federation's node inside the
+    // shared area (each reaches Alliance's node as a copy)...
+    let operations = (total / 20).max(10);
+    let (f_base2, seed2) = (f_base.clone(), seed);
+    let planner = tokio::spawn(async move {
+        let uss = token(FED_USS, "utm.strategic_coordination");
+        let pace = Duration::from_micros(seconds * 1_000_000 / operations);
+        let started = tokio::time::Instant::now();
+        let mut planned = Vec::new();
+        for k in 0..operations {
+            tokio::time::sleep_until(started + pace * k as u32).await;
+            planned.push(plan_operation(&f_base2, &uss, seed2, k).await);
+        }
+        planned
+    });
+    // ...and Alliance accredits and revokes Federation's liaison officers.
+    let changes = (total / 100).max(6);
+    let (a_base2, admin2, liaisons2) = (a_base.clone(), admin.clone(), liaisons.clone());
+    let host = tokio::spawn(async move {
+        let pace = Duration::from_micros(seconds * 1_000_000 / changes);
+        let started = tokio::time::Instant::now();
+        let mut rng = Rng(seed ^ 0xacc2);
+        let mut current: Vec<Option<String>> = vec![None; LIAISONS];
+        // Every accreditation made, and whether it was revoked.
+        let mut made: Vec<(String, bool)> = Vec::new();
+        for k in 0..changes {
+            tokio::time::sleep_until(started + pace * k as u32).await;
+            let j = rng.below(LIAISONS as u64) as usize;
+            match current[j].take() {
+                None => {
+                    let id = accredit(&a_base2, &admin2, &liaisons2[j], &format!("liaison {j}")).await;
+                    current[j] = Some(id.clone());
+                    made.push((id, false));
+                }
+                Some(id) => {
+                    revoke(&a_base2, &admin2, &id, &format!("rotation {k}")).await;
+                    if let Some(m) = made.iter_mut().find(|(x, _)| *x == id) {
+                        m.1 = true;
+                    }
+                }
+            }
+        }
+        made
+    });
+
     // The schedule: kill/restart the receiver, cut/restore the link, fill
     // the receiver's disk, and now and then kill/restart the sender.
     let (a2, f2, done2) = (a.clone(), f.clone(), done.clone());
     let disk_path = disk.as_ref().map(|d| d.path().to_path_buf());
+    let f_data = f.lock().await.data.clone();
+    let a_key = tlog::Verifier::parse(&a_log).unwrap().key.to_bytes();
+    let (f_base3, admin3) = (f_base.clone(), admin.clone());
     let mut rng = Rng(seed);
     let chaos = tokio::spawn(async move {
         let mut log = Vec::new();
         while !done2.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
-            // Every run has at least one of the rarer kinds: its first three
-            // faults are a full disk, a slow link and a flipped byte.
-            let drawn = rng.below(17);
-            match [12, 14, 16].get(log.len()).copied().unwrap_or(drawn) {
+            // Every run has at least one of the rarer kinds: its first four
+            // faults are a full disk, a slow link, a flipped byte and
+            // records duplicated and reordered.
+            let drawn = rng.below(18);
+            match [12, 14, 16, 17].get(log.len()).copied().unwrap_or(drawn) {
+                17 => {
+                    // Behind a partition, so that some of the records are
+                    // not yet at the receiver: those arrive out of order.
+                    proxy.cut();
+                    tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+                    let statuses =
+                        replay(&f_data, &f_base3, &admin3, a_tls, a_key, &mut rng).await;
+                    eprintln!("records replayed, shuffled and duplicated: answers {statuses:?}");
+                    proxy.restore();
+                    log.push("partition; records duplicated and reordered in flight; heal");
+                }
                 14 | 15 => {
                     proxy.slow(50 + rng.below(350));
                     tokio::time::sleep(Duration::from_millis(rng.below(3000))).await;
@@ -530,6 +825,8 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
     for c in clients {
         c.await.unwrap();
     }
+    let planned = planner.await.unwrap();
+    let accreditations = host.await.unwrap();
     done.store(true, Ordering::SeqCst);
     let faults = chaos.await.unwrap();
     eprintln!("{} faults: {:?}", faults.len(), {
@@ -544,17 +841,21 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
         "the schedule applied too few faults: {faults:?}"
     );
 
-    // Everything drains.
+    // Everything drains, both ways.
     let drained = async {
         for _ in 0..1200 {
-            if let Ok((200, v)) =
-                call("GET", &format!("{f_base}/line/v1/status"), &admin, None).await
-                && v["peers"][0]["lanes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|l| l["pending"] == 0)
-            {
+            let mut empty = true;
+            for base in [&f_base, &a_base] {
+                empty &= matches!(
+                    call("GET", &format!("{base}/line/v1/status"), &admin, None).await,
+                    Ok((200, v)) if v["peers"][0]["lanes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|l| l["pending"] == 0)
+                );
+            }
+            if empty {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -564,7 +865,52 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
     .await;
     assert!(
         drained,
-        "the outbox did not drain within 120 s after the faults stopped"
+        "the outboxes did not drain within 120 s after the faults stopped"
+    );
+
+    // Every operation Federation's node acknowledged is at Alliance's as
+    // Federation's, and every acknowledged deletion is gone there.
+    let alliance_uss = token("alliance-uss", "utm.strategic_coordination");
+    let mut wrong = Vec::new();
+    for (id, deleted) in &planned {
+        let (_, s, v) = until_answered(
+            "GET",
+            &format!("{a_base}/dss/v1/operational_intent_references/{id}"),
+            &alliance_uss,
+            None,
+        )
+        .await;
+        let as_acknowledged = if *deleted {
+            s == 404
+        } else {
+            s == 200 && v["operational_intent_reference"]["manager"] == format!("peer:{F}:{FED_USS}")
+        };
+        if !as_acknowledged {
+            wrong.push(format!("{id} (deleted: {deleted}): {s} {v}"));
+        }
+    }
+    eprintln!(
+        "operations: {} planned on Federation's node ({} deleted again), {} not as acknowledged at Alliance's",
+        planned.len(),
+        planned.iter().filter(|p| p.1).count(),
+        wrong.len()
+    );
+    assert!(wrong.is_empty(), "operations lost or stale at Alliance's node: {wrong:#?}");
+    // Every accreditation change Alliance acknowledged is known to Federation's node.
+    for (id, revoked) in &accreditations {
+        let x = find_accreditation(&f_base, &admin, |x| x["id"] == id.as_str())
+            .await
+            .unwrap_or_else(|| panic!("accreditation {id} never reached Federation's node"));
+        assert_eq!(
+            !x["revoked"].is_null(),
+            *revoked,
+            "accreditation {id} at Federation's node: {x}"
+        );
+    }
+    eprintln!(
+        "accreditations: {} made, {} revoked, all as acknowledged at Federation's node",
+        accreditations.len(),
+        accreditations.iter().filter(|a| a.1).count()
     );
 
     // The checker.
