@@ -218,6 +218,19 @@ impl Authenticator {
 
     /// Authenticates the request and checks that it holds one of `any_of`.
     pub fn require(&self, headers: &HeaderMap, any_of: &[Scope]) -> Result<Caller, ApiError> {
+        let caller = self.authenticate(headers)?;
+        if !any_of.iter().any(|s| caller.has(*s)) {
+            let wanted: Vec<&str> = any_of.iter().map(|s| s.as_str()).collect();
+            return Err(ApiError::Forbidden(format!(
+                "this endpoint requires one of the scopes {}",
+                wanted.join(", ")
+            )));
+        }
+        Ok(caller)
+    }
+
+    /// The caller named by the request's bearer token; scopes unchecked.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let value = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| {
@@ -237,14 +250,6 @@ impl Authenticator {
                 )
             })?
             .trim();
-        let caller = self.caller(token)?;
-        if !any_of.iter().any(|s| caller.has(*s)) {
-            let wanted: Vec<&str> = any_of.iter().map(|s| s.as_str()).collect();
-            return Err(ApiError::Forbidden(format!(
-                "this endpoint requires one of the scopes {}",
-                wanted.join(", ")
-            )));
-        }
-        Ok(caller)
+        self.caller(token)
     }
 }

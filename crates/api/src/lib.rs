@@ -179,6 +179,51 @@ impl AppState {
         self.limiter.check(&caller.sub)?;
         Ok(caller)
     }
+
+    /// Who is calling — a console session or a bearer token — scopes
+    /// unchecked and no rate charged ([`AppState::require`] does both).
+    pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<node::Caller, ApiError> {
+        match console::session_caller(self, headers) {
+            Some(c) => c,
+            None => self.auth.authenticate(headers),
+        }
+    }
+}
+
+/// The paths served without a credential: health, metrics (which guard
+/// themselves when private), the public evidence log and witness, the peer
+/// endpoint (it takes only records signed by a pinned key), and the
+/// console's page, static files and login. Everything else is refused with
+/// 401 before its body is read; tests/routes.rs checks every route.
+fn open_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz"
+            | "/metrics"
+            | "/peer/v1/records"
+            | "/console"
+            | "/console/api/challenge"
+            | "/console/api/login"
+            | "/console/api/logout"
+    ) || path.starts_with("/log/")
+        || path.starts_with("/witness/")
+        || (path.starts_with("/console/") && !path.starts_with("/console/api/"))
+}
+
+/// Deny by default: a credential before anything else (handlers then check
+/// the scope their use case needs).
+async fn credential_first(
+    axum::extract::State(st): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !open_path(req.uri().path())
+        && let Err(e) = st.authenticate(req.headers())
+    {
+        return e.into_response();
+    }
+    next.run(req).await
 }
 
 pub type Shared = Arc<AppState>;
@@ -201,6 +246,10 @@ pub fn with_peer_endpoint(state: Shared, peer_records: bool) -> Router {
         r = r.merge(line::peer_routes());
     }
     r.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        credential_first,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         console::csrf_guard,
     ))

@@ -24,11 +24,21 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
+    /// Whether `/metrics` needs a bearer token with `detente.metrics`
+    /// (otherwise it is public, like `/healthz`).
+    pub(crate) private: bool,
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<(String, String), Histogram>>,
 }
 
 impl Metrics {
+    /// `private`: `/metrics` needs a bearer token with `detente.metrics`.
+    pub fn new(private: bool) -> Self {
+        Metrics {
+            private,
+            ..Metrics::default()
+        }
+    }
     pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
         {
             let mut r = self.requests.lock().unwrap_or_else(|e| e.into_inner());

@@ -26,7 +26,13 @@ async fn healthz(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError
     ))
 }
 
-async fn metrics(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+async fn metrics(
+    State(st): State<Shared>,
+    h: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if st.metrics.private {
+        st.require(&h, &[node::Scope::Metrics])?;
+    }
     let c = st.dss.counts()?;
     let body = st.metrics.render(&[
         (

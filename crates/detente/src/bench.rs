@@ -494,6 +494,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         witnesses: vec![],
         console_admin_roles: vec![],
         basemap_mbtiles: None,
+        private_metrics: false,
         database: None,
     })
 }

@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub witnesses: Option<Vec<String>>,
     pub console_admin_roles: Option<Vec<String>>,
     pub basemap_mbtiles: Option<PathBuf>,
+    pub private_metrics: Option<bool>,
     pub database_url: Option<String>,
     pub database_schema: Option<String>,
 }
@@ -38,7 +39,12 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config {} is not valid", path.display()))
+        Self::parse(&text).with_context(|| format!("config {} is not valid", path.display()))
+    }
+
+    /// The file's text; unknown keys are errors.
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
     }
 }
 
@@ -64,6 +70,8 @@ pub struct NodeConfig {
     pub witnesses: Vec<String>,
     pub console_admin_roles: Vec<String>,
     pub basemap_mbtiles: Option<PathBuf>,
+    /// `/metrics` only for a bearer token with scope `detente.metrics`.
+    pub private_metrics: bool,
     /// PostgreSQL instead of the embedded store: its URL and the schema
     /// holding this node's tables.
     pub database: Option<store::Location>,
@@ -98,6 +106,7 @@ mod tests {
             "jwt_jwks",
             "jwt_audience",
             "insecure_dev_auth",
+            "private_metrics",
             "max_area_km2",
             "max_vertices",
             "default_subscription_hours",

@@ -4,7 +4,7 @@
 
 mod bench;
 mod bench_line;
-mod config;
+use detente::config;
 mod demo;
 mod demo_line;
 mod evidence;
@@ -196,6 +196,9 @@ pub struct ServeArgs {
     /// DANGEROUS, local experiments only: accept tokens without checking their signature.
     #[arg(long)]
     insecure_dev_auth: bool,
+    /// Serve /metrics only to a bearer token with scope detente.metrics (default: public, like /healthz).
+    #[arg(long, env = "DETENTE_PRIVATE_METRICS")]
+    private_metrics: bool,
 }
 
 impl ServeArgs {
@@ -250,6 +253,7 @@ impl ServeArgs {
                 self.console_admin_roles
             },
             basemap_mbtiles: self.basemap_mbtiles.or(file.basemap_mbtiles),
+            private_metrics: self.private_metrics || file.private_metrics.unwrap_or(false),
             database: match self.database_url.or(file.database_url) {
                 None => None,
                 Some(url) => Some(

@@ -151,7 +151,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         line,
         auth,
         limiter: RateLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst),
-        metrics: Metrics::default(),
+        metrics: Metrics::new(cfg.private_metrics),
         console: api::console::Console::new(&seed, &key_name, cfg.console_admin_roles.clone()),
         tiles,
     });

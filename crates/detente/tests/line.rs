@@ -309,6 +309,75 @@ async fn a_flash_message_is_delivered_receipted_and_acknowledged_between_two_nod
 
 both_backends! {
 #[tokio::test]
+async fn member_signed_writes_from_strangers_the_other_party_removed_members_and_replays_are_refused() {
+    let p = peered().await;
+    let stranger = MemberSigner::from_seed(&[99; 32]);
+    let removed = MemberSigner::from_seed(&[33; 32]);
+    register(&p.f, &removed, "Lt. Removed").await;
+    ok(
+        "DELETE",
+        p.f.url(&format!("/line/v1/members/{}", removed.key().to_hex())),
+        &admin(),
+        None,
+    )
+    .await;
+    let duty = officer();
+    let send = |m: Value| call("POST", p.f.url("/line/v1/messages"), &duty, Some(m));
+    // Messages relayed by Federation's node: only its own, registered members'.
+    for (who, signer) in [
+        ("a key no one registered", &stranger),
+        ("the other party's member", &p.a1),
+        ("a removed member", &removed),
+    ] {
+        let m = message(F, A, signer, 1, Sphere::DirectLine, Precedence::Flash, "x");
+        let (s, v) = send(m).await;
+        assert_eq!(s, 403, "a message signed by {who}: {v}");
+        assert!(v["message"].is_string() && v["code"].is_string(), "{v}");
+    }
+    // A signature over other bytes.
+    let mut forged = message(F, A, &p.f1, 1, Sphere::Military, Precedence::Flash, "x");
+    forged["message"]["body"]["text"] = json!("y");
+    let (s, v) = send(forged).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("signature")), "{v}");
+    // The right member: taken; the same signed message again (a replay):
+    // taken once; the same sequence number under another id: refused.
+    let m = message(F, A, &p.f1, 1, Sphere::Military, Precedence::Flash, "x");
+    let id = m["message"]["id"].as_str().unwrap().to_string();
+    assert_eq!(send(m.clone()).await.0, 201);
+    let (s, v) = send(m).await;
+    assert_eq!(s, 200, "a replay is answered, not taken twice: {v}");
+    let again = message(F, A, &p.f1, 1, Sphere::Military, Precedence::Flash, "other");
+    let (s, v) = send(again).await;
+    assert_eq!(s, 409, "sequence number 1 again, another id: {v}");
+    let au = p.a.clone_base();
+    assert!(
+        until(&au, "/line/v1/messages?direction=in", 10, |v| {
+            v["messages"].as_array().unwrap().len() == 1
+        })
+        .await
+    );
+    assert_eq!(messages(&p.a, "in").await[0]["message"]["id"], id.as_str());
+    // Acknowledgements at Alliance's node: only its own members'.
+    let ack_at_a = |a: Value| call("POST", p.a.url("/line/v1/acks"), &duty, Some(a));
+    for (who, signer) in [
+        ("a key no one registered", &stranger),
+        ("the other party's member", &p.f1),
+    ] {
+        let (s, v) = ack_at_a(ack(A, F, signer, &id)).await;
+        assert_eq!(s, 403, "an acknowledgement signed by {who}: {v}");
+    }
+    let a = ack(A, F, &p.a1, &id);
+    let (s, v) = ack_at_a(a.clone()).await;
+    assert!(s == 200 || s == 201, "{s} {v}");
+    let (s, v) = ack_at_a(a).await;
+    assert_eq!(s, 200, "a replayed acknowledgement is answered, not taken twice: {v}");
+    let inbox = messages(&p.a, "in").await;
+    assert_eq!(inbox[0]["ack"]["verdict"], "accept", "{}", inbox[0]);
+}
+}
+
+both_backends! {
+#[tokio::test]
 async fn a_revoked_member_is_refused_and_what_they_sent_before_stays() {
     let p = peered().await;
     let first = message(

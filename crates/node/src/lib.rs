@@ -254,6 +254,9 @@ pub enum Scope {
     /// The party's line administrator: peers, members, the host's
     /// accreditation decisions, channel notices.
     LineAdmin,
+    /// A monitoring system reading `/metrics`, where the node keeps them
+    /// private (`private_metrics`).
+    Metrics,
 }
 
 impl Scope {
@@ -276,12 +279,14 @@ impl Scope {
             Scope::AvailabilityArbitration => "utm.availability_arbitration",
             Scope::LineMember => "detente.line",
             Scope::LineAdmin => "detente.line.admin",
+            Scope::Metrics => "detente.metrics",
         }
     }
     pub fn parse(s: &str) -> Option<Scope> {
         Scope::ALL
             .into_iter()
             .chain(Scope::LINE)
+            .chain([Scope::Metrics])
             .find(|x| x.as_str() == s)
     }
 }
