@@ -264,14 +264,18 @@ impl PartialEq for PreparedVolume {
     }
 }
 
-fn check_point(p: LatLng, field: &str) -> Result<(), GeometryError> {
+/// `field` names the point only if it is wrong: formatting a name for
+/// every vertex of every polygon was most of the work of preparing one.
+fn check_point(p: LatLng, field: impl Fn() -> String) -> Result<(), GeometryError> {
     if !p.lat.is_finite() || !(-90.0..=90.0).contains(&p.lat) {
+        let field = field();
         return Err(GeometryError::new(
             format!("{field}.lat"),
             format!("latitude must be a number in [-90, 90], got {}", p.lat),
         ));
     }
     if !p.lng.is_finite() || !(-180.0..=180.0).contains(&p.lng) {
+        let field = field();
         return Err(GeometryError::new(
             format!("{field}.lng"),
             format!("longitude must be a number in [-180, 180], got {}", p.lng),
@@ -291,13 +295,14 @@ fn same_point(a: LatLng, b: LatLng) -> bool {
 fn densify(vertices: &[LatLng]) -> (Vec<V3>, Vec<usize>) {
     let mut ring = Vec::with_capacity(vertices.len());
     let mut origin = Vec::with_capacity(vertices.len());
+    let units: Vec<V3> = vertices.iter().map(|v| unit_vector(*v)).collect();
     for (i, a) in vertices.iter().enumerate() {
-        let b = vertices[(i + 1) % vertices.len()];
-        let va = unit_vector(*a);
+        let next = (i + 1) % vertices.len();
+        let (b, va) = (vertices[next], units[i]);
         ring.push(va);
         origin.push(i);
         // Cheap bound first: an arc of angle θ is at most θ·N_MAX metres long.
-        if angle(va, unit_vector(b)) * N_MAX <= MAX_EDGE_M {
+        if angle(va, units[next]) * N_MAX <= MAX_EDGE_M {
             continue;
         }
         let (s12, azi1, _azi2, _a12): (f64, f64, f64, f64) =
@@ -349,7 +354,7 @@ fn prepare_polygon(vertices: &[LatLng], limits: &Limits) -> Result<(Shape, Cap),
         ));
     }
     for (i, p) in vertices.iter().enumerate() {
-        check_point(*p, &format!("{F}[{i}]"))?;
+        check_point(*p, || format!("{F}[{i}]"))?;
     }
     if same_point(vertices[0], vertices[vertices.len() - 1]) {
         return Err(GeometryError::new(
@@ -448,7 +453,7 @@ fn prepare_circle(
     radius_m: f64,
     limits: &Limits,
 ) -> Result<(Shape, Cap), GeometryError> {
-    check_point(center, "volume.outline_circle.center")?;
+    check_point(center, || "volume.outline_circle.center".into())?;
     if !radius_m.is_finite() || radius_m <= 0.0 {
         return Err(GeometryError::new(
             "volume.outline_circle.radius.value",

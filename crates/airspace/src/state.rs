@@ -52,16 +52,22 @@ impl AirspaceState {
         availability: Vec<UssAvailability>,
         reports: usize,
     ) -> Self {
+        // The indexes are built side by side (a cold start waits for them).
+        let (intent_index, (constraint_index, subscription_index)) = std::thread::scope(|t| {
+            let subs = t.spawn(|| {
+                SpaceTimeIndex::bulk(subscriptions.iter().map(|c| (c.id, c.extents.as_slice())))
+            });
+            let intent_index =
+                SpaceTimeIndex::bulk(intents.iter().map(|i| (i.id, i.extents.as_slice())));
+            let constraint_index =
+                SpaceTimeIndex::bulk(constraints.iter().map(|c| (c.id, c.extents.as_slice())));
+            let subscription_index = subs.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (intent_index, (constraint_index, subscription_index))
+        });
         let mut s = AirspaceState {
-            intent_index: SpaceTimeIndex::bulk(
-                intents.iter().map(|i| (i.id, i.extents.as_slice())),
-            ),
-            constraint_index: SpaceTimeIndex::bulk(
-                constraints.iter().map(|c| (c.id, c.extents.as_slice())),
-            ),
-            subscription_index: SpaceTimeIndex::bulk(
-                subscriptions.iter().map(|c| (c.id, c.extents.as_slice())),
-            ),
+            intent_index,
+            constraint_index,
+            subscription_index,
             seq,
             reports,
             ..Default::default()
@@ -78,15 +84,32 @@ impl AirspaceState {
             .into_iter()
             .map(|a| (a.uss.clone(), a))
             .collect();
-        let mut ids: Vec<EntityId> = s.intents.keys().copied().collect();
+        // Every entity's conflicts, found on all cores (read-only), then
+        // recorded; each pair is found from both sides and recorded once.
+        let mut ids: Vec<(EntityId, bool)> = s.intents.keys().map(|id| (*id, false)).collect();
+        ids.extend(s.constraints.keys().map(|id| (*id, true)));
         ids.sort();
-        for id in ids {
-            s.recompute_conflicts(id, false);
-        }
-        let mut ids: Vec<EntityId> = s.constraints.keys().copied().collect();
-        ids.sort();
-        for id in ids {
-            s.recompute_conflicts(id, true);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = ids.len().div_ceil(threads).max(1);
+        let found: Vec<Vec<((EntityId, EntityId), Conflict)>> = std::thread::scope(|t| {
+            let s = &s;
+            let parts: Vec<_> = ids
+                .chunks(chunk)
+                .map(|part| {
+                    t.spawn(move || {
+                        part.iter()
+                            .flat_map(|(id, is_constraint)| s.find_conflicts(*id, *is_constraint))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        for (key, c) in found.into_iter().flatten() {
+            s.add_conflict(key, c);
         }
         s
     }
@@ -273,10 +296,21 @@ impl AirspaceState {
     /// Recomputes every conflict of one entity (it must be in the maps).
     fn recompute_conflicts(&mut self, id: EntityId, is_constraint: bool) {
         self.drop_conflicts(&id);
+        for (key, c) in self.find_conflicts(id, is_constraint) {
+            self.add_conflict(key, c);
+        }
+    }
+
+    /// The conflicts entity `id` is in, by the current state.
+    fn find_conflicts(
+        &self,
+        id: EntityId,
+        is_constraint: bool,
+    ) -> Vec<((EntityId, EntityId), Conflict)> {
         let mut found = Vec::new();
         if is_constraint {
             let Some(c) = self.constraints.get(&id) else {
-                return;
+                return found;
             };
             for i in self.intents_intersecting(&c.extents) {
                 let overlaps = volume_overlaps(&i.extents, &c.extents);
@@ -300,7 +334,7 @@ impl AirspaceState {
             }
         } else {
             let Some(me) = self.intents.get(&id) else {
-                return;
+                return found;
             };
             for other in self.intents_intersecting(&me.extents) {
                 if other.id == me.id || other.manager == me.manager {
@@ -349,9 +383,7 @@ impl AirspaceState {
                 ));
             }
         }
-        for (key, c) in found {
-            self.add_conflict(key, c);
-        }
+        found
     }
 }
 

@@ -351,19 +351,25 @@ pub fn replay(
                 tree.size()
             )));
         }
-        // Only the line's entries hold the text "line."; the full parse
-        // below decides.
-        if data.windows(5).any(|w| w == b"line.")
-            && let Some(parsed) = liaison::decide::line_entry(&data)
-        {
-            let (e, l) =
-                parsed.map_err(|e| StoreError(format!("log entry {idx} is unreadable: {e}")))?;
-            line.apply(&e.entry.origin, idx, tlog::leaf_hash(&data), l);
-            any_line = true;
-        }
+        any_line |= replay_line(line, idx, &data)?;
         tree.append(&data);
     }
     Ok(any_line)
+}
+
+/// Applies log entry `idx` to the line's state if it is the line's;
+/// answers whether it was.
+pub(crate) fn replay_line(line: &mut LineState, idx: u64, data: &[u8]) -> Result<bool, StoreError> {
+    // Only the line's entries hold the text "line."; the full parse decides.
+    if data.windows(5).any(|w| w == b"line.")
+        && let Some(parsed) = liaison::decide::line_entry(data)
+    {
+        let (e, l) =
+            parsed.map_err(|e| StoreError(format!("log entry {idx} is unreadable: {e}")))?;
+        line.apply(&e.entry.origin, idx, tlog::leaf_hash(data), l);
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Entries read per page when a store rebuilds its tree and line at start
@@ -406,6 +412,15 @@ impl Rebuild {
             leaves_from: None,
             leaves: Vec::new(),
         }
+    }
+
+    /// Whether the database's full tiles cover a log of `size` entries:
+    /// every full tile of every level, from index 0.
+    pub(crate) fn tiles_cover(&self, size: u64) -> bool {
+        (0..7u32).all(|l| {
+            let full = size >> (8 * (l + 1));
+            full == 0 || self.stored.get(l as usize).copied().unwrap_or(0) >= full
+        })
     }
 
     /// Also collects the leaf hashes of the entries from `from` on (the

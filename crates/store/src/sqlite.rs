@@ -169,16 +169,19 @@ async fn load_tree(
             .fetch_optional(&mut *conn)
             .await
             .map_err(err("reading the last log entry"))?;
+    let mut indexed = true;
     if let Some(last) = last {
-        let indexed: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM log_leaves WHERE leaf = ?1)")
-                .bind(tlog::leaf_hash(&last).as_slice())
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(err("reading the leaf index"))?;
+        indexed = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM log_leaves WHERE leaf = ?1)")
+            .bind(tlog::leaf_hash(&last).as_slice())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err("reading the leaf index"))?;
         if !indexed {
             r.collect_leaves(0);
         }
+    }
+    if indexed && let Some(loaded) = load_tree_from_tiles(conn, me, &r).await? {
+        return Ok(loaded);
     }
     loop {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
@@ -207,6 +210,92 @@ async fn load_tree(
         tx.commit().await.map_err(err("storing the log's tiles"))?;
     }
     Ok((r.tree, r.line))
+}
+
+/// The fast way to [`load_tree`], when the database holds every full tile
+/// of the log and its leaf index: the tree from its partial tiles (at most
+/// 255 entries and 255 tiles per level read), the line's state from the
+/// line's entries only — SQLite picks them out (only they hold the bytes
+/// "line."; the parse decides), so a log of airspace changes is not read.
+/// `None` when the tiles do not cover the log (then every entry is read).
+async fn load_tree_from_tiles(
+    conn: &mut SqliteConnection,
+    me: &str,
+    r: &Rebuild,
+) -> Result<Option<(TiledTree, LineState)>, StoreError> {
+    let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("sizing the log"))?;
+    let size = size as u64;
+    if !r.tiles_cover(size) {
+        return Ok(None);
+    }
+    let mut partial = Vec::new();
+    for (level, first, count) in TiledTree::partial_tiles_of(size) {
+        let (from, to) = (first as i64, (first + count) as i64);
+        let hashes: Vec<tlog::Hash> = if level == 0 {
+            let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+                "SELECT data FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err("reading the log's last entries"))?;
+            rows.iter().map(|(d,)| tlog::leaf_hash(d)).collect()
+        } else {
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT idx, hashes FROM log_tiles WHERE level = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+            )
+            .bind(i64::from(level) - 1)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err("reading the log's tiles"))?;
+            let mut roots = Vec::with_capacity(rows.len());
+            for (i, bytes) in rows {
+                let Some(t) = Tile::from_bytes(level - 1, i as u64, &bytes) else {
+                    return Ok(None);
+                };
+                roots.push(t.root());
+            }
+            roots
+        };
+        if hashes.len() as u64 != count {
+            return Ok(None);
+        }
+        partial.push(hashes);
+    }
+    let Some(tree) = TiledTree::from_edge(size, partial, crate::engine::TILE_CACHE) else {
+        return Ok(None);
+    };
+    let mut line = LineState::new(me);
+    let mut next = 0i64;
+    loop {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, data FROM log_entries WHERE idx >= ?1 AND instr(data, X'6c696e652e') > 0 ORDER BY idx LIMIT ?2",
+        )
+        .bind(next)
+        .bind(crate::engine::LOAD_PAGE)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err("loading the line's entries"))?;
+        let full = rows.len() as i64 >= crate::engine::LOAD_PAGE;
+        for (idx, data) in rows {
+            next = idx + 1;
+            crate::engine::replay_line(&mut line, idx as u64, &data)?;
+        }
+        if !full {
+            break;
+        }
+    }
+    tracing::debug!(
+        size,
+        "the log's tree loaded from its tiles, the line from its entries"
+    );
+    Ok(Some((tree, line)))
 }
 
 async fn index_leaves(

@@ -446,8 +446,8 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
         Settings::default(),
     ));
     let now = d.now();
-    // Two entries per create: 700 creates → 1,400 entries, five full
-    // level-0 tiles and a partial one.
+    // Two entries per create: 700 creates → 1,400 entries, and 60 of the
+    // line: five full level-0 tiles and a partial one.
     let mut tasks = Vec::new();
     for t in 0..20u32 {
         let d = d.clone();
@@ -466,11 +466,47 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
             }
         }));
     }
+    // Meanwhile 60 members are registered on the line: its entries are
+    // spread over the tiles, and the line's state must come back whole.
+    let line_store = store.clone();
+    tasks.push(tokio::spawn(async move {
+        for m in 0..60u8 {
+            let job: node::LineWriteFn = Box::new(move |s: &liaison::LineState, _: &_| {
+                liaison::decide::register_member(
+                    s,
+                    liaison::Member {
+                        key: liaison::MemberSigner::from_seed(&[m; 32]).key(),
+                        name: format!("member {m}"),
+                        role: "duty officer".into(),
+                        spheres: vec![liaison::Sphere::DirectLine],
+                    },
+                )
+            });
+            for r in line_store.transact_line(vec![job]).await {
+                r.unwrap().unwrap();
+            }
+        }
+    }));
     for t in tasks {
         t.await.unwrap();
     }
     let size = store.log_size();
-    assert_eq!(size, 1400);
+    assert_eq!(size, 1460);
+    let members = |store: &Arc<dyn Store>| {
+        let mut out = Vec::new();
+        store
+            .read_line(&mut |s| {
+                out = s
+                    .members()
+                    .map(|m| format!("{} {}", m.member.key.to_hex(), m.member.name))
+                    .collect();
+            })
+            .unwrap();
+        out.sort();
+        out
+    };
+    let registered = members(&store);
+    assert_eq!(registered.len(), 60);
     let entries = store.log_entries(0, size).await.unwrap();
     let mut whole = tlog::tree::MemoryTree::new();
     for e in &entries {
@@ -506,8 +542,11 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     drop(d);
     drop(store);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    // Reopened: the same answers, from the stored tiles.
-    check(open_with_one_tile(dir.path()).await).await;
+    // Reopened: the same answers, from the stored tiles (the tree from
+    // its partial tiles, the line from its own entries only).
+    let reopened = open_with_one_tile(dir.path()).await;
+    assert_eq!(members(&reopened), registered);
+    check(reopened).await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     // Without its tiles (a log from before they were stored), a proof
     // into the old part cannot be made — until the store opens again and
@@ -524,6 +563,8 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     drop(stale);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let store = open_with_one_tile(dir.path()).await;
+    // Every entry read again: the same line.
+    assert_eq!(members(&store), registered);
     check(store.clone()).await;
     // Entries are found by leaf hash (the first of that hash).
     for i in [0u64, 1, 777, size - 1] {

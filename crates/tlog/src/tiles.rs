@@ -35,6 +35,14 @@ impl Tile {
         self.hashes.concat()
     }
 
+    /// The root of the 256-hash subtree the tile holds: the hash one tile
+    /// level up (what the partial tile above it records).
+    pub fn root(&self) -> Hash {
+        let t = tile_tree(&self.hashes);
+        t.root(t.size())
+            .unwrap_or_else(|_| crate::hash::empty_root())
+    }
+
     /// A full tile from its bytes; None unless exactly 8,192 bytes.
     pub fn from_bytes(level: u8, index: u64, bytes: &[u8]) -> Option<Tile> {
         if bytes.len() != TILE_BYTES {
@@ -508,6 +516,10 @@ mod tests {
                     tile.index
                 );
             }
+            // Its root is the hash one tile level up covers.
+            let span = 256u64.pow(u32::from(tile.level) + 1);
+            let start = (tile.index * span) as usize;
+            assert_eq!(tile.root(), root_of(&leaves[start..start + span as usize]));
             let bytes = tile.to_bytes();
             assert_eq!(bytes.len(), TILE_BYTES);
             assert_eq!(

@@ -559,3 +559,41 @@ fn reloading_a_state_rebuilds_index_and_conflicts() {
     );
     assert_eq!(r.dependents(&a.subscription_id.unwrap()), vec![a.id]);
 }
+
+#[test]
+fn reloading_many_entities_finds_exactly_the_conflicts_built_one_write_at_a_time() {
+    let mut s = AirspaceState::default();
+    // 90 intents of three managers on a tight grid: many overlaps, some
+    // between managers (conflicts), some within one (not).
+    for n in 0..90u128 {
+        let manager = ["alliance", "federation", "neutral"][(n % 3) as usize];
+        let (lat, lng) = (50.0 + (n % 9) as f64 * 0.012, 30.0 + (n / 9) as f64 * 0.012);
+        let v = square(lat, lng, 0.01, (n % 4) as i64, 4 + (n % 5) as i64);
+        let key: Vec<Ovn> = s
+            .intents_intersecting(std::slice::from_ref(&v))
+            .iter()
+            .map(|i| i.ovn.clone())
+            .collect();
+        run(&mut s, |s| put_intent(s, put(n + 1, manager, v, key)));
+    }
+    let conflicts = |s: &AirspaceState| {
+        let mut c: Vec<(Uuid, Uuid, usize)> = s
+            .conflicts()
+            .map(|c| (c.a.id, c.b.id, c.overlaps.len()))
+            .collect();
+        c.sort();
+        c
+    };
+    let built = conflicts(&s);
+    assert!(built.len() > 100, "the grid overlaps: {}", built.len());
+    let r = AirspaceState::load(
+        s.seq(),
+        s.intents().cloned().collect(),
+        vec![],
+        s.subscriptions().cloned().collect(),
+        vec![],
+        0,
+    );
+    assert_eq!(conflicts(&r), built);
+    assert_eq!(r.counts(), s.counts());
+}
