@@ -148,9 +148,9 @@ impl Dirty {
 
 /// Decodes records' JSON bodies `(id, body)`, spread over the cores
 /// (decoding and re-preparing geometry is the bulk of a cold start).
-pub fn decode_all<T: serde::de::DeserializeOwned + Send>(
+pub fn decode_all<T: serde::de::DeserializeOwned + Send, S: AsRef<str> + Sync>(
     table: Table,
-    rows: &[(String, String)],
+    rows: &[(S, S)],
 ) -> Result<Vec<T>, StoreError> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -163,7 +163,7 @@ pub fn decode_all<T: serde::de::DeserializeOwned + Send>(
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|(id, body)| decode(table, id, body))
+                        .map(|(id, body)| decode(table, id.as_ref(), body.as_ref()))
                         .collect::<Result<Vec<T>, StoreError>>()
                 })
             })

@@ -546,6 +546,11 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     // its partial tiles, the line from its own entries only).
     let reopened = open_with_one_tile(dir.path()).await;
     assert_eq!(members(&reopened), registered);
+    // Every row read back (the embedded store reads them page by page).
+    let mut counts = None;
+    reopened.read(&mut |s| counts = Some(s.counts())).unwrap();
+    let counts = counts.unwrap();
+    assert_eq!((counts.intents, counts.subscriptions), (700, 700));
     check(reopened).await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     // Without its tiles (a log from before they were stored), a proof
