@@ -148,9 +148,13 @@ impl Dirty {
 
 /// Decodes records' JSON bodies `(id, body)`, spread over the cores
 /// (decoding and re-preparing geometry is the bulk of a cold start).
-pub fn decode_all<T: serde::de::DeserializeOwned + Send, S: AsRef<str> + Sync>(
+pub fn decode_all<
+    T: serde::de::DeserializeOwned + Send,
+    I: AsRef<str> + Sync,
+    B: AsRef<str> + Sync,
+>(
     table: Table,
-    rows: &[(S, S)],
+    rows: &[(I, B)],
 ) -> Result<Vec<T>, StoreError> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

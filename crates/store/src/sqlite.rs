@@ -90,10 +90,11 @@ struct RowIds {
 }
 
 /// Rows read per query at open. SQLite joins each page into one text —
-/// `rowid` US `id` US `body`, records separated by RS: fetched one by one
-/// through sqlx, rows cost a read of a 100k store a third more. The
-/// separators cannot occur in the fields: ids are UUIDs or names, bodies
-/// JSON, which has no raw control characters.
+/// `rowid` US `hex(id)` US `body`, records separated by RS: fetched one by
+/// one through sqlx, rows cost a read of a 100k store a third more. The
+/// separators cannot occur in the fields: a number, hex digits (an id may
+/// be a USS's name from a URL, any text), and JSON, which has no raw
+/// control characters.
 const READ_PAGE: i64 = 512;
 const UNIT: char = '\x1f';
 const RECORD: char = '\x1e';
@@ -105,7 +106,7 @@ async fn rows<T: serde::de::DeserializeOwned + Send>(
 ) -> Result<Vec<T>, StoreError> {
     // Only the table's name is formatted into the SQL; the bounds are bound.
     let sql = format!(
-        "SELECT group_concat(rowid || char(31) || id || char(31) || body, char(30)), max(rowid), count(*) \
+        "SELECT group_concat(rowid || char(31) || hex(id) || char(31) || body, char(30)), max(rowid), count(*) \
          FROM (SELECT rowid, id, body FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
         table.name()
     );
@@ -126,7 +127,7 @@ async fn rows<T: serde::de::DeserializeOwned + Send>(
             _ => break,
         }
     }
-    let mut rows: Vec<(&str, &str)> = Vec::new();
+    let mut rows: Vec<(String, &str)> = Vec::new();
     for page in &pages {
         for record in page.split(RECORD) {
             let mut fields = record.splitn(3, UNIT);
@@ -140,8 +141,11 @@ async fn rows<T: serde::de::DeserializeOwned + Send>(
             let rowid: i64 = rowid.parse().map_err(|_| {
                 StoreError(format!("a row of {} has the rowid {rowid:?}", table.name()))
             })?;
+            let id = unhex(id).ok_or_else(|| {
+                StoreError(format!("a row of {} has the id {id:?}", table.name()))
+            })?;
             ids.next = ids.next.max(rowid + 1);
-            ids.of.insert((table, id.to_string()), rowid);
+            ids.of.insert((table, id.clone()), rowid);
             rows.push((id, body));
         }
     }
@@ -158,6 +162,18 @@ async fn rows<T: serde::de::DeserializeOwned + Send>(
         "rows loaded"
     );
     decoded
+}
+
+/// Text from SQLite's `hex()` of it.
+fn unhex(h: &str) -> Option<String> {
+    if !h.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), StoreError> {

@@ -149,6 +149,15 @@ async fn acknowledged_writes_survive_reopening_with_index_and_conflicts_rebuilt(
         .await
         .unwrap();
         assert_eq!(d.conflicts().unwrap().len(), 1);
+        // A USS's name comes from a URL and may be any text, control
+        // characters and quotes included.
+        d.set_availability(
+            "uss\u{1f}\u{1e}\"x'".into(),
+            String::new(),
+            node::airspace::UssAvailabilityState::Down,
+        )
+        .await
+        .unwrap();
     }
     // Give the old writer a moment to close its connection; SQLite itself
     // would cope either way.
@@ -166,6 +175,10 @@ async fn acknowledged_writes_survive_reopening_with_index_and_conflicts_rebuilt(
     assert_eq!(conflicts.len(), 1, "conflicts are rebuilt from the rows");
     assert_eq!((conflicts[0].a.id, conflicts[0].b.id), (a_id, b_id));
     assert_eq!(d.counts().unwrap().subscriptions, 2);
+    assert_eq!(
+        d.get_availability("uss\u{1f}\u{1e}\"x'").unwrap().availability,
+        node::airspace::UssAvailabilityState::Down
+    );
 }
 }
 
