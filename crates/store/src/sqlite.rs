@@ -27,7 +27,19 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_witness.sql")),
     (4, include_str!("../migrations/sqlite/0004_tiles.sql")),
     (5, include_str!("../migrations/sqlite/0005_leaf_index.sql")),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_recent_leaves.sql"),
+    ),
 ];
+
+/// Leaf hashes wait in `log_leaves_recent` until there are this many, or a
+/// sixteenth of the log, whichever is more; then they move into the hash
+/// index sorted, a sixteenth of the hash space per batch over the next 16
+/// batches (each index page rewritten about once per move instead of once
+/// per entry, and no batch rewrites the whole index).
+const MERGE_LEAVES_AT: u64 = 1024;
+const MERGE_SLICES: u8 = 16;
 
 /// The embedded store: the shared engine over SQLite.
 pub type SqliteStore = Engine<Sqlite>;
@@ -87,6 +99,11 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 struct RowIds {
     of: HashMap<(Table, String), i64>,
     next: i64,
+    /// Leaf hashes waiting in `log_leaves_recent`.
+    staged_leaves: u64,
+    /// The next slice of the hash space to move into the index (0: no
+    /// move under way).
+    merge_slice: u8,
 }
 
 /// Rows read per query at open. SQLite joins each page into one text —
@@ -181,8 +198,13 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         .fetch_one(&mut *conn)
         .await
         .map_err(err("reading seq"))?;
+    let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM log_leaves_recent")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("counting the newest leaf hashes"))?;
     let mut ids = RowIds {
         next: 1,
+        staged_leaves: staged as u64,
         ..RowIds::default()
     };
     let started = std::time::Instant::now();
@@ -231,7 +253,9 @@ async fn load_tree(
             .map_err(err("reading the last log entry"))?;
     let mut indexed = true;
     if let Some(last) = last {
-        indexed = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM log_leaves WHERE leaf = ?1)")
+        indexed = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM log_leaves WHERE leaf = ?1) OR EXISTS (SELECT 1 FROM log_leaves_recent WHERE leaf = ?1)",
+        )
             .bind(tlog::leaf_hash(&last).as_slice())
             .fetch_one(&mut *conn)
             .await
@@ -487,7 +511,51 @@ async fn persist(
         .map(|(i, h)| (first_leaf + i as u64, *h))
         .collect();
     for chunk in hashed.chunks(ROWS_PER_STATEMENT) {
-        index_leaves(&mut tx, chunk).await?;
+        let sql = format!(
+            "INSERT OR IGNORE INTO log_leaves_recent (idx, leaf) VALUES {}",
+            vec!["(?, ?)"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, h) in chunk {
+            q = q.bind(*i as i64).bind(h.as_slice());
+        }
+        q.execute(&mut *tx)
+            .await
+            .map_err(err("indexing leaf hashes"))?;
+    }
+    let mut staged = ids.staged_leaves + hashed.len() as u64;
+    let log_size = first_leaf + leaves.len() as u64;
+    let mut slice = ids.merge_slice;
+    if slice > 0 || staged >= MERGE_LEAVES_AT.max(log_size / 16) {
+        // Hashes whose first byte falls in this slice: [lo, hi).
+        let width = 256 / u16::from(MERGE_SLICES);
+        let lo = [(u16::from(slice) * width) as u8];
+        let hi_byte = u16::from(slice + 1) * width;
+        let range = if hi_byte >= 256 {
+            "leaf >= ?1"
+        } else {
+            "leaf >= ?1 AND leaf < ?2"
+        };
+        let hi = [hi_byte.min(255) as u8];
+        let mut moved = 0;
+        for sql in [
+            format!(
+                "INSERT OR IGNORE INTO log_leaves (leaf, idx) SELECT leaf, idx FROM log_leaves_recent WHERE {range} ORDER BY leaf, idx"
+            ),
+            format!("DELETE FROM log_leaves_recent WHERE {range}"),
+        ] {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lo.as_slice());
+            if hi_byte < 256 {
+                q = q.bind(hi.as_slice());
+            }
+            moved = q
+                .execute(&mut *tx)
+                .await
+                .map_err(err("moving leaf hashes into their index"))?
+                .rows_affected();
+        }
+        staged = staged.saturating_sub(moved);
+        slice = (slice + 1) % MERGE_SLICES;
     }
     sqlx::query("UPDATE meta SET value = ?1 WHERE key = 'seq'")
         .bind(seq as i64)
@@ -495,6 +563,8 @@ async fn persist(
         .await
         .map_err(err("writing seq"))?;
     tx.commit().await.map_err(err("committing"))?;
+    ids.staged_leaves = staged;
+    ids.merge_slice = slice;
     ids.next = next;
     ids.of.extend(assigned);
     for k in removed {
@@ -645,7 +715,9 @@ impl Backend for Sqlite {
     fn find_leaf(&self, leaf: tlog::Hash) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
         Box::pin(async move {
             let idx: Option<i64> =
-                sqlx::query_scalar("SELECT min(idx) FROM log_leaves WHERE leaf = ?1")
+                sqlx::query_scalar(
+                    "SELECT min(idx) FROM (SELECT idx FROM log_leaves WHERE leaf = ?1 UNION ALL SELECT idx FROM log_leaves_recent WHERE leaf = ?1)",
+                )
                     .bind(leaf.as_slice())
                     .fetch_one(&self.reads)
                     .await
