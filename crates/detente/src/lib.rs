@@ -1,7 +1,9 @@
 //! The `detente` binary's library half: what tools outside the binary need
-//! of it — the configuration file's format, and its fuzzing entry point.
+//! of it — the configuration file's format and its fuzzing entry point, and
+//! the node key file (test harnesses that act as the node read it).
 
 pub mod config;
+pub mod key;
 
 /// Entry points for fuzzing and corpus regression tests.
 pub mod fuzzing {

@@ -8,7 +8,7 @@ use detente::config;
 mod demo;
 mod demo_line;
 mod evidence;
-mod key;
+use detente::key;
 mod line_cli;
 mod run;
 

@@ -376,13 +376,8 @@ async fn replay(
 ) -> Vec<String> {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD as B64;
-    let key = std::fs::read_to_string(f_data.join("node.key")).unwrap();
-    let mut lines = key.lines();
-    let (name, hex) = (lines.next().unwrap(), lines.next().unwrap());
-    let seed: Vec<u8> = (0..32)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    let id = api::tls::Identity::from_seed(name, &seed.try_into().unwrap()).unwrap();
+    let (name, seed) = detente::key::load_seed(f_data).unwrap();
+    let id = api::tls::Identity::from_seed(&name, &seed).unwrap();
     let Ok((200, cp)) = call("GET", &format!("{f_base}/log/checkpoint"), admin, None).await else {
         return Vec::new();
     };
