@@ -1157,8 +1157,7 @@ pub fn append(
             timestamp_ms: now,
             body: entry.to_value(),
         };
-        e.sign(signer)
-            .map(|s| s.to_bytes())
+        e.sign_to_bytes(signer)
             .map_err(|e| LineError::invalid("body", e.to_string()))
     };
     let mut leaves: Vec<Vec<u8>> = Vec::new();

@@ -203,7 +203,7 @@ impl LogSigner {
             timestamp_ms: ms,
             body,
         };
-        Ok(entry.sign(&self.signer)?.to_bytes())
+        entry.sign_to_bytes(&self.signer)
     }
 
     /// A signed checkpoint note for a tree of `size` leaves with `root`.

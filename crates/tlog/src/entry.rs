@@ -44,42 +44,70 @@ fn t(s: &str) -> Value {
 }
 
 impl Entry {
-    fn unsigned_map(&self) -> Vec<(Value, Value)> {
-        vec![
-            (t("body"), self.body.clone()),
-            (t("kind"), t(&self.kind)),
-            (t("origin"), t(&self.origin)),
-            (t("ts"), Value::Uint(self.timestamp_ms)),
-        ]
+    /// The entry's map with its body already encoded, with or without
+    /// `sig`: the body is encoded once however many times the entry is.
+    fn encode_with(&self, body: &[u8], sig: Option<&[u8; 64]>) -> Vec<u8> {
+        let kind = cbor::encode(&t(&self.kind));
+        let origin = cbor::encode(&t(&self.origin));
+        let ts = cbor::encode(&Value::Uint(self.timestamp_ms));
+        let sig = sig.map(|s| cbor::encode(&Value::Bytes(s.to_vec())));
+        let mut pairs: Vec<(&str, &[u8])> = vec![
+            ("body", body),
+            ("kind", &kind),
+            ("origin", &origin),
+            ("ts", &ts),
+        ];
+        if let Some(sig) = &sig {
+            pairs.push(("sig", sig));
+        }
+        cbor::encode_map_of_encoded(&pairs)
+    }
+
+    fn message_with(&self, body: &[u8]) -> Vec<u8> {
+        let mut m = DOMAIN.to_vec();
+        m.extend(self.encode_with(body, None));
+        m
     }
 
     /// The bytes the origin signs.
     pub fn signed_message(&self) -> Vec<u8> {
-        let mut m = DOMAIN.to_vec();
-        m.extend(cbor::encode(&Value::Map(self.unsigned_map())));
-        m
+        self.message_with(&cbor::encode(&self.body))
+    }
+
+    /// The signature and the leaf bytes, the body encoded once.
+    fn sign_parts(&self, signer: &NoteSigner) -> Result<([u8; 64], Vec<u8>), EntryError> {
+        let body = cbor::encode(&self.body);
+        let signature = signer
+            .signing_key()
+            .sign(&self.message_with(&body))
+            .to_bytes();
+        let leaf = self.encode_with(&body, Some(&signature));
+        if leaf.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(leaf.len()));
+        }
+        Ok((signature, leaf))
     }
 
     pub fn sign(self, signer: &NoteSigner) -> Result<SignedEntry, EntryError> {
-        let signature = signer.signing_key().sign(&self.signed_message()).to_bytes();
-        let signed = SignedEntry {
+        let (signature, _) = self.sign_parts(signer)?;
+        Ok(SignedEntry {
             entry: self,
             signature,
-        };
-        let n = signed.to_bytes().len();
-        if n > MAX_ENTRY_BYTES {
-            return Err(EntryError::TooLarge(n));
-        }
-        Ok(signed)
+        })
+    }
+
+    /// Signs the entry and answers its leaf bytes (what
+    /// `self.sign(signer)?.to_bytes()` gives, for less work).
+    pub fn sign_to_bytes(&self, signer: &NoteSigner) -> Result<Vec<u8>, EntryError> {
+        Ok(self.sign_parts(signer)?.1)
     }
 }
 
 impl SignedEntry {
     /// The leaf bytes (hashed into the log as RFC 6962 leaf data).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut map = self.entry.unsigned_map();
-        map.push((t("sig"), Value::Bytes(self.signature.to_vec())));
-        cbor::encode(&Value::Map(map))
+        self.entry
+            .encode_with(&cbor::encode(&self.entry.body), Some(&self.signature))
     }
 
     /// Parses leaf bytes; the result re-encodes to exactly these bytes.
@@ -154,6 +182,31 @@ mod tests {
                 (t("lat"), Value::Float(45.05)),
             ]),
         }
+    }
+
+    #[test]
+    fn leaf_bytes_are_the_whole_map_encoded_as_one_value() {
+        // The entry's map built as one `Value`, the way the format is
+        // specified (module doc), against the bytes the signer assembles
+        // from the body encoded once.
+        let signer = NoteSigner::from_seed("detente.example/alliance", &[3; 32]).unwrap();
+        let e = entry();
+        let unsigned = vec![
+            (t("ts"), Value::Uint(e.timestamp_ms)),
+            (t("origin"), t(&e.origin)),
+            (t("kind"), t(&e.kind)),
+            (t("body"), e.body.clone()),
+        ];
+        let mut message = DOMAIN.to_vec();
+        message.extend(cbor::encode(&Value::Map(unsigned.clone())));
+        assert_eq!(e.signed_message(), message);
+        let leaf = e.sign_to_bytes(&signer).unwrap();
+        let signed = e.clone().sign(&signer).unwrap();
+        assert_eq!(signed.to_bytes(), leaf);
+        let mut whole = unsigned;
+        whole.push((t("sig"), Value::Bytes(signed.signature.to_vec())));
+        assert_eq!(leaf, cbor::encode(&Value::Map(whole)));
+        signed.verify(&signer.verifier()).unwrap();
     }
 
     #[test]
