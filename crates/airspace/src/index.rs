@@ -51,7 +51,7 @@ pub struct Params;
 impl RTreeParams for Params {
     const MIN_SIZE: usize = 8;
     const MAX_SIZE: usize = 24;
-    const REINSERTION_COUNT: usize = 6;
+    const REINSERTION_COUNT: usize = 0;
     type DefaultInsertionStrategy = RStarInsertionStrategy;
 }
 
