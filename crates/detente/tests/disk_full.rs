@@ -22,12 +22,12 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_detente"))
 }
 
-async fn create(c: &Client, node: &TestNode, tok: &str, i: usize) -> (String, u16) {
+async fn create(c: &Client, base: &str, tok: &str, i: usize) -> (String, u16) {
     let id = new_id();
     // Each intent on its own square: no key is needed.
     let lat = 10.0 + (i as f64) * 0.05;
     let r = c
-        .put(node.url(&format!("/dss/v1/operational_intent_references/{id}")))
+        .put(format!("{base}/dss/v1/operational_intent_references/{id}"))
         .bearer_auth(tok)
         .json(&intent_body(square(lat, 20.0, 0.001), &[], "Accepted"))
         .timeout(Duration::from_secs(20))
@@ -51,16 +51,23 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     let tok = token("uss-full", SC);
     let mut acknowledged = Vec::new();
     for i in 0..20 {
-        let (id, s) = create(&c, &node, &tok, i).await;
+        let (id, s) = create(&c, &node.url(""), &tok, i).await;
         assert_eq!(s, 201, "before the disk fills");
         acknowledged.push(id);
     }
 
     // The disk fills: writes are refused, none is acknowledged, reads go on.
+    // They come all at once, so that the writer decides batches while the
+    // one before is being synced: one that failed takes the next with it.
     let filler = fill(fs.path());
     let mut refused = 0;
+    let mut writes = tokio::task::JoinSet::new();
     for i in 20..40 {
-        let (id, s) = create(&c, &node, &tok, i).await;
+        let (c, url, tok) = (c.clone(), node.url(""), tok.clone());
+        writes.spawn(async move { create(&c, &url, &tok, i).await });
+    }
+    while let Some(done) = writes.join_next().await {
+        let (id, s) = done.unwrap();
         if s == 201 {
             // Only if it really is on disk (SQLite may still have had room).
             acknowledged.push(id);
@@ -98,7 +105,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     for i in 40..60 {
         let mut status = 0;
         for _ in 0..50 {
-            let (id, s) = create(&c, &node, &tok, i).await;
+            let (id, s) = create(&c, &node.url(""), &tok, i).await;
             status = s;
             if s == 201 {
                 acknowledged.push(id);

@@ -240,6 +240,13 @@ pub trait Backend: Send + Sync + 'static {
     fn wants_extents(&self) -> bool {
         false
     }
+    /// Whether the next batch may be decided while one is being persisted:
+    /// only for a backend whose [`Backend::begin`] never hands anything
+    /// over and whose writer needs no exclusive access taken before a
+    /// batch is decided (its only writer). Overlapped batches skip `begin`.
+    fn pipelines(&self) -> bool {
+        false
+    }
     /// What other writers committed since the log had `log_size` entries
     /// (`None`: nothing, or no other writers) and, when `exclusive`, write
     /// access for one batch (until [`Backend::persist`] or
@@ -497,10 +504,13 @@ impl<B: Backend> Engine<B> {
         tokio::spawn(run_writer(Writer {
             backend: backend.clone(),
             w: writer,
-            state: state.clone(),
-            line: line.clone(),
-            log: log.clone(),
-            signer,
+            decider: Decider {
+                state: state.clone(),
+                line: line.clone(),
+                log: log.clone(),
+                signer: Arc::new(signer),
+                with_extents: backend.wants_extents(),
+            },
             appended: appended.clone(),
             refresh_queued: refresh_queued.clone(),
             jobs: rx,
@@ -633,26 +643,129 @@ impl Refresher {
 struct Writer<B: Backend> {
     backend: Arc<B>,
     w: B::Writer,
-    state: Arc<RwLock<AirspaceState>>,
-    line: Arc<RwLock<LineState>>,
-    log: Arc<LogState>,
-    signer: LogSigner,
+    decider: Decider,
     appended: Arc<tokio::sync::Notify>,
     refresh_queued: Arc<AtomicBool>,
     jobs: mpsc::Receiver<Job>,
     urgent: mpsc::Receiver<Job>,
 }
 
+/// What deciding a batch needs: the in-memory states, the log's tree and
+/// the signer. Cheap to clone, so that a batch can be decided on another
+/// thread while the one before it is persisted.
+#[derive(Clone)]
+struct Decider {
+    state: Arc<RwLock<AirspaceState>>,
+    line: Arc<RwLock<LineState>>,
+    log: Arc<LogState>,
+    signer: Arc<LogSigner>,
+    with_extents: bool,
+}
+
+/// A batch's jobs by kind.
+struct Jobs {
+    air: Vec<(WriteFn, oneshot::Sender<Reply>)>,
+    line: Vec<(LineWriteFn, oneshot::Sender<LineReply>)>,
+    /// Jobs taken from the queues, refresh requests included.
+    taken: usize,
+}
+
+impl Jobs {
+    /// A refresh request is answered by the batch that takes it: the
+    /// batch begins by taking in what others committed.
+    fn split(batch: Vec<Job>, refresh_queued: &AtomicBool) -> Jobs {
+        let mut jobs = Jobs {
+            air: Vec::with_capacity(batch.len()),
+            line: Vec::new(),
+            taken: batch.len(),
+        };
+        for job in batch {
+            match job {
+                Job::Airspace { f, reply } => jobs.air.push((f, reply)),
+                Job::Line { f, reply } => jobs.line.push((f, reply)),
+                Job::Refresh => refresh_queued.store(false, Ordering::SeqCst),
+            }
+        }
+        jobs
+    }
+
+    fn is_empty(&self) -> bool {
+        self.air.is_empty() && self.line.is_empty()
+    }
+
+    fn refuse(self, e: &StoreError) {
+        for (_, reply) in self.air {
+            let _ = reply.send(Err(e.clone()));
+        }
+        for (_, reply) in self.line {
+            let _ = reply.send(Err(e.clone()));
+        }
+    }
+}
+
+/// A batch decided against the in-memory states, signed and appended to
+/// the log's tree, not yet persisted: nobody has been answered.
+struct Decided {
+    replies: Vec<(oneshot::Sender<Reply>, Reply)>,
+    line_replies: Vec<(oneshot::Sender<LineReply>, LineReply)>,
+    /// Why the batch cannot be persisted (encoding or signing failed).
+    encoded: Result<(), StoreError>,
+    dirty: Dirty,
+    rows: usize,
+    seq: u64,
+    first_leaf: u64,
+    leaves: Vec<Vec<u8>>,
+    leaf_hashes: Vec<tlog::Hash>,
+    tiles: Vec<Tile>,
+    /// Whether the line appends entries (its outbox senders then wake).
+    line_entries: bool,
+    taken: usize,
+    begin_us: u64,
+    decide_us: u64,
+    line_us: u64,
+    /// Deciding, encoding, signing and hashing the batch.
+    total_us: u64,
+    persist_us: u64,
+}
+
+impl Decided {
+    /// Turns every acceptance into `e`. With `all`, refusals too: the
+    /// batch was decided on top of one that failed, so its refusals were
+    /// reasoned from a state that never existed.
+    fn refuse(&mut self, e: &StoreError, all: bool) {
+        for (_, r) in self.replies.iter_mut() {
+            if all || matches!(r, Ok(Ok(_))) {
+                *r = Err(e.clone());
+            }
+        }
+        for (_, r) in self.line_replies.iter_mut() {
+            if all || matches!(r, Ok(Ok(_))) {
+                *r = Err(e.clone());
+            }
+        }
+    }
+
+    fn answer(self) {
+        for (tx, r) in self.replies {
+            let _ = tx.send(r);
+        }
+        for (tx, r) in self.line_replies {
+            let _ = tx.send(r);
+        }
+    }
+}
+
 impl<B: Backend> Writer<B> {
     /// Takes in what other writers committed; false if that failed (the
     /// batch must then be refused).
     async fn begin(&mut self, exclusive: bool) -> Result<(), StoreError> {
-        let size = self.log.committed.load(Ordering::SeqCst);
+        let d = &self.decider;
+        let size = d.log.committed.load(Ordering::SeqCst);
         let Some(delta) = self.backend.begin(&mut self.w, size, exclusive).await? else {
             return Ok(());
         };
         if let Some(latest) = delta.latest {
-            let mut l = self.log.latest.write().unwrap_or_else(|e| e.into_inner());
+            let mut l = d.log.latest.write().unwrap_or_else(|e| e.into_inner());
             if l.as_ref()
                 .is_none_or(|(s, n)| *s < latest.0 || n != &latest.1)
             {
@@ -664,18 +777,18 @@ impl<B: Backend> Writer<B> {
         }
         let n = delta.entries.len() as u64;
         {
-            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut st = d.state.write().unwrap_or_else(|e| e.into_inner());
             st.catch_up(delta.seq, &delta.events);
         }
         let any_line = {
-            let mut tree = self.log.tree.write().unwrap_or_else(|e| e.into_inner());
-            let mut line = self.line.write().unwrap_or_else(|e| e.into_inner());
+            let mut tree = d.log.tree.write().unwrap_or_else(|e| e.into_inner());
+            let mut line = d.line.write().unwrap_or_else(|e| e.into_inner());
             let any = replay(&mut tree, &mut line, delta.entries)?;
             // The replica that wrote these entries stored their tiles.
             tree.take_completed();
             any
         };
-        self.log.committed.store(size + n, Ordering::SeqCst);
+        d.log.committed.store(size + n, Ordering::SeqCst);
         if any_line {
             self.appended.notify_waiters();
         }
@@ -689,29 +802,115 @@ impl<B: Backend> Writer<B> {
 
     /// Reloads everything after a failure (the database is the truth).
     async fn recover(&mut self) {
-        let me = self.signer.signer.name.clone();
+        let d = &self.decider;
+        let me = d.signer.signer.name.clone();
         match self.backend.recover(&mut self.w, &me).await {
             Ok(l) => {
-                *self.state.write().unwrap_or_else(|p| p.into_inner()) = l.state;
-                self.log.committed.store(l.tree.size(), Ordering::SeqCst);
-                *self.log.tree.write().unwrap_or_else(|p| p.into_inner()) = l.tree;
-                *self.line.write().unwrap_or_else(|p| p.into_inner()) = l.line;
+                *d.state.write().unwrap_or_else(|p| p.into_inner()) = l.state;
+                d.log.committed.store(l.tree.size(), Ordering::SeqCst);
+                *d.log.tree.write().unwrap_or_else(|p| p.into_inner()) = l.tree;
+                *d.line.write().unwrap_or_else(|p| p.into_inner()) = l.line;
                 if let Some(latest) = l.latest {
-                    *self.log.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(latest);
+                    *d.log.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(latest);
                 }
             }
             Err(e) => tracing::error!(error = %e, "reloading the store failed"),
         }
     }
+
+    /// Begins a batch (taking in what others committed first) and decides
+    /// it; `None` when there is nothing to persist.
+    async fn start(&mut self, mut batch: Vec<Job>) -> Option<Decided> {
+        // Exclusive access, and whatever other replicas committed first; a
+        // refresh alone only reads (it must not hold up their writes).
+        let exclusive = batch.iter().any(|j| !matches!(j, Job::Refresh));
+        let t_begin = std::time::Instant::now();
+        let begun = self.begin(exclusive).await;
+        let begin_us = t_begin.elapsed().as_micros() as u64;
+        // Writes that queued while another replica held the lock join this
+        // batch (the embedded store never waits here).
+        if exclusive {
+            drain(&mut self.urgent, &mut self.jobs, &mut batch);
+        }
+        let jobs = Jobs::split(batch, &self.refresh_queued);
+        if let Err(e) = begun {
+            tracing::error!(error = %e, "could not start a batch; refusing it and reloading");
+            jobs.refuse(&e);
+            self.backend.release(&mut self.w).await;
+            self.recover().await;
+            return None;
+        }
+        if jobs.is_empty() {
+            self.backend.release(&mut self.w).await;
+            return None;
+        }
+        Some(self.decider.decide(jobs, begin_us))
+    }
+
+    /// Answers the callers of a batch whose persist has ended. After a
+    /// failure it refuses them and `next` (decided on top of the failed
+    /// batch) and reloads everything; otherwise it hands `next` back.
+    async fn finish(
+        &mut self,
+        d: Decided,
+        persisted: Result<(), StoreError>,
+        next: Option<Decided>,
+    ) -> Option<Decided> {
+        let mut d = d;
+        let log = &self.decider.log;
+        if persisted.is_ok() {
+            log.committed
+                .store(d.first_leaf + d.leaves.len() as u64, Ordering::SeqCst);
+            if d.line_entries {
+                self.appended.notify_waiters();
+            }
+        }
+        tracing::debug!(
+            batch = d.taken,
+            refused = d
+                .replies
+                .iter()
+                .filter(|(_, r)| !matches!(r, Ok(Ok(_))))
+                .count(),
+            first_refusal = d.replies.iter().find_map(|(_, r)| match r {
+                Ok(Err(e)) => Some(e.to_string()),
+                _ => None,
+            }),
+            rows = d.rows,
+            begin_us = d.begin_us,
+            decide_us = d.decide_us,
+            line_us = d.line_us,
+            total_us = d.total_us,
+            persist_us = d.persist_us,
+            overlapped = next.is_some(),
+            "group commit"
+        );
+        let Err(e) = persisted else {
+            d.answer();
+            return next;
+        };
+        tracing::error!(error = %e, "commit failed; refusing the batch and reloading the state from the database");
+        d.refuse(&e, false);
+        let next = next.map(|mut n| {
+            n.refuse(&e, true);
+            n
+        });
+        self.recover().await;
+        d.answer();
+        if let Some(n) = next {
+            n.answer();
+        }
+        None
+    }
 }
 
 /// Adds queued jobs to `batch`: urgent ones first, then the rest, up to
 /// [`MAX_BATCH`] jobs of which at most [`MAX_LINE_BATCH`] are the line's.
-fn drain<B: Backend>(wr: &mut Writer<B>, batch: &mut Vec<Job>) {
+fn drain(urgent: &mut mpsc::Receiver<Job>, jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
     let is_line = |j: &Job| matches!(j, Job::Line { .. });
     let mut lines = batch.iter().filter(|j| is_line(j)).count();
     while batch.len() < MAX_BATCH {
-        match wr.urgent.try_recv() {
+        match urgent.try_recv() {
             Ok(j) => {
                 lines += usize::from(is_line(&j));
                 batch.push(j);
@@ -720,7 +919,7 @@ fn drain<B: Backend>(wr: &mut Writer<B>, batch: &mut Vec<Job>) {
         }
     }
     while batch.len() < MAX_BATCH && lines < MAX_LINE_BATCH {
-        match wr.jobs.try_recv() {
+        match jobs.try_recv() {
             Ok(j) => {
                 lines += usize::from(is_line(&j));
                 batch.push(j);
@@ -730,295 +929,312 @@ fn drain<B: Backend>(wr: &mut Writer<B>, batch: &mut Vec<Job>) {
     }
 }
 
+/// Persists a decided batch (durably) and ends the exclusive access.
+async fn persist_decided<B: Backend>(
+    backend: &B,
+    w: &mut B::Writer,
+    d: &mut Decided,
+) -> Result<(), StoreError> {
+    let t_persist = std::time::Instant::now();
+    let r = match &d.encoded {
+        Err(e) => Err(e.clone()),
+        Ok(()) if d.rows > 0 || !d.leaves.is_empty() => {
+            let batch = Batch {
+                dirty: std::mem::take(&mut d.dirty),
+                seq: d.seq,
+                first_leaf: d.first_leaf,
+                leaves: &d.leaves,
+                leaf_hashes: &d.leaf_hashes,
+                tiles: std::mem::take(&mut d.tiles),
+            };
+            backend.persist(w, batch).await
+        }
+        Ok(()) => {
+            backend.release(w).await;
+            Ok(())
+        }
+    };
+    d.persist_us = t_persist.elapsed().as_micros() as u64;
+    r
+}
+
 async fn run_writer<B: Backend>(mut wr: Writer<B>) {
+    let pipelined = wr.backend.pipelines();
+    let mut inflight: Option<Decided> = None;
     loop {
-        // Urgent work (the FLASH lane) first, then the rest in order.
-        let first = tokio::select! {
-            biased;
-            j = wr.urgent.recv() => j,
-            j = wr.jobs.recv() => j,
+        let Some(mut d) = inflight.take() else {
+            // Urgent work (the FLASH lane) first, then the rest in order.
+            let first = tokio::select! {
+                biased;
+                j = wr.urgent.recv() => j,
+                j = wr.jobs.recv() => j,
+            };
+            let Some(first) = first else {
+                break;
+            };
+            let mut batch = vec![first];
+            drain(&mut wr.urgent, &mut wr.jobs, &mut batch);
+            inflight = wr.start(batch).await;
+            continue;
         };
-        let Some(first) = first else {
-            break;
-        };
-        let mut batch = vec![first];
-        drain(&mut wr, &mut batch);
-        // Exclusive access, and whatever other replicas committed first; a
-        // refresh alone only reads (it must not hold up their writes).
-        let exclusive = batch.iter().any(|j| !matches!(j, Job::Refresh));
-        let t_begin = std::time::Instant::now();
-        let begun = wr.begin(exclusive).await;
-        let begin_us = t_begin.elapsed().as_micros() as u64;
-        // Writes that queued while another replica held the lock join this
-        // batch (the embedded store never waits here).
-        if exclusive {
-            drain(&mut wr, &mut batch);
-        }
-        let batch_len = batch.len();
-        let mut line_jobs = Vec::new();
-        let mut air_jobs = Vec::with_capacity(batch.len());
-        for job in batch {
-            match job {
-                Job::Airspace { f, reply } => air_jobs.push((f, reply)),
-                Job::Line { f, reply } => line_jobs.push((f, reply)),
-                Job::Refresh => wr.refresh_queued.store(false, Ordering::SeqCst),
-            }
-        }
-        if let Err(e) = begun {
-            tracing::error!(error = %e, "could not start a batch; refusing it and reloading");
-            for (_, reply) in air_jobs {
-                let _ = reply.send(Err(e.clone()));
-            }
-            for (_, reply) in line_jobs {
-                let _ = reply.send(Err(e.clone()));
-            }
-            wr.backend.release(&mut wr.w).await;
-            wr.recover().await;
+        let backend = wr.backend.clone();
+        if !pipelined {
+            let persisted = persist_decided(&*backend, &mut wr.w, &mut d).await;
+            inflight = wr.finish(d, persisted, None).await;
             continue;
         }
-        if air_jobs.is_empty() && line_jobs.is_empty() {
-            wr.backend.release(&mut wr.w).await;
-            continue;
+        // The batch is synced while the next one is decided on top of it
+        // (on another thread): the writer's CPU work and the disk overlap.
+        // Nobody is answered before their own batch is synced, and if this
+        // one fails, the next one is refused with it.
+        let mut batch = Vec::new();
+        drain(&mut wr.urgent, &mut wr.jobs, &mut batch);
+        let (persisted, next) = {
+            let mut persist = std::pin::pin!(persist_decided(&*backend, &mut wr.w, &mut d));
+            let mut done = None;
+            if batch.is_empty() {
+                let first = tokio::select! {
+                    biased;
+                    r = &mut persist => {
+                        done = Some(r);
+                        None
+                    }
+                    j = wr.urgent.recv() => j,
+                    j = wr.jobs.recv() => j,
+                };
+                if let Some(j) = first {
+                    batch.push(j);
+                    drain(&mut wr.urgent, &mut wr.jobs, &mut batch);
+                }
+            }
+            let jobs = Jobs::split(batch, &wr.refresh_queued);
+            match done {
+                Some(r) => (r, None),
+                None if jobs.is_empty() => (persist.await, None),
+                None => {
+                    let decider = wr.decider.clone();
+                    let deciding = tokio::task::spawn_blocking(move || decider.decide(jobs, 0));
+                    let (r, next) = tokio::join!(persist, deciding);
+                    (r, Some(next))
+                }
+            }
+        };
+        match next {
+            None => inflight = wr.finish(d, persisted, None).await,
+            Some(Ok(next)) => inflight = wr.finish(d, persisted, Some(next)).await,
+            Some(Err(e)) => {
+                // Deciding panicked outside a decision: its callers were
+                // dropped unanswered, and the states may be half-changed.
+                tracing::error!(error = %e, "deciding a batch failed; reloading");
+                inflight = wr.finish(d, persisted, None).await;
+                wr.recover().await;
+            }
         }
-        commit_batch(&mut wr, air_jobs, line_jobs, batch_len, begin_us).await;
+    }
+    if let Some(mut d) = inflight {
+        let persisted = persist_decided(&*wr.backend.clone(), &mut wr.w, &mut d).await;
+        wr.finish(d, persisted, None).await;
     }
 }
 
-#[allow(clippy::type_complexity)]
-async fn commit_batch<B: Backend>(
-    wr: &mut Writer<B>,
-    air_jobs: Vec<(WriteFn, oneshot::Sender<Reply>)>,
-    line_jobs: Vec<(LineWriteFn, oneshot::Sender<LineReply>)>,
-    batch_len: usize,
-    begin_us: u64,
-) {
-    let (state, line, log, signer) = (&wr.state, &wr.line, &wr.log, &wr.signer);
-    let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(air_jobs.len());
-    let t_decide = std::time::Instant::now();
-    let seq = {
-        let mut st = state.write().unwrap_or_else(|e| e.into_inner());
-        for (f, reply) in air_jobs {
-            // A decision that panics refuses that one write, not the node.
-            let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&st))).unwrap_or_else(|_| {
-                Err(DomainError::InvalidInput {
-                    field: String::new(),
-                    message: "internal error while deciding".into(),
-                })
-            });
-            if let Ok(d) = &r {
-                st.apply(&d.events);
-            }
-            replies.push((reply, Ok(r)));
-        }
-        st.seq()
-    };
-    let decide_us = t_decide.elapsed().as_micros() as u64;
-    // Encoding and signing happen outside the lock: readers wait only
-    // for decisions. Every event gets its signed log entry.
-    let mut dirty = Dirty::new(wr.backend.wants_extents());
-    let encoded = replies.iter().try_for_each(|(_, r)| match r {
-        Ok(Ok(d)) => dirty.record(&d.events),
-        _ => Ok(()),
-    });
-    let events: Vec<&airspace::Event> = replies
-        .iter()
-        .filter_map(|(_, r)| match r {
-            Ok(Ok(d)) => Some(d.events.iter()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    let (mut leaves, encoded) = match encoded {
-        Ok(()) => match sign_all(signer, &events) {
-            Ok(l) => (l, Ok(())),
-            Err(e) => (Vec::new(), Err(e)),
-        },
-        Err(e) => (Vec::new(), Err(e)),
-    };
-    let first_leaf = log.committed.load(Ordering::SeqCst);
-    let air_leaves = leaves.len();
-    let mut seq = seq;
-    // The line's part of the batch comes after the airspace's: first the
-    // airspace changes shared with peers, then the line's decisions, each
-    // seeing the ones before it; their leaves follow the airspace's.
-    let mut line_replies: Vec<(oneshot::Sender<LineReply>, LineReply)> = Vec::new();
-    let mut line_us = 0u64;
-    let sharing = {
-        let ls = line.read().unwrap_or_else(|e| e.into_inner());
-        (ls.areas().next().is_some() || ls.contact_constraints().next().is_some())
-            && !events.is_empty()
-    };
-    if let Err(e) = &encoded {
-        for (_, reply) in line_jobs {
-            line_replies.push((reply, Err(e.clone())));
-        }
-    } else if !line_jobs.is_empty() || sharing {
-        let t_line = std::time::Instant::now();
-        let mut st = state.write().unwrap_or_else(|e| e.into_inner());
-        let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
-        let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
-        // The log as it will stand after the airspace's leaves: receipts
-        // name the root right after their record.
-        let mut frontier = {
-            let tree = log.tree.read().unwrap_or_else(|e| e.into_inner());
-            tlog::tree::Frontier::of(&*tree, first_leaf)
-                .expect("the tree holds every committed leaf")
-        };
-        for l in &leaves {
-            frontier.push(l);
-        }
-        // Operations touching the line of contact: the node's notices.
-        if let Some(member) = &signer.member
-            && ls.contact_constraints().next().is_some()
-        {
-            for ev in &events {
-                for m in node::contact::notices(&ls, &st, ev, member, now_ms) {
-                    let r = liaison::decide::send_message(&ls, m, now_ms).and_then(|d| {
-                        liaison::decide::append(
-                            &mut ls,
-                            &signer.signer,
-                            now_ms,
-                            &mut frontier,
-                            d.events,
-                        )
+impl Decider {
+    /// Runs the batch's decisions in order against the in-memory states
+    /// (each sees those before it), signs a log entry for every event and
+    /// appends the batch's leaves to the log's tree.
+    fn decide(&self, jobs: Jobs, begin_us: u64) -> Decided {
+        let (state, line, log, signer) = (&self.state, &self.line, &self.log, &*self.signer);
+        let Jobs {
+            air: air_jobs,
+            line: line_jobs,
+            taken,
+        } = jobs;
+        let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(air_jobs.len());
+        let t_decide = std::time::Instant::now();
+        let t_all = t_decide;
+        let seq = {
+            let mut st = state.write().unwrap_or_else(|e| e.into_inner());
+            for (f, reply) in air_jobs {
+                // A decision that panics refuses that one write, not the node.
+                let r =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| f(&st))).unwrap_or_else(|_| {
+                        Err(DomainError::InvalidInput {
+                            field: String::new(),
+                            message: "internal error while deciding".into(),
+                        })
                     });
-                    match r {
-                        Ok(new) => leaves.extend(new),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "a line-of-contact notice could not be sent")
+                if let Ok(d) = &r {
+                    st.apply(&d.events);
+                }
+                replies.push((reply, Ok(r)));
+            }
+            st.seq()
+        };
+        let decide_us = t_decide.elapsed().as_micros() as u64;
+        // Encoding and signing happen outside the lock: readers wait only
+        // for decisions. Every event gets its signed log entry.
+        let mut dirty = Dirty::new(self.with_extents);
+        let encoded = replies.iter().try_for_each(|(_, r)| match r {
+            Ok(Ok(d)) => dirty.record(&d.events),
+            _ => Ok(()),
+        });
+        let events: Vec<&airspace::Event> = replies
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Ok(Ok(d)) => Some(d.events.iter()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let (mut leaves, encoded) = match encoded {
+            Ok(()) => match sign_all(signer, &events) {
+                Ok(l) => (l, Ok(())),
+                Err(e) => (Vec::new(), Err(e)),
+            },
+            Err(e) => (Vec::new(), Err(e)),
+        };
+        // The tree holds the leaves of every batch decided so far, the one
+        // still being synced included.
+        let first_leaf = log.tree.read().unwrap_or_else(|e| e.into_inner()).size();
+        let air_leaves = leaves.len();
+        let mut seq = seq;
+        // The line's part of the batch comes after the airspace's: first the
+        // airspace changes shared with peers, then the line's decisions, each
+        // seeing the ones before it; their leaves follow the airspace's.
+        let mut line_replies: Vec<(oneshot::Sender<LineReply>, LineReply)> = Vec::new();
+        let mut line_us = 0u64;
+        let sharing = {
+            let ls = line.read().unwrap_or_else(|e| e.into_inner());
+            (ls.areas().next().is_some() || ls.contact_constraints().next().is_some())
+                && !events.is_empty()
+        };
+        if let Err(e) = &encoded {
+            for (_, reply) in line_jobs {
+                line_replies.push((reply, Err(e.clone())));
+            }
+        } else if !line_jobs.is_empty() || sharing {
+            let t_line = std::time::Instant::now();
+            let mut st = state.write().unwrap_or_else(|e| e.into_inner());
+            let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
+            let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
+            // The log as it will stand after the airspace's leaves: receipts
+            // name the root right after their record.
+            let mut frontier = {
+                let tree = log.tree.read().unwrap_or_else(|e| e.into_inner());
+                tlog::tree::Frontier::of(&*tree, first_leaf)
+                    .expect("the tree holds every decided leaf")
+            };
+            for l in &leaves {
+                frontier.push(l);
+            }
+            // Operations touching the line of contact: the node's notices.
+            if let Some(member) = &signer.member
+                && ls.contact_constraints().next().is_some()
+            {
+                for ev in &events {
+                    for m in node::contact::notices(&ls, &st, ev, member, now_ms) {
+                        let r = liaison::decide::send_message(&ls, m, now_ms).and_then(|d| {
+                            liaison::decide::append(
+                                &mut ls,
+                                &signer.signer,
+                                now_ms,
+                                &mut frontier,
+                                d.events,
+                            )
+                        });
+                        match r {
+                            Ok(new) => leaves.extend(new),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "a line-of-contact notice could not be sent")
+                            }
                         }
                     }
                 }
             }
-        }
-        for ev in &events {
-            for share in node::share::outgoing(&ls, ev) {
-                match liaison::decide::append(
-                    &mut ls,
-                    &signer.signer,
-                    now_ms,
-                    &mut frontier,
-                    vec![share],
-                ) {
-                    Ok(new) => leaves.extend(new),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "an airspace change could not be shared with a peer")
+            for ev in &events {
+                for share in node::share::outgoing(&ls, ev) {
+                    match liaison::decide::append(
+                        &mut ls,
+                        &signer.signer,
+                        now_ms,
+                        &mut frontier,
+                        vec![share],
+                    ) {
+                        Ok(new) => leaves.extend(new),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an airspace change could not be shared with a peer")
+                        }
                     }
                 }
             }
-        }
-        for (f, reply) in line_jobs {
-            let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&ls, &st)))
-                .unwrap_or_else(|_| Err(LineError::invalid("", "internal error while deciding")));
-            let next = first_leaf + leaves.len() as u64;
-            let r = r.and_then(|d| {
-                // A peer's accepted airspace change updates its copy here.
-                let copies: Vec<airspace::Event> = d
-                    .events
-                    .iter()
-                    .filter_map(|e| node::line::peer_airspace_effect(e, &st))
-                    .collect();
-                let commit = liaison::decide::append(
-                    &mut ls,
-                    &signer.signer,
-                    now_ms,
-                    &mut frontier,
-                    d.events,
-                )
-                .map(|new| LineCommit {
-                    outcome: d.outcome,
-                    first_index: next,
-                    leaves: new,
-                })?;
-                if !copies.is_empty() {
-                    st.apply(&copies);
-                    if let Err(e) = dirty.record(&copies) {
-                        tracing::error!(error = %e, "encoding a peer's copy failed");
+            for (f, reply) in line_jobs {
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&ls, &st))).unwrap_or_else(
+                    |_| Err(LineError::invalid("", "internal error while deciding")),
+                );
+                let next = first_leaf + leaves.len() as u64;
+                let r = r.and_then(|d| {
+                    // A peer's accepted airspace change updates its copy here.
+                    let copies: Vec<airspace::Event> = d
+                        .events
+                        .iter()
+                        .filter_map(|e| node::line::peer_airspace_effect(e, &st))
+                        .collect();
+                    let commit = liaison::decide::append(
+                        &mut ls,
+                        &signer.signer,
+                        now_ms,
+                        &mut frontier,
+                        d.events,
+                    )
+                    .map(|new| LineCommit {
+                        outcome: d.outcome,
+                        first_index: next,
+                        leaves: new,
+                    })?;
+                    if !copies.is_empty() {
+                        st.apply(&copies);
+                        if let Err(e) = dirty.record(&copies) {
+                            tracing::error!(error = %e, "encoding a peer's copy failed");
+                        }
                     }
+                    Ok(commit)
+                });
+                if let Ok(c) = &r {
+                    leaves.extend(c.leaves.iter().cloned());
                 }
-                Ok(commit)
-            });
-            if let Ok(c) = &r {
-                leaves.extend(c.leaves.iter().cloned());
+                line_replies.push((reply, Ok(r)));
             }
-            line_replies.push((reply, Ok(r)));
+            seq = st.seq();
+            line_us = t_line.elapsed().as_micros() as u64;
         }
-        seq = st.seq();
-        line_us = t_line.elapsed().as_micros() as u64;
-    }
-    let rows = dirty.rows.len();
-    let mut tiles = Vec::new();
-    // Each leaf is hashed once: for the tree and for the leaf-hash index.
-    let leaf_hashes: Vec<tlog::Hash> = leaves.iter().map(|l| tlog::leaf_hash(l)).collect();
-    if encoded.is_ok() {
-        let mut tree = log.tree.write().unwrap_or_else(|e| e.into_inner());
-        for h in &leaf_hashes {
-            tree.append_hash(*h);
-        }
-        tiles = tree.take_completed();
-    }
-    let t_persist = std::time::Instant::now();
-    let persisted = match encoded {
-        Err(e) => Err(e),
-        Ok(()) if rows > 0 || !leaves.is_empty() => {
-            let batch = Batch {
-                dirty,
-                seq,
-                first_leaf,
-                leaves: &leaves,
-                leaf_hashes: &leaf_hashes,
-                tiles,
-            };
-            wr.backend.persist(&mut wr.w, batch).await
-        }
-        Ok(()) => {
-            wr.backend.release(&mut wr.w).await;
-            Ok(())
-        }
-    };
-    if persisted.is_ok() {
-        log.committed
-            .store(first_leaf + leaves.len() as u64, Ordering::SeqCst);
-        if leaves.len() > air_leaves {
-            wr.appended.notify_waiters();
-        }
-    }
-    tracing::debug!(
-        batch = batch_len,
-        refused = replies
-            .iter()
-            .filter(|(_, r)| !matches!(r, Ok(Ok(_))))
-            .count(),
-        first_refusal = replies.iter().find_map(|(_, r)| match r {
-            Ok(Err(e)) => Some(e.to_string()),
-            _ => None,
-        }),
-        rows,
-        begin_us,
-        decide_us,
-        line_us,
-        persist_us = t_persist.elapsed().as_micros() as u64,
-        "group commit"
-    );
-    if let Err(e) = persisted {
-        tracing::error!(error = %e, "commit failed; refusing the batch and reloading the state from the database");
-        for (_, r) in replies.iter_mut() {
-            if matches!(r, Ok(Ok(_))) {
-                *r = Err(e.clone());
+        let mut tiles = Vec::new();
+        // Each leaf is hashed once: for the tree and for the leaf-hash index.
+        let leaf_hashes: Vec<tlog::Hash> = leaves.iter().map(|l| tlog::leaf_hash(l)).collect();
+        if encoded.is_ok() {
+            let mut tree = log.tree.write().unwrap_or_else(|e| e.into_inner());
+            for h in &leaf_hashes {
+                tree.append_hash(*h);
             }
+            tiles = tree.take_completed();
         }
-        for (_, r) in line_replies.iter_mut() {
-            if matches!(r, Ok(Ok(_))) {
-                *r = Err(e.clone());
-            }
+        Decided {
+            replies,
+            line_replies,
+            encoded,
+            rows: dirty.rows.len(),
+            dirty,
+            seq,
+            first_leaf,
+            line_entries: leaves.len() > air_leaves,
+            leaves,
+            leaf_hashes,
+            tiles,
+            taken,
+            begin_us,
+            decide_us,
+            line_us,
+            total_us: t_all.elapsed().as_micros() as u64,
+            persist_us: 0,
         }
-        wr.recover().await;
-    }
-    for (tx, r) in replies {
-        let _ = tx.send(r);
-    }
-    for (tx, r) in line_replies {
-        let _ = tx.send(r);
     }
 }
 
