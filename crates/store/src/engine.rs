@@ -13,6 +13,11 @@
 //! them while it is being synced, and if the commit fails every caller of the
 //! batch gets an error and everything is reloaded from the database, so
 //! nothing unsynced is ever acknowledged.
+//!
+//! A backend that is its database's only writer ([`Backend::pipelines`]:
+//! SQLite) has the next batch decided, on another thread, while one is being
+//! synced; the next one's callers are answered only after their own commit,
+//! and if the one before fails they are refused with it.
 
 use airspace::{AirspaceState, Decision, DomainError, Event, PreparedVolume};
 use liaison::{LineError, LineState};

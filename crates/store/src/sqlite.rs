@@ -445,8 +445,8 @@ impl Script {
 type TableChanges = (Vec<(i64, String, String)>, Vec<i64>);
 
 /// Writes the batch's net row changes with a few multi-row statements per
-/// table (one round trip each), then the sequence number, in one
-/// transaction. New records get fresh rowids (appended at the end of their
+/// table, its log entries, tiles and leaf hashes, then the sequence number,
+/// in one transaction sent as one script. New records get fresh rowids (appended at the end of their
 /// table); `ids` is updated only once the commit succeeded.
 async fn persist(
     conn: &mut SqliteConnection,
