@@ -4,9 +4,54 @@
 //! time window in days. Altitude is checked exactly afterwards.
 
 use crate::geometry::PreparedVolume;
-use rstar::{AABB, RStarInsertionStrategy, RTree, RTreeObject, RTreeParams};
+use rstar::{
+    AABB, Envelope, ParentNode, RStarInsertionStrategy, RTree, RTreeNode, RTreeObject, RTreeParams,
+};
 use std::collections::HashSet;
 use uuid::Uuid;
+
+/// The pairs of leaves under `a` and `b` whose boxes meet. `same`: `a` and
+/// `b` are one node, so each pair of its children is visited once.
+fn join_children<'a>(
+    a: &'a ParentNode<Entry>,
+    b: &'a ParentNode<Entry>,
+    same: bool,
+    keep: &mut impl FnMut(&'a Entry, &'a Entry),
+) {
+    let (ca, cb) = (a.children(), b.children());
+    for (i, x) in ca.iter().enumerate() {
+        let start = if same { i } else { 0 };
+        for (j, y) in cb.iter().enumerate().skip(start) {
+            join(x, y, same && i == j, keep);
+        }
+    }
+}
+
+fn join<'a>(
+    a: &'a RTreeNode<Entry>,
+    b: &'a RTreeNode<Entry>,
+    same: bool,
+    keep: &mut impl FnMut(&'a Entry, &'a Entry),
+) {
+    if !a.envelope().intersects(&b.envelope()) {
+        return;
+    }
+    match (a, b) {
+        (RTreeNode::Leaf(x), RTreeNode::Leaf(y)) => keep(x, y),
+        (RTreeNode::Parent(p), RTreeNode::Parent(q)) => join_children(p, q, same, keep),
+        // Leaves of two different trees can sit at different depths.
+        (RTreeNode::Parent(p), leaf) => {
+            for x in p.children() {
+                join(x, leaf, false, keep);
+            }
+        }
+        (leaf, RTreeNode::Parent(q)) => {
+            for y in q.children() {
+                join(leaf, y, false, keep);
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
@@ -119,6 +164,27 @@ impl SpaceTimeIndex {
             }
         }
         out.sort();
+        out
+    }
+
+    /// Every pair of ids, one from this index and one from `other`, whose
+    /// volumes' boxes meet: both trees walked together, which costs far
+    /// less than querying one with every box of the other. With `other`
+    /// this very index, each pair comes once (lower id first) and no id is
+    /// paired with itself. Sorted, without repeats.
+    pub fn pairs_with(&self, other: &SpaceTimeIndex) -> Vec<(Uuid, Uuid)> {
+        let same = std::ptr::eq(self, other);
+        let mut out = Vec::new();
+        let mut keep = |a: &Entry, b: &Entry| {
+            if !same {
+                out.push((a.id, b.id));
+            } else if a.id != b.id {
+                out.push((a.id.min(b.id), a.id.max(b.id)));
+            }
+        };
+        join_children(self.tree.root(), other.tree.root(), same, &mut keep);
+        out.sort_unstable();
+        out.dedup();
         out
     }
 

@@ -84,21 +84,33 @@ impl AirspaceState {
             .into_iter()
             .map(|a| (a.uss.clone(), a))
             .collect();
-        // Every entity's conflicts, found on all cores (read-only), then
-        // recorded; each pair is found from both sides and recorded once.
-        let mut ids: Vec<(EntityId, bool)> = s.intents.keys().map(|id| (*id, false)).collect();
-        ids.extend(s.constraints.keys().map(|id| (*id, true)));
-        ids.sort();
+        // Every conflict: the pairs whose boxes meet, from the indexes
+        // walked together, tested exactly on all cores (read-only), then
+        // recorded.
+        let mut pairs: Vec<(EntityId, EntityId, bool)> = s
+            .intent_index
+            .pairs_with(&s.intent_index)
+            .into_iter()
+            .map(|(a, b)| (a, b, false))
+            .collect();
+        pairs.extend(
+            s.intent_index
+                .pairs_with(&s.constraint_index)
+                .into_iter()
+                .map(|(i, c)| (i, c, true)),
+        );
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = ids.len().div_ceil(threads).max(1);
+        let chunk = pairs.len().div_ceil(threads).max(1);
         let found: Vec<Vec<((EntityId, EntityId), Conflict)>> = std::thread::scope(|t| {
             let s = &s;
-            let parts: Vec<_> = ids
+            let parts: Vec<_> = pairs
                 .chunks(chunk)
                 .map(|part| {
                     t.spawn(move || {
                         part.iter()
-                            .flat_map(|(id, is_constraint)| s.find_conflicts(*id, *is_constraint))
+                            .filter_map(|(a, b, with_constraint)| {
+                                s.conflict_between(*a, *b, *with_constraint)
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
@@ -299,6 +311,57 @@ impl AirspaceState {
         for (key, c) in self.find_conflicts(id, is_constraint) {
             self.add_conflict(key, c);
         }
+    }
+
+    /// The conflict between intent `a` and intent `b` (`a` < `b`) or
+    /// constraint `b`, if their volumes meet exactly — what
+    /// [`Self::find_conflicts`] finds for that pair.
+    fn conflict_between(
+        &self,
+        a: EntityId,
+        b: EntityId,
+        with_constraint: bool,
+    ) -> Option<((EntityId, EntityId), Conflict)> {
+        let meet = |x: &[PreparedVolume], y: &[PreparedVolume]| {
+            x.iter().any(|v| y.iter().any(|w| v.intersects(w)))
+        };
+        let i = self.intents.get(&a)?;
+        let (kind, other, extents) = if with_constraint {
+            let c = self.constraints.get(&b)?;
+            let party = ConflictParty {
+                id: c.id,
+                manager: c.manager.clone(),
+                version: c.version,
+            };
+            (ConflictKind::IntentConstraint, party, &c.extents)
+        } else {
+            let j = self.intents.get(&b)?;
+            if j.manager == i.manager {
+                return None;
+            }
+            let party = ConflictParty {
+                id: j.id,
+                manager: j.manager.clone(),
+                version: j.version,
+            };
+            (ConflictKind::IntentIntent, party, &j.extents)
+        };
+        if !meet(&i.extents, extents) {
+            return None;
+        }
+        Some((
+            (a, b),
+            Conflict {
+                kind,
+                a: ConflictParty {
+                    id: i.id,
+                    manager: i.manager.clone(),
+                    version: i.version,
+                },
+                b: other,
+                overlaps: volume_overlaps(&i.extents, extents),
+            },
+        ))
     }
 
     /// The conflicts entity `id` is in, by the current state.

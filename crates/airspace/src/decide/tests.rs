@@ -1,6 +1,7 @@
 use super::*;
 use crate::geometry::{LatLng, Limits, Volume4D, prepare};
 use crate::model::OperationalIntentState::*;
+use crate::{Conflict, ConflictKind};
 use uuid::Uuid;
 
 const HOUR: i64 = 3_600_000_000;
@@ -563,33 +564,69 @@ fn reloading_a_state_rebuilds_index_and_conflicts() {
 #[test]
 fn reloading_many_entities_finds_exactly_the_conflicts_built_one_write_at_a_time() {
     let mut s = AirspaceState::default();
+    // Constraints over parts of the grid (conflicts with every intent they
+    // meet, whoever manages it).
+    for (n, (lat, lng, hours)) in [
+        (50.03, 30.03, (0, 3)),
+        (50.08, 30.05, (2, 9)),
+        (50.0, 30.1, (5, 6)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = put_constraint(
+            &s,
+            PutConstraint {
+                id: id(5000 + n as u128),
+                manager: "authority".into(),
+                existing_ovn: None,
+                extents: vec![square(lat, lng, 0.02, hours.0, hours.1)],
+                uss_base_url: "https://authority.example".into(),
+                new_ovn: Ovn(format!("constraint-ovn-{n}")),
+                now: NOW,
+            },
+        );
+        run(&mut s, |_| c);
+    }
     // 90 intents of three managers on a tight grid: many overlaps, some
-    // between managers (conflicts), some within one (not).
+    // between managers (conflicts), some within one (not); every seventh
+    // has a second volume, so that two intents can meet twice.
     for n in 0..90u128 {
         let manager = ["alliance", "federation", "neutral"][(n % 3) as usize];
         let (lat, lng) = (50.0 + (n % 9) as f64 * 0.012, 30.0 + (n / 9) as f64 * 0.012);
-        let v = square(lat, lng, 0.01, (n % 4) as i64, 4 + (n % 5) as i64);
-        let key: Vec<Ovn> = s
-            .intents_intersecting(std::slice::from_ref(&v))
+        let mut p = put(
+            n + 1,
+            manager,
+            square(lat, lng, 0.01, (n % 4) as i64, 4 + (n % 5) as i64),
+            vec![],
+        );
+        if n % 7 == 0 {
+            p.extents
+                .push(square(lat + 0.011, lng, 0.01, 6 + (n % 3) as i64, 9));
+        }
+        p.key = s
+            .intents_intersecting(&p.extents)
             .iter()
             .map(|i| i.ovn.clone())
             .collect();
-        run(&mut s, |s| put_intent(s, put(n + 1, manager, v, key)));
+        run(&mut s, |s| put_intent(s, p));
     }
     let conflicts = |s: &AirspaceState| {
-        let mut c: Vec<(Uuid, Uuid, usize)> = s
-            .conflicts()
-            .map(|c| (c.a.id, c.b.id, c.overlaps.len()))
-            .collect();
-        c.sort();
+        let mut c: Vec<Conflict> = s.conflicts().cloned().collect();
+        c.sort_by_key(|c| (c.a.id, c.b.id));
         c
     };
     let built = conflicts(&s);
     assert!(built.len() > 100, "the grid overlaps: {}", built.len());
+    let with_constraints = built
+        .iter()
+        .filter(|c| c.kind == ConflictKind::IntentConstraint)
+        .count();
+    assert!(with_constraints > 5, "constraints met: {with_constraints}");
     let r = AirspaceState::load(
         s.seq(),
         s.intents().cloned().collect(),
-        vec![],
+        s.constraints().cloned().collect(),
         s.subscriptions().cloned().collect(),
         vec![],
         0,
