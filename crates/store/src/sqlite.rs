@@ -116,18 +116,17 @@ const READ_PAGE: i64 = 512;
 const UNIT: char = '\x1f';
 const RECORD: char = '\x1e';
 
-async fn rows<T: serde::de::DeserializeOwned + Send>(
-    conn: &mut SqliteConnection,
-    table: Table,
-    ids: &mut RowIds,
-) -> Result<Vec<T>, StoreError> {
+/// A table's rows as read: (rowid, id, record).
+type DecodedRows<T> = Result<Vec<(i64, String, T)>, StoreError>;
+
+/// One table's rows as SQLite joins them, [`READ_PAGE`] to a text.
+async fn fetch_pages(conn: &mut SqliteConnection, table: Table) -> Result<Vec<String>, StoreError> {
     // Only the table's name is formatted into the SQL; the bounds are bound.
     let sql = format!(
         "SELECT group_concat(rowid || char(31) || hex(id) || char(31) || body, char(30)), max(rowid), count(*) \
          FROM (SELECT rowid, id, body FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
         table.name()
     );
-    let started = std::time::Instant::now();
     let mut pages = Vec::new();
     let mut after = 0i64;
     loop {
@@ -144,8 +143,18 @@ async fn rows<T: serde::de::DeserializeOwned + Send>(
             _ => break,
         }
     }
-    let mut rows: Vec<(String, &str)> = Vec::new();
-    for page in &pages {
+    Ok(pages)
+}
+
+/// Splits fetched pages into (rowid, id, record) and decodes the records,
+/// spread over the cores (with decoding and re-preparing geometry, this is
+/// most of a cold start).
+fn decode_pages<T: serde::de::DeserializeOwned + Send>(
+    table: Table,
+    pages: &[String],
+) -> DecodedRows<T> {
+    let page = |page: &String| -> Result<Vec<(i64, String, T)>, StoreError> {
+        let mut out = Vec::with_capacity(READ_PAGE as usize);
         for record in page.split(RECORD) {
             let mut fields = record.splitn(3, UNIT);
             let (Some(rowid), Some(id), Some(body)) = (fields.next(), fields.next(), fields.next())
@@ -161,24 +170,70 @@ async fn rows<T: serde::de::DeserializeOwned + Send>(
             let id = unhex(id).ok_or_else(|| {
                 StoreError(format!("a row of {} has the id {id:?}", table.name()))
             })?;
-            ids.next = ids.next.max(rowid + 1);
-            ids.of.insert((table, id.clone()), rowid);
-            rows.push((id, body));
+            let record = crate::engine::decode(table, &id, body)?;
+            out.push((rowid, id, record));
         }
+        Ok(out)
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
+    let chunk = pages.len().div_ceil(threads).max(1);
+    let parts: Vec<DecodedRows<T>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pages
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    for p in part {
+                        out.extend(page(p)?);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError("a decoding thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend(part?);
     }
-    if table == Table::Reports {
-        return Ok(Vec::new());
+    Ok(out)
+}
+
+/// Decodes a table's fetched pages on the blocking pool: the next table is
+/// read meanwhile.
+fn decode_later<T: serde::de::DeserializeOwned + Send + 'static>(
+    table: Table,
+    pages: Vec<String>,
+) -> tokio::task::JoinHandle<DecodedRows<T>> {
+    tokio::task::spawn_blocking(move || decode_pages(table, &pages))
+}
+
+/// Takes a table's decoded rows, noting their rowids.
+async fn rows<T>(
+    table: Table,
+    ids: &mut RowIds,
+    decoding: tokio::task::JoinHandle<DecodedRows<T>>,
+) -> Result<Vec<T>, StoreError> {
+    let decoded = decoding
+        .await
+        .map_err(|e| StoreError(format!("decoding {}: {e}", table.name())))??;
+    ids.of.reserve(decoded.len());
+    let mut out = Vec::with_capacity(decoded.len());
+    for (rowid, id, record) in decoded {
+        ids.next = ids.next.max(rowid + 1);
+        ids.of.insert((table, id), rowid);
+        out.push(record);
     }
-    let read_ms = started.elapsed().as_millis() as u64;
-    let decoded = crate::engine::decode_all(table, &rows);
-    tracing::debug!(
-        table = table.name(),
-        rows = rows.len(),
-        read_ms,
-        decoded_ms = started.elapsed().as_millis() as u64 - read_ms,
-        "rows loaded"
-    );
-    decoded
+    Ok(out)
 }
 
 /// Text from SQLite's `hex()` of it.
@@ -208,12 +263,31 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         ..RowIds::default()
     };
     let started = std::time::Instant::now();
-    let intents: Vec<OperationalIntent> = rows(conn, Table::Intents, &mut ids).await?;
-    let constraints: Vec<Constraint> = rows(conn, Table::Constraints, &mut ids).await?;
-    let subscriptions: Vec<Subscription> = rows(conn, Table::Subscriptions, &mut ids).await?;
-    let availability: Vec<UssAvailability> = rows(conn, Table::Availability, &mut ids).await?;
-    let _: Vec<serde_json::Value> = rows(conn, Table::Reports, &mut ids).await?;
-    let reports = ids.of.keys().filter(|(t, _)| *t == Table::Reports).count();
+    // Each table decodes on the other threads while the next is read.
+    let intents =
+        decode_later::<OperationalIntent>(Table::Intents, fetch_pages(conn, Table::Intents).await?);
+    let constraints = decode_later::<Constraint>(
+        Table::Constraints,
+        fetch_pages(conn, Table::Constraints).await?,
+    );
+    let subscriptions = decode_later::<Subscription>(
+        Table::Subscriptions,
+        fetch_pages(conn, Table::Subscriptions).await?,
+    );
+    let availability = decode_later::<UssAvailability>(
+        Table::Availability,
+        fetch_pages(conn, Table::Availability).await?,
+    );
+    let reports = decode_later::<serde::de::IgnoredAny>(
+        Table::Reports,
+        fetch_pages(conn, Table::Reports).await?,
+    );
+    let read_ms = started.elapsed().as_millis() as u64;
+    let intents = rows(Table::Intents, &mut ids, intents).await?;
+    let constraints = rows(Table::Constraints, &mut ids, constraints).await?;
+    let subscriptions = rows(Table::Subscriptions, &mut ids, subscriptions).await?;
+    let availability = rows(Table::Availability, &mut ids, availability).await?;
+    let reports = rows(Table::Reports, &mut ids, reports).await?.len();
     let decoded_ms = started.elapsed().as_millis() as u64;
     let state = AirspaceState::load(
         seq as u64,
@@ -224,6 +298,7 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         reports,
     );
     tracing::debug!(
+        read_ms,
         decoded_ms,
         rebuilt_ms = started.elapsed().as_millis() as u64 - decoded_ms,
         "state loaded"
