@@ -628,6 +628,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
         // The same over HTTP (RS256 bearer token, JSON both ways).
         let cfg = node_config(dir.join("http")).await?;
+        // Closed as a node closes it when it stops: what a restart finds.
+        dss.close().await;
         drop(dss);
         let cfg = NodeConfig {
             data: dir.clone(),

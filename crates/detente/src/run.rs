@@ -23,6 +23,7 @@ pub struct RunningNode {
     submitters: Vec<JoinHandle<()>>,
     deliveries: JoinHandle<()>,
     peer_server: Option<JoinHandle<std::io::Result<()>>>,
+    store: Arc<dyn node::Store>,
 }
 
 impl RunningNode {
@@ -37,7 +38,10 @@ impl RunningNode {
         for s in &self.submitters {
             s.abort();
         }
-        self.server.await.context("server task")?.context("server")
+        let served = self.server.await.context("server task")?.context("server");
+        // Queued writes are committed and the database closed cleanly.
+        self.store.close().await;
+        served
     }
 }
 
@@ -133,7 +137,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         log_signer.origin().to_string(),
         Some(identity.clone()),
     );
-    let log = node::Log::new(store, log_signer);
+    let log = node::Log::new(store.clone(), log_signer);
     let tiles: Option<Arc<dyn node::TileSource>> = match &cfg.basemap_mbtiles {
         None => None,
         Some(p) => {
@@ -267,5 +271,6 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         deliveries,
         peer_addr,
         peer_server,
+        store,
     })
 }

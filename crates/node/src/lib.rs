@@ -179,6 +179,11 @@ pub trait Store: Send + Sync + 'static {
     fn is_leader(&self) -> bool {
         true
     }
+    /// Commits what is queued, then closes the database (the embedded
+    /// store checkpoints its WAL); writes after it are refused.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A log leaf: its index and bytes.
@@ -398,6 +403,11 @@ fn prepare_all(
 }
 
 impl Dss {
+    /// Commits what is queued and closes the store (shutting down).
+    pub async fn close(&self) {
+        self.store.close().await
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,

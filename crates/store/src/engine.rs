@@ -53,6 +53,8 @@ enum Job {
     /// Take in what other writers on the database committed (a replica
     /// was told, or its poll found, that the database moved on).
     Refresh,
+    /// Finish what is queued before this, close the database, stop.
+    Close(oneshot::Sender<()>),
 }
 
 /// The tables of the airspace's records.
@@ -271,6 +273,12 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Ends the exclusive access without writing.
     fn release<'a>(&'a self, w: &'a mut Self::Writer) -> BoxFuture<'a, ()>;
+    /// Closes the writer's connection and the readers' (the store is
+    /// shutting down).
+    fn close(&self, w: Self::Writer) -> BoxFuture<'_, ()> {
+        drop(w);
+        Box::pin(async {})
+    }
     /// After a failed commit: a clean connection and everything reloaded.
     fn recover<'a>(
         &'a self,
@@ -520,6 +528,7 @@ impl<B: Backend> Engine<B> {
             refresh_queued: refresh_queued.clone(),
             jobs: rx,
             urgent: urgent_rx,
+            closing: Vec::new(),
         }));
         Engine {
             state,
@@ -653,6 +662,8 @@ struct Writer<B: Backend> {
     refresh_queued: Arc<AtomicBool>,
     jobs: mpsc::Receiver<Job>,
     urgent: mpsc::Receiver<Job>,
+    /// Who asked the store to close (answered once it has).
+    closing: Vec<oneshot::Sender<()>>,
 }
 
 /// What deciding a batch needs: the in-memory states, the log's tree and
@@ -677,8 +688,13 @@ struct Jobs {
 
 impl Jobs {
     /// A refresh request is answered by the batch that takes it: the
-    /// batch begins by taking in what others committed.
-    fn split(batch: Vec<Job>, refresh_queued: &AtomicBool) -> Jobs {
+    /// batch begins by taking in what others committed. A close request
+    /// waits in `closing` for the batch to be committed.
+    fn split(
+        batch: Vec<Job>,
+        refresh_queued: &AtomicBool,
+        closing: &mut Vec<oneshot::Sender<()>>,
+    ) -> Jobs {
         let mut jobs = Jobs {
             air: Vec::with_capacity(batch.len()),
             line: Vec::new(),
@@ -689,6 +705,7 @@ impl Jobs {
                 Job::Airspace { f, reply } => jobs.air.push((f, reply)),
                 Job::Line { f, reply } => jobs.line.push((f, reply)),
                 Job::Refresh => refresh_queued.store(false, Ordering::SeqCst),
+                Job::Close(tx) => closing.push(tx),
             }
         }
         jobs
@@ -837,7 +854,7 @@ impl<B: Backend> Writer<B> {
         if exclusive {
             drain(&mut self.urgent, &mut self.jobs, &mut batch);
         }
-        let jobs = Jobs::split(batch, &self.refresh_queued);
+        let jobs = Jobs::split(batch, &self.refresh_queued, &mut self.closing);
         if let Err(e) = begun {
             tracing::error!(error = %e, "could not start a batch; refusing it and reloading");
             jobs.refuse(&e);
@@ -967,6 +984,9 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
     let pipelined = wr.backend.pipelines();
     let mut inflight: Option<Decided> = None;
     loop {
+        if inflight.is_none() && !wr.closing.is_empty() {
+            break;
+        }
         let Some(mut d) = inflight.take() else {
             // Urgent work (the FLASH lane) first, then the rest in order.
             let first = tokio::select! {
@@ -992,12 +1012,16 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
         // (on another thread): the writer's CPU work and the disk overlap.
         // Nobody is answered before their own batch is synced, and if this
         // one fails, the next one is refused with it.
+        // Once asked to close, nothing more is taken.
+        let closing = !wr.closing.is_empty();
         let mut batch = Vec::new();
-        drain(&mut wr.urgent, &mut wr.jobs, &mut batch);
+        if !closing {
+            drain(&mut wr.urgent, &mut wr.jobs, &mut batch);
+        }
         let (persisted, next) = {
             let mut persist = std::pin::pin!(persist_decided(&*backend, &mut wr.w, &mut d));
             let mut done = None;
-            if batch.is_empty() {
+            if batch.is_empty() && !closing {
                 let first = tokio::select! {
                     biased;
                     r = &mut persist => {
@@ -1012,7 +1036,7 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
                     drain(&mut wr.urgent, &mut wr.jobs, &mut batch);
                 }
             }
-            let jobs = Jobs::split(batch, &wr.refresh_queued);
+            let jobs = Jobs::split(batch, &wr.refresh_queued, &mut wr.closing);
             match done {
                 Some(r) => (r, None),
                 None if jobs.is_empty() => (persist.await, None),
@@ -1039,6 +1063,22 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
     if let Some(mut d) = inflight {
         let persisted = persist_decided(&*wr.backend.clone(), &mut wr.w, &mut d).await;
         wr.finish(d, persisted, None).await;
+    }
+    // Jobs still queued are refused (their senders dropped); the states go
+    // with the engine, not with this task.
+    let Writer {
+        backend,
+        w,
+        closing,
+        decider,
+        jobs,
+        urgent,
+        ..
+    } = wr;
+    drop((decider, jobs, urgent));
+    backend.close(w).await;
+    for tx in closing {
+        let _ = tx.send(());
     }
 }
 
@@ -1285,6 +1325,15 @@ impl<B: Backend> Engine<B> {
 }
 
 impl<B: Backend> Store for Engine<B> {
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            if self.jobs.send(Job::Close(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        })
+    }
+
     fn transact(&self, f: WriteFn) -> BoxFuture<'_, Reply> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();

@@ -759,6 +759,17 @@ impl Backend for Sqlite {
         Box::pin(async {})
     }
 
+    fn close(&self, w: SqliteWriter) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Readers first: the last connection to close checkpoints the
+            // WAL into the database, so the next open has nothing to replay.
+            self.reads.close().await;
+            if let Err(e) = w.conn.close().await {
+                tracing::warn!(error = %e, "closing the writer's connection");
+            }
+        })
+    }
+
     fn recover<'a>(
         &'a self,
         w: &'a mut SqliteWriter,

@@ -615,3 +615,74 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     assert_eq!(store.log_index_of([9; 32]).await.unwrap(), None);
 }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_commits_what_is_queued_and_leaves_no_wal_to_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(dir.path(), log_signer())
+            .await
+            .expect("open store"),
+    );
+    let d = Arc::new(Dss::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    ));
+    let now = d.now();
+    let mut acknowledged = Vec::new();
+    for n in 0..8u128 {
+        let id = Uuid::from_u128(n + 1);
+        let v = square(50.0, 20.0 + n as f64 * 0.05, 0.001, now);
+        d.put_intent(&caller("alliance"), id, None, request(v, vec![]))
+            .await
+            .unwrap();
+        acknowledged.push(id);
+    }
+    // Writes in flight while the store is asked to close: each is either
+    // acknowledged (and then there after reopening) or refused.
+    let mut writes = tokio::task::JoinSet::new();
+    for n in 0..64u128 {
+        let d = d.clone();
+        writes.spawn(async move {
+            let id = Uuid::from_u128(100 + n);
+            let v = square(10.0 + n as f64 * 0.05, 20.0, 0.001, now);
+            (
+                id,
+                d.put_intent(&caller("alliance"), id, None, request(v, vec![]))
+                    .await
+                    .is_ok(),
+            )
+        });
+    }
+    tokio::task::yield_now().await;
+    d.close().await;
+    while let Some(w) = writes.join_next().await {
+        let (id, ok) = w.unwrap();
+        if ok {
+            acknowledged.push(id);
+        }
+    }
+    let late = d
+        .put_intent(
+            &caller("alliance"),
+            Uuid::from_u128(99),
+            None,
+            request(square(60.0, 20.0, 0.001, now), vec![]),
+        )
+        .await;
+    assert!(late.is_err(), "a write after closing is refused");
+    let wal = dir.path().join("detente.db-wal");
+    let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(
+        wal_bytes, 0,
+        "the WAL was checkpointed and removed at close"
+    );
+    drop((d, store));
+    let d = dss(dir.path()).await;
+    for id in &acknowledged {
+        assert!(d.get_intent(*id).is_ok(), "acknowledged {id} is there");
+    }
+    assert_eq!(d.counts().unwrap().intents, acknowledged.len());
+}
