@@ -49,8 +49,12 @@ pub type SqliteStore = Engine<Sqlite>;
 pub struct Sqlite {
     reads: SqlitePool,
     path: PathBuf,
+    /// The writer's connection options (no automatic checkpoints).
     opts: SqliteConnectOptions,
 }
+
+/// How often the WAL is checkpointed into the database, off the writer.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The writer's connection and where each record lives.
 pub struct SqliteWriter {
@@ -953,6 +957,29 @@ impl Backend for Sqlite {
     }
 }
 
+/// Copies the WAL's committed pages into the database every
+/// [`CHECKPOINT_EVERY`] (PASSIVE: the writer goes on meanwhile), for as long
+/// as the store is open.
+async fn checkpoints(reads: SqlitePool, store: crate::engine::Refresher) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !store.alive() || reads.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&reads)
+            .await
+        {
+            if reads.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "checkpointing the WAL");
+        }
+    }
+}
+
 impl Engine<Sqlite> {
     /// Opens (creating if needed) the store in `dir`, migrates it, and
     /// rebuilds the in-memory state and index from its rows.
@@ -966,7 +993,11 @@ impl Engine<Sqlite> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let mut conn = SqliteConnection::connect_with(&opts)
+        // The writer never checkpoints the WAL itself: a checkpoint inside
+        // a commit (SQLite's default, every 1,000 pages) held up every batch
+        // behind it; a task does it beside the writer (`checkpoints`).
+        let writer_opts = opts.clone().pragma("wal_autocheckpoint", "0");
+        let mut conn = SqliteConnection::connect_with(&writer_opts)
             .await
             .map_err(err("opening the database"))?;
         migrate(&mut conn).await?;
@@ -995,8 +1026,12 @@ impl Engine<Sqlite> {
             .connect_with(opts.clone().create_if_missing(false))
             .await
             .map_err(err("opening the read pool"))?;
-        let backend = std::sync::Arc::new(Sqlite { reads, path, opts });
-        Ok(Engine::start(
+        let backend = std::sync::Arc::new(Sqlite {
+            reads: reads.clone(),
+            path,
+            opts: writer_opts,
+        });
+        let engine = Engine::start(
             backend,
             SqliteWriter { conn, ids },
             Loaded {
@@ -1006,7 +1041,9 @@ impl Engine<Sqlite> {
                 latest,
             },
             signer,
-        ))
+        );
+        tokio::spawn(checkpoints(reads, engine.refresher()));
+        Ok(engine)
     }
 
     pub fn path(&self) -> &Path {

@@ -686,3 +686,40 @@ async fn closing_commits_what_is_queued_and_leaves_no_wal_to_replay() {
     }
     assert_eq!(d.counts().unwrap().intents, acknowledged.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_into_the_database_while_the_store_is_open() {
+    // The writer never checkpoints (a checkpoint inside a commit held up
+    // every batch behind it): a task beside it does, every 200 ms.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dss(dir.path()).await;
+    let db = dir.path().join("detente.db");
+    let size = || std::fs::metadata(&db).unwrap().len();
+    // Let the first checkpoint take in the schema.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = size();
+    let now = d.now();
+    for n in 0..200u128 {
+        let v = square(40.0 + n as f64 * 0.05, 20.0, 0.001, now);
+        d.put_intent(
+            &caller("alliance"),
+            Uuid::from_u128(n + 1),
+            None,
+            request(v, vec![]),
+        )
+        .await
+        .unwrap();
+    }
+    let mut after = size();
+    for _ in 0..20 {
+        if after > before + 100 * 1024 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = size();
+    }
+    assert!(
+        after > before + 100 * 1024,
+        "200 intents and their entries reach the database file while it is open: {before} -> {after} bytes"
+    );
+}
