@@ -163,35 +163,11 @@ pub fn decode_all<
     table: Table,
     rows: &[(I, B)],
 ) -> Result<Vec<T>, StoreError> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .max(1);
-    let chunk = rows.len().div_ceil(threads).max(1);
-    let decoded: Vec<Result<Vec<T>, StoreError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = rows
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(id, body)| decode(table, id.as_ref(), body.as_ref()))
-                        .collect::<Result<Vec<T>, StoreError>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(StoreError("a decoding thread panicked".into())))
-            })
+    on_all_cores(rows, "decoding", |part| {
+        part.iter()
+            .map(|(id, body)| decode(table, id.as_ref(), body.as_ref()))
             .collect()
-    });
-    let mut out = Vec::with_capacity(rows.len());
-    for part in decoded {
-        out.extend(part?);
-    }
-    Ok(out)
+    })
 }
 
 /// One record's JSON body.
@@ -336,27 +312,43 @@ fn sign_all(signer: &LogSigner, events: &[&airspace::Event]) -> Result<Vec<Vec<u
             .entry(e)
             .map_err(|e| StoreError(format!("signing a log entry: {e}")))
     };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if events.len() < 16 || threads < 2 {
+    if events.len() < 16 {
         return events.iter().map(sign).collect();
     }
-    let chunk = events.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = events
+    on_all_cores(events, "signing", |part| part.iter().map(sign).collect())
+}
+
+/// `f` over `items` split into one part per core, in order, each part on
+/// its own thread; the parts' results joined, or the first error.
+pub(crate) fn on_all_cores<I: Sync, T: Send>(
+    items: &[I],
+    what: &str,
+    f: impl Fn(&[I]) -> Result<Vec<T>, StoreError> + Sync,
+) -> Result<Vec<T>, StoreError> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    let parts: Vec<Result<Vec<T>, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(sign).collect::<Result<Vec<_>, _>>()))
+            .map(|part| scope.spawn(move || f(part)))
             .collect();
-        let mut out = Vec::with_capacity(events.len());
-        for h in handles {
-            out.extend(
+        handles
+            .into_iter()
+            .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(StoreError("a signing thread panicked".into())))?,
-            );
-        }
-        Ok(out)
-    })
+                    .unwrap_or_else(|_| Err(StoreError(format!("a {what} thread panicked"))))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
 }
 
 /// Appends committed entries `(index, bytes)` to the tree and applies the

@@ -179,37 +179,13 @@ fn decode_pages<T: serde::de::DeserializeOwned + Send>(
         }
         Ok(out)
     };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .max(1);
-    let chunk = pages.len().div_ceil(threads).max(1);
-    let parts: Vec<DecodedRows<T>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = pages
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut out = Vec::new();
-                    for p in part {
-                        out.extend(page(p)?);
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(StoreError("a decoding thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut out = Vec::new();
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
+    crate::engine::on_all_cores(pages, "decoding", |part| {
+        let mut out = Vec::new();
+        for p in part {
+            out.extend(page(p)?);
+        }
+        Ok(out)
+    })
 }
 
 /// Decodes a table's fetched pages on the blocking pool: the next table is

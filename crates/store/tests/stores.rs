@@ -115,8 +115,12 @@ async fn sql(dir: &std::path::Path, statement: &str) {
 }
 
 async fn dss(dir: &std::path::Path) -> Dss {
+    dss_over(open(dir).await)
+}
+
+fn dss_over(store: Arc<dyn Store>) -> Dss {
     Dss::new(
-        open(dir).await,
+        store,
         Arc::new(SystemClock),
         Arc::new(RandomIds),
         Settings::default(),
@@ -452,12 +456,7 @@ both_backends! {
 async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_with_one_tile(dir.path()).await;
-    let d = Arc::new(Dss::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-        Settings::default(),
-    ));
+    let d = Arc::new(dss_over(store.clone()));
     let now = d.now();
     // Two entries per create: 700 creates → 1,400 entries, and 60 of the
     // line: five full level-0 tiles and a partial one.
@@ -624,12 +623,7 @@ async fn closing_commits_what_is_queued_and_leaves_no_wal_to_replay() {
             .await
             .expect("open store"),
     );
-    let d = Arc::new(Dss::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-        Settings::default(),
-    ));
+    let d = Arc::new(dss_over(store.clone()));
     let now = d.now();
     let mut acknowledged = Vec::new();
     for n in 0..8u128 {
