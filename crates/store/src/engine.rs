@@ -920,10 +920,13 @@ impl<B: Backend> Writer<B> {
 
 /// Adds queued jobs to `batch`: urgent ones first, then the rest, up to
 /// [`MAX_BATCH`] jobs of which at most [`MAX_LINE_BATCH`] are the line's.
+/// Nothing queued after a close request is taken.
 fn drain(urgent: &mut mpsc::Receiver<Job>, jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
     let is_line = |j: &Job| matches!(j, Job::Line { .. });
+    let is_close = |j: &Job| matches!(j, Job::Close(_));
+    let mut closed = batch.iter().any(is_close);
     let mut lines = batch.iter().filter(|j| is_line(j)).count();
-    while batch.len() < MAX_BATCH {
+    while batch.len() < MAX_BATCH && !closed {
         match urgent.try_recv() {
             Ok(j) => {
                 lines += usize::from(is_line(&j));
@@ -932,10 +935,11 @@ fn drain(urgent: &mut mpsc::Receiver<Job>, jobs: &mut mpsc::Receiver<Job>, batch
             Err(_) => break,
         }
     }
-    while batch.len() < MAX_BATCH && lines < MAX_LINE_BATCH {
+    while batch.len() < MAX_BATCH && lines < MAX_LINE_BATCH && !closed {
         match jobs.try_recv() {
             Ok(j) => {
                 lines += usize::from(is_line(&j));
+                closed = is_close(&j);
                 batch.push(j);
             }
             Err(_) => break,
