@@ -14,6 +14,7 @@
 
 use crate::LineError;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use std::collections::HashMap;
 use tlog::cbor::{self, Value};
 use uuid::Uuid;
 
@@ -96,7 +97,7 @@ impl MemberKey {
     }
 
     fn verify(&self, domain: &[u8], body: &Value, signature: &[u8; 64]) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+        let Some(key) = verifying_key(&self.0) else {
             return false;
         };
         let mut m = domain.to_vec();
@@ -104,6 +105,29 @@ impl MemberKey {
         key.verify_strict(&m, &Signature::from_bytes(signature))
             .is_ok()
     }
+}
+
+/// Most decompressed member keys kept by [`verifying_key`].
+const KEY_CACHE: usize = 4096;
+
+/// The key, decompressed once and kept: decompressing (a square root in
+/// the field) is a sixth of what verifying a signature costs, and every
+/// message and acknowledgement is verified on both nodes. Anyone can present
+/// a key, so the memo is emptied once it holds [`KEY_CACHE`] of them.
+fn verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    static KEYS: std::sync::OnceLock<std::sync::RwLock<HashMap<[u8; 32], VerifyingKey>>> =
+        std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    if let Some(k) = keys.read().unwrap_or_else(|e| e.into_inner()).get(bytes) {
+        return Some(*k);
+    }
+    let key = VerifyingKey::from_bytes(bytes).ok()?;
+    let mut keys = keys.write().unwrap_or_else(|e| e.into_inner());
+    if keys.len() >= KEY_CACHE {
+        keys.clear();
+    }
+    keys.insert(*bytes, key);
+    Some(key)
 }
 
 /// A member's signing key, from a 32-byte seed the caller drew.
@@ -1401,6 +1425,28 @@ mod tests {
             }
             .verify()
         );
+    }
+
+    #[test]
+    fn kept_keys_verify_exactly_as_fresh_ones_also_once_the_memo_is_emptied() {
+        let m = signer(1).sign_message(message());
+        let mut forged = m.clone();
+        forged.value.sender = signer(2).key();
+        for _ in 0..2 {
+            assert!(m.verify());
+            assert!(!forged.verify());
+        }
+        // More keys than the memo keeps: it is emptied and refilled.
+        for n in 0..KEY_CACHE + 10 {
+            let seed = tlog::hash::sha256(&n.to_be_bytes());
+            assert!(verifying_key(&MemberSigner::from_seed(&seed).key().0).is_some());
+        }
+        assert!(m.verify());
+        assert!(!forged.verify());
+        // Some other bytes as the key: nothing verifies.
+        let mut bad = m.clone();
+        bad.value.sender = MemberKey([0xff; 32]);
+        assert!(!bad.verify());
     }
 
     #[test]
