@@ -42,6 +42,11 @@ pub struct BenchArgs {
     /// Clients planning in the same ~1 km² in the congested-area workload (0 skips it).
     #[arg(long, default_value_t = 200)]
     congested_clients: usize,
+    /// Transactions per second the congested-area clients start between
+    /// them, each on its own schedule, latency counted from the scheduled
+    /// start (open loop; 0: each starts the next as soon as one ends).
+    #[arg(long, default_value_t = 0)]
+    congested_rate: u64,
     /// Entries for the evidence-log measurements (0 skips them).
     #[arg(long, default_value_t = 1_000_000)]
     log_entries: u64,
@@ -675,7 +680,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         log_bench(args.log_entries);
     }
     if args.congested_clients > 0 {
-        congested(&root, args.congested_clients, args.seconds.max(5)).await?;
+        congested(
+            &root,
+            args.congested_clients,
+            args.congested_rate,
+            args.seconds.max(5),
+        )
+        .await?;
     }
     if !keep {
         let _ = std::fs::remove_dir_all(&root);
@@ -688,8 +699,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 /// area, learn the OVNs it does not know (from the shared map that stands in
 /// for USS-to-USS detail requests), create with the key, retry on 409. Each
 /// client keeps its five most recent intents and deletes older ones, so the
-/// area stays full (≈ 5 × clients live intents).
-async fn congested(root: &std::path::Path, clients: usize, secs: u64) -> Result<()> {
+/// area stays full (≈ 5 × clients live intents). With a `rate`, clients
+/// start transactions on a schedule (open loop) and a transaction's latency
+/// runs from its scheduled start, so a server that falls behind is not
+/// excused by the clients waiting for it.
+async fn congested(root: &std::path::Path, clients: usize, rate: u64, secs: u64) -> Result<()> {
     let cfg = node_config(root.join("congested")).await?;
     let node = run::start(&cfg).await?;
     let base = format!("http://{}", node.addr);
@@ -710,8 +724,21 @@ async fn congested(root: &std::path::Path, clients: usize, secs: u64) -> Result<
             let mut rng = Rng((c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let mut mine: Vec<(String, String)> = Vec::new();
             let mut lat_us = Vec::new();
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
+            let every = (rate > 0).then(|| Duration::from_secs_f64(clients as f64 / rate as f64));
+            let mut next = Instant::now() + every.map(|e| e.mul_f64(rng.unit())).unwrap_or_default();
+            loop {
+                let t0 = match every {
+                    Some(e) => {
+                        let at = next;
+                        next += e;
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => Instant::now(),
+                };
+                if t0 >= deadline {
+                    break;
+                }
                 let (lat, lng) = (45.0 + 0.0081 * rng.unit(), 10.0 + 0.0116 * rng.unit()); // ~1 km × 1 km at 45°N
                 let start = now.plus_seconds(60 + (rng.unit() * 6600.0) as i64);
                 let v = wire_volume(&square(lat, lng, 0.00045, start, start.plus_seconds(600)));
@@ -768,7 +795,14 @@ async fn congested(root: &std::path::Path, clients: usize, secs: u64) -> Result<
         lat_us: all,
         errors: 0,
     };
-    println!("== congested area: {clients} clients in the same ~1 km² over HTTP, {secs} s");
+    let offered = if rate > 0 {
+        format!(", {rate} transactions/s offered (open loop)")
+    } else {
+        String::new()
+    };
+    println!(
+        "== congested area: {clients} clients in the same ~1 km² over HTTP, {secs} s{offered}"
+    );
     println!(
         "{}",
         m.line(
