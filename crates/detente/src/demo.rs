@@ -981,27 +981,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .await?
         .trim()
         .to_string();
-    let trusted = tlog::Verifier::parse(&vkey).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut size = 0;
-    for _ in 0..40 {
-        let note = c
-            .http
-            .get(format!("{base}/log/checkpoint"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let (n, _) = tlog::note::open(note.as_bytes(), std::slice::from_ref(&trusted))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let now = tlog::Checkpoint::parse(&n.text)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .size;
-        if now == size && size > 0 {
-            break;
-        }
-        size = now;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    // Wait for a checkpoint covering everything so far (the node signs
+    // one every 0.5 s while its log grows).
+    let size = checkpoint_covering_all(&alliance_data).await?;
     println!(
         "16. Every change above is an entry of the node's signed Merkle log: {size} entries under a checkpoint signed by"
     );
@@ -1018,16 +1000,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
 
     // 17. Evidence of the line: the FLASH, Federation's receipt and acknowledgement.
-    // Wait for a checkpoint covering everything so far.
-    for _ in 0..40 {
-        let (entries, latest) = store::read_log(&alliance_data)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-        if latest.is_some_and(|(s, _)| s as usize >= entries.len()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    checkpoint_covering_all(&alliance_data).await?;
     let line_bundle = data.join("evidence-flash");
     let _ = std::fs::remove_dir_all(&line_bundle);
     println!(
@@ -1159,6 +1132,23 @@ async fn until_conflicts(c: &mut Client, who: (&str, &str), n: usize) -> Result<
         c.base,
         last.len()
     )
+}
+
+/// The size of the node's newest checkpoint once it covers every entry of
+/// its log (waiting up to 12 s for the node to sign one).
+async fn checkpoint_covering_all(data: &std::path::Path) -> Result<u64> {
+    let mut covered = 0;
+    for _ in 0..40 {
+        let (entries, latest) = store::read_log(data)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        covered = latest.map_or(0, |(s, _)| s);
+        if covered as usize >= entries.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    Ok(covered)
 }
 
 /// Exports the entries about `entity` from a node's data folder and checks
