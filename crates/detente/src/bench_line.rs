@@ -222,12 +222,14 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
                 }
             }
             (liaison::Record::Receipt(r), None) if e.entry.origin == A => {
-                if let Some((t0, lane)) = sent_at.get(&r.leaf_hash) {
-                    let dt = e.entry.timestamp_ms.saturating_sub(*t0) as f64;
-                    if *lane == Precedence::Flash {
-                        flash_lat.push(dt);
-                    } else {
-                        last = last.max(e.entry.timestamp_ms);
+                for item in &r.items {
+                    if let Some((t0, lane)) = sent_at.get(&item.leaf_hash) {
+                        let dt = e.entry.timestamp_ms.saturating_sub(*t0) as f64;
+                        if *lane == Precedence::Flash {
+                            flash_lat.push(dt);
+                        } else {
+                            last = last.max(e.entry.timestamp_ms);
+                        }
                     }
                 }
             }

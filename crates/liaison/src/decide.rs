@@ -18,8 +18,9 @@ use uuid::Uuid;
 pub enum LineEvent {
     /// A new entry this node signs.
     Own(LineEntry),
-    /// A peer's record, appended verbatim and followed by this node's
-    /// signed receipt for it (`refused`: kept as evidence, not accepted).
+    /// A peer's record, appended verbatim; this node's signed receipt
+    /// follows the run of the peer's records it ends (`refused`: kept as
+    /// evidence, not accepted).
     Received {
         bytes: Vec<u8>,
         /// The record as decoded from `bytes` (decoded once).
@@ -46,6 +47,12 @@ pub enum LineOutcome {
     /// `receipt_index` of this node's log.
     Duplicate {
         receipt_index: u64,
+    },
+    /// A peer's record taken: its receipt, signed at the end of the run it
+    /// belongs to, is found under (lane, seq) in the inbound lane.
+    Received {
+        lane: Precedence,
+        seq: u64,
     },
 }
 
@@ -990,7 +997,7 @@ pub fn receive_as(
                 receipt_index: *i,
             })),
             None => Err(LineError::Conflict(format!(
-                "record {} of lane {} was received but its receipt is unknown",
+                "record {} of lane {} was received and is being committed with its receipt; resend",
                 env.seq, env.lane
             ))),
         };
@@ -1019,18 +1026,21 @@ pub fn receive_as(
     }
     let refused = refusal(state, from, &line.record, now, sigs);
     let (lane, seq) = (env.lane, env.seq);
-    Ok(LineDecision::commit(vec![LineEvent::Received {
-        origin: from.into(),
-        lane,
-        seq,
-        refused,
-        bytes,
-        entry: Box::new(line),
-    }]))
+    Ok(LineDecision {
+        events: vec![LineEvent::Received {
+            origin: from.into(),
+            lane,
+            seq,
+            refused,
+            bytes,
+            entry: Box::new(line),
+        }],
+        outcome: LineOutcome::Received { lane, seq },
+    })
 }
 
-/// A peer's signed receipt for one of this node's records, checked against
-/// what is pending, then kept.
+/// A peer's signed receipt for a run of this node's records, checked
+/// against what is pending, then kept.
 pub fn keep_receipt(
     state: &LineState,
     from: &str,
@@ -1040,7 +1050,10 @@ pub fn keep_receipt(
 }
 
 /// [`keep_receipt`], its signature already checked
-/// ([`record_signatures_ok`]) or not.
+/// ([`record_signatures_ok`]) or not. Every record it names must be one
+/// this node sent that peer, with the same bytes; it is kept if it names
+/// at least one still pending (a receipt already kept, or one for records
+/// another receipt covered, changes nothing).
 pub fn keep_receipt_as(
     state: &LineState,
     from: &str,
@@ -1065,57 +1078,97 @@ pub fn keep_receipt_as(
     };
     if r.origin != state.me() {
         return Err(LineError::RecordRefused(format!(
-            "the receipt is for {}'s record",
+            "the receipt is for {}'s records",
             r.origin
         )));
     }
-    let Some(lane) = state.out_lane(from, r.lane) else {
-        return Err(LineError::RecordRefused(
-            "no record was sent on that lane".into(),
-        ));
-    };
-    if r.seq <= lane.delivered && !lane.pending.contains_key(&r.seq) {
+    let mut pending = 0;
+    for item in &r.items {
+        let Some(lane) = state.out_lane(from, item.lane) else {
+            return Err(LineError::RecordRefused(format!(
+                "no record was sent on lane {}",
+                item.lane
+            )));
+        };
+        match lane.pending.get(&item.seq) {
+            Some(p) if p.leaf_hash == item.leaf_hash => pending += 1,
+            Some(_) => {
+                return Err(LineError::RecordRefused(format!(
+                    "the receipt names different bytes than record {} of lane {} sent",
+                    item.seq, item.lane
+                )));
+            }
+            None if item.seq <= lane.delivered => {}
+            None => {
+                return Err(LineError::RecordRefused(format!(
+                    "no record {} is pending on lane {}",
+                    item.seq, item.lane
+                )));
+            }
+        }
+    }
+    if pending == 0 {
         return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
     }
-    match lane.pending.get(&r.seq) {
-        Some(p) if p.leaf_hash == r.leaf_hash => Ok(LineDecision::commit(vec![LineEvent::Kept {
-            bytes,
-            entry: Box::new(line),
-            origin: from.into(),
-        }])),
-        Some(_) => Err(LineError::RecordRefused(
-            "the receipt is for different bytes than the record sent".into(),
-        )),
-        None => Err(LineError::RecordRefused(format!(
-            "no record {} is pending on lane {}",
-            r.seq, r.lane
-        ))),
-    }
+    Ok(LineDecision::commit(vec![LineEvent::Kept {
+        bytes,
+        entry: Box::new(line),
+        origin: from.into(),
+    }]))
 }
 
-/// The receipt entry body this node signs for a received record.
-/// `after` is this node's log right after the record was appended.
-pub fn receipt_entry(
-    origin: &str,
-    lane: Precedence,
-    seq: u64,
-    bytes: &[u8],
-    after: (u64, [u8; 32]),
-    refused: Option<String>,
-) -> LineEntry {
+/// The receipt entry body this node signs for a run of `origin`'s records
+/// (`items`, in log order); `after` is this node's log right after the
+/// last of them.
+pub fn receipt_entry(origin: &str, items: Vec<ReceiptItem>, after: (u64, [u8; 32])) -> LineEntry {
     LineEntry {
         record: Record::Receipt(Receipt {
             origin: origin.into(),
-            lane,
-            seq,
-            leaf_hash: tlog::hash::leaf_hash(bytes),
-            index: after.0.saturating_sub(1),
+            items,
             tree_size: after.0,
             root: after.1,
-            refused,
         }),
         envelope: None,
     }
+}
+
+/// Signs this node's receipt for the run of a peer's records appended
+/// since its last one (if any), appends it to the log whose frontier is
+/// `tree` and applies it: the leaf. A run ends before anything else is
+/// appended, at [`RECEIPT_ITEMS`] records, and at the end of every batch
+/// the store commits, so that a record and its receipt are always
+/// committed together and nothing else stands between them in the log.
+pub fn end_received_run(
+    state: &mut LineState,
+    signer: &tlog::NoteSigner,
+    now: Millis,
+    tree: &mut tlog::tree::Frontier,
+) -> Result<Option<Vec<u8>>, LineError> {
+    let Some((origin, items)) = state.unreceipted() else {
+        return Ok(None);
+    };
+    let receipt = receipt_entry(origin, items.to_vec(), (tree.size(), tree.root()));
+    let leaf = sign_entry(signer, now, &receipt)?;
+    let index = tree.size();
+    let hash = tlog::hash::leaf_hash(&leaf);
+    tree.push_hash(hash);
+    state.apply(&signer.name, index, hash, receipt);
+    Ok(Some(leaf))
+}
+
+fn sign_entry(
+    signer: &tlog::NoteSigner,
+    now: Millis,
+    entry: &LineEntry,
+) -> Result<Vec<u8>, LineError> {
+    let e = tlog::entry::Entry {
+        kind: entry.record.kind().to_string(),
+        origin: signer.name.clone(),
+        timestamp_ms: now,
+        body: entry.to_value(),
+    };
+    e.sign_to_bytes(signer)
+        .map_err(|e| LineError::invalid("body", e.to_string()))
 }
 
 /// Parses a log entry of the line (kind `line.*`) for [`LineState::apply`];
@@ -1138,9 +1191,10 @@ pub fn line_entry(leaf: &[u8]) -> Option<Result<(SignedEntry, LineEntry), LineEr
 
 /// Turns a decision's events into the leaves to append to the log whose
 /// frontier is `tree` (signing this node's entries with `signer`,
-/// timestamped `now`; a receipt names the root of the log right after its
-/// record), then applies them to `state` in order and advances `tree`.
-/// Nothing is applied or advanced if any leaf cannot be made.
+/// timestamped `now`), applies them to `state` in order and advances
+/// `tree`. A peer's records wait for [`end_received_run`]; anything else
+/// ends the run first (its receipt is the first leaf). Nothing is applied
+/// or advanced if any leaf cannot be made.
 pub fn append(
     state: &mut LineState,
     signer: &tlog::NoteSigner,
@@ -1148,64 +1202,65 @@ pub fn append(
     tree: &mut tlog::tree::Frontier,
     events: Vec<LineEvent>,
 ) -> Result<Vec<Vec<u8>>, LineError> {
-    let first_index = tree.size();
+    let mut own = Vec::new();
+    for ev in &events {
+        if let LineEvent::Own(entry) = ev {
+            own.push(sign_entry(signer, now, entry)?);
+        }
+    }
     let mut frontier = tree.clone();
-    let sign = |entry: &LineEntry| -> Result<Vec<u8>, LineError> {
-        let e = tlog::entry::Entry {
-            kind: entry.record.kind().to_string(),
-            origin: signer.name.clone(),
-            timestamp_ms: now,
-            body: entry.to_value(),
-        };
-        e.sign_to_bytes(signer)
-            .map_err(|e| LineError::invalid("body", e.to_string()))
-    };
     let mut leaves: Vec<Vec<u8>> = Vec::new();
-    let mut applied: Vec<(String, LineEntry)> = Vec::new();
+    let run_ends = state.unreceipted().is_some_and(|(from, items)| {
+        let mut received = 0;
+        let other = events.iter().any(|ev| match ev {
+            LineEvent::Received { origin, .. } => {
+                received += 1;
+                origin != from
+            }
+            _ => true,
+        });
+        other || items.len() + received > RECEIPT_ITEMS
+    });
+    if run_ends && let Some(leaf) = end_received_run(state, signer, now, &mut frontier)? {
+        leaves.push(leaf);
+    }
+    let mut own = own.into_iter();
     for ev in events {
+        let index = frontier.size();
         match ev {
             LineEvent::Own(entry) => {
-                let leaf = sign(&entry)?;
-                frontier.push(&leaf);
+                let Some(leaf) = own.next() else {
+                    return Err(LineError::invalid("", "an entry was not signed"));
+                };
+                let hash = tlog::hash::leaf_hash(&leaf);
+                frontier.push_hash(hash);
+                state.apply(&signer.name, index, hash, entry);
                 leaves.push(leaf);
-                applied.push((signer.name.clone(), entry));
             }
             LineEvent::Received {
                 bytes,
-                entry: parsed,
+                entry,
                 origin,
                 lane,
                 seq,
                 refused,
             } => {
-                let parsed = *parsed;
-                let after = frontier.push(&bytes);
-                let receipt = receipt_entry(&origin, lane, seq, &bytes, after, refused);
+                let hash = tlog::hash::leaf_hash(&bytes);
+                frontier.push_hash(hash);
+                state.apply_received(&origin, index, hash, *entry, lane, seq, refused);
                 leaves.push(bytes);
-                applied.push((origin, parsed));
-                let leaf = sign(&receipt)?;
-                frontier.push(&leaf);
-                leaves.push(leaf);
-                applied.push((signer.name.clone(), receipt));
             }
             LineEvent::Kept {
                 bytes,
                 entry,
                 origin,
             } => {
-                frontier.push(&bytes);
+                let hash = tlog::hash::leaf_hash(&bytes);
+                frontier.push_hash(hash);
+                state.apply(&origin, index, hash, *entry);
                 leaves.push(bytes);
-                applied.push((origin, *entry));
             }
         }
-    }
-    for (i, ((origin, entry), leaf)) in applied.into_iter().zip(&leaves).enumerate() {
-        state.apply(
-            &origin,
-            first_index + i as u64,
-            tlog::hash::leaf_hash(leaf),
-            entry,
-        );
     }
     *tree = frontier;
     Ok(leaves)

@@ -356,24 +356,39 @@ pub struct ChannelNotice {
     pub reason: String,
 }
 
-/// A node's signed statement that it appended a peer's record to its log.
+/// A node's signed statement that it appended a run of a peer's records
+/// to its log: one signature for every record of the run (DESIGN §1
+/// "receipt": "entry E of origin O is at index i of my log", for each E).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
-    /// The origin of the record received.
+    /// The origin of the records received.
     pub origin: String,
+    /// The records, in the order of the receiver's log (1 to
+    /// [`RECEIPT_ITEMS`]).
+    pub items: Vec<ReceiptItem>,
+    /// The receiver's log right after the last record: `tree_size` leaves
+    /// and their RFC 9162 root — a checkpoint's claim, signed with the
+    /// receipt, that includes every record named.
+    pub tree_size: u64,
+    pub root: [u8; 32],
+}
+
+/// One record named by a [`Receipt`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptItem {
     pub lane: Precedence,
     pub seq: u64,
     /// RFC 6962 leaf hash of the record's entry bytes.
     pub leaf_hash: [u8; 32],
     /// Where the receiver's log holds the record.
     pub index: u64,
-    /// The receiver's log right after the record: `index + 1` leaves and
-    /// their RFC 9162 root — a checkpoint's claim, signed with the receipt.
-    pub tree_size: u64,
-    pub root: [u8; 32],
     /// `None`: accepted; `Some(reason)`: kept as evidence, refused.
     pub refused: Option<String>,
 }
+
+/// Most records one receipt names (≈ 100 bytes each: the entry stays far
+/// below the log's 64 KiB).
+pub const RECEIPT_ITEMS: usize = 256;
 
 /// A record of the line, the body of one log entry.
 #[derive(Clone, Debug, PartialEq)]
@@ -978,13 +993,25 @@ impl Record {
             ]),
             Record::Receipt(r) => map(vec![
                 ("origin", t(&r.origin)),
-                ("lane", t(r.lane.as_str())),
-                ("seq", Value::Uint(r.seq)),
-                ("leaf_hash", Value::Bytes(r.leaf_hash.to_vec())),
-                ("index", Value::Uint(r.index)),
+                (
+                    "items",
+                    Value::Array(
+                        r.items
+                            .iter()
+                            .map(|i| {
+                                map(vec![
+                                    ("lane", t(i.lane.as_str())),
+                                    ("seq", Value::Uint(i.seq)),
+                                    ("leaf_hash", Value::Bytes(i.leaf_hash.to_vec())),
+                                    ("index", Value::Uint(i.index)),
+                                    ("refused", opt_text(&i.refused)),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
                 ("tree_size", Value::Uint(r.tree_size)),
                 ("root", Value::Bytes(r.root.to_vec())),
-                ("refused", opt_text(&r.refused)),
             ]),
         }
     }
@@ -1148,29 +1175,46 @@ impl Record {
                 }
             }
             "line.receipt" => {
-                let f = Fields::new(
-                    v,
-                    "receipt",
-                    &[
-                        "origin",
-                        "lane",
-                        "seq",
-                        "leaf_hash",
-                        "index",
-                        "tree_size",
-                        "root",
-                        "refused",
-                    ],
-                )?;
+                let f = Fields::new(v, "receipt", &["origin", "items", "tree_size", "root"])?;
+                let Value::Array(a) = f.get("items")? else {
+                    return Err(malformed("receipt", "items must be an array"));
+                };
+                if a.is_empty() || a.len() > RECEIPT_ITEMS {
+                    return Err(malformed(
+                        "receipt",
+                        format!("a receipt names 1 to {RECEIPT_ITEMS} records"),
+                    ));
+                }
+                let tree_size = f.u64("tree_size")?;
+                let items = a
+                    .iter()
+                    .map(|v| {
+                        let i = Fields::new(
+                            v,
+                            "receipt item",
+                            &["lane", "seq", "leaf_hash", "index", "refused"],
+                        )?;
+                        let item = ReceiptItem {
+                            lane: i.named("lane", Precedence::parse)?,
+                            seq: i.u64("seq")?,
+                            leaf_hash: i.bytes("leaf_hash")?,
+                            index: i.u64("index")?,
+                            refused: i.opt_text("refused")?,
+                        };
+                        if item.index >= tree_size {
+                            return Err(malformed(
+                                "receipt item",
+                                "index must be below the receipt's tree_size",
+                            ));
+                        }
+                        Ok(item)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 Record::Receipt(Receipt {
                     origin: f.text("origin")?,
-                    lane: f.named("lane", Precedence::parse)?,
-                    seq: f.u64("seq")?,
-                    leaf_hash: f.bytes("leaf_hash")?,
-                    index: f.u64("index")?,
-                    tree_size: f.u64("tree_size")?,
+                    items,
+                    tree_size,
                     root: f.bytes("root")?,
-                    refused: f.opt_text("refused")?,
                 })
             }
             other => {
@@ -1369,13 +1413,24 @@ mod tests {
             },
             Record::Receipt(Receipt {
                 origin: "alliance".into(),
-                lane: Precedence::Routine,
-                seq: 4,
-                leaf_hash: [9; 32],
-                index: 77,
+                items: vec![
+                    ReceiptItem {
+                        lane: Precedence::Routine,
+                        seq: 4,
+                        leaf_hash: [9; 32],
+                        index: 76,
+                        refused: Some("revoked".into()),
+                    },
+                    ReceiptItem {
+                        lane: Precedence::Flash,
+                        seq: 1,
+                        leaf_hash: [8; 32],
+                        index: 77,
+                        refused: None,
+                    },
+                ],
                 tree_size: 78,
                 root: [3; 32],
-                refused: Some("revoked".into()),
             }),
         ];
         for (i, r) in records.into_iter().enumerate() {
@@ -1462,6 +1517,42 @@ mod tests {
         }
         assert!(Message::from_value(&v).is_err());
         assert!(Record::from_value("line.nope", &Value::Null).is_err());
+    }
+
+    #[test]
+    fn a_receipt_names_one_to_the_limit_of_records_each_within_its_tree() {
+        let item = |index| ReceiptItem {
+            lane: Precedence::Routine,
+            seq: index + 1,
+            leaf_hash: [1; 32],
+            index,
+            refused: None,
+        };
+        let receipt = |items: Vec<ReceiptItem>, tree_size| {
+            Record::Receipt(Receipt {
+                origin: "alliance".into(),
+                items,
+                tree_size,
+                root: [0; 32],
+            })
+            .to_value()
+        };
+        let full: Vec<ReceiptItem> = (0..RECEIPT_ITEMS as u64).map(item).collect();
+        let v = receipt(full.clone(), RECEIPT_ITEMS as u64);
+        assert!(Record::from_value("line.receipt", &v).is_ok());
+        assert!(cbor::encode(&v).len() < 60 * 1024);
+        let mut over = full;
+        over.push(item(RECEIPT_ITEMS as u64));
+        for (items, size, why) in [
+            (vec![], 1, "no record"),
+            (over, RECEIPT_ITEMS as u64 + 1, "too many records"),
+            (vec![item(5)], 5, "a record outside the tree"),
+        ] {
+            assert!(
+                Record::from_value("line.receipt", &receipt(items, size)).is_err(),
+                "{why}"
+            );
+        }
     }
 
     #[test]

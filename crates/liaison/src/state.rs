@@ -110,7 +110,13 @@ pub struct LineState {
     order: Vec<Uuid>,
     out: HashMap<(String, Precedence), OutLane>,
     inbound: HashMap<(String, Precedence), InLane>,
-    awaiting: Option<Awaiting>,
+    /// Replaying the log: the peer's records since this node's last
+    /// receipt, which take effect (or are refused) when the receipt that
+    /// names them comes.
+    awaiting: Vec<Awaiting>,
+    /// Deciding live: the peer (origin) and the receipt items of the run
+    /// of its records appended since this node's last receipt.
+    unreceipted: Option<(String, Vec<ReceiptItem>)>,
     areas: BTreeMap<String, Vec<Vec<(f64, f64)>>>,
     /// (peer, entity id) of this party's intents and constraints the peer holds.
     shared: std::collections::HashSet<(String, String)>,
@@ -136,7 +142,8 @@ impl LineState {
             order: Vec::new(),
             out: HashMap::new(),
             inbound: HashMap::new(),
-            awaiting: None,
+            awaiting: Vec::new(),
+            unreceipted: None,
             areas: BTreeMap::new(),
             shared: std::collections::HashSet::new(),
             contact: std::collections::BTreeSet::new(),
@@ -187,45 +194,100 @@ impl LineState {
         }
         match entry.record {
             Record::Receipt(r) if r.origin == self.me => {
-                let lane = self.out.entry((origin.to_string(), r.lane)).or_default();
-                lane.delivered = lane.delivered.max(r.seq);
-                if let Some(p) = lane.pending.remove(&r.seq)
-                    && let Some(id) = p.message
-                    && let Some(m) = self.messages.get_mut(&id)
-                {
-                    m.delivery = match r.refused {
-                        None => Delivery::Delivered { index: r.index },
-                        Some(reason) => Delivery::Refused { reason },
-                    };
+                for item in r.items {
+                    let lane = self.out.entry((origin.to_string(), item.lane)).or_default();
+                    lane.delivered = lane.delivered.max(item.seq);
+                    if let Some(p) = lane.pending.remove(&item.seq)
+                        && let Some(id) = p.message
+                        && let Some(m) = self.messages.get_mut(&id)
+                    {
+                        m.delivery = match item.refused {
+                            None => Delivery::Delivered { index: item.index },
+                            Some(reason) => Delivery::Refused { reason },
+                        };
+                    }
                 }
             }
-            _ => {
-                self.awaiting = Some(Awaiting {
-                    origin: origin.to_string(),
-                    index,
-                    leaf_hash,
-                    entry,
-                })
+            _ => self.awaiting.push(Awaiting {
+                origin: origin.to_string(),
+                index,
+                leaf_hash,
+                entry,
+            }),
+        }
+    }
+
+    /// A peer's record this node has just appended to its log, while
+    /// deciding (not replaying): it takes effect now — the records after
+    /// it are decided against it — and waits for this node's receipt for
+    /// the run it belongs to ([`LineState::unreceipted`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_received(
+        &mut self,
+        origin: &str,
+        index: u64,
+        leaf_hash: [u8; 32],
+        entry: LineEntry,
+        lane: Precedence,
+        seq: u64,
+        refused: Option<String>,
+    ) {
+        let l = self.inbound.entry((origin.to_string(), lane)).or_default();
+        l.received = l.received.max(seq);
+        self.take_effect(origin, index, entry.record, refused.clone());
+        let item = ReceiptItem {
+            lane,
+            seq,
+            leaf_hash,
+            index,
+            refused,
+        };
+        match &mut self.unreceipted {
+            Some((o, items)) if o == origin => items.push(item),
+            _ => self.unreceipted = Some((origin.to_string(), vec![item])),
+        }
+    }
+
+    /// The peer and receipt items of the records appended since this
+    /// node's last receipt (deciding live), if any.
+    pub fn unreceipted(&self) -> Option<(&str, &[ReceiptItem])> {
+        self.unreceipted
+            .as_ref()
+            .map(|(o, items)| (o.as_str(), items.as_slice()))
+    }
+
+    /// This node's receipt for the run of peer records just before it.
+    fn issued_receipt(&mut self, index: u64, r: Receipt) {
+        for item in &r.items {
+            let lane = self
+                .inbound
+                .entry((r.origin.clone(), item.lane))
+                .or_default();
+            lane.received = lane.received.max(item.seq);
+            lane.receipts.insert(item.seq, index);
+        }
+        if self
+            .unreceipted
+            .as_ref()
+            .is_some_and(|(o, _)| *o == r.origin)
+        {
+            self.unreceipted = None;
+        }
+        // Replaying: the records it names take effect now, in log order.
+        for a in std::mem::take(&mut self.awaiting) {
+            if let Some(item) = r.items.iter().find(|i| i.leaf_hash == a.leaf_hash) {
+                self.take_effect(&a.origin, a.index, a.entry.record, item.refused.clone());
             }
         }
     }
 
-    /// This node's receipt for the peer record just before it.
-    fn issued_receipt(&mut self, index: u64, r: Receipt) {
-        let lane = self.inbound.entry((r.origin.clone(), r.lane)).or_default();
-        lane.received = lane.received.max(r.seq);
-        lane.receipts.insert(r.seq, index);
-        let Some(a) = self.awaiting.take() else {
-            return;
-        };
-        if a.leaf_hash != r.leaf_hash {
-            return;
-        }
-        match (r.refused, a.entry.record) {
-            (None, record) => self.effect(&a.origin, a.index, record),
+    /// A received record's effect: accepted, or kept and visibly refused.
+    fn take_effect(&mut self, origin: &str, index: u64, record: Record, refused: Option<String>) {
+        match (refused, record) {
+            (None, record) => self.effect(origin, index, record),
             (Some(reason), Record::Message(m)) => {
                 // Kept, visibly refused: the host's operators see attempts.
-                self.insert_message(m, a.index, false, Delivery::Refused { reason });
+                self.insert_message(m, index, false, Delivery::Refused { reason });
             }
             (Some(_), _) => {}
         }

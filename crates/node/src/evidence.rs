@@ -90,12 +90,15 @@ impl<'a> Selector<'a> {
                 self.peers.insert(name, key);
             }
             if let Some(id) = &self.s.entity {
-                // A receipt names the leaf hash of the record it is for.
+                // A receipt names the leaf hashes of the records it is for.
                 let receipt_of_selected = e.entry.kind == "line.receipt"
-                    && matches!(
-                        field(&e.entry.body, "record").and_then(|r| field(r, "leaf_hash")),
-                        Some(Value::Bytes(h)) if self.selected_leaves.contains(h.as_slice())
-                    );
+                    && match field(&e.entry.body, "record").and_then(|r| field(r, "items")) {
+                        Some(Value::Array(items)) => items.iter().any(|i| {
+                            matches!(field(i, "leaf_hash"),
+                                Some(Value::Bytes(h)) if self.selected_leaves.contains(h.as_slice()))
+                        }),
+                        _ => false,
+                    };
                 if body_id(&e) != Some(id.as_str()) && !receipt_of_selected {
                     continue;
                 }

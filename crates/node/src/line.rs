@@ -14,9 +14,9 @@ use uuid::Uuid;
 /// Most records accepted in one request from a peer.
 pub const MAX_RECORDS_PER_REQUEST: usize = 512;
 
-/// What receiving a batch of a peer's records came to: one signed receipt
-/// (the receipt entry's bytes) per record taken, in order; `stopped` says
-/// why the rest was not.
+/// What receiving a batch of a peer's records came to: the signed receipts
+/// (the receipt entries' bytes) naming the records taken, in order;
+/// `stopped` says why the rest was not.
 #[derive(Debug)]
 pub struct Received {
     pub receipts: Vec<Vec<u8>>,
@@ -199,8 +199,9 @@ impl Line {
         self.commit(move |s| decide::acknowledge(s, a, now)).await
     }
 
-    /// Takes a peer's records in order, each durable with its receipt
-    /// before the receipts are returned.
+    /// Takes a peer's records in order, each durable with the receipt that
+    /// names it before the receipts are returned (one receipt names a run
+    /// of records: each receipt is returned once, in log order).
     pub async fn receive(&self, from: &str, records: Vec<Vec<u8>>) -> Result<Received, NodeError> {
         if records.len() > MAX_RECORDS_PER_REQUEST {
             return Err(LineError::invalid(
@@ -253,31 +254,43 @@ impl Line {
             receipts: vec![],
             stopped: None,
         };
+        // The log index of the receipt naming each record taken, in order.
+        let mut receipt_at: Vec<u64> = Vec::new();
         for r in results {
             match r? {
-                Ok(c) => match c.outcome {
-                    LineOutcome::Duplicate { receipt_index } => {
-                        let mut l = self.store.log_leaves(vec![receipt_index]).await?;
-                        let Some((_, bytes)) = l.pop() else {
-                            // The first copy's batch is still being synced.
-                            out.stopped = Some(LineError::Conflict(
-                                "the record's first copy is still being committed; resend".into(),
-                            ));
-                            break;
-                        };
-                        out.receipts.push(bytes);
+                Ok(c) => {
+                    let index = match c.outcome {
+                        LineOutcome::Duplicate { receipt_index } => Some(receipt_index),
+                        LineOutcome::Received { lane, seq } => self.read(|s| {
+                            s.in_lane(from, lane)
+                                .and_then(|l| l.receipts.get(&seq).copied())
+                        })?,
+                        _ => None,
+                    };
+                    let Some(index) = index else {
+                        return Err(StoreError("a received record has no receipt".into()).into());
+                    };
+                    if receipt_at.last() != Some(&index) {
+                        receipt_at.push(index);
                     }
-                    _ => {
-                        let Some(receipt) = c.leaves.last() else {
-                            return Err(
-                                StoreError("a received record left no receipt".into()).into()
-                            );
-                        };
-                        out.receipts.push(receipt.clone());
-                    }
-                },
+                }
                 Err(e) => {
                     out.stopped = Some(e);
+                    break;
+                }
+            }
+        }
+        // One receipt names a run of records: each is returned once.
+        receipt_at.dedup();
+        let found = self.store.log_leaves(receipt_at.clone()).await?;
+        for index in receipt_at {
+            match found.iter().find(|(i, _)| *i == index) {
+                Some((_, bytes)) => out.receipts.push(bytes.clone()),
+                None => {
+                    // The first copy's batch is still being synced.
+                    out.stopped = Some(LineError::Conflict(
+                        "the record's first copy is still being committed; resend".into(),
+                    ));
                     break;
                 }
             }

@@ -1126,7 +1126,7 @@ impl Decider {
             })
             .flatten()
             .collect();
-        let (mut leaves, encoded) = match encoded {
+        let (mut leaves, mut encoded) = match encoded {
             Ok(()) => match sign_all(signer, &events) {
                 Ok(l) => (l, Ok(())),
                 Err(e) => (Vec::new(), Err(e)),
@@ -1243,6 +1243,15 @@ impl Decider {
                     leaves.extend(c.leaves.iter().cloned());
                 }
                 line_replies.push((reply, Ok(r)));
+            }
+            // The peer records of this batch are receipted in it: a record
+            // and its receipt commit together.
+            match liaison::decide::end_received_run(&mut ls, &signer.signer, now_ms, &mut frontier)
+            {
+                Ok(receipt) => leaves.extend(receipt),
+                Err(e) => {
+                    encoded = Err(StoreError(format!("signing a receipt: {e}")));
+                }
             }
             seq = st.seq();
             line_us = t_line.elapsed().as_micros() as u64;

@@ -121,7 +121,13 @@ impl Frontier {
 
     /// Appends a leaf (its data); returns the new size and root.
     pub fn push(&mut self, data: &[u8]) -> (u64, Hash) {
-        let mut h = leaf_hash(data);
+        self.push_hash(leaf_hash(data));
+        (self.size, self.root())
+    }
+
+    /// Appends a leaf by its RFC 6962 leaf hash (the root is not computed).
+    pub fn push_hash(&mut self, leaf: Hash) {
+        let mut h = leaf;
         let mut level = 0u8;
         while let Some((l, left)) = self.peaks.last().copied() {
             if l != level {
@@ -133,7 +139,6 @@ impl Frontier {
         }
         self.peaks.push((level, h));
         self.size += 1;
-        (self.size, self.root())
     }
 
     /// RFC 9162 §2.1.1 root: the peaks folded from the right.

@@ -29,11 +29,34 @@ impl Node {
     fn vkey(&self) -> String {
         self.signer.verifier().to_vkey()
     }
+    /// Commits one decision as a batch of its own (as the store's writer
+    /// would with nothing else queued).
     fn run(&mut self, d: Result<LineDecision, LineError>, now: Millis) -> LineOutcome {
+        let out = self.run_in_batch(d, now);
+        self.end_batch(now);
+        out
+    }
+    /// Appends one decision of a batch still being decided.
+    fn run_in_batch(&mut self, d: Result<LineDecision, LineError>, now: Millis) -> LineOutcome {
         let d = d.unwrap();
         let leaves = append(&mut self.state, &self.signer, now, &mut self.tree, d.events).unwrap();
         self.log.extend(leaves);
         d.outcome
+    }
+    /// The end of a batch: the run of received records is receipted.
+    fn end_batch(&mut self, now: Millis) {
+        let leaf = end_received_run(&mut self.state, &self.signer, now, &mut self.tree).unwrap();
+        self.log.extend(leaf);
+    }
+    /// Where this node's receipt for `outcome`'s record is.
+    fn receipt_index(&self, from: &str, outcome: &LineOutcome) -> u64 {
+        match outcome {
+            LineOutcome::Duplicate { receipt_index } => *receipt_index,
+            LineOutcome::Received { lane, seq } => {
+                self.state.in_lane(from, *lane).unwrap().receipts[seq]
+            }
+            other => panic!("not a received record: {other:?}"),
+        }
     }
     /// A fresh state rebuilt from the log alone.
     fn replayed(&self) -> LineState {
@@ -48,20 +71,33 @@ impl Node {
     }
 }
 
-/// Delivers everything pending from `a` to `b` (all lanes, FLASH first) and
-/// keeps the receipts at `a`; returns how many records crossed.
+/// Delivers everything pending from `a` to `b` (all lanes, FLASH first, a
+/// lane's records as one batch at `b`) and keeps the receipts at `a`;
+/// returns how many records crossed.
 fn deliver(a: &mut Node, b: &mut Node, now: Millis) -> usize {
     let mut n = 0;
     for lane in Precedence::ALL {
+        let mut receipts: Vec<u64> = Vec::new();
         for (_, p) in a.state.pending(b.state.me(), *lane, usize::MAX) {
             let bytes = a.log[p.index as usize].clone();
-            let out = b.run(receive(&b.state, a.state.me(), bytes, now), now);
-            let receipt = match out {
-                LineOutcome::Duplicate { receipt_index } => b.log[receipt_index as usize].clone(),
-                _ => b.log.last().unwrap().clone(),
-            };
-            a.run(keep_receipt(&a.state, b.state.me(), receipt), now);
+            let out = b.run_in_batch(receive(&b.state, a.state.me(), bytes, now), now);
+            receipts.push(match out {
+                LineOutcome::Duplicate { receipt_index } => receipt_index,
+                _ => u64::MAX,
+            });
             n += 1;
+        }
+        b.end_batch(now);
+        let at = b.log.len() as u64 - 1;
+        for i in &mut receipts {
+            if *i == u64::MAX {
+                *i = at;
+            }
+        }
+        receipts.dedup();
+        for i in receipts {
+            let receipt = b.log[i as usize].clone();
+            a.run(keep_receipt(&a.state, b.state.me(), receipt), now);
         }
     }
     n
@@ -256,8 +292,9 @@ fn a_resent_record_gets_the_same_receipt_and_a_gap_is_refused() {
             ..
         })
     ));
-    a.run(receive(&a.state, F, bytes(0), T0), T0);
+    let out = a.run(receive(&a.state, F, bytes(0), T0), T0);
     let first_receipt = a.log.len() - 1;
+    assert_eq!(a.receipt_index(F, &out), first_receipt as u64);
     let size = a.log.len();
     // Resent: nothing appended, the same receipt.
     assert_eq!(
@@ -267,6 +304,19 @@ fn a_resent_record_gets_the_same_receipt_and_a_gap_is_refused() {
         }
     );
     assert_eq!(a.log.len(), size);
+    // Resent while its batch is still being decided: refused, to be resent.
+    a.run_in_batch(receive(&a.state, F, bytes(1), T0), T0);
+    assert!(matches!(
+        receive(&a.state, F, bytes(1), T0),
+        Err(LineError::Conflict(_))
+    ));
+    a.end_batch(T0);
+    assert_eq!(
+        a.run(receive(&a.state, F, bytes(1), T0), T0),
+        LineOutcome::Duplicate {
+            receipt_index: a.log.len() as u64 - 1
+        }
+    );
 }
 
 #[test]
@@ -609,7 +659,17 @@ fn a_receipt_for_other_bytes_is_refused() {
         T0,
     );
     // Alliance signs a receipt naming other bytes.
-    let wrong = receipt_entry(F, Precedence::Routine, 1, b"other", (1, [0; 32]), None);
+    let wrong = receipt_entry(
+        F,
+        vec![ReceiptItem {
+            lane: Precedence::Routine,
+            seq: 1,
+            leaf_hash: tlog::leaf_hash(b"other"),
+            index: 0,
+            refused: None,
+        }],
+        (1, [0; 32]),
+    );
     let bytes = tlog::entry::Entry {
         kind: "line.receipt".into(),
         origin: A.into(),
@@ -763,12 +823,156 @@ fn a_receipt_names_the_receiver_s_log_root_right_after_the_record() {
         panic!("not a receipt");
     };
     let mut tree = tlog::tree::MemoryTree::new();
-    for leaf in &a.log[..=r.index as usize] {
+    for leaf in &a.log[..a.log.len() - 1] {
         tree.append(leaf);
     }
-    assert_eq!(r.tree_size, r.index + 1);
+    let [item] = &r.items[..] else {
+        panic!("one record, one item: {:?}", r.items);
+    };
+    assert_eq!(r.tree_size, item.index + 1);
     assert_eq!(tree.root(r.tree_size).unwrap(), r.root);
-    assert_eq!(r.leaf_hash, tlog::leaf_hash(&a.log[r.index as usize]));
+    assert_eq!(item.leaf_hash, tlog::leaf_hash(&a.log[item.index as usize]));
+}
+
+#[test]
+fn one_receipt_names_a_run_of_records_which_replays_to_the_same_state() {
+    let (mut a, mut f, s1, s2, _) = peered();
+    // A member registered, then messages from them on two lanes, then an
+    // acknowledgement of one of Alliance's messages: the records after the
+    // registration are decided against it within the same batch.
+    let m1 = text(A, F, &s1, 1, Sphere::DirectLine, Precedence::Routine);
+    a.run(send_message(&a.state, m1.clone(), T0), T0);
+    deliver(&mut a, &mut f, T0);
+    let (s3, m3) = member(3, &[Sphere::Military]);
+    f.run(register_member(&f.state, m3), T0);
+    let mut sent = vec![];
+    for seq in 1..=3 {
+        let m = text(F, A, &s2, seq, Sphere::Military, Precedence::Routine);
+        sent.push(m.value.id);
+        f.run(send_message(&f.state, m, T0), T0);
+    }
+    let ack = s2.sign_ack(Ack {
+        message: m1.value.id,
+        from: F.into(),
+        to: A.into(),
+        by: s2.key(),
+        verdict: AckVerdict::Accept,
+        text: "wilco".into(),
+        at_ms: T0,
+    });
+    f.run(acknowledge(&f.state, ack, T0), T0);
+    let size = a.log.len();
+    let records: Vec<Vec<u8>> = Precedence::ALL
+        .iter()
+        .flat_map(|l| f.state.pending(A, *l, usize::MAX))
+        .map(|(_, p)| f.log[p.index as usize].clone())
+        .collect();
+    assert!(records.len() >= 5, "{}", records.len());
+    let outs: Vec<LineOutcome> = records
+        .iter()
+        .map(|r| a.run_in_batch(receive(&a.state, F, r.clone(), T0), T0))
+        .collect();
+    a.end_batch(T0);
+    // The records, then one receipt naming each of them in order.
+    assert_eq!(a.log.len(), size + records.len() + 1);
+    let at = a.log.len() as u64 - 1;
+    for o in &outs {
+        assert_eq!(a.receipt_index(F, o), at);
+    }
+    let e = tlog::entry::SignedEntry::parse(&a.log[at as usize]).unwrap();
+    e.verify(&a.signer.verifier()).unwrap();
+    let Record::Receipt(r) = LineEntry::from_value(&e.entry.kind, &e.entry.body)
+        .unwrap()
+        .record
+    else {
+        panic!("not a receipt");
+    };
+    assert_eq!(
+        r.items.iter().map(|i| i.leaf_hash).collect::<Vec<_>>(),
+        records
+            .iter()
+            .map(|b| tlog::leaf_hash(b))
+            .collect::<Vec<_>>()
+    );
+    assert!(r.items.iter().all(|i| i.refused.is_none()), "{:?}", r.items);
+    assert_eq!(r.tree_size, at);
+    // Alliance sees the messages and the acknowledgement...
+    for id in &sent {
+        assert!(a.state.message(id).is_some());
+    }
+    assert!(a.state.message(&m1.value.id).unwrap().ack.is_some());
+    assert!(a.state.member(&s3.key()).is_some());
+    // ...and so does a state rebuilt from its log alone.
+    let replayed = a.replayed();
+    assert!(replayed.member(&s3.key()).is_some());
+    for id in &sent {
+        assert_eq!(
+            replayed.message(id).map(|m| m.index),
+            a.state.message(id).map(|m| m.index)
+        );
+    }
+    assert!(replayed.message(&m1.value.id).unwrap().ack.is_some());
+    // Federation keeps the one receipt: every record is delivered.
+    f.run(keep_receipt(&f.state, A, a.log[at as usize].clone()), T0);
+    for l in Precedence::ALL {
+        assert!(f.state.pending(A, *l, usize::MAX).is_empty(), "{l}");
+    }
+    for id in &sent {
+        assert!(matches!(
+            f.state.message(id).unwrap().delivery,
+            Delivery::Delivered { .. }
+        ));
+    }
+    // Kept again: nothing to do.
+    assert_eq!(
+        keep_receipt(&f.state, A, a.log[at as usize].clone())
+            .unwrap()
+            .outcome,
+        LineOutcome::AlreadyDone
+    );
+}
+
+#[test]
+fn a_run_ends_before_this_node_appends_anything_else_and_at_its_size_limit() {
+    let (mut a, mut f, s1, s2, _) = peered();
+    for seq in 1..=(RECEIPT_ITEMS as u64 + 2) {
+        let m = text(F, A, &s2, seq, Sphere::Military, Precedence::Routine);
+        f.run(send_message(&f.state, m, T0), T0);
+    }
+    let records: Vec<Vec<u8>> = f
+        .state
+        .pending(A, Precedence::Routine, usize::MAX)
+        .into_iter()
+        .map(|(_, p)| f.log[p.index as usize].clone())
+        .collect();
+    let start = a.log.len();
+    for r in &records {
+        a.run_in_batch(receive(&a.state, F, r.clone(), T0), T0);
+    }
+    // RECEIPT_ITEMS records, their receipt, then the rest (unreceipted).
+    assert_eq!(a.log.len(), start + records.len() + 1);
+    let receipt = |bytes: &[u8]| {
+        let e = tlog::entry::SignedEntry::parse(bytes).unwrap();
+        match LineEntry::from_value(&e.entry.kind, &e.entry.body)
+            .unwrap()
+            .record
+        {
+            Record::Receipt(r) => Some(r),
+            _ => None,
+        }
+    };
+    let r = receipt(&a.log[start + RECEIPT_ITEMS]).unwrap();
+    assert_eq!(r.items.len(), RECEIPT_ITEMS);
+    assert_eq!(a.state.unreceipted().unwrap().1.len(), 2);
+    // Alliance's own message ends the run first.
+    let m = text(A, F, &s1, 1, Sphere::DirectLine, Precedence::Routine);
+    a.run_in_batch(send_message(&a.state, m, T0), T0);
+    let n = a.log.len();
+    assert_eq!(receipt(&a.log[n - 2]).unwrap().items.len(), 2);
+    assert!(receipt(&a.log[n - 1]).is_none());
+    assert!(a.state.unreceipted().is_none());
+    a.end_batch(T0);
+    assert_eq!(a.log.len(), n, "nothing left to receipt");
 }
 
 #[test]
