@@ -17,6 +17,9 @@ pub enum Event {
     ConstraintUpserted(Constraint),
     ConstraintRemoved(EntityId),
     SubscriptionUpserted(Subscription),
+    /// Subscriptions whose notification index a write bumped: (id, the new
+    /// index). Nothing else of them changes.
+    SubscriptionsNotified(Vec<(SubscriptionId, i32)>),
     SubscriptionRemoved(SubscriptionId),
     AvailabilitySet(UssAvailability),
     ReportFiled(Report),
@@ -141,25 +144,63 @@ pub fn transition_allowed(
     }
 }
 
+/// The subscriptions one write changes: written whole (an implicit
+/// subscription made or updated), or only notified (index bumped).
+#[derive(Default)]
+struct SubscriptionChanges {
+    upserted: BTreeMap<SubscriptionId, Subscription>,
+    notified: BTreeMap<SubscriptionId, i32>,
+}
+
+impl SubscriptionChanges {
+    /// The events, before the write's own: the subscriptions written
+    /// whole, then one event for all the notified ones.
+    fn into_events(self) -> Vec<Event> {
+        let mut events: Vec<Event> = self
+            .upserted
+            .into_values()
+            .map(Event::SubscriptionUpserted)
+            .collect();
+        if !self.notified.is_empty() {
+            events.push(Event::SubscriptionsNotified(
+                self.notified.into_iter().collect(),
+            ));
+        }
+        events
+    }
+}
+
 /// Bumps the notification index of every subscription (with `wants`) whose
-/// extents meet `volumes`, collecting the changed subscriptions in `changed`.
+/// extents meet `volumes`, collecting the changes in `changed`.
 fn notify(
     state: &AirspaceState,
     volumes: &[PreparedVolume],
     wants: impl Fn(&Subscription) -> bool,
-    changed: &mut BTreeMap<SubscriptionId, Subscription>,
+    changed: &mut SubscriptionChanges,
 ) -> Vec<SubscriberToNotify> {
     let mut by_url: BTreeMap<String, Vec<(SubscriptionId, i32)>> = BTreeMap::new();
     for s in state.subscriptions_intersecting(volumes) {
         if !wants(s) {
             continue;
         }
-        let entry = changed.entry(s.id).or_insert_with(|| s.clone());
-        entry.notification_index = entry.notification_index.saturating_add(1);
-        by_url
-            .entry(entry.uss_base_url.clone())
-            .or_default()
-            .push((s.id, entry.notification_index));
+        // A subscription this write also rewrites is notified at its new URL.
+        let (index, url) = match changed.upserted.get_mut(&s.id) {
+            Some(u) => {
+                u.notification_index = u.notification_index.saturating_add(1);
+                (u.notification_index, &u.uss_base_url)
+            }
+            None => {
+                let i = changed.notified.entry(s.id).or_insert(s.notification_index);
+                *i = i.saturating_add(1);
+                (*i, &s.uss_base_url)
+            }
+        };
+        match by_url.get_mut(url) {
+            Some(v) => v.push((s.id, index)),
+            None => {
+                by_url.insert(url.clone(), vec![(s.id, index)]);
+            }
+        }
     }
     by_url
         .into_iter()
@@ -238,7 +279,7 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
     check_entity_extents(&cmd.extents, cmd.now)?;
     let seq = state.seq() + 1;
     let (time_start, time_end) = time_bounds(&cmd.extents);
-    let mut changed: BTreeMap<SubscriptionId, Subscription> = BTreeMap::new();
+    let mut changed = SubscriptionChanges::default();
 
     // Which subscription will keep this intent's manager informed.
     let old_sub = existing.and_then(|o| o.subscription_id);
@@ -294,7 +335,7 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
                 "the implicit subscription is shared with other operational intents it would no longer cover",
             ));
         }
-        changed.insert(
+        changed.upserted.insert(
             id,
             Subscription {
                 id,
@@ -335,6 +376,7 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
             .collect();
         let checks_constraints = match subscription_id {
             Some(sid) => changed
+                .upserted
                 .get(&sid)
                 .or_else(|| state.subscription(&sid))
                 .is_some_and(|s| s.notify_for_constraints),
@@ -383,10 +425,7 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
         |s| s.notify_for_operational_intents && Some(s.id) != fresh_implicit,
         &mut changed,
     );
-    let mut events: Vec<Event> = changed
-        .into_values()
-        .map(Event::SubscriptionUpserted)
-        .collect();
+    let mut events = changed.into_events();
     events.push(Event::IntentUpserted(intent.clone()));
     if old_sub != subscription_id {
         drop_orphaned_implicit(state, old_sub, cmd.id, &mut events);
@@ -430,7 +469,7 @@ pub fn delete_intent(state: &AirspaceState, cmd: DeleteIntent) -> Result<Decisio
             action: "delete an operational intent",
         });
     }
-    let mut changed = BTreeMap::new();
+    let mut changed = SubscriptionChanges::default();
     let mut events = Vec::new();
     drop_orphaned_implicit(state, old.subscription_id, old.id, &mut events);
     let removed: HashSet<SubscriptionId> = events
@@ -449,10 +488,7 @@ pub fn delete_intent(state: &AirspaceState, cmd: DeleteIntent) -> Result<Decisio
         |s| s.notify_for_operational_intents && !removed.contains(&s.id),
         &mut changed,
     );
-    let mut all: Vec<Event> = changed
-        .into_values()
-        .map(Event::SubscriptionUpserted)
-        .collect();
+    let mut all = changed.into_events();
     all.push(Event::IntentRemoved(old.id));
     all.extend(events);
     Ok(Decision {
@@ -524,12 +560,9 @@ pub fn put_constraint(state: &AirspaceState, cmd: PutConstraint) -> Result<Decis
         existing.map(|o| o.extents.as_slice()).unwrap_or(&[]),
         &constraint.extents,
     );
-    let mut changed = BTreeMap::new();
+    let mut changed = SubscriptionChanges::default();
     let subscribers = notify(state, &touched, |s| s.notify_for_constraints, &mut changed);
-    let mut events: Vec<Event> = changed
-        .into_values()
-        .map(Event::SubscriptionUpserted)
-        .collect();
+    let mut events = changed.into_events();
     events.push(Event::ConstraintUpserted(constraint.clone()));
     Ok(Decision {
         events,
@@ -569,17 +602,14 @@ pub fn delete_constraint(
             id: cmd.id,
         });
     }
-    let mut changed = BTreeMap::new();
+    let mut changed = SubscriptionChanges::default();
     let subscribers = notify(
         state,
         &old.extents,
         |s| s.notify_for_constraints,
         &mut changed,
     );
-    let mut events: Vec<Event> = changed
-        .into_values()
-        .map(Event::SubscriptionUpserted)
-        .collect();
+    let mut events = changed.into_events();
     events.push(Event::ConstraintRemoved(old.id));
     Ok(Decision {
         events,

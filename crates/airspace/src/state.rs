@@ -255,6 +255,13 @@ impl AirspaceState {
                 self.subscription_index.insert(s.id, &s.extents);
                 self.subscriptions.insert(s.id, s.clone());
             }
+            Event::SubscriptionsNotified(bumped) => {
+                for (id, index) in bumped {
+                    if let Some(s) = self.subscriptions.get_mut(id) {
+                        s.notification_index = *index;
+                    }
+                }
+            }
             Event::SubscriptionRemoved(id) => {
                 if let Some(old) = self.subscriptions.remove(id) {
                     self.subscription_index.remove(old.id, &old.extents);

@@ -131,6 +131,23 @@ pub fn entry_body(e: &Event) -> (&'static str, Value) {
                 ),
             ]),
         ),
+        Event::SubscriptionsNotified(bumped) => (
+            "subscriptions.notified",
+            Value::Map(vec![(
+                t("subscriptions"),
+                Value::Array(
+                    bumped
+                        .iter()
+                        .map(|(id, index)| {
+                            Value::Map(vec![
+                                (t("id"), t(&id.to_string())),
+                                (t("notification_index"), Value::Uint((*index).max(0) as u64)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            )]),
+        ),
         Event::SubscriptionRemoved(id) => (
             "subscription.removed",
             Value::Map(vec![(t("id"), t(&id.to_string()))]),

@@ -19,11 +19,11 @@
 //! synced; the next one's callers are answered only after their own commit,
 //! and if the one before fails they are refused with it.
 
-use airspace::{AirspaceState, Decision, DomainError, Event, PreparedVolume};
+use airspace::{AirspaceState, Decision, DomainError, Event, PreparedVolume, SubscriptionId};
 use liaison::{LineError, LineState};
 use node::log::LogSigner;
 use node::{BoxFuture, LineCommit, LineWriteFn, Store, StoreError, WriteFn};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -99,6 +99,9 @@ pub struct Row {
 pub struct Dirty {
     pub rows: HashMap<(Table, String), Option<Row>>,
     with_extents: bool,
+    /// Subscriptions notified in the batch: their rows are written as the
+    /// batch leaves them ([`Dirty::refresh`]).
+    notified: HashSet<SubscriptionId>,
 }
 
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -110,7 +113,26 @@ impl Dirty {
         Dirty {
             rows: HashMap::new(),
             with_extents,
+            notified: HashSet::new(),
         }
+    }
+
+    /// The rows of the subscriptions notified in the batch, from `st` as
+    /// the batch leaves it (one row each however often it was notified; a
+    /// subscription removed later in the batch stays removed).
+    fn refresh(&mut self, st: &AirspaceState) -> Result<(), StoreError> {
+        for id in self.notified.drain() {
+            if let Some(s) = st.subscription(&id) {
+                self.rows.insert(
+                    (Table::Subscriptions, id.to_string()),
+                    Some(Row {
+                        body: json(s)?,
+                        extents: Vec::new(),
+                    }),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn record(&mut self, events: &[Event]) -> Result<(), StoreError> {
@@ -138,6 +160,10 @@ impl Dirty {
                     (Table::Subscriptions, s.id.to_string()),
                     row(json(s)?, Vec::new()),
                 ),
+                Event::SubscriptionsNotified(bumped) => {
+                    self.notified.extend(bumped.iter().map(|(id, _)| *id));
+                    continue;
+                }
                 Event::SubscriptionRemoved(id) => ((Table::Subscriptions, id.to_string()), None),
                 Event::AvailabilitySet(a) => (
                     (Table::Availability, a.uss.clone()),
@@ -1255,6 +1281,12 @@ impl Decider {
             }
             seq = st.seq();
             line_us = t_line.elapsed().as_micros() as u64;
+        }
+        if encoded.is_ok() {
+            let st = state.read().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = dirty.refresh(&st) {
+                encoded = Err(e);
+            }
         }
         let mut tiles = Vec::new();
         // Each leaf is hashed once: for the tree and for the leaf-hash index.

@@ -615,6 +615,88 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
 }
 }
 
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notification_indices_are_logged_compactly_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = Uuid::from_u128(77);
+    let writes = 12u128;
+    {
+        let store = open(dir.path()).await;
+        let d = Arc::new(dss_over(store.clone()));
+        let now = d.now();
+        d.put_subscription(
+            &caller("watcher"),
+            sub,
+            None,
+            node::SubscriptionRequest {
+                extents: square(40.0, 20.0, 0.05, now),
+                uss_base_url: "https://watcher.example".into(),
+                notify_for_operational_intents: true,
+                notify_for_constraints: false,
+            },
+        )
+        .await
+        .unwrap();
+        let size = store.log_size();
+        // Disjoint intents inside the subscription, written at once: most
+        // share a batch, each notifies the subscription once.
+        let tasks: Vec<_> = (0..writes)
+            .map(|i| {
+                let d = d.clone();
+                tokio::spawn(async move {
+                    let v = square(40.0, 19.96 + 0.006 * i as f64, 0.001, now);
+                    d.put_intent(&caller(&format!("uss{i}")), Uuid::from_u128(100 + i), None, request(v, vec![]))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for t in tasks {
+            let (_, subscribers) = t.await.unwrap();
+            let watcher: Vec<_> = subscribers
+                .iter()
+                .filter(|s| s.uss_base_url == "https://watcher.example")
+                .flat_map(|s| s.subscriptions.iter().copied())
+                .collect();
+            assert_eq!(watcher.len(), 1, "{subscribers:?}");
+            assert_eq!(watcher[0].0, sub);
+            seen.push(watcher[0].1);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=writes as i32).collect::<Vec<_>>(), "each write its own index");
+        assert_eq!(d.get_subscription(&caller("watcher"), sub).unwrap().notification_index, writes as i32);
+        // Each write: its implicit subscription, one compact entry naming
+        // the watcher's new index, and the intent.
+        let entries = store.log_entries(size, store.log_size()).await.unwrap();
+        let mut logged = Vec::new();
+        for e in &entries {
+            let e = tlog::entry::SignedEntry::parse(e).unwrap();
+            e.verify(&log_signer().signer.verifier()).unwrap();
+            if e.entry.kind == "subscriptions.notified" {
+                let tlog::cbor::Value::Map(m) = &e.entry.body else { panic!() };
+                let tlog::cbor::Value::Array(items) = &m[0].1 else { panic!() };
+                for i in items {
+                    let tlog::cbor::Value::Map(f) = i else { panic!() };
+                    assert_eq!(f[0].1, tlog::cbor::Value::Text(sub.to_string()));
+                    let tlog::cbor::Value::Uint(n) = f[1].1 else { panic!() };
+                    logged.push(n);
+                }
+            }
+        }
+        logged.sort_unstable();
+        assert_eq!(logged, (1..=writes as u64).collect::<Vec<_>>());
+        assert_eq!(entries.len() as u128, 3 * writes);
+        store.close().await;
+    }
+    let d = dss(dir.path()).await;
+    let s = d.get_subscription(&caller("watcher"), sub).unwrap();
+    assert_eq!(s.notification_index, writes as i32, "the row holds the last index");
+    assert_eq!(s.extents.len(), 1, "and the rest of the subscription");
+}
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn closing_commits_what_is_queued_and_leaves_no_wal_to_replay() {
     let dir = tempfile::tempdir().unwrap();

@@ -333,6 +333,103 @@ fn subscribers_are_told_with_increasing_notification_indices() {
 }
 
 #[test]
+fn a_notified_subscription_changes_by_its_index_alone() {
+    let mut s = AirspaceState::default();
+    let watch = put_subscription(
+        &s,
+        PutSubscription {
+            id: id(500),
+            manager: "watcher".into(),
+            existing_version: None,
+            extents: square(50.0, 30.0, 0.1, 0, 24),
+            uss_base_url: "https://watcher.example".into(),
+            notify_for_operational_intents: true,
+            notify_for_constraints: false,
+            now: NOW,
+        },
+    );
+    run(&mut s, |_| watch);
+    let before = s.subscription(&id(500)).unwrap().clone();
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
+    let implicit_a = a.subscription_id.unwrap();
+    // A second intent meets the watcher and alliance's implicit
+    // subscription: one compact event names both with their new indices;
+    // the only subscription written whole is the new intent's own.
+    let d = put_intent(
+        &s,
+        put(
+            2,
+            "alliance",
+            square(50.0, 30.02, 0.01, 0, 2),
+            vec![a.ovn.clone()],
+        ),
+    )
+    .unwrap();
+    let mut want = vec![(id(500), 2), (implicit_a, 1)];
+    want.sort();
+    let notified: Vec<_> = d
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SubscriptionsNotified(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notified, vec![want]);
+    let written: Vec<SubscriptionId> = d
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SubscriptionUpserted(u) => Some(u.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written.len(), 1);
+    assert!(written[0] != id(500) && written[0] != implicit_a);
+    s.apply(&d.events);
+    let after = s.subscription(&id(500)).unwrap();
+    assert_eq!(after.notification_index, 2);
+    assert_eq!(
+        Subscription {
+            notification_index: before.notification_index,
+            ..after.clone()
+        },
+        before,
+        "nothing but the index changed"
+    );
+    // An intent updated in place notifies its own implicit subscription,
+    // which the update also rewrites: the bump is in the rewrite.
+    let mut update = put(1, "alliance", square(50.0, 30.0, 0.012, 0, 2), vec![]);
+    update.existing_ovn = Some(a.ovn.clone());
+    update.key = s
+        .intents_intersecting(&update.extents)
+        .iter()
+        .map(|o| o.ovn.clone())
+        .collect();
+    let d = put_intent(&s, update).unwrap();
+    let rewritten = d
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::SubscriptionUpserted(u) if u.id == implicit_a => Some(u.clone()),
+            _ => None,
+        })
+        .expect("the implicit subscription is rewritten");
+    assert_eq!(rewritten.notification_index, 2);
+    assert!(d.events.iter().all(|e| match e {
+        Event::SubscriptionsNotified(n) => n.iter().all(|(i, _)| *i != implicit_a),
+        _ => true,
+    }));
+    s.apply(&d.events);
+    assert_eq!(s.subscription(&implicit_a).unwrap().notification_index, 2);
+}
+
+#[test]
 fn deleting_an_intent_removes_its_implicit_subscription_and_notifies() {
     let mut s = AirspaceState::default();
     let (a, _) = intent_of(run(&mut s, |s| {
