@@ -42,10 +42,12 @@ pub struct BenchArgs {
     /// Clients planning in the same ~1 km² in the congested-area workload (0 skips it).
     #[arg(long, default_value_t = 200)]
     congested_clients: usize,
-    /// Transactions per second the congested-area clients start between
-    /// them, each on its own schedule, latency counted from the scheduled
-    /// start (open loop; 0: each starts the next as soon as one ends).
-    #[arg(long, default_value_t = 0)]
+    /// After the closed loop (each client starts its next transaction as
+    /// soon as one ends: the capacity), the same clients are offered this
+    /// many transactions per second between them, each on its own
+    /// schedule, latency counted from the scheduled start (open loop: the
+    /// latency at the target's rate; 0 skips it).
+    #[arg(long, default_value_t = 1000)]
     congested_rate: u64,
     /// Entries for the evidence-log measurements (0 skips them).
     #[arg(long, default_value_t = 1_000_000)]
@@ -680,13 +682,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         log_bench(args.log_entries);
     }
     if args.congested_clients > 0 {
-        congested(
-            &root,
-            args.congested_clients,
-            args.congested_rate,
-            args.seconds.max(5),
-        )
-        .await?;
+        let secs = args.seconds.max(5);
+        congested(&root.join("closed"), args.congested_clients, 0, secs).await?;
+        if args.congested_rate > 0 {
+            congested(
+                &root.join("open"),
+                args.congested_clients,
+                args.congested_rate,
+                secs,
+            )
+            .await?;
+        }
     }
     if !keep {
         let _ = std::fs::remove_dir_all(&root);
