@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// Most records posted at once.
-pub const BATCH: usize = 256;
+pub const BATCH: usize = 512;
 
 /// Lane tasks, aborted with their supervisor.
 struct Tasks(Vec<JoinHandle<()>>);
