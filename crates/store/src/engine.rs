@@ -58,7 +58,7 @@ enum Job {
 }
 
 /// The tables of the airspace's records.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Table {
     Intents,
     Constraints,
