@@ -399,11 +399,16 @@ pub fn replay(
     Ok(any_line)
 }
 
+/// Whether log entry bytes may be the line's: every `line.*` entry holds
+/// the text "line." (so may others, which the full parse then drops).
+pub(crate) fn maybe_line(data: &[u8]) -> bool {
+    data.windows(5).any(|w| w == b"line.")
+}
+
 /// Applies log entry `idx` to the line's state if it is the line's;
 /// answers whether it was.
 pub(crate) fn replay_line(line: &mut LineState, idx: u64, data: &[u8]) -> Result<bool, StoreError> {
-    // Only the line's entries hold the text "line."; the full parse decides.
-    if data.windows(5).any(|w| w == b"line.")
+    if maybe_line(data)
         && let Some(parsed) = liaison::decide::line_entry(data)
     {
         let (e, l) =

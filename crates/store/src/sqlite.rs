@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../migrations/sqlite/0006_recent_leaves.sql"),
     ),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_line_entries.sql"),
+    ),
 ];
 
 /// Leaf hashes wait in `log_leaves_recent` until there are this many, or a
@@ -415,7 +419,7 @@ async fn load_tree_from_tiles(
     let mut next = 0i64;
     loop {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT idx, data FROM log_entries WHERE idx >= ?1 AND instr(data, X'6c696e652e') > 0 ORDER BY idx LIMIT ?2",
+            "SELECT e.idx, e.data FROM log_line l JOIN log_entries e ON e.idx = l.idx WHERE l.idx >= ?1 ORDER BY l.idx LIMIT ?2",
         )
         .bind(next)
         .bind(crate::engine::LOAD_PAGE)
@@ -580,6 +584,21 @@ async fn persist(
         for (i, data) in chunk.iter().enumerate() {
             script.bind((first_leaf + (c * ROWS_PER_STATEMENT + i) as u64) as i64)?;
             script.bind(data.as_slice())?;
+        }
+    }
+    let line: Vec<i64> = leaves
+        .iter()
+        .enumerate()
+        .filter(|(_, data)| crate::engine::maybe_line(data))
+        .map(|(i, _)| (first_leaf + i as u64) as i64)
+        .collect();
+    for chunk in line.chunks(ROWS_PER_STATEMENT) {
+        script.push(&format!(
+            "INSERT INTO log_line (idx) VALUES {};",
+            vec!["(?)"; chunk.len()].join(", ")
+        ));
+        for idx in chunk {
+            script.bind(*idx)?;
         }
     }
     for t in &tiles {

@@ -697,6 +697,76 @@ async fn notification_indices_are_logged_compactly_and_survive_reopening() {
 }
 }
 
+/// The line's state comes back from the entries `log_line` lists, which a
+/// store written before that table existed gets filled by its migration.
+#[tokio::test]
+async fn the_line_replays_from_its_listed_entries_and_older_stores_get_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |dir: std::path::PathBuf| async move {
+        Arc::new(
+            SqliteStore::open(&dir, log_signer())
+                .await
+                .expect("open store"),
+        ) as Arc<dyn Store>
+    };
+    let sql = |dir: std::path::PathBuf, statement: &'static str| async move {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.join("detente.db").display());
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(statement).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    };
+    let members = |store: &Arc<dyn Store>| {
+        let mut n = 0;
+        store.read_line(&mut |s| n = s.members().count()).unwrap();
+        n
+    };
+    {
+        let store = open(dir.path().to_path_buf()).await;
+        let d = dss_over(store.clone());
+        for m in 0..5u8 {
+            let job: node::LineWriteFn = Box::new(move |s: &liaison::LineState, _: &_| {
+                liaison::decide::register_member(
+                    s,
+                    liaison::Member {
+                        key: liaison::MemberSigner::from_seed(&[m; 32]).key(),
+                        name: format!("member {m}"),
+                        role: "duty officer".into(),
+                        spheres: vec![liaison::Sphere::DirectLine],
+                    },
+                )
+            });
+            for r in store.transact_line(vec![job]).await {
+                r.unwrap().unwrap();
+            }
+            // Airspace entries between the line's.
+            d.put_intent(
+                &caller("alliance"),
+                Uuid::from_u128(u128::from(m) + 1),
+                None,
+                request(square(10.0 + f64::from(m), 10.0, 0.01, d.now()), vec![]),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(members(&store), 5);
+        store.close().await;
+    }
+    // A store from before the list: the migration lists its line entries.
+    sql(
+        dir.path().to_path_buf(),
+        "DROP TABLE log_line; DELETE FROM schema_version WHERE version = 7",
+    )
+    .await;
+    let store = open(dir.path().to_path_buf()).await;
+    assert_eq!(members(&store), 5);
+    store.close().await;
+    // The start reads the list, not the whole log: emptied, the line is.
+    sql(dir.path().to_path_buf(), "DELETE FROM log_line").await;
+    let store = open(dir.path().to_path_buf()).await;
+    assert_eq!(members(&store), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn closing_commits_what_is_queued_and_leaves_no_wal_to_replay() {
     let dir = tempfile::tempdir().unwrap();
