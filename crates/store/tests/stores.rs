@@ -114,6 +114,21 @@ async fn sql(dir: &std::path::Path, statement: &str) {
     }
 }
 
+/// The line's decision registering duty officer `m` (key from seed `[m; 32]`).
+fn register(m: u8) -> node::LineWriteFn {
+    Box::new(move |s: &liaison::LineState, _: &_| {
+        liaison::decide::register_member(
+            s,
+            liaison::Member {
+                key: liaison::MemberSigner::from_seed(&[m; 32]).key(),
+                name: format!("member {m}"),
+                role: "duty officer".into(),
+                spheres: vec![liaison::Sphere::DirectLine],
+            },
+        )
+    })
+}
+
 async fn dss(dir: &std::path::Path) -> Dss {
     dss_over(open(dir).await)
 }
@@ -483,18 +498,7 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     let line_store = store.clone();
     tasks.push(tokio::spawn(async move {
         for m in 0..60u8 {
-            let job: node::LineWriteFn = Box::new(move |s: &liaison::LineState, _: &_| {
-                liaison::decide::register_member(
-                    s,
-                    liaison::Member {
-                        key: liaison::MemberSigner::from_seed(&[m; 32]).key(),
-                        name: format!("member {m}"),
-                        role: "duty officer".into(),
-                        spheres: vec![liaison::Sphere::DirectLine],
-                    },
-                )
-            });
-            for r in line_store.transact_line(vec![job]).await {
+            for r in line_store.transact_line(vec![register(m)]).await {
                 r.unwrap().unwrap();
             }
         }
@@ -725,18 +729,7 @@ async fn the_line_replays_from_its_listed_entries_and_older_stores_get_the_list(
         let store = open(dir.path().to_path_buf()).await;
         let d = dss_over(store.clone());
         for m in 0..5u8 {
-            let job: node::LineWriteFn = Box::new(move |s: &liaison::LineState, _: &_| {
-                liaison::decide::register_member(
-                    s,
-                    liaison::Member {
-                        key: liaison::MemberSigner::from_seed(&[m; 32]).key(),
-                        name: format!("member {m}"),
-                        role: "duty officer".into(),
-                        spheres: vec![liaison::Sphere::DirectLine],
-                    },
-                )
-            });
-            for r in store.transact_line(vec![job]).await {
+            for r in store.transact_line(vec![register(m)]).await {
                 r.unwrap().unwrap();
             }
             // Airspace entries between the line's.

@@ -287,11 +287,11 @@ fn extents_must_be_complete_and_not_over() {
     }
 }
 
-#[test]
-fn subscribers_are_told_with_increasing_notification_indices() {
-    let mut s = AirspaceState::default();
-    let watch = put_subscription(
-        &s,
+/// An explicit subscription, id 500 of "watcher", over a 0.2° square
+/// around (50, 30) for a day.
+fn watch(s: &mut AirspaceState) {
+    let d = put_subscription(
+        s,
         PutSubscription {
             id: id(500),
             manager: "watcher".into(),
@@ -303,7 +303,13 @@ fn subscribers_are_told_with_increasing_notification_indices() {
             now: NOW,
         },
     );
-    run(&mut s, |_| watch);
+    run(s, |_| d);
+}
+
+#[test]
+fn subscribers_are_told_with_increasing_notification_indices() {
+    let mut s = AirspaceState::default();
+    watch(&mut s);
     let (a, subs) = intent_of(run(&mut s, |s| {
         put_intent(
             s,
@@ -335,20 +341,7 @@ fn subscribers_are_told_with_increasing_notification_indices() {
 #[test]
 fn a_notified_subscription_changes_by_its_index_alone() {
     let mut s = AirspaceState::default();
-    let watch = put_subscription(
-        &s,
-        PutSubscription {
-            id: id(500),
-            manager: "watcher".into(),
-            existing_version: None,
-            extents: square(50.0, 30.0, 0.1, 0, 24),
-            uss_base_url: "https://watcher.example".into(),
-            notify_for_operational_intents: true,
-            notify_for_constraints: false,
-            now: NOW,
-        },
-    );
-    run(&mut s, |_| watch);
+    watch(&mut s);
     let before = s.subscription(&id(500)).unwrap().clone();
     let (a, _) = intent_of(run(&mut s, |s| {
         put_intent(
