@@ -1127,6 +1127,7 @@ pub fn receipt_entry(origin: &str, items: Vec<ReceiptItem>, after: (u64, [u8; 32
             items,
             tree_size: after.0,
             root: after.1,
+            form: ReceiptForm::Run,
         }),
         envelope: None,
     }

@@ -371,6 +371,18 @@ pub struct Receipt {
     /// receipt, that includes every record named.
     pub tree_size: u64,
     pub root: [u8; 32],
+    pub form: ReceiptForm,
+}
+
+/// How a receipt's body is laid out. Logs written before receipts named
+/// runs hold one receipt per record, its fields at the top level; they are
+/// still read (and re-encode to their own bytes), never written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiptForm {
+    /// `{origin, lane, seq, leaf_hash, index, tree_size, root, refused}`.
+    Single,
+    /// `{origin, items: [{lane, seq, leaf_hash, index, refused}], tree_size, root}`.
+    Run,
 }
 
 /// One record named by a [`Receipt`].
@@ -991,6 +1003,22 @@ impl Record {
                 ),
                 ("effective_ms", Value::Uint(*effective_ms)),
             ]),
+            Record::Receipt(Receipt {
+                origin,
+                items,
+                tree_size,
+                root,
+                form: ReceiptForm::Single,
+            }) if items.len() == 1 => map(vec![
+                ("origin", t(origin)),
+                ("lane", t(items[0].lane.as_str())),
+                ("seq", Value::Uint(items[0].seq)),
+                ("leaf_hash", Value::Bytes(items[0].leaf_hash.to_vec())),
+                ("index", Value::Uint(items[0].index)),
+                ("tree_size", Value::Uint(*tree_size)),
+                ("root", Value::Bytes(root.to_vec())),
+                ("refused", opt_text(&items[0].refused)),
+            ]),
             Record::Receipt(r) => map(vec![
                 ("origin", t(&r.origin)),
                 (
@@ -1175,6 +1203,39 @@ impl Record {
                 }
             }
             "line.receipt" => {
+                const SINGLE: [&str; 8] = [
+                    "origin",
+                    "lane",
+                    "seq",
+                    "leaf_hash",
+                    "index",
+                    "tree_size",
+                    "root",
+                    "refused",
+                ];
+                if let Ok(f) = Fields::new(v, "receipt", &SINGLE) {
+                    let item = ReceiptItem {
+                        lane: f.named("lane", Precedence::parse)?,
+                        seq: f.u64("seq")?,
+                        leaf_hash: f.bytes("leaf_hash")?,
+                        index: f.u64("index")?,
+                        refused: f.opt_text("refused")?,
+                    };
+                    let tree_size = f.u64("tree_size")?;
+                    if item.index >= tree_size {
+                        return Err(malformed(
+                            "receipt",
+                            "index must be below the receipt's tree_size",
+                        ));
+                    }
+                    return Ok(Record::Receipt(Receipt {
+                        origin: f.text("origin")?,
+                        items: vec![item],
+                        tree_size,
+                        root: f.bytes("root")?,
+                        form: ReceiptForm::Single,
+                    }));
+                }
                 let f = Fields::new(v, "receipt", &["origin", "items", "tree_size", "root"])?;
                 let Value::Array(a) = f.get("items")? else {
                     return Err(malformed("receipt", "items must be an array"));
@@ -1215,6 +1276,7 @@ impl Record {
                     items,
                     tree_size,
                     root: f.bytes("root")?,
+                    form: ReceiptForm::Run,
                 })
             }
             other => {
@@ -1431,6 +1493,21 @@ mod tests {
                 ],
                 tree_size: 78,
                 root: [3; 32],
+                form: ReceiptForm::Run,
+            }),
+            // As logs written before receipts named runs hold them.
+            Record::Receipt(Receipt {
+                origin: "alliance".into(),
+                items: vec![ReceiptItem {
+                    lane: Precedence::Priority,
+                    seq: 4,
+                    leaf_hash: [9; 32],
+                    index: 76,
+                    refused: Some("revoked".into()),
+                }],
+                tree_size: 77,
+                root: [3; 32],
+                form: ReceiptForm::Single,
             }),
         ];
         for (i, r) in records.into_iter().enumerate() {
@@ -1534,6 +1611,7 @@ mod tests {
                 items,
                 tree_size,
                 root: [0; 32],
+                form: ReceiptForm::Run,
             })
             .to_value()
         };

@@ -90,15 +90,19 @@ impl<'a> Selector<'a> {
                 self.peers.insert(name, key);
             }
             if let Some(id) = &self.s.entity {
-                // A receipt names the leaf hashes of the records it is for.
+                // A receipt names the leaf hashes of the records it is for
+                // (in `items`; at the top level in logs written before
+                // receipts named runs).
+                let names = |v: &Value| {
+                    matches!(field(v, "leaf_hash"),
+                        Some(Value::Bytes(h)) if self.selected_leaves.contains(h.as_slice()))
+                };
                 let receipt_of_selected = e.entry.kind == "line.receipt"
-                    && match field(&e.entry.body, "record").and_then(|r| field(r, "items")) {
-                        Some(Value::Array(items)) => items.iter().any(|i| {
-                            matches!(field(i, "leaf_hash"),
-                                Some(Value::Bytes(h)) if self.selected_leaves.contains(h.as_slice()))
-                        }),
-                        _ => false,
-                    };
+                    && field(&e.entry.body, "record").is_some_and(|r| {
+                        names(r)
+                            || matches!(field(r, "items"),
+                                Some(Value::Array(items)) if items.iter().any(names))
+                    });
                 if body_id(&e) != Some(id.as_str()) && !receipt_of_selected {
                     continue;
                 }
@@ -154,4 +158,70 @@ pub fn keys_txt(log_vkey: &str, peers: &std::collections::BTreeMap<String, Strin
         keys.push_str(&format!("peer {k}\n"));
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use liaison::{LineEntry, Precedence, Receipt, ReceiptForm, ReceiptItem, Record};
+
+    fn entry(kind: &str, body: Value) -> Vec<u8> {
+        let signer = tlog::NoteSigner::from_seed("alliance", &[1; 32]).unwrap();
+        tlog::entry::Entry {
+            kind: kind.into(),
+            origin: "alliance".into(),
+            timestamp_ms: 1,
+            body,
+        }
+        .sign(&signer)
+        .unwrap()
+        .to_bytes()
+    }
+
+    fn receipt(leaf: &[u8], form: ReceiptForm) -> Vec<u8> {
+        let r = LineEntry {
+            record: Record::Receipt(Receipt {
+                origin: "federation".into(),
+                items: vec![ReceiptItem {
+                    lane: Precedence::Routine,
+                    seq: 1,
+                    leaf_hash: tlog::leaf_hash(leaf),
+                    index: 0,
+                    refused: None,
+                }],
+                tree_size: 1,
+                root: [0; 32],
+                form,
+            }),
+            envelope: None,
+        };
+        entry("line.receipt", r.to_value())
+    }
+
+    #[test]
+    fn an_entitys_entries_come_with_the_receipts_naming_them_in_either_layout() {
+        let id = "8c1d7b0e-64a0-4bd8-a8a1-3ce0d2b9c2f1";
+        let about = entry(
+            "operational_intent.upserted",
+            Value::Map(vec![(Value::Text("id".into()), Value::Text(id.into()))]),
+        );
+        let other = entry(
+            "operational_intent.upserted",
+            Value::Map(vec![(Value::Text("id".into()), Value::Text("x".into()))]),
+        );
+        let entries = vec![
+            about.clone(),
+            other.clone(),
+            receipt(&about, ReceiptForm::Run),
+            receipt(&other, ReceiptForm::Run),
+            receipt(&about, ReceiptForm::Single),
+            receipt(&other, ReceiptForm::Single),
+        ];
+        let s = Selection {
+            entity: Some(id.into()),
+            ..Selection::default()
+        };
+        assert_eq!(select(&entries, &s).unwrap(), vec![0, 2, 4]);
+    }
 }

@@ -933,6 +933,64 @@ fn one_receipt_names_a_run_of_records_which_replays_to_the_same_state() {
 }
 
 #[test]
+fn receipts_of_one_record_each_as_earlier_logs_hold_them_still_replay_and_are_kept() {
+    let (mut a, mut f, _, s2, _) = peered();
+    let m = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, m.clone(), T0), T0);
+    let (_, p) = f.state.pending(A, Precedence::Routine, 1)[0];
+    let record = f.log[p.index as usize].clone();
+    a.run_in_batch(receive(&a.state, F, record.clone(), T0), T0);
+    // The receipt as Alliance signed it before receipts named runs.
+    let mut tree = tlog::tree::MemoryTree::new();
+    for leaf in &a.log {
+        tree.append(leaf);
+    }
+    let size = a.log.len() as u64;
+    let old = LineEntry {
+        record: Record::Receipt(Receipt {
+            origin: F.into(),
+            items: vec![ReceiptItem {
+                lane: Precedence::Routine,
+                seq: 1,
+                leaf_hash: tlog::leaf_hash(&record),
+                index: size - 1,
+                refused: None,
+            }],
+            tree_size: size,
+            root: tree.root(size).unwrap(),
+            form: ReceiptForm::Single,
+        }),
+        envelope: None,
+    };
+    assert!(
+        matches!(&old.record.to_value(), tlog::cbor::Value::Map(m) if m.len() == 8),
+        "the single-record layout"
+    );
+    let body = old.to_value();
+    let bytes = tlog::entry::Entry {
+        kind: "line.receipt".into(),
+        origin: A.into(),
+        timestamp_ms: T0,
+        body,
+    }
+    .sign(&a.signer)
+    .unwrap()
+    .to_bytes();
+    a.log.push(bytes.clone());
+    let replayed = a.replayed();
+    assert!(!replayed.message(&m.value.id).unwrap().outgoing);
+    assert_eq!(
+        replayed.in_lane(F, Precedence::Routine).unwrap().receipts[&1],
+        size
+    );
+    f.run(keep_receipt(&f.state, A, bytes), T0);
+    assert_eq!(
+        f.state.message(&m.value.id).unwrap().delivery,
+        Delivery::Delivered { index: size - 1 }
+    );
+}
+
+#[test]
 fn a_run_ends_before_this_node_appends_anything_else_and_at_its_size_limit() {
     let (mut a, mut f, s1, s2, _) = peered();
     for seq in 1..=(RECEIPT_ITEMS as u64 + 2) {
