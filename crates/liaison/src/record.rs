@@ -609,6 +609,24 @@ impl<'a> Fields<'a> {
         let s = self.text(k)?;
         parse(&s).ok_or_else(|| malformed(self.what, format!("{k}: unknown value {s:?}")))
     }
+    /// A receipt's record (`lane`, `seq`, `leaf_hash`, `index`, `refused`),
+    /// which must lie within the receipt's `tree_size`.
+    fn receipt_item(&self, tree_size: u64) -> Result<ReceiptItem, LineError> {
+        let item = ReceiptItem {
+            lane: self.named("lane", Precedence::parse)?,
+            seq: self.u64("seq")?,
+            leaf_hash: self.bytes("leaf_hash")?,
+            index: self.u64("index")?,
+            refused: self.opt_text("refused")?,
+        };
+        if item.index >= tree_size {
+            return Err(malformed(
+                self.what,
+                "index must be below the receipt's tree_size",
+            ));
+        }
+        Ok(item)
+    }
     fn spheres(&self, k: &str) -> Result<Vec<Sphere>, LineError> {
         let Value::Array(a) = self.get(k)? else {
             return Err(malformed(self.what, format!("{k} must be an array")));
@@ -1214,20 +1232,8 @@ impl Record {
                     "refused",
                 ];
                 if let Ok(f) = Fields::new(v, "receipt", &SINGLE) {
-                    let item = ReceiptItem {
-                        lane: f.named("lane", Precedence::parse)?,
-                        seq: f.u64("seq")?,
-                        leaf_hash: f.bytes("leaf_hash")?,
-                        index: f.u64("index")?,
-                        refused: f.opt_text("refused")?,
-                    };
                     let tree_size = f.u64("tree_size")?;
-                    if item.index >= tree_size {
-                        return Err(malformed(
-                            "receipt",
-                            "index must be below the receipt's tree_size",
-                        ));
-                    }
+                    let item = f.receipt_item(tree_size)?;
                     return Ok(Record::Receipt(Receipt {
                         origin: f.text("origin")?,
                         items: vec![item],
@@ -1250,25 +1256,12 @@ impl Record {
                 let items = a
                     .iter()
                     .map(|v| {
-                        let i = Fields::new(
+                        Fields::new(
                             v,
                             "receipt item",
                             &["lane", "seq", "leaf_hash", "index", "refused"],
-                        )?;
-                        let item = ReceiptItem {
-                            lane: i.named("lane", Precedence::parse)?,
-                            seq: i.u64("seq")?,
-                            leaf_hash: i.bytes("leaf_hash")?,
-                            index: i.u64("index")?,
-                            refused: i.opt_text("refused")?,
-                        };
-                        if item.index >= tree_size {
-                            return Err(malformed(
-                                "receipt item",
-                                "index must be below the receipt's tree_size",
-                            ));
-                        }
-                        Ok(item)
+                        )?
+                        .receipt_item(tree_size)
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Record::Receipt(Receipt {
