@@ -270,9 +270,7 @@ impl Line {
                     let Some(index) = index else {
                         return Err(StoreError("a received record has no receipt".into()).into());
                     };
-                    if receipt_at.last() != Some(&index) {
-                        receipt_at.push(index);
-                    }
+                    receipt_at.push(index);
                 }
                 Err(e) => {
                     out.stopped = Some(e);

@@ -1189,14 +1189,15 @@ impl Decider {
             let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
             let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
             // The log as it will stand after the airspace's leaves: receipts
-            // name the root right after their record.
+            // name the root right after their run of records. (No root is
+            // needed per leaf: `push_hash` does not compute one.)
             let mut frontier = {
                 let tree = log.tree.read().unwrap_or_else(|e| e.into_inner());
                 tlog::tree::Frontier::of(&*tree, first_leaf)
                     .expect("the tree holds every decided leaf")
             };
             for l in &leaves {
-                frontier.push(l);
+                frontier.push_hash(tlog::leaf_hash(l));
             }
             // Operations touching the line of contact: the node's notices.
             if let Some(member) = &signer.member
