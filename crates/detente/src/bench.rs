@@ -49,6 +49,11 @@ pub struct BenchArgs {
     /// latency at the target's rate; 0 skips it).
     #[arg(long, default_value_t = 1000)]
     congested_rate: u64,
+    /// After the closed-loop creates (the capacity), creates offered at
+    /// this rate from 256 schedules (open loop, latency from the scheduled
+    /// start: the latency at the target's rate; 0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    create_rate: u64,
     /// Entries for the evidence-log measurements (0 skips them).
     #[arg(long, default_value_t = 1_000_000)]
     log_entries: u64,
@@ -451,6 +456,58 @@ where
     }
 }
 
+/// Offers `op` at `rate` per second for `secs` seconds from `lanes`
+/// schedules (each lane one operation every `lanes / rate` s, from a random
+/// phase; a lane still busy starts its next operation late). An operation's
+/// latency runs from its scheduled start, so a server that falls behind is
+/// not excused by the load waiting for it (no coordinated omission). Timers
+/// tick by the millisecond: a start can be up to ~1 ms late, and counted so.
+async fn measure_open<F, Fut>(lanes: usize, rate: u64, secs: u64, op: F) -> Measured
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let every = Duration::from_secs_f64(lanes as f64 / rate.max(1) as f64);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..lanes {
+        let op = op.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut next = started + every.mul_f64(t as f64 / lanes as f64);
+            let mut i = 0u64;
+            while next < deadline {
+                let at = next;
+                next += every;
+                tokio::time::sleep_until(at.into()).await;
+                if op((t as u64) << 32 | i).await {
+                    lat.push(at.elapsed().as_micros() as u64);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut lat_us = Vec::new();
+    for t in tasks {
+        lat_us.extend(t.await.unwrap_or_default());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat_us.sort_unstable();
+    Measured {
+        ops: lat_us.len() as u64,
+        secs,
+        lat_us,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
 fn token(sub: &str, scope: &str) -> Result<String> {
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(DEMO_PRIVATE_KEY.as_bytes())?;
     let now = SystemClock.now().unix_micros() / 1_000_000;
@@ -584,6 +641,29 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             m.rate() / 150.0
         );
         let embedded_create = m.rate();
+        if args.create_rate > 0 {
+            let d = dss.clone();
+            let c = caller.clone();
+            let m = measure_open(256, args.create_rate, args.seconds, move |seed| {
+                let d = d.clone();
+                let c = c.clone();
+                async move {
+                    // Other volumes than the closed loop's.
+                    let mut rng = Rng(seed.wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1);
+                    create_with_key(&d, &c, random_volume(&mut rng, now))
+                        .await
+                        .is_ok()
+                }
+            })
+            .await;
+            println!(
+                "{}",
+                m.line(
+                    &format!("  the same, {} offered/s (open loop)", args.create_rate),
+                    target
+                )
+            );
+        }
 
         let d = dss.clone();
         let m = measure(args.concurrency, args.seconds, move |seed| {

@@ -60,10 +60,55 @@ pub struct Sqlite {
 /// How often the WAL is checkpointed into the database, off the writer.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// WAL frames (4 KiB pages) past which the WAL is restarted from its
+/// beginning. SQLite restarts it only when a write transaction starts with
+/// every frame already checkpointed; under a steady stream of batches the
+/// checkpointer never catches the writer, and the WAL grew without bound
+/// (1 GB after 150k creates in `detente bench`; the disk is not given back
+/// until the load pauses). Past this many frames (256 MiB),
+/// the writer checkpoints the frames committed since the checkpointer's
+/// last pass itself, between two batches, and its next transaction starts
+/// the WAL over, overwriting blocks it already has. That checkpoint syncs
+/// the database file and holds the writer for it (2–35 ms on the VM of
+/// docs/benchmarks.md): a large bound makes it rare (every ~4 s at 10,000
+/// creates/s).
+const RESTART_WAL_AT: i64 = 65_536;
+
+/// The WAL file's size once it restarts (SQLite's `journal_size_limit`).
+const WAL_SIZE_LIMIT: i64 = 256 << 20;
+
 /// The writer's connection and where each record lives.
 pub struct SqliteWriter {
     conn: SqliteConnection,
     ids: RowIds,
+    /// Set by the checkpointer when the WAL should restart (see
+    /// [`RESTART_WAL_AT`]); the writer clears it once it has checkpointed.
+    restart_wal: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Checkpoints the WAL on the writer's own connection, between batches,
+/// when the checkpointer asked: with every frame copied, the writer's next
+/// transaction starts the WAL over. A failure is only logged (the WAL goes
+/// on growing until the next try).
+async fn restart_wal(w: &mut SqliteWriter) {
+    use std::sync::atomic::Ordering;
+    if !w.restart_wal.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut w.conn)
+        .await
+    {
+        Ok((busy, log, done)) => tracing::debug!(
+            busy,
+            log,
+            done,
+            us = t0.elapsed().as_micros() as u64,
+            "the writer checkpointed the WAL's last frames so that it restarts"
+        ),
+        Err(e) => tracing::warn!(error = %e, "checkpointing the WAL before restarting it"),
+    }
 }
 
 fn err(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -752,7 +797,10 @@ impl Backend for Sqlite {
         w: &'a mut SqliteWriter,
         batch: Batch<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(persist(&mut w.conn, &mut w.ids, batch))
+        Box::pin(async move {
+            restart_wal(w).await;
+            persist(&mut w.conn, &mut w.ids, batch).await
+        })
     }
 
     fn release<'a>(&'a self, _w: &'a mut SqliteWriter) -> BoxFuture<'a, ()> {
@@ -956,7 +1004,11 @@ impl Backend for Sqlite {
 /// Copies the WAL's committed pages into the database every
 /// [`CHECKPOINT_EVERY`] (PASSIVE: the writer goes on meanwhile), for as long
 /// as the store is open.
-async fn checkpoints(reads: SqlitePool, store: crate::engine::Refresher) {
+async fn checkpoints(
+    reads: SqlitePool,
+    store: crate::engine::Refresher,
+    restart_wal: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -964,10 +1016,23 @@ async fn checkpoints(reads: SqlitePool, store: crate::engine::Refresher) {
         if !store.alive() || reads.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&reads)
-            .await
-        {
+        let t0 = std::time::Instant::now();
+        let r: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&reads)
+            .await;
+        if let Ok((busy, log, done)) = r {
+            tracing::debug!(
+                busy,
+                log,
+                done,
+                us = t0.elapsed().as_micros() as u64,
+                "checkpointed the WAL"
+            );
+            if log >= RESTART_WAL_AT && done == log {
+                restart_wal.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if let Err(e) = r {
             if reads.is_closed() {
                 return;
             }
@@ -992,7 +1057,10 @@ impl Engine<Sqlite> {
         // The writer never checkpoints the WAL itself: a checkpoint inside
         // a commit (SQLite's default, every 1,000 pages) held up every batch
         // behind it; a task does it beside the writer (`checkpoints`).
-        let writer_opts = opts.clone().pragma("wal_autocheckpoint", "0");
+        let writer_opts = opts
+            .clone()
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
         let mut conn = SqliteConnection::connect_with(&writer_opts)
             .await
             .map_err(err("opening the database"))?;
@@ -1022,6 +1090,7 @@ impl Engine<Sqlite> {
             .connect_with(opts.clone().create_if_missing(false))
             .await
             .map_err(err("opening the read pool"))?;
+        let restart = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let backend = std::sync::Arc::new(Sqlite {
             reads: reads.clone(),
             path,
@@ -1029,7 +1098,11 @@ impl Engine<Sqlite> {
         });
         let engine = Engine::start(
             backend,
-            SqliteWriter { conn, ids },
+            SqliteWriter {
+                conn,
+                ids,
+                restart_wal: restart.clone(),
+            },
             Loaded {
                 state,
                 tree,
@@ -1038,7 +1111,7 @@ impl Engine<Sqlite> {
             },
             signer,
         );
-        tokio::spawn(checkpoints(reads, engine.refresher()));
+        tokio::spawn(checkpoints(reads, engine.refresher(), restart));
         Ok(engine)
     }
 
