@@ -920,7 +920,7 @@ async fn congested(root: &std::path::Path, clients: usize, rate: u64, secs: u64)
 /// The evidence log's pure costs at `n` entries: appending (hashing the
 /// complete subtrees), generating and verifying inclusion and consistency
 /// proofs, and verifying a signed checkpoint. (Durable appends are part of
-/// every create above: each create commits two signed entries.)
+/// every create above: each create commits one signed entry.)
 fn log_bench(n: u64) {
     use tlog::tree::MemoryTree;
     println!("== evidence log: {n} entries (in memory, one core)");

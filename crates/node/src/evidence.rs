@@ -53,6 +53,24 @@ pub fn body_id(e: &SignedEntry) -> Option<&str> {
     })
 }
 
+/// Whether an airspace entry records something done to `id` beside its
+/// own entity: a subscription an intent's or constraint's write made,
+/// notified or dropped (`node::log::entry_bodies`).
+fn folds(e: &SignedEntry, id: &str) -> bool {
+    let b = &e.entry.body;
+    let named = |v: &Value| match v {
+        Value::Text(t) => t == id,
+        v => matches!(field(v, "id"), Some(Value::Text(t)) if t == id),
+    };
+    [
+        "subscriptions_upserted",
+        "subscriptions_notified",
+        "subscriptions_removed",
+    ]
+    .iter()
+    .any(|k| matches!(field(b, k), Some(Value::Array(items)) if items.iter().any(named)))
+}
+
 /// Picks a selection's entries from a log read in order, page by page:
 /// it keeps the chosen entries and the peers' pinned keys, never the log.
 pub struct Selector<'a> {
@@ -103,7 +121,7 @@ impl<'a> Selector<'a> {
                             || matches!(field(r, "items"),
                                 Some(Value::Array(items)) if items.iter().any(names))
                     });
-                if body_id(&e) != Some(id.as_str()) && !receipt_of_selected {
+                if body_id(&e) != Some(id.as_str()) && !folds(&e, id) && !receipt_of_selected {
                     continue;
                 }
                 self.selected_leaves.insert(tlog::leaf_hash(bytes).to_vec());
@@ -197,6 +215,46 @@ mod tests {
             envelope: None,
         };
         entry("line.receipt", r.to_value())
+    }
+
+    #[test]
+    fn a_subscriptions_entries_include_the_writes_that_made_notified_or_dropped_it() {
+        let sub = "5f0c2a4e-8d3b-4c1a-9e7f-1a2b3c4d5e6f";
+        let t = |s: &str| Value::Text(s.into());
+        let write = |key: &str, item: Value| {
+            entry(
+                "operational_intent.upserted",
+                Value::Map(vec![
+                    (t("id"), t("an-intent")),
+                    (t(key), Value::Array(vec![item])),
+                ]),
+            )
+        };
+        let entries = vec![
+            write(
+                "subscriptions_upserted",
+                Value::Map(vec![(t("id"), t(sub))]),
+            ),
+            write(
+                "subscriptions_upserted",
+                Value::Map(vec![(t("id"), t("other"))]),
+            ),
+            write(
+                "subscriptions_notified",
+                Value::Map(vec![
+                    (t("id"), t(sub)),
+                    (t("notification_index"), Value::Uint(2)),
+                ]),
+            ),
+            write("subscriptions_removed", t(sub)),
+            write("subscriptions_removed", t("other")),
+            entry("subscription.upserted", Value::Map(vec![(t("id"), t(sub))])),
+        ];
+        let s = Selection {
+            entity: Some(sub.into()),
+            ..Selection::default()
+        };
+        assert_eq!(select(&entries, &s).unwrap(), vec![0, 2, 3, 5]);
     }
 
     #[test]

@@ -67,6 +67,80 @@ fn ovn_hash(ovn: &str) -> Value {
     Value::Bytes(tlog::hash::sha256(ovn.as_bytes()).to_vec())
 }
 
+fn notified((id, index): &(airspace::SubscriptionId, i32)) -> Value {
+    Value::Map(vec![
+        (t("id"), t(&id.to_string())),
+        (t("notification_index"), Value::Uint((*index).max(0) as u64)),
+    ])
+}
+
+/// Whether `e` writes or removes an operational intent or a constraint.
+fn is_entity_write(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::IntentUpserted(_)
+            | Event::IntentRemoved(_)
+            | Event::ConstraintUpserted(_)
+            | Event::ConstraintRemoved(_)
+    )
+}
+
+/// The log entries (kind and body) for one decision's events, in order.
+///
+/// A write of one operational intent or constraint is one entry, its own
+/// (`operational_intent.upserted`, …), which also records what the write
+/// did to subscriptions, under keys present only when not empty:
+/// `subscriptions_upserted` (the implicit subscription it made or changed,
+/// each body as a `subscription.upserted` entry's), `subscriptions_notified`
+/// (`{id, notification_index}` of each subscription it notified) and
+/// `subscriptions_removed` (the ids of implicit subscriptions it dropped).
+/// One signature and one leaf per write, where each of these effects had
+/// its own: a create with its implicit subscription was two signed entries,
+/// three when it notified anyone. Every other decision (a subscription's
+/// own write, a sweep of expired entities, availability, reports) gets one
+/// entry per event.
+pub fn entry_bodies(events: &[Event]) -> Vec<(&'static str, Value)> {
+    let folds = events.len() > 1
+        && events.iter().filter(|e| is_entity_write(e)).count() == 1
+        && events.iter().all(|e| {
+            is_entity_write(e)
+                || matches!(
+                    e,
+                    Event::SubscriptionUpserted(_)
+                        | Event::SubscriptionsNotified(_)
+                        | Event::SubscriptionRemoved(_)
+                )
+        });
+    if !folds {
+        return events.iter().map(entry_body).collect();
+    }
+    let mut own = None;
+    let (mut upserted, mut notices, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    for e in events {
+        match e {
+            Event::SubscriptionUpserted(_) => upserted.push(entry_body(e).1),
+            Event::SubscriptionsNotified(bumped) => notices.extend(bumped.iter().map(notified)),
+            Event::SubscriptionRemoved(id) => removed.push(t(&id.to_string())),
+            _ => own = Some(entry_body(e)),
+        }
+    }
+    let Some((kind, Value::Map(mut body))) = own else {
+        // Unreachable (exactly one entity write, whose body is a map);
+        // if it were not, one entry per event records the same.
+        return events.iter().map(entry_body).collect();
+    };
+    for (key, list) in [
+        ("subscriptions_upserted", upserted),
+        ("subscriptions_notified", notices),
+        ("subscriptions_removed", removed),
+    ] {
+        if !list.is_empty() {
+            body.push((t(key), Value::Array(list)));
+        }
+    }
+    vec![(kind, Value::Map(body))]
+}
+
 /// The entry kind and body for an event.
 pub fn entry_body(e: &Event) -> (&'static str, Value) {
     match e {
@@ -135,17 +209,7 @@ pub fn entry_body(e: &Event) -> (&'static str, Value) {
             "subscriptions.notified",
             Value::Map(vec![(
                 t("subscriptions"),
-                Value::Array(
-                    bumped
-                        .iter()
-                        .map(|(id, index)| {
-                            Value::Map(vec![
-                                (t("id"), t(&id.to_string())),
-                                (t("notification_index"), Value::Uint((*index).max(0) as u64)),
-                            ])
-                        })
-                        .collect(),
-                ),
+                Value::Array(bumped.iter().map(notified).collect()),
             )]),
         ),
         Event::SubscriptionRemoved(id) => (
@@ -198,9 +262,16 @@ impl LogSigner {
         &self.signer.name
     }
 
-    /// The signed entry (leaf bytes) recording `e`.
-    pub fn entry(&self, e: &Event) -> Result<Vec<u8>, tlog::entry::EntryError> {
-        let (kind, mut body) = entry_body(e);
+    /// The signed entries (leaf bytes) recording one decision's events
+    /// ([`entry_bodies`]).
+    pub fn entries(&self, events: &[Event]) -> Result<Vec<Vec<u8>>, tlog::entry::EntryError> {
+        entry_bodies(events)
+            .into_iter()
+            .map(|(kind, body)| self.sign(kind, body))
+            .collect()
+    }
+
+    fn sign(&self, kind: &str, mut body: Value) -> Result<Vec<u8>, tlog::entry::EntryError> {
         // DESIGN §3: entries stay ≤ 64 KiB; a larger body (a polygon of
         // thousands of vertices) is committed to by its hash.
         let encoded = tlog::cbor::encode(&body);
@@ -237,5 +308,119 @@ impl LogSigner {
             text,
         };
         note.to_text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use airspace::{OperationalIntent, OperationalIntentState, Ovn, Subscription};
+    use uuid::Uuid;
+
+    fn intent(sub: Option<Uuid>) -> OperationalIntent {
+        OperationalIntent {
+            id: Uuid::from_u128(7),
+            manager: "alliance-uss".into(),
+            version: 1,
+            state: OperationalIntentState::Accepted,
+            ovn: Ovn("ovn-of-alliance-uss-0123456789".into()),
+            extents: vec![],
+            uss_base_url: "https://alliance.example/utm".into(),
+            subscription_id: sub,
+            time_start: Timestamp::from_unix_micros(1_000_000),
+            time_end: Timestamp::from_unix_micros(9_000_000_000),
+            updated_seq: 1,
+        }
+    }
+
+    fn subscription(n: u128) -> Subscription {
+        Subscription {
+            id: Uuid::from_u128(n),
+            manager: "alliance-uss".into(),
+            version: "v1".into(),
+            notification_index: 0,
+            extents: vec![],
+            uss_base_url: "https://alliance.example/utm".into(),
+            notify_for_operational_intents: true,
+            notify_for_constraints: false,
+            implicit: true,
+            time_start: Timestamp::from_unix_micros(1_000_000),
+            time_end: Timestamp::from_unix_micros(9_000_000_000),
+            updated_seq: 1,
+        }
+    }
+
+    fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+        crate::evidence::field(v, key)
+    }
+
+    #[test]
+    fn a_write_is_one_entry_recording_what_it_did_to_subscriptions() {
+        let events = vec![
+            Event::SubscriptionUpserted(subscription(1)),
+            Event::SubscriptionsNotified(vec![(Uuid::from_u128(2), 5), (Uuid::from_u128(3), 9)]),
+            Event::IntentUpserted(intent(Some(Uuid::from_u128(1)))),
+            Event::SubscriptionRemoved(Uuid::from_u128(4)),
+        ];
+        let entries = entry_bodies(&events);
+        assert_eq!(entries.len(), 1);
+        let (kind, body) = &entries[0];
+        assert_eq!(*kind, "operational_intent.upserted");
+        // The intent's own body, unchanged, plus the folded effects.
+        let own = entry_body(&events[2]).1;
+        let Value::Map(own) = own else { panic!() };
+        for (k, v) in &own {
+            let Value::Text(k) = k else { panic!() };
+            assert_eq!(get(body, k), Some(v), "{k}");
+        }
+        let Some(Value::Array(made)) = get(body, "subscriptions_upserted") else {
+            panic!()
+        };
+        assert_eq!(made, &vec![entry_body(&events[0]).1]);
+        let Some(Value::Array(notified)) = get(body, "subscriptions_notified") else {
+            panic!()
+        };
+        assert_eq!(notified.len(), 2);
+        assert_eq!(
+            get(&notified[1], "id"),
+            Some(&t(&Uuid::from_u128(3).to_string()))
+        );
+        assert_eq!(
+            get(&notified[1], "notification_index"),
+            Some(&Value::Uint(9))
+        );
+        assert_eq!(
+            get(body, "subscriptions_removed"),
+            Some(&Value::Array(vec![t(&Uuid::from_u128(4).to_string())]))
+        );
+        // The body stays canonical CBOR: it re-encodes to the same bytes.
+        let bytes = tlog::cbor::encode(body);
+        assert_eq!(
+            tlog::cbor::encode(&tlog::cbor::decode(&bytes).unwrap()),
+            bytes
+        );
+    }
+
+    #[test]
+    fn a_write_alone_is_its_plain_entry_and_other_decisions_one_entry_per_event() {
+        let alone = [Event::IntentUpserted(intent(None))];
+        assert_eq!(entry_bodies(&alone), vec![entry_body(&alone[0])]);
+        // Without any subscription effect, no folded keys appear.
+        let (_, body) = &entry_bodies(&alone)[0];
+        assert!(get(body, "subscriptions_upserted").is_none());
+        // A sweep of expired entities: several writes, each its own entry.
+        let sweep = [
+            Event::IntentRemoved(Uuid::from_u128(7)),
+            Event::IntentRemoved(Uuid::from_u128(8)),
+            Event::SubscriptionRemoved(Uuid::from_u128(1)),
+        ];
+        assert_eq!(
+            entry_bodies(&sweep),
+            sweep.iter().map(entry_body).collect::<Vec<_>>()
+        );
+        // A subscription's own write has no entity write to fold into.
+        let own = [Event::SubscriptionUpserted(subscription(1))];
+        assert_eq!(entry_bodies(&own)[0].0, "subscription.upserted");
     }
 }

@@ -330,18 +330,29 @@ pub(crate) struct LogState {
     latest: RwLock<Option<(u64, String)>>,
 }
 
-/// Signs one log entry per event, in order, spreading large batches over
-/// the cores (an Ed25519 signature costs more than deciding a write).
-fn sign_all(signer: &LogSigner, events: &[&airspace::Event]) -> Result<Vec<Vec<u8>>, StoreError> {
-    let sign = |e: &&airspace::Event| {
-        signer
-            .entry(e)
-            .map_err(|e| StoreError(format!("signing a log entry: {e}")))
+/// Signs the log entries of each decision's events (one per write of an
+/// intent or constraint, `node::log::entry_bodies`), in order, spreading
+/// large batches over the cores (an Ed25519 signature costs more than
+/// deciding a write).
+fn sign_all(
+    signer: &LogSigner,
+    decisions: &[&[airspace::Event]],
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let sign = |part: &[&[airspace::Event]]| -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::with_capacity(part.len());
+        for events in part {
+            out.extend(
+                signer
+                    .entries(events)
+                    .map_err(|e| StoreError(format!("signing a log entry: {e}")))?,
+            );
+        }
+        Ok(out)
     };
-    if events.len() < 16 {
-        return events.iter().map(sign).collect();
+    if decisions.len() < 16 {
+        return sign(decisions);
     }
-    on_all_cores(events, "signing", |part| part.iter().map(sign).collect())
+    on_all_cores(decisions, "signing", sign)
 }
 
 /// `f` over `items` split into one part per core, in order, each part on
@@ -1149,16 +1160,16 @@ impl Decider {
             Ok(Ok(d)) => dirty.record(&d.events),
             _ => Ok(()),
         });
-        let events: Vec<&airspace::Event> = replies
+        let decisions: Vec<&[airspace::Event]> = replies
             .iter()
             .filter_map(|(_, r)| match r {
-                Ok(Ok(d)) => Some(d.events.iter()),
+                Ok(Ok(d)) => Some(d.events.as_slice()),
                 _ => None,
             })
-            .flatten()
             .collect();
+        let events: Vec<&airspace::Event> = decisions.iter().copied().flatten().collect();
         let (mut leaves, mut encoded) = match encoded {
-            Ok(()) => match sign_all(signer, &events) {
+            Ok(()) => match sign_all(signer, &decisions) {
                 Ok(l) => (l, Ok(())),
                 Err(e) => (Vec::new(), Err(e)),
             },

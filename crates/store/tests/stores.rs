@@ -281,31 +281,46 @@ async fn every_committed_event_has_its_signed_entry_and_the_log_survives_reopeni
         d.delete_intent(&caller("alliance"), a.id, a.ovn)
             .await
             .unwrap();
-        // intent + its implicit subscription, then the removal of both.
-        assert_eq!(store.log_size(), 4);
-        let entries = store.log_entries(0, 4).await.unwrap();
-        let kinds: Vec<String> = entries
+        // One entry per write: the intent with its implicit subscription,
+        // then the removal of both.
+        assert_eq!(store.log_size(), 2);
+        let entries = store.log_entries(0, 2).await.unwrap();
+        let parsed: Vec<_> = entries
             .iter()
             .map(|e| {
                 let s = tlog::entry::SignedEntry::parse(e).unwrap();
                 s.verify(&log_signer().signer.verifier()).unwrap();
-                s.entry.kind
+                s
             })
             .collect();
+        let kinds: Vec<&str> = parsed.iter().map(|s| s.entry.kind.as_str()).collect();
+        assert_eq!(kinds, ["operational_intent.upserted", "operational_intent.removed"]);
+        let sub = a.subscription_id.unwrap().to_string();
+        let folded = |e: &tlog::entry::SignedEntry, key: &str| -> Vec<tlog::cbor::Value> {
+            match node::evidence::field(&e.entry.body, key) {
+                Some(tlog::cbor::Value::Array(items)) => items.clone(),
+                _ => vec![],
+            }
+        };
+        let made = folded(&parsed[0], "subscriptions_upserted");
+        assert_eq!(made.len(), 1);
         assert_eq!(
-            kinds,
-            [
-                "subscription.upserted",
-                "operational_intent.upserted",
-                "operational_intent.removed",
-                "subscription.removed"
-            ]
+            node::evidence::field(&made[0], "id"),
+            Some(&tlog::cbor::Value::Text(sub.clone()))
+        );
+        assert_eq!(
+            node::evidence::field(&made[0], "implicit"),
+            Some(&tlog::cbor::Value::Bool(true))
+        );
+        assert_eq!(
+            folded(&parsed[1], "subscriptions_removed"),
+            [tlog::cbor::Value::Text(sub)]
         );
         // Every entry is included in the root.
-        let root = store.log_root(4).await.unwrap();
+        let root = store.log_root(2).await.unwrap();
         for (i, e) in entries.iter().enumerate() {
-            let p = store.inclusion_proof(i as u64, 4).await.unwrap().unwrap();
-            tlog::proof::verify_inclusion(&tlog::leaf_hash(e), i as u64, 4, &p, &root).unwrap();
+            let p = store.inclusion_proof(i as u64, 2).await.unwrap().unwrap();
+            tlog::proof::verify_inclusion(&tlog::leaf_hash(e), i as u64, 2, &p, &root).unwrap();
         }
         (root, store.log_size())
     };
@@ -337,7 +352,7 @@ async fn checkpoints_are_signed_notes_and_successive_ones_are_consistent() {
     )
     .await
     .unwrap();
-    assert_eq!(log.checkpoint_tick().await.unwrap(), Some(2));
+    assert_eq!(log.checkpoint_tick().await.unwrap(), Some(1));
     assert_eq!(
         log.checkpoint_tick().await.unwrap(),
         None,
@@ -364,7 +379,7 @@ async fn checkpoints_are_signed_notes_and_successive_ones_are_consistent() {
         tlog::Checkpoint::parse(&n2.text).unwrap(),
     );
     assert_eq!(c1.origin, "detente.test/store");
-    assert_eq!((c1.size, c2.size), (2, 10));
+    assert_eq!((c1.size, c2.size), (1, 5));
     let p = log.consistency_proof(c1.size, c2.size).await.unwrap();
     tlog::proof::verify_consistency(c1.size, c2.size, &p, &c1.root, &c2.root).unwrap();
     assert_eq!(log.verifier_key(), v.to_vkey());
@@ -473,10 +488,10 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     let store = open_with_one_tile(dir.path()).await;
     let d = Arc::new(dss_over(store.clone()));
     let now = d.now();
-    // Two entries per create: 700 creates → 1,400 entries, and 60 of the
+    // One entry per create: 1,400 creates → 1,400 entries, and 60 of the
     // line: five full level-0 tiles and a partial one.
     let mut tasks = Vec::new();
-    for t in 0..20u32 {
+    for t in 0..40u32 {
         let d = d.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..35u32 {
@@ -566,7 +581,7 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     let mut counts = None;
     reopened.read(&mut |s| counts = Some(s.counts())).unwrap();
     let counts = counts.unwrap();
-    assert_eq!((counts.intents, counts.subscriptions), (700, 700));
+    assert_eq!((counts.intents, counts.subscriptions), (1400, 1400));
     if test_support::postgres_url().is_none() {
         // The embedded store has moved leaf hashes into the hash index in
         // bulk, slice by slice; others still wait: both are searched.
@@ -671,27 +686,31 @@ async fn notification_indices_are_logged_compactly_and_survive_reopening() {
         seen.sort_unstable();
         assert_eq!(seen, (1..=writes as i32).collect::<Vec<_>>(), "each write its own index");
         assert_eq!(d.get_subscription(&caller("watcher"), sub).unwrap().notification_index, writes as i32);
-        // Each write: its implicit subscription, one compact entry naming
-        // the watcher's new index, and the intent.
+        // One entry per write: the intent, with its implicit subscription
+        // and the watcher's new index.
         let entries = store.log_entries(size, store.log_size()).await.unwrap();
         let mut logged = Vec::new();
         for e in &entries {
             let e = tlog::entry::SignedEntry::parse(e).unwrap();
             e.verify(&log_signer().signer.verifier()).unwrap();
-            if e.entry.kind == "subscriptions.notified" {
-                let tlog::cbor::Value::Map(m) = &e.entry.body else { panic!() };
-                let tlog::cbor::Value::Array(items) = &m[0].1 else { panic!() };
-                for i in items {
-                    let tlog::cbor::Value::Map(f) = i else { panic!() };
-                    assert_eq!(f[0].1, tlog::cbor::Value::Text(sub.to_string()));
-                    let tlog::cbor::Value::Uint(n) = f[1].1 else { panic!() };
-                    logged.push(n);
-                }
+            assert_eq!(e.entry.kind, "operational_intent.upserted");
+            let Some(tlog::cbor::Value::Array(items)) =
+                node::evidence::field(&e.entry.body, "subscriptions_notified")
+            else {
+                panic!("{:?}", e.entry.body)
+            };
+            for i in items {
+                assert_eq!(
+                    node::evidence::field(i, "id"),
+                    Some(&tlog::cbor::Value::Text(sub.to_string()))
+                );
+                let Some(tlog::cbor::Value::Uint(n)) = node::evidence::field(i, "notification_index") else { panic!() };
+                logged.push(*n);
             }
         }
         logged.sort_unstable();
         assert_eq!(logged, (1..=writes as u64).collect::<Vec<_>>());
-        assert_eq!(entries.len() as u128, 3 * writes);
+        assert_eq!(entries.len() as u128, writes);
         store.close().await;
     }
     let d = dss(dir.path()).await;
