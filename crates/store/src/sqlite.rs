@@ -55,6 +55,7 @@ pub struct Sqlite {
     path: PathBuf,
     /// The writer's connection options (no automatic checkpoints).
     opts: SqliteConnectOptions,
+    wal: std::sync::Arc<WalRestart>,
 }
 
 /// How often the WAL is checkpointed into the database, off the writer.
@@ -77,13 +78,22 @@ const RESTART_WAL_AT: i64 = 65_536;
 /// The WAL file's size once it restarts (SQLite's `journal_size_limit`).
 const WAL_SIZE_LIMIT: i64 = 256 << 20;
 
+/// The WAL's restarts (see [`RESTART_WAL_AT`]), shared by the checkpointer
+/// (which asks) and the writer (which checkpoints the last frames).
+#[derive(Debug)]
+struct WalRestart {
+    /// Frames past which the checkpointer asks for a restart.
+    at: i64,
+    wanted: std::sync::atomic::AtomicBool,
+    /// Checkpoints the writer completed for a restart since the store opened.
+    done: std::sync::atomic::AtomicU64,
+}
+
 /// The writer's connection and where each record lives.
 pub struct SqliteWriter {
     conn: SqliteConnection,
     ids: RowIds,
-    /// Set by the checkpointer when the WAL should restart (see
-    /// [`RESTART_WAL_AT`]); the writer clears it once it has checkpointed.
-    restart_wal: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    wal: std::sync::Arc<WalRestart>,
 }
 
 /// Checkpoints the WAL on the writer's own connection, between batches,
@@ -92,7 +102,7 @@ pub struct SqliteWriter {
 /// on growing until the next try).
 async fn restart_wal(w: &mut SqliteWriter) {
     use std::sync::atomic::Ordering;
-    if !w.restart_wal.swap(false, Ordering::Relaxed) {
+    if !w.wal.wanted.swap(false, Ordering::Relaxed) {
         return;
     }
     let t0 = std::time::Instant::now();
@@ -100,13 +110,18 @@ async fn restart_wal(w: &mut SqliteWriter) {
         .fetch_one(&mut w.conn)
         .await
     {
-        Ok((busy, log, done)) => tracing::debug!(
-            busy,
-            log,
-            done,
-            us = t0.elapsed().as_micros() as u64,
-            "the writer checkpointed the WAL's last frames so that it restarts"
-        ),
+        Ok((busy, log, done)) => {
+            if busy == 0 && done == log {
+                w.wal.done.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(
+                busy,
+                log,
+                done,
+                us = t0.elapsed().as_micros() as u64,
+                "the writer checkpointed the WAL's last frames so that it restarts"
+            )
+        }
         Err(e) => tracing::warn!(error = %e, "checkpointing the WAL before restarting it"),
     }
 }
@@ -1007,7 +1022,7 @@ impl Backend for Sqlite {
 async fn checkpoints(
     reads: SqlitePool,
     store: crate::engine::Refresher,
-    restart_wal: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    wal: std::sync::Arc<WalRestart>,
 ) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1028,8 +1043,8 @@ async fn checkpoints(
                 us = t0.elapsed().as_micros() as u64,
                 "checkpointed the WAL"
             );
-            if log >= RESTART_WAL_AT && done == log {
-                restart_wal.store(true, std::sync::atomic::Ordering::Relaxed);
+            if log >= wal.at && done == log {
+                wal.wanted.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
         if let Err(e) = r {
@@ -1045,6 +1060,18 @@ impl Engine<Sqlite> {
     /// Opens (creating if needed) the store in `dir`, migrates it, and
     /// rebuilds the in-memory state and index from its rows.
     pub async fn open(dir: &Path, signer: LogSigner) -> Result<Self, StoreError> {
+        Self::open_tuned(dir, signer, RESTART_WAL_AT, WAL_SIZE_LIMIT).await
+    }
+
+    /// [`open`](Self::open) with the WAL restarted past `restart_wal_at`
+    /// frames and cut back to `wal_size_limit` bytes (tests use small ones).
+    #[doc(hidden)]
+    pub async fn open_tuned(
+        dir: &Path,
+        signer: LogSigner,
+        restart_wal_at: i64,
+        wal_size_limit: i64,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("detente.db");
@@ -1060,7 +1087,7 @@ impl Engine<Sqlite> {
         let writer_opts = opts
             .clone()
             .pragma("wal_autocheckpoint", "0")
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
+            .pragma("journal_size_limit", wal_size_limit.to_string());
         let mut conn = SqliteConnection::connect_with(&writer_opts)
             .await
             .map_err(err("opening the database"))?;
@@ -1090,18 +1117,23 @@ impl Engine<Sqlite> {
             .connect_with(opts.clone().create_if_missing(false))
             .await
             .map_err(err("opening the read pool"))?;
-        let restart = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wal = std::sync::Arc::new(WalRestart {
+            at: restart_wal_at,
+            wanted: Default::default(),
+            done: Default::default(),
+        });
         let backend = std::sync::Arc::new(Sqlite {
             reads: reads.clone(),
             path,
             opts: writer_opts,
+            wal: wal.clone(),
         });
         let engine = Engine::start(
             backend,
             SqliteWriter {
                 conn,
                 ids,
-                restart_wal: restart.clone(),
+                wal: wal.clone(),
             },
             Loaded {
                 state,
@@ -1111,12 +1143,22 @@ impl Engine<Sqlite> {
             },
             signer,
         );
-        tokio::spawn(checkpoints(reads, engine.refresher(), restart));
+        tokio::spawn(checkpoints(reads, engine.refresher(), wal.clone()));
         Ok(engine)
     }
 
     pub fn path(&self) -> &Path {
         &self.backend.path
+    }
+
+    /// How many times since it opened the writer checkpointed the WAL's
+    /// last frames so that the WAL starts over (under a steady load; an
+    /// idle moment restarts it by itself).
+    pub fn wal_restarts(&self) -> u64 {
+        self.backend
+            .wal
+            .done
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

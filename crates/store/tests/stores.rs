@@ -881,3 +881,66 @@ async fn the_wal_is_checkpointed_into_the_database_while_the_store_is_open() {
         "200 intents and their entries reach the database file while it is open: {before} -> {after} bytes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_steady_load_the_wal_starts_over_instead_of_growing() {
+    // SQLite restarts the WAL only when a write begins with every frame
+    // checkpointed, which a steady stream of batches never allows: the
+    // writer checkpoints the last frames itself once the WAL passes its
+    // bound (here 64 frames, cut back to 64 KiB), so the file stays small.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open_tuned(dir.path(), log_signer(), 64, 64 * 1024)
+            .await
+            .expect("open store"),
+    );
+    let d = Arc::new(dss_over(store.clone()));
+    let now = d.now();
+    let wal = dir.path().join("detente.db-wal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2500);
+    let mut writers = Vec::new();
+    for w in 0..8u128 {
+        let d = d.clone();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u128;
+            while std::time::Instant::now() < deadline {
+                let v = square(30.0 + (n % 400) as f64 * 0.05, 0.5 * w as f64, 0.001, now);
+                d.put_intent(
+                    &caller("alliance"),
+                    Uuid::from_u128((w << 64) | (n + 1)),
+                    None,
+                    request(v, vec![]),
+                )
+                .await
+                .unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    // An open WAL file only ever grows, except when a restart cuts it back
+    // to the size limit.
+    let (mut largest, mut cut_back) = (0, None);
+    while std::time::Instant::now() < deadline {
+        let now = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if now < largest && cut_back.is_none() {
+            cut_back = Some((largest, now));
+        }
+        largest = largest.max(now);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    assert!(
+        store.wal_restarts() >= 2,
+        "the writer restarted the WAL {} times in 2.5 s of {written} creates",
+        store.wal_restarts()
+    );
+    assert!(
+        cut_back.is_some(),
+        "the WAL was never cut back; it reached {largest} bytes"
+    );
+    d.close().await;
+}
