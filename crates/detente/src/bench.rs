@@ -218,12 +218,7 @@ async fn postgres_backend(
         let store = store::PostgresStore::open_postgres(&at, log_signer)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        anyhow::Ok(Arc::new(Dss::new(
-            Arc::new(store),
-            Arc::new(SystemClock),
-            Arc::new(RandomIds),
-            Settings::default(),
-        )))
+        anyhow::Ok(dss_over(Arc::new(store)))
     };
     let first = open().await?;
     let started = Instant::now();
@@ -307,6 +302,16 @@ async fn postgres_backend(
         }
     }
     Ok(())
+}
+
+/// The node's use cases over `store`, on the system clock.
+fn dss_over(store: Arc<dyn node::Store>) -> Arc<Dss> {
+    Arc::new(Dss::new(
+        store,
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    ))
 }
 
 /// xorshift64*: deterministic, dependency-free.
@@ -413,56 +418,60 @@ impl Measured {
     }
 }
 
-/// Runs `op` from `concurrency` tasks for `secs` seconds.
+/// Runs `op` from `concurrency` tasks for `secs` seconds, each starting
+/// its next operation as soon as one ends (closed loop).
 async fn measure<F, Fut>(concurrency: usize, secs: u64, op: F) -> Measured
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let op = Arc::new(op);
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for t in 0..concurrency {
-        let op = op.clone();
-        let errors = errors.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = 0u64;
-            while Instant::now() < deadline {
-                let s = Instant::now();
-                if op((t as u64) << 32 | i).await {
-                    lat.push(s.elapsed().as_micros() as u64);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                i += 1;
-            }
-            lat
-        }));
-    }
-    let mut lat_us = Vec::new();
-    for t in tasks {
-        lat_us.extend(t.await.unwrap_or_default());
-    }
-    let secs = started.elapsed().as_secs_f64();
-    lat_us.sort_unstable();
-    Measured {
-        ops: lat_us.len() as u64,
-        secs,
-        lat_us,
-        errors: errors.load(Ordering::Relaxed),
-    }
+    lanes(concurrency, secs, None, op).await
 }
 
 /// Offers `op` at `rate` per second for `secs` seconds from `lanes`
-/// schedules (each lane one operation every `lanes / rate` s, from a random
-/// phase; a lane still busy starts its next operation late). An operation's
-/// latency runs from its scheduled start, so a server that falls behind is
-/// not excused by the load waiting for it (no coordinated omission). Timers
-/// tick by the millisecond: a start can be up to ~1 ms late, and counted so.
-async fn measure_open<F, Fut>(lanes: usize, rate: u64, secs: u64, op: F) -> Measured
+/// schedules (each lane one operation every `lanes / rate` s, the lanes'
+/// phases spread evenly; a lane still busy starts its next operation late).
+/// An operation's latency runs from its scheduled start, so a server that
+/// falls behind is not excused by the load waiting for it (no coordinated
+/// omission). Timers tick by the millisecond: a start can be up to ~1 ms
+/// late, and counted so.
+async fn measure_open<F, Fut>(lanes_n: usize, rate: u64, secs: u64, op: F) -> Measured
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let every = Duration::from_secs_f64(lanes_n as f64 / rate.max(1) as f64);
+    lanes(lanes_n, secs, Some(every), op).await
+}
+
+/// When a load task starts its next operation: now (closed loop), or at
+/// its next slot of one `every` (open loop: waits for it); `None` once
+/// that is past `deadline` (waiting for a slot past the end would count
+/// idle time in the elapsed).
+async fn next_start(
+    every: Option<Duration>,
+    next: &mut Instant,
+    deadline: Instant,
+) -> Option<Instant> {
+    let at = match every {
+        Some(e) => {
+            let at = *next;
+            *next += e;
+            if at >= deadline {
+                return None;
+            }
+            tokio::time::sleep_until(at.into()).await;
+            at
+        }
+        None => Instant::now(),
+    };
+    (at < deadline).then_some(at)
+}
+
+/// `n` tasks running `op` until `secs` have passed: back to back, or each
+/// on a schedule of one start `every` (its latencies then counted from the
+/// scheduled starts).
+async fn lanes<F, Fut>(n: usize, secs: u64, every: Option<Duration>, op: F) -> Measured
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -470,20 +479,16 @@ where
     let op = Arc::new(op);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
-    let every = Duration::from_secs_f64(lanes as f64 / rate.max(1) as f64);
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for t in 0..lanes {
+    for t in 0..n {
         let op = op.clone();
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let mut next = started + every.mul_f64(t as f64 / lanes as f64);
+            let mut next = started + every.unwrap_or_default().mul_f64(t as f64 / n as f64);
             let mut i = 0u64;
-            while next < deadline {
-                let at = next;
-                next += every;
-                tokio::time::sleep_until(at.into()).await;
+            while let Some(at) = next_start(every, &mut next, deadline).await {
                 if op((t as u64) << 32 | i).await {
                     lat.push(at.elapsed().as_micros() as u64);
                 } else {
@@ -598,12 +603,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let store = store::SqliteStore::open(&dir, log_signer.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
-            anyhow::Ok(Arc::new(Dss::new(
-                Arc::new(store),
-                Arc::new(SystemClock),
-                Arc::new(RandomIds),
-                Settings::default(),
-            )))
+            anyhow::Ok(dss_over(Arc::new(store)))
         };
         let dss = open().await?;
         let now = SystemClock.now();
@@ -633,18 +633,24 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         );
         let dss = open().await?;
 
-        let d = dss.clone();
-        let c = caller.clone();
-        let m = measure(args.concurrency, args.seconds, move |seed| {
-            let d = d.clone();
-            let c = c.clone();
-            async move {
-                let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-                create_with_key(&d, &c, random_volume(&mut rng, now))
-                    .await
-                    .is_ok()
+        // Creates at random places; each measurement its own volumes.
+        let creates = |mix: u64| {
+            let (d, c) = (dss.clone(), caller.clone());
+            move |seed: u64| {
+                let (d, c) = (d.clone(), c.clone());
+                async move {
+                    let mut rng = Rng(seed.wrapping_mul(mix) | 1);
+                    create_with_key(&d, &c, random_volume(&mut rng, now))
+                        .await
+                        .is_ok()
+                }
             }
-        })
+        };
+        let m = measure(
+            args.concurrency,
+            args.seconds,
+            creates(0x9e37_79b9_7f4a_7c15),
+        )
         .await;
         let target = if live >= 100_000 {
             "≥ 10,000/s, p99 ≤ 5 ms"
@@ -662,19 +668,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         );
         let embedded_create = m.rate();
         if args.create_rate > 0 {
-            let d = dss.clone();
-            let c = caller.clone();
-            let m = measure_open(256, args.create_rate, args.seconds, move |seed| {
-                let d = d.clone();
-                let c = c.clone();
-                async move {
-                    // Other volumes than the closed loop's.
-                    let mut rng = Rng(seed.wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1);
-                    create_with_key(&d, &c, random_volume(&mut rng, now))
-                        .await
-                        .is_ok()
-                }
-            })
+            let m = measure_open(
+                256,
+                args.create_rate,
+                args.seconds,
+                creates(0xbf58_476d_1ce4_e5b9),
+            )
             .await;
             println!(
                 "{}",
@@ -825,24 +824,7 @@ async fn congested(root: &std::path::Path, clients: usize, rate: u64, secs: u64)
             let mut lat_us = Vec::new();
             let every = (rate > 0).then(|| Duration::from_secs_f64(clients as f64 / rate as f64));
             let mut next = Instant::now() + every.map(|e| e.mul_f64(rng.unit())).unwrap_or_default();
-            loop {
-                let t0 = match every {
-                    Some(e) => {
-                        let at = next;
-                        next += e;
-                        // Not a slot past the end: waiting for it would
-                        // count idle time in the elapsed.
-                        if at >= deadline {
-                            break;
-                        }
-                        tokio::time::sleep_until(at.into()).await;
-                        at
-                    }
-                    None => Instant::now(),
-                };
-                if t0 >= deadline {
-                    break;
-                }
+            while let Some(t0) = next_start(every, &mut next, deadline).await {
                 let (lat, lng) = (45.0 + 0.0081 * rng.unit(), 10.0 + 0.0116 * rng.unit()); // ~1 km × 1 km at 45°N
                 let start = now.plus_seconds(60 + (rng.unit() * 6600.0) as i64);
                 let v = wire_volume(&square(lat, lng, 0.00045, start, start.plus_seconds(600)));
