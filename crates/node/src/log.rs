@@ -138,8 +138,20 @@ pub fn entry_bodies(events: &[Event]) -> Vec<(&'static str, Value)> {
             body.push((t(key), Value::Array(list)));
         }
     }
-    vec![(kind, Value::Map(body))]
+    let body = Value::Map(body);
+    if tlog::cbor::encode(&body).len() > MAX_BODY_BYTES {
+        // Too large to keep whole (an intent of thousands of vertices and
+        // its implicit subscription repeating them): one entry per event,
+        // each of which may still fit, rather than one body replaced by
+        // its hash.
+        return events.iter().map(entry_body).collect();
+    }
+    vec![(kind, body)]
 }
+
+/// Bodies larger than this (encoded) are logged as their hash (DESIGN §3:
+/// entries stay ≤ 64 KiB).
+pub const MAX_BODY_BYTES: usize = 60 * 1024;
 
 /// The entry kind and body for an event.
 pub fn entry_body(e: &Event) -> (&'static str, Value) {
@@ -275,7 +287,7 @@ impl LogSigner {
         // DESIGN §3: entries stay ≤ 64 KiB; a larger body (a polygon of
         // thousands of vertices) is committed to by its hash.
         let encoded = tlog::cbor::encode(&body);
-        if encoded.len() > 60 * 1024 {
+        if encoded.len() > MAX_BODY_BYTES {
             body = Value::Map(vec![
                 (
                     t("body_sha256"),
@@ -400,6 +412,41 @@ mod tests {
             tlog::cbor::encode(&tlog::cbor::decode(&bytes).unwrap()),
             bytes
         );
+    }
+
+    #[test]
+    fn a_write_too_large_to_fold_keeps_one_entry_per_event() {
+        // ~2,500 vertices: each body ~45 KB fits, the two folded would not.
+        let ring: Vec<airspace::geometry::LatLng> = (0..2500)
+            .map(|k| {
+                let a = std::f64::consts::TAU * k as f64 / 2500.0;
+                airspace::geometry::LatLng {
+                    lat: 45.0 + 0.01 * a.sin(),
+                    lng: 10.0 + 0.01 * a.cos(),
+                }
+            })
+            .collect();
+        let v = airspace::geometry::prepare(
+            airspace::geometry::Volume4D {
+                outline: Outline::Polygon { vertices: ring },
+                altitude_lower_m: Some(0.0),
+                altitude_upper_m: Some(500.0),
+                time_start: Some(Timestamp::from_unix_micros(1_000_000)),
+                time_end: Some(Timestamp::from_unix_micros(9_000_000_000)),
+            },
+            &airspace::geometry::Limits::default(),
+        )
+        .unwrap();
+        let mut sub = subscription(1);
+        sub.extents = vec![v.clone()];
+        let mut i = intent(Some(sub.id));
+        i.extents = vec![v];
+        let events = [Event::SubscriptionUpserted(sub), Event::IntentUpserted(i)];
+        let entries = entry_bodies(&events);
+        assert_eq!(entries, events.iter().map(entry_body).collect::<Vec<_>>());
+        for (_, body) in &entries {
+            assert!(tlog::cbor::encode(body).len() <= MAX_BODY_BYTES);
+        }
     }
 
     #[test]
