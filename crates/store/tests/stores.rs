@@ -848,7 +848,7 @@ async fn closing_commits_what_is_queued_and_leaves_no_wal_to_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_is_checkpointed_into_the_database_while_the_store_is_open() {
     // The writer never checkpoints (a checkpoint inside a commit held up
-    // every batch behind it): a task beside it does, every 200 ms.
+    // every batch behind it): a task beside it does, every 50 ms.
     let dir = tempfile::tempdir().unwrap();
     let d = dss(dir.path()).await;
     let db = dir.path().join("detente.db");
