@@ -100,6 +100,24 @@ fn is_entity_write(e: &Event) -> bool {
 /// own write, a sweep of expired entities, availability, reports) gets one
 /// entry per event.
 pub fn entry_bodies(events: &[Event]) -> Vec<(&'static str, Value)> {
+    encoded_entry_bodies(events)
+        .into_iter()
+        .map(|(kind, body, _)| (kind, body))
+        .collect()
+}
+
+/// [`entry_bodies`] with each body's CBOR encoding (each encoded once).
+fn encoded_entry_bodies(events: &[Event]) -> Vec<(&'static str, Value, Vec<u8>)> {
+    let each = || {
+        events
+            .iter()
+            .map(|e| {
+                let (kind, body) = entry_body(e);
+                let encoded = tlog::cbor::encode(&body);
+                (kind, body, encoded)
+            })
+            .collect()
+    };
     let folds = events.len() > 1
         && events.iter().filter(|e| is_entity_write(e)).count() == 1
         && events.iter().all(|e| {
@@ -112,7 +130,7 @@ pub fn entry_bodies(events: &[Event]) -> Vec<(&'static str, Value)> {
                 )
         });
     if !folds {
-        return events.iter().map(entry_body).collect();
+        return each();
     }
     let mut own = None;
     let (mut upserted, mut notices, mut removed) = (Vec::new(), Vec::new(), Vec::new());
@@ -127,7 +145,7 @@ pub fn entry_bodies(events: &[Event]) -> Vec<(&'static str, Value)> {
     let Some((kind, Value::Map(mut body))) = own else {
         // Unreachable (exactly one entity write, whose body is a map);
         // if it were not, one entry per event records the same.
-        return events.iter().map(entry_body).collect();
+        return each();
     };
     for (key, list) in [
         ("subscriptions_upserted", upserted),
@@ -139,14 +157,15 @@ pub fn entry_bodies(events: &[Event]) -> Vec<(&'static str, Value)> {
         }
     }
     let body = Value::Map(body);
-    if tlog::cbor::encode(&body).len() > MAX_BODY_BYTES {
+    let encoded = tlog::cbor::encode(&body);
+    if encoded.len() > MAX_BODY_BYTES {
         // Too large to keep whole (an intent of thousands of vertices and
         // its implicit subscription repeating them): one entry per event,
         // each of which may still fit, rather than one body replaced by
         // its hash.
-        return events.iter().map(entry_body).collect();
+        return each();
     }
-    vec![(kind, body)]
+    vec![(kind, body, encoded)]
 }
 
 /// Bodies larger than this (encoded) are logged as their hash (DESIGN §3:
@@ -277,16 +296,21 @@ impl LogSigner {
     /// The signed entries (leaf bytes) recording one decision's events
     /// ([`entry_bodies`]).
     pub fn entries(&self, events: &[Event]) -> Result<Vec<Vec<u8>>, tlog::entry::EntryError> {
-        entry_bodies(events)
+        encoded_entry_bodies(events)
             .into_iter()
-            .map(|(kind, body)| self.sign(kind, body))
+            .map(|(kind, body, encoded)| self.sign(kind, body, encoded))
             .collect()
     }
 
-    fn sign(&self, kind: &str, mut body: Value) -> Result<Vec<u8>, tlog::entry::EntryError> {
+    /// Signs an entry of `body`, whose encoding is `encoded`.
+    fn sign(
+        &self,
+        kind: &str,
+        mut body: Value,
+        mut encoded: Vec<u8>,
+    ) -> Result<Vec<u8>, tlog::entry::EntryError> {
         // DESIGN §3: entries stay ≤ 64 KiB; a larger body (a polygon of
         // thousands of vertices) is committed to by its hash.
-        let encoded = tlog::cbor::encode(&body);
         if encoded.len() > MAX_BODY_BYTES {
             body = Value::Map(vec![
                 (
@@ -295,6 +319,7 @@ impl LogSigner {
                 ),
                 (t("body_bytes"), Value::Uint(encoded.len() as u64)),
             ]);
+            encoded = tlog::cbor::encode(&body);
         }
         let ms = (self.clock.now().unix_micros() / 1000).max(0) as u64;
         let entry = tlog::entry::Entry {
@@ -303,7 +328,7 @@ impl LogSigner {
             timestamp_ms: ms,
             body,
         };
-        entry.sign_to_bytes(&self.signer)
+        entry.sign_encoded_to_bytes(&self.signer, &encoded)
     }
 
     /// A signed checkpoint note for a tree of `size` leaves with `root`.

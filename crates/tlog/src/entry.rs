@@ -74,14 +74,18 @@ impl Entry {
         self.message_with(&cbor::encode(&self.body))
     }
 
-    /// The signature and the leaf bytes, the body encoded once.
-    fn sign_parts(&self, signer: &NoteSigner) -> Result<([u8; 64], Vec<u8>), EntryError> {
-        let body = cbor::encode(&self.body);
+    /// The signature and the leaf bytes, with `body` the encoding of
+    /// `self.body` (encoded once however many times the entry is).
+    fn sign_parts(
+        &self,
+        signer: &NoteSigner,
+        body: &[u8],
+    ) -> Result<([u8; 64], Vec<u8>), EntryError> {
         let signature = signer
             .signing_key()
-            .sign(&self.message_with(&body))
+            .sign(&self.message_with(body))
             .to_bytes();
-        let leaf = self.encode_with(&body, Some(&signature));
+        let leaf = self.encode_with(body, Some(&signature));
         if leaf.len() > MAX_ENTRY_BYTES {
             return Err(EntryError::TooLarge(leaf.len()));
         }
@@ -89,7 +93,7 @@ impl Entry {
     }
 
     pub fn sign(self, signer: &NoteSigner) -> Result<SignedEntry, EntryError> {
-        let (signature, _) = self.sign_parts(signer)?;
+        let (signature, _) = self.sign_parts(signer, &cbor::encode(&self.body))?;
         Ok(SignedEntry {
             entry: self,
             signature,
@@ -99,7 +103,18 @@ impl Entry {
     /// Signs the entry and answers its leaf bytes (what
     /// `self.sign(signer)?.to_bytes()` gives, for less work).
     pub fn sign_to_bytes(&self, signer: &NoteSigner) -> Result<Vec<u8>, EntryError> {
-        Ok(self.sign_parts(signer)?.1)
+        self.sign_encoded_to_bytes(signer, &cbor::encode(&self.body))
+    }
+
+    /// [`sign_to_bytes`](Self::sign_to_bytes) for a caller that already
+    /// holds `body`, the CBOR encoding of `self.body` (not encoded again).
+    pub fn sign_encoded_to_bytes(
+        &self,
+        signer: &NoteSigner,
+        body: &[u8],
+    ) -> Result<Vec<u8>, EntryError> {
+        debug_assert_eq!(body, cbor::encode(&self.body).as_slice());
+        Ok(self.sign_parts(signer, body)?.1)
     }
 }
 
