@@ -172,7 +172,11 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 /// one persist (a 55 ms stall of every write in flight).
 #[derive(Default)]
 struct RowIds {
-    of: std::collections::BTreeMap<(Table, String), i64>,
+    /// Each table's rowids by record id, one map per table (indexed by
+    /// [`Table`]'s order) so that a lookup borrows the id. Hashed: as a
+    /// B-tree of (table, id) at 100k records, the id comparisons of a
+    /// batch's lookups and inserts were ~9% of the writer's time.
+    of: [HashMap<String, i64>; Table::ALL.len()],
     next: i64,
     /// Leaf hashes waiting in `log_leaves_recent`.
     staged_leaves: u64,
@@ -280,7 +284,7 @@ async fn rows<T>(
     let mut out = Vec::with_capacity(decoded.len());
     for (rowid, id, record) in decoded {
         ids.next = ids.next.max(rowid + 1);
-        ids.of.insert((table, id), rowid);
+        ids.of[table as usize].insert(id, rowid);
         out.push(record);
     }
     Ok(out)
@@ -587,16 +591,16 @@ async fn persist(
         tiles,
     } = batch;
     let mut next = ids.next;
-    let mut assigned: Vec<((Table, String), i64)> = Vec::new();
+    let mut assigned: Vec<(Table, String, i64)> = Vec::new();
     let mut removed: Vec<(Table, String)> = Vec::new();
     let mut by_table: HashMap<Table, TableChanges> = HashMap::new();
     for ((table, id), body) in dirty.rows {
-        let known = ids.of.get(&(table, id.clone())).copied();
+        let known = ids.of[table as usize].get(id.as_str()).copied();
         let (up, del) = by_table.entry(table).or_default();
         match (body.map(|r| r.body), known) {
             (Some(b), Some(r)) => up.push((r, id, b)),
             (Some(b), None) => {
-                assigned.push(((table, id.clone()), next));
+                assigned.push((table, id.clone(), next));
                 up.push((next, id, b));
                 next += 1;
             }
@@ -735,9 +739,11 @@ async fn persist(
     ids.staged_leaves = staged;
     ids.merge_slice = slice;
     ids.next = next;
-    ids.of.extend(assigned);
-    for k in removed {
-        ids.of.remove(&k);
+    for (table, id, rowid) in assigned {
+        ids.of[table as usize].insert(id, rowid);
+    }
+    for (table, id) in removed {
+        ids.of[table as usize].remove(&id);
     }
     Ok(())
 }
