@@ -801,6 +801,57 @@ impl Decided {
         }
     }
 
+    /// Folds in `later`, decided on top of this batch while the one
+    /// before it was being synced: one transaction commits both. Later
+    /// rows replace earlier ones; the leaves follow this batch's.
+    fn absorb(&mut self, later: Decided) {
+        let Decided {
+            replies,
+            line_replies,
+            encoded,
+            dirty,
+            rows: _,
+            seq,
+            first_leaf,
+            leaves,
+            leaf_hashes,
+            tiles,
+            line_entries,
+            taken,
+            begin_us: _,
+            decide_us,
+            line_us,
+            total_us,
+            persist_us: _,
+        } = later;
+        debug_assert!(
+            self.encoded.is_err() || first_leaf == self.first_leaf + self.leaves.len() as u64
+        );
+        self.replies.extend(replies);
+        self.line_replies.extend(line_replies);
+        if self.encoded.is_ok() {
+            self.encoded = encoded;
+        }
+        self.dirty.rows.extend(dirty.rows);
+        self.dirty.notified.extend(dirty.notified);
+        self.rows = self.dirty.rows.len();
+        self.seq = seq;
+        self.leaves.extend(leaves);
+        self.leaf_hashes.extend(leaf_hashes);
+        self.tiles.extend(tiles);
+        self.line_entries |= line_entries;
+        self.taken += taken;
+        self.decide_us += decide_us;
+        self.line_us += line_us;
+        self.total_us += total_us;
+    }
+
+    /// Whether more jobs may still be decided into this batch: it was
+    /// encoded, and neither it nor its line part is full.
+    fn has_room(&self) -> bool {
+        self.encoded.is_ok() && self.taken < MAX_BATCH && self.line_replies.len() < MAX_LINE_BATCH
+    }
+
     fn answer(self) {
         for (tx, r) in self.replies {
             let _ = tx.send(r);
@@ -964,11 +1015,23 @@ impl<B: Backend> Writer<B> {
 /// [`MAX_BATCH`] jobs of which at most [`MAX_LINE_BATCH`] are the line's.
 /// Nothing queued after a close request is taken.
 fn drain(urgent: &mut mpsc::Receiver<Job>, jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    drain_after(urgent, jobs, batch, (0, 0));
+}
+
+/// [`drain`] into a batch that already holds `before` (jobs, line jobs)
+/// decided earlier.
+fn drain_after(
+    urgent: &mut mpsc::Receiver<Job>,
+    jobs: &mut mpsc::Receiver<Job>,
+    batch: &mut Vec<Job>,
+    before: (usize, usize),
+) {
     let is_line = |j: &Job| matches!(j, Job::Line { .. });
     let is_close = |j: &Job| matches!(j, Job::Close(_));
     let mut closed = batch.iter().any(is_close);
-    let mut lines = batch.iter().filter(|j| is_line(j)).count();
-    while batch.len() < MAX_BATCH && !closed {
+    let mut lines = before.1 + batch.iter().filter(|j| is_line(j)).count();
+    let max = MAX_BATCH.saturating_sub(before.0);
+    while batch.len() < max && !closed {
         match urgent.try_recv() {
             Ok(j) => {
                 lines += usize::from(is_line(&j));
@@ -977,7 +1040,7 @@ fn drain(urgent: &mut mpsc::Receiver<Job>, jobs: &mut mpsc::Receiver<Job>, batch
             Err(_) => break,
         }
     }
-    while batch.len() < MAX_BATCH && lines < MAX_LINE_BATCH && !closed {
+    while batch.len() < max && lines < MAX_LINE_BATCH && !closed {
         match jobs.try_recv() {
             Ok(j) => {
                 lines += usize::from(is_line(&j));
@@ -1048,43 +1111,88 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
         }
         // The batch is synced while the next one is decided on top of it
         // (on another thread): the writer's CPU work and the disk overlap.
-        // Nobody is answered before their own batch is synced, and if this
-        // one fails, the next one is refused with it.
+        // Whatever arrives while the disk is still busy is decided into
+        // that next batch too, not left for the one after it. Nobody is
+        // answered before their own batch is synced, and if this one
+        // fails, the next one is refused with it.
         // Once asked to close, nothing more is taken.
-        let closing = !wr.closing.is_empty();
-        let mut batch = Vec::new();
-        if !closing {
-            drain(&mut wr.urgent, &mut wr.jobs, &mut batch);
-        }
         let (persisted, next) = {
             let mut persist = std::pin::pin!(persist_decided(&*backend, &mut wr.w, &mut d));
             let mut done = None;
-            if batch.is_empty() && !closing {
-                let first = tokio::select! {
-                    biased;
-                    r = &mut persist => {
-                        done = Some(r);
-                        None
+            let mut next: Option<Decided> = None;
+            let mut failed = None;
+            loop {
+                let before = next
+                    .as_ref()
+                    .map_or((0, 0), |n| (n.taken, n.line_replies.len()));
+                let mut batch = Vec::new();
+                if wr.closing.is_empty() {
+                    drain_after(&mut wr.urgent, &mut wr.jobs, &mut batch, before);
+                }
+                if batch.is_empty() && done.is_none() && wr.closing.is_empty() {
+                    let first = tokio::select! {
+                        biased;
+                        r = &mut persist => {
+                            done = Some(r);
+                            None
+                        }
+                        j = wr.urgent.recv() => j,
+                        j = wr.jobs.recv() => j,
+                    };
+                    if let Some(j) = first {
+                        batch.push(j);
+                        drain_after(&mut wr.urgent, &mut wr.jobs, &mut batch, before);
                     }
-                    j = wr.urgent.recv() => j,
-                    j = wr.jobs.recv() => j,
+                }
+                let jobs = Jobs::split(batch, &wr.refresh_queued, &mut wr.closing);
+                if jobs.is_empty() {
+                    break;
+                }
+                let decider = wr.decider.clone();
+                let mut deciding = tokio::task::spawn_blocking(move || decider.decide(jobs, 0));
+                let decided = if done.is_none() {
+                    tokio::select! {
+                        r = &mut persist => {
+                            done = Some(r);
+                            (&mut deciding).await
+                        }
+                        d = &mut deciding => d,
+                    }
+                } else {
+                    deciding.await
                 };
-                if let Some(j) = first {
-                    batch.push(j);
-                    drain(&mut wr.urgent, &mut wr.jobs, &mut batch);
+                match decided {
+                    Ok(later) => match &mut next {
+                        Some(n) => n.absorb(later),
+                        None => next = Some(later),
+                    },
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if done.is_some() || !next.as_ref().is_some_and(Decided::has_room) {
+                    break;
                 }
             }
-            let jobs = Jobs::split(batch, &wr.refresh_queued, &mut wr.closing);
-            match done {
-                Some(r) => (r, None),
-                None if jobs.is_empty() => (persist.await, None),
-                None => {
-                    let decider = wr.decider.clone();
-                    let deciding = tokio::task::spawn_blocking(move || decider.decide(jobs, 0));
-                    let (r, next) = tokio::join!(persist, deciding);
-                    (r, Some(next))
+            let persisted = match done {
+                Some(r) => r,
+                None => persist.await,
+            };
+            let next = match (next, failed) {
+                (n, Some(e)) => {
+                    // What was decided before the panic is refused with
+                    // it: the states are reloaded from the database.
+                    if let Some(mut n) = n {
+                        n.refuse(&StoreError(format!("deciding a batch failed: {e}")), true);
+                        n.answer();
+                    }
+                    Some(Err(e))
                 }
-            }
+                (Some(n), None) => Some(Ok(n)),
+                (None, None) => None,
+            };
+            (persisted, next)
         };
         match next {
             None => inflight = wr.finish(d, persisted, None).await,

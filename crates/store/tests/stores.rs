@@ -720,6 +720,90 @@ async fn notification_indices_are_logged_compactly_and_survive_reopening() {
 }
 }
 
+both_backends! {
+/// Writes that arrive while a batch is being synced are decided into the
+/// next batch as they come (several decisions, one transaction): every
+/// row must hold its last acknowledged write and every leaf its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_decided_while_a_batch_syncs_commit_in_order_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = Uuid::from_u128(7);
+    let (writers, updates) = (24u128, 6u32);
+    let (size, root, versions) = {
+        let store = open(dir.path()).await;
+        let d = Arc::new(dss_over(store.clone()));
+        let now = d.now();
+        d.put_subscription(
+            &caller("watcher"),
+            sub,
+            None,
+            node::SubscriptionRequest {
+                extents: square(30.0, 20.0, 0.5, now),
+                uss_base_url: "https://watcher.example".into(),
+                notify_for_operational_intents: true,
+                notify_for_constraints: false,
+            },
+        )
+        .await
+        .unwrap();
+        // Each writer creates its own intent, then updates it again and
+        // again as soon as each write is acknowledged.
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let d = d.clone();
+                tokio::spawn(async move {
+                    let who = caller(&format!("uss{w}"));
+                    let id = Uuid::from_u128(1000 + w);
+                    let v = |k: u32| square(30.0, 19.8 + 0.015 * w as f64, 0.001 * f64::from(updates + 1 - k), now);
+                    let (mut oi, _) = d.put_intent(&who, id, None, request(v(0), vec![])).await.unwrap();
+                    for k in 1..=updates {
+                        let mut r = request(v(k), vec![]);
+                        r.new_subscription = None;
+                        r.subscription_id = oi.subscription_id;
+                        oi = d.put_intent(&who, id, Some(oi.ovn.clone()), r).await.unwrap().0;
+                    }
+                    (id, oi.version)
+                })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for t in tasks {
+            versions.push(t.await.unwrap());
+        }
+        for (id, v) in &versions {
+            assert_eq!(*v, updates as i32 + 1, "{id}");
+        }
+        let index = d.get_subscription(&caller("watcher"), sub).unwrap().notification_index;
+        assert_eq!(index, (writers * (u128::from(updates) + 1)) as i32, "every write notified the watcher once");
+        let size = store.log_size();
+        assert_eq!(u128::from(size), 1 + writers * (u128::from(updates) + 1), "one entry per write");
+        let root = store.log_root(size).await.unwrap();
+        store.close().await;
+        (size, root, versions)
+    };
+    let store = open(dir.path()).await;
+    assert_eq!(store.log_size(), size);
+    assert_eq!(store.log_root(size).await.unwrap(), root, "the leaves were stored in the order they were hashed");
+    let d = dss_over(store.clone());
+    for (id, v) in versions {
+        let oi = d.get_intent(id).unwrap();
+        assert_eq!(oi.version, v, "{id}: the row holds the last acknowledged write");
+    }
+    assert_eq!(
+        d.get_subscription(&caller("watcher"), sub).unwrap().notification_index,
+        (writers * (u128::from(updates) + 1)) as i32,
+        "the subscription's row holds its last index"
+    );
+    // And the entries read back are the ones the root covers.
+    let entries = store.log_entries(0, size).await.unwrap();
+    let mut recomputed = tlog::tree::Frontier::default();
+    for e in &entries {
+        recomputed.push(e);
+    }
+    assert_eq!(recomputed.root(), root);
+}
+}
+
 /// The line's state comes back from the entries `log_line` lists, which a
 /// store written before that table existed gets filled by its migration.
 #[tokio::test]
