@@ -129,6 +129,24 @@ fn register(m: u8) -> node::LineWriteFn {
     })
 }
 
+/// Subscribes "watcher" (at https://watcher.example) to operational
+/// intents in `extents`.
+async fn watch(d: &Dss, sub: Uuid, extents: Volume4D) {
+    d.put_subscription(
+        &caller("watcher"),
+        sub,
+        None,
+        node::SubscriptionRequest {
+            extents,
+            uss_base_url: "https://watcher.example".into(),
+            notify_for_operational_intents: true,
+            notify_for_constraints: false,
+        },
+    )
+    .await
+    .unwrap();
+}
+
 async fn dss(dir: &std::path::Path) -> Dss {
     dss_over(open(dir).await)
 }
@@ -644,19 +662,7 @@ async fn notification_indices_are_logged_compactly_and_survive_reopening() {
         let store = open(dir.path()).await;
         let d = Arc::new(dss_over(store.clone()));
         let now = d.now();
-        d.put_subscription(
-            &caller("watcher"),
-            sub,
-            None,
-            node::SubscriptionRequest {
-                extents: square(40.0, 20.0, 0.05, now),
-                uss_base_url: "https://watcher.example".into(),
-                notify_for_operational_intents: true,
-                notify_for_constraints: false,
-            },
-        )
-        .await
-        .unwrap();
+        watch(&d, sub, square(40.0, 20.0, 0.05, now)).await;
         let size = store.log_size();
         // Disjoint intents inside the subscription, written at once: most
         // share a batch, each notifies the subscription once.
@@ -733,19 +739,7 @@ async fn writes_decided_while_a_batch_syncs_commit_in_order_and_survive_reopenin
         let store = open(dir.path()).await;
         let d = Arc::new(dss_over(store.clone()));
         let now = d.now();
-        d.put_subscription(
-            &caller("watcher"),
-            sub,
-            None,
-            node::SubscriptionRequest {
-                extents: square(30.0, 20.0, 0.5, now),
-                uss_base_url: "https://watcher.example".into(),
-                notify_for_operational_intents: true,
-                notify_for_constraints: false,
-            },
-        )
-        .await
-        .unwrap();
+        watch(&d, sub, square(30.0, 20.0, 0.5, now)).await;
         // Each writer creates its own intent, then updates it again and
         // again as soon as each write is acknowledged.
         let tasks: Vec<_> = (0..writers)
