@@ -555,18 +555,24 @@ async fn airspace(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoRes
 /// Server-sent events: `state` whenever the log grows (every change the
 /// console shows is a log entry) or its newest checkpoint changes (a new
 /// one, or a witness's cosignature added to it), checked every 200 ms; a
-/// keep-alive comment every 10 s. The browser reconnects by itself.
+/// keep-alive comment every 10 s. The browser reconnects by itself. The
+/// stream ends once its session does: logged out, expired, or the member
+/// removed (the reconnection is then refused).
 async fn events(State(st): State<Shared>, h: HeaderMap) -> Result<Response, ApiError> {
     logged_in(&st, &h)?;
-    let stream = futures_util::stream::unfold((st, None), |(st, last)| async move {
+    let stream = futures_util::stream::unfold((st, h, None), |(st, h, last)| async move {
         loop {
+            // Still logged in, and still a member of this node's party.
+            st.console
+                .session(&h, st.line.now_ms())
+                .and_then(|s| st.console.caller(&st, &s).ok().flatten())?;
             let size = st.log.size();
             let checkpoint = st.log.checkpoint().await.unwrap_or_default();
             let now = Some((size, checkpoint));
             if last != now {
                 let data = json!({ "log_size": size, "now_ms": st.line.now_ms() }).to_string();
                 let ev = Event::default().event("state").data(data);
-                return Some((Ok::<_, Infallible>(ev), (st, now)));
+                return Some((Ok::<_, Infallible>(ev), (st, h, now)));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

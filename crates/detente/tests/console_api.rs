@@ -9,6 +9,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use reqwest::Client;
 use serde_json::{Value, json};
 use std::path::Path;
+use std::time::Duration;
 use test_support::*;
 
 fn bin() -> &'static Path {
@@ -216,6 +217,15 @@ async fn console_logins_sessions_csrf_and_roles() {
     let r = quota(cookie.clone(), Some(csrf.clone())).await.unwrap();
     assert_eq!(r.status(), 403, "a duty officer is not an administrator");
     assert!(r.text().await.unwrap().contains("administrators"));
+    // The officer's console is listening for changes when the member is
+    // removed: its stream ends, and reconnecting is refused.
+    let mut stream = get("/console/api/events", &cookie).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).contains("event: state"),
+        "{first:?}"
+    );
     let r = c
         .delete(n.url(&format!(
             "/line/v1/members/{}",
@@ -230,6 +240,17 @@ async fn console_logins_sessions_csrf_and_roles() {
         get("/line/v1/members", &cookie).await.unwrap().status(),
         403,
         "removed: the session ends"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        // The removal itself may still arrive as a change first.
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the removed member's event stream ends");
+    assert_eq!(
+        get("/console/api/events", &cookie).await.unwrap().status(),
+        403,
+        "and does not come back"
     );
 
     // The administrator's session passes the role check (the peer is unknown: 404).
