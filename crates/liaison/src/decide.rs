@@ -992,9 +992,9 @@ pub fn receive_as(
     let lane = state.in_lane(from, env.lane);
     let received = lane.map(|l| l.received).unwrap_or(0);
     if env.seq <= received {
-        return match lane.and_then(|l| l.receipts.get(&env.seq)) {
+        return match lane.and_then(|l| l.receipts.get(env.seq)) {
             Some(i) => Ok(LineDecision::nothing(LineOutcome::Duplicate {
-                receipt_index: *i,
+                receipt_index: i,
             })),
             None => Err(LineError::Conflict(format!(
                 "record {} of lane {} was received and is being committed with its receipt; resend",

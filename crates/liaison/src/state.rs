@@ -82,7 +82,57 @@ pub struct InLane {
     pub received: u64,
     /// Sequence number → this node's log index of its receipt (to answer a
     /// resent record with the same receipt).
-    pub receipts: BTreeMap<u64, u64>,
+    pub receipts: Receipted,
+}
+
+/// The log index of this node's receipt for each received sequence
+/// number of a lane, kept as runs: one receipt covers a run of
+/// consecutive records, so memory grows with receipts (one per batch
+/// under load), not with records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipted {
+    /// First sequence number of a run → (its last, the receipt's index).
+    runs: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Receipted {
+    /// Notes that `seq`'s receipt is at `index` (replacing any earlier).
+    pub fn insert(&mut self, seq: u64, index: u64) {
+        if let Some((_, (last, i))) = self.runs.iter_mut().next_back() {
+            if *last < seq {
+                if *i == index && *last + 1 == seq {
+                    *last = seq;
+                    return;
+                }
+            } else if let Some((&start, &(last, i))) = self.runs.range(..=seq).next_back()
+                && seq <= last
+            {
+                // Inside a run: split it around `seq`.
+                self.runs.remove(&start);
+                if start < seq {
+                    self.runs.insert(start, (seq - 1, i));
+                }
+                if seq < last {
+                    self.runs.insert(seq + 1, (last, i));
+                }
+            }
+        }
+        self.runs.insert(seq, (seq, index));
+    }
+
+    /// Where `seq`'s receipt is, if it was receipted.
+    pub fn get(&self, seq: u64) -> Option<u64> {
+        self.runs
+            .range(..=seq)
+            .next_back()
+            .filter(|(_, (last, _))| seq <= *last)
+            .map(|(_, (_, i))| *i)
+    }
+
+    /// How many runs are kept.
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
 }
 
 /// A channel's deadlines (ms, FLASH first) from `effective` on, set by
@@ -742,4 +792,47 @@ pub fn airspace_id(body: &tlog::cbor::Value) -> Option<String> {
         (tlog::cbor::Value::Text(k), tlog::cbor::Value::Text(v)) if k == "id" => Some(v.clone()),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod receipted_tests {
+    use super::Receipted;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_receipt_for_a_run_of_records_is_one_entry() {
+        let mut r = Receipted::default();
+        for seq in 1..=200 {
+            r.insert(seq, 7);
+        }
+        for seq in 201..=300 {
+            r.insert(seq, 9);
+        }
+        assert_eq!(r.runs(), 2);
+        assert_eq!(
+            (r.get(1), r.get(200), r.get(201), r.get(300)),
+            (Some(7), Some(7), Some(9), Some(9))
+        );
+        assert_eq!((r.get(0), r.get(301)), (None, None));
+    }
+
+    proptest! {
+        /// Whatever the order, it answers as a plain map of every seq would.
+        #[test]
+        fn answers_as_a_map_of_every_record(ops in proptest::collection::vec((0u64..60, 0u64..4, any::<bool>()), 0..200)) {
+            let (mut r, mut model) = (Receipted::default(), BTreeMap::new());
+            let mut next = 1u64;
+            for (seq, index, in_order) in ops {
+                // Mostly the next sequence number, as a lane receives them.
+                let seq = if in_order { next } else { seq };
+                next = next.max(seq + 1);
+                r.insert(seq, index);
+                model.insert(seq, index);
+            }
+            for seq in 0..next + 2 {
+                prop_assert_eq!(r.get(seq), model.get(&seq).copied(), "seq {}", seq);
+            }
+        }
+    }
 }

@@ -261,10 +261,9 @@ impl Line {
                 Ok(c) => {
                     let index = match c.outcome {
                         LineOutcome::Duplicate { receipt_index } => Some(receipt_index),
-                        LineOutcome::Received { lane, seq } => self.read(|s| {
-                            s.in_lane(from, lane)
-                                .and_then(|l| l.receipts.get(&seq).copied())
-                        })?,
+                        LineOutcome::Received { lane, seq } => {
+                            self.read(|s| s.in_lane(from, lane).and_then(|l| l.receipts.get(seq)))?
+                        }
                         _ => None,
                     };
                     let Some(index) = index else {

@@ -52,9 +52,13 @@ impl Node {
     fn receipt_index(&self, from: &str, outcome: &LineOutcome) -> u64 {
         match outcome {
             LineOutcome::Duplicate { receipt_index } => *receipt_index,
-            LineOutcome::Received { lane, seq } => {
-                self.state.in_lane(from, *lane).unwrap().receipts[seq]
-            }
+            LineOutcome::Received { lane, seq } => self
+                .state
+                .in_lane(from, *lane)
+                .unwrap()
+                .receipts
+                .get(*seq)
+                .unwrap(),
             other => panic!("not a received record: {other:?}"),
         }
     }
@@ -980,7 +984,12 @@ fn receipts_of_one_record_each_as_earlier_logs_hold_them_still_replay_and_are_ke
     let replayed = a.replayed();
     assert!(!replayed.message(&m.value.id).unwrap().outgoing);
     assert_eq!(
-        replayed.in_lane(F, Precedence::Routine).unwrap().receipts[&1],
+        replayed
+            .in_lane(F, Precedence::Routine)
+            .unwrap()
+            .receipts
+            .get(1)
+            .unwrap(),
         size
     );
     f.run(keep_receipt(&f.state, A, bytes), T0);
