@@ -184,12 +184,24 @@ impl Console {
         ended.insert(s.id.clone(), s.expires_ms);
     }
 
+    /// The session's member, if still a registered member of this party.
+    fn member(
+        &self,
+        st: &AppState,
+        s: &Session,
+    ) -> Result<Option<liaison::state::MemberEntry>, ApiError> {
+        let me = st.log.origin();
+        Ok(st.line.read(|l| {
+            l.member(&s.member)
+                .filter(|m| m.party == me && m.removed_at.is_none())
+                .cloned()
+        })?)
+    }
+
     /// What the session's member may do now: `None` if the member is no
     /// longer a registered member of this party.
     fn caller(&self, st: &AppState, s: &Session) -> Result<Option<(Caller, Value)>, ApiError> {
-        let me = st.log.origin().to_string();
-        let member = st.line.read(|l| l.member(&s.member).cloned())?;
-        let Some(m) = member.filter(|m| m.party == me && m.removed_at.is_none()) else {
+        let Some(m) = self.member(st, s)? else {
             return Ok(None);
         };
         let admin = self.admin_roles.contains(&m.member.role.to_lowercase());
@@ -198,7 +210,7 @@ impl Console {
             scopes.push(Scope::LineAdmin);
         }
         let view = json!({
-            "node": me,
+            "node": st.log.origin(),
             "member": s.member.to_hex(),
             "name": m.member.name,
             "role": m.member.role,
@@ -565,7 +577,7 @@ async fn events(State(st): State<Shared>, h: HeaderMap) -> Result<Response, ApiE
             // Still logged in, and still a member of this node's party.
             st.console
                 .session(&h, st.line.now_ms())
-                .and_then(|s| st.console.caller(&st, &s).ok().flatten())?;
+                .and_then(|s| st.console.member(&st, &s).ok().flatten())?;
             let size = st.log.size();
             let checkpoint = st.log.checkpoint().await.unwrap_or_default();
             let now = Some((size, checkpoint));
