@@ -447,9 +447,6 @@ pub(crate) struct Rebuild {
     pub line: LineState,
     stored: Vec<u64>,
     pub unstored: Vec<Tile>,
-    /// From which index on entries' leaf hashes are collected (None: not).
-    leaves_from: Option<u64>,
-    pub leaves: Vec<(u64, tlog::Hash)>,
 }
 
 impl Rebuild {
@@ -467,8 +464,6 @@ impl Rebuild {
             line: LineState::new(me),
             stored,
             unstored: Vec::new(),
-            leaves_from: None,
-            leaves: Vec::new(),
         }
     }
 
@@ -481,24 +476,11 @@ impl Rebuild {
         })
     }
 
-    /// Also collects the leaf hashes of the entries from `from` on (the
-    /// ones a leaf index lacks).
-    pub(crate) fn collect_leaves(&mut self, from: u64) {
-        self.leaves_from = Some(from);
-    }
-
     /// The next page of entries `(index, bytes)`, in order; answers
     /// whether the page was full (there may be more).
     pub(crate) fn feed(&mut self, page: Vec<(i64, Vec<u8>)>) -> Result<bool, StoreError> {
         let full = page.len() as i64 >= LOAD_PAGE;
         let page: Vec<(u64, Vec<u8>)> = page.into_iter().map(|(i, d)| (i as u64, d)).collect();
-        if let Some(from) = self.leaves_from {
-            self.leaves.extend(
-                page.iter()
-                    .filter(|(i, _)| *i >= from)
-                    .map(|(i, d)| (*i, tlog::leaf_hash(d))),
-            );
-        }
         replay(&mut self.tree, &mut self.line, page)?;
         for t in self.tree.take_completed() {
             if t.index >= self.stored.get(t.level as usize).copied().unwrap_or(0) {

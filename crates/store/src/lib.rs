@@ -9,6 +9,7 @@
 //! decisions `node` hands it, persists their events, and applies them.
 
 mod engine;
+mod leaves;
 pub mod mbtiles;
 pub mod postgis;
 pub mod postgres;

@@ -10,6 +10,7 @@
 //! from disk, so nothing unsynced is ever acknowledged.
 
 use crate::engine::{Backend, Batch, Delta, Engine, LOAD_PAGE, Loaded, Rebuild, Table};
+use crate::leaves::LeafIndex;
 use airspace::{AirspaceState, Constraint, OperationalIntent, Subscription, UssAvailability};
 use liaison::LineState;
 use node::log::LogSigner;
@@ -35,15 +36,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_line_entries.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_leaf_index_in_memory.sql"),
+    ),
 ];
 
-/// Leaf hashes wait in `log_leaves_recent` until there are this many, or a
-/// sixteenth of the log, whichever is more; then they move into the hash
-/// index sorted, a sixteenth of the hash space per batch over the next 16
-/// batches (each index page rewritten about once per move instead of once
-/// per entry, and no batch rewrites the whole index).
-const MERGE_LEAVES_AT: u64 = 1024;
-const MERGE_SLICES: u8 = 16;
+/// Level-0 tiles (8 KiB each) read per query when the leaf index is built.
+const TILES_PER_READ: i64 = 512;
 
 /// The embedded store: the shared engine over SQLite.
 pub type SqliteStore = Engine<Sqlite>;
@@ -56,6 +56,9 @@ pub struct Sqlite {
     /// The writer's connection options (no automatic checkpoints).
     opts: SqliteConnectOptions,
     wal: std::sync::Arc<WalRestart>,
+    /// The committed entries by leaf hash (`leaves.rs`), rebuilt from the
+    /// level-0 tiles at open; the writer adds each batch's once committed.
+    leaves: std::sync::RwLock<LeafIndex>,
 }
 
 /// How often the WAL is checkpointed into the database, off the writer.
@@ -178,11 +181,6 @@ struct RowIds {
     /// batch's lookups and inserts were ~9% of the writer's time.
     of: [HashMap<String, i64>; Table::ALL.len()],
     next: i64,
-    /// Leaf hashes waiting in `log_leaves_recent`.
-    staged_leaves: u64,
-    /// The next slice of the hash space to move into the index (0: no
-    /// move under way).
-    merge_slice: u8,
 }
 
 /// Rows read per query at open. SQLite joins each page into one text —
@@ -307,13 +305,8 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         .fetch_one(&mut *conn)
         .await
         .map_err(err("reading seq"))?;
-    let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM log_leaves_recent")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err("counting the newest leaf hashes"))?;
     let mut ids = RowIds {
         next: 1,
-        staged_leaves: staged as u64,
         ..RowIds::default()
     };
     let started = std::time::Instant::now();
@@ -360,6 +353,17 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
     Ok((state, ids))
 }
 
+/// The log's tree, the line's state and the leaf index, from the committed
+/// entries (numbered 0..n without gaps).
+async fn load_log(
+    conn: &mut SqliteConnection,
+    me: &str,
+) -> Result<(TiledTree, LineState, LeafIndex), StoreError> {
+    let (tree, line) = load_tree(conn, me).await?;
+    let leaves = index_leaves(conn, tree.size()).await?;
+    Ok((tree, line, leaves))
+}
+
 /// Rebuilds the tree, and the line's state, from the committed entries
 /// (they must be numbered 0..n without gaps), page by page, and stores the
 /// full tiles missing from the database.
@@ -373,27 +377,7 @@ async fn load_tree(
             .await
             .map_err(err("counting the log's tiles"))?;
     let mut r = Rebuild::new(me, stored);
-    // The index is written with the entries, in order: if the last entry
-    // is in it, every entry is (O(1) where counting would read it all).
-    let last: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT data FROM log_entries ORDER BY idx DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(err("reading the last log entry"))?;
-    let mut indexed = true;
-    if let Some(last) = last {
-        indexed = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM log_leaves WHERE leaf = ?1) OR EXISTS (SELECT 1 FROM log_leaves_recent WHERE leaf = ?1)",
-        )
-            .bind(tlog::leaf_hash(&last).as_slice())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(err("reading the leaf index"))?;
-        if !indexed {
-            r.collect_leaves(0);
-        }
-    }
-    if indexed && let Some(loaded) = load_tree_from_tiles(conn, me, &r).await? {
+    if let Some(loaded) = load_tree_from_tiles(conn, me, &r).await? {
         return Ok(loaded);
     }
     loop {
@@ -409,17 +393,10 @@ async fn load_tree(
             break;
         }
     }
-    if !r.unstored.is_empty() || !r.leaves.is_empty() {
-        tracing::info!(
-            tiles = r.unstored.len(),
-            leaves = r.leaves.len(),
-            "storing the log's tiles and leaf index"
-        );
+    if !r.unstored.is_empty() {
+        tracing::info!(tiles = r.unstored.len(), "storing the log's tiles");
         let mut tx = conn.begin().await.map_err(err("storing the log's tiles"))?;
         store_tiles(&mut tx, &r.unstored).await?;
-        for chunk in r.leaves.chunks(ROWS_PER_STATEMENT) {
-            index_leaves(&mut tx, chunk).await?;
-        }
         tx.commit().await.map_err(err("storing the log's tiles"))?;
     }
     Ok((r.tree, r.line))
@@ -511,25 +488,60 @@ async fn load_tree_from_tiles(
     Ok(Some((tree, line)))
 }
 
-async fn index_leaves(
-    conn: &mut SqliteConnection,
-    leaves: &[(u64, tlog::Hash)],
-) -> Result<(), StoreError> {
-    if leaves.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT OR IGNORE INTO log_leaves (leaf, idx) VALUES {}",
-        vec!["(?, ?)"; leaves.len()].join(", ")
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (i, h) in leaves {
-        q = q.bind(h.as_slice()).bind(*i as i64);
-    }
-    q.execute(&mut *conn)
+/// The leaf index of a log of `size` entries whose full tiles are all
+/// stored ([`load_tree`] sees to it): the level-0 tiles' hashes, then the
+/// leaf hashes of the entries after the last full tile.
+async fn index_leaves(conn: &mut SqliteConnection, size: u64) -> Result<LeafIndex, StoreError> {
+    let started = std::time::Instant::now();
+    let mut index = LeafIndex::with_capacity(usize::try_from(size).unwrap_or(0));
+    let full = (size / 256) as i64;
+    let mut next = 0i64;
+    while next < full {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, hashes FROM log_tiles WHERE level = 0 AND idx >= ?1 AND idx < ?2 ORDER BY idx LIMIT ?3",
+        )
+        .bind(next)
+        .bind(full)
+        .bind(TILES_PER_READ)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(err("indexing leaf hashes"))?;
-    Ok(())
+        .map_err(err("reading the log's leaf tiles"))?;
+        if rows.is_empty() {
+            break;
+        }
+        for (i, bytes) in rows {
+            let tile = (i == next)
+                .then(|| Tile::from_bytes(0, i as u64, &bytes))
+                .flatten()
+                .ok_or_else(|| {
+                    StoreError(format!(
+                        "the log's leaf tile {next} is missing or not 8,192 bytes"
+                    ))
+                })?;
+            for (k, h) in tile.hashes.iter().enumerate() {
+                index.insert(h, i as u64 * 256 + k as u64);
+            }
+            next = i + 1;
+        }
+    }
+    if next < full {
+        return Err(StoreError(format!("the log's leaf tile {next} is missing")));
+    }
+    let rows: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT idx, data FROM log_entries WHERE idx >= ?1 ORDER BY idx")
+            .bind(full * 256)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err("reading the log's last entries"))?;
+    for (i, data) in rows {
+        index.insert(&tlog::leaf_hash(&data), i as u64);
+    }
+    tracing::debug!(
+        entries = index.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "leaf index built"
+    );
+    Ok(index)
 }
 
 async fn store_tiles(conn: &mut SqliteConnection, tiles: &[Tile]) -> Result<(), StoreError> {
@@ -574,12 +586,14 @@ impl Script {
 type TableChanges = (Vec<(i64, String, String)>, Vec<i64>);
 
 /// Writes the batch's net row changes with a few multi-row statements per
-/// table, its log entries, tiles and leaf hashes, then the sequence number,
-/// in one transaction sent as one script. New records get fresh rowids (appended at the end of their
-/// table); `ids` is updated only once the commit succeeded.
+/// table, its log entries and tiles, then the sequence number, in one
+/// transaction sent as one script. New records get fresh rowids (appended
+/// at the end of their table); `ids` and `leaf_index` are updated only once
+/// the commit succeeded.
 async fn persist(
     conn: &mut SqliteConnection,
     ids: &mut RowIds,
+    leaf_index: &std::sync::RwLock<LeafIndex>,
     batch: Batch<'_>,
 ) -> Result<(), StoreError> {
     let Batch {
@@ -676,68 +690,22 @@ async fn persist(
         script.bind(t.index as i64)?;
         script.bind(t.to_bytes())?;
     }
-    let hashed: Vec<(u64, tlog::Hash)> = leaf_hashes
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (first_leaf + i as u64, *h))
-        .collect();
-    for chunk in hashed.chunks(ROWS_PER_STATEMENT) {
-        script.push(&format!(
-            "INSERT OR IGNORE INTO log_leaves_recent (idx, leaf) VALUES {};",
-            vec!["(?, ?)"; chunk.len()].join(", ")
-        ));
-        for (i, h) in chunk {
-            script.bind(*i as i64)?;
-            script.bind(h.as_slice())?;
-        }
-    }
-    let mut staged = ids.staged_leaves + hashed.len() as u64;
-    let log_size = first_leaf + leaves.len() as u64;
-    let mut slice = ids.merge_slice;
-    let merging = slice > 0 || staged >= MERGE_LEAVES_AT.max(log_size / 16);
-    if merging {
-        // Hashes whose first byte falls in this slice: [lo, hi).
-        let width = 256 / u16::from(MERGE_SLICES);
-        let lo = [(u16::from(slice) * width) as u8];
-        let hi_byte = u16::from(slice + 1) * width;
-        let hi = [hi_byte.min(255) as u8];
-        let range = if hi_byte >= 256 {
-            "leaf >= ?"
-        } else {
-            "leaf >= ? AND leaf < ?"
-        };
-        script.push(&format!(
-            "INSERT OR IGNORE INTO log_leaves (leaf, idx) SELECT leaf, idx FROM log_leaves_recent WHERE {range} ORDER BY leaf, idx;"
-        ));
-        script.bind(lo.to_vec())?;
-        if hi_byte < 256 {
-            script.bind(hi.to_vec())?;
-        }
-        // How many moved: the script's only row.
-        script.push(&format!(
-            "DELETE FROM log_leaves_recent WHERE {range}; SELECT changes();"
-        ));
-        script.bind(lo.to_vec())?;
-        if hi_byte < 256 {
-            script.bind(hi.to_vec())?;
-        }
-        slice = (slice + 1) % MERGE_SLICES;
-    }
     script.push("UPDATE meta SET value = ? WHERE key = 'seq'; COMMIT;");
     script.bind(seq as i64)?;
     // A failure anywhere leaves the transaction open: the writer then
     // recovers on a fresh connection (`reconnect_fresh`), which rolls it back.
-    let rows: Vec<(i64,)> = sqlx::query_as_with(sqlx::AssertSqlSafe(script.sql), script.args)
+    sqlx::query_with(sqlx::AssertSqlSafe(script.sql), script.args)
         .persistent(false)
-        .fetch_all(&mut *conn)
+        .execute(&mut *conn)
         .await
         .map_err(err("committing a batch"))?;
-    if merging {
-        let moved = rows.first().map_or(0, |r| r.0.max(0) as u64);
-        staged = staged.saturating_sub(moved);
+    // Committed: found by leaf hash from now on.
+    {
+        let mut index = leaf_index.write().unwrap_or_else(|p| p.into_inner());
+        for (i, h) in leaf_hashes.iter().enumerate() {
+            index.insert(h, first_leaf + i as u64);
+        }
     }
-    ids.staged_leaves = staged;
-    ids.merge_slice = slice;
     ids.next = next;
     for (table, id, rowid) in assigned {
         ids.of[table as usize].insert(id, rowid);
@@ -773,9 +741,9 @@ impl Sqlite {
     async fn load_all(
         conn: &mut SqliteConnection,
         me: &str,
-    ) -> Result<(Loaded, RowIds), StoreError> {
+    ) -> Result<(Loaded, RowIds, LeafIndex), StoreError> {
         let (state, ids) = load(conn).await?;
-        let (tree, line) = load_tree(conn, me).await?;
+        let (tree, line, leaves) = load_log(conn, me).await?;
         let latest = latest_checkpoint(conn).await?;
         Ok((
             Loaded {
@@ -785,6 +753,7 @@ impl Sqlite {
                 latest,
             },
             ids,
+            leaves,
         ))
     }
 }
@@ -825,7 +794,7 @@ impl Backend for Sqlite {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             restart_wal(w).await;
-            persist(&mut w.conn, &mut w.ids, batch).await
+            persist(&mut w.conn, &mut w.ids, &self.leaves, batch).await
         })
     }
 
@@ -854,8 +823,9 @@ impl Backend for Sqlite {
             if let Err(e) = old.close().await {
                 tracing::warn!(error = %e, "closing the writer's connection after a failed commit");
             }
-            let (loaded, ids) = Sqlite::load_all(&mut w.conn, me).await?;
+            let (loaded, ids, leaves) = Sqlite::load_all(&mut w.conn, me).await?;
             w.ids = ids;
+            *self.leaves.write().unwrap_or_else(|p| p.into_inner()) = leaves;
             Ok(loaded)
         })
     }
@@ -907,15 +877,24 @@ impl Backend for Sqlite {
 
     fn find_leaf(&self, leaf: tlog::Hash) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
         Box::pin(async move {
-            let idx: Option<i64> =
-                sqlx::query_scalar(
-                    "SELECT min(idx) FROM (SELECT idx FROM log_leaves WHERE leaf = ?1 UNION ALL SELECT idx FROM log_leaves_recent WHERE leaf = ?1)",
-                )
-                    .bind(leaf.as_slice())
-                    .fetch_one(&self.reads)
-                    .await
-                    .map_err(err("looking up a leaf hash"))?;
-            Ok(idx.map(|i| i as u64))
+            let candidates = self
+                .leaves
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .candidates(&leaf);
+            // The index knows hash prefixes: the entry's bytes decide.
+            for idx in candidates {
+                let data: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT data FROM log_entries WHERE idx = ?1")
+                        .bind(idx as i64)
+                        .fetch_optional(&self.reads)
+                        .await
+                        .map_err(err("looking up a leaf hash"))?;
+                if data.is_some_and(|d| tlog::leaf_hash(&d) == leaf) {
+                    return Ok(Some(idx));
+                }
+            }
+            Ok(None)
         })
     }
 
@@ -1111,12 +1090,12 @@ impl Engine<Sqlite> {
             .map_err(err("opening the database"))?;
         let name = signer.signer.name.clone();
         let log_load = tokio::spawn(async move {
-            let r = load_tree(&mut log_conn, &name).await;
+            let r = load_log(&mut log_conn, &name).await;
             let _ = log_conn.close().await;
             r
         });
         let (state, ids) = load(&mut conn).await?;
-        let (tree, line) = log_load
+        let (tree, line, leaves) = log_load
             .await
             .map_err(|e| StoreError(format!("loading the log: {e}")))??;
         let latest = latest_checkpoint(&mut conn).await?;
@@ -1138,6 +1117,7 @@ impl Engine<Sqlite> {
             path,
             opts: writer_opts,
             wal: wal.clone(),
+            leaves: std::sync::RwLock::new(leaves),
         });
         let engine = Engine::start(
             backend,
