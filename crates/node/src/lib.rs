@@ -971,7 +971,8 @@ impl Log {
         for e in self.store.log_entries(start, end).await? {
             let len = u16::try_from(e.len()).map_err(|_| {
                 NodeError::Store(StoreError(
-                    "an entry of 64 KiB does not fit an entry bundle's uint16 length".into(),
+                    "an entry over 65,535 bytes does not fit an entry bundle's uint16 length"
+                        .into(),
                 ))
             })?;
             out.extend_from_slice(&len.to_be_bytes());

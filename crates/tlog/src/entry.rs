@@ -10,7 +10,10 @@ use crate::cbor::{self, Value};
 use crate::note::{NoteSigner, Verifier};
 use ed25519_dalek::Signer as _;
 
-pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+/// The most bytes an entry's leaf may have: C2SP tlog-tiles serves entries
+/// in bundles, each after its length as a big-endian uint16, so a longer
+/// entry could be logged but never served.
+pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
 const DOMAIN: &[u8] = b"detente-entry/v1\n";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,5 +274,24 @@ mod tests {
             SignedEntry::parse(&vec![0; MAX_ENTRY_BYTES + 1]),
             Err(EntryError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn the_largest_entry_fits_an_entry_bundle_length() {
+        let signer = NoteSigner::from_seed("detente.example/alliance", &[3; 32]).unwrap();
+        let sized = |n: usize| {
+            let mut e = entry();
+            e.body = Value::Bytes(vec![7; n]);
+            e.sign_to_bytes(&signer)
+        };
+        // Bodies of 256..65,535 bytes carry a 3-byte CBOR head: the rest
+        // of the entry is a fixed overhead.
+        let overhead = sized(1000).unwrap().len() - 1000;
+        let fits = MAX_ENTRY_BYTES - overhead;
+        let leaf = sized(fits).unwrap();
+        assert_eq!(leaf.len(), 65_535);
+        assert!(u16::try_from(leaf.len()).is_ok());
+        assert_eq!(SignedEntry::parse(&leaf).unwrap().to_bytes(), leaf);
+        assert!(matches!(sized(fits + 1), Err(EntryError::TooLarge(65_536))));
     }
 }
