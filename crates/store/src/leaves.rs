@@ -15,13 +15,15 @@
 //! sharing 8 bytes (about one pair in 2⁶⁴ per pair of entries), and entries
 //! with identical bytes, both keep all their indices, in order.
 
+use crate::sharded::ShardedMap;
 use std::collections::HashMap;
 
 /// Leaf-hash prefixes → log indices, ascending per prefix.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct LeafIndex {
-    /// The lowest index per 8-byte prefix.
-    first: HashMap<u64, u64>,
+    /// The lowest index per 8-byte prefix (sharded: it grows with the log,
+    /// and a batch's inserts must not move all of it at once).
+    first: ShardedMap<u64, u64>,
     /// Further indices with a prefix already in `first`, ascending.
     more: HashMap<u64, Vec<u64>>,
     len: u64,
@@ -37,7 +39,7 @@ impl LeafIndex {
     /// An empty index sized for `n` entries.
     pub(crate) fn with_capacity(n: usize) -> Self {
         LeafIndex {
-            first: HashMap::with_capacity(n),
+            first: ShardedMap::with_capacity(n),
             more: HashMap::new(),
             len: 0,
         }
@@ -47,13 +49,10 @@ impl LeafIndex {
     /// ascending order (the log's).
     pub(crate) fn insert(&mut self, hash: &tlog::Hash, idx: u64) {
         let p = prefix(hash);
-        match self.first.entry(p) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(idx);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.more.entry(p).or_default().push(idx);
-            }
+        if self.first.get(&p).is_some() {
+            self.more.entry(p).or_default().push(idx);
+        } else {
+            self.first.insert(p, idx);
         }
         self.len += 1;
     }

@@ -13,6 +13,7 @@ mod leaves;
 pub mod mbtiles;
 pub mod postgis;
 pub mod postgres;
+mod sharded;
 mod sqlite;
 
 pub use engine::{Engine, MAX_BATCH, MAX_LINE_BATCH};
