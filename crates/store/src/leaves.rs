@@ -17,6 +17,7 @@
 
 use crate::sharded::ShardedMap;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// Leaf-hash prefixes → log indices, ascending per prefix.
 #[derive(Default)]
@@ -49,10 +50,11 @@ impl LeafIndex {
     /// ascending order (the log's).
     pub(crate) fn insert(&mut self, hash: &tlog::Hash, idx: u64) {
         let p = prefix(hash);
-        if self.first.get(&p).is_some() {
-            self.more.entry(p).or_default().push(idx);
-        } else {
-            self.first.insert(p, idx);
+        match self.first.entry(p) {
+            Entry::Vacant(v) => {
+                v.insert(idx);
+            }
+            Entry::Occupied(_) => self.more.entry(p).or_default().push(idx),
         }
         self.len += 1;
     }

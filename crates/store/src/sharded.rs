@@ -12,6 +12,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hash, RandomState};
 
 /// How many maps; a power of two (the top bits of the hash pick one).
@@ -54,6 +55,11 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         self.shards[self.shard(key)].get(key)
+    }
+
+    pub(crate) fn entry(&mut self, key: K) -> Entry<'_, K, V> {
+        let s = self.shard(&key);
+        self.shards[s].entry(key)
     }
 
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
