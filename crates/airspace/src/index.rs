@@ -7,7 +7,6 @@ use crate::geometry::PreparedVolume;
 use rstar::{
     AABB, Envelope, ParentNode, RStarInsertionStrategy, RTree, RTreeNode, RTreeObject, RTreeParams,
 };
-use std::collections::HashSet;
 use uuid::Uuid;
 
 /// The pairs of leaves under `a` and `b` whose boxes meet. `same`: `a` and
@@ -179,8 +178,9 @@ impl SpaceTimeIndex {
 
     /// Ids whose boxes meet the box of any of `volumes` (a superset of the
     /// exact answer; callers test exactly).
+    /// Sorted, without repeats (an entity found through several of its
+    /// volumes, or by several of `volumes`, comes once).
     pub fn candidates(&self, volumes: &[PreparedVolume]) -> Vec<Uuid> {
-        let mut seen = HashSet::new();
         let mut out = Vec::new();
         for v in volumes {
             let env = envelope(v);
@@ -188,13 +188,10 @@ impl SpaceTimeIndex {
                 .loaded
                 .locate_in_envelope_intersecting(&env)
                 .chain(self.added.locate_in_envelope_intersecting(&env));
-            for e in found {
-                if seen.insert(e.id) {
-                    out.push(e.id);
-                }
-            }
+            out.extend(found.map(|e| e.id));
         }
-        out.sort();
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
