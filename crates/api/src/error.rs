@@ -97,6 +97,20 @@ impl IntoResponse for ApiError {
                 }
                 (S::from_u16(status).unwrap_or(S::BAD_REQUEST), Json(b)).into_response()
             }
+            ApiError::Node(NodeError::Store(e)) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "store unavailable, answered with 503");
+                let mut r = body(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the node cannot reach its database; nothing was changed, retry shortly".into(),
+                    None,
+                );
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                r
+            }
             ApiError::Node(NodeError::Store(e)) => {
                 tracing::error!(error = %e, "storage failure answered with 500");
                 body(

@@ -33,32 +33,47 @@ async fn metrics(
     if st.metrics.private {
         st.require(&h, &[node::Scope::Metrics])?;
     }
-    let c = st.dss.counts()?;
-    let body = st.metrics.render(&[
+    // While the store is unavailable the counts are unknown (the node
+    // refuses to answer from its in-memory state); the rest still renders,
+    // so that monitoring sees the outage.
+    let available = st.dss.store_available();
+    let mut gauges = Vec::new();
+    match st.dss.counts() {
+        Ok(c) => gauges.extend([
+            (
+                "detente_live_operational_intents",
+                "Operational intent references held.",
+                c.intents as f64,
+            ),
+            (
+                "detente_live_constraints",
+                "Constraint references held.",
+                c.constraints as f64,
+            ),
+            (
+                "detente_live_subscriptions",
+                "Subscriptions held.",
+                c.subscriptions as f64,
+            ),
+            (
+                "detente_conflicts",
+                "Current conflicts between intents of different managers or with constraints.",
+                c.conflicts as f64,
+            ),
+            (
+                "detente_reports_total",
+                "DSS reports archived.",
+                c.reports as f64,
+            ),
+        ]),
+        Err(node::NodeError::Store(e)) if e.is_unavailable() => {}
+        Err(e) => return Err(e.into()),
+    }
+    gauges.extend([
         (
-            "detente_live_operational_intents",
-            "Operational intent references held.",
-            c.intents as f64,
-        ),
-        (
-            "detente_live_constraints",
-            "Constraint references held.",
-            c.constraints as f64,
-        ),
-        (
-            "detente_live_subscriptions",
-            "Subscriptions held.",
-            c.subscriptions as f64,
-        ),
-        (
-            "detente_conflicts",
-            "Current conflicts between intents of different managers or with constraints.",
-            c.conflicts as f64,
-        ),
-        (
-            "detente_reports_total",
-            "DSS reports archived.",
-            c.reports as f64,
+            "detente_store_available",
+            "1 if the store answers; 0 while it cannot reach its database and refuses requests with 503.",
+            f64::from(u8::from(available)),
         ),
         (
             "detente_log_size",
@@ -71,6 +86,7 @@ async fn metrics(
             f64::from(u8::from(st.log.is_leader())),
         ),
     ]);
+    let body = st.metrics.render(&gauges);
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

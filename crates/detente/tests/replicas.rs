@@ -1,6 +1,8 @@
 //! Several `detente serve` replicas on one PostgreSQL database behave as
 //! one node: one state, serialised key checks, notification indices that
 //! move once per change, one log — also when a replica is killed mid-load.
+//! A replica that loses its database answers 503 with Retry-After (and its
+//! health check fails) until the database is back, then carries on.
 //! Runs when DATABASE_URL is set (CI requires it), skipped with a message
 //! otherwise.
 
@@ -632,7 +634,8 @@ async fn writes_go_on_after_the_database_drops_every_connection_and_nothing_half
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..4 {
-        // A write caught by a cut gets 500 (nothing of it is kept): counted.
+        // A write caught by a cut gets 500, and one that comes before the
+        // node has reloaded 503 (nothing of either is kept): counted.
         let started = Instant::now();
         tasks.push(tokio::spawn(create_until(
             node.base.clone(),
@@ -687,8 +690,131 @@ async fn writes_go_on_after_the_database_drops_every_connection_and_nothing_half
     use std::io::Write;
     let _ = writeln!(
         std::io::stderr(),
-        "{} acknowledged, {} refused with 500 around the cuts",
+        "{} acknowledged, {} refused with 500 or 503 around the cuts",
         acked.len(),
         refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_loses_its_database_answers_503_until_it_is_back() {
+    let Some(_pg) = OnPostgres::enter("a_node_that_loses_its_database") else {
+        return;
+    };
+    let url = postgres_url().unwrap();
+    let proxy = CuttableProxy::start(postgres_target(&url));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node");
+    let (via, schema) = (through(&url, proxy.addr), schema_for(&data));
+    let node = TestNode::start_in(
+        bin(),
+        &data,
+        &["--database-url", &via, "--database-schema", &schema],
+    );
+    let tok = token("uss-outage", SC);
+    let put = |i: u32| {
+        let body = intent_body(
+            square(10.0 + f64::from(i) * 0.05, 20.0, 0.001),
+            &[],
+            "Accepted",
+        );
+        let url = node.url(&format!(
+            "/dss/v1/operational_intent_references/{}",
+            new_id()
+        ));
+        let tok = tok.clone();
+        async move {
+            Client::new()
+                .put(url)
+                .bearer_auth(tok)
+                .json(&body)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = new_id();
+    let (s, _) = call(
+        &node,
+        Method::PUT,
+        &format!("/dss/v1/operational_intent_references/{first}"),
+        &tok,
+        Some(intent_body(square(9.0, 20.0, 0.001), &[], "Accepted")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    proxy.cut();
+    // The first write to find the database gone fails (a background task of
+    // the node may have found it first): a server error, answered.
+    let s = put(1).await.status();
+    assert!(s.is_server_error(), "{s}");
+    // Then every request is answered 503 with Retry-After and a code.
+    let r = put(2).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["code"], "unavailable", "{b}");
+    assert!(b["message"].as_str().unwrap().contains("retry"), "{b}");
+    let (s, b) = call(
+        &node,
+        Method::GET,
+        &format!("/dss/v1/operational_intent_references/{first}"),
+        &tok,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "a read while down: {b}");
+    let health = Client::new()
+        .get(node.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let metrics = get_text(&node.url("/metrics")).await;
+    assert!(
+        metrics.contains("\ndetente_store_available 0\n"),
+        "monitoring sees the outage: {metrics}"
+    );
+    assert!(!metrics.contains("detente_live_operational_intents"));
+
+    proxy.restore();
+    let back = Instant::now();
+    loop {
+        let s = Client::new()
+            .get(node.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if s == StatusCode::OK {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "still {s} {:?} after the database came back",
+            back.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(put(3).await.status(), StatusCode::CREATED);
+    let (s, _) = call(
+        &node,
+        Method::GET,
+        &format!("/dss/v1/operational_intent_references/{first}"),
+        &tok,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let metrics = get_text(&node.url("/metrics")).await;
+    assert!(
+        metrics.contains("\ndetente_store_available 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\ndetente_live_operational_intents 2\n"),
+        "{metrics}"
     );
 }

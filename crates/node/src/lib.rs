@@ -69,10 +69,29 @@ pub struct LineCommit {
     pub leaves: Vec<Vec<u8>>,
 }
 
-/// The store failed (disk, database): nothing of the write was kept.
-#[derive(Debug, Clone, Error)]
-#[error("storage failure: {0}")]
-pub struct StoreError(pub String);
+/// The store could not do what was asked: nothing of the write was kept.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The disk or the database failed this request.
+    #[error("storage failure: {0}")]
+    Failed(String),
+    /// The store cannot be reached (the database is down or unreachable,
+    /// or the node is reloading after a failed commit): the request may be
+    /// retried once it is back.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    pub fn message(&self) -> &str {
+        match self {
+            StoreError::Failed(m) | StoreError::Unavailable(m) => m,
+        }
+    }
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
 
 /// Persistence of the airspace. A write runs its decision against the
 /// current state with every other write excluded, and answers only once the
@@ -84,6 +103,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Result<Decision, DomainError>, StoreError>>;
     /// Runs `f` on a consistent view of the committed state.
     fn read(&self, f: &mut dyn FnMut(&AirspaceState)) -> Result<(), StoreError>;
+    /// Whether the store answers now (false while it cannot reach its
+    /// database and reads and writes are refused as unavailable).
+    fn available(&self) -> bool {
+        true
+    }
 
     /// Runs the line's decisions in order, each seeing the ones before it,
     /// with every other write excluded; each answers once its entries are
@@ -240,7 +264,7 @@ impl Ids for RandomIds {
     fn seed(&self) -> Result<[u8; 32], StoreError> {
         let mut s = [0u8; 32];
         getrandom::fill(&mut s)
-            .map_err(|e| StoreError(format!("the OS has no randomness: {e}")))?;
+            .map_err(|e| StoreError::Failed(format!("the OS has no randomness: {e}")))?;
         Ok(s)
     }
 }
@@ -443,7 +467,9 @@ impl Dss {
                 out = Some(f(s));
             }
         })?;
-        out.ok_or_else(|| NodeError::Store(StoreError("the store did not run the read".into())))
+        out.ok_or_else(|| {
+            NodeError::Store(StoreError::Failed("the store did not run the read".into()))
+        })
     }
 
     /// F3548 `requested_ovn_suffix`: a UUIDv7 whose time is close to now.
@@ -804,6 +830,11 @@ impl Dss {
         self.read(|s| s.conflicts().cloned().collect())
     }
 
+    /// Whether the store answers now (see [`Store::available`]).
+    pub fn store_available(&self) -> bool {
+        self.store.available()
+    }
+
     pub fn counts(&self) -> Result<Counts, NodeError> {
         self.read(|s| s.counts())
     }
@@ -846,7 +877,9 @@ fn constraint_outcome(o: Outcome) -> Result<(Constraint, Vec<SubscriberToNotify>
 }
 
 fn unexpected(o: Outcome) -> NodeError {
-    NodeError::Store(StoreError(format!("internal: unexpected outcome {o:?}")))
+    NodeError::Store(StoreError::Failed(format!(
+        "internal: unexpected outcome {o:?}"
+    )))
 }
 
 /// Largest range of entries served in one request.
@@ -903,7 +936,9 @@ impl Log {
         self.store
             .latest_checkpoint()
             .map(|(_, n)| n)
-            .ok_or_else(|| NodeError::Store(StoreError("no checkpoint could be signed".into())))
+            .ok_or_else(|| {
+                NodeError::Store(StoreError::Failed("no checkpoint could be signed".into()))
+            })
     }
 
     pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, NodeError> {
@@ -970,7 +1005,7 @@ impl Log {
         let mut out = Vec::new();
         for e in self.store.log_entries(start, end).await? {
             let len = u16::try_from(e.len()).map_err(|_| {
-                NodeError::Store(StoreError(
+                NodeError::Store(StoreError::Failed(
                     "an entry over 65,535 bytes does not fit an entry bundle's uint16 length"
                         .into(),
                 ))
@@ -1036,14 +1071,14 @@ impl Log {
         let (size, _) = self
             .store
             .latest_checkpoint()
-            .ok_or_else(|| NodeError::Store(StoreError("no checkpoint".into())))?;
+            .ok_or_else(|| NodeError::Store(StoreError::Failed("no checkpoint".into())))?;
         // Read page by page: only the chosen entries are kept.
         let mut sel = evidence::Selector::new(selection);
         let mut start = 0;
         while start < size {
             let end = (start + MAX_ENTRIES_PER_REQUEST).min(size);
             sel.feed(&self.store.log_entries(start, end).await?)
-                .map_err(|e| NodeError::Store(StoreError(e)))?;
+                .map_err(|e| NodeError::Store(StoreError::Failed(e)))?;
             start = end;
         }
         if sel.chosen.is_empty() {
@@ -1212,7 +1247,7 @@ impl Log {
         body.push('\n');
         // The witness sees the log's own signature only.
         let parsed = tlog::Note::parse(note.as_bytes())
-            .map_err(|e| NodeError::Store(StoreError(e.to_string())))?;
+            .map_err(|e| NodeError::Store(StoreError::Failed(e.to_string())))?;
         let own = tlog::Note {
             text: parsed.text.clone(),
             signatures: parsed
@@ -1225,21 +1260,21 @@ impl Log {
                 .collect(),
         };
         body.push_str(&own.to_text());
-        let (status, reply) = post(body)
-            .await
-            .map_err(|e| NodeError::Store(StoreError(format!("witness {}: {e}", witness.name))))?;
+        let (status, reply) = post(body).await.map_err(|e| {
+            NodeError::Store(StoreError::Failed(format!("witness {}: {e}", witness.name)))
+        })?;
         match status {
             200 => {
                 let with = format!("{}{}", own.to_text(), reply);
                 let (n, ok) = tlog::note::open(with.as_bytes(), std::slice::from_ref(witness))
                     .map_err(|e| {
-                        NodeError::Store(StoreError(format!(
+                        NodeError::Store(StoreError::Failed(format!(
                             "witness {} answered with an invalid cosignature: {e}",
                             witness.name
                         )))
                     })?;
                 if ok.is_empty() {
-                    return Err(NodeError::Store(StoreError(format!(
+                    return Err(NodeError::Store(StoreError::Failed(format!(
                         "witness {} did not cosign",
                         witness.name
                     ))));
@@ -1254,12 +1289,12 @@ impl Log {
                 Ok(size)
             }
             409 => reply.trim().parse::<u64>().map_err(|_| {
-                NodeError::Store(StoreError(format!(
+                NodeError::Store(StoreError::Failed(format!(
                     "witness {} answered 409 without a size",
                     witness.name
                 )))
             }),
-            other => Err(NodeError::Store(StoreError(format!(
+            other => Err(NodeError::Store(StoreError::Failed(format!(
                 "witness {} refused the checkpoint ({other}): {}",
                 witness.name,
                 reply.trim()

@@ -59,7 +59,9 @@ impl Line {
                 out = Some(f(s));
             }
         })?;
-        out.ok_or_else(|| NodeError::Store(StoreError("the store did not run the read".into())))
+        out.ok_or_else(|| {
+            NodeError::Store(StoreError::Failed("the store did not run the read".into()))
+        })
     }
 
     async fn commit(
@@ -80,9 +82,9 @@ impl Line {
         } else {
             self.store.transact_line(jobs).await
         };
-        let c = r
-            .pop()
-            .ok_or_else(|| NodeError::Store(StoreError("the store answered nothing".into())))???;
+        let c = r.pop().ok_or_else(|| {
+            NodeError::Store(StoreError::Failed("the store answered nothing".into()))
+        })???;
         Ok(c.outcome)
     }
 
@@ -267,7 +269,9 @@ impl Line {
                         _ => None,
                     };
                     let Some(index) = index else {
-                        return Err(StoreError("a received record has no receipt".into()).into());
+                        return Err(
+                            StoreError::Failed("a received record has no receipt".into()).into(),
+                        );
                     };
                     receipt_at.push(index);
                 }
@@ -323,7 +327,7 @@ impl Line {
             (records, checked)
         })
         .await
-        .map_err(|e| NodeError::Store(StoreError(format!("checking signatures: {e}"))))
+        .map_err(|e| NodeError::Store(StoreError::Failed(format!("checking signatures: {e}"))))
     }
 
     /// Keeps a peer's receipts for records this node sent.

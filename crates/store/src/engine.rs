@@ -32,6 +32,11 @@ use tlog::tiles::{Tile, TiledTree};
 use tlog::witness::Cosigned;
 use tokio::sync::{mpsc, oneshot};
 
+/// The first pause between attempts to reload an unavailable store; each
+/// failed attempt doubles it up to [`RECOVER_MAX_WAIT`].
+const RECOVER_FIRST_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+const RECOVER_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most decisions committed in one transaction.
 pub const MAX_BATCH: usize = 512;
 /// Most decisions of the line in one transaction: each signs entries in
@@ -105,7 +110,7 @@ pub struct Dirty {
 }
 
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError(format!("encoding a record: {e}")))
+    serde_json::to_string(v).map_err(|e| StoreError::Failed(format!("encoding a record: {e}")))
 }
 
 impl Dirty {
@@ -203,7 +208,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(
     body: &str,
 ) -> Result<T, StoreError> {
     serde_json::from_str(body)
-        .map_err(|e| StoreError(format!("row {id} of {} is unreadable: {e}", table.name())))
+        .map_err(|e| StoreError::Failed(format!("row {id} of {} is unreadable: {e}", table.name())))
 }
 
 /// One batch to persist in one transaction.
@@ -344,7 +349,7 @@ fn sign_all(
             out.extend(
                 signer
                     .entries(events)
-                    .map_err(|e| StoreError(format!("signing a log entry: {e}")))?,
+                    .map_err(|e| StoreError::Failed(format!("signing a log entry: {e}")))?,
             );
         }
         Ok(out)
@@ -387,7 +392,7 @@ pub(crate) fn on_all_cores<I: Sync, T: Send>(
         let mut parts = vec![f(first)];
         parts.extend(handles.into_iter().map(|h| {
             h.join()
-                .unwrap_or_else(|_| Err(StoreError(format!("a {what} thread panicked"))))
+                .unwrap_or_else(|_| Err(StoreError::Failed(format!("a {what} thread panicked"))))
         }));
         parts
     });
@@ -409,7 +414,7 @@ pub fn replay(
     let mut any_line = false;
     for (idx, data) in entries {
         if idx != tree.size() {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "the log has a gap before entry {idx} (expected {})",
                 tree.size()
             )));
@@ -432,8 +437,8 @@ pub(crate) fn replay_line(line: &mut LineState, idx: u64, data: &[u8]) -> Result
     if maybe_line(data)
         && let Some(parsed) = liaison::decide::line_entry(data)
     {
-        let (e, l) =
-            parsed.map_err(|e| StoreError(format!("log entry {idx} is unreadable: {e}")))?;
+        let (e, l) = parsed
+            .map_err(|e| StoreError::Failed(format!("log entry {idx} is unreadable: {e}")))?;
         line.apply(&e.entry.origin, idx, tlog::leaf_hash(data), l);
         return Ok(true);
     }
@@ -510,6 +515,8 @@ pub struct Engine<B: Backend> {
     urgent: mpsc::Sender<Job>,
     appended: Arc<tokio::sync::Notify>,
     refresh_queued: Arc<AtomicBool>,
+    /// False while the writer reloads after a failure (see `recover`).
+    available: Arc<AtomicBool>,
     pub(crate) backend: Arc<B>,
 }
 
@@ -540,6 +547,7 @@ impl<B: Backend> Engine<B> {
         let (urgent_tx, urgent_rx) = mpsc::channel(4 * MAX_BATCH);
         let appended = Arc::new(tokio::sync::Notify::new());
         let refresh_queued = Arc::new(AtomicBool::new(false));
+        let available = Arc::new(AtomicBool::new(true));
         tokio::spawn(run_writer(Writer {
             backend: backend.clone(),
             w: writer,
@@ -555,6 +563,7 @@ impl<B: Backend> Engine<B> {
             jobs: rx,
             urgent: urgent_rx,
             closing: Vec::new(),
+            available: available.clone(),
         }));
         Engine {
             state,
@@ -564,7 +573,19 @@ impl<B: Backend> Engine<B> {
             urgent: urgent_tx,
             appended,
             refresh_queued,
+            available,
             backend,
+        }
+    }
+
+    /// Refuses when the in-memory states cannot be trusted (see `recover`).
+    fn check_available(&self) -> Result<(), StoreError> {
+        if self.available.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "the node is reloading its state after losing its database; retry shortly".into(),
+            ))
         }
     }
 
@@ -625,13 +646,14 @@ impl<B: Backend> Engine<B> {
                 let mut tree = self.log.tree.write().unwrap_or_else(|e| e.into_inner());
                 let missing = tree.missing(|r| answer(r, q));
                 if missing.is_empty() {
-                    return answer(&*tree, q).map_err(|e| StoreError(format!("log tree: {e}")));
+                    return answer(&*tree, q)
+                        .map_err(|e| StoreError::Failed(format!("log tree: {e}")));
                 }
                 missing
             };
             let tiles = self.backend.tiles(missing.clone()).await?;
             if tiles.len() < missing.len() {
-                return Err(StoreError(format!(
+                return Err(StoreError::Failed(format!(
                     "log tree: {} of the {} tiles needed are not in the database",
                     missing.len() - tiles.len(),
                     missing.len()
@@ -648,7 +670,7 @@ impl<B: Backend> Engine<B> {
             }
             // A tile the cache held when asked was evicted since: again.
         }
-        Err(StoreError(
+        Err(StoreError::Failed(
             "log tree: the tiles needed kept leaving the cache".into(),
         ))
     }
@@ -690,6 +712,8 @@ struct Writer<B: Backend> {
     urgent: mpsc::Receiver<Job>,
     /// Who asked the store to close (answered once it has).
     closing: Vec<oneshot::Sender<()>>,
+    /// False from a failed commit or start until the reload succeeds.
+    available: Arc<AtomicBool>,
 }
 
 /// What deciding a batch needs: the in-memory states, the log's tree and
@@ -900,20 +924,87 @@ impl<B: Backend> Writer<B> {
     }
 
     /// Reloads everything after a failure (the database is the truth).
+    /// Until the reload succeeds the store is unavailable: the in-memory
+    /// states may hold decisions that were never committed, so reads and
+    /// writes are refused ([`StoreError::Unavailable`]) instead of
+    /// answered from them or left waiting. The reload is retried with a
+    /// growing pause (up to [`RECOVER_MAX_WAIT`]); every job arriving
+    /// meanwhile is refused at once. Returns early, unreloaded, when the
+    /// store is asked to close.
     async fn recover(&mut self) {
+        self.available.store(false, Ordering::SeqCst);
+        if let Err(e) = self.reload().await {
+            self.keep_reloading(e).await;
+        }
+    }
+
+    /// One attempt at reloading; the store is available again if it works.
+    async fn reload(&mut self) -> Result<(), StoreError> {
+        let me = self.decider.signer.signer.name.clone();
+        let l = self.backend.recover(&mut self.w, &me).await?;
         let d = &self.decider;
-        let me = d.signer.signer.name.clone();
-        match self.backend.recover(&mut self.w, &me).await {
-            Ok(l) => {
-                *d.state.write().unwrap_or_else(|p| p.into_inner()) = l.state;
-                d.log.committed.store(l.tree.size(), Ordering::SeqCst);
-                *d.log.tree.write().unwrap_or_else(|p| p.into_inner()) = l.tree;
-                *d.line.write().unwrap_or_else(|p| p.into_inner()) = l.line;
-                if let Some(latest) = l.latest {
-                    *d.log.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(latest);
+        *d.state.write().unwrap_or_else(|p| p.into_inner()) = l.state;
+        d.log.committed.store(l.tree.size(), Ordering::SeqCst);
+        *d.log.tree.write().unwrap_or_else(|p| p.into_inner()) = l.tree;
+        *d.line.write().unwrap_or_else(|p| p.into_inner()) = l.line;
+        if let Some(latest) = l.latest {
+            *d.log.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(latest);
+        }
+        self.available.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Retries [`Self::reload`] after a first failure `e` until it works
+    /// or the store is asked to close.
+    async fn keep_reloading(&mut self, e: StoreError) {
+        tracing::error!(error = %e, "the store is unavailable: refusing reads and writes with 503 until it can be reloaded");
+        let mut wait = RECOVER_FIRST_WAIT;
+        let mut failures = 1u32;
+        loop {
+            if self.refuse_for(wait).await {
+                return;
+            }
+            match self.reload().await {
+                Ok(()) => {
+                    tracing::warn!(
+                        failures,
+                        "the store is reachable again and reloaded; taking requests"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    wait = (wait * 2).min(RECOVER_MAX_WAIT);
+                    tracing::warn!(error = %e, failures, retry_in_ms = wait.as_millis() as u64, "the store is still unavailable");
                 }
             }
-            Err(e) => tracing::error!(error = %e, "reloading the store failed"),
+        }
+    }
+
+    /// Refuses every job that arrives during `wait` (the store is
+    /// unavailable). True when asked to close meanwhile.
+    async fn refuse_for(&mut self, wait: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        let e = StoreError::Unavailable(
+            "the node cannot reach its database; nothing was changed, retry shortly".into(),
+        );
+        loop {
+            let job = tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(until) => return !self.closing.is_empty(),
+                j = self.urgent.recv() => j,
+                j = self.jobs.recv() => j,
+            };
+            // Every sender is gone: the store was dropped.
+            let Some(job) = job else {
+                return true;
+            };
+            let mut batch = vec![job];
+            drain(&mut self.urgent, &mut self.jobs, &mut batch);
+            Jobs::split(batch, &self.refresh_queued, &mut self.closing).refuse(&e);
+            if !self.closing.is_empty() {
+                return true;
+            }
         }
     }
 
@@ -934,7 +1025,8 @@ impl<B: Backend> Writer<B> {
         let jobs = Jobs::split(batch, &self.refresh_queued, &mut self.closing);
         if let Err(e) = begun {
             tracing::error!(error = %e, "could not start a batch; refusing it and reloading");
-            jobs.refuse(&e);
+            // Nothing of it was written: it may be retried.
+            jobs.refuse(&StoreError::Unavailable(e.message().to_owned()));
             self.backend.release(&mut self.w).await;
             self.recover().await;
             return None;
@@ -989,15 +1081,23 @@ impl<B: Backend> Writer<B> {
             return next;
         };
         tracing::error!(error = %e, "commit failed; refusing the batch and reloading the state from the database");
+        // Readers stop seeing the failed batch's effects at once. Its
+        // callers are answered after one attempt at reloading (so that a
+        // caller who retries finds the state as committed), not after the
+        // retries, which go on for as long as the database is unreachable.
+        self.available.store(false, Ordering::SeqCst);
         d.refuse(&e, false);
         let next = next.map(|mut n| {
             n.refuse(&e, true);
             n
         });
-        self.recover().await;
+        let reloaded = self.reload().await;
         d.answer();
         if let Some(n) = next {
             n.answer();
+        }
+        if let Err(e) = reloaded {
+            self.keep_reloading(e).await;
         }
         None
     }
@@ -1176,7 +1276,10 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
                     // What was decided before the panic is refused with
                     // it: the states are reloaded from the database.
                     if let Some(mut n) = n {
-                        n.refuse(&StoreError(format!("deciding a batch failed: {e}")), true);
+                        n.refuse(
+                            &StoreError::Failed(format!("deciding a batch failed: {e}")),
+                            true,
+                        );
                         n.answer();
                     }
                     Some(Err(e))
@@ -1393,7 +1496,7 @@ impl Decider {
             {
                 Ok(receipt) => leaves.extend(receipt),
                 Err(e) => {
-                    encoded = Err(StoreError(format!("signing a receipt: {e}")));
+                    encoded = Err(StoreError::Failed(format!("signing a receipt: {e}")));
                 }
             }
             seq = st.seq();
@@ -1458,9 +1561,11 @@ impl<B: Backend> Engine<B> {
             let mut out = Vec::with_capacity(waiting.len());
             for rx in waiting {
                 out.push(match rx {
-                    None => Err(StoreError("the writer has stopped".into())),
+                    None => Err(StoreError::Failed("the writer has stopped".into())),
                     Some(rx) => rx.await.unwrap_or_else(|_| {
-                        Err(StoreError("the writer stopped before answering".into()))
+                        Err(StoreError::Failed(
+                            "the writer stopped before answering".into(),
+                        ))
                     }),
                 });
             }
@@ -1470,7 +1575,7 @@ impl<B: Backend> Engine<B> {
 
     fn committed_at_least(&self, size: u64) -> Result<(), StoreError> {
         if size > self.log_size() {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "the log has fewer than {size} committed entries"
             )));
         }
@@ -1490,17 +1595,23 @@ impl<B: Backend> Store for Engine<B> {
 
     fn transact(&self, f: WriteFn) -> BoxFuture<'_, Reply> {
         Box::pin(async move {
+            self.check_available()?;
             let (reply, rx) = oneshot::channel();
             self.jobs
                 .send(Job::Airspace { f, reply })
                 .await
-                .map_err(|_| StoreError("the writer has stopped".into()))?;
+                .map_err(|_| StoreError::Failed("the writer has stopped".into()))?;
             rx.await
-                .map_err(|_| StoreError("the writer stopped before answering".into()))?
+                .map_err(|_| StoreError::Failed("the writer stopped before answering".into()))?
         })
     }
 
+    fn available(&self) -> bool {
+        self.available.load(Ordering::SeqCst)
+    }
+
     fn read(&self, f: &mut dyn FnMut(&AirspaceState)) -> Result<(), StoreError> {
+        self.check_available()?;
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         f(&st);
         Ok(())
@@ -1519,6 +1630,7 @@ impl<B: Backend> Store for Engine<B> {
     }
 
     fn read_line(&self, f: &mut dyn FnMut(&LineState)) -> Result<(), StoreError> {
+        self.check_available()?;
         let st = self.line.read().unwrap_or_else(|e| e.into_inner());
         f(&st);
         Ok(())
@@ -1539,7 +1651,9 @@ impl<B: Backend> Store for Engine<B> {
             self.committed_at_least(size)?;
             match self.over_tiles(TreeQuery::Root(size)).await? {
                 TreeAnswer::Root(h) => Ok(h),
-                TreeAnswer::Proof(_) => Err(StoreError("log tree: a proof for a root".into())),
+                TreeAnswer::Proof(_) => {
+                    Err(StoreError::Failed("log tree: a proof for a root".into()))
+                }
             }
         })
     }
@@ -1553,7 +1667,9 @@ impl<B: Backend> Store for Engine<B> {
             self.committed_at_least(size)?;
             match self.over_tiles(TreeQuery::Inclusion(index, size)).await? {
                 TreeAnswer::Proof(p) => Ok(p),
-                TreeAnswer::Root(_) => Err(StoreError("log tree: a root for a proof".into())),
+                TreeAnswer::Root(_) => {
+                    Err(StoreError::Failed("log tree: a root for a proof".into()))
+                }
             }
         })
     }
@@ -1570,7 +1686,9 @@ impl<B: Backend> Store for Engine<B> {
                 .await?
             {
                 TreeAnswer::Proof(p) => Ok(p),
-                TreeAnswer::Root(_) => Err(StoreError("log tree: a root for a proof".into())),
+                TreeAnswer::Root(_) => {
+                    Err(StoreError::Failed("log tree: a root for a proof".into()))
+                }
             }
         })
     }
@@ -1609,7 +1727,7 @@ impl<B: Backend> Store for Engine<B> {
                 None => match self.backend.tiles(vec![(level, index)]).await?.pop() {
                     Some(t) => t.hashes,
                     None => {
-                        return Err(StoreError(format!(
+                        return Err(StoreError::Failed(format!(
                             "log tile {level}/{index} is not in the database"
                         )));
                     }
@@ -1727,12 +1845,12 @@ mod tests {
         for bad in [0usize, 99] {
             let r = on_all_cores(&items, "checking", |part| {
                 if part.contains(&bad) {
-                    Err(StoreError(format!("item {bad}")))
+                    Err(StoreError::Failed(format!("item {bad}")))
                 } else {
                     Ok(part.to_vec())
                 }
             });
-            assert_eq!(r.unwrap_err().0, format!("item {bad}"));
+            assert_eq!(r.unwrap_err().message(), format!("item {bad}"));
         }
     }
 }

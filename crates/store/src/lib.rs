@@ -42,7 +42,7 @@ fn cosigned(
 ) -> Result<tlog::witness::Cosigned, node::StoreError> {
     let root: tlog::Hash = root
         .try_into()
-        .map_err(|_| node::StoreError("a stored root is not 32 bytes".into()))?;
+        .map_err(|_| node::StoreError::Failed("a stored root is not 32 bytes".into()))?;
     Ok(tlog::witness::Cosigned {
         size: size as u64,
         root,

@@ -23,13 +23,13 @@ impl std::fmt::Debug for Mbtiles {
 
 fn err(path: &Path, what: &str) -> impl Fn(sqlx::Error) -> StoreError {
     let at = format!("{}: {what}", path.display());
-    move |e| StoreError(format!("{at}: {e}"))
+    move |e| StoreError::Failed(format!("{at}: {e}"))
 }
 
 impl Mbtiles {
     pub async fn open(path: &Path) -> Result<Mbtiles, StoreError> {
         if !path.is_file() {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "{}: no such MBTiles file",
                 path.display()
             )));
@@ -56,7 +56,7 @@ impl Mbtiles {
             .map(|f| f.to_ascii_lowercase())
             .unwrap_or_else(|| "png".into());
         if !matches!(format.as_str(), "png" | "jpg" | "jpeg" | "webp") {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "{}: tile format {format:?} is not a raster format (png, jpg or webp) the console can draw",
                 path.display()
             )));
@@ -104,7 +104,7 @@ impl TileSource for Mbtiles {
             .bind(tms_row as i64)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| StoreError(format!("reading a tile: {e}")))?;
+            .map_err(|e| StoreError::Failed(format!("reading a tile: {e}")))?;
             Ok(row.map(|r| r.0))
         })
     }
@@ -174,10 +174,10 @@ mod tests {
         let path = dir.path().join("v.mbtiles");
         make(&path, "pbf").await;
         let e = Mbtiles::open(&path).await.unwrap_err();
-        assert!(e.0.contains("not a raster format"), "{e:?}");
+        assert!(e.message().contains("not a raster format"), "{e:?}");
         let e = Mbtiles::open(&dir.path().join("none.mbtiles"))
             .await
             .unwrap_err();
-        assert!(e.0.contains("no such MBTiles file"), "{e:?}");
+        assert!(e.message().contains("no such MBTiles file"), "{e:?}");
     }
 }

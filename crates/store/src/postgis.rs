@@ -31,7 +31,7 @@ impl std::fmt::Debug for PostgisBaseline {
 }
 
 fn err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |e| StoreError(format!("PostGIS baseline: {what}: {e}"))
+    move |e| StoreError::Failed(format!("PostGIS baseline: {what}: {e}"))
 }
 
 /// The outline as WKT in (lng lat) order, closed; a circle as its centre
@@ -234,7 +234,7 @@ impl PostgisBaseline {
                 Err(e) => return Err(err("creating")(e)),
             }
         }
-        Err(StoreError(
+        Err(StoreError::Failed(
             "PostGIS baseline: creating: serialization failures 20 times".into(),
         ))
     }

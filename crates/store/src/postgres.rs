@@ -56,8 +56,25 @@ const TOMBSTONE_BATCHES: i64 = 100_000;
 /// The store on PostgreSQL: the shared engine over [`Postgres`].
 pub type PostgresStore = Engine<Postgres>;
 
+/// A database error as the store's: unavailable when the database could
+/// not be reached (nothing was done), failed otherwise.
 fn err(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| StoreError(format!("{context}: {e}"))
+    move |e| {
+        let unreachable = matches!(
+            e,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        );
+        let m = format!("{context}: {e}");
+        if unreachable {
+            StoreError::Unavailable(m)
+        } else {
+            StoreError::Failed(m)
+        }
+    }
 }
 
 /// Where a node lives in a database: its URL and schema.
@@ -78,7 +95,7 @@ impl Location {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             && !schema.as_bytes()[0].is_ascii_digit();
         if !ok {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "database_schema {schema:?}: use lower-case letters, digits and _ (not first), at most 63"
             )));
         }
@@ -92,7 +109,7 @@ impl Location {
         let opts: PgConnectOptions = self
             .url
             .parse()
-            .map_err(|e| StoreError(format!("database_url: {e}")))?;
+            .map_err(|e| StoreError::Failed(format!("database_url: {e}")))?;
         Ok(opts
             // Operators (and tests) see which node a connection serves.
             .application_name(&format!("detente/{}", self.schema))
@@ -147,12 +164,12 @@ pub fn recall(data: &std::path::Path) -> Result<Option<Location>, StoreError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(StoreError::Failed(format!("{}: {e}", path.display()))),
     };
     let mut lines = text.lines();
     match (lines.next(), lines.next()) {
         (Some(url), Some(schema)) => Location::new(url, schema).map(Some),
-        _ => Err(StoreError(format!(
+        _ => Err(StoreError::Failed(format!(
             "{}: expected the database URL and schema on two lines",
             path.display()
         ))),
@@ -277,8 +294,9 @@ const META: &str = "SELECT m.seq, m.version, m.log_size, m.purged_below, c.size,
 
 /// A record row as events: what changed, or that it was removed.
 fn event(tbl: &str, id: &str, body: Option<&str>) -> Result<Option<Event>, StoreError> {
-    let uuid =
-        || Uuid::parse_str(id).map_err(|e| StoreError(format!("record id {id} of {tbl}: {e}")));
+    let uuid = || {
+        Uuid::parse_str(id).map_err(|e| StoreError::Failed(format!("record id {id} of {tbl}: {e}")))
+    };
     Ok(Some(match (tbl, body) {
         ("intents", Some(b)) => Event::IntentUpserted(decode(Table::Intents, id, b)?),
         ("intents", None) => Event::IntentRemoved(uuid()?),
@@ -294,9 +312,20 @@ fn event(tbl: &str, id: &str, body: Option<&str>) -> Result<Option<Event>, Store
     }))
 }
 
+/// How long the writer waits for a new connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn connect(opts: &PgConnectOptions, pid: &AtomicU32) -> Result<PgConnection, StoreError> {
-    let mut c = PgConnection::connect_with(opts)
+    // A database behind a dead link may never answer: give up and let the
+    // caller retry rather than hang the writer.
+    let mut c = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(opts))
         .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "connecting to the database: no answer in {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(err("connecting to the database"))?;
     let p: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut c)
@@ -381,7 +410,7 @@ async fn load_all(conn: &mut PgConnection, me: &str) -> Result<(Loaded, i64), St
     }
     tx.commit().await.map_err(err("ending the load"))?;
     if r.tree.size() as i64 != log_size {
-        return Err(StoreError(format!(
+        return Err(StoreError::Failed(format!(
             "the log holds {} entries but meta says {log_size}",
             r.tree.size()
         )));
@@ -521,10 +550,10 @@ impl Postgres {
             }
         }
         let (seq, version, db_log, purged_below, size, note) =
-            meta.ok_or_else(|| StoreError("reading meta: no row".into()))?;
+            meta.ok_or_else(|| StoreError::Failed("reading meta: no row".into()))?;
         let latest = size.zip(note).map(|(s, n)| (s as u64, n));
         if version < w.version || db_log < log_size {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "the database is behind this replica (batch {version} < {}, log {db_log} < {log_size}): was it restored from a backup? Restart the replicas",
                 w.version
             )));
@@ -537,7 +566,7 @@ impl Postgres {
             });
         }
         if w.version < purged_below {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "this replica is {} batches behind, past the purged removals: reloading",
                 version - w.version
             )));
@@ -560,7 +589,7 @@ impl Postgres {
     async fn persist_inner(&self, w: &mut PgWriter, batch: Batch<'_>) -> Result<(), StoreError> {
         let conn = match (w.in_tx, w.conn.as_mut()) {
             (true, Some(c)) => c,
-            _ => return Err(StoreError("persisting outside a batch".into())),
+            _ => return Err(StoreError::Failed("persisting outside a batch".into())),
         };
         let next = w.version + 1;
         let t0 = std::time::Instant::now();
@@ -583,8 +612,8 @@ impl Postgres {
                 _ => None,
             };
             if let Some(kind) = kind {
-                let uuid =
-                    Uuid::parse_str(&id).map_err(|e| StoreError(format!("record id {id}: {e}")))?;
+                let uuid = Uuid::parse_str(&id)
+                    .map_err(|e| StoreError::Failed(format!("record id {id}: {e}")))?;
                 // Probed by primary key (an array the planner sizes),
                 // never joined: its old volumes go, whatever the table's size.
                 match table {
@@ -695,7 +724,7 @@ impl Postgres {
         }
         let log_us = lap();
         if updated != 1 {
-            return Err(StoreError(
+            return Err(StoreError::Failed(
                 "another writer moved the log on during this batch; refused".into(),
             ));
         }
@@ -794,17 +823,8 @@ impl Backend for Postgres {
             if let Some(c) = w.conn.take() {
                 let _ = c.close().await;
             }
-            let mut wait = Duration::from_millis(50);
-            let mut conn = loop {
-                match connect(&self.opts, &self.writer_pid).await {
-                    Ok(c) => break c,
-                    Err(e) => {
-                        tracing::error!(error = %e, "reconnecting the writer; retrying");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(5));
-                    }
-                }
-            };
+            // One attempt: the engine retries, refusing requests meanwhile.
+            let mut conn = connect(&self.opts, &self.writer_pid).await?;
             let (loaded, version) = load_all(&mut conn, me).await?;
             w.version = version;
             w.conn = Some(conn);
@@ -842,8 +862,9 @@ impl Backend for Postgres {
             .map_err(err("reading the log's tiles"))?;
             rows.into_iter()
                 .map(|(l, i, h)| {
-                    Tile::from_bytes(l as u8, i as u64, &h)
-                        .ok_or_else(|| StoreError(format!("log tile {l}/{i} is not 8,192 bytes")))
+                    Tile::from_bytes(l as u8, i as u64, &h).ok_or_else(|| {
+                        StoreError::Failed(format!("log tile {l}/{i} is not 8,192 bytes"))
+                    })
                 })
                 .collect()
         })
@@ -946,7 +967,7 @@ impl Backend for Postgres {
             .await
             .map_err(err("saving the witness state"))?;
             if r.rows_affected() == 0 {
-                return Err(StoreError(format!(
+                return Err(StoreError::Failed(format!(
                     "a larger checkpoint of {origin} was cosigned meanwhile"
                 )));
             }
@@ -1078,6 +1099,9 @@ impl Engine<Postgres> {
         let opts = at.options()?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            // A read waits this long for a connection, not sqlx's 30 s:
+            // with the database down it is answered unavailable promptly.
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(opts.clone())
             .await
             .map_err(err("connecting to the database"))?;
@@ -1093,7 +1117,7 @@ impl Engine<Postgres> {
             .await
             .map_err(err("reading the node key"))?;
         if owner.as_deref() != Some(mine.as_str()) {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "schema {} holds the state of node {}, not of this node ({mine}): give every replica the same node key",
                 at.schema,
                 owner.unwrap_or_default()

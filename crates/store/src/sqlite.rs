@@ -136,7 +136,7 @@ async fn restart_wal(w: &mut SqliteWriter) {
 }
 
 fn err(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| StoreError(format!("{context}: {e}"))
+    move |e| StoreError::Failed(format!("{context}: {e}"))
 }
 
 /// Rows per multi-row statement (SQLite allows 32,766 parameters).
@@ -237,16 +237,16 @@ fn decode_pages<T: serde::de::DeserializeOwned + Send>(
             let mut fields = record.splitn(3, UNIT);
             let (Some(rowid), Some(id), Some(body)) = (fields.next(), fields.next(), fields.next())
             else {
-                return Err(StoreError(format!(
+                return Err(StoreError::Failed(format!(
                     "a row of {} cannot be split into rowid, id and body",
                     table.name()
                 )));
             };
             let rowid: i64 = rowid.parse().map_err(|_| {
-                StoreError(format!("a row of {} has the rowid {rowid:?}", table.name()))
+                StoreError::Failed(format!("a row of {} has the rowid {rowid:?}", table.name()))
             })?;
             let id = unhex(id).ok_or_else(|| {
-                StoreError(format!("a row of {} has the id {id:?}", table.name()))
+                StoreError::Failed(format!("a row of {} has the id {id:?}", table.name()))
             })?;
             let record = crate::engine::decode(table, &id, body)?;
             out.push((rowid, id, record));
@@ -279,7 +279,7 @@ async fn rows<T>(
 ) -> Result<Vec<T>, StoreError> {
     let decoded = decoding
         .await
-        .map_err(|e| StoreError(format!("decoding {}: {e}", table.name())))??;
+        .map_err(|e| StoreError::Failed(format!("decoding {}: {e}", table.name())))??;
     let mut out = Vec::with_capacity(decoded.len());
     for (rowid, id, record) in decoded {
         ids.next = ids.next.max(rowid + 1);
@@ -515,7 +515,7 @@ async fn index_leaves(conn: &mut SqliteConnection, size: u64) -> Result<LeafInde
                 .then(|| Tile::from_bytes(0, i as u64, &bytes))
                 .flatten()
                 .ok_or_else(|| {
-                    StoreError(format!(
+                    StoreError::Failed(format!(
                         "the log's leaf tile {next} is missing or not 8,192 bytes"
                     ))
                 })?;
@@ -526,7 +526,9 @@ async fn index_leaves(conn: &mut SqliteConnection, size: u64) -> Result<LeafInde
         }
     }
     if next < full {
-        return Err(StoreError(format!("the log's leaf tile {next} is missing")));
+        return Err(StoreError::Failed(format!(
+            "the log's leaf tile {next} is missing"
+        )));
     }
     let rows: Vec<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT idx, data FROM log_entries WHERE idx >= ?1 ORDER BY idx")
@@ -579,7 +581,7 @@ impl Script {
         use sqlx::Arguments;
         self.args
             .add(v)
-            .map_err(|e| StoreError(format!("binding a value: {e}")))
+            .map_err(|e| StoreError::Failed(format!("binding a value: {e}")))
     }
 }
 
@@ -724,18 +726,11 @@ async fn persist(
 /// that a restart then loses (found by tests/disk_full.rs). Closing the old
 /// connection rolls the transaction back; the next one starts clean, and the
 /// state is reloaded through it, so nothing of the failed batch is seen.
-async fn reconnect_fresh(opts: &SqliteConnectOptions) -> SqliteConnection {
-    let mut wait = std::time::Duration::from_millis(50);
-    loop {
-        match SqliteConnection::connect_with(opts).await {
-            Ok(c) => return c,
-            Err(e) => {
-                tracing::error!(error = %e, "reopening the database after a failed commit; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
-    }
+async fn reconnect_fresh(opts: &SqliteConnectOptions) -> Result<SqliteConnection, StoreError> {
+    // One attempt: the engine retries, refusing requests meanwhile.
+    SqliteConnection::connect_with(opts)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("reopening the database: {e}")))
 }
 
 impl Sqlite {
@@ -820,7 +815,7 @@ impl Backend for Sqlite {
         me: &'a str,
     ) -> BoxFuture<'a, Result<Loaded, StoreError>> {
         Box::pin(async move {
-            let old = std::mem::replace(&mut w.conn, reconnect_fresh(&self.opts).await);
+            let old = std::mem::replace(&mut w.conn, reconnect_fresh(&self.opts).await?);
             if let Err(e) = old.close().await {
                 tracing::warn!(error = %e, "closing the writer's connection after a failed commit");
             }
@@ -868,7 +863,7 @@ impl Backend for Sqlite {
                 .map_err(err("reading the log's tiles"))?;
                 if let Some(h) = hashes {
                     out.push(Tile::from_bytes(level, index, &h).ok_or_else(|| {
-                        StoreError(format!("log tile {level}/{index} is not 8,192 bytes"))
+                        StoreError::Failed(format!("log tile {level}/{index} is not 8,192 bytes"))
                     })?);
                 }
             }
@@ -1064,7 +1059,7 @@ impl Engine<Sqlite> {
         wal_size_limit: i64,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError(format!("creating {}: {e}", dir.display())))?;
+            .map_err(|e| StoreError::Failed(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("detente.db");
         let opts = SqliteConnectOptions::new()
             .filename(&path)
@@ -1098,7 +1093,7 @@ impl Engine<Sqlite> {
         let (state, ids) = load(&mut conn).await?;
         let (tree, line, leaves) = log_load
             .await
-            .map_err(|e| StoreError(format!("loading the log: {e}")))??;
+            .map_err(|e| StoreError::Failed(format!("loading the log: {e}")))??;
         let latest = latest_checkpoint(&mut conn).await?;
         let c = state.counts();
         tracing::info!(path = %path.display(), intents = c.intents, constraints = c.constraints, subscriptions = c.subscriptions,
@@ -1159,7 +1154,7 @@ impl Engine<Sqlite> {
 pub async fn read_log(dir: &Path) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>), StoreError> {
     let path = dir.join("detente.db");
     if !path.exists() {
-        return Err(StoreError(format!(
+        return Err(StoreError::Failed(format!(
             "{} does not exist (is this a node's data folder?)",
             path.display()
         )));
@@ -1179,7 +1174,9 @@ pub async fn read_log(dir: &Path) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>
     let mut entries = Vec::with_capacity(rows.len());
     for (idx, data) in rows {
         if idx as usize != entries.len() {
-            return Err(StoreError(format!("the log has a gap before entry {idx}")));
+            return Err(StoreError::Failed(format!(
+                "the log has a gap before entry {idx}"
+            )));
         }
         entries.push(data);
     }

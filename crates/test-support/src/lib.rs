@@ -4,9 +4,12 @@
 //! line and `/healthz`), never on sleeps.
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const AUDIENCE: &str = "dss.detente.test";
@@ -533,7 +536,8 @@ pub async fn race_puts(puts: Vec<(String, String, Value)>) -> Vec<u16> {
 /// Writer `w` creates small non-intersecting intents through `base` (each
 /// writer in its own row) while `go(i)` holds or until the node stops
 /// answering, adding the id of each one acknowledged (201) to `acked`;
-/// with `refused`, a 500 (a storage failure: nothing of that write kept) is
+/// with `refused`, a 500 (a storage failure: nothing of that write kept)
+/// or a 503 (the store unavailable until it has reloaded: nothing tried) is
 /// counted there; any other answer fails the test.
 pub async fn create_until(
     base: String,
@@ -563,7 +567,7 @@ pub async fn create_until(
             Ok(r) if r.status() == 201 => {
                 acked.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
             }
-            Ok(r) if r.status() == 500 && refused.is_some() => {
+            Ok(r) if (r.status() == 500 || r.status() == 503) && refused.is_some() => {
                 if let Some(n) = &refused {
                     n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -706,4 +710,154 @@ pub fn fill(dir: &Path) -> PathBuf {
     while f.write_all(&small).is_ok() {}
     let _ = f.sync_all();
     path
+}
+
+/// A TCP proxy to `target` that can be cut (every open connection reset,
+/// new ones closed at once) and restored: a database link going down.
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl CuttableProxy {
+    pub fn start(target: SocketAddr) -> CuttableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::SeqCst) {
+                    // Refused: closed at once.
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut o = o.lock().unwrap_or_else(|p| p.into_inner());
+                for s in [&client, &server] {
+                    o.push(s.try_clone().expect("clone a socket"));
+                }
+                pipe(
+                    client.try_clone().expect("clone a socket"),
+                    server.try_clone().expect("clone a socket"),
+                );
+                pipe(server, client);
+            }
+        });
+        CuttableProxy { addr, cut, open }
+    }
+
+    /// Resets every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+/// `url` with its host and port replaced by `addr` (user, password,
+/// database and parameters kept).
+pub fn through(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (auth, rest) = match rest.split_once('@') {
+        Some((a, r)) => (format!("{a}@"), r),
+        None => (String::new(), rest),
+    };
+    let path = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
+    format!("{scheme}://{auth}{addr}{path}")
+}
+
+/// Where a PostgreSQL `url` points (its first address).
+pub fn postgres_target(url: &str) -> SocketAddr {
+    let (host, port) = postgres_host_port(url);
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .expect("resolve the database host")
+        .next()
+        .expect("an address for the database host")
+}
+
+/// The host and port of a `postgres://` URL (5432 when none is given).
+fn postgres_host_port(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let hostport = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => (
+            h.trim_matches(['[', ']']).to_string(),
+            p.parse().expect("a port number"),
+        ),
+        _ => (
+            if hostport.is_empty() {
+                "localhost".into()
+            } else {
+                hostport.to_string()
+            },
+            5432,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_postgres_url_is_pointed_through_the_proxy_keeping_the_rest() {
+        let a: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        assert_eq!(
+            through("postgres://u:p@db.example:5433/test?sslmode=disable", a),
+            "postgres://u:p@127.0.0.1:6000/test?sslmode=disable"
+        );
+        assert_eq!(
+            through("postgres://postgres@127.0.0.1/test", a),
+            "postgres://postgres@127.0.0.1:6000/test"
+        );
+        assert_eq!(
+            postgres_host_port("postgres://u:p@db.example:5433/test"),
+            ("db.example".to_string(), 5433)
+        );
+        assert_eq!(
+            postgres_host_port("postgres://postgres@127.0.0.1/test"),
+            ("127.0.0.1".to_string(), 5432)
+        );
+        assert_eq!(
+            postgres_host_port("postgres://[::1]:5434/x"),
+            ("::1".to_string(), 5434)
+        );
+    }
 }

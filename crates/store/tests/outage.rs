@@ -1,0 +1,173 @@
+//! A PostgreSQL outage: the node reaches its database through a TCP proxy
+//! that the test cuts (every connection reset, new ones refused) and then
+//! restores. While the database cannot be reached, writes and reads must be
+//! answered promptly as unavailable (the API's 503), not left waiting and
+//! not answered from an in-memory state that may hold uncommitted
+//! decisions; once it is back the store reloads and takes writes again,
+//! with exactly the acknowledged ones kept.
+//!
+//! Runs when DATABASE_URL is set (see `test_support::database_url`).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use node::airspace::decide::ImplicitSubscription;
+use node::airspace::{LatLng, OperationalIntentState, Volume4D};
+use node::log::LogSigner;
+use node::tlog;
+use node::{
+    Caller, Dss, IntentRequest, NodeError, RandomIds, Scope, Settings, Store, StoreError,
+    SystemClock,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_support::{CuttableProxy, postgres_target, through};
+use uuid::Uuid;
+
+fn log_signer() -> LogSigner {
+    LogSigner {
+        signer: tlog::NoteSigner::from_seed("detente.test/outage", &[7; 32]).unwrap(),
+        clock: Arc::new(SystemClock),
+        member: None,
+    }
+}
+
+fn caller() -> Caller {
+    Caller {
+        sub: "uss-outage".into(),
+        scopes: vec![Scope::StrategicCoordination],
+    }
+}
+
+/// An intent on a square of its own (no key needed), `n` apart.
+async fn create(d: &Dss, id: Uuid, n: u32) -> Result<(), NodeError> {
+    let now = d.now();
+    let v = Volume4D::square(
+        LatLng {
+            lat: 40.0 + f64::from(n) * 0.05,
+            lng: 20.0,
+        },
+        0.001,
+        (0.0, 300.0),
+        (now, now.plus_seconds(3600)),
+    );
+    let req = IntentRequest {
+        extents: vec![v],
+        key: vec![],
+        state: OperationalIntentState::Accepted,
+        uss_base_url: "https://uss.example".into(),
+        subscription_id: None,
+        new_subscription: Some(ImplicitSubscription {
+            uss_base_url: "https://uss.example".into(),
+            notify_for_constraints: false,
+        }),
+        requested_ovn_suffix: None,
+    };
+    d.put_intent(&caller(), id, None, req).await.map(|_| ())
+}
+
+fn unavailable(r: &Result<impl std::fmt::Debug, NodeError>) -> bool {
+    matches!(r, Err(NodeError::Store(StoreError::Unavailable(_))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
+    let Some(_pg) = test_support::OnPostgres::enter(
+        "a_database_outage_is_answered_unavailable_and_the_store_recovers",
+    ) else {
+        return;
+    };
+    let url = test_support::postgres_url().unwrap();
+    let proxy = CuttableProxy::start(postgres_target(&url));
+    let dir = tempfile::tempdir().unwrap();
+    let schema = test_support::schema_for(dir.path());
+    let at = store::Location::new(&through(&url, proxy.addr), &schema).unwrap();
+    let store = Arc::new(
+        store::PostgresStore::open_postgres(&at, log_signer())
+            .await
+            .unwrap(),
+    );
+    let d = Dss::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    );
+    let ids: Vec<Uuid> = (1..=6).map(Uuid::from_u128).collect();
+    create(&d, ids[0], 0).await.unwrap();
+    assert!(store.available());
+
+    proxy.cut();
+    // The first write after the cut fails (its batch could not start or
+    // commit): answered, not left waiting for the database.
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), create(&d, ids[1], 1))
+        .await
+        .expect("a write during the outage is answered");
+    assert!(
+        matches!(r, Err(NodeError::Store(_))),
+        "refused by the store: {r:?}"
+    );
+    // From then on the store is unavailable: writes and reads are refused
+    // as such, at once.
+    assert!(!store.available(), "unavailable after {:?}", t.elapsed());
+    for (n, id) in ids[2..4].iter().enumerate() {
+        let t = Instant::now();
+        let r = create(&d, *id, 2 + n as u32).await;
+        assert!(unavailable(&r), "a write while down: {r:?}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    let r = d.get_intent(ids[0]);
+    assert!(unavailable(&r), "a read while down: {r:?}");
+    let r = d.counts();
+    assert!(unavailable(&r), "counts while down: {r:?}");
+    // A few seconds of retries, all failing, leave it unavailable.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!store.available());
+
+    proxy.restore();
+    let t = Instant::now();
+    loop {
+        match create(&d, ids[4], 4).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "writes still refused {:?} after the database came back: {e}",
+                    t.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(store.available());
+    // Exactly the acknowledged writes are there.
+    d.get_intent(ids[0]).unwrap();
+    d.get_intent(ids[4]).unwrap();
+    for id in &ids[1..4] {
+        let r = d.get_intent(*id);
+        assert!(
+            matches!(r, Err(NodeError::Domain(_))),
+            "a refused write was not kept: {r:?}"
+        );
+    }
+    assert_eq!(d.counts().unwrap().intents, 2);
+    d.close().await;
+    drop(d);
+
+    // And so says the database itself, opened without the proxy.
+    let at = store::Location::new(&url, &schema).unwrap();
+    let again = Arc::new(
+        store::PostgresStore::open_postgres(&at, log_signer())
+            .await
+            .unwrap(),
+    );
+    let d = Dss::new(
+        again,
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    );
+    assert_eq!(d.counts().unwrap().intents, 2);
+    d.get_intent(ids[4]).unwrap();
+    d.close().await;
+}
