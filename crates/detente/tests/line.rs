@@ -839,6 +839,19 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
     .await;
     let alliance = token("alliance-uss", "utm.strategic_coordination");
     let federation = token("federation-uss", "utm.strategic_coordination");
+    // A Federation USS watching the area: no USS of Federation notifies it
+    // of Alliance's changes, so its notification index tells it.
+    let watch = new_id();
+    let watch_url = p.f.url(&format!("/dss/v1/subscriptions/{watch}"));
+    let v = ok(
+        "PUT",
+        watch_url.clone(),
+        &federation,
+        Some(json!({"extents": long_square(45.0, 10.2, 0.1), "uss_base_url": "https://federation.example", "notify_for_operational_intents": true})),
+    )
+    .await;
+    assert_eq!(v["subscription"]["notification_index"], 0);
+    let index = |v: &Value| v["subscription"]["notification_index"].as_i64().unwrap();
     // Far outside the area: never shared.
     let far = new_id();
     ok(
@@ -891,6 +904,8 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
     )
     .await;
     assert_eq!(s, 404, "an intent outside the area is not shared");
+    let v = ok("GET", watch_url.clone(), &federation, None).await;
+    assert_eq!(index(&v), 1, "the copy's arrival bumps the watcher's index: {v}");
 
     // A Federation write across it must prove knowledge of Alliance's operation.
     let bravo = new_id();
@@ -949,6 +964,7 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
         assert!(found, "{} reports no conflict", n.base);
     }
     // Alliance ends ALPHA: Federation drops its copy.
+    let before = index(&ok("GET", watch_url.clone(), &federation, None).await);
     ok(
         "DELETE",
         p.a.url(&format!(
@@ -968,6 +984,8 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(gone, "the copy outlived the original");
+    let v = ok("GET", watch_url.clone(), &federation, None).await;
+    assert_eq!(index(&v), before + 1, "the copy's removal bumps it too: {v}");
 }
 }
 

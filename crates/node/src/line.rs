@@ -399,12 +399,65 @@ impl Line {
     }
 }
 
+/// The changes to the airspace a line decision's events make here: each
+/// peer's accepted shared change, applied to the copy held for it, then the
+/// notification index of every subscription here that such a change
+/// touches (by its old or new volumes, for the kind it wants), once per
+/// change — as a write by a USS here would. No USS of this party notifies
+/// for a peer's change, so the bumped index is how a subscriber learns
+/// that something changed in its area and queries again (F3548's
+/// `notification_index` "so the subscriber can detect missed notifications").
+pub fn peer_airspace_effects(
+    events: &[LineEvent],
+    air: &airspace::AirspaceState,
+) -> Vec<airspace::Event> {
+    use airspace::Event;
+    let mut out = Vec::new();
+    let mut bumps: std::collections::BTreeMap<airspace::SubscriptionId, i32> =
+        std::collections::BTreeMap::new();
+    for e in events {
+        let Some(copy) = peer_airspace_effect(e, air) else {
+            continue;
+        };
+        let constraints = matches!(
+            copy,
+            Event::ConstraintUpserted(_) | Event::ConstraintRemoved(_)
+        );
+        let mut volumes = match &copy {
+            Event::IntentUpserted(i) => i.extents.clone(),
+            Event::ConstraintUpserted(c) => c.extents.clone(),
+            _ => Vec::new(),
+        };
+        let old = match &copy {
+            Event::IntentUpserted(i) => air.intent(&i.id).map(|o| &o.extents),
+            Event::IntentRemoved(id) => air.intent(id).map(|o| &o.extents),
+            Event::ConstraintUpserted(c) => air.constraint(&c.id).map(|o| &o.extents),
+            Event::ConstraintRemoved(id) => air.constraint(id).map(|o| &o.extents),
+            _ => None,
+        };
+        volumes.extend(old.into_iter().flatten().cloned());
+        for sub in air.subscriptions_intersecting(&volumes) {
+            let wants = if constraints {
+                sub.notify_for_constraints
+            } else {
+                sub.notify_for_operational_intents
+            };
+            if wants {
+                let i = bumps.entry(sub.id).or_insert(sub.notification_index);
+                *i = i.saturating_add(1);
+            }
+        }
+        out.push(copy);
+    }
+    if !bumps.is_empty() {
+        out.push(Event::SubscriptionsNotified(bumps.into_iter().collect()));
+    }
+    out
+}
+
 /// The change to the airspace a committed line event makes here: a peer's
 /// accepted shared change, applied to the copy held for it.
-pub fn peer_airspace_effect(
-    e: &LineEvent,
-    air: &airspace::AirspaceState,
-) -> Option<airspace::Event> {
+fn peer_airspace_effect(e: &LineEvent, air: &airspace::AirspaceState) -> Option<airspace::Event> {
     let LineEvent::Received {
         entry,
         origin,

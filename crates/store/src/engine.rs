@@ -1460,11 +1460,7 @@ impl Decider {
                 let next = first_leaf + leaves.len() as u64;
                 let r = r.and_then(|d| {
                     // A peer's accepted airspace change updates its copy here.
-                    let copies: Vec<airspace::Event> = d
-                        .events
-                        .iter()
-                        .filter_map(|e| node::line::peer_airspace_effect(e, &st))
-                        .collect();
+                    let copies = node::line::peer_airspace_effects(&d.events, &st);
                     let commit = liaison::decide::append(
                         &mut ls,
                         &signer.signer,
