@@ -81,15 +81,26 @@ fn availability_of(
     let mut out = HashMap::new();
     for m in managers {
         if let std::collections::hash_map::Entry::Vacant(e) = out.entry(m) {
-            let a = st.dss.get_availability(e.key())?.availability;
+            let a = availability(st, e.key())?;
             e.insert(a);
         }
     }
     Ok(out)
 }
 
+/// A manager's availability for a response. While the store is
+/// unavailable it is `Unknown`: a write that committed just before the
+/// database went away is still answered as committed.
+fn availability(st: &Shared, manager: &str) -> Result<UssAvailabilityState, ApiError> {
+    match st.dss.get_availability(manager) {
+        Ok(a) => Ok(a.availability),
+        Err(NodeError::Store(e)) if e.is_unavailable() => Ok(UssAvailabilityState::Unknown),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn render_intent(st: &Shared, i: &OperationalIntent, viewer: &str) -> Result<Value, ApiError> {
-    let a = st.dss.get_availability(&i.manager)?.availability;
+    let a = availability(st, &i.manager)?;
     Ok(wire::intent(i, viewer, a))
 }
 
@@ -260,7 +271,7 @@ async fn get_constraint(
 ) -> Reply {
     let caller = st.require(&headers, CONSTRAINT_READ)?;
     let c = st.dss.get_constraint(entity_id(&id, "entityid")?)?;
-    let a = st.dss.get_availability(&c.manager)?.availability;
+    let a = availability(&st, &c.manager)?;
     Ok((
         StatusCode::OK,
         Json(json!({ "constraint_reference": wire::constraint(&c, &caller.sub, a) })),
@@ -285,7 +296,7 @@ async fn put_constraint_common(
         .put_constraint(&caller, id, existing, extents, url)
         .await?;
     tracing::info!(id = %c.id, manager = %c.manager, version = c.version, "constraint written");
-    let a = st.dss.get_availability(&c.manager)?.availability;
+    let a = availability(&st, &c.manager)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -329,7 +340,7 @@ async fn delete_constraint(
         .delete_constraint(&caller, id, wire::ovn(&ovn, "ovn")?)
         .await?;
     tracing::info!(id = %c.id, "constraint deleted");
-    let a = st.dss.get_availability(&c.manager)?.availability;
+    let a = availability(&st, &c.manager)?;
     Ok((
         StatusCode::OK,
         Json(

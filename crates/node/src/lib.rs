@@ -517,11 +517,14 @@ impl Dss {
             // exactly these extents first (acceptance only ever arrives, so
             // checking before the commit is enough).
             let mut hold = None;
+            let mut line_read = Ok(());
             self.store.read(&mut |air| {
-                let _ = self.store.read_line(&mut |line| {
+                line_read = self.store.read_line(&mut |line| {
                     hold = contact::activation_hold(line, air, &id, &extents);
                 });
             })?;
+            // Unread, the hold is unknown: refuse rather than let it pass.
+            line_read?;
             if let Some(reason) = hold {
                 return Err(liaison::LineError::ActivationHeld {
                     intent: id.to_string(),

@@ -712,7 +712,7 @@ struct Writer<B: Backend> {
     urgent: mpsc::Receiver<Job>,
     /// Who asked the store to close (answered once it has).
     closing: Vec<oneshot::Sender<()>>,
-    /// False from a failed commit or start until the reload succeeds.
+    /// False while a failed commit or start could not be reloaded from.
     available: Arc<AtomicBool>,
 }
 
@@ -924,15 +924,15 @@ impl<B: Backend> Writer<B> {
     }
 
     /// Reloads everything after a failure (the database is the truth).
-    /// Until the reload succeeds the store is unavailable: the in-memory
-    /// states may hold decisions that were never committed, so reads and
-    /// writes are refused ([`StoreError::Unavailable`]) instead of
-    /// answered from them or left waiting. The reload is retried with a
+    /// If the first attempt fails the store is unavailable until one
+    /// works: the in-memory states may hold decisions that were never
+    /// committed, so reads and writes are refused
+    /// ([`StoreError::Unavailable`]) instead of answered from them or left
+    /// waiting. The reload is retried with a
     /// growing pause (up to [`RECOVER_MAX_WAIT`]); every job arriving
     /// meanwhile is refused at once. Returns early, unreloaded, when the
     /// store is asked to close.
     async fn recover(&mut self) {
-        self.available.store(false, Ordering::SeqCst);
         if let Err(e) = self.reload().await {
             self.keep_reloading(e).await;
         }
@@ -955,8 +955,9 @@ impl<B: Backend> Writer<B> {
     }
 
     /// Retries [`Self::reload`] after a first failure `e` until it works
-    /// or the store is asked to close.
+    /// or the store is asked to close; unavailable meanwhile.
     async fn keep_reloading(&mut self, e: StoreError) {
+        self.available.store(false, Ordering::SeqCst);
         tracing::error!(error = %e, "the store is unavailable: refusing reads and writes with 503 until it can be reloaded");
         let mut wait = RECOVER_FIRST_WAIT;
         let mut failures = 1u32;
@@ -1025,10 +1026,16 @@ impl<B: Backend> Writer<B> {
         let jobs = Jobs::split(batch, &self.refresh_queued, &mut self.closing);
         if let Err(e) = begun {
             tracing::error!(error = %e, "could not start a batch; refusing it and reloading");
+            self.backend.release(&mut self.w).await;
+            let reloaded = self.reload().await;
+            if reloaded.is_err() {
+                self.available.store(false, Ordering::SeqCst);
+            }
             // Nothing of it was written: it may be retried.
             jobs.refuse(&StoreError::Unavailable(e.message().to_owned()));
-            self.backend.release(&mut self.w).await;
-            self.recover().await;
+            if let Err(e) = reloaded {
+                self.keep_reloading(e).await;
+            }
             return None;
         }
         if jobs.is_empty() {
@@ -1081,17 +1088,22 @@ impl<B: Backend> Writer<B> {
             return next;
         };
         tracing::error!(error = %e, "commit failed; refusing the batch and reloading the state from the database");
-        // Readers stop seeing the failed batch's effects at once. Its
-        // callers are answered after one attempt at reloading (so that a
-        // caller who retries finds the state as committed), not after the
+        // Its callers are answered after one attempt at reloading (so that
+        // a caller who retries finds the state as committed), not after the
         // retries, which go on for as long as the database is unreachable.
-        self.available.store(false, Ordering::SeqCst);
+        // Readers are refused only once that attempt has failed: a write
+        // committed just before may still be reading to build its answer
+        // (and, as always, a batch is visible while it is being synced).
         d.refuse(&e, false);
         let next = next.map(|mut n| {
             n.refuse(&e, true);
             n
         });
         let reloaded = self.reload().await;
+        if reloaded.is_err() {
+            // Unavailable before anyone hears of the failure.
+            self.available.store(false, Ordering::SeqCst);
+        }
         d.answer();
         if let Some(n) = next {
             n.answer();
