@@ -8,7 +8,8 @@
 //! its own party and not removed. The session is a cookie the node MACs
 //! (HttpOnly, SameSite=Strict, eight hours), checked again on every request —
 //! removing the member ends it at once — and survives node restarts (its
-//! key derives from the node seed). Every request that changes something
+//! key derives from the node seed); answered challenges and logouts are
+//! kept in the store for every replica. Every request that changes something
 //! must also carry the session's CSRF token in `X-Detente-CSRF`.
 //!
 //! A session acts through the same endpoints as a bearer token: with the
@@ -48,12 +49,19 @@ pub const LOGIN_DOMAIN: &str = "detente-console-login/v1\n";
 pub const SESSION_MS: u64 = 8 * 3600 * 1000;
 /// How long a challenge may be answered.
 pub const CHALLENGE_MS: u64 = 120 * 1000;
+/// How often a replica takes in the logouts made through the others.
+pub const LOGOUT_SYNC_MS: u64 = 1000;
 
 /// Sessions and challenges; stateless but for the challenges already used
-/// and the sessions logged out before their end.
+/// and the sessions logged out before their end, which are kept here and
+/// in the store (`node::Mark`), so that every replica of the node — and the
+/// node after a restart — knows them: a challenge is answered once, a
+/// logout ends the session everywhere (within [`LOGOUT_SYNC_MS`]).
 pub struct Console {
     key: [u8; 32],
     node: String,
+    /// This process's own part of every nonce: replicas share the key.
+    instance: String,
     admin_roles: Vec<String>,
     counter: AtomicU64,
     used: Mutex<HashMap<String, u64>>,
@@ -87,9 +95,11 @@ impl Console {
         let mut h = sha2::Sha256::new();
         h.update(b"detente-console-session-key/v1\n");
         h.update(seed);
+        use node::Ids;
         Console {
             key: h.finalize().into(),
             node: node.to_string(),
+            instance: node::RandomIds.uuid_v4().simple().to_string(),
             admin_roles: admin_roles.into_iter().map(|r| r.to_lowercase()).collect(),
             counter: AtomicU64::new(0),
             used: Mutex::new(HashMap::new()),
@@ -110,7 +120,7 @@ impl Console {
     /// A fresh unpredictable value (a MAC over a counter and the time).
     fn nonce(&self, now_ms: u64, what: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        self.mac(&[what, &n.to_string(), &now_ms.to_string()])[..32].to_string()
+        self.mac(&[what, &self.instance, &n.to_string(), &now_ms.to_string()])[..32].to_string()
     }
 
     /// A challenge: `nonce.expiry.mac`.
@@ -121,8 +131,9 @@ impl Console {
         format!("{nonce}.{exp}.{mac}")
     }
 
-    /// Checks and uses up a challenge.
-    fn take_challenge(&self, c: &str, now_ms: u64) -> Result<(), ApiError> {
+    /// Checks and uses up a challenge in this process: its nonce and
+    /// expiry, for the store to use it up for every replica.
+    fn take_challenge(&self, c: &str, now_ms: u64) -> Result<(String, u64), ApiError> {
         let bad = || ApiError::bad("challenge", "not a challenge of this node, or expired");
         let [nonce, exp, mac] = c.split('.').collect::<Vec<_>>()[..] else {
             return Err(bad());
@@ -134,12 +145,17 @@ impl Console {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         used.retain(|_, e| *e >= now_ms);
         if used.insert(nonce.to_string(), exp).is_some() {
-            return Err(ApiError::bad(
-                "challenge",
-                "this challenge was already used",
-            ));
+            return Err(used_challenge());
         }
-        Ok(())
+        Ok((nonce.to_string(), exp))
+    }
+
+    /// Takes in sessions ended elsewhere (through another replica, or
+    /// before a restart): `(id, its expiry)`.
+    pub fn absorb_logouts(&self, ended: Vec<(String, u64)>, now_ms: u64) {
+        let mut mine = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        mine.retain(|_, e| *e >= now_ms);
+        mine.extend(ended);
     }
 
     fn cookie_value(&self, s: &Session) -> String {
@@ -397,6 +413,10 @@ impl Console {
     }
 }
 
+fn used_challenge() -> ApiError {
+    ApiError::bad("challenge", "this challenge was already used")
+}
+
 fn signature(s: &str) -> Result<[u8; 64], ApiError> {
     liaison::from_hex(s.trim())
         .and_then(|s| s.try_into().ok())
@@ -411,7 +431,15 @@ async fn login(
     let now = st.line.now_ms();
     let member = liaison::MemberKey::parse(&b.member).map_err(|e| ApiError::bad("member", e))?;
     let signature = signature(&b.signature)?;
-    st.console.take_challenge(&b.challenge, now)?;
+    let (nonce, until) = st.console.take_challenge(&b.challenge, now)?;
+    // Used up for every replica: one answer per challenge.
+    if !st
+        .dss
+        .mark_once(node::Mark::ConsoleChallenge, nonce, until, now)
+        .await?
+    {
+        return Err(used_challenge());
+    }
     let message = format!("{LOGIN_DOMAIN}{}\n{}", st.log.origin(), b.challenge);
     let key = ed25519_dalek::VerifyingKey::from_bytes(&member.0)
         .map_err(|_| ApiError::bad("member", "not an Ed25519 public key"))?;
@@ -457,17 +485,21 @@ async fn login(
     Ok(r)
 }
 
-async fn logout(State(st): State<Shared>, h: HeaderMap) -> Response {
+async fn logout(State(st): State<Shared>, h: HeaderMap) -> Result<Response, ApiError> {
     let now = st.line.now_ms();
     if let Some(s) = st.console.session(&h, now) {
         st.console.end(&s, now);
+        // Ended for every replica too (they take it in within a second).
+        st.dss
+            .mark_once(node::Mark::ConsoleLogout, s.id.clone(), s.expires_ms, now)
+            .await?;
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_static("detente_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
-    r
+    Ok(r)
 }
 
 fn logged_in(st: &AppState, h: &HeaderMap) -> Result<(Caller, Value), ApiError> {

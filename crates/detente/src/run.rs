@@ -20,6 +20,7 @@ pub struct RunningNode {
     server: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
     checkpointer: JoinHandle<()>,
+    logouts: JoinHandle<()>,
     submitters: Vec<JoinHandle<()>>,
     deliveries: JoinHandle<()>,
     peer_server: Option<JoinHandle<std::io::Result<()>>>,
@@ -31,6 +32,7 @@ impl RunningNode {
         let _ = self.stop.send(());
         self.sweeper.abort();
         self.checkpointer.abort();
+        self.logouts.abort();
         self.deliveries.abort();
         if let Some(p) = &self.peer_server {
             p.abort();
@@ -159,6 +161,31 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         console: api::console::Console::new(&seed, &key_name, cfg.console_admin_roles.clone()),
         tiles,
     });
+    // Console sessions logged out through another replica, or before a
+    // restart, are ended here before the first request and kept in step.
+    let now = state.line.now_ms();
+    state.console.absorb_logouts(
+        state
+            .dss
+            .marks(node::Mark::ConsoleLogout, now)
+            .await
+            .map_err(|e| anyhow!("reading the console's logouts: {e}"))?,
+        now,
+    );
+    let st = state.clone();
+    let logouts = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+            api::console::LOGOUT_SYNC_MS,
+        ));
+        loop {
+            tick.tick().await;
+            let now = st.line.now_ms();
+            match st.dss.marks(node::Mark::ConsoleLogout, now).await {
+                Ok(ended) => st.console.absorb_logouts(ended, now),
+                Err(e) => tracing::warn!(error = %e, "reading the console's logouts failed"),
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -267,6 +294,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         server,
         sweeper,
         checkpointer,
+        logouts,
         submitters,
         deliveries,
         peer_addr,

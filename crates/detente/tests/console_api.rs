@@ -263,3 +263,114 @@ async fn console_logins_sessions_csrf_and_roles() {
     assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
 }
 }
+
+/// Posts a login body as it is (to replay one).
+async fn post_login(c: &Client, n: &TestNode, body: &Value) -> (u16, Value) {
+    let r = c
+        .post(n.url("/console/api/login"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn login_body(key: &SigningKey, ch: &Value) -> Value {
+    let msg = format!(
+        "{}{}\n{}",
+        ch["domain"].as_str().unwrap(),
+        ch["node"].as_str().unwrap(),
+        ch["challenge"].as_str().unwrap()
+    );
+    json!({
+        "member": hex(key.verifying_key().as_bytes()),
+        "challenge": ch["challenge"],
+        "signature": hex(&key.sign(msg.as_bytes()).to_bytes()),
+    })
+}
+
+async fn session_status(c: &Client, n: &TestNode, cookie: &str) -> u16 {
+    c.get(n.url("/console/api/session"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+both_backends! {
+#[tokio::test]
+async fn a_used_challenge_and_a_logout_hold_on_every_replica_and_across_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node");
+    let mut a = TestNode::start_in(bin(), &data, &[]);
+    let c = Client::new();
+    let officer = SigningKey::from_bytes(&[3; 32]);
+    let r = c
+        .post(a.url("/line/v1/members"))
+        .bearer_auth(token("line-admin", "detente.line.admin"))
+        .json(&json!({ "key": hex(officer.verifying_key().as_bytes()), "name": "Lt. Officer", "role": "duty officer", "spheres": ["direct-line"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = login_body(&officer, &challenge(&c, &a).await);
+    let (s, v) = post_login(&c, &a, &body).await;
+    assert_eq!(s, 200, "{v}");
+    // On PostgreSQL a second replica of the same node; on the embedded
+    // store the same node after a restart (each forgot nothing).
+    let on_postgres = postgres_url().is_some();
+    let b = if on_postgres {
+        Some(TestNode::start_in(bin(), &data, &[]))
+    } else {
+        a.restart();
+        None
+    };
+    let c = Client::new(); // no pooled connection to a killed process
+    let other = b.as_ref().unwrap_or(&a);
+    let (s, v) = post_login(&c, other, &body).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("challenge")), "replayed: {v}");
+
+    // A session made on one, logged out there, is ended on the other.
+    let r = c
+        .post(a.url("/console/api/login"))
+        .json(&login_body(&officer, &challenge(&c, &a).await))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let session: Value = r.json().await.unwrap();
+    assert_eq!(session_status(&c, other, &cookie).await, 200);
+    let r = c
+        .post(a.url("/console/api/logout"))
+        .header("cookie", &cookie)
+        .header("x-detente-csrf", session["csrf"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(session_status(&c, &a, &cookie).await, 401);
+    if !on_postgres {
+        a.restart();
+    }
+    let c = Client::new();
+    let other = b.as_ref().unwrap_or(&a);
+    let t = std::time::Instant::now();
+    while session_status(&c, other, &cookie).await != 401 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the logged-out session still works there after {:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+}

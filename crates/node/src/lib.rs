@@ -69,6 +69,24 @@ pub struct LineCommit {
     pub leaves: Vec<Vec<u8>>,
 }
 
+/// What the console keeps in the store beside the airspace and the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// A login challenge already answered (each is answered once).
+    ConsoleChallenge,
+    /// A console session logged out before its end.
+    ConsoleLogout,
+}
+
+impl Mark {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mark::ConsoleChallenge => "console.challenge",
+            Mark::ConsoleLogout => "console.logout",
+        }
+    }
+}
+
 /// The store could not do what was asked: nothing of the write was kept.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum StoreError {
@@ -108,6 +126,22 @@ pub trait Store: Send + Sync + 'static {
     fn available(&self) -> bool {
         true
     }
+    /// Records `id` as a [`Mark`] of `kind` until `until_ms`, for every
+    /// replica of the node and across restarts; whether it was not yet
+    /// recorded. Marks whose time is past `now_ms` are dropped.
+    fn mark_once(
+        &self,
+        kind: Mark,
+        id: String,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// The ids marked as `kind` whose time is not past `now_ms`, with it.
+    fn marks(
+        &self,
+        kind: Mark,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
 
     /// Runs the line's decisions in order, each seeing the ones before it,
     /// with every other write excluded; each answers once its entries are
@@ -831,6 +865,22 @@ impl Dss {
     /// Current conflicts, in a stable order.
     pub fn conflicts(&self) -> Result<Vec<Conflict>, NodeError> {
         self.read(|s| s.conflicts().cloned().collect())
+    }
+
+    /// See [`Store::mark_once`].
+    pub async fn mark_once(
+        &self,
+        kind: Mark,
+        id: String,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, NodeError> {
+        Ok(self.store.mark_once(kind, id, until_ms, now_ms).await?)
+    }
+
+    /// See [`Store::marks`].
+    pub async fn marks(&self, kind: Mark, now_ms: u64) -> Result<Vec<(String, u64)>, NodeError> {
+        Ok(self.store.marks(kind, now_ms).await?)
     }
 
     /// Whether the store answers now (see [`Store::available`]).

@@ -320,6 +320,20 @@ pub trait Backend: Send + Sync + 'static {
         b: String,
         found_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// See [`Store::mark_once`].
+    fn mark_once(
+        &self,
+        kind: node::Mark,
+        id: String,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// See [`Store::marks`].
+    fn marks(
+        &self,
+        kind: node::Mark,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
     /// Whether this process runs the node's singleton duties.
     fn is_leader(&self) -> bool {
         true
@@ -1819,6 +1833,24 @@ impl<B: Backend> Store for Engine<B> {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         self.backend
             .save_misbehaviour(origin.to_string(), a, b, found_ms)
+    }
+
+    fn mark_once(
+        &self,
+        kind: node::Mark,
+        id: String,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.backend.mark_once(kind, id, until_ms, now_ms)
+    }
+
+    fn marks(
+        &self,
+        kind: node::Mark,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        self.backend.marks(kind, now_ms)
     }
 
     fn is_leader(&self) -> bool {

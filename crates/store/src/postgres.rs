@@ -47,6 +47,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/postgres/0003_leaf_index.sql"),
     ),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_console_marks.sql"),
+    ),
 ];
 
 /// Tombstones of removed records are purged this many batches after their
@@ -1001,6 +1005,55 @@ impl Backend for Postgres {
                 .await
                 .map_err(err("saving evidence of misbehaviour"))?;
             Ok(())
+        })
+    }
+
+    fn mark_once(
+        &self,
+        kind: node::Mark,
+        id: String,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            // Past marks go first: an id seen again after its time is new.
+            sqlx::query("DELETE FROM console_marks WHERE kind = $1 AND until_ms < $2")
+                .bind(kind.as_str())
+                .bind(now_ms as i64)
+                .execute(&self.pool)
+                .await
+                .map_err(err("dropping past console marks"))?;
+            let done = sqlx::query(
+                "INSERT INTO console_marks (kind, id, until_ms) VALUES ($1, $2, $3) ON CONFLICT (kind, id) DO NOTHING",
+            )
+            .bind(kind.as_str())
+            .bind(&id)
+            .bind(until_ms as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(err("recording a console mark"))?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn marks(
+        &self,
+        kind: node::Mark,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT id, until_ms FROM console_marks WHERE kind = $1 AND until_ms >= $2",
+            )
+            .bind(kind.as_str())
+            .bind(now_ms as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("reading console marks"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, t)| (id, t.max(0) as u64))
+                .collect())
         })
     }
 

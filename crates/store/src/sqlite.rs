@@ -41,6 +41,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../migrations/sqlite/0008_leaf_index_in_memory.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_console_marks.sql"),
+    ),
 ];
 
 /// Level-0 tiles (8 KiB each) read per query when the leaf index is built.
@@ -998,6 +1002,55 @@ impl Backend for Sqlite {
                 .await
                 .map_err(err("saving evidence of misbehaviour"))?;
             Ok(())
+        })
+    }
+
+    fn mark_once(
+        &self,
+        kind: node::Mark,
+        id: String,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            // Past marks go first: an id seen again after its time is new.
+            sqlx::query("DELETE FROM console_marks WHERE kind = ?1 AND until_ms < ?2")
+                .bind(kind.as_str())
+                .bind(now_ms as i64)
+                .execute(&self.reads)
+                .await
+                .map_err(err("dropping past console marks"))?;
+            let done = sqlx::query(
+                "INSERT INTO console_marks (kind, id, until_ms) VALUES (?1, ?2, ?3) ON CONFLICT (kind, id) DO NOTHING",
+            )
+            .bind(kind.as_str())
+            .bind(&id)
+            .bind(until_ms as i64)
+            .execute(&self.reads)
+            .await
+            .map_err(err("recording a console mark"))?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn marks(
+        &self,
+        kind: node::Mark,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT id, until_ms FROM console_marks WHERE kind = ?1 AND until_ms >= ?2",
+            )
+            .bind(kind.as_str())
+            .bind(now_ms as i64)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(err("reading console marks"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, t)| (id, t.max(0) as u64))
+                .collect())
         })
     }
 }

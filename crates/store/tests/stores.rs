@@ -1008,3 +1008,41 @@ async fn under_a_steady_load_the_wal_starts_over_instead_of_growing() {
     );
     d.close().await;
 }
+
+both_backends! {
+#[tokio::test]
+async fn console_marks_are_kept_once_until_their_time_and_across_reopening() {
+    use node::Mark;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path()).await;
+        assert!(s.mark_once(Mark::ConsoleChallenge, "n1".into(), 2_000, 1_000).await.unwrap());
+        assert!(
+            !s.mark_once(Mark::ConsoleChallenge, "n1".into(), 2_000, 1_500).await.unwrap(),
+            "a second time"
+        );
+        // Kinds are apart.
+        assert!(s.mark_once(Mark::ConsoleLogout, "n1".into(), 5_000, 1_500).await.unwrap());
+        assert!(s.mark_once(Mark::ConsoleLogout, "s2".into(), 9_000, 1_500).await.unwrap());
+        s.close().await;
+    }
+    let s = open(dir.path()).await;
+    assert_eq!(
+        s.marks(Mark::ConsoleLogout, 4_000).await.unwrap().len(),
+        2,
+        "kept across reopening"
+    );
+    assert_eq!(
+        s.marks(Mark::ConsoleLogout, 6_000).await.unwrap(),
+        vec![("s2".to_string(), 9_000)],
+        "only those still in force"
+    );
+    assert!(
+        !s.mark_once(Mark::ConsoleChallenge, "n1".into(), 2_000, 1_900).await.unwrap(),
+        "still in force after reopening"
+    );
+    // Past its time, the same id is new again (and the old mark gone).
+    assert!(s.mark_once(Mark::ConsoleChallenge, "n1".into(), 4_000, 2_001).await.unwrap());
+    s.close().await;
+}
+}
