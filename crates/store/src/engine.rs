@@ -1101,19 +1101,34 @@ impl<B: Backend> Writer<B> {
             d.answer();
             return next;
         };
-        tracing::error!(error = %e, "commit failed; refusing the batch and reloading the state from the database");
+        tracing::error!(error = %e, "commit failed; reloading the state from the database");
         // Its callers are answered after one attempt at reloading (so that
         // a caller who retries finds the state as committed), not after the
         // retries, which go on for as long as the database is unreachable.
         // Readers are refused only once that attempt has failed: a write
         // committed just before may still be reading to build its answer
         // (and, as always, a batch is visible while it is being synced).
-        d.refuse(&e, false);
+        let reloaded = self.reload().await;
         let next = next.map(|mut n| {
+            // Decided on top of this batch and never persisted.
             n.refuse(&e, true);
             n
         });
-        let reloaded = self.reload().await;
+        // A commit whose answer was lost (the connection dropped after
+        // the database took it) is not a failure: the reloaded log says.
+        let committed = self.decider.log.committed.load(Ordering::SeqCst);
+        if reloaded.is_ok() && holds(&*self.backend.clone(), committed, &d).await {
+            tracing::warn!(error = %e, first = d.first_leaf, entries = d.leaves.len(), "the commit was reported failed but the database holds the batch: answering it as committed");
+            if d.line_entries {
+                self.appended.notify_waiters();
+            }
+            d.answer();
+            if let Some(n) = next {
+                n.answer();
+            }
+            return None;
+        }
+        d.refuse(&e, false);
         if reloaded.is_err() {
             // Unavailable before anyone hears of the failure.
             self.available.store(false, Ordering::SeqCst);
@@ -1126,6 +1141,35 @@ impl<B: Backend> Writer<B> {
             self.keep_reloading(e).await;
         }
         None
+    }
+}
+
+/// Whether the database holds batch `d` (its first and last entries,
+/// byte for byte, where it put them: a batch commits whole or not at
+/// all, and each entry is signed with its own time and content).
+async fn holds<B: Backend>(backend: &B, committed: u64, d: &Decided) -> bool {
+    let Some(last) = d.leaves.len().checked_sub(1) else {
+        return false;
+    };
+    let end = d.first_leaf + d.leaves.len() as u64;
+    if committed < end {
+        return false;
+    }
+    let mut wanted = vec![d.first_leaf, d.first_leaf + last as u64];
+    wanted.dedup();
+    match backend.leaves(wanted.clone()).await {
+        Ok(got) => {
+            got.len() == wanted.len()
+                && got.iter().all(|(i, data)| {
+                    i.checked_sub(d.first_leaf)
+                        .and_then(|k| d.leaves.get(k as usize))
+                        .is_some_and(|mine| mine == data)
+                })
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "reading back a batch whose commit failed");
+            false
+        }
     }
 }
 

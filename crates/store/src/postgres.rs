@@ -745,7 +745,9 @@ impl Postgres {
                 .await
                 .map_err(err("purging old removals"))?;
         }
-        sqlx::query("COMMIT")
+        // The simple protocol: one message, one round trip, no prepared
+        // statement to keep.
+        sqlx::raw_sql("COMMIT")
             .execute(&mut *conn)
             .await
             .map_err(err("committing"))?;
@@ -805,7 +807,8 @@ impl Backend for Postgres {
             let r = self.persist_inner(w, batch).await;
             if r.is_err() {
                 // The outcome of a failed COMMIT is unknown: reconnect, and
-                // the engine reloads what the database holds.
+                // the engine reloads what the database holds and looks
+                // there for the batch's entries (`engine::holds`).
                 w.in_tx = false;
                 w.conn = None;
             }

@@ -171,3 +171,63 @@ async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
     d.get_intent(ids[4]).unwrap();
     d.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_answered_as_committed() {
+    let Some(_pg) =
+        test_support::OnPostgres::enter("a_commit_whose_answer_is_lost_is_answered_as_committed")
+    else {
+        return;
+    };
+    let url = test_support::postgres_url().unwrap();
+    let proxy = CuttableProxy::start(postgres_target(&url));
+    let dir = tempfile::tempdir().unwrap();
+    let schema = test_support::schema_for(dir.path());
+    let at = store::Location::new(&through(&url, proxy.addr), &schema).unwrap();
+    let store = Arc::new(
+        store::PostgresStore::open_postgres(&at, log_signer())
+            .await
+            .unwrap(),
+    );
+    let d = Dss::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    );
+    let ids: Vec<Uuid> = (1..=3).map(Uuid::from_u128).collect();
+    // The writer's COMMIT (a simple-protocol query) reaches the database,
+    // which commits; the connection then drops before the answer.
+    proxy.lose_reply_after(b"COMMIT\0");
+    let r = tokio::time::timeout(Duration::from_secs(20), create(&d, ids[0], 0))
+        .await
+        .expect("answered");
+    assert!(proxy.reply_lost(), "the commit's answer was lost");
+    assert!(
+        r.is_ok(),
+        "the database holds the write: it is answered as committed, not as failed: {r:?}"
+    );
+    d.get_intent(ids[0]).unwrap();
+    assert!(store.available());
+    create(&d, ids[1], 1).await.unwrap();
+    d.close().await;
+    drop(d);
+
+    // The database holds both, each once, with their log entries.
+    let at = store::Location::new(&url, &schema).unwrap();
+    let again: Arc<dyn Store> = Arc::new(
+        store::PostgresStore::open_postgres(&at, log_signer())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again.log_size(), 2, "one entry per write");
+    let d = Dss::new(
+        again,
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    );
+    assert_eq!(d.counts().unwrap().intents, 2);
+    d.get_intent(ids[0]).unwrap();
+    d.close().await;
+}

@@ -713,11 +713,15 @@ pub fn fill(dir: &Path) -> PathBuf {
 }
 
 /// A TCP proxy to `target` that can be cut (every open connection reset,
-/// new ones closed at once) and restored: a database link going down.
+/// new ones closed at once) and restored: a database link going down. It
+/// can also lose one answer: the first request carrying a given pattern
+/// reaches the server, and the connection drops before its reply comes back
+/// (a commit the database took but whose acknowledgement was lost).
 pub struct CuttableProxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    lose_after: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl CuttableProxy {
@@ -726,7 +730,8 @@ impl CuttableProxy {
         let addr = listener.local_addr().expect("the proxy's address");
         let cut = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (c, o) = (cut.clone(), open.clone());
+        let lose_after: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let (c, o, l) = (cut.clone(), open.clone(), lose_after.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -742,14 +747,30 @@ impl CuttableProxy {
                 for s in [&client, &server] {
                     o.push(s.try_clone().expect("clone a socket"));
                 }
-                pipe(
-                    client.try_clone().expect("clone a socket"),
-                    server.try_clone().expect("clone a socket"),
-                );
-                pipe(server, client);
+                let deaf = Arc::new(AtomicBool::new(false));
+                let clone = |s: &TcpStream| s.try_clone().expect("clone a socket");
+                let up = Pipe {
+                    from: clone(&client),
+                    to: clone(&server),
+                    deaf: deaf.clone(),
+                    lose_after: Some(l.clone()),
+                };
+                let down = Pipe {
+                    from: server,
+                    to: client,
+                    deaf,
+                    lose_after: None,
+                };
+                up.spawn();
+                down.spawn();
             }
         });
-        CuttableProxy { addr, cut, open }
+        CuttableProxy {
+            addr,
+            cut,
+            open,
+            lose_after,
+        }
     }
 
     /// Resets every connection and refuses new ones.
@@ -768,24 +789,70 @@ impl CuttableProxy {
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
+
+    /// The next request (one read from the client) that contains
+    /// `pattern` goes to the server, and its connection then drops with
+    /// nothing more passed back to the client.
+    pub fn lose_reply_after(&self, pattern: &[u8]) {
+        *self.lose_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(pattern.to_vec());
+    }
+
+    /// Whether the armed [`Self::lose_reply_after`] has fired.
+    pub fn reply_lost(&self) -> bool {
+        self.lose_after
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
+/// One direction of a proxied connection.
+struct Pipe {
+    from: TcpStream,
+    to: TcpStream,
+    /// Set once a reply is to be lost: nothing more goes to the client.
+    deaf: Arc<AtomicBool>,
+    /// Client to server only: the armed pattern.
+    lose_after: Option<Arc<Mutex<Option<Vec<u8>>>>>,
+}
+
+impl Pipe {
+    fn spawn(mut self) {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                let n = match self.from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let chunk = &buf[..n];
+                let lose = self.lose_after.as_ref().is_some_and(|l| {
+                    let mut armed = l.lock().unwrap_or_else(|p| p.into_inner());
+                    let hit = armed
+                        .as_ref()
+                        .is_some_and(|p| chunk.windows(p.len()).any(|w| w == p.as_slice()));
+                    if hit {
+                        *armed = None;
                     }
+                    hit
+                });
+                if lose {
+                    // Deaf first, so that no byte of the reply gets through.
+                    self.deaf.store(true, Ordering::SeqCst);
+                    let _ = self.to.write_all(chunk);
+                    let _ = self.from.shutdown(Shutdown::Both);
+                    // The server has the request whole; let it run it.
+                    std::thread::sleep(Duration::from_millis(500));
+                    break;
+                }
+                if self.deaf.load(Ordering::SeqCst) || self.to.write_all(chunk).is_err() {
+                    break;
                 }
             }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
-    });
+            let _ = self.to.shutdown(Shutdown::Both);
+            let _ = self.from.shutdown(Shutdown::Both);
+        });
+    }
 }
 
 /// `url` with its host and port replaced by `addr` (user, password,
