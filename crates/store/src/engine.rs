@@ -1615,6 +1615,9 @@ impl<B: Backend> Engine<B> {
         channel: &'a mpsc::Sender<Job>,
     ) -> BoxFuture<'a, Vec<LineReply>> {
         Box::pin(async move {
+            if let Err(e) = self.check_available() {
+                return fs.iter().map(|_| Err(e.clone())).collect();
+            }
             let mut waiting = Vec::with_capacity(fs.len());
             for f in fs {
                 let (reply, rx) = oneshot::channel();

@@ -319,6 +319,25 @@ fn event(tbl: &str, id: &str, body: Option<&str>) -> Result<Option<Event>, Store
 /// How long the writer waits for a new connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the writer waits for a batch's start (the write lock taken,
+/// other replicas' commits read) or its commit. A database behind a link
+/// that drops packets without a reset would otherwise hold every write of
+/// the node until TCP gave up, many minutes later. Past it the connection
+/// is dropped and the batch's outcome settled by reading back its entries
+/// once reconnected (`engine::holds`).
+const WRITER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The writer's connection, silent for [`WRITER_TIMEOUT`], is dropped (not
+/// rolled back: nothing would answer).
+fn silent(w: &mut PgWriter, what: &str) -> StoreError {
+    w.in_tx = false;
+    w.conn = None;
+    StoreError::Unavailable(format!(
+        "{what}: no answer from the database in {} s",
+        WRITER_TIMEOUT.as_secs()
+    ))
+}
+
 async fn connect(opts: &PgConnectOptions, pid: &AtomicU32) -> Result<PgConnection, StoreError> {
     // A database behind a dead link may never answer: give up and let the
     // caller retry rather than hang the writer.
@@ -788,12 +807,15 @@ impl Backend for Postgres {
         exclusive: bool,
     ) -> BoxFuture<'a, Result<Option<Delta>, StoreError>> {
         Box::pin(async move {
-            match self.begin_inner(w, log_size, exclusive).await {
-                Ok(d) => Ok(Some(d)),
-                Err(e) => {
+            match tokio::time::timeout(WRITER_TIMEOUT, self.begin_inner(w, log_size, exclusive))
+                .await
+            {
+                Ok(Ok(d)) => Ok(Some(d)),
+                Ok(Err(e)) => {
                     self.reset(w).await;
                     Err(e)
                 }
+                Err(_) => Err(silent(w, "starting a batch")),
             }
         })
     }
@@ -804,7 +826,10 @@ impl Backend for Postgres {
         batch: Batch<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let r = self.persist_inner(w, batch).await;
+            let r = match tokio::time::timeout(WRITER_TIMEOUT, self.persist_inner(w, batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(silent(w, "committing a batch")),
+            };
             if r.is_err() {
                 // The outcome of a failed COMMIT is unknown: reconnect, and
                 // the engine reloads what the database holds and looks

@@ -231,3 +231,67 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_committed() {
     d.get_intent(ids[0]).unwrap();
     d.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_is_given_up_on_and_the_store_recovers() {
+    let Some(_pg) = test_support::OnPostgres::enter(
+        "a_database_that_stops_answering_is_given_up_on_and_the_store_recovers",
+    ) else {
+        return;
+    };
+    let url = test_support::postgres_url().unwrap();
+    let proxy = CuttableProxy::start(postgres_target(&url));
+    let dir = tempfile::tempdir().unwrap();
+    let schema = test_support::schema_for(dir.path());
+    let at = store::Location::new(&through(&url, proxy.addr), &schema).unwrap();
+    let store = Arc::new(
+        store::PostgresStore::open_postgres(&at, log_signer())
+            .await
+            .unwrap(),
+    );
+    let d = Dss::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    );
+    let ids: Vec<Uuid> = (1..=4).map(Uuid::from_u128).collect();
+    create(&d, ids[0], 0).await.unwrap();
+
+    // The link goes silent: no reset, no answer. TCP alone would keep the
+    // writer waiting for many minutes.
+    proxy.stall();
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(40), create(&d, ids[1], 1))
+        .await
+        .expect("a write on a silent link is answered");
+    assert!(matches!(r, Err(NodeError::Store(_))), "{r:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "given up on in {:?}",
+        t.elapsed()
+    );
+    assert!(!store.available());
+    let t = Instant::now();
+    let r = create(&d, ids[2], 2).await;
+    assert!(unavailable(&r), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    proxy.restore();
+    let t = Instant::now();
+    while let Err(e) = create(&d, ids[3], 3).await {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "writes still refused {:?} after the link came back: {e}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.get_intent(ids[0]).unwrap();
+    d.get_intent(ids[3]).unwrap();
+    for id in &ids[1..3] {
+        let r = d.get_intent(*id);
+        assert!(matches!(r, Err(NodeError::Domain(_))), "{r:?}");
+    }
+    d.close().await;
+}

@@ -716,10 +716,12 @@ pub fn fill(dir: &Path) -> PathBuf {
 /// new ones closed at once) and restored: a database link going down. It
 /// can also lose one answer: the first request carrying a given pattern
 /// reaches the server, and the connection drops before its reply comes back
-/// (a commit the database took but whose acknowledgement was lost).
+/// (a commit the database took but whose acknowledgement was lost); and it
+/// can go silent (a link that drops packets without resetting anything).
 pub struct CuttableProxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     lose_after: Arc<Mutex<Option<Vec<u8>>>>,
 }
@@ -729,10 +731,17 @@ impl CuttableProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
         let cut = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let lose_after: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
-        let (c, o, l) = (cut.clone(), open.clone(), lose_after.clone());
+        let (c, st, o, l) = (
+            cut.clone(),
+            stalled.clone(),
+            open.clone(),
+            lose_after.clone(),
+        );
         std::thread::spawn(move || {
+            let mut parked = Vec::new();
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 if c.load(Ordering::SeqCst) {
@@ -740,6 +749,12 @@ impl CuttableProxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
+                if st.load(Ordering::SeqCst) {
+                    // Silent: connected, never answered.
+                    parked.push(client);
+                    continue;
+                }
+                parked.clear();
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
@@ -753,12 +768,14 @@ impl CuttableProxy {
                     from: clone(&client),
                     to: clone(&server),
                     deaf: deaf.clone(),
+                    stalled: st.clone(),
                     lose_after: Some(l.clone()),
                 };
                 let down = Pipe {
                     from: server,
                     to: client,
                     deaf,
+                    stalled: st.clone(),
                     lose_after: None,
                 };
                 up.spawn();
@@ -768,6 +785,7 @@ impl CuttableProxy {
         CuttableProxy {
             addr,
             cut,
+            stalled,
             open,
             lose_after,
         }
@@ -788,6 +806,13 @@ impl CuttableProxy {
 
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.stalled.store(false, Ordering::SeqCst);
+    }
+
+    /// Goes silent: what either side sends is dropped, and new
+    /// connections are accepted but never answered — until restored.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
     }
 
     /// The next request (one read from the client) that contains
@@ -812,6 +837,8 @@ struct Pipe {
     to: TcpStream,
     /// Set once a reply is to be lost: nothing more goes to the client.
     deaf: Arc<AtomicBool>,
+    /// While set, what is read is dropped.
+    stalled: Arc<AtomicBool>,
     /// Client to server only: the armed pattern.
     lose_after: Option<Arc<Mutex<Option<Vec<u8>>>>>,
 }
@@ -826,6 +853,9 @@ impl Pipe {
                     Ok(n) => n,
                 };
                 let chunk = &buf[..n];
+                if self.stalled.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let lose = self.lose_after.as_ref().is_some_and(|l| {
                     let mut armed = l.lock().unwrap_or_else(|p| p.into_inner());
                     let hit = armed
