@@ -82,46 +82,76 @@ pub async fn export(a: ExportArgs) -> Result<()> {
     if a.all && (a.entity.is_some() || since.is_some() || until.is_some()) {
         bail!("--all cannot be combined with --entity, --since or --until");
     }
-    let (entries, latest) = store::read_log(&a.data).await.map_err(|e| anyhow!(e))?;
-    let (size, checkpoint) = latest.ok_or_else(|| {
-        anyhow!("the node has not signed a checkpoint yet; start it and let it run a second")
-    })?;
-    let size = usize::try_from(size)?;
-    if size > entries.len() {
-        bail!(
-            "the newest checkpoint covers {size} entries but the log holds {}: the data folder is damaged",
-            entries.len()
-        );
-    }
-    let mut tree = MemoryTree::new();
-    for e in &entries[..size] {
-        tree.append(e);
-    }
-    let cp_note = tlog::Note::parse(checkpoint.as_bytes())
-        .map_err(|e| anyhow!("the stored checkpoint: {e}"))?;
-    let cp = tlog::Checkpoint::parse(&cp_note.text)
-        .map_err(|e| anyhow!("the stored checkpoint: {e}"))?;
-    if tree.root(size as u64).map_err(|e| anyhow!("{e}"))? != cp.root {
-        bail!("the log's entries do not hash to the checkpoint's root: the data folder is damaged");
-    }
     if a.out.exists() && std::fs::read_dir(&a.out)?.next().is_some() {
         bail!("{} exists and is not empty", a.out.display());
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let vkey = crate::key::verifier_key(&a.data)?;
-    let peers = node::evidence::peer_keys(&entries[..size]);
-    std::fs::write(
-        a.out.join("keys.txt"),
-        node::evidence::keys_txt(&vkey, &peers),
-    )?;
+    let existed = a.out.exists();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    // Nothing half-written is left behind (a folder given empty stays).
+    let written = write_bundle(&a, since, until, &vkey).await;
+    if written.is_err() {
+        if existed {
+            for f in std::fs::read_dir(&a.out)?.flatten() {
+                let _ = std::fs::remove_file(f.path());
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&a.out);
+        }
+    }
+    written
+}
+
+/// Reads the log page by page — hashing every entry into the tree, writing
+/// the chosen ones out as they come — then checks the tree against the
+/// signed checkpoint and writes each chosen entry's proof. Only the tree's
+/// hashes and the chosen entries' indices stay in memory, never the log.
+async fn write_bundle(
+    a: &ExportArgs,
+    since: Option<u64>,
+    until: Option<u64>,
+    vkey: &str,
+) -> Result<()> {
     let selection = node::evidence::Selection {
         entity: a.entity.clone(),
         since_ms: since,
         until_ms: until,
     };
-    let chosen = node::evidence::select(&entries[..size], &selection).map_err(|e| anyhow!(e))?;
+    let mut sel = node::evidence::Selector::new(&selection);
+    let mut tree = MemoryTree::new();
+    let mut chosen: Vec<u64> = Vec::new();
+    let out = a.out.clone();
+    let (latest, total) =
+        store::read_log_pages(&a.data, store::LOG_PAGE, &mut |page: &[Vec<u8>]| {
+            for e in page {
+                tree.append(e);
+            }
+            sel.feed(page)?;
+            for (i, bytes) in sel.chosen.drain(..) {
+                std::fs::write(out.join(format!("{i}.entry")), bytes)
+                    .map_err(|e| format!("writing {i}.entry: {e}"))?;
+                chosen.push(i);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let (size, checkpoint) = latest.ok_or_else(|| {
+        anyhow!("the node has not signed a checkpoint yet; start it and let it run a second")
+    })?;
+    let cp_note = tlog::Note::parse(checkpoint.as_bytes())
+        .map_err(|e| anyhow!("the stored checkpoint: {e}"))?;
+    let cp = tlog::Checkpoint::parse(&cp_note.text)
+        .map_err(|e| anyhow!("the stored checkpoint: {e}"))?;
+    if tree.root(size).map_err(|e| anyhow!("{e}"))? != cp.root {
+        bail!("the log's entries do not hash to the checkpoint's root: the data folder is damaged");
+    }
+    std::fs::write(
+        a.out.join("keys.txt"),
+        node::evidence::keys_txt(vkey, &sel.peers),
+    )?;
     for &i in &chosen {
-        let proof = tlog::proof::inclusion_proof(&tree, i, size as u64)
+        let proof = tlog::proof::inclusion_proof(&tree, i, size)
             .map_err(|err| anyhow!("{err}"))?
             .map_err(|err| anyhow!("{err}"))?;
         let p = TlogProof {
@@ -130,20 +160,19 @@ pub async fn export(a: ExportArgs) -> Result<()> {
             proof,
             checkpoint: checkpoint.clone(),
         };
-        std::fs::write(a.out.join(format!("{i}.entry")), &entries[i as usize])?;
         std::fs::write(a.out.join(format!("{i}.tlog-proof")), p.to_text())?;
     }
-    let written = chosen.len();
-    let skipped = entries.len() - size;
+    let skipped = total.saturating_sub(size);
     println!(
-        "wrote {written} entries with proofs to {} (checkpoint {} size {size})",
+        "wrote {} entries with proofs to {} (checkpoint {} size {size})",
+        chosen.len(),
         a.out.display(),
         cp.origin
     );
     if skipped > 0 {
         println!("{skipped} newer entries are not covered by a checkpoint yet and were left out");
     }
-    if written == 0 {
+    if chosen.is_empty() {
         bail!("the selection matched no entry");
     }
     Ok(())

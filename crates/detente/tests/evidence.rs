@@ -320,6 +320,23 @@ async fn exported_bundles_verify_offline_and_every_tampering_is_caught() {
         "{files:?}"
     );
     assert!(files.contains(&"keys.txt".to_string()));
+    // Exporting into a folder that is not empty is refused; a selection
+    // that matches nothing fails and leaves no half-written bundle.
+    let (ok, out) = run(&["evidence", "export", "--data", &data, "--out", one.to_str().unwrap(), "--all"]);
+    assert!(!ok && out.contains("not empty"), "{out}");
+    let none = tmp.join("none");
+    let (ok, out) = run(&[
+        "evidence",
+        "export",
+        "--data",
+        &data,
+        "--out",
+        none.to_str().unwrap(),
+        "--entity",
+        &new_id(),
+    ]);
+    assert!(!ok && out.contains("matched no entry"), "{out}");
+    assert!(!none.exists(), "nothing left behind");
     let all = tmp.join("all");
     let (ok, out) = run(&[
         "evidence",

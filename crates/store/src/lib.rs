@@ -22,6 +22,52 @@ pub use postgis::PostgisBaseline;
 pub use postgres::{Location, PostgresStore};
 pub use sqlite::{Sqlite, SqliteStore};
 
+/// A page of the log read offline: entries in order, the first of them
+/// the entry whose index follows the last page's.
+pub type LogPage<'a> = &'a mut (dyn FnMut(&[Vec<u8>]) -> Result<(), String> + Send);
+
+/// Entries read per query by the offline export ([`read_log_pages`]).
+pub const LOG_PAGE: u64 = 4096;
+
+/// Reads a node's log offline, given its data folder (the embedded store,
+/// or the PostgreSQL schema the folder names), without disturbing the
+/// running node and without holding the log in memory: first the newest
+/// checkpoint, then the entries it covers, in order, handed to `page`
+/// `page_len` at a time. Answers the checkpoint (`None`: there is none yet, and
+/// nothing was read) and how many entries the log holds in all (newer ones
+/// included). A gap or a missing entry is an error, as is `page`'s.
+pub async fn read_log_pages(
+    data: &std::path::Path,
+    page_len: u64,
+    page: LogPage<'_>,
+) -> Result<(Option<(u64, String)>, u64), node::StoreError> {
+    let page_len = page_len.clamp(1, 1 << 20) as i64;
+    match postgres::recall(data)? {
+        Some(at) => postgres::read_log_pages(&at, page_len, page).await,
+        None => sqlite::read_log_pages(data, page_len, page).await,
+    }
+}
+
+/// Hands `page` the entries `(idx, data)` of one read, checking they
+/// continue the log at `next` without a gap; the next index.
+fn feed_page(
+    next: u64,
+    rows: Vec<(i64, Vec<u8>)>,
+    page: LogPage<'_>,
+) -> Result<u64, node::StoreError> {
+    let mut entries = Vec::with_capacity(rows.len());
+    for (idx, data) in rows {
+        if idx as u64 != next + entries.len() as u64 {
+            return Err(node::StoreError::Failed(format!(
+                "the log has a gap before entry {idx}"
+            )));
+        }
+        entries.push(data);
+    }
+    page(&entries).map_err(node::StoreError::Failed)?;
+    Ok(next + entries.len() as u64)
+}
+
 /// Reads a node's whole log and newest checkpoint given its data folder —
 /// from the embedded store, or from the PostgreSQL schema the folder names
 /// — without disturbing the running node: for exporting evidence offline.

@@ -180,6 +180,52 @@ pub fn recall(data: &std::path::Path) -> Result<Option<Location>, StoreError> {
     }
 }
 
+/// See [`crate::read_log_pages`]. Entries below a checkpoint never change:
+/// the pages need no common snapshot.
+pub async fn read_log_pages(
+    at: &Location,
+    page_len: i64,
+    page: crate::LogPage<'_>,
+) -> Result<(Option<(u64, String)>, u64), StoreError> {
+    let mut conn = PgConnection::connect_with(&at.options()?)
+        .await
+        .map_err(err("connecting to the database"))?;
+    let (_, _, _, _, size, note): MetaRow = sqlx::query_as(META)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(err("reading meta"))?;
+    let total: i64 = sqlx::query_scalar("SELECT coalesce(max(idx) + 1, 0) FROM log_entries")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(err("reading the log's size"))?;
+    let Some((size, note)) = size.zip(note) else {
+        let _ = conn.close().await;
+        return Ok((None, total as u64));
+    };
+    let mut next = 0u64;
+    while (next as i64) < size {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        )
+        .bind(next as i64)
+        .bind((next as i64 + page_len).min(size))
+        .fetch_all(&mut conn)
+        .await
+        .map_err(err("reading the log"))?;
+        if rows.is_empty() {
+            break;
+        }
+        next = crate::feed_page(next, rows, page)?;
+    }
+    let _ = conn.close().await;
+    if (next as i64) < size {
+        return Err(StoreError::Failed(format!(
+            "the newest checkpoint covers {size} entries but the log holds {next}: the database is damaged"
+        )));
+    }
+    Ok((Some((size as u64, note)), total as u64))
+}
+
 /// The node's whole log and newest checkpoint, read in one snapshot.
 pub async fn read_log(at: &Location) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>), StoreError> {
     let mut conn = PgConnection::connect_with(&at.options()?)

@@ -1204,6 +1204,63 @@ impl Engine<Sqlite> {
 
 /// Reads a node's whole log and newest checkpoint from its embedded store,
 /// read-only (the node may be running).
+/// See [`crate::read_log_pages`].
+pub async fn read_log_pages(
+    dir: &Path,
+    page_len: i64,
+    page: crate::LogPage<'_>,
+) -> Result<(Option<(u64, String)>, u64), StoreError> {
+    let path = dir.join("detente.db");
+    if !path.exists() {
+        return Err(StoreError::Failed(format!(
+            "{} does not exist (is this a node's data folder?)",
+            path.display()
+        )));
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(&path)
+        .read_only(true)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let mut conn = SqliteConnection::connect_with(&opts)
+        .await
+        .map_err(err("opening the database"))?;
+    let latest: Option<(i64, String)> =
+        sqlx::query_as("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(err("reading checkpoints"))?;
+    let total: i64 = sqlx::query_scalar("SELECT coalesce(max(idx) + 1, 0) FROM log_entries")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(err("reading the log's size"))?;
+    let Some((size, note)) = latest else {
+        let _ = conn.close().await;
+        return Ok((None, total as u64));
+    };
+    let mut next = 0u64;
+    while (next as i64) < size {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, data FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        )
+        .bind(next as i64)
+        .bind((next as i64 + page_len).min(size))
+        .fetch_all(&mut conn)
+        .await
+        .map_err(err("reading the log"))?;
+        if rows.is_empty() {
+            break;
+        }
+        next = crate::feed_page(next, rows, page)?;
+    }
+    let _ = conn.close().await;
+    if (next as i64) < size {
+        return Err(StoreError::Failed(format!(
+            "the newest checkpoint covers {size} entries but the log holds {next}: the data folder is damaged"
+        )));
+    }
+    Ok((Some((size as u64, note)), total as u64))
+}
+
 pub async fn read_log(dir: &Path) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>), StoreError> {
     let path = dir.join("detente.db");
     if !path.exists() {

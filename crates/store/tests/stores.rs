@@ -1046,3 +1046,65 @@ async fn console_marks_are_kept_once_until_their_time_and_across_reopening() {
     s.close().await;
 }
 }
+
+both_backends! {
+#[tokio::test]
+async fn the_log_is_read_offline_page_by_page_up_to_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(url) = test_support::postgres_url() {
+        // What `detente serve` leaves for the offline tools.
+        let at = store::Location::new(&url, &test_support::schema_for(dir.path())).unwrap();
+        store::postgres::remember(dir.path(), &at).unwrap();
+    }
+    let store = open(dir.path()).await;
+    let d = dss_over(store.clone());
+    let log = Log::new(store.clone(), log_signer());
+    let now = d.now();
+    let mut page = |_: &[Vec<u8>]| -> Result<(), String> { panic!("read before any checkpoint") };
+    let (latest, total) = store::read_log_pages(dir.path(), 3, &mut page).await.unwrap();
+    assert_eq!((latest, total), (None, 0));
+    for i in 0..10u32 {
+        d.put_intent(
+            &caller("alliance"),
+            Uuid::from_u128(u128::from(i) + 1),
+            None,
+            request(square(10.0 + f64::from(i), 10.0, 0.01, now), vec![]),
+        )
+        .await
+        .unwrap();
+    }
+    log.checkpoint_tick().await.unwrap();
+    // Two more, not yet under a checkpoint.
+    for i in 10..12u32 {
+        d.put_intent(
+            &caller("alliance"),
+            Uuid::from_u128(u128::from(i) + 1),
+            None,
+            request(square(10.0 + f64::from(i), 10.0, 0.01, now), vec![]),
+        )
+        .await
+        .unwrap();
+    }
+    let mut pages: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut keep = |p: &[Vec<u8>]| -> Result<(), String> {
+        pages.push(p.to_vec());
+        Ok(())
+    };
+    let (latest, total) = store::read_log_pages(dir.path(), 3, &mut keep).await.unwrap();
+    let (size, note) = latest.unwrap();
+    assert_eq!((size, total), (10, 12));
+    assert!(note.contains("\n10\n"), "{note}");
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 3, 1],
+        "pages of 3 up to the checkpoint's size"
+    );
+    let all: Vec<Vec<u8>> = pages.into_iter().flatten().collect();
+    assert_eq!(all, store.log_entries(0, 10).await.unwrap(), "the entries, in order");
+    // A page refused stops the reading with its reason.
+    let mut refuse = |_: &[Vec<u8>]| -> Result<(), String> { Err("no thanks".into()) };
+    let e = store::read_log_pages(dir.path(), 3, &mut refuse).await.unwrap_err();
+    assert!(e.message().contains("no thanks"), "{e}");
+    d.close().await;
+}
+}
