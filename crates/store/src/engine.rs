@@ -349,6 +349,77 @@ pub(crate) struct LogState {
     latest: RwLock<Option<(u64, String)>>,
 }
 
+/// `Backend::mark_once` and `Backend::marks` over the `console_marks`
+/// table, for a backend whose pool is `self.$pool` and whose SQL numbers
+/// its parameters `$a`, `$b`, `$c`.
+macro_rules! console_marks {
+    ($pool:ident, $a:literal, $b:literal, $c:literal) => {
+        fn mark_once(
+            &self,
+            kind: node::Mark,
+            id: String,
+            until_ms: u64,
+            now_ms: u64,
+        ) -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(async move {
+                // Past marks go first: an id seen again after its time is new.
+                sqlx::query(concat!(
+                    "DELETE FROM console_marks WHERE kind = ",
+                    $a,
+                    " AND until_ms < ",
+                    $b
+                ))
+                .bind(kind.as_str())
+                .bind(now_ms as i64)
+                .execute(&self.$pool)
+                .await
+                .map_err(err("dropping past console marks"))?;
+                let done = sqlx::query(concat!(
+                    "INSERT INTO console_marks (kind, id, until_ms) VALUES (",
+                    $a,
+                    ", ",
+                    $b,
+                    ", ",
+                    $c,
+                    ") ON CONFLICT (kind, id) DO NOTHING"
+                ))
+                .bind(kind.as_str())
+                .bind(&id)
+                .bind(until_ms as i64)
+                .execute(&self.$pool)
+                .await
+                .map_err(err("recording a console mark"))?;
+                Ok(done.rows_affected() == 1)
+            })
+        }
+
+        fn marks(
+            &self,
+            kind: node::Mark,
+            now_ms: u64,
+        ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+            Box::pin(async move {
+                let rows: Vec<(String, i64)> = sqlx::query_as(concat!(
+                    "SELECT id, until_ms FROM console_marks WHERE kind = ",
+                    $a,
+                    " AND until_ms >= ",
+                    $b
+                ))
+                .bind(kind.as_str())
+                .bind(now_ms as i64)
+                .fetch_all(&self.$pool)
+                .await
+                .map_err(err("reading console marks"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, t)| (id, t.max(0) as u64))
+                    .collect())
+            })
+        }
+    };
+}
+pub(crate) use console_marks;
+
 /// Signs the log entries of each decision's events (one per write of an
 /// intent or constraint, `node::log::entry_bodies`), in order, spreading
 /// large batches over the cores (an Ed25519 signature costs more than

@@ -48,6 +48,31 @@ pub async fn read_log_pages(
     }
 }
 
+/// Reads the entries below `size` with `fetch(start, end)` (the rows
+/// `(idx, data)` with `start <= idx < end`, in order), `page_len` at a
+/// time, handing each read to `page`.
+async fn read_pages(
+    size: i64,
+    page_len: i64,
+    page: LogPage<'_>,
+    mut fetch: impl AsyncFnMut(i64, i64) -> Result<Vec<(i64, Vec<u8>)>, node::StoreError>,
+) -> Result<(), node::StoreError> {
+    let mut next = 0u64;
+    while (next as i64) < size {
+        let rows = fetch(next as i64, (next as i64 + page_len).min(size)).await?;
+        if rows.is_empty() {
+            break;
+        }
+        next = feed_page(next, rows, page)?;
+    }
+    if (next as i64) < size {
+        return Err(node::StoreError::Failed(format!(
+            "the newest checkpoint covers {size} entries but the log holds {next}: the store is damaged"
+        )));
+    }
+    Ok(())
+}
+
 /// Hands `page` the entries `(idx, data)` of one read, checking they
 /// continue the log at `next` without a gap; the next index.
 fn feed_page(

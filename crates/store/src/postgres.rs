@@ -202,27 +202,19 @@ pub async fn read_log_pages(
         let _ = conn.close().await;
         return Ok((None, total as u64));
     };
-    let mut next = 0u64;
-    while (next as i64) < size {
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+    let read = crate::read_pages(size, page_len, page, async |start, end| {
+        sqlx::query_as(
             "SELECT idx, data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
         )
-        .bind(next as i64)
-        .bind((next as i64 + page_len).min(size))
+        .bind(start)
+        .bind(end)
         .fetch_all(&mut conn)
         .await
-        .map_err(err("reading the log"))?;
-        if rows.is_empty() {
-            break;
-        }
-        next = crate::feed_page(next, rows, page)?;
-    }
+        .map_err(err("reading the log"))
+    })
+    .await;
     let _ = conn.close().await;
-    if (next as i64) < size {
-        return Err(StoreError::Failed(format!(
-            "the newest checkpoint covers {size} entries but the log holds {next}: the database is damaged"
-        )));
-    }
+    read?;
     Ok((Some((size as u64, note)), total as u64))
 }
 
@@ -1082,54 +1074,7 @@ impl Backend for Postgres {
         })
     }
 
-    fn mark_once(
-        &self,
-        kind: node::Mark,
-        id: String,
-        until_ms: u64,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            // Past marks go first: an id seen again after its time is new.
-            sqlx::query("DELETE FROM console_marks WHERE kind = $1 AND until_ms < $2")
-                .bind(kind.as_str())
-                .bind(now_ms as i64)
-                .execute(&self.pool)
-                .await
-                .map_err(err("dropping past console marks"))?;
-            let done = sqlx::query(
-                "INSERT INTO console_marks (kind, id, until_ms) VALUES ($1, $2, $3) ON CONFLICT (kind, id) DO NOTHING",
-            )
-            .bind(kind.as_str())
-            .bind(&id)
-            .bind(until_ms as i64)
-            .execute(&self.pool)
-            .await
-            .map_err(err("recording a console mark"))?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
-    fn marks(
-        &self,
-        kind: node::Mark,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
-        Box::pin(async move {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT id, until_ms FROM console_marks WHERE kind = $1 AND until_ms >= $2",
-            )
-            .bind(kind.as_str())
-            .bind(now_ms as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err("reading console marks"))?;
-            Ok(rows
-                .into_iter()
-                .map(|(id, t)| (id, t.max(0) as u64))
-                .collect())
-        })
-    }
+    crate::engine::console_marks!(pool, "$1", "$2", "$3");
 
     fn is_leader(&self) -> bool {
         self.leader.load(Ordering::SeqCst)

@@ -1005,54 +1005,7 @@ impl Backend for Sqlite {
         })
     }
 
-    fn mark_once(
-        &self,
-        kind: node::Mark,
-        id: String,
-        until_ms: u64,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            // Past marks go first: an id seen again after its time is new.
-            sqlx::query("DELETE FROM console_marks WHERE kind = ?1 AND until_ms < ?2")
-                .bind(kind.as_str())
-                .bind(now_ms as i64)
-                .execute(&self.reads)
-                .await
-                .map_err(err("dropping past console marks"))?;
-            let done = sqlx::query(
-                "INSERT INTO console_marks (kind, id, until_ms) VALUES (?1, ?2, ?3) ON CONFLICT (kind, id) DO NOTHING",
-            )
-            .bind(kind.as_str())
-            .bind(&id)
-            .bind(until_ms as i64)
-            .execute(&self.reads)
-            .await
-            .map_err(err("recording a console mark"))?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
-    fn marks(
-        &self,
-        kind: node::Mark,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
-        Box::pin(async move {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT id, until_ms FROM console_marks WHERE kind = ?1 AND until_ms >= ?2",
-            )
-            .bind(kind.as_str())
-            .bind(now_ms as i64)
-            .fetch_all(&self.reads)
-            .await
-            .map_err(err("reading console marks"))?;
-            Ok(rows
-                .into_iter()
-                .map(|(id, t)| (id, t.max(0) as u64))
-                .collect())
-        })
-    }
+    crate::engine::console_marks!(reads, "?1", "?2", "?3");
 }
 
 /// Copies the WAL's committed pages into the database every
@@ -1204,12 +1157,8 @@ impl Engine<Sqlite> {
 
 /// Reads a node's whole log and newest checkpoint from its embedded store,
 /// read-only (the node may be running).
-/// See [`crate::read_log_pages`].
-pub async fn read_log_pages(
-    dir: &Path,
-    page_len: i64,
-    page: crate::LogPage<'_>,
-) -> Result<(Option<(u64, String)>, u64), StoreError> {
+/// The data folder's database, read only (beside a running node).
+async fn open_read_only(dir: &Path) -> Result<SqliteConnection, StoreError> {
     let path = dir.join("detente.db");
     if !path.exists() {
         return Err(StoreError::Failed(format!(
@@ -1221,9 +1170,18 @@ pub async fn read_log_pages(
         .filename(&path)
         .read_only(true)
         .busy_timeout(std::time::Duration::from_secs(5));
-    let mut conn = SqliteConnection::connect_with(&opts)
+    SqliteConnection::connect_with(&opts)
         .await
-        .map_err(err("opening the database"))?;
+        .map_err(err("opening the database"))
+}
+
+/// See [`crate::read_log_pages`].
+pub async fn read_log_pages(
+    dir: &Path,
+    page_len: i64,
+    page: crate::LogPage<'_>,
+) -> Result<(Option<(u64, String)>, u64), StoreError> {
+    let mut conn = open_read_only(dir).await?;
     let latest: Option<(i64, String)> =
         sqlx::query_as("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
             .fetch_optional(&mut conn)
@@ -1237,45 +1195,24 @@ pub async fn read_log_pages(
         let _ = conn.close().await;
         return Ok((None, total as u64));
     };
-    let mut next = 0u64;
-    while (next as i64) < size {
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+    let read = crate::read_pages(size, page_len, page, async |start, end| {
+        sqlx::query_as(
             "SELECT idx, data FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
         )
-        .bind(next as i64)
-        .bind((next as i64 + page_len).min(size))
+        .bind(start)
+        .bind(end)
         .fetch_all(&mut conn)
         .await
-        .map_err(err("reading the log"))?;
-        if rows.is_empty() {
-            break;
-        }
-        next = crate::feed_page(next, rows, page)?;
-    }
+        .map_err(err("reading the log"))
+    })
+    .await;
     let _ = conn.close().await;
-    if (next as i64) < size {
-        return Err(StoreError::Failed(format!(
-            "the newest checkpoint covers {size} entries but the log holds {next}: the data folder is damaged"
-        )));
-    }
+    read?;
     Ok((Some((size as u64, note)), total as u64))
 }
 
 pub async fn read_log(dir: &Path) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>), StoreError> {
-    let path = dir.join("detente.db");
-    if !path.exists() {
-        return Err(StoreError::Failed(format!(
-            "{} does not exist (is this a node's data folder?)",
-            path.display()
-        )));
-    }
-    let opts = SqliteConnectOptions::new()
-        .filename(&path)
-        .read_only(true)
-        .busy_timeout(std::time::Duration::from_secs(5));
-    let mut conn = SqliteConnection::connect_with(&opts)
-        .await
-        .map_err(err("opening the database"))?;
+    let mut conn = open_read_only(dir).await?;
     let rows: Vec<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT idx, data FROM log_entries ORDER BY idx")
             .fetch_all(&mut conn)

@@ -23,6 +23,48 @@ use std::time::{Duration, Instant};
 use test_support::{CuttableProxy, postgres_target, through};
 use uuid::Uuid;
 
+/// A store on this test's PostgreSQL reached through a proxy, with the
+/// node's use cases over it.
+struct Proxied {
+    proxy: CuttableProxy,
+    url: String,
+    schema: String,
+    store: Arc<store::PostgresStore>,
+    d: Dss,
+    _dir: tempfile::TempDir,
+}
+
+async fn proxied() -> Proxied {
+    let url = test_support::postgres_url().unwrap();
+    let proxy = CuttableProxy::start(postgres_target(&url));
+    let dir = tempfile::tempdir().unwrap();
+    let schema = test_support::schema_for(dir.path());
+    let at = store::Location::new(&through(&url, proxy.addr), &schema).unwrap();
+    let store = Arc::new(
+        store::PostgresStore::open_postgres(&at, log_signer())
+            .await
+            .unwrap(),
+    );
+    Proxied {
+        proxy,
+        d: dss(store.clone()),
+        url,
+        schema,
+        store,
+        _dir: dir,
+    }
+}
+
+/// The node's use cases over `store`.
+fn dss(store: Arc<dyn Store>) -> Dss {
+    Dss::new(
+        store,
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    )
+}
+
 fn log_signer() -> LogSigner {
     LogSigner {
         signer: tlog::NoteSigner::from_seed("detente.test/outage", &[7; 32]).unwrap(),
@@ -76,22 +118,14 @@ async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
     ) else {
         return;
     };
-    let url = test_support::postgres_url().unwrap();
-    let proxy = CuttableProxy::start(postgres_target(&url));
-    let dir = tempfile::tempdir().unwrap();
-    let schema = test_support::schema_for(dir.path());
-    let at = store::Location::new(&through(&url, proxy.addr), &schema).unwrap();
-    let store = Arc::new(
-        store::PostgresStore::open_postgres(&at, log_signer())
-            .await
-            .unwrap(),
-    );
-    let d = Dss::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-        Settings::default(),
-    );
+    let Proxied {
+        proxy,
+        url,
+        schema,
+        store,
+        d,
+        _dir,
+    } = proxied().await;
     let ids: Vec<Uuid> = (1..=6).map(Uuid::from_u128).collect();
     create(&d, ids[0], 0).await.unwrap();
     assert!(store.available());
@@ -161,12 +195,7 @@ async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
             .await
             .unwrap(),
     );
-    let d = Dss::new(
-        again,
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-        Settings::default(),
-    );
+    let d = dss(again);
     assert_eq!(d.counts().unwrap().intents, 2);
     d.get_intent(ids[4]).unwrap();
     d.close().await;
@@ -179,22 +208,14 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_committed() {
     else {
         return;
     };
-    let url = test_support::postgres_url().unwrap();
-    let proxy = CuttableProxy::start(postgres_target(&url));
-    let dir = tempfile::tempdir().unwrap();
-    let schema = test_support::schema_for(dir.path());
-    let at = store::Location::new(&through(&url, proxy.addr), &schema).unwrap();
-    let store = Arc::new(
-        store::PostgresStore::open_postgres(&at, log_signer())
-            .await
-            .unwrap(),
-    );
-    let d = Dss::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-        Settings::default(),
-    );
+    let Proxied {
+        proxy,
+        url,
+        schema,
+        store,
+        d,
+        _dir,
+    } = proxied().await;
     let ids: Vec<Uuid> = (1..=3).map(Uuid::from_u128).collect();
     // The writer's COMMIT (a simple-protocol query) reaches the database,
     // which commits; the connection then drops before the answer.
@@ -221,12 +242,7 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_committed() {
             .unwrap(),
     );
     assert_eq!(again.log_size(), 2, "one entry per write");
-    let d = Dss::new(
-        again,
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-        Settings::default(),
-    );
+    let d = dss(again);
     assert_eq!(d.counts().unwrap().intents, 2);
     d.get_intent(ids[0]).unwrap();
     d.close().await;
@@ -239,22 +255,13 @@ async fn a_database_that_stops_answering_is_given_up_on_and_the_store_recovers()
     ) else {
         return;
     };
-    let url = test_support::postgres_url().unwrap();
-    let proxy = CuttableProxy::start(postgres_target(&url));
-    let dir = tempfile::tempdir().unwrap();
-    let schema = test_support::schema_for(dir.path());
-    let at = store::Location::new(&through(&url, proxy.addr), &schema).unwrap();
-    let store = Arc::new(
-        store::PostgresStore::open_postgres(&at, log_signer())
-            .await
-            .unwrap(),
-    );
-    let d = Dss::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-        Settings::default(),
-    );
+    let Proxied {
+        proxy,
+        store,
+        d,
+        _dir,
+        ..
+    } = proxied().await;
     let ids: Vec<Uuid> = (1..=4).map(Uuid::from_u128).collect();
     create(&d, ids[0], 0).await.unwrap();
 
