@@ -11,7 +11,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use liaison::LineError;
-use node::NodeError;
+use node::{NodeError, StoreError};
 use serde_json::json;
 
 #[derive(Debug)]
@@ -103,6 +103,21 @@ impl IntoResponse for ApiError {
                     S::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "the node cannot reach its database; nothing was changed, retry shortly".into(),
+                    None,
+                );
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                r
+            }
+            ApiError::Node(NodeError::Store(StoreError::OutcomeUnknown(m))) => {
+                tracing::warn!(error = %m, "a write of unknown outcome, answered with 503");
+                let mut r = body(
+                    S::SERVICE_UNAVAILABLE,
+                    "outcome_unknown",
+                    "the node lost its database while committing this write: it may or may not have taken effect; read it back once the node answers again before retrying"
+                        .into(),
                     None,
                 );
                 r.headers_mut().insert(
@@ -211,4 +226,40 @@ pub fn line_error_body(e: &LineError) -> serde_json::Value {
         _ => {}
     }
     b
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn store_failures_are_told_apart() {
+        for (e, status, code, retry) in [
+            (StoreError::Failed("disk".into()), 500, "internal", false),
+            (
+                StoreError::Unavailable("down".into()),
+                503,
+                "unavailable",
+                true,
+            ),
+            (
+                StoreError::OutcomeUnknown("lost".into()),
+                503,
+                "outcome_unknown",
+                true,
+            ),
+        ] {
+            let r = ApiError::Node(NodeError::Store(e)).into_response();
+            assert_eq!(r.status().as_u16(), status);
+            assert_eq!(r.headers().contains_key("retry-after"), retry);
+            let bytes = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["code"], code, "{v}");
+            assert!(
+                !v["message"].as_str().unwrap().contains("disk"),
+                "nothing internal: {v}"
+            );
+        }
+    }
 }

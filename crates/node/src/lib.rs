@@ -98,12 +98,17 @@ pub enum StoreError {
     /// retried once it is back.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A write's commit failed and the database could not be asked
+    /// since whether it holds the write: it may or may not have taken
+    /// effect.
+    #[error("storage outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl StoreError {
     pub fn message(&self) -> &str {
         match self {
-            StoreError::Failed(m) | StoreError::Unavailable(m) => m,
+            StoreError::Failed(m) | StoreError::Unavailable(m) | StoreError::OutcomeUnknown(m) => m,
         }
     }
     pub fn is_unavailable(&self) -> bool {

@@ -1199,10 +1199,14 @@ impl<B: Backend> Writer<B> {
             }
             return None;
         }
-        d.refuse(&e, false);
         if reloaded.is_err() {
-            // Unavailable before anyone hears of the failure.
+            // Unavailable before anyone hears of the failure. Whether the
+            // database took the batch cannot be asked now: its writes are
+            // of unknown outcome, and said so.
             self.available.store(false, Ordering::SeqCst);
+            d.refuse(&StoreError::OutcomeUnknown(e.message().to_owned()), false);
+        } else {
+            d.refuse(&e, false);
         }
         d.answer();
         if let Some(n) = next {

@@ -302,3 +302,44 @@ async fn a_database_that_stops_answering_is_given_up_on_and_the_store_recovers()
     }
     d.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_with_its_database_is_answered_as_of_unknown_outcome() {
+    let Some(_pg) = test_support::OnPostgres::enter(
+        "a_commit_lost_with_its_database_is_answered_as_of_unknown_outcome",
+    ) else {
+        return;
+    };
+    let Proxied {
+        proxy,
+        store,
+        d,
+        _dir,
+        ..
+    } = proxied().await;
+    let id = Uuid::from_u128(1);
+    // The database takes the commit, the answer is lost, and the node
+    // cannot reconnect to ask: it must not say "nothing was changed".
+    proxy.lose_reply_and_cut(b"COMMIT\0");
+    let r = tokio::time::timeout(Duration::from_secs(20), create(&d, id, 0))
+        .await
+        .expect("answered");
+    assert!(proxy.reply_lost());
+    assert!(
+        matches!(r, Err(NodeError::Store(StoreError::OutcomeUnknown(_)))),
+        "{r:?}"
+    );
+    assert!(!store.available());
+    // Once the database is back, the write is there: it had been committed.
+    proxy.restore();
+    let t = Instant::now();
+    while let Err(e) = d.get_intent(id) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "not readable {:?} after the database came back: {e}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.close().await;
+}

@@ -712,6 +712,10 @@ pub fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// The armed pattern of [`CuttableProxy::lose_reply_after`], and whether
+/// losing the reply cuts the link too.
+type LoseAfter = Arc<Mutex<Option<(Vec<u8>, bool)>>>;
+
 /// A TCP proxy to `target` that can be cut (every open connection reset,
 /// new ones closed at once) and restored: a database link going down. It
 /// can also lose one answer: the first request carrying a given pattern
@@ -723,7 +727,7 @@ pub struct CuttableProxy {
     cut: Arc<AtomicBool>,
     stalled: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
-    lose_after: Arc<Mutex<Option<Vec<u8>>>>,
+    lose_after: LoseAfter,
 }
 
 impl CuttableProxy {
@@ -733,7 +737,7 @@ impl CuttableProxy {
         let cut = Arc::new(AtomicBool::new(false));
         let stalled = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let lose_after: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let lose_after: LoseAfter = Arc::default();
         let (c, st, o, l) = (
             cut.clone(),
             stalled.clone(),
@@ -770,6 +774,7 @@ impl CuttableProxy {
                     deaf: deaf.clone(),
                     stalled: st.clone(),
                     lose_after: Some(l.clone()),
+                    cut: c.clone(),
                 };
                 let down = Pipe {
                     from: server,
@@ -777,6 +782,7 @@ impl CuttableProxy {
                     deaf,
                     stalled: st.clone(),
                     lose_after: None,
+                    cut: c.clone(),
                 };
                 up.spawn();
                 down.spawn();
@@ -819,7 +825,15 @@ impl CuttableProxy {
     /// `pattern` goes to the server, and its connection then drops with
     /// nothing more passed back to the client.
     pub fn lose_reply_after(&self, pattern: &[u8]) {
-        *self.lose_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(pattern.to_vec());
+        *self.lose_after.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((pattern.to_vec(), false));
+    }
+
+    /// [`Self::lose_reply_after`], and new connections are refused from
+    /// then on (as after [`Self::cut`]) until restored: the client cannot
+    /// ask what became of its request.
+    pub fn lose_reply_and_cut(&self, pattern: &[u8]) {
+        *self.lose_after.lock().unwrap_or_else(|p| p.into_inner()) = Some((pattern.to_vec(), true));
     }
 
     /// Whether the armed [`Self::lose_reply_after`] has fired.
@@ -840,7 +854,9 @@ struct Pipe {
     /// While set, what is read is dropped.
     stalled: Arc<AtomicBool>,
     /// Client to server only: the armed pattern.
-    lose_after: Option<Arc<Mutex<Option<Vec<u8>>>>>,
+    lose_after: Option<LoseAfter>,
+    /// Set when a lost reply is to cut the link too.
+    cut: Arc<AtomicBool>,
 }
 
 impl Pipe {
@@ -860,8 +876,11 @@ impl Pipe {
                     let mut armed = l.lock().unwrap_or_else(|p| p.into_inner());
                     let hit = armed
                         .as_ref()
-                        .is_some_and(|p| chunk.windows(p.len()).any(|w| w == p.as_slice()));
+                        .is_some_and(|(p, _)| chunk.windows(p.len()).any(|w| w == p.as_slice()));
                     if hit {
+                        if armed.as_ref().is_some_and(|(_, cut)| *cut) {
+                            self.cut.store(true, Ordering::SeqCst);
+                        }
                         *armed = None;
                     }
                     hit
