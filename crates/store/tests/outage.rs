@@ -27,6 +27,8 @@ use uuid::Uuid;
 /// node's use cases over it.
 struct Proxied {
     proxy: CuttableProxy,
+    /// Drops the test's schema last (bind it: `_pg`).
+    _pg: test_support::OnPostgres,
     url: String,
     schema: String,
     store: Arc<store::PostgresStore>,
@@ -34,7 +36,9 @@ struct Proxied {
     _dir: tempfile::TempDir,
 }
 
-async fn proxied() -> Proxied {
+/// `None` (the test skipped, saying so) without a database.
+async fn proxied(test: &str) -> Option<Proxied> {
+    let _pg = test_support::OnPostgres::enter(test)?;
     let url = test_support::postgres_url().unwrap();
     let proxy = CuttableProxy::start(postgres_target(&url));
     let dir = tempfile::tempdir().unwrap();
@@ -45,14 +49,15 @@ async fn proxied() -> Proxied {
             .await
             .unwrap(),
     );
-    Proxied {
+    Some(Proxied {
         proxy,
+        _pg,
         d: dss(store.clone()),
         url,
         schema,
         store,
         _dir: dir,
-    }
+    })
 }
 
 /// The node's use cases over `store`.
@@ -113,19 +118,18 @@ fn unavailable(r: &Result<impl std::fmt::Debug, NodeError>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
-    let Some(_pg) = test_support::OnPostgres::enter(
-        "a_database_outage_is_answered_unavailable_and_the_store_recovers",
-    ) else {
-        return;
-    };
-    let Proxied {
+    let Some(Proxied {
         proxy,
         url,
         schema,
         store,
         d,
         _dir,
-    } = proxied().await;
+        _pg,
+    }) = proxied("a_database_outage_is_answered_unavailable_and_the_store_recovers").await
+    else {
+        return;
+    };
     let ids: Vec<Uuid> = (1..=6).map(Uuid::from_u128).collect();
     create(&d, ids[0], 0).await.unwrap();
     assert!(store.available());
@@ -203,19 +207,18 @@ async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_is_lost_is_answered_as_committed() {
-    let Some(_pg) =
-        test_support::OnPostgres::enter("a_commit_whose_answer_is_lost_is_answered_as_committed")
-    else {
-        return;
-    };
-    let Proxied {
+    let Some(Proxied {
         proxy,
         url,
         schema,
         store,
         d,
         _dir,
-    } = proxied().await;
+        _pg,
+    }) = proxied("a_commit_whose_answer_is_lost_is_answered_as_committed").await
+    else {
+        return;
+    };
     let ids: Vec<Uuid> = (1..=3).map(Uuid::from_u128).collect();
     // The writer's COMMIT (a simple-protocol query) reaches the database,
     // which commits; the connection then drops before the answer.
@@ -250,18 +253,17 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_committed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_stops_answering_is_given_up_on_and_the_store_recovers() {
-    let Some(_pg) = test_support::OnPostgres::enter(
-        "a_database_that_stops_answering_is_given_up_on_and_the_store_recovers",
-    ) else {
-        return;
-    };
-    let Proxied {
+    let Some(Proxied {
         proxy,
         store,
         d,
         _dir,
+        _pg,
         ..
-    } = proxied().await;
+    }) = proxied("a_database_that_stops_answering_is_given_up_on_and_the_store_recovers").await
+    else {
+        return;
+    };
     let ids: Vec<Uuid> = (1..=4).map(Uuid::from_u128).collect();
     create(&d, ids[0], 0).await.unwrap();
 
@@ -305,18 +307,17 @@ async fn a_database_that_stops_answering_is_given_up_on_and_the_store_recovers()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_lost_with_its_database_is_answered_as_of_unknown_outcome() {
-    let Some(_pg) = test_support::OnPostgres::enter(
-        "a_commit_lost_with_its_database_is_answered_as_of_unknown_outcome",
-    ) else {
-        return;
-    };
-    let Proxied {
+    let Some(Proxied {
         proxy,
         store,
         d,
         _dir,
+        _pg,
         ..
-    } = proxied().await;
+    }) = proxied("a_commit_lost_with_its_database_is_answered_as_of_unknown_outcome").await
+    else {
+        return;
+    };
     let id = Uuid::from_u128(1);
     // The database takes the commit, the answer is lost, and the node
     // cannot reconnect to ask: it must not say "nothing was changed".
