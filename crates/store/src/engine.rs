@@ -1013,14 +1013,23 @@ impl<B: Backend> Writer<B> {
     /// works: the in-memory states may hold decisions that were never
     /// committed, so reads and writes are refused
     /// ([`StoreError::Unavailable`]) instead of answered from them or left
-    /// waiting. The reload is retried with a
-    /// growing pause (up to [`RECOVER_MAX_WAIT`]); every job arriving
-    /// meanwhile is refused at once. Returns early, unreloaded, when the
-    /// store is asked to close.
+    /// waiting. The reload is retried with a growing pause (up to
+    /// [`RECOVER_MAX_WAIT`]); every job arriving meanwhile is refused at
+    /// once. Returns early, unreloaded, when the store is asked to close.
     async fn recover(&mut self) {
-        if let Err(e) = self.reload().await {
+        if let Err(e) = self.first_reload().await {
             self.keep_reloading(e).await;
         }
+    }
+
+    /// [`Self::reload`], the store unavailable if it fails (before whoever
+    /// is answered next hears of the failure).
+    async fn first_reload(&mut self) -> Result<(), StoreError> {
+        let r = self.reload().await;
+        if r.is_err() {
+            self.available.store(false, Ordering::SeqCst);
+        }
+        r
     }
 
     /// One attempt at reloading; the store is available again if it works.
@@ -1039,10 +1048,9 @@ impl<B: Backend> Writer<B> {
         Ok(())
     }
 
-    /// Retries [`Self::reload`] after a first failure `e` until it works
-    /// or the store is asked to close; unavailable meanwhile.
+    /// Retries [`Self::reload`] after a [`Self::first_reload`] failed
+    /// with `e`, until it works or the store is asked to close.
     async fn keep_reloading(&mut self, e: StoreError) {
-        self.available.store(false, Ordering::SeqCst);
         tracing::error!(error = %e, "the store is unavailable: refusing reads and writes with 503 until it can be reloaded");
         let mut wait = RECOVER_FIRST_WAIT;
         let mut failures = 1u32;
@@ -1112,10 +1120,7 @@ impl<B: Backend> Writer<B> {
         if let Err(e) = begun {
             tracing::error!(error = %e, "could not start a batch; refusing it and reloading");
             self.backend.release(&mut self.w).await;
-            let reloaded = self.reload().await;
-            if reloaded.is_err() {
-                self.available.store(false, Ordering::SeqCst);
-            }
+            let reloaded = self.first_reload().await;
             // Nothing of it was written: it may be retried.
             jobs.refuse(&StoreError::Unavailable(e.message().to_owned()));
             if let Err(e) = reloaded {
@@ -1179,7 +1184,7 @@ impl<B: Backend> Writer<B> {
         // Readers are refused only once that attempt has failed: a write
         // committed just before may still be reading to build its answer
         // (and, as always, a batch is visible while it is being synced).
-        let reloaded = self.reload().await;
+        let reloaded = self.first_reload().await;
         let next = next.map(|mut n| {
             // Decided on top of this batch and never persisted.
             n.refuse(&e, true);
@@ -1188,7 +1193,7 @@ impl<B: Backend> Writer<B> {
         // A commit whose answer was lost (the connection dropped after
         // the database took it) is not a failure: the reloaded log says.
         let committed = self.decider.log.committed.load(Ordering::SeqCst);
-        if reloaded.is_ok() && holds(&*self.backend.clone(), committed, &d).await {
+        if reloaded.is_ok() && holds(&*self.backend, committed, &d).await {
             tracing::warn!(error = %e, first = d.first_leaf, entries = d.leaves.len(), "the commit was reported failed but the database holds the batch: answering it as committed");
             if d.line_entries {
                 self.appended.notify_waiters();
@@ -1200,10 +1205,8 @@ impl<B: Backend> Writer<B> {
             return None;
         }
         if reloaded.is_err() {
-            // Unavailable before anyone hears of the failure. Whether the
-            // database took the batch cannot be asked now: its writes are
-            // of unknown outcome, and said so.
-            self.available.store(false, Ordering::SeqCst);
+            // Whether the database took the batch cannot be asked now: its
+            // writes are of unknown outcome, and said so.
             d.refuse(&StoreError::OutcomeUnknown(e.message().to_owned()), false);
         } else {
             d.refuse(&e, false);

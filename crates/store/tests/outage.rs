@@ -112,6 +112,20 @@ async fn create(d: &Dss, id: Uuid, n: u32) -> Result<(), NodeError> {
     d.put_intent(&caller(), id, None, req).await.map(|_| ())
 }
 
+/// Creates intent `id` (see [`create`]), retrying while refused, for at
+/// most `within` once the database is back.
+async fn created_within(d: &Dss, id: Uuid, n: u32, within: Duration) {
+    let t = Instant::now();
+    while let Err(e) = create(d, id, n).await {
+        assert!(
+            t.elapsed() < within,
+            "writes still refused {:?} after the database came back: {e}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn unavailable(r: &Result<impl std::fmt::Debug, NodeError>) -> bool {
     matches!(r, Err(NodeError::Store(StoreError::Unavailable(_))))
 }
@@ -163,20 +177,7 @@ async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
     assert!(!store.available());
 
     proxy.restore();
-    let t = Instant::now();
-    loop {
-        match create(&d, ids[4], 4).await {
-            Ok(()) => break,
-            Err(e) => {
-                assert!(
-                    t.elapsed() < Duration::from_secs(20),
-                    "writes still refused {:?} after the database came back: {e}",
-                    t.elapsed()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    created_within(&d, ids[4], 4, Duration::from_secs(20)).await;
     assert!(store.available());
     // Exactly the acknowledged writes are there.
     d.get_intent(ids[0]).unwrap();
@@ -287,15 +288,7 @@ async fn a_database_that_stops_answering_is_given_up_on_and_the_store_recovers()
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 
     proxy.restore();
-    let t = Instant::now();
-    while let Err(e) = create(&d, ids[3], 3).await {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "writes still refused {:?} after the link came back: {e}",
-            t.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    created_within(&d, ids[3], 3, Duration::from_secs(30)).await;
     d.get_intent(ids[0]).unwrap();
     d.get_intent(ids[3]).unwrap();
     for id in &ids[1..3] {

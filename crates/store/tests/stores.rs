@@ -1063,7 +1063,7 @@ async fn the_log_is_read_offline_page_by_page_up_to_the_checkpoint() {
     let mut page = |_: &[Vec<u8>]| -> Result<(), String> { panic!("read before any checkpoint") };
     let (latest, total) = store::read_log_pages(dir.path(), 3, &mut page).await.unwrap();
     assert_eq!((latest, total), (None, 0));
-    for i in 0..10u32 {
+    let create = async |i: u32| {
         d.put_intent(
             &caller("alliance"),
             Uuid::from_u128(u128::from(i) + 1),
@@ -1072,18 +1072,14 @@ async fn the_log_is_read_offline_page_by_page_up_to_the_checkpoint() {
         )
         .await
         .unwrap();
+    };
+    for i in 0..10u32 {
+        create(i).await;
     }
     log.checkpoint_tick().await.unwrap();
     // Two more, not yet under a checkpoint.
     for i in 10..12u32 {
-        d.put_intent(
-            &caller("alliance"),
-            Uuid::from_u128(u128::from(i) + 1),
-            None,
-            request(square(10.0 + f64::from(i), 10.0, 0.01, now), vec![]),
-        )
-        .await
-        .unwrap();
+        create(i).await;
     }
     let mut pages: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut keep = |p: &[Vec<u8>]| -> Result<(), String> {
