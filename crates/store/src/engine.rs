@@ -880,6 +880,9 @@ struct Decided {
     begin_us: u64,
     decide_us: u64,
     line_us: u64,
+    /// Encoding the batch's rows, and signing its log entries.
+    encode_us: u64,
+    sign_us: u64,
     /// Deciding, encoding, signing and hashing the batch.
     total_us: u64,
     persist_us: u64,
@@ -922,6 +925,8 @@ impl Decided {
             begin_us: _,
             decide_us,
             line_us,
+            encode_us,
+            sign_us,
             total_us,
             persist_us: _,
         } = later;
@@ -944,6 +949,8 @@ impl Decided {
         self.taken += taken;
         self.decide_us += decide_us;
         self.line_us += line_us;
+        self.encode_us += encode_us;
+        self.sign_us += sign_us;
         self.total_us += total_us;
     }
 
@@ -1168,6 +1175,8 @@ impl<B: Backend> Writer<B> {
             begin_us = d.begin_us,
             decide_us = d.decide_us,
             line_us = d.line_us,
+            encode_us = d.encode_us,
+            sign_us = d.sign_us,
             total_us = d.total_us,
             persist_us = d.persist_us,
             overlapped = next.is_some(),
@@ -1506,6 +1515,7 @@ impl Decider {
         let decide_us = t_decide.elapsed().as_micros() as u64;
         // Encoding and signing happen outside the lock: readers wait only
         // for decisions. Every event gets its signed log entry.
+        let t_encode = std::time::Instant::now();
         let mut dirty = Dirty::new(self.with_extents);
         let encoded = replies.iter().try_for_each(|(_, r)| match r {
             Ok(Ok(d)) => dirty.record(&d.events),
@@ -1519,6 +1529,8 @@ impl Decider {
             })
             .collect();
         let events: Vec<&airspace::Event> = decisions.iter().copied().flatten().collect();
+        let encode_us = t_encode.elapsed().as_micros() as u64;
+        let t_sign = std::time::Instant::now();
         let (mut leaves, mut encoded) = match encoded {
             Ok(()) => match sign_all(signer, &decisions) {
                 Ok(l) => (l, Ok(())),
@@ -1526,6 +1538,7 @@ impl Decider {
             },
             Err(e) => (Vec::new(), Err(e)),
         };
+        let sign_us = t_sign.elapsed().as_micros() as u64;
         // The tree holds the leaves of every batch decided so far, the one
         // still being synced included.
         let first_leaf = log.tree.read().unwrap_or_else(|e| e.into_inner()).size();
@@ -1678,6 +1691,8 @@ impl Decider {
             begin_us,
             decide_us,
             line_us,
+            encode_us,
+            sign_us,
             total_us: t_all.elapsed().as_micros() as u64,
             persist_us: 0,
         }
