@@ -350,10 +350,10 @@ pub(crate) struct LogState {
 }
 
 /// `Backend::mark_once` and `Backend::marks` over the `console_marks`
-/// table, for a backend whose pool is `self.$pool` and whose SQL numbers
-/// its parameters `$a`, `$b`, `$c`.
+/// table, for a backend whose queries run through `self.on_pool` and
+/// whose SQL numbers its parameters `$a`, `$b`, `$c`.
 macro_rules! console_marks {
-    ($pool:ident, $a:literal, $b:literal, $c:literal) => {
+    ($a:literal, $b:literal, $c:literal) => {
         fn mark_once(
             &self,
             kind: node::Mark,
@@ -361,36 +361,39 @@ macro_rules! console_marks {
             until_ms: u64,
             now_ms: u64,
         ) -> BoxFuture<'_, Result<bool, StoreError>> {
-            Box::pin(async move {
-                // Past marks go first: an id seen again after its time is new.
-                sqlx::query(concat!(
-                    "DELETE FROM console_marks WHERE kind = ",
-                    $a,
-                    " AND until_ms < ",
-                    $b
-                ))
-                .bind(kind.as_str())
-                .bind(now_ms as i64)
-                .execute(&self.$pool)
-                .await
-                .map_err(err("dropping past console marks"))?;
-                let done = sqlx::query(concat!(
-                    "INSERT INTO console_marks (kind, id, until_ms) VALUES (",
-                    $a,
-                    ", ",
-                    $b,
-                    ", ",
-                    $c,
-                    ") ON CONFLICT (kind, id) DO NOTHING"
-                ))
-                .bind(kind.as_str())
-                .bind(&id)
-                .bind(until_ms as i64)
-                .execute(&self.$pool)
-                .await
-                .map_err(err("recording a console mark"))?;
-                Ok(done.rows_affected() == 1)
-            })
+            Box::pin(self.on_pool(
+                "recording a console mark",
+                Box::new(move |c| {
+                    Box::pin(async move {
+                        // Past marks go first: an id seen again after its time is new.
+                        sqlx::query(concat!(
+                            "DELETE FROM console_marks WHERE kind = ",
+                            $a,
+                            " AND until_ms < ",
+                            $b
+                        ))
+                        .bind(kind.as_str())
+                        .bind(now_ms as i64)
+                        .execute(&mut *c)
+                        .await?;
+                        let done = sqlx::query(concat!(
+                            "INSERT INTO console_marks (kind, id, until_ms) VALUES (",
+                            $a,
+                            ", ",
+                            $b,
+                            ", ",
+                            $c,
+                            ") ON CONFLICT (kind, id) DO NOTHING"
+                        ))
+                        .bind(kind.as_str())
+                        .bind(id)
+                        .bind(until_ms as i64)
+                        .execute(&mut *c)
+                        .await?;
+                        Ok(done.rows_affected() == 1)
+                    })
+                }),
+            ))
         }
 
         fn marks(
@@ -399,17 +402,25 @@ macro_rules! console_marks {
             now_ms: u64,
         ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
             Box::pin(async move {
-                let rows: Vec<(String, i64)> = sqlx::query_as(concat!(
-                    "SELECT id, until_ms FROM console_marks WHERE kind = ",
-                    $a,
-                    " AND until_ms >= ",
-                    $b
-                ))
-                .bind(kind.as_str())
-                .bind(now_ms as i64)
-                .fetch_all(&self.$pool)
-                .await
-                .map_err(err("reading console marks"))?;
+                let rows: Vec<(String, i64)> = self
+                    .on_pool(
+                        "reading console marks",
+                        Box::new(move |c| {
+                            Box::pin(async move {
+                                sqlx::query_as(concat!(
+                                    "SELECT id, until_ms FROM console_marks WHERE kind = ",
+                                    $a,
+                                    " AND until_ms >= ",
+                                    $b
+                                ))
+                                .bind(kind.as_str())
+                                .bind(now_ms as i64)
+                                .fetch_all(&mut *c)
+                                .await
+                            })
+                        }),
+                    )
+                    .await?;
                 Ok(rows
                     .into_iter()
                     .map(|(id, t)| (id, t.max(0) as u64))

@@ -365,6 +365,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// once reconnected (`engine::holds`).
 const WRITER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a query on the pool (proofs, tiles, checkpoints, cosignatures,
+/// console marks) may take once it has its connection. A link that dies in
+/// the middle of a query would otherwise hold its caller until TCP gave up;
+/// past it the connection is closed, not returned to the pool, and the
+/// caller is answered unavailable.
+const POOL_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A query on one pooled connection (`q` borrows it for its future).
+pub(crate) type OnConn<T> =
+    Box<dyn for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send>;
+
 /// The writer's connection, silent for [`WRITER_TIMEOUT`], is dropped (not
 /// rolled back: nothing would answer).
 fn silent(w: &mut PgWriter, what: &str) -> StoreError {
@@ -821,12 +832,39 @@ impl Postgres {
     }
 
     async fn notify(&self) {
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, 'checkpoint')")
-            .bind(self.at.channel())
-            .execute(&self.pool)
-            .await
-        {
+        let channel = self.at.channel();
+        let r = self
+            .on_pool(
+                "notifying the replicas of a checkpoint",
+                Box::new(move |c| {
+                    Box::pin(async move {
+                        sqlx::query("SELECT pg_notify($1, 'checkpoint')")
+                            .bind(channel)
+                            .execute(&mut *c)
+                            .await
+                    })
+                }),
+            )
+            .await;
+        if let Err(e) = r {
             tracing::warn!(error = %e, "notifying the replicas of a checkpoint");
+        }
+    }
+
+    /// Runs `q` on a connection of the pool, giving up after
+    /// [`POOL_QUERY_TIMEOUT`] (the connection is then closed: an answer
+    /// may still be on its way, and the next query must not read it).
+    pub(crate) async fn on_pool<T>(&self, what: &str, q: OnConn<T>) -> Result<T, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err(what))?;
+        match tokio::time::timeout(POOL_QUERY_TIMEOUT, q(&mut conn)).await {
+            Ok(r) => r.map_err(err(what)),
+            Err(_) => {
+                conn.close_on_drop();
+                Err(StoreError::Unavailable(format!(
+                    "{what}: no answer from the database in {} s",
+                    POOL_QUERY_TIMEOUT.as_secs()
+                )))
+            }
         }
     }
 }
@@ -905,13 +943,21 @@ impl Backend for Postgres {
     fn leaves(&self, wanted: Vec<u64>) -> BoxFuture<'_, Result<Vec<node::Leaf>, StoreError>> {
         Box::pin(async move {
             let wanted: Vec<i64> = wanted.into_iter().map(|i| i as i64).collect();
-            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-                "SELECT idx, data FROM log_entries WHERE idx = ANY($1) ORDER BY idx",
-            )
-            .bind(&wanted)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err("reading log entries"))?;
+            let rows: Vec<(i64, Vec<u8>)> = self
+                .on_pool(
+                    "reading log entries",
+                    Box::new(move |c| {
+                        Box::pin(async move {
+                            sqlx::query_as(
+                                "SELECT idx, data FROM log_entries WHERE idx = ANY($1) ORDER BY idx",
+                            )
+                            .bind(wanted)
+                            .fetch_all(&mut *c)
+                            .await
+                        })
+                    }),
+                )
+                .await?;
             Ok(rows.into_iter().map(|(i, d)| (i as u64, d)).collect())
         })
     }
@@ -920,16 +966,24 @@ impl Backend for Postgres {
         Box::pin(async move {
             let levels: Vec<i16> = wanted.iter().map(|(l, _)| i16::from(*l)).collect();
             let idx: Vec<i64> = wanted.iter().map(|(_, i)| *i as i64).collect();
-            let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
-                "SELECT t.level, t.idx, t.hashes FROM log_tiles t \
-                 JOIN UNNEST($1::int2[], $2::int8[]) AS w(level, idx) \
-                   ON t.level = w.level AND t.idx = w.idx",
-            )
-            .bind(&levels)
-            .bind(&idx)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err("reading the log's tiles"))?;
+            let rows: Vec<(i16, i64, Vec<u8>)> = self
+                .on_pool(
+                    "reading the log's tiles",
+                    Box::new(move |c| {
+                        Box::pin(async move {
+                            sqlx::query_as(
+                                "SELECT t.level, t.idx, t.hashes FROM log_tiles t \
+                                 JOIN UNNEST($1::int2[], $2::int8[]) AS w(level, idx) \
+                                   ON t.level = w.level AND t.idx = w.idx",
+                            )
+                            .bind(levels)
+                            .bind(idx)
+                            .fetch_all(&mut *c)
+                            .await
+                        })
+                    }),
+                )
+                .await?;
             rows.into_iter()
                 .map(|(l, i, h)| {
                     Tile::from_bytes(l as u8, i as u64, &h).ok_or_else(|| {
@@ -945,28 +999,40 @@ impl Backend for Postgres {
             // All matches (one, but for identical entries), the lowest
             // taken here: with min(idx) the planner walks the primary key
             // hoping for an early match instead of using the hash index.
-            let idx: Vec<i64> = sqlx::query_scalar(
-                "SELECT idx FROM log_entries WHERE sha256('\\x00'::bytea || data) = $1",
-            )
-            .bind(leaf.as_slice())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err("looking up a leaf hash"))?;
+            let idx: Vec<i64> = self
+                .on_pool(
+                    "looking up a leaf hash",
+                    Box::new(move |c| {
+                        Box::pin(async move {
+                            sqlx::query_scalar(
+                                "SELECT idx FROM log_entries WHERE sha256('\\x00'::bytea || data) = $1",
+                            )
+                            .bind(leaf.to_vec())
+                            .fetch_all(&mut *c)
+                            .await
+                        })
+                    }),
+                )
+                .await?;
             Ok(idx.into_iter().min().map(|i| i as u64))
         })
     }
 
     fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
-        Box::pin(async move {
-            sqlx::query_scalar(
-                "SELECT data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
-            )
-            .bind(start as i64)
-            .bind(end as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err("reading log entries"))
-        })
+        Box::pin(self.on_pool(
+            "reading log entries",
+            Box::new(move |c| {
+                Box::pin(async move {
+                    sqlx::query_scalar(
+                        "SELECT data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+                    )
+                    .bind(start as i64)
+                    .bind(end as i64)
+                    .fetch_all(&mut *c)
+                    .await
+                })
+            }),
+        ))
     }
 
     fn save_checkpoint(
@@ -975,19 +1041,26 @@ impl Backend for Postgres {
         note: String,
     ) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO checkpoints (size, note) VALUES ($1, $2) ON CONFLICT (size) DO NOTHING",
-            )
-            .bind(size as i64)
-            .bind(&note)
-            .execute(&self.pool)
-            .await
-            .map_err(err("saving a checkpoint"))?;
-            let kept = sqlx::query_scalar("SELECT note FROM checkpoints WHERE size = $1")
-                .bind(size as i64)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(err("reading a checkpoint"))?;
+            let kept = self
+                .on_pool(
+                    "saving a checkpoint",
+                    Box::new(move |c| {
+                        Box::pin(async move {
+                            sqlx::query(
+                                "INSERT INTO checkpoints (size, note) VALUES ($1, $2) ON CONFLICT (size) DO NOTHING",
+                            )
+                            .bind(size as i64)
+                            .bind(note)
+                            .execute(&mut *c)
+                            .await?;
+                            sqlx::query_scalar("SELECT note FROM checkpoints WHERE size = $1")
+                                .bind(size as i64)
+                                .fetch_optional(&mut *c)
+                                .await
+                        })
+                    }),
+                )
+                .await?;
             self.notify().await;
             Ok(kept)
         })
@@ -995,14 +1068,21 @@ impl Backend for Postgres {
 
     fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            sqlx::query(
-                "UPDATE checkpoints SET note = note || $2 WHERE size = $1 AND strpos(note, $2) = 0",
+            self.on_pool(
+                "saving a cosignature",
+                Box::new(move |c| {
+                    Box::pin(async move {
+                        sqlx::query(
+                            "UPDATE checkpoints SET note = note || $2 WHERE size = $1 AND strpos(note, $2) = 0",
+                        )
+                        .bind(size as i64)
+                        .bind(line)
+                        .execute(&mut *c)
+                        .await
+                    })
+                }),
             )
-            .bind(size as i64)
-            .bind(&line)
-            .execute(&self.pool)
-            .await
-            .map_err(err("saving a cosignature"))?;
+            .await?;
             self.notify().await;
             Ok(())
         })
@@ -1010,12 +1090,21 @@ impl Backend for Postgres {
 
     fn witnessed(&self, origin: String) -> BoxFuture<'_, Result<Option<Cosigned>, StoreError>> {
         Box::pin(async move {
-            let row: Option<(i64, Vec<u8>, String)> =
-                sqlx::query_as("SELECT size, root, note FROM witnessed WHERE origin = $1")
-                    .bind(&origin)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(err("reading the witness state"))?;
+            let row: Option<(i64, Vec<u8>, String)> = self
+                .on_pool(
+                    "reading the witness state",
+                    Box::new(move |c| {
+                        Box::pin(async move {
+                            sqlx::query_as(
+                                "SELECT size, root, note FROM witnessed WHERE origin = $1",
+                            )
+                            .bind(origin)
+                            .fetch_optional(&mut *c)
+                            .await
+                        })
+                    }),
+                )
+                .await?;
             row.map(|(size, root, note)| crate::cosigned(size, &root, note))
                 .transpose()
         })
@@ -1024,18 +1113,27 @@ impl Backend for Postgres {
     fn save_witnessed(&self, origin: String, c: Cosigned) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             // Replicas may cosign concurrently: a state never moves back.
-            let r = sqlx::query(
-                "INSERT INTO witnessed (origin, size, root, note) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note \
-                 WHERE witnessed.size <= excluded.size",
-            )
-            .bind(&origin)
-            .bind(c.size as i64)
-            .bind(c.root.as_slice())
-            .bind(&c.note)
-            .execute(&self.pool)
-            .await
-            .map_err(err("saving the witness state"))?;
+            let o = origin.clone();
+            let r = self
+                .on_pool(
+                    "saving the witness state",
+                    Box::new(move |conn| {
+                        Box::pin(async move {
+                            sqlx::query(
+                                "INSERT INTO witnessed (origin, size, root, note) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note \
+                                 WHERE witnessed.size <= excluded.size",
+                            )
+                            .bind(o)
+                            .bind(c.size as i64)
+                            .bind(c.root.to_vec())
+                            .bind(c.note)
+                            .execute(&mut *conn)
+                            .await
+                        })
+                    }),
+                )
+                .await?;
             if r.rows_affected() == 0 {
                 return Err(StoreError::Failed(format!(
                     "a larger checkpoint of {origin} was cosigned meanwhile"
@@ -1046,12 +1144,18 @@ impl Backend for Postgres {
     }
 
     fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<node::Misbehaviour>, StoreError>> {
-        Box::pin(async move {
-            sqlx::query_as("SELECT origin, note_a, note_b, found_ms FROM misbehaviour ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(err("reading evidence of misbehaviour"))
-        })
+        Box::pin(self.on_pool(
+            "reading evidence of misbehaviour",
+            Box::new(|c| {
+                Box::pin(async move {
+                    sqlx::query_as(
+                        "SELECT origin, note_a, note_b, found_ms FROM misbehaviour ORDER BY id",
+                    )
+                    .fetch_all(&mut *c)
+                    .await
+                })
+            }),
+        ))
     }
 
     fn save_misbehaviour(
@@ -1062,19 +1166,26 @@ impl Backend for Postgres {
         found_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            sqlx::query("INSERT INTO misbehaviour (origin, note_a, note_b, found_ms) VALUES ($1, $2, $3, $4)")
-                .bind(&origin)
-                .bind(&a)
-                .bind(&b)
-                .bind(found_ms)
-                .execute(&self.pool)
-                .await
-                .map_err(err("saving evidence of misbehaviour"))?;
+            self.on_pool(
+                "saving evidence of misbehaviour",
+                Box::new(move |c| {
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO misbehaviour (origin, note_a, note_b, found_ms) VALUES ($1, $2, $3, $4)")
+                            .bind(origin)
+                            .bind(a)
+                            .bind(b)
+                            .bind(found_ms)
+                            .execute(&mut *c)
+                            .await
+                    })
+                }),
+            )
+            .await?;
             Ok(())
         })
     }
 
-    crate::engine::console_marks!(pool, "$1", "$2", "$3");
+    crate::engine::console_marks!("$1", "$2", "$3");
 
     fn is_leader(&self) -> bool {
         self.leader.load(Ordering::SeqCst)

@@ -737,7 +737,19 @@ async fn reconnect_fresh(opts: &SqliteConnectOptions) -> Result<SqliteConnection
         .map_err(|e| StoreError::Unavailable(format!("reopening the database: {e}")))
 }
 
+/// A query on one pooled connection (`q` borrows it for its future).
+pub(crate) type OnConn<T> = Box<
+    dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
+>;
+
 impl Sqlite {
+    /// Runs `q` on a connection of the readers' pool (a local file: no
+    /// link to die midway, no timeout).
+    pub(crate) async fn on_pool<T>(&self, what: &str, q: OnConn<T>) -> Result<T, StoreError> {
+        let mut conn = self.reads.acquire().await.map_err(err(what))?;
+        q(&mut conn).await.map_err(err(what))
+    }
+
     async fn load_all(
         conn: &mut SqliteConnection,
         me: &str,
@@ -1005,7 +1017,7 @@ impl Backend for Sqlite {
         })
     }
 
-    crate::engine::console_marks!(reads, "?1", "?2", "?3");
+    crate::engine::console_marks!("?1", "?2", "?3");
 }
 
 /// Copies the WAL's committed pages into the database every

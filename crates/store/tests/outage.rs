@@ -337,3 +337,55 @@ async fn a_commit_lost_with_its_database_is_answered_as_of_unknown_outcome() {
     }
     d.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_link_dies_midway_is_given_up_on() {
+    let Some(Proxied {
+        proxy,
+        store,
+        d,
+        _dir,
+        _pg,
+        ..
+    }) = proxied("a_read_whose_link_dies_midway_is_given_up_on").await
+    else {
+        return;
+    };
+    create(&d, Uuid::from_u128(1), 0).await.unwrap();
+
+    // The link dies after the query reached the database (the connection
+    // was taken from the pool and checked before): TCP alone would keep
+    // the reader waiting for many minutes.
+    proxy.stall_after(b"WHERE idx >= $1 AND idx < $2 ORDER BY idx");
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(40), store.log_entries(0, 1))
+        .await
+        .expect("a read on a link that died midway is answered");
+    assert!(proxy.reply_lost(), "the query went out");
+    assert!(
+        matches!(r, Err(StoreError::Unavailable(_))),
+        "{:?}",
+        r.map(|e| e.len())
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "given up on in {:?}",
+        t.elapsed()
+    );
+
+    // Once the link is back, reads and writes go on, on fresh connections.
+    proxy.restore();
+    let t = Instant::now();
+    loop {
+        match store.log_entries(0, 1).await {
+            Ok(entries) => {
+                assert_eq!(entries.len(), 1);
+                break;
+            }
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(30), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    created_within(&d, Uuid::from_u128(2), 1, Duration::from_secs(30)).await;
+    d.close().await;
+}

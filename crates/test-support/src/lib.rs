@@ -712,9 +712,19 @@ pub fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-/// The armed pattern of [`CuttableProxy::lose_reply_after`], and whether
-/// losing the reply cuts the link too.
-type LoseAfter = Arc<Mutex<Option<(Vec<u8>, bool)>>>;
+/// The armed pattern of [`CuttableProxy::lose_reply_after`] and its
+/// kin, and what becomes of the link once a request carries it.
+type LoseAfter = Arc<Mutex<Option<(Vec<u8>, Then)>>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// That connection drops; others go on.
+    Drop,
+    /// That connection drops, and the link is cut.
+    Cut,
+    /// The link goes silent, that connection still open.
+    Stall,
+}
 
 /// A TCP proxy to `target` that can be cut (every open connection reset,
 /// new ones closed at once) and restored: a database link going down. It
@@ -826,14 +836,23 @@ impl CuttableProxy {
     /// nothing more passed back to the client.
     pub fn lose_reply_after(&self, pattern: &[u8]) {
         *self.lose_after.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((pattern.to_vec(), false));
+            Some((pattern.to_vec(), Then::Drop));
     }
 
     /// [`Self::lose_reply_after`], and new connections are refused from
     /// then on (as after [`Self::cut`]) until restored: the client cannot
     /// ask what became of its request.
     pub fn lose_reply_and_cut(&self, pattern: &[u8]) {
-        *self.lose_after.lock().unwrap_or_else(|p| p.into_inner()) = Some((pattern.to_vec(), true));
+        *self.lose_after.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((pattern.to_vec(), Then::Cut));
+    }
+
+    /// The next request that contains `pattern` goes to the server, and
+    /// the link then goes silent (as after [`Self::stall`]) before the
+    /// answer comes back: a link that dies in the middle of a query.
+    pub fn stall_after(&self, pattern: &[u8]) {
+        *self.lose_after.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((pattern.to_vec(), Then::Stall));
     }
 
     /// Whether the armed [`Self::lose_reply_after`] has fired.
@@ -872,20 +891,30 @@ impl Pipe {
                 if self.stalled.load(Ordering::SeqCst) {
                     continue;
                 }
-                let lose = self.lose_after.as_ref().is_some_and(|l| {
+                let then = self.lose_after.as_ref().and_then(|l| {
                     let mut armed = l.lock().unwrap_or_else(|p| p.into_inner());
                     let hit = armed
                         .as_ref()
                         .is_some_and(|(p, _)| chunk.windows(p.len()).any(|w| w == p.as_slice()));
                     if hit {
-                        if armed.as_ref().is_some_and(|(_, cut)| *cut) {
-                            self.cut.store(true, Ordering::SeqCst);
-                        }
-                        *armed = None;
+                        armed.take().map(|(_, then)| then)
+                    } else {
+                        None
                     }
-                    hit
                 });
-                if lose {
+                if then == Some(Then::Stall) {
+                    // Silent before the request passes: no byte of the
+                    // answer gets back.
+                    self.stalled.store(true, Ordering::SeqCst);
+                    if self.to.write_all(chunk).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                if then == Some(Then::Cut) {
+                    self.cut.store(true, Ordering::SeqCst);
+                }
+                if then.is_some() {
                     // Deaf first, so that no byte of the reply gets through.
                     self.deaf.store(true, Ordering::SeqCst);
                     let _ = self.to.write_all(chunk);
