@@ -400,6 +400,53 @@ struct Measured {
     secs: f64,
     lat_us: Vec<u64>,
     errors: u64,
+    /// What the measurement cost the machine, when `/proc` tells.
+    cpu: Option<CpuUse>,
+}
+
+/// CPU time spent over a measurement.
+struct CpuUse {
+    /// This process's (server and load generator together), user and
+    /// system, per operation.
+    process_us_per_op: f64,
+    /// The share of the whole machine's cores not idle (steal counts as
+    /// busy: the cores were not ours).
+    machine_busy: f64,
+}
+
+/// Clock ticks of CPU so far (USER_HZ, 100 a second on Linux): this
+/// process's user + system, and the whole machine's busy and total.
+fn cpu_ticks() -> Option<(u64, u64, u64)> {
+    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name's ")": the state (field 3) first, so
+    // utime (field 14) and stime (15) at 11 and 12.
+    let fields: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
+    let process = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let all = std::fs::read_to_string("/proc/stat").ok()?;
+    // "cpu  user nice system idle iowait irq softirq steal …"
+    let ticks: Vec<u64> = all
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((process, total - idle, total))
+}
+
+impl CpuUse {
+    fn between(before: Option<(u64, u64, u64)>, ops: u64) -> Option<CpuUse> {
+        let (p0, b0, t0) = before?;
+        let (p1, b1, t1) = cpu_ticks()?;
+        let ticks = t1.checked_sub(t0).filter(|t| *t > 0)?;
+        Some(CpuUse {
+            process_us_per_op: (p1.saturating_sub(p0) as f64 * 10_000.0) / ops.max(1) as f64,
+            machine_busy: b1.saturating_sub(b0) as f64 / ticks as f64,
+        })
+    }
 }
 
 impl Measured {
@@ -407,8 +454,16 @@ impl Measured {
         self.ops as f64 / self.secs
     }
     fn line(&self, what: &str, target: &str) -> String {
+        let cpu = self.cpu.as_ref().map_or(String::new(), |c| {
+            format!(
+                "\n{:<44} CPU {:.0} µs per operation (server and load generator), cores {:.0}% busy",
+                "",
+                c.process_us_per_op,
+                100.0 * c.machine_busy
+            )
+        });
         format!(
-            "{what:<44} {:>10.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} ops, {} errors)   target {target}",
+            "{what:<44} {:>10.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} ops, {} errors)   target {target}{cpu}",
             self.rate(),
             percentile(&self.lat_us, 0.50),
             percentile(&self.lat_us, 0.99),
@@ -477,6 +532,7 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let op = Arc::new(op);
+    let cpu_before = cpu_ticks();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let errors = Arc::new(AtomicU64::new(0));
@@ -508,6 +564,7 @@ where
     Measured {
         ops: lat_us.len() as u64,
         secs,
+        cpu: CpuUse::between(cpu_before, lat_us.len() as u64),
         lat_us,
         errors: errors.load(Ordering::Relaxed),
     }
@@ -812,6 +869,7 @@ async fn congested(root: &std::path::Path, clients: usize, rate: u64, secs: u64)
         .collect::<Result<Vec<_>>>()?;
     let now = SystemClock.now();
     let deadline = Instant::now() + Duration::from_secs(secs);
+    let cpu_before = cpu_ticks();
     let started = Instant::now();
     let retries = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -878,6 +936,7 @@ async fn congested(root: &std::path::Path, clients: usize, rate: u64, secs: u64)
     let m = Measured {
         ops: all.len() as u64,
         secs: elapsed,
+        cpu: CpuUse::between(cpu_before, all.len() as u64),
         lat_us: all,
         errors: 0,
     };
