@@ -25,6 +25,7 @@
 //! SQL is built from constants and a validated schema name only; every
 //! value is bound.
 
+use crate::engine::pool_query;
 use crate::engine::{
     Backend, Batch, Delta, Engine, LOAD_PAGE, Loaded, Rebuild, Refresher, Table, decode, decode_all,
 };
@@ -833,19 +834,13 @@ impl Postgres {
 
     async fn notify(&self) {
         let channel = self.at.channel();
-        let r = self
-            .on_pool(
-                "notifying the replicas of a checkpoint",
-                Box::new(move |c| {
-                    Box::pin(async move {
-                        sqlx::query("SELECT pg_notify($1, 'checkpoint')")
-                            .bind(channel)
-                            .execute(&mut *c)
-                            .await
-                    })
-                }),
-            )
-            .await;
+        let r = pool_query!(self, "notifying the replicas of a checkpoint", |c| {
+            sqlx::query("SELECT pg_notify($1, 'checkpoint')")
+                .bind(channel)
+                .execute(&mut *c)
+                .await
+        })
+        .await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "notifying the replicas of a checkpoint");
         }
@@ -943,21 +938,13 @@ impl Backend for Postgres {
     fn leaves(&self, wanted: Vec<u64>) -> BoxFuture<'_, Result<Vec<node::Leaf>, StoreError>> {
         Box::pin(async move {
             let wanted: Vec<i64> = wanted.into_iter().map(|i| i as i64).collect();
-            let rows: Vec<(i64, Vec<u8>)> = self
-                .on_pool(
-                    "reading log entries",
-                    Box::new(move |c| {
-                        Box::pin(async move {
-                            sqlx::query_as(
-                                "SELECT idx, data FROM log_entries WHERE idx = ANY($1) ORDER BY idx",
-                            )
-                            .bind(wanted)
-                            .fetch_all(&mut *c)
-                            .await
-                        })
-                    }),
-                )
-                .await?;
+            let rows: Vec<(i64, Vec<u8>)> = pool_query!(self, "reading log entries", |c| {
+                sqlx::query_as("SELECT idx, data FROM log_entries WHERE idx = ANY($1) ORDER BY idx")
+                    .bind(wanted)
+                    .fetch_all(&mut *c)
+                    .await
+            })
+            .await?;
             Ok(rows.into_iter().map(|(i, d)| (i as u64, d)).collect())
         })
     }
@@ -966,23 +953,18 @@ impl Backend for Postgres {
         Box::pin(async move {
             let levels: Vec<i16> = wanted.iter().map(|(l, _)| i16::from(*l)).collect();
             let idx: Vec<i64> = wanted.iter().map(|(_, i)| *i as i64).collect();
-            let rows: Vec<(i16, i64, Vec<u8>)> = self
-                .on_pool(
-                    "reading the log's tiles",
-                    Box::new(move |c| {
-                        Box::pin(async move {
-                            sqlx::query_as(
-                                "SELECT t.level, t.idx, t.hashes FROM log_tiles t \
+            let rows: Vec<(i16, i64, Vec<u8>)> =
+                pool_query!(self, "reading the log's tiles", |c| {
+                    sqlx::query_as(
+                        "SELECT t.level, t.idx, t.hashes FROM log_tiles t \
                                  JOIN UNNEST($1::int2[], $2::int8[]) AS w(level, idx) \
                                    ON t.level = w.level AND t.idx = w.idx",
-                            )
-                            .bind(levels)
-                            .bind(idx)
-                            .fetch_all(&mut *c)
-                            .await
-                        })
-                    }),
-                )
+                    )
+                    .bind(levels)
+                    .bind(idx)
+                    .fetch_all(&mut *c)
+                    .await
+                })
                 .await?;
             rows.into_iter()
                 .map(|(l, i, h)| {
@@ -999,40 +981,29 @@ impl Backend for Postgres {
             // All matches (one, but for identical entries), the lowest
             // taken here: with min(idx) the planner walks the primary key
             // hoping for an early match instead of using the hash index.
-            let idx: Vec<i64> = self
-                .on_pool(
-                    "looking up a leaf hash",
-                    Box::new(move |c| {
-                        Box::pin(async move {
-                            sqlx::query_scalar(
-                                "SELECT idx FROM log_entries WHERE sha256('\\x00'::bytea || data) = $1",
-                            )
-                            .bind(leaf.to_vec())
-                            .fetch_all(&mut *c)
-                            .await
-                        })
-                    }),
+            let idx: Vec<i64> = pool_query!(self, "looking up a leaf hash", |c| {
+                sqlx::query_scalar(
+                    "SELECT idx FROM log_entries WHERE sha256('\\x00'::bytea || data) = $1",
                 )
-                .await?;
+                .bind(leaf.to_vec())
+                .fetch_all(&mut *c)
+                .await
+            })
+            .await?;
             Ok(idx.into_iter().min().map(|i| i as u64))
         })
     }
 
     fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
-        Box::pin(self.on_pool(
-            "reading log entries",
-            Box::new(move |c| {
-                Box::pin(async move {
-                    sqlx::query_scalar(
-                        "SELECT data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
-                    )
-                    .bind(start as i64)
-                    .bind(end as i64)
-                    .fetch_all(&mut *c)
-                    .await
-                })
-            }),
-        ))
+        Box::pin(pool_query!(self, "reading log entries", |c| {
+            sqlx::query_scalar(
+                "SELECT data FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            )
+            .bind(start as i64)
+            .bind(end as i64)
+            .fetch_all(&mut *c)
+            .await
+        }))
     }
 
     fn save_checkpoint(
@@ -1041,11 +1012,7 @@ impl Backend for Postgres {
         note: String,
     ) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         Box::pin(async move {
-            let kept = self
-                .on_pool(
-                    "saving a checkpoint",
-                    Box::new(move |c| {
-                        Box::pin(async move {
+            let kept = pool_query!(self, "saving a checkpoint", |c| {
                             sqlx::query(
                                 "INSERT INTO checkpoints (size, note) VALUES ($1, $2) ON CONFLICT (size) DO NOTHING",
                             )
@@ -1058,8 +1025,6 @@ impl Backend for Postgres {
                                 .fetch_optional(&mut *c)
                                 .await
                         })
-                    }),
-                )
                 .await?;
             self.notify().await;
             Ok(kept)
@@ -1068,10 +1033,7 @@ impl Backend for Postgres {
 
     fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            self.on_pool(
-                "saving a cosignature",
-                Box::new(move |c| {
-                    Box::pin(async move {
+            pool_query!(self, "saving a cosignature", |c| {
                         sqlx::query(
                             "UPDATE checkpoints SET note = note || $2 WHERE size = $1 AND strpos(note, $2) = 0",
                         )
@@ -1080,8 +1042,6 @@ impl Backend for Postgres {
                         .execute(&mut *c)
                         .await
                     })
-                }),
-            )
             .await?;
             self.notify().await;
             Ok(())
@@ -1090,20 +1050,13 @@ impl Backend for Postgres {
 
     fn witnessed(&self, origin: String) -> BoxFuture<'_, Result<Option<Cosigned>, StoreError>> {
         Box::pin(async move {
-            let row: Option<(i64, Vec<u8>, String)> = self
-                .on_pool(
-                    "reading the witness state",
-                    Box::new(move |c| {
-                        Box::pin(async move {
-                            sqlx::query_as(
-                                "SELECT size, root, note FROM witnessed WHERE origin = $1",
-                            )
-                            .bind(origin)
-                            .fetch_optional(&mut *c)
-                            .await
-                        })
-                    }),
-                )
+            let row: Option<(i64, Vec<u8>, String)> =
+                pool_query!(self, "reading the witness state", |c| {
+                    sqlx::query_as("SELECT size, root, note FROM witnessed WHERE origin = $1")
+                        .bind(origin)
+                        .fetch_optional(&mut *c)
+                        .await
+                })
                 .await?;
             row.map(|(size, root, note)| crate::cosigned(size, &root, note))
                 .transpose()
@@ -1114,11 +1067,7 @@ impl Backend for Postgres {
         Box::pin(async move {
             // Replicas may cosign concurrently: a state never moves back.
             let o = origin.clone();
-            let r = self
-                .on_pool(
-                    "saving the witness state",
-                    Box::new(move |conn| {
-                        Box::pin(async move {
+            let r = pool_query!(self, "saving the witness state", |conn| {
                             sqlx::query(
                                 "INSERT INTO witnessed (origin, size, root, note) VALUES ($1, $2, $3, $4) \
                                  ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note \
@@ -1131,8 +1080,6 @@ impl Backend for Postgres {
                             .execute(&mut *conn)
                             .await
                         })
-                    }),
-                )
                 .await?;
             if r.rows_affected() == 0 {
                 return Err(StoreError::Failed(format!(
@@ -1144,18 +1091,11 @@ impl Backend for Postgres {
     }
 
     fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<node::Misbehaviour>, StoreError>> {
-        Box::pin(self.on_pool(
-            "reading evidence of misbehaviour",
-            Box::new(|c| {
-                Box::pin(async move {
-                    sqlx::query_as(
-                        "SELECT origin, note_a, note_b, found_ms FROM misbehaviour ORDER BY id",
-                    )
-                    .fetch_all(&mut *c)
-                    .await
-                })
-            }),
-        ))
+        Box::pin(pool_query!(self, "reading evidence of misbehaviour", |c| {
+            sqlx::query_as("SELECT origin, note_a, note_b, found_ms FROM misbehaviour ORDER BY id")
+                .fetch_all(&mut *c)
+                .await
+        }))
     }
 
     fn save_misbehaviour(
@@ -1166,10 +1106,7 @@ impl Backend for Postgres {
         found_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            self.on_pool(
-                "saving evidence of misbehaviour",
-                Box::new(move |c| {
-                    Box::pin(async move {
+            pool_query!(self, "saving evidence of misbehaviour", |c| {
                         sqlx::query("INSERT INTO misbehaviour (origin, note_a, note_b, found_ms) VALUES ($1, $2, $3, $4)")
                             .bind(origin)
                             .bind(a)
@@ -1178,8 +1115,6 @@ impl Backend for Postgres {
                             .execute(&mut *c)
                             .await
                     })
-                }),
-            )
             .await?;
             Ok(())
         })
