@@ -454,13 +454,10 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
 
     // First start: learn the keys; then restart each witnessing the other.
     // Node-to-node traffic is mutual TLS on fixed ports (kept across restarts).
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (a_tls, f_tls) = (free(), free());
+    let (a_tls, f_tls) = (
+        test_support::free_local_addr(),
+        test_support::free_local_addr(),
+    );
     let (a_tls_arg, f_tls_arg) = (a_tls.to_string(), f_tls.to_string());
     // The receiver's data folder is a small disk of its own (a tmpfs, as
     // root) that the schedule fills now and then — on the embedded store,

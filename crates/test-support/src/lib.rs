@@ -270,14 +270,14 @@ impl TestNode {
         let mut args: Vec<String> = vec!["--jwt-public-key".into(), pem.display().to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        Self::spawn(bin, data, "127.0.0.1:0", &args, &[])
+        Self::spawn(bin, data, &free_local_addr().to_string(), &args, &[])
     }
 
     /// Starts a node with exactly these extra flags (no key is added).
     pub fn start_raw(bin: &Path, extra: &[&str]) -> TestNode {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
-        let mut n = Self::spawn(bin, &data, "127.0.0.1:0", extra, &[]);
+        let mut n = Self::spawn(bin, &data, &free_local_addr().to_string(), extra, &[]);
         n._tmp = Some(tmp);
         n
     }
@@ -931,6 +931,36 @@ impl Pipe {
             let _ = self.from.shutdown(Shutdown::Both);
         });
     }
+}
+
+/// A free address on 127.0.0.1 for a node that will be restarted on it.
+///
+/// Not one the kernel hands out for port 0: those come from the range it
+/// also gives outgoing connections their local ports from, and while a
+/// node is down between a kill and its restart, any test's outgoing
+/// connection can take its port (a restart then failed with "address
+/// already in use", CI session 13). Ports below that range are never
+/// taken that way; one is drawn at random and checked free.
+pub fn free_local_addr() -> SocketAddr {
+    use std::hash::{BuildHasher, RandomState};
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_from > LOWEST + 1_000 {
+        let span = u64::from(ephemeral_from - LOWEST);
+        let random = RandomState::new();
+        for attempt in 0u64..200 {
+            let port = LOWEST + (random.hash_one(attempt) % span) as u16;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                return l.local_addr().expect("a bound address");
+            }
+        }
+    }
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
 }
 
 /// `url` with its host and port replaced by `addr` (user, password,
