@@ -25,9 +25,9 @@
 //! SQL is built from constants and a validated schema name only; every
 //! value is bound.
 
-use crate::engine::pool_query;
 use crate::engine::{
-    Backend, Batch, Delta, Engine, LOAD_PAGE, Loaded, Rebuild, Refresher, Table, decode, decode_all,
+    Backend, Batch, Delta, Engine, LOAD_PAGE, Loaded, Rebuild, Refresher, Table, decode,
+    decode_all, pool_query,
 };
 use airspace::{AirspaceState, Event, PreparedVolume};
 use node::log::LogSigner;
@@ -957,8 +957,8 @@ impl Backend for Postgres {
                 pool_query!(self, "reading the log's tiles", |c| {
                     sqlx::query_as(
                         "SELECT t.level, t.idx, t.hashes FROM log_tiles t \
-                                 JOIN UNNEST($1::int2[], $2::int8[]) AS w(level, idx) \
-                                   ON t.level = w.level AND t.idx = w.idx",
+                         JOIN UNNEST($1::int2[], $2::int8[]) AS w(level, idx) \
+                         ON t.level = w.level AND t.idx = w.idx",
                     )
                     .bind(levels)
                     .bind(idx)
@@ -1013,19 +1013,20 @@ impl Backend for Postgres {
     ) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         Box::pin(async move {
             let kept = pool_query!(self, "saving a checkpoint", |c| {
-                            sqlx::query(
-                                "INSERT INTO checkpoints (size, note) VALUES ($1, $2) ON CONFLICT (size) DO NOTHING",
-                            )
-                            .bind(size as i64)
-                            .bind(note)
-                            .execute(&mut *c)
-                            .await?;
-                            sqlx::query_scalar("SELECT note FROM checkpoints WHERE size = $1")
-                                .bind(size as i64)
-                                .fetch_optional(&mut *c)
-                                .await
-                        })
+                sqlx::query(
+                    "INSERT INTO checkpoints (size, note) VALUES ($1, $2) \
+                     ON CONFLICT (size) DO NOTHING",
+                )
+                .bind(size as i64)
+                .bind(note)
+                .execute(&mut *c)
                 .await?;
+                sqlx::query_scalar("SELECT note FROM checkpoints WHERE size = $1")
+                    .bind(size as i64)
+                    .fetch_optional(&mut *c)
+                    .await
+            })
+            .await?;
             self.notify().await;
             Ok(kept)
         })
@@ -1034,14 +1035,15 @@ impl Backend for Postgres {
     fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             pool_query!(self, "saving a cosignature", |c| {
-                        sqlx::query(
-                            "UPDATE checkpoints SET note = note || $2 WHERE size = $1 AND strpos(note, $2) = 0",
-                        )
-                        .bind(size as i64)
-                        .bind(line)
-                        .execute(&mut *c)
-                        .await
-                    })
+                sqlx::query(
+                    "UPDATE checkpoints SET note = note || $2 \
+                     WHERE size = $1 AND strpos(note, $2) = 0",
+                )
+                .bind(size as i64)
+                .bind(line)
+                .execute(&mut *c)
+                .await
+            })
             .await?;
             self.notify().await;
             Ok(())
@@ -1068,19 +1070,20 @@ impl Backend for Postgres {
             // Replicas may cosign concurrently: a state never moves back.
             let o = origin.clone();
             let r = pool_query!(self, "saving the witness state", |conn| {
-                            sqlx::query(
-                                "INSERT INTO witnessed (origin, size, root, note) VALUES ($1, $2, $3, $4) \
-                                 ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note \
-                                 WHERE witnessed.size <= excluded.size",
-                            )
-                            .bind(o)
-                            .bind(c.size as i64)
-                            .bind(c.root.to_vec())
-                            .bind(c.note)
-                            .execute(&mut *conn)
-                            .await
-                        })
-                .await?;
+                sqlx::query(
+                    "INSERT INTO witnessed (origin, size, root, note) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (origin) DO UPDATE \
+                     SET size = excluded.size, root = excluded.root, note = excluded.note \
+                     WHERE witnessed.size <= excluded.size",
+                )
+                .bind(o)
+                .bind(c.size as i64)
+                .bind(c.root.to_vec())
+                .bind(c.note)
+                .execute(&mut *conn)
+                .await
+            })
+            .await?;
             if r.rows_affected() == 0 {
                 return Err(StoreError::Failed(format!(
                     "a larger checkpoint of {origin} was cosigned meanwhile"
@@ -1107,14 +1110,17 @@ impl Backend for Postgres {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             pool_query!(self, "saving evidence of misbehaviour", |c| {
-                        sqlx::query("INSERT INTO misbehaviour (origin, note_a, note_b, found_ms) VALUES ($1, $2, $3, $4)")
-                            .bind(origin)
-                            .bind(a)
-                            .bind(b)
-                            .bind(found_ms)
-                            .execute(&mut *c)
-                            .await
-                    })
+                sqlx::query(
+                    "INSERT INTO misbehaviour (origin, note_a, note_b, found_ms) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(origin)
+                .bind(a)
+                .bind(b)
+                .bind(found_ms)
+                .execute(&mut *c)
+                .await
+            })
             .await?;
             Ok(())
         })
