@@ -60,6 +60,17 @@ async fn proxied(test: &str) -> Option<Proxied> {
     })
 }
 
+/// The same node's store opened straight on the database: what it holds,
+/// as a restart without the proxy would find it.
+async fn without_proxy(url: &str, schema: &str) -> Arc<dyn Store> {
+    let at = store::Location::new(url, schema).unwrap();
+    Arc::new(
+        store::PostgresStore::open_postgres(&at, log_signer())
+            .await
+            .unwrap(),
+    )
+}
+
 /// The node's use cases over `store`.
 fn dss(store: Arc<dyn Store>) -> Dss {
     Dss::new(
@@ -194,12 +205,7 @@ async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
     drop(d);
 
     // And so says the database itself, opened without the proxy.
-    let at = store::Location::new(&url, &schema).unwrap();
-    let again = Arc::new(
-        store::PostgresStore::open_postgres(&at, log_signer())
-            .await
-            .unwrap(),
-    );
+    let again = without_proxy(&url, &schema).await;
     let d = dss(again);
     assert_eq!(d.counts().unwrap().intents, 2);
     d.get_intent(ids[4]).unwrap();
@@ -239,12 +245,7 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_committed() {
     drop(d);
 
     // The database holds both, each once, with their log entries.
-    let at = store::Location::new(&url, &schema).unwrap();
-    let again: Arc<dyn Store> = Arc::new(
-        store::PostgresStore::open_postgres(&at, log_signer())
-            .await
-            .unwrap(),
-    );
+    let again = without_proxy(&url, &schema).await;
     assert_eq!(again.log_size(), 2, "one entry per write");
     let d = dss(again);
     assert_eq!(d.counts().unwrap().intents, 2);
