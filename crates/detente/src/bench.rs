@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// leader lock): a PostgreSQL URL (its schema detente_bench is replaced).
     #[arg(long, env = "DETENTE_BENCH_POSTGRES")]
     postgres: Option<String>,
+    /// Seconds of the disk probe run first (commit-like syncs alone, then
+    /// beside a checkpoint-like writer: the floor under the create p99 on
+    /// this disk; 0 skips it).
+    #[arg(long, default_value_t = 4)]
+    disk_seconds: u64,
     /// Folder for the benchmark's stores (default: a temporary folder, removed
     /// after; a folder given here is kept, to restart a node on it).
     #[arg(long)]
@@ -625,6 +630,41 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
     })
 }
 
+/// Runs the disk probe in the benchmark's folder and prints what it found.
+fn disk_floor(root: &std::path::Path, seconds: u64) -> Result<()> {
+    use crate::bench_disk::{CHECKPOINT_EVERY, CHECKPOINT_PAGES};
+    let p = crate::bench_disk::run(
+        &root.join("disk-probe"),
+        std::time::Duration::from_secs(seconds),
+    )?;
+    let line = |what: &str, lat: &[u64]| {
+        println!(
+            "{what:<44} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  ({} syncs)",
+            percentile(lat, 0.5),
+            percentile(lat, 0.99),
+            percentile(lat, 1.0),
+            lat.len()
+        );
+    };
+    println!(
+        "== the disk under {}: a commit's sync (64 KiB overwritten, fdatasync), back to back",
+        root.display()
+    );
+    line("sync alone", &p.alone);
+    line("sync beside checkpoint-like passes", &p.beside_checkpoints);
+    line(
+        &format!(
+            "  (those passes: {CHECKPOINT_PAGES} random pages + sync every {} ms)",
+            CHECKPOINT_EVERY.as_millis()
+        ),
+        &p.checkpoint_syncs,
+    );
+    println!(
+        "   a create waits for one such sync: the create p99 cannot go below the second line's p99 on this disk\n"
+    );
+    Ok(())
+}
+
 pub async fn run(args: BenchArgs) -> Result<()> {
     let root = args.data.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("detente-bench-{}", std::process::id()))
@@ -642,6 +682,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     println!(
         "reference DSS (CockroachDB) figures are those quoted in DESIGN.md §6, not measured here\n"
     );
+    if args.disk_seconds > 0 {
+        disk_floor(&root, args.disk_seconds)?;
+    }
     let keep = args.data.is_some();
     let caller = Caller {
         sub: "bench-uss".into(),

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod bench_disk;
 mod bench_line;
 use detente::config;
 mod demo;
