@@ -647,18 +647,16 @@ fn disk_floor(root: &std::path::Path, seconds: u64) -> Result<()> {
         );
     };
     println!(
-        "== the disk under {}: a commit's sync (64 KiB overwritten, fdatasync), back to back",
-        root.display()
+        "== the disk under {}: a commit's sync (64 KiB overwritten, fdatasync), back to back,\n   alone, then beside checkpoint-like passes ({CHECKPOINT_PAGES} random 4 KiB pages of another file + its sync, every {} ms)",
+        root.display(),
+        CHECKPOINT_EVERY.as_millis()
     );
-    line("sync alone", &p.alone);
-    line("sync beside checkpoint-like passes", &p.beside_checkpoints);
+    line("commit sync alone", &p.alone);
     line(
-        &format!(
-            "  (those passes: {CHECKPOINT_PAGES} random pages + sync every {} ms)",
-            CHECKPOINT_EVERY.as_millis()
-        ),
-        &p.checkpoint_syncs,
+        "commit sync beside checkpoint-like passes",
+        &p.beside_checkpoints,
     );
+    line("  the passes' own syncs", &p.checkpoint_syncs);
     println!(
         "   a create waits for one such sync: the create p99 cannot go below the second line's p99 on this disk\n"
     );
@@ -1012,7 +1010,7 @@ async fn congested(root: &std::path::Path, clients: usize, rate: u64, secs: u64)
 /// The evidence log's pure costs at `n` entries: appending (hashing the
 /// complete subtrees), generating and verifying inclusion and consistency
 /// proofs, and verifying a signed checkpoint. (Durable appends are part of
-/// every create above: each create commits one signed entry.)
+/// every create above: each create commits one entry.)
 fn log_bench(n: u64) {
     use tlog::tree::MemoryTree;
     println!("== evidence log: {n} entries (in memory, one core)");

@@ -202,9 +202,34 @@ fn verify_one(
         .map_err(|e| anyhow!("{index}: {e}"))?;
     let e = SignedEntry::parse(&entry)
         .map_err(|err| anyhow!("{index}.entry is not a canonical entry: {err}"))?;
-    // The log's own entries are signed by the log; a peer's records, kept
-    // verbatim, by the peer.
-    let signer = if e.entry.origin == log.name {
+    own_attestation(&e, log, peers).map_err(|err| anyhow!("{index}.entry {err}"))?;
+    let by = if e.entry.origin == log.name {
+        String::new()
+    } else {
+        format!(" by {}", e.entry.origin)
+    };
+    let attested = if e.is_signed() {
+        "signed, "
+    } else {
+        "unattested, "
+    };
+    Ok(format!(
+        "ok {index} {}{by} ts={} ({attested}checkpoint size {})",
+        e.entry.kind, e.entry.timestamp_ms, c.size
+    ))
+}
+
+/// Checks what an entry carries of its own beyond the inclusion proof: the
+/// log's signature on its own signed entries, a peer's on the peer's
+/// records kept verbatim. An unattested entry (the log's own airspace
+/// writes, `tlog::entry`) stands on the proof to the checked checkpoint
+/// alone — only when it names the log's origin and is not of the line.
+fn own_attestation(e: &SignedEntry, log: &tlog::Verifier, peers: &[tlog::Verifier]) -> Result<()> {
+    let own = e.entry.origin == log.name;
+    if !e.is_signed() && own && !e.entry.kind.starts_with("line.") {
+        return Ok(());
+    }
+    let signer = if own {
         log
     } else {
         peers
@@ -212,22 +237,13 @@ fn verify_one(
             .find(|p| p.name == e.entry.origin)
             .ok_or_else(|| {
                 anyhow!(
-                    "{index}.entry is a record of {:?}: give its key with --peer (keys.txt lists the one the log pinned)",
+                    "is a record of {:?}: give its key with --peer (keys.txt lists the one the log pinned)",
                     e.entry.origin
                 )
             })?
     };
     e.verify(signer)
-        .map_err(|err| anyhow!("{index}.entry ({}): {err}", e.entry.origin))?;
-    let by = if e.entry.origin == log.name {
-        String::new()
-    } else {
-        format!(" by {}", e.entry.origin)
-    };
-    Ok(format!(
-        "ok {index} {}{by} ts={} (checkpoint size {})",
-        e.entry.kind, e.entry.timestamp_ms, c.size
-    ))
+        .map_err(|err| anyhow!("({}): {err}", e.entry.origin))
 }
 
 /// Two signed checkpoints of one origin: an equivocation proof when they
@@ -333,4 +349,51 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
         a.key.trim()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tlog::entry::Entry;
+
+    fn entry(origin: &str, kind: &str) -> Entry {
+        Entry {
+            kind: kind.into(),
+            origin: origin.into(),
+            timestamp_ms: 1_795_000_000_000,
+            body: tlog::cbor::Value::Text("x".into()),
+        }
+    }
+
+    fn unattested(e: &Entry) -> SignedEntry {
+        let leaf = e
+            .unsigned_encoded_to_bytes(&tlog::cbor::encode(&e.body))
+            .unwrap();
+        SignedEntry::parse(&leaf).unwrap()
+    }
+
+    #[test]
+    fn only_the_logs_own_airspace_entries_may_come_unsigned() {
+        let log = tlog::NoteSigner::from_seed("alliance", &[1; 32]).unwrap();
+        let peer = tlog::NoteSigner::from_seed("federation", &[2; 32]).unwrap();
+        let (lv, pv) = (log.verifier(), peer.verifier());
+        let peers = std::slice::from_ref(&pv);
+        let own = entry("alliance", "operational_intent.upserted");
+        assert!(own_attestation(&unattested(&own), &lv, peers).is_ok());
+        assert!(own_attestation(&own.clone().sign(&log).unwrap(), &lv, peers).is_ok());
+        // Signed by the wrong key: refused even though unsigned would pass.
+        let err = own_attestation(&own.sign(&peer).unwrap(), &lv, peers).unwrap_err();
+        assert!(err.to_string().contains("does not verify"), "{err}");
+        // The line's entries and a peer's records must carry a signature.
+        let line = entry("alliance", "line.message");
+        let err = own_attestation(&unattested(&line), &lv, peers).unwrap_err();
+        assert!(err.to_string().contains("no signature"), "{err}");
+        assert!(own_attestation(&line.sign(&log).unwrap(), &lv, peers).is_ok());
+        let theirs = entry("federation", "operational_intent.upserted");
+        let err = own_attestation(&unattested(&theirs), &lv, peers).unwrap_err();
+        assert!(err.to_string().contains("no signature"), "{err}");
+        assert!(own_attestation(&theirs.clone().sign(&peer).unwrap(), &lv, peers).is_ok());
+        let err = own_attestation(&theirs.sign(&peer).unwrap(), &lv, &[]).unwrap_err();
+        assert!(err.to_string().contains("--peer"), "{err}");
+    }
 }

@@ -971,6 +971,10 @@ pub fn receive_as(
             entry.entry.origin
         )));
     }
+    // What crosses between parties is always signed (`tlog::entry`).
+    if !entry.is_signed() {
+        return Err(LineError::RecordRefused("the record is not signed".into()));
+    }
     if sigs == Signatures::Check {
         entry.verify(&peer.verifier).map_err(|_| {
             LineError::RecordRefused(format!("the signature is not {from}'s pinned key"))
@@ -1066,6 +1070,7 @@ pub fn keep_receipt_as(
         message: e.to_string(),
     })?;
     if entry.entry.origin != from
+        || !entry.is_signed()
         || (sigs == Signatures::Check && entry.verify(&peer.verifier).is_err())
     {
         return Err(LineError::RecordRefused(format!(
@@ -1186,6 +1191,12 @@ pub fn line_entry(leaf: &[u8]) -> Option<Result<(SignedEntry, LineEntry), LineEr
     };
     if !e.entry.kind.starts_with("line.") {
         return None;
+    }
+    if !e.is_signed() {
+        return Some(Err(LineError::Malformed {
+            field: "entry".into(),
+            message: "a line entry must be signed".into(),
+        }));
     }
     Some(LineEntry::from_value(&e.entry.kind, &e.entry.body).map(|l| (e, l)))
 }

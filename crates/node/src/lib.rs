@@ -174,7 +174,7 @@ pub trait Store: Send + Sync + 'static {
     fn log_leaves(&self, indices: Vec<u64>) -> BoxFuture<'_, Result<Vec<Leaf>, StoreError>>;
 
     /// Leaves of the evidence log that are committed (synced). Every
-    /// committed event is appended to the log as a signed entry in the same
+    /// committed event is appended to the log as an entry in the same
     /// transaction: no change without its entry, no entry without its change.
     fn log_size(&self) -> u64;
     /// Root hash of the log at `size` ≤ `log_size()`.

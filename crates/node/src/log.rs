@@ -293,17 +293,21 @@ impl LogSigner {
         &self.signer.name
     }
 
-    /// The signed entries (leaf bytes) recording one decision's events
-    /// ([`entry_bodies`]).
+    /// The entries (leaf bytes) recording one decision's events
+    /// ([`entry_bodies`]), unattested (`tlog::entry`): the airspace's
+    /// entries stay in this log, attested by its signed and cosigned
+    /// checkpoints. What crosses to a peer is a record of the line, signed
+    /// (`node::share`). An Ed25519 signature per write was half of the
+    /// writer's time per create (docs/benchmarks.md, session 14).
     pub fn entries(&self, events: &[Event]) -> Result<Vec<Vec<u8>>, tlog::entry::EntryError> {
         encoded_entry_bodies(events)
             .into_iter()
-            .map(|(kind, body, encoded)| self.sign(kind, body, encoded))
+            .map(|(kind, body, encoded)| self.entry(kind, body, encoded))
             .collect()
     }
 
-    /// Signs an entry of `body`, whose encoding is `encoded`.
-    fn sign(
+    /// The unattested entry of `body`, whose encoding is `encoded`.
+    fn entry(
         &self,
         kind: &str,
         mut body: Value,
@@ -328,7 +332,7 @@ impl LogSigner {
             timestamp_ms: ms,
             body,
         };
-        entry.sign_encoded_to_bytes(&self.signer, &encoded)
+        entry.unsigned_encoded_to_bytes(&encoded)
     }
 
     /// A signed checkpoint note for a tree of `size` leaves with `root`.

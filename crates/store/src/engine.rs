@@ -7,7 +7,7 @@
 //! whatever other writers on the same database committed since — nothing for
 //! the embedded store, another replica's batches for PostgreSQL), runs the
 //! decisions in order against the in-memory state — each sees the effects of
-//! those before it — then persists the net row changes and the signed log
+//! those before it — then persists the net row changes and the log
 //! entries of the whole batch in one transaction, synced, before any caller
 //! is answered. Readers see the in-memory state; a batch becomes visible to
 //! them while it is being synced, and if the commit fails every caller of the
@@ -434,29 +434,22 @@ macro_rules! pool_query {
 }
 pub(crate) use pool_query;
 
-/// Signs the log entries of each decision's events (one per write of an
-/// intent or constraint, `node::log::entry_bodies`), in order, spreading
-/// large batches over the cores (an Ed25519 signature costs more than
-/// deciding a write).
-fn sign_all(
+/// The log entries of each decision's events (one per write of an intent
+/// or constraint, `node::log::entry_bodies`), in order. Unattested
+/// (`tlog::entry`): cheap enough to make on the writer's thread.
+fn entries_of(
     signer: &LogSigner,
     decisions: &[&[airspace::Event]],
 ) -> Result<Vec<Vec<u8>>, StoreError> {
-    let sign = |part: &[&[airspace::Event]]| -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut out = Vec::with_capacity(part.len());
-        for events in part {
-            out.extend(
-                signer
-                    .entries(events)
-                    .map_err(|e| StoreError::Failed(format!("signing a log entry: {e}")))?,
-            );
-        }
-        Ok(out)
-    };
-    if decisions.len() < 16 {
-        return sign(decisions);
+    let mut out = Vec::with_capacity(decisions.len());
+    for events in decisions {
+        out.extend(
+            signer
+                .entries(events)
+                .map_err(|e| StoreError::Failed(format!("encoding a log entry: {e}")))?,
+        );
     }
-    on_all_cores(decisions, "signing", sign)
+    Ok(out)
 }
 
 /// The cores this process may use, asked once: the standard library reads
@@ -894,10 +887,11 @@ struct Decided {
     begin_us: u64,
     decide_us: u64,
     line_us: u64,
-    /// Encoding the batch's rows, and signing its log entries.
+    /// Encoding the batch's rows.
     encode_us: u64,
-    sign_us: u64,
-    /// Deciding, encoding, signing and hashing the batch.
+    /// Making its airspace log entries.
+    entries_us: u64,
+    /// Deciding, encoding, making entries and hashing the batch.
     total_us: u64,
     persist_us: u64,
 }
@@ -940,7 +934,7 @@ impl Decided {
             decide_us,
             line_us,
             encode_us,
-            sign_us,
+            entries_us,
             total_us,
             persist_us: _,
         } = later;
@@ -964,7 +958,7 @@ impl Decided {
         self.decide_us += decide_us;
         self.line_us += line_us;
         self.encode_us += encode_us;
-        self.sign_us += sign_us;
+        self.entries_us += entries_us;
         self.total_us += total_us;
     }
 
@@ -1190,7 +1184,7 @@ impl<B: Backend> Writer<B> {
             decide_us = d.decide_us,
             line_us = d.line_us,
             encode_us = d.encode_us,
-            sign_us = d.sign_us,
+            entries_us = d.entries_us,
             total_us = d.total_us,
             persist_us = d.persist_us,
             overlapped = next.is_some(),
@@ -1247,7 +1241,7 @@ impl<B: Backend> Writer<B> {
 
 /// Whether the database holds batch `d` (its first and last entries,
 /// byte for byte, where it put them: a batch commits whole or not at
-/// all, and each entry is signed with its own time and content).
+/// all, and each entry carries its own time and content).
 async fn holds<B: Backend>(backend: &B, committed: u64, d: &Decided) -> bool {
     let Some(last) = d.leaves.len().checked_sub(1) else {
         return false;
@@ -1496,7 +1490,7 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
 
 impl Decider {
     /// Runs the batch's decisions in order against the in-memory states
-    /// (each sees those before it), signs a log entry for every event and
+    /// (each sees those before it), makes a log entry for every event and
     /// appends the batch's leaves to the log's tree.
     fn decide(&self, jobs: Jobs, begin_us: u64) -> Decided {
         let (state, line, log, signer) = (&self.state, &self.line, &self.log, &*self.signer);
@@ -1527,8 +1521,8 @@ impl Decider {
             st.seq()
         };
         let decide_us = t_decide.elapsed().as_micros() as u64;
-        // Encoding and signing happen outside the lock: readers wait only
-        // for decisions. Every event gets its signed log entry.
+        // Encoding happens outside the lock: readers wait only for
+        // decisions. Every event gets its log entry.
         let t_encode = std::time::Instant::now();
         let mut dirty = Dirty::new(self.with_extents);
         let encoded = replies.iter().try_for_each(|(_, r)| match r {
@@ -1544,15 +1538,15 @@ impl Decider {
             .collect();
         let events: Vec<&airspace::Event> = decisions.iter().copied().flatten().collect();
         let encode_us = t_encode.elapsed().as_micros() as u64;
-        let t_sign = std::time::Instant::now();
+        let t_entries = std::time::Instant::now();
         let (mut leaves, mut encoded) = match encoded {
-            Ok(()) => match sign_all(signer, &decisions) {
+            Ok(()) => match entries_of(signer, &decisions) {
                 Ok(l) => (l, Ok(())),
                 Err(e) => (Vec::new(), Err(e)),
             },
             Err(e) => (Vec::new(), Err(e)),
         };
-        let sign_us = t_sign.elapsed().as_micros() as u64;
+        let entries_us = t_entries.elapsed().as_micros() as u64;
         // The tree holds the leaves of every batch decided so far, the one
         // still being synced included.
         let first_leaf = log.tree.read().unwrap_or_else(|e| e.into_inner()).size();
@@ -1706,7 +1700,7 @@ impl Decider {
             decide_us,
             line_us,
             encode_us,
-            sign_us,
+            entries_us,
             total_us: t_all.elapsed().as_micros() as u64,
             persist_us: 0,
         }

@@ -5,6 +5,13 @@
 //! node's Ed25519 signature over `"detente-entry/v1\n"` followed by the
 //! same map without `sig`. At most [`MAX_ENTRY_BYTES`]; larger bodies are
 //! committed to by hash.
+//!
+//! An entry a log keeps of its own doing that no one else receives (a
+//! node's airspace writes) may be *unattested*: the same map without `sig`,
+//! `{"body", "kind", "origin", "ts"}`. It is attested only by the log's
+//! signed (and cosigned) checkpoints, through an inclusion proof, as the
+//! entries of any transparency log are; an entry that crosses to another
+//! party (a record of the line, a receipt) is always signed.
 
 use crate::cbor::{self, Value};
 use crate::note::{NoteSigner, Verifier};
@@ -24,10 +31,12 @@ pub struct Entry {
     pub body: Value,
 }
 
+/// An entry as logged: signed by its origin, or (the log's own entries
+/// that stay with it) unattested, `signature` `None`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignedEntry {
     pub entry: Entry,
-    pub signature: [u8; 64],
+    pub signature: Option<[u8; 64]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +49,8 @@ pub enum EntryError {
     Malformed(&'static str),
     #[error("the entry's signature does not verify")]
     BadSignature,
+    #[error("the entry carries no signature (a log's own entry, attested by its checkpoints only)")]
+    Unsigned,
 }
 
 fn t(s: &str) -> Value {
@@ -99,8 +110,19 @@ impl Entry {
         let (signature, _) = self.sign_parts(signer, &cbor::encode(&self.body))?;
         Ok(SignedEntry {
             entry: self,
-            signature,
+            signature: Some(signature),
         })
+    }
+
+    /// The leaf bytes of the entry unattested (no `sig`: module doc), with
+    /// `body` the CBOR encoding of `self.body`.
+    pub fn unsigned_encoded_to_bytes(&self, body: &[u8]) -> Result<Vec<u8>, EntryError> {
+        debug_assert_eq!(body, cbor::encode(&self.body).as_slice());
+        let leaf = self.encode_with(body, None);
+        if leaf.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(leaf.len()));
+        }
+        Ok(leaf)
     }
 
     /// Signs the entry and answers its leaf bytes (what
@@ -125,7 +147,12 @@ impl SignedEntry {
     /// The leaf bytes (hashed into the log as RFC 6962 leaf data).
     pub fn to_bytes(&self) -> Vec<u8> {
         self.entry
-            .encode_with(&cbor::encode(&self.entry.body), Some(&self.signature))
+            .encode_with(&cbor::encode(&self.entry.body), self.signature.as_ref())
+    }
+
+    /// Whether the entry carries its origin's signature.
+    pub fn is_signed(&self) -> bool {
+        self.signature.is_some()
     }
 
     /// Parses leaf bytes; the result re-encodes to exactly these bytes.
@@ -137,33 +164,24 @@ impl SignedEntry {
             return Err(EntryError::Malformed("not a map"));
         };
         let get = |k: &str| pairs.iter().find(|(key, _)| *key == t(k)).map(|(_, v)| v);
-        if pairs.len() != 5 {
-            return Err(EntryError::Malformed(
-                "an entry has exactly body, kind, origin, sig and ts",
-            ));
+        const FIELDS: &str = "an entry has exactly body, kind, origin, ts and (when signed) sig";
+        let sig = get("sig");
+        if pairs.len() != 4 + usize::from(sig.is_some()) {
+            return Err(EntryError::Malformed(FIELDS));
         }
-        let (
-            Some(body),
-            Some(Value::Text(kind)),
-            Some(Value::Text(origin)),
-            Some(Value::Bytes(sig)),
-            Some(Value::Uint(ts)),
-        ) = (
-            get("body"),
-            get("kind"),
-            get("origin"),
-            get("sig"),
-            get("ts"),
-        )
+        let (Some(body), Some(Value::Text(kind)), Some(Value::Text(origin)), Some(Value::Uint(ts))) =
+            (get("body"), get("kind"), get("origin"), get("ts"))
         else {
-            return Err(EntryError::Malformed(
-                "an entry has exactly body, kind, origin, sig and ts",
-            ));
+            return Err(EntryError::Malformed(FIELDS));
         };
-        let signature: [u8; 64] = sig
-            .as_slice()
-            .try_into()
-            .map_err(|_| EntryError::Malformed("sig must be 64 bytes"))?;
+        let signature = match sig {
+            None => None,
+            Some(Value::Bytes(sig)) => Some(
+                <[u8; 64]>::try_from(sig.as_slice())
+                    .map_err(|_| EntryError::Malformed("sig must be 64 bytes"))?,
+            ),
+            Some(_) => return Err(EntryError::Malformed("sig must be 64 bytes")),
+        };
         Ok(SignedEntry {
             entry: Entry {
                 kind: kind.clone(),
@@ -175,9 +193,12 @@ impl SignedEntry {
         })
     }
 
-    /// Checks the origin's signature with its (Ed25519, type 0x01) key.
+    /// Checks the origin's signature with its (Ed25519, type 0x01) key; an
+    /// unattested entry fails with [`EntryError::Unsigned`].
     pub fn verify(&self, origin_key: &Verifier) -> Result<(), EntryError> {
-        let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
+        let sig = ed25519_dalek::Signature::from_bytes(
+            self.signature.as_ref().ok_or(EntryError::Unsigned)?,
+        );
         origin_key
             .key
             .verify_strict(&self.entry.signed_message(), &sig)
@@ -222,7 +243,7 @@ mod tests {
         let signed = e.clone().sign(&signer).unwrap();
         assert_eq!(signed.to_bytes(), leaf);
         let mut whole = unsigned;
-        whole.push((t("sig"), Value::Bytes(signed.signature.to_vec())));
+        whole.push((t("sig"), Value::Bytes(signed.signature.unwrap().to_vec())));
         assert_eq!(leaf, cbor::encode(&Value::Map(whole)));
         signed.verify(&signer.verifier()).unwrap();
     }
@@ -261,6 +282,64 @@ mod tests {
             b[i] ^= 0x01;
             let ok = SignedEntry::parse(&b).is_ok_and(|e| e.verify(&signer.verifier()).is_ok());
             assert!(!ok, "flipping byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn unattested_entries_are_the_map_without_sig_and_never_verify() {
+        let signer = NoteSigner::from_seed("detente.example/alliance", &[3; 32]).unwrap();
+        let e = entry();
+        let leaf = e.unsigned_encoded_to_bytes(&cbor::encode(&e.body)).unwrap();
+        let map = vec![
+            (t("ts"), Value::Uint(e.timestamp_ms)),
+            (t("origin"), t(&e.origin)),
+            (t("kind"), t(&e.kind)),
+            (t("body"), e.body.clone()),
+        ];
+        assert_eq!(leaf, cbor::encode(&Value::Map(map)));
+        let back = SignedEntry::parse(&leaf).unwrap();
+        assert!(!back.is_signed());
+        // Maps come back in canonical key order: compare the encodings.
+        assert_eq!(
+            (
+                &back.entry.kind,
+                &back.entry.origin,
+                back.entry.timestamp_ms
+            ),
+            (&e.kind, &e.origin, e.timestamp_ms)
+        );
+        assert_eq!(cbor::encode(&back.entry.body), cbor::encode(&e.body));
+        assert_eq!(back.to_bytes(), leaf);
+        assert_eq!(back.verify(&signer.verifier()), Err(EntryError::Unsigned));
+        // A signed entry stripped of its signature is a different leaf.
+        let signed = e.sign_to_bytes(&signer).unwrap();
+        assert_ne!(signed, leaf);
+        assert!(SignedEntry::parse(&signed).unwrap().is_signed());
+    }
+
+    #[test]
+    fn a_sig_of_the_wrong_type_or_an_extra_field_is_malformed() {
+        let e = entry();
+        let base = vec![
+            (t("ts"), Value::Uint(e.timestamp_ms)),
+            (t("origin"), t(&e.origin)),
+            (t("kind"), t(&e.kind)),
+            (t("body"), e.body.clone()),
+        ];
+        for extra in [
+            (t("sig"), t("not bytes")),
+            (t("sig"), Value::Bytes(vec![0; 63])),
+            (t("other"), Value::Uint(1)),
+        ] {
+            let mut m = base.clone();
+            m.push(extra.clone());
+            assert!(
+                matches!(
+                    SignedEntry::parse(&cbor::encode(&Value::Map(m))),
+                    Err(EntryError::Malformed(_))
+                ),
+                "{extra:?}"
+            );
         }
     }
 
