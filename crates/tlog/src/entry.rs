@@ -57,24 +57,43 @@ fn t(s: &str) -> Value {
     Value::Text(s.to_string())
 }
 
+/// An entry's map with its body already encoded, with or without `sig`,
+/// in canonical key order (`ts`, `sig`, `body`, `kind`, `origin`).
+fn leaf_map(kind: &str, origin: &str, ts: u64, body: &[u8], sig: Option<&[u8; 64]>) -> Vec<u8> {
+    let mut w = cbor::Writer::with_capacity(body.len() + kind.len() + origin.len() + 96);
+    w.map(4 + usize::from(sig.is_some()));
+    w.text("ts").uint(ts);
+    if let Some(sig) = sig {
+        w.text("sig").bytes(sig);
+    }
+    w.text("body").encoded(body);
+    w.text("kind").text(kind);
+    w.text("origin").text(origin);
+    w.into_bytes()
+}
+
+/// The leaf bytes of an unattested entry (module doc) of `kind` by
+/// `origin` at `timestamp_ms`, whose body's CBOR encoding is `body`:
+/// what [`Entry::unsigned_encoded_to_bytes`] gives, without the body as a
+/// [`Value`].
+pub fn unattested_leaf(
+    kind: &str,
+    origin: &str,
+    timestamp_ms: u64,
+    body: &[u8],
+) -> Result<Vec<u8>, EntryError> {
+    let leaf = leaf_map(kind, origin, timestamp_ms, body, None);
+    if leaf.len() > MAX_ENTRY_BYTES {
+        return Err(EntryError::TooLarge(leaf.len()));
+    }
+    Ok(leaf)
+}
+
 impl Entry {
     /// The entry's map with its body already encoded, with or without
     /// `sig`: the body is encoded once however many times the entry is.
     fn encode_with(&self, body: &[u8], sig: Option<&[u8; 64]>) -> Vec<u8> {
-        let kind = cbor::encode(&t(&self.kind));
-        let origin = cbor::encode(&t(&self.origin));
-        let ts = cbor::encode(&Value::Uint(self.timestamp_ms));
-        let sig = sig.map(|s| cbor::encode(&Value::Bytes(s.to_vec())));
-        let mut pairs: Vec<(&str, &[u8])> = vec![
-            ("body", body),
-            ("kind", &kind),
-            ("origin", &origin),
-            ("ts", &ts),
-        ];
-        if let Some(sig) = &sig {
-            pairs.push(("sig", sig));
-        }
-        cbor::encode_map_of_encoded(&pairs)
+        leaf_map(&self.kind, &self.origin, self.timestamp_ms, body, sig)
     }
 
     fn message_with(&self, body: &[u8]) -> Vec<u8> {
@@ -118,11 +137,7 @@ impl Entry {
     /// `body` the CBOR encoding of `self.body`.
     pub fn unsigned_encoded_to_bytes(&self, body: &[u8]) -> Result<Vec<u8>, EntryError> {
         debug_assert_eq!(body, cbor::encode(&self.body).as_slice());
-        let leaf = self.encode_with(body, None);
-        if leaf.len() > MAX_ENTRY_BYTES {
-            return Err(EntryError::TooLarge(leaf.len()));
-        }
-        Ok(leaf)
+        unattested_leaf(&self.kind, &self.origin, self.timestamp_ms, body)
     }
 
     /// Signs the entry and answers its leaf bytes (what
