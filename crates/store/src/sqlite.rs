@@ -640,22 +640,23 @@ async fn persist(
         tiles,
     } = batch;
     let mut next = ids.next;
-    let mut assigned: Vec<(Table, String, i64)> = Vec::new();
-    let mut removed: Vec<(Table, String)> = Vec::new();
+    let mut assigned: Vec<(Table, RecordKey, i64)> = Vec::new();
+    let mut removed: Vec<(Table, RecordKey)> = Vec::new();
     let mut by_table: HashMap<Table, TableChanges> = HashMap::new();
     for ((table, id), body) in dirty.rows {
-        let known = ids.of[table as usize].get(&RecordKey::of(&id)).copied();
+        let key = RecordKey::of(&id);
+        let known = ids.of[table as usize].get(&key).copied();
         let (up, del) = by_table.entry(table).or_default();
         match (body.map(|r| r.body), known) {
             (Some(b), Some(r)) => up.push((r, id, b)),
             (Some(b), None) => {
-                assigned.push((table, id.clone(), next));
+                assigned.push((table, key, next));
                 up.push((next, id, b));
                 next += 1;
             }
             (None, Some(r)) => {
                 del.push(r);
-                removed.push((table, id));
+                removed.push((table, key));
             }
             (None, None) => {}
         }
@@ -742,11 +743,11 @@ async fn persist(
         }
     }
     ids.next = next;
-    for (table, id, rowid) in assigned {
-        ids.of[table as usize].insert(RecordKey::of(&id), rowid);
+    for (table, key, rowid) in assigned {
+        ids.of[table as usize].insert(key, rowid);
     }
-    for (table, id) in removed {
-        ids.of[table as usize].remove(&RecordKey::of(&id));
+    for (table, key) in removed {
+        ids.of[table as usize].remove(&key);
     }
     Ok(())
 }
