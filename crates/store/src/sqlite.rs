@@ -66,13 +66,21 @@ pub struct Sqlite {
     leaves: std::sync::RwLock<LeafIndex>,
 }
 
-/// How often the WAL is checkpointed into the database, off the writer.
-/// Each checkpoint ends with a sync of the database file, and a commit's
-/// sync of the WAL waits behind it on the device: every 200 ms (~3,000
-/// pages a pass at 7,000 creates/s) such a sync sometimes took 80 ms and
-/// held a commit for 75; every 50 ms the passes are a quarter the size
-/// (open-loop p99 at 7,000 creates/s 65–92 → 24–31 ms, docs/benchmarks.md).
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+/// How often, at most, the WAL is checkpointed into the database, off the
+/// writer; only after a commit (an idle store does nothing). Each
+/// checkpoint ends with a sync of the database file, and a commit's sync
+/// of the WAL waits behind it on the device, so small passes often beat
+/// large ones rarely: every 200 ms (~3,000 pages a pass at 7,000
+/// creates/s) such a sync sometimes took 80 ms and held a commit for 75;
+/// every 50 ms, a quarter the size (open-loop p99 at 7,000 creates/s
+/// 65–92 → 24–31 ms); every 10 ms (~150 pages at 10,000 creates/s), the
+/// open-loop p99 at 10,000 creates/s 7.2–7.4 → 4.5–4.7 ms, with 5 ms no
+/// better (docs/benchmarks.md, session 15).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long the checkpointer waits for a commit before it looks again
+/// whether the store is still open.
+const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// WAL frames (4 KiB pages) past which the WAL is restarted from its
 /// beginning. SQLite restarts it only when a write transaction starts with
@@ -100,6 +108,8 @@ struct WalRestart {
     wanted: std::sync::atomic::AtomicBool,
     /// Checkpoints the writer completed for a restart since the store opened.
     done: std::sync::atomic::AtomicU64,
+    /// Woken by the writer after each commit: there are frames to checkpoint.
+    committed: tokio::sync::Notify,
 }
 
 /// The writer's connection and where each record lives.
@@ -835,7 +845,9 @@ impl Backend for Sqlite {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             restart_wal(w).await;
-            persist(&mut w.conn, &mut w.ids, &self.leaves, batch).await
+            let persisted = persist(&mut w.conn, &mut w.ids, &self.leaves, batch).await;
+            w.wal.committed.notify_one();
+            persisted
         })
     }
 
@@ -1049,22 +1061,26 @@ impl Backend for Sqlite {
     crate::engine::console_marks!("?1", "?2", "?3");
 }
 
-/// Copies the WAL's committed pages into the database every
-/// [`CHECKPOINT_EVERY`] (PASSIVE: the writer goes on meanwhile), for as long
-/// as the store is open.
+/// Copies the WAL's committed pages into the database after commits, at
+/// most every [`CHECKPOINT_EVERY`] (PASSIVE: the writer goes on meanwhile),
+/// for as long as the store is open.
 async fn checkpoints(
     reads: SqlitePool,
     store: crate::engine::Refresher,
     wal: std::sync::Arc<WalRestart>,
 ) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        // A commit since the last pass wakes this at once (Notify keeps one
+        // wake-up for a waiter not yet waiting).
+        let woken = tokio::time::timeout(CHECKPOINT_IDLE, wal.committed.notified()).await;
         if !store.alive() || reads.is_closed() {
             return;
         }
+        if woken.is_err() {
+            continue;
+        }
         let t0 = std::time::Instant::now();
+        let next = tokio::time::Instant::now() + CHECKPOINT_EVERY;
         let r: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&reads)
             .await;
@@ -1086,6 +1102,7 @@ async fn checkpoints(
             }
             tracing::warn!(error = %e, "checkpointing the WAL");
         }
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -1154,6 +1171,7 @@ impl Engine<Sqlite> {
             at: restart_wal_at,
             wanted: Default::default(),
             done: Default::default(),
+            committed: Default::default(),
         });
         let backend = std::sync::Arc::new(Sqlite {
             reads: reads.clone(),

@@ -971,7 +971,14 @@ async fn under_a_steady_load_the_wal_starts_over_instead_of_growing() {
         writers.push(tokio::spawn(async move {
             let mut n = 0u128;
             while std::time::Instant::now() < deadline {
-                let v = square(30.0 + (n % 400) as f64 * 0.05, 0.5 * w as f64, 0.001, now);
+                // Apart from every other: 400 rows of 0.05° per column,
+                // columns 0.005° apart within the writer's 0.5°.
+                let v = square(
+                    30.0 + (n % 400) as f64 * 0.05,
+                    0.5 * w as f64 + (n / 400) as f64 * 0.005,
+                    0.001,
+                    now,
+                );
                 d.put_intent(
                     &caller("alliance"),
                     Uuid::from_u128((w << 64) | (n + 1)),
