@@ -493,8 +493,8 @@ where
 /// phases spread evenly; a lane still busy starts its next operation late).
 /// An operation's latency runs from its scheduled start, so a server that
 /// falls behind is not excused by the load waiting for it (no coordinated
-/// omission). Timers tick by the millisecond: a start can be up to ~1 ms
-/// late, and counted so.
+/// omission). The starts are released by a [`Pacer`], on time to a tenth
+/// of a millisecond.
 async fn measure_open<F, Fut>(lanes_n: usize, rate: u64, secs: u64, op: F) -> Measured
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
@@ -504,28 +504,109 @@ where
     lanes(lanes_n, secs, Some(every), op).await
 }
 
-/// When a load task starts its next operation: now (closed loop), or at
-/// its next slot of one `every` (open loop: waits for it); `None` once
-/// that is past `deadline` (waiting for a slot past the end would count
-/// idle time in the elapsed).
-async fn next_start(
-    every: Option<Duration>,
-    next: &mut Instant,
-    deadline: Instant,
-) -> Option<Instant> {
-    let at = match every {
-        Some(e) => {
-            let at = *next;
-            *next += e;
-            if at >= deadline {
-                return None;
+/// Releases the starts of open-loop schedules on time. tokio's timers
+/// tick by the millisecond, so a task sleeping until its start woke up to
+/// ~1 ms late, and every latency counted from the scheduled start carried
+/// that lateness of the load generator's own. A thread sleeps instead
+/// (nanosleep) until each start in turn and wakes the lane whose start it
+/// is; a lane still busy at its start takes it late, counted so.
+struct Pacer;
+
+/// One schedule's side of the [`Pacer`]: the number of its starts released
+/// so far, and the wake-up.
+#[derive(Default)]
+struct PacedLane {
+    released: AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+impl Pacer {
+    /// Starts the pacer for schedules whose first starts are `firsts`, one
+    /// start every `every` after, until `deadline`; a lane per schedule.
+    fn start(firsts: &[Instant], every: Duration, deadline: Instant) -> Vec<Arc<PacedLane>> {
+        use std::cmp::Reverse;
+        let lanes: Vec<Arc<PacedLane>> = firsts.iter().map(|_| Arc::default()).collect();
+        let mut due: std::collections::BinaryHeap<Reverse<(Instant, usize, u64)>> = firsts
+            .iter()
+            .enumerate()
+            .map(|(lane, at)| Reverse((*at, lane, 1)))
+            .collect();
+        let woken = lanes.clone();
+        std::thread::spawn(move || {
+            let mut late_us = Vec::new();
+            while let Some(Reverse((at, lane, n))) = due.pop() {
+                if at >= deadline {
+                    continue;
+                }
+                if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                woken[lane].released.store(n, Ordering::Release);
+                woken[lane].wake.notify_one();
+                late_us.push(at.elapsed().as_micros() as u64);
+                due.push(Reverse((at + every, lane, n + 1)));
             }
-            tokio::time::sleep_until(at.into()).await;
-            at
+            late_us.sort_unstable();
+            tracing::debug!(
+                starts = late_us.len(),
+                p50_ms = percentile(&late_us, 0.50),
+                p99_ms = percentile(&late_us, 0.99),
+                max_us = late_us.last().copied().unwrap_or(0),
+                "open-loop starts released, this late"
+            );
+        });
+        lanes
+    }
+}
+
+/// A load task's schedule: back to back (closed loop), or one start every
+/// `every` released by a [`Pacer`] (open loop).
+struct Schedule {
+    paced: Option<(Arc<PacedLane>, Duration)>,
+    next: Instant,
+    taken: u64,
+}
+
+impl Schedule {
+    fn closed() -> Self {
+        Schedule {
+            paced: None,
+            next: Instant::now(),
+            taken: 0,
         }
-        None => Instant::now(),
-    };
-    (at < deadline).then_some(at)
+    }
+
+    fn paced(lane: Arc<PacedLane>, first: Instant, every: Duration) -> Self {
+        Schedule {
+            paced: Some((lane, every)),
+            next: first,
+            taken: 0,
+        }
+    }
+
+    /// When the task starts its next operation: now (closed loop), or at
+    /// its next start, once the pacer released it (open loop); `None` once
+    /// that is past `deadline` (waiting for a start past the end would
+    /// count idle time in the elapsed).
+    async fn next_start(&mut self, deadline: Instant) -> Option<Instant> {
+        let at = match &self.paced {
+            Some((lane, every)) => {
+                let at = self.next;
+                if at >= deadline {
+                    return None;
+                }
+                self.next += *every;
+                self.taken += 1;
+                // A wake-up stored for a start already taken only loops.
+                while lane.released.load(Ordering::Acquire) < self.taken {
+                    lane.wake.notified().await;
+                }
+                at
+            }
+            None => Instant::now(),
+        };
+        (at < deadline).then_some(at)
+    }
 }
 
 /// `n` tasks running `op` until `secs` have passed: back to back, or each
@@ -541,15 +622,28 @@ where
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let errors = Arc::new(AtomicU64::new(0));
+    let mut schedules: Vec<Schedule> = match every {
+        Some(e) => {
+            let firsts: Vec<Instant> = (0..n)
+                .map(|t| started + e.mul_f64(t as f64 / n as f64))
+                .collect();
+            let lanes = Pacer::start(&firsts, e, deadline);
+            lanes
+                .into_iter()
+                .zip(firsts)
+                .map(|(lane, first)| Schedule::paced(lane, first, e))
+                .collect()
+        }
+        None => (0..n).map(|_| Schedule::closed()).collect(),
+    };
     let mut tasks = Vec::new();
-    for t in 0..n {
+    for (t, mut schedule) in schedules.drain(..).enumerate() {
         let op = op.clone();
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let mut next = started + every.unwrap_or_default().mul_f64(t as f64 / n as f64);
             let mut i = 0u64;
-            while let Some(at) = next_start(every, &mut next, deadline).await {
+            while let Some(at) = schedule.next_start(deadline).await {
                 if op((t as u64) << 32 | i).await {
                     lat.push(at.elapsed().as_micros() as u64);
                 } else {
@@ -913,17 +1007,34 @@ async fn congested(root: &std::path::Path, clients: usize, rate: u64, secs: u64)
     let cpu_before = cpu_ticks();
     let started = Instant::now();
     let retries = Arc::new(AtomicU64::new(0));
+    // Each client's generator, and its schedule: open loop at a random
+    // phase of its period.
+    let mut rngs: Vec<Rng> = (0..clients)
+        .map(|c| Rng((c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+        .collect();
+    let mut schedules: Vec<Schedule> = if rate > 0 {
+        let every = Duration::from_secs_f64(clients as f64 / rate as f64);
+        let firsts: Vec<Instant> = rngs
+            .iter_mut()
+            .map(|rng| started + every.mul_f64(rng.unit()))
+            .collect();
+        let lanes = Pacer::start(&firsts, every, deadline);
+        lanes
+            .into_iter()
+            .zip(firsts)
+            .map(|(lane, first)| Schedule::paced(lane, first, every))
+            .collect()
+    } else {
+        (0..clients).map(|_| Schedule::closed()).collect()
+    };
     let mut tasks = Vec::new();
-    for (c, tok) in tokens.into_iter().enumerate() {
+    for ((tok, mut rng), mut schedule) in tokens.into_iter().zip(rngs).zip(schedules.drain(..)) {
         let (http, base, ovns, retries) =
             (http.clone(), base.clone(), ovns.clone(), retries.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng((c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let mut mine: Vec<(String, String)> = Vec::new();
             let mut lat_us = Vec::new();
-            let every = (rate > 0).then(|| Duration::from_secs_f64(clients as f64 / rate as f64));
-            let mut next = Instant::now() + every.map(|e| e.mul_f64(rng.unit())).unwrap_or_default();
-            while let Some(t0) = next_start(every, &mut next, deadline).await {
+            while let Some(t0) = schedule.next_start(deadline).await {
                 let (lat, lng) = (45.0 + 0.0081 * rng.unit(), 10.0 + 0.0116 * rng.unit()); // ~1 km × 1 km at 45°N
                 let start = now.plus_seconds(60 + (rng.unit() * 6600.0) as i64);
                 let v = wire_volume(&square(lat, lng, 0.00045, start, start.plus_seconds(600)));
@@ -1148,4 +1259,47 @@ fn log_bench(n: u64) {
         );
     }
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paced_starts_come_in_order_never_early_and_stop_at_the_deadline() {
+        let every = Duration::from_millis(4);
+        let started = Instant::now() + Duration::from_millis(5);
+        let deadline = started + Duration::from_millis(200);
+        let firsts: Vec<Instant> = (0..4u32).map(|t| started + every * t / 4).collect();
+        let lanes = Pacer::start(&firsts, every, deadline);
+        let mut tasks = Vec::new();
+        for (t, (lane, first)) in lanes.into_iter().zip(firsts.clone()).enumerate() {
+            let mut schedule = Schedule::paced(lane, first, every);
+            tasks.push(tokio::spawn(async move {
+                let mut starts = Vec::new();
+                while let Some(at) = schedule.next_start(deadline).await {
+                    let now = Instant::now();
+                    assert!(now >= at, "lane {t} started {:?} early", at - now);
+                    starts.push(at);
+                    // Lane 0 is busy for three periods once: its next starts
+                    // are taken late, none skipped.
+                    if t == 0 && starts.len() == 3 {
+                        tokio::time::sleep(every * 3).await;
+                    }
+                }
+                starts
+            }));
+        }
+        for (t, task) in tasks.into_iter().enumerate() {
+            let starts = task.await.expect("lane task");
+            let expected: Vec<Instant> = (0..)
+                .map(|k| firsts[t] + every * k)
+                .take_while(|at| *at < deadline)
+                .collect();
+            assert_eq!(
+                starts, expected,
+                "lane {t}: every start of its schedule, in order"
+            );
+        }
+    }
 }
