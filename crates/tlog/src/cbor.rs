@@ -217,26 +217,6 @@ fn write_map(out: &mut Vec<u8>, scratch: &[u8], spans: &[(usize, usize, usize)])
     }
 }
 
-/// A map of text keys to values already encoded (each one CBOR item),
-/// encoded deterministically: what `encode` gives for the map of those keys
-/// to the values those bytes decode to.
-pub fn encode_map_of_encoded(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut scratch = Vec::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 9).sum());
-    let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(pairs.len());
-    for (k, v) in pairs {
-        let key = scratch.len();
-        head(&mut scratch, 3, k.len() as u64);
-        scratch.extend_from_slice(k.as_bytes());
-        let value = scratch.len();
-        scratch.extend_from_slice(v);
-        spans.push((key, value, scratch.len()));
-    }
-    spans.sort_by(|a, b| scratch[a.0..a.1].cmp(&scratch[b.0..b.1]));
-    let mut out = Vec::with_capacity(scratch.len() + 9);
-    write_map(&mut out, &scratch, &spans);
-    out
-}
-
 fn encode_into(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Uint(n) => head(out, 0, *n),
@@ -598,27 +578,6 @@ mod tests {
         ]);
         assert_eq!(encode(&a), encode(&b));
         assert_eq!(hex(&encode(&a)), "a30af66161026162 01".replace(' ', ""));
-    }
-
-    #[test]
-    fn a_map_of_encoded_values_is_the_map_of_those_values() {
-        let nested = Value::Map(vec![
-            (t("lng"), Value::Float(30.25)),
-            (t("lat"), Value::Float(-45.5)),
-        ]);
-        let items = [
-            ("origin", t("detente.example/alliance")),
-            ("ts", Value::Uint(1_795_000_000_000)),
-            ("body", nested),
-            ("sig", Value::Bytes(vec![7; 64])),
-            ("a_longer_key", Value::Null),
-        ];
-        let encoded: Vec<(&str, Vec<u8>)> = items.iter().map(|(k, v)| (*k, encode(v))).collect();
-        let pairs: Vec<(&str, &[u8])> = encoded.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-        let whole = Value::Map(items.iter().map(|(k, v)| (t(k), v.clone())).collect());
-        assert_eq!(encode_map_of_encoded(&pairs), encode(&whole));
-        let bytes = encode_map_of_encoded(&pairs);
-        assert_eq!(encode(&decode(&bytes).unwrap()), bytes);
     }
 
     #[test]
