@@ -557,6 +557,15 @@ impl Pacer {
         });
         lanes
     }
+
+    /// [`start`](Self::start)s a pacer and gives each lane its schedule.
+    fn schedules(firsts: Vec<Instant>, every: Duration, deadline: Instant) -> Vec<Schedule> {
+        Self::start(&firsts, every, deadline)
+            .into_iter()
+            .zip(firsts)
+            .map(|(lane, first)| Schedule::paced(lane, first, every))
+            .collect()
+    }
 }
 
 /// A load task's schedule: back to back (closed loop), or one start every
@@ -627,12 +636,7 @@ where
             let firsts: Vec<Instant> = (0..n)
                 .map(|t| started + e.mul_f64(t as f64 / n as f64))
                 .collect();
-            let lanes = Pacer::start(&firsts, e, deadline);
-            lanes
-                .into_iter()
-                .zip(firsts)
-                .map(|(lane, first)| Schedule::paced(lane, first, e))
-                .collect()
+            Pacer::schedules(firsts, e, deadline)
         }
         None => (0..n).map(|_| Schedule::closed()).collect(),
     };
@@ -1018,12 +1022,7 @@ async fn congested(root: &std::path::Path, clients: usize, rate: u64, secs: u64)
             .iter_mut()
             .map(|rng| started + every.mul_f64(rng.unit()))
             .collect();
-        let lanes = Pacer::start(&firsts, every, deadline);
-        lanes
-            .into_iter()
-            .zip(firsts)
-            .map(|(lane, first)| Schedule::paced(lane, first, every))
-            .collect()
+        Pacer::schedules(firsts, every, deadline)
     } else {
         (0..clients).map(|_| Schedule::closed()).collect()
     };
