@@ -6,4 +6,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = api::fuzzing::intent_body(data);
     let _ = api::fuzzing::query_body(data);
     let _ = api::fuzzing::subscription_body(data);
+    let _ = api::fuzzing::availability_body(data);
 });

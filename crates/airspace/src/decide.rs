@@ -3,7 +3,7 @@
 //! and the outcome to answer with; nothing here changes the state.
 
 use crate::error::DomainError;
-use crate::geometry::PreparedVolume;
+use crate::geometry::{Limits, PreparedVolume, Volume4D};
 use crate::model::*;
 use crate::state::AirspaceState;
 use crate::timestamp::Timestamp;
@@ -71,6 +71,42 @@ fn presented(key: &HashSet<&Ovn>, ovn: &Ovn) -> bool {
             && key.iter().any(|k| crate::model::key_matches(ovn, k)))
 }
 
+/// The 4D area an F3548 `.../query` asks about, or `None` when it can
+/// match nothing (an area that ended before now, its start left out).
+///
+/// As the reference DSS reads it: an absent start is "from now on"; a
+/// start equal to its end is that instant (matching what is under way
+/// then); an end before an explicit start is an error, naming the field.
+pub fn area_of_interest(
+    mut area: Volume4D,
+    now: Timestamp,
+    limits: &Limits,
+    field: &str,
+) -> Result<Option<PreparedVolume>, DomainError> {
+    let start_given = area.time_start.is_some();
+    let start = *area.time_start.get_or_insert(now);
+    if let Some(end) = area.time_end {
+        if end < start {
+            if !start_given {
+                return Ok(None);
+            }
+            return Err(invalid(
+                format!("{field}.time_end"),
+                "the end of the area of interest is before its start",
+            ));
+        }
+        if end == start {
+            // An instant: what holds at `start` (entities hold on [start, end)).
+            area.time_end = Some(Timestamp::from_unix_micros(
+                start.unix_micros().saturating_add(1),
+            ));
+        }
+    }
+    crate::geometry::prepare(area, limits)
+        .map(Some)
+        .map_err(|e| e.under(field).into())
+}
+
 /// Create (`existing_ovn: None`) or update an operational intent reference.
 #[derive(Clone, Debug)]
 pub struct PutIntent {
@@ -116,12 +152,19 @@ fn check_entity_extents(extents: &[PreparedVolume], now: Timestamp) -> Result<()
                 format!("{f} is required for every volume of an entity"),
             ));
         }
-        if v.time.1 <= now {
-            return Err(invalid(
-                format!("extents[{i}].time_end"),
-                "the end time may not be in the past",
-            ));
-        }
+    }
+    // F3548 and the reference DSS: the entity as a whole may not have ended;
+    // single volumes of it may lie in the past.
+    let (_, end) = time_bounds(extents);
+    if end <= now {
+        let last = extents
+            .iter()
+            .position(|v| v.time.1 == end)
+            .unwrap_or_default();
+        return Err(invalid(
+            format!("extents[{last}].time_end"),
+            "the entity ends in the past: at least one volume must end after now",
+        ));
     }
     Ok(())
 }
@@ -231,6 +274,70 @@ fn drop_orphaned_implicit(
     }
 }
 
+/// The key check's reach. The reference DSS, and so every client, takes an
+/// entity as one 4D box per entity: the union of its volumes' footprints,
+/// between its lowest floor and highest ceiling, from its first start to
+/// its last end. Two entities are relevant to each other when those meet.
+/// That is wider than the exact 4D intersection Detente reports conflicts
+/// by, never narrower, so the key check asks for every OVN either reading
+/// would (a safe superset: an extra OVN is never missing). These volumes
+/// find the candidates: each footprint, any altitude, over the entity's
+/// whole time span; [`hulls_meet`] then compares the two boxes.
+fn key_check_volumes(extents: &[PreparedVolume]) -> Vec<PreparedVolume> {
+    let time = time_bounds(extents);
+    extents
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.altitude = (f64::NEG_INFINITY, f64::INFINITY);
+            v.time = time;
+            v
+        })
+        .collect()
+}
+
+/// Whether the altitude and time spans of two entities overlap (see
+/// [`key_check_volumes`]).
+fn hulls_meet(a: &[PreparedVolume], b: &[PreparedVolume]) -> bool {
+    let span = |e: &[PreparedVolume]| {
+        e.iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v.altitude.0), hi.max(v.altitude.1))
+            })
+    };
+    let (ta, tb) = (time_bounds(a), time_bounds(b));
+    let (aa, ab) = (span(a), span(b));
+    ta.0 < tb.1 && tb.0 < ta.1 && aa.0 < ab.1 && ab.0 < aa.1
+}
+
+/// An implicit subscription widened to cover `extents` (the new extents of
+/// intent `id`) and every other intent that depends on it.
+fn grown_implicit(
+    state: &AirspaceState,
+    s: &Subscription,
+    id: EntityId,
+    extents: &[PreparedVolume],
+    seq: u64,
+) -> Subscription {
+    let mut volumes: Vec<PreparedVolume> = state
+        .dependents(&s.id)
+        .iter()
+        .filter(|d| **d != id)
+        .filter_map(|d| state.intent(d))
+        .flat_map(|d| d.extents.iter().cloned())
+        .collect();
+    volumes.extend(extents.iter().cloned());
+    let (time_start, time_end) = time_bounds(&volumes);
+    Subscription {
+        version: seq.to_string(),
+        extents: volumes,
+        time_start,
+        time_end,
+        updated_seq: seq,
+        ..s.clone()
+    }
+}
+
 pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, DomainError> {
     let existing = state.intent(&cmd.id);
     match (&cmd.existing_ovn, existing) {
@@ -307,10 +414,18 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
             .iter()
             .position(|v| !s.extents.iter().any(|o| o.covers(v)))
         {
-            return Err(invalid(
-                "subscription_id",
-                format!("subscription {sid} does not cover extents[{i}]"),
-            ));
+            if !s.implicit {
+                return Err(invalid(
+                    "subscription_id",
+                    format!("subscription {sid} does not cover extents[{i}]"),
+                ));
+            }
+            // An implicit subscription grows to keep covering what depends
+            // on it (the reference DSS grows it the same way): its extents
+            // become those of its other dependents plus this intent's.
+            changed
+                .upserted
+                .insert(sid, grown_implicit(state, s, cmd.id, &cmd.extents, seq));
         }
         Some(sid)
     } else if let Some(ns) = &cmd.new_subscription {
@@ -368,10 +483,12 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
     // The key check (F3548 SCD: a write must prove knowledge of every relevant entity).
     if cmd.state.requires_key() {
         let key: HashSet<&Ovn> = cmd.key.iter().collect();
+        let searched = key_check_volumes(&cmd.extents);
         let missing_operational_intents: Vec<OperationalIntent> = state
-            .intents_intersecting(&cmd.extents)
+            .intents_intersecting(&searched)
             .into_iter()
             .filter(|o| o.id != cmd.id && o.time_end > cmd.now && !presented(&key, &o.ovn))
+            .filter(|o| hulls_meet(&cmd.extents, &o.extents))
             .cloned()
             .collect();
         let checks_constraints = match subscription_id {
@@ -384,9 +501,10 @@ pub fn put_intent(state: &AirspaceState, cmd: PutIntent) -> Result<Decision, Dom
         };
         let missing_constraints: Vec<Constraint> = if checks_constraints {
             state
-                .constraints_intersecting(&cmd.extents)
+                .constraints_intersecting(&searched)
                 .into_iter()
                 .filter(|c| c.time_end > cmd.now && !presented(&key, &c.ovn))
+                .filter(|c| hulls_meet(&cmd.extents, &c.extents))
                 .cloned()
                 .collect()
         } else {
@@ -620,6 +738,10 @@ pub fn delete_constraint(
     })
 }
 
+/// How much later than a dependent intent a subscription may start and
+/// still serve it (the reference DSS's maximum latency, 5 minutes).
+pub const DEPENDENT_START_SLACK_S: i64 = 300;
+
 /// Create (`existing_version: None`) or update an explicit subscription.
 #[derive(Clone, Debug)]
 pub struct PutSubscription {
@@ -638,6 +760,19 @@ pub fn put_subscription(
     state: &AirspaceState,
     cmd: PutSubscription,
 ) -> Result<Decision, DomainError> {
+    // The request's own faults first (400), as the reference DSS checks them.
+    if !cmd.notify_for_operational_intents && !cmd.notify_for_constraints {
+        return Err(invalid(
+            "notify_for_operational_intents",
+            "at least one of notify_for_operational_intents and notify_for_constraints must be true",
+        ));
+    }
+    if cmd.extents.time.1 <= cmd.now {
+        return Err(invalid(
+            "extents.time_end",
+            "the end time may not be in the past",
+        ));
+    }
     let existing = state.subscription(&cmd.id);
     match (&cmd.existing_version, existing) {
         (None, Some(_)) => {
@@ -666,18 +801,6 @@ pub fn put_subscription(
         }
         (None, None) => {}
     }
-    if !cmd.notify_for_operational_intents && !cmd.notify_for_constraints {
-        return Err(invalid(
-            "notify_for_operational_intents",
-            "at least one of notify_for_operational_intents and notify_for_constraints must be true",
-        ));
-    }
-    if cmd.extents.time.1 <= cmd.now {
-        return Err(invalid(
-            "extents.time_end",
-            "the end time may not be in the past",
-        ));
-    }
     let dependents = state.dependents(&cmd.id);
     if !dependents.is_empty() {
         if !cmd.notify_for_operational_intents {
@@ -687,10 +810,14 @@ pub fn put_subscription(
                 message: "it must keep notifying for operational intents".into(),
             });
         }
+        // The reference DSS lets the subscription start up to the maximum
+        // latency (5 min) after a dependent intent starts.
+        let mut relaxed = cmd.extents.clone();
+        relaxed.time.0 = relaxed.time.0.minus_seconds(DEPENDENT_START_SLACK_S);
         let uncovered: Vec<EntityId> = dependents
             .iter()
             .filter_map(|d| state.intent(d))
-            .filter(|i| !i.extents.iter().all(|v| cmd.extents.covers(v)))
+            .filter(|i| !i.extents.iter().all(|v| relaxed.covers(v)))
             .map(|i| i.id)
             .collect();
         if !uncovered.is_empty() {
@@ -712,7 +839,10 @@ pub fn put_subscription(
         uss_base_url: cmd.uss_base_url,
         notify_for_operational_intents: cmd.notify_for_operational_intents,
         notify_for_constraints: cmd.notify_for_constraints,
-        implicit: existing.is_some_and(|s| s.implicit),
+        // Written through the subscriptions endpoint, a subscription is the
+        // client's own from now on: it outlives the intents it serves, as
+        // in the reference DSS.
+        implicit: false,
         time_start,
         time_end,
         updated_seq: seq,
@@ -763,8 +893,10 @@ pub fn delete_subscription(
             id: cmd.id.to_string(),
         })?;
     if old.manager != cmd.manager {
-        return Err(DomainError::AlreadyExists {
-            kind: "subscription managed by another client",
+        // F3548's text lists 409 here; the reference DSS and InterUSS's
+        // qualification tooling agree on 403, which is what clients handle.
+        return Err(DomainError::NotManager {
+            kind: "subscription",
             id: cmd.id.to_string(),
         });
     }

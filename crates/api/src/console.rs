@@ -319,6 +319,8 @@ pub(crate) async fn csrf_guard(State(st): State<Shared>, req: Request, next: Nex
 
 pub fn routes() -> Router<Shared> {
     Router::new()
+        // A browser pointed at the node lands on the console's login page.
+        .route("/", get(|| async { Redirect::temporary("/console/") }))
         .route(
             "/console",
             get(|| async { Redirect::permanent("/console/") }),

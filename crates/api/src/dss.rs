@@ -409,14 +409,22 @@ async fn put_subscription_common(
             .map(|i| i.manager.clone())
             .chain(constraints.iter().map(|c| c.manager.clone())),
     )?;
-    Ok((
-        StatusCode::OK,
-        Json(json!({
-            "subscription": wire::subscription(&s, &st.dss.dependents(s.id)?),
-            "operational_intent_references": intents.iter().map(|i| wire::intent(i, &caller.sub, avail[&i.manager])).collect::<Vec<_>>(),
-            "constraint_references": constraints.iter().map(|c| wire::constraint(c, &caller.sub, avail[&c.manager])).collect::<Vec<_>>(),
-        })),
-    ))
+    // F3548 PutSubscriptionResponse: each list is present exactly when the
+    // subscription notifies for that kind of entity.
+    let mut body = json!({ "subscription": wire::subscription(&s, &st.dss.dependents(s.id)?) });
+    if s.notify_for_operational_intents {
+        body["operational_intent_references"] = intents
+            .iter()
+            .map(|i| wire::intent(i, &caller.sub, avail[&i.manager]))
+            .collect();
+    }
+    if s.notify_for_constraints {
+        body["constraint_references"] = constraints
+            .iter()
+            .map(|c| wire::constraint(c, &caller.sub, avail[&c.manager]))
+            .collect();
+    }
+    Ok((StatusCode::OK, Json(body)))
 }
 
 async fn create_subscription(

@@ -7,6 +7,7 @@
 //! live here and nowhere else; domain types are not the JSON schema.
 
 pub mod auth;
+pub mod aux;
 pub mod console;
 mod dss;
 mod error;
@@ -35,7 +36,8 @@ pub mod fuzzing {
             .is_ok()
     }
 
-    /// A query body's area of interest, through to a prepared volume.
+    /// A query body's area of interest, through to the area searched (as
+    /// read at a fixed "now", 2026-01-01T00:00:00Z).
     pub fn query_body(bytes: &[u8]) -> bool {
         let Ok(q) = extract::parse::<wire::QueryParameters>(bytes) else {
             return false;
@@ -46,7 +48,14 @@ pub mod fuzzing {
         let Ok(v) = wire::volume(a, "area_of_interest") else {
             return false;
         };
-        airspace::geometry::prepare(v, &airspace::Limits::default()).is_ok()
+        let now = airspace::Timestamp::from_unix_micros(1_767_225_600_000_000);
+        airspace::decide::area_of_interest(v, now, &airspace::Limits::default(), "area_of_interest")
+            .is_ok_and(|a| a.is_some())
+    }
+
+    /// A `SetUssAvailabilityStatusParameters` body.
+    pub fn availability_body(bytes: &[u8]) -> bool {
+        extract::parse::<wire::SetUssAvailabilityStatusParameters>(bytes).is_ok()
     }
 
     /// An Authorization header value.
@@ -198,8 +207,9 @@ impl AppState {
 fn open_path(path: &str) -> bool {
     matches!(
         path,
-        "/healthz"
+        "/" | "/healthz"
             | "/metrics"
+            | "/aux/v1/version"
             | "/peer/v1/records"
             | "/console"
             | "/console/api/challenge"
@@ -238,6 +248,7 @@ pub fn router(state: Shared) -> Router {
 pub fn with_peer_endpoint(state: Shared, peer_records: bool) -> Router {
     let mut r = Router::new()
         .merge(dss::routes())
+        .merge(aux::routes())
         .merge(own::routes())
         .merge(evidence::routes())
         .merge(line::routes())

@@ -113,11 +113,27 @@ pub struct QueryParameters {
     pub area_of_interest: Option<Volume4D>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy)]
+/// F3548 `UssAvailabilityState`. Read without regard to case, as the
+/// reference DSS does (clients send `"normal"`); always written capitalised.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum WireAvailability {
     Unknown,
     Normal,
     Down,
+}
+
+impl<'de> Deserialize<'de> for WireAvailability {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.to_ascii_lowercase().as_str() {
+            "unknown" => Ok(WireAvailability::Unknown),
+            "normal" => Ok(WireAvailability::Normal),
+            "down" => Ok(WireAvailability::Down),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown availability {s:?}, expected one of Unknown, Normal, Down"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,16 +287,15 @@ pub fn ovn(s: &str, field: &str) -> Result<Ovn, ApiError> {
     Ok(Ovn(s.to_string()))
 }
 
-/// F3548 `UssBaseURL`: an http(s) URL without a trailing '/'.
+/// F3548 `UssBaseURL`: an absolute http(s) URL. The standard says it
+/// should not end with '/'; the reference DSS accepts one, and so do we
+/// (it is stored and answered exactly as given).
 pub fn base_url(s: String, field: &str) -> Result<String, ApiError> {
     let host = s
         .strip_prefix("https://")
         .or_else(|| s.strip_prefix("http://"));
-    if host.is_none_or(|h| h.is_empty()) {
+    if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
         return Err(ApiError::bad(field, "must be an absolute http(s) URL"));
-    }
-    if s.ends_with('/') {
-        return Err(ApiError::bad(field, "may not end with '/'"));
     }
     if s.len() > 2048 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ApiError::bad(field, "is not a valid URL"));
@@ -497,6 +512,15 @@ mod tests {
     }
 
     #[test]
+    fn availability_is_read_in_any_case() {
+        let read = |s: &str| serde_json::from_value::<WireAvailability>(json!(s));
+        assert_eq!(read("normal").unwrap(), WireAvailability::Normal);
+        assert_eq!(read("DOWN").unwrap(), WireAvailability::Down);
+        assert_eq!(read("Unknown").unwrap(), WireAvailability::Unknown);
+        assert!(read("pUrPlE").is_err());
+    }
+
+    #[test]
     fn ids_must_be_uuid_v4() {
         assert!(entity_id("2f8343be-6482-4d1b-a474-16847e01af1e", "id").is_ok());
         assert!(
@@ -507,9 +531,14 @@ mod tests {
     }
 
     #[test]
-    fn base_urls_have_no_trailing_slash() {
+    fn base_urls_are_absolute_http_urls() {
         assert!(base_url("https://uss.example/utm".into(), "u").is_ok());
-        assert!(base_url("https://uss.example/utm/".into(), "u").is_err());
+        assert!(
+            base_url("https://uss.example/utm/".into(), "u").is_ok(),
+            "the reference DSS accepts a trailing '/'"
+        );
         assert!(base_url("ftp://uss.example".into(), "u").is_err());
+        assert!(base_url("https://".into(), "u").is_err());
+        assert!(base_url("https:///path".into(), "u").is_err());
     }
 }

@@ -28,6 +28,7 @@ fn dss_body_corpus_parses_without_panicking() {
         }
         let _ = api::fuzzing::query_body(input);
         let _ = api::fuzzing::subscription_body(input);
+        let _ = api::fuzzing::availability_body(input);
     }
     assert!(
         accepted > 0,

@@ -638,7 +638,7 @@ async fn impossible_geometry_and_malformed_bodies_are_400_naming_the_field_and_c
             "extents",
         ),
         (
-            json!({"extents": [square(0.0, 0.0, 0.01)], "state": "Accepted", "uss_base_url": "https://x.example/"}),
+            json!({"extents": [square(0.0, 0.0, 0.01)], "state": "Accepted", "uss_base_url": "ftp://x.example"}),
             400,
             "uss_base_url",
         ),
@@ -775,9 +775,12 @@ async fn constraint_lifecycle_and_constraint_keys() {
             .0,
         201
     );
-    // ... and without constraint_processing it may not ask for constraint notifications.
+    // ... and, as in the reference DSS, a strategic-coordination client may
+    // ask for constraint notifications too: not refused for its scope, its
+    // key check covers the constraint (whose OVN it holds) and the intent
+    // just planned there (whose OVN it lacks).
     let sc_only = token("uss2", SC);
-    let (s, _) = call(
+    let (s, v) = call(
         &node,
         Method::PUT,
         &format!("/dss/v1/operational_intent_references/{}", new_id()),
@@ -785,7 +788,9 @@ async fn constraint_lifecycle_and_constraint_keys() {
         Some(ib),
     )
     .await;
-    assert_eq!(s, 403);
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["missing_constraints"], json!([]), "{v}");
+    assert_eq!(v["missing_operational_intents"].as_array().unwrap().len(), 1, "{v}");
 
     let (s, v) = call(&node, Method::PUT, &format!("{path}/{ovn}"), Some(&cm), Some(json!({"extents": [square(20.0, 20.0, 0.06)], "uss_base_url": "https://authority.example"}))).await;
     assert_eq!(s, 200, "{v}");
@@ -876,7 +881,8 @@ async fn subscriptions_lifecycle_versions_ownership_and_dependents() {
     )
     .await;
     assert_eq!(v["subscriptions"].as_array().unwrap().len(), 1);
-    // Neither flag: 400; a CP-only flag without the scope: 403.
+    // Neither flag: 400; constraints only, from a strategic-coordination
+    // client: accepted, as the reference DSS does.
     let (s, v) = call(
         &node,
         Method::PUT,
@@ -890,7 +896,7 @@ async fn subscriptions_lifecycle_versions_ownership_and_dependents() {
         (400, "notify_for_operational_intents")
     );
     let (s, _) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&a), Some(json!({"extents": square(30.0, 30.0, 0.1), "uss_base_url": "https://a.example", "notify_for_constraints": true}))).await;
-    assert_eq!(s, 403);
+    assert_eq!(s, 200);
 
     // An Activated intent depending on it.
     let mut ib = intent_body(square(30.0, 30.0, 0.01), &[], "Activated");
@@ -1204,5 +1210,87 @@ async fn an_acknowledged_write_survives_sigkill() {
         v["operational_intent_references"].as_array().unwrap().len(),
         1
     );
+}
+}
+
+both_backends! {
+#[tokio::test]
+async fn clients_built_against_the_reference_dss_are_understood() {
+    let node = TestNode::start(bin());
+    let sc = token("uss1", SC);
+    let aa = token("arbiter", AA);
+    // A subscription that notifies only for intents, from a client with
+    // only the strategic-coordination scope; the answer carries the intents
+    // list and no constraints list.
+    let sub = new_id();
+    let body = json!({ "extents": square(30.0, 30.0, 0.05), "uss_base_url": "https://uss.example/utm/",
+                       "notify_for_operational_intents": true, "notify_for_constraints": false });
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{sub}"), Some(&sc), Some(body.clone())).await;
+    assert_eq!(s, 200, "a uss_base_url ending in '/' is accepted: {v}");
+    assert!(v["operational_intent_references"].is_array(), "{v}");
+    assert!(v.get("constraint_references").is_none(), "{v}");
+    assert_eq!(v["subscription"]["uss_base_url"], "https://uss.example/utm/");
+    // Another client may not delete it: 403, as the reference DSS answers.
+    let first = v["subscription"]["version"].as_str().unwrap().to_string();
+    let other = token("uss2", SC);
+    let (s, v2) = call(&node, Method::DELETE, &format!("/dss/v1/subscriptions/{sub}/{first}"), Some(&other), None).await;
+    assert_eq!(s, 403, "{v2}");
+    // The same client switches it to constraints only.
+    let mut b = body.clone();
+    b["notify_for_operational_intents"] = json!(false);
+    b["notify_for_constraints"] = json!(true);
+    let version = v["subscription"]["version"].as_str().unwrap().to_string();
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{sub}/{version}"), Some(&sc), Some(b)).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["constraint_references"].is_array(), "{v}");
+    assert!(v.get("operational_intent_references").is_none(), "{v}");
+    // Re-creating it, asking for nothing: the request's own fault, 400.
+    let mut b = body.clone();
+    b["notify_for_operational_intents"] = json!(false);
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{sub}"), Some(&sc), Some(b)).await;
+    assert_eq!((s.as_u16(), field(&v)), (400, "notify_for_operational_intents"), "{v}");
+
+    // An area query for the instant "now" (past on arrival) is answered.
+    let aoi = square_during(30.0, 30.0, 0.01, 0, 0);
+    assert_eq!(aoi["time_start"], aoi["time_end"]);
+    let (s, v) = call(&node, Method::POST, "/dss/v1/subscriptions/query", Some(&sc), Some(json!({"area_of_interest": aoi}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["subscriptions"][0]["id"], sub.as_str());
+    // One whose end has passed, with no start: 200 and nothing.
+    let mut past = square(30.0, 30.0, 0.01);
+    past.as_object_mut().unwrap().remove("time_start");
+    past["time_end"] = json!({"value": "2020-01-01T00:00:00Z", "format": "RFC3339"});
+    let (s, v) = call(&node, Method::POST, "/dss/v1/operational_intent_references/query", Some(&sc), Some(json!({"area_of_interest": past}))).await;
+    assert_eq!((s.as_u16(), v["operational_intent_references"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+
+    // USS availability written in lower case, answered capitalised.
+    let (s, v) = call(&node, Method::PUT, "/dss/v1/uss_availability/uss9", Some(&aa), Some(json!({"availability": "normal"}))).await;
+    assert_eq!((s.as_u16(), v["status"]["availability"].as_str()), (200, Some("Normal")), "{v}");
+    let (s, v) = call(&node, Method::PUT, "/dss/v1/uss_availability/uss9", Some(&aa), Some(json!({"availability": "pUrPlE", "old_version": v["version"]}))).await;
+    assert_eq!((s.as_u16(), field(&v)), (400, "availability"), "{v}");
+
+    // The auxiliary interface pool tooling calls.
+    let (s, v) = call(&node, Method::GET, "/aux/v1/version", None, None).await;
+    assert_eq!(s, 200);
+    assert!(v["version"]["as_string"].as_str().unwrap().starts_with("detente-"), "{v}");
+    let (s, v) = call(&node, Method::GET, "/aux/v1/validate_oauth?owner=uss1", Some(&sc), None).await;
+    assert_eq!((s.as_u16(), v["owner"].as_str()), (200, Some("uss1")), "{v}");
+    let (s, v) = call(&node, Method::GET, "/aux/v1/validate_oauth?owner=someone", Some(&sc), None).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("someone"), "{v}");
+    let (s, _) = call(&node, Method::GET, "/aux/v1/validate_oauth", None, None).await;
+    assert_eq!(s, 401);
+
+    // A browser at the root lands on the console's login page.
+    let r = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(node.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(r.headers()["location"], "/console/");
 }
 }

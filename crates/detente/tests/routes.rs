@@ -19,7 +19,15 @@ fn bin() -> &'static Path {
 
 /// Reachable without any credential, and why.
 const PUBLIC: &[(&str, &str)] = &[
+    (
+        "/",
+        "a browser pointed at the node is sent to the console's login",
+    ),
     ("/healthz", "liveness for load balancers and operators"),
+    (
+        "/aux/v1/version",
+        "the build's version, for DSS pool tooling (open in the reference DSS too)",
+    ),
     ("/metrics", "public unless --private-metrics (below)"),
     (
         "/log/key",

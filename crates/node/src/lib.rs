@@ -325,6 +325,10 @@ pub enum Scope {
     /// A monitoring system reading `/metrics`, where the node keeps them
     /// private (`private_metrics`).
     Metrics,
+    /// F3411 (remote ID) ISA read and write: Detente serves no remote ID,
+    /// but DSS pool tooling checks tokens with them (`/aux/v1/validate_oauth`).
+    IsaRead,
+    IsaWrite,
 }
 
 impl Scope {
@@ -348,13 +352,15 @@ impl Scope {
             Scope::LineMember => "detente.line",
             Scope::LineAdmin => "detente.line.admin",
             Scope::Metrics => "detente.metrics",
+            Scope::IsaRead => "dss.read.identification_service_areas",
+            Scope::IsaWrite => "dss.write.identification_service_areas",
         }
     }
     pub fn parse(s: &str) -> Option<Scope> {
         Scope::ALL
             .into_iter()
             .chain(Scope::LINE)
-            .chain([Scope::Metrics])
+            .chain([Scope::Metrics, Scope::IsaRead, Scope::IsaWrite])
             .find(|x| x.as_str() == s)
     }
 }
@@ -542,14 +548,6 @@ impl Dss {
         existing_ovn: Option<Ovn>,
         req: IntentRequest,
     ) -> Result<(OperationalIntent, Vec<SubscriberToNotify>), NodeError> {
-        if req
-            .new_subscription
-            .as_ref()
-            .is_some_and(|n| n.notify_for_constraints)
-            && !caller.has(Scope::ConstraintProcessing)
-        {
-            return Err(NodeError::Forbidden("new_subscription.notify_for_constraints requires the scope utm.constraint_processing".into()));
-        }
         let extents = prepare_all(req.extents, &self.settings.limits, "extents")?;
         if req.state == OperationalIntentState::Activated {
             // The line of contact: a peer must have accepted the notice of
@@ -619,31 +617,31 @@ impl Dss {
         })
     }
 
-    /// An area of interest: absent start means "from now on" (F3548 queries
-    /// are about the airspace as it is and will be).
-    fn area(&self, area: Option<Volume4D>, field: &str) -> Result<PreparedVolume, NodeError> {
-        let Some(mut v) = area else {
+    /// An area of interest (`decide::area_of_interest`); `None` matches nothing.
+    fn area(
+        &self,
+        area: Option<Volume4D>,
+        field: &str,
+    ) -> Result<Option<PreparedVolume>, NodeError> {
+        let Some(v) = area else {
             return Err(invalid(field, "an area_of_interest is required"));
         };
-        if v.time_start.is_none() {
-            v.time_start = Some(self.now());
-        }
-        if let (Some(s), Some(e)) = (v.time_start, v.time_end)
-            && e <= s
-        {
-            return Err(invalid(
-                format!("{field}.time_end"),
-                "the end of the area of interest is before its start (or before now)",
-            ));
-        }
-        prepare(v, &self.settings.limits).map_err(|e| e.under(field).into())
+        Ok(decide::area_of_interest(
+            v,
+            self.now(),
+            &self.settings.limits,
+            field,
+        )?)
     }
 
     pub fn query_intents(
         &self,
         area: Option<Volume4D>,
     ) -> Result<Vec<OperationalIntent>, NodeError> {
-        let a = [self.area(area, "area_of_interest")?];
+        let Some(a) = self.area(area, "area_of_interest")? else {
+            return Ok(Vec::new());
+        };
+        let a = [a];
         self.read(|s| s.intents_intersecting(&a).into_iter().cloned().collect())
     }
 
@@ -699,7 +697,10 @@ impl Dss {
     }
 
     pub fn query_constraints(&self, area: Option<Volume4D>) -> Result<Vec<Constraint>, NodeError> {
-        let a = [self.area(area, "area_of_interest")?];
+        let Some(a) = self.area(area, "area_of_interest")? else {
+            return Ok(Vec::new());
+        };
+        let a = [a];
         self.read(|s| {
             s.constraints_intersecting(&a)
                 .into_iter()
@@ -715,17 +716,9 @@ impl Dss {
         existing_version: Option<String>,
         req: SubscriptionRequest,
     ) -> Result<(Subscription, Vec<OperationalIntent>, Vec<Constraint>), NodeError> {
-        if req.notify_for_operational_intents && !caller.has(Scope::StrategicCoordination) {
-            return Err(NodeError::Forbidden(
-                "notify_for_operational_intents requires the scope utm.strategic_coordination"
-                    .into(),
-            ));
-        }
-        if req.notify_for_constraints && !caller.has(Scope::ConstraintProcessing) {
-            return Err(NodeError::Forbidden(
-                "notify_for_constraints requires the scope utm.constraint_processing".into(),
-            ));
-        }
+        // F3548 and the reference DSS: either subscription scope may ask for
+        // either kind of notification (what a client is then told is
+        // governed by the read scopes of the references it fetches).
         let now = self.now();
         let mut v = req.extents;
         // F3548 PutSubscriptionParameters: start defaults to now, end is chosen by the DSS.
@@ -808,7 +801,10 @@ impl Dss {
         caller: &Caller,
         area: Option<Volume4D>,
     ) -> Result<Vec<Subscription>, NodeError> {
-        let a = [self.area(area, "area_of_interest")?];
+        let Some(a) = self.area(area, "area_of_interest")? else {
+            return Ok(Vec::new());
+        };
+        let a = [a];
         self.read(|s| {
             s.subscriptions_intersecting(&a)
                 .into_iter()

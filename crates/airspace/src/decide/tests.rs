@@ -1,5 +1,5 @@
 use super::*;
-use crate::geometry::{LatLng, Limits, Volume4D, prepare};
+use crate::geometry::{LatLng, Limits, Outline, Volume4D, prepare};
 use crate::model::OperationalIntentState::*;
 use crate::{Conflict, ConflictKind};
 use uuid::Uuid;
@@ -694,11 +694,8 @@ fn reloading_many_entities_finds_exactly_the_conflicts_built_one_write_at_a_time
             p.extents
                 .push(square(lat + 0.011, lng, 0.01, 6 + (n % 3) as i64, 9));
         }
-        p.key = s
-            .intents_intersecting(&p.extents)
-            .iter()
-            .map(|i| i.ovn.clone())
-            .collect();
+        // Every OVN held (the key check reaches wider than conflicts).
+        p.key = s.intents().map(|i| i.ovn.clone()).collect();
         run(&mut s, |s| put_intent(s, p));
     }
     let conflicts = |s: &AirspaceState| {
@@ -723,4 +720,201 @@ fn reloading_many_entities_finds_exactly_the_conflicts_built_one_write_at_a_time
     );
     assert_eq!(conflicts(&r), built);
     assert_eq!(r.counts(), s.counts());
+}
+
+fn at(h: i64) -> Timestamp {
+    Timestamp(NOW.0 + h * HOUR)
+}
+
+#[test]
+fn an_area_of_interest_is_an_instant_a_window_or_nothing() {
+    let limits = Limits::default();
+    let area = |start: Option<i64>, end: Option<i64>| {
+        let mut v = square(50.0, 30.0, 0.01, 0, 1).volume;
+        v.time_start = start.map(at);
+        v.time_end = end.map(at);
+        area_of_interest(v, NOW, &limits, "area_of_interest")
+    };
+    // No start: from now on.
+    assert_eq!(area(None, Some(2)).unwrap().unwrap().time, (NOW, at(2)));
+    // No start and an end already past: a query that can match nothing.
+    assert!(area(None, Some(-1)).unwrap().is_none());
+    // Start = end: that instant.
+    let instant = area(Some(1), Some(1)).unwrap().unwrap();
+    assert_eq!(instant.time, (at(1), Timestamp(at(1).0 + 1)));
+    // An explicit end before an explicit start is an error naming the field.
+    match area(Some(2), Some(1)).unwrap_err() {
+        DomainError::InvalidInput { field, .. } => assert_eq!(field, "area_of_interest.time_end"),
+        other => panic!("{other:?}"),
+    }
+    // An instant query finds what is under way then, and not what ended.
+    let mut s = AirspaceState::default();
+    run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    });
+    let found = |h: i64| {
+        let a = area(Some(h), Some(h)).unwrap().unwrap();
+        s.intents_intersecting(&[a]).len()
+    };
+    assert_eq!((found(0), found(1), found(2)), (1, 1, 0));
+}
+
+#[test]
+fn an_entity_may_have_volumes_in_the_past_if_it_has_not_ended() {
+    let s = AirspaceState::default();
+    let mut p = put(1, "alliance", square(50.0, 30.0, 0.01, -3, -2), vec![]);
+    p.extents.push(square(50.0, 30.0, 0.01, -1, 1));
+    assert!(put_intent(&s, p.clone()).is_ok());
+    p.extents.pop();
+    match put_intent(&s, p).unwrap_err() {
+        DomainError::InvalidInput { field, .. } => assert_eq!(field, "extents[0].time_end"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_implicit_subscription_grows_to_cover_its_intents_new_extents() {
+    let mut s = AirspaceState::default();
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
+    let sub = a.subscription_id.unwrap();
+    // Update naming the implicit subscription, with extents it does not cover.
+    let mut p = put(1, "alliance", square(50.0, 30.05, 0.01, 1, 4), vec![]);
+    p.existing_ovn = Some(a.ovn.clone());
+    p.new_ovn = Ovn("ovn-1-2".into());
+    p.new_subscription = None;
+    p.subscription_id = Some(sub);
+    let (b, _) = intent_of(run(&mut s, |s| put_intent(s, p)));
+    assert_eq!(b.subscription_id, Some(sub));
+    let grown = s.subscription(&sub).unwrap();
+    assert!(grown.implicit);
+    assert_eq!((grown.time_start, grown.time_end), (at(1), at(4)));
+    assert!(
+        b.extents
+            .iter()
+            .all(|v| grown.extents.iter().any(|g| g.covers(v)))
+    );
+
+    // An explicit subscription does not grow: the write is refused.
+    watch(&mut s);
+    let mut p = put(2, "watcher", square(50.5, 30.0, 0.01, 0, 1), vec![]);
+    p.new_subscription = None;
+    p.subscription_id = Some(id(500));
+    match put_intent(&s, p).unwrap_err() {
+        DomainError::InvalidInput { field, .. } => assert_eq!(field, "subscription_id"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_key_check_reaches_as_far_as_the_reference_dss_reads_an_entity() {
+    // Alliance: two volumes at the same place, one low and one high. The
+    // reference DSS reads it as one box from 0 to 500 m... here from 0 to
+    // 100 m and 400 to 500 m.
+    let mut s = AirspaceState::default();
+    let low = {
+        let mut v = square(50.0, 30.0, 0.01, 0, 2).volume;
+        v.altitude_lower_m = Some(0.0);
+        v.altitude_upper_m = Some(100.0);
+        prepare(v, &Limits::default()).unwrap()
+    };
+    let mut high = low.volume.clone();
+    high.altitude_lower_m = Some(400.0);
+    high.altitude_upper_m = Some(500.0);
+    high.outline = Outline::Circle {
+        center: LatLng {
+            lat: 50.2,
+            lng: 30.2,
+        },
+        radius_m: 100.0,
+    };
+    let mut p = put(1, "alliance", low, vec![]);
+    p.extents.push(prepare(high, &Limits::default()).unwrap());
+    let (a, _) = intent_of(run(&mut s, |s| put_intent(s, p)));
+    // Federation at 200-300 m over Alliance's low square: no exact 4D
+    // intersection, so no conflict; but within Alliance's box, so the key
+    // check asks for its OVN, as every DSS would.
+    let mut v = square(50.0, 30.0, 0.01, 0, 2).volume;
+    v.altitude_lower_m = Some(200.0);
+    v.altitude_upper_m = Some(300.0);
+    let mid = prepare(v, &Limits::default()).unwrap();
+    match put_intent(&s, put(2, "federation", mid.clone(), vec![])).unwrap_err() {
+        DomainError::KeyCheckFailed {
+            missing_operational_intents,
+            ..
+        } => assert_eq!(missing_operational_intents[0].id, a.id),
+        other => panic!("{other:?}"),
+    }
+    run(&mut s, |s| {
+        put_intent(s, put(2, "federation", mid, vec![a.ovn.clone()]))
+    });
+    assert_eq!(
+        s.conflicts().count(),
+        0,
+        "a conflict stays an exact 4D overlap"
+    );
+    // Above the whole box: nothing to present.
+    let mut v = square(50.0, 30.0, 0.01, 0, 2).volume;
+    v.altitude_lower_m = Some(600.0);
+    v.altitude_upper_m = Some(700.0);
+    let above = prepare(v, &Limits::default()).unwrap();
+    assert!(put_intent(&s, put(3, "federation", above, vec![])).is_ok());
+}
+
+#[test]
+fn a_subscription_update_checks_its_own_fields_first_and_becomes_explicit() {
+    let mut s = AirspaceState::default();
+    let (a, _) = intent_of(run(&mut s, |s| {
+        put_intent(
+            s,
+            put(1, "alliance", square(50.0, 30.0, 0.01, 0, 2), vec![]),
+        )
+    }));
+    let sub = a.subscription_id.unwrap();
+    let version = s.subscription(&sub).unwrap().version.clone();
+    let mut cmd = PutSubscription {
+        id: sub,
+        manager: "alliance".into(),
+        existing_version: None,
+        extents: square(50.0, 30.0, 0.1, 0, 24),
+        uss_base_url: "https://alliance.example".into(),
+        notify_for_operational_intents: false,
+        notify_for_constraints: false,
+        now: NOW,
+    };
+    // Asking for no notification is the request's own fault (400), even
+    // where the subscription exists and no version was given.
+    match put_subscription(&s, cmd.clone()).unwrap_err() {
+        DomainError::InvalidInput { field, .. } => {
+            assert_eq!(field, "notify_for_operational_intents")
+        }
+        other => panic!("{other:?}"),
+    }
+    cmd.notify_for_operational_intents = true;
+    cmd.existing_version = Some(version);
+    // Starting a few minutes after its intent starts still serves it.
+    let mut late = square(50.0, 30.0, 0.1, 0, 24);
+    late.time.0 = Timestamp(NOW.0 + DEPENDENT_START_SLACK_S * 1_000_000 - 1);
+    cmd.extents = late;
+    match run(&mut s, |s| put_subscription(s, cmd)) {
+        Outcome::Subscription { subscription, .. } => {
+            assert!(!subscription.implicit, "written explicitly, it is explicit")
+        }
+        other => panic!("{other:?}"),
+    }
+    // So deleting the intent keeps it.
+    let d = DeleteIntent {
+        id: id(1),
+        manager: "alliance".into(),
+        ovn: a.ovn,
+    };
+    run(&mut s, |s| delete_intent(s, d));
+    assert!(s.subscription(&sub).is_some());
 }
