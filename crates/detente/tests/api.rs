@@ -1269,6 +1269,18 @@ async fn clients_built_against_the_reference_dss_are_understood() {
     let (s, v) = call(&node, Method::PUT, "/dss/v1/uss_availability/uss9", Some(&aa), Some(json!({"availability": "pUrPlE", "old_version": v["version"]}))).await;
     assert_eq!((s.as_u16(), field(&v)), (400, "availability"), "{v}");
 
+    // Only conformance monitoring may declare an intent Nonconforming.
+    let oi = format!("/dss/v1/operational_intent_references/{}", new_id());
+    let (s, v) = call(&node, Method::PUT, &oi, Some(&sc), Some(intent_body(square(-30.0, -30.0, 0.01), &[], "Activated"))).await;
+    assert_eq!(s, 201, "{v}");
+    let ovn = v["operational_intent_reference"]["ovn"].as_str().unwrap().to_string();
+    let off_plan = intent_body(square(-30.0, -30.0, 0.01), &[], "Nonconforming");
+    let (s, v) = call(&node, Method::PUT, &format!("{oi}/{ovn}"), Some(&sc), Some(off_plan.clone())).await;
+    assert_eq!(s, 403, "{v}");
+    let monitor = token("uss1", &format!("{SC} {CMSA}"));
+    let (s, v) = call(&node, Method::PUT, &format!("{oi}/{ovn}"), Some(&monitor), Some(off_plan)).await;
+    assert_eq!((s.as_u16(), v["operational_intent_reference"]["state"].as_str()), (200, Some("Nonconforming")), "{v}");
+
     // The auxiliary interface pool tooling calls.
     let (s, v) = call(&node, Method::GET, "/aux/v1/version", None, None).await;
     assert_eq!(s, 200);

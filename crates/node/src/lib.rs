@@ -548,6 +548,18 @@ impl Dss {
         existing_ovn: Option<Ovn>,
         req: IntentRequest,
     ) -> Result<(OperationalIntent, Vec<SubscriberToNotify>), NodeError> {
+        // F3548: only conformance monitoring declares an operation off its plan.
+        if matches!(
+            req.state,
+            OperationalIntentState::Nonconforming | OperationalIntentState::Contingent
+        ) && !caller.has(Scope::ConformanceMonitoringSa)
+        {
+            return Err(NodeError::Forbidden(format!(
+                "only a client with the scope {} may declare an operational intent {}",
+                Scope::ConformanceMonitoringSa.as_str(),
+                req.state.as_str()
+            )));
+        }
         let extents = prepare_all(req.extents, &self.settings.limits, "extents")?;
         if req.state == OperationalIntentState::Activated {
             // The line of contact: a peer must have accepted the notice of
