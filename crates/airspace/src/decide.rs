@@ -742,14 +742,27 @@ pub fn delete_constraint(
 /// still serve it (the reference DSS's maximum latency, 5 minutes).
 pub const DEPENDENT_START_SLACK_S: i64 = 300;
 
+/// The longest a subscription may last, end minus start (F3548 leaves it to
+/// the DSS; the reference DSS allows 24 hours and clients are built to it).
+pub const MAX_SUBSCRIPTION_S: i64 = 24 * 3600;
+
+/// How far in the past an explicitly given subscription start may lie (the
+/// reference DSS's allowance for clock skew, 5 minutes).
+pub const MAX_START_SKEW_S: i64 = 300;
+
 /// Create (`existing_version: None`) or update an explicit subscription.
 #[derive(Clone, Debug)]
 pub struct PutSubscription {
     pub id: SubscriptionId,
     pub manager: String,
     pub existing_version: Option<String>,
-    /// One volume, with its time bounds already defaulted by the node.
+    /// One volume, with its time bounds defaulted by the node (start: now;
+    /// end: a default duration after the start). On an update, a bound the
+    /// client did not give is the subscription's current one instead.
     pub extents: PreparedVolume,
+    /// Whether the client gave `time_start` / `time_end`.
+    pub start_given: bool,
+    pub end_given: bool,
     pub uss_base_url: String,
     pub notify_for_operational_intents: bool,
     pub notify_for_constraints: bool,
@@ -767,13 +780,46 @@ pub fn put_subscription(
             "at least one of notify_for_operational_intents and notify_for_constraints must be true",
         ));
     }
-    if cmd.extents.time.1 <= cmd.now {
+    let existing = state.subscription(&cmd.id);
+    let mut cmd = cmd;
+    if let Some(old) = existing.filter(|_| cmd.existing_version.is_some()) {
+        let (mut start, mut end) = cmd.extents.time;
+        if !cmd.start_given {
+            start = old.time_start;
+        }
+        if !cmd.end_given {
+            end = old.time_end;
+        }
+        cmd.extents.set_time(start, end);
+    }
+    let (start, end) = cmd.extents.time;
+    if cmd.start_given && start < cmd.now.minus_seconds(MAX_START_SKEW_S) {
+        return Err(invalid(
+            "extents.time_start",
+            format!("the start may be at most {MAX_START_SKEW_S} s in the past"),
+        ));
+    }
+    if end <= cmd.now {
         return Err(invalid(
             "extents.time_end",
             "the end time may not be in the past",
         ));
     }
-    let existing = state.subscription(&cmd.id);
+    if end < start {
+        return Err(invalid(
+            "extents.time_end",
+            "the end time must not be before the start time",
+        ));
+    }
+    if end.unix_micros() - start.unix_micros() > MAX_SUBSCRIPTION_S * 1_000_000 {
+        return Err(invalid(
+            "extents.time_end",
+            format!(
+                "a subscription may last at most {} hours",
+                MAX_SUBSCRIPTION_S / 3600
+            ),
+        ));
+    }
     match (&cmd.existing_version, existing) {
         (None, Some(_)) => {
             return Err(DomainError::AlreadyExists {
@@ -931,13 +977,11 @@ pub fn set_availability(
 ) -> Result<Decision, DomainError> {
     let current = state.availability(&cmd.uss);
     if current.version != cmd.old_version {
-        return Err(invalid(
-            "old_version",
-            format!(
-                "the current version of {}'s availability is {:?}, not {:?}",
-                cmd.uss, current.version, cmd.old_version
-            ),
-        ));
+        return Err(DomainError::AvailabilityVersionMismatch {
+            uss: cmd.uss,
+            current: current.version,
+            given: cmd.old_version,
+        });
     }
     let a = UssAvailability {
         uss: cmd.uss,

@@ -58,6 +58,12 @@ pub enum DomainError {
     OvnMismatch { kind: &'static str, id: EntityId },
     #[error("the version given does not match the current version of subscription {id}")]
     VersionMismatch { id: EntityId },
+    #[error("the current version of {uss}'s availability is {current:?}, not {given:?}")]
+    AvailabilityVersionMismatch {
+        uss: String,
+        current: String,
+        given: String,
+    },
     #[error("{kind} {id} is managed by another client")]
     NotManager { kind: &'static str, id: String },
     #[error(

@@ -576,6 +576,13 @@ fn edge_within(center: LatLng, c: V3, a: V3, b: V3, r: f64) -> bool {
 }
 
 impl PreparedVolume {
+    /// Sets the time window (both the prepared bounds and the volume's).
+    pub fn set_time(&mut self, start: Timestamp, end: Timestamp) {
+        self.time = (start, end);
+        self.volume.time_start = Some(start);
+        self.volume.time_end = Some(end);
+    }
+
     fn contains_point(&self, v: V3) -> bool {
         match &self.shape {
             Shape::Polygon { frame, ring2d, .. } => {

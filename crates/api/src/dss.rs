@@ -64,6 +64,20 @@ pub fn routes() -> Router<Shared> {
             "/dss/v1/subscriptions/{subscriptionid}/{version}",
             put(update_subscription).delete(delete_subscription),
         )
+        // An empty version or OVN (a trailing '/') is the client's mistake
+        // to be named, not an unknown path.
+        .route(
+            "/dss/v1/operational_intent_references/{entityid}/",
+            put(empty_intent_ovn).delete(empty_intent_ovn),
+        )
+        .route(
+            "/dss/v1/constraint_references/{entityid}/",
+            put(empty_constraint_ovn).delete(empty_constraint_ovn),
+        )
+        .route(
+            "/dss/v1/subscriptions/{subscriptionid}/",
+            put(empty_version).delete(empty_version),
+        )
         .route("/dss/v1/reports", post(make_report))
         .route(
             "/dss/v1/uss_availability/{uss_id}",
@@ -72,6 +86,23 @@ pub fn routes() -> Router<Shared> {
 }
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
+
+fn empty_segment(st: &Shared, headers: &HeaderMap, scopes: &[Scope], field: &str) -> Reply {
+    st.require(headers, scopes)?;
+    Err(ApiError::bad(field, format!("the {field} in the path is empty")))
+}
+
+async fn empty_intent_ovn(State(st): State<Shared>, headers: HeaderMap) -> Reply {
+    empty_segment(&st, &headers, OIR_WRITE, "ovn")
+}
+
+async fn empty_constraint_ovn(State(st): State<Shared>, headers: HeaderMap) -> Reply {
+    empty_segment(&st, &headers, CONSTRAINT_WRITE, "ovn")
+}
+
+async fn empty_version(State(st): State<Shared>, headers: HeaderMap) -> Reply {
+    empty_segment(&st, &headers, SUBSCRIPTIONS, "version")
+}
 
 /// Availability of each manager, read once per response.
 fn availability_of(
@@ -152,7 +183,7 @@ async fn query_intents(
         .area_of_interest
         .map(|a| wire::volume(a, "area_of_interest"))
         .transpose()?;
-    let found = st.dss.query_intents(area)?;
+    let found = st.dss.query_intents(area).await?;
     let avail = availability_of(&st, found.iter().map(|i| i.manager.clone()))?;
     let list: Vec<Value> = found
         .iter()
@@ -166,7 +197,7 @@ async fn query_intents(
 
 async fn get_intent(State(st): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let caller = st.require(&headers, OIR_READ)?;
-    let i = st.dss.get_intent(entity_id(&id, "entityid")?)?;
+    let i = st.dss.get_intent(entity_id(&id, "entityid")?).await?;
     Ok((
         StatusCode::OK,
         Json(json!({ "operational_intent_reference": render_intent(&st, &i, &caller.sub)? })),
@@ -252,7 +283,7 @@ async fn query_constraints(
         .area_of_interest
         .map(|a| wire::volume(a, "area_of_interest"))
         .transpose()?;
-    let found = st.dss.query_constraints(area)?;
+    let found = st.dss.query_constraints(area).await?;
     let avail = availability_of(&st, found.iter().map(|c| c.manager.clone()))?;
     let list: Vec<Value> = found
         .iter()
@@ -270,7 +301,7 @@ async fn get_constraint(
     Path(id): Path<String>,
 ) -> Reply {
     let caller = st.require(&headers, CONSTRAINT_READ)?;
-    let c = st.dss.get_constraint(entity_id(&id, "entityid")?)?;
+    let c = st.dss.get_constraint(entity_id(&id, "entityid")?).await?;
     let a = availability(&st, &c.manager)?;
     Ok((
         StatusCode::OK,
@@ -359,11 +390,11 @@ async fn query_subscriptions(
         .area_of_interest
         .map(|a| wire::volume(a, "area_of_interest"))
         .transpose()?;
-    let found = st.dss.query_subscriptions(&caller, area)?;
-    let mut list = Vec::with_capacity(found.len());
-    for s in &found {
-        list.push(wire::subscription(s, &st.dss.dependents(s.id)?));
-    }
+    let found = st.dss.query_subscriptions(&caller, area).await?;
+    let list: Vec<Value> = found
+        .iter()
+        .map(|(s, dependents)| wire::subscription(s, dependents))
+        .collect();
     Ok((StatusCode::OK, Json(json!({ "subscriptions": list }))))
 }
 
@@ -373,12 +404,13 @@ async fn get_subscription(
     Path(id): Path<String>,
 ) -> Reply {
     let caller = st.require(&headers, SUBSCRIPTIONS)?;
-    let s = st
+    let (s, dependents) = st
         .dss
-        .get_subscription(&caller, entity_id(&id, "subscriptionid")?)?;
+        .get_subscription(&caller, entity_id(&id, "subscriptionid")?)
+        .await?;
     Ok((
         StatusCode::OK,
-        Json(json!({ "subscription": wire::subscription(&s, &st.dss.dependents(s.id)?) })),
+        Json(json!({ "subscription": wire::subscription(&s, &dependents) })),
     ))
 }
 
@@ -474,13 +506,10 @@ async fn make_report(
             "the exchange must be an ExchangeRecord object",
         ));
     }
-    for f in [
-        "url",
-        "method",
-        "recorder_role",
-        "request_time",
-        "request_source",
-    ] {
+    // F3548's schema also lists `request_source`; the reference DSS and
+    // the qualification tooling accept a record without it, and so does
+    // this node (a report is evidence: refusing it loses it).
+    for f in ["url", "method", "recorder_role", "request_time"] {
         if r.exchange.get(f).is_none() {
             return Err(ApiError::bad(
                 format!("exchange.{f}"),
@@ -516,7 +545,9 @@ async fn get_availability(
     st.require(&headers, AVAILABILITY_READ)?;
     Ok((
         StatusCode::OK,
-        Json(availability_json(&st.dss.get_availability(&uss)?)),
+        Json(availability_json(
+            &st.dss.get_availability_settled(&uss).await?,
+        )),
     ))
 }
 

@@ -160,6 +160,12 @@ impl IntoResponse for ApiError {
                     DomainError::VersionMismatch { .. } => {
                         body(S::CONFLICT, "version_mismatch", m, Some("version".into()))
                     }
+                    DomainError::AvailabilityVersionMismatch { .. } => body(
+                        S::CONFLICT,
+                        "version_mismatch",
+                        m,
+                        Some("old_version".into()),
+                    ),
                     DomainError::NotManager { .. } => body(S::FORBIDDEN, "not_manager", m, None),
                     DomainError::UssDown { .. } => {
                         body(S::PRECONDITION_FAILED, "uss_down", m, None)

@@ -119,7 +119,8 @@ async fn postgis_baseline(
     for seed in 0..200u64 {
         let a = area(seed + 1);
         let mut mine: Vec<Uuid> = dss
-            .query_intents(Some(a.clone()))?
+            .query_intents(Some(a.clone()))
+            .await?
             .iter()
             .map(|i| i.id)
             .collect();
@@ -284,7 +285,7 @@ async fn postgres_backend(
                 let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
                 let (lat, lng) = (40.0 + 10.0 * rng.unit(), 10.0 * rng.unit());
                 let area = square(lat, lng, 0.0045, now, now.plus_seconds(86_400));
-                d.query_intents(Some(area)).is_ok()
+                d.query_intents(Some(area)).await.is_ok()
             }
         })
         .await;
@@ -887,7 +888,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
                 let (lat, lng) = (40.0 + 10.0 * rng.unit(), 10.0 * rng.unit());
                 let area = square(lat, lng, 0.0045, now, now.plus_seconds(86_400)); // ≈ 1 km × 0.7 km
-                d.query_intents(Some(area)).is_ok()
+                d.query_intents(Some(area)).await.is_ok()
             }
         })
         .await;

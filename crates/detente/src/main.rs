@@ -232,7 +232,12 @@ impl ServeArgs {
             insecure_dev_auth: self.insecure_dev_auth || file.insecure_dev_auth.unwrap_or(false),
             max_area_km2: file.max_area_km2.unwrap_or(100_000.0),
             max_vertices: file.max_vertices.unwrap_or(10_000),
-            default_subscription_hours: file.default_subscription_hours.unwrap_or(24),
+            default_subscription_hours: match file.default_subscription_hours.unwrap_or(24) {
+                h @ 1..=24 => h,
+                h => anyhow::bail!(
+                    "default_subscription_hours = {h}: it must be 1 to 24 (a subscription may last at most 24 hours)"
+                ),
+            },
             expiry_sweep_seconds: file.expiry_sweep_seconds.unwrap_or(60),
             expiry_grace_seconds: file.expiry_grace_seconds.unwrap_or(300),
             rate_limit_per_second: file.rate_limit_per_second.unwrap_or(1000),

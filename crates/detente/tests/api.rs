@@ -1074,8 +1074,8 @@ async fn reports_and_uss_availability() {
         )
         .await
         .0,
-        400,
-        "stale old_version"
+        409,
+        "stale old_version (F3548 and the reference DSS: a version conflict)"
     );
     let (_, v) = call(
         &node,
@@ -1304,5 +1304,91 @@ async fn clients_built_against_the_reference_dss_are_understood() {
         .unwrap();
     assert!(r.status().is_redirection());
     assert_eq!(r.headers()["location"], "/console/");
+}
+}
+
+both_backends! {
+/// F3548 lifecycle rules the reference suite does not probe: a
+/// subscription lasts at most 24 h, an empty version or OVN in the path is
+/// named, a report without `request_source` is kept, and what has ended is
+/// gone for every read before any sweep.
+#[tokio::test]
+async fn lifecycle_rules_beyond_the_reference_suite() {
+    let node = TestNode::start(bin());
+    let uss = token("uss1", SC);
+    let authority = token("authority", CM);
+    let sub = |extents: Value| {
+        json!({"extents": extents, "uss_base_url": "https://uss1.example", "notify_for_operational_intents": true})
+    };
+    // 24 h 10 min: refused, naming the end; 24 h exactly: accepted.
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&uss),
+        Some(sub(square_during(1.0, 1.0, 0.01, 0, 24 * 3600 + 600)))).await;
+    assert_eq!((s.as_u16(), field(&v)), (400, "extents.time_end"), "{v}");
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&uss),
+        Some(sub(square_during(1.0, 1.0, 0.01, 0, 24 * 3600)))).await;
+    assert_eq!(s, 200, "{v}");
+    // A start more than 5 minutes ago is refused, naming the start.
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&uss),
+        Some(sub(square_during(1.0, 1.0, 0.01, -600, 3600)))).await;
+    assert_eq!((s.as_u16(), field(&v)), (400, "extents.time_start"), "{v}");
+    // An empty version or OVN: 400 naming it (not a 404 from routing).
+    let id = new_id();
+    for (method, path, f) in [
+        (Method::PUT, format!("/dss/v1/subscriptions/{id}/"), "version"),
+        (Method::DELETE, format!("/dss/v1/subscriptions/{id}/"), "version"),
+        (Method::PUT, format!("/dss/v1/operational_intent_references/{id}/"), "ovn"),
+        (Method::DELETE, format!("/dss/v1/operational_intent_references/{id}/"), "ovn"),
+    ] {
+        let (s, v) = call(&node, method.clone(), &path, Some(&uss), Some(sub(square(1.0, 1.0, 0.01)))).await;
+        assert_eq!((s.as_u16(), field(&v)), (400, f), "{method} {path}: {v}");
+    }
+    let (s, v) = call(&node, Method::DELETE, &format!("/dss/v1/constraint_references/{id}/"), Some(&authority), None).await;
+    assert_eq!((s.as_u16(), field(&v)), (400, "ovn"), "{v}");
+    // Still behind the credential check.
+    let (s, _) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{id}/"), None, None).await;
+    assert_eq!(s, 401);
+    // A report without request_source is kept, as the reference DSS does.
+    let exchange = json!({"url": "https://x.example/uss/v1/operational_intents/1", "method": "GET", "recorder_role": "Client", "request_time": at(0)});
+    let (s, v) = call(&node, Method::POST, "/dss/v1/reports", Some(&uss), Some(json!({"exchange": exchange}))).await;
+    assert_eq!(s, 201, "{v}");
+
+    // Ending in a few seconds: a subscription, an intent and a constraint.
+    let (sid, iid, cid) = (new_id(), new_id(), new_id());
+    let soon = |lng: f64| square_during(-5.0, lng, 0.01, 0, 10);
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{sid}"), Some(&uss), Some(sub(soon(5.0)))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/operational_intent_references/{iid}"), Some(&uss),
+        Some(intent_body(soon(6.0), &[], "Accepted"))).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/constraint_references/{cid}"), Some(&authority),
+        Some(json!({"extents": [soon(7.0)], "uss_base_url": "https://authority.example"}))).await;
+    assert_eq!(s, 201, "{v}");
+    // Still there before their end…
+    let (s, v) = call(&node, Method::GET, &format!("/dss/v1/subscriptions/{sid}"), Some(&uss), None).await;
+    assert_eq!(s, 200, "{v}");
+    // …gone once all three have ended (`at` rounds down to whole seconds:
+    // 10 s ahead is at most 10 s away). The sweeper keeps them 5 more
+    // minutes; reads do not show them.
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let reads = [
+        (Method::GET, format!("/dss/v1/subscriptions/{sid}"), &uss),
+        (Method::GET, format!("/dss/v1/operational_intent_references/{iid}"), &uss),
+        (Method::GET, format!("/dss/v1/constraint_references/{cid}"), &authority),
+    ];
+    for (m, path, tok) in reads {
+        let (s, v) = call(&node, m, &path, Some(tok), None).await;
+        assert_eq!(s, 404, "{path} after its end: {v}");
+    }
+    // Queried over a window that includes their past, they are not listed.
+    let past = square_during(-5.0, 6.0, 1.05, -120, 3600);
+    for (path, tok, list) in [
+        ("/dss/v1/subscriptions/query", &uss, "subscriptions"),
+        ("/dss/v1/operational_intent_references/query", &uss, "operational_intent_references"),
+        ("/dss/v1/constraint_references/query", &authority, "constraint_references"),
+    ] {
+        let (s, v) = call(&node, Method::POST, path, Some(tok), Some(json!({"area_of_interest": past}))).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v[list], json!([]), "{path}: {v}");
+    }
 }
 }

@@ -818,3 +818,93 @@ async fn a_node_that_loses_its_database_answers_503_until_it_is_back() {
         "{metrics}"
     );
 }
+
+/// F3548 DSS0210: what one instance of a DSS pool answered, every other
+/// returns — a read that starts after a write's answer sees it, on any
+/// replica. Each read is sent the moment the write through the other
+/// replica is answered, many times over, in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_on_one_replica_sees_every_write_another_had_answered() {
+    let Some(_pg) = OnPostgres::enter("a_read_on_one_replica_sees_every_write") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = replicas(&tmp.path().join("node"), 2);
+    let t = token("uss1", SC);
+    for round in 0..60 {
+        let (w, r) = (&nodes[round % 2], &nodes[(round + 1) % 2]);
+        let lat = -30.0 + 0.05 * round as f64;
+        // A subscription created through one replica…
+        let sub = new_id();
+        let (s, v) = call(
+            w,
+            Method::PUT,
+            &format!("/dss/v1/subscriptions/{sub}"),
+            &t,
+            Some(json!({
+                "extents": square(lat, 40.0, 0.01),
+                "uss_base_url": "https://uss1.example",
+                "notify_for_operational_intents": true,
+            })),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let version = v["subscription"]["version"].as_str().unwrap().to_string();
+        // …is there on the other, by id and by area.
+        let (s, v) = call(r, Method::GET, &format!("/dss/v1/subscriptions/{sub}"), &t, None).await;
+        assert_eq!(s, 200, "round {round}: GET on the other replica: {v}");
+        let (s, v) = call(
+            r,
+            Method::POST,
+            "/dss/v1/subscriptions/query",
+            &t,
+            Some(json!({ "area_of_interest": square(lat, 40.0, 0.001) })),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            v["subscriptions"].as_array().unwrap().iter().any(|x| x["id"] == sub.as_str()),
+            "round {round}: the other replica's query misses it: {v}"
+        );
+        // An intent too.
+        let id = new_id();
+        let (s, v) = call(
+            w,
+            Method::PUT,
+            &format!("/dss/v1/operational_intent_references/{id}"),
+            &t,
+            Some(intent_body(square(lat, 41.0, 0.01), &[], "Accepted")),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        let intent_version = v["operational_intent_reference"]["version"].clone();
+        let found = intents_in(r, square(lat, 41.0, 0.001)).await;
+        assert_eq!(
+            found.get(&id).map(|i| i["version"].clone()),
+            Some(intent_version),
+            "round {round}: the other replica's query"
+        );
+        // Another client may not delete it, through either replica.
+        let (s, v) = call(
+            r,
+            Method::DELETE,
+            &format!("/dss/v1/subscriptions/{sub}/{version}"),
+            &token("uss2", SC),
+            None,
+        )
+        .await;
+        assert_eq!(s, 403, "{v}");
+        // And a removal is gone on the other at once.
+        let (s, v) = call(
+            w,
+            Method::DELETE,
+            &format!("/dss/v1/subscriptions/{sub}/{version}"),
+            &t,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = call(r, Method::GET, &format!("/dss/v1/subscriptions/{sub}"), &t, None).await;
+        assert_eq!(s, 404, "round {round}: deleted on one replica, still on the other: {v}");
+    }
+}

@@ -126,6 +126,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Result<Decision, DomainError>, StoreError>>;
     /// Runs `f` on a consistent view of the committed state.
     fn read(&self, f: &mut dyn FnMut(&AirspaceState)) -> Result<(), StoreError>;
+    /// Waits until reads hold every write that any replica of this node
+    /// had answered when this was called: a read that starts after a
+    /// write's answer sees it, on every replica. At once where this process
+    /// is its database's only writer.
+    fn settle(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Whether the store answers now (false while it cannot reach its
     /// database and reads and writes are refused as unavailable).
     fn available(&self) -> bool {
@@ -427,7 +434,8 @@ pub struct SubscriptionRequest {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub limits: Limits,
-    /// Default duration of a subscription whose end time is not given.
+    /// Default duration of a subscription whose end time is not given
+    /// (at most `decide::MAX_SUBSCRIPTION_S`).
     pub default_subscription_s: i64,
     /// How far the time in a `requested_ovn_suffix` may be from now.
     pub ovn_suffix_skew_s: i64,
@@ -501,6 +509,13 @@ impl Dss {
 
     /// Runs `f` on the whole current state (for views such as the console's map).
     pub fn view<T>(&self, f: impl FnOnce(&AirspaceState) -> T) -> Result<T, NodeError> {
+        self.read(f)
+    }
+
+    /// [`Self::read`] after every write any replica had answered (see
+    /// [`Store::settle`]): what the DSS's own reads use.
+    async fn read_settled<T>(&self, f: impl FnOnce(&AirspaceState) -> T) -> Result<T, NodeError> {
+        self.store.settle().await?;
         self.read(f)
     }
 
@@ -619,8 +634,13 @@ impl Dss {
         )
     }
 
-    pub fn get_intent(&self, id: EntityId) -> Result<OperationalIntent, NodeError> {
-        self.read(|s| s.intent(&id).cloned())?.ok_or_else(|| {
+    /// What has ended is gone for every read, whenever the sweeper
+    /// removes it.
+    pub async fn get_intent(&self, id: EntityId) -> Result<OperationalIntent, NodeError> {
+        let now = self.now();
+        self.read_settled(|s| s.intent(&id).filter(|i| i.time_end > now).cloned())
+            .await?
+            .ok_or_else(|| {
             DomainError::NotFound {
                 kind: "operational intent",
                 id: id.to_string(),
@@ -646,15 +666,22 @@ impl Dss {
         )?)
     }
 
-    pub fn query_intents(
+    pub async fn query_intents(
         &self,
         area: Option<Volume4D>,
     ) -> Result<Vec<OperationalIntent>, NodeError> {
         let Some(a) = self.area(area, "area_of_interest")? else {
             return Ok(Vec::new());
         };
-        let a = [a];
-        self.read(|s| s.intents_intersecting(&a).into_iter().cloned().collect())
+        let (a, now) = ([a], self.now());
+        self.read_settled(|s| {
+            s.intents_intersecting(&a)
+                .into_iter()
+                .filter(|i| i.time_end > now)
+                .cloned()
+                .collect()
+        })
+        .await
     }
 
     pub async fn put_constraint(
@@ -698,8 +725,11 @@ impl Dss {
         )
     }
 
-    pub fn get_constraint(&self, id: EntityId) -> Result<Constraint, NodeError> {
-        self.read(|s| s.constraint(&id).cloned())?.ok_or_else(|| {
+    pub async fn get_constraint(&self, id: EntityId) -> Result<Constraint, NodeError> {
+        let now = self.now();
+        self.read_settled(|s| s.constraint(&id).filter(|c| c.time_end > now).cloned())
+            .await?
+            .ok_or_else(|| {
             DomainError::NotFound {
                 kind: "constraint",
                 id: id.to_string(),
@@ -708,17 +738,22 @@ impl Dss {
         })
     }
 
-    pub fn query_constraints(&self, area: Option<Volume4D>) -> Result<Vec<Constraint>, NodeError> {
+    pub async fn query_constraints(
+        &self,
+        area: Option<Volume4D>,
+    ) -> Result<Vec<Constraint>, NodeError> {
         let Some(a) = self.area(area, "area_of_interest")? else {
             return Ok(Vec::new());
         };
-        let a = [a];
-        self.read(|s| {
+        let (a, now) = ([a], self.now());
+        self.read_settled(|s| {
             s.constraints_intersecting(&a)
                 .into_iter()
+                .filter(|c| c.time_end > now)
                 .cloned()
                 .collect()
         })
+        .await
     }
 
     pub async fn put_subscription(
@@ -733,13 +768,15 @@ impl Dss {
         // governed by the read scopes of the references it fetches).
         let now = self.now();
         let mut v = req.extents;
-        // F3548 PutSubscriptionParameters: start defaults to now, end is chosen by the DSS.
+        let (start_given, end_given) = (v.time_start.is_some(), v.time_end.is_some());
+        // F3548 PutSubscriptionParameters: start defaults to now, end is
+        // chosen by the DSS (on an update, `decide` keeps the current ones).
         let start = *v.time_start.get_or_insert(now);
-        v.time_end.get_or_insert(
-            start
-                .max(now)
-                .plus_seconds(self.settings.default_subscription_s),
-        );
+        v.time_end.get_or_insert(start.plus_seconds(
+            self.settings
+                .default_subscription_s
+                .min(decide::MAX_SUBSCRIPTION_S),
+        ));
         let extents =
             prepare(v, &self.settings.limits).map_err(|e| NodeError::from(e.under("extents")))?;
         let cmd = PutSubscription {
@@ -751,6 +788,8 @@ impl Dss {
             notify_for_operational_intents: req.notify_for_operational_intents,
             notify_for_constraints: req.notify_for_constraints,
             now,
+            start_given,
+            end_given,
         };
         match self
             .commit(Box::new(move |s| decide::put_subscription(s, cmd)))
@@ -786,13 +825,19 @@ impl Dss {
     }
 
     /// A subscription is shown only to its manager.
-    pub fn get_subscription(
+    pub async fn get_subscription(
         &self,
         caller: &Caller,
         id: SubscriptionId,
-    ) -> Result<Subscription, NodeError> {
-        let s = self
-            .read(|s| s.subscription(&id).cloned())?
+    ) -> Result<(Subscription, Vec<EntityId>), NodeError> {
+        let now = self.now();
+        let (s, dependents) = self
+            .read_settled(|s| {
+                s.subscription(&id)
+                    .filter(|x| x.time_end > now)
+                    .map(|x| (x.clone(), s.dependents(&id)))
+            })
+            .await?
             .ok_or_else(|| {
                 NodeError::from(DomainError::NotFound {
                     kind: "subscription",
@@ -804,26 +849,28 @@ impl Dss {
                 "subscription {id} is managed by another client"
             )));
         }
-        Ok(s)
+        Ok((s, dependents))
     }
 
     /// F3548: only the caller's own subscriptions are returned.
-    pub fn query_subscriptions(
+    /// With each subscription, its dependent operational intents.
+    pub async fn query_subscriptions(
         &self,
         caller: &Caller,
         area: Option<Volume4D>,
-    ) -> Result<Vec<Subscription>, NodeError> {
+    ) -> Result<Vec<(Subscription, Vec<EntityId>)>, NodeError> {
         let Some(a) = self.area(area, "area_of_interest")? else {
             return Ok(Vec::new());
         };
-        let a = [a];
-        self.read(|s| {
+        let (a, now) = ([a], self.now());
+        self.read_settled(|s| {
             s.subscriptions_intersecting(&a)
                 .into_iter()
-                .filter(|x| x.manager == caller.sub)
-                .cloned()
+                .filter(|x| x.manager == caller.sub && x.time_end > now)
+                .map(|x| (x.clone(), s.dependents(&x.id)))
                 .collect()
         })
+        .await
     }
 
     /// Dependent operational intents of a subscription (F3548 `dependent_operational_intents`).
@@ -831,6 +878,13 @@ impl Dss {
         self.read(|s| s.dependents(&id))
     }
 
+    /// A USS's availability as every replica has it.
+    pub async fn get_availability_settled(&self, uss: &str) -> Result<UssAvailability, NodeError> {
+        self.read_settled(|s| s.availability(uss)).await
+    }
+
+    /// A USS's availability as this replica has it (for rendering
+    /// references whose read has settled already).
     pub fn get_availability(&self, uss: &str) -> Result<UssAvailability, NodeError> {
         self.read(|s| s.availability(uss))
     }
@@ -876,8 +930,8 @@ impl Dss {
     }
 
     /// Current conflicts, in a stable order.
-    pub fn conflicts(&self) -> Result<Vec<Conflict>, NodeError> {
-        self.read(|s| s.conflicts().cloned().collect())
+    pub async fn conflicts(&self) -> Result<Vec<Conflict>, NodeError> {
+        self.read_settled(|s| s.conflicts().cloned().collect()).await
     }
 
     /// See [`Store::mark_once`].

@@ -280,6 +280,21 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Ends the exclusive access without writing.
     fn release<'a>(&'a self, w: &'a mut Self::Writer) -> BoxFuture<'a, ()>;
+    /// Whether other writers share the database (replicas): reads then
+    /// settle first ([`Engine`]'s `settle`).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The database's batch counter as far as the writer's state has taken
+    /// it in (`None` for a database with no other writers).
+    fn applied(&self, _w: &Self::Writer) -> Option<i64> {
+        None
+    }
+    /// The database's batch counter now: every write any writer has
+    /// answered is at or below it.
+    fn counter(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
     /// Closes the writer's connection and the readers' (the store is
     /// shutting down).
     fn close(&self, w: Self::Writer) -> BoxFuture<'_, ()> {
@@ -609,7 +624,46 @@ pub struct Engine<B: Backend> {
     refresh_queued: Arc<AtomicBool>,
     /// False while the writer reloads after a failure (see `recover`).
     available: Arc<AtomicBool>,
+    /// Read-your-writes across replicas (`None` for a database this
+    /// writer owns alone).
+    settle: Option<Arc<Settle>>,
     pub(crate) backend: Arc<B>,
+}
+
+/// Reads on a shared database first take in every write any replica had
+/// answered when the read began. Concurrent reads share the counter's
+/// reading: a read waits for the first reading that *started* after it
+/// arrived (rounds), so one round trip serves every read that queued
+/// during the previous one.
+struct Settle {
+    /// Rounds started.
+    started: AtomicU64,
+    /// The last round finished, and the counter it read.
+    done: tokio::sync::watch::Sender<(u64, Result<i64, StoreError>)>,
+    kick: tokio::sync::Notify,
+    /// The counter the in-memory states reflect (published by the writer).
+    applied: tokio::sync::watch::Receiver<i64>,
+}
+
+/// How long a read waits for this replica to take in what others
+/// committed before it is refused as unavailable.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn run_settle<B: Backend>(backend: Arc<B>, s: Arc<Settle>, alive: Refresher) {
+    loop {
+        tokio::select! {
+            _ = s.kick.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                if !alive.alive() {
+                    return;
+                }
+                continue;
+            }
+        }
+        let round = s.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let counter = backend.counter().await;
+        let _ = s.done.send_replace((round, counter));
+    }
 }
 
 impl<B: Backend> std::fmt::Debug for Engine<B> {
@@ -640,7 +694,9 @@ impl<B: Backend> Engine<B> {
         let appended = Arc::new(tokio::sync::Notify::new());
         let refresh_queued = Arc::new(AtomicBool::new(false));
         let available = Arc::new(AtomicBool::new(true));
+        let (applied_tx, applied_rx) = tokio::sync::watch::channel(i64::MIN);
         tokio::spawn(run_writer(Writer {
+            applied: applied_tx,
             backend: backend.clone(),
             w: writer,
             decider: Decider {
@@ -657,7 +713,15 @@ impl<B: Backend> Engine<B> {
             closing: Vec::new(),
             available: available.clone(),
         }));
-        Engine {
+        let settle = backend.shared().then(|| {
+            Arc::new(Settle {
+                started: AtomicU64::new(0),
+                done: tokio::sync::watch::channel((0, Ok(i64::MIN))).0,
+                kick: tokio::sync::Notify::new(),
+                applied: applied_rx,
+            })
+        });
+        let engine = Engine {
             state,
             line,
             log,
@@ -666,7 +730,54 @@ impl<B: Backend> Engine<B> {
             appended,
             refresh_queued,
             available,
+            settle,
             backend,
+        };
+        if let Some(s) = &engine.settle {
+            tokio::spawn(run_settle(
+                engine.backend.clone(),
+                s.clone(),
+                engine.refresher(),
+            ));
+        }
+        engine
+    }
+
+    /// Waits until the in-memory states hold every write any replica had
+    /// answered when this was called (at once where this writer owns its
+    /// database).
+    async fn settled(&self) -> Result<(), StoreError> {
+        let Some(s) = &self.settle else {
+            return Ok(());
+        };
+        let need = s.started.load(Ordering::SeqCst) + 1;
+        let mut done = s.done.subscribe();
+        s.kick.notify_one();
+        let counter = done
+            .wait_for(|(round, _)| *round >= need)
+            .await
+            .map_err(|_| StoreError::Failed("the store has stopped".into()))?
+            .1
+            .clone()?;
+        let mut applied = s.applied.clone();
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        loop {
+            if *applied.borrow_and_update() >= counter {
+                return Ok(());
+            }
+            // Ask again each time: a refresh already under way may have
+            // read the database before the write this read waits for.
+            self.refresher().refresh();
+            let wait = std::time::Duration::from_millis(20);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(
+                    "this replica could not take in the other replicas' writes in time; retry shortly"
+                        .into(),
+                ));
+            }
+            if let Ok(Err(_)) = tokio::time::timeout(wait, applied.changed()).await {
+                return Err(StoreError::Failed("the store has stopped".into()));
+            }
         }
     }
 
@@ -797,6 +908,9 @@ impl Refresher {
 struct Writer<B: Backend> {
     backend: Arc<B>,
     w: B::Writer,
+    /// The database counter the in-memory states reflect, for settling
+    /// reads (only moves for a shared database).
+    applied: tokio::sync::watch::Sender<i64>,
     decider: Decider,
     appended: Arc<tokio::sync::Notify>,
     refresh_queued: Arc<AtomicBool>,
@@ -981,7 +1095,28 @@ impl Decided {
 impl<B: Backend> Writer<B> {
     /// Takes in what other writers committed; false if that failed (the
     /// batch must then be refused).
+    /// Tells settling reads how far the in-memory states have come.
+    fn publish(&self) {
+        if let Some(v) = self.backend.applied(&self.w) {
+            self.applied.send_if_modified(|a| {
+                let newer = *a < v;
+                if newer {
+                    *a = v;
+                }
+                newer
+            });
+        }
+    }
+
     async fn begin(&mut self, exclusive: bool) -> Result<(), StoreError> {
+        let r = self.begin_inner(exclusive).await;
+        if r.is_ok() {
+            self.publish();
+        }
+        r
+    }
+
+    async fn begin_inner(&mut self, exclusive: bool) -> Result<(), StoreError> {
         let d = &self.decider;
         let size = d.log.committed.load(Ordering::SeqCst);
         let Some(delta) = self.backend.begin(&mut self.w, size, exclusive).await? else {
@@ -1060,6 +1195,7 @@ impl<B: Backend> Writer<B> {
             *d.log.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(latest);
         }
         self.available.store(true, Ordering::SeqCst);
+        self.publish();
         Ok(())
     }
 
@@ -1123,6 +1259,10 @@ impl<B: Backend> Writer<B> {
         // Exclusive access, and whatever other replicas committed first; a
         // refresh alone only reads (it must not hold up their writes).
         let exclusive = batch.iter().any(|j| !matches!(j, Job::Refresh));
+        // A refresh asked for from now on reads after this batch's begin.
+        if batch.iter().any(|j| matches!(j, Job::Refresh)) {
+            self.refresh_queued.store(false, Ordering::SeqCst);
+        }
         let t_begin = std::time::Instant::now();
         let begun = self.begin(exclusive).await;
         let begin_us = t_begin.elapsed().as_micros() as u64;
@@ -1162,6 +1302,7 @@ impl<B: Backend> Writer<B> {
         let mut d = d;
         let log = &self.decider.log;
         if persisted.is_ok() {
+            self.publish();
             log.committed
                 .store(d.first_leaf + d.leaves.len() as u64, Ordering::SeqCst);
             if d.line_entries {
@@ -1778,6 +1919,13 @@ impl<B: Backend> Store for Engine<B> {
 
     fn available(&self) -> bool {
         self.available.load(Ordering::SeqCst)
+    }
+
+    fn settle(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.check_available()?;
+            self.settled().await
+        })
     }
 
     fn read(&self, f: &mut dyn FnMut(&AirspaceState)) -> Result<(), StoreError> {

@@ -871,6 +871,25 @@ impl Backend for Postgres {
         true
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn applied(&self, w: &PgWriter) -> Option<i64> {
+        Some(w.version)
+    }
+
+    fn counter(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            pool_query!(self, "reading the batch counter", |c| {
+                sqlx::query_scalar::<_, i64>("SELECT version FROM meta")
+                    .fetch_one(&mut *c)
+                    .await
+            })
+            .await
+        })
+    }
+
     fn begin<'a>(
         &'a self,
         w: &'a mut PgWriter,

@@ -179,7 +179,7 @@ async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
         assert!(unavailable(&r), "a write while down: {r:?}");
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
-    let r = d.get_intent(ids[0]);
+    let r = d.get_intent(ids[0]).await;
     assert!(unavailable(&r), "a read while down: {r:?}");
     let r = d.counts();
     assert!(unavailable(&r), "counts while down: {r:?}");
@@ -191,10 +191,10 @@ async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
     created_within(&d, ids[4], 4, Duration::from_secs(20)).await;
     assert!(store.available());
     // Exactly the acknowledged writes are there.
-    d.get_intent(ids[0]).unwrap();
-    d.get_intent(ids[4]).unwrap();
+    d.get_intent(ids[0]).await.unwrap();
+    d.get_intent(ids[4]).await.unwrap();
     for id in &ids[1..4] {
-        let r = d.get_intent(*id);
+        let r = d.get_intent(*id).await;
         assert!(
             matches!(r, Err(NodeError::Domain(_))),
             "a refused write was not kept: {r:?}"
@@ -208,7 +208,7 @@ async fn a_database_outage_is_answered_unavailable_and_the_store_recovers() {
     let again = without_proxy(&url, &schema).await;
     let d = dss(again);
     assert_eq!(d.counts().unwrap().intents, 2);
-    d.get_intent(ids[4]).unwrap();
+    d.get_intent(ids[4]).await.unwrap();
     d.close().await;
 }
 
@@ -238,7 +238,7 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_committed() {
         r.is_ok(),
         "the database holds the write: it is answered as committed, not as failed: {r:?}"
     );
-    d.get_intent(ids[0]).unwrap();
+    d.get_intent(ids[0]).await.unwrap();
     assert!(store.available());
     create(&d, ids[1], 1).await.unwrap();
     d.close().await;
@@ -249,7 +249,7 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_committed() {
     assert_eq!(again.log_size(), 2, "one entry per write");
     let d = dss(again);
     assert_eq!(d.counts().unwrap().intents, 2);
-    d.get_intent(ids[0]).unwrap();
+    d.get_intent(ids[0]).await.unwrap();
     d.close().await;
 }
 
@@ -290,10 +290,10 @@ async fn a_database_that_stops_answering_is_given_up_on_and_the_store_recovers()
 
     proxy.restore();
     created_within(&d, ids[3], 3, Duration::from_secs(30)).await;
-    d.get_intent(ids[0]).unwrap();
-    d.get_intent(ids[3]).unwrap();
+    d.get_intent(ids[0]).await.unwrap();
+    d.get_intent(ids[3]).await.unwrap();
     for id in &ids[1..3] {
-        let r = d.get_intent(*id);
+        let r = d.get_intent(*id).await;
         assert!(matches!(r, Err(NodeError::Domain(_))), "{r:?}");
     }
     d.close().await;
@@ -328,7 +328,7 @@ async fn a_commit_lost_with_its_database_is_answered_as_of_unknown_outcome() {
     // Once the database is back, the write is there: it had been committed.
     proxy.restore();
     let t = Instant::now();
-    while let Err(e) = d.get_intent(id) {
+    while let Err(e) = d.get_intent(id).await {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "not readable {:?} after the database came back: {e}",

@@ -185,7 +185,7 @@ async fn acknowledged_writes_survive_reopening_with_index_and_conflicts_rebuilt(
         )
         .await
         .unwrap();
-        assert_eq!(d.conflicts().unwrap().len(), 1);
+        assert_eq!(d.conflicts().await.unwrap().len(), 1);
         // A USS's name comes from a URL and may be any text, control
         // characters and quotes included.
         d.set_availability(
@@ -201,14 +201,14 @@ async fn acknowledged_writes_survive_reopening_with_index_and_conflicts_rebuilt(
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let d = dss(dir.path()).await;
     let now = d.now();
-    assert_eq!(d.get_intent(a_id).unwrap().version, 1);
+    assert_eq!(d.get_intent(a_id).await.unwrap().version, 1);
     assert_eq!(
-        d.query_intents(Some(square(50.0, 30.005, 0.001, now)))
+        d.query_intents(Some(square(50.0, 30.005, 0.001, now))).await
             .unwrap()
             .len(),
         2
     );
-    let conflicts = d.conflicts().unwrap();
+    let conflicts = d.conflicts().await.unwrap();
     assert_eq!(conflicts.len(), 1, "conflicts are rebuilt from the rows");
     assert_eq!((conflicts[0].a.id, conflicts[0].b.id), (a_id, b_id));
     assert_eq!(d.counts().unwrap().subscriptions, 2);
@@ -680,7 +680,7 @@ async fn notification_indices_are_logged_compactly_and_survive_reopening() {
         }
         seen.sort_unstable();
         assert_eq!(seen, (1..=writes as i32).collect::<Vec<_>>(), "each write its own index");
-        assert_eq!(d.get_subscription(&caller("watcher"), sub).unwrap().notification_index, writes as i32);
+        assert_eq!(d.get_subscription(&caller("watcher"), sub).await.unwrap().0.notification_index, writes as i32);
         // One entry per write: the intent, with its implicit subscription
         // and the watcher's new index.
         let entries = store.log_entries(size, store.log_size()).await.unwrap();
@@ -709,7 +709,7 @@ async fn notification_indices_are_logged_compactly_and_survive_reopening() {
         store.close().await;
     }
     let d = dss(dir.path()).await;
-    let s = d.get_subscription(&caller("watcher"), sub).unwrap();
+    let (s, _) = d.get_subscription(&caller("watcher"), sub).await.unwrap();
     assert_eq!(s.notification_index, writes as i32, "the row holds the last index");
     assert_eq!(s.extents.len(), 1, "and the rest of the subscription");
 }
@@ -756,7 +756,7 @@ async fn writes_decided_while_a_batch_syncs_commit_in_order_and_survive_reopenin
         for (id, v) in &versions {
             assert_eq!(*v, updates as i32 + 1, "{id}");
         }
-        let index = d.get_subscription(&caller("watcher"), sub).unwrap().notification_index;
+        let index = d.get_subscription(&caller("watcher"), sub).await.unwrap().0.notification_index;
         assert_eq!(index, (writers * (u128::from(updates) + 1)) as i32, "every write notified the watcher once");
         let size = store.log_size();
         assert_eq!(u128::from(size), 1 + writers * (u128::from(updates) + 1), "one entry per write");
@@ -769,11 +769,11 @@ async fn writes_decided_while_a_batch_syncs_commit_in_order_and_survive_reopenin
     assert_eq!(store.log_root(size).await.unwrap(), root, "the leaves were stored in the order they were hashed");
     let d = dss_over(store.clone());
     for (id, v) in versions {
-        let oi = d.get_intent(id).unwrap();
+        let oi = d.get_intent(id).await.unwrap();
         assert_eq!(oi.version, v, "{id}: the row holds the last acknowledged write");
     }
     assert_eq!(
-        d.get_subscription(&caller("watcher"), sub).unwrap().notification_index,
+        d.get_subscription(&caller("watcher"), sub).await.unwrap().0.notification_index,
         (writers * (u128::from(updates) + 1)) as i32,
         "the subscription's row holds its last index"
     );
@@ -907,7 +907,7 @@ async fn closing_commits_what_is_queued_and_leaves_no_wal_to_replay() {
     drop((d, store));
     let d = dss(dir.path()).await;
     for id in &acknowledged {
-        assert!(d.get_intent(*id).is_ok(), "acknowledged {id} is there");
+        assert!(d.get_intent(*id).await.is_ok(), "acknowledged {id} is there");
     }
     assert_eq!(d.counts().unwrap().intents, acknowledged.len());
 }

@@ -301,6 +301,8 @@ fn watch(s: &mut AirspaceState) {
             notify_for_operational_intents: true,
             notify_for_constraints: false,
             now: NOW,
+            start_given: true,
+            end_given: true,
         },
     );
     run(s, |_| d);
@@ -517,7 +519,7 @@ fn down_uss_cannot_plan_or_delete() {
     );
     assert!(matches!(
         stale.unwrap_err(),
-        DomainError::InvalidInput { .. }
+        DomainError::AvailabilityVersionMismatch { .. }
     ));
 }
 
@@ -536,6 +538,8 @@ fn subscription_update_may_not_uncover_its_intents() {
                 notify_for_operational_intents: true,
                 notify_for_constraints: false,
                 now: NOW,
+                start_given: true,
+                end_given: true,
             },
         )
     });
@@ -554,6 +558,8 @@ fn subscription_update_may_not_uncover_its_intents() {
         notify_for_operational_intents: true,
         notify_for_constraints: false,
         now: NOW,
+        start_given: true,
+        end_given: true,
     };
     assert!(matches!(
         put_subscription(&s, shrink).unwrap_err(),
@@ -567,6 +573,73 @@ fn subscription_update_may_not_uncover_its_intents() {
         put_intent(&s, p).unwrap_err(),
         DomainError::NotManager { .. }
     ));
+}
+
+fn sub_cmd(extents: PreparedVolume, version: Option<String>) -> PutSubscription {
+    PutSubscription {
+        id: id(600),
+        manager: "watcher".into(),
+        existing_version: version,
+        extents,
+        uss_base_url: "https://watcher.example".into(),
+        notify_for_operational_intents: true,
+        notify_for_constraints: false,
+        now: NOW,
+        start_given: true,
+        end_given: true,
+    }
+}
+
+fn field_of(e: DomainError) -> String {
+    match e {
+        DomainError::InvalidInput { field, .. } => field,
+        other => panic!("not an input error: {other:?}"),
+    }
+}
+
+#[test]
+fn a_subscription_lasts_at_most_a_day_and_starts_at_most_five_minutes_ago() {
+    let s = AirspaceState::default();
+    // Exactly 24 h is allowed; a microsecond more is not.
+    put_subscription(&s, sub_cmd(square(50.0, 30.0, 0.1, 0, 24), None)).unwrap();
+    let mut long = square(50.0, 30.0, 0.1, 0, 24);
+    long.set_time(long.time.0, Timestamp(long.time.1.0 + 1));
+    let e = put_subscription(&s, sub_cmd(long, None)).unwrap_err();
+    assert_eq!(field_of(e), "extents.time_end");
+    // A start given up to 5 min in the past is clock skew; more is refused.
+    let mut v = square(50.0, 30.0, 0.1, 0, 2);
+    v.set_time(Timestamp(NOW.0 - MAX_START_SKEW_S * 1_000_000), v.time.1);
+    put_subscription(&s, sub_cmd(v.clone(), None)).unwrap();
+    v.set_time(Timestamp(v.time.0.0 - 1), v.time.1);
+    let e = put_subscription(&s, sub_cmd(v.clone(), None)).unwrap_err();
+    assert_eq!(field_of(e), "extents.time_start");
+    // Defaulted by the node (not given), an old start is not the client's.
+    let mut c = sub_cmd(v, None);
+    c.start_given = false;
+    put_subscription(&s, c).unwrap();
+}
+
+#[test]
+fn an_update_keeps_the_bounds_it_does_not_give() {
+    let mut s = AirspaceState::default();
+    run(&mut s, |s| {
+        put_subscription(s, sub_cmd(square(50.0, 30.0, 0.1, 1, 20), None))
+    });
+    let old = s.subscription(&id(600)).unwrap().clone();
+    // The node defaults both to now … now + 24 h; not given, they stay.
+    let mut c = sub_cmd(square(50.0, 30.0, 0.2, 0, 24), Some(old.version.clone()));
+    c.start_given = false;
+    c.end_given = false;
+    run(&mut s, |s| put_subscription(s, c));
+    let new = s.subscription(&id(600)).unwrap();
+    assert_eq!((new.time_start, new.time_end), (old.time_start, old.time_end));
+    assert_eq!(new.extents[0].time, (old.time_start, old.time_end));
+    assert_eq!(new.extents[0].volume.time_end, Some(old.time_end));
+    // A given end replaces the old one, and is checked against the kept start.
+    let mut c = sub_cmd(square(50.0, 30.0, 0.2, 0, 26), Some(new.version.clone()));
+    c.start_given = false;
+    let e = put_subscription(&s, c).unwrap_err();
+    assert_eq!(field_of(e), "extents.time_end", "1 h … 26 h is 25 h");
 }
 
 #[test]
@@ -888,6 +961,8 @@ fn a_subscription_update_checks_its_own_fields_first_and_becomes_explicit() {
         notify_for_operational_intents: false,
         notify_for_constraints: false,
         now: NOW,
+        start_given: true,
+        end_given: true,
     };
     // Asking for no notification is the request's own fault (400), even
     // where the subscription exists and no version was given.
