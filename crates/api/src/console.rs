@@ -588,7 +588,13 @@ async fn airspace(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoRes
             .collect();
         (intents, constraints)
     })?;
-    let conflicts: Vec<Value> = st.dss.conflicts().await?.iter().map(wire::conflict).collect();
+    let conflicts: Vec<Value> = st
+        .dss
+        .conflicts()
+        .await?
+        .iter()
+        .map(wire::conflict)
+        .collect();
     Ok(Json(json!({
         "me": st.log.origin(),
         "now_ms": st.line.now_ms(),

@@ -89,7 +89,10 @@ type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
 fn empty_segment(st: &Shared, headers: &HeaderMap, scopes: &[Scope], field: &str) -> Reply {
     st.require(headers, scopes)?;
-    Err(ApiError::bad(field, format!("the {field} in the path is empty")))
+    Err(ApiError::bad(
+        field,
+        format!("the {field} in the path is empty"),
+    ))
 }
 
 async fn empty_intent_ovn(State(st): State<Shared>, headers: HeaderMap) -> Reply {

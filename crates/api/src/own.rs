@@ -108,6 +108,12 @@ async fn conflicts(
             Scope::ConstraintProcessing,
         ],
     )?;
-    let list: Vec<_> = st.dss.conflicts().await?.iter().map(wire::conflict).collect();
+    let list: Vec<_> = st
+        .dss
+        .conflicts()
+        .await?
+        .iter()
+        .map(wire::conflict)
+        .collect();
     Ok(Json(json!({ "conflicts": list })))
 }

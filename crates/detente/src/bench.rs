@@ -293,6 +293,34 @@ async fn postgres_backend(
             "{}",
             m.line(&format!("4D area query, PostgreSQL ×{replicas}"), "-")
         );
+        // The same query on what the replica holds, without first taking in
+        // what other replicas committed: the cost of read-your-writes.
+        let ds = nodes.clone();
+        let unsettled = measure(args.concurrency, args.seconds, move |seed| {
+            let d = ds[(seed >> 32) as usize % ds.len()].clone();
+            async move {
+                let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+                let (lat, lng) = (40.0 + 10.0 * rng.unit(), 10.0 * rng.unit());
+                let area = square(lat, lng, 0.0045, now, now.plus_seconds(86_400));
+                match node::airspace::geometry::prepare(area, &node::airspace::Limits::default()) {
+                    Ok(p) => d.view(|s| s.intents_intersecting(&[p]).len()).is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        println!(
+            "{}",
+            unsettled.line(
+                &format!("  the same, not settled, PostgreSQL ×{replicas}"),
+                "-"
+            )
+        );
+        println!(
+            "{:<44} settled / not settled: {:.2}× (the price of read-your-writes across replicas)",
+            "",
+            m.rate() / unsettled.rate()
+        );
         match rates.by_hand {
             Some(h) => println!(
                 "{:<44} PostgreSQL ×{replicas} / embedded: {:.2}×; / hand-written PostGIS: {:.1}× (target: not below 1/1.5)",

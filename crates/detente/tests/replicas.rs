@@ -851,7 +851,14 @@ async fn a_read_on_one_replica_sees_every_write_another_had_answered() {
         assert_eq!(s, 200, "{v}");
         let version = v["subscription"]["version"].as_str().unwrap().to_string();
         // …is there on the other, by id and by area.
-        let (s, v) = call(r, Method::GET, &format!("/dss/v1/subscriptions/{sub}"), &t, None).await;
+        let (s, v) = call(
+            r,
+            Method::GET,
+            &format!("/dss/v1/subscriptions/{sub}"),
+            &t,
+            None,
+        )
+        .await;
         assert_eq!(s, 200, "round {round}: GET on the other replica: {v}");
         let (s, v) = call(
             r,
@@ -863,7 +870,11 @@ async fn a_read_on_one_replica_sees_every_write_another_had_answered() {
         .await;
         assert_eq!(s, 200, "{v}");
         assert!(
-            v["subscriptions"].as_array().unwrap().iter().any(|x| x["id"] == sub.as_str()),
+            v["subscriptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["id"] == sub.as_str()),
             "round {round}: the other replica's query misses it: {v}"
         );
         // An intent too.
@@ -904,7 +915,17 @@ async fn a_read_on_one_replica_sees_every_write_another_had_answered() {
         )
         .await;
         assert_eq!(s, 200, "{v}");
-        let (s, v) = call(r, Method::GET, &format!("/dss/v1/subscriptions/{sub}"), &t, None).await;
-        assert_eq!(s, 404, "round {round}: deleted on one replica, still on the other: {v}");
+        let (s, v) = call(
+            r,
+            Method::GET,
+            &format!("/dss/v1/subscriptions/{sub}"),
+            &t,
+            None,
+        )
+        .await;
+        assert_eq!(
+            s, 404,
+            "round {round}: deleted on one replica, still on the other: {v}"
+        );
     }
 }

@@ -641,12 +641,12 @@ impl Dss {
         self.read_settled(|s| s.intent(&id).filter(|i| i.time_end > now).cloned())
             .await?
             .ok_or_else(|| {
-            DomainError::NotFound {
-                kind: "operational intent",
-                id: id.to_string(),
-            }
-            .into()
-        })
+                DomainError::NotFound {
+                    kind: "operational intent",
+                    id: id.to_string(),
+                }
+                .into()
+            })
     }
 
     /// An area of interest (`decide::area_of_interest`); `None` matches nothing.
@@ -730,12 +730,12 @@ impl Dss {
         self.read_settled(|s| s.constraint(&id).filter(|c| c.time_end > now).cloned())
             .await?
             .ok_or_else(|| {
-            DomainError::NotFound {
-                kind: "constraint",
-                id: id.to_string(),
-            }
-            .into()
-        })
+                DomainError::NotFound {
+                    kind: "constraint",
+                    id: id.to_string(),
+                }
+                .into()
+            })
     }
 
     pub async fn query_constraints(
@@ -772,11 +772,13 @@ impl Dss {
         // F3548 PutSubscriptionParameters: start defaults to now, end is
         // chosen by the DSS (on an update, `decide` keeps the current ones).
         let start = *v.time_start.get_or_insert(now);
-        v.time_end.get_or_insert(start.plus_seconds(
-            self.settings
-                .default_subscription_s
-                .min(decide::MAX_SUBSCRIPTION_S),
-        ));
+        v.time_end.get_or_insert(
+            start.plus_seconds(
+                self.settings
+                    .default_subscription_s
+                    .min(decide::MAX_SUBSCRIPTION_S),
+            ),
+        );
         let extents =
             prepare(v, &self.settings.limits).map_err(|e| NodeError::from(e.under("extents")))?;
         let cmd = PutSubscription {
@@ -931,7 +933,8 @@ impl Dss {
 
     /// Current conflicts, in a stable order.
     pub async fn conflicts(&self) -> Result<Vec<Conflict>, NodeError> {
-        self.read_settled(|s| s.conflicts().cloned().collect()).await
+        self.read_settled(|s| s.conflicts().cloned().collect())
+            .await
     }
 
     /// See [`Store::mark_once`].

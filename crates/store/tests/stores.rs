@@ -907,7 +907,10 @@ async fn closing_commits_what_is_queued_and_leaves_no_wal_to_replay() {
     drop((d, store));
     let d = dss(dir.path()).await;
     for id in &acknowledged {
-        assert!(d.get_intent(*id).await.is_ok(), "acknowledged {id} is there");
+        assert!(
+            d.get_intent(*id).await.is_ok(),
+            "acknowledged {id} is there"
+        );
     }
     assert_eq!(d.counts().unwrap().intents, acknowledged.len());
 }

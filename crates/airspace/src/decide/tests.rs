@@ -632,7 +632,10 @@ fn an_update_keeps_the_bounds_it_does_not_give() {
     c.end_given = false;
     run(&mut s, |s| put_subscription(s, c));
     let new = s.subscription(&id(600)).unwrap();
-    assert_eq!((new.time_start, new.time_end), (old.time_start, old.time_end));
+    assert_eq!(
+        (new.time_start, new.time_end),
+        (old.time_start, old.time_end)
+    );
     assert_eq!(new.extents[0].time, (old.time_start, old.time_end));
     assert_eq!(new.extents[0].volume.time_end, Some(old.time_end));
     // A given end replaces the old one, and is checked against the kept start.
