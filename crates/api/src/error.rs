@@ -30,6 +30,8 @@ pub enum ApiError {
         field: String,
         message: String,
     },
+    /// 408: the request did not arrive in time.
+    Timeout(String),
     /// 429, with the seconds to wait.
     TooManyRequests {
         retry_after_s: u64,
@@ -75,6 +77,7 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge { field, message } => {
                 body(S::PAYLOAD_TOO_LARGE, "too_large", message, Some(field))
             }
+            ApiError::Timeout(m) => body(S::REQUEST_TIMEOUT, "timeout", m, Some("body".into())),
             ApiError::KeyCheck(v) => (S::CONFLICT, Json(v)).into_response(),
             ApiError::TooManyRequests { retry_after_s } => {
                 let mut r = body(

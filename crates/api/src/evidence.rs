@@ -53,7 +53,7 @@ async fn witness_key(State(st): State<Shared>) -> impl IntoResponse {
 /// `text/x.tlog.size`).
 async fn add_checkpoint(
     State(st): State<Shared>,
-    body: axum::body::Bytes,
+    crate::extract::RawBody(body): crate::extract::RawBody,
 ) -> Result<axum::response::Response, ApiError> {
     use node::WitnessOutcome;
     use node::tlog::witness::Refusal;

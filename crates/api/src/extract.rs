@@ -36,23 +36,69 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// How long a request body may take to arrive, once its handler reads it.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn too_large() -> ApiError {
+    ApiError::TooLarge {
+        field: "Content-Length".into(),
+        message: format!(
+            "the request body is larger than {} bytes",
+            crate::MAX_BODY_BYTES
+        ),
+    }
+}
+
+/// The whole body: 413 past [`crate::MAX_BODY_BYTES`], 408 if it has not
+/// arrived within [`BODY_TIMEOUT`] (a client sending a byte now and then
+/// holds nothing for long).
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state)).await {
+        Err(_) => Err(ApiError::Timeout(format!(
+            "the request body did not arrive within {} s",
+            BODY_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(r)) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Ok(Err(r)) => Err(ApiError::bad("", format!("unreadable request body: {r}"))),
+        Ok(Ok(b)) => Ok(b),
+    }
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge {
-                    field: String::new(),
-                    message: format!(
-                        "the request body is larger than {} bytes",
-                        crate::MAX_BODY_BYTES
-                    ),
-                }
-            } else {
-                ApiError::bad("", format!("unreadable request body: {r}"))
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         Ok(Body(parse(&bytes)?))
     }
+}
+
+/// A body taken as it is (within the same size and time limits as [`Body`]).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RawBody(read_body(req, state).await?))
+    }
+}
+
+/// Middleware: a request that declares a body larger than
+/// [`crate::MAX_BODY_BYTES`] is answered 413 at once, before anything of
+/// it is read or waited for.
+pub async fn refuse_declared_oversize(
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > crate::MAX_BODY_BYTES as u64) {
+        return too_large().into_response();
+    }
+    next.run(req).await
 }

@@ -269,21 +269,156 @@ pub fn with_peer_endpoint(state: Shared, peer_records: bool) -> Router {
         metrics::track,
     ))
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(axum::middleware::from_fn(extract::refuse_declared_oversize))
     .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Limits on the client-facing listener (F3548 clients, the line's CLI,
+/// the console, `/healthz`, `/metrics`).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Most connections open at once; a connection beyond it is closed at
+    /// once, before anything is read from it.
+    pub max_connections: usize,
+    /// A request's head (request line and headers) must arrive whole this
+    /// long after the connection starts waiting for it — for a new
+    /// connection and between the requests of a kept-alive one alike.
+    pub header_timeout: std::time::Duration,
+}
+
+/// File descriptors kept for everything but client connections: the
+/// database, the peer listener and its connections, files.
+const RESERVED_FDS: usize = 256;
+
+impl ConnLimits {
+    /// 10 s for a request head; as many connections as this process's
+    /// open-files limit leaves beside [`RESERVED_FDS`] (at least 64, at
+    /// most 16,384), so that the node never runs out of descriptors for
+    /// its database and `/healthz` stays answerable.
+    pub fn for_this_process() -> Self {
+        let nofile = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|t| open_files_limit(&t));
+        ConnLimits {
+            max_connections: nofile
+                .map_or(1024, |n| n.saturating_sub(RESERVED_FDS))
+                .clamp(64, 16_384),
+            header_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// The soft "Max open files" limit in `/proc/self/limits`.
+fn open_files_limit(limits: &str) -> Option<usize> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, within
+/// [`ConnLimits::for_this_process`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small answers must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
+    serve_limited(listener, router, shutdown, ConnLimits::for_this_process()).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes: HTTP/1.1, one
+/// task per connection, at most `limits.max_connections` at once, every
+/// request head within `limits.header_timeout` (which also closes idle
+/// kept-alive connections and slow-header clients). On shutdown each
+/// connection finishes the request it is answering; connections still open
+/// after 10 s are dropped.
+pub async fn serve_limited(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut refused = 0u64;
+    let mut last_warned: Option<std::time::Instant> = None;
+    loop {
+        let (tcp, addr) = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait, then go on.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if last_warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                tracing::warn!(
+                    %addr,
+                    refused,
+                    max = limits.max_connections,
+                    "at the connection limit: closing new connections"
+                );
+                last_warned = Some(std::time::Instant::now());
+            }
+            continue;
+        };
+        // Small answers must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+        let router = router.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let mut router = router.clone();
+                async move {
+                    use tower_service::Service;
+                    router.call(req).await
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(slot);
+        });
+    }
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), slots.acquire_many(all)).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod serve_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_read_from_proc() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max cpu time              unlimited            unlimited            seconds   \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(open_files_limit(text), Some(1024));
+        assert_eq!(open_files_limit("nothing here"), None);
+    }
 }

@@ -251,56 +251,105 @@ pub fn client_config(
     Ok(Arc::new(cfg))
 }
 
-/// A TLS listener for `axum::serve`: handshakes happen here (each within
-/// 10 s); failed ones are logged with the reason and dropped.
+/// How long a peer has to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most handshakes under way at once; connections beyond it are closed at
+/// once (each waiting one costs a socket and a small task).
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// A TLS listener for `axum::serve`. The accept loop only accepts: each
+/// connection's handshake runs in a task of its own (within
+/// [`HANDSHAKE_TIMEOUT`], at most [`MAX_PENDING_HANDSHAKES`] at once), and
+/// the connections that complete one are handed to the server. Sockets
+/// that never send a ClientHello therefore hold up nobody else. Failed
+/// handshakes are logged with the reason and dropped.
 pub struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream, std::net::SocketAddr)>,
+    addr: Option<std::net::SocketAddr>,
+    accepting: tokio::task::JoinHandle<()>,
 }
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 impl TlsListener {
     pub fn new(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
-        TlsListener {
+        let addr = tcp.local_addr().ok();
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let accepting = tokio::spawn(accept_loop(
             tcp,
-            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            tokio_rustls::TlsAcceptor::from(config),
+            tx,
+        ));
+        TlsListener {
+            ready,
+            addr,
+            accepting,
         }
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = std::net::SocketAddr;
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (tcp, addr) = match self.tcp.accept().await {
-                Ok(x) => {
-                    let _ = x.0.set_nodelay(true);
-                    x
+async fn accept_loop(
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ready: tokio::sync::mpsc::Sender<(TlsStream, std::net::SocketAddr)>,
+) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    loop {
+        let (conn, addr) = match tcp.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a peer connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, "too many peer TLS handshakes under way; closed a new connection");
+            continue;
+        };
+        let _ = conn.set_nodelay(true);
+        let (acceptor, tx) = (acceptor.clone(), ready.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
+                Ok(Ok(tls)) => {
+                    drop(permit);
+                    let _ = tx.send((tls, addr)).await;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a peer connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                self.acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => return (tls, addr),
                 Ok(Err(e)) => {
                     tracing::warn!(%addr, error = %e, "refused a peer connection (TLS)")
                 }
                 Err(_) => tracing::warn!(%addr, "a peer's TLS handshake timed out"),
             }
+        });
+        if ready.is_closed() {
+            return;
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accept loop has ended (it only does when this listener
+            // is dropped): nothing more will come.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        self.addr
+            .ok_or_else(|| std::io::Error::other("the peer listener has no local address"))
     }
 }
 
@@ -329,6 +378,40 @@ mod tests {
         ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
             .verifying_key()
             .to_bytes()
+    }
+
+    /// Sockets that never start a handshake hold up nobody: a peer's
+    /// handshake behind 50 of them completes while they are still open
+    /// (one at a time, each would hold the accept loop for
+    /// [`HANDSHAKE_TIMEOUT`]: over 4 minutes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_sockets_do_not_hold_up_a_peers_handshake() {
+        use axum::serve::Listener;
+        let alliance = Identity::from_seed("alliance", &[1; 32]).unwrap();
+        let federation = Identity::from_seed("federation", &[2; 32]).unwrap();
+        let server = server_config(&alliance, Arc::new(|| vec![key_of(2)])).unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut listener = TlsListener::new(tcp, server);
+        let addr = listener.local_addr().unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..50 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let client =
+            tokio_rustls::TlsConnector::from(client_config(&federation, key_of(1)).unwrap());
+        let connecting = tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("detente-node").unwrap();
+            client.connect(name, tcp).await.is_ok()
+        });
+        let (conn, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT * 3, listener.accept())
+            .await
+            .expect("the peer's connection is handed over while the idle sockets wait");
+        assert!(
+            connecting.await.unwrap(),
+            "the client completed its handshake"
+        );
+        drop((conn, idle));
     }
 
     #[tokio::test]

@@ -748,6 +748,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         expiry_grace_seconds: 300,
         rate_limit_per_second: 0,
         rate_limit_burst: 2000,
+        max_connections: None,
         witness_logs: vec![],
         witnesses: vec![],
         console_admin_roles: vec![],

@@ -242,6 +242,10 @@ impl ServeArgs {
             expiry_grace_seconds: file.expiry_grace_seconds.unwrap_or(300),
             rate_limit_per_second: file.rate_limit_per_second.unwrap_or(1000),
             rate_limit_burst: file.rate_limit_burst.unwrap_or(2000),
+            max_connections: match file.max_connections {
+                Some(0) => anyhow::bail!("max_connections = 0: at least one connection is needed"),
+                n => n,
+            },
             witness_logs: if self.witness_logs.is_empty() {
                 file.witness_logs.unwrap_or_default()
             } else {

@@ -210,9 +210,18 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             axum::serve(api::tls::TlsListener::new(tcp, tls), peer_router).await
         }));
     }
-    let server = tokio::spawn(api::serve(listener, router, async move {
-        let _ = stopped.await;
-    }));
+    let mut limits = api::ConnLimits::for_this_process();
+    if let Some(n) = cfg.max_connections {
+        limits.max_connections = n;
+    }
+    let server = tokio::spawn(api::serve_limited(
+        listener,
+        router,
+        async move {
+            let _ = stopped.await;
+        },
+        limits,
+    ));
     // Each configured witness gets the newest checkpoint every second and its
     // cosignature is kept with it.
     let mut submitters = Vec::new();

@@ -1,0 +1,134 @@
+//! The client listener holds against clients that send nothing, send
+//! slowly, hold connections, or declare more than they may: a few sockets
+//! or a few bytes cost the node nothing it cannot take back.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::time::Duration;
+use test_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SC: &str = "utm.strategic_coordination";
+
+/// Longest any of these waits may take before the test fails: far past
+/// the node's 10 s limit on a request head, so a slow machine still passes.
+const GUARD: Duration = Duration::from_secs(60);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_detente"))
+}
+
+fn addr(node: &TestNode) -> String {
+    node.base.trim_start_matches("http://").to_string()
+}
+
+/// Reads until the node closes the connection; what it sent before.
+async fn until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(GUARD, s.read(&mut buf)).await {
+            Err(_) => panic!(
+                "the node kept the connection open; it sent {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    let node = TestNode::start(bin());
+    let mut s = TcpStream::connect(addr(&node)).await.unwrap();
+    let head = format!(
+        "POST /dss/v1/operational_intent_references/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n",
+        token("uss1", SC)
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // Not one byte of the body is sent: the answer comes anyway.
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(GUARD, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"field\":\"Content-Length\""), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slow_and_surplus_connections_are_closed_and_the_node_answers_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("detente.toml");
+    std::fs::write(&config, "max_connections = 8\n").unwrap();
+    let node = TestNode::start_with(bin(), &["--config", config.to_str().unwrap()]);
+    let at = addr(&node);
+    let health = node.url("/healthz");
+    assert!(reqwest::get(&health).await.unwrap().status().is_success());
+
+    // Eight connections that send nothing take every slot…
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(&at).await.unwrap());
+    }
+    // …so a ninth is closed at once, unread and unanswered.
+    let mut surplus = TcpStream::connect(&at).await.unwrap();
+    let _ = surplus
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert!(
+        until_closed(&mut surplus).await.is_empty(),
+        "no answer past the limit"
+    );
+    // The silent ones are closed once a request head is overdue (10 s).
+    for s in &mut idle {
+        until_closed(s).await;
+    }
+    drop(idle);
+    assert!(reqwest::get(&health).await.unwrap().status().is_success());
+
+    // A head sent a line at a time never completes: closed all the same,
+    // while it is still sending.
+    let mut slow = TcpStream::connect(&at).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let (mut r, mut w) = slow.into_split();
+    let drip = tokio::spawn(async move {
+        for i in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if w.write_all(format!("X-Drip-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return true;
+            }
+        }
+        false
+    });
+    let mut buf = [0u8; 1024];
+    let closed = loop {
+        match tokio::time::timeout(GUARD, r.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => {}
+        }
+    };
+    assert!(closed, "a head dripped a line a second was never cut off");
+    drip.abort();
+
+    // A kept-alive connection that asks nothing more is closed too.
+    let mut kept = TcpStream::connect(&at).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = until_closed(&mut kept).await;
+    assert!(
+        String::from_utf8_lossy(&answered).starts_with("HTTP/1.1 200"),
+        "answered first, then closed when idle: {}",
+        String::from_utf8_lossy(&answered)
+    );
+    assert!(reqwest::get(&health).await.unwrap().status().is_success());
+}
