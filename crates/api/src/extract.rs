@@ -84,9 +84,16 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// A body declared larger than this is refused unread. One declared
+/// between [`crate::MAX_BODY_BYTES`] and this is read up to the limit and
+/// then refused (413 all the same): a client that sends its whole body
+/// before reading the answer — most do — still gets the 413 rather than a
+/// broken pipe, and what it costs the node stays bounded.
+pub const REFUSE_UNREAD_ABOVE: u64 = 4 * crate::MAX_BODY_BYTES as u64;
+
 /// Middleware: a request that declares a body larger than
-/// [`crate::MAX_BODY_BYTES`] is answered 413 at once, before anything of
-/// it is read or waited for.
+/// [`REFUSE_UNREAD_ABOVE`] is answered 413 at once, before anything of it
+/// is read or waited for.
 pub async fn refuse_declared_oversize(
     req: Request,
     next: axum::middleware::Next,
@@ -97,7 +104,7 @@ pub async fn refuse_declared_oversize(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > crate::MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > REFUSE_UNREAD_ABOVE) {
         return too_large().into_response();
     }
     next.run(req).await
