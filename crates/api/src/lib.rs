@@ -18,6 +18,7 @@ mod line;
 mod metrics;
 mod own;
 pub mod peer;
+pub mod source;
 pub mod tls;
 pub mod wire;
 
@@ -221,19 +222,44 @@ fn open_path(path: &str) -> bool {
 }
 
 /// Deny by default: a credential before anything else (handlers then check
-/// the scope their use case needs).
+/// the scope their use case needs). What nobody has authenticated is
+/// limited by its source address: failed authentications (a source whose
+/// failures have emptied its bucket is answered 429 before its token is
+/// even checked) and the open endpoints that take a body (console login,
+/// the witness; the peer endpoint limits by claimed peer and source).
 async fn credential_first(
     axum::extract::State(st): axum::extract::State<Shared>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if !open_path(req.uri().path())
-        && let Err(e) = st.authenticate(req.headers())
+    let path = req.uri().path();
+    let source = source_key(req.extensions());
+    if !open_path(path) {
+        let failures = format!("failed-auth@{source}");
+        if let Err(e) = st.limiter.peek(&failures) {
+            return e.into_response();
+        }
+        if let Err(e) = st.authenticate(req.headers()) {
+            return match st.limiter.check(&failures) {
+                Ok(()) => e,
+                Err(limited) => limited,
+            }
+            .into_response();
+        }
+    } else if req.method() == axum::http::Method::POST
+        && path != "/peer/v1/records"
+        && let Err(e) = st.limiter.check(&format!("open@{source}"))
     {
         return e.into_response();
     }
     next.run(req).await
+}
+
+/// A request's source address as the rate limits key it ("in-process" for
+/// a request that came over no connection).
+pub(crate) fn source_key(ext: &axum::http::Extensions) -> String {
+    source::Source::of_request(ext).map_or_else(|| "in-process".into(), |s| s.to_string())
 }
 
 pub type Shared = Arc<AppState>;
@@ -280,6 +306,10 @@ pub struct ConnLimits {
     /// Most connections open at once; a connection beyond it is closed at
     /// once, before anything is read from it.
     pub max_connections: usize,
+    /// Most connections open at once from one source address
+    /// ([`source::Source`]: an IPv4 address or an IPv6 /64), so that one
+    /// source cannot take every connection; beyond it closed as above.
+    pub max_per_source: usize,
     /// A request's head (request line and headers) must arrive whole this
     /// long after the connection starts waiting for it — for a new
     /// connection and between the requests of a kept-alive one alike.
@@ -299,10 +329,20 @@ impl ConnLimits {
         let nofile = std::fs::read_to_string("/proc/self/limits")
             .ok()
             .and_then(|t| open_files_limit(&t));
-        ConnLimits {
-            max_connections: nofile
+        Self::with_max(
+            nofile
                 .map_or(1024, |n| n.saturating_sub(RESERVED_FDS))
                 .clamp(64, 16_384),
+        )
+    }
+
+    /// `max_connections` in all; an eighth of them (at least 16) per
+    /// source; 10 s for a request head.
+    pub fn with_max(max_connections: usize) -> Self {
+        let max_connections = max_connections.max(1);
+        ConnLimits {
+            max_connections,
+            max_per_source: (max_connections / 8).max(16).min(max_connections),
             header_timeout: std::time::Duration::from_secs(10),
         }
     }
@@ -329,8 +369,8 @@ pub async fn serve(
 }
 
 /// Serves `router` on `listener` until `shutdown` completes: HTTP/1.1, one
-/// task per connection, at most `limits.max_connections` at once, every
-/// request head within `limits.header_timeout` (which also closes idle
+/// task per connection, at most `limits.max_connections` at once and
+/// `limits.max_per_source` from one source, every request head within `limits.header_timeout` (which also closes idle
 /// kept-alive connections and slow-header clients). On shutdown each
 /// connection finishes the request it is answering; connections still open
 /// after 10 s are dropped.
@@ -340,8 +380,8 @@ pub async fn serve_limited(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ConnLimits,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_source = source::PerSource::new(limits.max_per_source);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut refused = 0u64;
@@ -373,38 +413,94 @@ pub async fn serve_limited(
             }
             continue;
         };
+        let Some(held) = per_source.take(source::Source::of(addr.ip())) else {
+            refused += 1;
+            if last_warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                tracing::warn!(
+                    source = %source::Source::of(addr.ip()),
+                    refused,
+                    max = limits.max_per_source,
+                    "a source at its connection limit: closing its new connections"
+                );
+                last_warned = Some(std::time::Instant::now());
+            }
+            continue;
+        };
         // Small answers must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let router = router.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let mut router = router.clone();
-                async move {
-                    use tower_service::Service;
-                    router.call(req).await
-                }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(tcp), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-            drop(slot);
-        });
+        spawn_connection(
+            tcp,
+            addr,
+            router.clone(),
+            limits.header_timeout,
+            stop_rx.clone(),
+            (slot, held),
+        );
     }
     let _ = stop_tx.send(true);
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), slots.acquire_many(all)).await;
+    Ok(())
+}
+
+/// Serves one connection's requests (HTTP/1.1, kept alive, every request
+/// head within `header_timeout`), each request carrying the connection's
+/// address for the handlers that limit by source. On `stop` it finishes the
+/// request it is answering. `held` (the connection's slots) is dropped when
+/// the connection ends.
+fn spawn_connection<I>(
+    io: I,
+    addr: std::net::SocketAddr,
+    router: Router,
+    header_timeout: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    held: impl Send + 'static,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            let mut router = router.clone();
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(addr));
+            async move {
+                use tower_service::Service;
+                router.call(req).await
+            }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+        drop(held);
+    });
+}
+
+/// Serves `router` to the connections `listener` completes handshakes for
+/// (the node-to-node listener), each as [`serve_limited`] serves one.
+pub async fn serve_tls(mut listener: tls::TlsListener, router: Router) -> std::io::Result<()> {
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    while let Some((tls, addr)) = listener.next().await {
+        spawn_connection(
+            tls,
+            addr,
+            router.clone(),
+            std::time::Duration::from_secs(10),
+            stop_rx.clone(),
+            (),
+        );
+    }
     Ok(())
 }
 

@@ -868,11 +868,20 @@ pub struct RecordsReply {
 
 async fn records(
     State(st): State<Shared>,
+    ext: axum::http::Extensions,
     Body(b): Body<RecordsBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    // No bearer token here: each claimed peer gets its own rate limit, so
-    // that nobody can make this node check signatures without end.
-    st.limiter.check(&format!("peer:{}", b.from))?;
+    // No bearer token here (the records are signed): limited per claimed
+    // peer *and* source address, so that nobody can make this node check
+    // signatures without end, nor spend a real peer's allowance by claiming
+    // its name. A name that is no peer is refused before anything else is
+    // done, charged to its source.
+    let source = crate::source_key(&ext);
+    if st.line.is_peer(&b.from)? {
+        st.limiter.check(&format!("peer:{}@{source}", b.from))?;
+    } else {
+        st.limiter.check(&format!("not-a-peer@{source}"))?;
+    }
     let records = b
         .records
         .iter()

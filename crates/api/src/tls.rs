@@ -258,9 +258,15 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// once (each waiting one costs a socket and a small task).
 pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
-/// A TLS listener for `axum::serve`. The accept loop only accepts: each
-/// connection's handshake runs in a task of its own (within
-/// [`HANDSHAKE_TIMEOUT`], at most [`MAX_PENDING_HANDSHAKES`] at once), and
+/// Most handshakes under way at once from one source address
+/// ([`crate::source::Source`]), so that one source cannot take all of
+/// [`MAX_PENDING_HANDSHAKES`].
+pub const MAX_PENDING_PER_SOURCE: usize = 32;
+
+/// A TLS listener (served by [`crate::serve_tls`]). The accept loop only
+/// accepts: each connection's handshake runs in a task of its own (within
+/// [`HANDSHAKE_TIMEOUT`], at most [`MAX_PENDING_HANDSHAKES`] at once and
+/// [`MAX_PENDING_PER_SOURCE`] from one source), and
 /// the connections that complete one are handed to the server. Sockets
 /// that never send a ClientHello therefore hold up nobody else. Failed
 /// handshakes are logged with the reason and dropped.
@@ -301,6 +307,7 @@ async fn accept_loop(
     ready: tokio::sync::mpsc::Sender<(TlsStream, std::net::SocketAddr)>,
 ) {
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let per_source = crate::source::PerSource::new(MAX_PENDING_PER_SOURCE);
     loop {
         let (conn, addr) = match tcp.accept().await {
             Ok(x) => x,
@@ -314,12 +321,17 @@ async fn accept_loop(
             tracing::warn!(%addr, "too many peer TLS handshakes under way; closed a new connection");
             continue;
         };
+        let source = crate::source::Source::of(addr.ip());
+        let Some(held) = per_source.take(source) else {
+            tracing::warn!(%source, "too many TLS handshakes under way from one source; closed its new connection");
+            continue;
+        };
         let _ = conn.set_nodelay(true);
         let (acceptor, tx) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
                 Ok(Ok(tls)) => {
-                    drop(permit);
+                    drop((permit, held));
                     let _ = tx.send((tls, addr)).await;
                 }
                 Ok(Err(e)) => {
@@ -334,20 +346,14 @@ async fn accept_loop(
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept loop has ended (it only does when this listener
-            // is dropped): nothing more will come.
-            None => std::future::pending().await,
-        }
+impl TlsListener {
+    /// The next connection whose handshake completed; `None` once the
+    /// accept loop has ended.
+    pub async fn next(&mut self) -> Option<(TlsStream, std::net::SocketAddr)> {
+        self.ready.recv().await
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.addr
             .ok_or_else(|| std::io::Error::other("the peer listener has no local address"))
     }
@@ -386,7 +392,6 @@ mod tests {
     /// [`HANDSHAKE_TIMEOUT`]: over 4 minutes).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_sockets_do_not_hold_up_a_peers_handshake() {
-        use axum::serve::Listener;
         let alliance = Identity::from_seed("alliance", &[1; 32]).unwrap();
         let federation = Identity::from_seed("federation", &[2; 32]).unwrap();
         let server = server_config(&alliance, Arc::new(|| vec![key_of(2)])).unwrap();
@@ -394,8 +399,11 @@ mod tests {
         let mut listener = TlsListener::new(tcp, server);
         let addr = listener.local_addr().unwrap();
         let mut idle = Vec::new();
-        for _ in 0..50 {
-            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        // From two other sources: one source may hold at most
+        // MAX_PENDING_PER_SOURCE handshakes.
+        for i in 0..50 {
+            let from = if i % 2 == 0 { "127.0.0.2" } else { "127.0.0.3" };
+            idle.push(connect_from(from, addr).await);
         }
         let client =
             tokio_rustls::TlsConnector::from(client_config(&federation, key_of(1)).unwrap());
@@ -404,13 +412,64 @@ mod tests {
             let name = ServerName::try_from("detente-node").unwrap();
             client.connect(name, tcp).await.is_ok()
         });
-        let (conn, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT * 3, listener.accept())
+        let (conn, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT * 3, listener.next())
             .await
-            .expect("the peer's connection is handed over while the idle sockets wait");
+            .expect("the peer's connection is handed over while the idle sockets wait")
+            .unwrap();
         assert!(
             connecting.await.unwrap(),
             "the client completed its handshake"
         );
+        drop((conn, idle));
+    }
+
+    async fn connect_from(source: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        s.connect(to).await.unwrap()
+    }
+
+    /// One source holds at most MAX_PENDING_PER_SOURCE handshakes: its
+    /// connections beyond are closed at once, while another source's
+    /// handshake still completes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_source_holds_at_most_its_share_of_handshakes() {
+        use tokio::io::AsyncReadExt;
+        let alliance = Identity::from_seed("alliance", &[1; 32]).unwrap();
+        let federation = Identity::from_seed("federation", &[2; 32]).unwrap();
+        let server = server_config(&alliance, Arc::new(|| vec![key_of(2)])).unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut listener = TlsListener::new(tcp, server);
+        let addr = listener.local_addr().unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..MAX_PENDING_PER_SOURCE {
+            idle.push(connect_from("127.0.0.2", addr).await);
+        }
+        // The next one from that source is closed without a handshake: its
+        // read sees the end of the stream while the first idle one, older,
+        // is still open (a handshake timeout would have closed it first).
+        let mut over = connect_from("127.0.0.2", addr).await;
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(HANDSHAKE_TIMEOUT * 3, over.read(&mut buf))
+            .await
+            .expect("a connection over the source's share is closed");
+        assert!(matches!(n, Ok(0) | Err(_)), "closed, not served: {n:?}");
+        assert!(
+            matches!(idle[0].try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the source's first connections are still waiting for their handshake"
+        );
+        let client =
+            tokio_rustls::TlsConnector::from(client_config(&federation, key_of(1)).unwrap());
+        let connecting = tokio::spawn(async move {
+            let tcp = connect_from("127.0.0.1", addr).await;
+            let name = ServerName::try_from("detente-node").unwrap();
+            client.connect(name, tcp).await.is_ok()
+        });
+        let (conn, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT * 3, listener.next())
+            .await
+            .expect("another source's connection is handed over")
+            .unwrap();
+        assert!(connecting.await.unwrap());
         drop((conn, idle));
     }
 

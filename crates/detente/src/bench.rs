@@ -749,6 +749,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         rate_limit_per_second: 0,
         rate_limit_burst: 2000,
         max_connections: None,
+        max_connections_per_source: None,
         witness_logs: vec![],
         witnesses: vec![],
         console_admin_roles: vec![],

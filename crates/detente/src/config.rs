@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub rate_limit_per_second: Option<u32>,
     pub rate_limit_burst: Option<u32>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_source: Option<usize>,
     pub witness_logs: Option<Vec<String>>,
     pub witnesses: Option<Vec<String>>,
     pub console_admin_roles: Option<Vec<String>>,
@@ -69,6 +70,9 @@ pub struct NodeConfig {
     pub rate_limit_burst: u32,
     /// Most client connections at once (`None`: from the open-files limit).
     pub max_connections: Option<usize>,
+    /// Most client connections from one source address (`None`: an eighth
+    /// of `max_connections`, at least 16).
+    pub max_connections_per_source: Option<usize>,
     pub witness_logs: Vec<String>,
     pub witnesses: Vec<String>,
     pub console_admin_roles: Vec<String>,
@@ -114,6 +118,7 @@ mod tests {
             "max_vertices",
             "default_subscription_hours",
             "max_connections",
+            "max_connections_per_source",
             "expiry_sweep_seconds",
             "expiry_grace_seconds",
             "database_url",

@@ -246,6 +246,12 @@ impl ServeArgs {
                 Some(0) => anyhow::bail!("max_connections = 0: at least one connection is needed"),
                 n => n,
             },
+            max_connections_per_source: match file.max_connections_per_source {
+                Some(0) => anyhow::bail!(
+                    "max_connections_per_source = 0: at least one connection per source is needed"
+                ),
+                n => n,
+            },
             witness_logs: if self.witness_logs.is_empty() {
                 file.witness_logs.unwrap_or_default()
             } else {

@@ -207,12 +207,15 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         });
         let tls = api::tls::server_config(&identity, keys).map_err(|e| anyhow!(e))?;
         peer_server = Some(tokio::spawn(async move {
-            axum::serve(api::tls::TlsListener::new(tcp, tls), peer_router).await
+            api::serve_tls(api::tls::TlsListener::new(tcp, tls), peer_router).await
         }));
     }
-    let mut limits = api::ConnLimits::for_this_process();
-    if let Some(n) = cfg.max_connections {
-        limits.max_connections = n;
+    let mut limits = match cfg.max_connections {
+        Some(n) => api::ConnLimits::with_max(n),
+        None => api::ConnLimits::for_this_process(),
+    };
+    if let Some(n) = cfg.max_connections_per_source {
+        limits.max_per_source = n;
     }
     let server = tokio::spawn(api::serve_limited(
         listener,

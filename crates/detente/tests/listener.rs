@@ -132,3 +132,105 @@ async fn idle_slow_and_surplus_connections_are_closed_and_the_node_answers_after
     );
     assert!(reqwest::get(&health).await.unwrap().status().is_success());
 }
+
+async fn connect_from(source: &str, to: &str) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    s.connect(to.parse().unwrap()).await.unwrap()
+}
+
+fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// One source address holds at most `max_connections_per_source`: its
+/// surplus is closed unread while another source is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_take_every_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("detente.toml");
+    std::fs::write(
+        &config,
+        "max_connections = 64\nmax_connections_per_source = 4\n",
+    )
+    .unwrap();
+    let node = TestNode::start_with(bin(), &["--config", config.to_str().unwrap()]);
+    let at = addr(&node);
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(connect_from("127.0.0.2", &at).await);
+    }
+    let mut surplus = connect_from("127.0.0.2", &at).await;
+    let _ = surplus
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert!(
+        until_closed(&mut surplus).await.is_empty(),
+        "no answer past the source's share"
+    );
+    // Another source still has its connections (64 in all were allowed).
+    let health = node.url("/healthz");
+    for _ in 0..3 {
+        let r = client_from("127.0.0.3").get(&health).send().await.unwrap();
+        assert!(r.status().is_success());
+    }
+    drop(idle);
+}
+
+/// Rate limits key on what cannot be made up: claimed peer names and failed
+/// authentications are charged to the source address, so a source rotating
+/// names or tokens is limited, and a client elsewhere is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_names_and_bad_tokens_are_limited_by_their_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("detente.toml");
+    // One token a second, three at once: twenty requests in a row cannot all
+    // pass unless they take 17 s.
+    std::fs::write(&config, "rate_limit_per_second = 1\nrate_limit_burst = 3\n").unwrap();
+    let node = TestNode::start_with(bin(), &["--config", config.to_str().unwrap()]);
+    let attacker = client_from("127.0.0.2");
+
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let r = attacker
+            .post(node.url("/peer/v1/records"))
+            .json(&serde_json::json!({ "from": format!("made-up-{i}"), "records": [] }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 403 || *s == 429) && statuses.contains(&429),
+        "every made-up name is refused, and the source is limited: {statuses:?}"
+    );
+
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let r = attacker
+            .get(node.url("/dss/v1/subscriptions/00000000-0000-4000-8000-000000000000"))
+            .bearer_auth(format!("not.a-token.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429) && statuses.contains(&429),
+        "bad tokens are refused, and their source is limited: {statuses:?}"
+    );
+    assert_eq!(statuses[0], 401, "the first bad token is answered 401");
+
+    // A client with a valid token from another source is not held up.
+    let ok = client_from("127.0.0.3")
+        .post(node.url("/dss/v1/subscriptions/query"))
+        .bearer_auth(token("uss1", "utm.strategic_coordination"))
+        .json(&serde_json::json!({ "area_of_interest": square(40.0, -105.0, 0.1) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200, "{}", ok.text().await.unwrap());
+}

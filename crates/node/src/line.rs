@@ -51,6 +51,11 @@ impl Line {
     }
 
     /// Runs `f` on the line's state.
+    /// Whether `name` is a peer of this node.
+    pub fn is_peer(&self, name: &str) -> Result<bool, NodeError> {
+        self.read(|s| s.peer(name).is_some())
+    }
+
     pub fn read<T>(&self, f: impl FnOnce(&LineState) -> T) -> Result<T, NodeError> {
         let mut f = Some(f);
         let mut out = None;
@@ -205,6 +210,12 @@ impl Line {
     /// names it before the receipts are returned (one receipt names a run
     /// of records: each receipt is returned once, in log order).
     pub async fn receive(&self, from: &str, records: Vec<Vec<u8>>) -> Result<Received, NodeError> {
+        // A name that is no peer costs nothing more than this look-up.
+        if !self.is_peer(from)? {
+            return Err(
+                LineError::RecordRefused(format!("{from:?} is not a peer of this node")).into(),
+            );
+        }
         if records.len() > MAX_RECORDS_PER_REQUEST {
             return Err(LineError::invalid(
                 "records",
