@@ -62,6 +62,17 @@ pub fn load_or_create(data: &Path, name: &str) -> Result<NoteSigner> {
         }
         return NoteSigner::from_seed(&stored, &seed).map_err(|e| anyhow::anyhow!("{e}"));
     }
+    // A database without its key is a node whose identity is lost: a new
+    // key would sign the old node's log as someone else.
+    if data.join("detente.db").exists() {
+        anyhow::bail!(
+            "{} is missing, but {} holds a node's store: it cannot start as that node without its \
+             key. {}",
+            path.display(),
+            data.join("detente.db").display(),
+            store::seal::RECOVERY
+        );
+    }
     let seed = node::RandomIds.seed().map_err(|e| anyhow::anyhow!(e))?;
     let signer = NoteSigner::from_seed(name, &seed)
         .map_err(|e| anyhow::anyhow!("invalid node name {name:?}: {e}"))?;

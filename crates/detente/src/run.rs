@@ -264,7 +264,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             }
         }));
     }
-    // DESIGN §6: a checkpoint at least every second while there are new entries.
+    // A checkpoint at least every second while there are new entries.
     let cp_state = state.clone();
     let checkpointer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));

@@ -294,3 +294,139 @@ async fn a_jwks_file_verifies_tokens_by_kid() {
     assert_eq!(r.status(), 401);
 }
 }
+
+/// Runs `detente serve` on `data` expecting it to refuse: answers what it
+/// printed. Fails if it starts listening.
+fn refuses_to_start(data: &Path) -> String {
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let exited = eventually(Duration::from_secs(60), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let printed = format!("{}{}", stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(exited && !status.success(), "it started: {printed}");
+    assert!(!printed.contains("detente listening"), "{printed}");
+    printed
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Puts an intent and waits for a checkpoint that includes it.
+async fn grow_log(node: &TestNode, key: &tlog::Verifier) -> u64 {
+    let (before, _, _) = log_checkpoint(node, key).await;
+    let r = Client::new()
+        .put(node.url(&format!(
+            "/dss/v1/operational_intent_references/{}",
+            new_id()
+        )))
+        .bearer_auth(token("uss1", "utm.strategic_coordination"))
+        .json(&intent_body(
+            square(10.0 + (before % 60) as f64, 10.0, 0.01),
+            &[],
+            "Accepted",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    loop {
+        let (size, _, _) = log_checkpoint(node, key).await;
+        if size > before {
+            return size;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The embedded store is bound to its node key and to the last checkpoint
+/// it signed: a folder whose database went back (an older copy, as a lost
+/// WAL leaves it), went missing, or lost or changed its key refuses to
+/// start and says how to recover; the intact folder starts again.
+#[tokio::test]
+async fn a_data_folder_that_cannot_continue_its_log_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut node = TestNode::start_in(bin(), &data, &[]);
+    let key = tlog::Verifier::parse(get_text(&node.url("/log/key")).await.trim()).unwrap();
+    grow_log(&node, &key).await;
+    node.kill();
+    let early = tmp.path().join("early");
+    copy_dir(&data, &early);
+    node.start_again();
+    let sealed = grow_log(&node, &key).await;
+    node.kill();
+    let intact = tmp.path().join("intact");
+    copy_dir(&data, &intact);
+    let database = |d: &Path| {
+        for f in ["detente.db", "detente.db-wal", "detente.db-shm"] {
+            let _ = std::fs::remove_file(d.join(f));
+        }
+    };
+    let put_database = |from: &Path| {
+        database(&data);
+        for f in ["detente.db", "detente.db-wal", "detente.db-shm"] {
+            if from.join(f).exists() {
+                std::fs::copy(from.join(f), data.join(f)).unwrap();
+            }
+        }
+    };
+
+    // An older copy of the database beside the newer seal.
+    put_database(&early);
+    let said = refuses_to_start(&data);
+    assert!(
+        said.contains(&format!("signed a checkpoint of {sealed}")) && said.contains("Restore"),
+        "{said}"
+    );
+    // The database deleted: an empty one would start a log of size 0.
+    database(&data);
+    let said = refuses_to_start(&data);
+    assert!(said.contains("a log of 0 entries"), "{said}");
+    // The key deleted: a new one would sign this log as another node.
+    put_database(&intact);
+    std::fs::remove_file(data.join("node.key")).unwrap();
+    let said = refuses_to_start(&data);
+    assert!(said.contains("node.key is missing"), "{said}");
+    assert!(!data.join("node.key").exists(), "no key was made");
+    // Another node's key in its place.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = TestNode::start_in(bin(), other.path(), &[]);
+    drop(stranger);
+    std::fs::copy(other.path().join("node.key"), data.join("node.key")).unwrap();
+    let said = refuses_to_start(&data);
+    assert!(said.contains("is not signed by this node's key"), "{said}");
+
+    // The intact folder is the same node, and carries on.
+    std::fs::copy(intact.join("node.key"), data.join("node.key")).unwrap();
+    node.start_again();
+    let (size, _, _) = log_checkpoint(&node, &key).await;
+    assert!(size >= sealed);
+    grow_log(&node, &key).await;
+}

@@ -13,6 +13,7 @@ mod leaves;
 pub mod mbtiles;
 pub mod postgis;
 pub mod postgres;
+pub mod seal;
 mod sharded;
 mod sqlite;
 

@@ -820,6 +820,13 @@ async fn latest_checkpoint(
     Ok(latest.map(|(s, n)| (s as u64, n)))
 }
 
+impl Sqlite {
+    /// The data folder.
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
 impl Backend for Sqlite {
     type Writer = SqliteWriter;
 
@@ -979,11 +986,21 @@ impl Backend for Sqlite {
             .execute(&self.reads)
             .await
             .map_err(err("saving a checkpoint"))?;
-            sqlx::query_scalar("SELECT note FROM checkpoints WHERE size = ?1")
-                .bind(size as i64)
-                .fetch_optional(&self.reads)
-                .await
-                .map_err(err("reading a checkpoint"))
+            let kept: Option<String> =
+                sqlx::query_scalar("SELECT note FROM checkpoints WHERE size = ?1")
+                    .bind(size as i64)
+                    .fetch_optional(&self.reads)
+                    .await
+                    .map_err(err("reading a checkpoint"))?;
+            // Sealed before it is published (`seal.rs`): the seal always
+            // covers every checkpoint anyone may hold.
+            if let Some(note) = kept.clone() {
+                let dir = self.dir().to_path_buf();
+                tokio::task::spawn_blocking(move || crate::seal::write(&dir, &note))
+                    .await
+                    .map_err(|e| StoreError::Failed(format!("writing the seal: {e}")))??;
+            }
+            Ok(kept)
         })
     }
 
@@ -1159,6 +1176,8 @@ impl Engine<Sqlite> {
             .await
             .map_err(|e| StoreError::Failed(format!("loading the log: {e}")))??;
         let latest = latest_checkpoint(&mut conn).await?;
+        let newest = latest.clone();
+        let verifier = signer.signer.verifier();
         let c = state.counts();
         tracing::info!(path = %path.display(), intents = c.intents, constraints = c.constraints, subscriptions = c.subscriptions,
             conflicts = c.conflicts, log_size = tree.size(), ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
@@ -1195,6 +1214,7 @@ impl Engine<Sqlite> {
             },
             signer,
         );
+        bind_to_seal(&engine, dir, &verifier, newest).await?;
         tokio::spawn(checkpoints(reads, engine.refresher(), wal.clone()));
         Ok(engine)
     }
@@ -1214,8 +1234,45 @@ impl Engine<Sqlite> {
     }
 }
 
-/// Reads a node's whole log and newest checkpoint from its embedded store,
-/// read-only (the node may be running).
+/// Refuses a store that cannot show it continues the log its node key
+/// signed (`seal.rs`): the database's newest checkpoint and the seal must
+/// verify with `key`, and the log must reach the seal with its root. A
+/// seal behind the database's newest checkpoint (the node stopped between
+/// the two writes) or missing (a folder from before seals) is brought up to
+/// it.
+async fn bind_to_seal(
+    engine: &Engine<Sqlite>,
+    dir: &Path,
+    key: &tlog::Verifier,
+    newest: Option<(u64, String)>,
+) -> Result<(), StoreError> {
+    use node::Store;
+    if let Some((_, note)) = &newest {
+        crate::seal::open(note, key, "the newest checkpoint in detente.db")?;
+    }
+    let sealed = match crate::seal::read(dir)? {
+        Some(text) => {
+            let sealed = crate::seal::open(&text, key, crate::seal::FILE)?;
+            crate::seal::check(sealed, engine.log_size(), |at| engine.log_root(at)).await?;
+            Some(sealed.0)
+        }
+        None => None,
+    };
+    if let Some((size, note)) = newest
+        && sealed.is_none_or(|s| s < size)
+    {
+        if sealed.is_none() {
+            tracing::warn!(
+                size,
+                "no {} in the data folder: written from the database's newest checkpoint",
+                crate::seal::FILE
+            );
+        }
+        crate::seal::write(dir, &note)?;
+    }
+    Ok(())
+}
+
 /// The data folder's database, read only (beside a running node).
 async fn open_read_only(dir: &Path) -> Result<SqliteConnection, StoreError> {
     let path = dir.join("detente.db");
