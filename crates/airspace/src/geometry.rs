@@ -43,6 +43,13 @@ const N_MAX: f64 = WGS84_A / (1.0 - WGS84_F); // a / sqrt(1 - e²) = a²/b
 const R_AUTHALIC: f64 = 6_371_007.2;
 /// Longest edge kept as one great-circle arc; longer geodesics are densified.
 pub const MAX_EDGE_M: f64 = 10_000.0;
+/// Most points a polygon's outline may have once densified (its vertices
+/// and the points added on its long edges), checked on a cheap upper bound
+/// before any point is computed. It bounds a volume's cost: the worst shape
+/// found at the limit (a 10,000-spike star) takes about 0.55 s of one core
+/// and 6 MB (`examples/geometry_cost.rs`). 20,000 points is 10,000
+/// vertices and 100,000 km of edges longer than 10 km besides.
+pub const MAX_OUTLINE_POINTS: usize = 20_000;
 /// A shape must fit in a spherical cap of this angular radius (about 2,200
 /// km): it keeps every gnomonic projection well inside its hemisphere.
 const MAX_CAP_RAD: f64 = 20.0 * std::f64::consts::PI / 180.0;
@@ -289,6 +296,41 @@ fn same_point(a: LatLng, b: LatLng) -> bool {
     a.lat == b.lat && (same_lng || a.lat.abs() == 90.0)
 }
 
+/// An upper bound on the points of a polygon's densified outline
+/// ([`densify`]), from the vertices' unit vectors alone: an arc of angle θ
+/// is at most θ·N_MAX metres long, so it is split into at most
+/// ⌈θ·N_MAX / MAX_EDGE_M⌉ pieces.
+fn outline_points_bound(units: &[V3]) -> usize {
+    let n = units.len();
+    (0..n)
+        .map(|i| {
+            let len = angle(units[i], units[(i + 1) % n]) * N_MAX;
+            if len <= MAX_EDGE_M {
+                1
+            } else {
+                (len / MAX_EDGE_M).ceil() as usize
+            }
+        })
+        .fold(0usize, usize::saturating_add)
+}
+
+/// What preparing `v` costs, in outline points (an upper bound): a polygon's
+/// densified outline, a circle's one. Callers run costly ones away from
+/// latency-sensitive threads.
+pub fn cost(v: &Volume4D) -> usize {
+    match &v.outline {
+        Outline::Circle { .. } => 1,
+        Outline::Polygon { vertices } => {
+            if vertices.len() > MAX_OUTLINE_POINTS {
+                // Refused on its count, at the cost of a comparison.
+                return 1;
+            }
+            let units: Vec<V3> = vertices.iter().map(|v| unit_vector(*v)).collect();
+            outline_points_bound(&units)
+        }
+    }
+}
+
 /// Splits every edge longer than [`MAX_EDGE_M`] along its ellipsoidal
 /// geodesic. Returns the ring and, for each ring point, the original vertex
 /// whose edge it lies on.
@@ -380,6 +422,38 @@ fn prepare_polygon(vertices: &[LatLng], limits: &Limits) -> Result<(Shape, Cap),
                 format!("vertex {j} duplicates vertex {i}"),
             ));
         }
+    }
+    // Cheap bounds before the costly work: no two points of a polygon that
+    // fits the cap can be further apart than its diameter (so each is within
+    // it of vertex 0), and the densified outline is bounded.
+    // (Skipped for records stored earlier, which were accepted then.)
+    let units: Vec<V3> = if limits.trusted {
+        Vec::new()
+    } else {
+        vertices.iter().map(|v| unit_vector(*v)).collect()
+    };
+    if let Some(far) = units
+        .iter()
+        .position(|u| angle(units[0], *u) > 2.0 * MAX_CAP_RAD)
+    {
+        return Err(GeometryError::too_large(
+            format!("{F}[{far}]"),
+            format!(
+                "vertex {far} is {:.0} km from vertex 0; a polygon may reach at most {:.0} km from its centre",
+                angle(units[0], units[far]) * WGS84_A / 1e3,
+                MAX_CAP_RAD * WGS84_A / 1e3
+            ),
+        ));
+    }
+    let bound = outline_points_bound(&units);
+    if !limits.trusted && bound > MAX_OUTLINE_POINTS {
+        return Err(GeometryError::too_large(
+            F,
+            format!(
+                "the outline would have up to {bound} points once its edges are split every {:.0} km; at most {MAX_OUTLINE_POINTS} are accepted (use fewer vertices or shorter edges)",
+                MAX_EDGE_M / 1e3
+            ),
+        ));
     }
     let (ring, origin) = densify(vertices);
     let sum = ring
@@ -768,6 +842,60 @@ mod tests {
     }
     fn err(v: Volume4D) -> GeometryError {
         prepare(v, &Limits::default()).expect_err("invalid volume")
+    }
+
+    /// A star of `n` vertices alternating between `outer` and `inner`
+    /// degrees from (0, 0): legal, and with long spikes as costly as a
+    /// polygon can be made.
+    fn star(n: usize, outer: f64, inner: f64) -> Volume4D {
+        let v: Vec<(f64, f64)> = (0..n)
+            .map(|i| {
+                let a = i as f64 / n as f64 * std::f64::consts::TAU;
+                let r = if i % 2 == 0 { outer } else { inner };
+                (r * a.sin(), r * a.cos())
+            })
+            .collect();
+        poly(&v)
+    }
+
+    #[test]
+    fn a_polygons_cost_is_bounded_before_it_is_computed() {
+        // 10,000 spikes of 1,650 km would densify to 1.67 million points:
+        // refused on the bound, before one is computed.
+        let e = err(star(10_000, 15.0, 0.05));
+        assert!(e.too_large, "{e}");
+        assert_eq!(e.field, "volume.outline_polygon.vertices");
+        assert!(e.message.contains("at most 20000"), "{e}");
+        assert!(cost(&star(10_000, 15.0, 0.05)) > MAX_OUTLINE_POINTS);
+        // The same star with spikes under 10 km is accepted as it is.
+        let small = star(10_000, 0.089, 0.05);
+        assert!(cost(&small) <= MAX_OUTLINE_POINTS);
+        p(small);
+        // Two vertices further apart than any accepted polygon's diameter:
+        // refused naming the far one, without densifying anything.
+        let e = err(poly(&[(0.0, 0.0), (0.1, 0.0), (0.0, 45.0), (0.0, 0.1)]));
+        assert!(e.too_large);
+        assert_eq!(e.field, "volume.outline_polygon.vertices[2]", "{e}");
+    }
+
+    #[test]
+    fn the_cost_bound_covers_the_densified_outline() {
+        for v in [
+            star(1_000, 1.0, 0.05),
+            poly(&[(0.0, 0.0), (0.0, 2.0), (2.0, 2.0), (2.0, 0.0)]),
+            square(40.0, -105.0, 0.01),
+        ] {
+            let bound = cost(&v);
+            let Shape::Polygon { ring, .. } = p(v).shape else {
+                panic!("a polygon");
+            };
+            assert!(ring.len() <= bound, "{} points, bound {bound}", ring.len());
+            assert!(
+                ring.len() * 101 / 100 + 4 >= bound,
+                "the bound is close: {} vs {bound}",
+                ring.len()
+            );
+        }
     }
     /// A square of half-side `h` degrees around (lat, lng).
     fn square(lat: f64, lng: f64, h: f64) -> Volume4D {

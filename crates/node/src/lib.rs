@@ -462,7 +462,45 @@ pub struct Dss {
     settings: Settings,
 }
 
-fn prepare_all(
+/// Outline points (`airspace::geometry::cost`) above which a request's
+/// volumes are prepared on a blocking thread instead of an async worker:
+/// about a millisecond of work.
+const HEAVY_POINTS: usize = 1_000;
+
+/// Heavy preparations under way at once: one per core less one (at least
+/// one), so that they cannot take every core from the async workers that
+/// answer everyone else.
+fn heavy_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+    })
+}
+
+/// Runs `f` (geometry of `cost` outline points) where it holds up nobody:
+/// inline when cheap, else on a blocking thread once a heavy slot is free.
+async fn off_workers<T: Send + 'static>(
+    cost: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    if cost <= HEAVY_POINTS {
+        return Ok(f());
+    }
+    let _slot = heavy_slots()
+        .acquire()
+        .await
+        .map_err(|e| NodeError::Store(StoreError::Failed(format!("geometry slots: {e}"))))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Store(StoreError::Failed(format!("preparing geometry: {e}"))))
+}
+
+/// Prepares a request's volumes. Their outlines together may have at most
+/// `MAX_OUTLINE_POINTS` points (one volume at its limit, or several
+/// smaller), which bounds a request's geometry before any of it is
+/// computed.
+async fn prepare_all(
     extents: Vec<Volume4D>,
     limits: &Limits,
     field: &str,
@@ -470,13 +508,31 @@ fn prepare_all(
     if extents.is_empty() {
         return Err(invalid(field, "at least one volume is required"));
     }
-    extents
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            prepare(v, limits).map_err(|e| NodeError::from(e.under(&format!("{field}[{i}]"))))
-        })
-        .collect()
+    let cost = extents
+        .iter()
+        .map(airspace::geometry::cost)
+        .fold(0usize, usize::saturating_add);
+    if cost > airspace::geometry::MAX_OUTLINE_POINTS {
+        return Err(NodeError::from(airspace::GeometryError::too_large(
+            field,
+            format!(
+                "the volumes' outlines would have up to {cost} points in all once their edges are split every {:.0} km; at most {} per request are accepted",
+                airspace::geometry::MAX_EDGE_M / 1e3,
+                airspace::geometry::MAX_OUTLINE_POINTS
+            ),
+        )));
+    }
+    let (limits, field) = (limits.clone(), field.to_string());
+    off_workers(cost, move || {
+        extents
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                prepare(v, &limits).map_err(|e| NodeError::from(e.under(&format!("{field}[{i}]"))))
+            })
+            .collect()
+    })
+    .await?
 }
 
 impl Dss {
@@ -575,7 +631,7 @@ impl Dss {
                 req.state.as_str()
             )));
         }
-        let extents = prepare_all(req.extents, &self.settings.limits, "extents")?;
+        let extents = prepare_all(req.extents, &self.settings.limits, "extents").await?;
         if req.state == OperationalIntentState::Activated {
             // The line of contact: a peer must have accepted the notice of
             // exactly these extents first (acceptance only ever arrives, so
@@ -650,7 +706,7 @@ impl Dss {
     }
 
     /// An area of interest (`decide::area_of_interest`); `None` matches nothing.
-    fn area(
+    async fn area(
         &self,
         area: Option<Volume4D>,
         field: &str,
@@ -658,19 +714,18 @@ impl Dss {
         let Some(v) = area else {
             return Err(invalid(field, "an area_of_interest is required"));
         };
-        Ok(decide::area_of_interest(
-            v,
-            self.now(),
-            &self.settings.limits,
-            field,
-        )?)
+        let (now, limits, field) = (self.now(), self.settings.limits.clone(), field.to_string());
+        off_workers(airspace::geometry::cost(&v), move || {
+            decide::area_of_interest(v, now, &limits, &field).map_err(NodeError::from)
+        })
+        .await?
     }
 
     pub async fn query_intents(
         &self,
         area: Option<Volume4D>,
     ) -> Result<Vec<OperationalIntent>, NodeError> {
-        let Some(a) = self.area(area, "area_of_interest")? else {
+        let Some(a) = self.area(area, "area_of_interest").await? else {
             return Ok(Vec::new());
         };
         let (a, now) = ([a], self.now());
@@ -692,7 +747,7 @@ impl Dss {
         extents: Vec<Volume4D>,
         uss_base_url: String,
     ) -> Result<(Constraint, Vec<SubscriberToNotify>), NodeError> {
-        let extents = prepare_all(extents, &self.settings.limits, "extents")?;
+        let extents = prepare_all(extents, &self.settings.limits, "extents").await?;
         let cmd = PutConstraint {
             id,
             manager: caller.sub.clone(),
@@ -742,7 +797,7 @@ impl Dss {
         &self,
         area: Option<Volume4D>,
     ) -> Result<Vec<Constraint>, NodeError> {
-        let Some(a) = self.area(area, "area_of_interest")? else {
+        let Some(a) = self.area(area, "area_of_interest").await? else {
             return Ok(Vec::new());
         };
         let (a, now) = ([a], self.now());
@@ -779,8 +834,11 @@ impl Dss {
                     .min(decide::MAX_SUBSCRIPTION_S),
             ),
         );
-        let extents =
-            prepare(v, &self.settings.limits).map_err(|e| NodeError::from(e.under("extents")))?;
+        let limits = self.settings.limits.clone();
+        let extents = off_workers(airspace::geometry::cost(&v), move || {
+            prepare(v, &limits).map_err(|e| NodeError::from(e.under("extents")))
+        })
+        .await??;
         let cmd = PutSubscription {
             id,
             manager: caller.sub.clone(),
@@ -861,7 +919,7 @@ impl Dss {
         caller: &Caller,
         area: Option<Volume4D>,
     ) -> Result<Vec<(Subscription, Vec<EntityId>)>, NodeError> {
-        let Some(a) = self.area(area, "area_of_interest")? else {
+        let Some(a) = self.area(area, "area_of_interest").await? else {
             return Ok(Vec::new());
         };
         let (a, now) = ([a], self.now());
@@ -1423,5 +1481,58 @@ impl Log {
                 reply.trim()
             )))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use airspace::geometry::{LatLng, Outline};
+
+    /// A polygon of `n` vertices on a circle of 0.5° around `lat`, 0: every
+    /// edge under 10 km, so it costs `n` outline points.
+    fn ring(n: usize, lat: f64) -> Volume4D {
+        let vertices = (0..n)
+            .map(|i| {
+                let a = i as f64 / n as f64 * std::f64::consts::TAU;
+                LatLng {
+                    lat: lat + 0.5 * a.sin(),
+                    lng: 0.5 * a.cos(),
+                }
+            })
+            .collect();
+        Volume4D {
+            outline: Outline::Polygon { vertices },
+            altitude_lower_m: Some(0.0),
+            altitude_upper_m: Some(100.0),
+            time_start: Some(Timestamp::from_unix_micros(0)),
+            time_end: Some(Timestamp::from_unix_micros(1)),
+        }
+    }
+
+    #[tokio::test]
+    async fn heavy_geometry_runs_off_the_async_workers_and_light_inline() {
+        let here = std::thread::current().id();
+        let light = off_workers(HEAVY_POINTS, move || std::thread::current().id());
+        assert_eq!(light.await.unwrap(), here);
+        let heavy = off_workers(HEAVY_POINTS + 1, move || std::thread::current().id());
+        assert_ne!(heavy.await.unwrap(), here);
+    }
+
+    #[tokio::test]
+    async fn a_requests_volumes_share_one_outline_budget() {
+        let limits = Limits::default();
+        let big = |lat| ring(8_000, lat);
+        assert_eq!(airspace::geometry::cost(&big(10.0)), 8_000);
+        let two = prepare_all(vec![big(10.0), big(20.0)], &limits, "extents").await;
+        assert_eq!(two.unwrap().len(), 2);
+        let three = prepare_all(vec![big(10.0), big(20.0), big(30.0)], &limits, "extents").await;
+        let Err(NodeError::Domain(DomainError::Geometry(e))) = three else {
+            panic!("refused as too large: {three:?}");
+        };
+        assert!(e.too_large);
+        assert_eq!(e.field, "extents");
+        assert!(e.message.contains("24000 points"), "{e}");
     }
 }
