@@ -767,6 +767,9 @@ pub struct PutSubscription {
     pub notify_for_operational_intents: bool,
     pub notify_for_constraints: bool,
     pub now: Timestamp,
+    /// Most live explicit subscriptions one client may have meeting any one
+    /// subscription's extents (the reference DSS: 10 per area).
+    pub max_per_area: usize,
 }
 
 pub fn put_subscription(
@@ -846,6 +849,24 @@ pub fn put_subscription(
             }
         }
         (None, None) => {}
+    }
+    // A client's own live subscriptions meeting these extents (the one
+    // updated aside): at most max_per_area, as the reference DSS (which
+    // counts per S2 cell; here per extents, in space and time).
+    let mine = state
+        .subscriptions_intersecting(std::slice::from_ref(&cmd.extents))
+        .into_iter()
+        .filter(|s| s.manager == cmd.manager && !s.implicit && s.id != cmd.id)
+        .filter(|s| s.time_end > cmd.now)
+        .count();
+    if mine >= cmd.max_per_area {
+        return Err(DomainError::QuotaExceeded {
+            field: "extents".into(),
+            message: format!(
+                "this client already has {mine} subscriptions in this area; at most {} are allowed (delete one, or subscribe to a wider area once)",
+                cmd.max_per_area
+            ),
+        });
     }
     let dependents = state.dependents(&cmd.id);
     if !dependents.is_empty() {
@@ -994,7 +1015,34 @@ pub fn set_availability(
     })
 }
 
-pub fn file_report(_state: &AirspaceState, report: Report) -> Result<Decision, DomainError> {
+/// Most bytes of a report's `exchange` kept.
+pub const MAX_REPORT_BYTES: usize = 64 * 1024;
+
+/// Files a report: at most [`MAX_REPORT_BYTES`] of exchange (413), and at
+/// most `max_per_day` from one reporter in any day (429).
+pub fn file_report(
+    state: &AirspaceState,
+    report: Report,
+    max_per_day: usize,
+) -> Result<Decision, DomainError> {
+    if report.exchange_json.len() > MAX_REPORT_BYTES {
+        return Err(DomainError::TooLarge {
+            field: "exchange".into(),
+            message: format!(
+                "a report's exchange may be at most {MAX_REPORT_BYTES} bytes, this one is {}",
+                report.exchange_json.len()
+            ),
+        });
+    }
+    let filed = state.reports_since_a_day(&report.reporter, report.received);
+    if filed >= max_per_day {
+        return Err(DomainError::QuotaExceeded {
+            field: "exchange".into(),
+            message: format!(
+                "this client filed {filed} reports in the last 24 hours; at most {max_per_day} are kept"
+            ),
+        });
+    }
     Ok(Decision {
         events: vec![Event::ReportFiled(report.clone())],
         outcome: Outcome::Report(report),

@@ -82,6 +82,13 @@ pub enum DomainError {
         from: Option<OperationalIntentState>,
         to: OperationalIntentState,
     },
+    /// A client's quota is used up (the reference DSS answers 429,
+    /// "resource exhausted", for too many subscriptions in one area).
+    #[error("{field}: {message}")]
+    QuotaExceeded { field: String, message: String },
+    /// Larger than the node keeps (413).
+    #[error("{field}: {message}")]
+    TooLarge { field: String, message: String },
     #[error("subscription {id} is needed by operational intent(s) {dependents:?}: {message}")]
     SubscriptionInUse {
         id: EntityId,

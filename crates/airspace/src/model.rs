@@ -189,6 +189,14 @@ pub struct Report {
     pub exchange_json: String,
 }
 
+/// Who filed a report and when: what the report quota counts (read from a
+/// stored report, its exchange skipped).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ReportStamp {
+    pub reporter: String,
+    pub received: Timestamp,
+}
+
 /// A USS to notify after a change, with the subscriptions that triggered it
 /// and their new notification indices (F3548 `SubscriberToNotify`).
 #[derive(Clone, Debug, PartialEq, Eq)]

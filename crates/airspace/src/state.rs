@@ -7,6 +7,7 @@ use crate::decide::Event;
 use crate::geometry::PreparedVolume;
 use crate::index::SpaceTimeIndex;
 use crate::model::*;
+use crate::timestamp::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The records are in ordered maps, not hash maps: a hash map that grows
@@ -26,8 +27,14 @@ pub struct AirspaceState {
     conflicts: BTreeMap<(EntityId, EntityId), Conflict>,
     conflicts_of: BTreeMap<EntityId, BTreeSet<(EntityId, EntityId)>>,
     reports: usize,
+    /// Each reporter's reports of the last [`REPORT_WINDOW_S`], oldest
+    /// first (older ones are dropped as new ones come).
+    recent_reports: HashMap<String, std::collections::VecDeque<Timestamp>>,
     seq: u64,
 }
+
+/// The window the report quota counts in: a day.
+pub const REPORT_WINDOW_S: i64 = 24 * 3600;
 
 fn exact<'a, T>(
     ids: Vec<EntityId>,
@@ -53,7 +60,7 @@ impl AirspaceState {
         constraints: Vec<Constraint>,
         subscriptions: Vec<Subscription>,
         availability: Vec<UssAvailability>,
-        reports: usize,
+        reports: Vec<ReportStamp>,
     ) -> Self {
         // The indexes are built side by side (a cold start waits for them).
         let (intent_index, (constraint_index, subscription_index)) = std::thread::scope(|t| {
@@ -72,9 +79,14 @@ impl AirspaceState {
             constraint_index,
             subscription_index,
             seq,
-            reports,
+            reports: reports.len(),
             ..Default::default()
         };
+        let mut reports = reports;
+        reports.sort_by_key(|r| r.received);
+        for r in reports {
+            s.note_report(&r.reporter, r.received);
+        }
         // Sorted first, then built in one pass (inserted one by one in the
         // rows' order, random ids, it took ~10 ms more of a cold start at 100k).
         let mut deps: Vec<(SubscriptionId, EntityId)> = intents
@@ -279,8 +291,28 @@ impl AirspaceState {
             Event::AvailabilitySet(a) => {
                 self.availability.insert(a.uss.clone(), a.clone());
             }
-            Event::ReportFiled(_) => self.reports += 1,
+            Event::ReportFiled(r) => {
+                self.reports += 1;
+                self.note_report(&r.reporter, r.received);
+            }
         }
+    }
+
+    fn note_report(&mut self, reporter: &str, at: Timestamp) {
+        let recent = self.recent_reports.entry(reporter.to_string()).or_default();
+        let since = at.minus_seconds(REPORT_WINDOW_S);
+        while recent.front().is_some_and(|t| *t <= since) {
+            recent.pop_front();
+        }
+        recent.push_back(at);
+    }
+
+    /// How many reports `reporter` filed in the [`REPORT_WINDOW_S`] up to `now`.
+    pub fn reports_since_a_day(&self, reporter: &str, now: Timestamp) -> usize {
+        let since = now.minus_seconds(REPORT_WINDOW_S);
+        self.recent_reports
+            .get(reporter)
+            .map_or(0, |r| r.iter().filter(|t| **t > since).count())
     }
 
     fn remove_intent(&mut self, id: &EntityId) {

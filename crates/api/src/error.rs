@@ -153,6 +153,12 @@ impl IntoResponse for ApiError {
                     DomainError::Geometry(g) => {
                         body(S::BAD_REQUEST, "invalid_geometry", g.message, Some(g.field))
                     }
+                    DomainError::QuotaExceeded { field, message } => {
+                        body(S::TOO_MANY_REQUESTS, "quota_exceeded", message, Some(field))
+                    }
+                    DomainError::TooLarge { field, message } => {
+                        body(S::PAYLOAD_TOO_LARGE, "too_large", message, Some(field))
+                    }
                     DomainError::NotFound { .. } => body(S::NOT_FOUND, "not_found", m, None),
                     DomainError::AlreadyExists { .. } => {
                         body(S::CONFLICT, "already_exists", m, None)

@@ -748,6 +748,8 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         expiry_grace_seconds: 300,
         rate_limit_per_second: 0,
         rate_limit_burst: 2000,
+        max_subscriptions_per_area: usize::MAX,
+        max_reports_per_day: usize::MAX,
         max_connections: None,
         max_connections_per_source: None,
         witness_logs: vec![],

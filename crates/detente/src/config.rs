@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub expiry_grace_seconds: Option<i64>,
     pub rate_limit_per_second: Option<u32>,
     pub rate_limit_burst: Option<u32>,
+    pub max_subscriptions_per_area: Option<usize>,
+    pub max_reports_per_day: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_source: Option<usize>,
     pub witness_logs: Option<Vec<String>>,
@@ -68,6 +70,10 @@ pub struct NodeConfig {
     pub expiry_grace_seconds: i64,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// Most live explicit subscriptions of one client meeting one area.
+    pub max_subscriptions_per_area: usize,
+    /// Most reports one client may file in a day.
+    pub max_reports_per_day: usize,
     /// Most client connections at once (`None`: from the open-files limit).
     pub max_connections: Option<usize>,
     /// Most client connections from one source address (`None`: an eighth
@@ -119,6 +125,8 @@ mod tests {
             "default_subscription_hours",
             "max_connections",
             "max_connections_per_source",
+            "max_subscriptions_per_area",
+            "max_reports_per_day",
             "expiry_sweep_seconds",
             "expiry_grace_seconds",
             "database_url",

@@ -242,6 +242,15 @@ impl ServeArgs {
             expiry_grace_seconds: file.expiry_grace_seconds.unwrap_or(300),
             rate_limit_per_second: file.rate_limit_per_second.unwrap_or(1000),
             rate_limit_burst: file.rate_limit_burst.unwrap_or(2000),
+            max_subscriptions_per_area: match file.max_subscriptions_per_area {
+                Some(0) => anyhow::bail!(
+                    "max_subscriptions_per_area = 0: a client needs at least one subscription"
+                ),
+                n => n.unwrap_or(node::DEFAULT_MAX_SUBSCRIPTIONS_PER_AREA),
+            },
+            max_reports_per_day: file
+                .max_reports_per_day
+                .unwrap_or(node::DEFAULT_MAX_REPORTS_PER_DAY),
             max_connections: match file.max_connections {
                 Some(0) => anyhow::bail!("max_connections = 0: at least one connection is needed"),
                 n => n,

@@ -95,6 +95,8 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         },
         default_subscription_s: cfg.default_subscription_hours * 3600,
         expiry_grace_s: cfg.expiry_grace_seconds,
+        max_subscriptions_per_area: cfg.max_subscriptions_per_area,
+        max_reports_per_day: cfg.max_reports_per_day,
         ..Settings::default()
     };
     let dss = Dss::new(

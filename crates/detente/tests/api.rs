@@ -1392,3 +1392,38 @@ async fn lifecycle_rules_beyond_the_reference_suite() {
     }
 }
 }
+
+both_backends! {
+#[tokio::test]
+async fn quotas_per_client_answer_429_naming_the_field_and_hold_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("detente.toml");
+    std::fs::write(&config, "max_subscriptions_per_area = 2\nmax_reports_per_day = 2\n").unwrap();
+    let mut node = TestNode::start_with(bin(), &["--config", config.to_str().unwrap()]);
+    let uss = token("uss1", SC);
+    let sub = json!({ "extents": square(12.0, 12.0, 0.1), "uss_base_url": "https://uss.example/utm", "notify_for_operational_intents": true });
+    let exchange = json!({"exchange": {"url": "https://x.example/uss/v1/operational_intents/1", "method": "GET", "recorder_role": "Client", "request_time": at(0), "request_source": "uss1"}});
+    for _ in 0..2 {
+        let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&uss), Some(sub.clone())).await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = call(&node, Method::POST, "/dss/v1/reports", Some(&uss), Some(exchange.clone())).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    for round in ["before", "after"] {
+        let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&uss), Some(sub.clone())).await;
+        assert_eq!((s.as_u16(), field(&v)), (429, "extents"), "{round} a restart: {v}");
+        assert!(v["message"].as_str().unwrap().contains("at most 2"), "{v}");
+        let (s, v) = call(&node, Method::POST, "/dss/v1/reports", Some(&uss), Some(exchange.clone())).await;
+        assert_eq!((s.as_u16(), field(&v)), (429, "exchange"), "{round} a restart: {v}");
+        node.restart();
+    }
+    // Another client is not held back by the first one's quota.
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&token("uss2", SC)), Some(sub)).await;
+    assert_eq!(s, 200, "{v}");
+    // A report's exchange is bounded in size: 413 naming it.
+    let mut big = exchange.clone();
+    big["exchange"]["problem"] = json!("x".repeat(70 * 1024));
+    let (s, v) = call(&node, Method::POST, "/dss/v1/reports", Some(&token("uss3", SC)), Some(big)).await;
+    assert_eq!((s.as_u16(), field(&v)), (413, "exchange"), "{v}");
+}
+}

@@ -441,7 +441,16 @@ pub struct Settings {
     pub ovn_suffix_skew_s: i64,
     /// How long ended entities stay before the sweeper removes them.
     pub expiry_grace_s: i64,
+    /// Most live explicit subscriptions of one client meeting one area.
+    pub max_subscriptions_per_area: usize,
+    /// Most reports one client may file in a day.
+    pub max_reports_per_day: usize,
 }
+
+/// The reference DSS's limit on one client's subscriptions in an area.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_AREA: usize = 10;
+/// Reports one client may file in a day, by default.
+pub const DEFAULT_MAX_REPORTS_PER_DAY: usize = 1_000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -450,6 +459,8 @@ impl Default for Settings {
             default_subscription_s: 24 * 3600,
             ovn_suffix_skew_s: 300,
             expiry_grace_s: 300,
+            max_subscriptions_per_area: DEFAULT_MAX_SUBSCRIPTIONS_PER_AREA,
+            max_reports_per_day: DEFAULT_MAX_REPORTS_PER_DAY,
         }
     }
 }
@@ -850,6 +861,7 @@ impl Dss {
             now,
             start_given,
             end_given,
+            max_per_area: self.settings.max_subscriptions_per_area,
         };
         match self
             .commit(Box::new(move |s| decide::put_subscription(s, cmd)))
@@ -980,8 +992,9 @@ impl Dss {
             received: self.now(),
             exchange_json,
         };
+        let max = self.settings.max_reports_per_day;
         match self
-            .commit(Box::new(move |s| decide::file_report(s, report)))
+            .commit(Box::new(move |s| decide::file_report(s, report, max)))
             .await?
         {
             Outcome::Report(r) => Ok(r),

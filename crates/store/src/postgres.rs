@@ -451,7 +451,7 @@ async fn load_all(conn: &mut PgConnection, me: &str) -> Result<(Loaded, i64), St
     let constraints = decode_all(Table::Constraints, &take(Table::Constraints))?;
     let subscriptions = decode_all(Table::Subscriptions, &take(Table::Subscriptions))?;
     let availability = decode_all(Table::Availability, &take(Table::Availability))?;
-    let reports = take(Table::Reports).len();
+    let reports = decode_all(Table::Reports, &take(Table::Reports))?;
     let state = AirspaceState::load(
         seq as u64,
         intents,

@@ -368,7 +368,7 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         Table::Availability,
         fetch_pages(conn, Table::Availability).await?,
     );
-    let reports = decode_later::<serde::de::IgnoredAny>(
+    let reports = decode_later::<airspace::ReportStamp>(
         Table::Reports,
         fetch_pages(conn, Table::Reports).await?,
     );
@@ -377,7 +377,7 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
     let constraints = rows(Table::Constraints, &mut ids, constraints).await?;
     let subscriptions = rows(Table::Subscriptions, &mut ids, subscriptions).await?;
     let availability = rows(Table::Availability, &mut ids, availability).await?;
-    let reports = rows(Table::Reports, &mut ids, reports).await?.len();
+    let reports = rows(Table::Reports, &mut ids, reports).await?;
     let decoded_ms = started.elapsed().as_millis() as u64;
     let state = AirspaceState::load(
         seq as u64,

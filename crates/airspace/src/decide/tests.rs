@@ -303,6 +303,7 @@ fn watch(s: &mut AirspaceState) {
             now: NOW,
             start_given: true,
             end_given: true,
+            max_per_area: 10,
         },
     );
     run(s, |_| d);
@@ -540,6 +541,7 @@ fn subscription_update_may_not_uncover_its_intents() {
                 now: NOW,
                 start_given: true,
                 end_given: true,
+                max_per_area: 10,
             },
         )
     });
@@ -560,6 +562,7 @@ fn subscription_update_may_not_uncover_its_intents() {
         now: NOW,
         start_given: true,
         end_given: true,
+        max_per_area: 10,
     };
     assert!(matches!(
         put_subscription(&s, shrink).unwrap_err(),
@@ -587,6 +590,7 @@ fn sub_cmd(extents: PreparedVolume, version: Option<String>) -> PutSubscription 
         now: NOW,
         start_given: true,
         end_given: true,
+        max_per_area: 10,
     }
 }
 
@@ -717,7 +721,7 @@ fn reloading_a_state_rebuilds_index_and_conflicts() {
     let json = serde_json::to_string(&intents).unwrap();
     let back: Vec<OperationalIntent> = serde_json::from_str(&json).unwrap();
     assert_eq!(back, intents);
-    let r = AirspaceState::load(s.seq(), back, vec![], subs, vec![], 0);
+    let r = AirspaceState::load(s.seq(), back, vec![], subs, vec![], vec![]);
     assert_eq!(r.counts(), s.counts());
     assert_eq!(
         r.intents_intersecting(&[square(50.0, 30.0, 0.001, 0, 1)])
@@ -792,7 +796,7 @@ fn reloading_many_entities_finds_exactly_the_conflicts_built_one_write_at_a_time
         s.constraints().cloned().collect(),
         s.subscriptions().cloned().collect(),
         vec![],
-        0,
+        vec![],
     );
     assert_eq!(conflicts(&r), built);
     assert_eq!(r.counts(), s.counts());
@@ -966,6 +970,7 @@ fn a_subscription_update_checks_its_own_fields_first_and_becomes_explicit() {
         now: NOW,
         start_given: true,
         end_given: true,
+        max_per_area: 10,
     };
     // Asking for no notification is the request's own fault (400), even
     // where the subscription exists and no version was given.
@@ -995,4 +1000,88 @@ fn a_subscription_update_checks_its_own_fields_first_and_becomes_explicit() {
     };
     run(&mut s, |s| delete_intent(s, d));
     assert!(s.subscription(&sub).is_some());
+}
+
+#[test]
+fn a_client_may_have_at_most_its_quota_of_subscriptions_in_one_area() {
+    let mut s = AirspaceState::default();
+    let here = || square(10.0, 10.0, 0.1, 0, 2);
+    let sub = |n: u128, manager: &str, v: PreparedVolume, version: Option<String>| {
+        let mut c = sub_cmd(v, version);
+        c.id = id(n);
+        c.manager = manager.into();
+        c.max_per_area = 3;
+        c
+    };
+    for n in 0..2 {
+        run(&mut s, |st| {
+            put_subscription(st, sub(700 + n, "watcher", here(), None))
+        });
+    }
+    // An intent's implicit subscription here does not count: a third
+    // explicit one is still accepted.
+    run(&mut s, |st| {
+        put_intent(st, put(1, "watcher", here(), vec![]))
+    });
+    run(&mut s, |st| {
+        put_subscription(st, sub(702, "watcher", here(), None))
+    });
+    let e = put_subscription(&s, sub(710, "watcher", here(), None)).unwrap_err();
+    let DomainError::QuotaExceeded { field, message } = e else {
+        panic!("a quota refusal: {e:?}");
+    };
+    assert_eq!(field, "extents");
+    assert!(message.contains("at most 3"), "{message}");
+    // Another client, another area, another time, an update: not held back.
+    put_subscription(&s, sub(711, "other", here(), None)).unwrap();
+    put_subscription(&s, sub(712, "watcher", square(30.0, 30.0, 0.1, 0, 2), None)).unwrap();
+    put_subscription(&s, sub(713, "watcher", square(10.0, 10.0, 0.1, 5, 7), None)).unwrap();
+    let version = s.subscription(&id(700)).unwrap().version.clone();
+    put_subscription(&s, sub(700, "watcher", here(), Some(version))).unwrap();
+}
+
+#[test]
+fn a_report_is_bounded_in_size_and_a_reporters_reports_per_day() {
+    let mut s = AirspaceState::default();
+    let report = |n: u32, who: &str, at: Timestamp, bytes: usize| Report {
+        id: format!("r{n}"),
+        reporter: who.into(),
+        received: at,
+        exchange_json: "x".repeat(bytes),
+    };
+    let e = file_report(&s, report(0, "uss1", NOW, MAX_REPORT_BYTES + 1), 2).unwrap_err();
+    assert!(
+        matches!(&e, DomainError::TooLarge { field, .. } if field == "exchange"),
+        "{e:?}"
+    );
+    run(&mut s, |st| {
+        file_report(st, report(1, "uss1", NOW, MAX_REPORT_BYTES), 2)
+    });
+    run(&mut s, |st| file_report(st, report(2, "uss1", NOW, 10), 2));
+    let e = file_report(&s, report(3, "uss1", NOW, 10), 2).unwrap_err();
+    assert!(matches!(e, DomainError::QuotaExceeded { .. }), "{e:?}");
+    file_report(&s, report(4, "uss2", NOW, 10), 2).expect("another reporter has its own");
+    // A day later the first ones no longer count.
+    let later = NOW.plus_seconds(crate::state::REPORT_WINDOW_S);
+    run(&mut s, |st| {
+        file_report(st, report(5, "uss1", later, 10), 2)
+    });
+    // A store reloading the reports counts them again.
+    let stamps = |st: &AirspaceState| st.reports_since_a_day("uss1", later);
+    let reloaded = AirspaceState::load(
+        s.seq(),
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        [NOW, NOW, later]
+            .into_iter()
+            .map(|t| ReportStamp {
+                reporter: "uss1".into(),
+                received: t,
+            })
+            .collect(),
+    );
+    assert_eq!(stamps(&reloaded), stamps(&s));
+    assert_eq!(reloaded.counts().reports, 3);
 }
