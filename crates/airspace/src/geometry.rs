@@ -651,6 +651,15 @@ fn edge_within(center: LatLng, c: V3, a: V3, b: V3, r: f64) -> bool {
 
 impl PreparedVolume {
     /// Sets the time window (both the prepared bounds and the volume's).
+    /// The points of its outline as held (a circle: one): what a stored
+    /// volume costs, for the quota on what one client may store.
+    pub fn points(&self) -> usize {
+        match &self.shape {
+            Shape::Polygon { ring, .. } => ring.len(),
+            Shape::Circle { .. } => 1,
+        }
+    }
+
     pub fn set_time(&mut self, start: Timestamp, end: Timestamp) {
         self.time = (start, end);
         self.volume.time_start = Some(start);

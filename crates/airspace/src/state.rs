@@ -30,7 +30,15 @@ pub struct AirspaceState {
     /// Each reporter's reports of the last [`REPORT_WINDOW_S`], oldest
     /// first (older ones are dropped as new ones come).
     recent_reports: HashMap<String, std::collections::VecDeque<Timestamp>>,
+    /// The outline points each manager's live intents, constraints and
+    /// subscriptions hold ([`points_of`]).
+    stored: HashMap<String, usize>,
     seq: u64,
+}
+
+/// The outline points of an entity's volumes.
+pub fn points_of(extents: &[PreparedVolume]) -> usize {
+    extents.iter().map(PreparedVolume::points).sum()
 }
 
 /// The window the report quota counts in: a day.
@@ -82,6 +90,14 @@ impl AirspaceState {
             reports: reports.len(),
             ..Default::default()
         };
+        for (manager, extents) in intents
+            .iter()
+            .map(|i| (&i.manager, &i.extents))
+            .chain(constraints.iter().map(|c| (&c.manager, &c.extents)))
+            .chain(subscriptions.iter().map(|c| (&c.manager, &c.extents)))
+        {
+            s.store(manager, extents, true);
+        }
         let mut reports = reports;
         reports.sort_by_key(|r| r.received);
         for r in reports {
@@ -255,6 +271,7 @@ impl AirspaceState {
             Event::IntentUpserted(i) => {
                 self.remove_intent(&i.id);
                 self.intent_index.insert(i.id, &i.extents);
+                self.store(&i.manager, &i.extents, true);
                 if let Some(sub) = i.subscription_id {
                     self.dependents.entry(sub).or_default().insert(i.id);
                 }
@@ -265,6 +282,7 @@ impl AirspaceState {
             Event::ConstraintUpserted(c) => {
                 self.remove_constraint(&c.id);
                 self.constraint_index.insert(c.id, &c.extents);
+                self.store(&c.manager, &c.extents, true);
                 self.constraints.insert(c.id, c.clone());
                 self.recompute_conflicts(c.id, true);
             }
@@ -272,8 +290,10 @@ impl AirspaceState {
             Event::SubscriptionUpserted(s) => {
                 if let Some(old) = self.subscriptions.remove(&s.id) {
                     self.subscription_index.remove(old.id, &old.extents);
+                    self.store(&old.manager, &old.extents, false);
                 }
                 self.subscription_index.insert(s.id, &s.extents);
+                self.store(&s.manager, &s.extents, true);
                 self.subscriptions.insert(s.id, s.clone());
             }
             Event::SubscriptionsNotified(bumped) => {
@@ -286,6 +306,7 @@ impl AirspaceState {
             Event::SubscriptionRemoved(id) => {
                 if let Some(old) = self.subscriptions.remove(id) {
                     self.subscription_index.remove(old.id, &old.extents);
+                    self.store(&old.manager, &old.extents, false);
                 }
             }
             Event::AvailabilitySet(a) => {
@@ -296,6 +317,25 @@ impl AirspaceState {
                 self.note_report(&r.reporter, r.received);
             }
         }
+    }
+
+    /// Counts an entity's points in (`add`) or out of its manager's total.
+    fn store(&mut self, manager: &str, extents: &[PreparedVolume], add: bool) {
+        let n = points_of(extents);
+        if add {
+            *self.stored.entry(manager.to_string()).or_default() += n;
+        } else if let Some(total) = self.stored.get_mut(manager) {
+            *total = total.saturating_sub(n);
+            if *total == 0 {
+                self.stored.remove(manager);
+            }
+        }
+    }
+
+    /// The outline points `manager`'s live intents, constraints and
+    /// subscriptions (implicit ones included) hold.
+    pub fn stored_points(&self, manager: &str) -> usize {
+        self.stored.get(manager).copied().unwrap_or(0)
     }
 
     fn note_report(&mut self, reporter: &str, at: Timestamp) {
@@ -318,6 +358,7 @@ impl AirspaceState {
     fn remove_intent(&mut self, id: &EntityId) {
         if let Some(old) = self.intents.remove(id) {
             self.intent_index.remove(old.id, &old.extents);
+            self.store(&old.manager, &old.extents, false);
             if let Some(sub) = old.subscription_id
                 && let Some(d) = self.dependents.get_mut(&sub)
             {
@@ -333,6 +374,7 @@ impl AirspaceState {
     fn remove_constraint(&mut self, id: &EntityId) {
         if let Some(old) = self.constraints.remove(id) {
             self.constraint_index.remove(old.id, &old.extents);
+            self.store(&old.manager, &old.extents, false);
             self.drop_conflicts(id);
         }
     }

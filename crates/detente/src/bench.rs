@@ -344,7 +344,13 @@ fn dss_over(store: Arc<dyn node::Store>) -> Arc<Dss> {
         store,
         Arc::new(SystemClock),
         Arc::new(RandomIds),
-        Settings::default(),
+        // One client writes everything here: no quota applies.
+        Settings {
+            max_subscriptions_per_area: usize::MAX,
+            max_reports_per_day: usize::MAX,
+            max_stored_points_per_client: usize::MAX,
+            ..Settings::default()
+        },
     ))
 }
 
@@ -750,6 +756,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         rate_limit_burst: 2000,
         max_subscriptions_per_area: usize::MAX,
         max_reports_per_day: usize::MAX,
+        max_stored_points_per_client: usize::MAX,
         max_connections: None,
         max_connections_per_source: None,
         witness_logs: vec![],

@@ -28,6 +28,7 @@ pub struct FileConfig {
     pub rate_limit_burst: Option<u32>,
     pub max_subscriptions_per_area: Option<usize>,
     pub max_reports_per_day: Option<usize>,
+    pub max_stored_points_per_client: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_source: Option<usize>,
     pub witness_logs: Option<Vec<String>>,
@@ -74,6 +75,8 @@ pub struct NodeConfig {
     pub max_subscriptions_per_area: usize,
     /// Most reports one client may file in a day.
     pub max_reports_per_day: usize,
+    /// Most outline points one client's live entities may hold.
+    pub max_stored_points_per_client: usize,
     /// Most client connections at once (`None`: from the open-files limit).
     pub max_connections: Option<usize>,
     /// Most client connections from one source address (`None`: an eighth
@@ -127,6 +130,7 @@ mod tests {
             "max_connections_per_source",
             "max_subscriptions_per_area",
             "max_reports_per_day",
+            "max_stored_points_per_client",
             "expiry_sweep_seconds",
             "expiry_grace_seconds",
             "database_url",

@@ -251,6 +251,9 @@ impl ServeArgs {
             max_reports_per_day: file
                 .max_reports_per_day
                 .unwrap_or(node::DEFAULT_MAX_REPORTS_PER_DAY),
+            max_stored_points_per_client: file
+                .max_stored_points_per_client
+                .unwrap_or(node::DEFAULT_MAX_STORED_POINTS_PER_CLIENT),
             max_connections: match file.max_connections {
                 Some(0) => anyhow::bail!("max_connections = 0: at least one connection is needed"),
                 n => n,

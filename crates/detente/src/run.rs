@@ -97,6 +97,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         expiry_grace_s: cfg.expiry_grace_seconds,
         max_subscriptions_per_area: cfg.max_subscriptions_per_area,
         max_reports_per_day: cfg.max_reports_per_day,
+        max_stored_points_per_client: cfg.max_stored_points_per_client,
         ..Settings::default()
     };
     let dss = Dss::new(

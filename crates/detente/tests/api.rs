@@ -1398,10 +1398,14 @@ both_backends! {
 async fn quotas_per_client_answer_429_naming_the_field_and_hold_across_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("detente.toml");
-    std::fs::write(&config, "max_subscriptions_per_area = 2\nmax_reports_per_day = 2\n").unwrap();
+    std::fs::write(
+        &config,
+        "max_subscriptions_per_area = 2\nmax_reports_per_day = 2\nmax_stored_points_per_client = 12\n",
+    )
+    .unwrap();
     let mut node = TestNode::start_with(bin(), &["--config", config.to_str().unwrap()]);
     let uss = token("uss1", SC);
-    let sub = json!({ "extents": square(12.0, 12.0, 0.1), "uss_base_url": "https://uss.example/utm", "notify_for_operational_intents": true });
+    let sub = json!({ "extents": square(12.0, 12.0, 0.01), "uss_base_url": "https://uss.example/utm", "notify_for_operational_intents": true });
     let exchange = json!({"exchange": {"url": "https://x.example/uss/v1/operational_intents/1", "method": "GET", "recorder_role": "Client", "request_time": at(0), "request_source": "uss1"}});
     for _ in 0..2 {
         let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&uss), Some(sub.clone())).await;
@@ -1420,6 +1424,14 @@ async fn quotas_per_client_answer_429_naming_the_field_and_hold_across_a_restart
     // Another client is not held back by the first one's quota.
     let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/subscriptions/{}", new_id()), Some(&token("uss2", SC)), Some(sub)).await;
     assert_eq!(s, 200, "{v}");
+    // What one client stores is bounded: two 4-point subscriptions and a
+    // 4-point intent fill its 12 points (the intent's implicit subscription
+    // takes 4 more once stored), so the next intent is refused.
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/operational_intent_references/{}", new_id()), Some(&uss), Some(intent_body(square(40.0, 40.0, 0.01), &[], "Accepted"))).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = call(&node, Method::PUT, &format!("/dss/v1/operational_intent_references/{}", new_id()), Some(&uss), Some(intent_body(square(45.0, 45.0, 0.01), &[], "Accepted"))).await;
+    assert_eq!((s.as_u16(), field(&v)), (429, "extents"), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("outline points"), "{v}");
     // A report's exchange is bounded in size: 413 naming it.
     let mut big = exchange.clone();
     big["exchange"]["problem"] = json!("x".repeat(70 * 1024));

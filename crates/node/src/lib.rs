@@ -10,7 +10,7 @@ use airspace::decide::{
     PutIntent, PutSubscription,
 };
 use airspace::geometry::{Limits, PreparedVolume, Volume4D, prepare};
-use airspace::state::Counts;
+use airspace::state::{Counts, points_of};
 use airspace::*;
 use std::future::Future;
 use std::pin::Pin;
@@ -445,12 +445,44 @@ pub struct Settings {
     pub max_subscriptions_per_area: usize,
     /// Most reports one client may file in a day.
     pub max_reports_per_day: usize,
+    /// Most outline points one client's live entities may hold.
+    pub max_stored_points_per_client: usize,
+}
+
+/// Refuses a write that would leave `manager` holding more than `max`
+/// outline points (`AirspaceState::stored_points`); a write that does not
+/// grow what it holds always passes, so a client over its quota can still
+/// shrink and delete.
+fn within_storage(
+    s: &airspace::AirspaceState,
+    manager: &str,
+    old: usize,
+    new: usize,
+    max: usize,
+) -> Result<(), DomainError> {
+    let after = s
+        .stored_points(manager)
+        .saturating_sub(old)
+        .saturating_add(new);
+    if new > old && after > max {
+        return Err(DomainError::QuotaExceeded {
+            field: "extents".into(),
+            message: format!(
+                "this client's live operational intents, constraints and subscriptions would hold {after} outline points; at most {max} are allowed (delete some first)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The reference DSS's limit on one client's subscriptions in an area.
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_AREA: usize = 10;
 /// Reports one client may file in a day, by default.
 pub const DEFAULT_MAX_REPORTS_PER_DAY: usize = 1_000;
+/// Outline points one client's live entities may hold, by default: about
+/// 250,000 operations of a few vertices each, with their implicit
+/// subscriptions.
+pub const DEFAULT_MAX_STORED_POINTS_PER_CLIENT: usize = 2_000_000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -461,6 +493,7 @@ impl Default for Settings {
             expiry_grace_s: 300,
             max_subscriptions_per_area: DEFAULT_MAX_SUBSCRIPTIONS_PER_AREA,
             max_reports_per_day: DEFAULT_MAX_REPORTS_PER_DAY,
+            max_stored_points_per_client: DEFAULT_MAX_STORED_POINTS_PER_CLIENT,
         }
     }
 }
@@ -678,9 +711,14 @@ impl Dss {
             new_subscription_id: self.ids.uuid_v4(),
             now: self.now(),
         };
+        let max = self.settings.max_stored_points_per_client;
         intent_outcome(
-            self.commit(Box::new(move |s| decide::put_intent(s, cmd)))
-                .await?,
+            self.commit(Box::new(move |s| {
+                let old = s.intent(&cmd.id).map_or(0, |i| points_of(&i.extents));
+                within_storage(s, &cmd.manager, old, points_of(&cmd.extents), max)?;
+                decide::put_intent(s, cmd)
+            }))
+            .await?,
         )
     }
 
@@ -768,9 +806,14 @@ impl Dss {
             new_ovn: self.ids.ovn(),
             now: self.now(),
         };
+        let max = self.settings.max_stored_points_per_client;
         constraint_outcome(
-            self.commit(Box::new(move |s| decide::put_constraint(s, cmd)))
-                .await?,
+            self.commit(Box::new(move |s| {
+                let old = s.constraint(&cmd.id).map_or(0, |c| points_of(&c.extents));
+                within_storage(s, &cmd.manager, old, points_of(&cmd.extents), max)?;
+                decide::put_constraint(s, cmd)
+            }))
+            .await?,
         )
     }
 
@@ -863,8 +906,14 @@ impl Dss {
             end_given,
             max_per_area: self.settings.max_subscriptions_per_area,
         };
+        let max = self.settings.max_stored_points_per_client;
         match self
-            .commit(Box::new(move |s| decide::put_subscription(s, cmd)))
+            .commit(Box::new(move |s| {
+                let old = s.subscription(&cmd.id).map_or(0, |c| points_of(&c.extents));
+                let new = cmd.extents.points();
+                within_storage(s, &cmd.manager, old, new, max)?;
+                decide::put_subscription(s, cmd)
+            }))
             .await?
         {
             Outcome::Subscription {

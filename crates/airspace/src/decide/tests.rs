@@ -778,6 +778,20 @@ fn reloading_many_entities_finds_exactly_the_conflicts_built_one_write_at_a_time
         p.key = s.intents().map(|i| i.ovn.clone()).collect();
         run(&mut s, |s| put_intent(s, p));
     }
+    // Every eleventh deleted again (with its implicit subscription).
+    for n in (0..90u128).step_by(11) {
+        let i = s.intent(&id(n + 1)).unwrap().clone();
+        run(&mut s, |s| {
+            delete_intent(
+                s,
+                DeleteIntent {
+                    id: i.id,
+                    manager: i.manager.clone(),
+                    ovn: i.ovn.clone(),
+                },
+            )
+        });
+    }
     let conflicts = |s: &AirspaceState| {
         let mut c: Vec<Conflict> = s.conflicts().cloned().collect();
         c.sort_by_key(|c| (c.a.id, c.b.id));
@@ -800,6 +814,15 @@ fn reloading_many_entities_finds_exactly_the_conflicts_built_one_write_at_a_time
     );
     assert_eq!(conflicts(&r), built);
     assert_eq!(r.counts(), s.counts());
+    // What each manager stores, counted write by write (updates and
+    // deletions included), is what a reload counts.
+    let managers: std::collections::BTreeSet<String> =
+        s.intents().map(|i| i.manager.clone()).collect();
+    assert!(!managers.is_empty());
+    for m in managers {
+        assert!(s.stored_points(&m) > 0);
+        assert_eq!(r.stored_points(&m), s.stored_points(&m), "{m}");
+    }
 }
 
 fn at(h: i64) -> Timestamp {
