@@ -487,18 +487,34 @@ fn spawn_connection<I>(
     });
 }
 
+/// Most connections open at once on the node-to-node listener (each from
+/// a pinned peer: a peer keeps one per precedence lane).
+pub const MAX_PEER_CONNECTIONS: usize = 256;
+
+/// How long a pinned peer's connection may wait for its next request head
+/// (idle, kept alive) on the node-to-node listener: long, so that a FLASH
+/// after a quiet spell needs no new handshake (a peer replaces its
+/// connection after 240 s idle, before this closes it).
+pub const PEER_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Serves `router` to the connections `listener` completes handshakes for
-/// (the node-to-node listener), each as [`serve_limited`] serves one.
+/// (the node-to-node listener), each as [`serve_limited`] serves one, at
+/// most [`MAX_PEER_CONNECTIONS`] at once (more are closed).
 pub async fn serve_tls(mut listener: tls::TlsListener, router: Router) -> std::io::Result<()> {
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
     while let Some((tls, addr)) = listener.next().await {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, max = MAX_PEER_CONNECTIONS, "at the peer connection limit: closed a peer's new connection");
+            continue;
+        };
         spawn_connection(
             tls,
             addr,
             router.clone(),
-            std::time::Duration::from_secs(10),
+            PEER_IDLE,
             stop_rx.clone(),
-            (),
+            slot,
         );
     }
     Ok(())

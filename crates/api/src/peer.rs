@@ -45,7 +45,18 @@ pub struct PeerConn {
     authority: String,
     base_path: String,
     sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    /// When the connection last answered: one idle longer than
+    /// [`PeerConn::idle_limit`] is replaced before use, so that this side
+    /// closes it before the server does (a request sent as the server
+    /// closes would fail and wait for a retry).
+    last_used: Option<std::time::Instant>,
 }
+
+/// How long a kept-alive connection may idle before this side replaces it:
+/// under the server's limit (10 s on a node's client listener,
+/// [`crate::PEER_IDLE`] on its node-to-node listener).
+const CLIENT_LISTENER_IDLE: Duration = Duration::from_secs(8);
+const PEER_LISTENER_IDLE: Duration = Duration::from_secs(240);
 
 impl PeerConn {
     pub fn new(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self, String> {
@@ -78,6 +89,7 @@ impl PeerConn {
             authority: authority.to_string(),
             base_path: path.to_string(),
             sender: None,
+            last_used: None,
         })
     }
 
@@ -113,7 +125,13 @@ impl PeerConn {
 
     /// POSTs a JSON `body` to `path` under the peer's URL: (status, body).
     pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+        let idle_limit = if self.tls.is_some() {
+            PEER_LISTENER_IDLE
+        } else {
+            CLIENT_LISTENER_IDLE
+        };
+        let stale = self.last_used.is_none_or(|t| t.elapsed() >= idle_limit);
+        if stale || self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect().await?;
         }
         let Some(sender) = self.sender.as_mut() else {
@@ -140,6 +158,8 @@ impl PeerConn {
         .unwrap_or_else(|_| Err(format!("{}: no answer within 10 s", self.url)));
         if result.is_err() {
             self.sender = None;
+        } else {
+            self.last_used = Some(std::time::Instant::now());
         }
         result
     }
