@@ -508,14 +508,7 @@ pub async fn serve_tls(mut listener: tls::TlsListener, router: Router) -> std::i
             tracing::warn!(%addr, max = MAX_PEER_CONNECTIONS, "at the peer connection limit: closed a peer's new connection");
             continue;
         };
-        spawn_connection(
-            tls,
-            addr,
-            router.clone(),
-            PEER_IDLE,
-            stop_rx.clone(),
-            slot,
-        );
+        spawn_connection(tls, addr, router.clone(), PEER_IDLE, stop_rx.clone(), slot);
     }
     Ok(())
 }

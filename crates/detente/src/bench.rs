@@ -1,4 +1,5 @@
-//! `detente bench`: measures what DESIGN.md §6 sets targets for, on the
+//! `detente bench`: measures what the project sets targets for
+//! (docs/benchmarks.md restates them), on the
 //! embedded store with real fsyncs, and prints each result beside its target
 //! and beside the published figure of the reference DSS it is compared with.
 //!
@@ -815,9 +816,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    println!(
-        "reference DSS (CockroachDB) figures are those quoted in DESIGN.md §6, not measured here\n"
-    );
+    println!("reference DSS (CockroachDB) figures are published ones, not measured here\n");
     if args.disk_seconds > 0 {
         disk_floor(&root, args.disk_seconds)?;
     }
@@ -1023,7 +1022,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// DESIGN.md §6's congested area: every client plans 100 m boxes and
+/// The targets' congested area: every client plans 100 m boxes and
 /// 10-minute slots inside the same ~1 km² over the next two hours: query the
 /// area, learn the OVNs it does not know (from the shared map that stands in
 /// for USS-to-USS detail requests), create with the key, retry on 409. Each

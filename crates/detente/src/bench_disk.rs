@@ -14,9 +14,8 @@
 //! The checkpoint side writes [`CHECKPOINT_PAGES`] random 4 KiB pages of a
 //! second file and syncs it every [`CHECKPOINT_EVERY`] — the store's
 //! checkpoint cadence under load, and about the distinct pages one pass
-//! copies at 10,000 creates/s (250 every 50 ms in docs/benchmarks.md,
-//! session 10; a fifth of that since the store checkpoints every 10 ms,
-//! session 15).
+//! copies at 10,000 creates/s (a fifth of the 250 pages a 50 ms pass
+//! copied, the store checkpointing every 10 ms).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -1,4 +1,4 @@
-//! A node whose disk fills up (DESIGN.md §4.1, issue 7): its data folder is a
+//! A node whose disk fills up: its data folder is a
 //! small tmpfs; a file of the test's own then takes every free byte. Writes
 //! must then be refused — never acknowledged without being on disk — while
 //! the node stays up and keeps answering reads; once space is freed it takes

@@ -214,7 +214,7 @@ names!(
 );
 
 impl Precedence {
-    /// Default acknowledgement deadline (DESIGN §1).
+    /// Default acknowledgement deadline.
     pub fn ack_deadline_ms(self) -> Millis {
         match self {
             Precedence::Flash => 10 * 60_000,
@@ -357,8 +357,8 @@ pub struct ChannelNotice {
 }
 
 /// A node's signed statement that it appended a run of a peer's records
-/// to its log: one signature for every record of the run (DESIGN §1
-/// "receipt": "entry E of origin O is at index i of my log", for each E).
+/// to its log: one signature for every record of the run ("entry E of
+/// origin O is at index i of my log", for each E).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
     /// The origin of the records received.

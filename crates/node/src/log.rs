@@ -11,7 +11,7 @@ use tlog::cbor::Value;
 // Every body is written straight to canonical CBOR (`tlog::cbor::Writer`),
 // each map's keys in the order of their encodings (shorter first, then
 // bytewise): an entry built as a `Value` tree first was about a hundred
-// small allocations, ~9% of the process's CPU under creates (session 14).
+// small allocations, ~9% of the process's CPU under creates.
 // `entry_body` gives the same bodies as values by decoding these bytes, and
 // the strict decoder refuses a map written out of order.
 use tlog::cbor::Writer;
@@ -304,8 +304,8 @@ fn encoded_entry_bodies(events: &[Event]) -> Vec<(&'static str, Vec<u8>)> {
     vec![(kind, encoded)]
 }
 
-/// Bodies larger than this (encoded) are logged as their hash (DESIGN §3:
-/// entries stay ≤ 64 KiB).
+/// Bodies larger than this (encoded) are logged as their hash (entries
+/// stay ≤ 64 KiB).
 pub const MAX_BODY_BYTES: usize = 60 * 1024;
 
 /// The entry kind and body for an event.
@@ -343,7 +343,7 @@ impl LogSigner {
     /// entries stay in this log, attested by its signed and cosigned
     /// checkpoints. What crosses to a peer is a record of the line, signed
     /// (`node::share`). An Ed25519 signature per write was half of the
-    /// writer's time per create (docs/benchmarks.md, session 14).
+    /// writer's time per create.
     pub fn entries(&self, events: &[Event]) -> Result<Vec<Vec<u8>>, tlog::entry::EntryError> {
         let ms = (self.clock.now().unix_micros() / 1000).max(0) as u64;
         encoded_entry_bodies(events)
@@ -359,7 +359,7 @@ impl LogSigner {
         mut encoded: Vec<u8>,
         ms: u64,
     ) -> Result<Vec<u8>, tlog::entry::EntryError> {
-        // DESIGN §3: entries stay ≤ 64 KiB; a larger body (a polygon of
+        // Entries stay ≤ 64 KiB; a larger body (a polygon of
         // thousands of vertices) is committed to by its hash.
         if encoded.len() > MAX_BODY_BYTES {
             let mut w = Writer::default();
@@ -427,7 +427,7 @@ mod tests {
         }
     }
 
-    /// The bodies as session 13 built them, as `Value` trees sorted by the
+    /// The bodies built the older way, as `Value` trees sorted by the
     /// encoder: the layout `write_body` must keep byte for byte.
     mod reference {
         use super::super::*;

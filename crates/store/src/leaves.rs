@@ -5,7 +5,7 @@
 //! a B-tree keyed by random hashes: every insert dirties a random page, and
 //! moving hashes into it in bulk rewrote most of its pages each time — a
 //! burst of random writes that the next WAL checkpoint had to sync, while
-//! commits waited behind that sync (docs/benchmarks.md, session 11). The
+//! commits waited behind that sync. The
 //! hashes are already on disk in the log's level-0 tiles (256 per tile, in
 //! order): the index is rebuilt from them at every open and kept here.
 //!

@@ -1,6 +1,6 @@
 //! PostgreSQL (with PostGIS) as the engine's backend, for a party that
 //! outgrows one machine: any number of `detente serve` replicas on one
-//! database behave as one node (DESIGN §5).
+//! database behave as one node.
 //!
 //! - **Serialised writes.** Each replica runs the shared engine. A batch
 //!   starts by taking a transaction-level advisory lock (one per node

@@ -6,7 +6,7 @@
 //! batch's: with the intents' and the subscriptions' rowids crossing
 //! 114,688 entries together (100,000 loaded, then ~14,700 creates), one
 //! batch took 50–63 ms to persist and every write in flight waited
-//! (docs/benchmarks.md, session 11). Split 64 ways, each move is a
+//! Split 64 ways, each move is a
 //! sixty-fourth of that, and the shards, filled unevenly by the hash, cross
 //! their lines in different batches.
 

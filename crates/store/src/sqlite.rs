@@ -75,7 +75,7 @@ pub struct Sqlite {
 /// every 50 ms, a quarter the size (open-loop p99 at 7,000 creates/s
 /// 65–92 → 24–31 ms); every 10 ms (~150 pages at 10,000 creates/s), the
 /// open-loop p99 at 10,000 creates/s 7.2–7.4 → 4.5–4.7 ms, with 5 ms no
-/// better (docs/benchmarks.md, session 15).
+/// better (docs/benchmarks.md).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How long the checkpointer waits for a commit before it looks again
@@ -202,7 +202,7 @@ struct RowIds {
 /// constraints, subscriptions), held as their 16 bytes rather than 36 of
 /// text behind a pointer: hashing and comparing them cost a third of the
 /// text's, with no pointer to chase (the maps' inserts after each commit
-/// were ~4.5% of the process's CPU under creates, session 14). Only the
+/// were ~4.5% of the process's CPU under creates). Only the
 /// canonical text of a UUID (lowercase, hyphenated: what the records' ids
 /// print as) is taken as one, so two different texts never share a key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

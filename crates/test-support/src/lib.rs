@@ -951,7 +951,7 @@ impl Pipe {
 /// also gives outgoing connections their local ports from, and while a
 /// node is down between a kill and its restart, any test's outgoing
 /// connection can take its port (a restart then failed with "address
-/// already in use", CI session 13). Ports below that range are never
+/// already in use" in CI). Ports below that range are never
 /// taken that way; one is drawn at random and checked free.
 pub fn free_local_addr() -> SocketAddr {
     use std::hash::{BuildHasher, RandomState};

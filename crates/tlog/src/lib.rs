@@ -1,6 +1,6 @@
 //! The evidence log's pure core: RFC 6962 / RFC 9162 §2.1 Merkle tree
 //! hashing, inclusion and consistency proofs (generation and verification),
-//! and the C2SP text formats pinned in DESIGN.md §3 — `signed-note` v1.0.0,
+//! and the C2SP text formats — `signed-note` v1.0.0,
 //! `tlog-checkpoint` v1.0.0 and `tlog-cosignature` v1.0.1 — byte for byte.
 //!
 //! Never does I/O, reads the clock or draws randomness: tree hashes come from
