@@ -64,6 +64,11 @@ pub struct Sqlite {
     /// The committed entries by leaf hash (`leaves.rs`), rebuilt from the
     /// level-0 tiles at open; the writer adds each batch's once committed.
     leaves: std::sync::RwLock<LeafIndex>,
+    /// The size of the checkpoint in the seal (`seal.rs`), held while the
+    /// seal is replaced: checkpoints are saved by the checkpointer and by
+    /// readers asking for the first one, and two replacing it at once
+    /// would race on its temporary file.
+    sealed: std::sync::Arc<std::sync::Mutex<u64>>,
 }
 
 /// How often, at most, the WAL is checkpointed into the database, off the
@@ -995,10 +1000,18 @@ impl Backend for Sqlite {
             // Sealed before it is published (`seal.rs`): the seal always
             // covers every checkpoint anyone may hold.
             if let Some(note) = kept.clone() {
-                let dir = self.dir().to_path_buf();
-                tokio::task::spawn_blocking(move || crate::seal::write(&dir, &note))
-                    .await
-                    .map_err(|e| StoreError::Failed(format!("writing the seal: {e}")))??;
+                let (dir, sealed) = (self.dir().to_path_buf(), self.sealed.clone());
+                tokio::task::spawn_blocking(move || {
+                    let mut sealed = sealed.lock().unwrap_or_else(|e| e.into_inner());
+                    // Never replaced by an older one.
+                    if size >= *sealed {
+                        crate::seal::write(&dir, &note)?;
+                        *sealed = size;
+                    }
+                    Ok::<(), StoreError>(())
+                })
+                .await
+                .map_err(|e| StoreError::Failed(format!("writing the seal: {e}")))??;
             }
             Ok(kept)
         })
@@ -1198,6 +1211,7 @@ impl Engine<Sqlite> {
             opts: writer_opts,
             wal: wal.clone(),
             leaves: std::sync::RwLock::new(leaves),
+            sealed: Default::default(),
         });
         let engine = Engine::start(
             backend,

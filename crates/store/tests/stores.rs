@@ -1117,3 +1117,31 @@ async fn the_log_is_read_offline_page_by_page_up_to_the_checkpoint() {
     d.close().await;
 }
 }
+
+/// The seal beside the embedded store (`store::seal`) is replaced by every
+/// checkpoint saved, however many are saved at once (the checkpointer and
+/// readers asking for a first checkpoint do), and never by an older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checkpoints_all_seal_and_the_newest_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let signer = log_signer();
+    let note = |size: u64| signer.checkpoint(size, [size as u8; 32]);
+    let saves = (1..=40u64).map(|size| {
+        let (store, note) = (store.clone(), note(size));
+        tokio::spawn(async move { store.save_checkpoint(size, note).await })
+    });
+    for s in join_all(saves).await {
+        s.expect("every save succeeds");
+    }
+    let sealed = std::fs::read_to_string(store::seal::path(dir.path())).unwrap();
+    assert_eq!(sealed, note(40), "the newest checkpoint is sealed");
+}
+
+async fn join_all<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await.unwrap());
+    }
+    out
+}
