@@ -299,9 +299,14 @@ fn verify_pair(a: &Path, b: &Path, log: &tlog::Verifier) -> Result<()> {
 }
 
 pub fn verify(a: VerifyArgs) -> Result<()> {
-    let log = tlog::Verifier::parse(a.key.trim()).map_err(|e| anyhow!("--key: {e}"))?;
+    use detente::exit::{Failure, Kind};
+    let log = tlog::Verifier::parse(a.key.trim())
+        .map_err(|e| Failure::error(Kind::Usage, format!("--key: {e}")))?;
     if log.kind != tlog::note::TYPE_ED25519 {
-        bail!("--key must be the log's Ed25519 (type 0x01) verifier key");
+        return Err(Failure::error(
+            Kind::Usage,
+            "--key must be the log's Ed25519 (type 0x01) verifier key",
+        ));
     }
     if a.paths.len() == 2 {
         return verify_pair(&a.paths[0], &a.paths[1], &log);
@@ -310,12 +315,18 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
     let witnesses = a
         .witness
         .iter()
-        .map(|w| tlog::Verifier::parse(w.trim()).map_err(|e| anyhow!("--witness {w}: {e}")))
+        .map(|w| {
+            tlog::Verifier::parse(w.trim())
+                .map_err(|e| Failure::error(Kind::Usage, format!("--witness {w}: {e}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     let peers = a
         .peer
         .iter()
-        .map(|w| tlog::Verifier::parse(w.trim()).map_err(|e| anyhow!("--peer {w}: {e}")))
+        .map(|w| {
+            tlog::Verifier::parse(w.trim())
+                .map_err(|e| Failure::error(Kind::Usage, format!("--peer {w}: {e}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut indices: Vec<(u64, String)> = Vec::new();
     for f in std::fs::read_dir(bundle).with_context(|| format!("reading {}", bundle.display()))? {

@@ -3,6 +3,7 @@
 //! the node key file (test harnesses that act as the node read it).
 
 pub mod config;
+pub mod exit;
 pub mod key;
 
 /// Entry points for fuzzing and corpus regression tests.

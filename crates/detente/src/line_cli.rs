@@ -39,10 +39,12 @@ impl Conn {
         if let Some(b) = body {
             r = r.json(&b);
         }
-        let r = r
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the node at {}", self.node))?;
+        let r = r.send().await.map_err(|e| {
+            detente::exit::Failure::error(
+                detente::exit::Kind::Unreachable,
+                format!("cannot reach the node at {}: {e}", self.node),
+            )
+        })?;
         let status = r.status();
         let text = r.text().await?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
@@ -58,7 +60,15 @@ impl Conn {
             } else {
                 ""
             };
-            bail!("{} {code}: {msg}{field}{hint}", status.as_u16());
+            let kind = if status.is_client_error() {
+                detente::exit::Kind::Refused
+            } else {
+                detente::exit::Kind::Unreachable
+            };
+            return Err(detente::exit::Failure::error(
+                kind,
+                format!("{} {code}: {msg}{field}{hint}", status.as_u16()),
+            ));
         }
         Ok(v)
     }

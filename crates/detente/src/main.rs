@@ -28,14 +28,15 @@ use std::path::PathBuf;
     about = "Detente: the line that stays up — deconfliction (ASTM F3548-21 DSS) between parties that do not trust each other."
 )]
 struct Cli {
-    /// Log format on stderr: text or json.
+    /// Log format on stderr.
     #[arg(
         long,
         global = true,
         env = "DETENTE_LOG_FORMAT",
-        default_value = "text"
+        value_enum,
+        default_value_t = LogFormat::Text
     )]
-    log_format: String,
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -299,14 +300,21 @@ impl ServeArgs {
     }
 }
 
-fn init_tracing(format: &str) {
+/// How `detente` logs on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: &LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if *format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -334,9 +342,31 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Runs the command; a failure is printed as its chain of causes (never a
+/// backtrace: these are an operator's errors, not the program's) and
+/// exits with its kind's code (`detente::exit`).
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::from(detente::exit::FAILED);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(detente::exit::code(&e))
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing(&cli.log_format);
@@ -371,7 +401,11 @@ async fn main() -> Result<()> {
         }
         Command::DevToken(args) => dev_token(args),
         Command::Evidence(evidence::EvidenceCommand::Export(args)) => evidence::export(args).await,
-        Command::Verify(args) => evidence::verify(args),
+        Command::Verify(args) => detente::exit::mark(
+            evidence::verify(args),
+            detente::exit::Kind::NotVerified,
+            "the evidence does not verify",
+        ),
         Command::Peer(c) => line_cli::peer(c).await,
         Command::Member(c) => line_cli::member(c).await,
         Command::Send(a) => {

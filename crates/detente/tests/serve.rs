@@ -430,3 +430,37 @@ async fn a_data_folder_that_cannot_continue_its_log_refuses_to_start() {
     assert!(size >= sealed);
     grow_log(&node, &key).await;
 }
+
+/// `detente` exits with a code that says what went wrong (`detente::exit`),
+/// and prints the error's causes, never a backtrace.
+#[tokio::test]
+async fn the_cli_exits_with_a_code_that_says_what_went_wrong() {
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!said.contains("Stack backtrace"), "{said}");
+        (out.status.code(), said)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+    let (code, said) = run(&["--log-format", "xml", "key", "--data", data]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("text") && said.contains("json"), "{said}");
+    let (code, said) = run(&["inbox", "--node", "http://127.0.0.1:1"]);
+    assert_eq!(code, Some(5), "{said}");
+    assert!(said.starts_with("error: cannot reach the node"), "{said}");
+    let node = TestNode::start(bin());
+    let (code, said) = run(&["inbox", "--node", &node.base, "--token", "not-a-token"]);
+    assert_eq!(code, Some(4), "{said}");
+    assert!(said.contains("401"), "{said}");
+    let (code, said) = run(&["verify", "--key", "not-a-key", data]);
+    assert_eq!(code, Some(2), "{said}");
+    let key = get_text(&node.url("/log/key")).await;
+    let (code, said) = run(&["verify", "--key", key.trim(), data]);
+    assert_eq!(code, Some(3), "{said}");
+    assert!(said.contains("holds no entries"), "{said}");
+}
