@@ -425,10 +425,27 @@ async fn set_deadlines(
 ) -> Result<impl IntoResponse, ApiError> {
     st.require(&h, ADMIN)?;
     let sphere = sphere(&sph, "sphere")?;
-    let d: Vec<u64> = [b.flash_s, b.immediate_s, b.priority_s, b.routine_s]
+    use liaison::decide::{DEADLINE_MAX_MS, DEADLINE_MIN_MS};
+    let given = [
+        ("flash_s", b.flash_s),
+        ("immediate_s", b.immediate_s),
+        ("priority_s", b.priority_s),
+        ("routine_s", b.routine_s),
+    ];
+    if let Some((field, s)) = given
         .iter()
-        .map(|s| s.saturating_mul(1000))
-        .collect();
+        .find(|(_, s)| !(DEADLINE_MIN_MS..=DEADLINE_MAX_MS).contains(&s.saturating_mul(1000)))
+    {
+        return Err(ApiError::bad(
+            *field,
+            format!(
+                "{s} s: a deadline is between {} and {} seconds (one minute to seven days)",
+                DEADLINE_MIN_MS / 1000,
+                DEADLINE_MAX_MS / 1000
+            ),
+        ));
+    }
+    let d: Vec<u64> = given.iter().map(|(_, s)| s.saturating_mul(1000)).collect();
     st.line
         .set_deadlines(peer.clone(), sphere, d.clone(), b.effective_ms)
         .await?;

@@ -223,6 +223,21 @@ fn seconds(s: &str, flag: &str) -> Result<u64> {
     Ok(n.saturating_mul(mult))
 }
 
+/// An acknowledgement deadline flag, in seconds, within the limits every
+/// channel has (a usage error naming the flag otherwise).
+fn deadline(s: &str, flag: &str) -> Result<u64> {
+    use detente::exit::{Failure, Kind};
+    use liaison::decide::{DEADLINE_MAX_MS, DEADLINE_MIN_MS};
+    let n = seconds(s, flag).map_err(|e| Failure::error(Kind::Usage, e.to_string()))?;
+    if !(DEADLINE_MIN_MS..=DEADLINE_MAX_MS).contains(&n.saturating_mul(1000)) {
+        return Err(Failure::error(
+            Kind::Usage,
+            format!("{flag} {s}: a deadline is between 1m and 7d"),
+        ));
+    }
+    Ok(n)
+}
+
 #[derive(Args, Debug)]
 pub struct ChannelArgs {
     #[arg(long)]
@@ -923,10 +938,10 @@ pub async fn channel(c: ChannelCommand) -> Result<()> {
                     .map(|s| crate::evidence::ms(s, "--at"))
                     .transpose()?;
             let body = json!({
-                "flash_s": seconds(&d.flash, "--flash")?,
-                "immediate_s": seconds(&d.immediate, "--immediate")?,
-                "priority_s": seconds(&d.priority, "--priority")?,
-                "routine_s": seconds(&d.routine, "--routine")?,
+                "flash_s": deadline(&d.flash, "--flash")?,
+                "immediate_s": deadline(&d.immediate, "--immediate")?,
+                "priority_s": deadline(&d.priority, "--priority")?,
+                "routine_s": deadline(&d.routine, "--routine")?,
                 "effective_ms": effective,
             });
             d.conn

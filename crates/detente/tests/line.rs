@@ -685,7 +685,7 @@ async fn a_duty_officer_works_the_line_from_the_cli() {
     for (flash, accepted, says) in [
         ("5m", true, "FLASH 5m"),
         ("5 minutes", false, "--flash"),
-        ("10s", false, "deadlines[0]"),
+        ("10s", false, "--flash 10s: a deadline is between 1m and 7d"),
     ] {
         let args = [
             "channel",
@@ -1439,7 +1439,8 @@ async fn a_channel_s_own_deadlines_are_set_by_one_party_and_apply_on_both() {
         Some(json!({ "flash_s": 10, "immediate_s": 900, "priority_s": 3600, "routine_s": 7200 })),
     )
     .await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("deadlines[0]")), "{v}");
+    assert_eq!((s, v["field"].as_str()), (400, Some("flash_s")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("between 60 and 604800 seconds"), "{v}");
     ok(
         "PUT",
         url,

@@ -86,6 +86,10 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// started. The host's clock decides: it checks again on receipt.
 pub const CLOCK_SKEW_MS: Millis = 120_000;
 
+/// The shortest and longest acknowledgement deadline a channel may set.
+pub const DEADLINE_MIN_MS: Millis = 60_000;
+pub const DEADLINE_MAX_MS: Millis = 7 * 86_400_000;
+
 fn short(field: &str, s: &str) -> Result<(), LineError> {
     if s.len() > MAX_NAME_BYTES {
         return Err(LineError::invalid(
@@ -254,7 +258,7 @@ pub fn set_deadlines(
     }
     if let Some(i) = deadlines_ms
         .iter()
-        .position(|d| !(60_000..=7 * 86_400_000).contains(d))
+        .position(|d| !(DEADLINE_MIN_MS..=DEADLINE_MAX_MS).contains(d))
     {
         return Err(LineError::invalid(
             format!("deadlines[{i}]"),
