@@ -11,6 +11,7 @@
 mod engine;
 mod leaves;
 pub mod mbtiles;
+mod migrations;
 pub mod postgis;
 pub mod postgres;
 pub mod seal;

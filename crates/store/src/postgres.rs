@@ -281,7 +281,8 @@ async fn migrate_on(conn: &mut PgConnection, at: &Location) -> Result<(), StoreE
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE EXTENSION IF NOT EXISTS postgis WITH SCHEMA public; \
          CREATE SCHEMA IF NOT EXISTS {0}; \
-         CREATE TABLE IF NOT EXISTS {0}.schema_version (version bigint PRIMARY KEY)",
+         CREATE TABLE IF NOT EXISTS {0}.schema_version (version bigint PRIMARY KEY); \
+         ALTER TABLE {0}.schema_version ADD COLUMN IF NOT EXISTS checksum text",
         at.schema
     )))
     .execute(&mut *tx)
@@ -289,10 +290,24 @@ async fn migrate_on(conn: &mut PgConnection, at: &Location) -> Result<(), StoreE
     .map_err(err(
         "creating the schema (is PostGIS installed: postgresql-15-postgis-3?)",
     ))?;
-    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err("reading schema_version"))?;
+    let applied: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT version, checksum FROM schema_version")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err("reading schema_version"))?;
+    for version in crate::migrations::check(&applied, MIGRATIONS, "PostgreSQL")? {
+        let sql = MIGRATIONS
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map_or("", |m| m.1);
+        sqlx::query("UPDATE schema_version SET checksum = $1 WHERE version = $2")
+            .bind(crate::migrations::checksum(sql))
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("recording a migration's checksum"))?;
+    }
+    let current = applied.iter().map(|(v, _)| *v).max();
     for (version, sql) in MIGRATIONS {
         if current.is_some_and(|c| c >= *version) {
             continue;
@@ -301,8 +316,9 @@ async fn migrate_on(conn: &mut PgConnection, at: &Location) -> Result<(), StoreE
             .execute(&mut *tx)
             .await
             .map_err(err("applying a migration"))?;
-        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+        sqlx::query("INSERT INTO schema_version (version, checksum) VALUES ($1, $2)")
             .bind(version)
+            .bind(crate::migrations::checksum(sql))
             .execute(&mut *tx)
             .await
             .map_err(err("recording a migration"))?;

@@ -166,10 +166,37 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         .execute(&mut *conn)
         .await
         .map_err(err("creating schema_version"))?;
-    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err("reading schema_version"))?;
+    // Each migration's checksum (a column databases from before them lack).
+    let has_checksums: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pragma_table_info('schema_version') WHERE name = 'checksum'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(err("reading schema_version"))?;
+    if has_checksums == 0 {
+        sqlx::query("ALTER TABLE schema_version ADD COLUMN checksum TEXT")
+            .execute(&mut *conn)
+            .await
+            .map_err(err("adding checksums to schema_version"))?;
+    }
+    let applied: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT version, checksum FROM schema_version")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err("reading schema_version"))?;
+    for version in crate::migrations::check(&applied, MIGRATIONS, "embedded")? {
+        let sql = MIGRATIONS
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map_or("", |m| m.1);
+        sqlx::query("UPDATE schema_version SET checksum = ?1 WHERE version = ?2")
+            .bind(crate::migrations::checksum(sql))
+            .bind(version)
+            .execute(&mut *conn)
+            .await
+            .map_err(err("recording a migration's checksum"))?;
+    }
+    let current = applied.iter().map(|(v, _)| *v).max();
     for (version, sql) in MIGRATIONS {
         if current.is_some_and(|c| c >= *version) {
             continue;
@@ -179,8 +206,9 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
             .execute(&mut *tx)
             .await
             .map_err(err("applying a migration"))?;
-        sqlx::query("INSERT INTO schema_version (version) VALUES (?1)")
+        sqlx::query("INSERT INTO schema_version (version, checksum) VALUES (?1, ?2)")
             .bind(version)
+            .bind(crate::migrations::checksum(sql))
             .execute(&mut *tx)
             .await
             .map_err(err("recording a migration"))?;

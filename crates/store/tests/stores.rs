@@ -1145,3 +1145,43 @@ async fn join_all<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) 
     }
     out
 }
+
+/// The store of folder `dir` on this test's backend, or why it refused to
+/// open.
+async fn try_open(dir: &std::path::Path) -> Result<(), String> {
+    if let Some(url) = test_support::postgres_url() {
+        let at = store::Location::new(&url, &test_support::schema_for(dir)).unwrap();
+        return store::PostgresStore::open_postgres(&at, log_signer())
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string());
+    }
+    SqliteStore::open(dir, log_signer())
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+both_backends! {
+/// Each applied migration is recorded with its checksum: a database whose
+/// migration differs from the binary's, or that a newer binary migrated
+/// further, is refused before anything is read or written.
+#[tokio::test]
+async fn a_schema_edited_or_newer_than_the_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.close().await;
+    drop(store);
+    // Recorded, and a reopening checks them.
+    try_open(dir.path()).await.expect("the same binary opens its own schema");
+    sql(dir.path(), "UPDATE schema_version SET checksum = 'edited' WHERE version = 1").await;
+    let e = try_open(dir.path()).await.unwrap_err();
+    assert!(e.contains("migration 1 was applied from another text"), "{e}");
+    // Checksums from before they were kept are filled in, not refused.
+    sql(dir.path(), "UPDATE schema_version SET checksum = NULL").await;
+    try_open(dir.path()).await.expect("unrecorded checksums are recorded");
+    sql(dir.path(), "INSERT INTO schema_version (version) VALUES (9999)").await;
+    let e = try_open(dir.path()).await.unwrap_err();
+    assert!(e.contains("newer than this binary knows"), "{e}");
+}
+}
