@@ -313,16 +313,58 @@ const COMMISSION: (&str, &str) = (
 );
 const ARBITER: (&str, &str) = ("arbiter", "utm.availability_arbitration");
 
-pub async fn run(args: DemoArgs) -> Result<()> {
-    let tmp;
-    let data = match args.data {
-        Some(d) => d,
+/// Runs the demo until it ends or the process is told to stop (SIGINT,
+/// SIGTERM): either way both node processes are stopped, and the temporary
+/// folder is removed (a folder given with `--data` is kept).
+pub async fn run(mut args: DemoArgs) -> Result<()> {
+    let (data, temporary) = match args.data.take() {
+        Some(d) => (d, false),
         None => {
-            tmp = std::env::temp_dir().join(format!("detente-demo-{}", std::process::id()));
+            let tmp = std::env::temp_dir().join(format!("detente-demo-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&tmp);
-            tmp.clone()
+            (tmp, true)
         }
     };
+    let result = tokio::select! {
+        r = demo(args, &data) => r,
+        signal = stop_signal() => {
+            println!("\nstopped ({signal}): the nodes are shut down");
+            Ok(())
+        }
+    };
+    // The demo's future is gone by now, and with it the node processes
+    // (killed and waited for when dropped).
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    result
+}
+
+/// Completes on SIGINT or SIGTERM, naming which.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+async fn demo(args: DemoArgs, data: &std::path::Path) -> Result<()> {
+    let data = data.to_path_buf();
     std::fs::create_dir_all(&data)?;
     let pubkey = data.join("demo-jwt-public.pem");
     std::fs::write(&pubkey, DEMO_PUBLIC_KEY)?;
@@ -1087,9 +1129,30 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "    baker.key; on Federation's console sokolov.key (chief of staff, administrator), volkov.key, orlov.key (revoked)"
     );
     if args.keep_running {
-        println!("Try:  curl -s {base}/healthz ; curl -s {base}/metrics | head");
-        println!("Keeping the node up; Ctrl-C stops it.");
-        let _ = tokio::signal::ctrl_c().await;
+        let private = keys.join("demo-jwt-private.pem");
+        std::fs::write(&private, DEMO_PRIVATE_KEY)?;
+        let token = |who: (&str, &str)| {
+            format!(
+                "$(detente dev-token --private-key {} --audience {AUDIENCE} --sub {} --scope '{}')",
+                private.display(),
+                who.0,
+                who.1
+            )
+        };
+        println!("Drive Alliance's node from the CLI (tokens signed with the demo's key):");
+        println!(
+            "    export DETENTE_NODE={base} DETENTE_TOKEN={}",
+            token((crate::demo_line::ADMIN.0, "detente.line detente.line.admin"))
+        );
+        println!("    detente inbox ; detente channel list ; detente mission list");
+        println!(
+            "    curl -s -H \"Authorization: Bearer {}\" {base}/detente/v1/conflicts",
+            token(ALLIANCE)
+        );
+        println!(
+            "Keeping both nodes up; Ctrl-C or SIGTERM stops them and removes the demo's files."
+        );
+        std::future::pending::<()>().await;
     }
     drop(fed_node);
     drop(node);

@@ -223,6 +223,79 @@ fn the_demo_runs_to_the_end() {
     );
 }
 
+/// `detente demo --keep-running` says how to drive its nodes from the CLI —
+/// and those commands work — and SIGTERM stops both nodes (their ports are
+/// free again) and removes its temporary folder.
+#[test]
+fn a_kept_demo_is_driven_from_the_cli_and_sigterm_cleans_it_up() {
+    let mut child = Command::new(bin())
+        .args(["demo", "--keep-running", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut nodes, mut folder, mut export, mut printed) = (Vec::new(), None, None, String::new());
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(rest) = line.strip_prefix("nodes: ") {
+            nodes = rest
+                .split("http://")
+                .skip(1)
+                .map(|s| s.split([',', ' ']).next().unwrap().to_string())
+                .collect();
+            folder = rest
+                .split("embedded stores under ")
+                .nth(1)
+                .map(|s| s.split(',').next().unwrap().trim().to_string());
+        }
+        if let Some(e) = line.trim().strip_prefix("export ") {
+            export = Some(e.to_string());
+        }
+        if line.starts_with("Keeping both nodes up") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    assert_eq!(nodes.len(), 2, "{printed}");
+    let folder = std::path::PathBuf::from(folder.expect("the demo names its folder"));
+    assert!(folder.exists());
+    let export = export.expect("the demo prints how to reach its node");
+    // The printed commands, as an operator would paste them.
+    let dir = bin().parent().unwrap().display().to_string();
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!("export PATH={dir}:$PATH; export {export}; detente channel list"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("federation.detente.demo"));
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exited = eventually(Duration::from_secs(30), || {
+        child.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the demo did not stop on SIGTERM");
+    for n in &nodes {
+        assert!(
+            std::net::TcpStream::connect(n).is_err(),
+            "the node at {n} is still listening"
+        );
+    }
+    assert!(!folder.exists(), "{} was left behind", folder.display());
+}
+
 both_backends! {
 #[tokio::test]
 async fn clients_over_their_rate_limit_get_429_and_others_do_not() {
