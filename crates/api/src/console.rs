@@ -671,43 +671,13 @@ async fn evidence(
         })
         .await?;
     let dir = format!("evidence-{entity}");
-    let body = tar(&dir, &files, st.line.now_ms() / 1000);
+    let body = node::tlog::archive::write(&dir, &files, st.line.now_ms() / 1000)
+        .map_err(|e| ApiError::bad("entity", e.to_string()))?;
     let mut r = ([(header::CONTENT_TYPE, "application/x-tar")], body).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{dir}.tar\"")) {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(r)
-}
-
-/// A POSIX ustar archive of regular files under `dir/`.
-fn tar(dir: &str, files: &[(String, Vec<u8>)], mtime_s: u64) -> Vec<u8> {
-    fn octal(field: &mut [u8], n: u64) {
-        let s = format!("{n:0width$o}", width = field.len() - 1);
-        field[..s.len()].copy_from_slice(s.as_bytes());
-    }
-    let mut out = Vec::new();
-    for (name, bytes) in files {
-        let mut h = [0u8; 512];
-        let path = format!("{dir}/{name}");
-        h[..path.len().min(100)].copy_from_slice(&path.as_bytes()[..path.len().min(100)]);
-        octal(&mut h[100..108], 0o644);
-        octal(&mut h[108..116], 0);
-        octal(&mut h[116..124], 0);
-        octal(&mut h[124..136], bytes.len() as u64);
-        octal(&mut h[136..148], mtime_s);
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-        let s = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(s.as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(bytes);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
 }
 
 /// The local tile source, if the operator configured one (`basemap_mbtiles`).
@@ -772,25 +742,6 @@ async fn tile(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tar_headers_follow_ustar() {
-        let t = tar(
-            "evidence-x",
-            &[("a.entry".into(), vec![1, 2, 3])],
-            1_700_000_000,
-        );
-        assert_eq!(t.len(), 512 + 512 + 1024);
-        assert_eq!(&t[..18], b"evidence-x/a.entry");
-        assert_eq!(&t[257..263], b"ustar\0");
-        assert_eq!(&t[124..135], b"00000000003");
-        // The checksum is the sum of the header with its own field as spaces.
-        let mut h = t[..512].to_vec();
-        let stored = u64::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
-        h[148..156].copy_from_slice(b"        ");
-        assert_eq!(stored, h.iter().map(|&b| u64::from(b)).sum::<u64>());
-        assert_eq!(&t[512..515], &[1, 2, 3]);
-    }
 
     #[test]
     fn a_session_cookie_is_bound_to_its_member_its_expiry_and_the_node_key() {

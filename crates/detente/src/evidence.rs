@@ -298,6 +298,56 @@ fn verify_pair(a: &Path, b: &Path, log: &tlog::Verifier) -> Result<()> {
     )
 }
 
+/// A bundle archive unpacked into a temporary folder, removed when dropped.
+struct Unpacked {
+    root: PathBuf,
+    /// The bundle's folder: the archive's one top folder, or its root.
+    bundle: PathBuf,
+}
+
+impl Unpacked {
+    fn of(archive: &std::path::Path) -> Result<Unpacked> {
+        let bytes =
+            std::fs::read(archive).with_context(|| format!("reading {}", archive.display()))?;
+        let files =
+            tlog::archive::read(&bytes).map_err(|e| anyhow!("{}: {e}", archive.display()))?;
+        let root = std::env::temp_dir().join(format!(
+            "detente-verify-{}-{}",
+            std::process::id(),
+            files.len()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut unpacked = Unpacked {
+            root: root.clone(),
+            bundle: root.clone(),
+        };
+        for (path, contents) in &files {
+            // Paths are relative and never leave the folder (`archive::read`).
+            let to = root.join(path);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&to, contents)?;
+        }
+        let tops: std::collections::BTreeSet<&str> = files
+            .iter()
+            .map(|(p, _)| p.split('/').next().unwrap_or(""))
+            .collect();
+        if let (1, Some(top)) = (tops.len(), tops.iter().next())
+            && files.iter().all(|(p, _)| p.contains('/'))
+        {
+            unpacked.bundle = root.join(top);
+        }
+        Ok(unpacked)
+    }
+}
+
+impl Drop for Unpacked {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
 pub fn verify(a: VerifyArgs) -> Result<()> {
     use detente::exit::{Failure, Kind};
     let log = tlog::Verifier::parse(a.key.trim())
@@ -310,6 +360,15 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
     }
     if a.paths.len() == 2 {
         return verify_pair(&a.paths[0], &a.paths[1], &log);
+    }
+    // A bundle as one file (the console's .tar): unpacked beside, verified
+    // as a folder, removed again.
+    if a.paths[0].is_file() {
+        let unpacked = Unpacked::of(&a.paths[0])?;
+        let folder = unpacked.bundle.clone();
+        let mut a = a;
+        a.paths = vec![folder];
+        return verify(a);
     }
     let bundle = &a.paths[0];
     let witnesses = a

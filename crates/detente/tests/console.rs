@@ -121,7 +121,7 @@ fn the_console_in_a_real_browser_against_the_demo() {
                 .collect();
             consoles = Some((urls[0].clone(), urls[1].clone()));
         }
-        if line.starts_with("Keeping the node up") {
+        if line.starts_with("Keeping both nodes up") {
             break;
         }
     }
@@ -185,6 +185,26 @@ fn the_console_in_a_real_browser_against_the_demo() {
     assert!(
         report.contains("line.message") && report.contains("line.ack by federation.detente.demo"),
         "the FLASH and Federation's acknowledgement are in the bundle, proven: {report}"
+    );
+    // `detente verify` takes the downloaded file as it is, too.
+    let direct = Command::new(bin())
+        .arg("verify")
+        .arg(out_dir.join("evidence.tar"))
+        .arg("--key")
+        .arg(key_of(&data.join("alliance")))
+        .arg("--peer")
+        .arg(key_of(&data.join("federation")))
+        .output()
+        .unwrap();
+    assert!(
+        direct.status.success(),
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&direct.stdout),
+        report,
+        "the same report"
     );
     drop(demo);
 }

@@ -829,3 +829,59 @@ async fn the_log_is_served_as_tlog_tiles_that_rebuild_the_signed_root() {
     }
 }
 }
+
+/// A bundle archive (`tlog::archive`, what the console hands out) is one
+/// that GNU tar lists and unpacks exactly, paths over 100 bytes included,
+/// and one GNU tar writes is one `tlog::archive` reads.
+#[test]
+fn bundle_archives_are_the_tar_that_tar_reads_and_writes() {
+    let dir = format!("evidence-{}", "e".repeat(100));
+    let files = vec![
+        ("keys.txt".to_string(), b"alliance+1234+key\n".to_vec()),
+        ("000000000042.tlog-proof".to_string(), vec![7u8; 1300]),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("bundle.tar");
+    std::fs::write(
+        &archive,
+        tlog::archive::write(&dir, &files, 1_700_000_000).unwrap(),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (name, bytes) in &files {
+        assert_eq!(
+            &std::fs::read(out.join(&dir).join(name)).unwrap(),
+            bytes,
+            "{name}"
+        );
+    }
+    // And back: GNU tar's own ustar archive of those files (not of the
+    // folder: ustar cannot hold a 110-byte folder entry at all).
+    let again = tmp.path().join("again.tar");
+    let status = std::process::Command::new("tar")
+        .args(["--format=ustar", "-cf"])
+        .arg(&again)
+        .arg("-C")
+        .arg(&out)
+        .args(files.iter().map(|(n, _)| format!("{dir}/{n}")))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut read = tlog::archive::read(&std::fs::read(&again).unwrap()).unwrap();
+    read.sort();
+    let mut expected: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, b)| (format!("{dir}/{n}"), b.clone()))
+        .collect();
+    expected.sort();
+    assert_eq!(read, expected);
+}

@@ -7,6 +7,7 @@
 //! a [`tree::HashSource`] the caller implements (in memory here, in the
 //! store later), timestamps and key seeds are passed in.
 
+pub mod archive;
 pub mod bundle;
 pub mod cbor;
 pub mod checkpoint;
@@ -33,6 +34,18 @@ pub mod fuzzing {
         }
         if let Ok(e) = crate::entry::SignedEntry::parse(data) {
             assert_eq!(e.to_bytes(), data, "entries re-encode identically");
+        }
+        if let Ok(files) = crate::archive::read(data) {
+            // Whatever reads writes back (under a folder) and reads the same.
+            let under: Vec<(String, Vec<u8>)> = files.clone();
+            if let Ok(again) = crate::archive::write("f", &under, 0) {
+                let back = crate::archive::read(&again).expect("a written archive reads");
+                let prefixed: Vec<(String, Vec<u8>)> = files
+                    .into_iter()
+                    .map(|(p, b)| (format!("f/{p}"), b))
+                    .collect();
+                assert_eq!(back, prefixed, "archives round-trip");
+            }
         }
         if let Ok(n) = crate::note::Note::parse(data) {
             let _ = crate::checkpoint::Checkpoint::parse(&n.text);
