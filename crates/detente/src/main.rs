@@ -57,6 +57,13 @@ enum Command {
     Key(KeyArgs),
     /// Create or upgrade a node's PostgreSQL schema (serve also does it at start).
     Migrate(MigrateArgs),
+    /// Print a shell completion script (e.g. `detente completions bash > /etc/bash_completion.d/detente`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `detente man > detente.1 && man ./detente.1`).
+    Man,
     /// Evidence bundles of the node's log.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
@@ -300,6 +307,15 @@ impl ServeArgs {
     }
 }
 
+/// Writes `text` to stdout; a reader that stops early (`| head`) is no error.
+fn print_all(text: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// How `detente` logs on stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
@@ -441,6 +457,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!(e))?;
             println!("schema {} is up to date", at.schema);
             Ok(())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "detente", &mut text);
+            print_all(&text)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            print_all(&text)
         }
         Command::Key(args) => {
             println!("{}", key::verifier_key(&args.data)?);

@@ -148,6 +148,50 @@ async fn a_config_file_is_read_and_ended_intents_are_swept() {
 }
 }
 
+/// Shell completions (bash, zsh, fish) and a manual page come from the same
+/// command definitions as `--help`: every command is in them, and the bash
+/// script is valid bash.
+#[test]
+fn completions_and_the_manual_name_every_command() {
+    let run = |args: &[&str]| {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for command in ["serve", "verify", "channel", "inbox", "completions"] {
+            assert!(
+                script.contains(command),
+                "{shell} completions lack {command}"
+            );
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bash = tmp.path().join("detente.bash");
+    std::fs::write(&bash, run(&["completions", "bash"])).unwrap();
+    assert!(
+        Command::new("bash")
+            .arg("-n")
+            .arg(&bash)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let man = run(&["man"]);
+    assert!(man.contains(".TH detente 1"), "{man}");
+    for command in ["serve", "verify", "channel", "man"] {
+        assert!(man.contains(command), "the manual lacks {command}");
+    }
+    // A wrong shell is a usage error naming the ones there are.
+    let out = Command::new(bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bash"));
+}
+
 #[test]
 fn every_command_has_help() {
     for args in [
