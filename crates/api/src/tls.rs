@@ -392,12 +392,7 @@ mod tests {
     /// [`HANDSHAKE_TIMEOUT`]: over 4 minutes).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_sockets_do_not_hold_up_a_peers_handshake() {
-        let alliance = Identity::from_seed("alliance", &[1; 32]).unwrap();
-        let federation = Identity::from_seed("federation", &[2; 32]).unwrap();
-        let server = server_config(&alliance, Arc::new(|| vec![key_of(2)])).unwrap();
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut listener = TlsListener::new(tcp, server);
-        let addr = listener.local_addr().unwrap();
+        let (mut listener, addr) = alliance_listener().await;
         let mut idle = Vec::new();
         // From two other sources: one source may hold at most
         // MAX_PENDING_PER_SOURCE handshakes.
@@ -405,8 +400,7 @@ mod tests {
             let from = if i % 2 == 0 { "127.0.0.2" } else { "127.0.0.3" };
             idle.push(connect_from(from, addr).await);
         }
-        let client =
-            tokio_rustls::TlsConnector::from(client_config(&federation, key_of(1)).unwrap());
+        let client = federation_client();
         let connecting = tokio::spawn(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             let name = ServerName::try_from("detente-node").unwrap();
@@ -423,6 +417,22 @@ mod tests {
         drop((conn, idle));
     }
 
+    /// Alliance's listener, pinning Federation's key, on a free port.
+    async fn alliance_listener() -> (TlsListener, std::net::SocketAddr) {
+        let alliance = Identity::from_seed("alliance", &[1; 32]).unwrap();
+        let server = server_config(&alliance, Arc::new(|| vec![key_of(2)])).unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TlsListener::new(tcp, server);
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
+    /// Federation's client side, pinning Alliance's key.
+    fn federation_client() -> tokio_rustls::TlsConnector {
+        let federation = Identity::from_seed("federation", &[2; 32]).unwrap();
+        tokio_rustls::TlsConnector::from(client_config(&federation, key_of(1)).unwrap())
+    }
+
     async fn connect_from(source: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
         let s = tokio::net::TcpSocket::new_v4().unwrap();
         s.bind(format!("{source}:0").parse().unwrap()).unwrap();
@@ -435,12 +445,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_source_holds_at_most_its_share_of_handshakes() {
         use tokio::io::AsyncReadExt;
-        let alliance = Identity::from_seed("alliance", &[1; 32]).unwrap();
-        let federation = Identity::from_seed("federation", &[2; 32]).unwrap();
-        let server = server_config(&alliance, Arc::new(|| vec![key_of(2)])).unwrap();
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut listener = TlsListener::new(tcp, server);
-        let addr = listener.local_addr().unwrap();
+        let (mut listener, addr) = alliance_listener().await;
         let mut idle = Vec::new();
         for _ in 0..MAX_PENDING_PER_SOURCE {
             idle.push(connect_from("127.0.0.2", addr).await);
@@ -458,8 +463,7 @@ mod tests {
             matches!(idle[0].try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
             "the source's first connections are still waiting for their handshake"
         );
-        let client =
-            tokio_rustls::TlsConnector::from(client_config(&federation, key_of(1)).unwrap());
+        let client = federation_client();
         let connecting = tokio::spawn(async move {
             let tcp = connect_from("127.0.0.1", addr).await;
             let name = ServerName::try_from("detente-node").unwrap();

@@ -167,35 +167,30 @@ fn the_console_in_a_real_browser_against_the_demo() {
         .unwrap()
         .unwrap()
         .path();
-    let verify = Command::new(bin())
-        .arg("verify")
-        .arg(&folder)
-        .arg("--key")
-        .arg(key_of(&data.join("alliance")))
-        .arg("--peer")
-        .arg(key_of(&data.join("federation")))
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&verify.stdout);
+    let verify = |bundle: &Path| {
+        Command::new(bin())
+            .arg("verify")
+            .arg(bundle)
+            .arg("--key")
+            .arg(key_of(&data.join("alliance")))
+            .arg("--peer")
+            .arg(key_of(&data.join("federation")))
+            .output()
+            .unwrap()
+    };
+    let verified = verify(&folder);
+    let report = String::from_utf8_lossy(&verified.stdout);
     assert!(
-        verify.status.success(),
+        verified.status.success(),
         "{report}{}",
-        String::from_utf8_lossy(&verify.stderr)
+        String::from_utf8_lossy(&verified.stderr)
     );
     assert!(
         report.contains("line.message") && report.contains("line.ack by federation.detente.demo"),
         "the FLASH and Federation's acknowledgement are in the bundle, proven: {report}"
     );
     // `detente verify` takes the downloaded file as it is, too.
-    let direct = Command::new(bin())
-        .arg("verify")
-        .arg(out_dir.join("evidence.tar"))
-        .arg("--key")
-        .arg(key_of(&data.join("alliance")))
-        .arg("--peer")
-        .arg(key_of(&data.join("federation")))
-        .output()
-        .unwrap();
+    let direct = verify(&out_dir.join("evidence.tar"));
     assert!(
         direct.status.success(),
         "{}",
