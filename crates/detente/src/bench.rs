@@ -222,7 +222,7 @@ async fn postgres_backend(
             clock: Arc::new(SystemClock),
             member: None,
         };
-        let store = store::PostgresStore::open_postgres(&at, log_signer)
+        let store = store::open_postgres(&at, log_signer)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         anyhow::Ok(dss_over(Arc::new(store)))
@@ -835,7 +835,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             member: None,
         };
         let open = || async {
-            let store = store::SqliteStore::open(&dir, log_signer.clone())
+            let store = store::open_sqlite(&dir, log_signer.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             anyhow::Ok(dss_over(Arc::new(store)))

@@ -8,7 +8,6 @@ use node::log::LogSigner;
 use node::{Dss, RandomIds, Settings, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use store::{PostgresStore, SqliteStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -69,7 +68,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     };
     let store: Arc<dyn node::Store> = match &cfg.database {
         None => Arc::new(
-            SqliteStore::open(&cfg.data, log_signer.clone())
+            store::open_sqlite(&cfg.data, log_signer.clone())
                 .await
                 .map_err(|e| anyhow!(e))
                 .context("opening the embedded store")?,
@@ -78,7 +77,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             // Offline tools (`evidence export --data`) find the store here.
             store::postgres::remember(&cfg.data, at).context("recording the database")?;
             Arc::new(
-                PostgresStore::open_postgres(at, log_signer.clone())
+                store::open_postgres(at, log_signer.clone())
                     .await
                     .map_err(|e| anyhow!(e))
                     .with_context(|| {

@@ -2,7 +2,8 @@
 //! (STYLE.md): pure crates depend on no crate of ours (but liaison → tlog),
 //! node on the pure crates, store and api on node (api also on console,
 //! the embedded web assets), detente on all; test-support only as a
-//! dev-dependency.
+//! dev-dependency. No SQL outside store, no HTTP outside api and the
+//! binary, no runtime in the pure crates.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -55,6 +56,22 @@ fn no_crate_depends_upwards() {
             ][..],
         ),
     ]);
+    // Outside crates that would put a layer's work in the wrong room: SQL
+    // only in store, HTTP only in api (and the binary that wires it).
+    let forbidden: HashMap<&str, &[&str]> = HashMap::from([
+        (
+            "airspace",
+            &["sqlx", "axum", "hyper", "reqwest", "tokio"][..],
+        ),
+        ("tlog", &["sqlx", "axum", "hyper", "reqwest", "tokio"][..]),
+        (
+            "liaison",
+            &["sqlx", "axum", "hyper", "reqwest", "tokio"][..],
+        ),
+        ("node", &["sqlx", "axum", "hyper", "reqwest"][..]),
+        ("store", &["axum", "hyper", "reqwest"][..]),
+        ("api", &["sqlx"][..]),
+    ]);
     let ours: Vec<String> = meta["packages"]
         .as_array()
         .unwrap()
@@ -74,6 +91,10 @@ fn no_crate_depends_upwards() {
             }
             if ours.iter().any(|o| o == dep) {
                 assert!(ok.contains(&dep), "{name} must not depend on {dep}");
+            }
+            if d["kind"].is_null() {
+                let banned = forbidden.get(name).copied().unwrap_or_default();
+                assert!(!banned.contains(&dep), "{name} must not depend on {dep}");
             }
         }
     }

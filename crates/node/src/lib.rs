@@ -26,7 +26,9 @@ pub mod contact;
 pub mod evidence;
 pub mod line;
 pub mod log;
+pub mod persist;
 pub mod share;
+pub mod writer;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -1,14 +1,14 @@
-//! Implementations of [`node::Store`]: one engine ([`Engine`]: a writer
-//! task with group commit, the airspace state with its spatio-temporal index,
-//! the line's state and the log's tree kept in memory) over two backends —
-//! the embedded default, SQLite in WAL mode with `synchronous=FULL`
-//! ([`SqliteStore`]), and PostgreSQL with PostGIS for several replicas of one
-//! node ([`PostgresStore`], `postgres.rs`).
+//! The two implementations of the node's persistence port
+//! ([`node::persist::Persistence`]): the embedded default, SQLite in WAL mode
+//! with `synchronous=FULL` ([`Sqlite`], opened by [`open_sqlite`]), and
+//! PostgreSQL with PostGIS for several replicas of one node ([`open_postgres`]),
+//! each opened as the node's writer ([`node::writer::Engine`]) over it; their
+//! migrations; the console's MBTiles basemap reader; the hand-written PostGIS
+//! baseline the benchmarks compare with.
 //!
-//! The only crate that knows SQL. It never decides anything: it runs the
-//! decisions `node` hands it, persists their events, and applies them.
+//! The only crate that knows SQL. It never decides anything: the writer in
+//! `node` decides, and hands each batch's row changes and log entries here.
 
-mod engine;
 mod leaves;
 pub mod mbtiles;
 mod migrations;
@@ -16,13 +16,14 @@ pub mod postgis;
 pub mod postgres;
 pub mod seal;
 mod sharded;
+mod sql;
 mod sqlite;
 
-pub use engine::{Engine, MAX_BATCH, MAX_LINE_BATCH};
 pub use mbtiles::Mbtiles;
+pub use node::writer::Engine;
 pub use postgis::PostgisBaseline;
-pub use postgres::{Location, PostgresStore};
-pub use sqlite::{Sqlite, SqliteStore};
+pub use postgres::{Location, PostgresStore, open_postgres};
+pub use sqlite::{Sqlite, SqliteStore, open as open_sqlite, open_tuned as open_sqlite_tuned};
 
 /// A page of the log read offline: entries in order, the first of them
 /// the entry whose index follows the last page's.

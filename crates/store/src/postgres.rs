@@ -25,12 +25,13 @@
 //! SQL is built from constants and a validated schema name only; every
 //! value is bound.
 
-use crate::engine::{
-    Backend, Batch, Delta, Engine, LOAD_PAGE, Loaded, Rebuild, Refresher, Table, decode,
-    decode_all, pool_query,
-};
+use crate::sql::pool_query;
 use airspace::{AirspaceState, Event, PreparedVolume};
 use node::log::LogSigner;
+use node::persist::{
+    Batch, Delta, LOAD_PAGE, Loaded, Persistence, Rebuild, Table, decode, decode_all,
+};
+use node::writer::{Engine, Refresher};
 use node::{BoxFuture, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -880,7 +881,7 @@ impl Postgres {
     }
 }
 
-impl Backend for Postgres {
+impl Persistence for Postgres {
     type Writer = PgWriter;
 
     fn wants_extents(&self) -> bool {
@@ -1161,7 +1162,7 @@ impl Backend for Postgres {
         })
     }
 
-    crate::engine::console_marks!("$1", "$2", "$3");
+    crate::sql::console_marks!("$1", "$2", "$3");
 
     fn is_leader(&self) -> bool {
         self.leader.load(Ordering::SeqCst)
@@ -1250,61 +1251,59 @@ async fn lead(opts: PgConnectOptions, key: i32, leader: Arc<AtomicBool>, alive: 
     }
 }
 
-impl Engine<Postgres> {
-    /// Opens the node's store in `at` (migrating it first), loads it, and
-    /// starts the watcher and the leader lock.
-    pub async fn open_postgres(at: &Location, signer: LogSigner) -> Result<Self, StoreError> {
-        migrate(at).await?;
-        let opts = at.options()?;
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            // A read waits this long for a connection, not sqlx's 30 s:
-            // with the database down it is answered unavailable promptly.
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_with(opts.clone())
-            .await
-            .map_err(err("connecting to the database"))?;
-        // The database belongs to one node: replicas must share its key.
-        let mine = signer.signer.verifier().to_vkey();
-        sqlx::query("UPDATE meta SET node_key = $1 WHERE node_key IS NULL")
-            .bind(&mine)
-            .execute(&pool)
-            .await
-            .map_err(err("recording the node key"))?;
-        let owner: Option<String> = sqlx::query_scalar("SELECT node_key FROM meta")
-            .fetch_one(&pool)
-            .await
-            .map_err(err("reading the node key"))?;
-        if owner.as_deref() != Some(mine.as_str()) {
-            return Err(StoreError::Failed(format!(
-                "schema {} holds the state of node {}, not of this node ({mine}): give every replica the same node key",
-                at.schema,
-                owner.unwrap_or_default()
-            )));
-        }
-        let writer_pid = Arc::new(AtomicU32::new(0));
-        let mut conn = connect(&opts, &writer_pid).await?;
-        let (loaded, version) = load_all(&mut conn, &signer.signer.name).await?;
-        let leader = Arc::new(AtomicBool::new(false));
-        let backend = Arc::new(Postgres {
-            at: at.clone(),
-            opts: opts.clone(),
-            pool: pool.clone(),
-            writer_pid: writer_pid.clone(),
-            leader: leader.clone(),
-        });
-        let engine = Engine::start(
-            backend,
-            PgWriter {
-                conn: Some(conn),
-                version,
-                in_tx: false,
-            },
-            loaded,
-            signer,
-        );
-        tokio::spawn(watch(pool, at.channel(), writer_pid, engine.refresher()));
-        tokio::spawn(lead(opts, at.key(), leader, engine.refresher()));
-        Ok(engine)
+/// Opens the node's store in `at` (migrating it first), loads it, and
+/// starts the watcher and the leader lock.
+pub async fn open_postgres(at: &Location, signer: LogSigner) -> Result<PostgresStore, StoreError> {
+    migrate(at).await?;
+    let opts = at.options()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        // A read waits this long for a connection, not sqlx's 30 s:
+        // with the database down it is answered unavailable promptly.
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(opts.clone())
+        .await
+        .map_err(err("connecting to the database"))?;
+    // The database belongs to one node: replicas must share its key.
+    let mine = signer.signer.verifier().to_vkey();
+    sqlx::query("UPDATE meta SET node_key = $1 WHERE node_key IS NULL")
+        .bind(&mine)
+        .execute(&pool)
+        .await
+        .map_err(err("recording the node key"))?;
+    let owner: Option<String> = sqlx::query_scalar("SELECT node_key FROM meta")
+        .fetch_one(&pool)
+        .await
+        .map_err(err("reading the node key"))?;
+    if owner.as_deref() != Some(mine.as_str()) {
+        return Err(StoreError::Failed(format!(
+            "schema {} holds the state of node {}, not of this node ({mine}): give every replica the same node key",
+            at.schema,
+            owner.unwrap_or_default()
+        )));
     }
+    let writer_pid = Arc::new(AtomicU32::new(0));
+    let mut conn = connect(&opts, &writer_pid).await?;
+    let (loaded, version) = load_all(&mut conn, &signer.signer.name).await?;
+    let leader = Arc::new(AtomicBool::new(false));
+    let backend = Arc::new(Postgres {
+        at: at.clone(),
+        opts: opts.clone(),
+        pool: pool.clone(),
+        writer_pid: writer_pid.clone(),
+        leader: leader.clone(),
+    });
+    let engine = Engine::start(
+        backend,
+        PgWriter {
+            conn: Some(conn),
+            version,
+            in_tx: false,
+        },
+        loaded,
+        signer,
+    );
+    tokio::spawn(watch(pool, at.channel(), writer_pid, engine.refresher()));
+    tokio::spawn(lead(opts, at.key(), leader, engine.refresher()));
+    Ok(engine)
 }

@@ -9,12 +9,13 @@
 //! fails every caller of the batch gets an error and the state is reloaded
 //! from disk, so nothing unsynced is ever acknowledged.
 
-use crate::engine::{Backend, Batch, Delta, Engine, LOAD_PAGE, Loaded, Rebuild, Table};
 use crate::leaves::LeafIndex;
 use crate::sharded::ShardedMap;
 use airspace::{AirspaceState, Constraint, OperationalIntent, Subscription, UssAvailability};
 use liaison::LineState;
 use node::log::LogSigner;
+use node::persist::{Batch, Delta, LOAD_PAGE, Loaded, Persistence, Rebuild, Table};
+use node::writer::Engine;
 use node::{BoxFuture, StoreError};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
@@ -322,12 +323,12 @@ fn decode_pages<T: serde::de::DeserializeOwned + Send>(
             let id = unhex(id).ok_or_else(|| {
                 StoreError::Failed(format!("a row of {} has the id {id:?}", table.name()))
             })?;
-            let record = crate::engine::decode(table, &id, body)?;
+            let record = node::persist::decode(table, &id, body)?;
             out.push((rowid, id, record));
         }
         Ok(out)
     };
-    crate::engine::on_all_cores(pages, "decoding", |part| {
+    node::persist::on_all_cores(pages, "decoding", |part| {
         let mut out = Vec::new();
         for p in part {
             out.extend(page(p)?);
@@ -534,7 +535,7 @@ async fn load_tree_from_tiles(
         }
         partial.push(hashes);
     }
-    let Some(tree) = TiledTree::from_edge(size, partial, crate::engine::TILE_CACHE) else {
+    let Some(tree) = TiledTree::from_edge(size, partial, node::persist::TILE_CACHE) else {
         return Ok(None);
     };
     let mut line = LineState::new(me);
@@ -544,14 +545,14 @@ async fn load_tree_from_tiles(
             "SELECT e.idx, e.data FROM log_line l JOIN log_entries e ON e.idx = l.idx WHERE l.idx >= ?1 ORDER BY l.idx LIMIT ?2",
         )
         .bind(next)
-        .bind(crate::engine::LOAD_PAGE)
+        .bind(node::persist::LOAD_PAGE)
         .fetch_all(&mut *conn)
         .await
         .map_err(err("loading the line's entries"))?;
-        let full = rows.len() as i64 >= crate::engine::LOAD_PAGE;
+        let full = rows.len() as i64 >= node::persist::LOAD_PAGE;
         for (idx, data) in rows {
             next = idx + 1;
-            crate::engine::replay_line(&mut line, idx as u64, &data)?;
+            node::persist::replay_line(&mut line, idx as u64, &data)?;
         }
         if !full {
             break;
@@ -751,7 +752,7 @@ async fn persist(
     let line: Vec<i64> = leaves
         .iter()
         .enumerate()
-        .filter(|(_, data)| crate::engine::maybe_line(data))
+        .filter(|(_, data)| node::persist::maybe_line(data))
         .map(|(i, _)| (first_leaf + i as u64) as i64)
         .collect();
     for chunk in line.chunks(ROWS_PER_STATEMENT) {
@@ -860,7 +861,7 @@ impl Sqlite {
     }
 }
 
-impl Backend for Sqlite {
+impl Persistence for Sqlite {
     type Writer = SqliteWriter;
 
     fn pipelines(&self) -> bool {
@@ -1116,7 +1117,7 @@ impl Backend for Sqlite {
         })
     }
 
-    crate::engine::console_marks!("?1", "?2", "?3");
+    crate::sql::console_marks!("?1", "?2", "?3");
 }
 
 /// Copies the WAL's committed pages into the database after commits, at
@@ -1124,7 +1125,7 @@ impl Backend for Sqlite {
 /// for as long as the store is open.
 async fn checkpoints(
     reads: SqlitePool,
-    store: crate::engine::Refresher,
+    store: node::writer::Refresher,
     wal: std::sync::Arc<WalRestart>,
 ) {
     loop {
@@ -1164,22 +1165,22 @@ async fn checkpoints(
     }
 }
 
-impl Engine<Sqlite> {
-    /// Opens (creating if needed) the store in `dir`, migrates it, and
-    /// rebuilds the in-memory state and index from its rows.
-    pub async fn open(dir: &Path, signer: LogSigner) -> Result<Self, StoreError> {
-        Self::open_tuned(dir, signer, RESTART_WAL_AT, WAL_SIZE_LIMIT).await
-    }
+/// Opens (creating if needed) the embedded store in `dir`, migrates it, and
+/// rebuilds the in-memory state and index from its rows.
+pub async fn open(dir: &Path, signer: LogSigner) -> Result<SqliteStore, StoreError> {
+    open_tuned(dir, signer, RESTART_WAL_AT, WAL_SIZE_LIMIT).await
+}
 
-    /// [`open`](Self::open) with the WAL restarted past `restart_wal_at`
-    /// frames and cut back to `wal_size_limit` bytes (tests use small ones).
-    #[doc(hidden)]
-    pub async fn open_tuned(
-        dir: &Path,
-        signer: LogSigner,
-        restart_wal_at: i64,
-        wal_size_limit: i64,
-    ) -> Result<Self, StoreError> {
+/// [`open`] with the WAL restarted past `restart_wal_at` frames and cut
+/// back to `wal_size_limit` bytes (tests use small ones).
+#[doc(hidden)]
+pub async fn open_tuned(
+    dir: &Path,
+    signer: LogSigner,
+    restart_wal_at: i64,
+    wal_size_limit: i64,
+) -> Result<SqliteStore, StoreError> {
+    {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Failed(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("detente.db");
@@ -1260,19 +1261,14 @@ impl Engine<Sqlite> {
         tokio::spawn(checkpoints(reads, engine.refresher(), wal.clone()));
         Ok(engine)
     }
+}
 
-    pub fn path(&self) -> &Path {
-        &self.backend.path
-    }
-
+impl Sqlite {
     /// How many times since it opened the writer checkpointed the WAL's
     /// last frames so that the WAL starts over (under a steady load; an
     /// idle moment restarts it by itself).
     pub fn wal_restarts(&self) -> u64 {
-        self.backend
-            .wal
-            .done
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.wal.done.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -44,11 +44,7 @@ async fn proxied(test: &str) -> Option<Proxied> {
     let dir = tempfile::tempdir().unwrap();
     let schema = test_support::schema_for(dir.path());
     let at = store::Location::new(&through(&url, proxy.addr), &schema).unwrap();
-    let store = Arc::new(
-        store::PostgresStore::open_postgres(&at, log_signer())
-            .await
-            .unwrap(),
-    );
+    let store = Arc::new(store::open_postgres(&at, log_signer()).await.unwrap());
     Some(Proxied {
         proxy,
         _pg,
@@ -64,11 +60,7 @@ async fn proxied(test: &str) -> Option<Proxied> {
 /// as a restart without the proxy would find it.
 async fn without_proxy(url: &str, schema: &str) -> Arc<dyn Store> {
     let at = store::Location::new(url, schema).unwrap();
-    Arc::new(
-        store::PostgresStore::open_postgres(&at, log_signer())
-            .await
-            .unwrap(),
-    )
+    Arc::new(store::open_postgres(&at, log_signer()).await.unwrap())
 }
 
 /// The node's use cases over `store`.

@@ -11,7 +11,6 @@ use node::{
     Caller, Dss, IntentRequest, Log, NodeError, RandomIds, Scope, Settings, Store, SystemClock,
 };
 use std::sync::Arc;
-use store::SqliteStore;
 use test_support::both_backends;
 use uuid::Uuid;
 
@@ -60,13 +59,13 @@ async fn open(dir: &std::path::Path) -> Arc<dyn Store> {
     if let Some(url) = test_support::postgres_url() {
         let at = store::Location::new(&url, &test_support::schema_for(dir)).unwrap();
         return Arc::new(
-            store::PostgresStore::open_postgres(&at, log_signer())
+            store::open_postgres(&at, log_signer())
                 .await
                 .expect("open store"),
         );
     }
     Arc::new(
-        SqliteStore::open(dir, log_signer())
+        store::open_sqlite(dir, log_signer())
             .await
             .expect("open store"),
     )
@@ -77,13 +76,13 @@ async fn open(dir: &std::path::Path) -> Arc<dyn Store> {
 async fn open_with_one_tile(dir: &std::path::Path) -> Arc<dyn Store> {
     if let Some(url) = test_support::postgres_url() {
         let at = store::Location::new(&url, &test_support::schema_for(dir)).unwrap();
-        let s = store::PostgresStore::open_postgres(&at, log_signer())
+        let s = store::open_postgres(&at, log_signer())
             .await
             .expect("open store");
         s.set_tile_cache(1);
         return Arc::new(s);
     }
-    let s = SqliteStore::open(dir, log_signer())
+    let s = store::open_sqlite(dir, log_signer())
         .await
         .expect("open store");
     s.set_tile_cache(1);
@@ -794,7 +793,7 @@ async fn the_line_replays_from_its_listed_entries_and_older_stores_get_the_list(
     let dir = tempfile::tempdir().unwrap();
     let open = |dir: std::path::PathBuf| async move {
         Arc::new(
-            SqliteStore::open(&dir, log_signer())
+            store::open_sqlite(&dir, log_signer())
                 .await
                 .expect("open store"),
         ) as Arc<dyn Store>
@@ -850,7 +849,7 @@ async fn the_line_replays_from_its_listed_entries_and_older_stores_get_the_list(
 async fn closing_commits_what_is_queued_and_leaves_no_wal_to_replay() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
-        SqliteStore::open(dir.path(), log_signer())
+        store::open_sqlite(dir.path(), log_signer())
             .await
             .expect("open store"),
     );
@@ -960,7 +959,7 @@ async fn under_a_steady_load_the_wal_starts_over_instead_of_growing() {
     // bound (here 64 frames, cut back to 64 KiB), so the file stays small.
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
-        SqliteStore::open_tuned(dir.path(), log_signer(), 64, 64 * 1024)
+        store::open_sqlite_tuned(dir.path(), log_signer(), 64, 64 * 1024)
             .await
             .expect("open store"),
     );
@@ -1011,9 +1010,9 @@ async fn under_a_steady_load_the_wal_starts_over_instead_of_growing() {
         written += w.await.unwrap();
     }
     assert!(
-        store.wal_restarts() >= 2,
+        store.backend.wal_restarts() >= 2,
         "the writer restarted the WAL {} times in 2.5 s of {written} creates",
-        store.wal_restarts()
+        store.backend.wal_restarts()
     );
     assert!(
         cut_back.is_some(),
@@ -1151,12 +1150,12 @@ async fn join_all<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) 
 async fn try_open(dir: &std::path::Path) -> Result<(), String> {
     if let Some(url) = test_support::postgres_url() {
         let at = store::Location::new(&url, &test_support::schema_for(dir)).unwrap();
-        return store::PostgresStore::open_postgres(&at, log_signer())
+        return store::open_postgres(&at, log_signer())
             .await
             .map(drop)
             .map_err(|e| e.to_string());
     }
-    SqliteStore::open(dir, log_signer())
+    store::open_sqlite(dir, log_signer())
         .await
         .map(drop)
         .map_err(|e| e.to_string())

@@ -1,9 +1,10 @@
-//! What both stores share: one writer task with group commit over the
-//! in-memory state, the line's state and the evidence log's tree, persisting
-//! through a [`Backend`] (SQLite or PostgreSQL).
+//! The node's writer ([`Engine`]): one task with group commit over the
+//! in-memory airspace state, the line's state and the evidence log's tree,
+//! persisting through the [`Persistence`] port (`store` implements it for
+//! SQLite and PostgreSQL). What a batch decides is in `writer/decide.rs`.
 //!
 //! The writer takes every queued decision (up to [`MAX_BATCH`]), asks the
-//! backend for exclusive access ([`Backend::begin`], which also hands over
+//! backend for exclusive access ([`Persistence::begin`], which also hands over
 //! whatever other writers on the same database committed since — nothing for
 //! the embedded store, another replica's batches for PostgreSQL), runs the
 //! decisions in order against the in-memory state — each sees the effects of
@@ -14,16 +15,16 @@
 //! batch gets an error and everything is reloaded from the database, so
 //! nothing unsynced is ever acknowledged.
 //!
-//! A backend that is its database's only writer ([`Backend::pipelines`]:
+//! A backend that is its database's only writer ([`Persistence::pipelines`]:
 //! SQLite) has the next batch decided, on another thread, while one is being
 //! synced; the next one's callers are answered only after their own commit,
 //! and if the one before fails they are refused with it.
 
-use airspace::{AirspaceState, Decision, DomainError, Event, PreparedVolume, SubscriptionId};
+use crate::log::LogSigner;
+use crate::persist::*;
+use crate::{BoxFuture, LineCommit, LineWriteFn, Store, StoreError, WriteFn};
+use airspace::{AirspaceState, Decision, DomainError};
 use liaison::{LineError, LineState};
-use node::log::LogSigner;
-use node::{BoxFuture, LineCommit, LineWriteFn, Store, StoreError, WriteFn};
-use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -31,6 +32,8 @@ use tlog::proof::ProofError;
 use tlog::tiles::{Tile, TiledTree};
 use tlog::witness::Cosigned;
 use tokio::sync::{mpsc, oneshot};
+
+mod decide;
 
 /// The first pause between attempts to reload an unavailable store; each
 /// failed attempt doubles it up to [`RECOVER_MAX_WAIT`].
@@ -61,300 +64,6 @@ enum Job {
     /// Finish what is queued before this, close the database, stop.
     Close(oneshot::Sender<()>),
 }
-
-/// The tables of the airspace's records.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub enum Table {
-    Intents,
-    Constraints,
-    Subscriptions,
-    Availability,
-    Reports,
-}
-
-impl Table {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Table::Intents => "intents",
-            Table::Constraints => "constraints",
-            Table::Subscriptions => "subscriptions",
-            Table::Availability => "availability",
-            Table::Reports => "reports",
-        }
-    }
-    pub(crate) const ALL: [Table; 5] = [
-        Table::Intents,
-        Table::Constraints,
-        Table::Subscriptions,
-        Table::Availability,
-        Table::Reports,
-    ];
-}
-
-/// A record as persisted: its JSON body and, for intents and constraints
-/// when the backend asks for them, its 4D volumes (PostGIS columns).
-pub struct Row {
-    pub body: String,
-    pub extents: Vec<PreparedVolume>,
-}
-
-/// Net row changes of a batch: the last write to a row wins; `None` is a
-/// removal.
-#[derive(Default)]
-pub struct Dirty {
-    pub rows: HashMap<(Table, String), Option<Row>>,
-    with_extents: bool,
-    /// Subscriptions notified in the batch: their rows are written as the
-    /// batch leaves them ([`Dirty::refresh`]).
-    notified: HashSet<SubscriptionId>,
-}
-
-pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Failed(format!("encoding a record: {e}")))
-}
-
-impl Dirty {
-    fn new(with_extents: bool) -> Self {
-        Dirty {
-            rows: HashMap::new(),
-            with_extents,
-            notified: HashSet::new(),
-        }
-    }
-
-    /// The rows of the subscriptions notified in the batch, from `st` as
-    /// the batch leaves it (one row each however often it was notified; a
-    /// subscription removed later in the batch stays removed).
-    fn refresh(&mut self, st: &AirspaceState) -> Result<(), StoreError> {
-        for id in self.notified.drain() {
-            if let Some(s) = st.subscription(&id) {
-                self.rows.insert(
-                    (Table::Subscriptions, id.to_string()),
-                    Some(Row {
-                        body: json(s)?,
-                        extents: Vec::new(),
-                    }),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn record(&mut self, events: &[Event]) -> Result<(), StoreError> {
-        let volumes = |v: &[PreparedVolume]| {
-            if self.with_extents {
-                v.to_vec()
-            } else {
-                Vec::new()
-            }
-        };
-        for e in events {
-            let row = |body: String, extents: Vec<PreparedVolume>| Some(Row { body, extents });
-            let (key, row) = match e {
-                Event::IntentUpserted(i) => (
-                    (Table::Intents, i.id.to_string()),
-                    row(json(i)?, volumes(&i.extents)),
-                ),
-                Event::IntentRemoved(id) => ((Table::Intents, id.to_string()), None),
-                Event::ConstraintUpserted(c) => (
-                    (Table::Constraints, c.id.to_string()),
-                    row(json(c)?, volumes(&c.extents)),
-                ),
-                Event::ConstraintRemoved(id) => ((Table::Constraints, id.to_string()), None),
-                Event::SubscriptionUpserted(s) => (
-                    (Table::Subscriptions, s.id.to_string()),
-                    row(json(s)?, Vec::new()),
-                ),
-                Event::SubscriptionsNotified(bumped) => {
-                    self.notified.extend(bumped.iter().map(|(id, _)| *id));
-                    continue;
-                }
-                Event::SubscriptionRemoved(id) => ((Table::Subscriptions, id.to_string()), None),
-                Event::AvailabilitySet(a) => (
-                    (Table::Availability, a.uss.clone()),
-                    row(json(a)?, Vec::new()),
-                ),
-                Event::ReportFiled(r) => {
-                    ((Table::Reports, r.id.clone()), row(json(r)?, Vec::new()))
-                }
-            };
-            self.rows.insert(key, row);
-        }
-        Ok(())
-    }
-}
-
-/// Decodes records' JSON bodies `(id, body)`, spread over the cores
-/// (decoding and re-preparing geometry is the bulk of a cold start).
-pub fn decode_all<
-    T: serde::de::DeserializeOwned + Send,
-    I: AsRef<str> + Sync,
-    B: AsRef<str> + Sync,
->(
-    table: Table,
-    rows: &[(I, B)],
-) -> Result<Vec<T>, StoreError> {
-    on_all_cores(rows, "decoding", |part| {
-        part.iter()
-            .map(|(id, body)| decode(table, id.as_ref(), body.as_ref()))
-            .collect()
-    })
-}
-
-/// One record's JSON body.
-pub fn decode<T: serde::de::DeserializeOwned>(
-    table: Table,
-    id: &str,
-    body: &str,
-) -> Result<T, StoreError> {
-    serde_json::from_str(body)
-        .map_err(|e| StoreError::Failed(format!("row {id} of {} is unreadable: {e}", table.name())))
-}
-
-/// One batch to persist in one transaction.
-pub struct Batch<'a> {
-    pub dirty: Dirty,
-    /// The airspace's change sequence after the batch.
-    pub seq: u64,
-    /// Index of the first leaf of `leaves` (the committed log size before).
-    pub first_leaf: u64,
-    pub leaves: &'a [Vec<u8>],
-    /// The RFC 6962 leaf hash of each of `leaves`.
-    pub leaf_hashes: &'a [tlog::Hash],
-    /// The log's full tiles these leaves completed (C2SP tlog-tiles), kept
-    /// in the same transaction: proofs read them back on demand.
-    pub tiles: Vec<Tile>,
-}
-
-/// Everything a store holds in memory, as loaded from the database.
-pub struct Loaded {
-    pub state: AirspaceState,
-    pub tree: TiledTree,
-    pub line: LineState,
-    pub latest: Option<(u64, String)>,
-}
-
-/// What other writers on the same database committed since this one last
-/// looked: the records that changed (as events), the sequence number, the
-/// log entries from this writer's log size on, and the newest checkpoint.
-#[derive(Default)]
-pub struct Delta {
-    pub seq: u64,
-    pub events: Vec<Event>,
-    pub entries: Vec<(u64, Vec<u8>)>,
-    pub latest: Option<(u64, String)>,
-}
-
-/// The persistence a store's writer runs on.
-pub trait Backend: Send + Sync + 'static {
-    /// The writer's own connection and bookkeeping.
-    type Writer: Send + 'static;
-
-    /// Whether [`Dirty`] rows should carry their 4D volumes.
-    fn wants_extents(&self) -> bool {
-        false
-    }
-    /// Whether the next batch may be decided while one is being persisted:
-    /// only for a backend whose [`Backend::begin`] never hands anything
-    /// over and whose writer needs no exclusive access taken before a
-    /// batch is decided (its only writer). Overlapped batches skip `begin`.
-    fn pipelines(&self) -> bool {
-        false
-    }
-    /// What other writers committed since the log had `log_size` entries
-    /// (`None`: nothing, or no other writers) and, when `exclusive`, write
-    /// access for one batch (until [`Backend::persist`] or
-    /// [`Backend::release`]); otherwise only a consistent read, ended by
-    /// [`Backend::release`].
-    fn begin<'a>(
-        &'a self,
-        w: &'a mut Self::Writer,
-        log_size: u64,
-        exclusive: bool,
-    ) -> BoxFuture<'a, Result<Option<Delta>, StoreError>>;
-    /// Persists a batch, durably, and ends the exclusive access.
-    fn persist<'a>(
-        &'a self,
-        w: &'a mut Self::Writer,
-        batch: Batch<'a>,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Ends the exclusive access without writing.
-    fn release<'a>(&'a self, w: &'a mut Self::Writer) -> BoxFuture<'a, ()>;
-    /// Whether other writers share the database (replicas): reads then
-    /// settle first ([`Engine`]'s `settle`).
-    fn shared(&self) -> bool {
-        false
-    }
-    /// The database's batch counter as far as the writer's state has taken
-    /// it in (`None` for a database with no other writers).
-    fn applied(&self, _w: &Self::Writer) -> Option<i64> {
-        None
-    }
-    /// The database's batch counter now: every write any writer has
-    /// answered is at or below it.
-    fn counter(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
-        Box::pin(async { Ok(0) })
-    }
-    /// Closes the writer's connection and the readers' (the store is
-    /// shutting down).
-    fn close(&self, w: Self::Writer) -> BoxFuture<'_, ()> {
-        drop(w);
-        Box::pin(async {})
-    }
-    /// After a failed commit: a clean connection and everything reloaded.
-    fn recover<'a>(
-        &'a self,
-        w: &'a mut Self::Writer,
-        me: &'a str,
-    ) -> BoxFuture<'a, Result<Loaded, StoreError>>;
-
-    /// Committed leaves at these indices (all below the committed size).
-    fn leaves(&self, wanted: Vec<u64>) -> BoxFuture<'_, Result<Vec<node::Leaf>, StoreError>>;
-    /// The log's stored full tiles among these (level, index); any not
-    /// stored are left out.
-    fn tiles(&self, wanted: Vec<(u8, u64)>) -> BoxFuture<'_, Result<Vec<Tile>, StoreError>>;
-    /// The lowest index of a committed entry with this RFC 6962 leaf hash.
-    fn find_leaf(&self, leaf: tlog::Hash) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
-    /// Leaf bytes of entries `start..end`.
-    fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>>;
-    /// Keeps a signed checkpoint; answers the note kept for that size (the
-    /// first one kept wins).
-    fn save_checkpoint(
-        &self,
-        size: u64,
-        note: String,
-    ) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
-    fn add_cosignature(&self, size: u64, line: String) -> BoxFuture<'_, Result<(), StoreError>>;
-    fn witnessed(&self, origin: String) -> BoxFuture<'_, Result<Option<Cosigned>, StoreError>>;
-    fn save_witnessed(&self, origin: String, c: Cosigned) -> BoxFuture<'_, Result<(), StoreError>>;
-    fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<node::Misbehaviour>, StoreError>>;
-    fn save_misbehaviour(
-        &self,
-        origin: String,
-        a: String,
-        b: String,
-        found_ms: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// See [`Store::mark_once`].
-    fn mark_once(
-        &self,
-        kind: node::Mark,
-        id: String,
-        until_ms: u64,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<bool, StoreError>>;
-    /// See [`Store::marks`].
-    fn marks(
-        &self,
-        kind: node::Mark,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
-    /// Whether this process runs the node's singleton duties.
-    fn is_leader(&self) -> bool {
-        true
-    }
-}
-
 /// The evidence log as the store holds it: the tree (which may briefly hold
 /// leaves of a batch being committed) and how many leaves are committed.
 /// Roots and proofs only ever cover committed leaves.
@@ -364,93 +73,8 @@ pub(crate) struct LogState {
     latest: RwLock<Option<(u64, String)>>,
 }
 
-/// `Backend::mark_once` and `Backend::marks` over the `console_marks`
-/// table, for a backend whose queries run through `self.on_pool` and
-/// whose SQL numbers its parameters `$a`, `$b`, `$c`.
-macro_rules! console_marks {
-    ($a:literal, $b:literal, $c:literal) => {
-        fn mark_once(
-            &self,
-            kind: node::Mark,
-            id: String,
-            until_ms: u64,
-            now_ms: u64,
-        ) -> BoxFuture<'_, Result<bool, StoreError>> {
-            Box::pin(crate::engine::pool_query!(
-                self,
-                "recording a console mark",
-                |c| {
-                    // Past marks go first: an id seen again after its time is new.
-                    sqlx::query(concat!(
-                        "DELETE FROM console_marks WHERE kind = ",
-                        $a,
-                        " AND until_ms < ",
-                        $b
-                    ))
-                    .bind(kind.as_str())
-                    .bind(now_ms as i64)
-                    .execute(&mut *c)
-                    .await?;
-                    let done = sqlx::query(concat!(
-                        "INSERT INTO console_marks (kind, id, until_ms) VALUES (",
-                        $a,
-                        ", ",
-                        $b,
-                        ", ",
-                        $c,
-                        ") ON CONFLICT (kind, id) DO NOTHING"
-                    ))
-                    .bind(kind.as_str())
-                    .bind(id)
-                    .bind(until_ms as i64)
-                    .execute(&mut *c)
-                    .await?;
-                    Ok(done.rows_affected() == 1)
-                }
-            ))
-        }
-
-        fn marks(
-            &self,
-            kind: node::Mark,
-            now_ms: u64,
-        ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
-            Box::pin(async move {
-                let rows: Vec<(String, i64)> =
-                    crate::engine::pool_query!(self, "reading console marks", |c| {
-                        sqlx::query_as(concat!(
-                            "SELECT id, until_ms FROM console_marks WHERE kind = ",
-                            $a,
-                            " AND until_ms >= ",
-                            $b
-                        ))
-                        .bind(kind.as_str())
-                        .bind(now_ms as i64)
-                        .fetch_all(&mut *c)
-                        .await
-                    })
-                    .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, t)| (id, t.max(0) as u64))
-                    .collect())
-            })
-        }
-    };
-}
-pub(crate) use console_marks;
-
-/// A query on one pooled connection, `$c` in `$body`, run through the
-/// backend's `on_pool` (which bounds it where the link can fail).
-macro_rules! pool_query {
-    ($store:ident, $what:expr, |$c:ident| $body:block) => {
-        $store.on_pool($what, Box::new(move |$c| Box::pin(async move $body)))
-    };
-}
-pub(crate) use pool_query;
-
 /// The log entries of each decision's events (one per write of an intent
-/// or constraint, `node::log::entry_bodies`), in order. Unattested
+/// or constraint, `crate::log::entry_bodies`), in order. Unattested
 /// (`tlog::entry`): cheap enough to make on the writer's thread.
 fn entries_of(
     signer: &LogSigner,
@@ -467,154 +91,8 @@ fn entries_of(
     Ok(out)
 }
 
-/// The cores this process may use, asked once: the standard library reads
-/// the cgroup's CPU quota from files at every call, which cost more than
-/// signing a small batch (5% of the writer's time when asked per batch).
-pub(crate) fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .max(1)
-    })
-}
-
-/// `f` over `items` split into one part per core, in order, the first part
-/// on the calling thread and each other on its own; the parts' results
-/// joined, or the first error.
-pub(crate) fn on_all_cores<I: Sync, T: Send>(
-    items: &[I],
-    what: &str,
-    f: impl Fn(&[I]) -> Result<Vec<T>, StoreError> + Sync,
-) -> Result<Vec<T>, StoreError> {
-    let chunk = items.len().div_ceil(cores()).max(1);
-    let f = &f;
-    let mut chunks = items.chunks(chunk);
-    let Some(first) = chunks.next() else {
-        return Ok(Vec::new());
-    };
-    let parts: Vec<Result<Vec<T>, StoreError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks.map(|part| scope.spawn(move || f(part))).collect();
-        let mut parts = vec![f(first)];
-        parts.extend(handles.into_iter().map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(StoreError::Failed(format!("a {what} thread panicked"))))
-        }));
-        parts
-    });
-    let mut out = Vec::with_capacity(items.len());
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
-}
-
-/// Appends committed entries `(index, bytes)` to the tree and applies the
-/// line's among them to the line's state; they must continue the tree
-/// without a gap. Answers whether any was the line's.
-pub fn replay(
-    tree: &mut TiledTree,
-    line: &mut LineState,
-    entries: impl IntoIterator<Item = (u64, Vec<u8>)>,
-) -> Result<bool, StoreError> {
-    let mut any_line = false;
-    for (idx, data) in entries {
-        if idx != tree.size() {
-            return Err(StoreError::Failed(format!(
-                "the log has a gap before entry {idx} (expected {})",
-                tree.size()
-            )));
-        }
-        any_line |= replay_line(line, idx, &data)?;
-        tree.append(&data);
-    }
-    Ok(any_line)
-}
-
-/// Whether log entry bytes may be the line's: every `line.*` entry holds
-/// the text "line." (so may others, which the full parse then drops).
-pub(crate) fn maybe_line(data: &[u8]) -> bool {
-    data.windows(5).any(|w| w == b"line.")
-}
-
-/// Applies log entry `idx` to the line's state if it is the line's;
-/// answers whether it was.
-pub(crate) fn replay_line(line: &mut LineState, idx: u64, data: &[u8]) -> Result<bool, StoreError> {
-    if maybe_line(data)
-        && let Some(parsed) = liaison::decide::line_entry(data)
-    {
-        let (e, l) = parsed
-            .map_err(|e| StoreError::Failed(format!("log entry {idx} is unreadable: {e}")))?;
-        line.apply(&e.entry.origin, idx, tlog::leaf_hash(data), l);
-        return Ok(true);
-    }
-    Ok(false)
-}
-
-/// Entries read per page when a store rebuilds its tree and line at start
-/// (the log is never read into memory whole).
-pub(crate) const LOAD_PAGE: i64 = 8192;
-
-/// Full tiles kept in memory (8 KiB of hashes and their inner subtrees
-/// each); proofs read any other from the database.
-pub(crate) const TILE_CACHE: usize = 1024;
-
-/// The tree and the line's state rebuilt from the log page by page, with
-/// the full tiles the database does not hold yet (a log written before the
-/// tiles were stored; since then a batch's tiles commit with its entries) —
-/// `stored[l]` is how many full tiles of level l it holds, from index 0.
-pub(crate) struct Rebuild {
-    pub tree: TiledTree,
-    pub line: LineState,
-    stored: Vec<u64>,
-    pub unstored: Vec<Tile>,
-}
-
-impl Rebuild {
-    /// `stored`: the database's (level, number of full tiles) rows.
-    pub(crate) fn new(me: &str, stored: Vec<(i64, i64)>) -> Self {
-        let mut counts = Vec::new();
-        for (level, n) in stored {
-            let l = usize::try_from(level).unwrap_or(0);
-            counts.resize(counts.len().max(l + 1), 0);
-            counts[l] = n.max(0) as u64;
-        }
-        let stored = counts;
-        Rebuild {
-            tree: TiledTree::new(TILE_CACHE),
-            line: LineState::new(me),
-            stored,
-            unstored: Vec::new(),
-        }
-    }
-
-    /// Whether the database's full tiles cover a log of `size` entries:
-    /// every full tile of every level, from index 0.
-    pub(crate) fn tiles_cover(&self, size: u64) -> bool {
-        (0..7u32).all(|l| {
-            let full = size >> (8 * (l + 1));
-            full == 0 || self.stored.get(l as usize).copied().unwrap_or(0) >= full
-        })
-    }
-
-    /// The next page of entries `(index, bytes)`, in order; answers
-    /// whether the page was full (there may be more).
-    pub(crate) fn feed(&mut self, page: Vec<(i64, Vec<u8>)>) -> Result<bool, StoreError> {
-        let full = page.len() as i64 >= LOAD_PAGE;
-        let page: Vec<(u64, Vec<u8>)> = page.into_iter().map(|(i, d)| (i as u64, d)).collect();
-        replay(&mut self.tree, &mut self.line, page)?;
-        for t in self.tree.take_completed() {
-            if t.index >= self.stored.get(t.level as usize).copied().unwrap_or(0) {
-                self.unstored.push(t);
-            }
-        }
-        Ok(full)
-    }
-}
-
-/// A store: the in-memory state, line and log over a [`Backend`].
-pub struct Engine<B: Backend> {
+/// A store: the in-memory state, line and log over a [`Persistence`].
+pub struct Engine<B: Persistence> {
     state: Arc<RwLock<AirspaceState>>,
     line: Arc<RwLock<LineState>>,
     log: Arc<LogState>,
@@ -627,7 +105,7 @@ pub struct Engine<B: Backend> {
     /// Read-your-writes across replicas (`None` for a database this
     /// writer owns alone).
     settle: Option<Arc<Settle>>,
-    pub(crate) backend: Arc<B>,
+    pub backend: Arc<B>,
 }
 
 /// Reads on a shared database first take in every write any replica had
@@ -649,7 +127,7 @@ struct Settle {
 /// committed before it is refused as unavailable.
 const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn run_settle<B: Backend>(backend: Arc<B>, s: Arc<Settle>, alive: Refresher) {
+async fn run_settle<B: Persistence>(backend: Arc<B>, s: Arc<Settle>, alive: Refresher) {
     loop {
         tokio::select! {
             _ = s.kick.notified() => {}
@@ -666,7 +144,7 @@ async fn run_settle<B: Backend>(backend: Arc<B>, s: Arc<Settle>, alive: Refreshe
     }
 }
 
-impl<B: Backend> std::fmt::Debug for Engine<B> {
+impl<B: Persistence> std::fmt::Debug for Engine<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("log_size", &self.log.committed.load(Ordering::SeqCst))
@@ -674,14 +152,9 @@ impl<B: Backend> std::fmt::Debug for Engine<B> {
     }
 }
 
-impl<B: Backend> Engine<B> {
+impl<B: Persistence> Engine<B> {
     /// Starts the writer over what was loaded.
-    pub(crate) fn start(
-        backend: Arc<B>,
-        writer: B::Writer,
-        loaded: Loaded,
-        signer: LogSigner,
-    ) -> Self {
+    pub fn start(backend: Arc<B>, writer: B::Writer, loaded: Loaded, signer: LogSigner) -> Self {
         let log = Arc::new(LogState {
             committed: AtomicU64::new(loaded.tree.size()),
             tree: RwLock::new(loaded.tree),
@@ -804,7 +277,7 @@ impl<B: Backend> Engine<B> {
     }
 
     /// A handle that asks for refreshes, for a backend's watcher task.
-    pub(crate) fn refresher(&self) -> Refresher {
+    pub fn refresher(&self) -> Refresher {
         Refresher {
             jobs: self.jobs.downgrade(),
             queued: self.refresh_queued.clone(),
@@ -840,7 +313,7 @@ fn answer<S: tlog::tree::HashSource + ?Sized>(
     })
 }
 
-impl<B: Backend> Engine<B> {
+impl<B: Persistence> Engine<B> {
     /// Answers `q` from the tree, first reading from the database the full
     /// tiles it needs that the tree's cache does not hold.
     async fn over_tiles(&self, q: TreeQuery) -> Result<TreeAnswer, StoreError> {
@@ -889,12 +362,12 @@ pub struct Refresher {
 
 impl Refresher {
     /// Whether the store still exists.
-    pub(crate) fn alive(&self) -> bool {
+    pub fn alive(&self) -> bool {
         self.jobs.strong_count() > 0
     }
 
     /// False once the store is gone.
-    pub(crate) fn refresh(&self) -> bool {
+    pub fn refresh(&self) -> bool {
         let Some(jobs) = self.jobs.upgrade() else {
             return false;
         };
@@ -905,7 +378,7 @@ impl Refresher {
     }
 }
 
-struct Writer<B: Backend> {
+struct Writer<B: Persistence> {
     backend: Arc<B>,
     w: B::Writer,
     /// The database counter the in-memory states reflect, for settling
@@ -1060,8 +533,7 @@ impl Decided {
         if self.encoded.is_ok() {
             self.encoded = encoded;
         }
-        self.dirty.rows.extend(dirty.rows);
-        self.dirty.notified.extend(dirty.notified);
+        self.dirty.absorb(dirty);
         self.rows = self.dirty.rows.len();
         self.seq = seq;
         self.leaves.extend(leaves);
@@ -1092,7 +564,7 @@ impl Decided {
     }
 }
 
-impl<B: Backend> Writer<B> {
+impl<B: Persistence> Writer<B> {
     /// Takes in what other writers committed; false if that failed (the
     /// batch must then be refused).
     /// Tells settling reads how far the in-memory states have come.
@@ -1383,7 +855,7 @@ impl<B: Backend> Writer<B> {
 /// Whether the database holds batch `d` (its first and last entries,
 /// byte for byte, where it put them: a batch commits whole or not at
 /// all, and each entry carries its own time and content).
-async fn holds<B: Backend>(backend: &B, committed: u64, d: &Decided) -> bool {
+async fn holds<B: Persistence>(backend: &B, committed: u64, d: &Decided) -> bool {
     let Some(last) = d.leaves.len().checked_sub(1) else {
         return false;
     };
@@ -1451,7 +923,7 @@ fn drain_after(
 }
 
 /// Persists a decided batch (durably) and ends the exclusive access.
-async fn persist_decided<B: Backend>(
+async fn persist_decided<B: Persistence>(
     backend: &B,
     w: &mut B::Writer,
     d: &mut Decided,
@@ -1479,7 +951,7 @@ async fn persist_decided<B: Backend>(
     r
 }
 
-async fn run_writer<B: Backend>(mut wr: Writer<B>) {
+async fn run_writer<B: Persistence>(mut wr: Writer<B>) {
     let pipelined = wr.backend.pipelines();
     let mut inflight: Option<Decided> = None;
     loop {
@@ -1629,226 +1101,7 @@ async fn run_writer<B: Backend>(mut wr: Writer<B>) {
     }
 }
 
-impl Decider {
-    /// Runs the batch's decisions in order against the in-memory states
-    /// (each sees those before it), makes a log entry for every event and
-    /// appends the batch's leaves to the log's tree.
-    fn decide(&self, jobs: Jobs, begin_us: u64) -> Decided {
-        let (state, line, log, signer) = (&self.state, &self.line, &self.log, &*self.signer);
-        let Jobs {
-            air: air_jobs,
-            line: line_jobs,
-            taken,
-        } = jobs;
-        let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(air_jobs.len());
-        let t_decide = std::time::Instant::now();
-        let t_all = t_decide;
-        let seq = {
-            let mut st = state.write().unwrap_or_else(|e| e.into_inner());
-            for (f, reply) in air_jobs {
-                // A decision that panics refuses that one write, not the node.
-                let r =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| f(&st))).unwrap_or_else(|_| {
-                        Err(DomainError::InvalidInput {
-                            field: String::new(),
-                            message: "internal error while deciding".into(),
-                        })
-                    });
-                if let Ok(d) = &r {
-                    st.apply(&d.events);
-                }
-                replies.push((reply, Ok(r)));
-            }
-            st.seq()
-        };
-        let decide_us = t_decide.elapsed().as_micros() as u64;
-        // Encoding happens outside the lock: readers wait only for
-        // decisions. Every event gets its log entry.
-        let t_encode = std::time::Instant::now();
-        let mut dirty = Dirty::new(self.with_extents);
-        let encoded = replies.iter().try_for_each(|(_, r)| match r {
-            Ok(Ok(d)) => dirty.record(&d.events),
-            _ => Ok(()),
-        });
-        let decisions: Vec<&[airspace::Event]> = replies
-            .iter()
-            .filter_map(|(_, r)| match r {
-                Ok(Ok(d)) => Some(d.events.as_slice()),
-                _ => None,
-            })
-            .collect();
-        let events: Vec<&airspace::Event> = decisions.iter().copied().flatten().collect();
-        let encode_us = t_encode.elapsed().as_micros() as u64;
-        let t_entries = std::time::Instant::now();
-        let (mut leaves, mut encoded) = match encoded {
-            Ok(()) => match entries_of(signer, &decisions) {
-                Ok(l) => (l, Ok(())),
-                Err(e) => (Vec::new(), Err(e)),
-            },
-            Err(e) => (Vec::new(), Err(e)),
-        };
-        let entries_us = t_entries.elapsed().as_micros() as u64;
-        // The tree holds the leaves of every batch decided so far, the one
-        // still being synced included.
-        let first_leaf = log.tree.read().unwrap_or_else(|e| e.into_inner()).size();
-        let air_leaves = leaves.len();
-        let mut seq = seq;
-        // The line's part of the batch comes after the airspace's: first the
-        // airspace changes shared with peers, then the line's decisions, each
-        // seeing the ones before it; their leaves follow the airspace's.
-        let mut line_replies: Vec<(oneshot::Sender<LineReply>, LineReply)> = Vec::new();
-        let mut line_us = 0u64;
-        let sharing = {
-            let ls = line.read().unwrap_or_else(|e| e.into_inner());
-            (ls.areas().next().is_some() || ls.contact_constraints().next().is_some())
-                && !events.is_empty()
-        };
-        if let Err(e) = &encoded {
-            for (_, reply) in line_jobs {
-                line_replies.push((reply, Err(e.clone())));
-            }
-        } else if !line_jobs.is_empty() || sharing {
-            let t_line = std::time::Instant::now();
-            let mut st = state.write().unwrap_or_else(|e| e.into_inner());
-            let mut ls = line.write().unwrap_or_else(|e| e.into_inner());
-            let now_ms = (signer.clock.now().unix_micros() / 1000).max(0) as u64;
-            // The log as it will stand after the airspace's leaves: receipts
-            // name the root right after their run of records. (No root is
-            // needed per leaf: `push_hash` does not compute one.)
-            let mut frontier = {
-                let tree = log.tree.read().unwrap_or_else(|e| e.into_inner());
-                tlog::tree::Frontier::of(&*tree, first_leaf)
-                    .expect("the tree holds every decided leaf")
-            };
-            for l in &leaves {
-                frontier.push_hash(tlog::leaf_hash(l));
-            }
-            // Operations touching the line of contact: the node's notices.
-            if let Some(member) = &signer.member
-                && ls.contact_constraints().next().is_some()
-            {
-                for ev in &events {
-                    for m in node::contact::notices(&ls, &st, ev, member, now_ms) {
-                        let r = liaison::decide::send_message(&ls, m, now_ms).and_then(|d| {
-                            liaison::decide::append(
-                                &mut ls,
-                                &signer.signer,
-                                now_ms,
-                                &mut frontier,
-                                d.events,
-                            )
-                        });
-                        match r {
-                            Ok(new) => leaves.extend(new),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "a line-of-contact notice could not be sent")
-                            }
-                        }
-                    }
-                }
-            }
-            for ev in &events {
-                for share in node::share::outgoing(&ls, ev) {
-                    match liaison::decide::append(
-                        &mut ls,
-                        &signer.signer,
-                        now_ms,
-                        &mut frontier,
-                        vec![share],
-                    ) {
-                        Ok(new) => leaves.extend(new),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "an airspace change could not be shared with a peer")
-                        }
-                    }
-                }
-            }
-            for (f, reply) in line_jobs {
-                let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&ls, &st))).unwrap_or_else(
-                    |_| Err(LineError::invalid("", "internal error while deciding")),
-                );
-                let next = first_leaf + leaves.len() as u64;
-                let r = r.and_then(|d| {
-                    // A peer's accepted airspace change updates its copy here.
-                    let copies = node::line::peer_airspace_effects(&d.events, &st);
-                    let commit = liaison::decide::append(
-                        &mut ls,
-                        &signer.signer,
-                        now_ms,
-                        &mut frontier,
-                        d.events,
-                    )
-                    .map(|new| LineCommit {
-                        outcome: d.outcome,
-                        first_index: next,
-                        leaves: new,
-                    })?;
-                    if !copies.is_empty() {
-                        st.apply(&copies);
-                        if let Err(e) = dirty.record(&copies) {
-                            tracing::error!(error = %e, "encoding a peer's copy failed");
-                        }
-                    }
-                    Ok(commit)
-                });
-                if let Ok(c) = &r {
-                    leaves.extend(c.leaves.iter().cloned());
-                }
-                line_replies.push((reply, Ok(r)));
-            }
-            // The peer records of this batch are receipted in it: a record
-            // and its receipt commit together.
-            match liaison::decide::end_received_run(&mut ls, &signer.signer, now_ms, &mut frontier)
-            {
-                Ok(receipt) => leaves.extend(receipt),
-                Err(e) => {
-                    encoded = Err(StoreError::Failed(format!("signing a receipt: {e}")));
-                }
-            }
-            seq = st.seq();
-            line_us = t_line.elapsed().as_micros() as u64;
-        }
-        if encoded.is_ok() {
-            let st = state.read().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = dirty.refresh(&st) {
-                encoded = Err(e);
-            }
-        }
-        let mut tiles = Vec::new();
-        // Each leaf is hashed once: for the tree and for the leaf-hash index.
-        let leaf_hashes: Vec<tlog::Hash> = leaves.iter().map(|l| tlog::leaf_hash(l)).collect();
-        if encoded.is_ok() {
-            let mut tree = log.tree.write().unwrap_or_else(|e| e.into_inner());
-            for h in &leaf_hashes {
-                tree.append_hash(*h);
-            }
-            tiles = tree.take_completed();
-        }
-        Decided {
-            replies,
-            line_replies,
-            encoded,
-            rows: dirty.rows.len(),
-            dirty,
-            seq,
-            first_leaf,
-            line_entries: leaves.len() > air_leaves,
-            leaves,
-            leaf_hashes,
-            tiles,
-            taken,
-            begin_us,
-            decide_us,
-            line_us,
-            encode_us,
-            entries_us,
-            total_us: t_all.elapsed().as_micros() as u64,
-            persist_us: 0,
-        }
-    }
-}
-
-impl<B: Backend> Engine<B> {
+impl<B: Persistence> Engine<B> {
     /// Sends the line's decisions in order on one channel (the writer runs
     /// them in order) and waits for each answer.
     fn send_line<'a>(
@@ -1894,7 +1147,7 @@ impl<B: Backend> Engine<B> {
     }
 }
 
-impl<B: Backend> Store for Engine<B> {
+impl<B: Persistence> Store for Engine<B> {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
@@ -1954,7 +1207,7 @@ impl<B: Backend> Store for Engine<B> {
         Ok(())
     }
 
-    fn log_leaves(&self, indices: Vec<u64>) -> BoxFuture<'_, Result<Vec<node::Leaf>, StoreError>> {
+    fn log_leaves(&self, indices: Vec<u64>) -> BoxFuture<'_, Result<Vec<crate::Leaf>, StoreError>> {
         let committed = self.log_size();
         let wanted: Vec<u64> = indices.into_iter().filter(|i| *i < committed).collect();
         self.backend.leaves(wanted)
@@ -2116,7 +1369,7 @@ impl<B: Backend> Store for Engine<B> {
         })
     }
 
-    fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<node::Misbehaviour>, StoreError>> {
+    fn misbehaviour(&self) -> BoxFuture<'_, Result<Vec<crate::Misbehaviour>, StoreError>> {
         self.backend.misbehaviour()
     }
 
@@ -2133,7 +1386,7 @@ impl<B: Backend> Store for Engine<B> {
 
     fn mark_once(
         &self,
-        kind: node::Mark,
+        kind: crate::Mark,
         id: String,
         until_ms: u64,
         now_ms: u64,
@@ -2143,7 +1396,7 @@ impl<B: Backend> Store for Engine<B> {
 
     fn marks(
         &self,
-        kind: node::Mark,
+        kind: crate::Mark,
         now_ms: u64,
     ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
         self.backend.marks(kind, now_ms)
@@ -2151,42 +1404,5 @@ impl<B: Backend> Store for Engine<B> {
 
     fn is_leader(&self) -> bool {
         self.backend.is_leader()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn work_spread_over_the_cores_comes_back_in_order() {
-        for n in [0usize, 1, 2, 3, 17, 1000] {
-            let items: Vec<usize> = (0..n).collect();
-            let out = on_all_cores(&items, "doubling", |part| {
-                Ok(part.iter().map(|i| i * 2).collect())
-            })
-            .unwrap();
-            assert_eq!(
-                out,
-                items.iter().map(|i| i * 2).collect::<Vec<_>>(),
-                "{n} items"
-            );
-        }
-    }
-
-    #[test]
-    fn a_failing_part_fails_the_whole() {
-        let items: Vec<usize> = (0..100).collect();
-        for bad in [0usize, 99] {
-            let r = on_all_cores(&items, "checking", |part| {
-                if part.contains(&bad) {
-                    Err(StoreError::Failed(format!("item {bad}")))
-                } else {
-                    Ok(part.to_vec())
-                }
-            });
-            assert_eq!(r.unwrap_err().message(), format!("item {bad}"));
-        }
     }
 }
