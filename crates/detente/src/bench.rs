@@ -217,7 +217,7 @@ async fn postgres_backend(
         .map_err(|e| anyhow::anyhow!(e))?;
     let signer = crate::key::load_or_create(&dir.join("pg"), "detente.bench")?;
     let open = || async {
-        let log_signer = node::log::LogSigner {
+        let log_signer = node::entries::LogSigner {
             signer: signer.clone(),
             clock: Arc::new(SystemClock),
             member: None,
@@ -829,7 +829,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let dir = root.join(format!("live-{live}"));
         let _ = std::fs::remove_dir_all(&dir);
         let signer = crate::key::load_or_create(&dir, "detente.bench")?;
-        let log_signer = node::log::LogSigner {
+        let log_signer = node::entries::LogSigner {
             signer,
             clock: Arc::new(SystemClock),
             member: None,

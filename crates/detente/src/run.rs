@@ -4,7 +4,7 @@ use crate::config::NodeConfig;
 use anyhow::{Context, Result, anyhow};
 use api::{AppState, AuthConfig, Authenticator, KeySource, Metrics, RateLimiter};
 use node::airspace::geometry::Limits;
-use node::log::LogSigner;
+use node::entries::LogSigner;
 use node::{Dss, RandomIds, Settings, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! key, naming the exact extents), and cannot be activated until each peer
 //! has acknowledged the notice of those extents with acceptance.
 
-use crate::log::extents_sha256;
+use crate::entries::extents_sha256;
 use crate::share::is_peer_copy;
 use airspace::{AirspaceState, Event, PreparedVolume};
 use liaison::{Body, LineState, MemberSigner, Message, Millis, Precedence, Signed, Sphere};

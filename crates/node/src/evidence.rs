@@ -55,7 +55,7 @@ pub fn body_id(e: &SignedEntry) -> Option<&str> {
 
 /// Whether an airspace entry records something done to `id` beside its
 /// own entity: a subscription an intent's or constraint's write made,
-/// notified or dropped (`node::log::entry_bodies`).
+/// notified or dropped (`node::entries::entry_bodies`).
 fn folds(e: &SignedEntry, id: &str) -> bool {
     let b = &e.entry.body;
     let named = |v: &Value| match v {

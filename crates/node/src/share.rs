@@ -8,7 +8,7 @@
 //! a local client proves knowledge of a peer's operation by presenting the
 //! OVN it obtained from the peer's USS, and the key check compares hashes.
 
-use crate::log::entry_body;
+use crate::entries::entry_body;
 use airspace::geometry::{LatLng, Limits, Outline, PreparedVolume, Volume4D, prepare};
 use airspace::model::time_bounds;
 use airspace::{
@@ -154,7 +154,7 @@ fn point(v: &Value) -> Result<LatLng, String> {
     }
 }
 
-/// A volume as `node::log` encodes it, checked like outside input.
+/// A volume as `node::entries` encodes it, checked like outside input.
 fn volume(v: &Value) -> Result<PreparedVolume, String> {
     let o = field(v, "outline")?;
     let outline = if let Ok(Value::Array(vs)) = field(o, "polygon") {

@@ -27,7 +27,7 @@
 
 use crate::sql::pool_query;
 use airspace::{AirspaceState, Event, PreparedVolume};
-use node::log::LogSigner;
+use node::entries::LogSigner;
 use node::persist::{
     Batch, Delta, LOAD_PAGE, Loaded, Persistence, Rebuild, Table, decode, decode_all,
 };

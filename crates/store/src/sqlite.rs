@@ -13,7 +13,7 @@ use crate::leaves::LeafIndex;
 use crate::sharded::ShardedMap;
 use airspace::{AirspaceState, Constraint, OperationalIntent, Subscription, UssAvailability};
 use liaison::LineState;
-use node::log::LogSigner;
+use node::entries::LogSigner;
 use node::persist::{Batch, Delta, LOAD_PAGE, Loaded, Persistence, Rebuild, Table};
 use node::writer::Engine;
 use node::{BoxFuture, StoreError};

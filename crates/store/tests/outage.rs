@@ -12,7 +12,7 @@
 
 use node::airspace::decide::ImplicitSubscription;
 use node::airspace::{LatLng, OperationalIntentState, Volume4D};
-use node::log::LogSigner;
+use node::entries::LogSigner;
 use node::tlog;
 use node::{
     Caller, Dss, IntentRequest, NodeError, RandomIds, Scope, Settings, Store, StoreError,

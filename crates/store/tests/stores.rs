@@ -5,7 +5,7 @@
 
 use node::airspace::decide::ImplicitSubscription;
 use node::airspace::{LatLng, OperationalIntentState, Timestamp, Volume4D};
-use node::log::LogSigner;
+use node::entries::LogSigner;
 use node::tlog;
 use node::{
     Caller, Dss, IntentRequest, Log, NodeError, RandomIds, Scope, Settings, Store, SystemClock,

@@ -20,7 +20,7 @@
 //! synced; the next one's callers are answered only after their own commit,
 //! and if the one before fails they are refused with it.
 
-use crate::log::LogSigner;
+use crate::entries::LogSigner;
 use crate::persist::*;
 use crate::{BoxFuture, LineCommit, LineWriteFn, Store, StoreError, WriteFn};
 use airspace::{AirspaceState, Decision, DomainError};
@@ -74,7 +74,7 @@ pub(crate) struct LogState {
 }
 
 /// The log entries of each decision's events (one per write of an intent
-/// or constraint, `crate::log::entry_bodies`), in order. Unattested
+/// or constraint, `crate::entries::entry_bodies`), in order. Unattested
 /// (`tlog::entry`): cheap enough to make on the writer's thread.
 fn entries_of(
     signer: &LogSigner,

@@ -1,0 +1,108 @@
+//! The witness: cosigning peers' checkpoints (C2SP tlog-witness).
+
+use crate::{Clock, Misbehaviour, NodeError, Store};
+use std::sync::Arc;
+
+/// The witness: cosigns peers' checkpoints after checking them against the
+/// last one it cosigned (C2SP tlog-witness `add-checkpoint`), one request at
+/// a time so that check and persist are atomic.
+pub struct Witness {
+    store: Arc<dyn Store>,
+    cosigner: tlog::cosignature::Cosigner,
+    logs: Vec<tlog::Verifier>,
+    clock: Arc<dyn Clock>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// What a witness request came to.
+#[derive(Debug)]
+pub enum WitnessOutcome {
+    /// The cosignature line(s), the 200 body.
+    Cosigned(String),
+    Refused(tlog::witness::Refusal),
+    /// Refused, and the two notes prove the origin signed inconsistent
+    /// checkpoints; they are kept.
+    Misbehaviour {
+        origin: String,
+        refusal: tlog::witness::Refusal,
+    },
+}
+
+impl Witness {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cosigner: tlog::cosignature::Cosigner,
+        logs: Vec<tlog::Verifier>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Witness {
+            store,
+            cosigner,
+            logs,
+            clock,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The cosigner's verifier key (type 0x04).
+    pub fn verifier_key(&self) -> String {
+        self.cosigner.verifier().to_vkey()
+    }
+
+    /// Pairs of signed checkpoints that cannot both be true, as kept.
+    pub async fn misbehaviour(&self) -> Result<Vec<Misbehaviour>, NodeError> {
+        Ok(self.store.misbehaviour().await?)
+    }
+
+    /// Handles an `add-checkpoint` body.
+    pub async fn add_checkpoint(&self, body: &[u8]) -> Result<WitnessOutcome, NodeError> {
+        let _guard = self.lock.lock().await;
+        // The origin is only known after parsing; the few trusted logs'
+        // states are read first.
+        let mut known = std::collections::HashMap::new();
+        for l in &self.logs {
+            if let Some(c) = self.store.witnessed(&l.name).await? {
+                known.insert(l.name.clone(), c);
+            }
+        }
+        let now = self.clock.now().unix_micros();
+        let ts = (now / 1_000_000).max(0) as u64;
+        match tlog::witness::add_checkpoint(
+            body,
+            &self.logs,
+            |o| known.get(o).cloned(),
+            &self.cosigner,
+            ts,
+        ) {
+            Ok(a) => {
+                self.store.save_witnessed(&a.origin, a.record).await?;
+                Ok(WitnessOutcome::Cosigned(a.response))
+            }
+            Err(r) => {
+                let pair = match &r {
+                    tlog::witness::Refusal::Conflict {
+                        equivocation: Some((a, b)),
+                        ..
+                    } => Some((a.clone(), b.clone())),
+                    tlog::witness::Refusal::BadProof {
+                        previous,
+                        submitted,
+                    } => Some((previous.clone(), submitted.clone())),
+                    _ => None,
+                };
+                let Some((a, b)) = pair else {
+                    return Ok(WitnessOutcome::Refused(r));
+                };
+                let origin = tlog::Note::parse(b.as_bytes())
+                    .ok()
+                    .and_then(|n| tlog::Checkpoint::parse(&n.text).ok())
+                    .map(|c| c.origin)
+                    .unwrap_or_default();
+                self.store
+                    .save_misbehaviour(&origin, a, b, now / 1000)
+                    .await?;
+                Ok(WitnessOutcome::Misbehaviour { origin, refusal: r })
+            }
+        }
+    }
+}
