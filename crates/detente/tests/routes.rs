@@ -78,59 +78,16 @@ const SIGNED: &[(&str, &str)] = &[
 
 /// The (methods, path) of every `.route(…)` in the API crate's source.
 fn routes() -> Vec<(Vec<Method>, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/src");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let src = std::fs::read_to_string(&f).unwrap();
-        let mut rest = src.as_str();
-        while let Some(i) = rest.find(".route(") {
-            rest = &rest[i + ".route(".len()..];
-            // The call's arguments: up to the matching parenthesis.
-            let mut depth = 1;
-            let end = rest
-                .char_indices()
-                .find(|&(_, c)| {
-                    depth += match c {
-                        '(' => 1,
-                        ')' => -1,
-                        _ => 0,
-                    };
-                    depth == 0
-                })
-                .map(|(j, _)| j)
-                .unwrap();
-            let args = &rest[..end];
-            let path = args.split('"').nth(1).unwrap().to_string();
-            let mut methods = Vec::new();
-            for (name, m) in [
-                ("get(", Method::GET),
-                ("post(", Method::POST),
-                ("put(", Method::PUT),
-                ("delete(", Method::DELETE),
-                ("patch(", Method::PATCH),
-            ] {
-                let called = args.match_indices(name).any(|(k, _)| {
-                    k == 0
-                        || !args[..k]
-                            .chars()
-                            .next_back()
-                            .is_some_and(|c| c.is_alphanumeric() || c == '_')
-                });
-                if called {
-                    methods.push(m);
-                }
-            }
-            assert!(!methods.is_empty(), "{}: no method for {path}", f.display());
-            out.push((methods, path));
-        }
-    }
-    out
+    test_support::api_routes()
+        .into_iter()
+        .map(|(methods, path)| {
+            let methods = methods
+                .iter()
+                .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
+                .collect();
+            (methods, path)
+        })
+        .collect()
 }
 
 /// A concrete URL path for a route template.

@@ -1018,6 +1018,67 @@ fn postgres_host_port(url: &str) -> (String, u16) {
     }
 }
 
+/// The (methods, path) of every `.route(…)` in the API crate's source.
+pub fn api_routes() -> Vec<(Vec<&'static str>, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/src");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("reading the API's source")
+        .map(|e| e.expect("reading the API's source").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let src = std::fs::read_to_string(&f).expect("reading the API's source");
+        let mut rest = src.as_str();
+        while let Some(i) = rest.find(".route(") {
+            rest = &rest[i + ".route(".len()..];
+            // The call's arguments: up to the matching parenthesis.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map(|(j, _)| j)
+                .expect("reading the API's source");
+            let args = &rest[..end];
+            let path = args
+                .split('"')
+                .nth(1)
+                .expect("reading the API's source")
+                .to_string();
+            let mut methods = Vec::new();
+            for (name, m) in [
+                ("get(", "GET"),
+                ("post(", "POST"),
+                ("put(", "PUT"),
+                ("delete(", "DELETE"),
+                ("patch(", "PATCH"),
+            ] {
+                let called = args.match_indices(name).any(|(k, _)| {
+                    k == 0
+                        || !args[..k]
+                            .chars()
+                            .next_back()
+                            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                });
+                if called {
+                    methods.push(m);
+                }
+            }
+            assert!(!methods.is_empty(), "{}: no method for {path}", f.display());
+            out.push((methods, path));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
