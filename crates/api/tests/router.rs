@@ -90,14 +90,26 @@ impl App {
         }
     }
 
-    /// Sends one request; the status and the body (JSON, or the text as a
-    /// JSON string).
+    /// Sends one request with a JSON body; the status and the body (JSON,
+    /// or the text as a JSON string).
     async fn call(
         &self,
         method: Method,
         path: &str,
         scope: Option<&str>,
         body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.send(method, path, scope, body.map(|b| b.to_string()))
+            .await
+    }
+
+    /// Sends one request with a body given as text, labelled JSON.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        scope: Option<&str>,
+        body: Option<String>,
     ) -> (StatusCode, Value) {
         self.seen
             .lock()
@@ -110,7 +122,7 @@ impl App {
         let req = match body {
             Some(b) => req
                 .header("content-type", "application/json")
-                .body(Body::from(b.to_string())),
+                .body(Body::from(b)),
             None => req.body(Body::empty()),
         }
         .unwrap();
@@ -559,4 +571,185 @@ async fn a_client_past_its_rate_is_answered_429_with_retry_after() {
     }
     assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
     assert!(statuses[3..].contains(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn impossible_geometry_and_malformed_bodies_are_400_naming_the_field_and_change_nothing() {
+    let app = App::start().await;
+    let scopes = format!("{SC} {CM}");
+    let put = |body: Value| {
+        let (app, scopes) = (&app, &scopes);
+        async move {
+            app.call(
+                Method::PUT,
+                &format!("/dss/v1/operational_intent_references/{}", id()),
+                Some(scopes),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let bowtie = test_support::polygon_volume(
+        &[(0.0, 0.0), (0.1, 0.1), (0.1, 0.0), (0.0, 0.1)],
+        (0.0, 100.0),
+        0,
+        3600,
+    );
+    let two = test_support::polygon_volume(&[(0.0, 0.0), (0.1, 0.1)], (0.0, 100.0), 0, 3600);
+    let many: Vec<(f64, f64)> = (0..10_001)
+        .map(|i| {
+            let a = i as f64 / 10_001.0 * std::f64::consts::TAU;
+            (0.05 * a.sin(), 0.05 * a.cos())
+        })
+        .collect();
+    let too_many = test_support::polygon_volume(&many, (0.0, 100.0), 0, 3600);
+    let upside_down = test_support::polygon_volume(
+        &[(0.0, 0.0), (0.0, 0.1), (0.1, 0.1)],
+        (500.0, 100.0),
+        0,
+        3600,
+    );
+    let backwards = test_support::polygon_volume(
+        &[(0.0, 0.0), (0.0, 0.1), (0.1, 0.1)],
+        (0.0, 100.0),
+        3600,
+        60,
+    );
+    let huge = test_support::polygon_volume(
+        &[(0.0, 0.0), (0.0, 10.0), (10.0, 10.0), (10.0, 0.0)],
+        (0.0, 100.0),
+        0,
+        3600,
+    );
+    let past = test_support::polygon_volume(
+        &[(0.0, 0.0), (0.0, 0.1), (0.1, 0.1)],
+        (0.0, 100.0),
+        -7200,
+        -3600,
+    );
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            test_support::intent_body(bowtie, &[], "Accepted"),
+            400,
+            "extents[0].volume.outline_polygon.vertices",
+        ),
+        (
+            test_support::intent_body(two, &[], "Accepted"),
+            400,
+            "extents[0].volume.outline_polygon.vertices",
+        ),
+        (
+            test_support::intent_body(too_many, &[], "Accepted"),
+            400,
+            "extents[0].volume.outline_polygon.vertices",
+        ),
+        (
+            test_support::intent_body(upside_down, &[], "Accepted"),
+            400,
+            "extents[0].volume.altitude_lower.value",
+        ),
+        (
+            test_support::intent_body(backwards, &[], "Accepted"),
+            400,
+            "extents[0].time_end",
+        ),
+        (
+            test_support::intent_body(huge, &[], "Accepted"),
+            413,
+            "extents[0].volume.outline_polygon.vertices",
+        ),
+        (
+            test_support::intent_body(past, &[], "Accepted"),
+            400,
+            "extents[0].time_end",
+        ),
+        (
+            test_support::intent_body(test_support::square(0.0, 0.0, 0.01), &[], "Ended"),
+            400,
+            "state",
+        ),
+        (
+            test_support::intent_body(test_support::square(0.0, 0.0, 0.01), &["short"], "Accepted"),
+            400,
+            "key[0]",
+        ),
+        (
+            json!({"state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents",
+        ),
+        (
+            json!({"extents": [], "state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents",
+        ),
+        (
+            json!({"extents": [test_support::square(0.0, 0.0, 0.01)], "state": "Accepted", "uss_base_url": "ftp://x.example"}),
+            400,
+            "uss_base_url",
+        ),
+        (
+            json!({"extents": [{"volume": {"outline_polygon": {"vertices": [{"lat": "north", "lng": 0}]}}}], "state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents[0].volume.outline_polygon.vertices[0].lat",
+        ),
+        (
+            json!({"extents": [{"volume": {"outline_circle": {"center": {"lat": 0, "lng": 0}, "radius": {"value": 10, "units": "M"}}, "outline_polygon": {"vertices": []}}}], "state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents[0].volume",
+        ),
+        (
+            json!({"extents": [{"volume": {"outline_circle": {"center": {"lat": 0, "lng": 0}, "radius": {"value": 10, "units": "FT"}}}}], "state": "Accepted", "uss_base_url": "https://x.example"}),
+            400,
+            "extents[0].volume.outline_circle.radius.units",
+        ),
+    ];
+    for (body, status, want_field) in cases {
+        let (s, v) = put(body).await;
+        assert_eq!(s.as_u16(), status, "{want_field}: {v}");
+        assert_eq!(v["field"], want_field, "{v}");
+        assert!(!v["message"].as_str().unwrap().is_empty());
+    }
+    // Syntax errors and non-finite numbers.
+    let raw = |text: String| {
+        let (app, scopes) = (&app, &scopes);
+        async move {
+            let (s, v) = app
+                .send(
+                    Method::PUT,
+                    &format!("/dss/v1/operational_intent_references/{}", id()),
+                    Some(scopes),
+                    Some(text),
+                )
+                .await;
+            (s.as_u16(), v)
+        }
+    };
+    let (s, v) = raw("{\"extents\": [".into()).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = raw("{\"extents\": [{\"volume\": {\"outline_circle\": {\"center\": {\"lat\": 1e999, \"lng\": 0}}}}]}".into()).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("extents[0].volume.outline_circle.center"),
+        "{v}"
+    );
+    // Bad ids.
+    let (s, v) = app
+        .call(
+            Method::GET,
+            "/dss/v1/operational_intent_references/not-a-uuid",
+            Some(&scopes),
+            None,
+        )
+        .await;
+    assert_eq!((s.as_u16(), v["field"].as_str()), (400, Some("entityid")));
+    // An oversized body is 413.
+    let (s, _) = raw("x".repeat(5 * 1024 * 1024)).await;
+    assert_eq!(s, 413);
+    // Nothing was written by any of it.
+    let (_, h) = app.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(h["operational_intents"], 0, "{h}");
 }
