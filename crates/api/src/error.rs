@@ -93,12 +93,8 @@ impl IntoResponse for ApiError {
             }
             ApiError::Node(NodeError::Forbidden(m)) => body(S::FORBIDDEN, "forbidden", m, None),
             ApiError::Node(NodeError::Line(e)) => {
-                let mut b = line_error_body(&e);
-                let status = b["status"].as_u64().unwrap_or(400) as u16;
-                if let Some(o) = b.as_object_mut() {
-                    o.remove("status");
-                }
-                (S::from_u16(status).unwrap_or(S::BAD_REQUEST), Json(b)).into_response()
+                let (status, b) = line_error(&e);
+                (status, Json(b)).into_response()
             }
             ApiError::Node(NodeError::Store(e)) if e.is_unavailable() => {
                 tracing::warn!(error = %e, "store unavailable, answered with 503");
@@ -212,25 +208,28 @@ impl IntoResponse for ApiError {
 }
 
 /// The status and machine-readable body of a refusal by the line:
-/// `{status, code, message, field?, expected?}`.
-pub fn line_error_body(e: &LineError) -> serde_json::Value {
+/// `{code, message, field?, expected?}`.
+pub fn line_error(e: &LineError) -> (StatusCode, serde_json::Value) {
+    use StatusCode as S;
     let (status, code) = match e {
-        LineError::Malformed { .. } | LineError::Invalid { .. } => (400, "invalid_input"),
-        LineError::BadSignature { .. } => (400, "bad_signature"),
-        LineError::UnknownPeer(_) => (404, "unknown_peer"),
-        LineError::NotFound { .. } => (404, "not_found"),
-        LineError::UnknownMember { .. } => (403, "unknown_member"),
-        LineError::NotAccredited { .. } => (403, "not_accredited"),
-        LineError::ChannelNotOpen { .. } => (409, "channel_not_open"),
-        LineError::QuotaExceeded { .. } => (409, "quota_exceeded"),
-        LineError::OutOfSequence { .. } => (409, "out_of_sequence"),
-        LineError::Gap { .. } => (409, "gap"),
-        LineError::Waiting { .. } => (409, "waiting"),
-        LineError::Conflict(_) => (409, "conflict"),
-        LineError::ActivationHeld { .. } => (409, "activation_held"),
-        LineError::RecordRefused(_) => (403, "record_refused"),
+        LineError::Malformed { .. } | LineError::Invalid { .. } => {
+            (S::BAD_REQUEST, "invalid_input")
+        }
+        LineError::BadSignature { .. } => (S::BAD_REQUEST, "bad_signature"),
+        LineError::UnknownPeer(_) => (S::NOT_FOUND, "unknown_peer"),
+        LineError::NotFound { .. } => (S::NOT_FOUND, "not_found"),
+        LineError::UnknownMember { .. } => (S::FORBIDDEN, "unknown_member"),
+        LineError::NotAccredited { .. } => (S::FORBIDDEN, "not_accredited"),
+        LineError::ChannelNotOpen { .. } => (S::CONFLICT, "channel_not_open"),
+        LineError::QuotaExceeded { .. } => (S::CONFLICT, "quota_exceeded"),
+        LineError::OutOfSequence { .. } => (S::CONFLICT, "out_of_sequence"),
+        LineError::Gap { .. } => (S::CONFLICT, "gap"),
+        LineError::Waiting { .. } => (S::CONFLICT, "waiting"),
+        LineError::Conflict(_) => (S::CONFLICT, "conflict"),
+        LineError::ActivationHeld { .. } => (S::CONFLICT, "activation_held"),
+        LineError::RecordRefused(_) => (S::FORBIDDEN, "record_refused"),
     };
-    let mut b = json!({ "status": status, "code": code, "message": e.to_string() });
+    let mut b = json!({ "code": code, "message": e.to_string() });
     if let Some(f) = e.field().filter(|f| !f.is_empty()) {
         b["field"] = json!(f);
     }
@@ -240,7 +239,7 @@ pub fn line_error_body(e: &LineError) -> serde_json::Value {
         }
         _ => {}
     }
-    b
+    (status, b)
 }
 
 #[cfg(test)]

@@ -912,17 +912,14 @@ async fn records(
     let got = st.line.receive(&b.from, records).await?;
     let stopped = got.stopped.map(|e| {
         tracing::warn!(peer = %b.from, error = %e, taken = got.receipts.len(), of = n, "refused a peer's record");
-        crate::error::line_error_body(&e)
+        crate::error::line_error(&e)
     });
     if got.receipts.is_empty()
-        && let Some(s) = stopped
+        && let Some((status, s)) = stopped
     {
-        let status = s["status"].as_u64().unwrap_or(409) as u16;
-        return Ok((
-            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::CONFLICT),
-            Json(json!({ "receipts": [], "stopped": s })),
-        ));
+        return Ok((status, Json(json!({ "receipts": [], "stopped": s }))));
     }
+    let stopped = stopped.map(|(_, s)| s);
     Ok((
         axum::http::StatusCode::OK,
         Json(json!({
