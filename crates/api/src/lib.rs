@@ -96,7 +96,7 @@ pub mod fuzzing {
             true
         };
         parsed |= record(bytes);
-        if let Ok(b) = extract::parse::<crate::line::RecordsBody>(bytes) {
+        if let Ok(b) = extract::parse::<crate::wire::line::RecordsBody>(bytes) {
             use base64::Engine;
             for r in &b.records {
                 if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(r) {
@@ -104,10 +104,10 @@ pub mod fuzzing {
                 }
             }
         }
-        if let Ok(v) = extract::parse::<crate::line::SendBodyFuzz>(bytes) {
+        if let Ok(v) = extract::parse::<crate::wire::line::SendBody>(bytes) {
             parsed |= v.message.to_domain().is_ok();
         }
-        if let Ok(v) = extract::parse::<crate::line::AckBodyFuzz>(bytes) {
+        if let Ok(v) = extract::parse::<crate::wire::line::AckBody>(bytes) {
             parsed |= v.ack.to_domain().is_ok();
         }
         parsed
@@ -139,8 +139,8 @@ pub mod fuzzing {
 }
 pub use error::ApiError;
 pub use limit::RateLimiter;
-pub use line::{AckWire, BodyWire, MessageWire, RecordsBody, RecordsReply};
 pub use metrics::Metrics;
+pub use wire::line::{AckWire, BodyWire, MessageWire, RecordsBody, RecordsReply};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -11,6 +11,7 @@
 use crate::Shared;
 use crate::error::ApiError;
 use crate::extract::Body;
+use crate::wire::line::*;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
@@ -19,11 +20,8 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use liaison::state::Delivery;
-use liaison::{
-    Ack, AckVerdict, ChannelState, Member, MemberKey, Message, Precedence, Signed, Sphere, Verdict,
-};
+use liaison::{ChannelState, Member, Precedence, Signed, Sphere};
 use node::Scope;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -58,19 +56,11 @@ pub fn peer_routes() -> Router<Shared> {
 const ADMIN: &[Scope] = &[Scope::LineAdmin];
 const MEMBER: &[Scope] = &[Scope::LineMember, Scope::LineAdmin];
 
-fn sphere(s: &str, field: &str) -> Result<Sphere, ApiError> {
-    Sphere::parse(s).ok_or_else(|| ApiError::bad(field, format!("one of {}", Sphere::expected())))
-}
-
 fn spheres(v: &[String], field: &str) -> Result<Vec<Sphere>, ApiError> {
     v.iter()
         .enumerate()
         .map(|(i, s)| sphere(s, &format!("{field}[{i}]")))
         .collect()
-}
-
-fn member_key(s: &str, field: &str) -> Result<MemberKey, ApiError> {
-    MemberKey::parse(s).map_err(|m| ApiError::bad(field, m))
 }
 
 fn signature(s: &str) -> Result<[u8; 64], ApiError> {
@@ -79,20 +69,7 @@ fn signature(s: &str) -> Result<[u8; 64], ApiError> {
         .ok_or_else(|| ApiError::bad("signature", "128 hex digits (an Ed25519 signature)"))
 }
 
-fn uuid(s: &str, field: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(s).map_err(|_| ApiError::bad(field, "not a UUID"))
-}
-
 // ---- peers and members ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PeerBody {
-    name: String,
-    url: String,
-    /// The peer's log verifier key (`detente key` on the peer).
-    key: String,
-}
 
 async fn add_peer(
     State(st): State<Shared>,
@@ -145,13 +122,6 @@ async fn designate_contact(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AreaBody {
-    /// Polygons of [lat, lng] vertices; empty shares nothing.
-    polygons: Vec<Vec<[f64; 2]>>,
-}
-
 /// The deconfliction area agreed with a peer: this party's intents and
 /// constraints that touch it are shared with the peer.
 async fn set_area(
@@ -170,15 +140,6 @@ async fn set_area(
     st.line.set_area(name.clone(), polygons).await?;
     tracing::info!(peer = %name, polygons = n, "deconfliction area set");
     Ok(Json(json!({ "peer": name, "polygons": n })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MemberBody {
-    key: String,
-    name: String,
-    role: String,
-    spheres: Vec<String>,
 }
 
 async fn register_member(
@@ -233,14 +194,6 @@ async fn list_members(
 
 // ---- missions ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QuotaBody {
-    quota: u32,
-    #[serde(default)]
-    ending: Vec<String>,
-}
-
 async fn set_quota(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -257,17 +210,6 @@ async fn set_quota(
     st.line.set_quota(guest.clone(), b.quota, ending).await?;
     tracing::info!(%guest, quota = b.quota, "mission quota set");
     Ok(Json(json!({ "guest": guest, "quota": b.quota })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AccreditBody {
-    member: String,
-    name: String,
-    role: String,
-    spheres: Vec<String>,
-    valid_from_ms: Option<u64>,
-    valid_until_ms: u64,
 }
 
 async fn accredit(
@@ -293,13 +235,6 @@ async fn accredit(
         axum::http::StatusCode::CREATED,
         Json(json!({ "id": id.to_string() })),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReasonBody {
-    reason: String,
-    effective_ms: Option<u64>,
 }
 
 async fn revoke(
@@ -374,15 +309,6 @@ async fn list_missions(
 
 // ---- channels ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChannelBody {
-    state: String,
-    effective_ms: Option<u64>,
-    #[serde(default)]
-    reason: String,
-}
-
 async fn channel_notice(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -402,16 +328,6 @@ async fn channel_notice(
     Ok(Json(
         json!({ "peer": peer, "sphere": sphere.as_str(), "state": now_state.as_str() }),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeadlinesBody {
-    flash_s: u64,
-    immediate_s: u64,
-    priority_s: u64,
-    routine_s: u64,
-    effective_ms: Option<u64>,
 }
 
 /// A channel's acknowledgement deadlines per precedence, for messages
@@ -489,167 +405,6 @@ async fn list_channels(
 
 // ---- messages and acknowledgements ----
 
-/// A message as its member signed it, field for field.
-#[derive(Deserialize, Serialize, Clone, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct MessageWire {
-    pub id: String,
-    pub from: String,
-    pub to: String,
-    pub sphere: String,
-    pub precedence: String,
-    pub sender: String,
-    pub seq: u64,
-    pub created_ms: u64,
-    pub body: BodyWire,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum BodyWire {
-    Text {
-        text: String,
-    },
-    OperationNotification {
-        intent: String,
-        /// Hex SHA-256 of the notified extents' canonical CBOR, or null.
-        #[serde(default)]
-        extents_sha256: Option<String>,
-        #[serde(default)]
-        text: String,
-    },
-    DeconflictionRequest {
-        intents: Vec<String>,
-        proposal: String,
-    },
-    Reply {
-        in_reply_to: String,
-        verdict: String,
-        #[serde(default)]
-        text: String,
-    },
-}
-
-impl MessageWire {
-    pub fn from_domain(m: &Message) -> Self {
-        MessageWire {
-            id: m.id.to_string(),
-            from: m.from.clone(),
-            to: m.to.clone(),
-            sphere: m.sphere.as_str().into(),
-            precedence: m.precedence.as_str().into(),
-            sender: m.sender.to_hex(),
-            seq: m.seq,
-            created_ms: m.created_ms,
-            body: match &m.body {
-                liaison::Body::Text { text } => BodyWire::Text { text: text.clone() },
-                liaison::Body::OperationNotification {
-                    intent,
-                    extents_sha256,
-                    text,
-                } => BodyWire::OperationNotification {
-                    intent: intent.to_string(),
-                    extents_sha256: extents_sha256
-                        .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
-                    text: text.clone(),
-                },
-                liaison::Body::DeconflictionRequest { intents, proposal } => {
-                    BodyWire::DeconflictionRequest {
-                        intents: intents.iter().map(|u| u.to_string()).collect(),
-                        proposal: proposal.clone(),
-                    }
-                }
-                liaison::Body::Reply {
-                    in_reply_to,
-                    verdict,
-                    text,
-                } => BodyWire::Reply {
-                    in_reply_to: in_reply_to.to_string(),
-                    verdict: verdict.as_str().into(),
-                    text: text.clone(),
-                },
-            },
-        }
-    }
-
-    pub fn to_domain(&self) -> Result<Message, ApiError> {
-        let f = |x: &str| format!("message.{x}");
-        let body = match &self.body {
-            BodyWire::Text { text } => liaison::Body::Text { text: text.clone() },
-            BodyWire::OperationNotification {
-                intent,
-                extents_sha256,
-                text,
-            } => liaison::Body::OperationNotification {
-                intent: uuid(intent, &f("body.intent"))?,
-                extents_sha256: extents_sha256
-                    .as_deref()
-                    .map(|h| {
-                        liaison::from_hex(h)
-                            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                            .ok_or_else(|| {
-                                ApiError::bad(f("body.extents_sha256"), "64 hex digits or null")
-                            })
-                    })
-                    .transpose()?,
-                text: text.clone(),
-            },
-            BodyWire::DeconflictionRequest { intents, proposal } => {
-                let ids = intents
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| uuid(s, &f(&format!("body.intents[{i}]"))))
-                    .collect::<Result<Vec<_>, _>>()?;
-                liaison::Body::DeconflictionRequest {
-                    intents: ids.try_into().map_err(|_| {
-                        ApiError::bad(f("body.intents"), "exactly two operational intents")
-                    })?,
-                    proposal: proposal.clone(),
-                }
-            }
-            BodyWire::Reply {
-                in_reply_to,
-                verdict,
-                text,
-            } => liaison::Body::Reply {
-                in_reply_to: uuid(in_reply_to, &f("body.in_reply_to"))?,
-                verdict: Verdict::parse(verdict).ok_or_else(|| {
-                    ApiError::bad(f("body.verdict"), format!("one of {}", Verdict::expected()))
-                })?,
-                text: text.clone(),
-            },
-        };
-        Ok(Message {
-            id: uuid(&self.id, &f("id"))?,
-            from: self.from.clone(),
-            to: self.to.clone(),
-            sphere: sphere(&self.sphere, &f("sphere"))?,
-            precedence: Precedence::parse(&self.precedence).ok_or_else(|| {
-                ApiError::bad(
-                    f("precedence"),
-                    format!("one of {}", Precedence::expected()),
-                )
-            })?,
-            sender: member_key(&self.sender, &f("sender"))?,
-            seq: self.seq,
-            created_ms: self.created_ms,
-            body,
-        })
-    }
-}
-
-pub(crate) type SendBodyFuzz = SendBody;
-pub(crate) type AckBodyFuzz = AckBody;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SendBody {
-    pub(crate) message: MessageWire,
-    /// The sender member's Ed25519 signature over
-    /// `"detente-message/v1\n"` ‖ the message's deterministic CBOR, hex.
-    signature: String,
-}
-
 async fn send(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -670,53 +425,6 @@ async fn send(
         axum::http::StatusCode::OK
     };
     Ok((status, Json(view)))
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct AckWire {
-    pub message: String,
-    pub from: String,
-    pub to: String,
-    pub by: String,
-    pub verdict: String,
-    #[serde(default)]
-    pub text: String,
-    pub at_ms: u64,
-}
-
-impl AckWire {
-    pub fn from_domain(a: &Ack) -> Self {
-        AckWire {
-            message: a.message.to_string(),
-            from: a.from.clone(),
-            to: a.to.clone(),
-            by: a.by.to_hex(),
-            verdict: a.verdict.as_str().into(),
-            text: a.text.clone(),
-            at_ms: a.at_ms,
-        }
-    }
-    pub fn to_domain(&self) -> Result<Ack, ApiError> {
-        Ok(Ack {
-            message: uuid(&self.message, "ack.message")?,
-            from: self.from.clone(),
-            to: self.to.clone(),
-            by: member_key(&self.by, "ack.by")?,
-            verdict: AckVerdict::parse(&self.verdict).ok_or_else(|| {
-                ApiError::bad("ack.verdict", format!("one of {}", AckVerdict::expected()))
-            })?,
-            text: self.text.clone(),
-            at_ms: self.at_ms,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AckBody {
-    pub(crate) ack: AckWire,
-    signature: String,
 }
 
 async fn acknowledge(
@@ -781,16 +489,6 @@ fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u
         "deadline_ms": s.deadline_ms(e),
         "overdue": s.overdue(e, now),
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MessagesQuery {
-    peer: Option<String>,
-    direction: Option<String>,
-    /// Only messages after this log index (for polling).
-    after: Option<u64>,
-    limit: Option<usize>,
 }
 
 async fn list_messages(
@@ -865,23 +563,6 @@ async fn status(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoRespo
 }
 
 // ---- node to node ----
-
-/// A batch of records from a peer, in sequence order per lane.
-#[derive(Deserialize, Serialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct RecordsBody {
-    pub from: String,
-    /// Each record's signed entry bytes, base64.
-    pub records: Vec<String>,
-}
-
-/// The receipts, base64 entry bytes, one per record taken, in order.
-#[derive(Deserialize, Serialize, Debug)]
-pub struct RecordsReply {
-    pub receipts: Vec<String>,
-    /// Why the records after the last receipt were not taken.
-    pub stopped: Option<Value>,
-}
 
 async fn records(
     State(st): State<Shared>,

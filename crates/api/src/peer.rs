@@ -7,8 +7,8 @@
 //! receipted, so after any outage everything above the peer's
 //! acknowledged high-water mark is sent again.
 
-use crate::line::{RecordsBody, RecordsReply};
 use crate::tls::Identity;
+use crate::wire::line::{RecordsBody, RecordsReply};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;

@@ -3,6 +3,8 @@
 //! at fault; outbound ones apply the spec's visibility rules (an OVN is shown
 //! only to the entity's manager).
 
+pub mod line;
+
 use crate::error::ApiError;
 use airspace::decide::ImplicitSubscription;
 use airspace::*;

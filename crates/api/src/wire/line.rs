@@ -1,0 +1,324 @@
+//! The line's JSON: the bodies `/line/v1/*` and `/peer/v1/records` take
+//! and the messages and acknowledgements as their members signed them,
+//! with their conversions to the domain (errors name the field). The
+//! server (`api::line`) and the typed client (`client`) share these.
+
+use crate::error::ApiError;
+use liaison::{Ack, AckVerdict, MemberKey, Message, Precedence, Sphere, Verdict};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub(crate) fn sphere(s: &str, field: &str) -> Result<Sphere, ApiError> {
+    Sphere::parse(s).ok_or_else(|| ApiError::bad(field, format!("one of {}", Sphere::expected())))
+}
+
+pub(crate) fn member_key(s: &str, field: &str) -> Result<MemberKey, ApiError> {
+    MemberKey::parse(s).map_err(|m| ApiError::bad(field, m))
+}
+
+pub(crate) fn uuid(s: &str, field: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::bad(field, "not a UUID"))
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PeerBody {
+    pub name: String,
+    pub url: String,
+    /// The peer's log verifier key (`detente key` on the peer).
+    pub key: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct AreaBody {
+    /// Polygons of [lat, lng] vertices; empty shares nothing.
+    pub polygons: Vec<Vec<[f64; 2]>>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    pub key: String,
+    pub name: String,
+    pub role: String,
+    pub spheres: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaBody {
+    pub quota: u32,
+    #[serde(default)]
+    pub ending: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct AccreditBody {
+    pub member: String,
+    pub name: String,
+    pub role: String,
+    pub spheres: Vec<String>,
+    pub valid_from_ms: Option<u64>,
+    pub valid_until_ms: u64,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    pub reason: String,
+    pub effective_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelBody {
+    pub state: String,
+    pub effective_ms: Option<u64>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlinesBody {
+    pub flash_s: u64,
+    pub immediate_s: u64,
+    pub priority_s: u64,
+    pub routine_s: u64,
+    pub effective_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    pub message: MessageWire,
+    /// The sender member's Ed25519 signature over
+    /// `"detente-message/v1\n"` ‖ the message's deterministic CBOR, hex.
+    pub signature: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    pub ack: AckWire,
+    pub signature: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesQuery {
+    pub peer: Option<String>,
+    pub direction: Option<String>,
+    /// Only messages after this log index (for polling).
+    pub after: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+/// A message as its member signed it, field for field.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct MessageWire {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub sphere: String,
+    pub precedence: String,
+    pub sender: String,
+    pub seq: u64,
+    pub created_ms: u64,
+    pub body: BodyWire,
+}
+
+impl MessageWire {
+    pub fn from_domain(m: &Message) -> Self {
+        MessageWire {
+            id: m.id.to_string(),
+            from: m.from.clone(),
+            to: m.to.clone(),
+            sphere: m.sphere.as_str().into(),
+            precedence: m.precedence.as_str().into(),
+            sender: m.sender.to_hex(),
+            seq: m.seq,
+            created_ms: m.created_ms,
+            body: match &m.body {
+                liaison::Body::Text { text } => BodyWire::Text { text: text.clone() },
+                liaison::Body::OperationNotification {
+                    intent,
+                    extents_sha256,
+                    text,
+                } => BodyWire::OperationNotification {
+                    intent: intent.to_string(),
+                    extents_sha256: extents_sha256
+                        .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+                    text: text.clone(),
+                },
+                liaison::Body::DeconflictionRequest { intents, proposal } => {
+                    BodyWire::DeconflictionRequest {
+                        intents: intents.iter().map(|u| u.to_string()).collect(),
+                        proposal: proposal.clone(),
+                    }
+                }
+                liaison::Body::Reply {
+                    in_reply_to,
+                    verdict,
+                    text,
+                } => BodyWire::Reply {
+                    in_reply_to: in_reply_to.to_string(),
+                    verdict: verdict.as_str().into(),
+                    text: text.clone(),
+                },
+            },
+        }
+    }
+
+    pub fn to_domain(&self) -> Result<Message, ApiError> {
+        let f = |x: &str| format!("message.{x}");
+        let body = match &self.body {
+            BodyWire::Text { text } => liaison::Body::Text { text: text.clone() },
+            BodyWire::OperationNotification {
+                intent,
+                extents_sha256,
+                text,
+            } => liaison::Body::OperationNotification {
+                intent: uuid(intent, &f("body.intent"))?,
+                extents_sha256: extents_sha256
+                    .as_deref()
+                    .map(|h| {
+                        liaison::from_hex(h)
+                            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                            .ok_or_else(|| {
+                                ApiError::bad(f("body.extents_sha256"), "64 hex digits or null")
+                            })
+                    })
+                    .transpose()?,
+                text: text.clone(),
+            },
+            BodyWire::DeconflictionRequest { intents, proposal } => {
+                let ids = intents
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| uuid(s, &f(&format!("body.intents[{i}]"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                liaison::Body::DeconflictionRequest {
+                    intents: ids.try_into().map_err(|_| {
+                        ApiError::bad(f("body.intents"), "exactly two operational intents")
+                    })?,
+                    proposal: proposal.clone(),
+                }
+            }
+            BodyWire::Reply {
+                in_reply_to,
+                verdict,
+                text,
+            } => liaison::Body::Reply {
+                in_reply_to: uuid(in_reply_to, &f("body.in_reply_to"))?,
+                verdict: Verdict::parse(verdict).ok_or_else(|| {
+                    ApiError::bad(f("body.verdict"), format!("one of {}", Verdict::expected()))
+                })?,
+                text: text.clone(),
+            },
+        };
+        Ok(Message {
+            id: uuid(&self.id, &f("id"))?,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            sphere: sphere(&self.sphere, &f("sphere"))?,
+            precedence: Precedence::parse(&self.precedence).ok_or_else(|| {
+                ApiError::bad(
+                    f("precedence"),
+                    format!("one of {}", Precedence::expected()),
+                )
+            })?,
+            sender: member_key(&self.sender, &f("sender"))?,
+            seq: self.seq,
+            created_ms: self.created_ms,
+            body,
+        })
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BodyWire {
+    Text {
+        text: String,
+    },
+    OperationNotification {
+        intent: String,
+        /// Hex SHA-256 of the notified extents' canonical CBOR, or null.
+        #[serde(default)]
+        extents_sha256: Option<String>,
+        #[serde(default)]
+        text: String,
+    },
+    DeconflictionRequest {
+        intents: Vec<String>,
+        proposal: String,
+    },
+    Reply {
+        in_reply_to: String,
+        verdict: String,
+        #[serde(default)]
+        text: String,
+    },
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct AckWire {
+    pub message: String,
+    pub from: String,
+    pub to: String,
+    pub by: String,
+    pub verdict: String,
+    #[serde(default)]
+    pub text: String,
+    pub at_ms: u64,
+}
+
+impl AckWire {
+    pub fn from_domain(a: &Ack) -> Self {
+        AckWire {
+            message: a.message.to_string(),
+            from: a.from.clone(),
+            to: a.to.clone(),
+            by: a.by.to_hex(),
+            verdict: a.verdict.as_str().into(),
+            text: a.text.clone(),
+            at_ms: a.at_ms,
+        }
+    }
+    pub fn to_domain(&self) -> Result<Ack, ApiError> {
+        Ok(Ack {
+            message: uuid(&self.message, "ack.message")?,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            by: member_key(&self.by, "ack.by")?,
+            verdict: AckVerdict::parse(&self.verdict).ok_or_else(|| {
+                ApiError::bad("ack.verdict", format!("one of {}", AckVerdict::expected()))
+            })?,
+            text: self.text.clone(),
+            at_ms: self.at_ms,
+        })
+    }
+}
+
+/// A batch of records from a peer, in sequence order per lane.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsBody {
+    pub from: String,
+    /// Each record's signed entry bytes, base64.
+    pub records: Vec<String>,
+}
+
+/// The receipts, base64 entry bytes, one per record taken, in order.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+pub struct RecordsReply {
+    pub receipts: Vec<String>,
+    /// Why the records after the last receipt were not taken.
+    pub stopped: Option<Value>,
+}
