@@ -281,7 +281,7 @@ fn wire(s: &MemberSigner, seq: u64, precedence: Precedence) -> Result<Vec<u8>> {
             text: "routine traffic of a realistic size: position report, sector 4, no change to the plan; next report in 15 minutes".into(),
         },
     });
-    Ok(serde_json::to_vec(&crate::line_cli::wire_message(&m))?)
+    Ok(serde_json::to_vec(&api::wire::line::SendBody::signed(&m))?)
 }
 
 async fn post(http: &reqwest::Client, base: &str, token: &str, body: Vec<u8>) -> Result<()> {

@@ -180,7 +180,7 @@ impl LineDemo {
             created_ms: now_ms(),
             body,
         });
-        (id, crate::line_cli::wire_message(&m))
+        (id, json!(api::wire::line::SendBody::signed(&m)))
     }
 
     /// Sends and expects `want`; returns the message id and the answer.

@@ -4,10 +4,14 @@
 //! the node never sees a member's private key.
 
 use anyhow::{Context, Result, anyhow, bail};
+use api::wire::line::{
+    AccreditBody, AckBody, AreaBody, ChannelBody, DeadlinesBody, MemberBody, MessagesQuery,
+    PeerBody, QuotaBody, ReasonBody, SendBody,
+};
 use clap::{Args, Subcommand};
-use liaison::{Ack, AckVerdict, Body, MemberSigner, Message, Precedence, Signed, Sphere, Verdict};
+use liaison::{Ack, AckVerdict, Body, MemberSigner, Message, Precedence, Sphere, Verdict};
 use node::Ids;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -22,55 +26,37 @@ pub struct Conn {
 }
 
 impl Conn {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        let c = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
-        let url = format!("{}{path}", self.node.trim_end_matches('/'));
-        let mut r = match method {
-            "GET" => c.get(&url),
-            "PUT" => c.put(&url),
-            "DELETE" => c.delete(&url),
-            _ => c.post(&url),
-        };
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let r = r.send().await.map_err(|e| {
-            detente::exit::Failure::error(
-                detente::exit::Kind::Unreachable,
-                format!("cannot reach the node at {}: {e}", self.node),
-            )
-        })?;
-        let status = r.status();
-        let text = r.text().await?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        if !status.is_success() {
-            let msg = v["message"].as_str().unwrap_or(text.trim());
-            let field = v["field"]
-                .as_str()
-                .map(|f| format!(" [field {f}]"))
-                .unwrap_or_default();
-            let code = v["code"].as_str().unwrap_or("error");
-            let hint = if status.as_u16() == 401 {
+    /// The typed client of the node, with the token if one was given.
+    fn client(&self) -> Result<client::Client> {
+        let c = client::Client::new(&self.node, std::time::Duration::from_secs(30))
+            .map_err(|e| anyhow!("--node: {e}"))?;
+        Ok(match &self.token {
+            Some(t) => c.with_token(t.clone()),
+            None => c,
+        })
+    }
+}
+
+/// A client error as the CLI reports it, with its exit code: a refusal
+/// (4xx) or an unreachable or failing node.
+fn failure(e: client::Error) -> anyhow::Error {
+    use detente::exit::{Failure, Kind};
+    match &e {
+        client::Error::Refused(r) => {
+            let hint = if r.status == 401 {
                 " (give a token with --token or DETENTE_TOKEN)"
             } else {
                 ""
             };
-            let kind = if status.is_client_error() {
-                detente::exit::Kind::Refused
+            let kind = if (400..500).contains(&r.status) {
+                Kind::Refused
             } else {
-                detente::exit::Kind::Unreachable
+                Kind::Unreachable
             };
-            return Err(detente::exit::Failure::error(
-                kind,
-                format!("{} {code}: {msg}{field}{hint}", status.as_u16()),
-            ));
+            Failure::error(kind, format!("{r}{hint}"))
         }
-        Ok(v)
+        client::Error::Unreachable { .. } => Failure::error(Kind::Unreachable, e.to_string()),
+        client::Error::Url(_) => Failure::error(Kind::Usage, e.to_string()),
     }
 }
 
@@ -442,12 +428,14 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
             key,
             conn,
         } => {
-            conn.call(
-                "POST",
-                "/line/v1/peers",
-                Some(json!({ "name": name, "url": url, "key": key })),
-            )
-            .await?;
+            conn.client()?
+                .add_peer(&PeerBody {
+                    name: name.clone(),
+                    url: url.clone(),
+                    key,
+                })
+                .await
+                .map_err(failure)?;
             println!("peer {name} pinned ({url})");
         }
         PeerCommand::Area {
@@ -472,19 +460,22 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                     })?;
                 polygons.push(vs);
             }
-            conn.call(
-                "PUT",
-                &format!("/line/v1/peers/{name}/area"),
-                Some(json!({ "polygons": polygons })),
-            )
-            .await?;
+            conn.client()?
+                .set_area(
+                    &name,
+                    &AreaBody {
+                        polygons: polygons.clone(),
+                    },
+                )
+                .await
+                .map_err(failure)?;
             println!(
                 "deconfliction area with {name}: {} polygon(s)",
                 polygons.len()
             );
         }
         PeerCommand::List { conn } => {
-            let v = conn.call("GET", "/line/v1/peers", None).await?;
+            let v = conn.client()?.peers().await.map_err(failure)?;
             println!("this node: {}", v["me"].as_str().unwrap_or("?"));
             for p in v["peers"].as_array().into_iter().flatten() {
                 let area = p["area"].as_array().map(|a| a.len()).unwrap_or(0);
@@ -522,21 +513,23 @@ pub async fn member(c: MemberCommand) -> Result<()> {
             spheres,
             conn,
         } => {
-            conn.call(
-                "POST",
-                "/line/v1/members",
-                Some(json!({ "key": key, "name": name, "role": role, "spheres": spheres })),
-            )
-            .await?;
+            conn.client()?
+                .register_member(&MemberBody {
+                    key,
+                    name: name.clone(),
+                    role,
+                    spheres,
+                })
+                .await
+                .map_err(failure)?;
             println!("member {name} registered");
         }
         MemberCommand::Remove { key, conn } => {
-            conn.call("DELETE", &format!("/line/v1/members/{key}"), None)
-                .await?;
+            conn.client()?.remove_member(&key).await.map_err(failure)?;
             println!("member {key} removed");
         }
         MemberCommand::List { conn } => {
-            let v = conn.call("GET", "/line/v1/members", None).await?;
+            let v = conn.client()?.members().await.map_err(failure)?;
             for m in v["members"].as_array().into_iter().flatten() {
                 println!(
                     "{:<24} {:<24} {:<20} {:<40} seq {}{}  {}",
@@ -604,11 +597,12 @@ pub async fn send(a: SendArgs) -> Result<Value> {
             text: a.text.clone(),
         }
     };
-    let me = a.conn.call("GET", "/line/v1/peers", None).await?["me"]
+    let node = a.conn.client()?;
+    let me = node.peers().await.map_err(failure)?["me"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let members = a.conn.call("GET", "/line/v1/members", None).await?;
+    let members = node.members().await.map_err(failure)?;
     let key = signer.key().to_hex();
     let mine = members["members"]
         .as_array()
@@ -636,34 +630,24 @@ pub async fn send(a: SendArgs) -> Result<Value> {
             created_ms,
             body: body.clone(),
         });
-        match a
-            .conn
-            .call("POST", "/line/v1/messages", Some(wire_message(&m)))
-            .await
-        {
+        match node.send(&SendBody::signed(&m)).await {
             Ok(v) => return Ok(v),
             Err(e) => {
-                let s = e.to_string();
-                // "409 out_of_sequence: seq: expected sequence number N, got M"
-                if let Some(n) = s
-                    .strip_prefix("409 out_of_sequence: ")
-                    .and_then(|r| r.split("expected sequence number ").nth(1))
-                    .and_then(|r| r.split(',').next())
-                    .and_then(|n| n.trim().parse::<u64>().ok())
+                // Another send by this member took the sequence number:
+                // the node says which one it expects.
+                if let Some(r) = e.refusal()
+                    && r.code == "out_of_sequence"
+                    && let Some(n) = r.body["expected"].as_u64()
                     && n > seq
                 {
                     seq = n;
                     continue;
                 }
-                return Err(e);
+                return Err(failure(e));
             }
         }
     }
     bail!("the member's sequence kept moving; try again")
-}
-
-pub fn wire_message(m: &Signed<Message>) -> Value {
-    json!({ "message": api::MessageWire::from_domain(&m.value), "signature": hex(&m.signature) })
 }
 
 pub fn print_sent(v: &Value) {
@@ -681,19 +665,18 @@ pub fn print_sent(v: &Value) {
 }
 
 pub async fn inbox(a: InboxArgs) -> Result<()> {
-    let mut q = vec![format!("limit={}", a.last)];
-    match a.direction.as_str() {
-        "all" => {}
-        "in" | "out" => q.push(format!("direction={}", a.direction)),
+    let direction = match a.direction.as_str() {
+        "all" => None,
+        "in" | "out" => Some(a.direction.clone()),
         _ => bail!("--direction: in, out or all"),
-    }
-    if let Some(p) = &a.peer {
-        q.push(format!("peer={p}"));
-    }
-    let v = a
-        .conn
-        .call("GET", &format!("/line/v1/messages?{}", q.join("&")), None)
-        .await?;
+    };
+    let q = MessagesQuery {
+        peer: a.peer.clone(),
+        direction,
+        after: None,
+        limit: Some(a.last),
+    };
+    let v = a.conn.client()?.messages(&q).await.map_err(failure)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -792,14 +775,19 @@ fn duration(ms: u64) -> String {
 
 pub async fn ack(a: AckArgs) -> Result<Value> {
     let signer = read_member_key(&a.key)?;
-    let me = a.conn.call("GET", "/line/v1/peers", None).await?["me"]
+    let node = a.conn.client()?;
+    let me = node.peers().await.map_err(failure)?["me"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let v = a
-        .conn
-        .call("GET", "/line/v1/messages?direction=in&limit=10000", None)
-        .await?;
+    let v = node
+        .messages(&MessagesQuery {
+            direction: Some("in".into()),
+            limit: Some(10_000),
+            ..MessagesQuery::default()
+        })
+        .await
+        .map_err(failure)?;
     let id = a.message.to_string();
     let m = v["messages"]
         .as_array()
@@ -823,13 +811,7 @@ pub async fn ack(a: AckArgs) -> Result<Value> {
         text: a.text,
         at_ms: now_ms(),
     });
-    a.conn
-        .call(
-            "POST",
-            "/line/v1/acks",
-            Some(json!({ "ack": api::AckWire::from_domain(&signed.value), "signature": hex(&signed.signature) })),
-        )
-        .await
+    node.ack(&AckBody::signed(&signed)).await.map_err(failure)
 }
 
 pub async fn accredit(a: AccreditArgs) -> Result<String> {
@@ -839,35 +821,51 @@ pub async fn accredit(a: AccreditArgs) -> Result<String> {
     };
     let v = a
         .conn
-        .call(
-            "POST",
-            &format!("/line/v1/missions/{}/accreditations", a.guest),
-            Some(json!({ "member": a.member, "name": a.name, "role": a.role, "spheres": a.spheres, "valid_until_ms": until })),
+        .client()?
+        .accredit(
+            &a.guest,
+            &AccreditBody {
+                member: a.member.clone(),
+                name: a.name.clone(),
+                role: a.role.clone(),
+                spheres: a.spheres.clone(),
+                valid_from_ms: None,
+                valid_until_ms: until,
+            },
         )
-        .await?;
+        .await
+        .map_err(failure)?;
     Ok(v["id"].as_str().unwrap_or_default().to_string())
 }
 
 pub async fn revoke(a: RevokeArgs) -> Result<()> {
     a.conn
-        .call(
-            "POST",
-            &format!("/line/v1/accreditations/{}/revoke", a.id),
-            Some(json!({ "reason": a.reason })),
+        .client()?
+        .revoke(
+            &a.id.to_string(),
+            &ReasonBody {
+                reason: a.reason.clone(),
+                effective_ms: None,
+            },
         )
-        .await?;
+        .await
+        .map_err(failure)?;
     println!("accreditation {} revoked: {}", a.id, a.reason);
     Ok(())
 }
 
 pub async fn quota(a: QuotaArgs) -> Result<()> {
     a.conn
-        .call(
-            "PUT",
-            &format!("/line/v1/missions/{}/quota", a.guest),
-            Some(json!({ "quota": a.quota, "ending": a.ending.iter().map(|u| u.to_string()).collect::<Vec<_>>() })),
+        .client()?
+        .set_quota(
+            &a.guest,
+            &QuotaBody {
+                quota: a.quota,
+                ending: a.ending.iter().map(|u| u.to_string()).collect(),
+            },
         )
-        .await?;
+        .await
+        .map_err(failure)?;
     println!("mission of {}: quota {}", a.guest, a.quota);
     Ok(())
 }
@@ -884,16 +882,20 @@ pub async fn mission(c: MissionCommand) -> Result<()> {
                 .as_deref()
                 .map(|s| crate::evidence::ms(s, "--at"))
                 .transpose()?;
-            conn.call(
-                "POST",
-                &format!("/line/v1/missions/{guest}/close"),
-                Some(json!({ "reason": reason, "effective_ms": effective })),
-            )
-            .await?;
+            conn.client()?
+                .close_mission(
+                    &guest,
+                    &ReasonBody {
+                        reason: reason.clone(),
+                        effective_ms: effective,
+                    },
+                )
+                .await
+                .map_err(failure)?;
             println!("mission of {guest} closed: {reason}");
         }
         MissionCommand::List { conn } => {
-            let v = conn.call("GET", "/line/v1/missions", None).await?;
+            let v = conn.client()?.missions().await.map_err(failure)?;
             for m in v["missions"].as_array().into_iter().flatten() {
                 println!(
                     "mission of {} at {}: quota {}, {} active{}",
@@ -937,20 +939,18 @@ pub async fn channel(c: ChannelCommand) -> Result<()> {
                 d.at.as_deref()
                     .map(|s| crate::evidence::ms(s, "--at"))
                     .transpose()?;
-            let body = json!({
-                "flash_s": deadline(&d.flash, "--flash")?,
-                "immediate_s": deadline(&d.immediate, "--immediate")?,
-                "priority_s": deadline(&d.priority, "--priority")?,
-                "routine_s": deadline(&d.routine, "--routine")?,
-                "effective_ms": effective,
-            });
+            let body = DeadlinesBody {
+                flash_s: deadline(&d.flash, "--flash")?,
+                immediate_s: deadline(&d.immediate, "--immediate")?,
+                priority_s: deadline(&d.priority, "--priority")?,
+                routine_s: deadline(&d.routine, "--routine")?,
+                effective_ms: effective,
+            };
             d.conn
-                .call(
-                    "PUT",
-                    &format!("/line/v1/channels/{}/{}/deadlines", d.peer, d.sphere),
-                    Some(body),
-                )
-                .await?;
+                .client()?
+                .set_deadlines(&d.peer, &d.sphere, &body)
+                .await
+                .map_err(failure)?;
             println!(
                 "{} channel with {}: acknowledgement deadlines FLASH {}, IMMEDIATE {}, PRIORITY {}, ROUTINE {}",
                 d.sphere, d.peer, d.flash, d.immediate, d.priority, d.routine
@@ -958,13 +958,15 @@ pub async fn channel(c: ChannelCommand) -> Result<()> {
             return Ok(());
         }
         ChannelCommand::Contact { constraint, conn } => {
-            conn.call("PUT", &format!("/line/v1/contact/{constraint}"), None)
-                .await?;
+            conn.client()?
+                .designate_contact(&constraint.to_string())
+                .await
+                .map_err(failure)?;
             println!("constraint {constraint} is the line of contact");
             return Ok(());
         }
         ChannelCommand::List { conn } => {
-            let v = conn.call("GET", "/line/v1/channels", None).await?;
+            let v = conn.client()?.channels().await.map_err(failure)?;
             for ch in v["channels"].as_array().into_iter().flatten() {
                 println!(
                     "{:<24} {:<12} {:<10} {}",
@@ -984,12 +986,18 @@ pub async fn channel(c: ChannelCommand) -> Result<()> {
             .transpose()?;
     let v = a
         .conn
-        .call(
-            "POST",
-            &format!("/line/v1/channels/{}/{}", a.peer, a.sphere),
-            Some(json!({ "state": state, "effective_ms": effective, "reason": a.reason })),
+        .client()?
+        .channel_notice(
+            &a.peer,
+            &a.sphere,
+            &ChannelBody {
+                state: state.into(),
+                effective_ms: effective,
+                reason: a.reason.clone(),
+            },
         )
-        .await?;
+        .await
+        .map_err(failure)?;
     println!(
         "notice given: {} channel with {} {state}; it is now {}",
         a.sphere,

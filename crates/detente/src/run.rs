@@ -235,14 +235,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             .rsplit_once('@')
             .ok_or_else(|| anyhow!("witnesses: {w}: expected COSIGNER_VKEY@URL"))?;
         let key = tlog::Verifier::parse(key.trim()).map_err(|e| anyhow!("witnesses: {w}: {e}"))?;
-        let url = format!(
-            "{}/witness/add-checkpoint",
-            url.trim().trim_end_matches('/')
-        );
+        let witness = client::Client::new(url, std::time::Duration::from_secs(10))
+            .map_err(|e| anyhow!("witnesses: {w}: {e}"))?;
         let st = state.clone();
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()?;
         submitters.push(tokio::spawn(async move {
             let mut last = 0u64;
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -252,12 +247,8 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
                     continue;
                 }
                 let post = |body: String| {
-                    let (http, url) = (http.clone(), url.clone());
-                    async move {
-                        let r = http.post(url).body(body).send().await.map_err(|e| e.to_string())?;
-                        let status = r.status().as_u16();
-                        Ok((status, r.text().await.map_err(|e| e.to_string())?))
-                    }
+                    let witness = witness.clone();
+                    async move { witness.add_checkpoint(body).await.map_err(|e| e.to_string()) }
                 };
                 match st.log.submit_to_witness(&key, last, post).await {
                     Ok(n) => last = n,

@@ -42,11 +42,16 @@ fn no_crate_depends_upwards() {
             "api",
             &["node", "airspace", "tlog", "liaison", "console"][..],
         ),
+        (
+            "client",
+            &["api", "node", "airspace", "tlog", "liaison", "console"][..],
+        ),
         ("test-support", &["tlog"][..]),
         (
             "detente",
             &[
                 "api",
+                "client",
                 "store",
                 "node",
                 "airspace",
@@ -70,7 +75,8 @@ fn no_crate_depends_upwards() {
         ),
         ("node", &["sqlx", "axum", "hyper", "reqwest"][..]),
         ("store", &["axum", "hyper", "reqwest"][..]),
-        ("api", &["sqlx"][..]),
+        ("api", &["sqlx", "reqwest"][..]),
+        ("client", &["sqlx", "axum"][..]),
     ]);
     let ours: Vec<String> = meta["packages"]
         .as_array()

@@ -107,7 +107,31 @@ pub struct AckBody {
     pub signature: String,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+impl SendBody {
+    /// The body that sends a member-signed message.
+    pub fn signed(m: &liaison::Signed<Message>) -> Self {
+        SendBody {
+            message: MessageWire::from_domain(&m.value),
+            signature: hex(&m.signature),
+        }
+    }
+}
+
+impl AckBody {
+    /// The body that sends a member-signed acknowledgement.
+    pub fn signed(a: &liaison::Signed<Ack>) -> Self {
+        AckBody {
+            ack: AckWire::from_domain(&a.value),
+            signature: hex(&a.signature),
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct MessagesQuery {
     pub peer: Option<String>,

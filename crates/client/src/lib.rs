@@ -1,0 +1,432 @@
+//! The typed client of a node's HTTP APIs: one method per endpoint, the
+//! request bodies the server itself parses (`api::wire`), path segments
+//! encoded, and every refusal read into [`Refusal`] (status, `code`,
+//! `message`, `field`). Used by the line's CLI, the demo and the witness
+//! submitter; tests that probe the wire with arbitrary bytes use plain HTTP.
+
+use api::wire::line::{
+    AccreditBody, AckBody, AreaBody, ChannelBody, DeadlinesBody, MemberBody, MessagesQuery,
+    PeerBody, QuotaBody, ReasonBody, SendBody,
+};
+use reqwest::{Method, Url};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+/// A refusal as the node answered it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub status: u16,
+    /// The machine-readable `code` (`"error"` when the body has none).
+    pub code: String,
+    pub message: String,
+    /// The field at fault, where one is.
+    pub field: Option<String>,
+    /// The whole body (JSON, or the text as a JSON string).
+    pub body: Value,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)?;
+        if let Some(field) = &self.field {
+            write!(f, " [field {field}]")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node could not be reached, or the exchange broke off.
+    #[error("cannot reach the node at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// The node answered with a 4xx or 5xx.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The base URL or a path cannot form a URL.
+    #[error("{0}")]
+    Url(String),
+}
+
+impl Error {
+    /// The refusal, if the node answered one.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Error::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// A node's API at a base URL, with an optional bearer token.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+/// What an answer carried: its status and body (JSON, or the text as a
+/// JSON string; `null` when empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Client {
+    /// A client of the node at `base` (`http://host:port`, or with a path
+    /// prefix), each request bounded by `timeout`.
+    pub fn new(base: &str, timeout: Duration) -> Result<Client, Error> {
+        let mut base = Url::parse(base.trim()).map_err(|e| Error::Url(format!("{base}: {e}")))?;
+        if base.cannot_be_a_base() {
+            return Err(Error::Url(format!("{base}: not a base URL")));
+        }
+        // Segments are appended to the base's path.
+        if let Ok(mut segs) = base.path_segments_mut() {
+            segs.pop_if_empty();
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Url(format!("building an HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            base,
+            token: None,
+        })
+    }
+
+    /// The same node with this bearer token.
+    pub fn with_token(&self, token: impl Into<String>) -> Client {
+        Client {
+            token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// The URL of `segments` under the base, each segment encoded.
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut u = self.base.clone();
+        if let Ok(mut s) = u.path_segments_mut() {
+            s.extend(segments);
+        }
+        u
+    }
+
+    /// Sends one request and answers whatever came back, success or not:
+    /// for callers that expect a particular status.
+    pub async fn exchange<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<Answer, Error> {
+        let shown = url.to_string();
+        let mut req = self.http.request(method, url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let unreachable = |e: reqwest::Error| Error::Unreachable {
+            url: shown.clone(),
+            message: e.to_string(),
+        };
+        let r = req.send().await.map_err(unreachable)?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(unreachable)?;
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok(Answer { status, body })
+    }
+
+    /// Sends one request; a 2xx answers its body, anything else is
+    /// [`Error::Refused`].
+    pub async fn call<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> Result<Value, Error> {
+        let a = self.exchange(method, self.url(segments), body).await?;
+        if (200..300).contains(&a.status) {
+            return Ok(a.body);
+        }
+        Err(Error::Refused(refusal(a)))
+    }
+
+    async fn get(&self, segments: &[&str]) -> Result<Value, Error> {
+        self.call::<()>(Method::GET, segments, None).await
+    }
+
+    /// A GET answered as text (the log's notes and keys).
+    pub async fn text(&self, segments: &[&str]) -> Result<String, Error> {
+        match self.get(segments).await? {
+            Value::String(s) => Ok(s),
+            other => Ok(other.to_string()),
+        }
+    }
+
+    // ---- the node ----
+
+    pub async fn healthz(&self) -> Result<Value, Error> {
+        self.get(&["healthz"]).await
+    }
+
+    // ---- the evidence log and the witness (public) ----
+
+    /// The log's verifier key (C2SP signed-note vkey).
+    pub async fn log_key(&self) -> Result<String, Error> {
+        Ok(self.text(&["log", "key"]).await?.trim().to_string())
+    }
+
+    /// The newest signed checkpoint (a C2SP signed note).
+    pub async fn checkpoint(&self) -> Result<String, Error> {
+        self.text(&["log", "checkpoint"]).await
+    }
+
+    /// Submits a C2SP tlog-witness `add-checkpoint` body; the status and
+    /// the text answered (the cosignature lines on 200; 409 carries the
+    /// witness's size).
+    pub async fn add_checkpoint(&self, body: String) -> Result<(u16, String), Error> {
+        let url = self.url(&["witness", "add-checkpoint"]);
+        let shown = url.to_string();
+        let r = self
+            .http
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable {
+                url: shown.clone(),
+                message: e.to_string(),
+            })?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(|e| Error::Unreachable {
+            url: shown,
+            message: e.to_string(),
+        })?;
+        Ok((status, text))
+    }
+
+    // ---- the line: peers, members, missions, channels ----
+
+    pub async fn peers(&self) -> Result<Value, Error> {
+        self.get(&["line", "v1", "peers"]).await
+    }
+
+    pub async fn add_peer(&self, b: &PeerBody) -> Result<Value, Error> {
+        self.call(Method::POST, &["line", "v1", "peers"], Some(b))
+            .await
+    }
+
+    pub async fn set_area(&self, peer: &str, b: &AreaBody) -> Result<Value, Error> {
+        self.call(Method::PUT, &["line", "v1", "peers", peer, "area"], Some(b))
+            .await
+    }
+
+    /// Designates a constraint as the line of contact.
+    pub async fn designate_contact(&self, constraint: &str) -> Result<Value, Error> {
+        self.call::<()>(Method::PUT, &["line", "v1", "contact", constraint], None)
+            .await
+    }
+
+    pub async fn members(&self) -> Result<Value, Error> {
+        self.get(&["line", "v1", "members"]).await
+    }
+
+    pub async fn register_member(&self, b: &MemberBody) -> Result<Value, Error> {
+        self.call(Method::POST, &["line", "v1", "members"], Some(b))
+            .await
+    }
+
+    pub async fn remove_member(&self, key: &str) -> Result<Value, Error> {
+        self.call::<()>(Method::DELETE, &["line", "v1", "members", key], None)
+            .await
+    }
+
+    pub async fn missions(&self) -> Result<Value, Error> {
+        self.get(&["line", "v1", "missions"]).await
+    }
+
+    pub async fn set_quota(&self, guest: &str, b: &QuotaBody) -> Result<Value, Error> {
+        self.call(
+            Method::PUT,
+            &["line", "v1", "missions", guest, "quota"],
+            Some(b),
+        )
+        .await
+    }
+
+    pub async fn accredit(&self, guest: &str, b: &AccreditBody) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &["line", "v1", "missions", guest, "accreditations"],
+            Some(b),
+        )
+        .await
+    }
+
+    pub async fn close_mission(&self, guest: &str, b: &ReasonBody) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &["line", "v1", "missions", guest, "close"],
+            Some(b),
+        )
+        .await
+    }
+
+    pub async fn revoke(&self, accreditation: &str, b: &ReasonBody) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &["line", "v1", "accreditations", accreditation, "revoke"],
+            Some(b),
+        )
+        .await
+    }
+
+    pub async fn channels(&self) -> Result<Value, Error> {
+        self.get(&["line", "v1", "channels"]).await
+    }
+
+    pub async fn channel_notice(
+        &self,
+        peer: &str,
+        sphere: &str,
+        b: &ChannelBody,
+    ) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &["line", "v1", "channels", peer, sphere],
+            Some(b),
+        )
+        .await
+    }
+
+    pub async fn set_deadlines(
+        &self,
+        peer: &str,
+        sphere: &str,
+        b: &DeadlinesBody,
+    ) -> Result<Value, Error> {
+        self.call(
+            Method::PUT,
+            &["line", "v1", "channels", peer, sphere, "deadlines"],
+            Some(b),
+        )
+        .await
+    }
+
+    // ---- the line: messages ----
+
+    /// The line's messages, filtered as `q` says.
+    pub async fn messages(&self, q: &MessagesQuery) -> Result<Value, Error> {
+        let mut url = self.url(&["line", "v1", "messages"]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(p) = &q.peer {
+                pairs.append_pair("peer", p);
+            }
+            if let Some(d) = &q.direction {
+                pairs.append_pair("direction", d);
+            }
+            if let Some(a) = q.after {
+                pairs.append_pair("after", &a.to_string());
+            }
+            if let Some(l) = q.limit {
+                pairs.append_pair("limit", &l.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let a = self.exchange::<()>(Method::GET, url, None).await?;
+        if (200..300).contains(&a.status) {
+            return Ok(a.body);
+        }
+        Err(Error::Refused(refusal(a)))
+    }
+
+    /// Sends a member-signed message; the node's view of it.
+    pub async fn send(&self, b: &SendBody) -> Result<Value, Error> {
+        self.call(Method::POST, &["line", "v1", "messages"], Some(b))
+            .await
+    }
+
+    /// Sends a member-signed acknowledgement; the message's view.
+    pub async fn ack(&self, b: &AckBody) -> Result<Value, Error> {
+        self.call(Method::POST, &["line", "v1", "acks"], Some(b))
+            .await
+    }
+
+    /// The line's state: peers' reachability, outboxes, overdue messages.
+    pub async fn line_status(&self) -> Result<Value, Error> {
+        self.get(&["line", "v1", "status"]).await
+    }
+}
+
+fn refusal(a: Answer) -> Refusal {
+    let text = |k: &str| a.body[k].as_str().map(str::to_string);
+    Refusal {
+        status: a.status,
+        code: text("code").unwrap_or_else(|| "error".into()),
+        message: text("message").unwrap_or_else(|| match &a.body {
+            Value::String(s) => s.trim().to_string(),
+            other => other.to_string(),
+        }),
+        field: text("field"),
+        body: a.body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded_under_the_bases_path() {
+        let c = Client::new("http://127.0.0.1:8080/detente/", Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            c.url(&["line", "v1", "peers", "a b/c", "area"]).as_str(),
+            "http://127.0.0.1:8080/detente/line/v1/peers/a%20b%2Fc/area"
+        );
+        let c = Client::new("http://127.0.0.1:8080", Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            c.url(&["healthz"]).as_str(),
+            "http://127.0.0.1:8080/healthz"
+        );
+        assert!(Client::new("not a url", Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_code_field_and_message() {
+        let r = refusal(Answer {
+            status: 400,
+            body: serde_json::json!({ "code": "invalid_input", "message": "bad", "field": "key" }),
+        });
+        assert_eq!(
+            (r.status, r.code.as_str(), r.field.as_deref()),
+            (400, "invalid_input", Some("key"))
+        );
+        assert_eq!(r.to_string(), "400 invalid_input: bad [field key]");
+        let r = refusal(Answer {
+            status: 502,
+            body: Value::String("upstream down\n".into()),
+        });
+        assert_eq!(
+            (r.code.as_str(), r.message.as_str()),
+            ("error", "upstream down")
+        );
+    }
+}
