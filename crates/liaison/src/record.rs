@@ -419,7 +419,7 @@ pub enum Record {
         polygons: Vec<Vec<(f64, f64)>>,
     },
     /// An operational intent or constraint change shared with a peer: the
-    /// origin's own log entry kind and body for it (`node::log`), which
+    /// origin's own log entry kind and body for it (`node::entries`), which
     /// this crate carries without interpreting.
     Airspace {
         kind: String,
