@@ -3,9 +3,7 @@
 //! (off the async workers when costly), turned into a pure `airspace`
 //! decision and committed through the writer.
 
-use crate::{
-    Caller, Clock, Ids, Mark, NodeError, Scope, Store, StoreError, WriteFn, contact, invalid,
-};
+use crate::{Caller, Clock, Ids, Mark, NodeError, Scope, Store, StoreError, contact, invalid};
 use airspace::decide::{
     self, DeleteConstraint, DeleteIntent, DeleteSubscription, ImplicitSubscription, PutConstraint,
     PutIntent, PutSubscription,
@@ -100,6 +98,71 @@ impl Default for Settings {
             max_subscriptions_per_area: DEFAULT_MAX_SUBSCRIPTIONS_PER_AREA,
             max_reports_per_day: DEFAULT_MAX_REPORTS_PER_DAY,
             max_stored_points_per_client: DEFAULT_MAX_STORED_POINTS_PER_CLIENT,
+        }
+    }
+}
+
+/// A write of the airspace, as the writer runs it: which pure decision
+/// to make (`airspace::decide`), with the quota it is checked against.
+/// The writer calls [`AirspaceWrite::decide`] on the state as every write
+/// before it in the batch left it.
+pub enum AirspaceWrite {
+    PutIntent {
+        cmd: PutIntent,
+        max_points: usize,
+    },
+    DeleteIntent(DeleteIntent),
+    PutConstraint {
+        cmd: PutConstraint,
+        max_points: usize,
+    },
+    DeleteConstraint(DeleteConstraint),
+    PutSubscription {
+        cmd: PutSubscription,
+        max_points: usize,
+    },
+    DeleteSubscription(DeleteSubscription),
+    SetAvailability(decide::SetAvailability),
+    FileReport {
+        report: Report,
+        max_per_day: usize,
+    },
+    /// Removes what ended more than `grace_s` before `now`.
+    Expire {
+        now: Timestamp,
+        grace_s: i64,
+    },
+}
+
+impl AirspaceWrite {
+    /// The decision on `s`: the events to apply, or why not.
+    pub fn decide(self, s: &AirspaceState) -> Result<Decision, DomainError> {
+        match self {
+            AirspaceWrite::PutIntent { cmd, max_points } => {
+                let old = s.intent(&cmd.id).map_or(0, |i| points_of(&i.extents));
+                within_storage(s, &cmd.manager, old, points_of(&cmd.extents), max_points)?;
+                decide::put_intent(s, cmd)
+            }
+            AirspaceWrite::DeleteIntent(cmd) => decide::delete_intent(s, cmd),
+            AirspaceWrite::PutConstraint { cmd, max_points } => {
+                let old = s.constraint(&cmd.id).map_or(0, |c| points_of(&c.extents));
+                within_storage(s, &cmd.manager, old, points_of(&cmd.extents), max_points)?;
+                decide::put_constraint(s, cmd)
+            }
+            AirspaceWrite::DeleteConstraint(cmd) => decide::delete_constraint(s, cmd),
+            AirspaceWrite::PutSubscription { cmd, max_points } => {
+                let old = s.subscription(&cmd.id).map_or(0, |c| points_of(&c.extents));
+                let new = cmd.extents.points();
+                within_storage(s, &cmd.manager, old, new, max_points)?;
+                decide::put_subscription(s, cmd)
+            }
+            AirspaceWrite::DeleteSubscription(cmd) => decide::delete_subscription(s, cmd),
+            AirspaceWrite::SetAvailability(cmd) => decide::set_availability(s, cmd),
+            AirspaceWrite::FileReport {
+                report,
+                max_per_day,
+            } => decide::file_report(s, report, max_per_day),
+            AirspaceWrite::Expire { now, grace_s } => decide::expire(s, now, grace_s),
         }
     }
 }
@@ -209,8 +272,8 @@ impl Dss {
         self.clock.now()
     }
 
-    async fn commit(&self, f: WriteFn) -> Result<Outcome, NodeError> {
-        Ok(self.store.transact(f).await??.outcome)
+    async fn commit(&self, w: AirspaceWrite) -> Result<Outcome, NodeError> {
+        Ok(self.store.transact(w).await??.outcome)
     }
 
     /// Runs `f` on the whole current state (for views such as the console's map).
@@ -319,11 +382,10 @@ impl Dss {
         };
         let max = self.settings.max_stored_points_per_client;
         intent_outcome(
-            self.commit(Box::new(move |s| {
-                let old = s.intent(&cmd.id).map_or(0, |i| points_of(&i.extents));
-                within_storage(s, &cmd.manager, old, points_of(&cmd.extents), max)?;
-                decide::put_intent(s, cmd)
-            }))
+            self.commit(AirspaceWrite::PutIntent {
+                cmd,
+                max_points: max,
+            })
             .await?,
         )
     }
@@ -339,10 +401,7 @@ impl Dss {
             manager: caller.sub.clone(),
             ovn,
         };
-        intent_outcome(
-            self.commit(Box::new(move |s| decide::delete_intent(s, cmd)))
-                .await?,
-        )
+        intent_outcome(self.commit(AirspaceWrite::DeleteIntent(cmd)).await?)
     }
 
     /// What has ended is gone for every read, whenever the sweeper
@@ -414,11 +473,10 @@ impl Dss {
         };
         let max = self.settings.max_stored_points_per_client;
         constraint_outcome(
-            self.commit(Box::new(move |s| {
-                let old = s.constraint(&cmd.id).map_or(0, |c| points_of(&c.extents));
-                within_storage(s, &cmd.manager, old, points_of(&cmd.extents), max)?;
-                decide::put_constraint(s, cmd)
-            }))
+            self.commit(AirspaceWrite::PutConstraint {
+                cmd,
+                max_points: max,
+            })
             .await?,
         )
     }
@@ -434,10 +492,7 @@ impl Dss {
             manager: caller.sub.clone(),
             ovn,
         };
-        constraint_outcome(
-            self.commit(Box::new(move |s| decide::delete_constraint(s, cmd)))
-                .await?,
-        )
+        constraint_outcome(self.commit(AirspaceWrite::DeleteConstraint(cmd)).await?)
     }
 
     pub async fn get_constraint(&self, id: EntityId) -> Result<Constraint, NodeError> {
@@ -514,12 +569,10 @@ impl Dss {
         };
         let max = self.settings.max_stored_points_per_client;
         match self
-            .commit(Box::new(move |s| {
-                let old = s.subscription(&cmd.id).map_or(0, |c| points_of(&c.extents));
-                let new = cmd.extents.points();
-                within_storage(s, &cmd.manager, old, new, max)?;
-                decide::put_subscription(s, cmd)
-            }))
+            .commit(AirspaceWrite::PutSubscription {
+                cmd,
+                max_points: max,
+            })
             .await?
         {
             Outcome::Subscription {
@@ -542,10 +595,7 @@ impl Dss {
             manager: caller.sub.clone(),
             version,
         };
-        match self
-            .commit(Box::new(move |s| decide::delete_subscription(s, cmd)))
-            .await?
-        {
+        match self.commit(AirspaceWrite::DeleteSubscription(cmd)).await? {
             Outcome::SubscriptionDeleted(s) => Ok(s),
             other => Err(unexpected(other)),
         }
@@ -627,10 +677,7 @@ impl Dss {
             old_version,
             availability,
         };
-        match self
-            .commit(Box::new(move |s| decide::set_availability(s, cmd)))
-            .await?
-        {
+        match self.commit(AirspaceWrite::SetAvailability(cmd)).await? {
             Outcome::Availability(a) => Ok(a),
             other => Err(unexpected(other)),
         }
@@ -649,7 +696,10 @@ impl Dss {
         };
         let max = self.settings.max_reports_per_day;
         match self
-            .commit(Box::new(move |s| decide::file_report(s, report, max)))
+            .commit(AirspaceWrite::FileReport {
+                report,
+                max_per_day: max,
+            })
             .await?
         {
             Outcome::Report(r) => Ok(r),
@@ -692,7 +742,10 @@ impl Dss {
     pub async fn expire(&self) -> Result<(usize, usize, usize), NodeError> {
         let (now, grace) = (self.now(), self.settings.expiry_grace_s);
         match self
-            .commit(Box::new(move |s| decide::expire(s, now, grace)))
+            .commit(AirspaceWrite::Expire {
+                now,
+                grace_s: grace,
+            })
             .await?
         {
             Outcome::Expired {

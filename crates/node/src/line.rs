@@ -23,6 +23,166 @@ pub struct Received {
     pub stopped: Option<LineError>,
 }
 
+/// A write of the line, as the writer runs it: which pure decision to make
+/// (`liaison::decide`). The writer calls [`LineWrite::decide`] on the line
+/// and the airspace as every write before it in the batch left them.
+pub enum LineWrite {
+    AddPeer {
+        name: String,
+        url: String,
+        vkey: String,
+    },
+    RegisterMember(Member),
+    RemoveMember {
+        key: MemberKey,
+        now: Millis,
+    },
+    SetQuota {
+        guest: String,
+        quota: u32,
+        ending: Vec<Uuid>,
+        now: Millis,
+    },
+    Accredit {
+        a: Accredit,
+        now: Millis,
+    },
+    Revoke {
+        id: Uuid,
+        reason: String,
+        now: Millis,
+    },
+    CloseMission {
+        guest: String,
+        effective: Millis,
+        reason: String,
+        now: Millis,
+    },
+    ChannelNotice {
+        peer: String,
+        sphere: Sphere,
+        state: ChannelState,
+        effective: Millis,
+        reason: String,
+        now: Millis,
+    },
+    SetDeadlines {
+        peer: String,
+        sphere: Sphere,
+        deadlines_ms: Vec<u64>,
+        effective: Millis,
+        now: Millis,
+    },
+    DesignateContact(Uuid),
+    SetArea {
+        peer: String,
+        polygons: Vec<Vec<(f64, f64)>>,
+    },
+    /// A member-signed message, its signature already checked.
+    Send {
+        m: Signed<Message>,
+        now: Millis,
+    },
+    Acknowledge {
+        a: Signed<Ack>,
+        now: Millis,
+    },
+    /// A peer's record, its signatures checked off the writer (or left to
+    /// the decision).
+    Receive {
+        from: String,
+        record: Vec<u8>,
+        now: Millis,
+        signatures: decide::Signatures,
+    },
+    /// A peer's receipt for a record this node sent.
+    KeepReceipt {
+        from: String,
+        receipt: Vec<u8>,
+        signatures: decide::Signatures,
+    },
+}
+
+impl LineWrite {
+    /// The decision on the line `s` (and the airspace `air`, which a peer's
+    /// shared change must apply to): the events to apply, or why not.
+    pub fn decide(
+        self,
+        s: &LineState,
+        air: &airspace::AirspaceState,
+    ) -> Result<LineDecision, LineError> {
+        match self {
+            LineWrite::AddPeer { name, url, vkey } => decide::add_peer(s, &name, &url, &vkey),
+            LineWrite::RegisterMember(m) => decide::register_member(s, m),
+            LineWrite::RemoveMember { key, now } => decide::remove_member(s, key, now),
+            LineWrite::SetQuota {
+                guest,
+                quota,
+                ending,
+                now,
+            } => decide::set_quota(s, &guest, quota, ending, now),
+            LineWrite::Accredit { a, now } => decide::accredit(s, a, now),
+            LineWrite::Revoke { id, reason, now } => decide::revoke(s, id, &reason, now),
+            LineWrite::CloseMission {
+                guest,
+                effective,
+                reason,
+                now,
+            } => decide::close_mission(s, &guest, effective, &reason, now),
+            LineWrite::ChannelNotice {
+                peer,
+                sphere,
+                state,
+                effective,
+                reason,
+                now,
+            } => decide::channel_notice(s, &peer, sphere, state, effective, &reason, now),
+            LineWrite::SetDeadlines {
+                peer,
+                sphere,
+                deadlines_ms,
+                effective,
+                now,
+            } => decide::set_deadlines(s, &peer, sphere, deadlines_ms, effective, now),
+            LineWrite::DesignateContact(constraint) => decide::designate_contact(s, constraint),
+            LineWrite::SetArea { peer, polygons } => decide::set_area(s, &peer, polygons),
+            LineWrite::Send { m, now } => {
+                decide::send_message_as(s, m, now, decide::Signatures::Checked)
+            }
+            LineWrite::Acknowledge { a, now } => decide::acknowledge(s, a, now),
+            LineWrite::Receive {
+                from,
+                record,
+                now,
+                signatures,
+            } => {
+                let mut d = decide::receive_as(s, &from, record, now, signatures)?;
+                // A shared airspace change this node cannot apply is kept
+                // as evidence and refused, with the reason.
+                for e in &mut d.events {
+                    if let LineEvent::Received {
+                        entry,
+                        origin,
+                        refused: refused @ None,
+                        ..
+                    } = e
+                        && let Record::Airspace { kind, body } = &entry.record
+                        && let Err(why) = crate::share::incoming(origin, kind, body, air)
+                    {
+                        *refused = Some(why);
+                    }
+                }
+                Ok(d)
+            }
+            LineWrite::KeepReceipt {
+                from,
+                receipt,
+                signatures,
+            } => decide::keep_receipt_as(s, &from, receipt, signatures),
+        }
+    }
+}
+
 pub struct Line {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -69,19 +229,12 @@ impl Line {
         })
     }
 
-    async fn commit(
-        &self,
-        f: impl FnOnce(&LineState) -> Result<LineDecision, LineError> + Send + 'static,
-    ) -> Result<LineOutcome, NodeError> {
-        self.commit_as(false, f).await
+    async fn commit(&self, w: LineWrite) -> Result<LineOutcome, NodeError> {
+        self.commit_as(false, w).await
     }
 
-    async fn commit_as(
-        &self,
-        urgent: bool,
-        f: impl FnOnce(&LineState) -> Result<LineDecision, LineError> + Send + 'static,
-    ) -> Result<LineOutcome, NodeError> {
-        let jobs: Vec<crate::LineWriteFn> = vec![Box::new(move |s, _| f(s))];
+    async fn commit_as(&self, urgent: bool, w: LineWrite) -> Result<LineOutcome, NodeError> {
+        let jobs = vec![w];
         let mut r = if urgent {
             self.store.transact_line_urgent(jobs).await
         } else {
@@ -106,20 +259,18 @@ impl Line {
     }
 
     pub async fn add_peer(&self, name: String, url: String, vkey: String) -> Result<(), NodeError> {
-        self.commit(move |s| decide::add_peer(s, &name, &url, &vkey))
+        self.commit(LineWrite::AddPeer { name, url, vkey })
             .await
             .map(|_| ())
     }
 
     pub async fn register_member(&self, m: Member) -> Result<(), NodeError> {
-        self.commit(move |s| decide::register_member(s, m))
-            .await
-            .map(|_| ())
+        self.commit(LineWrite::RegisterMember(m)).await.map(|_| ())
     }
 
     pub async fn remove_member(&self, key: MemberKey) -> Result<(), NodeError> {
         let now = self.now_ms();
-        self.commit(move |s| decide::remove_member(s, key, now))
+        self.commit(LineWrite::RemoveMember { key, now })
             .await
             .map(|_| ())
     }
@@ -131,9 +282,14 @@ impl Line {
         ending: Vec<Uuid>,
     ) -> Result<(), NodeError> {
         let now = self.now_ms();
-        self.commit(move |s| decide::set_quota(s, &guest, quota, ending, now))
-            .await
-            .map(|_| ())
+        self.commit(LineWrite::SetQuota {
+            guest,
+            quota,
+            ending,
+            now,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Accredits a guest's member; `a.id` is replaced by a fresh id, which
@@ -142,13 +298,13 @@ impl Line {
         let now = self.now_ms();
         a.id = self.new_id();
         let id = a.id;
-        self.commit(move |s| decide::accredit(s, a, now)).await?;
+        self.commit(LineWrite::Accredit { a, now }).await?;
         Ok(id)
     }
 
     pub async fn revoke(&self, id: Uuid, reason: String) -> Result<(), NodeError> {
         let now = self.now_ms();
-        self.commit(move |s| decide::revoke(s, id, &reason, now))
+        self.commit(LineWrite::Revoke { id, reason, now })
             .await
             .map(|_| ())
     }
@@ -161,9 +317,14 @@ impl Line {
     ) -> Result<(), NodeError> {
         let now = self.now_ms();
         let effective = effective.unwrap_or(now);
-        self.commit(move |s| decide::close_mission(s, &guest, effective, &reason, now))
-            .await
-            .map(|_| ())
+        self.commit(LineWrite::CloseMission {
+            guest,
+            effective,
+            reason,
+            now,
+        })
+        .await
+        .map(|_| ())
     }
 
     pub async fn channel_notice(
@@ -176,8 +337,13 @@ impl Line {
     ) -> Result<(), NodeError> {
         let now = self.now_ms();
         let effective = effective.unwrap_or(now);
-        self.commit(move |s| {
-            decide::channel_notice(s, &peer, sphere, state, effective, &reason, now)
+        self.commit(LineWrite::ChannelNotice {
+            peer,
+            sphere,
+            state,
+            effective,
+            reason,
+            now,
         })
         .await
         .map(|_| ())
@@ -195,15 +361,12 @@ impl Line {
             }
             .into());
         }
-        self.commit_as(urgent, move |s| {
-            decide::send_message_as(s, m, now, decide::Signatures::Checked)
-        })
-        .await
+        self.commit_as(urgent, LineWrite::Send { m, now }).await
     }
 
     pub async fn acknowledge(&self, a: Signed<Ack>) -> Result<LineOutcome, NodeError> {
         let now = self.now_ms();
-        self.commit(move |s| decide::acknowledge(s, a, now)).await
+        self.commit(LineWrite::Acknowledge { a, now }).await
     }
 
     /// Takes a peer's records in order, each durable with the receipt that
@@ -232,30 +395,14 @@ impl Line {
             .and_then(|(_, l)| l.envelope)
             .is_some_and(|e| e.lane == Precedence::Flash);
         let (records, checked) = self.check_signatures(from, records).await?;
-        let jobs: Vec<crate::LineWriteFn> = records
+        let jobs: Vec<LineWrite> = records
             .into_iter()
             .zip(checked)
-            .map(|(bytes, sigs)| {
-                let from = from.to_string();
-                Box::new(move |s: &LineState, air: &airspace::AirspaceState| {
-                    let mut d = decide::receive_as(s, &from, bytes, now, sigs)?;
-                    // A shared airspace change this node cannot apply is kept
-                    // as evidence and refused, with the reason.
-                    for e in &mut d.events {
-                        if let LineEvent::Received {
-                            entry,
-                            origin,
-                            refused: refused @ None,
-                            ..
-                        } = e
-                            && let Record::Airspace { kind, body } = &entry.record
-                            && let Err(why) = crate::share::incoming(origin, kind, body, air)
-                        {
-                            *refused = Some(why);
-                        }
-                    }
-                    Ok(d)
-                }) as crate::LineWriteFn
+            .map(|(record, signatures)| LineWrite::Receive {
+                from: from.to_string(),
+                record,
+                now,
+                signatures,
             })
             .collect();
         let results = if urgent {
@@ -349,14 +496,13 @@ impl Line {
         urgent: bool,
     ) -> Result<usize, NodeError> {
         let (receipts, checked) = self.check_signatures(from, receipts).await?;
-        let jobs: Vec<crate::LineWriteFn> = receipts
+        let jobs: Vec<LineWrite> = receipts
             .into_iter()
             .zip(checked)
-            .map(|(bytes, sigs)| {
-                let from = from.to_string();
-                Box::new(move |s: &LineState, _: &airspace::AirspaceState| {
-                    decide::keep_receipt_as(s, &from, bytes, sigs)
-                }) as crate::LineWriteFn
+            .map(|(receipt, signatures)| LineWrite::KeepReceipt {
+                from: from.to_string(),
+                receipt,
+                signatures,
             })
             .collect();
         let mut kept = 0;
@@ -501,18 +647,24 @@ impl Line {
     ) -> Result<(), NodeError> {
         let now = self.now_ms();
         let effective = effective.unwrap_or(now);
-        self.commit(move |s| decide::set_deadlines(s, &peer, sphere, deadlines_ms, effective, now))
-            .await
-            .map(|_| ())
+        self.commit(LineWrite::SetDeadlines {
+            peer,
+            sphere,
+            deadlines_ms,
+            effective,
+            now,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Designates a constraint as the line of contact (registering the
     /// node's own member, which signs the notices, if it is not yet).
     pub async fn designate_contact(&self, constraint: Uuid) -> Result<(), NodeError> {
         if let Some(m) = self.node_member.clone() {
-            self.commit(move |s| decide::register_member(s, m)).await?;
+            self.commit(LineWrite::RegisterMember(m)).await?;
         }
-        self.commit(move |s| decide::designate_contact(s, constraint))
+        self.commit(LineWrite::DesignateContact(constraint))
             .await
             .map(|_| ())
     }
@@ -523,7 +675,7 @@ impl Line {
         peer: String,
         polygons: Vec<Vec<(f64, f64)>>,
     ) -> Result<(), NodeError> {
-        self.commit(move |s| decide::set_area(s, &peer, polygons))
+        self.commit(LineWrite::SetArea { peer, polygons })
             .await
             .map(|_| ())
     }

@@ -30,16 +30,6 @@ pub struct TileInfo {
     pub max_zoom: u8,
     pub attribution: String,
 }
-/// A decision to run inside the store's serialised write path.
-pub type WriteFn = Box<dyn FnOnce(&AirspaceState) -> Result<Decision, DomainError> + Send>;
-/// A decision of the line, run in the same serialised write path.
-pub type LineWriteFn = Box<
-    dyn FnOnce(
-            &liaison::LineState,
-            &AirspaceState,
-        ) -> Result<liaison::LineDecision, liaison::LineError>
-        + Send,
->;
 
 /// A committed decision of the line: its outcome and the leaves it appended
 /// to the log from `first_index` on.
@@ -103,7 +93,7 @@ impl StoreError {
 pub trait Store: Send + Sync + 'static {
     fn transact(
         &self,
-        f: WriteFn,
+        w: crate::dss::AirspaceWrite,
     ) -> BoxFuture<'_, Result<Result<Decision, DomainError>, StoreError>>;
     /// Runs `f` on a consistent view of the committed state.
     fn read(&self, f: &mut dyn FnMut(&AirspaceState)) -> Result<(), StoreError>;
@@ -142,16 +132,16 @@ pub trait Store: Send + Sync + 'static {
     #[allow(clippy::type_complexity)]
     fn transact_line(
         &self,
-        fs: Vec<LineWriteFn>,
+        writes: Vec<crate::line::LineWrite>,
     ) -> BoxFuture<'_, Vec<Result<Result<LineCommit, liaison::LineError>, StoreError>>>;
     /// As [`Store::transact_line`], ahead of every queued write that is
     /// not urgent (the FLASH lane).
     #[allow(clippy::type_complexity)]
     fn transact_line_urgent(
         &self,
-        fs: Vec<LineWriteFn>,
+        writes: Vec<crate::line::LineWrite>,
     ) -> BoxFuture<'_, Vec<Result<Result<LineCommit, liaison::LineError>, StoreError>>> {
-        self.transact_line(fs)
+        self.transact_line(writes)
     }
     /// Runs `f` on the line's state.
     fn read_line(&self, f: &mut dyn FnMut(&liaison::LineState)) -> Result<(), StoreError>;

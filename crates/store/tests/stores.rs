@@ -114,17 +114,12 @@ async fn sql(dir: &std::path::Path, statement: &str) {
 }
 
 /// The line's decision registering duty officer `m` (key from seed `[m; 32]`).
-fn register(m: u8) -> node::LineWriteFn {
-    Box::new(move |s: &liaison::LineState, _: &_| {
-        liaison::decide::register_member(
-            s,
-            liaison::Member {
-                key: liaison::MemberSigner::from_seed(&[m; 32]).key(),
-                name: format!("member {m}"),
-                role: "duty officer".into(),
-                spheres: vec![liaison::Sphere::DirectLine],
-            },
-        )
+fn register(m: u8) -> node::line::LineWrite {
+    node::line::LineWrite::RegisterMember(liaison::Member {
+        key: liaison::MemberSigner::from_seed(&[m; 32]).key(),
+        name: format!("member {m}"),
+        role: "duty officer".into(),
+        spheres: vec![liaison::Sphere::DirectLine],
     })
 }
 

@@ -21,10 +21,10 @@ impl Decider {
         let t_all = t_decide;
         let seq = {
             let mut st = state.write().unwrap_or_else(|e| e.into_inner());
-            for (f, reply) in air_jobs {
+            for (write, reply) in air_jobs {
                 // A decision that panics refuses that one write, not the node.
-                let r =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| f(&st))).unwrap_or_else(|_| {
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| (*write).decide(&st)))
+                    .unwrap_or_else(|_| {
                         Err(DomainError::InvalidInput {
                             field: String::new(),
                             message: "internal error while deciding".into(),
@@ -139,10 +139,11 @@ impl Decider {
                     }
                 }
             }
-            for (f, reply) in line_jobs {
-                let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&ls, &st))).unwrap_or_else(
-                    |_| Err(LineError::invalid("", "internal error while deciding")),
-                );
+            for (write, reply) in line_jobs {
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| (*write).decide(&ls, &st)))
+                    .unwrap_or_else(|_| {
+                        Err(LineError::invalid("", "internal error while deciding"))
+                    });
                 let next = first_leaf + leaves.len() as u64;
                 let r = r.and_then(|d| {
                     // A peer's accepted airspace change updates its copy here.

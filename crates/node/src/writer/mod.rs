@@ -20,9 +20,11 @@
 //! synced; the next one's callers are answered only after their own commit,
 //! and if the one before fails they are refused with it.
 
+use crate::dss::AirspaceWrite;
 use crate::entries::LogSigner;
+use crate::line::LineWrite;
 use crate::persist::*;
-use crate::{BoxFuture, LineCommit, LineWriteFn, Store, StoreError, WriteFn};
+use crate::{BoxFuture, LineCommit, Store, StoreError};
 use airspace::{AirspaceState, Decision, DomainError};
 use liaison::{LineError, LineState};
 use std::panic::AssertUnwindSafe;
@@ -51,11 +53,12 @@ pub(crate) type LineReply = Result<Result<LineCommit, LineError>, StoreError>;
 
 enum Job {
     Airspace {
-        f: WriteFn,
+        // Boxed: a job is moved through the queue.
+        write: Box<AirspaceWrite>,
         reply: oneshot::Sender<Reply>,
     },
     Line {
-        f: LineWriteFn,
+        write: Box<LineWrite>,
         reply: oneshot::Sender<LineReply>,
     },
     /// Take in what other writers on the database committed (a replica
@@ -409,8 +412,8 @@ struct Decider {
 
 /// A batch's jobs by kind.
 struct Jobs {
-    air: Vec<(WriteFn, oneshot::Sender<Reply>)>,
-    line: Vec<(LineWriteFn, oneshot::Sender<LineReply>)>,
+    air: Vec<(Box<AirspaceWrite>, oneshot::Sender<Reply>)>,
+    line: Vec<(Box<LineWrite>, oneshot::Sender<LineReply>)>,
     /// Jobs taken from the queues, refresh requests included.
     taken: usize,
 }
@@ -431,8 +434,8 @@ impl Jobs {
         };
         for job in batch {
             match job {
-                Job::Airspace { f, reply } => jobs.air.push((f, reply)),
-                Job::Line { f, reply } => jobs.line.push((f, reply)),
+                Job::Airspace { write, reply } => jobs.air.push((write, reply)),
+                Job::Line { write, reply } => jobs.line.push((write, reply)),
                 Job::Refresh => refresh_queued.store(false, Ordering::SeqCst),
                 Job::Close(tx) => closing.push(tx),
             }
@@ -1106,7 +1109,7 @@ impl<B: Persistence> Engine<B> {
     /// them in order) and waits for each answer.
     fn send_line<'a>(
         &'a self,
-        fs: Vec<LineWriteFn>,
+        fs: Vec<LineWrite>,
         channel: &'a mpsc::Sender<Job>,
     ) -> BoxFuture<'a, Vec<LineReply>> {
         Box::pin(async move {
@@ -1114,9 +1117,13 @@ impl<B: Persistence> Engine<B> {
                 return fs.iter().map(|_| Err(e.clone())).collect();
             }
             let mut waiting = Vec::with_capacity(fs.len());
-            for f in fs {
+            for write in fs {
                 let (reply, rx) = oneshot::channel();
-                if channel.send(Job::Line { f, reply }).await.is_err() {
+                let job = Job::Line {
+                    write: Box::new(write),
+                    reply,
+                };
+                if channel.send(job).await.is_err() {
                     waiting.push(None);
                 } else {
                     waiting.push(Some(rx));
@@ -1157,12 +1164,15 @@ impl<B: Persistence> Store for Engine<B> {
         })
     }
 
-    fn transact(&self, f: WriteFn) -> BoxFuture<'_, Reply> {
+    fn transact(&self, write: AirspaceWrite) -> BoxFuture<'_, Reply> {
         Box::pin(async move {
             self.check_available()?;
             let (reply, rx) = oneshot::channel();
             self.jobs
-                .send(Job::Airspace { f, reply })
+                .send(Job::Airspace {
+                    write: Box::new(write),
+                    reply,
+                })
                 .await
                 .map_err(|_| StoreError::Failed("the writer has stopped".into()))?;
             rx.await
@@ -1188,11 +1198,11 @@ impl<B: Persistence> Store for Engine<B> {
         Ok(())
     }
 
-    fn transact_line(&self, fs: Vec<LineWriteFn>) -> BoxFuture<'_, Vec<LineReply>> {
+    fn transact_line(&self, fs: Vec<LineWrite>) -> BoxFuture<'_, Vec<LineReply>> {
         self.send_line(fs, &self.jobs)
     }
 
-    fn transact_line_urgent(&self, fs: Vec<LineWriteFn>) -> BoxFuture<'_, Vec<LineReply>> {
+    fn transact_line_urgent(&self, fs: Vec<LineWrite>) -> BoxFuture<'_, Vec<LineReply>> {
         self.send_line(fs, &self.urgent)
     }
 
