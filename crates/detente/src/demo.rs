@@ -3,13 +3,14 @@
 //! real HTTP with real RS256 bearer tokens (signed with the committed demo
 //! key). Every step states what it expects; a surprise stops the demo.
 
-use crate::demo_line::{LineDemo, person};
+use crate::demo_line::{LineDemo, Person, person};
 use anyhow::{Context, Result, bail};
 use api::wire::format_time;
 use clap::Args;
 use liaison::{Body, Precedence, Sphere, Verdict};
 use node::Clock;
 use node::airspace::Timestamp;
+use reqwest::Method as M;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use uuid::Uuid;
@@ -363,800 +364,1109 @@ async fn stop_signal() -> &'static str {
     }
 }
 
-async fn demo(args: DemoArgs, data: &std::path::Path) -> Result<()> {
-    let data = data.to_path_buf();
-    std::fs::create_dir_all(&data)?;
-    let pubkey = data.join("demo-jwt-public.pem");
-    std::fs::write(&pubkey, DEMO_PUBLIC_KEY)?;
-    // Two parties, two nodes: separate processes, separate data folders.
-    let alliance_data = data.join("alliance");
-    let federation_data = data.join("federation");
-    let (node, fed_node) = start_witnessing(
-        (&alliance_data, &args.listen.to_string()),
-        &federation_data,
-        &pubkey,
-    )
-    .await?;
-    let base = node.base.clone();
-    let fed_base = fed_node.base.clone();
-    let mut c = Client::new(&base)?;
-    use reqwest::Method as M;
+/// The demo's scenario: both nodes, each party's clients and members, and
+/// what the steps have learned so far (ids, OVNs, keys).
+struct Scenario {
+    data: PathBuf,
+    alliance_data: PathBuf,
+    node: NodeProcess,
+    fed_node: NodeProcess,
+    base: String,
+    fed_base: String,
+    /// Alliance's and Federation's flight planners (F3548 over HTTP).
+    c: Client,
+    cf: Client,
+    /// The line between the parties' nodes.
+    line: LineDemo,
+    /// The demo's time zero, on a whole second.
+    now: Timestamp,
+    adams: Person,
+    baker: Person,
+    volkov: Person,
+    orlov: Person,
+    sokolov: Person,
+    /// The nodes' log keys, as the other node pinned them.
+    ka: String,
+    kf: String,
+    constraint_id: String,
+    constraint_ovn: String,
+    alpha: String,
+    alpha_ovn: String,
+    bravo: String,
+    bravo_ovn: String,
+    orlov_acc: String,
+    flash: Uuid,
+    vkey: String,
+}
 
-    println!("== Detente demo: two parties deconflicting around a line of contact ==");
-    println!(
-        "nodes: {ALLIANCE_NODE} at {base}, {FEDERATION_NODE} at {fed_base} — separate processes, embedded stores under {}, RS256 bearer tokens signed with the demo key",
-        data.display()
-    );
-    println!(
-        "Each party's flight planners use the ASTM F3548 API of their own party's node; the nodes keep the line between them.\n"
-    );
-    let mut cf = Client::new(&fed_base)?;
-    let mut line = LineDemo::new(
-        Client::new(&base)?,
-        Client::new(&fed_base)?,
-        ALLIANCE_NODE,
-        FEDERATION_NODE,
-        (&node.peer_base, &fed_node.peer_base),
-    );
-    let (ka, kf) = line.peer().await?;
-    // The deconfliction area: a band around the line of contact.
-    let area = json!({ "polygons": [[[44.7, 9.8], [44.7, 10.8], [45.3, 10.8], [45.3, 9.8]]] });
-    line.a
-        .expect(
-            200,
-            M::PUT,
-            &format!("/line/v1/peers/{FEDERATION_NODE}/area"),
-            crate::demo_line::ADMIN,
-            Some(area.clone()),
-        )
-        .await?;
-    line.f
-        .expect(
-            200,
-            M::PUT,
-            &format!("/line/v1/peers/{ALLIANCE_NODE}/area"),
-            crate::demo_line::ADMIN,
-            Some(area),
-        )
-        .await?;
-    println!(
-        "1. The two nodes pin each other's log keys (exchanged out of band; `detente peer add`); they talk over"
-    );
-    println!(
-        "   mutual TLS 1.3 with certificates made from those keys, no certificate authority. They agree the"
-    );
-    println!(
-        "   deconfliction area (44.7–45.3N, 9.8–10.8E): operations and constraints inside it are shared."
-    );
-    println!("   {ka}\n   {kf}\n");
-    let now =
-        Timestamp::from_unix_micros(node::SystemClock.now().unix_micros() / 1_000_000 * 1_000_000);
+/// ALPHA's area, north of the line of contact.
+const ALPHA_AREA: [(f64, f64); 4] = [
+    (45.05, 10.10),
+    (45.05, 10.30),
+    (45.10, 10.30),
+    (45.10, 10.10),
+];
+/// BRAVO's area, across the buffer.
+const BRAVO_AREA: [(f64, f64); 4] = [
+    (44.95, 10.20),
+    (44.95, 10.26),
+    (45.06, 10.26),
+    (45.06, 10.20),
+];
+/// BRAVO moved south, out of the buffer.
+const BRAVO_SOUTH: [(f64, f64); 4] = [
+    (44.90, 10.20),
+    (44.90, 10.26),
+    (44.95, 10.26),
+    (44.95, 10.20),
+];
+
+/// BRAVO as Federation plans it, with `key`.
+fn bravo_body(now: Timestamp, key: Vec<String>) -> Value {
     let h = |n: i64| now.plus_seconds(n * 3600);
+    json!({
+        "extents": [polygon(&BRAVO_AREA, 500.0, 4_000.0, h(2), h(4))],
+        "key": key,
+        "state": "Accepted",
+        "uss_base_url": "https://federation.example/utm",
+        "new_subscription": { "uss_base_url": "https://federation.example/utm", "notify_for_constraints": true },
+    })
+}
 
-    // 2. The line of contact and its buffer, declared as a constraint.
-    let contact = [
-        (45.000, 10.00),
-        (45.020, 10.20),
-        (44.990, 10.40),
-        (45.010, 10.60),
-    ];
-    let constraint_id = Uuid::from_u128(0x4000_0000_0000_4000_8000_0000_0000_0001).to_string();
-    let v = c
-        .expect(201, M::PUT, &format!("/dss/v1/constraint_references/{constraint_id}"), COMMISSION,
-            Some(json!({ "extents": [polygon(&buffer(&contact, 0.018), 0.0, 15_000.0, now, h(24))], "uss_base_url": "https://commission.example/utm" })))
-        .await?;
-    let constraint_ovn = v["constraint_reference"]["ovn"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    println!(
-        "2. The joint commission declares the line-of-contact buffer (±2 km, 0–15,000 m, 24 h)."
-    );
-    println!(
-        "   → 201 constraint {} version {}\n",
-        short(&constraint_id),
-        v["constraint_reference"]["version"]
-    );
+/// The scenario, step by step; each step states what it expects, and a
+/// surprise stops the demo.
+async fn demo(args: DemoArgs, data: &std::path::Path) -> Result<()> {
+    let mut s = Scenario::start(&args, data).await?;
+    s.peer_the_nodes().await?;
+    s.declare_the_line_of_contact().await?;
+    s.alliance_plans_alpha().await?;
+    s.federation_is_refused_without_a_key().await?;
+    s.federation_plans_bravo_with_the_ovns().await?;
+    s.both_nodes_report_the_conflicts().await?;
+    s.members_and_accreditation().await?;
+    s.negotiate_on_the_military_channel().await?;
+    s.alliance_activates_alpha().await?;
+    s.federation_moves_bravo_south().await?;
+    s.arbiter_marks_federation_down().await?;
+    s.bad_input_is_refused().await?;
+    s.flash_on_the_direct_line().await?;
+    s.expel_a_member().await?;
+    s.close_the_mission().await?;
+    s.evidence_of_alpha().await?;
+    s.evidence_of_the_flash().await?;
+    s.charlie_stays_on_the_maps().await?;
+    s.finish(args.keep_running).await
+}
 
-    // 3. Alliance plans a patrol north of the line.
-    let alpha = Uuid::from_u128(0xa1a1_0000_0000_4000_8000_0000_0000_0001).to_string();
-    let alpha_area = [
-        (45.05, 10.10),
-        (45.05, 10.30),
-        (45.10, 10.30),
-        (45.10, 10.10),
-    ];
-    let v = c
-        .expect(201, M::PUT, &format!("/dss/v1/operational_intent_references/{alpha}"), ALLIANCE,
-            Some(json!({
-                "extents": [polygon(&alpha_area, 0.0, 3_000.0, h(1), h(3))],
-                "state": "Accepted",
-                "uss_base_url": "https://alliance.example/utm",
-                "new_subscription": { "uss_base_url": "https://alliance.example/utm", "notify_for_constraints": false },
-            })))
-        .await?;
-    let mut alpha_ovn = v["operational_intent_reference"]["ovn"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    until_present(
-        &mut cf,
-        &format!("/dss/v1/operational_intent_references/{alpha}"),
-        FEDERATION,
-    )
-    .await?;
-    until_present(
-        &mut cf,
-        &format!("/dss/v1/constraint_references/{constraint_id}"),
-        FEDERATION,
-    )
-    .await?;
-    // Both parties treat the buffer as the line of contact.
-    for n in [&mut line.a, &mut line.f] {
-        n.expect(
-            200,
-            M::PUT,
-            &format!("/line/v1/contact/{constraint_id}"),
-            crate::demo_line::ADMIN,
-            None,
+impl Scenario {
+    /// Starts both nodes (each witnessing the other) under `data`, and the
+    /// parties' clients and members.
+    async fn start(args: &DemoArgs, data: &std::path::Path) -> Result<Scenario> {
+        let data = data.to_path_buf();
+        std::fs::create_dir_all(&data)?;
+        let pubkey = data.join("demo-jwt-public.pem");
+        std::fs::write(&pubkey, DEMO_PUBLIC_KEY)?;
+        // Two parties, two nodes: separate processes, separate data folders.
+        let alliance_data = data.join("alliance");
+        let federation_data = data.join("federation");
+        let (node, fed_node) = start_witnessing(
+            (&alliance_data, &args.listen.to_string()),
+            &federation_data,
+            &pubkey,
         )
         .await?;
-    }
-    println!(
-        "3. Alliance plans patrol ALPHA north of the line, +1 h to +3 h, 0–3,000 m, on its own node."
-    );
-    println!(
-        "   → 201 Accepted, version 1; its OVN is shown to alliance-uss only. ALPHA and the buffer are inside"
-    );
-    println!(
-        "     the deconfliction area: Federation's node receives them (OVNs only as hashes) and receipts them.\n"
-    );
+        let base = node.base.clone();
+        let fed_base = fed_node.base.clone();
+        let c = Client::new(&base)?;
 
-    // 4. Federation plans reconnaissance across the buffer into the same area, without a key.
-    let bravo = Uuid::from_u128(0xb2b2_0000_0000_4000_8000_0000_0000_0002).to_string();
-    let bravo_area = [
-        (44.95, 10.20),
-        (44.95, 10.26),
-        (45.06, 10.26),
-        (45.06, 10.20),
-    ];
-    let bravo_body = |key: Vec<String>| {
-        json!({
-            "extents": [polygon(&bravo_area, 500.0, 4_000.0, h(2), h(4))],
-            "key": key,
-            "state": "Accepted",
-            "uss_base_url": "https://federation.example/utm",
-            "new_subscription": { "uss_base_url": "https://federation.example/utm", "notify_for_constraints": true },
+        println!("== Detente demo: two parties deconflicting around a line of contact ==");
+        println!(
+            "nodes: {ALLIANCE_NODE} at {base}, {FEDERATION_NODE} at {fed_base} — separate processes, embedded stores under {}, RS256 bearer tokens signed with the demo key",
+            data.display()
+        );
+        println!(
+            "Each party's flight planners use the ASTM F3548 API of their own party's node; the nodes keep the line between them.\n"
+        );
+        let cf = Client::new(&fed_base)?;
+        let line = LineDemo::new(
+            Client::new(&base)?,
+            Client::new(&fed_base)?,
+            ALLIANCE_NODE,
+            FEDERATION_NODE,
+            (&node.peer_base, &fed_node.peer_base),
+        );
+        let now = Timestamp::from_unix_micros(
+            node::SystemClock.now().unix_micros() / 1_000_000 * 1_000_000,
+        );
+        Ok(Scenario {
+            alliance_data,
+            node,
+            fed_node,
+            base,
+            fed_base,
+            c,
+            cf,
+            line,
+            now,
+            adams: person("Col. Adams")?,
+            baker: person("Maj. Baker")?,
+            volkov: person("Lt.Col. Volkov")?,
+            orlov: person("Capt. Orlov")?,
+            sokolov: person("Gen. Sokolov")?,
+            data,
+            ka: String::new(),
+            kf: String::new(),
+            constraint_id: String::new(),
+            constraint_ovn: String::new(),
+            alpha: String::new(),
+            alpha_ovn: String::new(),
+            bravo: String::new(),
+            bravo_ovn: String::new(),
+            orlov_acc: String::new(),
+            flash: Uuid::nil(),
+            vkey: String::new(),
         })
-    };
-    let path_bravo = format!("/dss/v1/operational_intent_references/{bravo}");
-    let v = cf
-        .expect(
-            409,
-            M::PUT,
-            &path_bravo,
-            FEDERATION,
-            Some(bravo_body(vec![])),
-        )
-        .await?;
-    println!(
-        "4. Federation plans reconnaissance BRAVO across the buffer, +2 h to +4 h, 500–4,000 m, on its own node, with no key."
-    );
-    println!(
-        "   → 409 key check failed: {}",
-        v["message"].as_str().unwrap_or_default()
-    );
-    for i in v["missing_operational_intents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        println!(
-            "     missing operational intent {} managed by {} (no OVN shown to federation)",
-            short(i["id"].as_str().unwrap_or("")),
-            i["manager"].as_str().unwrap_or("")
-        );
     }
-    for k in v["missing_constraints"].as_array().into_iter().flatten() {
-        println!(
-            "     missing constraint {} managed by {}",
-            short(k["id"].as_str().unwrap_or("")),
-            k["manager"].as_str().unwrap_or("")
-        );
-    }
-    println!();
 
-    // 5. Federation obtains the OVNs from their managers and retries.
-    let v = cf
-        .expect(
-            201,
-            M::PUT,
-            &path_bravo,
-            FEDERATION,
-            Some(bravo_body(vec![alpha_ovn.clone(), constraint_ovn.clone()])),
-        )
-        .await?;
-    until_present(&mut c, &path_bravo, ALLIANCE).await?;
-    let mut bravo_ovn = v["operational_intent_reference"]["ovn"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    println!(
-        "5. Federation obtains the current OVNs from the managers (USS to USS) and retries with them in its key."
-    );
-    // BRAVO crosses the line of contact: held until Alliance acknowledges.
-    let (held_status, held) = cf
-        .call(
-            M::PUT,
-            &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"),
-            FEDERATION,
-            Some(json!({
-                "extents": [polygon(&bravo_area, 500.0, 4_000.0, h(2), h(4))],
-                "key": [alpha_ovn.clone(), constraint_ovn.clone()],
-                "state": "Activated",
-                "uss_base_url": "https://federation.example/utm",
-                "new_subscription": { "uss_base_url": "https://federation.example/utm", "notify_for_constraints": true },
-            })),
-        )
-        .await?;
-    if held_status != 409 {
-        bail!("activating BRAVO across the line of contact answered {held_status}: {held}");
+    /// 1. The nodes pin each other's keys and agree the deconfliction area.
+    async fn peer_the_nodes(&mut self) -> Result<()> {
+        let Scenario { line, .. } = self;
+        let (ka, kf) = line.peer().await?;
+        // The deconfliction area: a band around the line of contact.
+        let area = json!({ "polygons": [[[44.7, 9.8], [44.7, 10.8], [45.3, 10.8], [45.3, 9.8]]] });
+        line.a
+            .expect(
+                200,
+                M::PUT,
+                &format!("/line/v1/peers/{FEDERATION_NODE}/area"),
+                crate::demo_line::ADMIN,
+                Some(area.clone()),
+            )
+            .await?;
+        line.f
+            .expect(
+                200,
+                M::PUT,
+                &format!("/line/v1/peers/{ALLIANCE_NODE}/area"),
+                crate::demo_line::ADMIN,
+                Some(area),
+            )
+            .await?;
+        println!(
+            "1. The two nodes pin each other's log keys (exchanged out of band; `detente peer add`); they talk over"
+        );
+        println!(
+            "   mutual TLS 1.3 with certificates made from those keys, no certificate authority. They agree the"
+        );
+        println!(
+            "   deconfliction area (44.7–45.3N, 9.8–10.8E): operations and constraints inside it are shared."
+        );
+        println!("   {ka}\n   {kf}\n");
+        self.ka = ka;
+        self.kf = kf;
+        Ok(())
     }
-    let subscribers = v["subscribers"].as_array().cloned().unwrap_or_default();
-    println!(
-        "   → 201 Accepted; subscribers it must notify on its node: {}",
-        if subscribers.is_empty() { "none" } else { "" }
-    );
-    for s in &subscribers {
-        for sub in s["subscriptions"].as_array().into_iter().flatten() {
+
+    /// 2. The joint commission declares the line-of-contact buffer as a constraint.
+    async fn declare_the_line_of_contact(&mut self) -> Result<()> {
+        let now = self.now;
+        let Scenario { c, .. } = self;
+        let h = |n: i64| now.plus_seconds(n * 3600);
+        let contact = [
+            (45.000, 10.00),
+            (45.020, 10.20),
+            (44.990, 10.40),
+            (45.010, 10.60),
+        ];
+        let constraint_id = Uuid::from_u128(0x4000_0000_0000_4000_8000_0000_0000_0001).to_string();
+        let v = c
+            .expect(201, M::PUT, &format!("/dss/v1/constraint_references/{constraint_id}"), COMMISSION,
+                Some(json!({ "extents": [polygon(&buffer(&contact, 0.018), 0.0, 15_000.0, now, h(24))], "uss_base_url": "https://commission.example/utm" })))
+            .await?;
+        let constraint_ovn = v["constraint_reference"]["ovn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        println!(
+            "2. The joint commission declares the line-of-contact buffer (±2 km, 0–15,000 m, 24 h)."
+        );
+        println!(
+            "   → 201 constraint {} version {}\n",
+            short(&constraint_id),
+            v["constraint_reference"]["version"]
+        );
+
+        self.constraint_id = constraint_id;
+        self.constraint_ovn = constraint_ovn;
+        Ok(())
+    }
+
+    /// 3. Alliance plans patrol ALPHA north of the line, on its own node.
+    async fn alliance_plans_alpha(&mut self) -> Result<()> {
+        let now = self.now;
+        let Scenario {
+            c,
+            cf,
+            line,
+            constraint_id,
+            ..
+        } = self;
+        let h = |n: i64| now.plus_seconds(n * 3600);
+        let alpha = Uuid::from_u128(0xa1a1_0000_0000_4000_8000_0000_0000_0001).to_string();
+        let v = c
+            .expect(201, M::PUT, &format!("/dss/v1/operational_intent_references/{alpha}"), ALLIANCE,
+                Some(json!({
+                    "extents": [polygon(&ALPHA_AREA, 0.0, 3_000.0, h(1), h(3))],
+                    "state": "Accepted",
+                    "uss_base_url": "https://alliance.example/utm",
+                    "new_subscription": { "uss_base_url": "https://alliance.example/utm", "notify_for_constraints": false },
+                })))
+            .await?;
+        let alpha_ovn = v["operational_intent_reference"]["ovn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        until_present(
+            cf,
+            &format!("/dss/v1/operational_intent_references/{alpha}"),
+            FEDERATION,
+        )
+        .await?;
+        until_present(
+            cf,
+            &format!("/dss/v1/constraint_references/{constraint_id}"),
+            FEDERATION,
+        )
+        .await?;
+        // Both parties treat the buffer as the line of contact.
+        for n in [&mut line.a, &mut line.f] {
+            n.expect(
+                200,
+                M::PUT,
+                &format!("/line/v1/contact/{constraint_id}"),
+                crate::demo_line::ADMIN,
+                None,
+            )
+            .await?;
+        }
+        println!(
+            "3. Alliance plans patrol ALPHA north of the line, +1 h to +3 h, 0–3,000 m, on its own node."
+        );
+        println!(
+            "   → 201 Accepted, version 1; its OVN is shown to alliance-uss only. ALPHA and the buffer are inside"
+        );
+        println!(
+            "     the deconfliction area: Federation's node receives them (OVNs only as hashes) and receipts them.\n"
+        );
+
+        self.alpha = alpha;
+        self.alpha_ovn = alpha_ovn;
+        Ok(())
+    }
+
+    /// 4. Federation plans BRAVO across the buffer without a key: refused, with what is missing.
+    async fn federation_is_refused_without_a_key(&mut self) -> Result<()> {
+        let now = self.now;
+        let Scenario { cf, .. } = self;
+        let bravo = Uuid::from_u128(0xb2b2_0000_0000_4000_8000_0000_0000_0002).to_string();
+        let path_bravo = format!("/dss/v1/operational_intent_references/{bravo}");
+        let v = cf
+            .expect(
+                409,
+                M::PUT,
+                &path_bravo,
+                FEDERATION,
+                Some(bravo_body(now, vec![])),
+            )
+            .await?;
+        println!(
+            "4. Federation plans reconnaissance BRAVO across the buffer, +2 h to +4 h, 500–4,000 m, on its own node, with no key."
+        );
+        println!(
+            "   → 409 key check failed: {}",
+            v["message"].as_str().unwrap_or_default()
+        );
+        for i in v["missing_operational_intents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             println!(
-                "     {} (subscription {}, notification index {})",
-                s["uss_base_url"].as_str().unwrap_or(""),
-                short(sub["subscription_id"].as_str().unwrap_or("")),
-                sub["notification_index"]
+                "     missing operational intent {} managed by {} (no OVN shown to federation)",
+                short(i["id"].as_str().unwrap_or("")),
+                i["manager"].as_str().unwrap_or("")
             );
         }
-    }
-    println!(
-        "   BRAVO crosses the buffer, which both parties designated as the line of contact: Federation's node notified"
-    );
-    println!(
-        "   Alliance by itself (signed notice on the direct line), and activating BRAVO now → 409 {}",
-        held["code"].as_str().unwrap_or("")
-    );
-    println!();
+        for k in v["missing_constraints"].as_array().into_iter().flatten() {
+            println!(
+                "     missing constraint {} managed by {}",
+                short(k["id"].as_str().unwrap_or("")),
+                k["manager"].as_str().unwrap_or("")
+            );
+        }
+        println!();
 
-    // 6. Both parties' nodes see the same conflicts.
-    let list = until_conflicts(&mut cf, FEDERATION, 2).await?;
-    until_conflicts(&mut c, ALLIANCE, 2).await?;
-    println!(
-        "6. Conflicts each node reports (GET /detente/v1/conflicts), here Federation's — Alliance's node finds the same {}:",
-        list.len()
-    );
-    for k in &list {
-        let o = &k["overlaps"][0];
-        println!(
-            "   {}: {} ({}) × {} ({}) from {} to {}, {}–{} m",
-            k["kind"].as_str().unwrap_or(""),
-            short(k["a"]["id"].as_str().unwrap_or("")),
-            k["a"]["manager"].as_str().unwrap_or(""),
-            short(k["b"]["id"].as_str().unwrap_or("")),
-            k["b"]["manager"].as_str().unwrap_or(""),
-            o["time_start"]["value"].as_str().unwrap_or(""),
-            o["time_end"]["value"].as_str().unwrap_or(""),
-            o["altitude_lower"]["value"],
-            o["altitude_upper"]["value"],
-        );
+        self.bravo = bravo;
+        Ok(())
     }
-    if list.len() != 2 {
-        bail!(
-            "expected 2 conflicts (ALPHA×BRAVO and BRAVO×buffer), got {}",
+
+    /// 5. Federation retries with the OVNs in its key; activating across the line of contact is held.
+    async fn federation_plans_bravo_with_the_ovns(&mut self) -> Result<()> {
+        let now = self.now;
+        let Scenario {
+            c,
+            cf,
+            constraint_ovn,
+            alpha_ovn,
+            bravo,
+            ..
+        } = self;
+        let h = |n: i64| now.plus_seconds(n * 3600);
+        let path_bravo = format!("/dss/v1/operational_intent_references/{bravo}");
+        let v = cf
+            .expect(
+                201,
+                M::PUT,
+                &path_bravo,
+                FEDERATION,
+                Some(bravo_body(
+                    now,
+                    vec![alpha_ovn.clone(), constraint_ovn.clone()],
+                )),
+            )
+            .await?;
+        until_present(c, &path_bravo, ALLIANCE).await?;
+        let bravo_ovn = v["operational_intent_reference"]["ovn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        println!(
+            "5. Federation obtains the current OVNs from the managers (USS to USS) and retries with them in its key."
+        );
+        // BRAVO crosses the line of contact: held until Alliance acknowledges.
+        let (held_status, held) = cf
+            .call(
+                M::PUT,
+                &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"),
+                FEDERATION,
+                Some(json!({
+                    "extents": [polygon(&BRAVO_AREA, 500.0, 4_000.0, h(2), h(4))],
+                    "key": [alpha_ovn.clone(), constraint_ovn.clone()],
+                    "state": "Activated",
+                    "uss_base_url": "https://federation.example/utm",
+                    "new_subscription": { "uss_base_url": "https://federation.example/utm", "notify_for_constraints": true },
+                })),
+            )
+            .await?;
+        if held_status != 409 {
+            bail!("activating BRAVO across the line of contact answered {held_status}: {held}");
+        }
+        let subscribers = v["subscribers"].as_array().cloned().unwrap_or_default();
+        println!(
+            "   → 201 Accepted; subscribers it must notify on its node: {}",
+            if subscribers.is_empty() { "none" } else { "" }
+        );
+        for s in &subscribers {
+            for sub in s["subscriptions"].as_array().into_iter().flatten() {
+                println!(
+                    "     {} (subscription {}, notification index {})",
+                    s["uss_base_url"].as_str().unwrap_or(""),
+                    short(sub["subscription_id"].as_str().unwrap_or("")),
+                    sub["notification_index"]
+                );
+            }
+        }
+        println!(
+            "   BRAVO crosses the buffer, which both parties designated as the line of contact: Federation's node notified"
+        );
+        println!(
+            "   Alliance by itself (signed notice on the direct line), and activating BRAVO now → 409 {}",
+            held["code"].as_str().unwrap_or("")
+        );
+        println!();
+
+        self.bravo_ovn = bravo_ovn;
+        Ok(())
+    }
+
+    /// 6. Both parties' nodes report the same conflicts.
+    async fn both_nodes_report_the_conflicts(&mut self) -> Result<()> {
+        let Scenario { c, cf, .. } = self;
+        let list = until_conflicts(cf, FEDERATION, 2).await?;
+        until_conflicts(c, ALLIANCE, 2).await?;
+        println!(
+            "6. Conflicts each node reports (GET /detente/v1/conflicts), here Federation's — Alliance's node finds the same {}:",
             list.len()
         );
-    }
-    println!();
+        for k in &list {
+            let o = &k["overlaps"][0];
+            println!(
+                "   {}: {} ({}) × {} ({}) from {} to {}, {}–{} m",
+                k["kind"].as_str().unwrap_or(""),
+                short(k["a"]["id"].as_str().unwrap_or("")),
+                k["a"]["manager"].as_str().unwrap_or(""),
+                short(k["b"]["id"].as_str().unwrap_or("")),
+                k["b"]["manager"].as_str().unwrap_or(""),
+                o["time_start"]["value"].as_str().unwrap_or(""),
+                o["time_end"]["value"].as_str().unwrap_or(""),
+                o["altitude_lower"]["value"],
+                o["altitude_upper"]["value"],
+            );
+        }
+        if list.len() != 2 {
+            bail!(
+                "expected 2 conflicts (ALPHA×BRAVO and BRAVO×buffer), got {}",
+                list.len()
+            );
+        }
+        println!();
 
-    // 7–8. The line: members, accreditation, negotiation.
-    let adams = person("Col. Adams")?;
-    let baker = person("Maj. Baker")?;
-    let volkov = person("Lt.Col. Volkov")?;
-    let orlov = person("Capt. Orlov")?;
-    let sokolov = person("Gen. Sokolov")?;
-    line.register(
-        true,
-        &adams,
-        "Alliance duty officer",
-        &["military", "direct-line"],
-    )
-    .await?;
-    line.register(
-        true,
-        &baker,
-        "Alliance liaison officer",
-        &["military", "diplomatic"],
-    )
-    .await?;
-    line.register(
-        false,
-        &volkov,
-        "Federation liaison officer",
-        &["military", "diplomatic"],
-    )
-    .await?;
-    line.register(false, &orlov, "Federation liaison officer", &["military"])
-        .await?;
-    line.register(
-        false,
-        &sokolov,
-        "Federation chief of staff",
-        &["direct-line"],
-    )
-    .await?;
-    line.quota(true, 2).await?;
-    let _volkov_acc = line
-        .accredit(
+        Ok(())
+    }
+
+    /// 7. Members sign with their own keys; each host accredits the other's liaison officers.
+    async fn members_and_accreditation(&mut self) -> Result<()> {
+        let Scenario {
+            line,
+            adams,
+            baker,
+            volkov,
+            orlov,
+            sokolov,
+            ..
+        } = self;
+        line.register(
             true,
-            &volkov,
-            "liaison officer",
+            adams,
+            "Alliance duty officer",
+            &["military", "direct-line"],
+        )
+        .await?;
+        line.register(
+            true,
+            baker,
+            "Alliance liaison officer",
             &["military", "diplomatic"],
         )
         .await?;
-    let orlov_acc = line
-        .accredit(true, &orlov, "liaison officer", &["military"])
-        .await?;
-    line.quota(false, 1).await?;
-    line.accredit(
-        false,
-        &baker,
-        "liaison officer",
-        &["military", "diplomatic"],
-    )
-    .await?;
-    line.guest_sees(false, |v| {
-        v["missions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["active"] == 2)
-    })
-    .await?;
-    // Baker sends next, from Alliance's node: it must hold his accreditation.
-    line.guest_sees(true, |v| {
-        v["missions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["host"] == FEDERATION_NODE && m["active"] == 1)
-    })
-    .await?;
-    println!(
-        "7. Members sign with their own Ed25519 keys (the nodes never hold them). Alliance, as host, accredits"
-    );
-    println!(
-        "   Lt.Col. Volkov and Capt. Orlov to the Federation mission (quota 2); Federation accredits Maj. Baker (quota 1)."
-    );
-    println!(
-        "   Each accreditation is a signed record, logged and replicated: Federation's node shows both as active.\n"
-    );
-
-    let (req, _) = line
-        .send(
-            true,
-            &baker,
-            Sphere::Military,
-            Precedence::Immediate,
-            crate::demo_line::deconfliction(
-                &alpha,
-                &bravo,
-                "BRAVO crosses the buffer into ALPHA's area at +2 h; move BRAVO south of 44.95N",
-            )?,
-            201,
-        )
-        .await?;
-    let r = line.delivered(true, req).await?;
-    let (rep_id, _) = line
-        .send(
+        line.register(
             false,
-            &volkov,
-            Sphere::Military,
-            Precedence::Immediate,
-            Body::Reply {
-                in_reply_to: req,
-                verdict: Verdict::Accept,
-                text: "BRAVO will stay south of 44.95N".into(),
-            },
-            201,
+            volkov,
+            "Federation liaison officer",
+            &["military", "diplomatic"],
         )
         .await?;
-    line.delivered(false, rep_id).await?;
-    line.ack(false, &volkov, req, "").await?;
-    line.acknowledged(true, req).await?;
-    println!(
-        "8. On the military channel, Maj. Baker (Alliance) sends an IMMEDIATE deconfliction request (ALPHA × BRAVO);"
-    );
-    println!(
-        "   Federation's node receipts it (signed, at index {} of its log); Lt.Col. Volkov acknowledges it and replies: accept.\n",
-        r["delivery"]["index"]
-    );
-
-    // 9. Alliance activates ALPHA: its old key no longer proves knowledge.
-    let alpha_update = |key: Vec<String>| {
-        json!({
-            "extents": [polygon(&alpha_area, 0.0, 3_000.0, h(1), h(3))],
-            "key": key,
-            "state": "Activated",
-            "uss_base_url": "https://alliance.example/utm",
-            "new_subscription": { "uss_base_url": "https://alliance.example/utm", "notify_for_constraints": false },
+        line.register(false, orlov, "Federation liaison officer", &["military"])
+            .await?;
+        line.register(
+            false,
+            sokolov,
+            "Federation chief of staff",
+            &["direct-line"],
+        )
+        .await?;
+        line.quota(true, 2).await?;
+        let _volkov_acc = line
+            .accredit(true, volkov, "liaison officer", &["military", "diplomatic"])
+            .await?;
+        let orlov_acc = line
+            .accredit(true, orlov, "liaison officer", &["military"])
+            .await?;
+        line.quota(false, 1).await?;
+        line.accredit(false, baker, "liaison officer", &["military", "diplomatic"])
+            .await?;
+        line.guest_sees(false, |v| {
+            v["missions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["active"] == 2)
         })
-    };
-    let path_alpha = format!("/dss/v1/operational_intent_references/{alpha}/{alpha_ovn}");
-    c.expect(
-        409,
-        M::PUT,
-        &path_alpha,
-        ALLIANCE,
-        Some(alpha_update(vec![])),
-    )
-    .await?;
-    let v = c
-        .expect(
-            200,
+        .await?;
+        // Baker sends next, from Alliance's node: it must hold his accreditation.
+        line.guest_sees(true, |v| {
+            v["missions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["host"] == FEDERATION_NODE && m["active"] == 1)
+        })
+        .await?;
+        println!(
+            "7. Members sign with their own Ed25519 keys (the nodes never hold them). Alliance, as host, accredits"
+        );
+        println!(
+            "   Lt.Col. Volkov and Capt. Orlov to the Federation mission (quota 2); Federation accredits Maj. Baker (quota 1)."
+        );
+        println!(
+            "   Each accreditation is a signed record, logged and replicated: Federation's node shows both as active.\n"
+        );
+        self.orlov_acc = orlov_acc;
+        Ok(())
+    }
+
+    /// 8. An IMMEDIATE deconfliction request, receipted, acknowledged and answered.
+    async fn negotiate_on_the_military_channel(&mut self) -> Result<()> {
+        let Scenario {
+            line,
+            alpha,
+            bravo,
+            baker,
+            volkov,
+            ..
+        } = self;
+        let (req, _) = line
+            .send(
+                true,
+                baker,
+                Sphere::Military,
+                Precedence::Immediate,
+                crate::demo_line::deconfliction(
+                    alpha,
+                    bravo,
+                    "BRAVO crosses the buffer into ALPHA's area at +2 h; move BRAVO south of 44.95N",
+                )?,
+                201,
+            )
+            .await?;
+        let r = line.delivered(true, req).await?;
+        let (rep_id, _) = line
+            .send(
+                false,
+                volkov,
+                Sphere::Military,
+                Precedence::Immediate,
+                Body::Reply {
+                    in_reply_to: req,
+                    verdict: Verdict::Accept,
+                    text: "BRAVO will stay south of 44.95N".into(),
+                },
+                201,
+            )
+            .await?;
+        line.delivered(false, rep_id).await?;
+        line.ack(false, volkov, req, "").await?;
+        line.acknowledged(true, req).await?;
+        println!(
+            "8. On the military channel, Maj. Baker (Alliance) sends an IMMEDIATE deconfliction request (ALPHA × BRAVO);"
+        );
+        println!(
+            "   Federation's node receipts it (signed, at index {} of its log); Lt.Col. Volkov acknowledges it and replies: accept.\n",
+            r["delivery"]["index"]
+        );
+
+        Ok(())
+    }
+
+    /// 9. Alliance activates ALPHA once its key holds BRAVO's OVN.
+    async fn alliance_activates_alpha(&mut self) -> Result<()> {
+        let now = self.now;
+        let Scenario {
+            c,
+            alpha,
+            alpha_ovn,
+            bravo_ovn,
+            ..
+        } = self;
+        let h = |n: i64| now.plus_seconds(n * 3600);
+        let alpha_update = |key: Vec<String>| {
+            json!({
+                "extents": [polygon(&ALPHA_AREA, 0.0, 3_000.0, h(1), h(3))],
+                "key": key,
+                "state": "Activated",
+                "uss_base_url": "https://alliance.example/utm",
+                "new_subscription": { "uss_base_url": "https://alliance.example/utm", "notify_for_constraints": false },
+            })
+        };
+        let path_alpha = format!("/dss/v1/operational_intent_references/{alpha}/{alpha_ovn}");
+        c.expect(
+            409,
             M::PUT,
             &path_alpha,
             ALLIANCE,
-            Some(alpha_update(vec![bravo_ovn.clone()])),
+            Some(alpha_update(vec![])),
         )
         .await?;
-    alpha_ovn = v["operational_intent_reference"]["ovn"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    println!(
-        "9. Alliance activates ALPHA: refused (409) until its key holds BRAVO's OVN, then → 200 Activated, version {}.\n",
-        v["operational_intent_reference"]["version"]
-    );
+        let v = c
+            .expect(
+                200,
+                M::PUT,
+                &path_alpha,
+                ALLIANCE,
+                Some(alpha_update(vec![bravo_ovn.clone()])),
+            )
+            .await?;
+        *alpha_ovn = v["operational_intent_reference"]["ovn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        println!(
+            "9. Alliance activates ALPHA: refused (409) until its key holds BRAVO's OVN, then → 200 Activated, version {}.\n",
+            v["operational_intent_reference"]["version"]
+        );
 
-    // 10. Federation moves BRAVO south, out of the buffer and out of ALPHA's way.
-    let bravo_south = [
-        (44.90, 10.20),
-        (44.90, 10.26),
-        (44.95, 10.26),
-        (44.95, 10.20),
-    ];
-    let v = cf
-        .expect(200, M::PUT, &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"), FEDERATION,
-            Some(json!({
-                "extents": [polygon(&bravo_south, 500.0, 4_000.0, h(2), h(4))],
-                "key": [],
-                "state": "Accepted",
-                "uss_base_url": "https://federation.example/utm",
-                "new_subscription": { "uss_base_url": "https://federation.example/utm", "notify_for_constraints": true },
-            })))
-        .await?;
-    bravo_ovn = v["operational_intent_reference"]["ovn"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    until_conflicts(&mut c, ALLIANCE, 0).await?;
-    let after = cf
-        .expect(200, M::GET, "/detente/v1/conflicts", FEDERATION, None)
-        .await?;
-    let n_after = after["conflicts"].as_array().map(|a| a.len()).unwrap_or(0);
-    println!(
-        "10. Federation moves BRAVO south of the buffer (update with its OVN) → 200; conflicts now, on both nodes: {n_after}.\n"
-    );
-    if n_after != 0 {
-        bail!("expected no conflicts after BRAVO moved, got {after}");
+        Ok(())
     }
 
-    // 11. Availability arbitration.
-    cf.expect(
-        200,
-        M::PUT,
-        "/dss/v1/uss_availability/federation-uss",
-        ARBITER,
-        Some(json!({ "old_version": "", "availability": "Down" })),
-    )
-    .await?;
-    let v = cf
-        .expect(
-            412,
+    /// 10. Federation moves BRAVO south of the buffer: no conflicts remain.
+    async fn federation_moves_bravo_south(&mut self) -> Result<()> {
+        let now = self.now;
+        let Scenario {
+            c,
+            cf,
+            bravo,
+            bravo_ovn,
+            ..
+        } = self;
+        let h = |n: i64| now.plus_seconds(n * 3600);
+        let v = cf
+            .expect(200, M::PUT, &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"), FEDERATION,
+                Some(json!({
+                    "extents": [polygon(&BRAVO_SOUTH, 500.0, 4_000.0, h(2), h(4))],
+                    "key": [],
+                    "state": "Accepted",
+                    "uss_base_url": "https://federation.example/utm",
+                    "new_subscription": { "uss_base_url": "https://federation.example/utm", "notify_for_constraints": true },
+                })))
+            .await?;
+        *bravo_ovn = v["operational_intent_reference"]["ovn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        until_conflicts(c, ALLIANCE, 0).await?;
+        let after = cf
+            .expect(200, M::GET, "/detente/v1/conflicts", FEDERATION, None)
+            .await?;
+        let n_after = after["conflicts"].as_array().map(|a| a.len()).unwrap_or(0);
+        println!(
+            "10. Federation moves BRAVO south of the buffer (update with its OVN) → 200; conflicts now, on both nodes: {n_after}.\n"
+        );
+        if n_after != 0 {
+            bail!("expected no conflicts after BRAVO moved, got {after}");
+        }
+
+        Ok(())
+    }
+
+    /// 11. The arbiter marks Federation's USS down: its next planning write is refused.
+    async fn arbiter_marks_federation_down(&mut self) -> Result<()> {
+        let now = self.now;
+        let Scenario {
+            cf,
+            bravo,
+            bravo_ovn,
+            ..
+        } = self;
+        let h = |n: i64| now.plus_seconds(n * 3600);
+        cf.expect(
+            200,
             M::PUT,
-            &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"),
-            FEDERATION,
+            "/dss/v1/uss_availability/federation-uss",
+            ARBITER,
+            Some(json!({ "old_version": "", "availability": "Down" })),
+        )
+        .await?;
+        let v = cf
+            .expect(
+                412,
+                M::PUT,
+                &format!("/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"),
+                FEDERATION,
+                Some(json!({
+                    "extents": [polygon(&BRAVO_SOUTH, 500.0, 4_000.0, h(2), h(4))],
+                    "state": "Accepted",
+                    "uss_base_url": "https://federation.example/utm",
+                })),
+            )
+            .await?;
+        println!(
+            "11. The arbiter marks federation-uss Down; its next planning write → 412: {}\n",
+            v["message"].as_str().unwrap_or("")
+        );
+
+        Ok(())
+    }
+
+    /// 12. A self-intersecting polygon is refused with the field named.
+    async fn bad_input_is_refused(&mut self) -> Result<()> {
+        let now = self.now;
+        let Scenario { c, .. } = self;
+        let h = |n: i64| now.plus_seconds(n * 3600);
+        let v = c
+            .expect(400, M::PUT, &format!("/dss/v1/operational_intent_references/{}", Uuid::from_u128(0xc3c3_0000_0000_4000_8000_0000_0000_0003)), ALLIANCE,
+                Some(json!({
+                    "extents": [polygon(&[(45.0, 10.0), (45.1, 10.1), (45.1, 10.0), (45.0, 10.1)], 0.0, 100.0, h(1), h(2))],
+                    "state": "Accepted",
+                    "uss_base_url": "https://alliance.example/utm",
+                })))
+            .await?;
+        println!(
+            "12. A self-intersecting polygon → 400 naming {}: {}\n",
+            v["field"].as_str().unwrap_or(""),
+            v["message"].as_str().unwrap_or("")
+        );
+
+        Ok(())
+    }
+
+    /// 13. A FLASH on the direct line, receipted and acknowledged within its deadline.
+    async fn flash_on_the_direct_line(&mut self) -> Result<()> {
+        let Scenario {
+            line,
+            adams,
+            sokolov,
+            ..
+        } = self;
+        let (flash, _) = line
+            .send(
+                true,
+                adams,
+                Sphere::DirectLine,
+                Precedence::Flash,
+                Body::Text {
+                    text: "ALPHA activates at +1 h; confirm BRAVO holds south of 44.95N".into(),
+                },
+                201,
+            )
+            .await?;
+        let d = line.delivered(true, flash).await?;
+        let deadline_min = (d["deadline_ms"].as_u64().unwrap_or(0)
+            - d["message"]["created_ms"].as_u64().unwrap_or(0))
+            / 60_000;
+        line.ack(false, sokolov, flash, "confirmed").await?;
+        let acked = line.acknowledged(true, flash).await?;
+        println!(
+            "13. Col. Adams sends a FLASH on the direct line (acknowledgement due within {deadline_min} min): receipted by"
+        );
+        println!(
+            "    Federation's node at index {}, acknowledged by {} (\"{}\").\n",
+            acked["delivery"]["index"],
+            acked["ack"]["by_name"].as_str().unwrap_or(""),
+            acked["ack"]["text"].as_str().unwrap_or("")
+        );
+
+        self.flash = flash;
+        Ok(())
+    }
+
+    /// 14. Alliance revokes an accreditation: the member's next message is refused.
+    async fn expel_a_member(&mut self) -> Result<()> {
+        let Scenario {
+            line,
+            orlov,
+            orlov_acc,
+            ..
+        } = self;
+        line.a
+            .expect(
+                200,
+                M::POST,
+                &format!("/line/v1/accreditations/{orlov_acc}/revoke"),
+                crate::demo_line::ADMIN,
+                Some(json!({ "reason": "activities incompatible with his status" })),
+            )
+            .await?;
+        line.guest_sees(false, |v| {
+            v["missions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|m| m["accreditations"].as_array().into_iter().flatten())
+                .any(|a| a["name"] == "Capt. Orlov" && a["active"] == false)
+        })
+        .await?;
+        let (_, refused) = line
+            .send(
+                false,
+                orlov,
+                Sphere::Military,
+                Precedence::Routine,
+                Body::Text {
+                    text: "request meeting".into(),
+                },
+                403,
+            )
+            .await?;
+        println!(
+            "14. Alliance revokes Capt. Orlov's accreditation (expulsion). Once replicated, his own node refuses his next message:"
+        );
+        println!(
+            "    403 {}: {}\n",
+            refused["code"].as_str().unwrap_or(""),
+            refused["message"].as_str().unwrap_or("")
+        );
+
+        Ok(())
+    }
+
+    /// 15. Alliance closes Federation's mission; the direct line stays up.
+    async fn close_the_mission(&mut self) -> Result<()> {
+        let Scenario {
+            line,
+            adams,
+            volkov,
+            sokolov,
+            ..
+        } = self;
+        line.a
+            .expect(
+                200,
+                M::POST,
+                &format!("/line/v1/missions/{FEDERATION_NODE}/close"),
+                crate::demo_line::ADMIN,
+                Some(json!({ "reason": "relations downgraded" })),
+            )
+            .await?;
+        line.guest_sees(false, |v| {
+            v["missions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| !m["closed"].is_null())
+        })
+        .await?;
+        let (_, closed) = line
+            .send(
+                false,
+                volkov,
+                Sphere::Diplomatic,
+                Precedence::Priority,
+                Body::Text {
+                    text: "protest".into(),
+                },
+                403,
+            )
+            .await?;
+        let (dl, _) = line
+            .send(
+                false,
+                sokolov,
+                Sphere::DirectLine,
+                Precedence::Flash,
+                Body::Text {
+                    text: "the direct line remains our channel".into(),
+                },
+                201,
+            )
+            .await?;
+        line.delivered(false, dl).await?;
+        line.ack(true, adams, dl, "agreed").await?;
+        line.acknowledged(false, dl).await?;
+        println!(
+            "15. Alliance closes the Federation mission: Lt.Col. Volkov's next message → 403 ({})",
+            closed["message"].as_str().unwrap_or("")
+        );
+        println!(
+            "    while the direct line stays up: Gen. Sokolov's FLASH is delivered and acknowledged by Col. Adams.\n"
+        );
+
+        Ok(())
+    }
+
+    /// 16. The evidence on ALPHA, exported and verified offline.
+    async fn evidence_of_alpha(&mut self) -> Result<()> {
+        let Scenario {
+            data,
+            alliance_data,
+            base,
+            c,
+            kf,
+            alpha,
+            ..
+        } = self;
+        let vkey = c
+            .http
+            .get(format!("{base}/log/key"))
+            .send()
+            .await?
+            .text()
+            .await?
+            .trim()
+            .to_string();
+        // Wait for a checkpoint covering everything so far (the node signs
+        // one every 0.5 s while its log grows).
+        let size = checkpoint_covering_all(alliance_data).await?;
+        println!(
+            "16. Every change above is an entry of the node's signed Merkle log: {size} entries under a checkpoint signed by"
+        );
+        println!("    {vkey}");
+        println!(
+            "    Exporting the evidence on ALPHA and checking it offline, as a third party would:"
+        );
+        let bundle = data.join("evidence-alpha");
+        let _ = std::fs::remove_dir_all(&bundle);
+        export_and_verify(alliance_data, &bundle, alpha, &vkey, kf).await?;
+        println!(
+            "    (detente verify {} --key <the key above> --peer <federation key>)\n",
+            bundle.display()
+        );
+
+        self.vkey = vkey;
+        Ok(())
+    }
+
+    /// 17. The evidence of the FLASH: the message, the peer's receipt and acknowledgement.
+    async fn evidence_of_the_flash(&mut self) -> Result<()> {
+        let Scenario {
+            data,
+            alliance_data,
+            kf,
+            flash,
+            vkey,
+            ..
+        } = self;
+        checkpoint_covering_all(alliance_data).await?;
+        let line_bundle = data.join("evidence-flash");
+        let _ = std::fs::remove_dir_all(&line_bundle);
+        println!(
+            "17. Alliance exports the evidence of its FLASH: its own signed message, and Federation's signed receipt and"
+        );
+        println!(
+            "    acknowledgement as Federation's node signed them, each proven in Alliance's log; checked offline:"
+        );
+        export_and_verify(alliance_data, &line_bundle, &flash.to_string(), vkey, kf).await?;
+        println!(
+            "    (detente verify {} --key <alliance key> --peer <federation key>)\n",
+            line_bundle.display()
+        );
+        Ok(())
+    }
+
+    /// 18. CHARLIE crosses the buffer tomorrow, planned with the buffer's OVN: the conflict stays on the maps.
+    async fn charlie_stays_on_the_maps(&mut self) -> Result<()> {
+        let now = self.now;
+        let Scenario {
+            c,
+            cf,
+            constraint_ovn,
+            ..
+        } = self;
+        let h = |n: i64| now.plus_seconds(n * 3600);
+        // 18. A conflict the duty officers keep on their maps: CHARLIE crosses
+        // the buffer tomorrow, planned with the buffer's OVN in its key.
+        let charlie = Uuid::from_u128(0xc3c3_0000_0000_4000_8000_0000_0000_0003).to_string();
+        let charlie_area = [
+            (44.96, 10.44),
+            (44.96, 10.52),
+            (45.05, 10.52),
+            (45.05, 10.44),
+        ];
+        c.expect(
+            201,
+            M::PUT,
+            &format!("/dss/v1/operational_intent_references/{charlie}"),
+            ALLIANCE,
             Some(json!({
-                "extents": [polygon(&bravo_south, 500.0, 4_000.0, h(2), h(4))],
+                "extents": [polygon(&charlie_area, 500.0, 2_500.0, h(20), h(22))],
+                "key": [constraint_ovn.clone()],
                 "state": "Accepted",
-                "uss_base_url": "https://federation.example/utm",
+                "uss_base_url": "https://alliance.example/utm",
+                "new_subscription": { "uss_base_url": "https://alliance.example/utm", "notify_for_constraints": true },
             })),
         )
         .await?;
-    println!(
-        "11. The arbiter marks federation-uss Down; its next planning write → 412: {}\n",
-        v["message"].as_str().unwrap_or("")
-    );
-
-    // 12. Bad input is refused with the field named.
-    let v = c
-        .expect(400, M::PUT, &format!("/dss/v1/operational_intent_references/{}", Uuid::from_u128(0xc3c3_0000_0000_4000_8000_0000_0000_0003)), ALLIANCE,
-            Some(json!({
-                "extents": [polygon(&[(45.0, 10.0), (45.1, 10.1), (45.1, 10.0), (45.0, 10.1)], 0.0, 100.0, h(1), h(2))],
-                "state": "Accepted",
-                "uss_base_url": "https://alliance.example/utm",
-            })))
-        .await?;
-    println!(
-        "12. A self-intersecting polygon → 400 naming {}: {}\n",
-        v["field"].as_str().unwrap_or(""),
-        v["message"].as_str().unwrap_or("")
-    );
-
-    // 13. FLASH on the direct line.
-    let (flash, _) = line
-        .send(
-            true,
-            &adams,
-            Sphere::DirectLine,
-            Precedence::Flash,
-            Body::Text {
-                text: "ALPHA activates at +1 h; confirm BRAVO holds south of 44.95N".into(),
-            },
-            201,
-        )
-        .await?;
-    let d = line.delivered(true, flash).await?;
-    let deadline_min = (d["deadline_ms"].as_u64().unwrap_or(0)
-        - d["message"]["created_ms"].as_u64().unwrap_or(0))
-        / 60_000;
-    line.ack(false, &sokolov, flash, "confirmed").await?;
-    let acked = line.acknowledged(true, flash).await?;
-    println!(
-        "13. Col. Adams sends a FLASH on the direct line (acknowledgement due within {deadline_min} min): receipted by"
-    );
-    println!(
-        "    Federation's node at index {}, acknowledged by {} (\"{}\").\n",
-        acked["delivery"]["index"],
-        acked["ack"]["by_name"].as_str().unwrap_or(""),
-        acked["ack"]["text"].as_str().unwrap_or("")
-    );
-
-    // 14. Expulsion.
-    line.a
-        .expect(
-            200,
-            M::POST,
-            &format!("/line/v1/accreditations/{orlov_acc}/revoke"),
-            crate::demo_line::ADMIN,
-            Some(json!({ "reason": "activities incompatible with his status" })),
-        )
-        .await?;
-    line.guest_sees(false, |v| {
-        v["missions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|m| m["accreditations"].as_array().into_iter().flatten())
-            .any(|a| a["name"] == "Capt. Orlov" && a["active"] == false)
-    })
-    .await?;
-    let (_, refused) = line
-        .send(
-            false,
-            &orlov,
-            Sphere::Military,
-            Precedence::Routine,
-            Body::Text {
-                text: "request meeting".into(),
-            },
-            403,
-        )
-        .await?;
-    println!(
-        "14. Alliance revokes Capt. Orlov's accreditation (expulsion). Once replicated, his own node refuses his next message:"
-    );
-    println!(
-        "    403 {}: {}\n",
-        refused["code"].as_str().unwrap_or(""),
-        refused["message"].as_str().unwrap_or("")
-    );
-
-    // 15. Mission closure; the direct line stays up.
-    line.a
-        .expect(
-            200,
-            M::POST,
-            &format!("/line/v1/missions/{FEDERATION_NODE}/close"),
-            crate::demo_line::ADMIN,
-            Some(json!({ "reason": "relations downgraded" })),
-        )
-        .await?;
-    line.guest_sees(false, |v| {
-        v["missions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| !m["closed"].is_null())
-    })
-    .await?;
-    let (_, closed) = line
-        .send(
-            false,
-            &volkov,
-            Sphere::Diplomatic,
-            Precedence::Priority,
-            Body::Text {
-                text: "protest".into(),
-            },
-            403,
-        )
-        .await?;
-    let (dl, _) = line
-        .send(
-            false,
-            &sokolov,
-            Sphere::DirectLine,
-            Precedence::Flash,
-            Body::Text {
-                text: "the direct line remains our channel".into(),
-            },
-            201,
-        )
-        .await?;
-    line.delivered(false, dl).await?;
-    line.ack(true, &adams, dl, "agreed").await?;
-    line.acknowledged(false, dl).await?;
-    println!(
-        "15. Alliance closes the Federation mission: Lt.Col. Volkov's next message → 403 ({})",
-        closed["message"].as_str().unwrap_or("")
-    );
-    println!(
-        "    while the direct line stays up: Gen. Sokolov's FLASH is delivered and acknowledged by Col. Adams.\n"
-    );
-
-    // 16. The evidence: every change above is an entry of the node's signed log.
-    let vkey = c
-        .http
-        .get(format!("{base}/log/key"))
-        .send()
-        .await?
-        .text()
-        .await?
-        .trim()
-        .to_string();
-    // Wait for a checkpoint covering everything so far (the node signs
-    // one every 0.5 s while its log grows).
-    let size = checkpoint_covering_all(&alliance_data).await?;
-    println!(
-        "16. Every change above is an entry of the node's signed Merkle log: {size} entries under a checkpoint signed by"
-    );
-    println!("    {vkey}");
-    println!(
-        "    Exporting the evidence on ALPHA and checking it offline, as a third party would:"
-    );
-    let bundle = data.join("evidence-alpha");
-    let _ = std::fs::remove_dir_all(&bundle);
-    export_and_verify(&alliance_data, &bundle, &alpha, &vkey, &kf).await?;
-    println!(
-        "    (detente verify {} --key <the key above> --peer <federation key>)\n",
-        bundle.display()
-    );
-
-    // 17. Evidence of the line: the FLASH, Federation's receipt and acknowledgement.
-    checkpoint_covering_all(&alliance_data).await?;
-    let line_bundle = data.join("evidence-flash");
-    let _ = std::fs::remove_dir_all(&line_bundle);
-    println!(
-        "17. Alliance exports the evidence of its FLASH: its own signed message, and Federation's signed receipt and"
-    );
-    println!(
-        "    acknowledgement as Federation's node signed them, each proven in Alliance's log; checked offline:"
-    );
-    export_and_verify(&alliance_data, &line_bundle, &flash.to_string(), &vkey, &kf).await?;
-    println!(
-        "    (detente verify {} --key <alliance key> --peer <federation key>)\n",
-        line_bundle.display()
-    );
-    // 18. A conflict the duty officers keep on their maps: CHARLIE crosses
-    // the buffer tomorrow, planned with the buffer's OVN in its key.
-    let charlie = Uuid::from_u128(0xc3c3_0000_0000_4000_8000_0000_0000_0003).to_string();
-    let charlie_area = [
-        (44.96, 10.44),
-        (44.96, 10.52),
-        (45.05, 10.52),
-        (45.05, 10.44),
-    ];
-    c.expect(
-        201,
-        M::PUT,
-        &format!("/dss/v1/operational_intent_references/{charlie}"),
-        ALLIANCE,
-        Some(json!({
-            "extents": [polygon(&charlie_area, 500.0, 2_500.0, h(20), h(22))],
-            "key": [constraint_ovn.clone()],
-            "state": "Accepted",
-            "uss_base_url": "https://alliance.example/utm",
-            "new_subscription": { "uss_base_url": "https://alliance.example/utm", "notify_for_constraints": true },
-        })),
-    )
-    .await?;
-    until_conflicts(&mut cf, FEDERATION, 1).await?;
-    println!(
-        "18. Alliance plans patrol CHARLIE across the buffer for tomorrow (+20 h to +22 h), with the buffer's OVN in its key:"
-    );
-    println!(
-        "    201 Accepted; the conflict with the line of contact stays on both nodes' maps until it is resolved.\n"
-    );
-    c.requests += line.requests() + cf.requests;
-
-    let health = c
-        .http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await?
-        .json::<Value>()
-        .await?;
-    println!(
-        "Done: {} requests over HTTP. The node holds {} operational intents, {} constraint(s), {} conflicts.",
-        c.requests, health["operational_intents"], health["constraints"], health["conflicts"]
-    );
-    println!(
-        "ALPHA's current OVN (alliance's secret): {}…",
-        alpha_ovn.get(..12).unwrap_or("")
-    );
-    println!(
-        "\nThe API: {base}/dss/v1/… (ASTM F3548-21), {base}/detente/v1/conflicts, {base}/metrics, {base}/healthz"
-    );
-    // The members' key files, to log in to the consoles with.
-    let keys = data.join("keys");
-    std::fs::create_dir_all(&keys)?;
-    for (file, p) in [
-        ("adams.key", &adams),
-        ("baker.key", &baker),
-        ("volkov.key", &volkov),
-        ("orlov.key", &orlov),
-        ("sokolov.key", &sokolov),
-    ] {
-        std::fs::write(keys.join(file), format!("{}\n", p.seed_hex))?;
+        until_conflicts(cf, FEDERATION, 1).await?;
+        println!(
+            "18. Alliance plans patrol CHARLIE across the buffer for tomorrow (+20 h to +22 h), with the buffer's OVN in its key:"
+        );
+        println!(
+            "    201 Accepted; the conflict with the line of contact stays on both nodes' maps until it is resolved.\n"
+        );
+        Ok(())
     }
-    println!(
-        "\nThe operator consoles: {ALLIANCE_NODE} {base}/console/ and {FEDERATION_NODE} {fed_base}/console/"
-    );
-    println!(
-        "    log in with a member's key file from {}: adams.key (Alliance duty officer, administrator),",
-        keys.display()
-    );
-    println!(
-        "    baker.key; on Federation's console sokolov.key (chief of staff, administrator), volkov.key, orlov.key (revoked)"
-    );
-    if args.keep_running {
-        let private = keys.join("demo-jwt-private.pem");
-        std::fs::write(&private, DEMO_PRIVATE_KEY)?;
-        let token = |who: (&str, &str)| {
-            format!(
-                "$(detente dev-token --private-key {} --audience {AUDIENCE} --sub {} --scope '{}')",
-                private.display(),
-                who.0,
-                who.1
-            )
-        };
-        println!("Drive Alliance's node from the CLI (tokens signed with the demo's key):");
+
+    /// The summary, the members' key files, and (with `--keep-running`) how
+    /// to drive the nodes from the CLI; then both nodes stop.
+    async fn finish(self, keep_running: bool) -> Result<()> {
+        let Scenario {
+            data,
+            base,
+            fed_base,
+            mut c,
+            cf,
+            line,
+            alpha_ovn,
+            adams,
+            baker,
+            volkov,
+            orlov,
+            sokolov,
+            node,
+            fed_node,
+            ..
+        } = self;
+        c.requests += line.requests() + cf.requests;
+
+        let health = c
+            .http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await?
+            .json::<Value>()
+            .await?;
         println!(
-            "    export DETENTE_NODE={base} DETENTE_TOKEN={}",
-            token((crate::demo_line::ADMIN.0, "detente.line detente.line.admin"))
-        );
-        println!("    detente inbox ; detente channel list ; detente mission list");
-        println!(
-            "    curl -s -H \"Authorization: Bearer {}\" {base}/detente/v1/conflicts",
-            token(ALLIANCE)
+            "Done: {} requests over HTTP. The node holds {} operational intents, {} constraint(s), {} conflicts.",
+            c.requests, health["operational_intents"], health["constraints"], health["conflicts"]
         );
         println!(
-            "Keeping both nodes up; Ctrl-C or SIGTERM stops them and removes the demo's files."
+            "ALPHA's current OVN (alliance's secret): {}…",
+            alpha_ovn.get(..12).unwrap_or("")
         );
-        std::future::pending::<()>().await;
+        println!(
+            "\nThe API: {base}/dss/v1/… (ASTM F3548-21), {base}/detente/v1/conflicts, {base}/metrics, {base}/healthz"
+        );
+        // The members' key files, to log in to the consoles with.
+        let keys = data.join("keys");
+        std::fs::create_dir_all(&keys)?;
+        for (file, p) in [
+            ("adams.key", &adams),
+            ("baker.key", &baker),
+            ("volkov.key", &volkov),
+            ("orlov.key", &orlov),
+            ("sokolov.key", &sokolov),
+        ] {
+            std::fs::write(keys.join(file), format!("{}\n", p.seed_hex))?;
+        }
+        println!(
+            "\nThe operator consoles: {ALLIANCE_NODE} {base}/console/ and {FEDERATION_NODE} {fed_base}/console/"
+        );
+        println!(
+            "    log in with a member's key file from {}: adams.key (Alliance duty officer, administrator),",
+            keys.display()
+        );
+        println!(
+            "    baker.key; on Federation's console sokolov.key (chief of staff, administrator), volkov.key, orlov.key (revoked)"
+        );
+        if keep_running {
+            let private = keys.join("demo-jwt-private.pem");
+            std::fs::write(&private, DEMO_PRIVATE_KEY)?;
+            let token = |who: (&str, &str)| {
+                format!(
+                    "$(detente dev-token --private-key {} --audience {AUDIENCE} --sub {} --scope '{}')",
+                    private.display(),
+                    who.0,
+                    who.1
+                )
+            };
+            println!("Drive Alliance's node from the CLI (tokens signed with the demo's key):");
+            println!(
+                "    export DETENTE_NODE={base} DETENTE_TOKEN={}",
+                token((crate::demo_line::ADMIN.0, "detente.line detente.line.admin"))
+            );
+            println!("    detente inbox ; detente channel list ; detente mission list");
+            println!(
+                "    curl -s -H \"Authorization: Bearer {}\" {base}/detente/v1/conflicts",
+                token(ALLIANCE)
+            );
+            println!(
+                "Keeping both nodes up; Ctrl-C or SIGTERM stops them and removes the demo's files."
+            );
+            std::future::pending::<()>().await;
+        }
+        drop(fed_node);
+        drop(node);
+        Ok(())
     }
-    drop(fed_node);
-    drop(node);
-    Ok(())
 }
 
 /// Waits until `path` answers 200 on `c` (a shared record arrived).
