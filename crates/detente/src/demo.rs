@@ -4,7 +4,7 @@
 //! key). Every step states what it expects; a surprise stops the demo.
 
 use crate::demo_line::{LineDemo, Person, person};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use api::wire::format_time;
 use clap::Args;
 use liaison::{Body, Precedence, Sphere, Verdict};
@@ -33,8 +33,10 @@ pub struct DemoArgs {
     keep_running: bool,
 }
 
+/// A party's client of a node: the typed client (`client::Client`) with a
+/// demo-key bearer token minted per call for whoever acts.
 pub struct Client {
-    pub http: reqwest::Client,
+    pub node: client::Client,
     pub base: String,
     pub key: jsonwebtoken::EncodingKey,
     pub requests: usize,
@@ -125,22 +127,17 @@ async fn start_witnessing(
 ) -> Result<(NodeProcess, NodeProcess)> {
     let a = NodeProcess::start(ALLIANCE_NODE, alliance.0, alliance.1, jwt, &[])?;
     let f = NodeProcess::start(FEDERATION_NODE, federation, "127.0.0.1:0", jwt, &[])?;
-    let http = reqwest::Client::new();
-    let get = |url: String| {
-        let http = http.clone();
+    let keys = |base: &str| {
+        let base = base.to_string();
         async move {
-            let r = http.get(&url).send().await?.error_for_status()?;
-            Ok::<String, anyhow::Error>(r.text().await?.trim().to_string())
+            let n = client::Client::new(&base, std::time::Duration::from_secs(10))?;
+            let log = n.log_key().await?;
+            let cosigner = n.text(&["witness", "key"]).await?.trim().to_string();
+            Ok::<(String, String), client::Error>((log, cosigner))
         }
     };
-    let (a_log, a_cosigner) = (
-        get(format!("{}/log/key", a.base)).await?,
-        get(format!("{}/witness/key", a.base)).await?,
-    );
-    let (f_log, f_cosigner) = (
-        get(format!("{}/log/key", f.base)).await?,
-        get(format!("{}/witness/key", f.base)).await?,
-    );
+    let (a_log, a_cosigner) = keys(&a.base).await.map_err(|e| anyhow!(e))?;
+    let (f_log, f_cosigner) = keys(&f.base).await.map_err(|e| anyhow!(e))?;
     let (a_addr, f_addr) = (
         a.base.trim_start_matches("http://").to_string(),
         f.base.trim_start_matches("http://").to_string(),
@@ -204,53 +201,42 @@ pub(crate) fn token_for(who: (&str, &str)) -> Result<String> {
 impl Client {
     pub fn new(base: &str) -> Result<Self> {
         Ok(Client {
-            http: reqwest::Client::new(),
+            node: client::Client::new(base, std::time::Duration::from_secs(30))
+                .map_err(|e| anyhow!(e))?,
             base: base.to_string(),
             key: jsonwebtoken::EncodingKey::from_rsa_pem(DEMO_PRIVATE_KEY.as_bytes())?,
             requests: 0,
         })
     }
-    /// A public GET as text.
-    pub async fn text(&mut self, path: &str) -> Result<String> {
+
+    /// The typed client acting as `who` (sub, scopes).
+    pub fn as_who(&mut self, who: (&str, &str)) -> Result<client::Client> {
         self.requests += 1;
-        Ok(self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await?
-            .text()
-            .await?
-            .trim()
-            .to_string())
+        let t = token(&self.key, who.0, who.1, node::SystemClock.now())?;
+        Ok(self.node.with_token(t))
     }
+
+    /// One request as `who`, whatever it answers: the status and body.
     pub async fn call(
         &mut self,
-        method: reqwest::Method,
+        method: M,
         path: &str,
         who: (&str, &str),
         body: Option<Value>,
     ) -> Result<(u16, Value)> {
-        self.requests += 1;
-        let t = token(&self.key, who.0, who.1, node::SystemClock.now())?;
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(t);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
+        let url = reqwest::Url::parse(&format!("{}{path}", self.node.base()))?;
+        let a = self
+            .as_who(who)?
+            .exchange(method, url, body.as_ref())
             .await
             .with_context(|| format!("calling {path}"))?;
-        let status = resp.status().as_u16();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        Ok((status, v))
+        Ok((a.status, a.body))
     }
+
     pub async fn expect(
         &mut self,
         want: u16,
-        method: reqwest::Method,
+        method: M,
         path: &str,
         who: (&str, &str),
         body: Option<Value>,
@@ -1268,21 +1254,12 @@ impl Scenario {
         let Scenario {
             data,
             alliance_data,
-            base,
             c,
             kf,
             alpha,
             ..
         } = self;
-        let vkey = c
-            .http
-            .get(format!("{base}/log/key"))
-            .send()
-            .await?
-            .text()
-            .await?
-            .trim()
-            .to_string();
+        let vkey = c.node.log_key().await.map_err(|e| anyhow!(e))?;
         // Wait for a checkpoint covering everything so far (the node signs
         // one every 0.5 s while its log grows).
         let size = checkpoint_covering_all(alliance_data).await?;
@@ -1397,13 +1374,7 @@ impl Scenario {
         } = self;
         c.requests += line.requests() + cf.requests;
 
-        let health = c
-            .http
-            .get(format!("{base}/healthz"))
-            .send()
-            .await?
-            .json::<Value>()
-            .await?;
+        let health = c.node.healthz().await.map_err(|e| anyhow!(e))?;
         println!(
             "Done: {} requests over HTTP. The node holds {} operational intents, {} constraint(s), {} conflicts.",
             c.requests, health["operational_intents"], health["constraints"], health["conflicts"]
@@ -1472,7 +1443,7 @@ impl Scenario {
 /// Waits until `path` answers 200 on `c` (a shared record arrived).
 async fn until_present(c: &mut Client, path: &str, who: (&str, &str)) -> Result<()> {
     for _ in 0..200 {
-        let (status, _) = c.call(reqwest::Method::GET, path, who, None).await?;
+        let (status, _) = c.call(M::GET, path, who, None).await?;
         if status == 200 {
             return Ok(());
         }
@@ -1486,13 +1457,7 @@ async fn until_conflicts(c: &mut Client, who: (&str, &str), n: usize) -> Result<
     let mut last = Vec::new();
     for _ in 0..200 {
         let v = c
-            .expect(
-                200,
-                reqwest::Method::GET,
-                "/detente/v1/conflicts",
-                who,
-                None,
-            )
+            .expect(200, M::GET, "/detente/v1/conflicts", who, None)
             .await?;
         last = v["conflicts"].as_array().cloned().unwrap_or_default();
         if last.len() == n {

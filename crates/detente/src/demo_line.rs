@@ -5,6 +5,7 @@
 
 use crate::demo::Client;
 use anyhow::{Result, anyhow, bail};
+use api::wire::line::{AccreditBody, AckBody, MemberBody, MessagesQuery, PeerBody, QuotaBody};
 use liaison::{Ack, AckVerdict, Body, MemberSigner, Message, Precedence, Sphere};
 use node::{Clock, Ids};
 use reqwest::Method as M;
@@ -68,29 +69,26 @@ impl LineDemo {
     }
 
     pub async fn peer(&mut self) -> Result<(String, String)> {
-        let ka = self.a.text("/log/key").await?;
-        let kf = self.f.text("/log/key").await?;
-        let (fb, ab) = (self.f_peer_url.clone(), self.a_peer_url.clone());
-        let fname = self.f_name.clone();
-        let aname = self.a_name.clone();
+        let ka = self.a.node.log_key().await.map_err(|e| anyhow!(e))?;
+        let kf = self.f.node.log_key().await.map_err(|e| anyhow!(e))?;
         self.a
-            .expect(
-                200,
-                M::POST,
-                "/line/v1/peers",
-                ADMIN,
-                Some(json!({ "name": fname, "url": fb, "key": kf })),
-            )
-            .await?;
+            .as_who(ADMIN)?
+            .add_peer(&PeerBody {
+                name: self.f_name.clone(),
+                url: self.f_peer_url.clone(),
+                key: kf.clone(),
+            })
+            .await
+            .map_err(|e| anyhow!(e))?;
         self.f
-            .expect(
-                200,
-                M::POST,
-                "/line/v1/peers",
-                ADMIN,
-                Some(json!({ "name": aname, "url": ab, "key": ka })),
-            )
-            .await?;
+            .as_who(ADMIN)?
+            .add_peer(&PeerBody {
+                name: self.a_name.clone(),
+                url: self.a_peer_url.clone(),
+                key: ka.clone(),
+            })
+            .await
+            .map_err(|e| anyhow!(e))?;
         Ok((ka, kf))
     }
 
@@ -101,10 +99,16 @@ impl LineDemo {
         role: &str,
         spheres: &[&str],
     ) -> Result<()> {
-        let body = json!({ "key": p.signer.key().to_hex(), "name": p.name, "role": role, "spheres": spheres });
         self.node(alliance)
-            .expect(200, M::POST, "/line/v1/members", ADMIN, Some(body))
-            .await?;
+            .as_who(ADMIN)?
+            .register_member(&MemberBody {
+                key: p.signer.key().to_hex(),
+                name: p.name.into(),
+                role: role.into(),
+                spheres: spheres.iter().map(|s| s.to_string()).collect(),
+            })
+            .await
+            .map_err(|e| anyhow!(e))?;
         Ok(())
     }
 
@@ -124,14 +128,20 @@ impl LineDemo {
         let until = now_ms() + 90 * 86_400_000;
         let v = self
             .node(host_is_alliance)
-            .expect(
-                201,
-                M::POST,
-                &format!("/line/v1/missions/{guest}/accreditations"),
-                ADMIN,
-                Some(json!({ "member": p.signer.key().to_hex(), "name": p.name, "role": role, "spheres": spheres, "valid_until_ms": until })),
+            .as_who(ADMIN)?
+            .accredit(
+                &guest,
+                &AccreditBody {
+                    member: p.signer.key().to_hex(),
+                    name: p.name.into(),
+                    role: role.into(),
+                    spheres: spheres.iter().map(|s| s.to_string()).collect(),
+                    valid_from_ms: None,
+                    valid_until_ms: until,
+                },
             )
-            .await?;
+            .await
+            .map_err(|e| anyhow!(e))?;
         Ok(v["id"].as_str().unwrap_or_default().to_string())
     }
 
@@ -142,14 +152,16 @@ impl LineDemo {
             self.a_name.clone()
         };
         self.node(host_is_alliance)
-            .expect(
-                200,
-                M::PUT,
-                &format!("/line/v1/missions/{guest}/quota"),
-                ADMIN,
-                Some(json!({ "quota": quota })),
+            .as_who(ADMIN)?
+            .set_quota(
+                &guest,
+                &QuotaBody {
+                    quota,
+                    ending: Vec::new(),
+                },
             )
-            .await?;
+            .await
+            .map_err(|e| anyhow!(e))?;
         Ok(())
     }
 
@@ -220,14 +232,13 @@ impl LineDemo {
         for _ in 0..200 {
             let v = self
                 .node(from_alliance)
-                .expect(
-                    200,
-                    M::GET,
-                    "/line/v1/messages?direction=out",
-                    OFFICER,
-                    None,
-                )
-                .await?;
+                .as_who(OFFICER)?
+                .messages(&MessagesQuery {
+                    direction: Some("out".into()),
+                    ..MessagesQuery::default()
+                })
+                .await
+                .map_err(|e| anyhow!(e))?;
             if let Some(m) = v["messages"]
                 .as_array()
                 .into_iter()
@@ -257,10 +268,11 @@ impl LineDemo {
             text: text.into(),
             at_ms: now_ms(),
         });
-        let body = json!({ "ack": api::AckWire::from_domain(&a.value), "signature": a.signature.iter().map(|b| format!("{b:02x}")).collect::<String>() });
         self.node(at_alliance)
-            .expect(200, M::POST, "/line/v1/acks", OFFICER, Some(body))
-            .await?;
+            .as_who(OFFICER)?
+            .ack(&AckBody::signed(&a))
+            .await
+            .map_err(|e| anyhow!(e))?;
         Ok(())
     }
 
@@ -285,8 +297,10 @@ impl LineDemo {
         for _ in 0..200 {
             let v = self
                 .node(guest_is_alliance)
-                .expect(200, M::GET, "/line/v1/missions", OFFICER, None)
-                .await?;
+                .as_who(OFFICER)?
+                .missions()
+                .await
+                .map_err(|e| anyhow!(e))?;
             if check(&v) {
                 return Ok(v);
             }
