@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use api::wire::line::{AccreditBody, MemberBody, PeerBody, QuotaBody};
 use liaison::{Ack, AckVerdict, Body, MemberSigner, Message, Precedence, Sphere};
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -71,24 +72,27 @@ struct Pair {
 }
 
 async fn register(n: &TestNode, s: &MemberSigner, name: &str) {
-    ok(
-        "POST",
-        n.url("/line/v1/members"),
-        &admin(),
-        Some(json!({ "key": s.key().to_hex(), "name": name, "role": "duty officer", "spheres": ["military", "direct-line"] })),
-    )
-    .await;
+    n.client(&admin())
+        .register_member(&MemberBody {
+            key: s.key().to_hex(),
+            name: name.into(),
+            role: "duty officer".into(),
+            spheres: vec!["military".into(), "direct-line".into()],
+        })
+        .await
+        .unwrap();
 }
 
 /// `n` pins the peer `name` at `url` with its log key.
 async fn pin(n: &TestNode, name: &str, url: &str, key: &str) {
-    ok(
-        "POST",
-        n.url("/line/v1/peers"),
-        &admin(),
-        Some(json!({ "name": name, "url": url, "key": key })),
-    )
-    .await;
+    n.client(&admin())
+        .add_peer(&PeerBody {
+            name: name.into(),
+            url: url.into(),
+            key: key.into(),
+        })
+        .await
+        .unwrap();
 }
 
 async fn peered() -> Pair {
@@ -101,20 +105,30 @@ async fn peered() -> Pair {
     let (ka, kf) = (log_key(&a).await, log_key(&f).await);
     pin(&a, F, &f.base, &kf).await;
     pin(&f, A, &a.base, &ka).await;
-    ok(
-        "PUT",
-        a.url(&format!("/line/v1/missions/{F}/quota")),
-        &admin(),
-        Some(json!({ "quota": 2 })),
+    let host = a.client(&admin());
+    host.set_quota(
+        F,
+        &QuotaBody {
+            quota: 2,
+            ending: Vec::new(),
+        },
     )
-    .await;
-    let acc = ok(
-        "POST",
-        a.url(&format!("/line/v1/missions/{F}/accreditations")),
-        &admin(),
-        Some(json!({ "member": f1.key().to_hex(), "name": "Maj. Federation", "role": "liaison officer", "spheres": ["military"], "valid_until_ms": 4_000_000_000_000u64 })),
-    )
-    .await;
+    .await
+    .unwrap();
+    let acc = host
+        .accredit(
+            F,
+            &AccreditBody {
+                member: f1.key().to_hex(),
+                name: "Maj. Federation".into(),
+                role: "liaison officer".into(),
+                spheres: vec!["military".into()],
+                valid_from_ms: None,
+                valid_until_ms: 4_000_000_000_000,
+            },
+        )
+        .await
+        .unwrap();
     let accreditation = acc["id"].as_str().unwrap().to_string();
     // Federation learns of its accreditation.
     assert!(

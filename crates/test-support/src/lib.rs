@@ -415,6 +415,14 @@ impl TestNode {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// The typed client of this node with `token`, for a test's setting-up
+    /// (what a test asserts about the wire, it sends as plain HTTP).
+    pub fn client(&self, token: &str) -> client::Client {
+        client::Client::new(&self.base, Duration::from_secs(30))
+            .expect("the node's URL")
+            .with_token(token)
+    }
 }
 
 impl Drop for TestNode {
