@@ -13,10 +13,14 @@ use node::entries::LogSigner;
 use node::{Dss, RandomIds, Settings, SystemClock};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use test_support::{Signer, TokenSpec, intent_body, new_id, square};
 use tower::ServiceExt;
+
+use Method as M;
 
 const SC: &str = "utm.strategic_coordination";
 const CM: &str = "utm.constraint_management";
+const CP: &str = "utm.constraint_processing";
 const AA: &str = "utm.availability_arbitration";
 const CMSA: &str = "utm.conformance_monitoring_sa";
 const LINE: &str = "detente.line";
@@ -103,6 +107,18 @@ impl App {
             .await
     }
 
+    /// Sends one request with this bearer token (any text), or none.
+    async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<String>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.exchange(method, path, bearer, body.map(|b| b.to_string()))
+            .await
+    }
+
     /// Sends one request with a body given as text, labelled JSON.
     async fn send(
         &self,
@@ -111,13 +127,24 @@ impl App {
         scope: Option<&str>,
         body: Option<String>,
     ) -> (StatusCode, Value) {
+        self.exchange(method, path, scope.map(|s| token("uss1", s)), body)
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<String>,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
         self.seen
             .lock()
             .unwrap()
             .push((method.clone(), path.to_string()));
         let mut req = Request::builder().method(method).uri(path);
-        if let Some(s) = scope {
-            req = req.header("authorization", format!("Bearer {}", token("uss1", s)));
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = match body {
             Some(b) => req
@@ -752,4 +779,198 @@ async fn impossible_geometry_and_malformed_bodies_are_400_naming_the_field_and_c
     // Nothing was written by any of it.
     let (_, h) = app.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(h["operational_intents"], 0, "{h}");
+}
+
+/// Every DSS endpoint, with a body where it takes one, and the scopes that
+/// are *not* enough for it.
+fn endpoints() -> Vec<(M, String, Option<Value>, &'static str)> {
+    let id = new_id();
+    let q = json!({ "area_of_interest": square(10.0, 10.0, 0.1) });
+    let sub = json!({ "extents": square(10.0, 10.0, 0.1), "uss_base_url": "https://uss.example/utm", "notify_for_operational_intents": true });
+    let ovn = "x".repeat(20);
+    vec![
+        (
+            M::POST,
+            "/dss/v1/operational_intent_references/query".into(),
+            Some(q.clone()),
+            AA,
+        ),
+        (
+            M::GET,
+            format!("/dss/v1/operational_intent_references/{id}"),
+            None,
+            CM,
+        ),
+        (
+            M::PUT,
+            format!("/dss/v1/operational_intent_references/{id}"),
+            Some(intent_body(square(10.0, 10.0, 0.01), &[], "Accepted")),
+            CM,
+        ),
+        (
+            M::PUT,
+            format!("/dss/v1/operational_intent_references/{id}/{ovn}"),
+            Some(intent_body(square(10.0, 10.0, 0.01), &[], "Accepted")),
+            AA,
+        ),
+        (
+            M::DELETE,
+            format!("/dss/v1/operational_intent_references/{id}/{ovn}"),
+            None,
+            CP,
+        ),
+        (
+            M::POST,
+            "/dss/v1/constraint_references/query".into(),
+            Some(q.clone()),
+            SC,
+        ),
+        (
+            M::GET,
+            format!("/dss/v1/constraint_references/{id}"),
+            None,
+            SC,
+        ),
+        (
+            M::PUT,
+            format!("/dss/v1/constraint_references/{id}"),
+            Some(
+                json!({"extents": [square(10.0, 10.0, 0.01)], "uss_base_url": "https://a.example"}),
+            ),
+            CP,
+        ),
+        (
+            M::PUT,
+            format!("/dss/v1/constraint_references/{id}/{ovn}"),
+            Some(
+                json!({"extents": [square(10.0, 10.0, 0.01)], "uss_base_url": "https://a.example"}),
+            ),
+            SC,
+        ),
+        (
+            M::DELETE,
+            format!("/dss/v1/constraint_references/{id}/{ovn}"),
+            None,
+            CP,
+        ),
+        (M::POST, "/dss/v1/subscriptions/query".into(), Some(q), CM),
+        (M::GET, format!("/dss/v1/subscriptions/{id}"), None, CMSA),
+        (
+            M::PUT,
+            format!("/dss/v1/subscriptions/{id}"),
+            Some(sub.clone()),
+            AA,
+        ),
+        (
+            M::PUT,
+            format!("/dss/v1/subscriptions/{id}/1"),
+            Some(sub),
+            CM,
+        ),
+        (
+            M::DELETE,
+            format!("/dss/v1/subscriptions/{id}/1"),
+            None,
+            CMSA,
+        ),
+        (
+            M::POST,
+            "/dss/v1/reports".into(),
+            Some(json!({"exchange": {}})),
+            "none",
+        ),
+        (
+            M::PUT,
+            "/dss/v1/uss_availability/uss1".into(),
+            Some(json!({"old_version": "", "availability": "Down"})),
+            SC,
+        ),
+        (M::GET, "/dss/v1/uss_availability/uss1".into(), None, CP),
+        (M::GET, "/detente/v1/conflicts".into(), None, CM),
+    ]
+}
+
+#[tokio::test]
+async fn every_endpoint_refuses_missing_bad_expired_foreign_and_underscoped_tokens() {
+    let app = App::start().await;
+    for (method, path, body, weak_scope) in endpoints() {
+        let what = format!("{method} {path}");
+        let (s, v) = app.call_as(method.clone(), &path, None, body.clone()).await;
+        assert_eq!(s, 401, "{what} without a token: {v}");
+        assert!(
+            v["message"].as_str().is_some(),
+            "{what}: ErrorResponse body"
+        );
+        let (s, _) = app
+            .call_as(
+                method.clone(),
+                &path,
+                Some("not.a.jwt".into()),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(s, 401, "{what} with garbage");
+        let expired = TokenSpec {
+            expires_in: -3600,
+            ..TokenSpec::new("uss1", &Scope::all())
+        }
+        .mint();
+        assert_eq!(
+            app.call_as(method.clone(), &path, Some(expired.clone()), body.clone())
+                .await
+                .0,
+            401,
+            "{what} expired"
+        );
+        let wrong_aud = TokenSpec {
+            audience: "someone-else.example".into(),
+            ..TokenSpec::new("uss1", &Scope::all())
+        }
+        .mint();
+        assert_eq!(
+            app.call_as(method.clone(), &path, Some(wrong_aud.clone()), body.clone())
+                .await
+                .0,
+            401,
+            "{what} wrong audience"
+        );
+        let wrong_key = TokenSpec {
+            signer: Signer::Other,
+            ..TokenSpec::new("uss1", &Scope::all())
+        }
+        .mint();
+        assert_eq!(
+            app.call_as(method.clone(), &path, Some(wrong_key.clone()), body.clone())
+                .await
+                .0,
+            401,
+            "{what} wrong key"
+        );
+        let (s, v) = app
+            .call_as(
+                method.clone(),
+                &path,
+                Some(token("uss1", weak_scope)),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(s, 403, "{what} with only {weak_scope}: {v}");
+        // With every scope, authentication is no longer the problem.
+        let (s, v) = app
+            .call_as(
+                method.clone(),
+                &path,
+                Some(token("uss1", &Scope::all())),
+                body.clone(),
+            )
+            .await;
+        assert!(s != 401 && s != 403, "{what} with all scopes: {s} {v}");
+    }
+}
+
+struct Scope;
+impl Scope {
+    fn all() -> String {
+        [SC, CP, CM, AA, CMSA].join(" ")
+    }
 }
