@@ -135,7 +135,15 @@ fn availability(st: &Shared, manager: &str) -> Result<UssAvailabilityState, ApiE
 
 fn render_intent(st: &Shared, i: &OperationalIntent, viewer: &str) -> Result<Value, ApiError> {
     let a = availability(st, &i.manager)?;
-    Ok(wire::intent(i, viewer, a))
+    Ok(wire::intent(i, &view(st, viewer), a))
+}
+
+/// References as `viewer` sees them through this node.
+fn view<'a>(st: &'a Shared, viewer: &'a str) -> wire::View<'a> {
+    wire::View {
+        viewer,
+        copies_at: &st.uss_base_url,
+    }
 }
 
 /// A key-check refusal is rendered for the caller (OVNs of others hidden).
@@ -163,7 +171,7 @@ fn domain(st: &Shared, e: NodeError, viewer: &str) -> ApiError {
                 &message,
                 &missing_operational_intents,
                 &missing_constraints,
-                viewer,
+                &view(st, viewer),
                 &|m| {
                     avail
                         .get(m)
@@ -190,7 +198,7 @@ async fn query_intents(
     let avail = availability_of(&st, found.iter().map(|i| i.manager.clone()))?;
     let list: Vec<Value> = found
         .iter()
-        .map(|i| wire::intent(i, &caller.sub, avail[&i.manager]))
+        .map(|i| wire::intent(i, &view(&st, &caller.sub), avail[&i.manager]))
         .collect();
     Ok((
         StatusCode::OK,
@@ -290,7 +298,7 @@ async fn query_constraints(
     let avail = availability_of(&st, found.iter().map(|c| c.manager.clone()))?;
     let list: Vec<Value> = found
         .iter()
-        .map(|c| wire::constraint(c, &caller.sub, avail[&c.manager]))
+        .map(|c| wire::constraint(c, &view(&st, &caller.sub), avail[&c.manager]))
         .collect();
     Ok((
         StatusCode::OK,
@@ -308,7 +316,7 @@ async fn get_constraint(
     let a = availability(&st, &c.manager)?;
     Ok((
         StatusCode::OK,
-        Json(json!({ "constraint_reference": wire::constraint(&c, &caller.sub, a) })),
+        Json(json!({ "constraint_reference": wire::constraint(&c, &view(&st, &caller.sub), a) })),
     ))
 }
 
@@ -339,7 +347,7 @@ async fn put_constraint_common(
     Ok((
         status,
         Json(
-            json!({ "subscribers": wire::subscribers(&subscribers), "constraint_reference": wire::constraint(&c, &caller.sub, a) }),
+            json!({ "subscribers": wire::subscribers(&subscribers), "constraint_reference": wire::constraint(&c, &view(&st, &caller.sub), a) }),
         ),
     ))
 }
@@ -378,7 +386,7 @@ async fn delete_constraint(
     Ok((
         StatusCode::OK,
         Json(
-            json!({ "subscribers": wire::subscribers(&subscribers), "constraint_reference": wire::constraint(&c, &caller.sub, a) }),
+            json!({ "subscribers": wire::subscribers(&subscribers), "constraint_reference": wire::constraint(&c, &view(&st, &caller.sub), a) }),
         ),
     ))
 }
@@ -450,13 +458,13 @@ async fn put_subscription_common(
     if s.notify_for_operational_intents {
         body["operational_intent_references"] = intents
             .iter()
-            .map(|i| wire::intent(i, &caller.sub, avail[&i.manager]))
+            .map(|i| wire::intent(i, &view(&st, &caller.sub), avail[&i.manager]))
             .collect();
     }
     if s.notify_for_constraints {
         body["constraint_references"] = constraints
             .iter()
-            .map(|c| wire::constraint(c, &caller.sub, avail[&c.manager]))
+            .map(|c| wire::constraint(c, &view(&st, &caller.sub), avail[&c.manager]))
             .collect();
     }
     Ok((StatusCode::OK, Json(body)))

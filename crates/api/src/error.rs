@@ -30,6 +30,8 @@ pub enum ApiError {
         field: String,
         message: String,
     },
+    /// 404 with its reason.
+    NotFound(String),
     /// 408: the request did not arrive in time.
     Timeout(String),
     /// 429, with the seconds to wait.
@@ -77,6 +79,7 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge { field, message } => {
                 body(S::PAYLOAD_TOO_LARGE, "too_large", message, Some(field))
             }
+            ApiError::NotFound(m) => body(S::NOT_FOUND, "not_found", m, None),
             ApiError::Timeout(m) => body(S::REQUEST_TIMEOUT, "timeout", m, Some("body".into())),
             ApiError::KeyCheck(v) => (S::CONFLICT, Json(v)).into_response(),
             ApiError::TooManyRequests { retry_after_s } => {
@@ -196,7 +199,10 @@ impl IntoResponse for ApiError {
                             &m,
                             &missing_operational_intents,
                             &missing_constraints,
-                            "",
+                            &wire::View {
+                                viewer: "",
+                                copies_at: "",
+                            },
                             &|_| airspace::UssAvailabilityState::Unknown,
                         );
                         (S::CONFLICT, Json(v)).into_response()

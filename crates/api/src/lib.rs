@@ -20,6 +20,7 @@ mod own;
 pub mod peer;
 pub mod source;
 pub mod tls;
+mod uss;
 pub mod wire;
 
 pub use auth::{AuthConfig, Authenticator, KeySource};
@@ -164,6 +165,10 @@ pub struct AppState {
     pub console: console::Console,
     /// The operator's local raster basemap, if one is configured.
     pub tiles: Option<Arc<dyn node::TileSource>>,
+    /// Where this node's own clients reach it (its `public_url`): the
+    /// `uss_base_url` of the peers' copies it holds, whose F3548 USS
+    /// interface it serves (`/uss/v1/…`).
+    pub uss_base_url: String,
 }
 
 impl AppState {
@@ -274,6 +279,7 @@ pub fn router(state: Shared) -> Router {
 pub fn with_peer_endpoint(state: Shared, peer_records: bool) -> Router {
     let mut r = Router::new()
         .merge(dss::routes())
+        .merge(uss::routes())
         .merge(aux::routes())
         .merge(own::routes())
         .merge(evidence::routes())

@@ -85,6 +85,7 @@ impl App {
             metrics: Metrics::new(false),
             console: api::console::Console::new(&seed, name, Vec::new()),
             tiles: None,
+            uss_base_url: "https://router.test".into(),
         });
         App {
             router: api::router(state),
@@ -403,6 +404,20 @@ async fn dss_routes_answer_the_statuses_and_bodies_f3548_lists(app: &App) {
                 .is(400, "invalid_input")
                 .naming("version"),
             case(M::POST, format!("{subs}/query"), Some(SC)).body(area.clone()),
+            // The USS interface: only for the peers' copies held here.
+            case(M::GET, format!("/uss/v1/operational_intents/{mine}"), Some(SC))
+                .is(404, "not_found"),
+            case(M::GET, format!("/uss/v1/operational_intents/{}", id()), Some(SC))
+                .is(404, "not_found"),
+            case(M::GET, format!("/uss/v1/operational_intents/{}", id()), Some(CM))
+                .is(403, "forbidden"),
+            case(M::GET, "/uss/v1/operational_intents/not-a-uuid", Some(SC))
+                .is(400, "invalid_input")
+                .naming("entityid"),
+            case(M::GET, format!("/uss/v1/constraints/{}", id()), Some(CP))
+                .is(404, "not_found"),
+            case(M::GET, format!("/uss/v1/constraints/{}", id()), Some(SC))
+                .is(403, "forbidden"),
             // Availability and reports.
             case(M::GET, "/dss/v1/uss_availability/uss9", Some(SC)),
             case(M::PUT, "/dss/v1/uss_availability/uss9", Some(SC))

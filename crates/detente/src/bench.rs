@@ -743,6 +743,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         name: "detente.demo".into(),
         data: dir,
         listen: "127.0.0.1:0".parse()?,
+        public_url: None,
         peer_listen: None,
         jwt_public_key: Some(key),
         jwt_jwks: None,

@@ -14,6 +14,7 @@ pub struct FileConfig {
     pub name: Option<String>,
     pub data: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    pub public_url: Option<String>,
     pub peer_listen: Option<SocketAddr>,
     pub jwt_public_key: Option<PathBuf>,
     pub jwt_jwks: Option<PathBuf>,
@@ -59,6 +60,9 @@ pub struct NodeConfig {
     pub name: String,
     pub data: PathBuf,
     pub listen: SocketAddr,
+    /// How this node's own clients reach it (default `http://` and the
+    /// bound listen address): the `uss_base_url` of the peers' copies.
+    pub public_url: Option<String>,
     pub peer_listen: Option<SocketAddr>,
     pub jwt_public_key: Option<PathBuf>,
     pub jwt_jwks: Option<PathBuf>,

@@ -702,12 +702,16 @@ impl Scenario {
         let Scenario {
             c,
             cf,
-            constraint_ovn,
-            alpha_ovn,
+            constraint_id,
+            alpha,
             bravo,
             ..
         } = self;
         let h = |n: i64| now.plus_seconds(n * 3600);
+        // Federation's planner asks its own node for what it must prove:
+        // to it, its node is the managing USS of Alliance's copies.
+        let alpha_ovn = ovn_of(cf, "operational_intents", alpha, FEDERATION).await?;
+        let constraint_ovn = ovn_of(cf, "constraints", constraint_id, FEDERATION).await?;
         let path_bravo = format!("/dss/v1/operational_intent_references/{bravo}");
         let v = cf
             .expect(
@@ -727,7 +731,10 @@ impl Scenario {
             .unwrap_or_default()
             .to_string();
         println!(
-            "5. Federation obtains the current OVNs from the managers (USS to USS) and retries with them in its key."
+            "5. Federation's planner asks its own node for ALPHA's and the buffer's details (the F3548 USS interface:"
+        );
+        println!(
+            "   for Alliance's operations its node is the managing USS) and retries with the OVNs it answers in its key."
         );
         // BRAVO crosses the line of contact: held until Alliance acknowledges.
         let (held_status, held) = cf
@@ -951,9 +958,11 @@ impl Scenario {
             c,
             alpha,
             alpha_ovn,
-            bravo_ovn,
+            bravo,
             ..
         } = self;
+        // Alliance's planner proves BRAVO with the OVN its own node answers.
+        let bravo_ovn = ovn_of(c, "operational_intents", bravo, ALLIANCE).await?;
         let h = |n: i64| now.plus_seconds(n * 3600);
         let alpha_update = |key: Vec<String>| {
             json!({
@@ -987,7 +996,7 @@ impl Scenario {
             .unwrap_or_default()
             .to_string();
         println!(
-            "9. Alliance activates ALPHA: refused (409) until its key holds BRAVO's OVN, then → 200 Activated, version {}.\n",
+            "9. Alliance activates ALPHA: refused (409) until its key holds the OVN its node answers for BRAVO, then → 200 Activated, version {}.\n",
             v["operational_intent_reference"]["version"]
         );
 
@@ -1438,6 +1447,23 @@ impl Scenario {
         drop(node);
         Ok(())
     }
+}
+
+/// The OVN `c`'s node answers for a peer's copy (`kind`: `operational_intents`
+/// or `constraints`) at its F3548 USS interface, as `who`.
+async fn ovn_of(c: &mut Client, kind: &str, id: &str, who: (&str, &str)) -> Result<String> {
+    let v = c
+        .expect(200, M::GET, &format!("/uss/v1/{kind}/{id}"), who, None)
+        .await?;
+    let reference = if kind == "constraints" {
+        &v["constraint"]["reference"]
+    } else {
+        &v["operational_intent"]["reference"]
+    };
+    reference["ovn"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("no OVN for {id}: {v}"))
 }
 
 /// Waits until `path` answers 200 on `c` (a shared record arrived).

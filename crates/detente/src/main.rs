@@ -165,6 +165,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DETENTE_LISTEN")]
     listen: Option<SocketAddr>,
     /// Node-to-node listener (HTTPS, mutual TLS with pinned peer keys); peers reach this node at https://ADDR.
+    /// The URL this node's own clients reach it at (default http:// and the listen address): where it serves the peers' operations it holds, as their managing USS (F3548 /uss/v1/…).
+    #[arg(long, env = "DETENTE_PUBLIC_URL")]
+    public_url: Option<String>,
     #[arg(long, env = "DETENTE_PEER_LISTEN")]
     peer_listen: Option<SocketAddr>,
     /// PEM public key (RSA, EC or Ed25519) that verifies bearer tokens.
@@ -229,6 +232,14 @@ impl ServeArgs {
             listen: match self.listen.or(file.listen) {
                 Some(a) => a,
                 None => DEFAULT_LISTEN.parse().context("default listen address")?,
+            },
+            public_url: match self.public_url.or(file.public_url) {
+                None => None,
+                Some(u) => {
+                    Some(api::wire::base_url(u, "public_url").map_err(|_| {
+                        anyhow::anyhow!("public_url: must be an absolute http(s) URL")
+                    })?)
+                }
             },
             peer_listen: self.peer_listen.or(file.peer_listen),
             jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),

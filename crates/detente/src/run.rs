@@ -152,6 +152,15 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             Some(Arc::new(m))
         }
     };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    // The peers' copies are served to this node's clients at its own URL.
+    let uss_base_url = match &cfg.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!("http://{addr}"),
+    };
     let state = Arc::new(AppState {
         dss,
         log,
@@ -162,6 +171,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         metrics: Metrics::new(cfg.private_metrics),
         console: api::console::Console::new(&seed, &key_name, cfg.console_admin_roles.clone()),
         tiles,
+        uss_base_url,
     });
     // Console sessions logged out through another replica, or before a
     // restart, are ended here before the first request and kept in step.
@@ -188,10 +198,6 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     // With a node-to-node TLS listener, peers' records are taken there only.
     let router = api::with_peer_endpoint(state.clone(), cfg.peer_listen.is_none());

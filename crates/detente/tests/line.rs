@@ -936,6 +936,26 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
         alpha.as_str(),
         "{v}"
     );
+    // The copy's reference names Federation's own node as where to get it:
+    // to Federation's planners, their node is the copy's managing USS.
+    assert_eq!(
+        v["missing_operational_intents"][0]["uss_base_url"],
+        p.f.base.as_str(),
+        "{v}"
+    );
+    // Alliance's own OVN proves nothing here: it never crossed.
+    let (s, v) = call(
+        "PUT",
+        p.f.url(&format!("/dss/v1/operational_intent_references/{bravo}")),
+        &federation,
+        Some(intent_body(
+            square(45.0, 10.21, 0.02),
+            &[&alpha_ovn],
+            "Accepted",
+        )),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
     // A copy cannot be changed or deleted by a local client.
     let (s, _) = call(
         "DELETE",
@@ -947,18 +967,49 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
     )
     .await;
     assert!(s == 403 || s == 409, "{s}");
-    // With the OVN obtained from Alliance's USS, the write goes through.
-    ok(
+    // Federation's planner asks its own node for ALPHA's details, as it
+    // would ask any managing USS, and plans with the OVN it answers.
+    let details = |n: &TestNode, id: &str, tok: &str| {
+        let (url, tok) = (n.url(&format!("/uss/v1/operational_intents/{id}")), tok.to_string());
+        async move { ok("GET", url, &tok, None).await }
+    };
+    let d = details(&p.f, &alpha, &federation).await;
+    let alpha_here = d["operational_intent"]["reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(alpha_here, alpha_ovn);
+    assert_eq!(d["operational_intent"]["reference"]["id"], alpha.as_str());
+    assert_eq!(d["operational_intent"]["reference"]["uss_base_url"], p.f.base.as_str());
+    assert_eq!(
+        d["operational_intent"]["details"]["volumes"].as_array().map(Vec::len),
+        Some(1),
+        "{d}"
+    );
+    let v = ok(
         "PUT",
         p.f.url(&format!("/dss/v1/operational_intent_references/{bravo}")),
         &federation,
         Some(intent_body(
             square(45.0, 10.21, 0.02),
-            &[&alpha_ovn],
+            &[&alpha_here],
             "Accepted",
         )),
     )
     .await;
+    let bravo_ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Local operations are not served there: their manager serves them.
+    let (s, v) = call(
+        "GET",
+        p.f.url(&format!("/uss/v1/operational_intents/{bravo}")),
+        &federation,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
     // Both nodes report the conflict.
     for n in [&p.a, &p.f] {
         let mut found = false;
@@ -977,6 +1028,69 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
         }
         assert!(found, "{} reports no conflict", n.base);
     }
+    // Alliance moves ALPHA, proving BRAVO with the OVN its own node answers
+    // for BRAVO's copy there; the copy at Federation changes version.
+    let bravo_at_alliance = {
+        let mut got = Value::Null;
+        for _ in 0..200 {
+            let (s, v) = call(
+                "GET",
+                p.a.url(&format!("/uss/v1/operational_intents/{bravo}")),
+                &alliance,
+                None,
+            )
+            .await;
+            if s == 200 {
+                got = v;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        got["operational_intent"]["reference"]["ovn"]
+            .as_str()
+            .unwrap_or_else(|| panic!("BRAVO never reached Alliance: {got}"))
+            .to_string()
+    };
+    let v = ok(
+        "PUT",
+        p.a.url(&format!(
+            "/dss/v1/operational_intent_references/{alpha}/{alpha_ovn}"
+        )),
+        &alliance,
+        Some(intent_body(
+            square(45.0, 10.2, 0.025),
+            &[&bravo_at_alliance],
+            "Accepted",
+        )),
+    )
+    .await;
+    let alpha_ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut alpha_now = alpha_here.clone();
+    for _ in 0..200 {
+        let d = details(&p.f, &alpha, &federation).await;
+        alpha_now = d["operational_intent"]["reference"]["ovn"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if alpha_now != alpha_here {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(alpha_now, alpha_here, "the copy's new version never arrived");
+    // The OVN of the copy's old version proves nothing any more; the new one does.
+    let bravo_update = |key: &str| {
+        Some(intent_body(square(45.0, 10.21, 0.02), &[key], "Accepted"))
+    };
+    let bravo_url = p.f.url(&format!(
+        "/dss/v1/operational_intent_references/{bravo}/{bravo_ovn}"
+    ));
+    let (s, v) = call("PUT", bravo_url.clone(), &federation, bravo_update(&alpha_here)).await;
+    assert_eq!(s, 409, "{v}");
+    ok("PUT", bravo_url, &federation, bravo_update(&alpha_now)).await;
     // Alliance ends ALPHA: Federation drops its copy.
     let before = index(&ok("GET", watch_url.clone(), &federation, None).await);
     ok(

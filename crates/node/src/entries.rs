@@ -370,6 +370,28 @@ impl LogSigner {
         tlog::entry::unattested_leaf(kind, &self.signer.name, ms, &encoded)
     }
 
+    /// The OVN this node answers for version `version` of a peer's entity
+    /// `id` held here as a copy managed by `manager`, whose own OVN the
+    /// peer's record carries only as `peer_ovn_sha256`: derived from the
+    /// node key (a deterministic Ed25519 signature, hashed), so that only
+    /// this node can mint it, every replica mints the same, nothing has to
+    /// be kept, and a new version of the copy has a new OVN. It reveals
+    /// nothing of the peer's OVN beyond the hash its record already holds.
+    pub fn copy_ovn(
+        &self,
+        manager: &str,
+        id: uuid::Uuid,
+        version: i32,
+        peer_ovn_sha256: &str,
+    ) -> airspace::Ovn {
+        use base64::Engine as _;
+        let text = format!("detente copy ovn v1\n{manager}\n{id}\n{version}\n{peer_ovn_sha256}\n");
+        let sig = self.signer.sign(&text).signature;
+        airspace::Ovn(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tlog::hash::sha256(&sig)),
+        )
+    }
+
     /// A signed checkpoint note for a tree of `size` leaves with `root`.
     pub fn checkpoint(&self, size: u64, root: tlog::Hash) -> String {
         let text = tlog::Checkpoint {

@@ -4,9 +4,12 @@
 //! change does here (a read-only copy, managed by `peer:<peer>:<manager>`,
 //! that takes part in key checks and conflicts).
 //!
-//! A shared change carries the OVN only as its SHA-256 (as the log does):
-//! a local client proves knowledge of a peer's operation by presenting the
-//! OVN it obtained from the peer's USS, and the key check compares hashes.
+//! A shared change carries the peer's OVN only as its SHA-256 (as the log
+//! does), and the peer's OVN never reaches this node. For the copy, this
+//! node is the managing USS its own planners talk to: it mints the copy's
+//! OVN per version from its own key ([`with_local_ovn`]), answers it at its
+//! F3548 USS interface (`/uss/v1/…`), and its key check takes exactly that
+//! OVN for the copy's current version.
 
 use crate::entries::entry_body;
 use airspace::geometry::{LatLng, Limits, Outline, PreparedVolume, Volume4D, prepare};
@@ -89,6 +92,23 @@ pub fn outgoing(line: &LineState, e: &Event) -> Vec<LineEvent> {
         }
     }
     out
+}
+
+/// A peer's shared change as this node holds it: the copy's OVN (the
+/// peer's, known only by its hash) replaced by the one this node mints for
+/// that version (`LogSigner::copy_ovn`).
+pub fn with_local_ovn(e: Event, signer: &crate::entries::LogSigner) -> Event {
+    match e {
+        Event::IntentUpserted(mut i) => {
+            i.ovn = signer.copy_ovn(&i.manager, i.id, i.version, i.ovn.as_str());
+            Event::IntentUpserted(i)
+        }
+        Event::ConstraintUpserted(mut c) => {
+            c.ovn = signer.copy_ovn(&c.manager, c.id, c.version, c.ovn.as_str());
+            Event::ConstraintUpserted(c)
+        }
+        other => other,
+    }
 }
 
 fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, String> {
@@ -340,6 +360,41 @@ mod tests {
         assert!(!copy.ovn.as_str().contains("secret"));
         assert!(airspace::key_matches(&copy.ovn, &i.ovn));
         assert!(!airspace::key_matches(&copy.ovn, &Ovn("another".into())));
+    }
+
+    #[test]
+    fn the_copys_ovn_is_minted_here_per_version_and_the_peers_is_not_taken() {
+        let signer = |seed: u8| crate::entries::LogSigner {
+            signer: tlog::NoteSigner::from_seed("federation.example", &[seed; 32]).unwrap(),
+            clock: std::sync::Arc::new(crate::SystemClock),
+            member: None,
+        };
+        let held = |i: &OperationalIntent, s: &crate::entries::LogSigner| {
+            let (kind, body) = entry_body(&Event::IntentUpserted(i.clone()));
+            let e = incoming("alliance", kind, &body, &AirspaceState::default()).unwrap();
+            let Event::IntentUpserted(copy) = with_local_ovn(e, s) else {
+                panic!("not an upsert");
+            };
+            copy
+        };
+        let mut i = intent("alliance-uss", 45.0);
+        let first = held(&i, &signer(1));
+        // The same version, minted again (another replica, a restart): the same OVN.
+        assert_eq!(first.ovn, held(&i, &signer(1)).ovn);
+        // Only the presented OVN this node minted proves knowledge of the copy.
+        assert!(airspace::key_matches(&first.ovn, &first.ovn));
+        assert!(
+            !airspace::key_matches(&first.ovn, &i.ovn),
+            "the peer's own OVN"
+        );
+        assert!(first.ovn.as_str().len() >= 16 && !first.ovn.as_str().contains("secret"));
+        // Another node's key mints another OVN.
+        assert_ne!(first.ovn, held(&i, &signer(2)).ovn);
+        // A new version of the copy (a new OVN at the peer): the old one no longer proves it.
+        i.version += 1;
+        i.ovn = Ovn("secret-ovn-of-alliance-uss-version-4".into());
+        let second = held(&i, &signer(1));
+        assert!(!airspace::key_matches(&second.ovn, &first.ovn));
     }
 
     #[test]

@@ -269,6 +269,33 @@ pub fn volumes(v: Vec<Volume4D>, field: &str) -> Result<Vec<airspace::Volume4D>,
         .collect()
 }
 
+/// A domain volume as F3548 `Volume4D` (metres above WGS-84, RFC 3339).
+pub fn volume_out(v: &airspace::Volume4D) -> Value {
+    let alt = |m: Option<f64>| m.map(altitude_json);
+    let mut volume = json!({
+        "altitude_lower": alt(v.altitude_lower_m),
+        "altitude_upper": alt(v.altitude_upper_m),
+    });
+    match &v.outline {
+        airspace::geometry::Outline::Polygon { vertices } => {
+            volume["outline_polygon"] = json!({
+                "vertices": vertices.iter().map(|p| json!({ "lat": p.lat, "lng": p.lng })).collect::<Vec<_>>(),
+            });
+        }
+        airspace::geometry::Outline::Circle { center, radius_m } => {
+            volume["outline_circle"] = json!({
+                "center": { "lat": center.lat, "lng": center.lng },
+                "radius": { "value": radius_m, "units": "M" },
+            });
+        }
+    }
+    json!({
+        "volume": volume,
+        "time_start": v.time_start.map(format_time),
+        "time_end": v.time_end.map(format_time),
+    })
+}
+
 /// F3548 `EntityID`/`SubscriptionID`: a UUIDv4.
 pub fn entity_id(s: &str, field: &str) -> Result<Uuid, ApiError> {
     let u = Uuid::parse_str(s).map_err(|_| ApiError::bad(field, format!("{s:?} is not a UUID")))?;
@@ -360,8 +387,29 @@ pub fn availability_str(a: UssAvailabilityState) -> &'static str {
     }
 }
 
-/// F3548 `OperationalIntentReference` as seen by `viewer`.
-pub fn intent(i: &OperationalIntent, viewer: &str, availability: UssAvailabilityState) -> Value {
+/// Whose view a reference is rendered for: the client asking (an OVN is
+/// shown to its manager only) and where this node serves the peers'
+/// copies it holds (their `uss_base_url`: this node is the managing USS
+/// its own clients ask for a copy's details).
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub viewer: &'a str,
+    /// This node's USS base URL; empty keeps the peer's own.
+    pub copies_at: &'a str,
+}
+
+impl View<'_> {
+    fn base_url<'b>(&'b self, manager: &str, own: &'b str) -> &'b str {
+        if node::share::is_peer_copy(manager) && !self.copies_at.is_empty() {
+            self.copies_at
+        } else {
+            own
+        }
+    }
+}
+
+/// F3548 `OperationalIntentReference` as seen from `view`.
+pub fn intent(i: &OperationalIntent, view: &View, availability: UssAvailabilityState) -> Value {
     let mut v = json!({
         "id": i.id,
         "manager": i.manager,
@@ -370,17 +418,17 @@ pub fn intent(i: &OperationalIntent, viewer: &str, availability: UssAvailability
         "state": i.state.as_str(),
         "time_start": format_time(i.time_start),
         "time_end": format_time(i.time_end),
-        "uss_base_url": i.uss_base_url,
+        "uss_base_url": view.base_url(&i.manager, &i.uss_base_url),
         "subscription_id": i.subscription_id.map(|s| s.to_string()).unwrap_or_else(|| NULL_SUBSCRIPTION_ID.to_string()),
     });
-    if i.manager == viewer {
+    if i.manager == view.viewer {
         v["ovn"] = json!(i.ovn.as_str());
     }
     v
 }
 
-/// F3548 `ConstraintReference` as seen by `viewer`.
-pub fn constraint(c: &Constraint, viewer: &str, availability: UssAvailabilityState) -> Value {
+/// F3548 `ConstraintReference` as seen from `view`.
+pub fn constraint(c: &Constraint, view: &View, availability: UssAvailabilityState) -> Value {
     let mut v = json!({
         "id": c.id,
         "manager": c.manager,
@@ -388,9 +436,9 @@ pub fn constraint(c: &Constraint, viewer: &str, availability: UssAvailabilitySta
         "version": c.version,
         "time_start": format_time(c.time_start),
         "time_end": format_time(c.time_end),
-        "uss_base_url": c.uss_base_url,
+        "uss_base_url": view.base_url(&c.manager, &c.uss_base_url),
     });
-    if c.manager == viewer {
+    if c.manager == view.viewer {
         v["ovn"] = json!(c.ovn.as_str());
     }
     v
@@ -431,14 +479,14 @@ pub fn conflict_response(
     message: &str,
     intents: &[OperationalIntent],
     constraints: &[Constraint],
-    viewer: &str,
+    view: &View,
     availability: &dyn Fn(&str) -> UssAvailabilityState,
 ) -> Value {
     json!({
         "message": message,
         "code": "key_check_failed",
-        "missing_operational_intents": intents.iter().map(|i| intent(i, viewer, availability(&i.manager))).collect::<Vec<_>>(),
-        "missing_constraints": constraints.iter().map(|c| constraint(c, viewer, availability(&c.manager))).collect::<Vec<_>>(),
+        "missing_operational_intents": intents.iter().map(|i| intent(i, view, availability(&i.manager))).collect::<Vec<_>>(),
+        "missing_constraints": constraints.iter().map(|c| constraint(c, view, availability(&c.manager))).collect::<Vec<_>>(),
     })
 }
 

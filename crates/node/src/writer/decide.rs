@@ -147,7 +147,11 @@ impl Decider {
                 let next = first_leaf + leaves.len() as u64;
                 let r = r.and_then(|d| {
                     // A peer's accepted airspace change updates its copy here.
-                    let copies = crate::line::peer_airspace_effects(&d.events, &st);
+                    let copies: Vec<airspace::Event> =
+                        crate::line::peer_airspace_effects(&d.events, &st)
+                            .into_iter()
+                            .map(|e| crate::share::with_local_ovn(e, signer))
+                            .collect();
                     let commit = liaison::decide::append(
                         &mut ls,
                         &signer.signer,

@@ -1,0 +1,116 @@
+//! The F3548 USS interface for the peers' operations and constraints this
+//! node holds as copies. Between rival parties the managing USS of a
+//! peer's operation is out of reach or unwilling; to this node's own
+//! clients, this node is its managing USS: it answers the details and the
+//! reference, with the OVN it minted for the copy's current version
+//! (`node::share::with_local_ovn`) — the OVN its key check takes. Anything
+//! that is not a copy held here is answered 404, naming where its manager
+//! serves it.
+
+use crate::Shared;
+use crate::error::ApiError;
+use crate::wire::{self, View};
+use airspace::{OperationalIntentState, PreparedVolume, UssAvailabilityState};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use node::Scope;
+use serde_json::{Value, json};
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route(
+            "/uss/v1/operational_intents/{entityid}",
+            get(intent_details),
+        )
+        .route("/uss/v1/constraints/{entityid}", get(constraint_details))
+}
+
+/// The scopes F3548 names for these endpoints.
+const INTENT_DETAILS: &[Scope] = &[Scope::StrategicCoordination];
+const CONSTRAINT_DETAILS: &[Scope] = &[Scope::ConstraintProcessing];
+
+fn volumes(v: &[PreparedVolume]) -> Vec<Value> {
+    v.iter().map(|p| wire::volume_out(&p.volume)).collect()
+}
+
+fn availability(st: &Shared, manager: &str) -> UssAvailabilityState {
+    st.dss
+        .get_availability(manager)
+        .map(|a| a.availability)
+        .unwrap_or(UssAvailabilityState::Unknown)
+}
+
+fn not_held_here(kind: &str, id: &str, manager: &str, at: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "{kind} {id} is managed by {manager}, not held here as a peer's copy: its details are at its manager's USS, {at}"
+    ))
+}
+
+async fn intent_details(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&headers, INTENT_DETAILS)?;
+    let id = wire::entity_id(&id, "entityid")?;
+    let i = st.dss.get_intent(id).await?;
+    if !node::share::is_peer_copy(&i.manager) {
+        return Err(not_held_here(
+            "operational intent",
+            &id.to_string(),
+            &i.manager,
+            &i.uss_base_url,
+        ));
+    }
+    // The managing USS shows the OVN: the view is the manager's.
+    let view = View {
+        viewer: &i.manager,
+        copies_at: &st.uss_base_url,
+    };
+    let reference = wire::intent(&i, &view, availability(&st, &i.manager));
+    let (nominal, off_nominal) = match i.state {
+        OperationalIntentState::Accepted | OperationalIntentState::Activated => {
+            (volumes(&i.extents), vec![])
+        }
+        OperationalIntentState::Nonconforming => (volumes(&i.extents), volumes(&i.extents)),
+        OperationalIntentState::Contingent => (vec![], volumes(&i.extents)),
+    };
+    Ok(Json(json!({
+        "operational_intent": {
+            "reference": reference,
+            "details": { "volumes": nominal, "off_nominal_volumes": off_nominal, "priority": 0 },
+        }
+    })))
+}
+
+async fn constraint_details(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&headers, CONSTRAINT_DETAILS)?;
+    let id = wire::entity_id(&id, "entityid")?;
+    let c = st.dss.get_constraint(id).await?;
+    if !node::share::is_peer_copy(&c.manager) {
+        return Err(not_held_here(
+            "constraint",
+            &id.to_string(),
+            &c.manager,
+            &c.uss_base_url,
+        ));
+    }
+    let view = View {
+        viewer: &c.manager,
+        copies_at: &st.uss_base_url,
+    };
+    let reference = wire::constraint(&c, &view, availability(&st, &c.manager));
+    Ok(Json(json!({
+        "constraint": {
+            "reference": reference,
+            "details": { "volumes": volumes(&c.extents) },
+        }
+    })))
+}
