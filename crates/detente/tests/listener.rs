@@ -68,7 +68,8 @@ async fn idle_slow_and_surplus_connections_are_closed_and_the_node_answers_after
     let node = TestNode::start_with(bin(), &["--config", config.to_str().unwrap()]);
     let at = addr(&node);
     let health = node.url("/healthz");
-    assert!(reqwest::get(&health).await.unwrap().status().is_success());
+    // (No request before the idle ones: a client's kept-alive connection
+    // closes when it likes, and would hold a slot for a moment.)
 
     // Eight connections that send nothing take every slot…
     let mut idle = Vec::new();
