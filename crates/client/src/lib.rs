@@ -13,6 +13,40 @@ use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 
+/// Installs the workspace's one TLS crypto provider (ring) as the process
+/// default, once: every outbound HTTPS connection (this client, the
+/// witness submitter, calls to USSs) uses it. Idempotent; call it before
+/// building any `reqwest` client (building one without a provider panics).
+pub fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Another part of the process may have installed ring already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// An HTTP(S) client: rustls with ring, the system's trusted roots plus
+/// `extra_roots` (PEM certificates: a private certificate authority, a
+/// witness's own certificate), each request bounded by `timeout`.
+pub fn http(timeout: Duration, extra_roots: &[u8]) -> Result<reqwest::Client, Error> {
+    install_crypto();
+    let mut b = reqwest::Client::builder().timeout(timeout);
+    if !extra_roots.is_empty() {
+        let certs = reqwest::Certificate::from_pem_bundle(extra_roots)
+            .map_err(|e| Error::Url(format!("the trusted certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Url(
+                "the trusted certificates: no PEM certificate found".into(),
+            ));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| Error::Url(format!("building an HTTP client: {e}")))
+}
+
 /// A refusal as the node answered it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
@@ -76,9 +110,15 @@ pub struct Answer {
 }
 
 impl Client {
-    /// A client of the node at `base` (`http://host:port`, or with a path
-    /// prefix), each request bounded by `timeout`.
+    /// A client of the node at `base` (`http://host:port`, `https://…`, or
+    /// with a path prefix), each request bounded by `timeout`, trusting the
+    /// system's roots.
     pub fn new(base: &str, timeout: Duration) -> Result<Client, Error> {
+        Client::trusting(base, timeout, &[])
+    }
+
+    /// [`Client::new`], trusting also the PEM certificates `extra_roots`.
+    pub fn trusting(base: &str, timeout: Duration, extra_roots: &[u8]) -> Result<Client, Error> {
         let mut base = Url::parse(base.trim()).map_err(|e| Error::Url(format!("{base}: {e}")))?;
         if base.cannot_be_a_base() {
             return Err(Error::Url(format!("{base}: not a base URL")));
@@ -87,10 +127,7 @@ impl Client {
         if let Ok(mut segs) = base.path_segments_mut() {
             segs.pop_if_empty();
         }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| Error::Url(format!("building an HTTP client: {e}")))?;
+        let http = http(timeout, extra_roots)?;
         Ok(Client {
             http,
             base,
@@ -137,7 +174,7 @@ impl Client {
         }
         let unreachable = |e: reqwest::Error| Error::Unreachable {
             url: shown.clone(),
-            message: e.to_string(),
+            message: chain(&e),
         };
         let r = req.send().await.map_err(unreachable)?;
         let status = r.status().as_u16();
@@ -209,12 +246,12 @@ impl Client {
             .await
             .map_err(|e| Error::Unreachable {
                 url: shown.clone(),
-                message: e.to_string(),
+                message: chain(&e),
             })?;
         let status = r.status().as_u16();
         let text = r.text().await.map_err(|e| Error::Unreachable {
             url: shown,
-            message: e.to_string(),
+            message: chain(&e),
         })?;
         Ok((status, text))
     }
@@ -373,6 +410,22 @@ impl Client {
     pub async fn line_status(&self) -> Result<Value, Error> {
         self.get(&["line", "v1", "status"]).await
     }
+}
+
+/// An error with its causes ("error sending request: … invalid peer
+/// certificate: UnknownIssuer"): the cause is what an operator needs.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !out.contains(&c_text) {
+            out.push_str(": ");
+            out.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn refusal(a: Answer) -> Refusal {

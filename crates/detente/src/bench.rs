@@ -745,6 +745,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         listen: "127.0.0.1:0".parse()?,
         public_url: None,
         peer_listen: None,
+        ca_file: None,
         jwt_public_key: Some(key),
         jwt_jwks: None,
         jwt_audience: "localhost".into(),

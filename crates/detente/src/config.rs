@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub max_connections_per_source: Option<usize>,
     pub witness_logs: Option<Vec<String>>,
     pub witnesses: Option<Vec<String>>,
+    pub ca_file: Option<PathBuf>,
     pub console_admin_roles: Option<Vec<String>>,
     pub basemap_mbtiles: Option<PathBuf>,
     pub private_metrics: Option<bool>,
@@ -88,6 +89,9 @@ pub struct NodeConfig {
     pub max_connections_per_source: Option<usize>,
     pub witness_logs: Vec<String>,
     pub witnesses: Vec<String>,
+    /// PEM certificates the node trusts for its outbound HTTPS calls
+    /// (witnesses), beside the system's.
+    pub ca_file: Option<PathBuf>,
     pub console_admin_roles: Vec<String>,
     pub basemap_mbtiles: Option<PathBuf>,
     /// `/metrics` only for a bearer token with scope `detente.metrics`.

@@ -23,12 +23,19 @@ pub struct Conn {
     /// Bearer token (scope detente.line for duty officers, detente.line.admin for the host's decisions).
     #[arg(long, env = "DETENTE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificates to trust for an https:// node, beside the system's (a private certificate authority).
+    #[arg(long, env = "DETENTE_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 impl Conn {
     /// The typed client of the node, with the token if one was given.
     fn client(&self) -> Result<client::Client> {
-        let c = client::Client::new(&self.node, std::time::Duration::from_secs(30))
+        let roots = match &self.ca_file {
+            Some(p) => std::fs::read(p).with_context(|| format!("--ca-file {}", p.display()))?,
+            None => Vec::new(),
+        };
+        let c = client::Client::trusting(&self.node, std::time::Duration::from_secs(30), &roots)
             .map_err(|e| anyhow!("--node: {e}"))?;
         Ok(match &self.token {
             Some(t) => c.with_token(t.clone()),

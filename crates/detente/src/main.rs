@@ -196,6 +196,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     console_admin_roles: Vec<String>,
+    /// PEM certificates to trust for outbound HTTPS (witnesses), beside the system's: a private certificate authority.
+    #[arg(long, env = "DETENTE_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// An MBTiles file of raster tiles (png, jpg or webp) the console's map draws under the Natural Earth borders.
     #[arg(long, env = "DETENTE_BASEMAP_MBTILES")]
     basemap_mbtiles: Option<PathBuf>,
@@ -300,6 +303,7 @@ impl ServeArgs {
                 self.console_admin_roles
             },
             basemap_mbtiles: self.basemap_mbtiles.or(file.basemap_mbtiles),
+            ca_file: self.ca_file.or(file.ca_file),
             private_metrics: self.private_metrics || file.private_metrics.unwrap_or(false),
             database: match self.database_url.or(file.database_url) {
                 None => None,
@@ -374,6 +378,8 @@ async fn shutdown_signal() {
 /// exits with its kind's code (`detente::exit`).
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider (ring) for every outbound HTTPS connection.
+    client::install_crypto();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -235,13 +235,17 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     ));
     // Each configured witness gets the newest checkpoint every second and its
     // cosignature is kept with it.
+    let roots = match &cfg.ca_file {
+        Some(p) => std::fs::read(p).with_context(|| format!("ca_file {}", p.display()))?,
+        None => Vec::new(),
+    };
     let mut submitters = Vec::new();
     for w in &cfg.witnesses {
         let (key, url) = w
             .rsplit_once('@')
             .ok_or_else(|| anyhow!("witnesses: {w}: expected COSIGNER_VKEY@URL"))?;
         let key = tlog::Verifier::parse(key.trim()).map_err(|e| anyhow!("witnesses: {w}: {e}"))?;
-        let witness = client::Client::new(url, std::time::Duration::from_secs(10))
+        let witness = client::Client::trusting(url, std::time::Duration::from_secs(10), &roots)
             .map_err(|e| anyhow!("witnesses: {w}: {e}"))?;
         let st = state.clone();
         submitters.push(tokio::spawn(async move {

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;
 use test_support::*;
@@ -26,7 +26,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = Client::new().request(method, node.url(path));
+    let mut req = test_support::http().request(method, node.url(path));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -887,7 +887,7 @@ async fn clients_built_against_the_reference_dss_are_understood() {
     assert_eq!(s, 401);
 
     // A browser at the root lands on the console's login page.
-    let r = Client::builder()
+    let r = test_support::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()

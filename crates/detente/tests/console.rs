@@ -223,7 +223,7 @@ async fn the_console_draws_local_tiles_and_reconnects_through_a_node_restart() {
         let url = members.clone();
         let admin = admin.clone();
         async move {
-            let r = reqwest::Client::new()
+            let r = test_support::http()
                 .post(url)
                 .bearer_auth(admin)
                 .json(&body)

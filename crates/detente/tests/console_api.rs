@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use ed25519_dalek::{Signer, SigningKey};
-use reqwest::Client;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -20,7 +19,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-async fn challenge(c: &Client, n: &TestNode) -> Value {
+async fn challenge(c: &reqwest::Client, n: &TestNode) -> Value {
     c.get(n.url("/console/api/challenge"))
         .send()
         .await
@@ -31,7 +30,12 @@ async fn challenge(c: &Client, n: &TestNode) -> Value {
 }
 
 /// A login answering `ch` with `key`: (status, body, set-cookie).
-async fn login(c: &Client, n: &TestNode, key: &SigningKey, ch: &Value) -> (u16, Value, String) {
+async fn login(
+    c: &reqwest::Client,
+    n: &TestNode,
+    key: &SigningKey,
+    ch: &Value,
+) -> (u16, Value, String) {
     let msg = format!(
         "{}{}\n{}",
         ch["domain"].as_str().unwrap(),
@@ -65,7 +69,7 @@ both_backends! {
 #[tokio::test]
 async fn console_logins_sessions_csrf_and_roles() {
     let n = TestNode::start(bin());
-    let c = Client::new();
+    let c = test_support::http();
     let admin = token("line-admin", "detente.line.admin");
     let (officer, chief) = (
         SigningKey::from_bytes(&[3; 32]),
@@ -265,7 +269,7 @@ async fn console_logins_sessions_csrf_and_roles() {
 }
 
 /// Posts a login body as it is (to replay one).
-async fn post_login(c: &Client, n: &TestNode, body: &Value) -> (u16, Value) {
+async fn post_login(c: &reqwest::Client, n: &TestNode, body: &Value) -> (u16, Value) {
     let r = c
         .post(n.url("/console/api/login"))
         .json(body)
@@ -289,7 +293,7 @@ fn login_body(key: &SigningKey, ch: &Value) -> Value {
     })
 }
 
-async fn session_status(c: &Client, n: &TestNode, cookie: &str) -> u16 {
+async fn session_status(c: &reqwest::Client, n: &TestNode, cookie: &str) -> u16 {
     c.get(n.url("/console/api/session"))
         .header("cookie", cookie)
         .send()
@@ -305,7 +309,7 @@ async fn a_used_challenge_and_a_logout_hold_on_every_replica_and_across_restarts
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("node");
     let mut a = TestNode::start_in(bin(), &data, &[]);
-    let c = Client::new();
+    let c = test_support::http();
     let officer = SigningKey::from_bytes(&[3; 32]);
     let r = c
         .post(a.url("/line/v1/members"))
@@ -327,7 +331,7 @@ async fn a_used_challenge_and_a_logout_hold_on_every_replica_and_across_restarts
         a.restart();
         None
     };
-    let c = Client::new(); // no pooled connection to a killed process
+    let c = test_support::http(); // no pooled connection to a killed process
     let other = b.as_ref().unwrap_or(&a);
     let (s, v) = post_login(&c, other, &body).await;
     assert_eq!((s, v["field"].as_str()), (400, Some("challenge")), "replayed: {v}");
@@ -361,7 +365,7 @@ async fn a_used_challenge_and_a_logout_hold_on_every_replica_and_across_restarts
     if !on_postgres {
         a.restart();
     }
-    let c = Client::new();
+    let c = test_support::http();
     let other = b.as_ref().unwrap_or(&a);
     let t = std::time::Instant::now();
     while session_status(&c, other, &cookie).await != 401 {

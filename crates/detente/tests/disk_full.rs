@@ -11,7 +11,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use reqwest::Client;
 use std::path::Path;
 use std::time::Duration;
 use test_support::*;
@@ -22,7 +21,7 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_detente"))
 }
 
-async fn create(c: &Client, base: &str, tok: &str, i: usize) -> (String, u16) {
+async fn create(c: &reqwest::Client, base: &str, tok: &str, i: usize) -> (String, u16) {
     let id = new_id();
     // Each intent on its own square: no key is needed.
     let lat = 10.0 + (i as f64) * 0.05;
@@ -47,7 +46,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     };
     let data = fs.path().join("data");
     let mut node = TestNode::start_in(bin(), &data, &[]);
-    let c = Client::new();
+    let c = test_support::http();
     let tok = token("uss-full", SC);
     let mut acknowledged = Vec::new();
     for i in 0..20 {
@@ -127,7 +126,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
 
     // SIGKILL and restart: every acknowledged write is there.
     node.restart();
-    let c = Client::new(); // no pooled connection to the killed process
+    let c = test_support::http(); // no pooled connection to the killed process
     let mut missing = Vec::new();
     for (n, id) in acknowledged.iter().enumerate() {
         let r = c

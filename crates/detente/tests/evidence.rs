@@ -7,7 +7,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use reqwest::Client;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -24,7 +23,7 @@ async fn text(url: String) -> String {
 }
 
 async fn json_get(url: String) -> Value {
-    let r = Client::new().get(url).send().await.unwrap();
+    let r = test_support::http().get(url).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     r.json().await.unwrap()
 }
@@ -52,7 +51,7 @@ async fn log_endpoints_serve_verifiable_entries_checkpoints_and_proofs() {
     );
     let t = token("alliance", "utm.strategic_coordination");
     for i in 0..5 {
-        let r = Client::new()
+        let r = test_support::http()
             .put(node.url(&format!(
                 "/dss/v1/operational_intent_references/{}",
                 new_id()
@@ -99,19 +98,19 @@ async fn log_endpoints_serve_verifiable_entries_checkpoints_and_proofs() {
         .collect();
     tlog::proof::verify_consistency(first_size, size, &proof, &first_root, &root).unwrap();
     // Bad ranges are 400s naming the parameter.
-    let r = Client::new()
+    let r = test_support::http()
         .get(node.url(&format!("/log/entries?start=0&end={}", size + 1)))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let r = Client::new()
+    let r = test_support::http()
         .get(node.url("/log/proof/inclusion?index=x&size=1"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let r = Client::new()
+    let r = test_support::http()
         .get(node.url(&format!("/log/proof/inclusion?index={size}&size={size}")))
         .send()
         .await
@@ -133,7 +132,7 @@ async fn log_endpoints_serve_verifiable_entries_checkpoints_and_proofs() {
     // An unknown hash is a 404; a hash that is not 32 bytes, or both an
     // index and a hash, a 400 naming the field.
     let unknown = B64.encode([7u8; 32]);
-    let r = Client::new()
+    let r = test_support::http()
         .get(node.url(&format!("/log/proof/inclusion?hash={}&size={size}", urlencode(&unknown))))
         .send()
         .await
@@ -143,7 +142,7 @@ async fn log_endpoints_serve_verifiable_entries_checkpoints_and_proofs() {
         (format!("hash=AAAA&size={size}"), "hash"),
         (format!("index=0&hash={}&size={size}", urlencode(&unknown)), "index"),
     ] {
-        let r = Client::new()
+        let r = test_support::http()
             .get(node.url(&format!("/log/proof/inclusion?{query}")))
             .send()
             .await
@@ -225,7 +224,7 @@ async fn sigkill_under_load_leaves_no_change_without_its_entry_nor_entry_without
         0,
         3600,
     );
-    let v: Value = Client::new()
+    let v: Value = test_support::http()
         .post(node.url("/dss/v1/operational_intent_references/query"))
         .bearer_auth(&t)
         .json(&json!({ "area_of_interest": area }))
@@ -280,7 +279,7 @@ async fn exported_bundles_verify_offline_and_every_tampering_is_caught() {
     // Six writes: six entries (each intent with its implicit subscription).
     for i in 0..6 {
         let id = new_id();
-        let r = Client::new()
+        let r = test_support::http()
             .put(node.url(&format!("/dss/v1/operational_intent_references/{id}")))
             .bearer_auth(&t)
             .json(&intent_body(square(i as f64, 3.0, 0.01), &[], "Accepted"))
@@ -438,7 +437,12 @@ async fn exported_bundles_verify_offline_and_every_tampering_is_caught() {
 }
 
 async fn post(url: String, body: String) -> (u16, String, String) {
-    let r = Client::new().post(url).body(body).send().await.unwrap();
+    let r = test_support::http()
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     let ct = r
         .headers()
         .get("content-type")
@@ -465,7 +469,7 @@ async fn wait_for_checkpoint(
 async fn write_intents(node: &TestNode, n: usize, lat: f64) {
     let t = token("alliance", "utm.strategic_coordination");
     for i in 0..n {
-        let r = Client::new()
+        let r = test_support::http()
             .put(node.url(&format!(
                 "/dss/v1/operational_intent_references/{}",
                 new_id()
@@ -757,7 +761,7 @@ async fn the_log_is_served_as_tlog_tiles_that_rebuild_the_signed_root() {
     let get = |path: String| {
         let url = node.url(&format!("/log/{path}"));
         async move {
-            let r = Client::new().get(url).send().await.unwrap();
+            let r = test_support::http().get(url).send().await.unwrap();
             (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
         }
     };

@@ -24,7 +24,6 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use liaison::{Body, MemberSigner, Message, Precedence, Sphere};
-use reqwest::Client;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -207,7 +206,7 @@ async fn call(
     tok: &str,
     body: Option<Value>,
 ) -> Result<(u16, Value), String> {
-    let c = Client::builder()
+    let c = test_support::http_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();

@@ -7,7 +7,6 @@
 
 use api::wire::line::{AccreditBody, MemberBody, PeerBody, QuotaBody};
 use liaison::{Ack, AckVerdict, Body, MemberSigner, Message, Precedence, Sphere};
-use reqwest::Client;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -31,7 +30,7 @@ fn officer() -> String {
 }
 
 async fn call(method: &str, url: String, tok: &str, body: Option<Value>) -> (u16, Value) {
-    let c = Client::new();
+    let c = test_support::http();
     let mut r = match method {
         "GET" => c.get(url),
         "PUT" => c.put(url),
@@ -1535,7 +1534,7 @@ async fn malformed_line_requests_get_a_400_naming_the_field_and_change_nothing()
         }
     }
     // A body that is not JSON at all.
-    let r = Client::new()
+    let r = test_support::http()
         .post(n.url("/line/v1/members"))
         .bearer_auth(&adm)
         .header("content-type", "application/json")

@@ -90,7 +90,15 @@ async fn idle_slow_and_surplus_connections_are_closed_and_the_node_answers_after
         until_closed(s).await;
     }
     drop(idle);
-    assert!(reqwest::get(&health).await.unwrap().status().is_success());
+    assert!(
+        test_support::http()
+            .get(&health)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
 
     // A head sent a line at a time never completes: closed all the same,
     // while it is still sending.
@@ -131,7 +139,15 @@ async fn idle_slow_and_surplus_connections_are_closed_and_the_node_answers_after
         "answered first, then closed when idle: {}",
         String::from_utf8_lossy(&answered)
     );
-    assert!(reqwest::get(&health).await.unwrap().status().is_success());
+    assert!(
+        test_support::http()
+            .get(&health)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
 }
 
 async fn connect_from(source: &str, to: &str) -> TcpStream {
@@ -141,7 +157,7 @@ async fn connect_from(source: &str, to: &str) -> TcpStream {
 }
 
 fn client_from(source: &str) -> reqwest::Client {
-    reqwest::Client::builder()
+    test_support::http_builder()
         .local_address(source.parse::<std::net::IpAddr>().unwrap())
         .build()
         .unwrap()

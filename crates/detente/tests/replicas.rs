@@ -10,7 +10,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -38,7 +38,7 @@ async fn call(
     tok: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut r = Client::new()
+    let mut r = test_support::http()
         .request(method, node.url(path))
         .bearer_auth(tok);
     if let Some(b) = body {
@@ -724,7 +724,7 @@ async fn a_node_that_loses_its_database_answers_503_until_it_is_back() {
         ));
         let tok = tok.clone();
         async move {
-            Client::new()
+            test_support::http()
                 .put(url)
                 .bearer_auth(tok)
                 .json(&body)
@@ -766,7 +766,7 @@ async fn a_node_that_loses_its_database_answers_503_until_it_is_back() {
     )
     .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "a read while down: {b}");
-    let health = Client::new()
+    let health = test_support::http()
         .get(node.url("/healthz"))
         .send()
         .await
@@ -782,7 +782,7 @@ async fn a_node_that_loses_its_database_answers_503_until_it_is_back() {
     proxy.restore();
     let back = Instant::now();
     loop {
-        let s = Client::new()
+        let s = test_support::http()
             .get(node.url("/healthz"))
             .send()
             .await

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use reqwest::{Client, Method};
+use reqwest::Method;
 use serde_json::Value;
 use std::path::Path;
 use test_support::*;
@@ -123,7 +123,7 @@ async fn every_route_needs_a_credential_unless_declared_public_or_signed() {
         }
     }
     let n = TestNode::start(bin());
-    let http = Client::new();
+    let http = test_support::http();
     let mut checked = 0;
     for (methods, template) in &routes {
         let path = concrete(template);
@@ -156,7 +156,7 @@ both_backends! {
 #[tokio::test]
 async fn private_metrics_need_their_own_scope() {
     let n = TestNode::start_with(bin(), &["--private-metrics"]);
-    let http = Client::new();
+    let http = test_support::http();
     let get = |tok: Option<String>| {
         let mut r = http.get(n.url("/metrics"));
         if let Some(t) = tok {

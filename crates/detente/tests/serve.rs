@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use reqwest::Client;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -37,7 +36,7 @@ async fn serve_without_configuration_creates_its_data_folder_and_answers() {
         .unwrap()
         .trim()
         .to_string();
-    let h: Value = Client::new()
+    let h: Value = test_support::http()
         .get(format!("{base}/healthz"))
         .send()
         .await
@@ -51,7 +50,7 @@ async fn serve_without_configuration_creates_its_data_folder_and_answers() {
         "the default data folder is created"
     );
     // With no key configured, the DSS refuses everyone rather than trusting anyone.
-    let r = Client::new()
+    let r = test_support::http()
         .post(format!("{base}/dss/v1/operational_intent_references/query"))
         .bearer_auth(token("x", "utm.strategic_coordination"))
         .body("{}")
@@ -97,7 +96,7 @@ async fn a_config_file_is_read_and_ended_intents_are_swept() {
         0,
         60,
     );
-    let r = Client::new()
+    let r = test_support::http()
         .put(node.url(&format!(
             "/dss/v1/operational_intent_references/{}",
             new_id()
@@ -111,7 +110,7 @@ async fn a_config_file_is_read_and_ended_intents_are_swept() {
     // An intent ending in 2 s disappears once ended.
     let id = new_id();
     let short = polygon_volume(&[(0.0, 0.0), (0.0, 0.01), (0.01, 0.01)], (0.0, 100.0), 0, 2);
-    let r = Client::new()
+    let r = test_support::http()
         .put(node.url(&format!("/dss/v1/operational_intent_references/{id}")))
         .bearer_auth(&t)
         .json(&intent_body(short, &[], "Accepted"))
@@ -129,7 +128,7 @@ async fn a_config_file_is_read_and_ended_intents_are_swept() {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                Client::new()
+                test_support::http()
                     .get(url)
                     .bearer_auth(t)
                     .send()
@@ -354,7 +353,7 @@ async fn clients_over_their_rate_limit_get_429_and_others_do_not() {
     let url = node.url("/dss/v1/uss_availability/x");
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let r = Client::new()
+        let r = test_support::http()
             .get(&url)
             .bearer_auth(&greedy)
             .send()
@@ -369,7 +368,7 @@ async fn clients_over_their_rate_limit_get_429_and_others_do_not() {
     }
     assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
     assert!(statuses[3..].contains(&429), "{statuses:?}");
-    let r = Client::new()
+    let r = test_support::http()
         .get(&url)
         .bearer_auth(&other)
         .send()
@@ -390,7 +389,7 @@ async fn a_jwks_file_verifies_tokens_by_kid() {
             keys_dir().join("test-jwks.json").to_str().unwrap(),
         ],
     );
-    let r = Client::new()
+    let r = test_support::http()
         .get(node.url("/dss/v1/uss_availability/x"))
         .bearer_auth(token("uss1", "utm.strategic_coordination"))
         .send()
@@ -402,7 +401,7 @@ async fn a_jwks_file_verifies_tokens_by_kid() {
         ..TokenSpec::new("uss1", "utm.strategic_coordination")
     }
     .mint();
-    let r = Client::new()
+    let r = test_support::http()
         .get(node.url("/dss/v1/uss_availability/x"))
         .bearer_auth(wrong)
         .send()
@@ -458,7 +457,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Puts an intent and waits for a checkpoint that includes it.
 async fn grow_log(node: &TestNode, key: &tlog::Verifier) -> u64 {
     let (before, _, _) = log_checkpoint(node, key).await;
-    let r = Client::new()
+    let r = test_support::http()
         .put(node.url(&format!(
             "/dss/v1/operational_intent_references/{}",
             new_id()

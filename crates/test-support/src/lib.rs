@@ -215,10 +215,23 @@ pub fn run_cli(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> (bool, Strin
     (out.status.success(), text)
 }
 
+/// A plain `reqwest` client for a test's own requests (the process's TLS
+/// provider installed first: building a client without one panics).
+pub fn http() -> reqwest::Client {
+    client::install_crypto();
+    reqwest::Client::new()
+}
+
+/// A `reqwest` client builder, the TLS provider installed first.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    client::install_crypto();
+    reqwest::Client::builder()
+}
+
 /// The body of a GET of `url` as text (public endpoints: keys, checkpoints),
 /// on a fresh client (no pooled connection to a process since killed).
 pub async fn get_text(url: &str) -> String {
-    reqwest::Client::new()
+    http()
         .get(url)
         .send()
         .await
@@ -521,7 +534,7 @@ pub async fn race_puts(puts: Vec<(String, String, Value)>) -> Vec<u16> {
         .into_iter()
         .map(|(url, tok, body)| {
             tokio::spawn(async move {
-                reqwest::Client::new()
+                http()
                     .put(url)
                     .bearer_auth(tok)
                     .json(&body)
@@ -555,7 +568,7 @@ pub async fn create_until(
     go: impl Fn(u64) -> bool,
 ) {
     let t = token(&format!("uss{w}"), "utm.strategic_coordination");
-    let client = reqwest::Client::new();
+    let client = http();
     let mut i = 0u64;
     while go(i) {
         let id = new_id();
