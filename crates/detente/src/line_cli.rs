@@ -90,6 +90,9 @@ pub enum PeerCommand {
     },
     /// The node's peers.
     List {
+        /// Print the JSON the node returned.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -124,6 +127,9 @@ pub enum MemberCommand {
     },
     /// Members known to the node: this party's and its peers'.
     List {
+        /// Print the JSON the node returned.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -145,6 +151,9 @@ pub enum MissionCommand {
     },
     /// Missions hosted here and this party's missions at its peers.
     List {
+        /// Print the JSON the node returned.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -160,6 +169,9 @@ pub enum ChannelCommand {
     Close(ChannelArgs),
     /// Every channel with every peer and its state now.
     List {
+        /// Print the JSON the node returned.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -481,8 +493,12 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                 polygons.len()
             );
         }
-        PeerCommand::List { conn } => {
+        PeerCommand::List { json, conn } => {
             let v = conn.client()?.peers().await.map_err(failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             println!("this node: {}", v["me"].as_str().unwrap_or("?"));
             for p in v["peers"].as_array().into_iter().flatten() {
                 let area = p["area"].as_array().map(|a| a.len()).unwrap_or(0);
@@ -535,8 +551,12 @@ pub async fn member(c: MemberCommand) -> Result<()> {
             conn.client()?.remove_member(&key).await.map_err(failure)?;
             println!("member {key} removed");
         }
-        MemberCommand::List { conn } => {
+        MemberCommand::List { json, conn } => {
             let v = conn.client()?.members().await.map_err(failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             for m in v["members"].as_array().into_iter().flatten() {
                 println!(
                     "{:<24} {:<24} {:<20} {:<40} seq {}{}  {}",
@@ -901,8 +921,12 @@ pub async fn mission(c: MissionCommand) -> Result<()> {
                 .map_err(failure)?;
             println!("mission of {guest} closed: {reason}");
         }
-        MissionCommand::List { conn } => {
+        MissionCommand::List { json, conn } => {
             let v = conn.client()?.missions().await.map_err(failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             for m in v["missions"].as_array().into_iter().flatten() {
                 println!(
                     "mission of {} at {}: quota {}, {} active{}",
@@ -972,8 +996,12 @@ pub async fn channel(c: ChannelCommand) -> Result<()> {
             println!("constraint {constraint} is the line of contact");
             return Ok(());
         }
-        ChannelCommand::List { conn } => {
+        ChannelCommand::List { json, conn } => {
             let v = conn.client()?.channels().await.map_err(failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             for ch in v["channels"].as_array().into_iter().flatten() {
                 println!(
                     "{:<24} {:<12} {:<10} {}",

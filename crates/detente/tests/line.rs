@@ -694,6 +694,19 @@ async fn a_duty_officer_works_the_line_from_the_cli() {
         ok && out.contains("deconfliction area: 1 polygon(s)"),
         "{out}"
     );
+    // The lists also print the node's JSON, for scripts.
+    for what in ["peer", "member", "mission", "channel"] {
+        let (ok, out) = cli(&a, &adm, &[what, "list", "--json"]);
+        assert!(ok, "{what} list --json: {out}");
+        let v: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{what} list --json is not JSON ({e}): {out}"));
+        assert!(v.is_object(), "{what}: {v}");
+        if what == "peer" {
+            assert_eq!(v["me"], A, "{v}");
+            assert_eq!(v["peers"][0]["name"], F, "{v}");
+            assert_eq!(v["peers"][0]["area"].as_array().map(Vec::len), Some(1), "{v}");
+        }
+    }
     // A channel's own deadlines and the line of contact, from the CLI.
     for (flash, accepted, says) in [
         ("5m", true, "FLASH 5m"),
