@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use api::wire::line::{AccreditBody, MemberBody, PeerBody, QuotaBody};
+use api::wire::line::{AccreditBody, AreaBody, MemberBody, PeerBody, QuotaBody};
 use liaison::{Ack, AckVerdict, Body, MemberSigner, Message, Precedence, Sphere};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -1864,4 +1864,96 @@ async fn a_replicated_sender_delivers_each_record_once_in_order_across_a_leader_
         .await,
         "the survivor still has records pending"
     );
+}
+
+/// The OVN `n` answers for a peer's operation at its F3548 USS interface,
+/// once the copy has arrived.
+async fn copy_ovn(n: &TestNode, id: &str, tok: &str) -> String {
+    let url = n.url(&format!("/uss/v1/operational_intents/{id}"));
+    for _ in 0..200 {
+        let (s, v) = call("GET", url.clone(), tok, None).await;
+        if s == 200 {
+            return v["operational_intent"]["reference"]["ovn"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} never reached {}", n.base)
+}
+
+#[tokio::test]
+async fn three_parties_plan_in_one_box_each_asking_only_its_own_node() {
+    const C: &str = "commonwealth.test";
+    let nodes = [
+        (A, TestNode::start_with(bin(), &["--name", A])),
+        (F, TestNode::start_with(bin(), &["--name", F])),
+        (C, TestNode::start_with(bin(), &["--name", C])),
+    ];
+    let mut keys = Vec::new();
+    for (_, n) in &nodes {
+        keys.push(log_key(n).await);
+    }
+    // A full mesh, one deconfliction area (the same box) per pair.
+    let area = AreaBody {
+        polygons: vec![vec![[44.5, 9.5], [44.5, 11.0], [45.5, 11.0], [45.5, 9.5]]],
+    };
+    for (i, (_, n)) in nodes.iter().enumerate() {
+        for (j, (peer, other)) in nodes.iter().enumerate() {
+            if i != j {
+                pin(n, peer, &other.base, &keys[j]).await;
+                n.client(&admin()).set_area(peer, &area).await.unwrap();
+            }
+        }
+    }
+    let planner = |sub: &str| token(sub, "utm.strategic_coordination");
+    let (ta, tf, tc) = (planner("a-uss"), planner("f-uss"), planner("c-uss"));
+    let put = |n: &TestNode, id: &str, tok: &str, lng: f64, key: &[&str]| {
+        let url = n.url(&format!("/dss/v1/operational_intent_references/{id}"));
+        let (tok, body) = (
+            tok.to_string(),
+            intent_body(square(45.0, lng, 0.02), key, "Accepted"),
+        );
+        async move { call("PUT", url, &tok, Some(body)).await }
+    };
+    let (alliance, federation, commonwealth) = (&nodes[0].1, &nodes[1].1, &nodes[2].1);
+    // Alliance plans ALPHA; both others hold a copy of it.
+    let alpha = new_id();
+    let (s, v) = put(alliance, &alpha, &ta, 10.2, &[]).await;
+    assert_eq!(s, 201, "{v}");
+    // Commonwealth plans across ALPHA with what its own node answers.
+    let alpha_at_c = copy_ovn(commonwealth, &alpha, &tc).await;
+    let charlie = new_id();
+    let (s, v) = put(commonwealth, &charlie, &tc, 10.21, &[]).await;
+    assert_eq!(s, 409, "without a key: {v}");
+    assert_eq!(
+        v["missing_operational_intents"][0]["uss_base_url"],
+        commonwealth.base.as_str(),
+        "{v}"
+    );
+    let (s, v) = put(commonwealth, &charlie, &tc, 10.21, &[&alpha_at_c]).await;
+    assert_eq!(s, 201, "{v}");
+    // Federation plans across both: two copies, two OVNs, one node asked.
+    let alpha_at_f = copy_ovn(federation, &alpha, &tf).await;
+    let charlie_at_f = copy_ovn(federation, &charlie, &tf).await;
+    assert_ne!(alpha_at_f, alpha_at_c, "each node mints its own");
+    // Alliance stops answering anyone: Federation's planning goes on.
+    nodes[0].1.pause();
+    let bravo = new_id();
+    let (s, v) = put(federation, &bravo, &tf, 10.205, &[&alpha_at_f]).await;
+    assert_eq!(s, 409, "Commonwealth's CHARLIE is missing too: {v}");
+    let (s, v) = put(
+        federation,
+        &bravo,
+        &tf,
+        10.205,
+        &[&alpha_at_f, &charlie_at_f],
+    )
+    .await;
+    assert_eq!(s, 201, "with Alliance silent: {v}");
+    nodes[0].1.resume();
+    // BRAVO reaches both others as a copy.
+    copy_ovn(alliance, &bravo, &ta).await;
+    copy_ovn(commonwealth, &bravo, &tc).await;
 }
