@@ -4,6 +4,8 @@
 //! `message`, `field`). Used by the line's CLI, the demo and the witness
 //! submitter; tests that probe the wire with arbitrary bytes use plain HTTP.
 
+pub mod auth;
+
 use api::wire::line::{
     AccreditBody, AckBody, AreaBody, ChannelBody, DeadlinesBody, MemberBody, MessagesQuery,
     PeerBody, QuotaBody, ReasonBody, SendBody,
@@ -81,6 +83,9 @@ pub enum Error {
     /// The base URL or a path cannot form a URL.
     #[error("{0}")]
     Url(String),
+    /// No usable token: the token file or the token endpoint's answer.
+    #[error("{0}")]
+    Token(String),
 }
 
 impl Error {
@@ -414,7 +419,7 @@ impl Client {
 
 /// An error with its causes ("error sending request: … invalid peer
 /// certificate: UnknownIssuer"): the cause is what an operator needs.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -428,7 +433,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn refusal(a: Answer) -> Refusal {
+pub(crate) fn refusal(a: Answer) -> Refusal {
     let text = |k: &str| a.body[k].as_str().map(str::to_string);
     Refusal {
         status: a.status,

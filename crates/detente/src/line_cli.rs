@@ -64,6 +64,7 @@ fn failure(e: client::Error) -> anyhow::Error {
         }
         client::Error::Unreachable { .. } => Failure::error(Kind::Unreachable, e.to_string()),
         client::Error::Url(_) => Failure::error(Kind::Usage, e.to_string()),
+        client::Error::Token(_) => Failure::error(Kind::Refused, e.to_string()),
     }
 }
 
