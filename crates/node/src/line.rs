@@ -564,18 +564,24 @@ impl Line {
 /// for a peer's change, so the bumped index is how a subscriber learns
 /// that something changed in its area and queries again (F3548's
 /// `notification_index` "so the subscriber can detect missed notifications").
+///
+/// The copies carry this node's OVN (`share::with_local_ovn`); with them
+/// come the notices for the local subscribers each change touched.
 pub fn peer_airspace_effects(
     events: &[LineEvent],
     air: &airspace::AirspaceState,
-) -> Vec<airspace::Event> {
+    signer: &crate::entries::LogSigner,
+) -> (Vec<airspace::Event>, Vec<crate::share::CopyNotice>) {
     use airspace::Event;
     let mut out = Vec::new();
+    let mut notices = Vec::new();
     let mut bumps: std::collections::BTreeMap<airspace::SubscriptionId, i32> =
         std::collections::BTreeMap::new();
     for e in events {
         let Some(copy) = peer_airspace_effect(e, air) else {
             continue;
         };
+        let copy = crate::share::with_local_ovn(copy, signer);
         let constraints = matches!(
             copy,
             Event::ConstraintUpserted(_) | Event::ConstraintRemoved(_)
@@ -593,6 +599,8 @@ pub fn peer_airspace_effects(
             _ => None,
         };
         volumes.extend(old.into_iter().flatten().cloned());
+        let mut notify: std::collections::BTreeMap<String, Vec<(airspace::SubscriptionId, i32)>> =
+            std::collections::BTreeMap::new();
         for sub in air.subscriptions_intersecting(&volumes) {
             let wants = if constraints {
                 sub.notify_for_constraints
@@ -602,14 +610,32 @@ pub fn peer_airspace_effects(
             if wants {
                 let i = bumps.entry(sub.id).or_insert(sub.notification_index);
                 *i = i.saturating_add(1);
+                notify
+                    .entry(sub.uss_base_url.clone())
+                    .or_default()
+                    .push((sub.id, *i));
             }
+        }
+        if !notify.is_empty() {
+            notices.push(crate::share::CopyNotice {
+                change: copy.clone(),
+                subscribers: notify
+                    .into_iter()
+                    .map(
+                        |(uss_base_url, subscriptions)| airspace::SubscriberToNotify {
+                            uss_base_url,
+                            subscriptions,
+                        },
+                    )
+                    .collect(),
+            });
         }
         out.push(copy);
     }
     if !bumps.is_empty() {
         out.push(Event::SubscriptionsNotified(bumps.into_iter().collect()));
     }
-    out
+    (out, notices)
 }
 
 /// The change to the airspace a committed line event makes here: a peer's

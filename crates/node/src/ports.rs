@@ -148,6 +148,12 @@ pub trait Store: Send + Sync + 'static {
     /// Notified after every commit that appended records of the line (so
     /// that delivery to peers starts at once).
     fn line_appended(&self) -> &tokio::sync::Notify;
+    /// The changes of peers' copies this process committed, for the local
+    /// subscriptions they touched, in commit order; the first caller gets
+    /// them (the notifier), later ones `None`.
+    fn take_copy_notices(&self) -> Option<tokio::sync::mpsc::Receiver<crate::share::CopyNotice>> {
+        None
+    }
     /// The committed leaves at `indices` (missing ones are left out).
     fn log_leaves(&self, indices: Vec<u64>) -> BoxFuture<'_, Result<Vec<Leaf>, StoreError>>;
 

@@ -94,6 +94,22 @@ pub fn outgoing(line: &LineState, e: &Event) -> Vec<LineEvent> {
     out
 }
 
+/// A change of a peer's copy, for the local subscriptions it touched: this
+/// node notifies them as the copy's managing USS would (F3548
+/// `notifyOperationalIntentDetailsChanged` / `notifyConstraintDetailsChanged`).
+#[derive(Clone, Debug)]
+pub struct CopyNotice {
+    /// The copy as it now is (its OVN this node's), or its removal.
+    pub change: Event,
+    /// Each subscriber's base URL with its subscriptions and their
+    /// notification indices after the change.
+    pub subscribers: Vec<airspace::SubscriberToNotify>,
+}
+
+/// Most copy notices waiting for delivery; beyond, the newest are dropped
+/// with a warning (subscribers still see their notification index move).
+pub const MAX_PENDING_NOTICES: usize = 4096;
+
 /// A peer's shared change as this node holds it: the copy's OVN (the
 /// peer's, known only by its hash) replaced by the one this node mints for
 /// that version (`LogSigner::copy_ovn`).

@@ -42,6 +42,7 @@ impl Decider {
         // decisions. Every event gets its log entry.
         let t_encode = std::time::Instant::now();
         let mut dirty = Dirty::new(self.with_extents);
+        let mut notices = Vec::new();
         let encoded = replies.iter().try_for_each(|(_, r)| match r {
             Ok(Ok(d)) => dirty.record(&d.events),
             _ => Ok(()),
@@ -147,11 +148,8 @@ impl Decider {
                 let next = first_leaf + leaves.len() as u64;
                 let r = r.and_then(|d| {
                     // A peer's accepted airspace change updates its copy here.
-                    let copies: Vec<airspace::Event> =
-                        crate::line::peer_airspace_effects(&d.events, &st)
-                            .into_iter()
-                            .map(|e| crate::share::with_local_ovn(e, signer))
-                            .collect();
+                    let (copies, copy_notices) =
+                        crate::line::peer_airspace_effects(&d.events, &st, signer);
                     let commit = liaison::decide::append(
                         &mut ls,
                         &signer.signer,
@@ -164,6 +162,7 @@ impl Decider {
                         first_index: next,
                         leaves: new,
                     })?;
+                    notices.extend(copy_notices);
                     if !copies.is_empty() {
                         st.apply(&copies);
                         if let Err(e) = dirty.record(&copies) {
@@ -225,6 +224,7 @@ impl Decider {
             entries_us,
             total_us: t_all.elapsed().as_micros() as u64,
             persist_us: 0,
+            notices,
         }
     }
 }

@@ -109,6 +109,8 @@ pub struct Engine<B: Persistence> {
     /// writer owns alone).
     settle: Option<Arc<Settle>>,
     pub backend: Arc<B>,
+    /// The committed copy notices, until someone takes them.
+    notices: std::sync::Mutex<Option<mpsc::Receiver<crate::share::CopyNotice>>>,
 }
 
 /// Reads on a shared database first take in every write any replica had
@@ -171,7 +173,9 @@ impl<B: Persistence> Engine<B> {
         let refresh_queued = Arc::new(AtomicBool::new(false));
         let available = Arc::new(AtomicBool::new(true));
         let (applied_tx, applied_rx) = tokio::sync::watch::channel(i64::MIN);
+        let (notices_tx, notices_rx) = mpsc::channel(crate::share::MAX_PENDING_NOTICES);
         tokio::spawn(run_writer(Writer {
+            notices: notices_tx,
             applied: applied_tx,
             backend: backend.clone(),
             w: writer,
@@ -208,6 +212,7 @@ impl<B: Persistence> Engine<B> {
             available,
             settle,
             backend,
+            notices: std::sync::Mutex::new(Some(notices_rx)),
         };
         if let Some(s) = &engine.settle {
             tokio::spawn(run_settle(
@@ -396,6 +401,8 @@ struct Writer<B: Persistence> {
     closing: Vec<oneshot::Sender<()>>,
     /// False while a failed commit or start could not be reloaded from.
     available: Arc<AtomicBool>,
+    /// Where committed copy notices go (`Store::take_copy_notices`).
+    notices: mpsc::Sender<crate::share::CopyNotice>,
 }
 
 /// What deciding a batch needs: the in-memory states, the log's tree and
@@ -484,6 +491,9 @@ struct Decided {
     /// Deciding, encoding, making entries and hashing the batch.
     total_us: u64,
     persist_us: u64,
+    /// Changes of peers' copies to notify local subscribers of, once the
+    /// batch is committed.
+    notices: Vec<crate::share::CopyNotice>,
 }
 
 impl Decided {
@@ -527,6 +537,7 @@ impl Decided {
             entries_us,
             total_us,
             persist_us: _,
+            notices,
         } = later;
         debug_assert!(
             self.encoded.is_err() || first_leaf == self.first_leaf + self.leaves.len() as u64
@@ -549,12 +560,22 @@ impl Decided {
         self.encode_us += encode_us;
         self.entries_us += entries_us;
         self.total_us += total_us;
+        self.notices.extend(notices);
     }
 
     /// Whether more jobs may still be decided into this batch: it was
     /// encoded, and neither it nor its line part is full.
     fn has_room(&self) -> bool {
         self.encoded.is_ok() && self.taken < MAX_BATCH && self.line_replies.len() < MAX_LINE_BATCH
+    }
+
+    /// Hands the batch's copy notices on (it is committed).
+    fn notify(&mut self, to: &mpsc::Sender<crate::share::CopyNotice>) {
+        for n in self.notices.drain(..) {
+            if let Err(mpsc::error::TrySendError::Full(n)) = to.try_send(n) {
+                tracing::warn!(change = ?n.change, "too many copy notices waiting: one dropped");
+            }
+        }
     }
 
     fn answer(self) {
@@ -807,6 +828,7 @@ impl<B: Persistence> Writer<B> {
             "group commit"
         );
         let Err(e) = persisted else {
+            d.notify(&self.notices);
             d.answer();
             return next;
         };
@@ -831,6 +853,7 @@ impl<B: Persistence> Writer<B> {
             if d.line_entries {
                 self.appended.notify_waiters();
             }
+            d.notify(&self.notices);
             d.answer();
             if let Some(n) = next {
                 n.answer();
@@ -1208,6 +1231,13 @@ impl<B: Persistence> Store for Engine<B> {
 
     fn line_appended(&self) -> &tokio::sync::Notify {
         &self.appended
+    }
+
+    fn take_copy_notices(&self) -> Option<mpsc::Receiver<crate::share::CopyNotice>> {
+        self.notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     fn read_line(&self, f: &mut dyn FnMut(&LineState)) -> Result<(), StoreError> {
