@@ -20,7 +20,7 @@ mod own;
 pub mod peer;
 pub mod source;
 pub mod tls;
-mod uss;
+pub mod uss;
 pub mod wire;
 
 pub use auth::{AuthConfig, Authenticator, KeySource};

@@ -10,7 +10,9 @@
 use crate::Shared;
 use crate::error::ApiError;
 use crate::wire::{self, View};
-use airspace::{OperationalIntentState, PreparedVolume, UssAvailabilityState};
+use airspace::{
+    Constraint, OperationalIntent, OperationalIntentState, PreparedVolume, UssAvailabilityState,
+};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
@@ -49,6 +51,39 @@ fn not_held_here(kind: &str, id: &str, manager: &str, at: &str) -> ApiError {
     ))
 }
 
+/// F3548 `OperationalIntent` (reference and details) of a copy, its OVN
+/// shown, its `uss_base_url` this node's (`copies_at`).
+pub fn intent_json(i: &OperationalIntent, copies_at: &str, a: UssAvailabilityState) -> Value {
+    let view = View {
+        viewer: &i.manager,
+        copies_at,
+    };
+    let (nominal, off_nominal) = match i.state {
+        OperationalIntentState::Accepted | OperationalIntentState::Activated => {
+            (volumes(&i.extents), vec![])
+        }
+        OperationalIntentState::Nonconforming => (volumes(&i.extents), volumes(&i.extents)),
+        OperationalIntentState::Contingent => (vec![], volumes(&i.extents)),
+    };
+    json!({
+        "reference": wire::intent(i, &view, a),
+        "details": { "volumes": nominal, "off_nominal_volumes": off_nominal, "priority": 0 },
+    })
+}
+
+/// F3548 `Constraint` (reference and details) of a copy, as
+/// [`intent_json`].
+pub fn constraint_json(c: &Constraint, copies_at: &str, a: UssAvailabilityState) -> Value {
+    let view = View {
+        viewer: &c.manager,
+        copies_at,
+    };
+    json!({
+        "reference": wire::constraint(c, &view, a),
+        "details": { "volumes": volumes(&c.extents) },
+    })
+}
+
 async fn intent_details(
     State(st): State<Shared>,
     headers: HeaderMap,
@@ -66,24 +101,10 @@ async fn intent_details(
         ));
     }
     // The managing USS shows the OVN: the view is the manager's.
-    let view = View {
-        viewer: &i.manager,
-        copies_at: &st.uss_base_url,
-    };
-    let reference = wire::intent(&i, &view, availability(&st, &i.manager));
-    let (nominal, off_nominal) = match i.state {
-        OperationalIntentState::Accepted | OperationalIntentState::Activated => {
-            (volumes(&i.extents), vec![])
-        }
-        OperationalIntentState::Nonconforming => (volumes(&i.extents), volumes(&i.extents)),
-        OperationalIntentState::Contingent => (vec![], volumes(&i.extents)),
-    };
-    Ok(Json(json!({
-        "operational_intent": {
-            "reference": reference,
-            "details": { "volumes": nominal, "off_nominal_volumes": off_nominal, "priority": 0 },
-        }
-    })))
+    let a = availability(&st, &i.manager);
+    Ok(Json(
+        json!({ "operational_intent": intent_json(&i, &st.uss_base_url, a) }),
+    ))
 }
 
 async fn constraint_details(
@@ -102,15 +123,8 @@ async fn constraint_details(
             &c.uss_base_url,
         ));
     }
-    let view = View {
-        viewer: &c.manager,
-        copies_at: &st.uss_base_url,
-    };
-    let reference = wire::constraint(&c, &view, availability(&st, &c.manager));
-    Ok(Json(json!({
-        "constraint": {
-            "reference": reference,
-            "details": { "volumes": volumes(&c.extents) },
-        }
-    })))
+    let a = availability(&st, &c.manager);
+    Ok(Json(
+        json!({ "constraint": constraint_json(&c, &st.uss_base_url, a) }),
+    ))
 }

@@ -5,6 +5,7 @@
 //! submitter; tests that probe the wire with arbitrary bytes use plain HTTP.
 
 pub mod auth;
+pub mod notify;
 
 use api::wire::line::{
     AccreditBody, AckBody, AreaBody, ChannelBody, DeadlinesBody, MemberBody, MessagesQuery,

@@ -746,6 +746,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         public_url: None,
         peer_listen: None,
         ca_file: None,
+        uss_tokens: None,
         jwt_public_key: Some(key),
         jwt_jwks: None,
         jwt_audience: "localhost".into(),

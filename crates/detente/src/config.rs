@@ -35,6 +35,11 @@ pub struct FileConfig {
     pub witness_logs: Option<Vec<String>>,
     pub witnesses: Option<Vec<String>>,
     pub ca_file: Option<PathBuf>,
+    pub uss_token_file: Option<PathBuf>,
+    pub uss_oauth_token_url: Option<String>,
+    pub uss_oauth_client_id: Option<String>,
+    pub uss_oauth_client_secret_file: Option<PathBuf>,
+    pub uss_oauth_audience: Option<String>,
     pub console_admin_roles: Option<Vec<String>>,
     pub basemap_mbtiles: Option<PathBuf>,
     pub private_metrics: Option<bool>,
@@ -90,8 +95,12 @@ pub struct NodeConfig {
     pub witness_logs: Vec<String>,
     pub witnesses: Vec<String>,
     /// PEM certificates the node trusts for its outbound HTTPS calls
-    /// (witnesses), beside the system's.
+    /// (witnesses, USSs, the token endpoint), beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// Where the node's bearer token for calls to USSs comes from (the
+    /// notifications of peers' changes): a token file, or OAuth client
+    /// credentials; neither: sent without a token.
+    pub uss_tokens: Option<client::auth::TokenSource>,
     pub console_admin_roles: Vec<String>,
     pub basemap_mbtiles: Option<PathBuf>,
     /// `/metrics` only for a bearer token with scope `detente.metrics`.

@@ -44,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: the F3548 DSS API under /dss/v1, conflicts, /healthz and /metrics.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the demo scenario: two parties deconflicting around a line of contact.
     Demo(demo::DemoArgs),
     /// Measure intent creation, area queries and the congested-area workload.
@@ -199,6 +199,21 @@ pub struct ServeArgs {
     /// PEM certificates to trust for outbound HTTPS (witnesses), beside the system's: a private certificate authority.
     #[arg(long, env = "DETENTE_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// A file holding the node's bearer token for its calls to USSs (notifying local subscribers of peers' changes); read at each use.
+    #[arg(long, env = "DETENTE_USS_TOKEN_FILE")]
+    uss_token_file: Option<PathBuf>,
+    /// Instead of a token file: the OAuth 2.0 token endpoint the node gets its USS token from by client credentials.
+    #[arg(long, env = "DETENTE_USS_OAUTH_TOKEN_URL")]
+    uss_oauth_token_url: Option<String>,
+    /// The node's OAuth client id at that endpoint.
+    #[arg(long, env = "DETENTE_USS_OAUTH_CLIENT_ID")]
+    uss_oauth_client_id: Option<String>,
+    /// A file holding the node's OAuth client secret.
+    #[arg(long, env = "DETENTE_USS_OAUTH_CLIENT_SECRET_FILE")]
+    uss_oauth_client_secret_file: Option<PathBuf>,
+    /// The audience to ask a token for, where the pool's authority wants one.
+    #[arg(long, env = "DETENTE_USS_OAUTH_AUDIENCE")]
+    uss_oauth_audience: Option<String>,
     /// An MBTiles file of raster tiles (png, jpg or webp) the console's map draws under the Natural Earth borders.
     #[arg(long, env = "DETENTE_BASEMAP_MBTILES")]
     basemap_mbtiles: Option<PathBuf>,
@@ -214,6 +229,46 @@ pub struct ServeArgs {
     /// Serve /metrics only to a bearer token with scope detente.metrics (default: public, like /healthz).
     #[arg(long, env = "DETENTE_PRIVATE_METRICS")]
     private_metrics: bool,
+}
+
+/// The node's USS token source from its settings: a token file, or the
+/// whole OAuth client-credentials group; a part of the group alone, or
+/// both, is a usage error naming what is missing.
+fn uss_tokens(
+    file: Option<PathBuf>,
+    url: Option<String>,
+    id: Option<String>,
+    secret_file: Option<PathBuf>,
+    audience: Option<String>,
+) -> Result<Option<client::auth::TokenSource>> {
+    use client::auth::TokenSource;
+    let oauth = url.is_some() || id.is_some() || secret_file.is_some();
+    match (file, oauth) {
+        (Some(_), true) => anyhow::bail!(
+            "uss_token_file and uss_oauth_*: give one source of the node's USS token, not both"
+        ),
+        (Some(f), false) => Ok(Some(TokenSource::File(f))),
+        (None, false) => Ok(None),
+        (None, true) => {
+            let (Some(token_url), Some(client_id), Some(secret_file)) = (url, id, secret_file)
+            else {
+                anyhow::bail!(
+                    "uss_oauth_token_url, uss_oauth_client_id and uss_oauth_client_secret_file go together"
+                );
+            };
+            let client_secret = std::fs::read_to_string(&secret_file)
+                .with_context(|| format!("uss_oauth_client_secret_file {}", secret_file.display()))?
+                .trim()
+                .to_string();
+            Ok(Some(TokenSource::ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope: "utm.strategic_coordination utm.constraint_processing".into(),
+                audience,
+            }))
+        }
+    }
 }
 
 impl ServeArgs {
@@ -304,6 +359,14 @@ impl ServeArgs {
             },
             basemap_mbtiles: self.basemap_mbtiles.or(file.basemap_mbtiles),
             ca_file: self.ca_file.or(file.ca_file),
+            uss_tokens: uss_tokens(
+                self.uss_token_file.or(file.uss_token_file),
+                self.uss_oauth_token_url.or(file.uss_oauth_token_url),
+                self.uss_oauth_client_id.or(file.uss_oauth_client_id),
+                self.uss_oauth_client_secret_file
+                    .or(file.uss_oauth_client_secret_file),
+                self.uss_oauth_audience.or(file.uss_oauth_audience),
+            )?,
             private_metrics: self.private_metrics || file.private_metrics.unwrap_or(false),
             database: match self.database_url.or(file.database_url) {
                 None => None,
@@ -491,5 +554,42 @@ async fn dispatch(cli: Cli) -> Result<()> {
             println!("{}", key::verifier_key(&args.data)?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use client::auth::TokenSource;
+
+    #[test]
+    fn the_uss_token_comes_from_one_source_given_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let file = Some(dir.path().join("token"));
+        let url = || Some("https://auth.example/token".to_string());
+        let id = || Some("node-a".to_string());
+        assert!(uss_tokens(None, None, None, None, None).unwrap().is_none());
+        assert!(matches!(
+            uss_tokens(file.clone(), None, None, None, None).unwrap(),
+            Some(TokenSource::File(_))
+        ));
+        match uss_tokens(None, url(), id(), Some(secret.clone()), Some("dss".into())).unwrap() {
+            Some(TokenSource::ClientCredentials {
+                client_secret,
+                audience,
+                ..
+            }) => assert_eq!(
+                (client_secret.as_str(), audience.as_deref()),
+                ("s3cret", Some("dss"))
+            ),
+            other => panic!("{other:?}"),
+        }
+        let both = uss_tokens(file, url(), id(), Some(secret), None).unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let part = uss_tokens(None, url(), None, None, None).unwrap_err();
+        assert!(part.to_string().contains("go together"), "{part}");
     }
 }

@@ -22,6 +22,7 @@ pub struct RunningNode {
     logouts: JoinHandle<()>,
     submitters: Vec<JoinHandle<()>>,
     deliveries: JoinHandle<()>,
+    notifier: Option<JoinHandle<()>>,
     peer_server: Option<JoinHandle<std::io::Result<()>>>,
     store: Arc<dyn node::Store>,
 }
@@ -33,6 +34,9 @@ impl RunningNode {
         self.checkpointer.abort();
         self.logouts.abort();
         self.deliveries.abort();
+        if let Some(n) = &self.notifier {
+            n.abort();
+        }
         if let Some(p) = &self.peer_server {
             p.abort();
         }
@@ -267,6 +271,35 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             }
         }));
     }
+    // Local subscribers hear of the peers' changes from this node, the
+    // copies' managing USS (every replica sends what its writer committed).
+    let notifier = match store.take_copy_notices() {
+        None => None,
+        Some(notices) => {
+            let tokens = match &cfg.uss_tokens {
+                None => None,
+                Some(src) => Some(Arc::new(
+                    client::auth::Tokens::new(
+                        src.clone(),
+                        std::time::Duration::from_secs(10),
+                        &roots,
+                    )
+                    .map_err(|e| anyhow!("the USS token source: {e}"))?,
+                )),
+            };
+            let n = client::notify::Notifier::new(
+                &state.uss_base_url,
+                tokens,
+                std::time::Duration::from_secs(10),
+                &roots,
+            )
+            .map_err(|e| anyhow!(e))?;
+            Some(tokio::spawn(n.run(notices, |r| match r {
+                Ok(d) => tracing::info!(subscriber = %d.subscriber, entity = %d.entity, status = d.status, attempts = d.attempts, "notified a local subscriber of a peer's change"),
+                Err((subscriber, why)) => tracing::warn!(%subscriber, error = %why, "could not notify a local subscriber of a peer's change"),
+            })))
+        }
+    };
     // A checkpoint at least every second while there are new entries.
     let cp_state = state.clone();
     let checkpointer = tokio::spawn(async move {
@@ -312,6 +345,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         logouts,
         submitters,
         deliveries,
+        notifier,
         peer_addr,
         peer_server,
         store,

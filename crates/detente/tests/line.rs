@@ -1957,3 +1957,122 @@ async fn three_parties_plan_in_one_box_each_asking_only_its_own_node() {
     copy_ovn(alliance, &bravo, &ta).await;
     copy_ovn(commonwealth, &bravo, &tc).await;
 }
+
+#[tokio::test]
+async fn local_subscribers_are_notified_of_a_peers_change_by_their_own_node_with_its_token() {
+    // Federation's USS, subscribed at Federation's node: the first
+    // notification finds it down (503), the next ones are taken.
+    let uss = HttpRecorder::start(vec![503, 204]);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("uss.token");
+    std::fs::write(&token_file, "federation-node-token\n").unwrap();
+    let a = TestNode::start_with(bin(), &["--name", A]);
+    let f = TestNode::start_with(
+        bin(),
+        &[
+            "--name",
+            F,
+            "--uss-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let (ka, kf) = (log_key(&a).await, log_key(&f).await);
+    pin(&a, F, &f.base, &kf).await;
+    pin(&f, A, &a.base, &ka).await;
+    let area = AreaBody {
+        polygons: vec![vec![[44.5, 9.5], [44.5, 11.0], [45.5, 11.0], [45.5, 9.5]]],
+    };
+    a.client(&admin()).set_area(F, &area).await.unwrap();
+    f.client(&admin()).set_area(A, &area).await.unwrap();
+    let federation = token("federation-uss", "utm.strategic_coordination");
+    let alliance = token("alliance-uss", "utm.strategic_coordination");
+    let watch = new_id();
+    ok(
+        "PUT",
+        f.url(&format!("/dss/v1/subscriptions/{watch}")),
+        &federation,
+        Some(json!({"extents": long_square(45.0, 10.2, 0.1), "uss_base_url": uss.base, "notify_for_operational_intents": true})),
+    )
+    .await;
+    let alpha = new_id();
+    let v = ok(
+        "PUT",
+        a.url(&format!("/dss/v1/operational_intent_references/{alpha}")),
+        &alliance,
+        Some(intent_body(square(45.0, 10.2, 0.02), &[], "Accepted")),
+    )
+    .await;
+    let alpha_ovn = v["operational_intent_reference"]["ovn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let taken = |n: usize| {
+        let uss = &uss;
+        async move {
+            for _ in 0..400 {
+                let r = uss.requests();
+                if r.len() >= n {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("{} notification(s) expected, got {:?}", n, uss.requests())
+        }
+    };
+    // Refused once, then taken: the same notification twice.
+    let r = taken(2).await;
+    assert_eq!(r[0].json(), r[1].json());
+    let n = &r[1];
+    assert_eq!(
+        (n.method.as_str(), n.path.as_str()),
+        ("POST", "/uss/v1/operational_intents")
+    );
+    assert_eq!(
+        n.header("authorization"),
+        Some("Bearer federation-node-token")
+    );
+    let body = n.json();
+    assert_eq!(body["operational_intent_id"], alpha.as_str(), "{body}");
+    assert_eq!(
+        body["subscriptions"][0]["subscription_id"],
+        watch.as_str(),
+        "{body}"
+    );
+    assert_eq!(body["subscriptions"][0]["notification_index"], 1, "{body}");
+    let reference = &body["operational_intent"]["reference"];
+    assert_eq!(reference["uss_base_url"], f.base.as_str(), "{body}");
+    assert_eq!(
+        reference["ovn"],
+        copy_ovn(&f, &alpha, &federation).await.as_str()
+    );
+    assert_ne!(
+        reference["ovn"],
+        alpha_ovn.as_str(),
+        "Alliance's own OVN never crosses"
+    );
+    assert_eq!(
+        body["operational_intent"]["details"]["volumes"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    // Alliance withdraws ALPHA: the subscriber hears of the removal.
+    ok(
+        "DELETE",
+        a.url(&format!(
+            "/dss/v1/operational_intent_references/{alpha}/{alpha_ovn}"
+        )),
+        &alliance,
+        None,
+    )
+    .await;
+    let r = taken(3).await;
+    let body = r[2].json();
+    assert_eq!(body["operational_intent_id"], alpha.as_str(), "{body}");
+    assert!(
+        body.get("operational_intent").is_none(),
+        "a removal carries no intent: {body}"
+    );
+    assert_eq!(body["subscriptions"][0]["notification_index"], 2, "{body}");
+}

@@ -1039,6 +1039,95 @@ fn postgres_host_port(url: &str) -> (String, u16) {
     }
 }
 
+/// One request an [`HttpRecorder`] took.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A plain HTTP/1.1 server on 127.0.0.1 standing for a USS: it records
+/// every request and answers each with the next status of `statuses`
+/// (the last one repeated), an empty body, the connection closed.
+pub struct HttpRecorder {
+    pub base: String,
+    taken: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl HttpRecorder {
+    pub fn start(statuses: Vec<u16>) -> HttpRecorder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the recorder");
+        let base = format!("http://{}", listener.local_addr().expect("its address"));
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let record = taken.clone();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().expect("a clone of the stream"));
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (
+                    parts.next().unwrap_or_default().to_string(),
+                    parts.next().unwrap_or_default().to_string(),
+                );
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.push((k.trim().to_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let len = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                let _ = reader.read_exact(&mut body);
+                record.lock().expect("the record").push(Recorded {
+                    method,
+                    path,
+                    headers,
+                    body,
+                });
+                let status = statuses.get(n).or(statuses.last()).copied().unwrap_or(204);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = conn.shutdown(Shutdown::Both);
+            }
+        });
+        HttpRecorder { base, taken }
+    }
+
+    /// What it has taken so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.taken.lock().expect("the record").clone()
+    }
+}
+
 /// The (methods, path) of every `.route(…)` in the API crate's source.
 pub fn api_routes() -> Vec<(Vec<&'static str>, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/src");
