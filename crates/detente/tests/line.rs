@@ -1042,27 +1042,7 @@ async fn intents_in_the_deconfliction_area_are_shared_and_take_part_in_key_check
     }
     // Alliance moves ALPHA, proving BRAVO with the OVN its own node answers
     // for BRAVO's copy there; the copy at Federation changes version.
-    let bravo_at_alliance = {
-        let mut got = Value::Null;
-        for _ in 0..200 {
-            let (s, v) = call(
-                "GET",
-                p.a.url(&format!("/uss/v1/operational_intents/{bravo}")),
-                &alliance,
-                None,
-            )
-            .await;
-            if s == 200 {
-                got = v;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        got["operational_intent"]["reference"]["ovn"]
-            .as_str()
-            .unwrap_or_else(|| panic!("BRAVO never reached Alliance: {got}"))
-            .to_string()
-    };
+    let bravo_at_alliance = copy_ovn(&p.a, &bravo, &alliance).await;
     let v = ok(
         "PUT",
         p.a.url(&format!(
