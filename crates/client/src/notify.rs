@@ -8,6 +8,7 @@
 use crate::auth::Tokens;
 use crate::{Error, chain};
 use airspace::{Event, SubscriberToNotify, UssAvailabilityState};
+use liaison::UssNotification;
 use node::share::CopyNotice;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -20,15 +21,6 @@ pub const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// Notifications in flight at once.
 const IN_FLIGHT: usize = 64;
-
-/// What was notified, for the caller's record.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Delivered {
-    pub subscriber: String,
-    pub entity: String,
-    pub status: u16,
-    pub attempts: u32,
-}
 
 /// Sends the copy notices of one node.
 #[derive(Clone, Debug)]
@@ -100,43 +92,61 @@ impl Notifier {
         })
     }
 
+    /// What a notice to `to` is, before it is sent: the copy, its version
+    /// (none: removed), the subscriber and its subscriptions.
+    pub fn record(change: &Event, to: &SubscriberToNotify) -> Option<UssNotification> {
+        let (entity_kind, entity, version) = match change {
+            Event::IntentUpserted(i) => ("operational_intent", i.id, Some(i.version)),
+            Event::IntentRemoved(id) => ("operational_intent", *id, None),
+            Event::ConstraintUpserted(c) => ("constraint", c.id, Some(c.version)),
+            Event::ConstraintRemoved(id) => ("constraint", *id, None),
+            _ => return None,
+        };
+        Some(UssNotification {
+            entity_kind: entity_kind.to_string(),
+            entity,
+            version: version.map(|v| v.max(0) as u64),
+            subscriber: to.uss_base_url.clone(),
+            subscriptions: to
+                .subscriptions
+                .iter()
+                .map(|(id, index)| (*id, (*index).max(0) as u64))
+                .collect(),
+            status: None,
+            attempts: 0,
+            error: None,
+            at_ms: 0,
+        })
+    }
+
     /// Delivers every notice received, each subscriber on its own task,
     /// until the sender is gone; `done` hears of each delivery or final
-    /// failure (`Err`: the subscriber and why).
+    /// failure (`status`, `attempts`, `error` filled in; `at_ms` left to
+    /// the caller's clock).
     pub async fn run(
         self,
         mut notices: tokio::sync::mpsc::Receiver<CopyNotice>,
-        done: impl Fn(Result<Delivered, (String, String)>) + Send + Sync + 'static,
+        done: impl Fn(UssNotification) + Send + Sync + 'static,
     ) {
         let done = Arc::new(done);
         let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         while let Some(n) = notices.recv().await {
             for to in &n.subscribers {
-                let Some((path, body)) = self.body(&n.change, to) else {
+                let (Some((path, body)), Some(mut record)) =
+                    (self.body(&n.change, to), Notifier::record(&n.change, to))
+                else {
                     continue;
                 };
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let (me, done, subscriber) = (self.clone(), done.clone(), to.uss_base_url.clone());
-                let entity = body
-                    .get("operational_intent_id")
-                    .or_else(|| body.get("constraint_id"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let (me, done) = (self.clone(), done.clone());
                 tokio::spawn(async move {
-                    let r = me.deliver(&subscriber, path, &body).await;
+                    let a = me.deliver(&record.subscriber, path, &body).await;
                     drop(slot);
-                    done(match r {
-                        Ok((status, attempts)) => Ok(Delivered {
-                            subscriber,
-                            entity,
-                            status,
-                            attempts,
-                        }),
-                        Err(why) => Err((subscriber, why)),
-                    });
+                    (record.status, record.attempts, record.error) =
+                        (a.status, a.attempts, a.error);
+                    done(record);
                 });
             }
         }
@@ -144,50 +154,60 @@ impl Notifier {
 
     /// POSTs `body` to `path` under `subscriber` until a 2xx, at most
     /// [`ATTEMPTS`] times (a 401 first drops the cached token); answers
-    /// the status and the attempts, or the last reason.
-    pub async fn deliver(
-        &self,
-        subscriber: &str,
-        path: &str,
-        body: &Value,
-    ) -> Result<(u16, u32), String> {
+    /// the last status, the attempts and, unless delivered, why not.
+    pub async fn deliver(&self, subscriber: &str, path: &str, body: &Value) -> Attempts {
         let url = format!("{}/{path}", subscriber.trim_end_matches('/'));
         let mut pause = self.first_retry;
-        let mut last = String::new();
+        let mut done = Attempts::default();
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
                 tokio::time::sleep(pause).await;
                 pause = pause.saturating_mul(2);
             }
+            done.attempts = attempt;
             let mut req = self.http.post(&url).json(body);
             if let Some(t) = &self.tokens {
                 match t.bearer().await {
                     Ok(token) => req = req.bearer_auth(token),
                     Err(e) => {
-                        last = format!("no token: {e}");
+                        done.error = Some(format!("no token: {e}"));
                         continue;
                     }
                 }
             }
             match req.send().await {
-                Ok(r) if r.status().is_success() => return Ok((r.status().as_u16(), attempt)),
                 Ok(r) => {
                     let status = r.status().as_u16();
+                    done.status = Some(status);
+                    if r.status().is_success() {
+                        done.error = None;
+                        return done;
+                    }
                     if status == 401
                         && let Some(t) = &self.tokens
                     {
                         t.invalidate();
                     }
                     let text = r.text().await.unwrap_or_default();
-                    last = format!("{url} answered {status}: {}", text.trim());
+                    done.error = Some(format!("{url} answered {status}: {}", text.trim()));
                     // A refusal other than these will not change on retry.
                     if !matches!(status, 401 | 408 | 429) && status < 500 {
-                        return Err(last);
+                        return done;
                     }
                 }
-                Err(e) => last = format!("{url}: {}", chain(&e)),
+                Err(e) => done.error = Some(format!("{url}: {}", chain(&e))),
             }
         }
-        Err(last)
+        done
     }
+}
+
+/// How a delivery went.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attempts {
+    /// The subscriber's last HTTP status (`None`: it never answered).
+    pub status: Option<u16>,
+    pub attempts: u32,
+    /// Why it was not delivered (`None`: delivered).
+    pub error: Option<String>,
 }

@@ -294,9 +294,19 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
                 &roots,
             )
             .map_err(|e| anyhow!(e))?;
-            Some(tokio::spawn(n.run(notices, |r| match r {
-                Ok(d) => tracing::info!(subscriber = %d.subscriber, entity = %d.entity, status = d.status, attempts = d.attempts, "notified a local subscriber of a peer's change"),
-                Err((subscriber, why)) => tracing::warn!(%subscriber, error = %why, "could not notify a local subscriber of a peer's change"),
+            // Each notification, delivered or given up, is logged.
+            let line = state.line.clone();
+            Some(tokio::spawn(n.run(notices, move |n| {
+                match &n.error {
+                    None => tracing::info!(subscriber = %n.subscriber, entity = %n.entity, status = ?n.status, attempts = n.attempts, "notified a local subscriber of a peer's change"),
+                    Some(why) => tracing::warn!(subscriber = %n.subscriber, entity = %n.entity, error = %why, "could not notify a local subscriber of a peer's change"),
+                }
+                let line = line.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = line.uss_notified(n).await {
+                        tracing::warn!(error = %e, "could not log a notification of a local subscriber");
+                    }
+                });
             })))
         }
     };

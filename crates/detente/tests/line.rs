@@ -2055,4 +2055,46 @@ async fn local_subscribers_are_notified_of_a_peers_change_by_their_own_node_with
         "a removal carries no intent: {body}"
     );
     assert_eq!(body["subscriptions"][0]["notification_index"], 2, "{body}");
+    // Federation's log keeps each notification: what went to whom, and
+    // how it was answered (the first after two attempts).
+    let key = tlog::Verifier::parse(&kf).unwrap();
+    let mut notified = vec![];
+    for _ in 0..400 {
+        let (size, _, _) = test_support::log_checkpoint(&f, &key).await;
+        notified = test_support::own_log_entries(&f, size, &key)
+            .await
+            .into_iter()
+            .filter(|(_, e)| e.entry.kind == "line.uss.notified")
+            .map(|(_, e)| {
+                liaison::LineEntry::from_value(&e.entry.kind, &e.entry.body)
+                    .unwrap()
+                    .record
+            })
+            .collect();
+        if notified.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let notified: Vec<liaison::UssNotification> = notified
+        .into_iter()
+        .map(|r| match r {
+            liaison::Record::UssNotified(n) => n,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(notified.len(), 2, "{notified:?}");
+    let uuid = |s: &str| uuid::Uuid::parse_str(s).unwrap();
+    for (n, version, attempts) in [(&notified[0], Some(1), 2), (&notified[1], None, 1)] {
+        assert_eq!(n.entity_kind, "operational_intent");
+        assert_eq!(n.entity, uuid(&alpha));
+        assert_eq!(n.version, version, "{n:?}");
+        assert_eq!(n.subscriber, uss.base);
+        assert_eq!(
+            (n.status, n.attempts, &n.error),
+            (Some(204), attempts, &None)
+        );
+    }
+    assert_eq!(notified[0].subscriptions, vec![(uuid(&watch), 1)]);
+    assert_eq!(notified[1].subscriptions, vec![(uuid(&watch), 2)]);
 }

@@ -293,6 +293,33 @@ pub fn designate_contact(state: &LineState, constraint: Uuid) -> Result<LineDeci
     )]))
 }
 
+/// Keeps this node's notification of a local subscriber about a peer's
+/// copy (local): what it sent and how it was answered.
+pub fn uss_notified(state: &LineState, n: UssNotification) -> Result<LineDecision, LineError> {
+    short("subscriber", &n.subscriber)?;
+    if !NOTIFIED_KINDS.contains(&n.entity_kind.as_str()) {
+        return Err(LineError::invalid(
+            "kind",
+            "operational_intent or constraint",
+        ));
+    }
+    let mut n = n;
+    if let Some(e) = &mut n.error
+        && e.len() > MAX_NAME_BYTES
+    {
+        let mut end = MAX_NAME_BYTES;
+        while !e.is_char_boundary(end) {
+            end -= 1;
+        }
+        e.truncate(end);
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::UssNotified(n),
+        None,
+    )]))
+}
+
 /// Shares one of this party's airspace changes with `peer` (IMMEDIATE
 /// lane); the caller decided that it concerns the peer's area.
 pub fn share_airspace(state: &LineState, peer: &str, kind: &str, body: Value) -> LineEvent {
@@ -829,6 +856,7 @@ fn refusal(
         Record::PeerAdded { .. }
         | Record::PeerArea { .. }
         | Record::ContactDesignated { .. }
+        | Record::UssNotified(_)
         | Record::Receipt(_) => Some("not a record a peer sends on a lane".into()),
         Record::Airspace { kind, body } => {
             if !SHARED_KINDS.contains(&kind.as_str()) {

@@ -470,7 +470,35 @@ pub enum Record {
     ContactDesignated {
         constraint: Uuid,
     },
+    /// This node, as the managing USS of a peer's copy, notified a local
+    /// subscriber of the copy's change, or gave up trying (local).
+    UssNotified(UssNotification),
 }
+
+/// One notification of a local subscriber about a peer's copy: which copy
+/// and version (none: its removal), to whom, for which subscriptions at
+/// which notification indices, and how the subscriber answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UssNotification {
+    /// `operational_intent` or `constraint`.
+    pub entity_kind: String,
+    pub entity: Uuid,
+    /// The copy's version notified; `None`: its removal.
+    pub version: Option<u64>,
+    /// The subscriber's base URL.
+    pub subscriber: String,
+    /// The subscriptions notified, with their notification indices.
+    pub subscriptions: Vec<(Uuid, u64)>,
+    /// The subscriber's last HTTP status (`None`: it never answered).
+    pub status: Option<u16>,
+    pub attempts: u32,
+    /// Why it was not delivered (`None`: delivered).
+    pub error: Option<String>,
+    pub at_ms: Millis,
+}
+
+/// The entity kinds a [`UssNotification`] names.
+pub const NOTIFIED_KINDS: [&str; 2] = ["operational_intent", "constraint"];
 
 /// Where a replicated record goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -576,6 +604,16 @@ impl<'a> Fields<'a> {
             _ => Err(malformed(
                 self.what,
                 format!("{k} must be an unsigned integer"),
+            )),
+        }
+    }
+    fn opt_u64(&self, k: &str) -> Result<Option<u64>, LineError> {
+        match self.get(k)? {
+            Value::Null => Ok(None),
+            Value::Uint(n) => Ok(Some(*n)),
+            _ => Err(malformed(
+                self.what,
+                format!("{k} must be an unsigned integer or null"),
             )),
         }
     }
@@ -931,6 +969,7 @@ impl Record {
             Record::Receipt(_) => "line.receipt",
             Record::ContactDesignated { .. } => "line.contact",
             Record::ChannelDeadlines { .. } => "line.channel.deadlines",
+            Record::UssNotified(_) => "line.uss.notified",
         }
     }
 
@@ -1005,6 +1044,33 @@ impl Record {
             Record::Message(m) => signed_value(m.value.to_value(), &m.signature),
             Record::Ack(a) => signed_value(a.value.to_value(), &a.signature),
             Record::ContactDesignated { constraint } => map(vec![("constraint", uuid(constraint))]),
+            Record::UssNotified(n) => map(vec![
+                ("kind", t(&n.entity_kind)),
+                ("entity", uuid(&n.entity)),
+                ("version", n.version.map_or(Value::Null, Value::Uint)),
+                ("subscriber", t(&n.subscriber)),
+                (
+                    "subscriptions",
+                    Value::Array(
+                        n.subscriptions
+                            .iter()
+                            .map(|(id, index)| {
+                                map(vec![
+                                    ("id", uuid(id)),
+                                    ("notification_index", Value::Uint(*index)),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
+                (
+                    "status",
+                    n.status.map_or(Value::Null, |s| Value::Uint(u64::from(s))),
+                ),
+                ("attempts", Value::Uint(u64::from(n.attempts))),
+                ("error", opt_text(&n.error)),
+                ("at_ms", Value::Uint(n.at_ms)),
+            ]),
             Record::ChannelDeadlines {
                 by,
                 peer,
@@ -1213,6 +1279,57 @@ impl Record {
                     deadlines_ms,
                     effective_ms: f.u64("effective_ms")?,
                 }
+            }
+            "line.uss.notified" => {
+                const KEYS: [&str; 9] = [
+                    "kind",
+                    "entity",
+                    "version",
+                    "subscriber",
+                    "subscriptions",
+                    "status",
+                    "attempts",
+                    "error",
+                    "at_ms",
+                ];
+                let f = Fields::new(v, "notified", &KEYS)?;
+                let entity_kind = f.text("kind")?;
+                if !NOTIFIED_KINDS.contains(&entity_kind.as_str()) {
+                    return Err(malformed(
+                        "notified",
+                        format!("kind: unknown value {entity_kind:?}"),
+                    ));
+                }
+                let Value::Array(subs) = f.get("subscriptions")? else {
+                    return Err(malformed("notified", "subscriptions must be an array"));
+                };
+                let subscriptions = subs
+                    .iter()
+                    .map(|s| {
+                        let g = Fields::new(s, "notified", &["id", "notification_index"])?;
+                        Ok((g.uuid("id")?, g.u64("notification_index")?))
+                    })
+                    .collect::<Result<Vec<_>, LineError>>()?;
+                let status = match f.opt_u64("status")? {
+                    None => None,
+                    Some(s) => Some(
+                        u16::try_from(s)
+                            .map_err(|_| malformed("notified", "status must be an HTTP status"))?,
+                    ),
+                };
+                let attempts = u32::try_from(f.u64("attempts")?)
+                    .map_err(|_| malformed("notified", "attempts out of range"))?;
+                Record::UssNotified(UssNotification {
+                    entity_kind,
+                    entity: f.uuid("entity")?,
+                    version: f.opt_u64("version")?,
+                    subscriber: f.text("subscriber")?,
+                    subscriptions,
+                    status,
+                    attempts,
+                    error: f.opt_text("error")?,
+                    at_ms: f.u64("at_ms")?,
+                })
             }
             "line.contact" => {
                 let f = Fields::new(v, "contact", &["constraint"])?;
@@ -1459,6 +1576,28 @@ mod tests {
             Record::ContactDesignated {
                 constraint: Uuid::from_u128(9),
             },
+            Record::UssNotified(UssNotification {
+                entity_kind: "operational_intent".into(),
+                entity: Uuid::from_u128(10),
+                version: Some(3),
+                subscriber: "https://uss.example/".into(),
+                subscriptions: vec![(Uuid::from_u128(11), 4), (Uuid::from_u128(12), 1)],
+                status: Some(204),
+                attempts: 2,
+                error: None,
+                at_ms: 7,
+            }),
+            Record::UssNotified(UssNotification {
+                entity_kind: "constraint".into(),
+                entity: Uuid::from_u128(13),
+                version: None,
+                subscriber: "http://127.0.0.1:9/".into(),
+                subscriptions: vec![],
+                status: None,
+                attempts: 6,
+                error: Some("connection refused".into()),
+                at_ms: 8,
+            }),
             Record::ChannelDeadlines {
                 by: "alliance".into(),
                 peer: "federation".into(),

@@ -490,7 +490,8 @@ impl LineState {
                     m.ack.get_or_insert(a);
                 }
             }
-            Record::Receipt(_) => {}
+            // Evidence only: nothing of the line's state changes.
+            Record::Receipt(_) | Record::UssNotified(_) => {}
         }
     }
 

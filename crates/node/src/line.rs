@@ -74,6 +74,8 @@ pub enum LineWrite {
         now: Millis,
     },
     DesignateContact(Uuid),
+    /// This node's notification of a local subscriber about a peer's copy.
+    UssNotified(liaison::UssNotification),
     SetArea {
         peer: String,
         polygons: Vec<Vec<(f64, f64)>>,
@@ -145,6 +147,7 @@ impl LineWrite {
                 now,
             } => decide::set_deadlines(s, &peer, sphere, deadlines_ms, effective, now),
             LineWrite::DesignateContact(constraint) => decide::designate_contact(s, constraint),
+            LineWrite::UssNotified(n) => decide::uss_notified(s, n),
             LineWrite::SetArea { peer, polygons } => decide::set_area(s, &peer, polygons),
             LineWrite::Send { m, now } => {
                 decide::send_message_as(s, m, now, decide::Signatures::Checked)
@@ -693,6 +696,13 @@ impl Line {
         self.commit(LineWrite::DesignateContact(constraint))
             .await
             .map(|_| ())
+    }
+
+    /// Logs a notification of a local subscriber about a peer's copy (its
+    /// time this node's now).
+    pub async fn uss_notified(&self, mut n: liaison::UssNotification) -> Result<(), NodeError> {
+        n.at_ms = self.now_ms();
+        self.commit(LineWrite::UssNotified(n)).await.map(|_| ())
     }
 
     /// Sets the deconfliction area agreed with `peer`.

@@ -631,6 +631,43 @@ pub async fn log_entries(
     size: u64,
     key: &tlog::Verifier,
 ) -> Vec<(Vec<u8>, tlog::entry::SignedEntry)> {
+    let all = raw_log_entries(node, size).await;
+    for (_, s) in &all {
+        if s.is_signed() {
+            s.verify(key).expect("signed by the node");
+        } else {
+            assert_eq!(
+                s.entry.origin, key.name,
+                "an unattested entry is the node's own"
+            );
+            assert!(
+                !s.entry.kind.starts_with("line."),
+                "line entries are signed"
+            );
+        }
+    }
+    all
+}
+
+/// The entries `0..size` of a node on the line whose origin is the node
+/// itself (its peers' records, appended verbatim, left out), each signed
+/// one verified with `key`.
+pub async fn own_log_entries(
+    node: &TestNode,
+    size: u64,
+    key: &tlog::Verifier,
+) -> Vec<(Vec<u8>, tlog::entry::SignedEntry)> {
+    let mut all = raw_log_entries(node, size).await;
+    all.retain(|(_, s)| s.entry.origin == key.name);
+    for (_, s) in &all {
+        if s.is_signed() {
+            s.verify(key).expect("signed by the node");
+        }
+    }
+    all
+}
+
+async fn raw_log_entries(node: &TestNode, size: u64) -> Vec<(Vec<u8>, tlog::entry::SignedEntry)> {
     use base64::Engine;
     let mut out = Vec::new();
     let mut start = 0;
@@ -645,18 +682,6 @@ pub async fn log_entries(
                 .decode(e.as_str().expect("base64 text"))
                 .expect("base64");
             let s = tlog::entry::SignedEntry::parse(&bytes).expect("a log entry");
-            if s.is_signed() {
-                s.verify(key).expect("signed by the node");
-            } else {
-                assert_eq!(
-                    s.entry.origin, key.name,
-                    "an unattested entry is the node's own"
-                );
-                assert!(
-                    !s.entry.kind.starts_with("line."),
-                    "line entries are signed"
-                );
-            }
             out.push((bytes, s));
         }
         start = end;
