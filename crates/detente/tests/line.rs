@@ -1938,24 +1938,14 @@ async fn three_parties_plan_in_one_box_each_asking_only_its_own_node() {
     copy_ovn(commonwealth, &bravo, &tc).await;
 }
 
-#[tokio::test]
-async fn local_subscribers_are_notified_of_a_peers_change_by_their_own_node_with_its_token() {
-    // Federation's USS, subscribed at Federation's node: the first
-    // notification finds it down (503), the next ones are taken.
-    let uss = HttpRecorder::start(vec![503, 204]);
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("uss.token");
-    std::fs::write(&token_file, "federation-node-token\n").unwrap();
+/// Alliance and Federation peered, both sharing one box (44.5–45.5 N,
+/// 9.5–11 E); Federation's node started with `f_args` too. Answers the
+/// nodes and Federation's log key.
+async fn peered_in_one_area(f_args: &[&str]) -> (TestNode, TestNode, String) {
     let a = TestNode::start_with(bin(), &["--name", A]);
-    let f = TestNode::start_with(
-        bin(),
-        &[
-            "--name",
-            F,
-            "--uss-token-file",
-            token_file.to_str().unwrap(),
-        ],
-    );
+    let mut args = vec!["--name", F];
+    args.extend_from_slice(f_args);
+    let f = TestNode::start_with(bin(), &args);
     let (ka, kf) = (log_key(&a).await, log_key(&f).await);
     pin(&a, F, &f.base, &kf).await;
     pin(&f, A, &a.base, &ka).await;
@@ -1964,16 +1954,34 @@ async fn local_subscribers_are_notified_of_a_peers_change_by_their_own_node_with
     };
     a.client(&admin()).set_area(F, &area).await.unwrap();
     f.client(&admin()).set_area(A, &area).await.unwrap();
-    let federation = token("federation-uss", "utm.strategic_coordination");
-    let alliance = token("alliance-uss", "utm.strategic_coordination");
+    (a, f, kf)
+}
+
+/// Federation's subscription `watch` covering (45.0 N, 10.2 E) for a USS at `uss`.
+async fn watch_at(f: &TestNode, uss: &str, tok: &str) -> String {
     let watch = new_id();
     ok(
         "PUT",
         f.url(&format!("/dss/v1/subscriptions/{watch}")),
-        &federation,
-        Some(json!({"extents": long_square(45.0, 10.2, 0.1), "uss_base_url": uss.base, "notify_for_operational_intents": true})),
+        tok,
+        Some(json!({"extents": long_square(45.0, 10.2, 0.1), "uss_base_url": uss, "notify_for_operational_intents": true})),
     )
     .await;
+    watch
+}
+
+#[tokio::test]
+async fn local_subscribers_are_notified_of_a_peers_change_by_their_own_node_with_its_token() {
+    // Federation's USS, subscribed at Federation's node: the first
+    // notification finds it down (503), the next ones are taken.
+    let uss = HttpRecorder::start(vec![503, 204]);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("uss.token");
+    std::fs::write(&token_file, "federation-node-token\n").unwrap();
+    let (a, f, kf) = peered_in_one_area(&["--uss-token-file", token_file.to_str().unwrap()]).await;
+    let federation = token("federation-uss", "utm.strategic_coordination");
+    let alliance = token("alliance-uss", "utm.strategic_coordination");
+    let watch = watch_at(&f, &uss.base, &federation).await;
     let alpha = new_id();
     let v = ok(
         "PUT",
@@ -2097,4 +2105,130 @@ async fn local_subscribers_are_notified_of_a_peers_change_by_their_own_node_with
     }
     assert_eq!(notified[0].subscriptions, vec![(uuid(&watch), 1)]);
     assert_eq!(notified[1].subscriptions, vec![(uuid(&watch), 2)]);
+}
+
+#[tokio::test]
+async fn a_party_gone_silent_blocks_nothing_its_copy_ends_with_its_time_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("federation.toml");
+    std::fs::write(&cfg, "expiry_sweep_seconds = 1\nexpiry_grace_seconds = 0\n").unwrap();
+    let (a, f, _) = peered_in_one_area(&["--config", cfg.to_str().unwrap()]).await;
+    let (ta, tf) = (
+        token("a-uss", "utm.strategic_coordination"),
+        token("f-uss", "utm.strategic_coordination"),
+    );
+    // Alliance plans ALPHA for the next few seconds; Federation holds it.
+    let alpha = new_id();
+    ok(
+        "PUT",
+        a.url(&format!("/dss/v1/operational_intent_references/{alpha}")),
+        &ta,
+        Some(intent_body(
+            square_during(45.0, 10.2, 0.02, 0, 4),
+            &[],
+            "Accepted",
+        )),
+    )
+    .await;
+    copy_ovn(&f, &alpha, &tf).await;
+    // Alliance goes silent for good.
+    drop(a);
+    let bravo = new_id();
+    let bravo_url = f.url(&format!("/dss/v1/operational_intent_references/{bravo}"));
+    let body = intent_body(square(45.0, 10.2, 0.02), &[], "Accepted");
+    let (s, v) = call("PUT", bravo_url.clone(), &tf, Some(body.clone())).await;
+    if s == 409 {
+        // While ALPHA lasts the key check names it, and where to fetch it:
+        // Federation's own node.
+        let missing = &v["missing_operational_intents"][0];
+        assert_eq!(missing["id"], alpha.as_str(), "{v}");
+        assert_eq!(missing["uss_base_url"], f.base.as_str(), "{v}");
+    }
+    // Once ALPHA's time is over, nobody's answer is needed: the copy is
+    // swept like any ended entity and BRAVO is planned with no key.
+    let mut planned = s == 201;
+    for _ in 0..300 {
+        if planned {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (s, v) = call("PUT", bravo_url.clone(), &tf, Some(body.clone())).await;
+        assert!(s == 201 || s == 409, "{s} {v}");
+        planned = s == 201;
+    }
+    assert!(planned, "BRAVO planned once ALPHA ended, Alliance silent");
+    let copy = f.url(&format!("/uss/v1/operational_intents/{alpha}"));
+    let mut gone = false;
+    for _ in 0..300 {
+        let (s, _) = call("GET", copy.clone(), &tf, None).await;
+        if s == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the ended copy is swept");
+}
+
+#[tokio::test]
+async fn the_node_notifies_with_a_token_from_the_pools_oauth_endpoint() {
+    let authority = HttpRecorder::answering(vec![(
+        200,
+        json!({"access_token": "from-the-authority", "token_type": "Bearer", "expires_in": 3600})
+            .to_string(),
+    )]);
+    let uss = HttpRecorder::start(vec![204]);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client.secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let token_url = format!("{}/oauth/token", authority.base);
+    let (a, f, _) = peered_in_one_area(&[
+        "--uss-oauth-token-url",
+        &token_url,
+        "--uss-oauth-client-id",
+        "federation-node",
+        "--uss-oauth-client-secret-file",
+        secret.to_str().unwrap(),
+    ])
+    .await;
+    let federation = token("federation-uss", "utm.strategic_coordination");
+    watch_at(&f, &uss.base, &federation).await;
+    let alpha = new_id();
+    ok(
+        "PUT",
+        a.url(&format!("/dss/v1/operational_intent_references/{alpha}")),
+        &token("alliance-uss", "utm.strategic_coordination"),
+        Some(intent_body(square(45.0, 10.2, 0.02), &[], "Accepted")),
+    )
+    .await;
+    let mut sent = vec![];
+    for _ in 0..400 {
+        sent = uss.requests();
+        if !sent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(sent.len(), 1, "one notification");
+    assert_eq!(
+        sent[0].header("authorization"),
+        Some("Bearer from-the-authority")
+    );
+    // The token was asked for as a pool's USS asks: client credentials,
+    // Basic-authenticated with the configured id and secret.
+    let asked = authority.requests();
+    assert_eq!(asked.len(), 1, "one token, kept");
+    assert_eq!(
+        (asked[0].method.as_str(), asked[0].path.as_str()),
+        ("POST", "/oauth/token")
+    );
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode("federation-node:s3cret");
+    assert_eq!(
+        asked[0].header("authorization"),
+        Some(format!("Basic {basic}").as_str())
+    );
+    let form = String::from_utf8(asked[0].body.clone()).unwrap();
+    assert!(form.contains("grant_type=client_credentials"), "{form}");
+    assert!(form.contains("scope="), "{form}");
 }

@@ -1086,9 +1086,10 @@ impl Recorded {
     }
 }
 
-/// A plain HTTP/1.1 server on 127.0.0.1 standing for a USS: it records
-/// every request and answers each with the next status of `statuses`
-/// (the last one repeated), an empty body, the connection closed.
+/// A plain HTTP/1.1 server on 127.0.0.1 standing for a USS (or a token
+/// endpoint): it records every request and answers each with the next
+/// status of `statuses` (the last one repeated), an empty body, the
+/// connection closed.
 pub struct HttpRecorder {
     pub base: String,
     taken: Arc<Mutex<Vec<Recorded>>>,
@@ -1096,6 +1097,11 @@ pub struct HttpRecorder {
 
 impl HttpRecorder {
     pub fn start(statuses: Vec<u16>) -> HttpRecorder {
+        HttpRecorder::answering(statuses.into_iter().map(|s| (s, String::new())).collect())
+    }
+
+    /// The same, each answer with a JSON body of its own.
+    pub fn answering(answers: Vec<(u16, String)>) -> HttpRecorder {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the recorder");
         let base = format!("http://{}", listener.local_addr().expect("its address"));
         let taken = Arc::new(Mutex::new(Vec::new()));
@@ -1136,10 +1142,15 @@ impl HttpRecorder {
                     headers,
                     body,
                 });
-                let status = statuses.get(n).or(statuses.last()).copied().unwrap_or(204);
+                let (status, body) = answers
+                    .get(n)
+                    .or(answers.last())
+                    .cloned()
+                    .unwrap_or((204, String::new()));
                 let _ = write!(
                     conn,
-                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
                 );
                 let _ = conn.shutdown(Shutdown::Both);
             }
