@@ -1,44 +1,34 @@
-//! Builds the console's front end with npm (`web/package.json` and its lock
-//! file) into `OUT_DIR/console` and generates the table of embedded assets.
-//! Needs Node.js and npm; `npm ci` runs only when `node_modules` is missing or
-//! older than the lock file.
+//! Embeds the console: our own sources (`web/src/`) as they are and the
+//! third-party assets (`web/vendor/`: Leaflet and the Natural Earth basemap,
+//! committed as `web/build.mjs` builds them from the npm lock file) — a
+//! table of every file with its content type and ETag. Needs neither
+//! Node.js nor the npm registry; CI checks that `vendor/` is exactly what
+//! the lock file builds (`.ci/console-vendor`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn main() {
     let web =
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("web");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
-    for p in ["src", "build.mjs", "package.json", "package-lock.json"] {
-        println!("cargo:rerun-if-changed={}", web.join(p).display());
+    let mut files = Vec::new();
+    for dir in ["src", "vendor"] {
+        let root = web.join(dir);
+        println!("cargo:rerun-if-changed={}", root.display());
+        collect(&root, &root, &mut files);
     }
-    let lock = web.join("package-lock.json");
-    let installed = web.join("node_modules").join(".package-lock.json");
-    if modified(&installed) < modified(&lock) {
-        run(
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&web),
-            "npm ci",
+    files.sort();
+    for w in files.windows(2) {
+        assert!(
+            w[0].0 != w[1].0,
+            "{} is both in web/src and web/vendor",
+            w[0].0
         );
     }
-    let dist = out.join("console");
-    run(
-        Command::new("node")
-            .arg("build.mjs")
-            .arg(&dist)
-            .current_dir(&web),
-        "node build.mjs",
-    );
-
-    let mut files = Vec::new();
-    collect(&dist, &dist, &mut files);
-    files.sort();
     let mut table = String::from("pub static ASSETS: &[(&str, &str, u64, &[u8])] = &[\n");
     for (name, path) in files {
-        let bytes = std::fs::read(&path).expect("reading a built asset");
+        let bytes = std::fs::read(&path).expect("reading a console asset");
         let _ = writeln!(
             table,
             "    ({name:?}, {:?}, {}, include_bytes!({:?})),",
@@ -51,24 +41,8 @@ fn main() {
     std::fs::write(out.join("assets.rs"), table).expect("writing assets.rs");
 }
 
-fn modified(p: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-fn run(c: &mut Command, what: &str) {
-    match c.status() {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!(
-            "{what} failed ({s}): the console is built with Node.js and npm from crates/console/web"
-        ),
-        Err(e) => panic!(
-            "{what}: {e}. Building Detente needs Node.js (18 or later) and npm for the console (Debian: apt install nodejs npm)"
-        ),
-    }
-}
-
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
-    for e in std::fs::read_dir(dir).expect("reading the built console") {
+    for e in std::fs::read_dir(dir).expect("reading the console's assets") {
         let p = e.expect("a directory entry").path();
         if p.is_dir() {
             collect(root, &p, out);
@@ -91,6 +65,7 @@ fn content_type(name: &str) -> &'static str {
         "json" => "application/json",
         "png" => "image/png",
         "svg" => "image/svg+xml",
+        "txt" => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
 }

@@ -1,6 +1,7 @@
-//! The operator console's front end, built from `web/` with npm at build
-//! time and embedded in the binary: no file to deploy, no request that leaves
-//! the node (the basemap is Natural Earth data shipped in the build). The
+//! The operator console's front end, embedded in the binary from `web/src`
+//! and the committed `web/vendor` (Leaflet, the basemap): no file to deploy,
+//! no registry to build, no request that leaves the node (the basemap is
+//! Natural Earth data shipped in the build). The
 //! HTTP side (sessions, the console's own endpoints) lives in `api::console`.
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));

@@ -1,23 +1,25 @@
-// Builds the console into one folder (argv[2]): our own sources as they
-// are, Leaflet from npm, and the offline basemap — Natural Earth 1:50m land
-// and country borders (world-atlas), turned from TopoJSON into GeoJSON here
-// so that the browser needs nothing else. No request ever leaves the node.
+// Builds the console's third-party assets into one folder (argv[2], by
+// default vendor/, which is committed): Leaflet from npm and the offline
+// basemap — Natural Earth 1:50m land and country borders (world-atlas),
+// turned from TopoJSON into GeoJSON here so that the browser needs nothing
+// else. The binary embeds src/ and vendor/ as they are, so building Detente
+// needs neither Node.js nor the npm registry; run this after changing
+// package.json, and CI checks (.ci/console-vendor) that vendor/ is exactly
+// what it builds. No request ever leaves the node.
 import { mkdirSync, readFileSync, writeFileSync, copyFileSync, readdirSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as topojson from 'topojson-client';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = process.argv[2] || join(here, 'dist');
+const out = process.argv[2] || join(here, 'vendor');
 rmSync(out, { recursive: true, force: true });
 mkdirSync(join(out, 'images'), { recursive: true });
 
-for (const f of readdirSync(join(here, 'src'))) {
-  copyFileSync(join(here, 'src', f), join(out, f));
-}
 const leaflet = join(here, 'node_modules', 'leaflet', 'dist');
 copyFileSync(join(leaflet, 'leaflet.js'), join(out, 'leaflet.js'));
 copyFileSync(join(leaflet, 'leaflet.css'), join(out, 'leaflet.css'));
+copyFileSync(join(here, 'node_modules', 'leaflet', 'LICENSE'), join(out, 'leaflet.LICENSE.txt'));
 for (const f of readdirSync(join(leaflet, 'images'))) {
   copyFileSync(join(leaflet, 'images', f), join(out, 'images', f));
 }
@@ -38,4 +40,4 @@ const basemap = {
   borders: { type: 'Feature', properties: {}, geometry: geometry(borders) },
 };
 writeFileSync(join(out, 'basemap.json'), JSON.stringify(basemap));
-console.log(`console built into ${out}`);
+console.log(`the console's vendored assets built into ${out}`);

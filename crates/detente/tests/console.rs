@@ -6,9 +6,9 @@
 //! `$CARGO_TARGET_TMPDIR/console-screenshots/`.
 //!
 //! Needs Node.js, Chromium (`/usr/bin/chromium`, or `DETENTE_CHROMIUM`) and
-//! the console's npm packages (installed by the build). Without them the
-//! tests say they were skipped; with `DETENTE_REQUIRE_BROWSER=1` (CI sets
-//! it) they fail instead.
+//! playwright-core (installed here with `npm ci` in crates/console/web when
+//! missing). Without them the tests say they were skipped; with
+//! `DETENTE_REQUIRE_BROWSER=1` (CI sets it) they fail instead.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -31,6 +31,22 @@ fn shots() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
 }
 
+/// Whether playwright-core is in crates/console/web, after one `npm ci`
+/// there if it was not (the tests of this file share it).
+fn playwright_installed() -> bool {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let here = || web().join("node_modules/playwright-core").exists();
+        here()
+            || (Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(web())
+                .status()
+                .is_ok_and(|s| s.success())
+                && here())
+    })
+}
+
 /// The browser to drive, or why there is none (the test is then skipped,
 /// unless the environment requires a browser).
 fn chromium(test: &str) -> Option<PathBuf> {
@@ -48,8 +64,8 @@ fn chromium(test: &str) -> Option<PathBuf> {
             "{} does not exist (apt install chromium)",
             browser.display()
         ))
-    } else if !web().join("node_modules/playwright-core").exists() {
-        Some("playwright-core is not installed in crates/console/web (npm ci)".to_string())
+    } else if !playwright_installed() {
+        Some("playwright-core is not installed in crates/console/web (npm ci failed)".to_string())
     } else {
         None
     };
