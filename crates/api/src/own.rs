@@ -20,9 +20,22 @@ pub fn routes() -> Router<Shared> {
 
 async fn healthz(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let c = st.dss.counts()?;
+    let now_s = st.line.now_ms() / 1000;
+    let witnesses: Vec<_> = st
+        .metrics
+        .witnesses
+        .last()
+        .into_iter()
+        .map(|(name, size, at)| {
+            json!({ "name": name, "cosigned_size": size, "cosigned_at": at,
+                    "age_s": (now_s as i64).saturating_sub(at).max(0) })
+        })
+        .collect();
     Ok(Json(
-        json!({ "status": "ok", "operational_intents": c.intents, "constraints": c.constraints, "conflicts": c.conflicts,
-                "log_size": st.log.size(), "leader": st.log.is_leader() }),
+        json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"),
+                "operational_intents": c.intents, "constraints": c.constraints, "conflicts": c.conflicts,
+                "log_size": st.log.size(), "checkpoint_size": st.log.checkpoint_size(),
+                "leader": st.log.is_leader(), "witnesses": witnesses }),
     ))
 }
 
@@ -33,63 +46,88 @@ async fn metrics(
     if st.metrics.private {
         st.require(&h, &[node::Scope::Metrics])?;
     }
+    let _one_at_a_time = st.metrics.scraping.lock().await;
+    let s = &st.metrics.scraped;
     // While the store is unavailable the counts are unknown (the node
     // refuses to answer from its in-memory state); the rest still renders,
     // so that monitoring sees the outage.
     let available = st.dss.store_available();
-    let mut gauges = Vec::new();
+    let counts = [
+        &s.intents,
+        &s.constraints,
+        &s.subscriptions,
+        &s.conflicts,
+        &s.reports,
+    ];
     match st.dss.counts() {
-        Ok(c) => gauges.extend([
-            (
-                "detente_live_operational_intents",
-                "Operational intent references held.",
-                c.intents as f64,
-            ),
-            (
-                "detente_live_constraints",
-                "Constraint references held.",
-                c.constraints as f64,
-            ),
-            (
-                "detente_live_subscriptions",
-                "Subscriptions held.",
-                c.subscriptions as f64,
-            ),
-            (
-                "detente_conflicts",
-                "Current conflicts between intents of different managers or with constraints.",
-                c.conflicts as f64,
-            ),
-            (
-                "detente_reports_total",
-                "DSS reports archived.",
-                c.reports as f64,
-            ),
-        ]),
-        Err(node::NodeError::Store(e)) if e.is_unavailable() => {}
+        Ok(c) => {
+            for (f, v) in counts.into_iter().zip([
+                c.intents,
+                c.constraints,
+                c.subscriptions,
+                c.conflicts,
+                c.reports,
+            ]) {
+                f.get_or_create(&crate::metrics::Unlabelled)
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+        }
+        Err(node::NodeError::Store(e)) if e.is_unavailable() => {
+            for f in counts {
+                f.clear();
+            }
+        }
         Err(e) => return Err(e.into()),
     }
-    gauges.extend([
-        (
-            "detente_store_available",
-            "1 if the store answers; 0 while it cannot reach its database and refuses requests with 503.",
-            f64::from(u8::from(available)),
-        ),
-        (
-            "detente_log_size",
-            "Committed entries of the evidence log, as this process sees them.",
-            st.log.size() as f64,
-        ),
-        (
-            "detente_leader",
-            "1 if this process runs the node's singleton duties (of several replicas, exactly one).",
-            f64::from(u8::from(st.log.is_leader())),
-        ),
-    ]);
-    let body = st.metrics.render(&gauges);
+    s.store_available.set(i64::from(available));
+    s.leader.set(i64::from(st.log.is_leader()));
+    s.log_size
+        .set(i64::try_from(st.log.size()).unwrap_or(i64::MAX));
+    s.checkpoint_size
+        .set(i64::try_from(st.log.checkpoint_size()).unwrap_or(i64::MAX));
+    // The line, as this process's state has it (peers removed since the
+    // last scrape drop out).
+    let now = st.line.now_ms();
+    s.outbox.clear();
+    s.oldest_undelivered.clear();
+    s.overdue_acks.clear();
+    s.awaiting_acks.clear();
+    if let Ok(health) = st.line.health(now) {
+        for (peer, lane, n, first) in health.lanes {
+            let l = crate::metrics::PeerLane {
+                peer,
+                lane: lane.as_str(),
+            };
+            s.outbox
+                .get_or_create(&l)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            let age = match first {
+                Some(i) => st
+                    .log
+                    .entry_time_ms(i)
+                    .await
+                    .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0),
+                None => 0.0,
+            };
+            s.oldest_undelivered.get_or_create(&l).set(age);
+        }
+        for (peer, awaiting, overdue) in health.acks {
+            let p = crate::metrics::Peer { peer };
+            s.awaiting_acks
+                .get_or_create(&p)
+                .set(i64::try_from(awaiting).unwrap_or(i64::MAX));
+            s.overdue_acks
+                .get_or_create(&p)
+                .set(i64::try_from(overdue).unwrap_or(i64::MAX));
+        }
+    }
+    let body = st.metrics.render();
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
         body,
     ))
 }

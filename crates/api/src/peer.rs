@@ -168,7 +168,12 @@ impl PeerConn {
 /// Starts delivering to every peer, present and added later, over pinned
 /// TLS to `https://` peers (with this node's `identity`). Aborting the
 /// returned handle stops every delivery task.
-pub fn spawn(line: Arc<Line>, me: String, identity: Option<Identity>) -> JoinHandle<()> {
+pub fn spawn(
+    line: Arc<Line>,
+    me: String,
+    identity: Option<Identity>,
+    metrics: crate::metrics::LineMetrics,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut started: HashSet<String> = HashSet::new();
         let mut tasks = Tasks(Vec::new());
@@ -185,6 +190,7 @@ pub fn spawn(line: Arc<Line>, me: String, identity: Option<Identity>) -> JoinHan
                                     me.clone(),
                                     peer.clone(),
                                     *lane,
+                                    metrics.clone(),
                                 )));
                             }
                         }
@@ -205,9 +211,15 @@ fn backoff(failures: u32, jitter: u128) -> Duration {
     Duration::from_millis(base * factor / 1000)
 }
 
-async fn post(conn: &mut PeerConn, body: &RecordsBody) -> Result<RecordsReply, String> {
+/// POSTs a batch; `answered` tells whether the peer gave any HTTP answer.
+async fn post(
+    conn: &mut PeerConn,
+    body: &RecordsBody,
+    answered: &mut bool,
+) -> Result<RecordsReply, String> {
     let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
     let (status, text) = conn.post("/peer/v1/records", bytes).await?;
+    *answered = true;
     if (200..300).contains(&status) || status == 409 {
         serde_json::from_slice(&text).map_err(|e| format!("{status}: unreadable reply: {e}"))
     } else {
@@ -216,6 +228,21 @@ async fn post(conn: &mut PeerConn, body: &RecordsBody) -> Result<RecordsReply, S
             String::from_utf8_lossy(&text).trim()
         ))
     }
+}
+
+/// The records named by `receipts` (each a peer's `line.receipt` entry) and
+/// how many of them the peer refused.
+fn receipted(receipts: &[Vec<u8>]) -> (u64, u64) {
+    let (mut n, mut refused) = (0, 0);
+    for r in receipts {
+        if let Some(Ok((_, entry))) = liaison::decide::line_entry(r)
+            && let liaison::Record::Receipt(rc) = entry.record
+        {
+            n += rc.items.len() as u64;
+            refused += rc.items.iter().filter(|i| i.refused.is_some()).count() as u64;
+        }
+    }
+    (n, refused)
 }
 
 /// The connection to `peer` as its record now says (URL and pinned key).
@@ -242,6 +269,7 @@ async fn deliver(
     me: String,
     peer: String,
     lane: Precedence,
+    metrics: crate::metrics::LineMetrics,
 ) {
     let mut failures = 0u32;
     let mut conn: Option<PeerConn> = None;
@@ -297,18 +325,23 @@ async fn deliver(
         };
         let first = batch[0].0;
         let mut waiting = false;
-        let outcome = match post(c, &body).await {
+        let mut answered = false;
+        let posted = post(c, &body, &mut answered).await;
+        metrics.reached(&peer, answered);
+        let outcome = match posted {
             Ok(reply) => {
                 let receipts: Result<Vec<Vec<u8>>, _> =
                     reply.receipts.iter().map(|r| B64.decode(r)).collect();
                 match receipts {
                     Ok(r) if !r.is_empty() => {
                         let n = r.len();
+                        let (records, refused) = receipted(&r);
                         match line
                             .keep_receipts(&peer, r, lane == Precedence::Flash)
                             .await
                         {
                             Ok(_) => {
+                                metrics.receipted(&peer, lane.as_str(), records, refused);
                                 if let Some(s) = reply.stopped {
                                     tracing::warn!(%peer, %lane, stopped = %s, "the peer took only part of a batch");
                                 }
@@ -342,6 +375,7 @@ async fn deliver(
             }
             Err(e) => {
                 failures += 1;
+                metrics.failed(&peer, lane.as_str());
                 let wait = backoff(failures, line.new_id().as_u128());
                 tracing::warn!(%peer, %lane, first, records = batch.len(), failures, retry_ms = wait.as_millis() as u64, error = %e, "delivery failed; will resend");
                 tokio::time::sleep(wait).await;

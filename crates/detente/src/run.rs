@@ -140,10 +140,13 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     // The node's TLS identity is its node key (TLS 1.3 signs its own
     // context string, distinct from every format the node key signs).
     let identity = api::tls::Identity::from_seed(&key_name, &seed).map_err(|e| anyhow!(e))?;
+    let metrics = Metrics::new(cfg.private_metrics);
+    store.observe_commits(metrics.commits());
     let deliveries = api::peer::spawn(
         line.clone(),
         log_signer.origin().to_string(),
         Some(identity.clone()),
+        metrics.line.clone(),
     );
     let log = node::Log::new(store.clone(), log_signer);
     let tiles: Option<Arc<dyn node::TileSource>> = match &cfg.basemap_mbtiles {
@@ -172,7 +175,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         line,
         auth,
         limiter: RateLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst),
-        metrics: Metrics::new(cfg.private_metrics),
+        metrics,
         console: api::console::Console::new(&seed, &key_name, cfg.console_admin_roles.clone()),
         tiles,
         uss_base_url,
@@ -265,8 +268,16 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
                     async move { witness.add_checkpoint(body).await.map_err(|e| e.to_string()) }
                 };
                 match st.log.submit_to_witness(&key, last, post).await {
-                    Ok(n) => last = n,
-                    Err(e) => tracing::warn!(witness = %key.name, error = %e, "witnessing failed; retrying"),
+                    Ok(n) => {
+                        if n > last {
+                            st.metrics.witnesses.cosigned(&key.name, n, (st.line.now_ms() / 1000) as i64);
+                        }
+                        last = n;
+                    }
+                    Err(e) => {
+                        st.metrics.witnesses.failed(&key.name);
+                        tracing::warn!(witness = %key.name, error = %e, "witnessing failed; retrying");
+                    }
                 }
             }
         }));
@@ -296,7 +307,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             .map_err(|e| anyhow!(e))?;
             // Each notification, delivered or given up, is logged.
             let line = state.line.clone();
+            let st = state.clone();
             Some(tokio::spawn(n.run(notices, move |n| {
+                st.metrics.notified(n.error.is_none());
                 match &n.error {
                     None => tracing::info!(subscriber = %n.subscriber, entity = %n.entity, status = ?n.status, attempts = n.attempts, "notified a local subscriber of a peer's change"),
                     Some(why) => tracing::warn!(subscriber = %n.subscriber, entity = %n.entity, error = %why, "could not notify a local subscriber of a peer's change"),

@@ -69,7 +69,36 @@ async fn health_and_metrics_answer_without_a_token() {
     assert!(m.contains("detente_http_requests_total{route=\"/dss/v1/operational_intent_references/{entityid}\",method=\"PUT\",status=\"201\"} 1"), "{m}");
     assert!(m.contains("detente_http_request_duration_seconds_bucket"));
     assert!(m.contains("detente_conflicts 0"));
+    // The build, and the store's group commits (the create was one).
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        m.contains(&format!(
+            "detente_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{m}"
+    );
+    let commits = m
+        .lines()
+        .find_map(|l| l.strip_prefix("detente_store_batch_writes_count "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(commits.is_some_and(|n| n >= 1), "{m}");
+    assert!(m.contains("# TYPE detente_http_requests_total counter"), "{m}");
+    promtool_accepts(&m);
 }
+}
+
+/// `promtool check metrics` (Prometheus's own linter of the exposition
+/// format) accepts `exposition`.
+fn promtool_accepts(exposition: &str) {
+    if let Some(out) = test_support::promtool(&["check", "metrics"], Path::new("."), exposition) {
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}\n{exposition}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 both_backends! {

@@ -638,6 +638,26 @@ async fn a_node_gets_its_checkpoints_cosigned_by_its_peer_and_bundles_carry_the_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(cosigned.is_some(), "no cosigned checkpoint");
+    // /healthz and /metrics show how far the witness has cosigned.
+    let series = format!("detente_witness_cosigned_size{{witness=\"{}\"}} ", cosigner.name);
+    let mut shown = (Value::Null, None);
+    for _ in 0..80 {
+        let health: Value = serde_json::from_str(&text(alliance.url("/healthz")).await).unwrap();
+        let metric = text(alliance.url("/metrics"))
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.parse::<u64>().ok());
+        shown = (health["witnesses"][0].clone(), metric);
+        if shown.1.is_some_and(|n| n >= 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (w, metric) = shown;
+    assert!(metric.is_some_and(|n| n >= 3), "{metric:?}");
+    assert_eq!(w["name"], cosigner.name.as_str(), "{w}");
+    assert!(w["cosigned_size"].as_u64().is_some_and(|n| n >= 3), "{w}");
+    assert!(w["age_s"].as_i64().is_some_and(|a| a < 600), "{w}");
     // A bundle exported now verifies with the witness required.
     let out = std::env::temp_dir().join(format!("detente-witnessed-{}", new_id()));
     let (ok, o) = run(&[

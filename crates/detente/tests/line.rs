@@ -2232,3 +2232,108 @@ async fn the_node_notifies_with_a_token_from_the_pools_oauth_endpoint() {
     assert!(form.contains("grant_type=client_credentials"), "{form}");
     assert!(form.contains("scope="), "{form}");
 }
+
+/// The value of the sample `series` (name and labels as exposed) in a
+/// node's `/metrics`, if present.
+async fn sample(n: &TestNode, series: &str) -> Option<f64> {
+    let text = test_support::get_text(&n.url("/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_line_is_watched_per_peer_and_lane_in_the_metrics() {
+    let p = peered().await;
+    let m = message(
+        F,
+        A,
+        &p.f1,
+        1,
+        Sphere::Military,
+        Precedence::Flash,
+        "sector 4",
+    );
+    ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
+    let fu = p.f.clone_base();
+    assert!(
+        until(&fu, "/line/v1/messages?direction=out", 10, |v| {
+            v["messages"][0]["delivery"]["state"] == "delivered"
+        })
+        .await,
+        "never receipted"
+    );
+    let to_a = |name: &str, lane: Option<&str>| match lane {
+        Some(l) => format!("{name}{{peer=\"{A}\",lane=\"{l}\"}}"),
+        None => format!("{name}{{peer=\"{A}\"}}"),
+    };
+    let delivered = sample(
+        &p.f,
+        &to_a("detente_line_records_delivered_total", Some("FLASH")),
+    )
+    .await;
+    assert!(delivered.is_some_and(|n| n >= 1.0), "{delivered:?}");
+    assert_eq!(
+        sample(&p.f, &to_a("detente_line_peer_reachable", None)).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&p.f, &to_a("detente_line_outbox_records", Some("FLASH"))).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &p.f,
+            &to_a("detente_line_oldest_undelivered_seconds", Some("FLASH"))
+        )
+        .await,
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&p.f, &to_a("detente_line_awaiting_acknowledgements", None)).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&p.f, &to_a("detente_line_overdue_acknowledgements", None)).await,
+        Some(0.0)
+    );
+    // Alliance goes away: the next message waits, and the metrics say so.
+    let Pair { a, f, f1, .. } = p;
+    drop(a);
+    let m = message(
+        F,
+        A,
+        &f1,
+        2,
+        Sphere::Military,
+        Precedence::Routine,
+        "still there?",
+    );
+    ok("POST", f.url("/line/v1/messages"), &officer(), Some(m)).await;
+    let mut seen = None;
+    for _ in 0..200 {
+        let (reachable, waiting, age, failed) = (
+            sample(&f, &to_a("detente_line_peer_reachable", None)).await,
+            sample(&f, &to_a("detente_line_outbox_records", Some("ROUTINE"))).await,
+            sample(
+                &f,
+                &to_a("detente_line_oldest_undelivered_seconds", Some("ROUTINE")),
+            )
+            .await,
+            sample(
+                &f,
+                &to_a("detente_line_delivery_failures_total", Some("ROUTINE")),
+            )
+            .await,
+        );
+        seen = Some((reachable, waiting, age, failed));
+        if reachable == Some(0.0) && age.is_some_and(|a| a > 0.0) && failed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (reachable, waiting, age, failed) = seen.unwrap();
+    assert_eq!(reachable, Some(0.0), "{seen:?}");
+    assert_eq!(waiting, Some(1.0), "{seen:?}");
+    assert!(age.is_some_and(|a| a > 0.0), "{seen:?}");
+    assert!(failed.is_some_and(|n| n >= 1.0), "{seen:?}");
+}

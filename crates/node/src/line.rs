@@ -186,6 +186,15 @@ impl LineWrite {
     }
 }
 
+/// See [`Line::health`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LineHealth {
+    /// (peer, lane, records not yet receipted, log index of the oldest).
+    pub lanes: Vec<(String, Precedence, usize, Option<u64>)>,
+    /// (peer, messages awaiting acknowledgement, of which overdue).
+    pub acks: Vec<(String, usize, usize)>,
+}
+
 pub struct Line {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -696,6 +705,35 @@ impl Line {
         self.commit(LineWrite::DesignateContact(constraint))
             .await
             .map(|_| ())
+    }
+
+    /// How the line stands for monitoring: per peer and lane, the records
+    /// not yet receipted and the log index of the oldest; per peer, the
+    /// outgoing messages awaiting acknowledgement and those overdue.
+    pub fn health(&self, now: Millis) -> Result<LineHealth, NodeError> {
+        self.read(|s| {
+            let mut h = LineHealth::default();
+            for p in s.peers() {
+                for lane in Precedence::ALL {
+                    let (n, first) = s
+                        .out_lane(&p.name, *lane)
+                        .map(|l| (l.pending.len(), l.pending.values().next().map(|x| x.index)))
+                        .unwrap_or((0, None));
+                    h.lanes.push((p.name.clone(), *lane, n, first));
+                }
+                h.acks.push((p.name.clone(), 0, 0));
+            }
+            for m in s.messages().filter(|m| m.outgoing && m.ack.is_none()) {
+                if matches!(m.delivery, liaison::state::Delivery::Refused { .. }) {
+                    continue;
+                }
+                if let Some(a) = h.acks.iter_mut().find(|a| a.0 == m.signed.value.to) {
+                    a.1 += 1;
+                    a.2 += usize::from(s.overdue(m, now));
+                }
+            }
+            h
+        })
     }
 
     /// Logs a notification of a local subscriber about a peer's copy (its

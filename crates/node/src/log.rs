@@ -66,6 +66,20 @@ impl Log {
             })
     }
 
+    /// The size of the newest signed checkpoint (0: none yet).
+    pub fn checkpoint_size(&self) -> u64 {
+        self.store.latest_checkpoint().map_or(0, |(n, _)| n)
+    }
+
+    /// When the entry at `index` was made (ms since the epoch), if it is
+    /// committed and readable.
+    pub async fn entry_time_ms(&self, index: u64) -> Option<u64> {
+        let leaf = self.entries(index, index + 1).await.ok()?.pop()?;
+        tlog::entry::SignedEntry::parse(&leaf)
+            .ok()
+            .map(|e| e.entry.timestamp_ms)
+    }
+
     pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, NodeError> {
         let size = self.store.log_size();
         if start >= end || end > size {

@@ -6,6 +6,7 @@
 use airspace::*;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -90,6 +91,12 @@ impl StoreError {
 /// Persistence of the airspace. A write runs its decision against the
 /// current state with every other write excluded, and answers only once the
 /// events are durable (synced) — or not at all kept.
+/// Hears of each group commit: how many writes it took, how long from
+/// its start to durable (or failed), and whether it committed.
+pub trait CommitObserver: Send + Sync + 'static {
+    fn committed(&self, writes: usize, seconds: f64, ok: bool);
+}
+
 pub trait Store: Send + Sync + 'static {
     fn transact(
         &self,
@@ -153,6 +160,10 @@ pub trait Store: Send + Sync + 'static {
     /// them (the notifier), later ones `None`.
     fn take_copy_notices(&self) -> Option<tokio::sync::mpsc::Receiver<crate::share::CopyNotice>> {
         None
+    }
+    /// Hands every group commit of this process, from now on, to `o`.
+    fn observe_commits(&self, o: Arc<dyn CommitObserver>) {
+        let _ = o;
     }
     /// The committed leaves at `indices` (missing ones are left out).
     fn log_leaves(&self, indices: Vec<u64>) -> BoxFuture<'_, Result<Vec<Leaf>, StoreError>>;

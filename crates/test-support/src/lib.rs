@@ -1225,6 +1225,43 @@ pub fn api_routes() -> Vec<(Vec<&'static str>, String)> {
     out
 }
 
+/// Runs Prometheus's `promtool` with `args` in `dir`, `stdin` fed to it;
+/// `None` (the check skipped, saying so) where promtool cannot run, unless
+/// `DETENTE_REQUIRE_PROMTOOL` is set (CI sets it), which makes that a
+/// failure. Debian: `apt install prometheus`.
+pub fn promtool(args: &[&str], dir: &Path, stdin: &str) -> Option<std::process::Output> {
+    use std::io::Write as _;
+    let child = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("DETENTE_REQUIRE_PROMTOOL").is_none(),
+                "DETENTE_REQUIRE_PROMTOOL is set but promtool cannot run: {e}"
+            );
+            // Straight to the terminal: the test harness would hide eprintln!.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED promtool {}: promtool cannot run ({e}; apt install prometheus); set DETENTE_REQUIRE_PROMTOOL=1 to make this a failure",
+                args.join(" ")
+            );
+            return None;
+        }
+    };
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.as_bytes())
+            .expect("writing to promtool");
+    }
+    Some(child.wait_with_output().expect("promtool's output"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -111,6 +111,8 @@ pub struct Engine<B: Persistence> {
     pub backend: Arc<B>,
     /// The committed copy notices, until someone takes them.
     notices: std::sync::Mutex<Option<mpsc::Receiver<crate::share::CopyNotice>>>,
+    /// Who hears of each group commit (`Store::observe_commits`).
+    observer: Arc<std::sync::OnceLock<Arc<dyn crate::CommitObserver>>>,
 }
 
 /// Reads on a shared database first take in every write any replica had
@@ -174,8 +176,10 @@ impl<B: Persistence> Engine<B> {
         let available = Arc::new(AtomicBool::new(true));
         let (applied_tx, applied_rx) = tokio::sync::watch::channel(i64::MIN);
         let (notices_tx, notices_rx) = mpsc::channel(crate::share::MAX_PENDING_NOTICES);
+        let observer = Arc::new(std::sync::OnceLock::new());
         tokio::spawn(run_writer(Writer {
             notices: notices_tx,
+            observer: observer.clone(),
             applied: applied_tx,
             backend: backend.clone(),
             w: writer,
@@ -213,6 +217,7 @@ impl<B: Persistence> Engine<B> {
             settle,
             backend,
             notices: std::sync::Mutex::new(Some(notices_rx)),
+            observer,
         };
         if let Some(s) = &engine.settle {
             tokio::spawn(run_settle(
@@ -403,6 +408,7 @@ struct Writer<B: Persistence> {
     available: Arc<AtomicBool>,
     /// Where committed copy notices go (`Store::take_copy_notices`).
     notices: mpsc::Sender<crate::share::CopyNotice>,
+    observer: Arc<std::sync::OnceLock<Arc<dyn crate::CommitObserver>>>,
 }
 
 /// What deciding a batch needs: the in-memory states, the log's tree and
@@ -804,6 +810,10 @@ impl<B: Persistence> Writer<B> {
             if d.line_entries {
                 self.appended.notify_waiters();
             }
+        }
+        if let Some(o) = self.observer.get() {
+            let us = d.begin_us + d.total_us + d.persist_us;
+            o.committed(d.taken, us as f64 / 1e6, persisted.is_ok());
         }
         tracing::debug!(
             batch = d.taken,
@@ -1231,6 +1241,10 @@ impl<B: Persistence> Store for Engine<B> {
 
     fn line_appended(&self) -> &tokio::sync::Notify {
         &self.appended
+    }
+
+    fn observe_commits(&self, o: Arc<dyn crate::CommitObserver>) {
+        let _ = self.observer.set(o);
     }
 
     fn take_copy_notices(&self) -> Option<mpsc::Receiver<crate::share::CopyNotice>> {
