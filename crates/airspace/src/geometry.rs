@@ -811,6 +811,78 @@ fn circle_meets_polygon(
     (0..ring.len()).any(|i| edge_within(center, c, ring[i], ring[(i + 1) % ring.len()], r))
 }
 
+/// The outline as one closed ring of (lat, lng) points for drawing it in
+/// a plane of longitude and latitude (GeoJSON, KML): a polygon's edges
+/// split along their ellipsoidal geodesics so that no piece is longer than
+/// `max_edge_m`, a circle as points at most `max_edge_m` apart (at least
+/// 32) at its radius; counterclockwise (the right-hand rule of RFC 7946),
+/// the first point repeated at the end.
+pub fn outline_ring(outline: &Outline, max_edge_m: f64) -> Vec<LatLng> {
+    let step = max_edge_m.max(1.0);
+    let mut ring = match outline {
+        Outline::Circle { center, radius_m } => {
+            let around = 2.0 * std::f64::consts::PI * radius_m;
+            let n = ((around / step).ceil() as usize).clamp(32, 4096);
+            (0..n)
+                .map(|k| {
+                    // Azimuths clockwise from north; reversed below.
+                    let azi = 360.0 * k as f64 / n as f64;
+                    let (lat, lng): (f64, f64) =
+                        geod().direct(center.lat, center.lng, azi, *radius_m);
+                    LatLng { lat, lng }
+                })
+                .collect::<Vec<_>>()
+        }
+        Outline::Polygon { vertices } => {
+            let mut out = Vec::with_capacity(vertices.len());
+            for (i, a) in vertices.iter().enumerate() {
+                let b = vertices[(i + 1) % vertices.len()];
+                out.push(*a);
+                let (s12, azi1, _azi2, _a12): (f64, f64, f64, f64) =
+                    geod().inverse(a.lat, a.lng, b.lat, b.lng);
+                if s12 > step {
+                    let k = ((s12 / step).ceil() as usize).min(4096);
+                    for j in 1..k {
+                        let (lat, lng): (f64, f64) =
+                            geod().direct(a.lat, a.lng, azi1, s12 * j as f64 / k as f64);
+                        out.push(LatLng { lat, lng });
+                    }
+                }
+            }
+            out
+        }
+    };
+    // Shoelace in the (lng, lat) plane: negative is clockwise.
+    let twice_area: f64 = (0..ring.len())
+        .map(|i| {
+            let (p, q) = (ring[i], ring[(i + 1) % ring.len()]);
+            p.lng * q.lat - q.lng * p.lat
+        })
+        .sum();
+    if twice_area < 0.0 {
+        ring.reverse();
+    }
+    if let Some(first) = ring.first().copied() {
+        ring.push(first);
+    }
+    ring
+}
+
+/// The (south, west, north, east) degrees that bound the outline (a
+/// circle's by its radius along the meridian and the parallel).
+pub fn outline_bounds(outline: &Outline) -> (f64, f64, f64, f64) {
+    let ring = outline_ring(outline, MAX_EDGE_M);
+    ring.iter().fold(
+        (
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ),
+        |(s, w, n, e), p| (s.min(p.lat), w.min(p.lng), n.max(p.lat), e.max(p.lng)),
+    )
+}
+
 /// The overlap of two half-open intervals, if not empty.
 pub fn overlap<T: PartialOrd + Copy>(a: (T, T), b: (T, T)) -> Option<(T, T)> {
     let lo = if a.0 > b.0 { a.0 } else { b.0 };
@@ -1016,6 +1088,52 @@ mod tests {
         let d = geodesic_distance_m(ll(45.0, 0.0), ll(45.0, edge_lng));
         assert!(p(circle(45.0, 0.0, d + 0.5)).intersects(&sq));
         assert!(!p(circle(45.0, 0.0, d - 0.5)).intersects(&sq));
+    }
+
+    #[test]
+    fn rings_for_drawing_are_closed_counterclockwise_and_follow_the_outline() {
+        let cw = Outline::Polygon {
+            vertices: vec![
+                LatLng { lat: 0.0, lng: 0.0 },
+                LatLng { lat: 1.0, lng: 0.0 },
+                LatLng { lat: 1.0, lng: 1.0 },
+                LatLng { lat: 0.0, lng: 1.0 },
+            ],
+        };
+        let ring = outline_ring(&cw, 20_000.0);
+        assert_eq!(ring.first(), ring.last());
+        // ~111 km edges in pieces of at most 20 km: 6 each.
+        assert_eq!(ring.len(), 4 * 6 + 1);
+        let area: f64 = ring
+            .windows(2)
+            .map(|w| w[0].lng * w[1].lat - w[1].lng * w[0].lat)
+            .sum();
+        assert!(area > 0.0, "counterclockwise");
+        for w in ring.windows(2) {
+            assert!(geodesic_distance_m(w[0], w[1]) <= 20_000.0 + 1e-6);
+        }
+        let c = Outline::Circle {
+            center: LatLng {
+                lat: 45.0,
+                lng: 10.0,
+            },
+            radius_m: 5_000.0,
+        };
+        let ring = outline_ring(&c, 500.0);
+        assert!(ring.len() > 60);
+        for p in &ring {
+            let d = geodesic_distance_m(
+                LatLng {
+                    lat: 45.0,
+                    lng: 10.0,
+                },
+                *p,
+            );
+            assert!((d - 5_000.0).abs() < 1e-6, "{d}");
+        }
+        let (s, w, n, e) = outline_bounds(&c);
+        assert!(s < 45.0 && n > 45.0 && w < 10.0 && e > 10.0);
+        assert!((n - 45.0) * 111_000.0 < 5_100.0 && (n - 45.0) * 111_000.0 > 4_900.0);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod console;
 mod dss;
 mod error;
 mod evidence;
+pub mod export;
 mod extract;
 mod limit;
 mod line;
@@ -53,6 +54,24 @@ pub mod fuzzing {
         let now = airspace::Timestamp::from_unix_micros(1_767_225_600_000_000);
         airspace::decide::area_of_interest(v, now, &airspace::Limits::default(), "area_of_interest")
             .is_ok_and(|a| a.is_some())
+    }
+
+    /// An export's query (`bbox=…&from=…&to=…`), each value through its
+    /// parser.
+    pub fn export_query(bytes: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return false;
+        };
+        let mut all = true;
+        for pair in text.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            all &= match k {
+                "bbox" => crate::export::parse_bbox(v).is_ok(),
+                "from" | "to" => crate::export::parse_instant(v, k).is_ok(),
+                _ => false,
+            };
+        }
+        all
     }
 
     /// A `SetUssAvailabilityStatusParameters` body.
@@ -282,6 +301,7 @@ pub fn with_peer_endpoint(state: Shared, peer_records: bool) -> Router {
         .merge(uss::routes())
         .merge(aux::routes())
         .merge(own::routes())
+        .merge(export::routes())
         .merge(evidence::routes())
         .merge(line::routes())
         .merge(console::routes());

@@ -21,7 +21,7 @@ fn inputs(target: &str) -> Vec<Vec<u8>> {
 fn dss_body_corpus_parses_without_panicking() {
     let corpus = inputs("dss_bodies");
     assert!(!corpus.is_empty(), "the corpus is committed");
-    let mut accepted = 0;
+    let (mut accepted, mut queries) = (0, 0);
     for input in &corpus {
         if api::fuzzing::intent_body(input) {
             accepted += 1;
@@ -29,11 +29,15 @@ fn dss_body_corpus_parses_without_panicking() {
         let _ = api::fuzzing::query_body(input);
         let _ = api::fuzzing::subscription_body(input);
         let _ = api::fuzzing::availability_body(input);
+        if api::fuzzing::export_query(input) {
+            queries += 1;
+        }
     }
     assert!(
         accepted > 0,
         "the seed corpus holds at least one valid intent body"
     );
+    assert!(queries > 0, "and at least one valid export query");
 }
 
 #[test]

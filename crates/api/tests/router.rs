@@ -458,6 +458,41 @@ async fn the_nodes_own_routes_answer_and_refuse_as_documented(app: &App) {
             case(M::GET, "/aux/v1/validate_oauth", None).is(401, "unauthenticated"),
             case(M::GET, "/detente/v1/conflicts", Some(SC)),
             case(M::GET, "/detente/v1/conflicts", None).is(401, "unauthenticated"),
+            case(
+                M::GET,
+                "/detente/v1/export/airspace.geojson?bbox=9,44,11,46",
+                Some(SC),
+            ),
+            case(M::GET, "/detente/v1/export/airspace.geojson", None).is(401, "unauthenticated"),
+            case(
+                M::GET,
+                "/detente/v1/export/airspace.geojson?bbox=1,2,3",
+                Some(SC),
+            )
+            .is(400, "invalid_input")
+            .naming("bbox"),
+            case(
+                M::GET,
+                "/detente/v1/export/airspace.geojson?bbox=11,44,9,46",
+                Some(SC),
+            )
+            .is(400, "invalid_input")
+            .naming("bbox"),
+            case(
+                M::GET,
+                "/detente/v1/export/airspace.kml?from=yesterday",
+                Some(SC),
+            )
+            .is(400, "invalid_input")
+            .naming("from"),
+            case(
+                M::GET,
+                "/detente/v1/export/airspace.kml?from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z",
+                Some(SC),
+            )
+            .is(400, "invalid_input")
+            .naming("to"),
+            case(M::GET, "/detente/v1/export/airspace.kml", Some(SC)),
             case(M::GET, "/nowhere", None).is(401, "unauthenticated"),
             // The public evidence log.
             case(M::GET, "/log/key", None),

@@ -400,6 +400,36 @@ impl Client {
         Err(Error::Refused(refusal(a)))
     }
 
+    /// The airspace as GeoJSON or KML (`format`: `geojson` or `kml`),
+    /// filtered as `q` says (`/detente/v1/export/airspace.{format}`).
+    pub async fn airspace_export(
+        &self,
+        format: &str,
+        q: &api::export::ExportQuery,
+    ) -> Result<String, Error> {
+        let file = format!("airspace.{format}");
+        let mut url = self.url(&["detente", "v1", "export", &file]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in [("bbox", &q.bbox), ("from", &q.from), ("to", &q.to)] {
+                if let Some(v) = v {
+                    pairs.append_pair(k, v);
+                }
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let a = self.exchange::<()>(Method::GET, url, None).await?;
+        if !(200..300).contains(&a.status) {
+            return Err(Error::Refused(refusal(a)));
+        }
+        Ok(match a.body {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })
+    }
+
     /// Sends a member-signed message; the node's view of it.
     pub async fn send(&self, b: &SendBody) -> Result<Value, Error> {
         self.call(Method::POST, &["line", "v1", "messages"], Some(b))

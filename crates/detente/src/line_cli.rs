@@ -1042,3 +1042,60 @@ pub async fn channel(c: ChannelCommand) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(Subcommand, Debug)]
+pub enum AirspaceCommand {
+    /// Write the node's operational intents, constraints and conflicts as GeoJSON (RFC 7946) or KML, for QGIS, Google Earth or any GIS.
+    Export {
+        /// geojson or kml.
+        #[arg(long, default_value = "geojson", value_parser = ["geojson", "kml"])]
+        format: String,
+        /// Only what lies in this box: west,south,east,north (degrees).
+        #[arg(long, allow_hyphen_values = true)]
+        bbox: Option<String>,
+        /// Only what lasts beyond this time (RFC 3339; default now).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only what starts before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// The file to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn airspace(c: AirspaceCommand) -> Result<()> {
+    match c {
+        AirspaceCommand::Export {
+            format,
+            bbox,
+            from,
+            to,
+            out,
+            conn,
+        } => {
+            let q = api::export::ExportQuery { bbox, from, to };
+            let text = conn
+                .client()?
+                .airspace_export(&format, &q)
+                .await
+                .map_err(failure)?;
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, text.as_bytes()).map_err(|e| {
+                        detente::exit::Failure::error(
+                            detente::exit::Kind::Unreachable,
+                            format!("writing {}: {e}", p.display()),
+                        )
+                    })?;
+                    eprintln!("wrote {}", p.display());
+                }
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
+    }
+}

@@ -93,6 +93,9 @@ enum Command {
     /// Channel notices (open, suspend, close) and states.
     #[command(subcommand)]
     Channel(line_cli::ChannelCommand),
+    /// The airspace for GIS tools: export as GeoJSON or KML.
+    #[command(subcommand)]
+    Airspace(line_cli::AirspaceCommand),
 }
 
 #[derive(Args, Debug)]
@@ -528,6 +531,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Quota(a) => line_cli::quota(a).await,
         Command::Mission(c) => line_cli::mission(c).await,
         Command::Channel(c) => line_cli::channel(c).await,
+        Command::Airspace(c) => line_cli::airspace(c).await,
         Command::Migrate(args) => {
             init_tracing(&cli.log_format);
             let at = store::Location::new(&args.database_url, &args.database_schema)

@@ -168,6 +168,91 @@ impl AirspaceWrite {
 }
 
 /// The strategic deconfliction service.
+/// See [`Dss::export`].
+#[derive(Clone, Debug, Default)]
+pub struct Exported {
+    pub intents: Vec<OperationalIntent>,
+    pub constraints: Vec<Constraint>,
+    pub conflicts: Vec<Conflict>,
+}
+
+/// A (west, south, east, north) box as a 4D area, its edges along
+/// parallels and meridians to within a degree's geodesic.
+fn bbox_volume(
+    [w, s, e, n]: [f64; 4],
+    from: Timestamp,
+    to: Option<Timestamp>,
+) -> Result<airspace::PreparedVolume, NodeError> {
+    let bad = |m: &str| -> NodeError {
+        DomainError::InvalidInput {
+            field: "bbox".into(),
+            message: m.into(),
+        }
+        .into()
+    };
+    if ![w, s, e, n].iter().all(|x| x.is_finite()) {
+        return Err(bad("four finite numbers: west,south,east,north"));
+    }
+    if !(-180.0..=180.0).contains(&w) || !(-180.0..=180.0).contains(&e) {
+        return Err(bad("longitudes lie in [-180, 180]"));
+    }
+    if !(-90.0..=90.0).contains(&s) || !(-90.0..=90.0).contains(&n) {
+        return Err(bad("latitudes lie in [-90, 90]"));
+    }
+    if w >= e || s >= n {
+        return Err(bad(
+            "west below east and south below north (a box across the antimeridian is two exports)",
+        ));
+    }
+    if e - w >= 180.0 || n - s >= 90.0 {
+        return Err(bad(
+            "at most 180° of longitude and 90° of latitude (leave bbox out for everything)",
+        ));
+    }
+    let mut vertices = Vec::new();
+    let steps = |a: f64, b: f64| ((b - a).abs().ceil() as usize).max(1);
+    let (k_lng, k_lat) = (steps(w, e), steps(s, n));
+    for i in 0..k_lng {
+        vertices.push(LatLng {
+            lat: s,
+            lng: w + (e - w) * i as f64 / k_lng as f64,
+        });
+    }
+    for i in 0..k_lat {
+        vertices.push(LatLng {
+            lat: s + (n - s) * i as f64 / k_lat as f64,
+            lng: e,
+        });
+    }
+    for i in 0..k_lng {
+        vertices.push(LatLng {
+            lat: n,
+            lng: e - (e - w) * i as f64 / k_lng as f64,
+        });
+    }
+    for i in 0..k_lat {
+        vertices.push(LatLng {
+            lat: n - (n - s) * i as f64 / k_lat as f64,
+            lng: w,
+        });
+    }
+    let limits = airspace::Limits {
+        max_area_m2: f64::INFINITY,
+        ..airspace::Limits::default()
+    };
+    airspace::geometry::prepare(
+        Volume4D {
+            outline: airspace::Outline::Polygon { vertices },
+            altitude_lower_m: None,
+            altitude_upper_m: None,
+            time_start: Some(from),
+            time_end: to,
+        },
+        &limits,
+    )
+    .map_err(NodeError::from)
+}
+
 pub struct Dss {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -705,6 +790,70 @@ impl Dss {
             Outcome::Report(r) => Ok(r),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// What an export shows: the live operational intents and constraints
+    /// with a volume inside `bbox` (west, south, east, north degrees; `None`:
+    /// anywhere) during `[from, to)` (`to` `None`: open), and the conflicts
+    /// between them. Never an OVN: callers write what they need of each.
+    pub async fn export(
+        &self,
+        bbox: Option<[f64; 4]>,
+        from: Timestamp,
+        to: Option<Timestamp>,
+    ) -> Result<Exported, NodeError> {
+        let now = self.now();
+        let from = if from < now { now } else { from };
+        let area = match bbox {
+            None => None,
+            Some(b) => Some(bbox_volume(b, from, to)?),
+        };
+        let during = move |t: (Timestamp, Timestamp)| t.1 > from && to.is_none_or(|to| t.0 < to);
+        self.read_settled(move |s| {
+            let (intents, constraints): (Vec<OperationalIntent>, Vec<Constraint>) = match &area {
+                Some(a) => {
+                    let a = std::slice::from_ref(a);
+                    (
+                        s.intents_intersecting(a)
+                            .into_iter()
+                            .filter(|i| i.time_end > now)
+                            .cloned()
+                            .collect(),
+                        s.constraints_intersecting(a)
+                            .into_iter()
+                            .filter(|c| c.time_end > now)
+                            .cloned()
+                            .collect(),
+                    )
+                }
+                None => (
+                    s.intents()
+                        .filter(|i| i.extents.iter().any(|v| during(v.time)))
+                        .cloned()
+                        .collect(),
+                    s.constraints()
+                        .filter(|c| c.extents.iter().any(|v| during(v.time)))
+                        .cloned()
+                        .collect(),
+                ),
+            };
+            let ids: std::collections::HashSet<EntityId> = intents
+                .iter()
+                .map(|i| i.id)
+                .chain(constraints.iter().map(|c| c.id))
+                .collect();
+            let conflicts = s
+                .conflicts()
+                .filter(|c| ids.contains(&c.a.id) && ids.contains(&c.b.id))
+                .cloned()
+                .collect();
+            Exported {
+                intents,
+                constraints,
+                conflicts,
+            }
+        })
+        .await
     }
 
     /// Current conflicts, in a stable order.
