@@ -29,6 +29,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/line/v1/peers", get(list_peers).post(add_peer))
         .route("/line/v1/peers/{name}/area", put(set_area))
+        .route("/line/v1/peers/{name}/remove", post(remove_peer))
         .route("/line/v1/contact/{constraint}", put(designate_contact))
         .route("/line/v1/members", get(list_members).post(register_member))
         .route("/line/v1/members/{key}", delete(remove_member))
@@ -235,6 +236,23 @@ async fn accredit(
         axum::http::StatusCode::CREATED,
         Json(json!({ "id": id.to_string() })),
     ))
+}
+
+/// Unpins a peer: only once the direct line with it is closed by both
+/// parties (409 naming the channel otherwise).
+async fn remove_peer(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    if b.effective_ms.is_some() {
+        return Err(ApiError::bad("effective_ms", "a peer is removed at once"));
+    }
+    st.line.remove_peer(name.clone(), b.reason.clone()).await?;
+    tracing::warn!(peer = %name, reason = %b.reason, "peer removed");
+    Ok(Json(json!({ "peer": name, "removed": true })))
 }
 
 async fn revoke(

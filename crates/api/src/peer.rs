@@ -278,6 +278,12 @@ async fn deliver(
         let notified = line.queued().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // A peer removed waits here, quietly, in case it is pinned again.
+        if !line.is_peer(&peer).unwrap_or(true) {
+            conn = None;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         // Of several replicas of a node, only the leader delivers.
         if !line.is_leader() {
             conn = None;

@@ -543,6 +543,16 @@ async fn line_routes_check_scopes_and_name_the_field_at_fault(app: &App) {
             case(M::PUT, "/line/v1/peers/nobody/area", Some(ADMIN))
                 .body(json!({ "polygons": [] }))
                 .is(404, "unknown_peer"),
+            case(M::POST, "/line/v1/peers/nobody/remove", Some(ADMIN))
+                .body(json!({ "reason": "relations downgraded" }))
+                .is(404, "unknown_peer"),
+            case(M::POST, "/line/v1/peers/nobody/remove", Some(LINE))
+                .body(json!({ "reason": "x" }))
+                .is(403, "forbidden"),
+            case(M::POST, "/line/v1/peers/nobody/remove", Some(ADMIN))
+                .body(json!({ "reason": "x", "effective_ms": 5 }))
+                .is(400, "invalid_input")
+                .naming("effective_ms"),
             case(M::PUT, "/line/v1/contact/not-a-uuid", Some(ADMIN))
                 .is(400, "invalid_input")
                 .naming("constraint"),

@@ -329,6 +329,16 @@ impl Client {
         .await
     }
 
+    /// Unpins a peer (refused while the direct line with it is open).
+    pub async fn remove_peer(&self, name: &str, b: &ReasonBody) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &["line", "v1", "peers", name, "remove"],
+            Some(b),
+        )
+        .await
+    }
+
     pub async fn revoke(&self, accreditation: &str, b: &ReasonBody) -> Result<Value, Error> {
         self.call(
             Method::POST,

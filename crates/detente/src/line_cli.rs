@@ -89,6 +89,15 @@ pub enum PeerCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Unpin a peer: once both parties have closed the direct line with it (`channel close --peer PEER --sphere direct-line` on each side).
+    Remove {
+        name: String,
+        /// Why, kept in the log.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The node's peers.
     List {
         /// Print the JSON the node returned.
@@ -493,6 +502,19 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                 "deconfliction area with {name}: {} polygon(s)",
                 polygons.len()
             );
+        }
+        PeerCommand::Remove { name, reason, conn } => {
+            conn.client()?
+                .remove_peer(
+                    &name,
+                    &ReasonBody {
+                        reason,
+                        effective_ms: None,
+                    },
+                )
+                .await
+                .map_err(failure)?;
+            println!("peer {name} removed");
         }
         PeerCommand::List { json, conn } => {
             let v = conn.client()?.peers().await.map_err(failure)?;

@@ -2337,3 +2337,74 @@ async fn the_line_is_watched_per_peer_and_lane_in_the_metrics() {
     assert!(age.is_some_and(|a| a > 0.0), "{seen:?}");
     assert!(failed.is_some_and(|n| n >= 1.0), "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_peer_is_removed_only_after_both_parties_closed_the_direct_line() {
+    let p = peered().await;
+    let admin = admin();
+    let remove = |n: &TestNode| {
+        run_cli(
+            bin(),
+            &[
+                "peer",
+                "remove",
+                F,
+                "--reason",
+                "relations downgraded",
+                "--node",
+                &n.base,
+                "--token",
+                &admin,
+            ],
+            &[],
+        )
+    };
+    // The direct line closes only by mutual consent: one side cannot
+    // unpin the other while it is open.
+    let (ok, out) = remove(&p.a);
+    assert!(!ok && out.contains("channel_not_open"), "{out}");
+    for (n, other) in [(&p.a, F), (&p.f, A)] {
+        n.client(&admin)
+            .channel_notice(
+                other,
+                "direct-line",
+                &api::wire::line::ChannelBody {
+                    state: "closed".into(),
+                    reason: "relations downgraded by agreement".into(),
+                    effective_ms: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // Once Alliance has Federation's closure too, the peer may go.
+    let mut removed = (false, String::new());
+    for _ in 0..100 {
+        removed = remove(&p.a);
+        if removed.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        removed.0 && removed.1.contains("peer federation.test removed"),
+        "{removed:?}"
+    );
+    let peers = p.a.client(&admin).peers().await.unwrap();
+    assert_eq!(peers["peers"], json!([]), "{peers}");
+    // What Federation sends now is not taken: Alliance no longer knows it.
+    let records = json!({ "from": F, "records": [] });
+    let (s, v) = call(
+        "POST",
+        p.a.url("/peer/v1/records"),
+        &officer(),
+        Some(records),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (403, Some("record_refused")),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("not a peer"), "{v}");
+}

@@ -281,6 +281,41 @@ pub fn set_deadlines(
     )]))
 }
 
+/// Unpins `name` (local): refused while the direct line with it is open,
+/// for the direct line closes only by mutual consent — both parties'
+/// closure notices in effect. Its records already kept stay evidence;
+/// records for it not yet delivered stay in its lanes (they go if it is
+/// pinned again).
+pub fn remove_peer(
+    state: &LineState,
+    name: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    if state.peer(name).is_none() {
+        return Err(LineError::UnknownPeer(name.to_string()));
+    }
+    non_empty("reason", reason)?;
+    let (line, _) = state.channel_state(name, Sphere::DirectLine, now);
+    if line != ChannelState::Closed {
+        return Err(LineError::ChannelNotOpen {
+            peer: name.to_string(),
+            sphere: Sphere::DirectLine,
+            state: line,
+            detail: ": a peer is removed only once both parties have closed the direct line (it closes only by mutual consent)".into(),
+        });
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::PeerRemoved {
+            name: name.to_string(),
+            reason: reason.to_string(),
+            at_ms: now,
+        },
+        None,
+    )]))
+}
+
 /// Designates a constraint as the line of contact (local).
 pub fn designate_contact(state: &LineState, constraint: Uuid) -> Result<LineDecision, LineError> {
     if state.contact_constraints().any(|c| *c == constraint) {
@@ -854,6 +889,7 @@ fn refusal(
     let me = state.me();
     match record {
         Record::PeerAdded { .. }
+        | Record::PeerRemoved { .. }
         | Record::PeerArea { .. }
         | Record::ContactDesignated { .. }
         | Record::UssNotified(_)

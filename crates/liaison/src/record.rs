@@ -411,6 +411,13 @@ pub enum Record {
         url: String,
         vkey: String,
     },
+    /// A peer unpinned by this node's operator (local), once the direct
+    /// line with it was closed by both parties.
+    PeerRemoved {
+        name: String,
+        reason: String,
+        at_ms: Millis,
+    },
     /// The deconfliction area agreed with a peer (local): operational
     /// intents and constraints of this party that touch it are shared with
     /// the peer. Polygons of (lat, lng) vertices.
@@ -956,6 +963,7 @@ impl Record {
         match self {
             Record::PeerAdded { .. } => "line.peer.added",
             Record::PeerArea { .. } => "line.peer.area",
+            Record::PeerRemoved { .. } => "line.peer.removed",
             Record::Airspace { .. } => "line.airspace",
             Record::MemberRegistered(_) => "line.member.registered",
             Record::MemberRemoved { .. } => "line.member.removed",
@@ -1000,6 +1008,15 @@ impl Record {
                             .collect(),
                     ),
                 ),
+            ]),
+            Record::PeerRemoved {
+                name,
+                reason,
+                at_ms,
+            } => map(vec![
+                ("name", t(name)),
+                ("reason", t(reason)),
+                ("at_ms", Value::Uint(*at_ms)),
             ]),
             Record::Airspace { kind, body } => map(vec![("kind", t(kind)), ("body", body.clone())]),
             Record::MemberRegistered(m) => m.to_value(),
@@ -1278,6 +1295,14 @@ impl Record {
                     sphere: f.named("sphere", Sphere::parse)?,
                     deadlines_ms,
                     effective_ms: f.u64("effective_ms")?,
+                }
+            }
+            "line.peer.removed" => {
+                let f = Fields::new(v, "peer", &["name", "reason", "at_ms"])?;
+                Record::PeerRemoved {
+                    name: f.text("name")?,
+                    reason: f.text("reason")?,
+                    at_ms: f.u64("at_ms")?,
                 }
             }
             "line.uss.notified" => {
@@ -1575,6 +1600,11 @@ mod tests {
             Record::Ack(ack),
             Record::ContactDesignated {
                 constraint: Uuid::from_u128(9),
+            },
+            Record::PeerRemoved {
+                name: "federation".into(),
+                reason: "relations downgraded".into(),
+                at_ms: 9,
             },
             Record::UssNotified(UssNotification {
                 entity_kind: "operational_intent".into(),

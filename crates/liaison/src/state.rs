@@ -387,6 +387,12 @@ impl LineState {
             Record::PeerArea { peer, polygons } => {
                 self.areas.insert(peer, polygons);
             }
+            // Nothing is shared with it any more; pinned again, it needs
+            // an area agreed again.
+            Record::PeerRemoved { name, .. } => {
+                self.peers.remove(&name);
+                self.areas.remove(&name);
+            }
             Record::ContactDesignated { constraint } => {
                 self.contact.insert(constraint);
             }

@@ -32,6 +32,11 @@ pub enum LineWrite {
         url: String,
         vkey: String,
     },
+    RemovePeer {
+        name: String,
+        reason: String,
+        now: Millis,
+    },
     RegisterMember(Member),
     RemoveMember {
         key: MemberKey,
@@ -115,6 +120,9 @@ impl LineWrite {
     ) -> Result<LineDecision, LineError> {
         match self {
             LineWrite::AddPeer { name, url, vkey } => decide::add_peer(s, &name, &url, &vkey),
+            LineWrite::RemovePeer { name, reason, now } => {
+                decide::remove_peer(s, &name, &reason, now)
+            }
             LineWrite::RegisterMember(m) => decide::register_member(s, m),
             LineWrite::RemoveMember { key, now } => decide::remove_member(s, key, now),
             LineWrite::SetQuota {
@@ -312,6 +320,14 @@ impl Line {
         let id = a.id;
         self.commit(LineWrite::Accredit { a, now }).await?;
         Ok(id)
+    }
+
+    /// Unpins a peer once the direct line with it is closed by both.
+    pub async fn remove_peer(&self, name: String, reason: String) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        self.commit(LineWrite::RemovePeer { name, reason, now })
+            .await
+            .map(|_| ())
     }
 
     pub async fn revoke(&self, id: Uuid, reason: String) -> Result<(), NodeError> {

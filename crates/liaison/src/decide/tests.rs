@@ -1088,3 +1088,56 @@ fn a_guest_whose_clock_is_behind_the_hosts_can_send_as_soon_as_it_is_accredited(
         Err(LineError::NotAccredited { reason, .. }) if reason.contains("valid only from")
     ));
 }
+
+#[test]
+fn a_peer_is_removed_only_once_both_parties_closed_the_direct_line() {
+    let (mut a, mut f, _, _, _) = peered();
+    let refused = remove_peer(&a.state, F, "relations downgraded", T0);
+    assert!(
+        matches!(
+            refused,
+            Err(LineError::ChannelNotOpen {
+                sphere: Sphere::DirectLine,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        remove_peer(&a.state, "nobody", "x", T0),
+        Err(LineError::UnknownPeer(_))
+    ));
+    for (n, other) in [(&mut a, F), (&mut f, A)] {
+        let d = channel_notice(
+            &n.state,
+            other,
+            Sphere::DirectLine,
+            ChannelState::Closed,
+            T0,
+            "agreed",
+            T0,
+        );
+        n.run(d, T0);
+    }
+    deliver(&mut a, &mut f, T0);
+    deliver(&mut f, &mut a, T0);
+    // One closure each: closed, and now the peer may go.
+    assert!(matches!(
+        remove_peer(&a.state, F, " ", T0 + 1),
+        Err(LineError::Invalid { .. })
+    ));
+    a.run(
+        remove_peer(&a.state, F, "relations downgraded", T0 + 1),
+        T0 + 1,
+    );
+    assert!(a.state.peer(F).is_none());
+    assert!(a.state.area(F).is_empty());
+    assert!(a.replayed().peer(F).is_none(), "the log says so too");
+    // Pinned again (e.g. under a new key), it is a peer again.
+    let vkey = f.vkey();
+    a.run(
+        add_peer(&a.state, F, "https://federation.example", &vkey),
+        T0 + 2,
+    );
+    assert!(a.state.peer(F).is_some());
+}
