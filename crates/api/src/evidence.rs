@@ -51,7 +51,7 @@ async fn witness_key(State(st): State<Shared>) -> impl IntoResponse {
 /// C2SP tlog-witness v1.0.0 `add-checkpoint`: the statuses and bodies the
 /// spec prescribes (409 carries the latest cosigned size as
 /// `text/x.tlog.size`).
-async fn add_checkpoint(
+pub(crate) async fn add_checkpoint(
     State(st): State<Shared>,
     crate::extract::RawBody(body): crate::extract::RawBody,
 ) -> Result<axum::response::Response, ApiError> {

@@ -236,6 +236,8 @@ fn open_path(path: &str) -> bool {
             | "/metrics"
             | "/aux/v1/version"
             | "/peer/v1/records"
+            | "/peer/v1/witness/key"
+            | "/peer/v1/witness/add-checkpoint"
             | "/console"
             | "/console/api/challenge"
             | "/console/api/login"

@@ -51,7 +51,28 @@ pub fn routes() -> Router<Shared> {
 
 /// Where peers deliver their records.
 pub fn peer_routes() -> Router<Shared> {
-    Router::new().route("/peer/v1/records", post(records))
+    Router::new()
+        .route("/peer/v1/records", post(records))
+        .route("/peer/v1/witness/key", get(peer_witness_key))
+        .route(
+            "/peer/v1/witness/add-checkpoint",
+            post(crate::evidence::add_checkpoint),
+        )
+}
+
+/// This node's witness key (C2SP vkey, cosignature/v1) as a note signed by
+/// the node key, which peers have pinned: how a peer learns, from the
+/// pinning alone, whose cosignatures to expect from this node.
+async fn peer_witness_key(State(st): State<Shared>) -> impl IntoResponse {
+    (
+        axum::http::StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        st.log
+            .sign_note(&crate::peer::witness_key_text(&st.witness.verifier_key())),
+    )
 }
 
 const ADMIN: &[Scope] = &[Scope::LineAdmin];

@@ -125,6 +125,20 @@ impl PeerConn {
 
     /// POSTs a JSON `body` to `path` under the peer's URL: (status, body).
     pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+        self.send(hyper::Method::POST, path, body).await
+    }
+
+    /// GETs `path` under the peer's URL: (status, body).
+    pub async fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        self.send(hyper::Method::GET, path, Vec::new()).await
+    }
+
+    async fn send(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), String> {
         let idle_limit = if self.tls.is_some() {
             PEER_LISTENER_IDLE
         } else {
@@ -137,7 +151,9 @@ impl PeerConn {
         let Some(sender) = self.sender.as_mut() else {
             return Err("no connection".into());
         };
-        let req = hyper::Request::post(format!("{}{path}", self.base_path))
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_path))
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
@@ -201,6 +217,136 @@ pub fn spawn(
             let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
         }
     })
+}
+
+/// The text of the note in which a node states its witness key.
+pub fn witness_key_text(vkey: &str) -> String {
+    format!("detente witness key\n{vkey}\n")
+}
+
+/// The witness key a peer states in `note`, checked against the peer's
+/// pinned node key.
+pub fn peer_witness_key(
+    note: &[u8],
+    pinned: &node::tlog::Verifier,
+) -> Result<node::tlog::Verifier, String> {
+    let (n, ok) = node::tlog::note::open(note, std::slice::from_ref(pinned))
+        .map_err(|e| format!("its witness key note: {e}"))?;
+    if ok.is_empty() {
+        return Err("its witness key note is not signed by its pinned key".into());
+    }
+    let vkey = n
+        .text
+        .strip_prefix("detente witness key\n")
+        .and_then(|t| t.strip_suffix('\n'))
+        .ok_or("its witness key note is not a Detente witness key")?;
+    let v = node::tlog::Verifier::parse(vkey).map_err(|e| format!("its witness key: {e}"))?;
+    if v.kind != 0x04 {
+        return Err("its witness key is not a cosignature/v1 key".into());
+    }
+    Ok(v)
+}
+
+/// Peering is mutual witnessing: every pinned peer, present and added
+/// later, is asked (by the leader, every second while this log grows) to
+/// cosign this node's checkpoints at its `/peer/v1/witness/…`, over the
+/// same connection as the line. Aborting the handle stops them all.
+pub fn spawn_cosigning(st: crate::Shared, identity: Option<Identity>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut started: HashSet<String> = HashSet::new();
+        let mut tasks = Tasks(Vec::new());
+        loop {
+            if let Ok(peers) = st.line.peers() {
+                for (peer, _) in peers {
+                    if started.insert(peer.clone()) {
+                        tasks
+                            .0
+                            .push(tokio::spawn(cosign(st.clone(), identity.clone(), peer)));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+async fn cosign(st: crate::Shared, identity: Option<Identity>, peer: String) {
+    let mut conn: Option<PeerConn> = None;
+    let mut key: Option<node::tlog::Verifier> = None;
+    let mut last = 0u64;
+    let mut warned = String::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !st.line.is_peer(&peer).unwrap_or(false) {
+            (conn, key, last) = (None, None, 0);
+            continue;
+        }
+        if !st.log.is_leader() {
+            conn = None;
+            continue;
+        }
+        let current = st
+            .line
+            .peers()
+            .ok()
+            .and_then(|p| p.into_iter().find(|(n, _)| *n == peer).map(|(_, u)| u));
+        if conn.as_ref().map(|c| &c.url) != current.as_ref() {
+            conn = connection(&st.line, identity.as_ref(), &peer).ok();
+            key = None;
+        }
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
+        let outcome: Result<(), String> = async {
+            if key.is_none() {
+                let pinned = st
+                    .line
+                    .read(|s| s.peer(&peer).map(|p| p.verifier.clone()))
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no longer a peer")?;
+                let (status, body) = c.get("/peer/v1/witness/key").await?;
+                if status != 200 {
+                    return Err(format!("its witness key: {status}"));
+                }
+                key = Some(peer_witness_key(&body, &pinned)?);
+            }
+            let Some(k) = key.clone() else {
+                return Ok(());
+            };
+            let post = |body: String| async move {
+                c.post("/peer/v1/witness/add-checkpoint", body.into_bytes())
+                    .await
+                    .map(|(s, b)| (s, String::from_utf8_lossy(&b).into_owned()))
+            };
+            match st.log.submit_to_witness(&k, last, post).await {
+                Ok(n) => {
+                    if n > last {
+                        st.metrics
+                            .witnesses
+                            .cosigned(&k.name, n, (st.line.now_ms() / 1000) as i64);
+                    }
+                    last = n;
+                    Ok(())
+                }
+                Err(e) => {
+                    st.metrics.witnesses.failed(&k.name);
+                    Err(e.to_string())
+                }
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => warned.clear(),
+            Err(e) => {
+                if e != warned {
+                    tracing::warn!(%peer, error = %e, "cosigning by this peer failed; retrying");
+                    warned = e;
+                }
+                conn = None;
+            }
+        }
+    }
 }
 
 /// Back-off after `failures` consecutive failures: 100 ms doubling up to

@@ -511,6 +511,10 @@ async fn the_nodes_own_routes_answer_and_refuse_as_documented(app: &App) {
                 .naming("path"),
             case(M::GET, "/log/tile/0/999", None).is(404, "not_found"),
             case(M::GET, "/witness/key", None),
+            case(M::GET, "/peer/v1/witness/key", None),
+            case(M::POST, "/peer/v1/witness/add-checkpoint", None)
+                .body(json!("old 0\n"))
+                .ok(400),
             case(M::GET, "/witness/misbehaviour", None),
             case(M::POST, "/witness/add-checkpoint", None)
                 .body(json!("old 0\n"))

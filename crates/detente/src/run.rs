@@ -127,7 +127,6 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         insecure_dev: cfg.insecure_dev_auth,
     })
     .map_err(|e| anyhow!(e))?;
-    let witness = node::Witness::new(store.clone(), cosigner, witness_logs, Arc::new(SystemClock));
     let line = Arc::new(
         node::line::Line::new(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds))
             .with_node_member(liaison::Member {
@@ -137,6 +136,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
                 spheres: vec![liaison::Sphere::DirectLine],
             }),
     );
+    // The witness cosigns the configured logs and every pinned peer's.
+    let witness = node::Witness::new(store.clone(), cosigner, witness_logs, Arc::new(SystemClock))
+        .with_peers(line.clone());
     // The node's TLS identity is its node key (TLS 1.3 signs its own
     // context string, distinct from every format the node key signs).
     let identity = api::tls::Identity::from_seed(&key_name, &seed).map_err(|e| anyhow!(e))?;
@@ -282,6 +284,12 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             }
         }));
     }
+    // Every pinned peer is asked to cosign too (peering is mutual
+    // witnessing), over the line's own connection.
+    submitters.push(api::peer::spawn_cosigning(
+        state.clone(),
+        Some(identity.clone()),
+    ));
     // Local subscribers hear of the peers' changes from this node, the
     // copies' managing USS (every replica sends what its writer committed).
     let notifier = match store.take_copy_notices() {

@@ -2408,3 +2408,74 @@ async fn a_peer_is_removed_only_after_both_parties_closed_the_direct_line() {
     );
     assert!(v["message"].as_str().unwrap().contains("not a peer"), "{v}");
 }
+
+#[tokio::test]
+async fn peering_is_mutual_witnessing_without_a_restart() {
+    let a = TestNode::start_with(bin(), &["--name", A]);
+    let f = TestNode::start_with(bin(), &["--name", F]);
+    let (ka, kf) = (log_key(&a).await, log_key(&f).await);
+    pin(&a, F, &f.base, &kf).await;
+    pin(&f, A, &a.base, &ka).await;
+    let witness_key = |n: &TestNode| {
+        let url = n.url("/witness/key");
+        async move { tlog::Verifier::parse(get_text(&url).await.trim()).unwrap() }
+    };
+    let (wa, wf) = (witness_key(&a).await, witness_key(&f).await);
+    // Something to checkpoint on both sides.
+    for n in [&a, &f] {
+        ok(
+            "PUT",
+            n.url(&format!(
+                "/dss/v1/operational_intent_references/{}",
+                new_id()
+            )),
+            &token("uss1", "utm.strategic_coordination"),
+            Some(intent_body(square(1.0, 1.0, 0.01), &[], "Accepted")),
+        )
+        .await;
+    }
+    // Each node's newest checkpoint comes to carry the other's
+    // cosignature: no --witness flag, no restart.
+    for (n, own, other) in [(&a, &ka, &wf), (&f, &kf, &wa)] {
+        let own = tlog::Verifier::parse(own).unwrap();
+        let mut cosigned = false;
+        for _ in 0..100 {
+            let note = get_text(&n.url("/log/checkpoint")).await;
+            if let Ok((_, ok)) = tlog::note::open(note.as_bytes(), &[own.clone(), other.clone()])
+                && ok.len() == 2
+            {
+                cosigned = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            cosigned,
+            "{} has no cosignature by {}",
+            own.name, other.name
+        );
+        let health: Value = serde_json::from_str(&get_text(&n.url("/healthz")).await).unwrap();
+        assert_eq!(
+            health["witnesses"][0]["name"],
+            other.name.as_str(),
+            "{health}"
+        );
+    }
+    // A note of the witness key signed by another key is not believed.
+    let forged = tlog::NoteSigner::from_seed(F, &[7; 32]).unwrap();
+    let text = format!("detente witness key\n{}\n", wa.to_vkey());
+    let note = tlog::Note {
+        signatures: vec![forged.sign(&text)],
+        text,
+    }
+    .to_text();
+    let pinned = tlog::Verifier::parse(&kf).unwrap();
+    assert!(api::peer::peer_witness_key(note.as_bytes(), &pinned).is_err());
+    let real = get_text(&f.url("/peer/v1/witness/key")).await;
+    assert_eq!(
+        api::peer::peer_witness_key(real.as_bytes(), &pinned)
+            .unwrap()
+            .to_vkey(),
+        wf.to_vkey()
+    );
+}

@@ -43,6 +43,10 @@ const PUBLIC: &[(&str, &str)] = &[
     ),
     ("/witness/key", "a witness's key is public"),
     (
+        "/peer/v1/witness/key",
+        "the witness key as a note signed by the node key: public, checked by the pinning peer",
+    ),
+    (
         "/witness/misbehaviour",
         "evidence of a log's misbehaviour is public",
     ),
@@ -73,6 +77,10 @@ const SIGNED: &[(&str, &str)] = &[
     (
         "/witness/add-checkpoint",
         "checkpoints signed by a log this node witnesses",
+    ),
+    (
+        "/peer/v1/witness/add-checkpoint",
+        "checkpoints signed by a pinned peer's node key",
     ),
 ];
 

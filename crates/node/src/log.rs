@@ -66,6 +66,16 @@ impl Log {
             })
     }
 
+    /// `text` (ending in a newline) as a signed note of the node's key: what
+    /// a peer that pinned the key can check came from this node.
+    pub fn sign_note(&self, text: &str) -> String {
+        tlog::Note {
+            text: text.to_string(),
+            signatures: vec![self.signer.signer.sign(text)],
+        }
+        .to_text()
+    }
+
     /// The size of the newest signed checkpoint (0: none yet).
     pub fn checkpoint_size(&self) -> u64 {
         self.store.latest_checkpoint().map_or(0, |(n, _)| n)

@@ -12,6 +12,8 @@ pub struct Witness {
     logs: Vec<tlog::Verifier>,
     clock: Arc<dyn Clock>,
     lock: tokio::sync::Mutex<()>,
+    /// The line, whose pinned peers' logs are cosigned too.
+    peers: Option<Arc<crate::line::Line>>,
 }
 
 /// What a witness request came to.
@@ -41,7 +43,35 @@ impl Witness {
             logs,
             clock,
             lock: tokio::sync::Mutex::new(()),
+            peers: None,
         }
+    }
+
+    /// Cosigns the checkpoints of every peer pinned on `line` as well,
+    /// from the moment it is pinned (no restart).
+    pub fn with_peers(mut self, line: Arc<crate::line::Line>) -> Self {
+        self.peers = Some(line);
+        self
+    }
+
+    /// The logs this witness cosigns now: the configured ones and the
+    /// pinned peers'.
+    fn logs(&self) -> Vec<tlog::Verifier> {
+        let mut logs = self.logs.clone();
+        if let Some(line) = &self.peers
+            && let Ok(peers) =
+                line.read(|s| s.peers().map(|p| p.verifier.clone()).collect::<Vec<_>>())
+        {
+            for v in peers {
+                if !logs
+                    .iter()
+                    .any(|l| l.name == v.name && l.key_id == v.key_id)
+                {
+                    logs.push(v);
+                }
+            }
+        }
+        logs
     }
 
     /// The cosigner's verifier key (type 0x04).
@@ -59,8 +89,9 @@ impl Witness {
         let _guard = self.lock.lock().await;
         // The origin is only known after parsing; the few trusted logs'
         // states are read first.
+        let logs = self.logs();
         let mut known = std::collections::HashMap::new();
-        for l in &self.logs {
+        for l in &logs {
             if let Some(c) = self.store.witnessed(&l.name).await? {
                 known.insert(l.name.clone(), c);
             }
@@ -69,7 +100,7 @@ impl Witness {
         let ts = (now / 1_000_000).max(0) as u64;
         match tlog::witness::add_checkpoint(
             body,
-            &self.logs,
+            &logs,
             |o| known.get(o).cloned(),
             &self.cosigner,
             ts,
