@@ -1,5 +1,5 @@
 //! Every evidence-log format parsed from outside: CBOR, signed entries,
-//! signed notes, checkpoints, tlog-proofs and witness requests. Never a
+//! signed notes, checkpoints, tlog-proofs, witness requests and witness policies. Never a
 //! panic; whatever parses re-encodes to the same bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;

@@ -214,6 +214,9 @@ pub struct Scraped {
     pub leader: Gauge,
     pub log_size: Gauge,
     pub checkpoint_size: Gauge,
+    /// The largest checkpoint size meeting the witness policy (absent
+    /// without a policy).
+    pub witnessed_size: Family<Unlabelled, Gauge>,
     pub outbox: Family<PeerLane, Gauge>,
     pub oldest_undelivered: Family<PeerLane, Gauge<f64, AtomicU64>>,
     pub overdue_acks: Family<Peer, Gauge>,
@@ -379,6 +382,11 @@ impl Metrics {
         ] {
             r.register(name, help, g.clone());
         }
+        r.register(
+            "detente_log_witnessed_size",
+            "Largest checkpoint size whose cosignatures meet the witness policy's quorum",
+            s.witnessed_size.clone(),
+        );
         r.register(
             "detente_line_outbox_records",
             "Records committed for a peer and not yet receipted, by peer and lane",

@@ -35,7 +35,10 @@ async fn healthz(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError
         json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"),
                 "operational_intents": c.intents, "constraints": c.constraints, "conflicts": c.conflicts,
                 "log_size": st.log.size(), "checkpoint_size": st.log.checkpoint_size(),
-                "leader": st.log.is_leader(), "witnesses": witnesses }),
+                "leader": st.log.is_leader(), "witnesses": witnesses,
+                "witnessed": st.log.witnessed().map(|w| json!({
+                    "latest_size": w.latest_size, "latest": w.latest, "size": w.size,
+                    "cosigned_by": w.cosigned_by })) }),
     ))
 }
 
@@ -85,6 +88,11 @@ async fn metrics(
         .set(i64::try_from(st.log.size()).unwrap_or(i64::MAX));
     s.checkpoint_size
         .set(i64::try_from(st.log.checkpoint_size()).unwrap_or(i64::MAX));
+    if let Some(w) = st.log.witnessed() {
+        s.witnessed_size
+            .get_or_create(&crate::metrics::Unlabelled)
+            .set(i64::try_from(w.size).unwrap_or(i64::MAX));
+    }
     // The line, as this process's state has it (peers removed since the
     // last scrape drop out).
     let now = st.line.now_ms();

@@ -238,11 +238,12 @@ impl Client {
         self.text(&["log", "checkpoint"]).await
     }
 
-    /// Submits a C2SP tlog-witness `add-checkpoint` body; the status and
-    /// the text answered (the cosignature lines on 200; 409 carries the
-    /// witness's size).
+    /// Submits a C2SP tlog-witness `add-checkpoint` body to the witness
+    /// whose submission prefix this client's base URL is (a Detente node's
+    /// is `<node>/witness`); the status and the text answered (the
+    /// cosignature lines on 200; 409 carries the witness's size).
     pub async fn add_checkpoint(&self, body: String) -> Result<(u16, String), Error> {
-        let url = self.url(&["witness", "add-checkpoint"]);
+        let url = self.url(&["add-checkpoint"]);
         let shown = url.to_string();
         let r = self
             .http

@@ -765,6 +765,7 @@ async fn node_config(dir: PathBuf) -> Result<NodeConfig> {
         max_connections_per_source: None,
         witness_logs: vec![],
         witnesses: vec![],
+        witness_policy: None,
         console_admin_roles: vec![],
         basemap_mbtiles: None,
         private_metrics: false,

@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub max_connections_per_source: Option<usize>,
     pub witness_logs: Option<Vec<String>>,
     pub witnesses: Option<Vec<String>>,
+    pub witness_policy: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub uss_token_file: Option<PathBuf>,
     pub uss_oauth_token_url: Option<String>,
@@ -94,6 +95,9 @@ pub struct NodeConfig {
     pub max_connections_per_source: Option<usize>,
     pub witness_logs: Vec<String>,
     pub witnesses: Vec<String>,
+    /// Which witnesses count (and are submitted to) and the quorum that
+    /// makes a checkpoint witnessed (`tlog::policy`).
+    pub witness_policy: Option<PathBuf>,
     /// PEM certificates the node trusts for its outbound HTTPS calls
     /// (witnesses, USSs, the token endpoint), beside the system's.
     pub ca_file: Option<PathBuf>,
@@ -150,6 +154,7 @@ mod tests {
             "max_stored_points_per_client",
             "expiry_sweep_seconds",
             "expiry_grace_seconds",
+            "witness_policy",
             "database_url",
             "database_schema",
         ];

@@ -1539,5 +1539,6 @@ async fn export_and_verify(
         witness: vec![],
         min_witnesses: 0,
         peer: vec![peer_key.to_string()],
+        policy: None,
     })
 }

@@ -61,6 +61,9 @@ pub struct VerifyArgs {
     /// verbatim, signed by it, and they are checked with this key.
     #[arg(long)]
     pub(crate) peer: Vec<String>,
+    /// A witness policy file: each checkpoint's cosignatures must meet its quorum.
+    #[arg(long)]
+    pub(crate) policy: Option<PathBuf>,
 }
 
 /// An RFC 3339 time given on the command line, in ms since the epoch.
@@ -185,6 +188,7 @@ fn verify_one(
     peers: &[tlog::Verifier],
     witnesses: &[tlog::Verifier],
     min: usize,
+    policy: Option<&tlog::policy::Policy>,
 ) -> Result<String> {
     let entry = std::fs::read(dir.join(format!("{index}.entry")))
         .with_context(|| format!("{index}.entry is missing"))?;
@@ -200,6 +204,29 @@ fn verify_one(
     let c = proof
         .verify(&entry, log, witnesses, min)
         .map_err(|e| anyhow!("{index}: {e}"))?;
+    if let Some(p) = policy {
+        let note = tlog::Note::parse(proof.checkpoint.as_bytes())
+            .map_err(|e| anyhow!("{index}: the checkpoint: {e}"))?;
+        let marks = p.cosigners(&note);
+        if !p.satisfied(&marks) {
+            let by: Vec<&str> = p
+                .witnesses
+                .iter()
+                .zip(&marks)
+                .filter(|(_, m)| **m)
+                .map(|(w, _)| w.name.as_str())
+                .collect();
+            bail!(
+                "{index}: the checkpoint (size {}) does not meet the witness policy's quorum (cosigned by {})",
+                c.size,
+                if by.is_empty() {
+                    "none of its witnesses".to_string()
+                } else {
+                    by.join(", ")
+                }
+            );
+        }
+    }
     let e = SignedEntry::parse(&entry)
         .map_err(|err| anyhow!("{index}.entry is not a canonical entry: {err}"))?;
     own_attestation(&e, log, peers).map_err(|err| anyhow!("{index}.entry {err}"))?;
@@ -387,6 +414,17 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
                 .map_err(|e| Failure::error(Kind::Usage, format!("--peer {w}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let policy = match &a.policy {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Failure::error(Kind::Usage, format!("--policy {}: {e}", p.display()))
+            })?;
+            Some(tlog::policy::Policy::parse(&text).map_err(|e| {
+                Failure::error(Kind::Usage, format!("--policy {}: {e}", p.display()))
+            })?)
+        }
+    };
     let mut indices: Vec<(u64, String)> = Vec::new();
     for f in std::fs::read_dir(bundle).with_context(|| format!("reading {}", bundle.display()))? {
         let name = f?.file_name().to_string_lossy().to_string();
@@ -409,7 +447,15 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
     for (_, i) in &indices {
         println!(
             "{}",
-            verify_one(bundle, i, &log, &peers, &witnesses, a.min_witnesses)?
+            verify_one(
+                bundle,
+                i,
+                &log,
+                &peers,
+                &witnesses,
+                a.min_witnesses,
+                policy.as_ref()
+            )?
         );
     }
     println!(

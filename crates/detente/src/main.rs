@@ -192,6 +192,9 @@ pub struct ServeArgs {
     /// A witness this node submits its checkpoints to, as COSIGNER_VKEY@URL (repeatable).
     #[arg(long = "witness", env = "DETENTE_WITNESSES", value_delimiter = ',')]
     witnesses: Vec<String>,
+    /// A witness policy file: outside witnesses (key and submission URL), groups and the quorum that makes a checkpoint witnessed.
+    #[arg(long, env = "DETENTE_WITNESS_POLICY")]
+    witness_policy: Option<PathBuf>,
     /// A registered member role whose members may take the host's decisions in the console (repeatable). [default: line administrator]
     #[arg(
         long = "console-admin-role",
@@ -362,6 +365,7 @@ impl ServeArgs {
             },
             basemap_mbtiles: self.basemap_mbtiles.or(file.basemap_mbtiles),
             ca_file: self.ca_file.or(file.ca_file),
+            witness_policy: self.witness_policy.or(file.witness_policy),
             uss_tokens: uss_tokens(
                 self.uss_token_file.or(file.uss_token_file),
                 self.uss_oauth_token_url.or(file.uss_oauth_token_url),

@@ -150,7 +150,18 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         Some(identity.clone()),
         metrics.line.clone(),
     );
-    let log = node::Log::new(store.clone(), log_signer);
+    let policy = match &cfg.witness_policy {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("witness_policy {}", p.display()))?;
+            Some(
+                tlog::policy::Policy::parse(&text)
+                    .map_err(|e| anyhow!("witness_policy {}: {e}", p.display()))?,
+            )
+        }
+    };
+    let log = node::Log::new(store.clone(), log_signer).with_policy(policy);
     let tiles: Option<Arc<dyn node::TileSource>> = match &cfg.basemap_mbtiles {
         None => None,
         Some(p) => {
@@ -249,13 +260,30 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         None => Vec::new(),
     };
     let mut submitters = Vec::new();
+    // Detente nodes named with --witness (at their /witness prefix), and
+    // the policy's witnesses that have a submission URL.
+    let mut targets: Vec<(tlog::Verifier, String)> = Vec::new();
     for w in &cfg.witnesses {
         let (key, url) = w
             .rsplit_once('@')
             .ok_or_else(|| anyhow!("witnesses: {w}: expected COSIGNER_VKEY@URL"))?;
         let key = tlog::Verifier::parse(key.trim()).map_err(|e| anyhow!("witnesses: {w}: {e}"))?;
-        let witness = client::Client::trusting(url, std::time::Duration::from_secs(10), &roots)
-            .map_err(|e| anyhow!("witnesses: {w}: {e}"))?;
+        targets.push((key, format!("{}/witness", url.trim_end_matches('/'))));
+    }
+    if let Some(p) = state.log.policy() {
+        for w in &p.witnesses {
+            if let Some(url) = &w.url
+                && !targets
+                    .iter()
+                    .any(|(k, _)| k.key_id == w.verifier.key_id && k.key == w.verifier.key)
+            {
+                targets.push((w.verifier.clone(), url.clone()));
+            }
+        }
+    }
+    for (key, prefix) in targets {
+        let witness = client::Client::trusting(&prefix, std::time::Duration::from_secs(10), &roots)
+            .map_err(|e| anyhow!("witness {}: {e}", key.name))?;
         let st = state.clone();
         submitters.push(tokio::spawn(async move {
             let mut last = 0u64;

@@ -909,3 +909,135 @@ fn bundle_archives_are_the_tar_that_tar_reads_and_writes() {
     expected.sort();
     assert_eq!(read, expected);
 }
+
+#[tokio::test]
+async fn a_witness_policy_names_the_witnesses_submitted_to_and_the_quorum_that_counts() {
+    let mut alliance = TestNode::start_with(bin(), &["--name", "detente.test/alliance"]);
+    let alliance_vkey = text(alliance.url("/log/key")).await.trim().to_string();
+    // Two outside witnesses (Detente nodes witnessing Alliance's log), and a
+    // third key that never cosigns anything.
+    let w1 = TestNode::start_with(
+        bin(),
+        &["--name", "w1.test", "--witness-log", &alliance_vkey],
+    );
+    let w2 = TestNode::start_with(
+        bin(),
+        &["--name", "w2.test", "--witness-log", &alliance_vkey],
+    );
+    let k1 = text(w1.url("/witness/key")).await.trim().to_string();
+    let k2 = text(w2.url("/witness/key")).await.trim().to_string();
+    let silent = tlog::cosignature::Cosigner::from_seed("silent.test", &[5; 32])
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let policy = dir.join("policy.txt");
+    std::fs::write(
+        &policy,
+        format!(
+            "# both outside witnesses must cosign\n\
+             witness w1 {k1} {}/witness\n\
+             witness w2 {k2} {}/witness/\n\
+             witness silent {silent}\n\
+             group outside 2 w1 w2 silent\n\
+             quorum outside\n",
+            w1.base, w2.base
+        ),
+    )
+    .unwrap();
+    alliance.restart_with(&[
+        "--name",
+        "detente.test/alliance",
+        "--witness-policy",
+        policy.to_str().unwrap(),
+    ]);
+    write_intents(&alliance, 3, 20.0).await;
+    // Submitted to both (no --witness flag): the newest checkpoint comes to
+    // meet the quorum, which /healthz and /metrics say.
+    let mut health = Value::Null;
+    for _ in 0..100 {
+        health = json_get(alliance.url("/healthz")).await;
+        if health["witnessed"]["latest"] == true
+            && health["witnessed"]["latest_size"].as_u64() >= Some(3)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(health["witnessed"]["latest"], true, "{health}");
+    assert_eq!(
+        health["witnessed"]["cosigned_by"],
+        json!(["w1", "w2"]),
+        "{health}"
+    );
+    let metrics = text(alliance.url("/metrics")).await;
+    let witnessed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("detente_log_witnessed_size "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(witnessed.is_some_and(|n| n >= 3), "{metrics}");
+    // Offline, the same policy verifies the bundle; one that needs the
+    // silent witness does not.
+    let out = dir.join("bundle");
+    let (ok, o) = run(&[
+        "evidence",
+        "export",
+        "--data",
+        alliance.data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--all",
+    ]);
+    assert!(ok, "{o}");
+    let (ok, o) = run(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--key",
+        &alliance_vkey,
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(ok, "{o}");
+    let strict = dir.join("strict.txt");
+    std::fs::write(
+        &strict,
+        format!(
+            "witness w1 {k1}\nwitness silent {silent}\ngroup both all w1 silent\nquorum both\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args([
+            "verify",
+            dir.join("bundle").to_str().unwrap(),
+            "--key",
+            &alliance_vkey,
+            "--policy",
+            strict.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "not verified: {said}");
+    assert!(
+        said.contains("does not meet the witness policy's quorum (cosigned by w1)"),
+        "{said}"
+    );
+    // A malformed policy is a usage error naming the line.
+    std::fs::write(&strict, "quorum nobody\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args([
+            "verify",
+            dir.join("bundle").to_str().unwrap(),
+            "--key",
+            &alliance_vkey,
+            "--policy",
+            strict.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("line 1"), "{said}");
+}

@@ -15,11 +15,81 @@ pub const MAX_ENTRIES_PER_REQUEST: u64 = 1000;
 pub struct Log {
     store: Arc<dyn Store>,
     signer: LogSigner,
+    /// Which cosignatures make a checkpoint count as witnessed.
+    policy: Option<tlog::policy::Policy>,
+    /// The largest checkpoint size seen to satisfy the policy.
+    witnessed: std::sync::atomic::AtomicU64,
+}
+
+/// How far the log is witnessed under its policy (see [`Log::witnessed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Witnessed {
+    /// The newest checkpoint's size, and whether its cosignatures satisfy
+    /// the policy's quorum.
+    pub latest_size: u64,
+    pub latest: bool,
+    /// The largest size known to be witnessed (this process's view).
+    pub size: u64,
+    /// The policy's witnesses that cosigned the newest checkpoint.
+    pub cosigned_by: Vec<String>,
 }
 
 impl Log {
     pub fn new(store: Arc<dyn Store>, signer: LogSigner) -> Self {
-        Log { store, signer }
+        Log {
+            store,
+            signer,
+            policy: None,
+            witnessed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Judges checkpoints by `policy` ([`Log::witnessed`]).
+    pub fn with_policy(mut self, policy: Option<tlog::policy::Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> Option<&tlog::policy::Policy> {
+        self.policy.as_ref()
+    }
+
+    /// Whether the newest checkpoint, with the cosignatures it has
+    /// gathered, satisfies the witness policy; `None` without a policy.
+    pub fn witnessed(&self) -> Option<Witnessed> {
+        use std::sync::atomic::Ordering;
+        let policy = self.policy.as_ref()?;
+        let Some((latest_size, note)) = self.store.latest_checkpoint() else {
+            return Some(Witnessed {
+                latest_size: 0,
+                latest: false,
+                size: self.witnessed.load(Ordering::SeqCst),
+                cosigned_by: vec![],
+            });
+        };
+        let (latest, cosigned_by) = match tlog::Note::parse(note.as_bytes()) {
+            Ok(n) => {
+                let marks = policy.cosigners(&n);
+                let by = policy
+                    .witnesses
+                    .iter()
+                    .zip(&marks)
+                    .filter(|(_, m)| **m)
+                    .map(|(w, _)| w.name.clone())
+                    .collect();
+                (policy.satisfied(&marks), by)
+            }
+            Err(_) => (false, vec![]),
+        };
+        if latest {
+            self.witnessed.fetch_max(latest_size, Ordering::SeqCst);
+        }
+        Some(Witnessed {
+            latest_size,
+            latest,
+            size: self.witnessed.load(Ordering::SeqCst),
+            cosigned_by,
+        })
     }
 
     /// The verifier key of this log (C2SP signed-note vkey, type 0x01).

@@ -15,6 +15,7 @@ pub mod cosignature;
 pub mod entry;
 pub mod hash;
 pub mod note;
+pub mod policy;
 pub mod proof;
 pub mod tiles;
 pub mod tree;
@@ -55,6 +56,16 @@ pub mod fuzzing {
                 let _ = p.to_text();
             }
             let _ = crate::note::Verifier::parse(text);
+            if let Ok(p) = crate::policy::Policy::parse(text) {
+                // A parsed policy always names its quorum, whatever is cosigned.
+                let none = vec![false; p.witnesses.len()];
+                let all = vec![true; p.witnesses.len()];
+                assert!(
+                    p.satisfied(&all) || p.witnesses.is_empty(),
+                    "all witnesses meet any quorum"
+                );
+                let _ = p.satisfied(&none);
+            }
             if let Some((level, index, width)) = crate::tiles::parse_tile_path(text) {
                 let path = match level {
                     Some(l) => crate::tiles::tile_path(l, index, width),
