@@ -338,10 +338,12 @@ pub fn routes() -> Router<Shared> {
         .route("/console/{*path}", get(asset))
 }
 
+#[utoipa::path(get, path = "/console/", tag = "console", summary = "The operator console's page", responses((status = 200, description = "HTML", body = String)))]
 async fn index(h: HeaderMap) -> Response {
     serve_asset("index.html", &h)
 }
 
+#[utoipa::path(get, path = "/console/{path}", tag = "console", summary = "The console's embedded assets", params(("path" = String, Path, description = "The asset's path")), responses((status = 200, description = "The asset", body = String), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody)))]
 async fn asset(Path(path): Path<String>, h: HeaderMap) -> Response {
     serve_asset(&path, &h)
 }
@@ -384,6 +386,7 @@ fn serve_asset(path: &str, h: &HeaderMap) -> Response {
     r
 }
 
+#[utoipa::path(get, path = "/console/api/challenge", tag = "console", summary = "A login challenge to sign with a member key", responses((status = 200, description = "The challenge", body = serde_json::Value), (status = 429, description = "Rate limited; `Retry-After` says when to retry", body = crate::openapi::ErrorBody)))]
 async fn challenge(State(st): State<Shared>) -> impl IntoResponse {
     let now = st.line.now_ms();
     Json(json!({
@@ -394,7 +397,7 @@ async fn challenge(State(st): State<Shared>) -> impl IntoResponse {
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginBody {
     member: String,
@@ -425,6 +428,7 @@ fn signature(s: &str) -> Result<[u8; 64], ApiError> {
         .ok_or_else(|| ApiError::bad("signature", "128 hex digits (an Ed25519 signature)"))
 }
 
+#[utoipa::path(post, path = "/console/api/login", tag = "console", summary = "Log in with a member-signed challenge; sets the session cookie", request_body = crate::console::LoginBody, responses((status = 200, description = "Logged in", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 429, description = "Rate limited; `Retry-After` says when to retry", body = crate::openapi::ErrorBody)))]
 async fn login(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -487,6 +491,7 @@ async fn login(
     Ok(r)
 }
 
+#[utoipa::path(post, path = "/console/api/logout", tag = "console", summary = "End the session", responses((status = 200, description = "Logged out", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody)), security(("console_session" = [])))]
 async fn logout(State(st): State<Shared>, h: HeaderMap) -> Result<Response, ApiError> {
     let now = st.line.now_ms();
     if let Some(s) = st.console.session(&h, now) {
@@ -517,6 +522,7 @@ fn logged_in(st: &AppState, h: &HeaderMap) -> Result<(Caller, Value), ApiError> 
     Ok(out)
 }
 
+#[utoipa::path(get, path = "/console/api/session", tag = "console", summary = "The session's member, party and role", responses((status = 200, description = "The session", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody)), security(("console_session" = [])))]
 async fn session(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(logged_in(&st, &h)?.1))
 }
@@ -558,6 +564,7 @@ fn owner(manager: &str) -> String {
 
 /// Everything the map draws: intents, constraints (the line of contact
 /// marked), and the conflicts between them.
+#[utoipa::path(get, path = "/console/api/airspace", tag = "console", summary = "Operations, constraints and conflicts for the map", responses((status = 200, description = "The airspace", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("console_session" = [])))]
 async fn airspace(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     logged_in(&st, &h)?;
     let contact: Vec<uuid::Uuid> = st
@@ -610,6 +617,7 @@ async fn airspace(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoRes
 /// keep-alive comment every 10 s. The browser reconnects by itself. The
 /// stream ends once its session does: logged out, expired, or the member
 /// removed (the reconnection is then refused).
+#[utoipa::path(get, path = "/console/api/events", tag = "console", summary = "Server-sent events: changes of the line and the airspace", responses((status = 200, description = "An event stream (text/event-stream)", body = String), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody)), security(("console_session" = [])))]
 async fn events(State(st): State<Shared>, h: HeaderMap) -> Result<Response, ApiError> {
     logged_in(&st, &h)?;
     let stream = futures_util::stream::unfold((st, h, None), |(st, h, last)| async move {
@@ -636,13 +644,17 @@ async fn events(State(st): State<Shared>, h: HeaderMap) -> Result<Response, ApiE
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EvidenceQuery {
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EvidenceQuery {
+    /// The operational intent's or constraint's id.
     entity: String,
 }
 
 /// One click, one file: the evidence bundle about an entity as a tar of the
 /// folder `detente evidence export` would write (untar, then `detente
 /// verify` on the folder).
+#[utoipa::path(get, path = "/console/api/evidence", tag = "console", summary = "The evidence bundle about an entity, as a tar", params(crate::console::EvidenceQuery), responses((status = 200, description = "A tar (application/x-tar)", body = String), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("console_session" = [])))]
 async fn evidence(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -681,6 +693,7 @@ async fn evidence(
 }
 
 /// The local tile source, if the operator configured one (`basemap_mbtiles`).
+#[utoipa::path(get, path = "/console/api/basemap", tag = "console", summary = "The local tile source's description, if any", responses((status = 200, description = "The basemap", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody)), security(("console_session" = [])))]
 async fn basemap(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     logged_in(&st, &h)?;
     Ok(Json(match &st.tiles {
@@ -696,6 +709,7 @@ async fn basemap(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResp
     }))
 }
 
+#[utoipa::path(get, path = "/console/api/tiles/{z}/{x}/{y}", operation_id = "console_tile", tag = "console", summary = "A raster tile of the local MBTiles basemap", params(("z" = u32, Path, description = "Zoom"), ("x" = u32, Path, description = "Column"), ("y" = u32, Path, description = "Row (XYZ)")), responses((status = 200, description = "The tile (image/png or image/jpeg)", body = String), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody)), security(("console_session" = [])))]
 async fn tile(
     State(st): State<Shared>,
     h: HeaderMap,

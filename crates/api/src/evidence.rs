@@ -33,6 +33,7 @@ pub fn routes() -> Router<Shared> {
 
 /// Every pair of signed checkpoints this witness saw that cannot both be
 /// true: each is a transferable proof against the log that signed them.
+#[utoipa::path(get, path = "/witness/misbehaviour", tag = "witness", summary = "Pairs of checkpoints a witnessed log signed that cannot both be true", responses((status = 200, description = "The pairs", body = serde_json::Value), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)))]
 async fn misbehaviour(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let list = st.witness.misbehaviour().await?;
     Ok(Json(json!({
@@ -40,6 +41,7 @@ async fn misbehaviour(State(st): State<Shared>) -> Result<impl IntoResponse, Api
     })))
 }
 
+#[utoipa::path(get, path = "/witness/key", tag = "witness", summary = "This node's witness key (cosignature/v1 vkey)", responses((status = 200, description = "The key (text/plain)", body = String)))]
 async fn witness_key(State(st): State<Shared>) -> impl IntoResponse {
     (
         StatusCode::OK,
@@ -51,6 +53,7 @@ async fn witness_key(State(st): State<Shared>) -> impl IntoResponse {
 /// C2SP tlog-witness v1.0.0 `add-checkpoint`: the statuses and bodies the
 /// spec prescribes (409 carries the latest cosigned size as
 /// `text/x.tlog.size`).
+#[utoipa::path(post, path = "/witness/add-checkpoint", tag = "witness", summary = "C2SP tlog-witness add-checkpoint (old size, consistency proof, checkpoint)", request_body(content = String, content_type = "text/plain"), responses((status = 200, description = "The cosignature lines (text/plain)", body = String), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn add_checkpoint(
     State(st): State<Shared>,
     crate::extract::RawBody(body): crate::extract::RawBody,
@@ -90,6 +93,7 @@ pub(crate) async fn add_checkpoint(
     })
 }
 
+#[utoipa::path(get, path = "/log/checkpoint", tag = "log", summary = "The newest checkpoint (C2SP tlog-checkpoint as a signed note, with cosignatures)", responses((status = 200, description = "The signed checkpoint (text/plain)", body = String), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)))]
 async fn checkpoint(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let note = st.log.checkpoint().await?;
     Ok((
@@ -99,6 +103,7 @@ async fn checkpoint(State(st): State<Shared>) -> Result<impl IntoResponse, ApiEr
     ))
 }
 
+#[utoipa::path(get, path = "/log/key", tag = "log", summary = "The log's verifier key (C2SP vkey)", responses((status = 200, description = "The key (text/plain)", body = String)))]
 async fn key(State(st): State<Shared>) -> impl IntoResponse {
     (
         StatusCode::OK,
@@ -107,12 +112,16 @@ async fn key(State(st): State<Shared>) -> impl IntoResponse {
     )
 }
 
-#[derive(Deserialize)]
-struct Range {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Range {
+    /// The first index.
     start: u64,
+    /// One past the last index (at most 1000 after start).
     end: u64,
 }
 
+#[utoipa::path(get, path = "/log/entries", tag = "log", summary = "Log entries [start, end), base64", params(crate::evidence::Range), responses((status = 200, description = "The entries", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)))]
 async fn entries(
     State(st): State<Shared>,
     q: Result<Query<Range>, axum::extract::rejection::QueryRejection>,
@@ -132,6 +141,7 @@ async fn entries(
 /// The log as C2SP `tlog-tiles` resources under `/log/`: `tile/<L>/<N>`
 /// (hashes) and `tile/entries/<N>` (entry bundles), `.p/<W>` for partial
 /// ones; immutable, so cacheable for long.
+#[utoipa::path(get, path = "/log/tile/{path}", operation_id = "log_tile", tag = "log", summary = "C2SP tlog-tiles: hash tiles and entry bundles", params(("path" = String, Path, description = "tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>]")), responses((status = 200, description = "The tile (application/octet-stream)", body = String), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)))]
 async fn tile(
     State(st): State<Shared>,
     axum::extract::Path(path): axum::extract::Path<String>,
@@ -163,14 +173,17 @@ async fn tile(
     ))
 }
 
-#[derive(Deserialize)]
-struct InclusionQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct InclusionQuery {
+    /// The entry's index (or give `hash`).
     index: Option<u64>,
     /// The entry's RFC 6962 leaf hash, base64 (instead of `index`).
     hash: Option<String>,
     size: u64,
 }
 
+#[utoipa::path(get, path = "/log/proof/inclusion", tag = "log", summary = "An RFC 9162 inclusion proof, by index or leaf hash", params(crate::evidence::InclusionQuery), responses((status = 200, description = "The proof", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)))]
 async fn inclusion(
     State(st): State<Shared>,
     q: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
@@ -203,12 +216,16 @@ async fn inclusion(
     ))
 }
 
-#[derive(Deserialize)]
-struct ConsistencyQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ConsistencyQuery {
+    /// The smaller tree size.
     first: u64,
+    /// The larger tree size.
     second: u64,
 }
 
+#[utoipa::path(get, path = "/log/proof/consistency", tag = "log", summary = "An RFC 9162 consistency proof between two sizes", params(crate::evidence::ConsistencyQuery), responses((status = 200, description = "The proof", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)))]
 async fn consistency(
     State(st): State<Shared>,
     q: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,

@@ -36,10 +36,14 @@ pub fn routes() -> Router<Shared> {
         .route("/detente/v1/export/airspace.kml", get(kml))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
+    /// Only what lies in this box: west,south,east,north (degrees).
     pub bbox: Option<String>,
+    /// Only what lasts beyond this time (RFC 3339; default now).
     pub from: Option<String>,
+    /// Only what starts before this time (RFC 3339).
     pub to: Option<String>,
 }
 
@@ -94,6 +98,7 @@ async fn exported(
     Ok(st.dss.export(bbox, from, to).await?)
 }
 
+#[utoipa::path(get, path = "/detente/v1/export/airspace.geojson", tag = "airspace", summary = "The airspace as GeoJSON (RFC 7946): one feature per volume", params(crate::export::ExportQuery), responses((status = 200, description = "A FeatureCollection (application/geo+json)", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["utm.strategic_coordination"]), ("bearer" = ["utm.conformance_monitoring_sa"]), ("bearer" = ["utm.constraint_processing"])))]
 async fn geojson(
     State(st): State<Shared>,
     headers: HeaderMap,
@@ -107,6 +112,7 @@ async fn geojson(
     ))
 }
 
+#[utoipa::path(get, path = "/detente/v1/export/airspace.kml", tag = "airspace", summary = "The airspace as KML 2.2, a folder per kind, each placemark with its TimeSpan", params(crate::export::ExportQuery), responses((status = 200, description = "A KML document (application/vnd.google-earth.kml+xml)", body = String), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["utm.strategic_coordination"]), ("bearer" = ["utm.conformance_monitoring_sa"]), ("bearer" = ["utm.constraint_processing"])))]
 async fn kml(
     State(st): State<Shared>,
     headers: HeaderMap,

@@ -17,6 +17,7 @@ mod extract;
 mod limit;
 mod line;
 mod metrics;
+pub mod openapi;
 mod own;
 pub mod peer;
 pub mod source;
@@ -237,6 +238,7 @@ fn open_path(path: &str) -> bool {
             | "/aux/v1/version"
             | "/peer/v1/records"
             | "/peer/v1/witness/key"
+            | "/detente/v1/openapi.json"
             | "/peer/v1/witness/add-checkpoint"
             | "/console"
             | "/console/api/challenge"

@@ -54,15 +54,23 @@ pub fn peer_routes() -> Router<Shared> {
     Router::new()
         .route("/peer/v1/records", post(records))
         .route("/peer/v1/witness/key", get(peer_witness_key))
-        .route(
-            "/peer/v1/witness/add-checkpoint",
-            post(crate::evidence::add_checkpoint),
-        )
+        .route("/peer/v1/witness/add-checkpoint", post(peer_add_checkpoint))
+}
+
+/// C2SP tlog-witness `add-checkpoint` for a pinned peer's log, on the line's
+/// own connection (pinned mutual TLS on the peer listener).
+#[utoipa::path(post, path = "/peer/v1/witness/add-checkpoint", tag = "peer", summary = "A pinned peer submits its checkpoint for this node's cosignature (C2SP tlog-witness)", request_body(content = String, content_type = "text/plain"), responses((status = 200, description = "The cosignature lines (text/plain)", body = String), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 404, description = "Not a log this node witnesses", body = crate::openapi::ErrorBody), (status = 409, description = "Not the latest cosigned size (text/x.tlog.size)", body = String)))]
+async fn peer_add_checkpoint(
+    st: State<Shared>,
+    body: crate::extract::RawBody,
+) -> Result<axum::response::Response, ApiError> {
+    crate::evidence::add_checkpoint(st, body).await
 }
 
 /// This node's witness key (C2SP vkey, cosignature/v1) as a note signed by
 /// the node key, which peers have pinned: how a peer learns, from the
 /// pinning alone, whose cosignatures to expect from this node.
+#[utoipa::path(get, path = "/peer/v1/witness/key", tag = "peer", summary = "This node's witness key as a note signed by its node key", responses((status = 200, description = "The signed note (text/plain)", body = String)))]
 async fn peer_witness_key(State(st): State<Shared>) -> impl IntoResponse {
     (
         axum::http::StatusCode::OK,
@@ -93,6 +101,7 @@ fn signature(s: &str) -> Result<[u8; 64], ApiError> {
 
 // ---- peers and members ----
 
+#[utoipa::path(post, path = "/line/v1/peers", tag = "line", summary = "Pin a peer by name, URL and log key", request_body = PeerBody, responses((status = 200, description = "Pinned", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn add_peer(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -110,6 +119,7 @@ async fn add_peer(
     Ok(Json(json!({ "name": b.name })))
 }
 
+#[utoipa::path(get, path = "/line/v1/peers", tag = "line", summary = "This node and its pinned peers, with their deconfliction areas", responses((status = 200, description = "The peers", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn list_peers(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     st.require(&h, MEMBER)?;
     let peers = st.line.read(|s| {
@@ -130,6 +140,7 @@ async fn list_peers(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoR
 /// Designates a constraint as the line of contact: this party's operations
 /// touching it are notified to peers and held from activation until
 /// acknowledged.
+#[utoipa::path(put, path = "/line/v1/contact/{constraint}", tag = "line", summary = "Designate a constraint as the line of contact", params(("constraint" = String, Path, description = "The constraint id (UUID)")), responses((status = 200, description = "Designated", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn designate_contact(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -146,6 +157,7 @@ async fn designate_contact(
 
 /// The deconfliction area agreed with a peer: this party's intents and
 /// constraints that touch it are shared with the peer.
+#[utoipa::path(put, path = "/line/v1/peers/{name}/area", tag = "line", summary = "Set the deconfliction area agreed with a peer", params(("name" = String, Path, description = "The peer")), request_body = AreaBody, responses((status = 200, description = "Set", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn set_area(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -164,6 +176,7 @@ async fn set_area(
     Ok(Json(json!({ "peer": name, "polygons": n })))
 }
 
+#[utoipa::path(post, path = "/line/v1/members", tag = "line", summary = "Register a member of this party by public key", request_body = MemberBody, responses((status = 200, description = "Registered", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn register_member(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -181,6 +194,7 @@ async fn register_member(
     Ok(Json(json!({ "key": key.to_hex() })))
 }
 
+#[utoipa::path(delete, path = "/line/v1/members/{key}", tag = "line", summary = "Remove a member of this party", params(("key" = String, Path, description = "The member key, hex")), responses((status = 200, description = "Removed", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn remove_member(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -191,6 +205,7 @@ async fn remove_member(
     Ok(Json(json!({ "key": key })))
 }
 
+#[utoipa::path(get, path = "/line/v1/members", tag = "line", summary = "Registered members of every party", responses((status = 200, description = "The members", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn list_members(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -216,6 +231,7 @@ async fn list_members(
 
 // ---- missions ----
 
+#[utoipa::path(put, path = "/line/v1/missions/{guest}/quota", tag = "line", summary = "As host: set a guest mission's positions quota", params(("guest" = String, Path, description = "The guest party")), request_body = QuotaBody, responses((status = 200, description = "Set", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn set_quota(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -234,6 +250,7 @@ async fn set_quota(
     Ok(Json(json!({ "guest": guest, "quota": b.quota })))
 }
 
+#[utoipa::path(post, path = "/line/v1/missions/{guest}/accreditations", tag = "line", summary = "As host: accredit a guest's member", params(("guest" = String, Path, description = "The guest party")), request_body = AccreditBody, responses((status = 200, description = "Accredited", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn accredit(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -261,6 +278,7 @@ async fn accredit(
 
 /// Unpins a peer: only once the direct line with it is closed by both
 /// parties (409 naming the channel otherwise).
+#[utoipa::path(post, path = "/line/v1/peers/{name}/remove", tag = "line", summary = "Unpin a peer (only once both parties closed the direct line)", params(("name" = String, Path, description = "The peer")), request_body = ReasonBody, responses((status = 200, description = "Removed", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn remove_peer(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -276,6 +294,7 @@ async fn remove_peer(
     Ok(Json(json!({ "peer": name, "removed": true })))
 }
 
+#[utoipa::path(post, path = "/line/v1/accreditations/{id}/revoke", tag = "line", summary = "As host: revoke an accreditation at once", params(("id" = String, Path, description = "The accreditation id (UUID)")), request_body = ReasonBody, responses((status = 200, description = "Revoked", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn revoke(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -295,6 +314,7 @@ async fn revoke(
     Ok(Json(json!({ "id": id.to_string(), "revoked": true })))
 }
 
+#[utoipa::path(post, path = "/line/v1/missions/{guest}/close", tag = "line", summary = "As host: close a guest's mission, effective at a time", params(("guest" = String, Path, description = "The guest party")), request_body = ReasonBody, responses((status = 200, description = "Closed", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn close_mission(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -309,6 +329,7 @@ async fn close_mission(
     Ok(Json(json!({ "guest": guest, "closed": true })))
 }
 
+#[utoipa::path(get, path = "/line/v1/missions", tag = "line", summary = "Missions: quotas, accreditations, closures", responses((status = 200, description = "The missions", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn list_missions(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -348,6 +369,7 @@ async fn list_missions(
 
 // ---- channels ----
 
+#[utoipa::path(post, path = "/line/v1/channels/{peer}/{sphere}", tag = "line", summary = "Open, suspend or close a channel (the direct line closes only on both parties' closures)", params(("peer" = String, Path, description = "The peer"), ("sphere" = String, Path, description = "diplomatic, information, military or direct-line")), request_body = ChannelBody, responses((status = 200, description = "Noticed", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn channel_notice(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -372,6 +394,7 @@ async fn channel_notice(
 /// A channel's acknowledgement deadlines per precedence, for messages
 /// created from `effective_ms` (default now) on; replicated to the peer so
 /// that both compute the same deadlines.
+#[utoipa::path(put, path = "/line/v1/channels/{peer}/{sphere}/deadlines", tag = "line", summary = "Set a channel's acknowledgement deadlines per precedence", params(("peer" = String, Path, description = "The peer"), ("sphere" = String, Path, description = "diplomatic, information, military or direct-line")), request_body = DeadlinesBody, responses((status = 200, description = "Set", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn set_deadlines(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -409,6 +432,7 @@ async fn set_deadlines(
     ))
 }
 
+#[utoipa::path(get, path = "/line/v1/channels", tag = "line", summary = "Channel states and notices with each peer", responses((status = 200, description = "The channels", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn list_channels(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -444,6 +468,7 @@ async fn list_channels(
 
 // ---- messages and acknowledgements ----
 
+#[utoipa::path(post, path = "/line/v1/messages", tag = "line", summary = "Send a member-signed message (idempotent by id)", request_body = SendBody, responses((status = 200, description = "Committed (201 the first time)", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 413, description = "Too large", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn send(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -466,6 +491,7 @@ async fn send(
     Ok((status, Json(view)))
 }
 
+#[utoipa::path(post, path = "/line/v1/acks", tag = "line", summary = "Send a member-signed acknowledgement", request_body = AckBody, responses((status = 200, description = "Committed", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn acknowledge(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -530,6 +556,7 @@ fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u
     })
 }
 
+#[utoipa::path(get, path = "/line/v1/messages", tag = "line", summary = "Messages with delivery, receipt, acknowledgement and deadline", params(MessagesQuery), responses((status = 200, description = "The messages", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn list_messages(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -575,6 +602,7 @@ async fn list_messages(
     ))
 }
 
+#[utoipa::path(get, path = "/line/v1/status", tag = "line", summary = "The line's lanes per peer: sequence numbers, pending records", responses((status = 200, description = "The status", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn status(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     st.require(&h, MEMBER)?;
     let v = st.line.read(|s| {
@@ -603,6 +631,7 @@ async fn status(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoRespo
 
 // ---- node to node ----
 
+#[utoipa::path(post, path = "/peer/v1/records", tag = "peer", summary = "A peer delivers its signed records; answered with this node's signed receipts", request_body = RecordsBody, responses((status = 200, description = "The receipts", body = RecordsReply), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 413, description = "Too large", body = crate::openapi::ErrorBody), (status = 429, description = "Rate limited; `Retry-After` says when to retry", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)))]
 async fn records(
     State(st): State<Shared>,
     ext: axum::http::Extensions,

@@ -16,8 +16,13 @@ pub fn routes() -> Router<Shared> {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/detente/v1/conflicts", get(conflicts))
+        .route(
+            "/detente/v1/openapi.json",
+            get(crate::openapi::openapi_json),
+        )
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "node", summary = "Liveness: counts, log and checkpoint sizes, leadership, witnesses, the version", responses((status = 200, description = "The node answers", body = serde_json::Value), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)))]
 async fn healthz(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let c = st.dss.counts()?;
     let now_s = st.line.now_ms() / 1000;
@@ -42,6 +47,7 @@ async fn healthz(State(st): State<Shared>) -> Result<impl IntoResponse, ApiError
     ))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "node", summary = "Prometheus text exposition (format 0.0.4)", responses((status = 200, description = "The metrics (text/plain)", body = String), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody)))]
 async fn metrics(
     State(st): State<Shared>,
     h: axum::http::HeaderMap,
@@ -142,6 +148,7 @@ async fn metrics(
 
 /// Current conflicts (both parties see the same list; ids and managers only,
 /// never OVNs).
+#[utoipa::path(get, path = "/detente/v1/conflicts", tag = "airspace", summary = "Current conflicts (ids and managers, never OVNs)", responses((status = 200, description = "The conflicts", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["utm.strategic_coordination"]), ("bearer" = ["utm.conformance_monitoring_sa"]), ("bearer" = ["utm.constraint_processing"])))]
 async fn conflicts(
     State(st): State<Shared>,
     headers: HeaderMap,

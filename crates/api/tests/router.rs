@@ -458,6 +458,7 @@ async fn the_nodes_own_routes_answer_and_refuse_as_documented(app: &App) {
             case(M::GET, "/aux/v1/validate_oauth", None).is(401, "unauthenticated"),
             case(M::GET, "/detente/v1/conflicts", Some(SC)),
             case(M::GET, "/detente/v1/conflicts", None).is(401, "unauthenticated"),
+            case(M::GET, "/detente/v1/openapi.json", None),
             case(
                 M::GET,
                 "/detente/v1/export/airspace.geojson?bbox=9,44,11,46",

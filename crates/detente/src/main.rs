@@ -64,6 +64,8 @@ enum Command {
     },
     /// Print the manual page (roff; e.g. `detente man > detente.1 && man ./detente.1`).
     Man,
+    /// Print the OpenAPI 3.1 document of Detente's own APIs (as a node serves at /detente/v1/openapi.json).
+    Openapi,
     /// Evidence bundles of the node's log.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
@@ -556,6 +558,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             use clap::CommandFactory;
             let mut text = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            print_all(&text)
+        }
+        Command::Openapi => {
+            let mut text = serde_json::to_vec_pretty(&api::openapi::document())?;
+            text.push(b'\n');
             print_all(&text)
         }
         Command::Key(args) => {

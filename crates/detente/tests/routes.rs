@@ -25,6 +25,10 @@ const PUBLIC: &[(&str, &str)] = &[
     ),
     ("/healthz", "liveness for load balancers and operators"),
     (
+        "/detente/v1/openapi.json",
+        "the description of the node's own APIs: what any client may read",
+    ),
+    (
         "/aux/v1/version",
         "the build's version, for DSS pool tooling (open in the reference DSS too)",
     ),

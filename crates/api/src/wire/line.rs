@@ -21,7 +21,7 @@ pub(crate) fn uuid(s: &str, field: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| ApiError::bad(field, "not a UUID"))
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerBody {
     pub name: String,
@@ -30,14 +30,14 @@ pub struct PeerBody {
     pub key: String,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AreaBody {
     /// Polygons of [lat, lng] vertices; empty shares nothing.
     pub polygons: Vec<Vec<[f64; 2]>>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
     pub key: String,
@@ -46,7 +46,7 @@ pub struct MemberBody {
     pub spheres: Vec<String>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaBody {
     pub quota: u32,
@@ -54,7 +54,7 @@ pub struct QuotaBody {
     pub ending: Vec<String>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccreditBody {
     pub member: String,
@@ -65,14 +65,14 @@ pub struct AccreditBody {
     pub valid_until_ms: u64,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     pub reason: String,
     pub effective_ms: Option<u64>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelBody {
     pub state: String,
@@ -81,7 +81,7 @@ pub struct ChannelBody {
     pub reason: String,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadlinesBody {
     pub flash_s: u64,
@@ -91,7 +91,7 @@ pub struct DeadlinesBody {
     pub effective_ms: Option<u64>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
     pub message: MessageWire,
@@ -100,7 +100,7 @@ pub struct SendBody {
     pub signature: String,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
     pub ack: AckWire,
@@ -131,7 +131,8 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessagesQuery {
     pub peer: Option<String>,
@@ -142,7 +143,7 @@ pub struct MessagesQuery {
 }
 
 /// A message as its member signed it, field for field.
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageWire {
     pub id: String,
@@ -264,7 +265,7 @@ impl MessageWire {
     }
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum BodyWire {
     Text {
@@ -290,7 +291,7 @@ pub enum BodyWire {
     },
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckWire {
     pub message: String,
@@ -331,7 +332,7 @@ impl AckWire {
 }
 
 /// A batch of records from a peer, in sequence order per lane.
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordsBody {
     pub from: String,
@@ -340,9 +341,10 @@ pub struct RecordsBody {
 }
 
 /// The receipts, base64 entry bytes, one per record taken, in order.
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 pub struct RecordsReply {
     pub receipts: Vec<String>,
     /// Why the records after the last receipt were not taken.
+    #[schema(value_type = Option<Object>)]
     pub stopped: Option<Value>,
 }
