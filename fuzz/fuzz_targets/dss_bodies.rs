@@ -1,4 +1,4 @@
-//! Every F3548 request body the DSS parses, and the export's query: never a panic, whatever the bytes.
+//! Every F3548 request body the DSS parses, the export's query and GeoJSON imports: never a panic, whatever the bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -8,4 +8,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = api::fuzzing::subscription_body(data);
     let _ = api::fuzzing::availability_body(data);
     let _ = api::fuzzing::export_query(data);
+    let _ = api::fuzzing::geojson_import(data);
 });

@@ -868,6 +868,187 @@ pub fn outline_ring(outline: &Outline, max_edge_m: f64) -> Vec<LatLng> {
     ring
 }
 
+/// Widest buffer a line of contact may have, each side, in metres.
+pub const MAX_BUFFER_M: f64 = 100_000.0;
+/// Sharpest turn a buffered line may make at a vertex, in degrees.
+pub const MAX_TURN_DEG: f64 = 120.0;
+
+fn toward(p: LatLng, azi: f64, d: f64) -> LatLng {
+    let (lat, lng): (f64, f64) = geod().direct(p.lat, p.lng, azi, d);
+    LatLng { lat, lng }
+}
+
+/// Wraps an angle in degrees into (-180, 180].
+fn wrap(a: f64) -> f64 {
+    let r = a.rem_euclid(360.0);
+    if r > 180.0 { r - 360.0 } else { r }
+}
+
+/// The outline of everything within `buffer_m` of the polyline `line`,
+/// measured on the WGS-84 ellipsoid: a polygon to declare as the line of
+/// contact's constraint. Every vertex lies exactly `buffer_m` (geodesic)
+/// from the line — perpendicular to it along each segment, on arcs around
+/// the ends and the outer side of each turn, along the bisector (at
+/// `buffer_m / cos(turn/2)`) on the inner side — and vertices are at most
+/// `step_m` apart along the line and 10° apart on arcs, so the geodesic
+/// edges between them stay within centimetres of the exact buffer for
+/// the widths and steps the node uses. Refused: fewer than two distinct
+/// points, a width outside (0, [`MAX_BUFFER_M`]], a turn sharper than
+/// [`MAX_TURN_DEG`], or an outline that crosses itself (a line that
+/// doubles back within twice the width).
+pub fn buffer_line(
+    line: &[LatLng],
+    buffer_m: f64,
+    step_m: f64,
+) -> Result<Vec<LatLng>, GeometryError> {
+    const F: &str = "line";
+    if !(buffer_m > 0.0 && buffer_m <= MAX_BUFFER_M) {
+        return Err(GeometryError::new(
+            "buffer_m",
+            format!("the buffer is more than 0 and at most {MAX_BUFFER_M} m each side"),
+        ));
+    }
+    for (i, p) in line.iter().enumerate() {
+        if !(p.lat.is_finite() && p.lng.is_finite() && p.lat.abs() <= 90.0 && p.lng.abs() <= 180.0)
+        {
+            return Err(GeometryError::new(
+                format!("{F}[{i}]"),
+                "latitude in [-90, 90], longitude in [-180, 180]",
+            ));
+        }
+    }
+    // Consecutive repeats say nothing.
+    let mut pts: Vec<LatLng> = Vec::with_capacity(line.len());
+    for p in line {
+        if pts
+            .last()
+            .is_none_or(|q| geodesic_distance_m(*q, *p) > 0.01)
+        {
+            pts.push(*p);
+        }
+    }
+    if pts.len() < 2 {
+        return Err(GeometryError::new(F, "at least two distinct points"));
+    }
+    let step = step_m.max(1.0);
+    // Each segment's azimuths at its start and end.
+    let segs: Vec<(f64, f64, f64)> = pts
+        .windows(2)
+        .map(|w| {
+            let (s12, azi1, azi2, _a12): (f64, f64, f64, f64) =
+                geod().inverse(w[0].lat, w[0].lng, w[1].lat, w[1].lng);
+            (s12, azi1, azi2)
+        })
+        .collect();
+    // The turn at each interior vertex (positive: clockwise), and how far
+    // before and after it the inner side's perpendicular offsets would
+    // pass the bisector point that replaces them.
+    let turns: Vec<f64> = (1..pts.len() - 1)
+        .map(|i| wrap(segs[i].1 - segs[i - 1].2))
+        .collect();
+    let trim = |turn: f64| buffer_m * (turn.abs() / 2.0).to_radians().tan();
+    // Left side forward, right side backward; each side a list of points.
+    let mut left: Vec<LatLng> = Vec::new();
+    let mut right: Vec<LatLng> = Vec::new();
+    let arc = |out: &mut Vec<LatLng>, c: LatLng, from: f64, sweep: f64| {
+        let n = ((sweep.abs() / 10.0).ceil() as usize).max(1);
+        for k in 0..=n {
+            out.push(toward(c, from + sweep * k as f64 / n as f64, buffer_m));
+        }
+    };
+    for (i, &(s12, azi1, _)) in segs.iter().enumerate() {
+        let a = pts[i];
+        let n = ((s12 / step).ceil() as usize).max(1);
+        // (left, right) lengths to leave out at the start and the end.
+        let at_start = match i.checked_sub(1).map(|j| turns[j]) {
+            Some(t) if t > 0.0 => (0.0, trim(t)),
+            Some(t) => (trim(t), 0.0),
+            None => (0.0, 0.0),
+        };
+        let at_end = match turns.get(i) {
+            Some(&t) if t > 0.0 => (0.0, trim(t)),
+            Some(&t) => (trim(t), 0.0),
+            None => (0.0, 0.0),
+        };
+        // Points along the segment (its end excluded: the next joint or the
+        // end cap covers it), each offset perpendicular to the local azimuth.
+        for k in 0..n {
+            if i > 0 && k == 0 {
+                continue; // the joint below placed the segment's start
+            }
+            let along = s12 * k as f64 / n as f64;
+            let (p, azi) = if k == 0 {
+                (a, azi1)
+            } else {
+                let (lat, lng, azi): (f64, f64, f64) = geod().direct(a.lat, a.lng, azi1, along);
+                (LatLng { lat, lng }, azi)
+            };
+            let keep = |start: f64, end: f64| along >= start && s12 - along >= end;
+            if keep(at_start.0, at_end.0) {
+                left.push(toward(p, azi - 90.0, buffer_m));
+            }
+            if keep(at_start.1, at_end.1) {
+                right.push(toward(p, azi + 90.0, buffer_m));
+            }
+        }
+        // The joint with the next segment.
+        if let Some(&(_, next_azi1, _)) = segs.get(i + 1) {
+            let v = pts[i + 1];
+            let in_azi = segs[i].2;
+            let turn = wrap(next_azi1 - in_azi);
+            if turn.abs() > MAX_TURN_DEG {
+                return Err(GeometryError::new(
+                    format!("{F}[{}]", i + 1),
+                    format!("a turn of {:.0}°: at most {MAX_TURN_DEG}°", turn.abs()),
+                ));
+            }
+            let bisector = in_azi + turn / 2.0;
+            let inner = buffer_m / (turn.abs() / 2.0).to_radians().cos();
+            if turn >= 0.0 {
+                // Turning right (clockwise): the left side is outer.
+                arc(&mut left, v, in_azi - 90.0, turn);
+                right.push(toward(v, bisector + 90.0, inner));
+            } else {
+                left.push(toward(v, bisector - 90.0, inner));
+                arc(&mut right, v, in_azi + 90.0, turn);
+            }
+        }
+    }
+    // The end: a half circle around the last point, from left to right.
+    let last = *pts.last().unwrap_or(&pts[0]);
+    let end_azi = segs.last().map_or(0.0, |s| s.2);
+    let mut ring = left;
+    arc(&mut ring, last, end_azi - 90.0, 180.0);
+    ring.extend(right.into_iter().rev());
+    // The start: a half circle around the first point, from right to left.
+    let start_azi = segs[0].1;
+    let mut start_cap = Vec::new();
+    arc(&mut start_cap, pts[0], start_azi + 90.0, 180.0);
+    // Its ends repeat the sides' first points: keep the inner ones.
+    let inner_cap = &start_cap[1..start_cap.len().saturating_sub(1)];
+    ring.extend_from_slice(inner_cap);
+    // Drop near-duplicates (arcs meet the sides at the same points).
+    let mut out: Vec<LatLng> = Vec::with_capacity(ring.len());
+    for p in ring {
+        if out.last().is_none_or(|q| geodesic_distance_m(*q, p) > 0.01) {
+            out.push(p);
+        }
+    }
+    if out.len() >= 2 && geodesic_distance_m(out[0], out[out.len() - 1]) <= 0.01 {
+        out.pop();
+    }
+    let planar: Vec<crate::planar::P> = out.iter().map(|p| [p.lng, p.lat]).collect();
+    if let Some((i, j)) = crate::planar::first_self_intersection(&planar) {
+        return Err(GeometryError::new(
+            F,
+            format!(
+                "the buffered outline crosses itself (edges {i} and {j}): the line comes back within twice the buffer of itself; split it or narrow the buffer"
+            ),
+        ));
+    }
+    Ok(out)
+}
+
 /// The (south, west, north, east) degrees that bound the outline (a
 /// circle's by its radius along the meridian and the parallel).
 pub fn outline_bounds(outline: &Outline) -> (f64, f64, f64, f64) {
@@ -1088,6 +1269,115 @@ mod tests {
         let d = geodesic_distance_m(ll(45.0, 0.0), ll(45.0, edge_lng));
         assert!(p(circle(45.0, 0.0, d + 0.5)).intersects(&sq));
         assert!(!p(circle(45.0, 0.0, d - 0.5)).intersects(&sq));
+    }
+
+    /// Whether a 1 m circle at `p` meets the polygon `outline`.
+    fn inside(outline: &[LatLng], p: LatLng) -> bool {
+        let limits = Limits {
+            max_area_m2: f64::INFINITY,
+            ..Limits::default()
+        };
+        let poly = prepare(
+            Volume4D {
+                outline: Outline::Polygon {
+                    vertices: outline.to_vec(),
+                },
+                altitude_lower_m: Some(0.0),
+                altitude_upper_m: Some(1.0),
+                time_start: None,
+                time_end: None,
+            },
+            &limits,
+        )
+        .unwrap();
+        let dot = prepare(
+            Volume4D {
+                outline: Outline::Circle {
+                    center: p,
+                    radius_m: 1.0,
+                },
+                altitude_lower_m: Some(0.0),
+                altitude_upper_m: Some(1.0),
+                time_start: None,
+                time_end: None,
+            },
+            &limits,
+        )
+        .unwrap();
+        poly.outlines_intersect(&dot)
+    }
+
+    #[test]
+    fn a_line_is_buffered_on_the_ellipsoid_within_its_width_and_no_further() {
+        let d = 5_000.0;
+        // Along a parallel, then a 60° turn to the south-east.
+        let a = LatLng {
+            lat: 45.0,
+            lng: 10.0,
+        };
+        let b = toward(a, 90.0, 60_000.0);
+        let c = toward(b, 150.0, 40_000.0);
+        let outline = buffer_line(&[a, b, c], d, 2_000.0).unwrap();
+        assert!(outline.len() < 1_000, "{}", outline.len());
+        // Beside every part of the line: in at 0.97 d, out at 1.03 d.
+        let (_, ab, _): (f64, f64, f64) = {
+            let r: (f64, f64, f64, f64) = geod().inverse(a.lat, a.lng, b.lat, b.lng);
+            (r.0, r.1, r.2)
+        };
+        for k in [0.1, 0.5, 0.9] {
+            let (lat, lng, azi): (f64, f64, f64) = geod().direct(a.lat, a.lng, ab, 60_000.0 * k);
+            let p = LatLng { lat, lng };
+            for side in [-90.0, 90.0] {
+                assert!(
+                    inside(&outline, toward(p, azi + side, 0.97 * d)),
+                    "{k} {side}"
+                );
+                assert!(
+                    !inside(&outline, toward(p, azi + side, 1.03 * d)),
+                    "{k} {side}"
+                );
+            }
+        }
+        // Around the ends and the outer side of the turn: within d of the
+        // point, and not beyond.
+        for (p, azis) in [
+            (a, [180.0, 270.0, 0.0]),
+            (c, [150.0, 240.0, 60.0]),
+            (b, [0.0, 30.0, 60.0]),
+        ] {
+            for azi in azis {
+                assert!(inside(&outline, toward(p, azi, 0.97 * d)), "{p:?} {azi}");
+                assert!(!inside(&outline, toward(p, azi, 1.03 * d)), "{p:?} {azi}");
+            }
+        }
+        // The inner corner reaches d / cos(30°) along the bisector.
+        let far = d / 30f64.to_radians().cos();
+        assert!(inside(&outline, toward(b, 210.0, 0.97 * far)));
+        assert!(!inside(&outline, toward(b, 210.0, 1.03 * far)));
+    }
+
+    #[test]
+    fn lines_that_cannot_be_buffered_are_refused_naming_why() {
+        let a = LatLng {
+            lat: 45.0,
+            lng: 10.0,
+        };
+        let b = toward(a, 90.0, 20_000.0);
+        let err = |line: &[LatLng], d: f64| buffer_line(line, d, 1_000.0).unwrap_err();
+        assert_eq!(err(&[a, b], 0.0).field, "buffer_m");
+        assert_eq!(err(&[a, b], MAX_BUFFER_M + 1.0).field, "buffer_m");
+        assert_eq!(err(&[a, a], 1_000.0).field, "line");
+        let back = toward(b, 260.0, 20_000.0);
+        assert_eq!(err(&[a, b, back], 1_000.0).field, "line[1]");
+        // A hairpin made of gentle turns comes back within twice the width.
+        let c = toward(b, 180.0, 3_000.0);
+        let d = toward(c, 270.0, 20_000.0);
+        assert!(
+            err(&[a, b, c, d], 5_000.0)
+                .message
+                .contains("crosses itself")
+        );
+        assert!(buffer_line(&[a, b, c, d], 1_000.0, 1_000.0).is_ok());
     }
 
     #[test]

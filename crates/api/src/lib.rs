@@ -14,6 +14,7 @@ mod error;
 mod evidence;
 pub mod export;
 mod extract;
+pub mod import;
 mod limit;
 mod line;
 mod metrics;
@@ -73,6 +74,21 @@ pub mod fuzzing {
             };
         }
         all
+    }
+
+    /// A GeoJSON file to import: as volumes, and as a line of contact.
+    pub fn geojson_import(bytes: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return false;
+        };
+        let d = crate::import::Defaults {
+            altitude_lower_m: Some(0.0),
+            altitude_upper_m: Some(100.0),
+            time_start: Some("2026-01-01T00:00:00Z".into()),
+            time_end: Some("2026-01-02T00:00:00Z".into()),
+        };
+        let volumes = crate::import::features(text, &d).is_ok();
+        crate::import::line_string(text).is_ok() || volumes
     }
 
     /// A `SetUssAvailabilityStatusParameters` body.

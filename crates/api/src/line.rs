@@ -31,6 +31,7 @@ pub fn routes() -> Router<Shared> {
         .route("/line/v1/peers/{name}/area", put(set_area))
         .route("/line/v1/peers/{name}/remove", post(remove_peer))
         .route("/line/v1/contact/{constraint}", put(designate_contact))
+        .route("/line/v1/contact-line", post(contact_line))
         .route("/line/v1/members", get(list_members).post(register_member))
         .route("/line/v1/members/{key}", delete(remove_member))
         .route("/line/v1/missions", get(list_missions))
@@ -153,6 +154,81 @@ async fn designate_contact(
     Ok(Json(
         json!({ "constraint": id.to_string(), "line_of_contact": true }),
     ))
+}
+
+/// A line of contact from a polyline and a buffer width: the node buffers
+/// it on the WGS-84 ellipsoid (`airspace::geometry::buffer_line`),
+/// declares the outline as a constraint of its own (manager: the node) and
+/// designates it as the line of contact.
+#[utoipa::path(post, path = "/line/v1/contact-line", tag = "line", summary = "Declare the line of contact as a polyline with a buffer width; the node buffers it on the ellipsoid", request_body = ContactLineBody, responses((status = 200, description = "The constraint (its details and OVN for planners at /uss/v1/constraints/{id}) and its outline's size", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 413, description = "Too large", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
+async fn contact_line(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Body(b): Body<ContactLineBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let line: Vec<node::airspace::LatLng> = b
+        .line
+        .iter()
+        .map(|[lat, lng]| node::airspace::LatLng {
+            lat: *lat,
+            lng: *lng,
+        })
+        .collect();
+    if line.len() > 10_000 {
+        return Err(ApiError::bad("line", "at most 10,000 points"));
+    }
+    let length: f64 = line
+        .windows(2)
+        .map(|w| node::airspace::geometry::geodesic_distance_m(w[0], w[1]))
+        .sum();
+    // About 4,000 vertices along the sides at most, a kilometre apart at least.
+    let step = (length / 2_000.0).max(1_000.0);
+    let outline = node::airspace::geometry::buffer_line(&line, b.buffer_m, step)
+        .map_err(|e| ApiError::bad(e.field.clone(), e.message.clone()))?;
+    let instant = |s: &str, field: &str| crate::export::parse_instant(s, field);
+    let now = st.line.now_ms();
+    let time_start = match &b.time_start {
+        Some(s) => instant(s, "time_start")?,
+        None => node::airspace::Timestamp::from_unix_micros((now as i64).saturating_mul(1000)),
+    };
+    let time_end = instant(&b.time_end, "time_end")?;
+    let id = match &b.id {
+        Some(s) => uuid(s, "id")?,
+        None => st.line.new_id(),
+    };
+    let (lower, upper) = (
+        b.altitude_lower_m.unwrap_or(0.0),
+        b.altitude_upper_m.unwrap_or(20_000.0),
+    );
+    let volume = node::airspace::Volume4D {
+        outline: node::airspace::Outline::Polygon {
+            vertices: outline.clone(),
+        },
+        altitude_lower_m: Some(lower),
+        altitude_upper_m: Some(upper),
+        time_start: Some(time_start),
+        time_end: Some(time_end),
+    };
+    // The node itself manages the line's constraint.
+    let caller = node::Caller {
+        sub: st.log.origin().to_string(),
+        scopes: vec![Scope::ConstraintManagement],
+    };
+    let existing = st.dss.get_constraint(id).await.ok().map(|c| c.ovn);
+    let (c, _) = st
+        .dss
+        .put_constraint(&caller, id, existing, vec![volume], st.uss_base_url.clone())
+        .await?;
+    st.line.designate_contact(id).await?;
+    tracing::info!(constraint = %id, points = b.line.len(), buffer_m = b.buffer_m, vertices = outline.len(), "line of contact declared");
+    Ok(Json(json!({
+        "constraint": id.to_string(),
+        "version": c.version,
+        "vertices": outline.len(),
+        "buffer_m": b.buffer_m,
+        "line_of_contact": true,
+    })))
 }
 
 /// The deconfliction area agreed with a peer: this party's intents and

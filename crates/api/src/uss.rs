@@ -3,9 +3,10 @@
 //! peer's operation is out of reach or unwilling; to this node's own
 //! clients, this node is its managing USS: it answers the details and the
 //! reference, with the OVN it minted for the copy's current version
-//! (`node::share::with_local_ovn`) — the OVN its key check takes. Anything
-//! that is not a copy held here is answered 404, naming where its manager
-//! serves it.
+//! (`node::share::with_local_ovn`) — the OVN its key check takes. The
+//! node also serves the constraints it manages itself (the line of contact
+//! declared with `/line/v1/contact-line`). Anything else is answered 404,
+//! naming where its manager serves it.
 
 use crate::Shared;
 use crate::error::ApiError;
@@ -115,7 +116,8 @@ async fn constraint_details(
     st.require(&headers, CONSTRAINT_DETAILS)?;
     let id = wire::entity_id(&id, "entityid")?;
     let c = st.dss.get_constraint(id).await?;
-    if !node::share::is_peer_copy(&c.manager) {
+    // A peer's copy, or the node's own (its line of contact).
+    if !node::share::is_peer_copy(&c.manager) && c.manager != st.log.origin() {
         return Err(not_held_here(
             "constraint",
             &id.to_string(),

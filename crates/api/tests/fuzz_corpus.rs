@@ -32,12 +32,15 @@ fn dss_body_corpus_parses_without_panicking() {
         if api::fuzzing::export_query(input) {
             queries += 1;
         }
+        if api::fuzzing::geojson_import(input) {
+            queries += 1;
+        }
     }
     assert!(
         accepted > 0,
         "the seed corpus holds at least one valid intent body"
     );
-    assert!(queries > 0, "and at least one valid export query");
+    assert!(queries > 1, "and a valid export query and GeoJSON import");
 }
 
 #[test]

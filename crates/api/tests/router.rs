@@ -558,6 +558,23 @@ async fn line_routes_check_scopes_and_name_the_field_at_fault(app: &App) {
                 .body(json!({ "reason": "x", "effective_ms": 5 }))
                 .is(400, "invalid_input")
                 .naming("effective_ms"),
+            case(M::POST, "/line/v1/contact-line", Some(LINE))
+                .body(json!({ "line": [[45.0, 10.0], [45.1, 10.2]], "buffer_m": 1000, "time_end": "2099-01-01T00:00:00Z" }))
+                .is(403, "forbidden"),
+            case(M::POST, "/line/v1/contact-line", Some(ADMIN))
+                .body(json!({ "line": [[45.0, 10.0], [45.1, 10.2]], "buffer_m": 0, "time_end": "2099-01-01T00:00:00Z" }))
+                .is(400, "invalid_input")
+                .naming("buffer_m"),
+            case(M::POST, "/line/v1/contact-line", Some(ADMIN))
+                .body(json!({ "line": [[45.0, 10.0]], "buffer_m": 1000, "time_end": "2099-01-01T00:00:00Z" }))
+                .is(400, "invalid_input")
+                .naming("line"),
+            case(M::POST, "/line/v1/contact-line", Some(ADMIN))
+                .body(json!({ "line": [[45.0, 10.0], [45.1, 10.2]], "buffer_m": 1000, "time_end": "tomorrow" }))
+                .is(400, "invalid_input")
+                .naming("time_end"),
+            case(M::POST, "/line/v1/contact-line", Some(ADMIN))
+                .body(json!({ "line": [[45.0, 10.0], [45.1, 10.2]], "buffer_m": 1000, "time_end": "2099-01-01T00:00:00Z" })),
             case(M::PUT, "/line/v1/contact/not-a-uuid", Some(ADMIN))
                 .is(400, "invalid_input")
                 .naming("constraint"),

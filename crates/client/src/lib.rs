@@ -280,6 +280,12 @@ impl Client {
     }
 
     /// Designates a constraint as the line of contact.
+    /// Declares the line of contact as a polyline with a buffer width.
+    pub async fn contact_line(&self, b: &api::wire::line::ContactLineBody) -> Result<Value, Error> {
+        self.call(Method::POST, &["line", "v1", "contact-line"], Some(b))
+            .await
+    }
+
     pub async fn designate_contact(&self, constraint: &str) -> Result<Value, Error> {
         self.call::<()>(Method::PUT, &["line", "v1", "contact", constraint], None)
             .await
@@ -409,6 +415,14 @@ impl Client {
             return Ok(a.body);
         }
         Err(Error::Refused(refusal(a)))
+    }
+
+    /// Creates (or, with the OVN, replaces) an F3548 entity: `kind` is
+    /// `operational_intent_references` or `constraint_references`; the
+    /// DSS's answer.
+    pub async fn put_entity(&self, kind: &str, id: &str, body: &Value) -> Result<Value, Error> {
+        self.call(Method::PUT, &["dss", "v1", kind, id], Some(body))
+            .await
     }
 
     /// The airspace as GeoJSON or KML (`format`: `geojson` or `kml`),

@@ -1067,6 +1067,43 @@ pub async fn channel(c: ChannelCommand) -> Result<()> {
 
 #[derive(Subcommand, Debug)]
 pub enum AirspaceCommand {
+    /// Create operational intents or constraints from a GeoJSON file (Polygon or MultiPolygon features; see docs/gis.md).
+    Import {
+        /// The GeoJSON file (a FeatureCollection or a Feature).
+        file: PathBuf,
+        /// What to create: constraint, operational-intent, or contact (a LineString buffered by the node into the line of contact).
+        #[arg(long = "as", value_parser = ["constraint", "operational-intent", "contact"])]
+        kind: String,
+        /// For a line of contact: the buffer each side of the line, in metres.
+        #[arg(long)]
+        buffer_m: Option<f64>,
+        /// For a line of contact: its constraint's id, to replace an earlier declaration.
+        #[arg(long)]
+        id: Option<String>,
+        /// Lower altitude (m above the WGS-84 ellipsoid) for features without altitude_lower_m.
+        #[arg(long, allow_hyphen_values = true)]
+        altitude_lower: Option<f64>,
+        /// Upper altitude for features without altitude_upper_m.
+        #[arg(long, allow_hyphen_values = true)]
+        altitude_upper: Option<f64>,
+        /// Start (RFC 3339) for features without time_start.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (RFC 3339) for features without time_end.
+        #[arg(long)]
+        to: Option<String>,
+        /// The USS base URL the entities name (where their details are served); not for a line of contact.
+        #[arg(long)]
+        uss_base_url: Option<String>,
+        /// For operational intents: the state (Accepted, Activated, …).
+        #[arg(long, default_value = "Accepted")]
+        state: String,
+        /// For operational intents: the OVNs that prove awareness of what they intersect (repeatable).
+        #[arg(long)]
+        key: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Write the node's operational intents, constraints and conflicts as GeoJSON (RFC 7946) or KML, for QGIS, Google Earth or any GIS.
     Export {
         /// geojson or kml.
@@ -1091,6 +1128,109 @@ pub enum AirspaceCommand {
 
 pub async fn airspace(c: AirspaceCommand) -> Result<()> {
     match c {
+        AirspaceCommand::Import {
+            file,
+            kind,
+            buffer_m,
+            id,
+            altitude_lower,
+            altitude_upper,
+            from,
+            to,
+            uss_base_url,
+            state,
+            key,
+            conn,
+        } => {
+            use detente::exit::{Failure, Kind};
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                Failure::error(
+                    Kind::Unreachable,
+                    format!("reading {}: {e}", file.display()),
+                )
+            })?;
+            if kind == "contact" {
+                let line = api::import::line_string(&text)
+                    .map_err(|e| Failure::error(Kind::Usage, format!("{}: {e}", file.display())))?;
+                let (Some(buffer_m), Some(time_end)) = (buffer_m, to) else {
+                    return Err(Failure::error(
+                        Kind::Usage,
+                        "a line of contact needs --buffer-m and --to",
+                    ));
+                };
+                let v = conn
+                    .client()?
+                    .contact_line(&api::wire::line::ContactLineBody {
+                        line,
+                        buffer_m,
+                        id,
+                        altitude_lower_m: altitude_lower,
+                        altitude_upper_m: altitude_upper,
+                        time_start: from,
+                        time_end,
+                    })
+                    .await
+                    .map_err(failure)?;
+                println!(
+                    "line of contact: constraint {} (version {}), buffered {} m each side, {} vertices",
+                    v["constraint"].as_str().unwrap_or("?"),
+                    v["version"],
+                    buffer_m,
+                    v["vertices"]
+                );
+                return Ok(());
+            }
+            let Some(uss_base_url) = uss_base_url else {
+                return Err(Failure::error(
+                    Kind::Usage,
+                    "--uss-base-url is needed to create operational intents or constraints",
+                ));
+            };
+            let defaults = api::import::Defaults {
+                altitude_lower_m: altitude_lower,
+                altitude_upper_m: altitude_upper,
+                time_start: from,
+                time_end: to,
+            };
+            let entities = api::import::features(&text, &defaults)
+                .map_err(|e| Failure::error(Kind::Usage, format!("{}: {e}", file.display())))?;
+            let client = conn.client()?;
+            for e in entities {
+                let id =
+                    e.id.clone()
+                        .unwrap_or_else(|| node::RandomIds.uuid_v4().to_string());
+                let (path, what, body) = if kind == "constraint" {
+                    (
+                        "constraint_references",
+                        "constraint",
+                        serde_json::json!({ "extents": e.extents, "uss_base_url": uss_base_url }),
+                    )
+                } else {
+                    (
+                        "operational_intent_references",
+                        "operational intent",
+                        serde_json::json!({
+                            "extents": e.extents, "key": key, "state": state,
+                            "uss_base_url": uss_base_url,
+                            "new_subscription": { "uss_base_url": uss_base_url, "notify_for_constraints": true },
+                        }),
+                    )
+                };
+                let v = client.put_entity(path, &id, &body).await.map_err(failure)?;
+                let reference = if kind == "constraint" {
+                    &v["constraint_reference"]
+                } else {
+                    &v["operational_intent_reference"]
+                };
+                println!(
+                    "{what} {id}: {} volume(s), version {}, OVN {}",
+                    e.extents.len(),
+                    reference["version"],
+                    reference["ovn"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
         AirspaceCommand::Export {
             format,
             bbox,

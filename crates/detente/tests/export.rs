@@ -248,3 +248,197 @@ async fn exports_open_in_gdal_with_every_volume_constraint_and_conflict() {
         assert!(all.contains("300"), "the constraint's top at 300 m: {all}");
     }
 }
+
+#[tokio::test]
+async fn geojson_imports_as_constraints_and_a_line_string_becomes_the_line_of_contact() {
+    let node = TestNode::start(bin());
+    let dir = tempfile::tempdir().unwrap();
+    // Two features of one zone (same id) and one of another; the
+    // altitude of one comes from the command line.
+    let zone = new_id();
+    let square = |lng: f64, props: Value| {
+        json!({ "type": "Feature", "properties": props, "geometry": { "type": "Polygon",
+            "coordinates": [[[lng, 46.0], [lng + 0.05, 46.0], [lng + 0.05, 46.05], [lng, 46.05], [lng, 46.0]]] } })
+    };
+    let fc = json!({ "type": "FeatureCollection", "features": [
+        square(11.0, json!({ "id": zone, "altitude_lower_m": 0, "altitude_upper_m": 150 })),
+        square(11.1, json!({ "id": zone, "altitude_lower_m": 0, "altitude_upper_m": 300 })),
+        square(11.2, json!({ "altitude_upper_m": 1000 })),
+    ]});
+    let file = dir.path().join("zones.geojson");
+    std::fs::write(&file, fc.to_string()).unwrap();
+    let (from, to) = (at(0), at(3600));
+    let cm = token("authority", CM);
+    let (ok, out) = run_cli(
+        bin(),
+        &[
+            "airspace",
+            "import",
+            file.to_str().unwrap(),
+            "--as",
+            "constraint",
+            "--altitude-lower",
+            "50",
+            "--from",
+            from["value"].as_str().unwrap(),
+            "--to",
+            to["value"].as_str().unwrap(),
+            "--uss-base-url",
+            "https://authority.example",
+            "--node",
+            &node.base,
+            "--token",
+            &cm,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("constraint {zone}: 2 volume(s)")),
+        "{out}"
+    );
+    assert_eq!(out.matches("constraint ").count(), 2, "{out}");
+    // What the node holds now exports back as three constraint volumes.
+    let viewer = token("viewer", SC);
+    let (ok, out) = export(&node, &viewer, &[]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let uppers: Vec<f64> = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["properties"]["altitude_upper_m"].as_f64().unwrap())
+        .collect();
+    assert_eq!(uppers.len(), 3, "{v}");
+    for u in [150.0, 300.0, 1000.0] {
+        assert!(uppers.contains(&u), "{uppers:?}");
+    }
+    // A bad file is refused naming the member at fault, nothing created.
+    std::fs::write(&file, json!({"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [1, 2]}}).to_string()).unwrap();
+    let (ok, out) = run_cli(
+        bin(),
+        &[
+            "airspace",
+            "import",
+            file.to_str().unwrap(),
+            "--as",
+            "constraint",
+            "--uss-base-url",
+            "https://a.example",
+            "--node",
+            &node.base,
+            "--token",
+            &cm,
+        ],
+        &[],
+    );
+    assert!(!ok && out.contains("$.geometry.type"), "{out}");
+
+    // The line of contact, drawn as a LineString: the node buffers it.
+    let line = dir.path().join("contact.geojson");
+    std::fs::write(
+        &line,
+        json!({ "type": "Feature", "properties": {}, "geometry": { "type": "LineString",
+            "coordinates": [[12.0, 46.0], [12.3, 46.1], [12.6, 46.0]] } })
+        .to_string(),
+    )
+    .unwrap();
+    let admin = token("line-admin", "detente.line.admin");
+    let (ok, out) = run_cli(
+        bin(),
+        &[
+            "airspace",
+            "import",
+            line.to_str().unwrap(),
+            "--as",
+            "contact",
+            "--buffer-m",
+            "3000",
+            "--to",
+            to["value"].as_str().unwrap(),
+            "--node",
+            &node.base,
+            "--token",
+            &admin,
+        ],
+        &[],
+    );
+    assert!(ok && out.contains("line of contact: constraint"), "{out}");
+    let contact = out
+        .split("constraint ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    // Local planners learn its OVN from the node, its managing USS.
+    let cp = token("planner", "utm.constraint_processing");
+    let r = test_support::http()
+        .get(node.url(&format!("/uss/v1/constraints/{contact}")))
+        .bearer_auth(&cp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let details: Value = r.json().await.unwrap();
+    let reference = &details["constraint"]["reference"];
+    assert_eq!(reference["uss_base_url"], node.base.as_str(), "{details}");
+    let contact_ovn = reference["ovn"].as_str().unwrap().to_string();
+    // An operation 2 km off the line (inside the 3 km buffer) must prove it
+    // knows the line; 5 km off (outside) it need not.
+    let planner = token("planner", SC);
+    let put = |id: String, lat: f64, key: Vec<String>| {
+        let (url, planner) = (
+            node.url(&format!("/dss/v1/operational_intent_references/{id}")),
+            planner.clone(),
+        );
+        async move {
+            let r = test_support::http()
+                .put(url)
+                .bearer_auth(planner)
+                .json(&json!({
+                    "extents": [square_during(lat, 12.3, 0.002, 0, 1800)], "key": key, "state": "Accepted",
+                    "uss_base_url": "https://planner.example",
+                    "new_subscription": { "uss_base_url": "https://planner.example", "notify_for_constraints": true },
+                }))
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap())
+        }
+    };
+    // 46.1 N is on the line at 12.3 E; 0.018° of latitude is 2 km.
+    let (s, v) = put(new_id(), 46.1 - 0.018, vec![]).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["missing_constraints"][0]["id"], contact.as_str(), "{v}");
+    let (s, v) = put(new_id(), 46.1 - 0.018, vec![contact_ovn]).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = put(new_id(), 46.1 - 0.045, vec![]).await;
+    assert_eq!(s, 201, "5 km off the line: {v}");
+    // A line that turns back on itself is refused, naming the line.
+    std::fs::write(
+        &line,
+        json!({ "type": "LineString", "coordinates": [[12.0, 46.0], [12.3, 46.0], [12.0, 46.001]] }).to_string(),
+    )
+    .unwrap();
+    let (ok, out) = run_cli(
+        bin(),
+        &[
+            "airspace",
+            "import",
+            line.to_str().unwrap(),
+            "--as",
+            "contact",
+            "--buffer-m",
+            "3000",
+            "--to",
+            to["value"].as_str().unwrap(),
+            "--node",
+            &node.base,
+            "--token",
+            &admin,
+        ],
+        &[],
+    );
+    assert!(!ok && out.contains("line[1]"), "{out}");
+}

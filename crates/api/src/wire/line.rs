@@ -37,6 +37,29 @@ pub struct AreaBody {
     pub polygons: Vec<Vec<[f64; 2]>>,
 }
 
+/// A line of contact as a polyline: the node buffers it on the ellipsoid
+/// into a constraint of its own and designates it.
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactLineBody {
+    /// The line's points as [latitude, longitude], in order.
+    pub line: Vec<[f64; 2]>,
+    /// The buffer each side of the line, metres (on the WGS-84 ellipsoid).
+    pub buffer_m: f64,
+    /// The constraint's id (UUID): given again, the line is replaced.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Altitude band, metres above the WGS-84 ellipsoid (default 0 to 20,000).
+    #[serde(default)]
+    pub altitude_lower_m: Option<f64>,
+    #[serde(default)]
+    pub altitude_upper_m: Option<f64>,
+    /// From when (RFC 3339; default now) until when (RFC 3339).
+    #[serde(default)]
+    pub time_start: Option<String>,
+    pub time_end: String,
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
