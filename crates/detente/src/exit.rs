@@ -1,20 +1,18 @@
 //! `detente`'s exit codes, by what went wrong, so that a script can tell a
-//! failed verification from a typo:
+//! refusal from a typo from an outage:
 //!
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done |
-//! | 1 | failed (anything below does not name) |
+//! | 1 | the evidence does not verify, or the node refused the request (4xx: token, scope, input); or any other failure |
 //! | 2 | the command line is wrong (as clap's own usage errors) |
-//! | 3 | the evidence does not verify (`detente verify`) |
-//! | 4 | the node refused the request (it answered 4xx: token, scope, input) |
-//! | 5 | the node could not be reached, or failed (5xx) |
+//! | 3 | the node could not be reached or failed (5xx), or a local file could not be read or written |
 
 pub const FAILED: u8 = 1;
+pub const NOT_VERIFIED: u8 = 1;
+pub const REFUSED: u8 = 1;
 pub const USAGE: u8 = 2;
-pub const NOT_VERIFIED: u8 = 3;
-pub const REFUSED: u8 = 4;
-pub const UNREACHABLE: u8 = 5;
+pub const UNREACHABLE: u8 = 3;
 
 /// What kind of failure an error is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,17 +58,31 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// The exit code for `e`: its outermost [`Failure`]'s kind, else [`FAILED`].
+/// The exit code for `e`: its outermost [`Failure`]'s kind; else
+/// [`UNREACHABLE`] for an I/O error anywhere in its chain; else [`FAILED`].
 pub fn code(e: &anyhow::Error) -> u8 {
+    if let Some(k) = kind_of(e) {
+        return k.code();
+    }
+    if e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some())
+    {
+        return UNREACHABLE;
+    }
+    FAILED
+}
+
+/// The kind `e` says it is (its outermost [`Failure`]), if any.
+fn kind_of(e: &anyhow::Error) -> Option<Kind> {
     e.downcast_ref::<Failure>()
         .or_else(|| e.chain().find_map(|c| c.downcast_ref::<Failure>()))
-        .map_or(FAILED, |f| f.kind.code())
+        .map(|f| f.kind)
 }
 
 /// `r`'s error marked as `kind` unless it already says what it is.
 pub fn mark<T>(r: anyhow::Result<T>, kind: Kind, what: &str) -> anyhow::Result<T> {
     r.map_err(|e| {
-        if code(&e) == FAILED {
+        if kind_of(&e).is_none() {
             e.context(Failure {
                 kind,
                 message: what.to_string(),
@@ -91,7 +103,32 @@ mod tests {
         assert_eq!(code(&refused), REFUSED);
         let wrapped = refused.context("sending the message");
         assert_eq!(code(&wrapped), REFUSED, "a context above keeps the kind");
-        assert_eq!(code(&anyhow::anyhow!("disk full")), FAILED);
+        assert_eq!(code(&anyhow::anyhow!("out of ideas")), FAILED);
+        let io = anyhow::Error::new(std::io::Error::other("disk full")).context("writing x");
+        assert_eq!(code(&io), UNREACHABLE, "I/O is 3");
+        assert_eq!(
+            [
+                Kind::NotVerified,
+                Kind::Refused,
+                Kind::Usage,
+                Kind::Unreachable
+            ]
+            .map(Kind::code),
+            [1, 1, 2, 3],
+            "the codes the README documents"
+        );
+        let missing = mark::<()>(
+            Err(anyhow::Error::new(std::io::Error::other(
+                "1.entry is missing",
+            ))),
+            Kind::NotVerified,
+            "x",
+        );
+        assert_eq!(
+            code(&missing.unwrap_err()),
+            1,
+            "a bundle missing a file does not verify"
+        );
         let marked = mark::<()>(Err(anyhow::anyhow!("bad proof")), Kind::NotVerified, "x");
         assert_eq!(code(&marked.unwrap_err()), NOT_VERIFIED);
         let kept = mark::<()>(

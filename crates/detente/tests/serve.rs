@@ -567,16 +567,28 @@ async fn the_cli_exits_with_a_code_that_says_what_went_wrong() {
     assert_eq!(code, Some(2), "{said}");
     assert!(said.contains("text") && said.contains("json"), "{said}");
     let (code, said) = run(&["inbox", "--node", "http://127.0.0.1:1"]);
-    assert_eq!(code, Some(5), "{said}");
+    assert_eq!(code, Some(3), "unreachable: {said}");
     assert!(said.starts_with("error: cannot reach the node"), "{said}");
     let node = TestNode::start(bin());
     let (code, said) = run(&["inbox", "--node", &node.base, "--token", "not-a-token"]);
-    assert_eq!(code, Some(4), "{said}");
+    assert_eq!(code, Some(1), "refused: {said}");
     assert!(said.contains("401"), "{said}");
     let (code, said) = run(&["verify", "--key", "not-a-key", data]);
     assert_eq!(code, Some(2), "{said}");
     let key = get_text(&node.url("/log/key")).await;
     let (code, said) = run(&["verify", "--key", key.trim(), data]);
-    assert_eq!(code, Some(3), "{said}");
+    assert_eq!(code, Some(1), "not verified: {said}");
     assert!(said.contains("holds no entries"), "{said}");
+    // A file that cannot be written is I/O.
+    let (code, said) = run(&[
+        "airspace",
+        "export",
+        "--node",
+        &node.base,
+        "--token",
+        &token("v", "utm.strategic_coordination"),
+        "--out",
+        "/nonexistent-folder/x.geojson",
+    ]);
+    assert_eq!(code, Some(3), "I/O: {said}");
 }

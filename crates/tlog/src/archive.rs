@@ -1,8 +1,12 @@
 //! An evidence bundle as one file: a POSIX ustar archive (IEEE Std
-//! 1003.1-2001, `pax` format's ustar header) of the bundle's folder, as the
-//! console hands it out and `detente verify` takes it. Regular files only;
-//! a path too long for the header's 100-byte name is split into its
-//! 155-byte prefix at a `/`.
+//! 1003.1-2001) of the bundle's folder, as the console hands it out and
+//! `detente verify` takes it, written and read by the `tar` crate. Regular
+//! files only; a path too long for the header's 100-byte name is split
+//! into its 155-byte prefix at a `/`. Reading is strict: header
+//! checksums, regular files and folders only, no absolute or escaping
+//! paths, at most [`MAX_UNPACKED`] bytes.
+
+use std::io::Read as _;
 
 /// Most bytes an archive may unpack to (a bundle is far smaller).
 pub const MAX_UNPACKED: u64 = 1 << 30;
@@ -18,133 +22,88 @@ pub enum ArchiveError {
 }
 
 /// The archive of `files` (paths relative to `dir`, `/`-separated) under
-/// the folder `dir`, each with modification time `mtime_s`.
+/// the folder `dir`, each with modification time `mtime_s`, mode 0644 and
+/// owner 0: the same files give the same bytes.
 pub fn write(
     dir: &str,
     files: &[(String, Vec<u8>)],
     mtime_s: u64,
 ) -> Result<Vec<u8>, ArchiveError> {
-    fn octal(field: &mut [u8], n: u64) {
-        let s = format!("{n:0width$o}", width = field.len() - 1);
-        field[..s.len()].copy_from_slice(s.as_bytes());
-    }
-    let mut out = Vec::new();
+    let mut b = tar::Builder::new(Vec::new());
     for (name, bytes) in files {
         let path = format!("{dir}/{name}");
-        let (prefix, name) = split(&path).ok_or_else(|| ArchiveError::PathTooLong(path.clone()))?;
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        octal(&mut h[100..108], 0o644);
-        octal(&mut h[108..116], 0);
-        octal(&mut h[116..124], 0);
-        octal(&mut h[124..136], bytes.len() as u64);
-        octal(&mut h[136..148], mtime_s);
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(bytes);
-        out.resize(out.len().div_ceil(512) * 512, 0);
+        if !safe(&path) {
+            return Err(ArchiveError::BadPath(path));
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_path(&path)
+            .map_err(|_| ArchiveError::PathTooLong(path.clone()))?;
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime_s);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, bytes.as_slice())
+            .map_err(|e| ArchiveError::Malformed(e.to_string()))?;
     }
-    out.resize(out.len() + 1024, 0);
-    Ok(out)
+    b.into_inner()
+        .map_err(|e| ArchiveError::Malformed(e.to_string()))
 }
 
-/// `path` as (prefix, name): the whole path as the name when it fits in
-/// 100 bytes, else split at the last `/` that fits both fields.
-fn split(path: &str) -> Option<(&str, &str)> {
-    if path.len() <= 100 {
-        return Some(("", path));
-    }
-    path.rmatch_indices('/')
-        .map(|(i, _)| (&path[..i], &path[i + 1..]))
-        .find(|(p, n)| p.len() <= 155 && !n.is_empty() && n.len() <= 100)
+/// Whether `path` stays inside its folder: relative, no empty or `..`
+/// component.
+fn safe(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.split('/').any(|c| c == ".." || c.is_empty())
 }
 
 /// The regular files of a ustar archive: (relative path, contents), in
-/// order; directories are skipped, anything else refused.
+/// order; folders are skipped, anything else refused.
 pub fn read(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
     let bad = |s: String| ArchiveError::Malformed(s);
+    let mut a = tar::Archive::new(bytes);
     let mut files = Vec::new();
-    let mut at = 0usize;
     let mut unpacked = 0u64;
-    loop {
-        let Some(h) = bytes.get(at..at + 512) else {
-            return Err(bad(format!("ends inside a header at byte {at}")));
-        };
-        if h.iter().all(|&b| b == 0) {
-            return Ok(files);
+    let entries = a.entries().map_err(|e| bad(e.to_string()))?;
+    for e in entries {
+        let mut e = e.map_err(|e| bad(e.to_string()))?;
+        // POSIX ustar, or GNU tar's own flavour of it.
+        if e.header().as_ustar().is_none() && e.header().as_gnu().is_none() {
+            return Err(bad("an entry without the ustar magic".into()));
         }
-        let field = |r: std::ops::Range<usize>| {
-            let f = &h[r];
-            let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
-            std::str::from_utf8(&f[..end])
-                .map_err(|_| bad(format!("a header field at byte {at} is not UTF-8")))
-        };
-        let number = |r: std::ops::Range<usize>, what: &str| -> Result<u64, ArchiveError> {
-            let t = field(r)?.trim_matches(|c| c == ' ' || c == '\0');
-            u64::from_str_radix(t, 8).map_err(|_| bad(format!("{what} {t:?} is not octal")))
-        };
-        if &h[257..262] != b"ustar" {
-            return Err(bad(format!("no ustar magic in the header at byte {at}")));
+        let raw = String::from_utf8(e.path_bytes().into_owned())
+            .map_err(|_| bad("a path that is not UTF-8".into()))?;
+        let path = raw.trim_start_matches("./").to_string();
+        match e.header().entry_type() {
+            tar::EntryType::Regular => {}
+            tar::EntryType::Directory => continue,
+            t => {
+                return Err(bad(format!(
+                    "{raw}: entry type {:?} (only regular files and folders)",
+                    char::from(t.as_byte())
+                )));
+            }
         }
-        let stored = number(148..156, "the checksum")?;
-        let sum: u64 = h
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u64::from(b)
-                }
-            })
-            .sum();
-        if stored != sum {
-            return Err(bad(format!("the header at byte {at} fails its checksum")));
+        if !safe(&path) {
+            return Err(ArchiveError::BadPath(raw));
         }
-        let (name, prefix) = (field(0..100)?, field(345..500)?);
-        let path = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let size = number(124..136, "the size")?;
+        let size = e.size();
         unpacked = unpacked.saturating_add(size);
         if unpacked > MAX_UNPACKED {
             return Err(bad(format!("unpacks to more than {MAX_UNPACKED} bytes")));
         }
-        let start = at + 512;
-        let end = usize::try_from(size)
-            .ok()
-            .and_then(|s| start.checked_add(s))
-            .filter(|e| *e <= bytes.len())
-            .ok_or_else(|| bad(format!("{path}: its {size} bytes run past the end")))?;
-        match h[156] {
-            b'0' | 0 => {
-                let clean = path.trim_start_matches("./");
-                if clean.is_empty()
-                    || clean.starts_with('/')
-                    || clean.split('/').any(|c| c == ".." || c.is_empty())
-                {
-                    return Err(ArchiveError::BadPath(path));
-                }
-                files.push((clean.to_string(), bytes[start..end].to_vec()));
-            }
-            b'5' => {}
-            t => {
-                return Err(bad(format!(
-                    "{path}: entry type {:?} (only regular files and folders)",
-                    char::from(t)
-                )));
-            }
+        let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
+        e.read_to_end(&mut data)
+            .map_err(|err| bad(format!("{raw}: {err}")))?;
+        if data.len() as u64 != size {
+            return Err(bad(format!("{raw}: its {size} bytes run past the end")));
         }
-        at = start + (end - start).div_ceil(512) * 512;
+        files.push((path, data));
     }
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -170,7 +129,8 @@ mod tests {
         assert_eq!(back, expected);
         // The checksum is the header's sum with its own field as spaces.
         let mut h = t[..512].to_vec();
-        let stored = u64::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
+        let field = std::str::from_utf8(&h[148..156]).unwrap();
+        let stored = u64::from_str_radix(field.trim_matches(|c| c == '\0' || c == ' '), 8).unwrap();
         h[148..156].copy_from_slice(b"        ");
         assert_eq!(stored, h.iter().map(|&b| u64::from(b)).sum::<u64>());
     }
@@ -181,13 +141,18 @@ mod tests {
         let mut flipped = t.clone();
         flipped[0] ^= 1;
         assert!(read(&flipped).unwrap_err().to_string().contains("checksum"));
-        assert!(
-            read(&t[..700])
-                .unwrap_err()
-                .to_string()
-                .contains("ends inside")
-        );
-        let escaping = write("..", &[("passwd".into(), b"x".to_vec())], 0).unwrap();
+        assert!(read(&t[..513]).is_err(), "cut inside its data");
+        assert!(matches!(
+            write("..", &[("passwd".into(), b"x".to_vec())], 0),
+            Err(ArchiveError::BadPath(_))
+        ));
+        // An archive made elsewhere that leaves its folder.
+        let mut escaping = t.clone();
+        escaping[..100].fill(0);
+        escaping[..9].copy_from_slice(b"../passwd");
+        escaping[148..156].copy_from_slice(b"        ");
+        let sum: u64 = escaping[..512].iter().map(|&b| u64::from(b)).sum();
+        escaping[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
         assert!(matches!(read(&escaping), Err(ArchiveError::BadPath(_))));
         assert!(matches!(
             write("d", &[("x".repeat(101), Vec::new())], 0),
