@@ -370,7 +370,7 @@ async fn remove_peer(
     Ok(Json(json!({ "peer": name, "removed": true })))
 }
 
-#[utoipa::path(post, path = "/line/v1/accreditations/{id}/revoke", tag = "line", summary = "As host: revoke an accreditation at once", params(("id" = String, Path, description = "The accreditation id (UUID)")), request_body = ReasonBody, responses((status = 200, description = "Revoked", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
+#[utoipa::path(post, path = "/line/v1/accreditations/{id}/revoke", tag = "line", summary = "As host: revoke an accreditation, at once or with notice (effective_ms): its member may act until then", params(("id" = String, Path, description = "The accreditation id (UUID)")), request_body = ReasonBody, responses((status = 200, description = "Revoked", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn revoke(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -378,16 +378,13 @@ async fn revoke(
     Body(b): Body<ReasonBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     st.require(&h, ADMIN)?;
-    if b.effective_ms.is_some() {
-        return Err(ApiError::bad(
-            "effective_ms",
-            "a revocation takes effect at once",
-        ));
-    }
     let id = uuid(&id, "id")?;
-    st.line.revoke(id, b.reason.clone()).await?;
-    tracing::warn!(accreditation = %id, reason = %b.reason, "accreditation revoked");
-    Ok(Json(json!({ "id": id.to_string(), "revoked": true })))
+    st.line.revoke(id, b.reason.clone(), b.effective_ms).await?;
+    let effective = b.effective_ms.unwrap_or_else(|| st.line.now_ms());
+    tracing::warn!(accreditation = %id, reason = %b.reason, effective_ms = effective, "accreditation revoked");
+    Ok(Json(
+        json!({ "id": id.to_string(), "revoked": true, "effective_ms": effective }),
+    ))
 }
 
 #[utoipa::path(post, path = "/line/v1/missions/{guest}/close", tag = "line", summary = "As host: close a guest's mission, effective at a time", params(("guest" = String, Path, description = "The guest party")), request_body = ReasonBody, responses((status = 200, description = "Closed", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
@@ -424,7 +421,10 @@ async fn list_missions(
                             "id": x.id.to_string(), "member": x.member.to_hex(), "name": x.name,
                             "role": x.role, "spheres": x.spheres.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
                             "valid_from_ms": x.valid_from, "valid_until_ms": x.valid_until,
-                            "revoked": a.revoked.as_ref().map(|(at, r)| json!({ "at_ms": at, "reason": r })),
+                            // With notice: `leaves_in_ms` counts down to it.
+                            "revoked": a.revoked.as_ref().map(|(at, r)| json!({
+                                "at_ms": at, "reason": r, "in_effect": *at <= now,
+                                "leaves_in_ms": at.saturating_sub(now) })),
                             "ended": a.ended.as_ref().map(|(at, r)| json!({ "at_ms": at, "reason": r })),
                             "active": s.inactive_reason(a, now).is_none(),
                             "inactive_reason": s.inactive_reason(a, now),
@@ -434,7 +434,9 @@ async fn list_missions(
                 json!({
                     "host": host, "guest": guest, "quota": m.quota,
                     "active": s.active_accreditations(host, guest, now).len(),
-                    "closed": m.closed.as_ref().map(|(at, r)| json!({ "effective_ms": at, "reason": r })),
+                    "closed": m.closed.as_ref().map(|(at, r)| json!({
+                        "effective_ms": at, "reason": r, "in_effect": *at <= now,
+                        "leaves_in_ms": at.saturating_sub(now) })),
                     "accreditations": accs,
                 })
             })

@@ -616,6 +616,9 @@ async fn line_routes_check_scopes_and_name_the_field_at_fault(app: &App) {
                 .body(json!({ "reason": "expelled", "effective_ms": 5 }))
                 .is(400, "invalid_input")
                 .naming("effective_ms"),
+            case(M::POST, format!("/line/v1/accreditations/{}/revoke", id()), Some(ADMIN))
+                .body(json!({ "reason": "leave within three days", "effective_ms": 4_102_444_800_000u64 }))
+                .is(404, "not_found"),
             case(M::POST, format!("/line/v1/accreditations/{}/revoke", id()), Some(LINE))
                 .body(json!({ "reason": "expelled" }))
                 .is(403, "forbidden"),

@@ -370,6 +370,12 @@ pub struct RevokeArgs {
     id: Uuid,
     #[arg(long)]
     reason: String,
+    /// Expulsion with notice: effective at this time (RFC 3339) instead of at once.
+    #[arg(long, conflicts_with = "within")]
+    at: Option<String>,
+    /// Expulsion with notice: effective after this long ("72h", "3d", "90m").
+    #[arg(long)]
+    within: Option<String>,
     #[command(flatten)]
     conn: Conn,
 }
@@ -889,19 +895,65 @@ pub async fn accredit(a: AccreditArgs) -> Result<String> {
 }
 
 pub async fn revoke(a: RevokeArgs) -> Result<()> {
-    a.conn
+    use node::Clock;
+    let now = (node::SystemClock.now().unix_micros() / 1000).max(0) as u64;
+    let effective = match (&a.at, &a.within) {
+        (Some(at), _) => Some(crate::evidence::ms(at, "--at")?),
+        (None, Some(w)) => Some(now.saturating_add(notice(w)?)),
+        (None, None) => None,
+    };
+    let v = a
+        .conn
         .client()?
         .revoke(
             &a.id.to_string(),
             &ReasonBody {
                 reason: a.reason.clone(),
-                effective_ms: None,
+                effective_ms: effective,
             },
         )
         .await
         .map_err(failure)?;
-    println!("accreditation {} revoked: {}", a.id, a.reason);
+    match effective {
+        None => println!("accreditation {} revoked: {}", a.id, a.reason),
+        Some(_) => println!(
+            "accreditation {} revoked with notice, effective in {} (at {} ms): {}",
+            a.id,
+            countdown(
+                v["effective_ms"]
+                    .as_u64()
+                    .unwrap_or(now)
+                    .saturating_sub(now)
+            ),
+            v["effective_ms"],
+            a.reason
+        ),
+    }
     Ok(())
+}
+
+/// A notice period: a number with a unit, m, h or d.
+fn notice(s: &str) -> Result<u64> {
+    use detente::exit::{Failure, Kind};
+    let bad = || {
+        Failure::error(
+            Kind::Usage,
+            format!("--within {s}: a number and m, h or d (e.g. 72h, 3d), at most 365d"),
+        )
+    };
+    let (n, unit) = s.trim().split_at(s.trim().len().saturating_sub(1));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    if ms > 365 * 86_400_000 {
+        return Err(bad());
+    }
+    Ok(ms)
 }
 
 pub async fn quota(a: QuotaArgs) -> Result<()> {
@@ -957,10 +1009,17 @@ pub async fn mission(c: MissionCommand) -> Result<()> {
                     m["host"].as_str().unwrap_or(""),
                     m["quota"],
                     m["active"],
-                    m["closed"]["reason"]
-                        .as_str()
-                        .map(|r| format!(", CLOSED ({r})"))
-                        .unwrap_or_default()
+                    match (
+                        m["closed"]["reason"].as_str(),
+                        m["closed"]["in_effect"] == true
+                    ) {
+                        (Some(r), true) => format!(", CLOSED ({r})"),
+                        (Some(r), false) => format!(
+                            ", CLOSING in {} ({r})",
+                            countdown(m["closed"]["leaves_in_ms"].as_u64().unwrap_or(0))
+                        ),
+                        _ => String::new(),
+                    }
                 );
                 for a in m["accreditations"].as_array().into_iter().flatten() {
                     println!(
@@ -973,13 +1032,32 @@ pub async fn mission(c: MissionCommand) -> Result<()> {
                         } else {
                             "INACTIVE"
                         },
-                        a["inactive_reason"].as_str().unwrap_or("")
+                        match (a["inactive_reason"].as_str(), &a["revoked"]) {
+                            (Some(r), _) => r.to_string(),
+                            (None, rev) if rev["in_effect"] == false => format!(
+                                "EXPELLED with notice: leaves in {} ({})",
+                                countdown(rev["leaves_in_ms"].as_u64().unwrap_or(0)),
+                                rev["reason"].as_str().unwrap_or("")
+                            ),
+                            _ => String::new(),
+                        }
                     );
                 }
             }
         }
     }
     Ok(())
+}
+
+/// `ms` as days, hours and minutes ("2d 3h 5m", "4m").
+fn countdown(ms: u64) -> String {
+    let m = ms.div_ceil(60_000);
+    let (d, h, m) = (m / 1440, (m % 1440) / 60, m % 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h {m}m"),
+    }
 }
 
 pub async fn channel(c: ChannelCommand) -> Result<()> {

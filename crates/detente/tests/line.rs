@@ -2479,3 +2479,91 @@ async fn peering_is_mutual_witnessing_without_a_restart() {
         wf.to_vkey()
     );
 }
+
+#[tokio::test]
+async fn an_expulsion_with_notice_counts_down_on_both_sides_and_the_member_acts_until_then() {
+    let p = peered().await;
+    let admin = admin();
+    let (done, out) = run_cli(
+        bin(),
+        &[
+            "revoke",
+            &p.accreditation,
+            "--reason",
+            "leave within three days",
+            "--within",
+            "3d",
+            "--node",
+            &p.a.base,
+            "--token",
+            &admin,
+        ],
+        &[],
+    );
+    assert!(
+        done && out.contains("revoked with notice, effective in"),
+        "{out}"
+    );
+    let (done, out) = run_cli(
+        bin(),
+        &[
+            "revoke",
+            &p.accreditation,
+            "--reason",
+            "x",
+            "--within",
+            "3 weeks",
+            "--node",
+            &p.a.base,
+            "--token",
+            &admin,
+        ],
+        &[],
+    );
+    assert!(!done && out.contains("--within 3 weeks"), "{out}");
+    // Federation, the guest, sees the countdown once the record arrives.
+    let mut shown = String::new();
+    for _ in 0..100 {
+        let (_, out) = run_cli(
+            bin(),
+            &[
+                "mission",
+                "list",
+                "--node",
+                &p.f.base,
+                "--token",
+                &officer(),
+            ],
+            &[],
+        );
+        shown = out;
+        if shown.contains("EXPELLED with notice: leaves in") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shown.contains("EXPELLED with notice: leaves in")
+            && shown.contains("leave within three days"),
+        "{shown}"
+    );
+    // Until then the member still sends on its mission's channel.
+    let m = message(
+        F,
+        A,
+        &p.f1,
+        1,
+        Sphere::Military,
+        Precedence::Routine,
+        "packing",
+    );
+    ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
+    let fu = p.f.clone_base();
+    assert!(
+        until(&fu, "/line/v1/messages?direction=out", 10, |v| {
+            v["messages"][0]["delivery"]["state"] == "delivered"
+        })
+        .await,
+        "the member's message during the notice is taken"
+    );
+}

@@ -574,9 +574,16 @@ pub fn revoke(
     state: &LineState,
     id: Uuid,
     reason: &str,
+    effective: Millis,
     now: Millis,
 ) -> Result<LineDecision, LineError> {
     non_empty("reason", reason)?;
+    if effective < now {
+        return Err(LineError::invalid(
+            "effective_ms",
+            "now or later: a revocation cannot take effect in the past",
+        ));
+    }
     let a = state
         .accreditation(&id)
         .filter(|a| a.accreditation.host == state.me())
@@ -584,7 +591,9 @@ pub fn revoke(
             kind: "accreditation",
             id: id.to_string(),
         })?;
-    if a.revoked.is_some() {
+    // Notice may be shortened, never lengthened: a revocation already
+    // effective by then stands.
+    if a.revoked.as_ref().is_some_and(|(at, _)| *at <= effective) {
         return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
     }
     let guest = a.accreditation.guest.clone();
@@ -593,7 +602,7 @@ pub fn revoke(
         Record::Revoked {
             id,
             reason: reason.into(),
-            at_ms: now,
+            at_ms: effective,
         },
         Some((&guest, Precedence::Flash)),
     )]))

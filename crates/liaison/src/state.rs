@@ -457,9 +457,13 @@ impl LineState {
                         ended: None,
                     });
             }
+            // Effective at `at_ms` (notice may be given); the earliest
+            // revocation stands.
             Record::Revoked { id, reason, at_ms } => {
-                if let Some(a) = self.accreditations.get_mut(&id) {
-                    a.revoked.get_or_insert((at_ms, reason));
+                if let Some(a) = self.accreditations.get_mut(&id)
+                    && a.revoked.as_ref().is_none_or(|(at, _)| at_ms < *at)
+                {
+                    a.revoked = Some((at_ms, reason));
                 }
             }
             Record::MissionClosed {

@@ -55,6 +55,7 @@ pub enum LineWrite {
     Revoke {
         id: Uuid,
         reason: String,
+        effective: Millis,
         now: Millis,
     },
     CloseMission {
@@ -132,7 +133,12 @@ impl LineWrite {
                 now,
             } => decide::set_quota(s, &guest, quota, ending, now),
             LineWrite::Accredit { a, now } => decide::accredit(s, a, now),
-            LineWrite::Revoke { id, reason, now } => decide::revoke(s, id, &reason, now),
+            LineWrite::Revoke {
+                id,
+                reason,
+                effective,
+                now,
+            } => decide::revoke(s, id, &reason, effective, now),
             LineWrite::CloseMission {
                 guest,
                 effective,
@@ -330,11 +336,23 @@ impl Line {
             .map(|_| ())
     }
 
-    pub async fn revoke(&self, id: Uuid, reason: String) -> Result<(), NodeError> {
+    /// Revokes an accreditation, effective at `effective` (`None`: now):
+    /// until then its member may still act (expulsion with notice).
+    pub async fn revoke(
+        &self,
+        id: Uuid,
+        reason: String,
+        effective: Option<Millis>,
+    ) -> Result<(), NodeError> {
         let now = self.now_ms();
-        self.commit(LineWrite::Revoke { id, reason, now })
-            .await
-            .map(|_| ())
+        self.commit(LineWrite::Revoke {
+            id,
+            reason,
+            effective: effective.unwrap_or(now),
+            now,
+        })
+        .await
+        .map(|_| ())
     }
 
     pub async fn close_mission(

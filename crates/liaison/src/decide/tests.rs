@@ -249,7 +249,10 @@ fn a_revoked_member_is_refused_at_the_host_even_when_its_own_node_did_not_know_y
     let before = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
     f.run(send_message(&f.state, before.clone(), T0), T0);
     deliver(&mut f, &mut a, T0);
-    a.run(revoke(&a.state, id, "persona non grata", T0 + 1), T0 + 1);
+    a.run(
+        revoke(&a.state, id, "persona non grata", T0 + 1, T0 + 1),
+        T0 + 1,
+    );
     // Federation has not heard of the revocation yet: it still sends.
     let after = text(F, A, &s2, 2, Sphere::Military, Precedence::Routine);
     f.run(send_message(&f.state, after.clone(), T0 + 2), T0 + 2);
@@ -602,7 +605,7 @@ fn the_state_rebuilt_from_the_log_equals_the_live_one() {
         f.run(send_message(&f.state, m, T0), T0);
     }
     deliver(&mut f, &mut a, T0);
-    a.run(revoke(&a.state, id, "expelled", T0), T0);
+    a.run(revoke(&a.state, id, "expelled", T0, T0), T0);
     let dl = text(A, F, &s1, 1, Sphere::DirectLine, Precedence::Flash);
     a.run(send_message(&a.state, dl, T0), T0);
     deliver(&mut a, &mut f, T0);
@@ -1140,4 +1143,59 @@ fn a_peer_is_removed_only_once_both_parties_closed_the_direct_line() {
         T0 + 2,
     );
     assert!(a.state.peer(F).is_some());
+}
+
+#[test]
+fn an_expulsion_with_notice_lets_the_member_act_until_it_takes_effect() {
+    let (mut a, mut f, _, s2, id) = peered();
+    let leave = T0 + 12 * 3_600_000; // within the accreditation's day
+    assert!(matches!(
+        revoke(&a.state, id, "leave within twelve hours", T0 - 1, T0),
+        Err(LineError::Invalid { .. })
+    ));
+    a.run(
+        revoke(&a.state, id, "leave within twelve hours", leave, T0),
+        T0,
+    );
+    deliver(&mut a, &mut f, T0);
+    // Both sides see it coming, and the member still acts until then.
+    for side in [&a.state, &f.state] {
+        let acc = side.accreditation(&id).unwrap();
+        assert_eq!(acc.revoked.as_ref().map(|r| r.0), Some(leave));
+        assert_eq!(side.inactive_reason(acc, leave - 1), None);
+        let after = side.inactive_reason(acc, leave).unwrap();
+        assert!(after.contains("leave within twelve hours"), "{after}");
+    }
+    let during = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, during.clone(), leave - 1), leave - 1);
+    deliver(&mut f, &mut a, leave - 1);
+    assert!(matches!(
+        a.state.message(&during.value.id).unwrap().delivery,
+        Delivery::Delivered { .. }
+    ));
+    // Afterwards every record of the member is refused with the reason.
+    let late = text(F, A, &s2, 2, Sphere::Military, Precedence::Routine);
+    assert!(matches!(
+        send_message(&f.state, late, leave),
+        Err(LineError::NotAccredited { reason, .. }) if reason.contains("leave within twelve hours")
+    ));
+    // Notice may be shortened, not lengthened.
+    assert_eq!(
+        revoke(&a.state, id, "later", leave + 1, T0 + 1)
+            .unwrap()
+            .outcome,
+        LineOutcome::AlreadyDone
+    );
+    a.run(revoke(&a.state, id, "at once", T0 + 2, T0 + 2), T0 + 2);
+    let acc = a.state.accreditation(&id).unwrap();
+    assert_eq!(acc.revoked.as_ref().map(|r| r.0), Some(T0 + 2));
+    assert_eq!(
+        a.replayed()
+            .accreditation(&id)
+            .unwrap()
+            .revoked
+            .as_ref()
+            .map(|r| r.0),
+        Some(T0 + 2)
+    );
 }
