@@ -30,6 +30,21 @@ function fillMembers() {
     .map((m) => el('option', { value: m.key, dataset: { name: m.name } }, `${m.name} — ${m.role}`)));
 }
 
+// "2d 3h 5m" until an expulsion or closure given with notice takes effect.
+function leavesIn(ms) {
+  const m = Math.ceil(ms / 60000);
+  const d = Math.floor(m / 1440), h = Math.floor((m % 1440) / 60);
+  return d ? `${d}d ${h}h ${m % 60}m` : (h ? `${h}h ${m % 60}m` : `${m % 60}m`);
+}
+
+// A notice period asked of the host: hours, blank or 0 for at once.
+function notice(what) {
+  const h = window.prompt(`${what}: notice in hours (0 or blank: at once)`, '0');
+  if (h === null) return undefined;
+  const n = Number(h || 0);
+  return n > 0 ? Date.now() + n * 3600000 : null;
+}
+
 export async function refresh() {
   const [ms, mem] = await Promise.all([api('GET', '/line/v1/missions'), api('GET', '/line/v1/members')]);
   members = mem.members;
@@ -41,17 +56,25 @@ export async function refresh() {
     el('td', {}, m.removed_ms ? el('span', { class: 'st refused' }, `removed ${utc(m.removed_ms)}`) : 'registered'))));
   $('#missions').replaceChildren(...(ms.missions.length ? ms.missions : []).map((m) => {
     const hosting = m.host === me;
-    const closed = m.closed ? el('div', { class: 'st refused' }, `CLOSED from ${utc(m.closed.effective_ms)} — ${m.closed.reason}`) : null;
+    const closed = !m.closed ? null : m.closed.in_effect
+      ? el('div', { class: 'st refused' }, `CLOSED from ${utc(m.closed.effective_ms)} — ${m.closed.reason}`)
+      : el('div', { class: 'st pending countdown' }, `CLOSING in ${leavesIn(m.closed.leaves_in_ms)} (at ${utc(m.closed.effective_ms)}) — ${m.closed.reason}`);
     const rows = m.accreditations.map((a) => el('tr', { class: a.active ? '' : 'inactive' },
       el('td', {}, a.name), el('td', {}, a.role), el('td', {}, a.spheres.join(', ')),
       el('td', { class: 'mono' }, `${utc(a.valid_from_ms)} → ${utc(a.valid_until_ms)}`),
-      el('td', {}, a.active ? el('span', { class: 'st delivered' }, 'active')
+      el('td', {}, a.active
+        ? (a.revoked && !a.revoked.in_effect
+          ? el('span', { class: 'st pending countdown' }, `EXPELLED — leaves in ${leavesIn(a.revoked.leaves_in_ms)} (at ${utc(a.revoked.at_ms)}) — ${a.revoked.reason}`)
+          : el('span', { class: 'st delivered' }, 'active'))
         : el('span', { class: 'st refused' }, a.revoked ? `REVOKED ${utc(a.revoked.at_ms)} — ${a.revoked.reason}` : (a.inactive_reason || 'inactive'))),
       el('td', {}, hosting && admin && a.active ? el('button', {
         type: 'button', class: 'revoke',
         onclick: () => {
           const reason = window.prompt(`Revoke the accreditation of ${a.name}: reason`);
-          if (reason) act('Revocation', 'POST', `/line/v1/accreditations/${a.id}/revoke`, { reason });
+          if (!reason) return;
+          const at = notice('Revocation');
+          if (at === undefined) return;
+          act('Revocation', 'POST', `/line/v1/accreditations/${a.id}/revoke`, at ? { reason, effective_ms: at } : { reason });
         },
       }, 'Revoke') : null)));
     return el('div', { class: 'mission' },
@@ -70,8 +93,11 @@ export async function refresh() {
         el('button', {
           type: 'button', class: 'danger',
           onclick: () => {
-            const reason = window.prompt(`Close ${m.guest}'s mission now: reason`);
-            if (reason) act('Closure', 'POST', `/line/v1/missions/${m.guest}/close`, { reason });
+            const reason = window.prompt(`Close ${m.guest}'s mission: reason`);
+            if (!reason) return;
+            const at = notice('Closure');
+            if (at === undefined) return;
+            act('Closure', 'POST', `/line/v1/missions/${m.guest}/close`, at ? { reason, effective_ms: at } : { reason });
           },
         }, 'Close mission')) : null);
   }));
