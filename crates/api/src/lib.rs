@@ -22,6 +22,7 @@ pub mod openapi;
 mod own;
 pub mod peer;
 pub mod source;
+mod statements;
 pub mod tls;
 pub mod uss;
 pub mod wire;
@@ -255,6 +256,7 @@ fn open_path(path: &str) -> bool {
             | "/peer/v1/records"
             | "/peer/v1/witness/key"
             | "/detente/v1/openapi.json"
+            | "/statements/feed.json"
             | "/peer/v1/witness/add-checkpoint"
             | "/console"
             | "/console/api/challenge"
@@ -322,6 +324,7 @@ pub fn with_peer_endpoint(state: Shared, peer_records: bool) -> Router {
         .merge(aux::routes())
         .merge(own::routes())
         .merge(export::routes())
+        .merge(statements::routes())
         .merge(evidence::routes())
         .merge(line::routes())
         .merge(console::routes());

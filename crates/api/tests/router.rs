@@ -459,6 +459,10 @@ async fn the_nodes_own_routes_answer_and_refuse_as_documented(app: &App) {
             case(M::GET, "/detente/v1/conflicts", Some(SC)),
             case(M::GET, "/detente/v1/conflicts", None).is(401, "unauthenticated"),
             case(M::GET, "/detente/v1/openapi.json", None),
+            case(M::GET, "/statements/feed.json", None),
+            case(M::GET, "/statements/feed.json?before=x", None)
+                .is(400, "invalid_input")
+                .naming("before"),
             case(
                 M::GET,
                 "/detente/v1/export/airspace.geojson?bbox=9,44,11,46",
@@ -558,6 +562,19 @@ async fn line_routes_check_scopes_and_name_the_field_at_fault(app: &App) {
                 .body(json!({ "reason": "x", "effective_ms": 5 }))
                 .is(400, "invalid_input")
                 .naming("effective_ms"),
+            case(M::POST, "/line/v1/statements", Some(ADMIN))
+                .body(json!({ "language": "en", "text": "No evidence has been produced." })),
+            case(M::POST, "/line/v1/statements", Some(LINE))
+                .body(json!({ "language": "en", "text": "x" }))
+                .is(403, "forbidden"),
+            case(M::POST, "/line/v1/statements", Some(ADMIN))
+                .body(json!({ "language": "not a tag", "text": "x" }))
+                .is(400, "invalid_input")
+                .naming("language"),
+            case(M::POST, "/line/v1/statements", Some(ADMIN))
+                .body(json!({ "language": "en", "text": "x", "answers": [{ "origin": "a", "index": 1, "leaf_hash": "short" }] }))
+                .is(400, "invalid_input")
+                .naming("answers[0].leaf_hash"),
             case(M::POST, "/line/v1/contact-line", Some(LINE))
                 .body(json!({ "line": [[45.0, 10.0], [45.1, 10.2]], "buffer_m": 1000, "time_end": "2099-01-01T00:00:00Z" }))
                 .is(403, "forbidden"),

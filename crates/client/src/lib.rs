@@ -280,6 +280,20 @@ impl Client {
     }
 
     /// Designates a constraint as the line of contact.
+    /// Publishes a public statement of this party.
+    pub async fn publish_statement(
+        &self,
+        b: &api::wire::line::StatementBody,
+    ) -> Result<Value, Error> {
+        self.call(Method::POST, &["line", "v1", "statements"], Some(b))
+            .await
+    }
+
+    /// The party's public statements (JSON Feed 1.1, with proofs).
+    pub async fn statements_feed(&self) -> Result<Value, Error> {
+        self.get(&["statements", "feed.json"]).await
+    }
+
     /// Declares the line of contact as a polyline with a buffer width.
     pub async fn contact_line(&self, b: &api::wire::line::ContactLineBody) -> Result<Value, Error> {
         self.call(Method::POST, &["line", "v1", "contact-line"], Some(b))

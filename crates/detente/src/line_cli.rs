@@ -1339,3 +1339,162 @@ pub async fn airspace(c: AirspaceCommand) -> Result<()> {
         }
     }
 }
+
+#[derive(Subcommand, Debug)]
+pub enum StatementCommand {
+    /// Publish a public statement of this party (an entry of its log, in its feed).
+    Publish {
+        #[arg(long)]
+        text: String,
+        /// BCP 47 language tag.
+        #[arg(long, default_value = "en")]
+        lang: String,
+        /// An entry it answers, as ORIGIN/INDEX/LEAF_HASH (as a feed shows it; repeatable).
+        #[arg(long)]
+        answers: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A party's statements, newest first, from its node's public feed.
+    List {
+        /// Print the feed as the node returned it.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Write a party's statements as an evidence bundle (each entry and its inclusion proof) for `detente verify`.
+    Fetch {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn statement(c: StatementCommand) -> Result<()> {
+    use detente::exit::{Failure, Kind};
+    match c {
+        StatementCommand::Publish {
+            text,
+            lang,
+            answers,
+            conn,
+        } => {
+            let answers = answers
+                .iter()
+                .map(|a| {
+                    let mut it = a.rsplitn(3, '/');
+                    match (it.next(), it.next().and_then(|i| i.parse().ok()), it.next()) {
+                        (Some(hash), Some(index), Some(origin)) => {
+                            Ok(api::wire::line::StatementRefBody {
+                                origin: origin.to_string(),
+                                index,
+                                leaf_hash: hash.to_string(),
+                            })
+                        }
+                        _ => Err(Failure::error(
+                            Kind::Usage,
+                            format!("--answers {a}: expected ORIGIN/INDEX/LEAF_HASH"),
+                        )),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let v = conn
+                .client()?
+                .publish_statement(&api::wire::line::StatementBody {
+                    id: None,
+                    language: lang,
+                    text,
+                    answers,
+                })
+                .await
+                .map_err(failure)?;
+            println!(
+                "statement {}/{}/{} published ({})",
+                v["origin"].as_str().unwrap_or(""),
+                v["index"],
+                v["leaf_hash"].as_str().unwrap_or(""),
+                v["id"].as_str().unwrap_or("")
+            );
+        }
+        StatementCommand::List { json, conn } => {
+            let v = conn.client()?.statements_feed().await.map_err(failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            for i in v["items"].as_array().into_iter().flatten() {
+                let d = &i["_detente"];
+                println!(
+                    "{}/{}/{}  {}  [{}]",
+                    d["origin"].as_str().unwrap_or(""),
+                    d["index"],
+                    d["leaf_hash"].as_str().unwrap_or(""),
+                    i["date_published"].as_str().unwrap_or(""),
+                    i["language"].as_str().unwrap_or("")
+                );
+                for r in d["answers"].as_array().into_iter().flatten() {
+                    println!(
+                        "  answering {}/{}/{}",
+                        r["origin"].as_str().unwrap_or(""),
+                        r["index"],
+                        r["leaf_hash"].as_str().unwrap_or("")
+                    );
+                }
+                println!("  {}", i["content_text"].as_str().unwrap_or(""));
+            }
+        }
+        StatementCommand::Fetch { out, conn } => {
+            use base64::Engine;
+            let v = conn.client()?.statements_feed().await.map_err(failure)?;
+            let checkpoint = v["_detente"]["checkpoint"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let mut n = 0;
+            for i in v["items"].as_array().into_iter().flatten() {
+                let d = &i["_detente"];
+                let (Some(index), Some(proof)) = (d["index"].as_u64(), d["proof"].as_array())
+                else {
+                    continue; // newer than the checkpoint: in the next fetch
+                };
+                let entry = b64
+                    .decode(d["entry"].as_str().unwrap_or(""))
+                    .map_err(|e| anyhow!("item {index}: its entry: {e}"))?;
+                let proof = proof
+                    .iter()
+                    .map(|h| {
+                        b64.decode(h.as_str().unwrap_or(""))
+                            .ok()
+                            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                            .ok_or_else(|| {
+                                anyhow!("item {index}: a proof hash is not 32 bytes of base64")
+                            })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let p = tlog::bundle::TlogProof {
+                    extra: None,
+                    index,
+                    proof,
+                    checkpoint: checkpoint.clone(),
+                };
+                std::fs::write(out.join(format!("{index}.entry")), &entry)
+                    .with_context(|| format!("writing into {}", out.display()))?;
+                std::fs::write(out.join(format!("{index}.tlog-proof")), p.to_text())
+                    .with_context(|| format!("writing into {}", out.display()))?;
+                n += 1;
+            }
+            eprintln!(
+                "{n} statement(s) of {} written to {}: detente verify {} --key {}",
+                v["_detente"]["origin"].as_str().unwrap_or("?"),
+                out.display(),
+                out.display(),
+                v["_detente"]["log_key"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}

@@ -95,6 +95,9 @@ enum Command {
     /// Channel notices (open, suspend, close) and states.
     #[command(subcommand)]
     Channel(line_cli::ChannelCommand),
+    /// The information office: public statements, published, listed and fetched with their proofs.
+    #[command(subcommand)]
+    Statement(line_cli::StatementCommand),
     /// The airspace for GIS tools: export as GeoJSON or KML.
     #[command(subcommand)]
     Airspace(line_cli::AirspaceCommand),
@@ -538,6 +541,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Mission(c) => line_cli::mission(c).await,
         Command::Channel(c) => line_cli::channel(c).await,
         Command::Airspace(c) => line_cli::airspace(c).await,
+        Command::Statement(c) => line_cli::statement(c).await,
         Command::Migrate(args) => {
             init_tracing(&cli.log_format);
             let at = store::Location::new(&args.database_url, &args.database_schema)

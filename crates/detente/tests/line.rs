@@ -2567,3 +2567,126 @@ async fn an_expulsion_with_notice_counts_down_on_both_sides_and_the_member_acts_
         "the member's message during the notice is taken"
     );
 }
+
+#[tokio::test]
+async fn statements_are_published_answered_by_hash_and_verified_offline() {
+    let p = peered().await;
+    let admin = admin();
+    let cli = |args: &[&str]| run_cli(bin(), args, &[]);
+    let (done, out) = cli(&[
+        "statement",
+        "publish",
+        "--text",
+        "Federation aircraft entered the buffer at 10:42Z.",
+        "--node",
+        &p.a.base,
+        "--token",
+        &admin,
+    ]);
+    assert!(done, "{out}");
+    let claim = out.split_whitespace().nth(1).unwrap().to_string();
+    assert!(claim.starts_with(&format!("{A}/")), "{claim}");
+    // Federation closes the information channel: private exchange stops,
+    // publication does not.
+    p.f.client(&admin)
+        .channel_notice(
+            A,
+            "information",
+            &api::wire::line::ChannelBody {
+                state: "closed".into(),
+                reason: "the information office is closed".into(),
+                effective_ms: None,
+            },
+        )
+        .await
+        .unwrap();
+    let (done, out) = cli(&[
+        "statement",
+        "publish",
+        "--text",
+        "No evidence has been produced.",
+        "--lang",
+        "en",
+        "--answers",
+        &claim,
+        "--node",
+        &p.f.base,
+        "--token",
+        &admin,
+    ]);
+    assert!(done, "{out}");
+    // Anyone reads Federation's feed: the answer names Alliance's exact entry.
+    let feed: Value =
+        serde_json::from_str(&get_text(&p.f.url("/statements/feed.json")).await).unwrap();
+    let item = &feed["items"][0];
+    assert_eq!(item["content_text"], "No evidence has been produced.");
+    let r = &item["_detente"]["answers"][0];
+    assert_eq!(
+        format!(
+            "{}/{}/{}",
+            r["origin"].as_str().unwrap(),
+            r["index"],
+            r["leaf_hash"].as_str().unwrap()
+        ),
+        claim
+    );
+    // … which is the hash of the entry Alliance's feed serves for it.
+    let theirs: Value =
+        serde_json::from_str(&get_text(&p.a.url("/statements/feed.json")).await).unwrap();
+    assert_eq!(theirs["items"][0]["_detente"]["leaf_hash"], r["leaf_hash"]);
+    // Alliance's statements as a bundle, verified offline against its key.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("alliance-statements");
+    let mut fetched = (false, String::new());
+    for _ in 0..100 {
+        let _ = std::fs::remove_dir_all(&bundle);
+        fetched = cli(&[
+            "statement",
+            "fetch",
+            "--out",
+            bundle.to_str().unwrap(),
+            "--node",
+            &p.a.base,
+        ]);
+        if fetched.1.contains("1 statement(s)") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        fetched.0 && fetched.1.contains("1 statement(s)"),
+        "{fetched:?}"
+    );
+    let key = log_key(&p.a).await;
+    let (done, out) = cli(&["verify", bundle.to_str().unwrap(), "--key", &key]);
+    assert!(done && out.contains("line.statement"), "{out}");
+    // A word changed is caught.
+    let entry = std::fs::read_dir(&bundle)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "entry"))
+        .unwrap();
+    let bytes = std::fs::read(&entry).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"10:42").unwrap();
+    let mut forged = bytes.clone();
+    forged[at..at + 5].copy_from_slice(b"11:42");
+    std::fs::write(&entry, forged).unwrap();
+    let (done, out) = cli(&["verify", bundle.to_str().unwrap(), "--key", &key]);
+    assert!(!done, "{out}");
+    // An answer to one's own statement must carry that entry's hash.
+    let own = claim.rsplit_once('/').unwrap().0.to_string();
+    let wrong = format!("{own}/{}", "A".repeat(43) + "=");
+    let (done, out) = cli(&[
+        "statement",
+        "publish",
+        "--text",
+        "Correction.",
+        "--answers",
+        &wrong,
+        "--node",
+        &p.a.base,
+        "--token",
+        &admin,
+    ]);
+    assert!(!done && out.contains("answers[0].leaf_hash"), "{out}");
+}

@@ -25,6 +25,10 @@ const PUBLIC: &[(&str, &str)] = &[
     ),
     ("/healthz", "liveness for load balancers and operators"),
     (
+        "/statements/feed.json",
+        "a party's public statements: publication is for anyone",
+    ),
+    (
         "/detente/v1/openapi.json",
         "the description of the node's own APIs: what any client may read",
     ),

@@ -328,6 +328,49 @@ pub fn designate_contact(state: &LineState, constraint: Uuid) -> Result<LineDeci
     )]))
 }
 
+/// Publishes a statement of this party (local: public through the feed,
+/// whatever the state of any channel).
+pub fn publish_statement(state: &LineState, st: Statement) -> Result<LineDecision, LineError> {
+    if st.text.trim().is_empty() {
+        return Err(LineError::invalid("text", "must not be empty"));
+    }
+    if st.text.len() > MAX_STATEMENT_BYTES {
+        return Err(LineError::invalid(
+            "text",
+            format!("at most {MAX_STATEMENT_BYTES} bytes"),
+        ));
+    }
+    let tag_ok = !st.language.is_empty()
+        && st.language.len() <= 35
+        && st
+            .language
+            .split('-')
+            .all(|p| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    if !tag_ok {
+        return Err(LineError::invalid(
+            "language",
+            "a BCP 47 tag such as en, ru or fr-BE",
+        ));
+    }
+    if st.answers.len() > MAX_ANSWERS {
+        return Err(LineError::invalid(
+            "answers",
+            format!("at most {MAX_ANSWERS}"),
+        ));
+    }
+    for (i, r) in st.answers.iter().enumerate() {
+        short(&format!("answers[{i}].origin"), &r.origin)?;
+    }
+    if state.statements().any(|(_, s)| s.id == st.id) {
+        return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::Statement(st),
+        None,
+    )]))
+}
+
 /// Keeps this node's notification of a local subscriber about a peer's
 /// copy (local): what it sent and how it was answered.
 pub fn uss_notified(state: &LineState, n: UssNotification) -> Result<LineDecision, LineError> {
@@ -902,6 +945,7 @@ fn refusal(
         | Record::PeerArea { .. }
         | Record::ContactDesignated { .. }
         | Record::UssNotified(_)
+        | Record::Statement(_)
         | Record::Receipt(_) => Some("not a record a peer sends on a lane".into()),
         Record::Airspace { kind, body } => {
             if !SHARED_KINDS.contains(&kind.as_str()) {

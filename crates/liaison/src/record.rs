@@ -480,7 +480,37 @@ pub enum Record {
     /// This node, as the managing USS of a peer's copy, notified a local
     /// subscriber of the copy's change, or gave up trying (local).
     UssNotified(UssNotification),
+    /// A public statement of the party (its information office): local,
+    /// served to anyone with its inclusion proof, never replicated.
+    Statement(Statement),
 }
+
+/// A public statement: its text and language, and the earlier entries
+/// (its own party's or another's statements) it answers, each named by
+/// log origin, index and leaf hash, so that the answer proves which exact
+/// bytes it answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statement {
+    pub id: Uuid,
+    /// BCP 47 language tag (`en`, `ru`, `fr-BE`).
+    pub language: String,
+    pub text: String,
+    pub answers: Vec<StatementRef>,
+    pub at_ms: Millis,
+}
+
+/// An entry of a log, named by origin, index and RFC 9162 leaf hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementRef {
+    pub origin: String,
+    pub index: u64,
+    pub leaf_hash: [u8; 32],
+}
+
+/// Longest statement text, in bytes.
+pub const MAX_STATEMENT_BYTES: usize = 16 * 1024;
+/// Most entries one statement answers.
+pub const MAX_ANSWERS: usize = 16;
 
 /// One notification of a local subscriber about a peer's copy: which copy
 /// and version (none: its removal), to whom, for which subscriptions at
@@ -978,6 +1008,7 @@ impl Record {
             Record::ContactDesignated { .. } => "line.contact",
             Record::ChannelDeadlines { .. } => "line.channel.deadlines",
             Record::UssNotified(_) => "line.uss.notified",
+            Record::Statement(_) => "line.statement",
         }
     }
 
@@ -1061,6 +1092,27 @@ impl Record {
             Record::Message(m) => signed_value(m.value.to_value(), &m.signature),
             Record::Ack(a) => signed_value(a.value.to_value(), &a.signature),
             Record::ContactDesignated { constraint } => map(vec![("constraint", uuid(constraint))]),
+            Record::Statement(st) => map(vec![
+                ("id", uuid(&st.id)),
+                ("language", t(&st.language)),
+                ("text", t(&st.text)),
+                (
+                    "answers",
+                    Value::Array(
+                        st.answers
+                            .iter()
+                            .map(|r| {
+                                map(vec![
+                                    ("origin", t(&r.origin)),
+                                    ("index", Value::Uint(r.index)),
+                                    ("leaf_hash", Value::Bytes(r.leaf_hash.to_vec())),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
+                ("at_ms", Value::Uint(st.at_ms)),
+            ]),
             Record::UssNotified(n) => map(vec![
                 ("kind", t(&n.entity_kind)),
                 ("entity", uuid(&n.entity)),
@@ -1304,6 +1356,34 @@ impl Record {
                     reason: f.text("reason")?,
                     at_ms: f.u64("at_ms")?,
                 }
+            }
+            "line.statement" => {
+                let f = Fields::new(
+                    v,
+                    "statement",
+                    &["id", "language", "text", "answers", "at_ms"],
+                )?;
+                let Value::Array(refs) = f.get("answers")? else {
+                    return Err(malformed("statement", "answers must be an array"));
+                };
+                let answers = refs
+                    .iter()
+                    .map(|r| {
+                        let g = Fields::new(r, "statement", &["origin", "index", "leaf_hash"])?;
+                        Ok(StatementRef {
+                            origin: g.text("origin")?,
+                            index: g.u64("index")?,
+                            leaf_hash: g.bytes("leaf_hash")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, LineError>>()?;
+                Record::Statement(Statement {
+                    id: f.uuid("id")?,
+                    language: f.text("language")?,
+                    text: f.text("text")?,
+                    answers,
+                    at_ms: f.u64("at_ms")?,
+                })
             }
             "line.uss.notified" => {
                 const KEYS: [&str; 9] = [
@@ -1606,6 +1686,17 @@ mod tests {
                 reason: "relations downgraded".into(),
                 at_ms: 9,
             },
+            Record::Statement(Statement {
+                id: Uuid::from_u128(14),
+                language: "en".into(),
+                text: "No evidence has been produced.".into(),
+                answers: vec![StatementRef {
+                    origin: "federation".into(),
+                    index: 41,
+                    leaf_hash: [3; 32],
+                }],
+                at_ms: 10,
+            }),
             Record::UssNotified(UssNotification {
                 entity_kind: "operational_intent".into(),
                 entity: Uuid::from_u128(10),

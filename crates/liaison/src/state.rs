@@ -175,6 +175,8 @@ pub struct LineState {
     notices: HashMap<Uuid, Vec<Uuid>>,
     /// Per (other party, sphere): the deadline settings in force.
     deadlines: BTreeMap<(String, Sphere), Vec<DeadlineSetting>>,
+    /// This party's public statements, by log index, in order.
+    statements: Vec<(u64, Statement)>,
 }
 
 impl LineState {
@@ -198,6 +200,7 @@ impl LineState {
             shared: std::collections::HashSet::new(),
             contact: std::collections::BTreeSet::new(),
             notices: HashMap::new(),
+            statements: Vec::new(),
             deadlines: BTreeMap::new(),
         }
     }
@@ -500,6 +503,7 @@ impl LineState {
                     m.ack.get_or_insert(a);
                 }
             }
+            Record::Statement(st) => self.statements.push((index, st)),
             // Evidence only: nothing of the line's state changes.
             Record::Receipt(_) | Record::UssNotified(_) => {}
         }
@@ -787,6 +791,10 @@ impl LineState {
                     .collect()
             })
             .unwrap_or_default()
+    }
+    /// This party's public statements: (log index, statement), in order.
+    pub fn statements(&self) -> impl DoubleEndedIterator<Item = &(u64, Statement)> {
+        self.statements.iter()
     }
     /// Records not yet receipted, over all peers and lanes.
     pub fn pending_total(&self) -> usize {

@@ -82,6 +82,8 @@ pub enum LineWrite {
     DesignateContact(Uuid),
     /// This node's notification of a local subscriber about a peer's copy.
     UssNotified(liaison::UssNotification),
+    /// A public statement of this party.
+    PublishStatement(liaison::Statement),
     SetArea {
         peer: String,
         polygons: Vec<Vec<(f64, f64)>>,
@@ -162,6 +164,7 @@ impl LineWrite {
             } => decide::set_deadlines(s, &peer, sphere, deadlines_ms, effective, now),
             LineWrite::DesignateContact(constraint) => decide::designate_contact(s, constraint),
             LineWrite::UssNotified(n) => decide::uss_notified(s, n),
+            LineWrite::PublishStatement(st) => decide::publish_statement(s, st),
             LineWrite::SetArea { peer, polygons } => decide::set_area(s, &peer, polygons),
             LineWrite::Send { m, now } => {
                 decide::send_message_as(s, m, now, decide::Signatures::Checked)
@@ -768,6 +771,32 @@ impl Line {
             }
             h
         })
+    }
+
+    /// Publishes a statement of this party (`id` `None`: a new one); answers
+    /// the log index it holds (the same for the same id again).
+    pub async fn publish_statement(
+        &self,
+        id: Option<Uuid>,
+        language: String,
+        text: String,
+        answers: Vec<liaison::StatementRef>,
+    ) -> Result<(Uuid, u64), NodeError> {
+        let id = id.unwrap_or_else(|| self.new_id());
+        let st = liaison::Statement {
+            id,
+            language,
+            text,
+            answers,
+            at_ms: self.now_ms(),
+        };
+        self.commit(LineWrite::PublishStatement(st)).await?;
+        let index = self
+            .read(|s| s.statements().find(|(_, x)| x.id == id).map(|(i, _)| *i))?
+            .ok_or_else(|| {
+                NodeError::Store(StoreError::Failed("the statement was not kept".into()))
+            })?;
+        Ok((id, index))
     }
 
     /// Logs a notification of a local subscriber about a peer's copy (its

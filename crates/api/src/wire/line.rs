@@ -37,6 +37,31 @@ pub struct AreaBody {
     pub polygons: Vec<Vec<[f64; 2]>>,
 }
 
+/// A public statement to publish.
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatementBody {
+    /// Its id (UUID), for an idempotent retry; default a new one.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// BCP 47 language tag (en, ru, fr-BE).
+    pub language: String,
+    pub text: String,
+    /// The entries it answers (earlier statements, its own or another
+    /// party's), by log origin, index and leaf hash.
+    #[serde(default)]
+    pub answers: Vec<StatementRefBody>,
+}
+
+/// An entry of a log: origin, index and its RFC 9162 leaf hash (base64).
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatementRefBody {
+    pub origin: String,
+    pub index: u64,
+    pub leaf_hash: String,
+}
+
 /// A line of contact as a polyline: the node buffers it on the ellipsoid
 /// into a constraint of its own and designates it.
 #[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
