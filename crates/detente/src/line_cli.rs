@@ -1372,6 +1372,74 @@ pub enum StatementCommand {
     },
 }
 
+/// `ORIGIN/INDEX/LEAF_HASH` as a feed shows an entry. The hash is 44
+/// characters of base64 (which may hold '/'), and origins may hold '/'
+/// too: it is split from the end.
+fn statement_ref(a: &str) -> Result<api::wire::line::StatementRefBody> {
+    use detente::exit::{Failure, Kind};
+    let parsed = a
+        .len()
+        .checked_sub(45)
+        .filter(|&i| a.is_char_boundary(i) && a.as_bytes()[i] == b'/')
+        .and_then(|i| {
+            let (head, hash) = (&a[..i], &a[i + 1..]);
+            let (origin, index) = head.rsplit_once('/')?;
+            Some((origin, index.parse::<u64>().ok()?, hash))
+        });
+    match parsed {
+        Some((origin, index, hash)) if !origin.is_empty() => {
+            Ok(api::wire::line::StatementRefBody {
+                origin: origin.to_string(),
+                index,
+                leaf_hash: hash.to_string(),
+            })
+        }
+        _ => Err(Failure::error(
+            Kind::Usage,
+            format!(
+                "--answers {a}: expected ORIGIN/INDEX/LEAF_HASH (the hash as a feed shows it: 44 characters of base64)"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn statement_refs_split_from_the_end_slashes_in_origin_and_hash_included() {
+        let hash = "2tb45Gb1/biKmhYvB59YWe4nYuGPw0eGkDCt3qVHBiE=";
+        let r = statement_ref(&format!("detente.test/alliance/8/{hash}")).unwrap();
+        assert_eq!(
+            (r.origin.as_str(), r.index, r.leaf_hash.as_str()),
+            ("detente.test/alliance", 8, hash)
+        );
+        for bad in [
+            "a/8/short",
+            &format!("/8/{hash}"),
+            &format!("a/x/{hash}"),
+            "",
+            &format!("a8{hash}"),
+        ] {
+            assert!(statement_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn notice_periods_and_countdowns_read_as_operators_write_them() {
+        assert_eq!(notice("90m").unwrap(), 90 * 60_000);
+        assert_eq!(notice("3d").unwrap(), 3 * 86_400_000);
+        for bad in ["3 weeks", "d", "400d", "-1h", ""] {
+            assert!(notice(bad).is_err(), "{bad}");
+        }
+        assert_eq!(countdown(3 * 86_400_000), "3d 0h 0m");
+        assert_eq!(countdown(61 * 60_000), "1h 1m");
+        assert_eq!(countdown(1), "1m");
+    }
+}
+
 pub async fn statement(c: StatementCommand) -> Result<()> {
     use detente::exit::{Failure, Kind};
     match c {
@@ -1383,22 +1451,7 @@ pub async fn statement(c: StatementCommand) -> Result<()> {
         } => {
             let answers = answers
                 .iter()
-                .map(|a| {
-                    let mut it = a.rsplitn(3, '/');
-                    match (it.next(), it.next().and_then(|i| i.parse().ok()), it.next()) {
-                        (Some(hash), Some(index), Some(origin)) => {
-                            Ok(api::wire::line::StatementRefBody {
-                                origin: origin.to_string(),
-                                index,
-                                leaf_hash: hash.to_string(),
-                            })
-                        }
-                        _ => Err(Failure::error(
-                            Kind::Usage,
-                            format!("--answers {a}: expected ORIGIN/INDEX/LEAF_HASH"),
-                        )),
-                    }
-                })
+                .map(|a| statement_ref(a))
                 .collect::<Result<Vec<_>>>()?;
             let v = conn
                 .client()?

@@ -328,6 +328,57 @@ pub fn designate_contact(state: &LineState, constraint: Uuid) -> Result<LineDeci
     )]))
 }
 
+/// Records who saw what (local). A seen marker is kept once per member and
+/// message (the first display); its signature, when given, must be the
+/// member's over [`seen_text`].
+pub fn record_access(state: &LineState, a: Access) -> Result<LineDecision, LineError> {
+    if !ACCESS_KINDS.contains(&a.what.as_str()) {
+        return Err(LineError::invalid("what", ACCESS_KINDS.join(", ")));
+    }
+    if let Some(s) = &a.subject {
+        short("subject", s)?;
+    }
+    match state.member(&a.member) {
+        Some(m) if m.party == state.me() => {}
+        _ => {
+            return Err(LineError::UnknownMember {
+                member: a.member.to_hex(),
+                detail: String::new(),
+            });
+        }
+    }
+    if a.what == "message.seen" {
+        let Some(id) = a.subject.as_deref().and_then(|s| Uuid::parse_str(s).ok()) else {
+            return Err(LineError::invalid("message", "a message id"));
+        };
+        if state.message(&id).is_none() {
+            return Err(LineError::NotFound {
+                kind: "message",
+                id: id.to_string(),
+            });
+        }
+        if state.seen(&id).iter().any(|(k, _)| *k == a.member) {
+            return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+        }
+        if let Some((text, sig)) = &a.signed
+            && (*text != seen_text(state.me(), &id, a.at_ms)
+                || !a.member.verify_text(text.as_bytes(), sig))
+        {
+            return Err(LineError::BadSignature {
+                field: "signature".into(),
+            });
+        }
+    }
+    if let Some((text, _)) = &a.signed {
+        short("signed_text", text)?;
+    }
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::Access(a),
+        None,
+    )]))
+}
+
 /// Publishes a statement of this party (local: public through the feed,
 /// whatever the state of any channel).
 pub fn publish_statement(state: &LineState, st: Statement) -> Result<LineDecision, LineError> {
@@ -946,6 +997,7 @@ fn refusal(
         | Record::ContactDesignated { .. }
         | Record::UssNotified(_)
         | Record::Statement(_)
+        | Record::Access(_)
         | Record::Receipt(_) => Some("not a record a peer sends on a lane".into()),
         Record::Airspace { kind, body } => {
             if !SHARED_KINDS.contains(&kind.as_str()) {

@@ -96,6 +96,14 @@ impl MemberKey {
         Ok(MemberKey(bytes))
     }
 
+    /// Whether `signature` is this member's Ed25519 signature of `text`.
+    pub fn verify_text(&self, text: &[u8], signature: &[u8; 64]) -> bool {
+        verifying_key(&self.0).is_some_and(|key| {
+            key.verify_strict(text, &Signature::from_bytes(signature))
+                .is_ok()
+        })
+    }
+
     fn verify(&self, domain: &[u8], body: &Value, signature: &[u8; 64]) -> bool {
         let Some(key) = verifying_key(&self.0) else {
             return false;
@@ -483,6 +491,36 @@ pub enum Record {
     /// A public statement of the party (its information office): local,
     /// served to anyone with its inclusion proof, never replicated.
     Statement(Statement),
+    /// Who saw what (local): a console login or logout, an evidence export,
+    /// a message first shown to a member.
+    Access(Access),
+}
+
+/// One access to the line by a member of this party.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Access {
+    /// One of [`ACCESS_KINDS`].
+    pub what: String,
+    pub member: MemberKey,
+    /// The message or entity it was about (none for a login or logout).
+    pub subject: Option<String>,
+    pub at_ms: Millis,
+    /// The member's own signature over `text`, where the console holds its
+    /// key (the login's challenge, a seen marker).
+    pub signed: Option<(String, [u8; 64])>,
+}
+
+/// What an [`Access`] records.
+pub const ACCESS_KINDS: [&str; 4] = [
+    "console.login",
+    "console.logout",
+    "evidence.export",
+    "message.seen",
+];
+
+/// The text a member signs to mark a message seen on this node.
+pub fn seen_text(node: &str, message: &Uuid, at_ms: Millis) -> String {
+    format!("detente-seen/v1\n{node}\n{message}\n{at_ms}")
 }
 
 /// A public statement: its text and language, and the earlier entries
@@ -1009,6 +1047,7 @@ impl Record {
             Record::ChannelDeadlines { .. } => "line.channel.deadlines",
             Record::UssNotified(_) => "line.uss.notified",
             Record::Statement(_) => "line.statement",
+            Record::Access(_) => "line.access",
         }
     }
 
@@ -1092,6 +1131,22 @@ impl Record {
             Record::Message(m) => signed_value(m.value.to_value(), &m.signature),
             Record::Ack(a) => signed_value(a.value.to_value(), &a.signature),
             Record::ContactDesignated { constraint } => map(vec![("constraint", uuid(constraint))]),
+            Record::Access(a) => map(vec![
+                ("what", t(&a.what)),
+                ("member", Value::Bytes(a.member.0.to_vec())),
+                ("subject", opt_text(&a.subject)),
+                ("at_ms", Value::Uint(a.at_ms)),
+                (
+                    "signed_text",
+                    a.signed.as_ref().map_or(Value::Null, |(x, _)| t(x)),
+                ),
+                (
+                    "sig",
+                    a.signed
+                        .as_ref()
+                        .map_or(Value::Null, |(_, s)| Value::Bytes(s.to_vec())),
+                ),
+            ]),
             Record::Statement(st) => map(vec![
                 ("id", uuid(&st.id)),
                 ("language", t(&st.language)),
@@ -1356,6 +1411,29 @@ impl Record {
                     reason: f.text("reason")?,
                     at_ms: f.u64("at_ms")?,
                 }
+            }
+            "line.access" => {
+                let f = Fields::new(
+                    v,
+                    "access",
+                    &["what", "member", "subject", "at_ms", "signed_text", "sig"],
+                )?;
+                let what = f.text("what")?;
+                if !ACCESS_KINDS.contains(&what.as_str()) {
+                    return Err(malformed("access", format!("what: unknown value {what:?}")));
+                }
+                let signed = match (f.opt_text("signed_text")?, f.get("sig")?) {
+                    (None, Value::Null) => None,
+                    (Some(x), Value::Bytes(_)) => Some((x, f.bytes("sig")?)),
+                    _ => return Err(malformed("access", "signed_text and sig go together")),
+                };
+                Record::Access(Access {
+                    what,
+                    member: f.key("member")?,
+                    subject: f.opt_text("subject")?,
+                    at_ms: f.u64("at_ms")?,
+                    signed,
+                })
             }
             "line.statement" => {
                 let f = Fields::new(
@@ -1686,6 +1764,20 @@ mod tests {
                 reason: "relations downgraded".into(),
                 at_ms: 9,
             },
+            Record::Access(Access {
+                what: "message.seen".into(),
+                member: signer(1).key(),
+                subject: Some(Uuid::from_u128(15).to_string()),
+                at_ms: 11,
+                signed: Some(("detente-seen/v1\nalliance\nx\n11".into(), [6; 64])),
+            }),
+            Record::Access(Access {
+                what: "console.logout".into(),
+                member: signer(1).key(),
+                subject: None,
+                at_ms: 12,
+                signed: None,
+            }),
             Record::Statement(Statement {
                 id: Uuid::from_u128(14),
                 language: "en".into(),

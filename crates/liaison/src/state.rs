@@ -177,6 +177,10 @@ pub struct LineState {
     deadlines: BTreeMap<(String, Sphere), Vec<DeadlineSetting>>,
     /// This party's public statements, by log index, in order.
     statements: Vec<(u64, Statement)>,
+    /// Who saw what: (log index, access), in order.
+    access: Vec<(u64, Access)>,
+    /// Per message, the members it was first shown to, and when.
+    seen: HashMap<Uuid, Vec<(MemberKey, Millis)>>,
 }
 
 impl LineState {
@@ -201,6 +205,8 @@ impl LineState {
             contact: std::collections::BTreeSet::new(),
             notices: HashMap::new(),
             statements: Vec::new(),
+            access: Vec::new(),
+            seen: HashMap::new(),
             deadlines: BTreeMap::new(),
         }
     }
@@ -504,6 +510,14 @@ impl LineState {
                 }
             }
             Record::Statement(st) => self.statements.push((index, st)),
+            Record::Access(a) => {
+                if a.what == "message.seen"
+                    && let Some(id) = a.subject.as_deref().and_then(|s| Uuid::parse_str(s).ok())
+                {
+                    self.seen.entry(id).or_default().push((a.member, a.at_ms));
+                }
+                self.access.push((index, a));
+            }
             // Evidence only: nothing of the line's state changes.
             Record::Receipt(_) | Record::UssNotified(_) => {}
         }
@@ -791,6 +805,14 @@ impl LineState {
                     .collect()
             })
             .unwrap_or_default()
+    }
+    /// Who saw what: (log index, access), in order.
+    pub fn access(&self) -> impl DoubleEndedIterator<Item = &(u64, Access)> {
+        self.access.iter()
+    }
+    /// The members a message was first shown to, and when.
+    pub fn seen(&self, message: &Uuid) -> &[(MemberKey, Millis)] {
+        self.seen.get(message).map(|v| v.as_slice()).unwrap_or(&[])
     }
     /// This party's public statements: (log index, statement), in order.
     pub fn statements(&self) -> impl DoubleEndedIterator<Item = &(u64, Statement)> {
