@@ -1441,7 +1441,6 @@ mod tests {
 }
 
 pub async fn statement(c: StatementCommand) -> Result<()> {
-    use detente::exit::{Failure, Kind};
     match c {
         StatementCommand::Publish {
             text,
