@@ -1403,43 +1403,6 @@ fn statement_ref(a: &str) -> Result<api::wire::line::StatementRefBody> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn statement_refs_split_from_the_end_slashes_in_origin_and_hash_included() {
-        let hash = "2tb45Gb1/biKmhYvB59YWe4nYuGPw0eGkDCt3qVHBiE=";
-        let r = statement_ref(&format!("detente.test/alliance/8/{hash}")).unwrap();
-        assert_eq!(
-            (r.origin.as_str(), r.index, r.leaf_hash.as_str()),
-            ("detente.test/alliance", 8, hash)
-        );
-        for bad in [
-            "a/8/short",
-            &format!("/8/{hash}"),
-            &format!("a/x/{hash}"),
-            "",
-            &format!("a8{hash}"),
-        ] {
-            assert!(statement_ref(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn notice_periods_and_countdowns_read_as_operators_write_them() {
-        assert_eq!(notice("90m").unwrap(), 90 * 60_000);
-        assert_eq!(notice("3d").unwrap(), 3 * 86_400_000);
-        for bad in ["3 weeks", "d", "400d", "-1h", ""] {
-            assert!(notice(bad).is_err(), "{bad}");
-        }
-        assert_eq!(countdown(3 * 86_400_000), "3d 0h 0m");
-        assert_eq!(countdown(61 * 60_000), "1h 1m");
-        assert_eq!(countdown(1), "1m");
-    }
-}
-
 pub async fn statement(c: StatementCommand) -> Result<()> {
     match c {
         StatementCommand::Publish {
@@ -1549,4 +1512,41 @@ pub async fn statement(c: StatementCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn statement_refs_split_from_the_end_slashes_in_origin_and_hash_included() {
+        let hash = "2tb45Gb1/biKmhYvB59YWe4nYuGPw0eGkDCt3qVHBiE=";
+        let r = statement_ref(&format!("detente.test/alliance/8/{hash}")).unwrap();
+        assert_eq!(
+            (r.origin.as_str(), r.index, r.leaf_hash.as_str()),
+            ("detente.test/alliance", 8, hash)
+        );
+        for bad in [
+            "a/8/short",
+            &format!("/8/{hash}"),
+            &format!("a/x/{hash}"),
+            "",
+            &format!("a8{hash}"),
+        ] {
+            assert!(statement_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn notice_periods_and_countdowns_read_as_operators_write_them() {
+        assert_eq!(notice("90m").unwrap(), 90 * 60_000);
+        assert_eq!(notice("3d").unwrap(), 3 * 86_400_000);
+        for bad in ["3 weeks", "d", "400d", "-1h", ""] {
+            assert!(notice(bad).is_err(), "{bad}");
+        }
+        assert_eq!(countdown(3 * 86_400_000), "3d 0h 0m");
+        assert_eq!(countdown(61 * 60_000), "1h 1m");
+        assert_eq!(countdown(1), "1m");
+    }
 }
