@@ -330,6 +330,7 @@ pub fn routes() -> Router<Shared> {
         .route("/console/api/login", post(login))
         .route("/console/api/logout", post(logout))
         .route("/console/api/session", get(session))
+        .route("/console/api/seen", post(seen))
         .route("/console/api/airspace", get(airspace))
         .route("/console/api/events", get(events))
         .route("/console/api/evidence", get(evidence))
@@ -473,6 +474,16 @@ async fn login(
         ));
     };
     st.limiter.check(&caller.sub)?;
+    // Who logged in, with the member's own signature of the challenge.
+    st.line
+        .record_access(liaison::Access {
+            what: "console.login".into(),
+            member: s.member,
+            subject: None,
+            at_ms: now,
+            signed: Some((message.clone(), signature)),
+        })
+        .await?;
     tracing::info!(member = %s.member, "console login");
     let secure = if h.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https") {
         "; Secure"
@@ -495,6 +506,15 @@ async fn login(
 async fn logout(State(st): State<Shared>, h: HeaderMap) -> Result<Response, ApiError> {
     let now = st.line.now_ms();
     if let Some(s) = st.console.session(&h, now) {
+        st.line
+            .record_access(liaison::Access {
+                what: "console.logout".into(),
+                member: s.member,
+                subject: None,
+                at_ms: now,
+                signed: None,
+            })
+            .await?;
         st.console.end(&s, now);
         // Ended for every replica too (they take it in within a second).
         st.dss
@@ -520,6 +540,53 @@ fn logged_in(st: &AppState, h: &HeaderMap) -> Result<(Caller, Value), ApiError> 
     })?;
     st.limiter.check(&out.0.sub)?;
     Ok(out)
+}
+
+/// A message's first display to the logged-in member, signed in the
+/// browser with the member's key over `liaison::seen_text`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SeenBody {
+    message: String,
+    at_ms: u64,
+    /// Ed25519 over `detente-seen/v1\n<node>\n<message>\n<at_ms>`, hex.
+    signature: String,
+}
+
+/// How far a seen marker's time may be from the node's.
+const SEEN_SKEW_MS: u64 = 5 * 60_000;
+
+#[utoipa::path(post, path = "/console/api/seen", tag = "console", summary = "Mark a message as first shown to the logged-in member (signed by the member)", request_body = crate::console::SeenBody, responses((status = 200, description = "Recorded (or already)", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 404, description = "No such message", body = crate::openapi::ErrorBody)), security(("console_session" = [])))]
+pub(crate) async fn seen(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    crate::extract::Body(b): crate::extract::Body<SeenBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    logged_in(&st, &h)?;
+    let now = st.line.now_ms();
+    let member = st
+        .console
+        .session(&h, now)
+        .map(|s| s.member)
+        .ok_or_else(|| ApiError::Unauthenticated("log in to the console first".into()))?;
+    let id = crate::wire::line::uuid(&b.message, "message")?;
+    if b.at_ms.abs_diff(now) > SEEN_SKEW_MS {
+        return Err(ApiError::bad(
+            "at_ms",
+            "within five minutes of the node's clock",
+        ));
+    }
+    let signature = signature(&b.signature)?;
+    st.line
+        .record_access(liaison::Access {
+            what: "message.seen".into(),
+            member,
+            subject: Some(id.to_string()),
+            at_ms: b.at_ms,
+            signed: Some((liaison::seen_text(st.log.origin(), &id, b.at_ms), signature)),
+        })
+        .await?;
+    Ok(Json(json!({ "message": id.to_string(), "seen": true })))
 }
 
 #[utoipa::path(get, path = "/console/api/session", tag = "console", summary = "The session's member, party and role", responses((status = 200, description = "The session", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody)), security(("console_session" = [])))]
@@ -661,6 +728,11 @@ async fn evidence(
     q: Result<axum::extract::Query<EvidenceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     logged_in(&st, &h)?;
+    let member = st
+        .console
+        .session(&h, st.line.now_ms())
+        .map(|s| s.member)
+        .ok_or_else(|| ApiError::Unauthenticated("log in to the console first".into()))?;
     let axum::extract::Query(q) =
         q.map_err(|_| ApiError::bad("entity", "?entity=ID is required"))?;
     let entity = q.entity.trim().to_string();
@@ -685,6 +757,15 @@ async fn evidence(
     let dir = format!("evidence-{entity}");
     let body = node::tlog::archive::write(&dir, &files, st.line.now_ms() / 1000)
         .map_err(|e| ApiError::bad("entity", e.to_string()))?;
+    st.line
+        .record_access(liaison::Access {
+            what: "evidence.export".into(),
+            member,
+            subject: Some(entity.clone()),
+            at_ms: 0,
+            signed: None,
+        })
+        .await?;
     let mut r = ([(header::CONTENT_TYPE, "application/x-tar")], body).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{dir}.tar\"")) {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);

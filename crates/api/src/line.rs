@@ -48,6 +48,7 @@ pub fn routes() -> Router<Shared> {
         .route("/line/v1/messages", get(list_messages).post(send))
         .route("/line/v1/acks", post(acknowledge))
         .route("/line/v1/status", get(status))
+        .route("/line/v1/access", get(list_access))
 }
 
 /// Where peers deliver their records.
@@ -631,7 +632,35 @@ fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u
         "ack": ack,
         "deadline_ms": s.deadline_ms(e),
         "overdue": s.overdue(e, now),
+        // Who of this party it was first shown to, and when (console).
+        "seen": s.seen(&m.id).iter().map(|(k, at)| json!({
+            "member": k.to_hex(), "name": s.member(k).map(|x| x.member.name.clone()), "at_ms": at,
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// Who saw what: console logins and logouts, evidence exports, messages
+/// first shown to members — newest first.
+#[utoipa::path(get, path = "/line/v1/access", tag = "line", summary = "Who saw what: console logins and logouts, evidence exports, messages first shown to a member (newest first)", responses((status = 200, description = "The access records", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
+async fn list_access(
+    State(st): State<Shared>,
+    h: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let list = st.line.read(|s| {
+        s.access()
+            .rev()
+            .take(1000)
+            .map(|(index, a)| {
+                json!({
+                    "index": index, "what": a.what, "member": a.member.to_hex(),
+                    "name": s.member(&a.member).map(|x| x.member.name.clone()),
+                    "subject": a.subject, "at_ms": a.at_ms, "signed_by_member": a.signed.is_some(),
+                })
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(Json(json!({ "access": list })))
 }
 
 #[utoipa::path(get, path = "/line/v1/messages", tag = "line", summary = "Messages with delivery, receipt, acknowledgement and deadline", params(MessagesQuery), responses((status = 200, description = "The messages", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]

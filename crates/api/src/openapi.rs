@@ -97,6 +97,8 @@ impl utoipa::Modify for Security {
         crate::line::send,
         crate::line::acknowledge,
         crate::line::status,
+        crate::line::list_access,
+        crate::console::seen,
         crate::line::records,
         crate::line::peer_witness_key,
         crate::line::peer_add_checkpoint,

@@ -643,6 +643,8 @@ async fn line_routes_check_scopes_and_name_the_field_at_fault(app: &App) {
                 .is(401, "unauthenticated")
                 ,
             case(M::GET, "/line/v1/channels", Some(LINE)),
+            case(M::GET, "/line/v1/access", Some(LINE)),
+            case(M::GET, "/line/v1/access", Some(SC)).is(403, "forbidden"),
             case(M::POST, "/line/v1/channels/nobody/nowhere", Some(ADMIN))
                 .is(400, "invalid_input"),
             case(M::GET, "/line/v1/messages", Some(LINE)),
@@ -671,6 +673,9 @@ async fn console_routes_refuse_without_a_session(app: &App) {
                 .body(json!({}))
                 .is(400, "invalid_input"),
             case(M::GET, "/console/api/session", None).is(401, "unauthenticated"),
+            case(M::POST, "/console/api/seen", None)
+                .body(json!({ "message": "x", "at_ms": 1, "signature": "00" }))
+                .is(401, "unauthenticated"),
             case(M::GET, "/console/api/airspace", None).is(401, "unauthenticated"),
             case(M::GET, "/console/api/evidence", None).is(401, "unauthenticated"),
             case(M::GET, "/console/api/events", None).is(401, "unauthenticated"),

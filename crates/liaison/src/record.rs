@@ -167,6 +167,10 @@ impl MemberSigner {
             signature,
         }
     }
+    /// Signs `text` as it is (a console login's challenge, a seen marker).
+    pub fn sign_text(&self, text: &[u8]) -> [u8; 64] {
+        self.0.sign(text).to_bytes()
+    }
     pub fn sign_ack(&self, a: Ack) -> Signed<Ack> {
         let signature = self.sign(ACK_DOMAIN, &a.to_value());
         Signed {

@@ -84,6 +84,8 @@ pub enum LineWrite {
     UssNotified(liaison::UssNotification),
     /// A public statement of this party.
     PublishStatement(liaison::Statement),
+    /// Who saw what.
+    Access(liaison::Access),
     SetArea {
         peer: String,
         polygons: Vec<Vec<(f64, f64)>>,
@@ -165,6 +167,7 @@ impl LineWrite {
             LineWrite::DesignateContact(constraint) => decide::designate_contact(s, constraint),
             LineWrite::UssNotified(n) => decide::uss_notified(s, n),
             LineWrite::PublishStatement(st) => decide::publish_statement(s, st),
+            LineWrite::Access(a) => decide::record_access(s, a),
             LineWrite::SetArea { peer, polygons } => decide::set_area(s, &peer, polygons),
             LineWrite::Send { m, now } => {
                 decide::send_message_as(s, m, now, decide::Signatures::Checked)
@@ -771,6 +774,16 @@ impl Line {
             }
             h
         })
+    }
+
+    /// Records who saw what: a console login or logout, an evidence export
+    /// (at this node's now), a message's first display to a member (at the
+    /// time the member signed).
+    pub async fn record_access(&self, mut a: liaison::Access) -> Result<(), NodeError> {
+        if a.what != "message.seen" {
+            a.at_ms = self.now_ms();
+        }
+        self.commit(LineWrite::Access(a)).await.map(|_| ())
     }
 
     /// Publishes a statement of this party (`id` `None`: a new one); answers

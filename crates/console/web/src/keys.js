@@ -39,6 +39,11 @@ function concat(a, b) {
   return out;
 }
 
+// A seen marker: liaison::seen_text.
+export function signSeen(member, node, message, atMs) {
+  return sign(member, utf8.encode(`detente-seen/v1\n${node}\n${message}\n${atMs}`));
+}
+
 export function signLogin(member, domain, node, challenge) {
   return sign(member, utf8.encode(`${domain}${node}\n${challenge}`));
 }

@@ -3,7 +3,7 @@
 // acknowledgement countdowns and overdue alerts; compose, sign (in this
 // browser, with the member's own key) and send; acknowledge.
 import { api, app, el, utc, describe, needKey, alertBar } from './app.js';
-import { signMessage, signAck } from './keys.js';
+import { signMessage, signAck, signSeen } from './keys.js';
 
 const $ = (s) => document.querySelector(s);
 const RANK = { FLASH: 0, IMMEDIATE: 1, PRIORITY: 2, ROUTINE: 3 };
@@ -105,9 +105,30 @@ export async function refresh() {
       el('td', {}, `${v.sender_name || m.sender.slice(0, 12)} (${m.from}) → ${m.to}`),
       el('td', {}, m.sphere),
       el('td', { class: 'text' }, text(m)),
-      el('td', {}, delivery(v)),
+      el('td', {}, delivery(v), v.seen && v.seen.length
+        ? el('div', { class: 'small seen' }, `seen by ${v.seen.map((x) => `${x.name || x.member.slice(0, 12)} ${utc(x.at_ms)}`).join(', ')}`)
+        : null),
       el('td', {}, ackCell(v)));
   }));
+  markSeen();
+}
+
+// Incoming messages shown to this member for the first time: a seen
+// marker signed with the member's key (when it is in the page), recorded
+// in this party's log. Never asks for the key just for this.
+async function markSeen() {
+  if (!app.member) return;
+  for (const v of messages) {
+    if (v.direction !== 'in' || (v.seen || []).some((x) => x.member === app.session.member)) continue;
+    const at = Date.now();
+    try {
+      const signature = await signSeen(app.member, app.session.node, v.message.id, at);
+      await api('POST', '/console/api/seen', { message: v.message.id, at_ms: at, signature });
+      v.seen = [...(v.seen || []), { member: app.session.member, at_ms: at }];
+    } catch (e) {
+      // A marker that cannot be recorded now is tried at the next refresh.
+    }
+  }
 }
 
 // An administrator's notices on a channel: a mission channel is

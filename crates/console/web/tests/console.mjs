@@ -107,6 +107,15 @@ try {
   check(await inRow.locator('.prec.prec-FLASH').count() === 1, 'the FLASH appears in Federation\'s inbox, marked FLASH');
   check(/due in/.test(await inRow.locator('.countdown').textContent()), 'with the acknowledgement countdown running');
   await a.screenshot({ path: join(SHOTS, 'line-sent.png') });
+  // Its first display to Sokolov is recorded in Federation's log, signed
+  // with his key: who saw what, before any acknowledgement.
+  await inRow.locator('.seen', { hasText: 'Gen. Sokolov' }).waitFor({ timeout: T });
+  const access = await f.evaluate(async () => (await (await fetch('/line/v1/access')).json()).access);
+  const seenId = await inRow.getAttribute('data-id');
+  check(access.some((x) => x.what === 'message.seen' && x.subject === seenId && x.name === 'Gen. Sokolov' && x.signed_by_member),
+    'the FLASH\'s first display to Sokolov is a seen marker he signed, in Federation\'s log');
+  check(access.some((x) => x.what === 'console.login' && x.name === 'Gen. Sokolov' && x.signed_by_member),
+    'and so is his login');
   await inRow.locator('button.ack').click();
   await inRow.locator('.st.acked').waitFor({ timeout: T });
   ok('Sokolov acknowledges it (signed in his browser)');

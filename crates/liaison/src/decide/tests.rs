@@ -1199,3 +1199,64 @@ fn an_expulsion_with_notice_lets_the_member_act_until_it_takes_effect() {
         Some(T0 + 2)
     );
 }
+
+#[test]
+fn who_saw_what_is_kept_once_per_member_and_message_and_signed_by_the_member() {
+    let (mut a, mut f, s1, s2, _) = peered();
+    let m = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, m.clone(), T0), T0);
+    deliver(&mut f, &mut a, T0);
+    let id = m.value.id;
+    let seen = |at: Millis, signed: Option<(String, [u8; 64])>| Access {
+        what: "message.seen".into(),
+        member: s1.key(),
+        subject: Some(id.to_string()),
+        at_ms: at,
+        signed,
+    };
+    let text_of = |at| seen_text(A, &id, at);
+    let good = (text_of(T0 + 5), s1.sign_text(text_of(T0 + 5).as_bytes()));
+    // Another member's signature, or another text, is refused.
+    let forged = (text_of(T0 + 5), s2.sign_text(text_of(T0 + 5).as_bytes()));
+    assert!(matches!(
+        record_access(&a.state, seen(T0 + 5, Some(forged))),
+        Err(LineError::BadSignature { .. })
+    ));
+    let other = (text_of(T0 + 6), s1.sign_text(text_of(T0 + 6).as_bytes()));
+    assert!(record_access(&a.state, seen(T0 + 5, Some(other))).is_err());
+    a.run(
+        record_access(&a.state, seen(T0 + 5, Some(good.clone()))),
+        T0 + 5,
+    );
+    assert_eq!(a.state.seen(&id), &[(s1.key(), T0 + 5)]);
+    // The first display only.
+    assert_eq!(
+        record_access(&a.state, seen(T0 + 9, None)).unwrap().outcome,
+        LineOutcome::AlreadyDone
+    );
+    // Only this party's members; only messages this node holds.
+    let mut theirs = seen(T0, None);
+    theirs.member = s2.key();
+    assert!(matches!(
+        record_access(&a.state, theirs),
+        Err(LineError::UnknownMember { .. })
+    ));
+    let mut unknown = seen(T0, None);
+    unknown.subject = Some(Uuid::from_u128(77).to_string());
+    assert!(matches!(
+        record_access(&a.state, unknown),
+        Err(LineError::NotFound { .. })
+    ));
+    // Logins are kept as they come; the log says the same after a replay.
+    let login = Access {
+        what: "console.login".into(),
+        member: s1.key(),
+        subject: None,
+        at_ms: T0 + 6,
+        signed: None,
+    };
+    a.run(record_access(&a.state, login), T0 + 6);
+    let replayed = a.replayed();
+    assert_eq!(replayed.seen(&id), a.state.seen(&id));
+    assert_eq!(replayed.access().count(), 2);
+}
