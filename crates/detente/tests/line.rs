@@ -2233,6 +2233,21 @@ async fn the_node_notifies_with_a_token_from_the_pools_oauth_endpoint() {
     assert!(form.contains("scope="), "{form}");
 }
 
+/// Federation's liaison officer sends its first military message to
+/// Alliance; waits until Alliance's receipt says it was taken.
+async fn federation_sends_first_and_it_is_delivered(p: &Pair, precedence: Precedence, text: &str) {
+    let m = message(F, A, &p.f1, 1, Sphere::Military, precedence, text);
+    ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
+    let fu = p.f.clone_base();
+    assert!(
+        until(&fu, "/line/v1/messages?direction=out", 10, |v| {
+            v["messages"][0]["delivery"]["state"] == "delivered"
+        })
+        .await,
+        "{text}: never receipted"
+    );
+}
+
 /// The value of the sample `series` (name and labels as exposed) in a
 /// node's `/metrics`, if present.
 async fn sample(n: &TestNode, series: &str) -> Option<f64> {
@@ -2244,24 +2259,7 @@ async fn sample(n: &TestNode, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn the_line_is_watched_per_peer_and_lane_in_the_metrics() {
     let p = peered().await;
-    let m = message(
-        F,
-        A,
-        &p.f1,
-        1,
-        Sphere::Military,
-        Precedence::Flash,
-        "sector 4",
-    );
-    ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
-    let fu = p.f.clone_base();
-    assert!(
-        until(&fu, "/line/v1/messages?direction=out", 10, |v| {
-            v["messages"][0]["delivery"]["state"] == "delivered"
-        })
-        .await,
-        "never receipted"
-    );
+    federation_sends_first_and_it_is_delivered(&p, Precedence::Flash, "sector 4").await;
     let to_a = |name: &str, lane: Option<&str>| match lane {
         Some(l) => format!("{name}{{peer=\"{A}\",lane=\"{l}\"}}"),
         None => format!("{name}{{peer=\"{A}\"}}"),
@@ -2548,24 +2546,7 @@ async fn an_expulsion_with_notice_counts_down_on_both_sides_and_the_member_acts_
         "{shown}"
     );
     // Until then the member still sends on its mission's channel.
-    let m = message(
-        F,
-        A,
-        &p.f1,
-        1,
-        Sphere::Military,
-        Precedence::Routine,
-        "packing",
-    );
-    ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;
-    let fu = p.f.clone_base();
-    assert!(
-        until(&fu, "/line/v1/messages?direction=out", 10, |v| {
-            v["messages"][0]["delivery"]["state"] == "delivered"
-        })
-        .await,
-        "the member's message during the notice is taken"
-    );
+    federation_sends_first_and_it_is_delivered(&p, Precedence::Routine, "packing").await;
 }
 
 #[tokio::test]
