@@ -344,25 +344,29 @@ async fn geojson_imports_as_constraints_and_a_line_string_becomes_the_line_of_co
     )
     .unwrap();
     let admin = token("line-admin", "detente.line.admin");
-    let (ok, out) = run_cli(
-        bin(),
-        &[
-            "airspace",
-            "import",
-            line.to_str().unwrap(),
-            "--as",
-            "contact",
-            "--buffer-m",
-            "3000",
-            "--to",
-            to["value"].as_str().unwrap(),
-            "--node",
-            &node.base,
-            "--token",
-            &admin,
-        ],
-        &[],
-    );
+    // The line in `line`, declared with a 3 km buffer.
+    let declare = || {
+        run_cli(
+            bin(),
+            &[
+                "airspace",
+                "import",
+                line.to_str().unwrap(),
+                "--as",
+                "contact",
+                "--buffer-m",
+                "3000",
+                "--to",
+                to["value"].as_str().unwrap(),
+                "--node",
+                &node.base,
+                "--token",
+                &admin,
+            ],
+            &[],
+        )
+    };
+    let (ok, out) = declare();
     assert!(ok && out.contains("line of contact: constraint"), "{out}");
     let contact = out
         .split("constraint ")
@@ -421,24 +425,6 @@ async fn geojson_imports_as_constraints_and_a_line_string_becomes_the_line_of_co
         json!({ "type": "LineString", "coordinates": [[12.0, 46.0], [12.3, 46.0], [12.0, 46.001]] }).to_string(),
     )
     .unwrap();
-    let (ok, out) = run_cli(
-        bin(),
-        &[
-            "airspace",
-            "import",
-            line.to_str().unwrap(),
-            "--as",
-            "contact",
-            "--buffer-m",
-            "3000",
-            "--to",
-            to["value"].as_str().unwrap(),
-            "--node",
-            &node.base,
-            "--token",
-            &admin,
-        ],
-        &[],
-    );
+    let (ok, out) = declare();
     assert!(!ok && out.contains("line[1]"), "{out}");
 }
