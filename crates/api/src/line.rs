@@ -127,12 +127,13 @@ async fn list_peers(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoR
     let peers = st.line.read(|s| {
         s.peers()
             .map(|p| {
-                let area: Vec<Vec<[f64; 2]>> = s
-                    .area(&p.name)
-                    .iter()
-                    .map(|poly| poly.iter().map(|(a, b)| [*a, *b]).collect())
-                    .collect();
-                json!({ "name": p.name, "url": p.url, "key": p.vkey, "area": area })
+                json!({
+                    "name": p.name,
+                    "url": p.url,
+                    "key": p.vkey,
+                    "area": polygons_json(s.area(&p.name)),
+                    "area_agreement": area_json(s.area_state(&p.name)),
+                })
             })
             .collect::<Vec<_>>()
     })?;
@@ -232,9 +233,37 @@ async fn contact_line(
     })))
 }
 
-/// The deconfliction area agreed with a peer: this party's intents and
-/// constraints that touch it are shared with the peer.
-#[utoipa::path(put, path = "/line/v1/peers/{name}/area", tag = "line", summary = "Set the deconfliction area agreed with a peer", params(("name" = String, Path, description = "The peer")), request_body = AreaBody, responses((status = 200, description = "Set", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
+fn polygons_json(polygons: &[Vec<(f64, f64)>]) -> Value {
+    json!(
+        polygons
+            .iter()
+            .map(|poly| poly.iter().map(|(a, b)| [*a, *b]).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    )
+}
+
+/// Both parties' proposals of a deconfliction area and the agreement.
+fn area_json(a: Option<&liaison::state::Area>) -> Value {
+    let proposal = |p: &Option<liaison::state::AreaProposal>| {
+        p.as_ref().map_or(Value::Null, |p| {
+            json!({ "polygons": polygons_json(&p.polygons), "at_ms": p.at_ms, "index": p.index })
+        })
+    };
+    match a {
+        None => json!({ "status": "none", "ours": null, "theirs": null, "agreed_index": null }),
+        Some(a) => json!({
+            "status": a.status(),
+            "ours": proposal(&a.ours),
+            "theirs": proposal(&a.theirs),
+            "agreed_index": a.agreed.as_ref().map(|(_, i)| *i),
+        }),
+    }
+}
+
+/// Proposes the deconfliction area shared with a peer: it binds (this
+/// party's intents and constraints that touch it are shared with the
+/// peer) once the peer proposes the same polygons.
+#[utoipa::path(put, path = "/line/v1/peers/{name}/area", tag = "line", summary = "Propose the deconfliction area shared with a peer; it binds once both parties propose the same polygons", params(("name" = String, Path, description = "The peer")), request_body = AreaBody, responses((status = 200, description = "Proposed; `area_agreement.status` says whether it is agreed", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
 async fn set_area(
     State(st): State<Shared>,
     h: HeaderMap,
@@ -249,8 +278,11 @@ async fn set_area(
         .collect();
     let n = polygons.len();
     st.line.set_area(name.clone(), polygons).await?;
-    tracing::info!(peer = %name, polygons = n, "deconfliction area set");
-    Ok(Json(json!({ "peer": name, "polygons": n })))
+    let agreement = st.line.read(|s| area_json(s.area_state(&name)))?;
+    tracing::info!(peer = %name, polygons = n, status = %agreement["status"], "deconfliction area proposed");
+    Ok(Json(
+        json!({ "peer": name, "polygons": n, "area_agreement": agreement }),
+    ))
 }
 
 #[utoipa::path(post, path = "/line/v1/members", tag = "line", summary = "Register a member of this party by public key", request_body = MemberBody, responses((status = 200, description = "Registered", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]

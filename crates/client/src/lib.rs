@@ -279,7 +279,6 @@ impl Client {
             .await
     }
 
-    /// Designates a constraint as the line of contact.
     /// Publishes a public statement of this party.
     pub async fn publish_statement(
         &self,

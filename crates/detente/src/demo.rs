@@ -538,14 +538,37 @@ impl Scenario {
                 Some(area),
             )
             .await?;
+        // Agreed once each node holds both signed proposals.
+        for n in [&mut line.a, &mut line.f] {
+            let mut status = Value::Null;
+            for _ in 0..200 {
+                let v = n
+                    .expect(200, M::GET, "/line/v1/peers", crate::demo_line::ADMIN, None)
+                    .await?;
+                status = v["peers"][0]["area_agreement"]["status"].clone();
+                if status == "agreed" {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            if status != "agreed" {
+                bail!(
+                    "the deconfliction area is {status} at {}, not agreed",
+                    n.base
+                );
+            }
+        }
         println!(
             "1. The two nodes pin each other's log keys (exchanged out of band; `detente peer add`); they talk over"
         );
         println!(
-            "   mutual TLS 1.3 with certificates made from those keys, no certificate authority. They agree the"
+            "   mutual TLS 1.3 with certificates made from those keys, no certificate authority. Each proposes the"
         );
         println!(
-            "   deconfliction area (44.7–45.3N, 9.8–10.8E): operations and constraints inside it are shared."
+            "   deconfliction area (44.7–45.3N, 9.8–10.8E); both logs hold both signed proposals of the same polygons,"
+        );
+        println!(
+            "   so the area is agreed on both sides: operations and constraints inside it are shared."
         );
         println!("   {ka}\n   {kf}\n");
         self.ka = ka;

@@ -80,10 +80,10 @@ pub enum PeerCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Set the deconfliction area agreed with a peer: this party's intents and constraints touching it are shared.
+    /// Propose the deconfliction area shared with a peer: once the peer proposes the same polygons it binds, and this party's intents and constraints touching it are shared.
     Area {
         name: String,
-        /// A polygon as "lat,lng lat,lng lat,lng ..." (repeatable); none clears the area.
+        /// A polygon as "lat,lng lat,lng lat,lng ..." (repeatable); none withdraws this party from the area.
         #[arg(long)]
         polygon: Vec<String>,
         #[command(flatten)]
@@ -495,7 +495,8 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                     })?;
                 polygons.push(vs);
             }
-            conn.client()?
+            let v = conn
+                .client()?
                 .set_area(
                     &name,
                     &AreaBody {
@@ -505,8 +506,9 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                 .await
                 .map_err(failure)?;
             println!(
-                "deconfliction area with {name}: {} polygon(s)",
-                polygons.len()
+                "deconfliction area proposed to {name}: {} polygon(s); {}",
+                polygons.len(),
+                area_status(&name, &v["area_agreement"])
             );
         }
         PeerCommand::Remove { name, reason, conn } => {
@@ -530,22 +532,42 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
             }
             println!("this node: {}", v["me"].as_str().unwrap_or("?"));
             for p in v["peers"].as_array().into_iter().flatten() {
-                let area = p["area"].as_array().map(|a| a.len()).unwrap_or(0);
+                let name = p["name"].as_str().unwrap_or("");
                 println!(
-                    "{}  {}  {}  deconfliction area: {}",
-                    p["name"].as_str().unwrap_or(""),
+                    "{name}  {}  {}  deconfliction area: {}",
                     p["url"].as_str().unwrap_or(""),
                     p["key"].as_str().unwrap_or(""),
-                    if area == 0 {
-                        "none (nothing shared)".to_string()
-                    } else {
-                        format!("{area} polygon(s)")
-                    }
+                    area_status(name, &p["area_agreement"])
                 );
             }
         }
     }
     Ok(())
+}
+
+/// Where the deconfliction area with `peer` stands, in words.
+fn area_status(peer: &str, a: &Value) -> String {
+    let count = |p: &Value| p["polygons"].as_array().map_or(0, Vec::len);
+    let agreed = a["agreed_index"]
+        .as_u64()
+        .map(|i| format!("agreed at index {i}"));
+    let pending = match a["status"].as_str() {
+        Some("proposed") => Some(format!(
+            "{} polygon(s) proposed, awaiting {peer}'s same proposal",
+            count(&a["ours"])
+        )),
+        Some("offered") => Some(format!(
+            "{peer} proposes {} polygon(s), awaiting this party's same proposal",
+            count(&a["theirs"])
+        )),
+        _ => None,
+    };
+    match (agreed, pending) {
+        (Some(g), None) => format!("{} polygon(s), {g}", count(&a["ours"])),
+        (Some(g), Some(p)) => format!("{p} (the area {g} binds meanwhile)"),
+        (None, Some(p)) => format!("{p}; nothing shared until agreed"),
+        (None, None) => "none (nothing shared)".to_string(),
+    }
 }
 
 pub async fn member(c: MemberCommand) -> Result<()> {

@@ -691,7 +691,9 @@ async fn a_duty_officer_works_the_line_from_the_cli() {
     assert!(!ok && out.contains("--polygon"), "{out}");
     let (ok, out) = cli(&a, &adm, &["peer", "list"]);
     assert!(
-        ok && out.contains("deconfliction area: 1 polygon(s)"),
+        ok && out.contains(&format!(
+            "deconfliction area: 1 polygon(s) proposed, awaiting {F}'s same proposal; nothing shared until agreed"
+        )),
         "{out}"
     );
     // The lists also print the node's JSON, for scripts.
@@ -704,7 +706,13 @@ async fn a_duty_officer_works_the_line_from_the_cli() {
         if what == "peer" {
             assert_eq!(v["me"], A, "{v}");
             assert_eq!(v["peers"][0]["name"], F, "{v}");
-            assert_eq!(v["peers"][0]["area"].as_array().map(Vec::len), Some(1), "{v}");
+            assert_eq!(v["peers"][0]["area"].as_array().map(Vec::len), Some(0), "{v}");
+            assert_eq!(v["peers"][0]["area_agreement"]["status"], "proposed", "{v}");
+            assert_eq!(
+                v["peers"][0]["area_agreement"]["ours"]["polygons"][0][0],
+                json!([44.5, 9.5]),
+                "{v}"
+            );
         }
     }
     // A channel's own deadlines and the line of contact, from the CLI.
@@ -2670,4 +2678,140 @@ async fn statements_are_published_answered_by_hash_and_verified_offline() {
         &admin,
     ]);
     assert!(!done && out.contains("answers[0].leaf_hash"), "{out}");
+}
+
+/// The area agreement with `peer` as `n`'s peer list shows it.
+async fn area_agreement(n: &TestNode, peer: &str) -> Value {
+    let v = ok("GET", n.url("/line/v1/peers"), &officer(), None).await;
+    v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == peer)
+        .map(|p| json!({ "area": p["area"], "agreement": p["area_agreement"] }))
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_deconfliction_area_binds_once_both_parties_propose_it_and_what_is_inside_is_shared_then()
+{
+    let a = TestNode::start_with(bin(), &["--name", A]);
+    let f = TestNode::start_with(bin(), &["--name", F]);
+    let (ka, kf) = (log_key(&a).await, log_key(&f).await);
+    pin(&a, F, &f.base, &kf).await;
+    pin(&f, A, &a.base, &ka).await;
+    let alliance = token("alliance-uss", "utm.strategic_coordination");
+    let federation = token("federation-uss", "utm.strategic_coordination");
+    // Alliance's operation exists before any area.
+    let alpha = new_id();
+    ok(
+        "PUT",
+        a.url(&format!("/dss/v1/operational_intent_references/{alpha}")),
+        &alliance,
+        Some(intent_body(square(45.0, 10.2, 0.02), &[], "Accepted")),
+    )
+    .await;
+    let held_at_f = || {
+        let url = f.url(&format!("/dss/v1/operational_intent_references/{alpha}"));
+        let tok = federation.clone();
+        async move { call("GET", url, &tok, None).await.0 == 200 }
+    };
+    let box1 = json!({ "polygons": [[[44.5, 9.5], [44.5, 11.0], [45.5, 11.0], [45.5, 9.5]]] });
+    let box2 = json!({ "polygons": [[[44.0, 9.0], [44.0, 12.0], [46.0, 12.0], [46.0, 9.0]]] });
+    let propose = |n: &TestNode, peer: &str, area: &Value| {
+        let (url, area) = (n.url(&format!("/line/v1/peers/{peer}/area")), area.clone());
+        async move { ok("PUT", url, &admin(), Some(area)).await }
+    };
+    // Alliance's proposal alone: Federation sees it offered, nothing binds.
+    let v = propose(&a, F, &box1).await;
+    assert_eq!(v["area_agreement"]["status"], "proposed", "{v}");
+    assert!(
+        until(
+            &f.base,
+            "/line/v1/peers",
+            10,
+            |v| v["peers"][0]["area_agreement"]["status"] == "offered"
+        )
+        .await,
+        "{}",
+        area_agreement(&f, A).await
+    );
+    // Federation answers with other polygons: still nothing agreed.
+    let v = propose(&f, A, &box2).await;
+    assert_eq!(v["area_agreement"]["status"], "proposed", "{v}");
+    assert!(
+        until(
+            &a.base,
+            "/line/v1/peers",
+            10,
+            |v| v["peers"][0]["area_agreement"]["status"] == "offered"
+        )
+        .await
+    );
+    assert!(!held_at_f().await, "nothing is shared before an agreement");
+    assert_eq!(area_agreement(&a, F).await["area"], json!([]));
+    // The same polygons: agreed on both sides, and Alliance's operation,
+    // inside the area since before, is shared at that moment.
+    let v = propose(&f, A, &box1).await;
+    assert_eq!(v["area_agreement"]["status"], "agreed", "{v}");
+    assert!(
+        until(
+            &a.base,
+            "/line/v1/peers",
+            10,
+            |v| v["peers"][0]["area_agreement"]["status"] == "agreed"
+        )
+        .await
+    );
+    let mut held = false;
+    for _ in 0..200 {
+        held = held_at_f().await;
+        if held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        held,
+        "the operation inside the agreed area reached Federation"
+    );
+    let (at_a, at_f) = (area_agreement(&a, F).await, area_agreement(&f, A).await);
+    assert_eq!(at_a["area"], box1["polygons"], "{at_a}");
+    assert_eq!(at_a["area"], at_f["area"], "the same area on both sides");
+    let (ok_cli, out) = cli(&f, &admin(), &["peer", "list"]);
+    assert!(
+        ok_cli && out.contains("1 polygon(s), agreed at index"),
+        "{out}"
+    );
+    // Every proposal of both parties is an entry of Alliance's log: its
+    // own, signed by it, and Federation's two, kept verbatim.
+    // (The checkpoint comes a moment after the entries.)
+    let key = tlog::Verifier::parse(&ka).unwrap();
+    let mut origins: Vec<String> = vec![];
+    for _ in 0..400 {
+        let (size, _, _) = test_support::log_checkpoint(&a, &key).await;
+        origins = test_support::raw_log_entries(&a, size)
+            .await
+            .into_iter()
+            .filter(|(_, e)| e.entry.kind == "line.area.proposed")
+            .map(|(_, e)| e.entry.origin)
+            .collect();
+        if origins.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(origins, [A, F, F], "{origins:?}");
+    // Alliance withdraws: nothing is agreed, Federation's copy goes.
+    propose(&a, F, &json!({ "polygons": [] })).await;
+    let mut gone = false;
+    for _ in 0..200 {
+        gone = !held_at_f().await;
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "a withdrawn area shares nothing any more");
+    assert_eq!(area_agreement(&f, A).await["area"], json!([]));
 }

@@ -204,14 +204,12 @@ pub fn add_peer(
     Ok(LineDecision::commit(events))
 }
 
-/// Sets the deconfliction area agreed with `peer`: polygons of at least
-/// three (lat, lng) vertices. An empty list shares nothing.
-pub fn set_area(
-    state: &LineState,
-    peer: &str,
-    polygons: Vec<Vec<(f64, f64)>>,
-) -> Result<LineDecision, LineError> {
-    known_peer(state, peer)?;
+/// Polygons of a deconfliction area: each of 3 to 10,000 (lat, lng)
+/// vertices within range.
+fn check_polygons(polygons: &[Vec<(f64, f64)>]) -> Result<(), LineError> {
+    if polygons.len() > 1_000 {
+        return Err(LineError::invalid("polygons", "at most 1,000 polygons"));
+    }
     for (i, p) in polygons.iter().enumerate() {
         if p.len() < 3 || p.len() > 10_000 {
             return Err(LineError::invalid(
@@ -228,13 +226,30 @@ pub fn set_area(
             ));
         }
     }
+    Ok(())
+}
+
+/// Proposes to `peer` the deconfliction area the two share: polygons of at
+/// least three (lat, lng) vertices, sent on the FLASH lane. The area binds
+/// once the peer's latest proposal holds the same polygons; an empty list
+/// withdraws this party from the area agreed.
+pub fn set_area(
+    state: &LineState,
+    peer: &str,
+    polygons: Vec<Vec<(f64, f64)>>,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    known_peer(state, peer)?;
+    check_polygons(&polygons)?;
     Ok(LineDecision::commit(vec![own(
         state,
-        Record::PeerArea {
+        Record::AreaProposed {
+            by: state.me().into(),
             peer: peer.into(),
             polygons,
+            at_ms: now,
         },
-        None,
+        Some((peer, Precedence::Flash)),
     )]))
 }
 
@@ -1029,6 +1044,15 @@ fn refusal(
             .then(|| "a channel notice comes from one party of the channel".to_string()),
         Record::ChannelDeadlines { by, peer, .. } => (by != origin || peer != me)
             .then(|| "deadlines come from one party of the channel".to_string()),
+        Record::AreaProposed {
+            by, peer, polygons, ..
+        } => {
+            if by != origin || peer != me {
+                Some("an area is proposed by one party of the pair to the other".to_string())
+            } else {
+                check_polygons(polygons).err().map(|e| e.to_string())
+            }
+        }
         Record::Message(m) => {
             let msg = &m.value;
             if msg.from != origin || msg.to != me {

@@ -430,12 +430,23 @@ pub enum Record {
         reason: String,
         at_ms: Millis,
     },
-    /// The deconfliction area agreed with a peer (local): operational
-    /// intents and constraints of this party that touch it are shared with
-    /// the peer. Polygons of (lat, lng) vertices.
+    /// A deconfliction area set by this party alone (local), as logs
+    /// written before areas were agreed hold it: read as this party's
+    /// proposal ([`Record::AreaProposed`]), never written. Polygons of
+    /// (lat, lng) vertices.
     PeerArea {
         peer: String,
         polygons: Vec<Vec<(f64, f64)>>,
+    },
+    /// This party's proposal of the deconfliction area it shares with a
+    /// peer, sent to the peer: the area is agreed, and binds, once both
+    /// parties' latest proposals hold the same polygons (an empty proposal
+    /// withdraws the party from any agreed area).
+    AreaProposed {
+        by: String,
+        peer: String,
+        polygons: Vec<Vec<(f64, f64)>>,
+        at_ms: Millis,
     },
     /// An operational intent or constraint change shared with a peer: the
     /// origin's own log entry kind and body for it (`node::entries`), which
@@ -614,6 +625,46 @@ fn uuid(u: &Uuid) -> Value {
 
 fn spheres(s: &[Sphere]) -> Value {
     Value::Array(s.iter().map(|x| t(x.as_str())).collect())
+}
+
+/// Polygons of (lat, lng) vertices as CBOR: arrays of [lat, lng] floats.
+fn polygons_value(polygons: &[Vec<(f64, f64)>]) -> Value {
+    Value::Array(
+        polygons
+            .iter()
+            .map(|p| {
+                Value::Array(
+                    p.iter()
+                        .map(|(lat, lng)| {
+                            Value::Array(vec![Value::Float(*lat), Value::Float(*lng)])
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn polygons_of(v: &Value) -> Result<Vec<Vec<(f64, f64)>>, LineError> {
+    let bad = || malformed("area", "polygons are arrays of [lat, lng] pairs");
+    let Value::Array(ps) = v else {
+        return Err(bad());
+    };
+    ps.iter()
+        .map(|p| match p {
+            Value::Array(vs) => vs
+                .iter()
+                .map(|v| match v {
+                    Value::Array(ll) => match ll.as_slice() {
+                        [Value::Float(a), Value::Float(b)] => Ok((*a, *b)),
+                        _ => Err(bad()),
+                    },
+                    _ => Err(bad()),
+                })
+                .collect::<Result<Vec<_>, _>>(),
+            _ => Err(bad()),
+        })
+        .collect()
 }
 
 fn opt_text(s: &Option<String>) -> Value {
@@ -1035,6 +1086,7 @@ impl Record {
         match self {
             Record::PeerAdded { .. } => "line.peer.added",
             Record::PeerArea { .. } => "line.peer.area",
+            Record::AreaProposed { .. } => "line.area.proposed",
             Record::PeerRemoved { .. } => "line.peer.removed",
             Record::Airspace { .. } => "line.airspace",
             Record::MemberRegistered(_) => "line.member.registered",
@@ -1062,26 +1114,18 @@ impl Record {
             }
             Record::PeerArea { peer, polygons } => map(vec![
                 ("peer", t(peer)),
-                (
-                    "polygons",
-                    Value::Array(
-                        polygons
-                            .iter()
-                            .map(|p| {
-                                Value::Array(
-                                    p.iter()
-                                        .map(|(lat, lng)| {
-                                            Value::Array(vec![
-                                                Value::Float(*lat),
-                                                Value::Float(*lng),
-                                            ])
-                                        })
-                                        .collect(),
-                                )
-                            })
-                            .collect(),
-                    ),
-                ),
+                ("polygons", polygons_value(polygons)),
+            ]),
+            Record::AreaProposed {
+                by,
+                peer,
+                polygons,
+                at_ms,
+            } => map(vec![
+                ("by", t(by)),
+                ("peer", t(peer)),
+                ("polygons", polygons_value(polygons)),
+                ("at_ms", Value::Uint(*at_ms)),
             ]),
             Record::PeerRemoved {
                 name,
@@ -1272,29 +1316,18 @@ impl Record {
             }
             "line.peer.area" => {
                 let f = Fields::new(v, "area", &["peer", "polygons"])?;
-                let bad = || malformed("area", "polygons are arrays of [lat, lng] pairs");
-                let Value::Array(ps) = f.get("polygons")? else {
-                    return Err(bad());
-                };
-                let polygons = ps
-                    .iter()
-                    .map(|p| match p {
-                        Value::Array(vs) => vs
-                            .iter()
-                            .map(|v| match v {
-                                Value::Array(ll) => match ll.as_slice() {
-                                    [Value::Float(a), Value::Float(b)] => Ok((*a, *b)),
-                                    _ => Err(bad()),
-                                },
-                                _ => Err(bad()),
-                            })
-                            .collect::<Result<Vec<_>, _>>(),
-                        _ => Err(bad()),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
                 Record::PeerArea {
                     peer: f.text("peer")?,
-                    polygons,
+                    polygons: polygons_of(f.get("polygons")?)?,
+                }
+            }
+            "line.area.proposed" => {
+                let f = Fields::new(v, "area", &["by", "peer", "polygons", "at_ms"])?;
+                Record::AreaProposed {
+                    by: f.text("by")?,
+                    peer: f.text("peer")?,
+                    polygons: polygons_of(f.get("polygons")?)?,
+                    at_ms: f.u64("at_ms")?,
                 }
             }
             "line.airspace" => {
@@ -1692,6 +1725,12 @@ mod tests {
             Record::PeerArea {
                 peer: "federation".into(),
                 polygons: vec![vec![(45.0, 10.0), (45.5, 10.0), (45.5, 10.5)]],
+            },
+            Record::AreaProposed {
+                by: "alliance".into(),
+                peer: "federation".into(),
+                polygons: vec![vec![(45.0, 10.0), (45.5, 10.0), (45.5, 10.5)]],
+                at_ms: 7,
             },
             Record::Airspace {
                 kind: "operational_intent.removed".into(),

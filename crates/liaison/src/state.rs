@@ -24,6 +24,80 @@ pub struct MemberEntry {
     pub removed_at: Option<Millis>,
 }
 
+/// Polygons of (lat, lng) vertices.
+pub type Polygons = Vec<Vec<(f64, f64)>>;
+
+/// A party's latest proposal of the deconfliction area with a peer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AreaProposal {
+    pub polygons: Polygons,
+    pub at_ms: Millis,
+    /// This node's log index of the proposal.
+    pub index: u64,
+}
+
+/// The deconfliction area of one pair of parties: each party's latest
+/// proposal and the area agreed (both proposals holding the same
+/// polygons), which stays in force until another is agreed or either
+/// party withdraws (proposes no polygons).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Area {
+    pub ours: Option<AreaProposal>,
+    pub theirs: Option<AreaProposal>,
+    /// The agreed polygons and the log index where the agreement was
+    /// reached (the later of the two proposals).
+    pub agreed: Option<(Polygons, u64)>,
+}
+
+impl Area {
+    /// `proposed` (this party's proposal awaits the peer's), `offered`
+    /// (the peer's awaits this party's), `agreed`, or `none`. A new
+    /// proposal leaves an earlier agreement in force: `proposed` or
+    /// `offered` with `agreed` still set.
+    pub fn status(&self) -> &'static str {
+        fn pending(p: &Option<AreaProposal>) -> Option<&AreaProposal> {
+            p.as_ref().filter(|p| !p.polygons.is_empty())
+        }
+        let (ours, theirs) = (pending(&self.ours), pending(&self.theirs));
+        let differ =
+            self.ours.as_ref().map(|p| &p.polygons) != self.theirs.as_ref().map(|p| &p.polygons);
+        let index = |p: &Option<AreaProposal>| p.as_ref().map(|p| p.index);
+        // Of two differing proposals, the later one awaits the other party
+        // (or, when it withdraws, the earlier one still does).
+        let ours_awaits = match (ours, theirs) {
+            (Some(_), Some(_)) => index(&self.ours) > index(&self.theirs),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if differ && ours_awaits {
+            "proposed"
+        } else if differ && theirs.is_some() {
+            "offered"
+        } else if self.agreed.is_some() {
+            "agreed"
+        } else {
+            "none"
+        }
+    }
+
+    fn propose(&mut self, ours: bool, p: AreaProposal) {
+        let withdrawn = p.polygons.is_empty();
+        let index = p.index;
+        if ours {
+            self.ours = Some(p);
+        } else {
+            self.theirs = Some(p);
+        }
+        if withdrawn {
+            self.agreed = None;
+        } else if let (Some(o), Some(t)) = (&self.ours, &self.theirs)
+            && o.polygons == t.polygons
+        {
+            self.agreed = Some((o.polygons.clone(), index));
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Mission {
     pub quota: u32,
@@ -167,7 +241,7 @@ pub struct LineState {
     /// Deciding live: the peer (origin) and the receipt items of the run
     /// of its records appended since this node's last receipt.
     unreceipted: Option<(String, Vec<ReceiptItem>)>,
-    areas: BTreeMap<String, Vec<Vec<(f64, f64)>>>,
+    areas: BTreeMap<String, Area>,
     /// (peer, entity id) of this party's intents and constraints the peer holds.
     shared: std::collections::HashSet<(String, String)>,
     contact: std::collections::BTreeSet<Uuid>,
@@ -393,8 +467,34 @@ impl LineState {
                     );
                 }
             }
+            // An area set alone, as earlier logs hold it: this party's
+            // proposal.
             Record::PeerArea { peer, polygons } => {
-                self.areas.insert(peer, polygons);
+                self.areas.entry(peer).or_default().propose(
+                    true,
+                    AreaProposal {
+                        polygons,
+                        at_ms: 0,
+                        index,
+                    },
+                );
+            }
+            Record::AreaProposed {
+                by,
+                peer,
+                polygons,
+                at_ms,
+            } => {
+                let ours = by == self.me;
+                let other = if ours { peer } else { by };
+                self.areas.entry(other).or_default().propose(
+                    ours,
+                    AreaProposal {
+                        polygons,
+                        at_ms,
+                        index,
+                    },
+                );
             }
             // Nothing is shared with it any more; pinned again, it needs
             // an area agreed again.
@@ -526,8 +626,17 @@ impl LineState {
     // ---- queries ----
 
     /// The deconfliction area agreed with `peer` (empty: nothing shared).
+    /// The deconfliction area agreed with `peer` (none: nothing shared).
     pub fn area(&self, peer: &str) -> &[Vec<(f64, f64)>] {
-        self.areas.get(peer).map(|v| v.as_slice()).unwrap_or(&[])
+        self.areas
+            .get(peer)
+            .and_then(|a| a.agreed.as_ref())
+            .map(|(p, _)| p.as_slice())
+            .unwrap_or(&[])
+    }
+    /// Both parties' proposals of the area with `peer` and the agreement.
+    pub fn area_state(&self, peer: &str) -> Option<&Area> {
+        self.areas.get(peer)
     }
     /// The acknowledgement deadline of `precedence` on the channel with
     /// `peer` for a message created at `at`: the latest setting by either
@@ -608,8 +717,11 @@ impl LineState {
     }
 
     /// Peers with a deconfliction area.
+    /// The agreed deconfliction areas, per peer.
     pub fn areas(&self) -> impl Iterator<Item = (&String, &Vec<Vec<(f64, f64)>>)> {
-        self.areas.iter()
+        self.areas
+            .iter()
+            .filter_map(|(peer, a)| a.agreed.as_ref().map(|(p, _)| (peer, p)))
     }
     /// Whether the peer holds this party's entity `id` (shared and not
     /// since removed).

@@ -86,9 +86,11 @@ pub enum LineWrite {
     PublishStatement(liaison::Statement),
     /// Who saw what.
     Access(liaison::Access),
+    /// This party's proposal of the deconfliction area with a peer.
     SetArea {
         peer: String,
         polygons: Vec<Vec<(f64, f64)>>,
+        now: Millis,
     },
     /// A member-signed message, its signature already checked.
     Send {
@@ -168,7 +170,11 @@ impl LineWrite {
             LineWrite::UssNotified(n) => decide::uss_notified(s, n),
             LineWrite::PublishStatement(st) => decide::publish_statement(s, st),
             LineWrite::Access(a) => decide::record_access(s, a),
-            LineWrite::SetArea { peer, polygons } => decide::set_area(s, &peer, polygons),
+            LineWrite::SetArea {
+                peer,
+                polygons,
+                now,
+            } => decide::set_area(s, &peer, polygons, now),
             LineWrite::Send { m, now } => {
                 decide::send_message_as(s, m, now, decide::Signatures::Checked)
             }
@@ -819,14 +825,20 @@ impl Line {
         self.commit(LineWrite::UssNotified(n)).await.map(|_| ())
     }
 
-    /// Sets the deconfliction area agreed with `peer`.
+    /// Proposes to `peer` the deconfliction area the two share (it binds
+    /// once the peer proposes the same polygons).
     pub async fn set_area(
         &self,
         peer: String,
         polygons: Vec<Vec<(f64, f64)>>,
     ) -> Result<(), NodeError> {
-        self.commit(LineWrite::SetArea { peer, polygons })
-            .await
-            .map(|_| ())
+        let now = self.now_ms();
+        self.commit(LineWrite::SetArea {
+            peer,
+            polygons,
+            now,
+        })
+        .await
+        .map(|_| ())
     }
 }

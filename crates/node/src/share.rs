@@ -87,11 +87,77 @@ pub fn outgoing(line: &LineState, e: &Event) -> Vec<LineEvent> {
             _ => None,
         };
         if let Some(ev) = share {
-            let (kind, body) = entry_body(&ev);
-            out.push(liaison::decide::share_airspace(line, peer, kind, body));
+            out.push(share_with(line, peer, &ev));
         }
     }
     out
+}
+
+/// The peers whose deconfliction area `events` propose, with the area
+/// agreed with each before them.
+pub fn areas_concerned(
+    line: &LineState,
+    events: &[LineEvent],
+) -> Vec<(String, liaison::state::Polygons)> {
+    let mut out: Vec<(String, liaison::state::Polygons)> = Vec::new();
+    for e in events {
+        let peer = match e {
+            LineEvent::Own(entry) => match &entry.record {
+                liaison::Record::AreaProposed { peer, .. } => peer,
+                _ => continue,
+            },
+            LineEvent::Received {
+                entry,
+                origin,
+                refused: None,
+                ..
+            } if matches!(entry.record, liaison::Record::AreaProposed { .. }) => origin,
+            _ => continue,
+        };
+        if !out.iter().any(|(p, _)| p == peer) {
+            out.push((peer.clone(), line.area(peer).to_vec()));
+        }
+    }
+    out
+}
+
+/// What sharing with `peer` calls for once the area agreed with it has
+/// changed (share each with [`share_with`]): this party's intents and constraints inside the area that the
+/// peer does not hold yet, and the removal of those it holds that are no
+/// longer inside.
+pub fn resync(line: &LineState, air: &AirspaceState, peer: &str) -> Vec<Event> {
+    let area = area_volumes(line.area(peer));
+    let mut changes = Vec::new();
+    for i in air.intents().filter(|i| !is_peer_copy(&i.manager)) {
+        let (inside, held) = (
+            touches(&i.extents, &area),
+            line.shared_with(peer, &i.id.to_string()),
+        );
+        if inside && !held {
+            changes.push(Event::IntentUpserted(i.clone()));
+        } else if held && !inside {
+            changes.push(Event::IntentRemoved(i.id));
+        }
+    }
+    for c in air.constraints().filter(|c| !is_peer_copy(&c.manager)) {
+        let (inside, held) = (
+            touches(&c.extents, &area),
+            line.shared_with(peer, &c.id.to_string()),
+        );
+        if inside && !held {
+            changes.push(Event::ConstraintUpserted(c.clone()));
+        } else if held && !inside {
+            changes.push(Event::ConstraintRemoved(c.id));
+        }
+    }
+    changes
+}
+
+/// The line event sharing one airspace change with `peer` (its sequence
+/// number the next on its lane: append each before making the next).
+pub fn share_with(line: &LineState, peer: &str, e: &Event) -> LineEvent {
+    let (kind, body) = entry_body(e);
+    liaison::decide::share_airspace(line, peer, kind, body)
 }
 
 /// A change of a peer's copy, for the local subscriptions it touched: this

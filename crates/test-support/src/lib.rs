@@ -667,7 +667,10 @@ pub async fn own_log_entries(
     all
 }
 
-async fn raw_log_entries(node: &TestNode, size: u64) -> Vec<(Vec<u8>, tlog::entry::SignedEntry)> {
+pub async fn raw_log_entries(
+    node: &TestNode,
+    size: u64,
+) -> Vec<(Vec<u8>, tlog::entry::SignedEntry)> {
     use base64::Engine;
     let mut out = Vec::new();
     let mut start = 0;

@@ -1260,3 +1260,61 @@ fn who_saw_what_is_kept_once_per_member_and_message_and_signed_by_the_member() {
     assert_eq!(replayed.seen(&id), a.state.seen(&id));
     assert_eq!(replayed.access().count(), 2);
 }
+
+#[test]
+fn a_deconfliction_area_binds_only_once_both_parties_propose_the_same_polygons() {
+    let (mut a, mut f, _, _, _) = peered();
+    let box1 = vec![vec![(44.5, 9.5), (44.5, 11.0), (45.5, 11.0), (45.5, 9.5)]];
+    let box2 = vec![vec![(44.0, 9.0), (44.0, 12.0), (46.0, 12.0), (46.0, 9.0)]];
+    // Alliance's proposal alone binds nothing, on either side.
+    a.run(set_area(&a.state, F, box1.clone(), T0), T0);
+    deliver(&mut a, &mut f, T0);
+    assert!(a.state.area(F).is_empty() && f.state.area(A).is_empty());
+    assert_eq!(a.state.area_state(F).unwrap().status(), "proposed");
+    assert_eq!(f.state.area_state(A).unwrap().status(), "offered");
+    // Federation proposes other polygons: still nothing agreed.
+    f.run(set_area(&f.state, A, box2.clone(), T0 + 1), T0 + 1);
+    deliver(&mut f, &mut a, T0 + 1);
+    assert!(a.state.area(F).is_empty() && f.state.area(A).is_empty());
+    // The same polygons: agreed on both sides, the same area.
+    f.run(set_area(&f.state, A, box1.clone(), T0 + 2), T0 + 2);
+    assert_eq!(f.state.area(A), box1.as_slice());
+    assert!(a.state.area(F).is_empty(), "not before it arrives");
+    deliver(&mut f, &mut a, T0 + 2);
+    assert_eq!(a.state.area(F), box1.as_slice());
+    assert_eq!(a.state.area_state(F).unwrap().status(), "agreed");
+    assert_eq!(f.state.area_state(A).unwrap().status(), "agreed");
+    // A new proposal leaves the agreed area in force until agreed in turn.
+    a.run(set_area(&a.state, F, box2.clone(), T0 + 3), T0 + 3);
+    deliver(&mut a, &mut f, T0 + 3);
+    assert_eq!(a.state.area(F), box1.as_slice());
+    assert_eq!(f.state.area_state(A).unwrap().status(), "offered");
+    f.run(set_area(&f.state, A, box2.clone(), T0 + 4), T0 + 4);
+    deliver(&mut f, &mut a, T0 + 4);
+    assert_eq!(a.state.area(F), box2.as_slice());
+    assert_eq!(f.state.area(A), box2.as_slice());
+    // Either party withdraws alone: nothing is agreed any more.
+    f.run(set_area(&f.state, A, vec![], T0 + 5), T0 + 5);
+    deliver(&mut f, &mut a, T0 + 5);
+    assert!(a.state.area(F).is_empty() && f.state.area(A).is_empty());
+    assert_eq!(a.state.area_state(F).unwrap().status(), "proposed");
+    // The log alone rebuilds the same agreement.
+    assert_eq!(a.replayed().area_state(F), a.state.area_state(F));
+    // A proposal naming another pair, or bad polygons, is refused.
+    assert!(
+        set_area(
+            &a.state,
+            F,
+            vec![vec![(91.0, 0.0), (0.0, 0.0), (1.0, 1.0)]],
+            T0
+        )
+        .is_err()
+    );
+    let forged = Record::AreaProposed {
+        by: "commonwealth".into(),
+        peer: A.into(),
+        polygons: box1,
+        at_ms: T0,
+    };
+    assert!(refusal(&a.state, F, &forged, T0, Signatures::Checked).is_some());
+}

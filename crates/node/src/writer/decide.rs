@@ -150,18 +150,40 @@ impl Decider {
                     // A peer's accepted airspace change updates its copy here.
                     let (copies, copy_notices) =
                         crate::line::peer_airspace_effects(&d.events, &st, signer);
-                    let commit = liaison::decide::append(
+                    let areas_before = crate::share::areas_concerned(&ls, &d.events);
+                    let mut new = liaison::decide::append(
                         &mut ls,
                         &signer.signer,
                         now_ms,
                         &mut frontier,
                         d.events,
-                    )
-                    .map(|new| LineCommit {
+                    )?;
+                    // An area agreed (or withdrawn) now: what this party
+                    // holds in it is shared at once, what left it removed.
+                    for (peer, before) in areas_before {
+                        if ls.area(&peer) != before.as_slice() {
+                            for change in crate::share::resync(&ls, &st, &peer) {
+                                let share = crate::share::share_with(&ls, &peer, &change);
+                                match liaison::decide::append(
+                                    &mut ls,
+                                    &signer.signer,
+                                    now_ms,
+                                    &mut frontier,
+                                    vec![share],
+                                ) {
+                                    Ok(leaves) => new.extend(leaves),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, peer, "an airspace change could not be shared with a peer")
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let commit = LineCommit {
                         outcome: d.outcome,
                         first_index: next,
                         leaves: new,
-                    })?;
+                    };
                     notices.extend(copy_notices);
                     if !copies.is_empty() {
                         st.apply(&copies);
