@@ -639,14 +639,18 @@ fn view_of(st: &Shared, id: &Uuid) -> Result<Value, ApiError> {
         .unwrap_or(Value::Null))
 }
 
-fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u64) -> Value {
-    let m = &e.signed.value;
-    let sender = s.member(&m.sender).map(|x| x.member.name.clone());
-    let delivery = match &e.delivery {
+fn delivery_of(d: &Delivery) -> Value {
+    match d {
         Delivery::Queued => json!({ "state": "queued" }),
         Delivery::Delivered { index } => json!({ "state": "delivered", "index": index }),
         Delivery::Refused { reason } => json!({ "state": "refused", "reason": reason }),
-    };
+    }
+}
+
+fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u64) -> Value {
+    let m = &e.signed.value;
+    let sender = s.member(&m.sender).map(|x| x.member.name.clone());
+    let delivery = delivery_of(&e.delivery);
     let ack = e.ack.as_ref().map(|a| {
         json!({
             "by": a.value.by.to_hex(),
@@ -654,9 +658,33 @@ fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u
             "verdict": a.value.verdict.as_str(), "text": a.value.text, "at_ms": a.value.at_ms,
         })
     });
+    // A group's messages shown together: each addressee's delivery,
+    // acknowledgement and deadline (on the sender's side: all of them).
+    let group = m.group.as_ref().map(|g| {
+        let members: Vec<Value> = s
+            .group(&g.id)
+            .map(|x| {
+                json!({
+                    "to": x.signed.value.to,
+                    "id": x.signed.value.id.to_string(),
+                    "delivery": delivery_of(&x.delivery)["state"],
+                    "ack": x.ack.as_ref().map(|a| a.value.verdict.as_str()),
+                    "deadline_ms": s.deadline_ms(x),
+                    "overdue": s.overdue(x, now),
+                })
+            })
+            .collect();
+        json!({
+            "id": g.id.to_string(),
+            "to": g.to,
+            "messages": members,
+            "acknowledged": members.iter().filter(|x| !x["ack"].is_null()).count(),
+        })
+    });
     json!({
         "direction": if e.outgoing { "out" } else { "in" },
         "message": MessageWire::from_domain(m),
+        "group": group,
         "sender_name": sender,
         "signature": e.signed.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         "index": e.index,

@@ -282,6 +282,7 @@ fn wire(s: &MemberSigner, seq: u64, precedence: Precedence) -> Result<Vec<u8>> {
         body: Body::Text {
             text: "routine traffic of a realistic size: position report, sector 4, no change to the plan; next report in 15 minutes".into(),
         },
+        group: None,
     });
     Ok(serde_json::to_vec(&api::wire::line::SendBody::signed(&m))?)
 }

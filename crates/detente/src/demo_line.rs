@@ -191,6 +191,7 @@ impl LineDemo {
             seq: *seq,
             created_ms: now_ms(),
             body,
+            group: None,
         });
         (id, json!(api::wire::line::SendBody::signed(&m)))
     }

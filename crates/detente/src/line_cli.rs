@@ -274,9 +274,9 @@ pub struct SendArgs {
     /// The sending member's key file (`detente member keygen`).
     #[arg(long = "as")]
     key: PathBuf,
-    /// The peer party.
-    #[arg(long)]
-    to: String,
+    /// The peer party; several (`--to a --to b` or `--to a,b`) send the same message to each at once, each with its own receipt, acknowledgement and deadline.
+    #[arg(long, required = true, value_delimiter = ',')]
+    to: Vec<String>,
     /// diplomatic, information, military or direct-line.
     #[arg(long)]
     sphere: String,
@@ -298,7 +298,7 @@ pub struct SendArgs {
     /// accept, counter-proposal or refuse.
     #[arg(long)]
     verdict: Option<String>,
-    /// Idempotency id (default: a fresh one); resending with the same id is safe.
+    /// Idempotency id (default: a fresh one); resending with the same id is safe. With several peers, the group's id (each peer's message id is derived from it).
     #[arg(long)]
     id: Option<Uuid>,
     #[command(flatten)]
@@ -636,9 +636,10 @@ pub async fn member(c: MemberCommand) -> Result<()> {
     Ok(())
 }
 
-/// Signs and sends a message; retries with the sequence number the node
+/// Signs and sends a message, to each peer given (several: one message per
+/// peer, all naming the group); retries with the sequence number the node
 /// expects if another send by the same member got there first.
-pub async fn send(a: SendArgs) -> Result<Value> {
+pub async fn send(a: SendArgs) -> Result<Vec<Value>> {
     let signer = read_member_key(&a.key)?;
     let precedence = Precedence::parse(&a.precedence.to_uppercase())
         .ok_or_else(|| anyhow!("--precedence: one of {}", Precedence::expected()))?;
@@ -696,49 +697,100 @@ pub async fn send(a: SendArgs) -> Result<Value> {
     let mut seq = mine["last_seq"].as_u64().unwrap_or(0) + 1;
     let id = a.id.unwrap_or_else(|| node::RandomIds.uuid_v4());
     let created_ms = now_ms();
-    for _ in 0..5 {
-        let m = signer.sign_message(Message {
-            id,
-            from: me.clone(),
-            to: a.to.clone(),
-            sphere,
-            precedence,
-            sender: signer.key(),
-            seq,
-            created_ms,
-            body: body.clone(),
-        });
-        match node.send(&SendBody::signed(&m)).await {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                // Another send by this member took the sequence number:
-                // the node says which one it expects.
-                if let Some(r) = e.refusal()
-                    && r.code == "out_of_sequence"
-                    && let Some(n) = r.body["expected"].as_u64()
-                    && n > seq
-                {
-                    seq = n;
-                    continue;
+    let mut to = a.to.clone();
+    to.dedup();
+    let group = (to.len() > 1).then(|| liaison::Group { id, to: to.clone() });
+    let mut sent = Vec::new();
+    for peer in &to {
+        let message_id = match &group {
+            Some(g) => group_message_id(&g.id, peer),
+            None => id,
+        };
+        let mut done = None;
+        for _ in 0..5 {
+            let m = signer.sign_message(Message {
+                id: message_id,
+                from: me.clone(),
+                to: peer.clone(),
+                sphere,
+                precedence,
+                sender: signer.key(),
+                seq,
+                created_ms,
+                body: body.clone(),
+                group: group.clone(),
+            });
+            match node.send(&SendBody::signed(&m)).await {
+                Ok(v) => {
+                    done = Some(v);
+                    break;
                 }
-                return Err(failure(e));
+                Err(e) => {
+                    // Another send by this member took the sequence number:
+                    // the node says which one it expects.
+                    if let Some(r) = e.refusal()
+                        && r.code == "out_of_sequence"
+                        && let Some(n) = r.body["expected"].as_u64()
+                        && n > seq
+                    {
+                        seq = n;
+                        continue;
+                    }
+                    // The group sent again: this peer's message is there.
+                    if group.is_some()
+                        && let Some(r) = e.refusal()
+                        && r.code == "conflict"
+                    {
+                        done = Some(
+                            serde_json::json!({ "already_sent": peer, "id": message_id.to_string() }),
+                        );
+                        break;
+                    }
+                    return Err(failure(e));
+                }
             }
         }
+        let v = done.ok_or_else(|| anyhow!("the member's sequence kept moving; try again"))?;
+        if v["already_sent"].is_null() {
+            seq += 1;
+        }
+        sent.push(v);
     }
-    bail!("the member's sequence kept moving; try again")
+    Ok(sent)
+}
+
+/// The id of a group's message to `peer`: derived from the group's id, so
+/// that sending the group again is idempotent.
+fn group_message_id(group: &Uuid, peer: &str) -> Uuid {
+    let mut src = b"detente group message v1\n".to_vec();
+    src.extend_from_slice(group.as_bytes());
+    src.extend_from_slice(peer.as_bytes());
+    let d = tlog::hash::sha256(&src);
+    uuid::Builder::from_random_bytes(d[..16].try_into().unwrap_or([0; 16])).into_uuid()
 }
 
 pub fn print_sent(v: &Value) {
+    if let Some(peer) = v["already_sent"].as_str() {
+        println!(
+            "the group's message to {peer} was already sent (message {})",
+            v["id"].as_str().unwrap_or("")
+        );
+        return;
+    }
     let m = &v["message"];
     println!(
-        "{} {} seq {} {} → {} on {}: {}",
+        "{} {} seq {} {} → {} on {}: {}{}",
         m["precedence"].as_str().unwrap_or(""),
         m["id"].as_str().unwrap_or(""),
         m["seq"],
         m["from"].as_str().unwrap_or(""),
         m["to"].as_str().unwrap_or(""),
         m["sphere"].as_str().unwrap_or(""),
-        v["delivery"]["state"].as_str().unwrap_or("")
+        v["delivery"]["state"].as_str().unwrap_or(""),
+        m["group"]["id"]
+            .as_str()
+            .map(|g| format!(" (group {g})"))
+            .unwrap_or_default()
     );
 }
 
@@ -828,7 +880,7 @@ pub fn inbox_line(e: &Value, now: u64) -> String {
         _ => body["text"].as_str().unwrap_or("").to_string(),
     };
     format!(
-        "{} {dir} {:<9} {:<11} {:<20} {} #{} {} | {} | {} | {}",
+        "{} {dir} {:<9} {:<11} {:<20} {} #{} {} | {} | {} | {}{}",
         rfc3339(m["created_ms"].as_u64().unwrap_or(0)),
         m["precedence"].as_str().unwrap_or(""),
         m["sphere"].as_str().unwrap_or(""),
@@ -838,7 +890,44 @@ pub fn inbox_line(e: &Value, now: u64) -> String {
         m["id"].as_str().unwrap_or(""),
         delivery,
         ack,
-        text
+        text,
+        group_line(&e["group"], e["direction"] == "out")
+    )
+}
+
+/// A group message's companions: on the sender's side each addressee's
+/// state, on an addressee's side who else it went to.
+fn group_line(g: &Value, outgoing: bool) -> String {
+    if g.is_null() {
+        return String::new();
+    }
+    let to: Vec<&str> = g["to"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !outgoing {
+        return format!("\n    (one of a group sent to {})", to.join(", "));
+    }
+    let each: Vec<String> = g["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let state = match (m["ack"].as_str(), m["overdue"] == true) {
+                (Some(v), _) => format!("ack {v}"),
+                (None, true) => "OVERDUE".to_string(),
+                (None, false) => m["delivery"].as_str().unwrap_or("").to_string(),
+            };
+            format!("{} {state}", m["to"].as_str().unwrap_or(""))
+        })
+        .collect();
+    format!(
+        "\n    group of {}: {} acknowledged — {}",
+        to.len(),
+        g["acknowledged"],
+        each.join("; ")
     )
 }
 

@@ -517,8 +517,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Peer(c) => line_cli::peer(c).await,
         Command::Member(c) => line_cli::member(c).await,
         Command::Send(a) => {
-            let v = line_cli::send(a).await?;
-            line_cli::print_sent(&v);
+            for v in line_cli::send(a).await? {
+                line_cli::print_sent(&v);
+            }
             Ok(())
         }
         Command::Inbox(a) => line_cli::inbox(a).await,

@@ -651,6 +651,7 @@ async fn no_message_is_lost_duplicated_or_reordered_through_kills_and_partitions
                     body: Body::Text {
                         text: format!("sender {i} message {seq}"),
                     },
+                    group: None,
                 });
                 let body = json!({
                     "message": api::MessageWire::from_domain(&m.value),

@@ -188,6 +188,7 @@ fn message(
         seq,
         created_ms: now_ms(),
         body: Body::Text { text: text.into() },
+        group: None,
     });
     json!({
         "message": api::MessageWire::from_domain(&signed.value),
@@ -2814,4 +2815,171 @@ async fn a_deconfliction_area_binds_once_both_parties_propose_it_and_what_is_ins
     }
     assert!(gone, "a withdrawn area shares nothing any more");
     assert_eq!(area_agreement(&f, A).await["area"], json!([]));
+}
+
+/// Three parties' nodes in a full mesh, a registered member on each.
+async fn mesh_of_three() -> ([TestNode; 3], [MemberSigner; 3]) {
+    let names = [A, F, C3];
+    let nodes = names.map(|n| TestNode::start_with(bin(), &["--name", n]));
+    let members = [31u8, 32, 33].map(|s| MemberSigner::from_seed(&[s; 32]));
+    let mut keys = Vec::new();
+    for (n, m) in nodes.iter().zip(&members) {
+        register(n, m, "Duty officer").await;
+        keys.push(log_key(n).await);
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, other) in nodes.iter().enumerate() {
+            if i != j {
+                pin(n, names[j], &other.base, &keys[j]).await;
+            }
+        }
+    }
+    (nodes, members)
+}
+
+const C3: &str = "commonwealth.test";
+
+#[tokio::test]
+async fn a_flash_to_several_peers_is_one_message_each_acknowledged_on_its_own_and_shown_together() {
+    let ([a, f, c], [a1, f1, c1]) = mesh_of_three().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("a1.key");
+    std::fs::write(&key, format!("{}\n", "1f".repeat(32))).unwrap();
+    let group = Uuid::from_u128(0x5eed);
+    let send = [
+        "send",
+        "--as",
+        key.to_str().unwrap(),
+        "--to",
+        &format!("{F},{C3}"),
+        "--sphere",
+        "direct-line",
+        "--precedence",
+        "FLASH",
+        "--text",
+        "Unannounced formation crossing sector 4: hold all departures",
+        "--id",
+        &group.to_string(),
+    ];
+    let (sent, out) = cli(&a, &officer(), &send);
+    assert!(sent, "{out}");
+    assert_eq!(out.matches(&format!("(group {group})")).count(), 2, "{out}");
+    // Sending the group again changes nothing: its messages' ids derive
+    // from the group's.
+    let (again, out) = cli(&a, &officer(), &send);
+    assert!(again, "{out}");
+    assert_eq!(out.matches("was already sent").count(), 2, "{out}");
+    assert_eq!(messages(&a, "out").await.len(), 2);
+    // Each addressee gets its own message, naming the group and both.
+    let mut ids = Vec::new();
+    for n in [&f, &c] {
+        let mut inbox = Vec::new();
+        for _ in 0..200 {
+            inbox = messages(n, "in").await;
+            if !inbox.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(inbox.len(), 1, "{inbox:?}");
+        let g = &inbox[0]["group"];
+        assert_eq!(g["id"], group.to_string(), "{g}");
+        assert_eq!(g["to"], json!([F, C3]), "{g}");
+        assert_eq!(inbox[0]["message"]["precedence"], "FLASH");
+        assert_eq!(inbox[0]["sender_name"], "Duty officer");
+        ids.push(inbox[0]["message"]["id"].as_str().unwrap().to_string());
+    }
+    assert_ne!(ids[0], ids[1]);
+    // The sender sees the group together: each addressee's receipt and
+    // deadline, then each acknowledgement as it comes.
+    let acknowledged = |n: u64| {
+        move |v: &Value| {
+            v["messages"].as_array().is_some_and(|ms| {
+                ms.len() == 2
+                    && ms.iter().all(|m| {
+                        m["group"]["acknowledged"] == n
+                            && m["group"]["messages"].as_array().is_some_and(|g| {
+                                g.len() == 2 && g.iter().all(|x| x["delivery"] == "delivered")
+                            })
+                    })
+            })
+        }
+    };
+    assert!(
+        until(
+            &a.base,
+            "/line/v1/messages?direction=out",
+            10,
+            acknowledged(0)
+        )
+        .await
+    );
+    ok(
+        "POST",
+        f.url("/line/v1/acks"),
+        &officer(),
+        Some(ack(F, A, &f1, &ids[0])),
+    )
+    .await;
+    assert!(
+        until(
+            &a.base,
+            "/line/v1/messages?direction=out",
+            10,
+            acknowledged(1)
+        )
+        .await
+    );
+    let (listed, out) = cli(&a, &officer(), &["inbox", "--direction", "out"]);
+    assert!(listed, "{out}");
+    assert!(
+        out.contains(&format!(
+            "group of 2: 1 acknowledged — {F} ack accept; {C3} delivered"
+        )),
+        "{out}"
+    );
+    ok(
+        "POST",
+        c.url("/line/v1/acks"),
+        &officer(),
+        Some(ack(C3, A, &c1, &ids[1])),
+    )
+    .await;
+    assert!(
+        until(
+            &a.base,
+            "/line/v1/messages?direction=out",
+            10,
+            acknowledged(2)
+        )
+        .await
+    );
+    // A group that does not name the addressee, or names the sender, is
+    // refused with the field.
+    for (to, bad) in [
+        (vec![C3.to_string(), "x".into()], F),
+        (vec![A.into(), C3.into()], C3),
+    ] {
+        let signed = a1.sign_message(Message {
+            id: Uuid::from_u128(7),
+            from: A.into(),
+            to: bad.into(),
+            sphere: Sphere::DirectLine,
+            precedence: Precedence::Flash,
+            sender: a1.key(),
+            seq: 3,
+            created_ms: now_ms(),
+            body: Body::Text { text: "x".into() },
+            group: Some(liaison::Group {
+                id: Uuid::from_u128(8),
+                to,
+            }),
+        });
+        let body = json!({
+            "message": api::MessageWire::from_domain(&signed.value),
+            "signature": signed.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        });
+        let (s, v) = call("POST", a.url("/line/v1/messages"), &officer(), Some(body)).await;
+        assert_eq!((s, v["field"].as_str()), (400, Some("group")), "{v}");
+    }
 }

@@ -875,6 +875,16 @@ pub fn send_message_as(
         LineError::invalid("to", format!("{:?} is not a peer of this node", msg.to))
     })?;
     check_body(msg)?;
+    if let Some(g) = &msg.group {
+        g.check(&msg.from, &msg.to)
+            .map_err(|e| LineError::invalid("group", e))?;
+        if let Some(p) = g.to.iter().find(|p| state.peer(p).is_none()) {
+            return Err(LineError::invalid(
+                "group.to",
+                format!("{p:?} is not a peer of this node"),
+            ));
+        }
+    }
     let member = state
         .member(&msg.sender)
         .filter(|e| e.party == state.me())
@@ -1066,6 +1076,9 @@ fn refusal(
             }
             if msg.body.text().len() > MAX_TEXT_BYTES {
                 return Some(format!("the body is over {MAX_TEXT_BYTES} bytes"));
+            }
+            if let Some(Err(e)) = msg.group.as_ref().map(|g| g.check(&msg.from, &msg.to)) {
+                return Some(format!("group: {e}"));
             }
             if let Err(e) = open_channel(state, origin, msg.sphere, now) {
                 return Some(e.to_string());

@@ -316,6 +316,43 @@ pub struct Message {
     pub seq: u64,
     pub created_ms: Millis,
     pub body: Body,
+    /// Set when the same message goes to several peers at once: one
+    /// message per peer, each signed, receipted, acknowledged and timed on
+    /// its own, all naming the group and every addressee.
+    pub group: Option<Group>,
+}
+
+/// A message sent to several peers at once: the group's id (shared by the
+/// messages of the group) and all its addressees, so that each addressee
+/// sees who else was sent the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub id: Uuid,
+    pub to: Vec<String>,
+}
+
+/// Most addressees of one group.
+pub const MAX_GROUP: usize = 32;
+
+impl Group {
+    /// Why the group is not one `from` may send to `to` with: 2 to
+    /// [`MAX_GROUP`] distinct addressees, `to` among them, `from` not.
+    pub fn check(&self, from: &str, to: &str) -> Result<(), String> {
+        if self.to.len() < 2 || self.to.len() > MAX_GROUP {
+            return Err(format!("a group has 2 to {MAX_GROUP} addressees"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.to.iter().find(|t| !seen.insert(t.as_str())) {
+            return Err(format!("{dup:?} is named twice"));
+        }
+        if !self.to.iter().any(|t| t == to) {
+            return Err(format!("the group does not name the addressee {to:?}"));
+        }
+        if self.to.iter().any(|t| t == from) {
+            return Err(format!("the group names the sender's own party {from:?}"));
+        }
+        Ok(())
+    }
 }
 
 /// A member's acknowledgement of a message.
@@ -988,8 +1025,10 @@ impl Body {
 
 impl Message {
     /// The map the sender signs.
+    /// The map the sender signs; `group` is a key only of a group's
+    /// messages.
     pub fn to_value(&self) -> Value {
-        map(vec![
+        let mut pairs = vec![
             ("id", uuid(&self.id)),
             ("from", t(&self.from)),
             ("to", t(&self.to)),
@@ -999,25 +1038,54 @@ impl Message {
             ("seq", Value::Uint(self.seq)),
             ("created_ms", Value::Uint(self.created_ms)),
             ("body", self.body.to_value()),
-        ])
+        ];
+        if let Some(g) = &self.group {
+            pairs.push((
+                "group",
+                map(vec![
+                    ("id", uuid(&g.id)),
+                    ("to", Value::Array(g.to.iter().map(|x| t(x)).collect())),
+                ]),
+            ));
+        }
+        map(pairs)
     }
     pub fn from_value(v: &Value) -> Result<Self, LineError> {
-        let f = Fields::new(
-            v,
-            "message",
-            &[
-                "id",
-                "from",
-                "to",
-                "sphere",
-                "precedence",
-                "sender",
-                "seq",
-                "created_ms",
-                "body",
-            ],
-        )?;
+        const KEYS: [&str; 10] = [
+            "id",
+            "from",
+            "to",
+            "sphere",
+            "precedence",
+            "sender",
+            "seq",
+            "created_ms",
+            "body",
+            "group",
+        ];
+        let grouped = matches!(v, Value::Map(pairs)
+            if pairs.iter().any(|(k, _)| matches!(k, Value::Text(x) if x == "group")));
+        let f = Fields::new(v, "message", &KEYS[..if grouped { 10 } else { 9 }])?;
+        let group = if grouped {
+            let g = Fields::new(f.get("group")?, "message.group", &["id", "to"])?;
+            let Value::Array(to) = g.get("to")? else {
+                return Err(malformed("message.group", "to must be an array"));
+            };
+            Some(Group {
+                id: g.uuid("id")?,
+                to: to
+                    .iter()
+                    .map(|x| match x {
+                        Value::Text(s) => Ok(s.clone()),
+                        _ => Err(malformed("message.group", "to holds party names")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            })
+        } else {
+            None
+        };
         Ok(Message {
+            group,
             id: f.uuid("id")?,
             from: f.text("from")?,
             to: f.text("to")?,
@@ -1701,6 +1769,7 @@ mod tests {
                 intents: [Uuid::from_u128(1), Uuid::from_u128(2)],
                 proposal: "move yours 2 km north".into(),
             },
+            group: None,
         }
     }
 
@@ -1796,6 +1865,13 @@ mod tests {
                     extents_sha256: Some([5; 32]),
                     text: "".into(),
                 },
+                ..message()
+            })),
+            Record::Message(signer(1).sign_message(Message {
+                group: Some(Group {
+                    id: Uuid::from_u128(11),
+                    to: vec!["federation".into(), "commonwealth".into()],
+                }),
                 ..message()
             })),
             Record::Ack(ack),

@@ -231,6 +231,9 @@ pub struct LineState {
     accreditations: BTreeMap<Uuid, AccreditationEntry>,
     channels: BTreeMap<(String, Sphere), Vec<ChannelNotice>>,
     messages: HashMap<Uuid, MessageEntry>,
+    /// The messages of each group this node holds (its own: one per
+    /// addressee; a peer's: the one addressed here), in log order.
+    groups: HashMap<Uuid, Vec<Uuid>>,
     order: Vec<Uuid>,
     out: HashMap<(String, Precedence), OutLane>,
     inbound: HashMap<(String, Precedence), InLane>,
@@ -269,6 +272,7 @@ impl LineState {
             accreditations: BTreeMap::new(),
             channels: BTreeMap::new(),
             messages: HashMap::new(),
+            groups: HashMap::new(),
             order: Vec::new(),
             out: HashMap::new(),
             inbound: HashMap::new(),
@@ -434,6 +438,9 @@ impl LineState {
         if !matches!(d, Delivery::Refused { .. }) {
             let s = self.sender_seq.entry(m.value.sender).or_default();
             *s = (*s).max(m.value.seq);
+        }
+        if let Some(g) = &m.value.group {
+            self.groups.entry(g.id).or_default().push(id);
         }
         if let Body::OperationNotification { intent, .. } = &m.value.body {
             self.notices.entry(*intent).or_default().push(id);
@@ -893,6 +900,14 @@ impl LineState {
 
     pub fn message(&self, id: &Uuid) -> Option<&MessageEntry> {
         self.messages.get(id)
+    }
+    /// The messages of group `id` this node holds, in log order.
+    pub fn group(&self, id: &Uuid) -> impl Iterator<Item = &MessageEntry> {
+        self.groups
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| self.messages.get(m))
     }
     /// Messages in log order.
     pub fn messages(&self) -> impl DoubleEndedIterator<Item = &MessageEntry> {

@@ -80,6 +80,7 @@ pub fn notices(
                     i.manager
                 ),
             },
+            group: None,
         }));
     }
     out

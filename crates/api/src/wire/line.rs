@@ -203,11 +203,27 @@ pub struct MessageWire {
     pub seq: u64,
     pub created_ms: u64,
     pub body: BodyWire,
+    /// Only on a message sent to several peers at once: the group's id and
+    /// every addressee (signed with the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupWire>,
+}
+
+/// The group of a message sent to several peers at once.
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupWire {
+    pub id: String,
+    pub to: Vec<String>,
 }
 
 impl MessageWire {
     pub fn from_domain(m: &Message) -> Self {
         MessageWire {
+            group: m.group.as_ref().map(|g| GroupWire {
+                id: g.id.to_string(),
+                to: g.to.clone(),
+            }),
             id: m.id.to_string(),
             from: m.from.clone(),
             to: m.to.clone(),
@@ -309,6 +325,16 @@ impl MessageWire {
             seq: self.seq,
             created_ms: self.created_ms,
             body,
+            group: self
+                .group
+                .as_ref()
+                .map(|g| -> Result<liaison::Group, ApiError> {
+                    Ok(liaison::Group {
+                        id: uuid(&g.id, &f("group.id"))?,
+                        to: g.to.clone(),
+                    })
+                })
+                .transpose()?,
         })
     }
 }

@@ -66,6 +66,8 @@ export function signMessage(member, m) {
     id: m.id, from: m.from, to: m.to, sphere: m.sphere, precedence: m.precedence,
     sender: hexToBytes(m.sender), seq: m.seq, created_ms: m.created_ms, body: bodyValue(m.body),
   };
+  // Only a message sent to several peers at once has a group.
+  if (m.group) v.group = { id: m.group.id, to: m.group.to };
   return sign(member, concat(utf8.encode('detente-message/v1\n'), encode(v)));
 }
 

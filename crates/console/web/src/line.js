@@ -63,6 +63,16 @@ function delivery(v) {
   return el('span', { class: 'st queued' }, '⏳ queued — not yet receipted');
 }
 
+// A message of a group: on the sender's side every addressee's state
+// together, on an addressee's side who else it went to.
+function groupNote(v) {
+  const g = v.group;
+  if (!g) return null;
+  if (v.direction === 'in') return el('div', { class: 'small group' }, `one of a group sent to ${g.to.join(', ')}`);
+  const each = g.messages.map((x) => `${x.to} ${x.ack ? `✔ ${x.ack}` : x.overdue ? 'OVERDUE' : x.delivery === 'delivered' ? '✔ delivered' : '⏳ queued'}`);
+  return el('div', { class: 'small group' }, `group of ${g.to.length}, ${g.acknowledged} acknowledged: ${each.join(' · ')}`);
+}
+
 function ackCell(v) {
   if (v.ack) {
     return el('span', { class: `st acked ${v.ack.verdict}` },
@@ -88,7 +98,8 @@ export async function refresh() {
   const peers = [...new Set(ch.channels.map((c) => c.peer))];
   const to = $('#c-to');
   if (to.options.length !== peers.length) {
-    to.replaceChildren(...peers.map((p) => el('option', { value: p }, p)));
+    // The first peer chosen by default; ctrl/shift-click adds more.
+    to.replaceChildren(...peers.map((p, i) => el('option', { value: p, selected: i === 0 }, p)));
   }
   $('#channels tbody').replaceChildren(...ch.channels.map((c) => el('tr', { class: `ch-${c.state}`, dataset: { peer: c.peer, sphere: c.sphere } },
     el('td', {}, c.peer), el('td', {}, c.sphere),
@@ -102,7 +113,7 @@ export async function refresh() {
     return el('tr', { class: `msg prec-${m.precedence} dir-${v.direction}${v.overdue ? ' is-overdue' : ''}`, dataset: { id: m.id } },
       el('td', { class: 'mono' }, utc(m.created_ms)),
       el('td', {}, el('span', { class: `prec prec-${m.precedence}` }, m.precedence)),
-      el('td', {}, `${v.sender_name || m.sender.slice(0, 12)} (${m.from}) → ${m.to}`),
+      el('td', {}, `${v.sender_name || m.sender.slice(0, 12)} (${m.from}) → ${m.to}`, groupNote(v)),
       el('td', {}, m.sphere),
       el('td', { class: 'text' }, text(m)),
       el('td', {}, delivery(v), v.seen && v.seen.length
@@ -182,26 +193,37 @@ async function send(ev) {
     const members = await api('GET', '/line/v1/members');
     const me = members.members.find((x) => x.key === app.session.member);
     let seq = (me ? me.last_seq : 0) + 1;
-    const base = {
-      id: crypto.randomUUID(), from: app.session.node, to: $('#c-to').value,
-      sphere: $('#c-sphere').value, precedence: $('#c-precedence').value,
-      sender: app.session.member, body: { type: 'text', text: $('#c-text').value },
-    };
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const message = { ...base, seq, created_ms: Date.now() };
-      const signature = await signMessage(member, message);
-      try {
-        await api('POST', '/line/v1/messages', { message, signature });
-        status.textContent = `Signed and sent (${message.precedence}): its delivery and acknowledgement show below.`;
-        $('#c-text').value = '';
-        await refresh();
-        return;
-      } catch (e) {
-        if (e.body && e.body.code === 'out_of_sequence' && e.body.expected > seq) { seq = e.body.expected; continue; }
-        throw e;
+    const to = [...$('#c-to').selectedOptions].map((o) => o.value);
+    if (!to.length) throw new Error('choose at least one peer');
+    // Several peers: one message each, all naming the group and every
+    // addressee; each is receipted, acknowledged and timed on its own.
+    const group = to.length > 1 ? { id: crypto.randomUUID(), to } : null;
+    const createdMs = Date.now();
+    for (const peer of to) {
+      const base = {
+        id: crypto.randomUUID(), from: app.session.node, to: peer,
+        sphere: $('#c-sphere').value, precedence: $('#c-precedence').value,
+        sender: app.session.member, body: { type: 'text', text: $('#c-text').value },
+        ...(group ? { group } : {}),
+      };
+      let sent = false;
+      for (let attempt = 0; attempt < 5 && !sent; attempt++) {
+        const message = { ...base, seq, created_ms: createdMs };
+        const signature = await signMessage(member, message);
+        try {
+          await api('POST', '/line/v1/messages', { message, signature });
+          sent = true;
+          seq += 1;
+        } catch (e) {
+          if (e.body && e.body.code === 'out_of_sequence' && e.body.expected > seq) { seq = e.body.expected; continue; }
+          throw e;
+        }
       }
+      if (!sent) throw new Error('the sequence kept moving; try again');
     }
-    throw new Error('the sequence kept moving; try again');
+    status.textContent = `Signed and sent (${$('#c-precedence').value}) to ${to.join(', ')}: delivery and acknowledgement show below.`;
+    $('#c-text').value = '';
+    await refresh();
   } catch (e) {
     status.textContent = `Not sent: ${e.body ? describe(e) : e.message}`;
     status.className = 'error';

@@ -138,6 +138,7 @@ fn text(
         body: Body::Text {
             text: format!("message {seq}"),
         },
+        group: None,
     })
 }
 
@@ -1317,4 +1318,44 @@ fn a_deconfliction_area_binds_only_once_both_parties_propose_the_same_polygons()
         at_ms: T0,
     };
     assert!(refusal(&a.state, F, &forged, T0, Signatures::Checked).is_some());
+}
+
+#[test]
+fn a_group_message_names_its_addressee_and_never_its_sender() {
+    let (mut a, mut f, s1, _, _) = peered();
+    let grouped = |to: &str, group: Vec<&str>, seq: u64| {
+        s1.sign_message(Message {
+            group: Some(Group {
+                id: Uuid::from_u128(77),
+                to: group.into_iter().map(String::from).collect(),
+            }),
+            ..text(A, to, &s1, seq, Sphere::DirectLine, Precedence::Flash).value
+        })
+    };
+    // Refused when sent: another pair's group, a group of one, the sender
+    // named, a stranger named.
+    for group in [vec!["x", "y"], vec![F], vec![A, F], vec![F, "nobody"]] {
+        let r = send_message(&a.state, grouped(F, group.clone(), 1), T0);
+        assert!(
+            matches!(&r, Err(LineError::Invalid { field, .. }) if field.starts_with("group")),
+            "{group:?}: {r:?}"
+        );
+    }
+    // A peer's node that let such a group through: kept, refused.
+    let bad = grouped(F, vec![A, F], 1);
+    let reason = refusal(&f.state, A, &Record::Message(bad), T0, Signatures::Checked);
+    assert!(reason.is_some_and(|r| r.starts_with("group:")));
+    // A group of two peers, one addressed: accepted; the state indexes it.
+    let c = Node::new("commonwealth", 3);
+    a.run(
+        add_peer(&a.state, "commonwealth", "http://c", &c.vkey()),
+        T0,
+    );
+    let m = grouped(F, vec![F, "commonwealth"], 1);
+    a.run(send_message(&a.state, m.clone(), T0), T0);
+    deliver(&mut a, &mut f, T0);
+    assert_eq!(a.state.group(&Uuid::from_u128(77)).count(), 1);
+    let at_f = f.state.message(&m.value.id).unwrap();
+    assert_eq!(at_f.delivery, Delivery::Delivered { index: at_f.index });
+    assert_eq!(f.state.group(&Uuid::from_u128(77)).count(), 1);
 }
