@@ -29,6 +29,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/line/v1/peers", get(list_peers).post(add_peer))
         .route("/line/v1/peers/{name}/area", put(set_area))
+        .route("/line/v1/mesh", get(mesh))
         .route("/line/v1/peers/{name}/remove", post(remove_peer))
         .route("/line/v1/contact/{constraint}", put(designate_contact))
         .route("/line/v1/contact-line", post(contact_line))
@@ -231,6 +232,95 @@ async fn contact_line(
         "buffer_m": b.buffer_m,
         "line_of_contact": true,
     })))
+}
+
+/// Who is peered with whom: this party's own pins and those each peer last
+/// announced, every pair of parties known with whether each pins the
+/// other, and any party pinned under different keys by different parties.
+#[utoipa::path(get, path = "/line/v1/mesh", tag = "line", summary = "Who is peered with whom, as every party last announced its pins, and whether all pin the same keys", responses((status = 200, description = "The parties, their pins and every pair", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
+async fn mesh(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, MEMBER)?;
+    let me = st.log.origin().to_string();
+    let my_key = st.log.verifier_key();
+    Ok(Json(st.line.read(|s| mesh_view(s, &me, &my_key))?))
+}
+
+fn mesh_view(s: &liaison::LineState, me: &str, my_key: &str) -> Value {
+    use std::collections::{BTreeMap, BTreeSet};
+    // Whom each party pins, where known: this party's own, and each
+    // peer's last announcement.
+    let mut pins: BTreeMap<String, (BTreeMap<String, String>, Option<u64>)> = BTreeMap::new();
+    pins.insert(
+        me.to_string(),
+        (
+            s.peers()
+                .map(|p| (p.name.clone(), p.vkey.clone()))
+                .collect(),
+            None,
+        ),
+    );
+    for p in s.peers() {
+        if let Some((announced, at)) = s.announced_peers(&p.name) {
+            pins.insert(
+                p.name.clone(),
+                (announced.iter().cloned().collect(), Some(*at)),
+            );
+        }
+    }
+    let mut parties: BTreeSet<String> = pins.keys().cloned().collect();
+    for (list, _) in pins.values() {
+        parties.extend(list.keys().cloned());
+    }
+    // The keys each party is pinned under (its own, for this node).
+    let mut keys: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    keys.entry(me.to_string())
+        .or_default()
+        .entry(my_key.to_string())
+        .or_default()
+        .push(format!("{me} (its own key)"));
+    for (by, (list, _)) in &pins {
+        for (party, key) in list {
+            keys.entry(party.clone())
+                .or_default()
+                .entry(key.clone())
+                .or_default()
+                .push(by.clone());
+        }
+    }
+    let pinned = |a: &str, b: &str| pins.get(a).map(|(l, _)| l.contains_key(b));
+    let parties: Vec<String> = parties.into_iter().collect();
+    let mut links = Vec::new();
+    let mut complete = true;
+    for (i, a) in parties.iter().enumerate() {
+        for b in &parties[i + 1..] {
+            let (ab, ba) = (pinned(a, b), pinned(b, a));
+            let status = match (ab, ba) {
+                (Some(true), Some(true)) => "mutual",
+                (Some(true), Some(false)) | (Some(false), Some(true)) => "one-way",
+                (Some(false), Some(false)) => "missing",
+                _ => "unknown",
+            };
+            complete &= status == "mutual";
+            links.push(json!({ "a": a, "b": b, "a_pins_b": ab, "b_pins_a": ba, "status": status }));
+        }
+    }
+    let conflicts: Vec<Value> = keys
+        .iter()
+        .filter(|(_, by_key)| by_key.len() > 1)
+        .map(|(party, by_key)| json!({ "party": party, "keys": by_key }))
+        .collect();
+    complete &= conflicts.is_empty();
+    json!({
+        "me": me,
+        "parties": parties,
+        "pins": pins.iter().map(|(by, (list, at))| (by.clone(), json!({
+            "peers": list.keys().collect::<Vec<_>>(),
+            "announced_ms": at,
+        }))).collect::<serde_json::Map<String, Value>>(),
+        "links": links,
+        "key_conflicts": conflicts,
+        "full_mesh": complete,
+    })
 }
 
 fn polygons_json(polygons: &[Vec<(f64, f64)>]) -> Value {

@@ -77,6 +77,7 @@ impl utoipa::Modify for Security {
         crate::line::list_peers,
         crate::line::add_peer,
         crate::line::set_area,
+        crate::line::mesh,
         crate::line::remove_peer,
         crate::line::designate_contact,
         crate::statements::publish,

@@ -538,6 +538,8 @@ async fn line_routes_check_scopes_and_name_the_field_at_fault(app: &App) {
         vec![
             case(M::GET, "/line/v1/peers", Some(LINE)),
             case(M::GET, "/line/v1/peers", Some(SC)).is(403, "forbidden"),
+            case(M::GET, "/line/v1/mesh", Some(LINE)),
+            case(M::GET, "/line/v1/mesh", Some(SC)).is(403, "forbidden"),
             case(M::POST, "/line/v1/peers", Some(LINE))
                 .body(peer.clone())
                 .is(403, "forbidden"),

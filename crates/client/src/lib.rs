@@ -269,6 +269,11 @@ impl Client {
         self.get(&["line", "v1", "peers"]).await
     }
 
+    /// Who is peered with whom, as every party last announced.
+    pub async fn mesh(&self) -> Result<Value, Error> {
+        self.get(&["line", "v1", "mesh"]).await
+    }
+
     pub async fn add_peer(&self, b: &PeerBody) -> Result<Value, Error> {
         self.call(Method::POST, &["line", "v1", "peers"], Some(b))
             .await

@@ -77,6 +77,9 @@ pub enum PeerCommand {
         url: String,
         #[arg(long)]
         key: String,
+        /// Also propose the deconfliction area with it (as `peer area`): a polygon as "lat,lng lat,lng lat,lng ..." (repeatable). Adding the Nth party is then one command on each existing party's node.
+        #[arg(long)]
+        polygon: Vec<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -95,6 +98,14 @@ pub enum PeerCommand {
         /// Why, kept in the log.
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Who is peered with whom: this party's pins and those every peer announced, each pair's state, and any party pinned under different keys.
+    Mesh {
+        /// Print the JSON the node returned.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -461,40 +472,44 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
             name,
             url,
             key,
+            polygon,
             conn,
         } => {
-            conn.client()?
-                .add_peer(&PeerBody {
-                    name: name.clone(),
-                    url: url.clone(),
-                    key,
-                })
-                .await
-                .map_err(failure)?;
+            let polygons = polygons(&polygon)?;
+            let node = conn.client()?;
+            node.add_peer(&PeerBody {
+                name: name.clone(),
+                url: url.clone(),
+                key,
+            })
+            .await
+            .map_err(failure)?;
             println!("peer {name} pinned ({url})");
+            if !polygons.is_empty() {
+                let v = node
+                    .set_area(&name, &AreaBody { polygons })
+                    .await
+                    .map_err(failure)?;
+                println!(
+                    "deconfliction area: {}",
+                    area_status(&name, &v["area_agreement"])
+                );
+            }
+        }
+        PeerCommand::Mesh { json, conn } => {
+            let v = conn.client()?.mesh().await.map_err(failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_mesh(&v);
+            }
         }
         PeerCommand::Area {
             name,
             polygon,
             conn,
         } => {
-            let mut polygons = Vec::new();
-            for (i, p) in polygon.iter().enumerate() {
-                let vs = p
-                    .split_whitespace()
-                    .map(|pair| {
-                        let (a, b) = pair.split_once(',')?;
-                        Some([a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?])
-                    })
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "--polygon #{}: expected \"lat,lng lat,lng lat,lng ...\"",
-                            i + 1
-                        )
-                    })?;
-                polygons.push(vs);
-            }
+            let polygons = polygons(&polygon)?;
             let v = conn
                 .client()?
                 .set_area(
@@ -543,6 +558,81 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--polygon` values ("lat,lng lat,lng lat,lng ...") as [lat, lng] lists.
+fn polygons(given: &[String]) -> Result<Vec<Vec<[f64; 2]>>> {
+    given
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.split_whitespace()
+                .map(|pair| {
+                    let (a, b) = pair.split_once(',')?;
+                    Some([a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?])
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    anyhow!(
+                        "--polygon #{}: expected \"lat,lng lat,lng lat,lng ...\"",
+                        i + 1
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The mesh as a table: one row per pair of parties known.
+fn print_mesh(v: &Value) {
+    let me = v["me"].as_str().unwrap_or("");
+    let parties: Vec<&str> = v["parties"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!("parties known to {me}: {}", parties.join(", "));
+    for (party, p) in v["pins"].as_object().into_iter().flatten() {
+        let peers: Vec<&str> = p["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let when = p["announced_ms"]
+            .as_u64()
+            .map(|t| format!(" (announced {})", liaison::rfc3339(t)))
+            .unwrap_or_else(|| " (this node)".to_string());
+        println!("  {party} pins {}{when}", peers.join(", "));
+    }
+    for l in v["links"].as_array().into_iter().flatten() {
+        let (a, b) = (l["a"].as_str().unwrap_or(""), l["b"].as_str().unwrap_or(""));
+        let detail = match l["status"].as_str() {
+            Some("one-way") if l["a_pins_b"] == true => format!(" ({a} pins {b}, not the reverse)"),
+            Some("one-way") => format!(" ({b} pins {a}, not the reverse)"),
+            Some("unknown") => " (neither has announced to this node)".to_string(),
+            _ => String::new(),
+        };
+        println!(
+            "  {a} ⇄ {b}: {}{detail}",
+            l["status"].as_str().unwrap_or("")
+        );
+    }
+    for c in v["key_conflicts"].as_array().into_iter().flatten() {
+        println!(
+            "!! {} is pinned under different keys: {}",
+            c["party"].as_str().unwrap_or(""),
+            c["keys"]
+        );
+    }
+    println!(
+        "{}",
+        if v["full_mesh"] == true {
+            "full mesh: every pair pins each other, all under the same keys"
+        } else {
+            "not a full mesh yet"
+        }
+    );
 }
 
 /// Where the deconfliction area with `peer` stands, in words.

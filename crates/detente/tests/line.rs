@@ -2983,3 +2983,135 @@ async fn a_flash_to_several_peers_is_one_message_each_acknowledged_on_its_own_an
         assert_eq!((s, v["field"].as_str()), (400, Some("group")), "{v}");
     }
 }
+
+#[tokio::test]
+async fn the_nth_party_joins_with_one_command_per_party_and_every_node_shows_the_mesh() {
+    let names = [A, F, C3];
+    let nodes = names.map(|n| TestNode::start_with(bin(), &["--name", n]));
+    let [a, f, c] = &nodes;
+    let mut keys = Vec::new();
+    for n in &nodes {
+        keys.push(log_key(n).await);
+    }
+    pin(a, F, &f.base, &keys[1]).await;
+    pin(f, A, &a.base, &keys[0]).await;
+    let mesh_at = |n: &TestNode| {
+        let url = n.url("/line/v1/mesh");
+        async move { ok("GET", url, &officer(), None).await }
+    };
+    let link = |v: &Value, x: &str, y: &str| {
+        v["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| (l["a"] == x && l["b"] == y) || (l["a"] == y && l["b"] == x))
+            .map(|l| l["status"].as_str().unwrap_or("").to_string())
+    };
+    // Two parties: each knows the other's pins once announced.
+    assert!(until(&a.base, "/line/v1/mesh", 10, |v| v["full_mesh"] == true).await);
+    // Commonwealth joins: one command on each existing party's node and one
+    // per existing party on its own (each also proposing the area).
+    let area = "44.5,9.5 44.5,11 45.5,11 45.5,9.5";
+    for (n, peer, url, key) in [
+        (a, C3, &c.base, &keys[2]),
+        (f, C3, &c.base, &keys[2]),
+        (c, A, &a.base, &keys[0]),
+    ] {
+        let (joined, out) = cli(
+            n,
+            &admin(),
+            &[
+                "peer",
+                "add",
+                peer,
+                "--url",
+                url,
+                "--key",
+                key,
+                "--polygon",
+                area,
+            ],
+        );
+        assert!(joined && out.contains("deconfliction area:"), "{out}");
+    }
+    // Commonwealth has not pinned Federation yet: every node says so.
+    assert!(
+        until(&a.base, "/line/v1/mesh", 10, |v| link(v, F, C3).as_deref()
+            == Some("one-way")
+            && link(v, A, C3).as_deref() == Some("mutual"))
+        .await,
+        "{}",
+        mesh_at(a).await
+    );
+    let (shown, out) = cli(a, &officer(), &["peer", "mesh"]);
+    assert!(shown, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{C3} ⇄ {F}: one-way ({F} pins {C3}, not the reverse)"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("not a full mesh yet"), "{out}");
+    let (joined, out) = cli(
+        c,
+        &admin(),
+        &[
+            "peer",
+            "add",
+            F,
+            "--url",
+            &f.base,
+            "--key",
+            &keys[1],
+            "--polygon",
+            area,
+        ],
+    );
+    assert!(joined, "{out}");
+    for n in &nodes {
+        assert!(
+            until(&n.base, "/line/v1/mesh", 10, |v| v["full_mesh"] == true).await,
+            "{}",
+            mesh_at(n).await
+        );
+    }
+    let v = mesh_at(c).await;
+    assert_eq!(v["parties"], json!([A, C3, F]), "{v}");
+    // The area Commonwealth proposed to each is agreed with neither until
+    // they propose it too; Alliance does.
+    cli(a, &admin(), &["peer", "area", C3, "--polygon", area]);
+    assert!(
+        until(&c.base, "/line/v1/peers", 10, |v| v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(
+                |p| p["name"] == A && p["area_agreement"]["status"] == "agreed"
+            ))
+        .await
+    );
+    // A party pinned under another key somewhere (here Federation pins a
+    // Dominion that is not the one Alliance pinned) shows as a key conflict
+    // at every node that hears both.
+    let d = TestNode::start_with(bin(), &["--name", "dominion.test"]);
+    let dk = log_key(&d).await;
+    pin(a, "dominion.test", &d.base, &dk).await;
+    let fake_d = TestNode::start_with(bin(), &["--name", "dominion.test"]);
+    let fake_dk = log_key(&fake_d).await;
+    pin(f, "dominion.test", &fake_d.base, &fake_dk).await;
+    assert!(
+        until(&a.base, "/line/v1/mesh", 10, |v| v["key_conflicts"]
+            .as_array()
+            .is_some_and(|c| c
+                .iter()
+                .any(|x| x["party"] == "dominion.test")))
+        .await,
+        "{}",
+        mesh_at(a).await
+    );
+    let (_, out) = cli(a, &officer(), &["peer", "mesh"]);
+    assert!(
+        out.contains("!! dominion.test is pinned under different keys"),
+        "{out}"
+    );
+}

@@ -134,6 +134,7 @@ pub fn add_peer(
     name: &str,
     url: &str,
     vkey: &str,
+    now: Millis,
 ) -> Result<LineDecision, LineError> {
     let v = tlog::Verifier::parse(vkey).map_err(|e| LineError::invalid("key", e.to_string()))?;
     if v.kind != 0x01 {
@@ -201,7 +202,63 @@ pub fn add_peer(
             }));
         }
     }
+    // Every peer, the new one included, learns whom this party now pins.
+    let mut after: Vec<(String, String)> = state
+        .peers()
+        .filter(|p| p.name != name)
+        .map(|p| (p.name.clone(), p.vkey.clone()))
+        .collect();
+    after.push((name.into(), vkey.into()));
+    after.sort();
+    let new_peer_seq = (state.peer(name).is_none()).then(|| {
+        state
+            .out_lane(name, Precedence::Flash)
+            .map(|l| l.last_seq)
+            .unwrap_or(0)
+            + events.len() as u64
+    });
+    events.extend(announce(
+        state,
+        &after,
+        now,
+        new_peer_seq.map(|s| (name, s)),
+    ));
     Ok(LineDecision::commit(events))
+}
+
+/// This party's peers (name and pinned key, by name) announced to each of
+/// them on FLASH, so every party can show who is peered with whom and with
+/// which keys. `fresh`: a peer pinned in this same decision, with the
+/// sequence number its announcement takes (its lane's state is not there
+/// yet).
+fn announce(
+    state: &LineState,
+    peers: &[(String, String)],
+    now: Millis,
+    fresh: Option<(&str, u64)>,
+) -> Vec<LineEvent> {
+    peers
+        .iter()
+        .map(|(to, _)| {
+            let record = Record::PeersAnnounced {
+                by: state.me().into(),
+                peers: peers.to_vec(),
+                at_ms: now,
+            };
+            match fresh {
+                Some((n, seq)) if n == to => LineEvent::Own(LineEntry {
+                    record,
+                    envelope: Some(Envelope {
+                        to: to.clone(),
+                        lane: Precedence::Flash,
+                        seq,
+                        after: vec![],
+                    }),
+                }),
+                _ => own(state, record, Some((to, Precedence::Flash))),
+            }
+        })
+        .collect()
 }
 
 /// Polygons of a deconfliction area: each of 3 to 10,000 (lat, lng)
@@ -320,7 +377,7 @@ pub fn remove_peer(
             detail: ": a peer is removed only once both parties have closed the direct line (it closes only by mutual consent)".into(),
         });
     }
-    Ok(LineDecision::commit(vec![own(
+    let mut events = vec![own(
         state,
         Record::PeerRemoved {
             name: name.to_string(),
@@ -328,7 +385,14 @@ pub fn remove_peer(
             at_ms: now,
         },
         None,
-    )]))
+    )];
+    let after: Vec<(String, String)> = state
+        .peers()
+        .filter(|p| p.name != name)
+        .map(|p| (p.name.clone(), p.vkey.clone()))
+        .collect();
+    events.extend(announce(state, &after, now, None));
+    Ok(LineDecision::commit(events))
 }
 
 /// Designates a constraint as the line of contact (local).
@@ -1054,6 +1118,15 @@ fn refusal(
             .then(|| "a channel notice comes from one party of the channel".to_string()),
         Record::ChannelDeadlines { by, peer, .. } => (by != origin || peer != me)
             .then(|| "deadlines come from one party of the channel".to_string()),
+        Record::PeersAnnounced { by, peers, .. } => {
+            if by != origin {
+                Some("a party announces its own peers".to_string())
+            } else if peers.len() > MAX_ANNOUNCED_PEERS {
+                Some(format!("at most {MAX_ANNOUNCED_PEERS} peers"))
+            } else {
+                None
+            }
+        }
         Record::AreaProposed {
             by, peer, polygons, ..
         } => {

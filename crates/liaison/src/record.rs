@@ -331,6 +331,9 @@ pub struct Group {
     pub to: Vec<String>,
 }
 
+/// Most peers one announcement names.
+pub const MAX_ANNOUNCED_PEERS: usize = 256;
+
 /// Most addressees of one group.
 pub const MAX_GROUP: usize = 32;
 
@@ -474,6 +477,14 @@ pub enum Record {
     PeerArea {
         peer: String,
         polygons: Vec<Vec<(f64, f64)>>,
+    },
+    /// The peers this party pins (name and pinned key, by name), announced
+    /// to each of them whenever the set changes: how every party shows who
+    /// is peered with whom, and whether all pin the same keys.
+    PeersAnnounced {
+        by: String,
+        peers: Vec<(String, String)>,
+        at_ms: Millis,
     },
     /// This party's proposal of the deconfliction area it shares with a
     /// peer, sent to the peer: the area is agreed, and binds, once both
@@ -1155,6 +1166,7 @@ impl Record {
             Record::PeerAdded { .. } => "line.peer.added",
             Record::PeerArea { .. } => "line.peer.area",
             Record::AreaProposed { .. } => "line.area.proposed",
+            Record::PeersAnnounced { .. } => "line.peers.announced",
             Record::PeerRemoved { .. } => "line.peer.removed",
             Record::Airspace { .. } => "line.airspace",
             Record::MemberRegistered(_) => "line.member.registered",
@@ -1183,6 +1195,19 @@ impl Record {
             Record::PeerArea { peer, polygons } => map(vec![
                 ("peer", t(peer)),
                 ("polygons", polygons_value(polygons)),
+            ]),
+            Record::PeersAnnounced { by, peers, at_ms } => map(vec![
+                ("by", t(by)),
+                (
+                    "peers",
+                    Value::Array(
+                        peers
+                            .iter()
+                            .map(|(n, k)| map(vec![("name", t(n)), ("vkey", t(k))]))
+                            .collect(),
+                    ),
+                ),
+                ("at_ms", Value::Uint(*at_ms)),
             ]),
             Record::AreaProposed {
                 by,
@@ -1387,6 +1412,24 @@ impl Record {
                 Record::PeerArea {
                     peer: f.text("peer")?,
                     polygons: polygons_of(f.get("polygons")?)?,
+                }
+            }
+            "line.peers.announced" => {
+                let f = Fields::new(v, "peers", &["by", "peers", "at_ms"])?;
+                let Value::Array(ps) = f.get("peers")? else {
+                    return Err(malformed("peers", "peers must be an array"));
+                };
+                let peers = ps
+                    .iter()
+                    .map(|p| {
+                        let g = Fields::new(p, "peers", &["name", "vkey"])?;
+                        Ok((g.text("name")?, g.text("vkey")?))
+                    })
+                    .collect::<Result<Vec<_>, LineError>>()?;
+                Record::PeersAnnounced {
+                    by: f.text("by")?,
+                    peers,
+                    at_ms: f.u64("at_ms")?,
                 }
             }
             "line.area.proposed" => {
@@ -1800,6 +1843,14 @@ mod tests {
                 peer: "federation".into(),
                 polygons: vec![vec![(45.0, 10.0), (45.5, 10.0), (45.5, 10.5)]],
                 at_ms: 7,
+            },
+            Record::PeersAnnounced {
+                by: "alliance".into(),
+                peers: vec![
+                    ("commonwealth".into(), "commonwealth+01+key".into()),
+                    ("federation".into(), "federation+02+key".into()),
+                ],
+                at_ms: 8,
             },
             Record::Airspace {
                 kind: "operational_intent.removed".into(),

@@ -245,6 +245,8 @@ pub struct LineState {
     /// of its records appended since this node's last receipt.
     unreceipted: Option<(String, Vec<ReceiptItem>)>,
     areas: BTreeMap<String, Area>,
+    /// Whom each peer pins (name, key), as it last announced, and when.
+    mesh: BTreeMap<String, (Vec<(String, String)>, Millis)>,
     /// (peer, entity id) of this party's intents and constraints the peer holds.
     shared: std::collections::HashSet<(String, String)>,
     contact: std::collections::BTreeSet<Uuid>,
@@ -279,6 +281,7 @@ impl LineState {
             awaiting: Vec::new(),
             unreceipted: None,
             areas: BTreeMap::new(),
+            mesh: BTreeMap::new(),
             shared: std::collections::HashSet::new(),
             contact: std::collections::BTreeSet::new(),
             notices: HashMap::new(),
@@ -486,6 +489,11 @@ impl LineState {
                     },
                 );
             }
+            Record::PeersAnnounced { by, peers, at_ms } => {
+                if by != self.me {
+                    self.mesh.insert(by, (peers, at_ms));
+                }
+            }
             Record::AreaProposed {
                 by,
                 peer,
@@ -640,6 +648,10 @@ impl LineState {
             .and_then(|a| a.agreed.as_ref())
             .map(|(p, _)| p.as_slice())
             .unwrap_or(&[])
+    }
+    /// Whom `party` pins (name, key), as it last announced, and when.
+    pub fn announced_peers(&self, party: &str) -> Option<&(Vec<(String, String)>, Millis)> {
+        self.mesh.get(party)
     }
     /// Both parties' proposals of the area with `peer` and the agreement.
     pub fn area_state(&self, peer: &str) -> Option<&Area> {

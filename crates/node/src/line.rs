@@ -31,6 +31,7 @@ pub enum LineWrite {
         name: String,
         url: String,
         vkey: String,
+        now: Millis,
     },
     RemovePeer {
         name: String,
@@ -126,7 +127,12 @@ impl LineWrite {
         air: &airspace::AirspaceState,
     ) -> Result<LineDecision, LineError> {
         match self {
-            LineWrite::AddPeer { name, url, vkey } => decide::add_peer(s, &name, &url, &vkey),
+            LineWrite::AddPeer {
+                name,
+                url,
+                vkey,
+                now,
+            } => decide::add_peer(s, &name, &url, &vkey, now),
             LineWrite::RemovePeer { name, reason, now } => {
                 decide::remove_peer(s, &name, &reason, now)
             }
@@ -297,9 +303,15 @@ impl Line {
     }
 
     pub async fn add_peer(&self, name: String, url: String, vkey: String) -> Result<(), NodeError> {
-        self.commit(LineWrite::AddPeer { name, url, vkey })
-            .await
-            .map(|_| ())
+        let now = self.now_ms();
+        self.commit(LineWrite::AddPeer {
+            name,
+            url,
+            vkey,
+            now,
+        })
+        .await
+        .map(|_| ())
     }
 
     pub async fn register_member(&self, m: Member) -> Result<(), NodeError> {

@@ -153,8 +153,8 @@ fn peered() -> (Node, Node, MemberSigner, MemberSigner, Uuid) {
     a.run(register_member(&a.state, m1), T0);
     f.run(register_member(&f.state, m2), T0);
     let (av, fv) = (a.vkey(), f.vkey());
-    a.run(add_peer(&a.state, F, "http://f", &fv), T0);
-    f.run(add_peer(&f.state, A, "http://a", &av), T0);
+    a.run(add_peer(&a.state, F, "http://f", &fv, T0), T0);
+    f.run(add_peer(&f.state, A, "http://a", &av, T0), T0);
     a.run(set_quota(&a.state, F, 2, vec![], T0), T0);
     let id = Uuid::from_u128(42);
     a.run(
@@ -704,12 +704,12 @@ fn peers_are_pinned_to_one_key() {
     let (a, _, _, _, _) = peered();
     let other = tlog::NoteSigner::from_seed(F, &[7; 32]).unwrap();
     assert!(matches!(
-        add_peer(&a.state, F, "http://f", &other.verifier().to_vkey()),
+        add_peer(&a.state, F, "http://f", &other.verifier().to_vkey(), T0),
         Err(LineError::Conflict(_))
     ));
     let wrong_name = tlog::NoteSigner::from_seed("elsewhere", &[7; 32]).unwrap();
     assert!(matches!(
-        add_peer(&a.state, "x", "http://x", &wrong_name.verifier().to_vkey()),
+        add_peer(&a.state, "x", "http://x", &wrong_name.verifier().to_vkey(), T0),
         Err(LineError::Invalid { field, .. }) if field == "name"
     ));
 }
@@ -719,25 +719,26 @@ fn a_routine_message_waits_for_the_flash_records_sent_before_it() {
     let mut a = Node::new(A, 1);
     let mut f = Node::new(F, 2);
     let (av, fv) = (a.vkey(), f.vkey());
-    a.run(add_peer(&a.state, F, "http://f", &fv), T0);
-    f.run(add_peer(&f.state, A, "http://a", &av), T0);
+    a.run(add_peer(&a.state, F, "http://f", &fv, T0), T0);
+    f.run(add_peer(&f.state, A, "http://a", &av, T0), T0);
     // Federation registers a member (FLASH lane), who then sends ROUTINE.
     let (s2, m2) = member(2, &[Sphere::DirectLine]);
     f.run(register_member(&f.state, m2), T0);
     let m = text(F, A, &s2, 1, Sphere::DirectLine, Precedence::Routine);
     f.run(send_message(&f.state, m.clone(), T0), T0);
     let (_, routine) = f.state.pending(A, Precedence::Routine, 1)[0];
-    // The routine record overtakes the registration: it must wait.
+    // The routine record overtakes the registration (FLASH 2, after the
+    // announcement of Federation's peers): it must wait.
     assert!(matches!(
         receive(&a.state, F, f.log[routine.index as usize].clone(), T0),
         Err(LineError::Waiting {
             lane: Precedence::Flash,
-            needed: 1,
+            needed: 2,
             have: 0,
             ..
         })
     ));
-    assert_eq!(deliver(&mut f, &mut a, T0), 2);
+    assert_eq!(deliver(&mut f, &mut a, T0), 3);
     assert!(matches!(
         a.state.message(&m.value.id).unwrap().delivery,
         Delivery::Delivered { .. }
@@ -1140,7 +1141,7 @@ fn a_peer_is_removed_only_once_both_parties_closed_the_direct_line() {
     // Pinned again (e.g. under a new key), it is a peer again.
     let vkey = f.vkey();
     a.run(
-        add_peer(&a.state, F, "https://federation.example", &vkey),
+        add_peer(&a.state, F, "https://federation.example", &vkey, T0),
         T0 + 2,
     );
     assert!(a.state.peer(F).is_some());
@@ -1348,7 +1349,7 @@ fn a_group_message_names_its_addressee_and_never_its_sender() {
     // A group of two peers, one addressed: accepted; the state indexes it.
     let c = Node::new("commonwealth", 3);
     a.run(
-        add_peer(&a.state, "commonwealth", "http://c", &c.vkey()),
+        add_peer(&a.state, "commonwealth", "http://c", &c.vkey(), T0),
         T0,
     );
     let m = grouped(F, vec![F, "commonwealth"], 1);
@@ -1358,4 +1359,44 @@ fn a_group_message_names_its_addressee_and_never_its_sender() {
     let at_f = f.state.message(&m.value.id).unwrap();
     assert_eq!(at_f.delivery, Delivery::Delivered { index: at_f.index });
     assert_eq!(f.state.group(&Uuid::from_u128(77)).count(), 1);
+}
+
+#[test]
+fn each_party_announces_whom_it_pins_to_all_it_pins() {
+    let (mut a, mut f, _, _, _) = peered();
+    let (av, fv) = (a.vkey(), f.vkey());
+    assert_eq!(
+        f.state.announced_peers(A).map(|(p, _)| p.clone()),
+        Some(vec![(F.to_string(), fv.clone())])
+    );
+    assert_eq!(
+        a.state.announced_peers(F).map(|(p, _)| p.clone()),
+        Some(vec![(A.to_string(), av)])
+    );
+    // A third peer pinned: the new one and the old one both learn it.
+    let c = Node::new("commonwealth", 3);
+    a.run(
+        add_peer(&a.state, "commonwealth", "http://c", &c.vkey(), T0 + 1),
+        T0 + 1,
+    );
+    deliver(&mut a, &mut f, T0 + 1);
+    let (peers, at) = f.state.announced_peers(A).unwrap().clone();
+    assert_eq!(at, T0 + 1);
+    assert_eq!(
+        peers,
+        vec![("commonwealth".to_string(), c.vkey()), (F.to_string(), fv)]
+    );
+    let to_c = a.state.pending("commonwealth", Precedence::Flash, 10);
+    assert!(
+        !to_c.is_empty(),
+        "the new peer is sent the announcement too"
+    );
+    // Nobody announces for another party.
+    let forged = Record::PeersAnnounced {
+        by: "commonwealth".into(),
+        peers: vec![],
+        at_ms: T0,
+    };
+    assert!(refusal(&f.state, A, &forged, T0, Signatures::Checked).is_some());
+    assert_eq!(a.replayed().announced_peers(F), a.state.announced_peers(F));
 }
