@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod aux;
 pub mod console;
+pub mod contact;
 mod dss;
 mod error;
 mod evidence;

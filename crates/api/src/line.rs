@@ -30,6 +30,7 @@ pub fn routes() -> Router<Shared> {
         .route("/line/v1/peers", get(list_peers).post(add_peer))
         .route("/line/v1/peers/{name}/area", put(set_area))
         .route("/line/v1/mesh", get(mesh))
+        .route("/line/v1/peers/{name}/{what}/accept", post(accept_proposal))
         .route("/line/v1/peers/{name}/remove", post(remove_peer))
         .route("/line/v1/contact/{constraint}", put(designate_contact))
         .route("/line/v1/contact-line", post(contact_line))
@@ -125,6 +126,7 @@ async fn add_peer(
 #[utoipa::path(get, path = "/line/v1/peers", tag = "line", summary = "This node and its pinned peers, with their deconfliction areas", responses((status = 200, description = "The peers", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn list_peers(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     st.require(&h, MEMBER)?;
+    let me = st.log.origin().to_string();
     let peers = st.line.read(|s| {
         s.peers()
             .map(|p| {
@@ -134,6 +136,7 @@ async fn list_peers(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoR
                     "key": p.vkey,
                     "area": polygons_json(s.area(&p.name)),
                     "area_agreement": area_json(s.area_state(&p.name)),
+                    "contact_line": crate::contact::agreement_json(s, &me, &p.name),
                 })
             })
             .collect::<Vec<_>>()
@@ -170,50 +173,36 @@ async fn contact_line(
     Body(b): Body<ContactLineBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     st.require(&h, ADMIN)?;
-    let line: Vec<node::airspace::LatLng> = b
-        .line
-        .iter()
-        .map(|[lat, lng]| node::airspace::LatLng {
-            lat: *lat,
-            lng: *lng,
-        })
-        .collect();
-    if line.len() > 10_000 {
-        return Err(ApiError::bad("line", "at most 10,000 points"));
+    let terms = crate::contact::terms_of(&b, st.line.now_ms())?;
+    // Buffered here first: a line that cannot be buffered is refused
+    // before anything is proposed or declared.
+    let outline = crate::contact::outline(&terms)?;
+    let vertices = outline.len();
+    if let Some(peer) = &b.peer {
+        if b.id.is_some() {
+            return Err(ApiError::bad(
+                "id",
+                "a line agreed with a peer takes its constraint's id from the agreement",
+            ));
+        }
+        st.line.propose_contact(peer.clone(), terms).await?;
+        let me = st.log.origin().to_string();
+        let agreement = st
+            .line
+            .read(|s| crate::contact::agreement_json(s, &me, peer))?;
+        tracing::info!(%peer, points = b.line.len(), buffer_m = b.buffer_m, status = %agreement["status"], "line of contact proposed");
+        return Ok(Json(json!({
+            "peer": peer,
+            "contact_line": agreement,
+            "vertices": vertices,
+            "buffer_m": b.buffer_m,
+        })));
     }
-    let length: f64 = line
-        .windows(2)
-        .map(|w| node::airspace::geometry::geodesic_distance_m(w[0], w[1]))
-        .sum();
-    // About 4,000 vertices along the sides at most, a kilometre apart at least.
-    let step = (length / 2_000.0).max(1_000.0);
-    let outline = node::airspace::geometry::buffer_line(&line, b.buffer_m, step)
-        .map_err(|e| ApiError::bad(e.field.clone(), e.message.clone()))?;
-    let instant = |s: &str, field: &str| crate::export::parse_instant(s, field);
-    let now = st.line.now_ms();
-    let time_start = match &b.time_start {
-        Some(s) => instant(s, "time_start")?,
-        None => node::airspace::Timestamp::from_unix_micros((now as i64).saturating_mul(1000)),
-    };
-    let time_end = instant(&b.time_end, "time_end")?;
     let id = match &b.id {
         Some(s) => uuid(s, "id")?,
         None => st.line.new_id(),
     };
-    let (lower, upper) = (
-        b.altitude_lower_m.unwrap_or(0.0),
-        b.altitude_upper_m.unwrap_or(20_000.0),
-    );
-    let volume = node::airspace::Volume4D {
-        outline: node::airspace::Outline::Polygon {
-            vertices: outline.clone(),
-        },
-        altitude_lower_m: Some(lower),
-        altitude_upper_m: Some(upper),
-        time_start: Some(time_start),
-        time_end: Some(time_end),
-    };
-    // The node itself manages the line's constraint.
+    // This party's own line: the node manages its constraint.
     let caller = node::Caller {
         sub: st.log.origin().to_string(),
         scopes: vec![Scope::ConstraintManagement],
@@ -221,17 +210,54 @@ async fn contact_line(
     let existing = st.dss.get_constraint(id).await.ok().map(|c| c.ovn);
     let (c, _) = st
         .dss
-        .put_constraint(&caller, id, existing, vec![volume], st.uss_base_url.clone())
+        .put_constraint(
+            &caller,
+            id,
+            existing,
+            vec![crate::contact::volume(&terms, outline)],
+            st.uss_base_url.clone(),
+        )
         .await?;
     st.line.designate_contact(id).await?;
-    tracing::info!(constraint = %id, points = b.line.len(), buffer_m = b.buffer_m, vertices = outline.len(), "line of contact declared");
+    tracing::info!(constraint = %id, points = b.line.len(), buffer_m = b.buffer_m, vertices, "line of contact declared");
     Ok(Json(json!({
         "constraint": id.to_string(),
         "version": c.version,
-        "vertices": outline.len(),
+        "vertices": vertices,
         "buffer_m": b.buffer_m,
         "line_of_contact": true,
     })))
+}
+
+/// Proposes exactly what the peer last proposed — the deconfliction area
+/// or the line of contact — so that it is agreed.
+#[utoipa::path(post, path = "/line/v1/peers/{name}/{what}/accept", tag = "line", summary = "Agree to the peer's latest proposal of the deconfliction area (`area`) or the line of contact (`contact-line`) by proposing the same", params(("name" = String, Path, description = "The peer"), ("what" = String, Path, description = "`area` or `contact-line`")), responses((status = 200, description = "Proposed; the agreement as it now stands", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, or nothing proposed by it", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
+async fn accept_proposal(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path((name, what)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let contact = match what.as_str() {
+        "area" => false,
+        "contact-line" => true,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "{what}: one of area, contact-line"
+            )));
+        }
+    };
+    st.line.accept(name.clone(), contact).await?;
+    let me = st.log.origin().to_string();
+    let v = st.line.read(|s| {
+        if contact {
+            json!({ "peer": name, "contact_line": crate::contact::agreement_json(s, &me, &name) })
+        } else {
+            json!({ "peer": name, "area": polygons_json(s.area(&name)), "area_agreement": area_json(s.area_state(&name)) })
+        }
+    })?;
+    tracing::info!(peer = %name, %what, "peer's proposal accepted");
+    Ok(Json(v))
 }
 
 /// Who is peered with whom: this party's own pins and those each peer last
@@ -332,12 +358,17 @@ fn polygons_json(polygons: &[Vec<(f64, f64)>]) -> Value {
     )
 }
 
-/// Both parties' proposals of a deconfliction area and the agreement.
-fn area_json(a: Option<&liaison::state::Area>) -> Value {
-    let proposal = |p: &Option<liaison::state::AreaProposal>| {
-        p.as_ref().map_or(Value::Null, |p| {
-            json!({ "polygons": polygons_json(&p.polygons), "at_ms": p.at_ms, "index": p.index })
-        })
+/// Both parties' latest proposals and the agreement, as the API shows
+/// them (`terms` renders what is agreed on).
+pub(crate) fn agreement_json<T: liaison::state::Terms>(
+    a: Option<&liaison::state::Agreement<T>>,
+    terms: impl Fn(&T) -> Value,
+) -> Value {
+    let proposal = |p: &Option<liaison::state::Proposal<T>>| {
+        p.as_ref().map_or(
+            Value::Null,
+            |p| json!({ "terms": terms(&p.terms), "at_ms": p.at_ms, "index": p.index }),
+        )
     };
     match a {
         None => json!({ "status": "none", "ours": null, "theirs": null, "agreed_index": null }),
@@ -348,6 +379,11 @@ fn area_json(a: Option<&liaison::state::Area>) -> Value {
             "agreed_index": a.agreed.as_ref().map(|(_, i)| *i),
         }),
     }
+}
+
+/// Both parties' proposals of a deconfliction area and the agreement.
+fn area_json(a: Option<&liaison::state::Area>) -> Value {
+    agreement_json(a, |p| polygons_json(p))
 }
 
 /// Proposes the deconfliction area shared with a peer: it binds (this

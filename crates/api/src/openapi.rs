@@ -78,6 +78,7 @@ impl utoipa::Modify for Security {
         crate::line::add_peer,
         crate::line::set_area,
         crate::line::mesh,
+        crate::line::accept_proposal,
         crate::line::remove_peer,
         crate::line::designate_contact,
         crate::statements::publish,

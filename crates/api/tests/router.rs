@@ -594,6 +594,17 @@ async fn line_routes_check_scopes_and_name_the_field_at_fault(app: &App) {
                 .naming("time_end"),
             case(M::POST, "/line/v1/contact-line", Some(ADMIN))
                 .body(json!({ "line": [[45.0, 10.0], [45.1, 10.2]], "buffer_m": 1000, "time_end": "2099-01-01T00:00:00Z" })),
+            case(M::POST, "/line/v1/contact-line", Some(ADMIN))
+                .body(json!({ "peer": "nobody", "line": [[45.0, 10.0], [45.1, 10.2]], "buffer_m": 1000, "time_end": "2099-01-01T00:00:00Z" }))
+                .is(404, "unknown_peer"),
+            case(M::POST, "/line/v1/contact-line", Some(ADMIN))
+                .body(json!({ "peer": "nobody", "id": "2f8343be-6482-4d1b-a474-16847e01af1e", "line": [[45.0, 10.0], [45.1, 10.2]], "buffer_m": 1000, "time_end": "2099-01-01T00:00:00Z" }))
+                .is(400, "invalid_input")
+                .naming("id"),
+            case(M::POST, "/line/v1/peers/nobody/area/accept", Some(ADMIN)).is(404, "unknown_peer"),
+            case(M::POST, "/line/v1/peers/nobody/contact-line/accept", Some(LINE))
+                .is(403, "forbidden"),
+            case(M::POST, "/line/v1/peers/nobody/treaty/accept", Some(ADMIN)).is(404, "not_found"),
             case(M::PUT, "/line/v1/contact/not-a-uuid", Some(ADMIN))
                 .is(400, "invalid_input")
                 .naming("constraint"),

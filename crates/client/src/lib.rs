@@ -269,6 +269,17 @@ impl Client {
         self.get(&["line", "v1", "peers"]).await
     }
 
+    /// Agrees to the peer's latest proposal (`area` or `contact-line`) by
+    /// proposing the same.
+    pub async fn accept_proposal(&self, peer: &str, what: &str) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &["line", "v1", "peers", peer, what, "accept"],
+            None::<&()>,
+        )
+        .await
+    }
+
     /// Who is peered with whom, as every party last announced.
     pub async fn mesh(&self) -> Result<Value, Error> {
         self.get(&["line", "v1", "mesh"]).await

@@ -101,6 +101,20 @@ pub enum PeerCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Agree to the peer's latest proposal by proposing exactly the same: the deconfliction area (--area) or the line of contact (--contact-line).
+    Accept {
+        name: String,
+        #[arg(
+            long,
+            conflicts_with = "contact_line",
+            required_unless_present = "contact_line"
+        )]
+        area: bool,
+        #[arg(long)]
+        contact_line: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Who is peered with whom: this party's pins and those every peer announced, each pair's state, and any party pinned under different keys.
     Mesh {
         /// Print the JSON the node returned.
@@ -496,6 +510,30 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                 );
             }
         }
+        PeerCommand::Accept {
+            name,
+            area,
+            contact_line: _,
+            conn,
+        } => {
+            let what = if area { "area" } else { "contact-line" };
+            let v = conn
+                .client()?
+                .accept_proposal(&name, what)
+                .await
+                .map_err(failure)?;
+            if area {
+                println!(
+                    "deconfliction area with {name}: {}",
+                    area_status(&name, &v["area_agreement"])
+                );
+            } else {
+                println!(
+                    "line of contact with {name}: {}",
+                    contact_status(&name, &v["contact_line"])
+                );
+            }
+        }
         PeerCommand::Mesh { json, conn } => {
             let v = conn.client()?.mesh().await.map_err(failure)?;
             if json {
@@ -554,6 +592,12 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                     p["key"].as_str().unwrap_or(""),
                     area_status(name, &p["area_agreement"])
                 );
+                if p["contact_line"]["status"] != "none" {
+                    println!(
+                        "    line of contact: {}",
+                        contact_status(name, &p["contact_line"])
+                    );
+                }
             }
         }
     }
@@ -635,9 +679,34 @@ fn print_mesh(v: &Value) {
     );
 }
 
+/// Where the line of contact with `peer` stands, in words.
+fn contact_status(peer: &str, c: &Value) -> String {
+    let bound = match (c["constraint"].as_str(), c["bound"] == true) {
+        (Some(id), true) => format!(", bound as constraint {id}"),
+        (Some(id), false) => format!(", to be bound as constraint {id}"),
+        _ => String::new(),
+    };
+    match c["status"].as_str() {
+        Some("agreed") => format!("agreed at index {}{bound}", c["agreed_index"]),
+        Some("proposed") if c["agreed"].is_null() => {
+            format!("proposed, awaiting {peer}'s same proposal; nothing binds until agreed")
+        }
+        Some("proposed") => format!(
+            "a new line proposed, awaiting {peer}'s same proposal (the one agreed at index {} binds meanwhile{bound})",
+            c["agreed_index"]
+        ),
+        Some("offered") => format!(
+            "{peer} proposes a line ({} points, {} m each side): `detente peer accept {peer} --contact-line` agrees to it",
+            c["theirs"]["terms"]["line"].as_array().map_or(0, Vec::len),
+            c["theirs"]["terms"]["buffer_m"]
+        ),
+        _ => "none".to_string(),
+    }
+}
+
 /// Where the deconfliction area with `peer` stands, in words.
 fn area_status(peer: &str, a: &Value) -> String {
-    let count = |p: &Value| p["polygons"].as_array().map_or(0, Vec::len);
+    let count = |p: &Value| p["terms"].as_array().map_or(0, Vec::len);
     let agreed = a["agreed_index"]
         .as_u64()
         .map(|i| format!("agreed at index {i}"));
@@ -1356,6 +1425,9 @@ pub enum AirspaceCommand {
         /// For a line of contact: the buffer each side of the line, in metres.
         #[arg(long)]
         buffer_m: Option<f64>,
+        /// For a line of contact: the peer it is agreed with (proposed to it; it binds once the peer proposes the same, e.g. with `peer accept PEER --contact-line`). Without: this party's own line.
+        #[arg(long)]
+        peer: Option<String>,
         /// For a line of contact: its constraint's id, to replace an earlier declaration.
         #[arg(long)]
         id: Option<String>,
@@ -1411,6 +1483,7 @@ pub async fn airspace(c: AirspaceCommand) -> Result<()> {
             file,
             kind,
             buffer_m,
+            peer,
             id,
             altitude_lower,
             altitude_upper,
@@ -1440,6 +1513,7 @@ pub async fn airspace(c: AirspaceCommand) -> Result<()> {
                 let v = conn
                     .client()?
                     .contact_line(&api::wire::line::ContactLineBody {
+                        peer: peer.clone(),
                         line,
                         buffer_m,
                         id,
@@ -1450,6 +1524,14 @@ pub async fn airspace(c: AirspaceCommand) -> Result<()> {
                     })
                     .await
                     .map_err(failure)?;
+                if let Some(peer) = peer {
+                    println!(
+                        "line of contact proposed to {peer}: buffered {buffer_m} m each side, {} vertices; {}",
+                        v["vertices"],
+                        contact_status(&peer, &v["contact_line"])
+                    );
+                    return Ok(());
+                }
                 println!(
                     "line of contact: constraint {} (version {}), buffered {} m each side, {} vertices",
                     v["constraint"].as_str().unwrap_or("?"),

@@ -318,6 +318,8 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         state.clone(),
         Some(identity.clone()),
     ));
+    // Lines of contact agreed with peers bind as the node's own constraints.
+    submitters.push(api::contact::spawn_binding(state.clone()));
     // Local subscribers hear of the peers' changes from this node, the
     // copies' managing USS (every replica sends what its writer committed).
     let notifier = match store.take_copy_notices() {

@@ -710,7 +710,7 @@ async fn a_duty_officer_works_the_line_from_the_cli() {
             assert_eq!(v["peers"][0]["area"].as_array().map(Vec::len), Some(0), "{v}");
             assert_eq!(v["peers"][0]["area_agreement"]["status"], "proposed", "{v}");
             assert_eq!(
-                v["peers"][0]["area_agreement"]["ours"]["polygons"][0][0],
+                v["peers"][0]["area_agreement"]["ours"]["terms"][0][0],
                 json!([44.5, 9.5]),
                 "{v}"
             );
@@ -3114,4 +3114,203 @@ async fn the_nth_party_joins_with_one_command_per_party_and_every_node_shows_the
         out.contains("!! dominion.test is pinned under different keys"),
         "{out}"
     );
+}
+
+/// `n`'s view of the line of contact with `peer` (its peer list).
+async fn contact_with(n: &TestNode, peer: &str) -> Value {
+    let v = ok("GET", n.url("/line/v1/peers"), &officer(), None).await;
+    v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == peer)
+        .map(|p| p["contact_line"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_line_of_contact_binds_only_once_both_parties_sign_the_same_geometry() {
+    let (a, f, _) = peered_in_one_area(&[]).await;
+    let planner = token("alliance-uss", "utm.strategic_coordination");
+    // An Alliance operation across the line, before any is agreed: planned
+    // freely (nothing binds yet).
+    let plan = |lat: f64| {
+        let (url, tok) = (
+            a.url(&format!(
+                "/dss/v1/operational_intent_references/{}",
+                new_id()
+            )),
+            planner.clone(),
+        );
+        async move {
+            call(
+                "PUT",
+                url,
+                &tok,
+                Some(intent_body(square(lat, 10.2, 0.005), &[], "Accepted")),
+            )
+            .await
+        }
+    };
+    // Alliance draws the line (a GeoJSON file) and proposes it to Federation.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("line.geojson");
+    let draw = |coords: Value| {
+        std::fs::write(
+            &file,
+            json!({ "type": "LineString", "coordinates": coords }).to_string(),
+        )
+        .unwrap();
+    };
+    draw(json!([[9.8, 45.0], [10.8, 45.0]]));
+    let propose = || {
+        cli(
+            &a,
+            &admin(),
+            &[
+                "airspace",
+                "import",
+                file.to_str().unwrap(),
+                "--as",
+                "contact",
+                "--peer",
+                F,
+                "--buffer-m",
+                "2000",
+                "--from",
+                "2030-01-01T00:00:00Z",
+                "--to",
+                "2030-01-02T00:00:00Z",
+            ],
+        )
+    };
+    let (proposed, out) = propose();
+    assert!(proposed, "{out}");
+    assert!(
+        out.contains(&format!("awaiting {F}'s same proposal; nothing binds")),
+        "{out}"
+    );
+    assert!(
+        until(
+            &f.base,
+            "/line/v1/peers",
+            10,
+            |v| v["peers"][0]["contact_line"]["status"] == "offered"
+        )
+        .await
+    );
+    let (s, v) = plan(45.0).await;
+    assert_eq!(s, 201, "nothing binds before both agree: {v}");
+    // Federation agrees by proposing exactly the same (one command).
+    let (accepted, out) = cli(&f, &admin(), &["peer", "accept", A, "--contact-line"]);
+    assert!(accepted && out.contains("agreed at index"), "{out}");
+    // Both nodes show the same agreed line; each binds it as its own
+    // constraint (their ids differ), designated as the line of contact.
+    let mut bound = Vec::new();
+    for (n, peer) in [(&a, F), (&f, A)] {
+        let mut c = Value::Null;
+        for _ in 0..200 {
+            c = contact_with(n, peer).await;
+            if c["bound"] == true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(c["status"], "agreed", "{c}");
+        assert_eq!(c["bound"], true, "{c}");
+        assert_eq!(
+            c["agreed"]["line"],
+            json!([[45.0, 9.8], [45.0, 10.8]]),
+            "{c}"
+        );
+        assert_eq!(c["agreed"]["buffer_m"], 2000.0, "{c}");
+        bound.push((
+            c["constraint"].as_str().unwrap().to_string(),
+            c["agreed"].clone(),
+        ));
+    }
+    assert_ne!(bound[0].0, bound[1].0);
+    assert_eq!(bound[0].1, bound[1].1, "the same geometry on both sides");
+    // Alliance's planners now meet the line: its constraint, with the OVN
+    // from Alliance's own node as its managing USS.
+    let cp = token("planner", "utm.constraint_processing");
+    let c = ok(
+        "GET",
+        a.url(&format!("/uss/v1/constraints/{}", bound[0].0)),
+        &cp,
+        None,
+    )
+    .await;
+    assert_eq!(
+        c["constraint"]["reference"]["uss_base_url"],
+        a.base.as_str(),
+        "{c}"
+    );
+    // A new line proposed by Federation: the agreed one binds meanwhile;
+    // once Alliance accepts, the old constraint goes and the new one binds.
+    let (s, v) = call(
+        "POST",
+        f.url("/line/v1/contact-line"),
+        &admin(),
+        Some(
+            json!({ "peer": A, "line": [[45.1, 9.8], [45.1, 10.8]], "buffer_m": 1500,
+                     "time_start": "2030-01-01T00:00:00Z", "time_end": "2030-01-02T00:00:00Z" }),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["contact_line"]["status"], "proposed", "{v}");
+    assert_eq!(
+        v["contact_line"]["bound"], true,
+        "the agreed line binds meanwhile: {v}"
+    );
+    assert!(
+        until(
+            &a.base,
+            "/line/v1/peers",
+            10,
+            |v| v["peers"][0]["contact_line"]["status"] == "offered"
+        )
+        .await
+    );
+    let (accepted, out) = cli(&a, &admin(), &["peer", "accept", F, "--contact-line"]);
+    assert!(accepted, "{out}");
+    let mut gone = false;
+    for _ in 0..200 {
+        let (s, _) = call(
+            "GET",
+            a.url(&format!("/uss/v1/constraints/{}", bound[0].0)),
+            &cp,
+            None,
+        )
+        .await;
+        let c = contact_with(&a, F).await;
+        if s == 404 && c["bound"] == true {
+            gone = true;
+            assert_ne!(c["constraint"], bound[0].0.as_str());
+            assert_eq!(c["agreed"]["buffer_m"], 1500.0, "{c}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gone,
+        "the replaced line's constraint is removed: {}",
+        contact_with(&a, F).await
+    );
+    let (_, out) = cli(&a, &officer(), &["peer", "list"]);
+    assert!(out.contains("line of contact: agreed at index"), "{out}");
+    // A malformed proposal is refused naming the field, and proposes nothing.
+    let (s, v) = call(
+        "POST",
+        a.url("/line/v1/contact-line"),
+        &admin(),
+        Some(
+            json!({ "peer": F, "line": [[45.1, 9.8], [45.1, 10.8]], "buffer_m": -1,
+                     "time_end": "2030-01-02T00:00:00Z" }),
+        ),
+    )
+    .await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("buffer_m")), "{v}");
+    assert_eq!(contact_with(&a, F).await["status"], "agreed");
 }

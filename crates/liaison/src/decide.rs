@@ -310,6 +310,65 @@ pub fn set_area(
     )]))
 }
 
+/// Proposes to `peer` the line of contact between the two (on the FLASH
+/// lane): it binds once the peer's latest proposal holds the same terms;
+/// an empty line withdraws this party from the line agreed.
+pub fn propose_contact(
+    state: &LineState,
+    peer: &str,
+    terms: ContactTerms,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    known_peer(state, peer)?;
+    terms
+        .check()
+        .map_err(|(field, message)| LineError::invalid(field, message))?;
+    Ok(LineDecision::commit(vec![own(
+        state,
+        Record::ContactProposed {
+            by: state.me().into(),
+            peer: peer.into(),
+            terms,
+            at_ms: now,
+        },
+        Some((peer, Precedence::Flash)),
+    )]))
+}
+
+/// Proposes exactly what `peer` last proposed: the line of contact
+/// (`contact`) or the deconfliction area, so that it is agreed.
+pub fn accept_proposal(
+    state: &LineState,
+    peer: &str,
+    contact: bool,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    known_peer(state, peer)?;
+    let nothing = || LineError::NotFound {
+        kind: if contact {
+            "line-of-contact proposal"
+        } else {
+            "deconfliction area proposal"
+        },
+        id: peer.to_string(),
+    };
+    if contact {
+        let theirs = state
+            .contact_line(peer)
+            .and_then(|a| a.theirs.as_ref())
+            .filter(|p| !p.terms.line.is_empty())
+            .ok_or_else(nothing)?;
+        propose_contact(state, peer, theirs.terms.clone(), now)
+    } else {
+        let theirs = state
+            .area_state(peer)
+            .and_then(|a| a.theirs.as_ref())
+            .filter(|p| !p.terms.is_empty())
+            .ok_or_else(nothing)?;
+        set_area(state, peer, theirs.terms.clone(), now)
+    }
+}
+
 /// This party sets the acknowledgement deadlines of a channel with `peer`
 /// (one per precedence, FLASH first), for messages created from
 /// `effective` on; both parties then compute the same deadlines.
@@ -1118,6 +1177,18 @@ fn refusal(
             .then(|| "a channel notice comes from one party of the channel".to_string()),
         Record::ChannelDeadlines { by, peer, .. } => (by != origin || peer != me)
             .then(|| "deadlines come from one party of the channel".to_string()),
+        Record::ContactProposed {
+            by, peer, terms, ..
+        } => {
+            if by != origin || peer != me {
+                Some(
+                    "a line of contact is proposed by one party of the pair to the other"
+                        .to_string(),
+                )
+            } else {
+                terms.check().err().map(|(f, m)| format!("{f}: {m}"))
+            }
+        }
         Record::PeersAnnounced { by, peers, .. } => {
             if by != origin {
                 Some("a party announces its own peers".to_string())

@@ -334,6 +334,124 @@ pub struct Group {
 /// Most peers one announcement names.
 pub const MAX_ANNOUNCED_PEERS: usize = 256;
 
+/// The line of contact between two parties as they agree it: a polyline
+/// of (lat, lng) points buffered each side by `buffer_m` metres on the
+/// WGS-84 ellipsoid, within an altitude band and a time window. Every
+/// number is part of the agreement, bit for bit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContactTerms {
+    pub line: Vec<(f64, f64)>,
+    pub buffer_m: f64,
+    pub altitude_lower_m: f64,
+    pub altitude_upper_m: f64,
+    pub time_start_ms: Millis,
+    pub time_end_ms: Millis,
+}
+
+impl ContactTerms {
+    /// A withdrawal: no line.
+    pub fn withdrawal() -> Self {
+        ContactTerms {
+            line: vec![],
+            buffer_m: 0.0,
+            altitude_lower_m: 0.0,
+            altitude_upper_m: 0.0,
+            time_start_ms: 0,
+            time_end_ms: 0,
+        }
+    }
+
+    /// Why the terms are not a line of contact (a withdrawal is fine).
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if self.line.is_empty() {
+            return Ok(());
+        }
+        let bad = |f: &str, m: &str| Err((f.to_string(), m.to_string()));
+        if self.line.len() < 2 || self.line.len() > 10_000 {
+            return bad("line", "2 to 10,000 points");
+        }
+        if let Some(i) = self.line.iter().position(|(lat, lng)| {
+            !(lat.is_finite() && lng.is_finite() && lat.abs() <= 90.0 && lng.abs() <= 180.0)
+        }) {
+            return bad(
+                &format!("line[{i}]"),
+                "latitude within ±90, longitude within ±180",
+            );
+        }
+        if !(self.buffer_m.is_finite() && self.buffer_m > 0.0 && self.buffer_m <= 500_000.0) {
+            return bad("buffer_m", "more than 0 and at most 500,000 metres");
+        }
+        if !(self.altitude_lower_m.is_finite()
+            && self.altitude_upper_m.is_finite()
+            && self.altitude_lower_m < self.altitude_upper_m)
+        {
+            return bad(
+                "altitude_upper_m",
+                "finite altitudes, the upper above the lower",
+            );
+        }
+        if self.time_end_ms <= self.time_start_ms {
+            return bad("time_end", "after time_start");
+        }
+        Ok(())
+    }
+
+    fn to_value(&self) -> Value {
+        map(vec![
+            (
+                "line",
+                Value::Array(
+                    self.line
+                        .iter()
+                        .map(|(a, b)| Value::Array(vec![Value::Float(*a), Value::Float(*b)]))
+                        .collect(),
+                ),
+            ),
+            ("buffer_m", Value::Float(self.buffer_m)),
+            ("altitude_lower_m", Value::Float(self.altitude_lower_m)),
+            ("altitude_upper_m", Value::Float(self.altitude_upper_m)),
+            ("time_start_ms", Value::Uint(self.time_start_ms)),
+            ("time_end_ms", Value::Uint(self.time_end_ms)),
+        ])
+    }
+
+    fn from_value(v: &Value) -> Result<Self, LineError> {
+        let f = Fields::new(
+            v,
+            "contact",
+            &[
+                "line",
+                "buffer_m",
+                "altitude_lower_m",
+                "altitude_upper_m",
+                "time_start_ms",
+                "time_end_ms",
+            ],
+        )?;
+        let line = match polygons_of(&Value::Array(vec![f.get("line")?.clone()]))?.pop() {
+            Some(l) => l,
+            None => return Err(malformed("contact", "line is an array of [lat, lng]")),
+        };
+        let float = |k: &str| match f.get(k)? {
+            Value::Float(x) => Ok(*x),
+            _ => Err(malformed("contact", format!("{k} must be a float"))),
+        };
+        Ok(ContactTerms {
+            line,
+            buffer_m: float("buffer_m")?,
+            altitude_lower_m: float("altitude_lower_m")?,
+            altitude_upper_m: float("altitude_upper_m")?,
+            time_start_ms: f.u64("time_start_ms")?,
+            time_end_ms: f.u64("time_end_ms")?,
+        })
+    }
+
+    /// SHA-256 of the terms' canonical bytes: what names them.
+    pub fn digest(&self) -> [u8; 32] {
+        tlog::hash::sha256(&cbor::encode(&self.to_value()))
+    }
+}
+
 /// Most addressees of one group.
 pub const MAX_GROUP: usize = 32;
 
@@ -484,6 +602,15 @@ pub enum Record {
     PeersAnnounced {
         by: String,
         peers: Vec<(String, String)>,
+        at_ms: Millis,
+    },
+    /// This party's proposal of the line of contact with a peer, sent to
+    /// the peer: it binds once both parties' latest proposals hold the same
+    /// terms (an empty line withdraws the party).
+    ContactProposed {
+        by: String,
+        peer: String,
+        terms: ContactTerms,
         at_ms: Millis,
     },
     /// This party's proposal of the deconfliction area it shares with a
@@ -1167,6 +1294,7 @@ impl Record {
             Record::PeerArea { .. } => "line.peer.area",
             Record::AreaProposed { .. } => "line.area.proposed",
             Record::PeersAnnounced { .. } => "line.peers.announced",
+            Record::ContactProposed { .. } => "line.contact.proposed",
             Record::PeerRemoved { .. } => "line.peer.removed",
             Record::Airspace { .. } => "line.airspace",
             Record::MemberRegistered(_) => "line.member.registered",
@@ -1195,6 +1323,17 @@ impl Record {
             Record::PeerArea { peer, polygons } => map(vec![
                 ("peer", t(peer)),
                 ("polygons", polygons_value(polygons)),
+            ]),
+            Record::ContactProposed {
+                by,
+                peer,
+                terms,
+                at_ms,
+            } => map(vec![
+                ("by", t(by)),
+                ("peer", t(peer)),
+                ("terms", terms.to_value()),
+                ("at_ms", Value::Uint(*at_ms)),
             ]),
             Record::PeersAnnounced { by, peers, at_ms } => map(vec![
                 ("by", t(by)),
@@ -1412,6 +1551,15 @@ impl Record {
                 Record::PeerArea {
                     peer: f.text("peer")?,
                     polygons: polygons_of(f.get("polygons")?)?,
+                }
+            }
+            "line.contact.proposed" => {
+                let f = Fields::new(v, "contact", &["by", "peer", "terms", "at_ms"])?;
+                Record::ContactProposed {
+                    by: f.text("by")?,
+                    peer: f.text("peer")?,
+                    terms: ContactTerms::from_value(f.get("terms")?)?,
+                    at_ms: f.u64("at_ms")?,
                 }
             }
             "line.peers.announced" => {
@@ -1843,6 +1991,25 @@ mod tests {
                 peer: "federation".into(),
                 polygons: vec![vec![(45.0, 10.0), (45.5, 10.0), (45.5, 10.5)]],
                 at_ms: 7,
+            },
+            Record::ContactProposed {
+                by: "alliance".into(),
+                peer: "federation".into(),
+                terms: ContactTerms {
+                    line: vec![(46.0, 12.0), (46.1, 12.3)],
+                    buffer_m: 3000.0,
+                    altitude_lower_m: 0.0,
+                    altitude_upper_m: 20_000.0,
+                    time_start_ms: 1,
+                    time_end_ms: 2,
+                },
+                at_ms: 3,
+            },
+            Record::ContactProposed {
+                by: "alliance".into(),
+                peer: "federation".into(),
+                terms: ContactTerms::withdrawal(),
+                at_ms: 4,
             },
             Record::PeersAnnounced {
                 by: "alliance".into(),

@@ -27,41 +27,74 @@ pub struct MemberEntry {
 /// Polygons of (lat, lng) vertices.
 pub type Polygons = Vec<Vec<(f64, f64)>>;
 
-/// A party's latest proposal of the deconfliction area with a peer.
+/// What two parties agree on by each proposing the same: it binds once
+/// both parties' latest proposals are equal.
+pub trait Terms: Clone + PartialEq + std::fmt::Debug {
+    /// A proposal that withdraws the party from any agreement.
+    fn is_withdrawal(&self) -> bool;
+}
+
+impl Terms for Polygons {
+    fn is_withdrawal(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Terms for ContactTerms {
+    fn is_withdrawal(&self) -> bool {
+        self.line.is_empty()
+    }
+}
+
+/// A party's latest proposal to a peer.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AreaProposal {
-    pub polygons: Polygons,
+pub struct Proposal<T> {
+    pub terms: T,
     pub at_ms: Millis,
     /// This node's log index of the proposal.
     pub index: u64,
 }
 
-/// The deconfliction area of one pair of parties: each party's latest
-/// proposal and the area agreed (both proposals holding the same
-/// polygons), which stays in force until another is agreed or either
-/// party withdraws (proposes no polygons).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Area {
-    pub ours: Option<AreaProposal>,
-    pub theirs: Option<AreaProposal>,
-    /// The agreed polygons and the log index where the agreement was
-    /// reached (the later of the two proposals).
-    pub agreed: Option<(Polygons, u64)>,
+/// What one pair of parties agrees on: each party's latest proposal and
+/// the terms agreed (both proposals equal), which stay in force until
+/// others are agreed or either party withdraws.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agreement<T> {
+    pub ours: Option<Proposal<T>>,
+    pub theirs: Option<Proposal<T>>,
+    /// The agreed terms and the log index where the agreement was reached
+    /// (the later of the two proposals).
+    pub agreed: Option<(T, u64)>,
+    /// Every agreement reached, in order (the current one last, if any).
+    pub history: Vec<(T, u64)>,
 }
 
-impl Area {
+impl<T> Default for Agreement<T> {
+    fn default() -> Self {
+        Agreement {
+            ours: None,
+            theirs: None,
+            agreed: None,
+            history: Vec::new(),
+        }
+    }
+}
+
+/// The deconfliction area of one pair of parties.
+pub type Area = Agreement<Polygons>;
+
+impl<T: Terms> Agreement<T> {
     /// `proposed` (this party's proposal awaits the peer's), `offered`
     /// (the peer's awaits this party's), `agreed`, or `none`. A new
     /// proposal leaves an earlier agreement in force: `proposed` or
     /// `offered` with `agreed` still set.
     pub fn status(&self) -> &'static str {
-        fn pending(p: &Option<AreaProposal>) -> Option<&AreaProposal> {
-            p.as_ref().filter(|p| !p.polygons.is_empty())
+        fn pending<T: Terms>(p: &Option<Proposal<T>>) -> Option<&Proposal<T>> {
+            p.as_ref().filter(|p| !p.terms.is_withdrawal())
         }
         let (ours, theirs) = (pending(&self.ours), pending(&self.theirs));
-        let differ =
-            self.ours.as_ref().map(|p| &p.polygons) != self.theirs.as_ref().map(|p| &p.polygons);
-        let index = |p: &Option<AreaProposal>| p.as_ref().map(|p| p.index);
+        let differ = self.ours.as_ref().map(|p| &p.terms) != self.theirs.as_ref().map(|p| &p.terms);
+        let index = |p: &Option<Proposal<T>>| p.as_ref().map(|p| p.index);
         // Of two differing proposals, the later one awaits the other party
         // (or, when it withdraws, the earlier one still does).
         let ours_awaits = match (ours, theirs) {
@@ -80,8 +113,8 @@ impl Area {
         }
     }
 
-    fn propose(&mut self, ours: bool, p: AreaProposal) {
-        let withdrawn = p.polygons.is_empty();
+    fn propose(&mut self, ours: bool, p: Proposal<T>) {
+        let withdrawn = p.terms.is_withdrawal();
         let index = p.index;
         if ours {
             self.ours = Some(p);
@@ -91,9 +124,11 @@ impl Area {
         if withdrawn {
             self.agreed = None;
         } else if let (Some(o), Some(t)) = (&self.ours, &self.theirs)
-            && o.polygons == t.polygons
+            && o.terms == t.terms
+            && self.agreed.as_ref().map(|(a, _)| a) != Some(&o.terms)
         {
-            self.agreed = Some((o.polygons.clone(), index));
+            self.agreed = Some((o.terms.clone(), index));
+            self.history.push((o.terms.clone(), index));
         }
     }
 }
@@ -245,6 +280,8 @@ pub struct LineState {
     /// of its records appended since this node's last receipt.
     unreceipted: Option<(String, Vec<ReceiptItem>)>,
     areas: BTreeMap<String, Area>,
+    /// The line of contact agreed with each peer, and the proposals.
+    contact_lines: BTreeMap<String, Agreement<ContactTerms>>,
     /// Whom each peer pins (name, key), as it last announced, and when.
     mesh: BTreeMap<String, (Vec<(String, String)>, Millis)>,
     /// (peer, entity id) of this party's intents and constraints the peer holds.
@@ -281,6 +318,7 @@ impl LineState {
             awaiting: Vec::new(),
             unreceipted: None,
             areas: BTreeMap::new(),
+            contact_lines: BTreeMap::new(),
             mesh: BTreeMap::new(),
             shared: std::collections::HashSet::new(),
             contact: std::collections::BTreeSet::new(),
@@ -482,8 +520,8 @@ impl LineState {
             Record::PeerArea { peer, polygons } => {
                 self.areas.entry(peer).or_default().propose(
                     true,
-                    AreaProposal {
-                        polygons,
+                    Proposal {
+                        terms: polygons,
                         at_ms: 0,
                         index,
                     },
@@ -504,8 +542,25 @@ impl LineState {
                 let other = if ours { peer } else { by };
                 self.areas.entry(other).or_default().propose(
                     ours,
-                    AreaProposal {
-                        polygons,
+                    Proposal {
+                        terms: polygons,
+                        at_ms,
+                        index,
+                    },
+                );
+            }
+            Record::ContactProposed {
+                by,
+                peer,
+                terms,
+                at_ms,
+            } => {
+                let ours = by == self.me;
+                let other = if ours { peer } else { by };
+                self.contact_lines.entry(other).or_default().propose(
+                    ours,
+                    Proposal {
+                        terms,
                         at_ms,
                         index,
                     },
@@ -516,6 +571,11 @@ impl LineState {
             Record::PeerRemoved { name, .. } => {
                 self.peers.remove(&name);
                 self.areas.remove(&name);
+                // Its line of contact no longer binds (the history stays:
+                // the node removes what it bound).
+                if let Some(c) = self.contact_lines.get_mut(&name) {
+                    (c.ours, c.theirs, c.agreed) = (None, None, None);
+                }
             }
             Record::ContactDesignated { constraint } => {
                 self.contact.insert(constraint);
@@ -648,6 +708,15 @@ impl LineState {
             .and_then(|a| a.agreed.as_ref())
             .map(|(p, _)| p.as_slice())
             .unwrap_or(&[])
+    }
+    /// The line of contact with `peer`: both parties' proposals and the
+    /// agreement.
+    pub fn contact_line(&self, peer: &str) -> Option<&Agreement<ContactTerms>> {
+        self.contact_lines.get(peer)
+    }
+    /// Every peer's line-of-contact agreement.
+    pub fn contact_lines(&self) -> impl Iterator<Item = (&String, &Agreement<ContactTerms>)> {
+        self.contact_lines.iter()
     }
     /// Whom `party` pins (name, key), as it last announced, and when.
     pub fn announced_peers(&self, party: &str) -> Option<&(Vec<(String, String)>, Millis)> {

@@ -87,6 +87,18 @@ pub enum LineWrite {
     PublishStatement(liaison::Statement),
     /// Who saw what.
     Access(liaison::Access),
+    /// This party's proposal of the line of contact with a peer.
+    ProposeContact {
+        peer: String,
+        terms: liaison::ContactTerms,
+        now: Millis,
+    },
+    /// This party proposes exactly what the peer last proposed.
+    Accept {
+        peer: String,
+        contact: bool,
+        now: Millis,
+    },
     /// This party's proposal of the deconfliction area with a peer.
     SetArea {
         peer: String,
@@ -181,6 +193,12 @@ impl LineWrite {
                 polygons,
                 now,
             } => decide::set_area(s, &peer, polygons, now),
+            LineWrite::ProposeContact { peer, terms, now } => {
+                decide::propose_contact(s, &peer, terms, now)
+            }
+            LineWrite::Accept { peer, contact, now } => {
+                decide::accept_proposal(s, &peer, contact, now)
+            }
             LineWrite::Send { m, now } => {
                 decide::send_message_as(s, m, now, decide::Signatures::Checked)
             }
@@ -835,6 +853,28 @@ impl Line {
     pub async fn uss_notified(&self, mut n: liaison::UssNotification) -> Result<(), NodeError> {
         n.at_ms = self.now_ms();
         self.commit(LineWrite::UssNotified(n)).await.map(|_| ())
+    }
+
+    /// Proposes to `peer` the line of contact (it binds once the peer
+    /// proposes the same terms).
+    pub async fn propose_contact(
+        &self,
+        peer: String,
+        terms: liaison::ContactTerms,
+    ) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        self.commit(LineWrite::ProposeContact { peer, terms, now })
+            .await
+            .map(|_| ())
+    }
+
+    /// Proposes exactly what `peer` last proposed (the line of contact, or
+    /// the deconfliction area), agreeing to it.
+    pub async fn accept(&self, peer: String, contact: bool) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        self.commit(LineWrite::Accept { peer, contact, now })
+            .await
+            .map(|_| ())
     }
 
     /// Proposes to `peer` the deconfliction area the two share (it binds

@@ -67,11 +67,17 @@ pub struct StatementRefBody {
 #[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactLineBody {
+    /// The peer with whom the line is agreed: the line is proposed to it
+    /// and binds once it proposes the same. Absent: this party's own line,
+    /// binding its own planners at once.
+    #[serde(default)]
+    pub peer: Option<String>,
     /// The line's points as [latitude, longitude], in order.
     pub line: Vec<[f64; 2]>,
     /// The buffer each side of the line, metres (on the WGS-84 ellipsoid).
     pub buffer_m: f64,
-    /// The constraint's id (UUID): given again, the line is replaced.
+    /// The constraint's id (UUID) of this party's own line: given again, the
+    /// line is replaced. Not with `peer`.
     #[serde(default)]
     pub id: Option<String>,
     /// Altitude band, metres above the WGS-84 ellipsoid (default 0 to 20,000).

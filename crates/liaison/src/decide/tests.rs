@@ -1400,3 +1400,58 @@ fn each_party_announces_whom_it_pins_to_all_it_pins() {
     assert!(refusal(&f.state, A, &forged, T0, Signatures::Checked).is_some());
     assert_eq!(a.replayed().announced_peers(F), a.state.announced_peers(F));
 }
+
+#[test]
+fn a_line_of_contact_is_agreed_on_identical_terms_and_its_history_kept() {
+    let (mut a, mut f, _, _, _) = peered();
+    let terms = |buffer_m: f64| ContactTerms {
+        line: vec![(45.0, 9.8), (45.0, 10.8)],
+        buffer_m,
+        altitude_lower_m: 0.0,
+        altitude_upper_m: 20_000.0,
+        time_start_ms: T0,
+        time_end_ms: T0 + 86_400_000,
+    };
+    a.run(propose_contact(&a.state, F, terms(2000.0), T0), T0);
+    deliver(&mut a, &mut f, T0);
+    assert_eq!(f.state.contact_line(A).unwrap().status(), "offered");
+    // Federation accepts: exactly Alliance's terms, agreed on both sides.
+    f.run(accept_proposal(&f.state, A, true, T0 + 1), T0 + 1);
+    deliver(&mut f, &mut a, T0 + 1);
+    let agreed = |n: &Node, peer: &str| n.state.contact_line(peer).unwrap().agreed.clone();
+    assert_eq!(agreed(&a, F).map(|(t, _)| t), Some(terms(2000.0)));
+    assert_eq!(agreed(&f, A).map(|(t, _)| t), Some(terms(2000.0)));
+    // A buffer one millimetre off is another line: not agreed.
+    f.run(
+        propose_contact(&f.state, A, terms(2000.001), T0 + 2),
+        T0 + 2,
+    );
+    deliver(&mut f, &mut a, T0 + 2);
+    assert_eq!(agreed(&a, F).map(|(t, _)| t.buffer_m), Some(2000.0));
+    a.run(accept_proposal(&a.state, F, true, T0 + 3), T0 + 3);
+    deliver(&mut a, &mut f, T0 + 3);
+    assert_eq!(agreed(&f, A).map(|(t, _)| t.buffer_m), Some(2000.001));
+    assert_eq!(f.state.contact_line(A).unwrap().history.len(), 2);
+    // Withdrawn by one: nothing binds; the history stays for the node to
+    // unbind what it bound.
+    a.run(
+        propose_contact(&a.state, F, ContactTerms::withdrawal(), T0 + 4),
+        T0 + 4,
+    );
+    deliver(&mut a, &mut f, T0 + 4);
+    assert!(agreed(&f, A).is_none() && agreed(&a, F).is_none());
+    assert_eq!(a.state.contact_line(F).unwrap().history.len(), 2);
+    assert_eq!(a.replayed().contact_line(F), a.state.contact_line(F));
+    // Nothing offered (no area proposed by Federation): nothing to accept;
+    // bad terms refused with the field.
+    assert!(matches!(
+        accept_proposal(&a.state, F, false, T0),
+        Err(LineError::NotFound { .. })
+    ));
+    let mut bad = terms(2000.0);
+    bad.time_end_ms = bad.time_start_ms;
+    assert!(matches!(
+        propose_contact(&a.state, F, bad, T0),
+        Err(LineError::Invalid { field, .. }) if field == "time_end"
+    ));
+}
