@@ -1,7 +1,7 @@
 // The map: operations and constraints of every party on an offline
 // basemap (Natural Earth, shipped in the build), conflicts highlighted, a
 // time slider, altitude and times on selection.
-import { api, el, utc } from './app.js';
+import { api, app, el, utc, describe } from './app.js';
 
 const $ = (s) => document.querySelector(s);
 const PEER_COLOURS = ['#c0392b', '#8e44ad', '#d35400', '#16a085'];
@@ -10,6 +10,11 @@ let layer = null;
 let data = null;
 let fitted = false;
 let selected = null;
+// The peers with their agreements (areas, lines of contact).
+let peers = [];
+// The line being drawn: its points, and whether clicks add to it.
+let drawing = null;
+let sketch = null;
 
 // Ours blue; the first peer red (as the legend says), further peers in
 // other colours, in the order the node lists them.
@@ -29,6 +34,22 @@ export async function init() {
   // The basemap in its own pane below the operations, whenever it arrives.
   map.createPane('basemap').style.zIndex = 350;
   layer = L.layerGroup().addTo(map);
+  sketch = L.layerGroup().addTo(map);
+  map.on('click', (ev) => {
+    if (!drawing) return;
+    drawing.push([Number(ev.latlng.lat.toFixed(6)), Number(ev.latlng.lng.toFixed(6))]);
+    drawSketch();
+  });
+  $('#d-start').addEventListener('click', () => {
+    drawing = [];
+    $('#map').classList.add('drawing');
+    $('#d-status').textContent = 'Click the line\'s points on the map, in order; then Propose.';
+    drawSketch();
+  });
+  $('#d-clear').addEventListener('click', () => { drawing = null; $('#map').classList.remove('drawing'); drawSketch(); $('#d-status').textContent = ''; });
+  $('#draw-line').addEventListener('submit', propose);
+  const until = new Date(Date.now() + 24 * 3600e3);
+  $('#d-until').value = new Date(until.getTime() - until.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
   $('#all-times').addEventListener('change', () => { $('#time').disabled = $('#all-times').checked; draw(); });
   $('#time').addEventListener('input', draw);
   draw();
@@ -53,8 +74,71 @@ export function shown() {
 }
 
 export async function refresh() {
-  data = await api('GET', '/console/api/airspace');
+  const [airspace, p] = await Promise.all([api('GET', '/console/api/airspace'), api('GET', '/line/v1/peers')]);
+  data = airspace;
+  peers = p.peers;
   draw();
+  agreements();
+}
+
+function drawSketch() {
+  sketch.clearLayers();
+  const pts = drawing || [];
+  for (const p of pts) L.circleMarker(p, { radius: 4, color: '#b00020', className: 'sketch-point' }).addTo(sketch);
+  if (pts.length > 1) L.polyline(pts, { color: '#b00020', weight: 3, dashArray: '2 6', className: 'sketch-line' }).addTo(sketch);
+  $('#d-propose').disabled = pts.length < 2;
+}
+
+// The line drawn, proposed to the peer: the node buffers it on the
+// ellipsoid; it binds once the peer proposes the same.
+async function propose(ev) {
+  ev.preventDefault();
+  const status = $('#d-status');
+  try {
+    const v = await api('POST', '/line/v1/contact-line', {
+      peer: $('#d-peer').value, line: drawing, buffer_m: Number($('#d-buffer').value),
+      time_end: new Date($('#d-until').value).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    });
+    status.textContent = `Proposed to ${v.peer} (${v.vertices} vertices buffered): ${v.contact_line.status}.`;
+    status.className = 'small';
+    drawing = null;
+    $('#map').classList.remove('drawing');
+    drawSketch();
+    await refresh();
+  } catch (e) {
+    status.textContent = `Not proposed: ${e.body ? describe(e) : e.message}`;
+    status.className = 'small error';
+  }
+}
+
+const WORDS = { agreed: 'agreed', proposed: 'proposed by us, awaiting theirs', offered: 'offered by them', none: 'none' };
+
+// Per peer: the deconfliction area and the line of contact, as agreed or
+// proposed; an administrator accepts what the peer offers.
+function agreements() {
+  const admin = app.session && app.session.admin;
+  $('#draw-line').hidden = !admin;
+  const sel = $('#d-peer');
+  if (sel.options.length !== peers.length) sel.replaceChildren(...peers.map((p) => el('option', { value: p.name }, p.name)));
+  $('#agreements').replaceChildren(...peers.map((p) => {
+    const row = (what, a, path) => el('div', { class: `agreement ${path}`, dataset: { status: a.status } },
+      `${what}: `, el('span', { class: `st ${a.status}` }, WORDS[a.status] || a.status),
+      a.agreed_index !== null && a.status !== 'agreed' ? ' (the agreed one binds meanwhile)' : '',
+      admin && a.status === 'offered'
+        ? el('button', { type: 'button', class: `accept-${path}`, onclick: () => accept(p.name, path) }, 'Accept')
+        : null);
+    return el('li', { dataset: { peer: p.name } }, el('strong', {}, p.name),
+      row('area', p.area_agreement, 'area'), row('line of contact', p.contact_line, 'contact-line'));
+  }));
+}
+
+async function accept(peer, what) {
+  try {
+    await api('POST', `/line/v1/peers/${encodeURIComponent(peer)}/${what}/accept`);
+    await refresh();
+  } catch (e) {
+    $('#d-status').textContent = `Not accepted: ${e.body ? describe(e) : e.message}`;
+  }
 }
 
 function span() {
@@ -105,6 +189,24 @@ function draw() {
   const inConflict = new Set();
   for (const c of data.conflicts) { inConflict.add(c.a.id); inConflict.add(c.b.id); }
   const bounds = [];
+  // What each pair agreed: areas dotted green; lines of contact as drawn
+  // (agreed: solid; proposed or offered: dashed).
+  for (const p of peers) {
+    for (const poly of p.area) {
+      L.polygon(poly, { color: '#2e7d32', weight: 1.5, dashArray: '2 6', fill: false, interactive: false, className: 'area-agreed' }).addTo(layer);
+    }
+    const c = p.contact_line;
+    const lines = [];
+    if (c.agreed) lines.push([c.agreed.line, 'agreed']);
+    for (const [x, who] of [[c.ours, 'proposed by us'], [c.theirs, `offered by ${p.name}`]]) {
+      if (x && x.terms.line.length && c.status !== 'agreed' && !(c.agreed && JSON.stringify(c.agreed.line) === JSON.stringify(x.terms.line))) lines.push([x.terms.line, who]);
+    }
+    for (const [line, how] of lines) {
+      const agreed = how === 'agreed';
+      L.polyline(line, { color: agreed ? '#7a0019' : '#e67e22', weight: 3, dashArray: agreed ? null : '8 6', className: `contact-line contact-${agreed ? 'agreed' : 'proposed'}` })
+        .bindTooltip(`Line of contact with ${p.name}: ${how}`).addTo(layer);
+    }
+  }
   for (const c of data.constraints) {
     for (const v of c.volumes.filter((v) => activeAt(v, t))) {
       const style = c.contact

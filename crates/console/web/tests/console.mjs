@@ -124,6 +124,46 @@ try {
   await a.screenshot({ path: join(SHOTS, 'line.png') });
   await f.screenshot({ path: join(SHOTS, 'line-federation.png') });
 
+  step = 'contact line';
+  // Adams draws a line of contact on the map and proposes it; it binds
+  // only once Sokolov, in Federation's console, agrees to the same.
+  for (const n of [a, f]) {
+    await n.evaluate(() => document.activeElement && document.activeElement.blur());
+    await n.keyboard.press('1');
+  }
+  const fedRow = (n, what) => n.locator(`#agreements li[data-peer="${n === a ? 'federation' : 'alliance'}.detente.demo"] .agreement.${what}`);
+  check(await fedRow(a, 'area').getAttribute('data-status') === 'agreed', 'the map lists the deconfliction area agreed with Federation');
+  await a.locator('#d-buffer').fill('3000');
+  await a.locator('#d-start').click();
+  await a.locator('#map').click({ position: { x: 380, y: 420 } });
+  await a.locator('#map').click({ position: { x: 520, y: 380 } });
+  await a.locator('#map').click({ position: { x: 660, y: 430 } });
+  check(await a.locator('path.sketch-line').count() === 1, 'Adams draws three points of the line on the map');
+  await a.locator('#d-propose').click();
+  await a.locator('#d-status', { hasText: 'Proposed to federation.detente.demo' }).waitFor({ timeout: T });
+  await a.locator('path.contact-proposed').waitFor({ timeout: T });
+  check(await fedRow(a, 'contact-line').getAttribute('data-status') === 'proposed', 'proposed to Federation: drawn dashed, nothing binds yet');
+  await fedRow(f, 'contact-line').locator('button.accept-contact-line').waitFor({ timeout: T });
+  await f.locator('path.contact-proposed').waitFor({ timeout: T });
+  ok('Federation\'s console shows the line offered, drawn on its map, with Accept');
+  await fedRow(f, 'contact-line').locator('button.accept-contact-line').click();
+  await f.locator('#agreements .agreement.contact-line[data-status="agreed"]').waitFor({ timeout: T });
+  await a.locator('#agreements .agreement.contact-line[data-status="agreed"]').waitFor({ timeout: T });
+  await a.locator('path.contact-agreed').waitFor({ timeout: T });
+  await f.locator('path.contact-agreed').waitFor({ timeout: T });
+  ok('Sokolov accepts: both consoles show the same line agreed, drawn solid');
+  const bound = await a.evaluate(async () => {
+    for (let i = 0; i < 100; i++) {
+      const p = (await (await fetch('/line/v1/peers')).json()).peers[0].contact_line;
+      if (p.bound) return p;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return null;
+  });
+  check(bound && bound.agreed.buffer_m === 3000 && bound.agreed.line.length === 3, 'Alliance\'s node binds the agreed line, buffered 3 km each side');
+  await a.screenshot({ path: join(SHOTS, 'contact-line.png') });
+  for (const n of [a, f]) await n.keyboard.press('2');
+
   step = 'channel';
   // Adams (administrator) suspends the information channel; Federation's
   // console shows it live; he reopens it.
