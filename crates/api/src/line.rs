@@ -36,6 +36,11 @@ pub fn routes() -> Router<Shared> {
         .route("/line/v1/contact-line", post(contact_line))
         .route("/line/v1/members", get(list_members).post(register_member))
         .route("/line/v1/members/{key}", delete(remove_member))
+        .route("/line/v1/members/{key}/replace", post(replace_member))
+        .route(
+            "/line/v1/members/{key}/compromised",
+            post(declare_compromised),
+        )
         .route("/line/v1/missions", get(list_missions))
         .route("/line/v1/missions/{guest}/quota", put(set_quota))
         .route("/line/v1/missions/{guest}/accreditations", post(accredit))
@@ -440,6 +445,69 @@ async fn remove_member(
     Ok(Json(json!({ "key": key })))
 }
 
+/// Replaces a member's key (lost or retired): the old key is removed and
+/// the new one registered in one record every peer receives.
+#[utoipa::path(post, path = "/line/v1/members/{key}/replace", tag = "line", summary = "Replace the key of a member of this party", params(("key" = String, Path, description = "The old member key, hex")), request_body = ReplaceMemberBody, responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
+async fn replace_member(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(key): Path<String>,
+    Body(b): Body<ReplaceMemberBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let old = member_key(&key, "old key")?;
+    let new_key = member_key(&b.key, "key")?;
+    let current = st
+        .line
+        .read(|s| s.member(&old).map(|e| e.member.clone()))?
+        .ok_or_else(|| ApiError::NotFound(format!("member {key} not found")))?;
+    let new = Member {
+        key: new_key,
+        name: b.name.unwrap_or(current.name),
+        role: b.role.unwrap_or(current.role),
+        spheres: match &b.spheres {
+            Some(v) => spheres(v, "spheres")?,
+            None => current.spheres,
+        },
+    };
+    let new_key = new.key.to_hex();
+    st.line.replace_member(old, new).await?;
+    tracing::info!(old = %key, new = %new_key, "member key replaced");
+    Ok(Json(json!({ "old": key, "key": new_key })))
+}
+
+/// Declares a member's key compromised from a time: nothing it signs is
+/// taken any more, what it signed from then on is shown as suspect.
+#[utoipa::path(post, path = "/line/v1/members/{key}/compromised", tag = "line", summary = "Declare a member key of this party compromised from a stated time", params(("key" = String, Path, description = "The member key, hex")), request_body = CompromisedBody, responses((status = 200, description = "Declared", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line.admin"])))]
+async fn declare_compromised(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Path(key): Path<String>,
+    Body(b): Body<CompromisedBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.require(&h, ADMIN)?;
+    let k = member_key(&key, "key")?;
+    let from_ms = match &b.from {
+        Some(s) => {
+            let t = crate::export::parse_instant(s, "from")?;
+            Some(
+                u64::try_from(t.unix_micros() / 1000)
+                    .map_err(|_| ApiError::bad("from", "after 1970-01-01T00:00:00Z"))?,
+            )
+        }
+        None => None,
+    };
+    st.line
+        .declare_compromised(k, from_ms, b.reason.clone())
+        .await?;
+    let from = st.line.read(|s| {
+        s.member(&k)
+            .and_then(|e| e.compromised.as_ref().map(|(f, _)| *f))
+    })?;
+    tracing::warn!(key = %key, from_ms = ?from, reason = %b.reason, "member key declared compromised");
+    Ok(Json(json!({ "key": key, "compromised_from_ms": from })))
+}
+
 #[utoipa::path(get, path = "/line/v1/members", tag = "line", summary = "Registered members of every party", responses((status = 200, description = "The members", body = serde_json::Value), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
 async fn list_members(
     State(st): State<Shared>,
@@ -454,6 +522,9 @@ async fn list_members(
                     "role": m.member.role,
                     "spheres": m.member.spheres.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
                     "removed_ms": m.removed_at, "last_seq": s.sender_seq(&m.member.key),
+                    "replaces": m.replaces.map(|k| k.to_hex()),
+                    "replaced_by": m.replaced_by.map(|k| k.to_hex()),
+                    "compromised": m.compromised.as_ref().map(|(from, reason)| json!({ "from_ms": from, "reason": reason })),
                 })
             })
             .collect::<Vec<_>>()
@@ -779,6 +850,7 @@ fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u
     let delivery = delivery_of(&e.delivery);
     let ack = e.ack.as_ref().map(|a| {
         json!({
+            "suspect": s.suspect(&a.value.by, a.value.at_ms).is_some(),
             "by": a.value.by.to_hex(),
             "by_name": s.member(&a.value.by).map(|x| x.member.name.clone()),
             "verdict": a.value.verdict.as_str(), "text": a.value.text, "at_ms": a.value.at_ms,
@@ -818,6 +890,10 @@ fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u
         "ack": ack,
         "deadline_ms": s.deadline_ms(e),
         "overdue": s.overdue(e, now),
+        // Signed by a key declared compromised from then or earlier.
+        "suspect": s.suspect(&m.sender, m.created_ms).map(|(from, reason)| json!({
+            "compromised_from_ms": from, "reason": reason,
+        })),
         // Who of this party it was first shown to, and when (console).
         "seen": s.seen(&m.id).iter().map(|(k, at)| json!({
             "member": k.to_hex(), "name": s.member(k).map(|x| x.member.name.clone()), "at_ms": at,

@@ -609,6 +609,20 @@ async fn line_routes_check_scopes_and_name_the_field_at_fault(app: &App) {
                 .is(400, "invalid_input")
                 .naming("constraint"),
             case(M::GET, "/line/v1/members", Some(LINE)),
+            case(M::POST, format!("/line/v1/members/{}/replace", member.to_hex()), Some(ADMIN))
+                .body(json!({ "key": "zz" }))
+                .is(400, "invalid_input")
+                .naming("key"),
+            case(M::POST, format!("/line/v1/members/{}/replace", member.to_hex()), Some(LINE))
+                .body(json!({ "key": member.to_hex() }))
+                .is(403, "forbidden"),
+            case(M::POST, format!("/line/v1/members/{}/compromised", member.to_hex()), Some(ADMIN))
+                .body(json!({ "reason": "stolen", "from": "yesterday" }))
+                .is(400, "invalid_input")
+                .naming("from"),
+            case(M::POST, format!("/line/v1/members/{}/compromised", member.to_hex()), Some(ADMIN))
+                .body(json!({ "reason": "stolen" }))
+                .is(404, "not_found"),
             case(M::POST, "/line/v1/members", Some(ADMIN))
                 .body(json!({ "key": "00", "name": "a", "role": "b", "spheres": [] }))
                 .is(400, "invalid_input")

@@ -280,6 +280,34 @@ impl Client {
         .await
     }
 
+    /// Replaces the key of a member of this party.
+    pub async fn replace_member(
+        &self,
+        key: &str,
+        b: &api::wire::line::ReplaceMemberBody,
+    ) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &["line", "v1", "members", key, "replace"],
+            Some(b),
+        )
+        .await
+    }
+
+    /// Declares the key of a member of this party compromised.
+    pub async fn declare_compromised(
+        &self,
+        key: &str,
+        b: &api::wire::line::CompromisedBody,
+    ) -> Result<Value, Error> {
+        self.call(
+            Method::POST,
+            &["line", "v1", "members", key, "compromised"],
+            Some(b),
+        )
+        .await
+    }
+
     /// Who is peered with whom, as every party last announced.
     pub async fn mesh(&self) -> Result<Value, Error> {
         self.get(&["line", "v1", "mesh"]).await

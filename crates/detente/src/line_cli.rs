@@ -160,6 +160,32 @@ pub enum MemberCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Replace a member's key (lost or retired) by a new one: the old key is removed and the new one registered in one record every peer receives; name, role and spheres stay unless given.
+    Replace {
+        /// The old key.
+        key: String,
+        /// The new key (`member keygen`).
+        #[arg(long = "new")]
+        new_key: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        spheres: Option<Vec<String>>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Declare a member's key compromised from a time (RFC 3339, default now): nothing it signs is taken any more, what it signed from then on is marked suspect on every node, what it signed before stands.
+    Compromised {
+        key: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Members known to the node: this party's and its peers'.
     List {
         /// Print the JSON the node returned.
@@ -761,6 +787,53 @@ pub async fn member(c: MemberCommand) -> Result<()> {
             conn.client()?.remove_member(&key).await.map_err(failure)?;
             println!("member {key} removed");
         }
+        MemberCommand::Replace {
+            key,
+            new_key,
+            name,
+            role,
+            spheres,
+            conn,
+        } => {
+            conn.client()?
+                .replace_member(
+                    &key,
+                    &api::wire::line::ReplaceMemberBody {
+                        key: new_key.clone(),
+                        name,
+                        role,
+                        spheres,
+                    },
+                )
+                .await
+                .map_err(failure)?;
+            println!("member key {key} replaced by {new_key}");
+        }
+        MemberCommand::Compromised {
+            key,
+            from,
+            reason,
+            conn,
+        } => {
+            let v = conn
+                .client()?
+                .declare_compromised(
+                    &key,
+                    &api::wire::line::CompromisedBody {
+                        reason: reason.clone(),
+                        from,
+                    },
+                )
+                .await
+                .map_err(failure)?;
+            println!(
+                "member key {key} declared compromised from {}: nothing it signs is taken any more; what it signed from then on is suspect",
+                v["compromised_from_ms"]
+                    .as_u64()
+                    .map(liaison::rfc3339)
+                    .unwrap_or_default()
+            );
+        }
         MemberCommand::List { json, conn } => {
             let v = conn.client()?.members().await.map_err(failure)?;
             if json {
@@ -782,10 +855,18 @@ pub async fn member(c: MemberCommand) -> Result<()> {
                             .join(","))
                         .unwrap_or_default(),
                     m["last_seq"],
-                    if m["removed_ms"].is_null() {
-                        ""
+                    if !m["compromised"].is_null() {
+                        format!(
+                            " COMPROMISED from {} ({})",
+                            liaison::rfc3339(m["compromised"]["from_ms"].as_u64().unwrap_or(0)),
+                            m["compromised"]["reason"].as_str().unwrap_or("")
+                        )
+                    } else if let Some(by) = m["replaced_by"].as_str() {
+                        format!(" REPLACED by {}…", &by[..by.len().min(12)])
+                    } else if m["removed_ms"].is_null() {
+                        String::new()
                     } else {
-                        " REMOVED"
+                        " REMOVED".to_string()
                     },
                     m["key"].as_str().unwrap_or("")
                 );
@@ -1037,6 +1118,14 @@ pub fn inbox_line(e: &Value, now: u64) -> String {
             body["text"].as_str().unwrap_or("")
         ),
         _ => body["text"].as_str().unwrap_or("").to_string(),
+    };
+    let text = match e["suspect"]["compromised_from_ms"].as_u64() {
+        Some(from) => format!(
+            "!! SUSPECT: signed by a key declared compromised from {} ({}) — {text}",
+            rfc3339(from),
+            e["suspect"]["reason"].as_str().unwrap_or("")
+        ),
+        None => text,
     };
     format!(
         "{} {dir} {:<9} {:<11} {:<20} {} #{} {} | {} | {} | {}{}",

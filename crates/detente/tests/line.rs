@@ -3314,3 +3314,197 @@ async fn a_line_of_contact_binds_only_once_both_parties_sign_the_same_geometry()
     assert_eq!((s, v["field"].as_str()), (400, Some("buffer_m")), "{v}");
     assert_eq!(contact_with(&a, F).await["status"], "agreed");
 }
+
+/// `m` as sent by `s`, created `ago_ms` before now.
+fn message_created(s: &MemberSigner, seq: u64, ago_ms: u64, text: &str) -> Value {
+    let signed = s.sign_message(Message {
+        id: Uuid::from_u128(u128::from(seq) << 32 | u128::from(s.key().0[0])),
+        from: F.into(),
+        to: A.into(),
+        sphere: Sphere::DirectLine,
+        precedence: Precedence::Priority,
+        sender: s.key(),
+        seq,
+        created_ms: now_ms() - ago_ms,
+        body: Body::Text { text: text.into() },
+        group: None,
+    });
+    json!({
+        "message": api::MessageWire::from_domain(&signed.value),
+        "signature": signed.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    })
+}
+
+#[tokio::test]
+async fn a_member_key_is_replaced_or_declared_compromised_and_what_it_signed_before_stands() {
+    let p = peered().await;
+    // Two messages of Maj. Federation: one signed ten minutes ago, one now.
+    let send = |m: Value| {
+        let url = p.f.url("/line/v1/messages");
+        async move { call("POST", url, &officer(), Some(m)).await }
+    };
+    assert_eq!(
+        send(message_created(&p.f1, 1, 600_000, "before")).await.0,
+        201
+    );
+    assert_eq!(send(message_created(&p.f1, 2, 0, "after")).await.0, 201);
+    assert!(
+        until(&p.a.base, "/line/v1/messages?direction=in", 10, |v| {
+            v["messages"].as_array().is_some_and(|m| m.len() == 2)
+        })
+        .await
+    );
+    // Federation learns his key was stolen five minutes ago.
+    let key = p.f1.key().to_hex();
+    let from = liaison::rfc3339(now_ms() - 300_000);
+    let (done, out) = cli(
+        &p.f,
+        &admin(),
+        &[
+            "member",
+            "compromised",
+            &key,
+            "--from",
+            &from,
+            "--reason",
+            "laptop stolen",
+        ],
+    );
+    assert!(done && out.contains("declared compromised from"), "{out}");
+    // Alliance marks what the key signed from then on, and only that.
+    let suspect = |v: &Value, text: &str| {
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["message"]["body"]["text"] == text)
+            .map(|m| m["suspect"].clone())
+    };
+    assert!(
+        until(&p.a.base, "/line/v1/messages?direction=in", 10, |v| {
+            suspect(v, "after").is_some_and(|s| s["reason"] == "laptop stolen")
+        })
+        .await
+    );
+    let v = ok(
+        "GET",
+        p.a.url("/line/v1/messages?direction=in"),
+        &officer(),
+        None,
+    )
+    .await;
+    assert_eq!(suspect(&v, "before"), Some(Value::Null), "{v}");
+    let (_, out) = cli(&p.a, &officer(), &["inbox", "--direction", "in"]);
+    assert!(
+        out.contains("!! SUSPECT: signed by a key declared compromised from"),
+        "{out}"
+    );
+    // Nothing the key signs is taken any more, at its own node or at the
+    // peer's; and it cannot be registered again.
+    let (s, v) = send(message_created(&p.f1, 3, 0, "again")).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("declared compromised"),
+        "{v}"
+    );
+    let (s, v) = call(
+        "POST",
+        p.f.url("/line/v1/members"),
+        &admin(),
+        Some(json!({ "key": key, "name": "Maj. Federation", "role": "x", "spheres": ["direct-line"] })),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    let (_, out) = cli(&p.a, &officer(), &["member", "list"]);
+    assert!(out.contains("COMPROMISED from"), "{out}");
+    // A key replaced: Federation's duty officer moves to a new key, one
+    // command; Alliance takes the new key's messages and no more the old's.
+    let old = MemberSigner::from_seed(&[41; 32]);
+    let new = MemberSigner::from_seed(&[42; 32]);
+    register(&p.f, &old, "Lt. Federation").await;
+    let (done, out) = cli(
+        &p.f,
+        &admin(),
+        &[
+            "member",
+            "replace",
+            &old.key().to_hex(),
+            "--new",
+            &new.key().to_hex(),
+        ],
+    );
+    assert!(done, "{out}");
+    assert!(
+        until(&p.a.base, "/line/v1/members", 10, |v| v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["key"] == new.key().to_hex()
+                && m["replaces"] == old.key().to_hex()
+                && m["name"] == "Lt. Federation"))
+        .await
+    );
+    assert_eq!(
+        send(message_created(&new, 1, 0, "from the new key"))
+            .await
+            .0,
+        201
+    );
+    assert!(
+        until(&p.a.base, "/line/v1/messages?direction=in", 10, |v| {
+            v["messages"].as_array().unwrap().iter().any(|m| {
+                m["message"]["body"]["text"] == "from the new key"
+                    && m["delivery"]["state"] == "delivered"
+            })
+        })
+        .await
+    );
+    let (s, _) = send(message_created(&old, 1, 0, "from the old key")).await;
+    assert_eq!(s, 403);
+    // What the old and the compromised keys signed before still verifies in
+    // an exported bundle, offline.
+    let id = Uuid::from_u128(1u128 << 32 | u128::from(p.f1.key().0[0])).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // (Once a checkpoint covers the message: they follow the log.)
+    let mut exported = (false, String::new());
+    let mut bundle = dir.path().join("before");
+    for attempt in 0..100 {
+        bundle = dir.path().join(format!("before-{attempt}"));
+        exported = run_cli(
+            bin(),
+            &[
+                "evidence",
+                "export",
+                "--data",
+                p.a.data.to_str().unwrap(),
+                "--entity",
+                &id,
+                "--out",
+                bundle.to_str().unwrap(),
+            ],
+            &[],
+        );
+        if exported.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exported.0, "{}", exported.1);
+    let (ka, kf) = (log_key(&p.a).await, log_key(&p.f).await);
+    let (verified, out) = run_cli(
+        bin(),
+        &[
+            "verify",
+            bundle.to_str().unwrap(),
+            "--key",
+            &ka,
+            "--peer",
+            &kf,
+        ],
+        &[],
+    );
+    assert!(verified, "{out}");
+}

@@ -676,6 +676,96 @@ pub fn remove_member(
     }
 }
 
+/// Replaces the key of a member of this party by `new` (the same person:
+/// name, role and spheres as given): the old key is removed and the new
+/// one registered, in one record sent to every peer.
+pub fn replace_member(
+    state: &LineState,
+    old: MemberKey,
+    new: Member,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    match state.member(&old) {
+        Some(e) if e.party == state.me() => {
+            if let Some(at) = e.removed_at {
+                return Err(LineError::Conflict(format!(
+                    "member {old} was removed at {}; register the new key",
+                    rfc3339(at)
+                )));
+            }
+        }
+        _ => {
+            return Err(LineError::NotFound {
+                kind: "member",
+                id: old.to_hex(),
+            });
+        }
+    }
+    if state.member(&new.key).is_some() {
+        return Err(LineError::invalid(
+            "key",
+            format!("{} is already a registered key", new.key),
+        ));
+    }
+    non_empty("name", &new.name)?;
+    non_empty("role", &new.role)?;
+    if new.spheres.is_empty() {
+        return Err(LineError::invalid(
+            "spheres",
+            format!("at least one of {}", Sphere::expected()),
+        ));
+    }
+    Ok(LineDecision::commit(to_every_peer(
+        state,
+        Record::MemberReplaced {
+            old,
+            new,
+            at_ms: now,
+        },
+    )))
+}
+
+/// Declares the key of a member of this party compromised from `from_ms`
+/// (now or earlier): nothing it signs is taken any more, and what it signed
+/// from `from_ms` on is suspect. Sent to every peer.
+pub fn declare_compromised(
+    state: &LineState,
+    key: MemberKey,
+    from_ms: Millis,
+    reason: &str,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    match state.member(&key) {
+        Some(e) if e.party == state.me() => {
+            if e.compromised.as_ref().is_some_and(|(f, _)| *f <= from_ms) {
+                return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+            }
+        }
+        _ => {
+            return Err(LineError::NotFound {
+                kind: "member",
+                id: key.to_hex(),
+            });
+        }
+    }
+    non_empty("reason", reason)?;
+    if from_ms > now {
+        return Err(LineError::invalid(
+            "from",
+            "now or earlier: a key is declared compromised once it is (remove a member at a later time with `member remove`)",
+        ));
+    }
+    Ok(LineDecision::commit(to_every_peer(
+        state,
+        Record::MemberCompromised {
+            key,
+            from_ms,
+            reason: reason.into(),
+            at_ms: now,
+        },
+    )))
+}
+
 /// The host (this node) sets the positions quota of `guest`'s mission.
 /// Lowering it below the active accreditations must name those that end.
 pub fn set_quota(
@@ -1018,7 +1108,13 @@ pub fn send_message_as(
     if let Some(at) = member.removed_at {
         return Err(LineError::UnknownMember {
             member: msg.sender.to_hex(),
-            detail: format!(" (removed at {})", rfc3339(at)),
+            detail: match &member.compromised {
+                Some((from, reason)) => format!(
+                    " (its key was declared compromised from {}: {reason})",
+                    rfc3339(*from)
+                ),
+                None => format!(" (removed at {})", rfc3339(at)),
+            },
         });
     }
     if !member.member.spheres.contains(&msg.sphere) {
@@ -1156,10 +1252,36 @@ fn refusal(
                 None
             }
         }
-        Record::MemberRegistered(m) => state
-            .member(&m.key)
-            .filter(|e| e.party != origin)
-            .map(|e| format!("key {} belongs to a member of {}", m.key, e.party)),
+        Record::MemberRegistered(m) => state.member(&m.key).and_then(|e| {
+            if e.party != origin {
+                Some(format!("key {} belongs to a member of {}", m.key, e.party))
+            } else {
+                e.compromised.as_ref().map(|(from, _)| {
+                    format!(
+                        "key {} was declared compromised from {}",
+                        m.key,
+                        rfc3339(*from)
+                    )
+                })
+            }
+        }),
+        Record::MemberReplaced { old, new, .. } => {
+            match (state.member(old), state.member(&new.key)) {
+                (Some(e), _) if e.party != origin => {
+                    Some(format!("{old} is not a member of {origin}"))
+                }
+                (None, _) => Some(format!("{old} is not a member of {origin}")),
+                (_, Some(n)) => Some(format!(
+                    "key {} is already registered by {}",
+                    new.key, n.party
+                )),
+                _ => None,
+            }
+        }
+        Record::MemberCompromised { key, .. } => match state.member(key) {
+            Some(e) if e.party == origin => None,
+            _ => Some(format!("{key} is not a member of {origin}")),
+        },
         Record::MemberRemoved { key, .. } => match state.member(key) {
             Some(e) if e.party == origin => None,
             _ => Some(format!("{key} is not a member of {origin}")),

@@ -636,6 +636,24 @@ pub enum Record {
         key: MemberKey,
         at_ms: Millis,
     },
+    /// A member's key replaced by a new one (a lost or retired key): the
+    /// old key is removed and the new one registered in the same record,
+    /// which says whose it is.
+    MemberReplaced {
+        old: MemberKey,
+        new: Member,
+        at_ms: Millis,
+    },
+    /// A member's key declared compromised from `from_ms`: it is removed
+    /// (nothing it signs is taken from now on) and what it signed from
+    /// `from_ms` on is shown as suspect; what it signed before still
+    /// verifies and stands.
+    MemberCompromised {
+        key: MemberKey,
+        from_ms: Millis,
+        reason: String,
+        at_ms: Millis,
+    },
     /// A host sets the positions quota of a guest's mission; `ending` are
     /// the accreditations that end with it.
     QuotaSet {
@@ -1299,6 +1317,8 @@ impl Record {
             Record::Airspace { .. } => "line.airspace",
             Record::MemberRegistered(_) => "line.member.registered",
             Record::MemberRemoved { .. } => "line.member.removed",
+            Record::MemberReplaced { .. } => "line.member.replaced",
+            Record::MemberCompromised { .. } => "line.member.compromised",
             Record::QuotaSet { .. } => "line.mission.quota",
             Record::Accredited(_) => "line.accreditation.granted",
             Record::Revoked { .. } => "line.accreditation.revoked",
@@ -1372,6 +1392,22 @@ impl Record {
             Record::MemberRegistered(m) => m.to_value(),
             Record::MemberRemoved { key, at_ms } => map(vec![
                 ("key", Value::Bytes(key.0.to_vec())),
+                ("at_ms", Value::Uint(*at_ms)),
+            ]),
+            Record::MemberReplaced { old, new, at_ms } => map(vec![
+                ("old", Value::Bytes(old.0.to_vec())),
+                ("new", new.to_value()),
+                ("at_ms", Value::Uint(*at_ms)),
+            ]),
+            Record::MemberCompromised {
+                key,
+                from_ms,
+                reason,
+                at_ms,
+            } => map(vec![
+                ("key", Value::Bytes(key.0.to_vec())),
+                ("from_ms", Value::Uint(*from_ms)),
+                ("reason", t(reason)),
                 ("at_ms", Value::Uint(*at_ms)),
             ]),
             Record::QuotaSet {
@@ -1601,6 +1637,23 @@ impl Record {
                 let f = Fields::new(v, "member", &["key", "at_ms"])?;
                 Record::MemberRemoved {
                     key: f.key("key")?,
+                    at_ms: f.u64("at_ms")?,
+                }
+            }
+            "line.member.replaced" => {
+                let f = Fields::new(v, "member", &["old", "new", "at_ms"])?;
+                Record::MemberReplaced {
+                    old: f.key("old")?,
+                    new: Member::from_value(f.get("new")?)?,
+                    at_ms: f.u64("at_ms")?,
+                }
+            }
+            "line.member.compromised" => {
+                let f = Fields::new(v, "member", &["key", "from_ms", "reason", "at_ms"])?;
+                Record::MemberCompromised {
+                    key: f.key("key")?,
+                    from_ms: f.u64("from_ms")?,
+                    reason: f.text("reason")?,
                     at_ms: f.u64("at_ms")?,
                 }
             }
@@ -2032,6 +2085,22 @@ mod tests {
             Record::MemberRemoved {
                 key: signer(1).key(),
                 at_ms: 9,
+            },
+            Record::MemberReplaced {
+                old: signer(1).key(),
+                new: Member {
+                    key: signer(2).key(),
+                    name: "Col. Adams".into(),
+                    role: "duty officer".into(),
+                    spheres: vec![Sphere::DirectLine],
+                },
+                at_ms: 10,
+            },
+            Record::MemberCompromised {
+                key: signer(1).key(),
+                from_ms: 8,
+                reason: "laptop stolen".into(),
+                at_ms: 11,
             },
             Record::QuotaSet {
                 guest: "federation".into(),

@@ -22,6 +22,11 @@ pub struct MemberEntry {
     pub party: String,
     pub member: Member,
     pub removed_at: Option<Millis>,
+    /// The key this one replaced, and the key that replaced it.
+    pub replaces: Option<MemberKey>,
+    pub replaced_by: Option<MemberKey>,
+    /// Declared compromised from this time, for this reason.
+    pub compromised: Option<(Millis, String)>,
 }
 
 /// Polygons of (lat, lng) vertices.
@@ -598,18 +603,62 @@ impl LineState {
             // business (node::share); the line only carries them.
             Record::Airspace { .. } => {}
             Record::MemberRegistered(m) => {
+                // A key declared compromised never comes back.
+                if self
+                    .members
+                    .get(&m.key)
+                    .is_some_and(|e| e.compromised.is_some())
+                {
+                    return;
+                }
+                let replaces = self.members.get(&m.key).and_then(|e| e.replaces);
                 self.members.insert(
                     m.key,
                     MemberEntry {
                         party: origin.to_string(),
                         member: m,
                         removed_at: None,
+                        replaces,
+                        replaced_by: None,
+                        compromised: None,
                     },
                 );
             }
             Record::MemberRemoved { key, at_ms } => {
                 if let Some(m) = self.members.get_mut(&key) {
                     m.removed_at.get_or_insert(at_ms);
+                }
+            }
+            Record::MemberReplaced { old, new, at_ms } => {
+                if let Some(m) = self.members.get_mut(&old) {
+                    m.removed_at.get_or_insert(at_ms);
+                    m.replaced_by = Some(new.key);
+                }
+                self.members.insert(
+                    new.key,
+                    MemberEntry {
+                        party: origin.to_string(),
+                        member: new,
+                        removed_at: None,
+                        replaces: Some(old),
+                        replaced_by: None,
+                        compromised: None,
+                    },
+                );
+            }
+            Record::MemberCompromised {
+                key,
+                from_ms,
+                reason,
+                at_ms,
+            } => {
+                if let Some(m) = self.members.get_mut(&key) {
+                    m.removed_at.get_or_insert(at_ms);
+                    // The earliest time stated holds.
+                    match &m.compromised {
+                        Some((from, _)) if *from <= from_ms => {}
+                        _ => m.compromised = Some((from_ms, reason)),
+                    }
                 }
             }
             Record::QuotaSet {
@@ -717,6 +766,14 @@ impl LineState {
     /// Every peer's line-of-contact agreement.
     pub fn contact_lines(&self) -> impl Iterator<Item = (&String, &Agreement<ContactTerms>)> {
         self.contact_lines.iter()
+    }
+    /// Whether what `key` signed at `at` is suspect: the key was declared
+    /// compromised from then or earlier (the time and the reason).
+    pub fn suspect(&self, key: &MemberKey, at: Millis) -> Option<&(Millis, String)> {
+        self.members
+            .get(key)
+            .and_then(|m| m.compromised.as_ref())
+            .filter(|(from, _)| at >= *from)
     }
     /// Whom `party` pins (name, key), as it last announced, and when.
     pub fn announced_peers(&self, party: &str) -> Option<&(Vec<(String, String)>, Millis)> {

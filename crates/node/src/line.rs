@@ -43,6 +43,17 @@ pub enum LineWrite {
         key: MemberKey,
         now: Millis,
     },
+    ReplaceMember {
+        old: MemberKey,
+        new: Member,
+        now: Millis,
+    },
+    DeclareCompromised {
+        key: MemberKey,
+        from_ms: Millis,
+        reason: String,
+        now: Millis,
+    },
     SetQuota {
         guest: String,
         quota: u32,
@@ -150,6 +161,13 @@ impl LineWrite {
             }
             LineWrite::RegisterMember(m) => decide::register_member(s, m),
             LineWrite::RemoveMember { key, now } => decide::remove_member(s, key, now),
+            LineWrite::ReplaceMember { old, new, now } => decide::replace_member(s, old, new, now),
+            LineWrite::DeclareCompromised {
+                key,
+                from_ms,
+                reason,
+                now,
+            } => decide::declare_compromised(s, key, from_ms, &reason, now),
             LineWrite::SetQuota {
                 guest,
                 quota,
@@ -853,6 +871,33 @@ impl Line {
     pub async fn uss_notified(&self, mut n: liaison::UssNotification) -> Result<(), NodeError> {
         n.at_ms = self.now_ms();
         self.commit(LineWrite::UssNotified(n)).await.map(|_| ())
+    }
+
+    /// Replaces the key of a member of this party.
+    pub async fn replace_member(&self, old: MemberKey, new: Member) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        self.commit(LineWrite::ReplaceMember { old, new, now })
+            .await
+            .map(|_| ())
+    }
+
+    /// Declares the key of a member of this party compromised from
+    /// `from_ms` (default: now).
+    pub async fn declare_compromised(
+        &self,
+        key: MemberKey,
+        from_ms: Option<Millis>,
+        reason: String,
+    ) -> Result<(), NodeError> {
+        let now = self.now_ms();
+        self.commit(LineWrite::DeclareCompromised {
+            key,
+            from_ms: from_ms.unwrap_or(now),
+            reason,
+            now,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Proposes to `peer` the line of contact (it binds once the peer

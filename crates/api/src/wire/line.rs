@@ -119,6 +119,28 @@ pub struct AccreditBody {
     pub valid_until_ms: u64,
 }
 
+/// A member's new key; name, role and spheres default to the old key's.
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceMemberBody {
+    pub key: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub spheres: Option<Vec<String>>,
+}
+
+/// A member key declared compromised from a time (RFC 3339; default now).
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompromisedBody {
+    pub reason: String,
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {

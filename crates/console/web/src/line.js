@@ -115,7 +115,9 @@ export async function refresh() {
       el('td', {}, el('span', { class: `prec prec-${m.precedence}` }, m.precedence)),
       el('td', {}, `${v.sender_name || m.sender.slice(0, 12)} (${m.from}) → ${m.to}`, groupNote(v)),
       el('td', {}, m.sphere),
-      el('td', { class: 'text' }, text(m)),
+      el('td', { class: 'text' }, v.suspect
+        ? el('div', { class: 'st refused suspect' }, `SUSPECT — signed by a key declared compromised from ${utc(v.suspect.compromised_from_ms)}: ${v.suspect.reason}`)
+        : null, text(m)),
       el('td', {}, delivery(v), v.seen && v.seen.length
         ? el('div', { class: 'small seen' }, `seen by ${v.seen.map((x) => `${x.name || x.member.slice(0, 12)} ${utc(x.at_ms)}`).join(', ')}`)
         : null),

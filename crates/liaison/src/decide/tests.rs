@@ -1455,3 +1455,78 @@ fn a_line_of_contact_is_agreed_on_identical_terms_and_its_history_kept() {
         Err(LineError::Invalid { field, .. }) if field == "time_end"
     ));
 }
+
+#[test]
+fn a_replaced_or_compromised_key_signs_nothing_more_and_its_earlier_records_stand() {
+    let (mut a, mut f, _, s2, _) = peered();
+    // Maj. F's messages: one before the compromise, one after.
+    let early = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
+    let late = s2.sign_message(Message {
+        created_ms: T0 + 10_000,
+        ..text(F, A, &s2, 2, Sphere::Military, Precedence::Routine).value
+    });
+    f.run(send_message(&f.state, early.clone(), T0), T0);
+    f.run(
+        send_message(&f.state, late.clone(), T0 + 10_000),
+        T0 + 10_000,
+    );
+    deliver(&mut f, &mut a, T0 + 10_000);
+    // Only its own party declares it; not in the future.
+    assert!(declare_compromised(&a.state, s2.key(), T0, "x", T0 + 20_000).is_err());
+    assert!(declare_compromised(&f.state, s2.key(), T0 + 30_000, "x", T0 + 20_000).is_err());
+    f.run(
+        declare_compromised(&f.state, s2.key(), T0 + 5_000, "laptop stolen", T0 + 20_000),
+        T0 + 20_000,
+    );
+    deliver(&mut f, &mut a, T0 + 20_000);
+    assert!(a.state.suspect(&s2.key(), early.value.created_ms).is_none());
+    assert_eq!(
+        a.state
+            .suspect(&s2.key(), late.value.created_ms)
+            .map(|(f, _)| *f),
+        Some(T0 + 5_000)
+    );
+    // Its next message is refused at its own node, and its registration
+    // again is refused at the peer.
+    let next = text(F, A, &s2, 3, Sphere::Military, Precedence::Routine);
+    assert!(matches!(
+        send_message(&f.state, next, T0 + 30_000),
+        Err(LineError::UnknownMember { detail, .. }) if detail.contains("compromised")
+    ));
+    let again = Record::MemberRegistered(Member {
+        key: s2.key(),
+        name: "Maj. F".into(),
+        role: "x".into(),
+        spheres: vec![Sphere::DirectLine],
+    });
+    assert!(refusal(&a.state, F, &again, T0, Signatures::Checked).is_some());
+    // A key replaced: the old one removed, the new one registered, at both.
+    let (s4, m4) = member(4, &[Sphere::DirectLine]);
+    let (s5, m5) = member(5, &[Sphere::DirectLine]);
+    f.run(register_member(&f.state, m4), T0);
+    assert!(replace_member(&f.state, s4.key(), m5.clone(), T0).is_ok());
+    assert!(
+        replace_member(&f.state, s2.key(), m5.clone(), T0).is_err(),
+        "already removed"
+    );
+    f.run(replace_member(&f.state, s4.key(), m5, T0 + 1), T0 + 1);
+    deliver(&mut f, &mut a, T0 + 1);
+    let old = a.state.member(&s4.key()).unwrap();
+    assert_eq!(
+        (old.removed_at, old.replaced_by),
+        (Some(T0 + 1), Some(s5.key()))
+    );
+    assert_eq!(a.state.member(&s5.key()).unwrap().replaces, Some(s4.key()));
+    let by_new = text(F, A, &s5, 1, Sphere::DirectLine, Precedence::Flash);
+    f.run(send_message(&f.state, by_new.clone(), T0 + 2), T0 + 2);
+    deliver(&mut f, &mut a, T0 + 2);
+    assert!(matches!(
+        a.state.message(&by_new.value.id).unwrap().delivery,
+        Delivery::Delivered { .. }
+    ));
+    let replayed = a.replayed();
+    assert_eq!(
+        replayed.member(&s2.key()).map(|m| m.compromised.clone()),
+        a.state.member(&s2.key()).map(|m| m.compromised.clone())
+    );
+}
