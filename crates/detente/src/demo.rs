@@ -44,6 +44,7 @@ pub struct Client {
 
 const ALLIANCE_NODE: &str = "alliance.detente.demo";
 const FEDERATION_NODE: &str = "federation.detente.demo";
+const COMMONWEALTH_NODE: &str = "commonwealth.detente.demo";
 
 /// A `detente serve` child process, killed when dropped.
 pub(crate) struct NodeProcess {
@@ -383,6 +384,8 @@ struct Scenario {
     orlov_acc: String,
     flash: Uuid,
     vkey: String,
+    /// The third party's node, once it joined.
+    commonwealth: Option<NodeProcess>,
 }
 
 /// ALPHA's area, north of the line of contact.
@@ -438,6 +441,8 @@ async fn demo(args: DemoArgs, data: &std::path::Path) -> Result<()> {
     s.flash_on_the_direct_line().await?;
     s.expel_a_member().await?;
     s.close_the_mission().await?;
+    s.statement_and_its_answer().await?;
+    s.a_third_party_joins().await?;
     s.evidence_of_alpha().await?;
     s.evidence_of_the_flash().await?;
     s.charlie_stays_on_the_maps().await?;
@@ -511,6 +516,7 @@ impl Scenario {
             orlov_acc: String::new(),
             flash: Uuid::nil(),
             vkey: String::new(),
+            commonwealth: None,
         })
     }
 
@@ -1175,24 +1181,60 @@ impl Scenario {
             orlov_acc,
             ..
         } = self;
+        // "Leave within three days": the revocation takes effect then.
+        let notice = node::SystemClock.now().unix_micros() / 1000 + 3 * 86_400_000;
         line.a
             .expect(
                 200,
                 M::POST,
                 &format!("/line/v1/accreditations/{orlov_acc}/revoke"),
                 crate::demo_line::ADMIN,
-                Some(json!({ "reason": "activities incompatible with his status" })),
+                Some(json!({ "reason": "activities incompatible with his status", "effective_ms": notice })),
             )
             .await?;
-        line.guest_sees(false, |v| {
+        let orlov_at = |v: &Value| -> Option<Value> {
             v["missions"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .flat_map(|m| m["accreditations"].as_array().into_iter().flatten())
-                .any(|a| a["name"] == "Capt. Orlov" && a["active"] == false)
-        })
-        .await?;
+                .find(|a| a["name"] == "Capt. Orlov")
+                .cloned()
+        };
+        let seen = line
+            .guest_sees(false, |v| {
+                orlov_at(v).is_some_and(|a| a["revoked"]["in_effect"] == false)
+            })
+            .await?;
+        let leaves_in = orlov_at(&seen)
+            .and_then(|a| a["revoked"]["leaves_in_ms"].as_u64())
+            .unwrap_or(0);
+        // Under notice he still works: his message is delivered.
+        let (during, _) = line
+            .send(
+                false,
+                orlov,
+                Sphere::Military,
+                Precedence::Routine,
+                Body::Text {
+                    text: "handing over my files before I leave".into(),
+                },
+                201,
+            )
+            .await?;
+        let delivered = line.delivered(false, during).await?;
+        // The notice shortened to now: he leaves at once.
+        line.a
+            .expect(
+                200,
+                M::POST,
+                &format!("/line/v1/accreditations/{orlov_acc}/revoke"),
+                crate::demo_line::ADMIN,
+                Some(json!({ "reason": "activities incompatible with his status; notice withdrawn" })),
+            )
+            .await?;
+        line.guest_sees(false, |v| orlov_at(v).is_some_and(|a| a["active"] == false))
+            .await?;
         let (_, refused) = line
             .send(
                 false,
@@ -1206,7 +1248,15 @@ impl Scenario {
             )
             .await?;
         println!(
-            "14. Alliance revokes Capt. Orlov's accreditation (expulsion). Once replicated, his own node refuses his next message:"
+            "14. Alliance expels Capt. Orlov with notice: \"leave within 3 days\". Both nodes count down (Federation's shows him"
+        );
+        println!(
+            "    leaving in {}); meanwhile he still works — his message is {} by Alliance. Alliance then shortens",
+            crate::line_cli::countdown(leaves_in),
+            delivered["delivery"]["state"].as_str().unwrap_or("")
+        );
+        println!(
+            "    the notice to now (notice is shortened, never lengthened); once replicated, his own node refuses his next message:"
         );
         println!(
             "    403 {}: {}\n",
@@ -1281,7 +1331,222 @@ impl Scenario {
         Ok(())
     }
 
-    /// 16. The evidence on ALPHA, exported and verified offline.
+    /// Step 16, the information offices: a public statement and its
+    /// answer, which quotes it by hash.
+    async fn statement_and_its_answer(&mut self) -> Result<()> {
+        let Scenario { line, fed_base, .. } = self;
+        let claim = line
+            .a
+            .expect(
+                200,
+                M::POST,
+                "/line/v1/statements",
+                crate::demo_line::ADMIN,
+                Some(json!({ "language": "en",
+                    "text": "A Federation aircraft entered the agreed buffer zone near 45.02N 10.31E this morning." })),
+            )
+            .await?;
+        let answer = line
+            .f
+            .expect(
+                200,
+                M::POST,
+                "/line/v1/statements",
+                crate::demo_line::ADMIN,
+                Some(json!({ "language": "en", "text": "No evidence has been produced.",
+                    "answers": [{ "origin": claim["origin"], "index": claim["index"], "leaf_hash": claim["leaf_hash"] }] })),
+            )
+            .await?;
+        // Anyone reads Federation's feed, without a credential.
+        let feed: Value = client::Client::new(fed_base, std::time::Duration::from_secs(10))
+            .map_err(|e| anyhow!(e))?
+            .text(&["statements", "feed.json"])
+            .await
+            .map_err(|e| anyhow!(e))
+            .and_then(|t| Ok(serde_json::from_str(&t)?))?;
+        let quoted = feed["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["_detente"]["index"] == answer["index"])
+            .map(|i| i["_detente"]["answers"][0].clone())
+            .unwrap_or(Value::Null);
+        if quoted["leaf_hash"] != claim["leaf_hash"] || quoted["index"] != claim["index"] {
+            bail!("Federation's feed does not quote Alliance's statement: {quoted}");
+        }
+        println!(
+            "16. The information offices: Alliance publishes a statement (entry {} of its log); Federation answers",
+            claim["index"]
+        );
+        println!(
+            "    \"No evidence has been produced.\", quoting it as {}/{}/{} (origin, index, leaf hash): the answer",
+            claim["origin"].as_str().unwrap_or(""),
+            claim["index"],
+            claim["leaf_hash"].as_str().unwrap_or("")
+        );
+        println!(
+            "    proves which exact words it answers. Both are public feeds ({fed_base}/statements/feed.json), each entry"
+        );
+        println!(
+            "    with its inclusion proof; `detente statement fetch` verifies them offline. Closing the information channel\n    never stops publication.\n"
+        );
+        Ok(())
+    }
+
+    /// 17. A third party joins the mesh; one FLASH reaches both peers.
+    async fn a_third_party_joins(&mut self) -> Result<()> {
+        let jwt = self.data.join("demo-jwt-public.pem");
+        let c_node = NodeProcess::start(
+            COMMONWEALTH_NODE,
+            &self.data.join("commonwealth"),
+            "127.0.0.1:0",
+            &jwt,
+            &[],
+        )?;
+        let mut c = Client::new(&c_node.base)?;
+        let kc = c.node.log_key().await.map_err(|e| anyhow!(e))?;
+        let Scenario {
+            line,
+            adams,
+            sokolov,
+            ka,
+            kf,
+            node,
+            fed_node,
+            ..
+        } = self;
+        let hale = person("Air Cdre. Hale")?;
+        // One command on each existing party's node, one per existing party
+        // on the new one.
+        for (at, name, url, key) in [
+            (0, COMMONWEALTH_NODE, &c_node.peer_base, &kc),
+            (1, COMMONWEALTH_NODE, &c_node.peer_base, &kc),
+            (2, ALLIANCE_NODE, &node.peer_base, &*ka),
+            (2, FEDERATION_NODE, &fed_node.peer_base, &*kf),
+        ] {
+            let n = match at {
+                0 => &mut line.a,
+                1 => &mut line.f,
+                _ => &mut c,
+            };
+            n.as_who(crate::demo_line::ADMIN)?
+                .add_peer(&api::wire::line::PeerBody {
+                    name: name.into(),
+                    url: url.clone(),
+                    key: key.clone(),
+                })
+                .await
+                .map_err(|e| anyhow!(e))?;
+        }
+        c.as_who(crate::demo_line::ADMIN)?
+            .register_member(&api::wire::line::MemberBody {
+                key: hale.signer.key().to_hex(),
+                name: hale.name.into(),
+                role: "duty officer".into(),
+                spheres: vec!["direct-line".into()],
+            })
+            .await
+            .map_err(|e| anyhow!(e))?;
+        let mut mesh = Value::Null;
+        for _ in 0..200 {
+            mesh = line
+                .a
+                .expect(
+                    200,
+                    M::GET,
+                    "/line/v1/mesh",
+                    crate::demo_line::OFFICER,
+                    None,
+                )
+                .await?;
+            if mesh["full_mesh"] == true {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if mesh["full_mesh"] != true {
+            bail!("the three nodes never formed a full mesh: {mesh}");
+        }
+        // Commonwealth's member is known to Alliance before the FLASH goes.
+        let ids = line
+            .send_group(
+                adams,
+                &[FEDERATION_NODE.to_string(), COMMONWEALTH_NODE.to_string()],
+                Precedence::Flash,
+                "Unidentified formation crossing sector 4 westbound: hold all departures",
+            )
+            .await?;
+        line.delivered(true, ids[0]).await?;
+        line.delivered(true, ids[1]).await?;
+        line.ack(false, sokolov, ids[0], "holding").await?;
+        // Hale sees the FLASH on Commonwealth's node, then acknowledges.
+        for _ in 0..200 {
+            let v = c
+                .expect(
+                    200,
+                    M::GET,
+                    "/line/v1/messages?direction=in",
+                    crate::demo_line::OFFICER,
+                    None,
+                )
+                .await?;
+            if v["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        crate::demo_line::ack_at(
+            &mut c,
+            &hale,
+            COMMONWEALTH_NODE,
+            ALLIANCE_NODE,
+            ids[1],
+            "holding",
+        )
+        .await?;
+        let mut group = Value::Null;
+        for _ in 0..200 {
+            let m = line.delivered(true, ids[0]).await?;
+            group = m["group"].clone();
+            if group["acknowledged"] == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if group["acknowledged"] != 2 {
+            bail!("the group FLASH was not acknowledged by both: {group}");
+        }
+        println!(
+            "17. A third party joins: Commonwealth's node is pinned with one command on each node (`detente peer add`), and"
+        );
+        println!(
+            "    every node announces whom it pins, so each shows the mesh: {} pairs, all mutual, every key the same.",
+            mesh["links"].as_array().map_or(0, Vec::len)
+        );
+        println!(
+            "    Col. Adams sends one FLASH to Federation and Commonwealth at once: one signed message per peer, each"
+        );
+        println!(
+            "    receipted, acknowledged and timed on its own, shown together: {} of {} acknowledged ({}).\n",
+            group["acknowledged"],
+            group["to"].as_array().map_or(0, Vec::len),
+            group["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| format!(
+                    "{} {}",
+                    m["to"].as_str().unwrap_or(""),
+                    m["ack"].as_str().unwrap_or("")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.commonwealth = Some(c_node);
+        Ok(())
+    }
+
+    /// 18. The evidence on ALPHA, exported and verified offline.
     async fn evidence_of_alpha(&mut self) -> Result<()> {
         let Scenario {
             data,
@@ -1296,7 +1561,7 @@ impl Scenario {
         // one every 0.5 s while its log grows).
         let size = checkpoint_covering_all(alliance_data).await?;
         println!(
-            "16. Every change above is an entry of the node's signed Merkle log: {size} entries under a checkpoint signed by"
+            "18. Every change above is an entry of the node's signed Merkle log: {size} entries under a checkpoint signed by"
         );
         println!("    {vkey}");
         println!(
@@ -1328,7 +1593,7 @@ impl Scenario {
         let line_bundle = data.join("evidence-flash");
         let _ = std::fs::remove_dir_all(&line_bundle);
         println!(
-            "17. Alliance exports the evidence of its FLASH: its own signed message, and Federation's signed receipt and"
+            "19. Alliance exports the evidence of its FLASH: its own signed message, and Federation's signed receipt and"
         );
         println!(
             "    acknowledgement as Federation's node signed them, each proven in Alliance's log; checked offline:"
@@ -1376,7 +1641,7 @@ impl Scenario {
         .await?;
         until_conflicts(cf, FEDERATION, 1).await?;
         println!(
-            "18. Alliance plans patrol CHARLIE across the buffer for tomorrow (+20 h to +22 h), with the buffer's OVN in its key:"
+            "20. Alliance plans patrol CHARLIE across the buffer for tomorrow (+20 h to +22 h), with the buffer's OVN in its key:"
         );
         println!(
             "    201 Accepted; the conflict with the line of contact stays on both nodes' maps until it is resolved.\n"

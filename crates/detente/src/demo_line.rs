@@ -289,6 +289,52 @@ impl LineDemo {
         bail!("no acknowledgement of {id} within 10 s")
     }
 
+    /// One message of Alliance's `p` to several peers at once: one signed
+    /// message per peer, all naming the group; returns their ids, in `to`'s
+    /// order.
+    pub async fn send_group(
+        &mut self,
+        p: &Person,
+        to: &[String],
+        precedence: Precedence,
+        text: &str,
+    ) -> Result<Vec<Uuid>> {
+        let group = liaison::Group {
+            id: node::RandomIds.uuid_v4(),
+            to: to.to_vec(),
+        };
+        let created_ms = now_ms();
+        let mut ids = Vec::new();
+        for peer in to {
+            let seq = self.seqs.entry(p.signer.key()).or_default();
+            *seq += 1;
+            let id = node::RandomIds.uuid_v4();
+            let m = p.signer.sign_message(Message {
+                id,
+                from: self.a_name.clone(),
+                to: peer.clone(),
+                sphere: Sphere::DirectLine,
+                precedence,
+                sender: p.signer.key(),
+                seq: *seq,
+                created_ms,
+                body: Body::Text { text: text.into() },
+                group: Some(group.clone()),
+            });
+            self.a
+                .expect(
+                    201,
+                    M::POST,
+                    "/line/v1/messages",
+                    OFFICER,
+                    Some(json!(api::wire::line::SendBody::signed(&m))),
+                )
+                .await?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
     /// Waits until the guest's node sees `check` hold on its missions list.
     pub async fn guest_sees(
         &mut self,
@@ -309,6 +355,31 @@ impl LineDemo {
         }
         bail!("the guest's node never saw the change")
     }
+}
+
+/// `p`, a member of `party` at node `c`, acknowledges `origin`'s message.
+pub async fn ack_at(
+    c: &mut Client,
+    p: &Person,
+    party: &str,
+    origin: &str,
+    id: Uuid,
+    text: &str,
+) -> Result<()> {
+    let a = p.signer.sign_ack(Ack {
+        message: id,
+        from: party.into(),
+        to: origin.into(),
+        by: p.signer.key(),
+        verdict: AckVerdict::Accept,
+        text: text.into(),
+        at_ms: now_ms(),
+    });
+    c.as_who(OFFICER)?
+        .ack(&AckBody::signed(&a))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    Ok(())
 }
 
 pub fn deconfliction(a: &str, b: &str, proposal: &str) -> Result<Body> {

@@ -1409,7 +1409,7 @@ pub async fn mission(c: MissionCommand) -> Result<()> {
 }
 
 /// `ms` as days, hours and minutes ("2d 3h 5m", "4m").
-fn countdown(ms: u64) -> String {
+pub fn countdown(ms: u64) -> String {
     let m = ms.div_ceil(60_000);
     let (d, h, m) = (m / 1440, (m % 1440) / 60, m % 60);
     match (d, h) {

@@ -133,6 +133,7 @@ try {
   }
   const fedRow = (n, what) => n.locator(`#agreements li[data-peer="${n === a ? 'federation' : 'alliance'}.detente.demo"] .agreement.${what}`);
   check(await fedRow(a, 'area').getAttribute('data-status') === 'agreed', 'the map lists the deconfliction area agreed with Federation');
+  await a.locator('#d-peer').selectOption('federation.detente.demo');
   await a.locator('#d-buffer').fill('3000');
   await a.locator('#d-start').click();
   await a.locator('#map').click({ position: { x: 380, y: 420 } });
@@ -154,7 +155,7 @@ try {
   ok('Sokolov accepts: both consoles show the same line agreed, drawn solid');
   const bound = await a.evaluate(async () => {
     for (let i = 0; i < 100; i++) {
-      const p = (await (await fetch('/line/v1/peers')).json()).peers[0].contact_line;
+      const p = (await (await fetch('/line/v1/peers')).json()).peers.find((x) => x.name === 'federation.detente.demo').contact_line;
       if (p.bound) return p;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -168,13 +169,32 @@ try {
   // Adams (administrator) suspends the information channel; Federation's
   // console shows it live; he reopens it.
   a.once('dialog', (d) => d.accept('maintenance of the relay'));
-  await a.locator('#channels tr[data-sphere="information"] button.chan-suspended').click();
-  await f.locator('#channels tr[data-sphere="information"] .chstate.suspended').waitFor({ timeout: T });
+  await a.locator('#channels tr[data-peer="federation.detente.demo"][data-sphere="information"] button.chan-suspended').click();
+  await f.locator('#channels tr[data-peer="alliance.detente.demo"][data-sphere="information"] .chstate.suspended').waitFor({ timeout: T });
   ok('Adams suspends the information channel; Federation\'s console shows it SUSPENDED, live');
   a.once('dialog', (d) => d.accept('relay back'));
-  await a.locator('#channels tr[data-sphere="information"] button.chan-open').click();
-  await f.locator('#channels tr[data-sphere="information"] .chstate.open').waitFor({ timeout: T });
+  await a.locator('#channels tr[data-peer="federation.detente.demo"][data-sphere="information"] button.chan-open').click();
+  await f.locator('#channels tr[data-peer="alliance.detente.demo"][data-sphere="information"] .chstate.open').waitFor({ timeout: T });
   ok('and reopens it');
+
+  step = 'group';
+  // One FLASH to both peers at once: a signed message each, shown together.
+  const both = `FLASH to both peers ${Date.now()}: formation crossing sector 4`;
+  await a.locator('#c-to').selectOption(['federation.detente.demo', 'commonwealth.detente.demo']);
+  await a.locator('#c-sphere').selectOption('direct-line');
+  await a.locator('#c-precedence').selectOption('FLASH');
+  await a.locator('#c-text').fill(both);
+  await a.locator('#compose button[type=submit]').click();
+  await a.locator('tr.msg', { hasText: both }).nth(1).waitFor({ timeout: T });
+  await a.locator('tr.msg', { hasText: both }).first().locator('.group', { hasText: 'group of 2' }).waitFor({ timeout: T });
+  ok('Adams sends one FLASH to Federation and Commonwealth: two signed messages, shown as a group of 2');
+  const note = f.locator('tr.msg', { hasText: both }).locator('.group', { hasText: 'one of a group sent to' });
+  await note.waitFor({ timeout: T });
+  const noteText = await note.textContent();
+  check(noteText.includes('federation.detente.demo') && noteText.includes('commonwealth.detente.demo'), `Federation's console shows whom else it went to ("${noteText}")`);
+  await f.locator('tr.msg', { hasText: both }).locator('button.ack').click();
+  await a.locator('tr.msg', { hasText: both }).first().locator('.group', { hasText: '1 acknowledged' }).waitFor({ timeout: T });
+  ok('Sokolov\'s acknowledgement shows in the group on Alliance\'s side, Commonwealth\'s still awaited');
 
   step = 'csrf';
   const csrf = await a.evaluate(async () => (await fetch('/console/api/logout', { method: 'POST' })).status);
