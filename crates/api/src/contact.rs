@@ -16,6 +16,13 @@ use uuid::Uuid;
 
 /// The terms a request declares (times in ms; the start defaults to `now`).
 pub fn terms_of(b: &ContactLineBody, now: Millis) -> Result<ContactTerms, ApiError> {
+    // No line, to a peer: a withdrawal.
+    if b.line.is_empty() && b.peer.is_some() {
+        return Ok(ContactTerms::withdrawal());
+    }
+    if b.time_end.is_empty() {
+        return Err(ApiError::bad("time_end", "required: until when (RFC 3339)"));
+    }
     let instant = |s: &str, field: &str| -> Result<Millis, ApiError> {
         let t = crate::export::parse_instant(s, field)?;
         u64::try_from(t.unix_micros() / 1000)

@@ -181,7 +181,11 @@ async fn contact_line(
     let terms = crate::contact::terms_of(&b, st.line.now_ms())?;
     // Buffered here first: a line that cannot be buffered is refused
     // before anything is proposed or declared.
-    let outline = crate::contact::outline(&terms)?;
+    let outline = if terms.line.is_empty() {
+        Vec::new()
+    } else {
+        crate::contact::outline(&terms)?
+    };
     let vertices = outline.len();
     if let Some(peer) = &b.peer {
         if b.id.is_some() {

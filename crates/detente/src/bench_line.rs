@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use uuid::Uuid;
 
 #[derive(Args, Debug)]
 pub struct BenchLineArgs {
@@ -35,6 +36,10 @@ pub struct BenchLineArgs {
     /// Concurrent senders (each a member sending in sequence).
     #[arg(long, default_value_t = 32)]
     senders: usize,
+    /// Parties, each its own node process, in a full mesh (2 to 10): the
+    /// ROUTINE load goes to one peer, each FLASH probe to every peer at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=10))]
+    parties: u8,
     /// The NATS server binary ("" skips the comparison).
     #[arg(long, default_value = "nats-server")]
     nats_server: String,
@@ -64,6 +69,29 @@ struct Outcome {
     flash_p50_ms: f64,
     flash_p99_ms: f64,
     flash_n: usize,
+    /// The sender node's CPU time per copy delivered to a peer (µs).
+    cpu_us_per_copy: f64,
+}
+
+/// The name of party `i` (0: the sender, 1: the ROUTINE load's receiver).
+fn party(i: usize) -> String {
+    match i {
+        0 => F.to_string(),
+        1 => A.to_string(),
+        n => format!("party{n}.bench"),
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far (Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state is field 3; utime and
+    // stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Some(ticks / 100.0)
 }
 
 pub async fn run(a: BenchLineArgs) -> Result<()> {
@@ -78,9 +106,15 @@ pub async fn run(a: BenchLineArgs) -> Result<()> {
         a.messages, a.senders
     );
     let ours = detente_line(&a, &root).await?;
+    let peers = usize::from(a.parties) - 1;
     println!(
-        "detente (signed, logged, fsynced both sides, receipted; mutual TLS): {:.0} messages/s; FLASH latency p50 {:.1} ms, p99 {:.1} ms ({} FLASH)",
-        ours.per_s, ours.flash_p50_ms, ours.flash_p99_ms, ours.flash_n
+        "detente, {} parties (signed, logged, fsynced both sides, receipted; mutual TLS): {:.0} messages/s to one peer; FLASH to {peers} peer(s) at once, send → last receipt p50 {:.1} ms, p99 {:.1} ms ({} FLASH); sender CPU {:.0} µs per copy delivered",
+        a.parties,
+        ours.per_s,
+        ours.flash_p50_ms,
+        ours.flash_p99_ms,
+        ours.flash_n,
+        ours.cpu_us_per_copy
     );
     if a.nats_server.is_empty() {
         return Ok(());
@@ -93,10 +127,11 @@ pub async fn run(a: BenchLineArgs) -> Result<()> {
         };
         match nats(&a, &root, always).await {
             Ok(n) => println!(
-                "NATS JetStream ({label}; publish, wait for ack): {:.0} messages/s; probe latency p50 {:.1} ms, p99 {:.1} ms — detente/NATS throughput ratio {:.2}",
+                "NATS JetStream ({label}; publish, wait for ack): {:.0} messages/s; probe latency p50 {:.1} ms, p99 {:.1} ms; server CPU {:.0} µs per message — detente/NATS throughput ratio {:.2}",
                 n.per_s,
                 n.flash_p50_ms,
                 n.flash_p99_ms,
+                n.cpu_us_per_copy,
                 ours.per_s / n.per_s
             ),
             Err(e) => println!("NATS JetStream ({label}): not measured: {e}"),
@@ -111,34 +146,45 @@ pub async fn run(a: BenchLineArgs) -> Result<()> {
 async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
     let jwt = root.join("jwt.pem");
     std::fs::write(&jwt, crate::demo::DEMO_PUBLIC_KEY_PEM)?;
-    let fed_data = root.join("federation");
-    let na = NodeProcess::start(A, &root.join("alliance"), "127.0.0.1:0", &jwt, &[])?;
-    let nf = NodeProcess::start(F, &fed_data, "127.0.0.1:0", &jwt, &[])?;
-    let mut ca = Client::new(&na.base)?;
-    let mut cf = Client::new(&nf.base)?;
-    let ka = ca.node.log_key().await.map_err(|e| anyhow!(e))?;
-    let kf = cf.node.log_key().await.map_err(|e| anyhow!(e))?;
-    ca.as_who(ADMIN)?
-        .add_peer(&PeerBody {
-            name: F.into(),
-            url: nf.peer_base.clone(),
-            key: kf,
-        })
-        .await
-        .map_err(|e| anyhow!(e))?;
-    cf.as_who(ADMIN)?
-        .add_peer(&PeerBody {
-            name: A.into(),
-            url: na.peer_base.clone(),
-            key: ka,
-        })
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let n = usize::from(a.parties);
+    let names: Vec<String> = (0..n).map(party).collect();
+    let sender_data = root.join(&names[0]);
+    let mut nodes = Vec::new();
+    for name in &names {
+        nodes.push(NodeProcess::start(
+            name,
+            &root.join(name),
+            "127.0.0.1:0",
+            &jwt,
+            &[],
+        )?);
+    }
+    let mut clients = Vec::new();
+    let mut keys = Vec::new();
+    for node in &nodes {
+        let c = Client::new(&node.base)?;
+        keys.push(c.node.log_key().await.map_err(|e| anyhow!(e))?);
+        clients.push(c);
+    }
+    // A full mesh: every party pins every other.
+    for (i, c) in clients.iter_mut().enumerate() {
+        for j in (0..n).filter(|j| *j != i) {
+            c.as_who(ADMIN)?
+                .add_peer(&PeerBody {
+                    name: names[j].clone(),
+                    url: nodes[j].peer_base.clone(),
+                    key: keys[j].clone(),
+                })
+                .await
+                .map_err(|e| anyhow!(e))?;
+        }
+    }
     let mut senders = Vec::new();
     for i in 0..=a.senders {
         let seed = node::RandomIds.seed().map_err(|e| anyhow!(e))?;
         let s = MemberSigner::from_seed(&seed);
-        cf.as_who(ADMIN)?
+        clients[0]
+            .as_who(ADMIN)?
             .register_member(&MemberBody {
                 key: s.key().to_hex(),
                 name: format!("sender {i}"),
@@ -150,8 +196,11 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
         senders.push(s);
     }
     let flash_sender = senders.pop().context("a FLASH sender")?;
-    // Registration records reach the peer before the load starts.
-    wait_drained(&mut cf).await?;
+    // Registrations and announcements reach every peer before the load.
+    for c in clients.iter_mut() {
+        wait_drained(c).await?;
+    }
+    let sender_base = nodes[0].base.clone();
     let token = crate::demo::token_for(ADMIN)?;
     let http = reqwest::Client::new();
     let per = a.messages / a.senders as u64;
@@ -163,17 +212,18 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
         .iter()
         .map(|s| {
             (1..=per)
-                .map(|seq| wire(s, seq, Precedence::Routine))
+                .map(|seq| wire(s, seq, Precedence::Routine, A, None))
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
+    let cpu_before = cpu_seconds(nodes[0].pid());
     let started = Instant::now();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for (i, messages) in signed.into_iter().enumerate() {
         // Each sender is its own client (the per-client rate limit applies to each).
         let token = crate::demo::token_for((&format!("bench-sender-{i}"), "detente.line"))?;
-        let (http, base) = (http.clone(), nf.base.clone());
+        let (http, base) = (http.clone(), sender_base.clone());
         tasks.push(tokio::spawn(async move {
             for body in messages {
                 post(&http, &base, &token, body).await?;
@@ -181,54 +231,79 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
             Ok::<_, anyhow::Error>(())
         }));
     }
-    let (http2, base2, token2, done2) =
-        (http.clone(), nf.base.clone(), token.clone(), done.clone());
+    // The probe: every 10 ms one FLASH to every peer at once (a group of
+    // one message per peer when there are several).
+    let peers: Vec<String> = names[1..].to_vec();
+    let (http2, base2, token2, done2) = (
+        http.clone(),
+        sender_base.clone(),
+        token.clone(),
+        done.clone(),
+    );
     let probe = tokio::spawn(async move {
-        let mut seq = 0;
+        let (mut seq, mut groups) = (0, 0u64);
         while !done2.load(std::sync::atomic::Ordering::SeqCst) {
-            seq += 1;
-            send(
-                &http2,
-                &base2,
-                &token2,
-                &flash_sender,
-                seq,
-                Precedence::Flash,
-            )
-            .await?;
+            groups += 1;
+            let group = (peers.len() > 1).then(|| liaison::Group {
+                id: node::RandomIds.uuid_v4(),
+                to: peers.clone(),
+            });
+            for to in &peers {
+                seq += 1;
+                let body = wire(&flash_sender, seq, Precedence::Flash, to, group.clone())?;
+                post(&http2, &base2, &token2, body).await?;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok::<_, anyhow::Error>(seq)
+        Ok::<_, anyhow::Error>(groups)
     });
     for t in tasks {
         t.await??;
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let flashes_sent = probe.await??;
-    wait_drained(&mut cf).await?;
+    let groups_sent = probe.await??;
+    wait_drained(&mut clients[0]).await?;
     let wall = started.elapsed().as_secs_f64();
-    // From the sender's log: message entry time → receipt entry time.
-    let (entries, _) = store::read_log(&fed_data).await.map_err(|e| anyhow!(e))?;
+    let cpu = match (cpu_before, cpu_seconds(nodes[0].pid())) {
+        (Some(b), Some(e)) => e - b,
+        _ => f64::NAN,
+    };
+    // From the sender's log: message entry time → receipt entry time; a
+    // FLASH group's latency runs to the last of its receipts.
+    let (entries, _) = store::read_log(&sender_data)
+        .await
+        .map_err(|e| anyhow!(e))?;
     let mut sent_at = std::collections::HashMap::new();
-    let mut flash_lat = Vec::new();
+    // Per FLASH group (or single FLASH): first send, last receipt, receipts.
+    let mut flash: std::collections::HashMap<Uuid, (u64, u64, usize)> =
+        std::collections::HashMap::new();
     let (mut first, mut last) = (u64::MAX, 0u64);
     for bytes in &entries {
         let Some(Ok((e, l))) = liaison::decide::line_entry(bytes) else {
             continue;
         };
         match (&l.record, &l.envelope) {
-            (liaison::Record::Message(m), Some(env)) if e.entry.origin == F => {
-                sent_at.insert(tlog::leaf_hash(bytes), (e.entry.timestamp_ms, env.lane));
-                if m.value.precedence == Precedence::Routine {
+            (liaison::Record::Message(m), Some(_)) if e.entry.origin == F => {
+                let v = &m.value;
+                let key = v.group.as_ref().map_or(v.id, |g| g.id);
+                sent_at.insert(
+                    tlog::leaf_hash(bytes),
+                    (e.entry.timestamp_ms, v.precedence, key),
+                );
+                if v.precedence == Precedence::Routine {
                     first = first.min(e.entry.timestamp_ms);
+                } else {
+                    let g = flash.entry(key).or_insert((u64::MAX, 0, 0));
+                    g.0 = g.0.min(e.entry.timestamp_ms);
                 }
             }
-            (liaison::Record::Receipt(r), None) if e.entry.origin == A => {
+            (liaison::Record::Receipt(r), None) if e.entry.origin != F => {
                 for item in &r.items {
-                    if let Some((t0, lane)) = sent_at.get(&item.leaf_hash) {
-                        let dt = e.entry.timestamp_ms.saturating_sub(*t0) as f64;
+                    if let Some((_, lane, key)) = sent_at.get(&item.leaf_hash) {
                         if *lane == Precedence::Flash {
-                            flash_lat.push(dt);
+                            let g = flash.entry(*key).or_insert((u64::MAX, 0, 0));
+                            g.1 = g.1.max(e.entry.timestamp_ms);
+                            g.2 += 1;
                         } else {
                             last = last.max(e.entry.timestamp_ms);
                         }
@@ -244,36 +319,42 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
     } else {
         total as f64 / wall
     };
-    let n = flash_lat.len();
-    if n as u64 != flashes_sent {
-        bail!("{flashes_sent} FLASH messages were sent but {n} receipted");
+    let mut flash_lat: Vec<f64> = flash
+        .values()
+        .filter(|(_, _, receipts)| *receipts == n - 1)
+        .map(|(t0, t1, _)| t1.saturating_sub(*t0) as f64)
+        .collect();
+    let complete = flash_lat.len();
+    if complete as u64 != groups_sent {
+        bail!(
+            "{groups_sent} FLASH probes were sent to {} peer(s) but {complete} were receipted by all",
+            n - 1
+        );
     }
-    drop((na, nf));
+    let copies = total + groups_sent * (n as u64 - 1);
+    drop(nodes);
     Ok(Outcome {
         per_s,
         flash_p50_ms: percentile(&mut flash_lat, 0.5),
         flash_p99_ms: percentile(&mut flash_lat, 0.99),
-        flash_n: n,
+        flash_n: complete,
+        cpu_us_per_copy: cpu * 1e6 / copies as f64,
     })
 }
 
-async fn send(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
+/// A member-signed message of the sender's party to `to`, as the API takes
+/// it (JSON bytes).
+fn wire(
     s: &MemberSigner,
     seq: u64,
     precedence: Precedence,
-) -> Result<()> {
-    post(http, base, token, wire(s, seq, precedence)?).await
-}
-
-/// A member-signed message as the API takes it (JSON bytes).
-fn wire(s: &MemberSigner, seq: u64, precedence: Precedence) -> Result<Vec<u8>> {
+    to: &str,
+    group: Option<liaison::Group>,
+) -> Result<Vec<u8>> {
     let m = s.sign_message(Message {
         id: node::RandomIds.uuid_v4(),
         from: F.into(),
-        to: A.into(),
+        to: to.into(),
         sphere: Sphere::DirectLine,
         precedence,
         sender: s.key(),
@@ -282,7 +363,7 @@ fn wire(s: &MemberSigner, seq: u64, precedence: Precedence) -> Result<Vec<u8>> {
         body: Body::Text {
             text: "routine traffic of a realistic size: position report, sector 4, no change to the plan; next report in 15 minutes".into(),
         },
-        group: None,
+        group,
     });
     Ok(serde_json::to_vec(&api::wire::line::SendBody::signed(&m))?)
 }
@@ -459,6 +540,7 @@ async fn nats(a: &BenchLineArgs, root: &Path, always: bool) -> Result<Outcome> {
         let payload = vec![b'x'; 420];
         let per = a.messages / a.senders as u64;
         let total = per * a.senders as u64;
+        let cpu_before = cpu_seconds(server.id());
         let started = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..a.senders {
@@ -495,11 +577,16 @@ async fn nats(a: &BenchLineArgs, root: &Path, always: bool) -> Result<Outcome> {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut lat = probe.await??;
         let n = lat.len();
+        let cpu = match (cpu_before, cpu_seconds(server.id())) {
+            (Some(b), Some(e)) => e - b,
+            _ => f64::NAN,
+        };
         Ok(Outcome {
             per_s,
             flash_p50_ms: percentile(&mut lat, 0.5),
             flash_p99_ms: percentile(&mut lat, 0.99),
             flash_n: n,
+            cpu_us_per_copy: cpu * 1e6 / (total as f64 + n as f64),
         })
     }
     .await;

@@ -171,6 +171,13 @@ async fn start_witnessing(
     Ok((a, f))
 }
 
+impl NodeProcess {
+    /// The node's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

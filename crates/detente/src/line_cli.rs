@@ -101,6 +101,29 @@ pub enum PeerCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Propose the line of contact with a peer as points and a buffer width: the node buffers it on the ellipsoid; it binds once the peer proposes the same (`peer accept … --contact-line`). An empty --line withdraws.
+    ContactLine {
+        name: String,
+        /// The line's points, "lat,lng lat,lng ..." in order.
+        #[arg(long)]
+        line: String,
+        /// The buffer each side, metres.
+        #[arg(long)]
+        buffer_m: f64,
+        /// From when (RFC 3339; default now).
+        #[arg(long)]
+        from: Option<String>,
+        /// Until when (RFC 3339).
+        #[arg(long)]
+        to: String,
+        /// Altitude band, metres above the WGS-84 ellipsoid (default 0 to 20,000).
+        #[arg(long)]
+        altitude_lower: Option<f64>,
+        #[arg(long)]
+        altitude_upper: Option<f64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Agree to the peer's latest proposal by proposing exactly the same: the deconfliction area (--area) or the line of contact (--contact-line).
     Accept {
         name: String,
@@ -535,6 +558,40 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                     area_status(&name, &v["area_agreement"])
                 );
             }
+        }
+        PeerCommand::ContactLine {
+            name,
+            line,
+            buffer_m,
+            from,
+            to,
+            altitude_lower,
+            altitude_upper,
+            conn,
+        } => {
+            let points = polygons(std::slice::from_ref(&line))
+                .map_err(|_| anyhow!("--line: expected \"lat,lng lat,lng ...\""))?
+                .pop()
+                .unwrap_or_default();
+            let v = conn
+                .client()?
+                .contact_line(&api::wire::line::ContactLineBody {
+                    peer: Some(name.clone()),
+                    line: points,
+                    buffer_m,
+                    id: None,
+                    altitude_lower_m: altitude_lower,
+                    altitude_upper_m: altitude_upper,
+                    time_start: from,
+                    time_end: to,
+                })
+                .await
+                .map_err(failure)?;
+            println!(
+                "line of contact proposed to {name}: buffered {buffer_m} m each side, {} vertices; {}",
+                v["vertices"],
+                contact_status(&name, &v["contact_line"])
+            );
         }
         PeerCommand::Accept {
             name,

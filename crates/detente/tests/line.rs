@@ -3248,21 +3248,27 @@ async fn a_line_of_contact_binds_only_once_both_parties_sign_the_same_geometry()
     );
     // A new line proposed by Federation: the agreed one binds meanwhile;
     // once Alliance accepts, the old constraint goes and the new one binds.
-    let (s, v) = call(
-        "POST",
-        f.url("/line/v1/contact-line"),
+    let (proposed, out) = cli(
+        &f,
         &admin(),
-        Some(
-            json!({ "peer": A, "line": [[45.1, 9.8], [45.1, 10.8]], "buffer_m": 1500,
-                     "time_start": "2030-01-01T00:00:00Z", "time_end": "2030-01-02T00:00:00Z" }),
-        ),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["contact_line"]["status"], "proposed", "{v}");
-    assert_eq!(
-        v["contact_line"]["bound"], true,
-        "the agreed line binds meanwhile: {v}"
+        &[
+            "peer",
+            "contact-line",
+            A,
+            "--line",
+            "45.1,9.8 45.1,10.8",
+            "--buffer-m",
+            "1500",
+            "--from",
+            "2030-01-01T00:00:00Z",
+            "--to",
+            "2030-01-02T00:00:00Z",
+        ],
+    );
+    assert!(proposed, "{out}");
+    assert!(
+        out.contains("a new line proposed") && out.contains("binds meanwhile, bound as constraint"),
+        "{out}"
     );
     assert!(
         until(
@@ -3313,6 +3319,39 @@ async fn a_line_of_contact_binds_only_once_both_parties_sign_the_same_geometry()
     .await;
     assert_eq!((s, v["field"].as_str()), (400, Some("buffer_m")), "{v}");
     assert_eq!(contact_with(&a, F).await["status"], "agreed");
+    // Alliance withdraws (no line): nothing binds any more, on either side.
+    let bound_now = contact_with(&a, F).await["constraint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = call(
+        "POST",
+        a.url("/line/v1/contact-line"),
+        &admin(),
+        Some(json!({ "peer": F, "line": [], "buffer_m": 0 })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let mut unbound = false;
+    for _ in 0..200 {
+        let (s, _) = call(
+            "GET",
+            a.url(&format!("/uss/v1/constraints/{bound_now}")),
+            &cp,
+            None,
+        )
+        .await;
+        if s == 404 && contact_with(&f, A).await["agreed"].is_null() {
+            unbound = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        unbound,
+        "a withdrawn line binds nothing: {}",
+        contact_with(&f, A).await
+    );
 }
 
 /// `m` as sent by `s`, created `ago_ms` before now.

@@ -72,7 +72,8 @@ pub struct ContactLineBody {
     /// binding its own planners at once.
     #[serde(default)]
     pub peer: Option<String>,
-    /// The line's points as [latitude, longitude], in order.
+    /// The line's points as [latitude, longitude], in order (none, with
+    /// `peer`: this party withdraws from the line agreed).
     pub line: Vec<[f64; 2]>,
     /// The buffer each side of the line, metres (on the WGS-84 ellipsoid).
     pub buffer_m: f64,
@@ -85,9 +86,12 @@ pub struct ContactLineBody {
     pub altitude_lower_m: Option<f64>,
     #[serde(default)]
     pub altitude_upper_m: Option<f64>,
-    /// From when (RFC 3339; default now) until when (RFC 3339).
+    /// From when (RFC 3339; default now) until when (RFC 3339; required
+    /// unless the line is empty, which withdraws from the line agreed with
+    /// `peer`).
     #[serde(default)]
     pub time_start: Option<String>,
+    #[serde(default)]
     pub time_end: String,
 }
 
