@@ -51,6 +51,18 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// The same error, its field named inside an enclosing one (`prefix`
+    /// ends with the separator: `messages[1].`).
+    pub fn prefixed(self, prefix: &str) -> Self {
+        match self {
+            ApiError::BadRequest { field, message } => ApiError::BadRequest {
+                field: format!("{prefix}{field}"),
+                message,
+            },
+            other => other,
+        }
+    }
 }
 
 impl From<NodeError> for ApiError {

@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use liaison::state::Delivery;
 use liaison::{ChannelState, Member, Precedence, Signed, Sphere};
-use node::Scope;
+use node::{NodeError, Scope};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -53,6 +53,7 @@ pub fn routes() -> Router<Shared> {
             put(set_deadlines),
         )
         .route("/line/v1/messages", get(list_messages).post(send))
+        .route("/line/v1/messages/group", post(send_group))
         .route("/line/v1/acks", post(acknowledge))
         .route("/line/v1/status", get(status))
         .route("/line/v1/access", get(list_access))
@@ -801,6 +802,95 @@ async fn send(
         axum::http::StatusCode::OK
     };
     Ok((status, Json(view)))
+}
+
+/// A group's messages in one request and one commit: each decided in
+/// order, each with its own outcome.
+#[utoipa::path(post, path = "/line/v1/messages/group", tag = "line", summary = "Send one member's message to several peers at once: the group's messages (one per peer, each signed, all naming the group) in one commit", request_body = GroupSendBody, responses((status = 201, description = "Every message committed (or already there): each message's view", body = serde_json::Value), (status = 200, description = "Some refused: per message, its view or its refusal `{code, message}`; `refused` counts them", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]
+async fn send_group(
+    State(st): State<Shared>,
+    h: HeaderMap,
+    Body(b): Body<GroupSendBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let caller = st.require(&h, MEMBER)?;
+    if b.messages.len() < 2 || b.messages.len() > liaison::MAX_GROUP {
+        return Err(ApiError::bad(
+            "messages",
+            format!("a group has 2 to {} messages", liaison::MAX_GROUP),
+        ));
+    }
+    let mut ms = Vec::with_capacity(b.messages.len());
+    for (i, m) in b.messages.iter().enumerate() {
+        let f = |x: &str| format!("messages[{i}].{x}");
+        let signed = Signed {
+            value: m
+                .message
+                .to_domain()
+                .map_err(|e| e.prefixed(&format!("messages[{i}].")))?,
+            signature: signature(&m.signature).map_err(|_| {
+                ApiError::bad(f("signature"), "128 hex digits (an Ed25519 signature)")
+            })?,
+        };
+        own_key(&caller, &signed.value.sender, &f("message.sender"))?;
+        ms.push(signed);
+    }
+    // One member's one message: the same group, sender and text for all.
+    let first = &ms[0].value;
+    let Some(group) = first.group.clone() else {
+        return Err(ApiError::bad(
+            "messages[0].message.group",
+            "a group's messages name it",
+        ));
+    };
+    for (i, m) in ms.iter().enumerate() {
+        let v = &m.value;
+        if v.group.as_ref() != Some(&group) {
+            return Err(ApiError::bad(
+                format!("messages[{i}].message.group"),
+                "every message names the same group",
+            ));
+        }
+        if v.sender != first.sender || v.body != first.body || v.precedence != first.precedence {
+            return Err(ApiError::bad(
+                format!("messages[{i}].message"),
+                "a group is one member's one message: the same sender, precedence and body",
+            ));
+        }
+    }
+    let ids: Vec<(Uuid, String)> = ms
+        .iter()
+        .map(|m| (m.value.id, m.value.to.clone()))
+        .collect();
+    let results = st.line.send_group(ms).await?;
+    let mut refused = 0;
+    let mut committed = 0;
+    let mut out = Vec::with_capacity(ids.len());
+    for ((id, to), r) in ids.iter().zip(results) {
+        match r {
+            Ok(o) => {
+                if o == liaison::LineOutcome::Committed {
+                    committed += 1;
+                }
+                out.push(view_of(&st, id)?);
+            }
+            Err(NodeError::Line(e)) => {
+                refused += 1;
+                let (_, body) = crate::error::line_error(&e);
+                out.push(json!({ "to": to, "id": id.to_string(), "refused": body }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(group = %group.id, committed, refused, "group message sent");
+    let status = if refused > 0 {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({ "group": group.id.to_string(), "refused": refused, "messages": out })),
+    ))
 }
 
 #[utoipa::path(post, path = "/line/v1/acks", tag = "line", summary = "Send a member-signed acknowledgement", request_body = AckBody, responses((status = 200, description = "Committed", body = serde_json::Value), (status = 400, description = "Invalid input; `field` names what is at fault", body = crate::openapi::ErrorBody), (status = 401, description = "No usable bearer token (or console session)", body = crate::openapi::ErrorBody), (status = 403, description = "Authenticated, but without the scope (or role) this needs", body = crate::openapi::ErrorBody), (status = 404, description = "No such peer, member, mission, accreditation or entity", body = crate::openapi::ErrorBody), (status = 409, description = "Refused by the line's state; `code` says why", body = crate::openapi::ErrorBody), (status = 503, description = "The store cannot reach its database; retry", body = crate::openapi::ErrorBody)), security(("bearer" = ["detente.line"]), ("bearer" = ["detente.line.admin"])))]

@@ -539,6 +539,13 @@ async fn line_routes_check_scopes_and_name_the_field_at_fault(app: &App) {
             case(M::GET, "/line/v1/peers", Some(LINE)),
             case(M::GET, "/line/v1/peers", Some(SC)).is(403, "forbidden"),
             case(M::GET, "/line/v1/mesh", Some(LINE)),
+            case(M::POST, "/line/v1/messages/group", Some(LINE))
+                .body(json!({ "messages": [] }))
+                .is(400, "invalid_input")
+                .naming("messages"),
+            case(M::POST, "/line/v1/messages/group", Some(SC))
+                .body(json!({ "messages": [] }))
+                .is(403, "forbidden"),
             case(M::GET, "/line/v1/mesh", Some(SC)).is(403, "forbidden"),
             case(M::POST, "/line/v1/peers", Some(LINE))
                 .body(peer.clone())

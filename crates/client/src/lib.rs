@@ -308,6 +308,12 @@ impl Client {
         .await
     }
 
+    /// Sends a group's messages in one request and one commit.
+    pub async fn send_group(&self, b: &api::wire::line::GroupSendBody) -> Result<Value, Error> {
+        self.call(Method::POST, &["line", "v1", "messages", "group"], Some(b))
+            .await
+    }
+
     /// Who is peered with whom, as every party last announced.
     pub async fn mesh(&self) -> Result<Value, Error> {
         self.get(&["line", "v1", "mesh"]).await

@@ -248,9 +248,24 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
                 id: node::RandomIds.uuid_v4(),
                 to: peers.clone(),
             });
-            for to in &peers {
+            if group.is_some() {
+                // One request, one commit for the whole group.
+                let mut messages = Vec::new();
+                for to in &peers {
+                    seq += 1;
+                    messages.push(serde_json::from_slice::<serde_json::Value>(&wire(
+                        &flash_sender,
+                        seq,
+                        Precedence::Flash,
+                        to,
+                        group.clone(),
+                    )?)?);
+                }
+                let body = serde_json::to_vec(&serde_json::json!({ "messages": messages }))?;
+                post_to(&http2, &base2, "/line/v1/messages/group", &token2, body).await?;
+            } else {
                 seq += 1;
-                let body = wire(&flash_sender, seq, Precedence::Flash, to, group.clone())?;
+                let body = wire(&flash_sender, seq, Precedence::Flash, &peers[0], None)?;
                 post(&http2, &base2, &token2, body).await?;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -371,8 +386,18 @@ fn wire(
 /// The measured path: pre-encoded bodies on a shared connection pool, so
 /// that the load generator spends nothing on encoding while the clock runs.
 async fn post(http: &reqwest::Client, base: &str, token: &str, body: Vec<u8>) -> Result<()> {
+    post_to(http, base, "/line/v1/messages", token, body).await
+}
+
+async fn post_to(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> Result<()> {
     let r = http
-        .post(format!("{base}/line/v1/messages"))
+        .post(format!("{base}{path}"))
         .bearer_auth(token)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)

@@ -998,7 +998,51 @@ pub async fn send(a: SendArgs) -> Result<Vec<Value>> {
     to.dedup();
     let group = (to.len() > 1).then(|| liaison::Group { id, to: to.clone() });
     let mut sent = Vec::new();
-    for peer in &to {
+    let mut pending: Vec<String> = to.clone();
+    // A group goes in one request and one commit; what it could not send
+    // (a message already there from an earlier try takes no sequence
+    // number, so the ones after it are out of sequence) goes one by one.
+    if let Some(g) = &group {
+        let messages = to
+            .iter()
+            .enumerate()
+            .map(|(i, peer)| {
+                SendBody::signed(&signer.sign_message(Message {
+                    id: group_message_id(&g.id, peer),
+                    from: me.clone(),
+                    to: peer.clone(),
+                    sphere,
+                    precedence,
+                    sender: signer.key(),
+                    seq: seq + i as u64,
+                    created_ms,
+                    body: body.clone(),
+                    group: group.clone(),
+                }))
+            })
+            .collect();
+        let v = node
+            .send_group(&api::wire::line::GroupSendBody { messages })
+            .await
+            .map_err(failure)?;
+        pending.clear();
+        for (peer, m) in to
+            .iter()
+            .zip(v["messages"].as_array().into_iter().flatten())
+        {
+            match m["refused"]["code"].as_str() {
+                None => {
+                    seq += 1;
+                    sent.push(m.clone());
+                }
+                Some("conflict") => sent.push(serde_json::json!({
+                    "already_sent": peer, "id": group_message_id(&g.id, peer).to_string(),
+                })),
+                Some(_) => pending.push(peer.clone()),
+            }
+        }
+    }
+    for peer in &pending {
         let message_id = match &group {
             Some(g) => group_message_id(&g.id, peer),
             None => id,

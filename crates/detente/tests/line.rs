@@ -2954,6 +2954,42 @@ async fn a_flash_to_several_peers_is_one_message_each_acknowledged_on_its_own_an
         )
         .await
     );
+    // Sent in one request, a group is one member's one message: a message
+    // of another text is refused naming it, and nothing is sent.
+    let grouped = |to: &str, text: &str, seq: u64| {
+        let signed = a1.sign_message(Message {
+            id: Uuid::from_u128(100 + seq as u128),
+            from: A.into(),
+            to: to.into(),
+            sphere: Sphere::DirectLine,
+            precedence: Precedence::Flash,
+            sender: a1.key(),
+            seq,
+            created_ms: now_ms(),
+            body: Body::Text { text: text.into() },
+            group: Some(liaison::Group {
+                id: Uuid::from_u128(99),
+                to: vec![F.into(), C3.into()],
+            }),
+        });
+        json!({
+            "message": api::MessageWire::from_domain(&signed.value),
+            "signature": signed.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        })
+    };
+    let (s, v) = call(
+        "POST",
+        a.url("/line/v1/messages/group"),
+        &officer(),
+        Some(json!({ "messages": [grouped(F, "hold", 3), grouped(C3, "go", 4)] })),
+    )
+    .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (400, Some("messages[1].message")),
+        "{v}"
+    );
+    assert_eq!(messages(&a, "out").await.len(), 2, "nothing sent");
     // A group that does not name the addressee, or names the sender, is
     // refused with the field.
     for (to, bad) in [

@@ -470,6 +470,38 @@ impl Line {
         self.commit_as(urgent, LineWrite::Send { m, now }).await
     }
 
+    /// Sends a group's messages (one member's, to several peers) in one
+    /// commit: every signature checked first (none sent if one fails),
+    /// then each decided in order; one result per message.
+    pub async fn send_group(
+        &self,
+        ms: Vec<Signed<Message>>,
+    ) -> Result<Vec<Result<LineOutcome, NodeError>>, NodeError> {
+        let now = self.now_ms();
+        if let Some(i) = ms.iter().position(|m| !m.verify()) {
+            return Err(LineError::BadSignature {
+                field: format!("messages[{i}].signature"),
+            }
+            .into());
+        }
+        let urgent = ms.iter().any(|m| m.value.precedence == Precedence::Flash);
+        let jobs: Vec<LineWrite> = ms.into_iter().map(|m| LineWrite::Send { m, now }).collect();
+        let n = jobs.len();
+        let r = if urgent {
+            self.store.transact_line_urgent(jobs).await
+        } else {
+            self.store.transact_line(jobs).await
+        };
+        if r.len() != n {
+            return Err(NodeError::Store(StoreError::Failed(
+                "the store answered another number of results".into(),
+            )));
+        }
+        Ok(r.into_iter()
+            .map(|x| -> Result<LineOutcome, NodeError> { Ok(x??.outcome) })
+            .collect())
+    }
+
     pub async fn acknowledge(&self, a: Signed<Ack>) -> Result<LineOutcome, NodeError> {
         let now = self.now_ms();
         self.commit(LineWrite::Acknowledge { a, now }).await

@@ -180,6 +180,14 @@ pub struct SendBody {
     pub signature: String,
 }
 
+/// A group's messages — one member's, one per peer, all naming the same
+/// group — sent in one request and one commit.
+#[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSendBody {
+    pub messages: Vec<SendBody>,
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckBody {

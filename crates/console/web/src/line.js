@@ -201,6 +201,31 @@ async function send(ev) {
     // addressee; each is receipted, acknowledged and timed on its own.
     const group = to.length > 1 ? { id: crypto.randomUUID(), to } : null;
     const createdMs = Date.now();
+    if (group) {
+      // One request, one commit: each peer's message signed here.
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const messages = [];
+        for (const [i, peer] of to.entries()) {
+          const message = {
+            id: crypto.randomUUID(), from: app.session.node, to: peer,
+            sphere: $('#c-sphere').value, precedence: $('#c-precedence').value,
+            sender: app.session.member, body: { type: 'text', text: $('#c-text').value },
+            seq: seq + i, created_ms: createdMs, group,
+          };
+          messages.push({ message, signature: await signMessage(member, message) });
+        }
+        const r = await api('POST', '/line/v1/messages/group', { messages });
+        const first = r.messages[0].refused;
+        if (first && first.code === 'out_of_sequence' && first.expected > seq) { seq = first.expected; continue; }
+        const refused = r.messages.filter((m) => m.refused);
+        if (refused.length) throw new Error(refused.map((m) => `${m.to}: ${m.refused.code} — ${m.refused.message}`).join('; '));
+        status.textContent = `Signed and sent (${$('#c-precedence').value}) to ${to.join(', ')}: delivery and acknowledgement show below.`;
+        $('#c-text').value = '';
+        await refresh();
+        return;
+      }
+      throw new Error('the sequence kept moving; try again');
+    }
     for (const peer of to) {
       const base = {
         id: crypto.randomUUID(), from: app.session.node, to: peer,

@@ -126,18 +126,7 @@ impl Decider {
             }
             for ev in &events {
                 for share in crate::share::outgoing(&ls, ev) {
-                    match liaison::decide::append(
-                        &mut ls,
-                        &signer.signer,
-                        now_ms,
-                        &mut frontier,
-                        vec![share],
-                    ) {
-                        Ok(new) => leaves.extend(new),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "an airspace change could not be shared with a peer")
-                        }
-                    }
+                    leaves.extend(share_one(&mut ls, signer, now_ms, &mut frontier, share));
                 }
             }
             for (write, reply) in line_jobs {
@@ -164,18 +153,13 @@ impl Decider {
                         if ls.area(&peer) != before.as_slice() {
                             for change in crate::share::resync(&ls, &st, &peer) {
                                 let share = crate::share::share_with(&ls, &peer, &change);
-                                match liaison::decide::append(
+                                new.extend(share_one(
                                     &mut ls,
-                                    &signer.signer,
+                                    signer,
                                     now_ms,
                                     &mut frontier,
-                                    vec![share],
-                                ) {
-                                    Ok(leaves) => new.extend(leaves),
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, peer, "an airspace change could not be shared with a peer")
-                                    }
-                                }
+                                    share,
+                                ));
                             }
                         }
                     }
@@ -249,4 +233,19 @@ impl Decider {
             notices,
         }
     }
+}
+
+/// Appends one airspace change shared with a peer; one that cannot be
+/// appended is logged and skipped, never the batch.
+fn share_one(
+    ls: &mut liaison::LineState,
+    signer: &crate::entries::LogSigner,
+    now_ms: u64,
+    frontier: &mut tlog::tree::Frontier,
+    share: liaison::LineEvent,
+) -> Vec<Vec<u8>> {
+    liaison::decide::append(ls, &signer.signer, now_ms, frontier, vec![share]).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "an airspace change could not be shared with a peer");
+        Vec::new()
+    })
 }
