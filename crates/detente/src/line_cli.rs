@@ -709,23 +709,22 @@ fn polygons(given: &[String]) -> Result<Vec<Vec<[f64; 2]>>> {
         .collect()
 }
 
-/// The mesh as a table: one row per pair of parties known.
-fn print_mesh(v: &Value) {
-    let me = v["me"].as_str().unwrap_or("");
-    let parties: Vec<&str> = v["parties"]
-        .as_array()
+/// The strings of a JSON array (none if it is not one).
+fn texts(v: &Value) -> Vec<&str> {
+    v.as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
+        .collect()
+}
+
+/// The mesh as a table: one row per pair of parties known.
+fn print_mesh(v: &Value) {
+    let me = v["me"].as_str().unwrap_or("");
+    let parties = texts(&v["parties"]);
     println!("parties known to {me}: {}", parties.join(", "));
     for (party, p) in v["pins"].as_object().into_iter().flatten() {
-        let peers: Vec<&str> = p["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let peers = texts(&p["peers"]);
         let when = p["announced_ms"]
             .as_u64()
             .map(|t| format!(" (announced {})", liaison::rfc3339(t)))
@@ -903,14 +902,7 @@ pub async fn member(c: MemberCommand) -> Result<()> {
                     m["party"].as_str().unwrap_or(""),
                     m["name"].as_str().unwrap_or(""),
                     m["role"].as_str().unwrap_or(""),
-                    m["spheres"]
-                        .as_array()
-                        .map(|a| a
-                            .iter()
-                            .filter_map(|x| x.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","))
-                        .unwrap_or_default(),
+                    texts(&m["spheres"]).join(","),
                     m["last_seq"],
                     if !m["compromised"].is_null() {
                         format!(
@@ -1202,14 +1194,7 @@ pub fn inbox_line(e: &Value, now: u64) -> String {
         ),
         Some("deconfliction-request") => format!(
             "[deconfliction {}] {}",
-            body["intents"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" × "))
-                .unwrap_or_default(),
+            texts(&body["intents"]).join(" × "),
             body["proposal"].as_str().unwrap_or("")
         ),
         Some("reply") => format!(
@@ -1250,12 +1235,7 @@ fn group_line(g: &Value, outgoing: bool) -> String {
     if g.is_null() {
         return String::new();
     }
-    let to: Vec<&str> = g["to"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let to = texts(&g["to"]);
     if !outgoing {
         return format!("\n    (one of a group sent to {})", to.join(", "));
     }
