@@ -167,6 +167,40 @@ async fn postgis_baseline(
 
 /// Creates `live` random intents through the write path, 256 writers at
 /// once, spread over the given nodes (replicas).
+/// Resident memory of a process, bytes (Linux `VmRSS`).
+fn resident(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS")?;
+    Ok(kib * 1024)
+}
+
+/// `detente serve` on `dir` (closed) as its own process: seconds from
+/// exec to its listener, its resident memory then, and an empty node's.
+fn served_memory(root: &std::path::Path, dir: &std::path::Path) -> Result<(f64, u64, u64)> {
+    let jwt = root.join("bench-jwt.pem");
+    std::fs::write(&jwt, crate::demo::DEMO_PUBLIC_KEY_PEM)?;
+    let empty_dir = root.join("empty-node");
+    let _ = std::fs::remove_dir_all(&empty_dir);
+    let empty = {
+        let n = crate::demo::NodeProcess::start("detente.bench", &empty_dir, "127.0.0.1:0", &jwt, &[])?;
+        // Settled: what a node holds once up, not its start's peak.
+        std::thread::sleep(Duration::from_millis(500));
+        resident(n.pid())?
+    };
+    let started = Instant::now();
+    let n = crate::demo::NodeProcess::start("detente.bench", dir, "127.0.0.1:0", &jwt, &[])?;
+    let secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = resident(n.pid())?;
+    drop(n);
+    let _ = std::fs::remove_dir_all(&empty_dir);
+    Ok((secs, rss, empty))
+}
+
 async fn preload(dss: &[Arc<Dss>], caller: &Caller, live: usize, now: Timestamp) -> Result<()> {
     let per = live / 256 + 1;
     let mut tasks = Vec::new();
@@ -870,6 +904,18 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             "{:<44} {cold:>10.3} s   (open the store, load {loaded} intents, rebuild index and conflicts)   target ≤ 1 s at 100k",
             "cold start"
         );
+        // The same as its own process (`detente serve`): from exec to its
+        // listener, and its resident memory there beside an empty node's.
+        match served_memory(&root, &dir) {
+            Ok((secs, rss, empty)) => println!(
+                "{:<44} {secs:>10.3} s   resident {:.0} MiB (an empty node {:.0} MiB): {:.0} bytes per live intent",
+                "detente serve: start to listening",
+                rss as f64 / 1048576.0,
+                empty as f64 / 1048576.0,
+                rss.saturating_sub(empty) as f64 / loaded.max(1) as f64
+            ),
+            Err(e) => println!("detente serve: not measured: {e:#}"),
+        }
         let dss = open().await?;
 
         // Creates at random places; each measurement its own volumes.
