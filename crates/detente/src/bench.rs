@@ -186,7 +186,8 @@ fn served_memory(root: &std::path::Path, dir: &std::path::Path) -> Result<(f64, 
     let empty_dir = root.join("empty-node");
     let _ = std::fs::remove_dir_all(&empty_dir);
     let empty = {
-        let n = crate::demo::NodeProcess::start("detente.bench", &empty_dir, "127.0.0.1:0", &jwt, &[])?;
+        let n =
+            crate::demo::NodeProcess::start("detente.bench", &empty_dir, "127.0.0.1:0", &jwt, &[])?;
         // Settled: what a node holds once up, not its start's peak.
         std::thread::sleep(Duration::from_millis(500));
         resident(n.pid())?
