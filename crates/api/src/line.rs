@@ -143,11 +143,40 @@ async fn list_peers(State(st): State<Shared>, h: HeaderMap) -> Result<impl IntoR
                     "area": polygons_json(s.area(&p.name)),
                     "area_agreement": area_json(s.area_state(&p.name)),
                     "contact_line": crate::contact::agreement_json(s, &me, &p.name),
+                    "key_handed_over": p.previous.as_ref().map(|h| json!({
+                        "from": h.vkey,
+                        "at": liaison::record::rfc3339(h.at_ms),
+                        "index": h.index,
+                    })),
                 })
             })
             .collect::<Vec<_>>()
     })?;
-    Ok(Json(json!({ "me": st.log.origin(), "peers": peers })))
+    let key = own_key_json(&st)?;
+    Ok(Json(
+        json!({ "me": st.log.origin(), "key": key, "peers": peers }),
+    ))
+}
+
+/// This node's key and its last hand-over: from which key, when, and which
+/// peers have receipted it.
+fn own_key_json(st: &Shared) -> Result<Value, ApiError> {
+    let vkey = st.log.verifier_key();
+    let handover = st.line.read(|s| {
+        s.handovers().last().map(|h| {
+            let receipts = s.handover_receipts();
+            json!({
+                "from": h.old,
+                "to": h.new,
+                "at": liaison::record::rfc3339(h.at_ms),
+                "index": h.index,
+                "receipted_by": receipts.iter().filter(|(_, d)| *d).map(|(p, _)| p).collect::<Vec<_>>(),
+                "awaiting": receipts.iter().filter(|(_, d)| !*d).map(|(p, _)| p).collect::<Vec<_>>(),
+                "complete": receipts.iter().all(|(_, d)| *d),
+            })
+        })
+    })?;
+    Ok(json!({ "vkey": vkey, "handing_over": st.log.handing_over(), "handover": handover }))
 }
 
 /// Designates a constraint as the line of contact: this party's operations

@@ -7,7 +7,7 @@
 //! receipted, so after any outage everything above the peer's
 //! acknowledged high-water mark is sent again.
 
-use crate::tls::Identity;
+use crate::tls::Identities;
 use crate::wire::line::{RecordsBody, RecordsReply};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -187,7 +187,7 @@ impl PeerConn {
 pub fn spawn(
     line: Arc<Line>,
     me: String,
-    identity: Option<Identity>,
+    identity: Option<Identities>,
     metrics: crate::metrics::LineMetrics,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -251,7 +251,7 @@ pub fn peer_witness_key(
 /// later, is asked (by the leader, every second while this log grows) to
 /// cosign this node's checkpoints at its `/peer/v1/witness/…`, over the
 /// same connection as the line. Aborting the handle stops them all.
-pub fn spawn_cosigning(st: crate::Shared, identity: Option<Identity>) -> JoinHandle<()> {
+pub fn spawn_cosigning(st: crate::Shared, identity: Option<Identities>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut started: HashSet<String> = HashSet::new();
         let mut tasks = Tasks(Vec::new());
@@ -270,7 +270,7 @@ pub fn spawn_cosigning(st: crate::Shared, identity: Option<Identity>) -> JoinHan
     })
 }
 
-async fn cosign(st: crate::Shared, identity: Option<Identity>, peer: String) {
+async fn cosign(st: crate::Shared, identity: Option<Identities>, peer: String) {
     let mut conn: Option<PeerConn> = None;
     let mut key: Option<node::tlog::Verifier> = None;
     let mut last = 0u64;
@@ -392,17 +392,22 @@ fn receipted(receipts: &[Vec<u8>]) -> (u64, u64) {
 }
 
 /// The connection to `peer` as its record now says (URL and pinned key).
-fn connection(line: &Line, identity: Option<&Identity>, peer: &str) -> Result<PeerConn, String> {
+fn connection(line: &Line, identity: Option<&Identities>, peer: &str) -> Result<PeerConn, String> {
     let (url, key) = line
         .read(|s| {
-            s.peer(peer)
-                .map(|p| (p.url.clone(), p.verifier.key.to_bytes()))
+            s.peer(peer).map(|p| {
+                let pin = crate::tls::Pin {
+                    key: p.verifier.key.to_bytes(),
+                    previous: p.previous.as_ref().map(|h| h.verifier.key.to_bytes()),
+                };
+                (p.url.clone(), pin)
+            })
         })
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{peer} is not a peer"))?;
     let tls = if url.starts_with("https://") {
         let id = identity.ok_or("this node has no TLS identity")?;
-        Some(crate::tls::client_config(id, key)?)
+        Some(crate::tls::client_config(id.current(), key)?)
     } else {
         None
     };
@@ -411,7 +416,7 @@ fn connection(line: &Line, identity: Option<&Identity>, peer: &str) -> Result<Pe
 
 async fn deliver(
     line: Arc<Line>,
-    identity: Option<Identity>,
+    identity: Option<Identities>,
     me: String,
     peer: String,
     lane: Precedence,

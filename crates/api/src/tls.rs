@@ -111,10 +111,118 @@ fn refused(why: &str) -> rustls::Error {
     rustls::Error::General(why.to_string())
 }
 
+/// A node's TLS identity through a key hand-over: the previous key's while
+/// the hand-over is under way (peers that have not taken it yet pin that
+/// one), the new key's from the moment every peer has receipted it.
+#[derive(Clone)]
+pub struct Identities {
+    now: Identity,
+    old: Option<Identity>,
+    handing_over: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identities")
+            .field("handing_over", &self.old.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identities {
+    /// One identity, no hand-over.
+    pub fn single(id: Identity) -> Self {
+        Identities {
+            now: id,
+            old: None,
+            handing_over: Arc::new(|| false),
+        }
+    }
+
+    /// `old` while `handing_over()` says so, then `now`.
+    pub fn handing_over(
+        now: Identity,
+        old: Identity,
+        handing_over: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Self {
+        Identities {
+            now,
+            old: Some(old),
+            handing_over,
+        }
+    }
+
+    /// The identity to present now.
+    pub fn current(&self) -> &Identity {
+        match &self.old {
+            Some(old) if (self.handing_over)() => old,
+            _ => &self.now,
+        }
+    }
+}
+
+/// Previous keys of peers that have since completed a handshake with their
+/// new key: not taken for a handshake again (by this process).
+fn retired() -> &'static std::sync::Mutex<std::collections::HashSet<[u8; 32]>> {
+    static RETIRED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>> =
+        std::sync::OnceLock::new();
+    RETIRED.get_or_init(Default::default)
+}
+
+fn is_retired(key: &[u8; 32]) -> bool {
+    retired().lock().is_ok_and(|r| r.contains(key))
+}
+
+/// A peer's pinned key, and the key it handed over from while that one
+/// may still open a connection: until the peer shows its new key in a
+/// handshake, after which the previous one is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pin {
+    pub key: [u8; 32],
+    pub previous: Option<[u8; 32]>,
+}
+
+impl Pin {
+    pub fn of(key: [u8; 32]) -> Self {
+        Pin {
+            key,
+            previous: None,
+        }
+    }
+
+    /// The keys a handshake may be signed with now.
+    fn keys(&self) -> impl Iterator<Item = [u8; 32]> {
+        std::iter::once(self.key).chain(self.previous.filter(|p| !is_retired(p)))
+    }
+
+    /// Whether `cert` carries one of [`Pin::keys`].
+    fn names(&self, cert: &CertificateDer<'_>) -> bool {
+        self.keys().any(|k| contains(cert.as_ref(), &spki(&k)))
+    }
+
+    /// Whether the handshake verifies with one of [`Pin::keys`]; one with
+    /// the new key retires the previous.
+    fn verifies(
+        &self,
+        cert: &CertificateDer<'_>,
+        message: &[u8],
+        dss: &DigitallySignedStruct,
+    ) -> bool {
+        if verify_with(&self.key, cert, message, dss) {
+            if let (Some(p), Ok(mut r)) = (self.previous, retired().lock()) {
+                r.insert(p);
+            }
+            return true;
+        }
+        self.previous
+            .is_some_and(|p| !is_retired(&p) && verify_with(&p, cert, message, dss))
+    }
+}
+
 /// The client's check of a server: the peer's pinned node key.
 #[derive(Debug)]
 struct PinnedServer {
-    key: [u8; 32],
+    pin: Pin,
 }
 
 impl ServerCertVerifier for PinnedServer {
@@ -126,7 +234,7 @@ impl ServerCertVerifier for PinnedServer {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if contains(end_entity.as_ref(), &spki(&self.key)) {
+        if self.pin.names(end_entity) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(refused("the peer's certificate is not for its pinned key"))
@@ -146,7 +254,7 @@ impl ServerCertVerifier for PinnedServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if verify_with(&self.key, cert, message, dss) {
+        if self.pin.verifies(cert, message, dss) {
             Ok(HandshakeSignatureValid::assertion())
         } else {
             Err(refused(
@@ -161,7 +269,7 @@ impl ServerCertVerifier for PinnedServer {
 
 /// The keys a server accepts clients of (its pinned peers, read at each
 /// handshake so that peers added later are accepted at once).
-pub type PinnedKeys = Arc<dyn Fn() -> Vec<[u8; 32]> + Send + Sync>;
+pub type PinnedKeys = Arc<dyn Fn() -> Vec<Pin> + Send + Sync>;
 
 struct PinnedClients {
     keys: PinnedKeys,
@@ -183,11 +291,8 @@ impl ClientCertVerifier for PinnedClients {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let matches = (self.keys)()
-            .iter()
-            .filter(|k| contains(end_entity.as_ref(), &spki(k)))
-            .count();
-        // Exactly one: a certificate naming two pinned keys names nobody.
+        let matches = (self.keys)().iter().filter(|p| p.names(end_entity)).count();
+        // Exactly one: a certificate naming two pinned peers names nobody.
         if matches == 1 {
             Ok(ClientCertVerified::assertion())
         } else {
@@ -210,7 +315,7 @@ impl ClientCertVerifier for PinnedClients {
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         if (self.keys)()
             .iter()
-            .any(|k| verify_with(k, cert, message, dss))
+            .any(|p| p.names(cert) && p.verifies(cert, message, dss))
         {
             Ok(HandshakeSignatureValid::assertion())
         } else {
@@ -224,28 +329,71 @@ impl ClientCertVerifier for PinnedClients {
     }
 }
 
+/// The server's certificate as [`Identities::current`] has it at each
+/// handshake.
+struct Resolver {
+    ids: Identities,
+    now: Arc<rustls::sign::CertifiedKey>,
+    old: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Resolver {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        match &self.old {
+            Some(old) if std::ptr::eq(self.ids.current(), self.ids.old.as_ref()?) => {
+                Some(old.clone())
+            }
+            _ => Some(self.now.clone()),
+        }
+    }
+}
+
+fn certified(id: &Identity) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let key = provider()
+        .key_provider
+        .load_private_key(id.key())
+        .map_err(|e| format!("the node's TLS identity: {e}"))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        vec![id.cert.clone()],
+        key,
+    )))
+}
+
 /// The server side: this node's identity, clients pinned to `keys`.
-pub fn server_config(id: &Identity, keys: PinnedKeys) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(
+    ids: &Identities,
+    keys: PinnedKeys,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let resolver = Resolver {
+        ids: ids.clone(),
+        now: certified(&ids.now)?,
+        old: ids.old.as_ref().map(certified).transpose()?,
+    };
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(Arc::new(PinnedClients { keys }))
-        .with_single_cert(vec![id.cert.clone()], id.key())
-        .map_err(|e| format!("the node's TLS identity: {e}"))?;
+        .with_cert_resolver(Arc::new(resolver));
     Ok(Arc::new(cfg))
 }
 
-/// The client side towards one peer: its pinned node key; this node's
-/// identity as the client certificate.
-pub fn client_config(
-    id: &Identity,
-    peer_key: [u8; 32],
-) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The client side towards one peer: its pinned node key (and the key it
+/// handed over from); this node's identity as the client certificate.
+pub fn client_config(id: &Identity, peer: Pin) -> Result<Arc<rustls::ClientConfig>, String> {
     let cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServer { key: peer_key }))
+        .with_custom_certificate_verifier(Arc::new(PinnedServer { pin: peer }))
         .with_client_auth_cert(vec![id.cert.clone()], id.key())
         .map_err(|e| format!("the node's TLS identity: {e}"))?;
     Ok(Arc::new(cfg))
@@ -370,6 +518,22 @@ mod tests {
         client_id: &Identity,
         client_pin: [u8; 32],
     ) -> bool {
+        let pins = server_pins.into_iter().map(Pin::of).collect();
+        handshake_with(
+            &Identities::single(server_id.clone()),
+            pins,
+            client_id,
+            Pin::of(client_pin),
+        )
+        .await
+    }
+
+    async fn handshake_with(
+        server_id: &Identities,
+        server_pins: Vec<Pin>,
+        client_id: &Identity,
+        client_pin: Pin,
+    ) -> bool {
         let server = server_config(server_id, Arc::new(move || server_pins.clone())).unwrap();
         let client = client_config(client_id, client_pin).unwrap();
         let (a, b) = tokio::io::duplex(64 * 1024);
@@ -420,7 +584,11 @@ mod tests {
     /// Alliance's listener, pinning Federation's key, on a free port.
     async fn alliance_listener() -> (TlsListener, std::net::SocketAddr) {
         let alliance = Identity::from_seed("alliance", &[1; 32]).unwrap();
-        let server = server_config(&alliance, Arc::new(|| vec![key_of(2)])).unwrap();
+        let server = server_config(
+            &Identities::single(alliance),
+            Arc::new(|| vec![Pin::of(key_of(2))]),
+        )
+        .unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let listener = TlsListener::new(tcp, server);
         let addr = listener.local_addr().unwrap();
@@ -430,7 +598,7 @@ mod tests {
     /// Federation's client side, pinning Alliance's key.
     fn federation_client() -> tokio_rustls::TlsConnector {
         let federation = Identity::from_seed("federation", &[2; 32]).unwrap();
-        tokio_rustls::TlsConnector::from(client_config(&federation, key_of(1)).unwrap())
+        tokio_rustls::TlsConnector::from(client_config(&federation, Pin::of(key_of(1))).unwrap())
     }
 
     async fn connect_from(source: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
@@ -488,5 +656,65 @@ mod tests {
         assert!(!handshake(&alliance, vec![key_of(2)], &impostor, key_of(1)).await);
         // A server that is not the pinned one is refused by the client.
         assert!(!handshake(&impostor, vec![key_of(2)], &federation, key_of(1)).await);
+    }
+
+    /// A key hand-over: the node presents its old identity while handing
+    /// over, its new one after; a peer takes either while it holds both,
+    /// and the old one no more once it has seen the new one.
+    #[tokio::test]
+    async fn a_handed_over_key_opens_connections_until_the_new_one_is_seen() {
+        let alliance = Identity::from_seed("alliance", &[11; 32]).unwrap();
+        let old = Identity::from_seed("federation", &[12; 32]).unwrap();
+        let new = Identity::from_seed("federation", &[13; 32]).unwrap();
+        let handing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let h = handing.clone();
+        let federation = Identities::handing_over(
+            new.clone(),
+            old.clone(),
+            Arc::new(move || h.load(std::sync::atomic::Ordering::SeqCst)),
+        );
+        let pin = Pin {
+            key: key_of(13),
+            previous: Some(key_of(12)),
+        };
+        // Handing over: Federation's server shows the old key, its client
+        // the old key; Alliance, holding both, takes them.
+        assert_eq!(federation.current().cert, old.cert);
+        assert!(handshake_with(&federation, vec![Pin::of(key_of(11))], &alliance, pin).await);
+        assert!(
+            handshake_with(
+                &Identities::single(alliance.clone()),
+                vec![pin],
+                federation.current(),
+                Pin::of(key_of(11)),
+            )
+            .await
+        );
+        // A peer that only pins the old key still connects meanwhile.
+        assert!(
+            handshake_with(
+                &federation,
+                vec![Pin::of(key_of(11))],
+                &alliance,
+                Pin::of(key_of(12))
+            )
+            .await
+        );
+        // Every peer has it: the new identity, and once Alliance has seen
+        // it the old key opens nothing more.
+        handing.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(federation.current().cert, new.cert);
+        assert!(handshake_with(&federation, vec![Pin::of(key_of(11))], &alliance, pin).await);
+        let stale = Identities::single(old.clone());
+        assert!(!handshake_with(&stale, vec![Pin::of(key_of(11))], &alliance, pin).await);
+        assert!(
+            !handshake_with(
+                &Identities::single(alliance.clone()),
+                vec![pin],
+                &old,
+                Pin::of(key_of(11)),
+            )
+            .await
+        );
     }
 }

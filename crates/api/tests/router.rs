@@ -48,6 +48,7 @@ impl App {
         let signer = node::tlog::NoteSigner::from_seed(name, &seed).unwrap();
         let cosigner = node::tlog::cosignature::Cosigner::from_seed(name, &[8u8; 32]).unwrap();
         let log_signer = LogSigner {
+            previous: None,
             signer,
             clock: Arc::new(SystemClock),
             member: None,

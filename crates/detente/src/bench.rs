@@ -253,6 +253,7 @@ async fn postgres_backend(
     let signer = crate::key::load_or_create(&dir.join("pg"), "detente.bench")?;
     let open = || async {
         let log_signer = node::entries::LogSigner {
+            previous: None,
             signer: signer.clone(),
             clock: Arc::new(SystemClock),
             member: None,
@@ -869,6 +870,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         let signer = crate::key::load_or_create(&dir, "detente.bench")?;
         let log_signer = node::entries::LogSigner {
+            previous: None,
             signer,
             clock: Arc::new(SystemClock),
             member: None,

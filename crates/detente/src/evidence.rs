@@ -151,7 +151,7 @@ async fn write_bundle(
     }
     std::fs::write(
         a.out.join("keys.txt"),
-        node::evidence::keys_txt(vkey, &sel.peers),
+        node::evidence::keys_txt(vkey, &sel.peers, &sel.handovers),
     )?;
     for &i in &chosen {
         let proof = tlog::proof::inclusion_proof(&tree, i, size)
@@ -184,7 +184,7 @@ async fn write_bundle(
 fn verify_one(
     dir: &Path,
     index: &str,
-    log: &tlog::Verifier,
+    log: &OwnKeys,
     peers: &[tlog::Verifier],
     witnesses: &[tlog::Verifier],
     min: usize,
@@ -201,8 +201,8 @@ fn verify_one(
             proof.index
         );
     }
-    let c = proof
-        .verify(&entry, log, witnesses, min)
+    let c = log
+        .checkpoint_of(&proof, &entry, witnesses, min)
         .map_err(|e| anyhow!("{index}: {e}"))?;
     if let Some(p) = policy {
         let note = tlog::Note::parse(proof.checkpoint.as_bytes())
@@ -229,8 +229,8 @@ fn verify_one(
     }
     let e = SignedEntry::parse(&entry)
         .map_err(|err| anyhow!("{index}.entry is not a canonical entry: {err}"))?;
-    own_attestation(&e, log, peers).map_err(|err| anyhow!("{index}.entry {err}"))?;
-    let by = if e.entry.origin == log.name {
+    own_attestation(&e, proof.index, log, peers).map_err(|err| anyhow!("{index}.entry {err}"))?;
+    let by = if e.entry.origin == log.name() {
         String::new()
     } else {
         format!(" by {}", e.entry.origin)
@@ -251,26 +251,157 @@ fn verify_one(
 /// records kept verbatim. An unattested entry (the log's own airspace
 /// writes, `tlog::entry`) stands on the proof to the checked checkpoint
 /// alone — only when it names the log's origin and is not of the line.
-fn own_attestation(e: &SignedEntry, log: &tlog::Verifier, peers: &[tlog::Verifier]) -> Result<()> {
-    let own = e.entry.origin == log.name;
+fn own_attestation(
+    e: &SignedEntry,
+    index: u64,
+    log: &OwnKeys,
+    peers: &[tlog::Verifier],
+) -> Result<()> {
+    let own = e.entry.origin == log.name();
     if !e.is_signed() && own && !e.entry.kind.starts_with("line.") {
         return Ok(());
     }
-    let signer = if own {
-        log
-    } else {
-        peers
+    if own {
+        // Each key of the log signs its own stretch of it: the old key up
+        // to its hand-over, the new one from it.
+        let mut last = None;
+        for k in log.at(index) {
+            match e.verify(k) {
+                Ok(()) => return Ok(()),
+                Err(err) => last = Some(err),
+            }
+        }
+        return Err(match last {
+            Some(err) => anyhow!("({}): {err}", e.entry.origin),
+            None => anyhow!(
+                "({}): no key of the log covers index {index}",
+                e.entry.origin
+            ),
+        });
+    }
+    // A peer's records: any key followed for it (the node that received
+    // them checked which stretch each key signs).
+    let mut keys = peers.iter().filter(|p| p.name == e.entry.origin).peekable();
+    if keys.peek().is_none() {
+        bail!(
+            "is a record of {:?}: give its key with --peer (keys.txt lists the one the log pinned)",
+            e.entry.origin
+        );
+    }
+    let mut last = None;
+    for k in keys {
+        match e.verify(k) {
+            Ok(()) => return Ok(()),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(anyhow!(
+        "({}): {}",
+        e.entry.origin,
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+/// The log's keys as a verifier follows them: the key given, and the keys
+/// the bundle's hand-over entries lead to (each signed by the old key and
+/// included under a checkpoint of a key already followed), each with the
+/// stretch of the log it signs (`from..=to`).
+struct OwnKeys {
+    keys: Vec<(tlog::Verifier, u64, u64)>,
+}
+
+impl OwnKeys {
+    fn single(k: tlog::Verifier) -> Self {
+        OwnKeys {
+            keys: vec![(k, 0, u64::MAX)],
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.keys[0].0.name
+    }
+
+    /// The keys whose stretch holds `index`.
+    fn at(&self, index: u64) -> impl Iterator<Item = &tlog::Verifier> {
+        self.keys
             .iter()
-            .find(|p| p.name == e.entry.origin)
-            .ok_or_else(|| {
-                anyhow!(
-                    "is a record of {:?}: give its key with --peer (keys.txt lists the one the log pinned)",
-                    e.entry.origin
-                )
-            })?
-    };
-    e.verify(signer)
-        .map_err(|err| anyhow!("({}): {err}", e.entry.origin))
+            .filter(move |(_, from, to)| *from <= index && index <= *to)
+            .map(|(k, _, _)| k)
+    }
+
+    fn find(&self, vkey: &str) -> Option<usize> {
+        self.keys.iter().position(|(k, _, _)| k.to_vkey() == vkey)
+    }
+
+    /// The checkpoint of `proof` for `entry`, signed by one of the keys.
+    fn checkpoint_of(
+        &self,
+        proof: &TlogProof,
+        entry: &[u8],
+        witnesses: &[tlog::Verifier],
+        min: usize,
+    ) -> std::result::Result<tlog::Checkpoint, tlog::bundle::BundleError> {
+        let mut last = None;
+        for (k, _, _) in &self.keys {
+            match proof.verify(entry, k, witnesses, min) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| tlog::bundle::BundleError::Checkpoint("no key".into())))
+    }
+
+    /// Follows the hand-overs among `entries` ((index, entry, proof)) of
+    /// the log, forwards and backwards, until nothing new is learnt.
+    fn follow(&mut self, entries: &[(u64, SignedEntry, Vec<u8>, TlogProof)]) {
+        loop {
+            let mut learnt = false;
+            for (i, e, leaf, proof) in entries {
+                if e.entry.origin != self.name() {
+                    continue;
+                }
+                let Some((old, new)) = node::evidence::handover(e) else {
+                    continue;
+                };
+                let (Ok(o), Ok(n)) = (tlog::Verifier::parse(&old), tlog::Verifier::parse(&new))
+                else {
+                    continue;
+                };
+                // Signed by the old key, included in the log as one of its
+                // followed keys signed it.
+                if e.verify(&o).is_err() || self.checkpoint_of(proof, leaf, &[], 0).is_err() {
+                    continue;
+                }
+                match (self.find(&old), self.find(&new)) {
+                    (Some(a), None) => {
+                        self.keys[a].2 = self.keys[a].2.min(*i);
+                        self.keys.push((n, *i, u64::MAX));
+                        learnt = true;
+                    }
+                    (None, Some(b)) => {
+                        self.keys[b].1 = self.keys[b].1.max(*i);
+                        self.keys.push((o, 0, *i));
+                        learnt = true;
+                    }
+                    (Some(a), Some(b)) => {
+                        // One hand-over is one record per peer: the old key
+                        // signs up to the last of them, the new from the
+                        // first.
+                        if self.keys[a].2 < *i {
+                            self.keys[a].2 = *i;
+                        }
+                        if self.keys[b].1 > *i {
+                            self.keys[b].1 = *i;
+                        }
+                    }
+                    (None, None) => {}
+                }
+            }
+            if !learnt {
+                return;
+            }
+        }
+    }
 }
 
 /// Two signed checkpoints of one origin: an equivocation proof when they
@@ -406,7 +537,7 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
                 .map_err(|e| Failure::error(Kind::Usage, format!("--witness {w}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let peers = a
+    let mut peers = a
         .peer
         .iter()
         .map(|w| {
@@ -444,13 +575,62 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
         bail!("{} holds no entries", bundle.display());
     }
     indices.sort();
+    // Key hand-overs in the bundle: the log's are followed from the key
+    // given to the next (or back to the one before); a peer's from the key
+    // given for it.
+    let mut handovers = Vec::new();
+    for (n, i) in &indices {
+        let (Ok(leaf), Ok(text)) = (
+            std::fs::read(bundle.join(format!("{i}.entry"))),
+            std::fs::read_to_string(bundle.join(format!("{i}.tlog-proof"))),
+        ) else {
+            continue;
+        };
+        if let (Ok(e), Ok(proof)) = (SignedEntry::parse(&leaf), TlogProof::parse(&text))
+            && e.entry.kind == "line.key.rotated"
+        {
+            handovers.push((*n, e, leaf, proof));
+        }
+    }
+    let mut own = OwnKeys::single(log.clone());
+    own.follow(&handovers);
+    for (n, e, _, _) in &handovers {
+        if let Some((old, new)) = node::evidence::handover(e)
+            && e.entry.origin != log.name
+            && let Some(p) = peers
+                .iter()
+                .find(|p| p.name == e.entry.origin && p.to_vkey() == old)
+            && e.verify(p).is_ok()
+            && let Ok(v) = tlog::Verifier::parse(&new)
+            && v.name == e.entry.origin
+            && !peers.iter().any(|p| p.to_vkey() == new)
+        {
+            println!("{} handed its key over at {n}: {new}", e.entry.origin);
+            peers.push(v);
+        }
+    }
+    for (k, from, to) in own.keys.iter().skip(1) {
+        if *from == 0 {
+            println!(
+                "{} signed with {} up to its hand-over at {to}",
+                log.name,
+                k.to_vkey()
+            );
+        } else {
+            println!(
+                "{} handed its key over at {from}: {}",
+                log.name,
+                k.to_vkey()
+            );
+        }
+    }
     for (_, i) in &indices {
         println!(
             "{}",
             verify_one(
                 bundle,
                 i,
-                &log,
+                &own,
                 &peers,
                 &witnesses,
                 a.min_witnesses,
@@ -495,6 +675,9 @@ mod tests {
         let (lv, pv) = (log.verifier(), peer.verifier());
         let peers = std::slice::from_ref(&pv);
         let own = entry("alliance", "operational_intent.upserted");
+        let lv = OwnKeys::single(lv);
+        let own_attestation =
+            |e: &SignedEntry, lv: &OwnKeys, p: &[tlog::Verifier]| own_attestation(e, 5, lv, p);
         assert!(own_attestation(&unattested(&own), &lv, peers).is_ok());
         assert!(own_attestation(&own.clone().sign(&log).unwrap(), &lv, peers).is_ok());
         // Signed by the wrong key: refused even though unsigned would pass.

@@ -666,7 +666,30 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            println!("this node: {}", v["me"].as_str().unwrap_or("?"));
+            println!(
+                "this node: {}  {}",
+                v["me"].as_str().unwrap_or("?"),
+                v["key"]["vkey"].as_str().unwrap_or("")
+            );
+            let h = &v["key"]["handover"];
+            if !h.is_null() {
+                let awaiting: Vec<&str> = h["awaiting"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str())
+                    .collect();
+                println!(
+                    "    key handed over at {} from {}: {}",
+                    h["at"].as_str().unwrap_or("?"),
+                    h["from"].as_str().unwrap_or("?"),
+                    if awaiting.is_empty() {
+                        "every peer has receipted it".to_string()
+                    } else {
+                        format!("not yet receipted by {}", awaiting.join(", "))
+                    }
+                );
+            }
             for p in v["peers"].as_array().into_iter().flatten() {
                 let name = p["name"].as_str().unwrap_or("");
                 println!(
@@ -679,6 +702,12 @@ pub async fn peer(c: PeerCommand) -> Result<()> {
                     println!(
                         "    line of contact: {}",
                         contact_status(name, &p["contact_line"])
+                    );
+                }
+                if let Some(from) = p["key_handed_over"]["from"].as_str() {
+                    println!(
+                        "    key handed over at {} from {from}",
+                        p["key_handed_over"]["at"].as_str().unwrap_or("?")
                     );
                 }
             }

@@ -106,8 +106,18 @@ enum Command {
 #[derive(Args, Debug)]
 struct KeyArgs {
     /// The node's data folder.
-    #[arg(long, env = "DETENTE_DATA", default_value = DEFAULT_DATA)]
+    #[arg(long, env = "DETENTE_DATA", default_value = DEFAULT_DATA, global = true)]
     data: PathBuf,
+    #[command(subcommand)]
+    action: Option<KeyAction>,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyAction {
+    /// Prepare the node's next key: at its next start the node hands over
+    /// to it, telling every peer in a record signed by the current key
+    /// (docs/line.md, line.key.rotated). Prints the next key.
+    Rotate,
 }
 
 #[derive(Args, Debug)]
@@ -570,10 +580,20 @@ async fn dispatch(cli: Cli) -> Result<()> {
             text.push(b'\n');
             print_all(&text)
         }
-        Command::Key(args) => {
-            println!("{}", key::verifier_key(&args.data)?);
-            Ok(())
-        }
+        Command::Key(args) => match args.action {
+            None => {
+                println!("{}", key::verifier_key(&args.data)?);
+                Ok(())
+            }
+            Some(KeyAction::Rotate) => {
+                let next = key::rotate(&args.data)?;
+                println!("{next}");
+                eprintln!(
+                    "the next node key is prepared; restart the node to hand over to it (every peer is told, signed by the current key)"
+                );
+                Ok(())
+            }
+        },
     }
 }
 

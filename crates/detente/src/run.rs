@@ -51,7 +51,17 @@ impl RunningNode {
 }
 
 pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
-    let (signer, cosigner) = crate::key::load_or_create_both(&cfg.data, &cfg.name)?;
+    // The node key in force, and the one it hands over from while a
+    // rotation (`detente key rotate`) is taken up or still under way.
+    let node_keys = crate::key::load_for_start(&cfg.data, &cfg.name)?;
+    let (key_name, seed) = (node_keys.name.clone(), node_keys.seed);
+    let signer = tlog::NoteSigner::from_seed(&key_name, &seed).map_err(|e| anyhow!("{e}"))?;
+    let previous = node_keys
+        .previous
+        .map(|p| tlog::NoteSigner::from_seed(&key_name, &p))
+        .transpose()
+        .map_err(|e| anyhow!("{e}"))?;
+    let cosigner = crate::key::cosigner(&seed, &key_name)?;
     let witness_logs = cfg
         .witness_logs
         .iter()
@@ -59,13 +69,14 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         .collect::<Result<Vec<_>>>()?;
     // The node's own member key (for the notices it sends by itself),
     // derived from the node seed like the cosigner's.
-    let (key_name, seed) = crate::key::load_seed(&cfg.data)?;
-    let node_member = {
+    let member_of = |seed: &[u8; 32]| {
         let mut m = b"detente node member v1\n".to_vec();
-        m.extend_from_slice(&seed);
+        m.extend_from_slice(seed);
         liaison::MemberSigner::from_seed(&tlog::hash::sha256(&m))
     };
+    let node_member = member_of(&seed);
     let log_signer = LogSigner {
+        previous: previous.clone(),
         signer,
         clock: Arc::new(SystemClock),
         member: Some(node_member.clone()),
@@ -136,12 +147,50 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
                 spheres: vec![liaison::Sphere::DirectLine],
             }),
     );
+    // A key hand-over: every peer told, signed by the old key, before
+    // anything else is signed; then the new key becomes node.key.
+    if let (Some(old), Some(old_seed)) = (&previous, node_keys.previous) {
+        let member = liaison::Member {
+            key: node_member.key(),
+            name: format!("{key_name} (automatic notices)"),
+            role: "node".into(),
+            spheres: vec![liaison::Sphere::DirectLine],
+        };
+        let rotated = line
+            .rotate_key(
+                &old.verifier().to_vkey(),
+                &log_signer.signer.verifier().to_vkey(),
+                Some((member_of(&old_seed).key(), member)),
+            )
+            .await
+            .map_err(|e| anyhow!("handing the node key over: {e}"))?;
+        if rotated {
+            tracing::info!(old = %old.verifier().to_vkey(), new = %log_signer.signer.verifier().to_vkey(), "node key handed over; every peer is told, signed by the old key");
+        }
+        if node_keys.rotating {
+            crate::key::finish_rotation(&cfg.data).context("taking up the next node key")?;
+        }
+    }
     // The witness cosigns the configured logs and every pinned peer's.
     let witness = node::Witness::new(store.clone(), cosigner, witness_logs, Arc::new(SystemClock))
         .with_peers(line.clone());
     // The node's TLS identity is its node key (TLS 1.3 signs its own
     // context string, distinct from every format the node key signs).
-    let identity = api::tls::Identity::from_seed(&key_name, &seed).map_err(|e| anyhow!(e))?;
+    let identity = {
+        let now = api::tls::Identity::from_seed(&key_name, &seed).map_err(|e| anyhow!(e))?;
+        match node_keys.previous {
+            None => api::tls::Identities::single(now),
+            Some(p) => {
+                let old = api::tls::Identity::from_seed(&key_name, &p).map_err(|e| anyhow!(e))?;
+                let pins = line.clone();
+                api::tls::Identities::handing_over(
+                    now,
+                    old,
+                    Arc::new(move || !pins.read(|s| s.handover_complete()).unwrap_or(false)),
+                )
+            }
+        }
+    };
     let metrics = Metrics::new(cfg.private_metrics);
     store.observe_commits(metrics.commits());
     let deliveries = api::peer::spawn(
@@ -230,8 +279,15 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         peer_addr = Some(tcp.local_addr()?);
         let pins = state.line.clone();
         let keys: api::tls::PinnedKeys = Arc::new(move || {
-            pins.read(|s| s.peers().map(|p| p.verifier.key.to_bytes()).collect())
-                .unwrap_or_default()
+            pins.read(|s| {
+                s.peers()
+                    .map(|p| api::tls::Pin {
+                        key: p.verifier.key.to_bytes(),
+                        previous: p.previous.as_ref().map(|h| h.verifier.key.to_bytes()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
         });
         let tls = api::tls::server_config(&identity, keys).map_err(|e| anyhow!(e))?;
         peer_server = Some(tokio::spawn(async move {
@@ -363,10 +419,33 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     };
     // A checkpoint at least every second while there are new entries.
     let cp_state = state.clone();
+    // The key handed over from is removed once every peer has receipted
+    // the hand-over and a checkpoint of the new key covers it.
+    let mut previous_kept = node_keys.previous.is_some();
+    let data = cfg.data.clone();
     let checkpointer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tick.tick().await;
+            if previous_kept
+                && !cp_state.log.handing_over()
+                && cp_state
+                    .line
+                    .read(|s| s.handovers().last().map(|h| h.index))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|at| cp_state.log.checkpoint_size() > at)
+            {
+                match crate::key::retire_previous(&data) {
+                    Ok(_) => {
+                        tracing::info!(
+                            "every peer has the new node key: the previous key is removed"
+                        );
+                        previous_kept = false;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "removing the previous node key failed"),
+                }
+            }
             if !cp_state.log.is_leader() {
                 continue;
             }

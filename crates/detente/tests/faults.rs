@@ -409,7 +409,7 @@ async fn replay(
     if records.is_empty() {
         return Vec::new();
     }
-    let tls = api::tls::client_config(&id, a_key).unwrap();
+    let tls = api::tls::client_config(&id, api::tls::Pin::of(a_key)).unwrap();
     let mut conn = api::peer::PeerConn::new(&format!("https://{a_peer}"), Some(tls)).unwrap();
     let mut statuses = Vec::new();
     for _ in 0..3 {

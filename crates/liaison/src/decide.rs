@@ -454,6 +454,73 @@ pub fn remove_peer(
     Ok(LineDecision::commit(events))
 }
 
+/// Hands this node's key over from `old` (the key its entries are signed
+/// with now) to `new`: one `line.key.rotated` signed by the old key to
+/// every peer on FLASH, saying per lane what the old key signed and what
+/// its receipts covered (one kept locally without peers). Handing over to
+/// the key already in force changes nothing.
+pub fn rotate_key(
+    state: &LineState,
+    old: &str,
+    new: &str,
+    now: Millis,
+) -> Result<LineDecision, LineError> {
+    if state.own_key() == Some(new) {
+        return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+    }
+    let parsed =
+        tlog::Verifier::parse(new).map_err(|e| LineError::invalid("new", e.to_string()))?;
+    if parsed.name != state.me() || parsed.kind != tlog::note::TYPE_ED25519 {
+        return Err(LineError::invalid(
+            "new",
+            format!("the next key must be an Ed25519 key named {}", state.me()),
+        ));
+    }
+    if old == new {
+        return Err(LineError::invalid(
+            "new",
+            "the next key is the key in force",
+        ));
+    }
+    let record = |peer: Option<&str>| {
+        let seqs = |f: &dyn Fn(Precedence) -> u64| {
+            let mut out = [0u64; 4];
+            for (o, lane) in out.iter_mut().zip(Precedence::ALL) {
+                *o = f(*lane);
+            }
+            out
+        };
+        let (sent, received) = match peer {
+            None => ([0; 4], [0; 4]),
+            Some(p) => (
+                seqs(&|lane| {
+                    state.out_lane(p, lane).map(|l| l.last_seq).unwrap_or(0)
+                        + u64::from(lane == Precedence::Flash)
+                }),
+                seqs(&|lane| state.in_lane(p, lane).map(|l| l.received).unwrap_or(0)),
+            ),
+        };
+        Record::KeyRotated {
+            by: state.me().into(),
+            old: old.into(),
+            new: new.into(),
+            sent,
+            received,
+            at_ms: now,
+        }
+    };
+    let peers: Vec<String> = state.peers().map(|p| p.name.clone()).collect();
+    let events = if peers.is_empty() {
+        vec![own(state, record(None), None)]
+    } else {
+        peers
+            .iter()
+            .map(|p| own(state, record(Some(p)), Some((p, Precedence::Flash))))
+            .collect()
+    };
+    Ok(LineDecision::commit(events))
+}
+
 /// Designates a constraint as the line of contact (local).
 pub fn designate_contact(state: &LineState, constraint: Uuid) -> Result<LineDecision, LineError> {
     if state.contact_constraints().any(|c| *c == constraint) {
@@ -1311,6 +1378,38 @@ fn refusal(
                 terms.check().err().map(|(f, m)| format!("{f}: {m}"))
             }
         }
+        Record::KeyRotated {
+            by,
+            old,
+            new,
+            received,
+            ..
+        } => {
+            let pinned = state.peer(origin).map(|p| p.vkey.as_str());
+            if by != origin {
+                Some("a party hands over its own key".to_string())
+            } else if pinned != Some(old.as_str()) {
+                Some(format!(
+                    "the key handed over from is not the one pinned for {origin}"
+                ))
+            } else {
+                match tlog::Verifier::parse(new) {
+                    Err(e) => Some(format!("new: {e}")),
+                    Ok(v) if v.name != origin || v.kind != tlog::note::TYPE_ED25519 => {
+                        Some(format!("new: not an Ed25519 key named {origin}"))
+                    }
+                    Ok(_) if new == old => Some("new: the key in force".to_string()),
+                    Ok(_) => Precedence::ALL.iter().zip(received).find_map(|(lane, n)| {
+                        let sent = state
+                            .out_lane(origin, *lane)
+                            .map(|l| l.last_seq)
+                            .unwrap_or(0);
+                        (*n > sent)
+                            .then(|| format!("received: {n} on {lane}, but this node sent {sent}"))
+                    }),
+                }
+            }
+        }
         Record::PeersAnnounced { by, peers, .. } => {
             if by != origin {
                 Some("a party announces its own peers".to_string())
@@ -1410,18 +1509,31 @@ pub fn receive(
 /// Whether every signature a peer's record carries verifies: the origin
 /// node's (with the pinned key `peer`) and, in a message or an
 /// acknowledgement, the member's. For checking outside the writer.
-pub fn record_signatures_ok(peer: &tlog::Verifier, from: &str, bytes: &[u8]) -> bool {
+pub fn record_signatures_ok(peer: &crate::state::Peer, from: &str, bytes: &[u8]) -> bool {
     let Ok(entry) = SignedEntry::parse(bytes) else {
         return false;
     };
-    if entry.entry.origin != from || entry.verify(peer).is_err() {
+    if entry.entry.origin != from {
         return false;
     }
-    match LineEntry::from_value(&entry.entry.kind, &entry.entry.body).map(|l| l.record) {
-        Ok(Record::Message(m)) => m.verify(),
-        Ok(Record::Ack(a)) => a.verify(),
-        Ok(_) => true,
-        Err(_) => false,
+    let Ok(line) = LineEntry::from_value(&entry.entry.kind, &entry.entry.body) else {
+        return false;
+    };
+    let key = match (&line.envelope, &line.record) {
+        (Some(env), _) => peer.record_key(env.lane, env.seq),
+        (None, Record::Receipt(r)) => match peer.receipt_by_previous(&r.items) {
+            Some(old) if entry.verify(&peer.verifier).is_err() => old,
+            _ => &peer.verifier,
+        },
+        (None, _) => &peer.verifier,
+    };
+    if entry.verify(key).is_err() {
+        return false;
+    }
+    match line.record {
+        Record::Message(m) => m.verify(),
+        Record::Ack(a) => a.verify(),
+        _ => true,
     }
 }
 
@@ -1451,17 +1563,22 @@ pub fn receive_as(
     if !entry.is_signed() {
         return Err(LineError::RecordRefused("the record is not signed".into()));
     }
-    if sigs == Signatures::Check {
-        entry.verify(&peer.verifier).map_err(|_| {
-            LineError::RecordRefused(format!("the signature is not {from}'s pinned key"))
-        })?;
-    }
     let line = LineEntry::from_value(&entry.entry.kind, &entry.entry.body)?;
     let Some(env) = &line.envelope else {
         return Err(LineError::RecordRefused(
             "the record has no destination".into(),
         ));
     };
+    if sigs == Signatures::Check && entry.verify(peer.record_key(env.lane, env.seq)).is_err() {
+        // Signed by a key this node does not hold yet: the peer's key
+        // hand-over, on a higher lane, may still be on its way.
+        if let Some(waiting) = waiting_for(state, from, env) {
+            return Err(waiting);
+        }
+        return Err(LineError::RecordRefused(format!(
+            "the signature is not {from}'s pinned key"
+        )));
+    }
     if env.to != state.me() {
         return Err(LineError::RecordRefused(format!(
             "the record is for {:?}, not {:?}",
@@ -1493,30 +1610,63 @@ pub fn receive_as(
     // Causal order across lanes: what the sender had sent on higher lanes
     // before this record must be here first (a member's registration before
     // their routine message).
-    for (lane, needed) in Precedence::ALL.iter().zip(&env.after) {
-        let have = state.in_lane(from, *lane).map(|l| l.received).unwrap_or(0);
-        if have < *needed {
-            return Err(LineError::Waiting {
+    if let Some(waiting) = waiting_for(state, from, env) {
+        return Err(waiting);
+    }
+    let refused = refusal(state, from, &line.record, now, sigs).or_else(|| match &line.record {
+        Record::KeyRotated { sent, .. } if env.lane != Precedence::Flash || env.seq != sent[0] => {
+            Some("a key hand-over is the last FLASH record its old key signs".into())
+        }
+        _ => None,
+    });
+    let (lane, seq) = (env.lane, env.seq);
+    // A peer's key accepted: every peer learns the key this party pins now.
+    let repinned = match (&refused, &line.record) {
+        (None, Record::KeyRotated { new, .. }) => {
+            let mut pins: Vec<(String, String)> = state
+                .peers()
+                .map(|p| {
+                    let key = if p.name == from { new } else { &p.vkey };
+                    (p.name.clone(), key.clone())
+                })
+                .collect();
+            pins.sort();
+            Some(pins)
+        }
+        _ => None,
+    };
+    let mut events = vec![LineEvent::Received {
+        origin: from.into(),
+        lane,
+        seq,
+        refused,
+        bytes,
+        entry: Box::new(line),
+    }];
+    if let Some(pins) = repinned {
+        events.extend(announce(state, &pins, now, None));
+    }
+    Ok(LineDecision {
+        events,
+        outcome: LineOutcome::Received { lane, seq },
+    })
+}
+
+/// The wait a record of `from` is in, if what its sender had sent before
+/// it on higher lanes has not all arrived.
+fn waiting_for(state: &LineState, from: &str, env: &Envelope) -> Option<LineError> {
+    Precedence::ALL
+        .iter()
+        .zip(&env.after)
+        .find_map(|(lane, needed)| {
+            let have = state.in_lane(from, *lane).map(|l| l.received).unwrap_or(0);
+            (have < *needed).then(|| LineError::Waiting {
                 origin: from.into(),
                 lane: *lane,
                 needed: *needed,
                 have,
-            });
-        }
-    }
-    let refused = refusal(state, from, &line.record, now, sigs);
-    let (lane, seq) = (env.lane, env.seq);
-    Ok(LineDecision {
-        events: vec![LineEvent::Received {
-            origin: from.into(),
-            lane,
-            seq,
-            refused,
-            bytes,
-            entry: Box::new(line),
-        }],
-        outcome: LineOutcome::Received { lane, seq },
-    })
+            })
+        })
 }
 
 /// A peer's signed receipt for a run of this node's records, checked
@@ -1545,18 +1695,25 @@ pub fn keep_receipt_as(
         field: "receipt".into(),
         message: e.to_string(),
     })?;
-    if entry.entry.origin != from
-        || !entry.is_signed()
-        || (sigs == Signatures::Check && entry.verify(&peer.verifier).is_err())
-    {
-        return Err(LineError::RecordRefused(format!(
-            "the receipt is not signed by {from}'s pinned key"
-        )));
+    let refused =
+        || LineError::RecordRefused(format!("the receipt is not signed by {from}'s pinned key"));
+    if entry.entry.origin != from || !entry.is_signed() {
+        return Err(refused());
     }
     let line = LineEntry::from_value(&entry.entry.kind, &entry.entry.body)?;
     let (Record::Receipt(r), None) = (&line.record, &line.envelope) else {
         return Err(LineError::RecordRefused("not a receipt".into()));
     };
+    // Receipts for what the peer received before its key hand-over may
+    // carry the old key's signature.
+    if sigs == Signatures::Check
+        && entry.verify(&peer.verifier).is_err()
+        && peer
+            .receipt_by_previous(&r.items)
+            .is_none_or(|old| entry.verify(old).is_err())
+    {
+        return Err(refused());
+    }
     if r.origin != state.me() {
         return Err(LineError::RecordRefused(format!(
             "the receipt is for {}'s records",

@@ -604,6 +604,22 @@ pub enum Record {
         peers: Vec<(String, String)>,
         at_ms: Millis,
     },
+    /// A node key handed over to the next one: signed by the `old` key,
+    /// sent to each peer on FLASH (one record per peer, or one kept locally
+    /// by a node without peers). For the peer it is sent to, `sent` is the
+    /// last sequence number of each lane (FLASH, IMMEDIATE, PRIORITY,
+    /// ROUTINE) signed by the old key — this record's own on FLASH — and
+    /// `received` how far this node had received on each of that peer's
+    /// lanes, its receipts up to there signed by the old key. Everything
+    /// else the node signs from this record on is signed by `new`.
+    KeyRotated {
+        by: String,
+        old: String,
+        new: String,
+        sent: [u64; 4],
+        received: [u64; 4],
+        at_ms: Millis,
+    },
     /// This party's proposal of the line of contact with a peer, sent to
     /// the peer: it binds once both parties' latest proposals hold the same
     /// terms (an empty line withdraws the party).
@@ -858,6 +874,31 @@ fn polygons_of(v: &Value) -> Result<Vec<Vec<(f64, f64)>>, LineError> {
             _ => Err(bad()),
         })
         .collect()
+}
+
+/// One number per lane, in precedence order (FLASH first).
+fn lanes_value(lanes: &[u64; 4]) -> Value {
+    Value::Array(lanes.iter().map(|n| Value::Uint(*n)).collect())
+}
+
+fn lanes_of(v: &Value, what: &'static str) -> Result<[u64; 4], LineError> {
+    let Value::Array(items) = v else {
+        return Err(malformed(what, "an array of four sequence numbers"));
+    };
+    let mut out = [0u64; 4];
+    if items.len() != out.len() {
+        return Err(malformed(
+            what,
+            "one sequence number per lane: FLASH, IMMEDIATE, PRIORITY, ROUTINE",
+        ));
+    }
+    for (o, i) in out.iter_mut().zip(items) {
+        let Value::Uint(n) = i else {
+            return Err(malformed(what, "sequence numbers are unsigned integers"));
+        };
+        *o = *n;
+    }
+    Ok(out)
 }
 
 fn opt_text(s: &Option<String>) -> Value {
@@ -1312,6 +1353,7 @@ impl Record {
             Record::PeerArea { .. } => "line.peer.area",
             Record::AreaProposed { .. } => "line.area.proposed",
             Record::PeersAnnounced { .. } => "line.peers.announced",
+            Record::KeyRotated { .. } => "line.key.rotated",
             Record::ContactProposed { .. } => "line.contact.proposed",
             Record::PeerRemoved { .. } => "line.peer.removed",
             Record::Airspace { .. } => "line.airspace",
@@ -1353,6 +1395,21 @@ impl Record {
                 ("by", t(by)),
                 ("peer", t(peer)),
                 ("terms", terms.to_value()),
+                ("at_ms", Value::Uint(*at_ms)),
+            ]),
+            Record::KeyRotated {
+                by,
+                old,
+                new,
+                sent,
+                received,
+                at_ms,
+            } => map(vec![
+                ("by", t(by)),
+                ("old", t(old)),
+                ("new", t(new)),
+                ("sent", lanes_value(sent)),
+                ("received", lanes_value(received)),
                 ("at_ms", Value::Uint(*at_ms)),
             ]),
             Record::PeersAnnounced { by, peers, at_ms } => map(vec![
@@ -1595,6 +1652,17 @@ impl Record {
                     by: f.text("by")?,
                     peer: f.text("peer")?,
                     terms: ContactTerms::from_value(f.get("terms")?)?,
+                    at_ms: f.u64("at_ms")?,
+                }
+            }
+            "line.key.rotated" => {
+                let f = Fields::new(v, "key", &["by", "old", "new", "sent", "received", "at_ms"])?;
+                Record::KeyRotated {
+                    by: f.text("by")?,
+                    old: f.text("old")?,
+                    new: f.text("new")?,
+                    sent: lanes_of(f.get("sent")?, "sent")?,
+                    received: lanes_of(f.get("received")?, "received")?,
                     at_ms: f.u64("at_ms")?,
                 }
             }
@@ -2063,6 +2131,14 @@ mod tests {
                 peer: "federation".into(),
                 terms: ContactTerms::withdrawal(),
                 at_ms: 4,
+            },
+            Record::KeyRotated {
+                by: "alliance".into(),
+                old: "alliance+01+old".into(),
+                new: "alliance+02+new".into(),
+                sent: [3, 0, 2, 9],
+                received: [1, 1, 0, 4],
+                at_ms: 9,
             },
             Record::PeersAnnounced {
                 by: "alliance".into(),

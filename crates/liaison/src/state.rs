@@ -15,6 +15,66 @@ pub struct Peer {
     pub url: String,
     pub vkey: String,
     pub verifier: tlog::Verifier,
+    /// The key the peer handed over from, while its records and receipts
+    /// signed before the hand-over may still arrive.
+    pub previous: Option<Handover>,
+}
+
+/// A peer's node key handed over to its next (its `line.key.rotated` to
+/// this node): the key before, and what it still covers.
+#[derive(Clone, Debug)]
+pub struct Handover {
+    pub vkey: String,
+    pub verifier: tlog::Verifier,
+    /// Per lane (FLASH first): the last of the peer's records to this node
+    /// signed by the old key.
+    pub sent: [u64; 4],
+    /// Per lane: how far the peer had received this node's records; its
+    /// receipts for those may be signed by the old key.
+    pub received: [u64; 4],
+    pub at_ms: Millis,
+    /// Where this node's log holds the hand-over.
+    pub index: u64,
+}
+
+/// The position of `lane` in the per-lane arrays (FLASH first).
+pub fn lane_index(lane: Precedence) -> usize {
+    Precedence::ALL.iter().position(|p| *p == lane).unwrap_or(0)
+}
+
+impl Peer {
+    /// The key a record of this peer on `lane` numbered `seq` is signed
+    /// with: the old key up to the hand-over, the pinned one after it.
+    pub fn record_key(&self, lane: Precedence, seq: u64) -> &tlog::Verifier {
+        match &self.previous {
+            Some(h) if seq <= h.sent[lane_index(lane)] => &h.verifier,
+            _ => &self.verifier,
+        }
+    }
+
+    /// Whether a receipt of this peer naming `items` may be signed by the
+    /// old key: every record it names was received before the hand-over.
+    pub fn receipt_by_previous(&self, items: &[ReceiptItem]) -> Option<&tlog::Verifier> {
+        let h = self.previous.as_ref()?;
+        items
+            .iter()
+            .all(|i| i.seq <= h.received[lane_index(i.lane)])
+            .then_some(&h.verifier)
+    }
+}
+
+/// This node's own key hand-over: from which key to which, when, and the
+/// FLASH record that carried it to each peer (complete once every peer
+/// still pinned has receipted its record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnHandover {
+    pub old: String,
+    pub new: String,
+    pub at_ms: Millis,
+    /// The log index of the first hand-over record.
+    pub index: u64,
+    /// (peer, sequence number on its FLASH lane) of each record.
+    pub peers: Vec<(String, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -302,6 +362,8 @@ pub struct LineState {
     access: Vec<(u64, Access)>,
     /// Per message, the members it was first shown to, and when.
     seen: HashMap<Uuid, Vec<(MemberKey, Millis)>>,
+    /// This node's key hand-overs, in order.
+    handovers: Vec<OwnHandover>,
 }
 
 impl LineState {
@@ -322,6 +384,7 @@ impl LineState {
             inbound: HashMap::new(),
             awaiting: Vec::new(),
             unreceipted: None,
+            handovers: Vec::new(),
             areas: BTreeMap::new(),
             contact_lines: BTreeMap::new(),
             mesh: BTreeMap::new(),
@@ -371,6 +434,21 @@ impl LineState {
             }
             match entry.record {
                 Record::Receipt(r) => self.issued_receipt(index, r),
+                Record::KeyRotated {
+                    old, new, at_ms, ..
+                } => {
+                    let to = entry.envelope.map(|e| (e.to, e.seq));
+                    match self.handovers.last_mut() {
+                        Some(h) if h.new == new && h.old == old => h.peers.extend(to),
+                        _ => self.handovers.push(OwnHandover {
+                            old,
+                            new,
+                            at_ms,
+                            index,
+                            peers: to.into_iter().collect(),
+                        }),
+                    }
+                }
                 record => self.effect(&self.me.clone(), index, record),
             }
             return;
@@ -516,6 +594,7 @@ impl LineState {
                             url,
                             vkey,
                             verifier,
+                            previous: None,
                         },
                     );
                 }
@@ -531,6 +610,32 @@ impl LineState {
                         index,
                     },
                 );
+            }
+            // A peer's hand-over: its new key pinned, the old one kept for
+            // what was signed before.
+            Record::KeyRotated {
+                by,
+                old,
+                new,
+                sent,
+                received,
+                at_ms,
+            } => {
+                if let (Some(p), Ok(verifier)) =
+                    (self.peers.get_mut(&by), tlog::Verifier::parse(&new))
+                    && p.vkey == old
+                {
+                    p.previous = Some(Handover {
+                        vkey: old,
+                        verifier: p.verifier.clone(),
+                        sent,
+                        received,
+                        at_ms,
+                        index,
+                    });
+                    p.vkey = new;
+                    p.verifier = verifier;
+                }
             }
             Record::PeersAnnounced { by, peers, at_ms } => {
                 if by != self.me {
@@ -775,6 +880,40 @@ impl LineState {
             .and_then(|m| m.compromised.as_ref())
             .filter(|(from, _)| at >= *from)
     }
+    /// This node's key hand-overs, in log order.
+    pub fn handovers(&self) -> &[OwnHandover] {
+        &self.handovers
+    }
+
+    /// The key this node's log has handed over to last, if any.
+    pub fn own_key(&self) -> Option<&str> {
+        self.handovers.last().map(|h| h.new.as_str())
+    }
+
+    /// Per peer still pinned, whether it has receipted this node's last
+    /// key hand-over (empty when there was none).
+    pub fn handover_receipts(&self) -> Vec<(String, bool)> {
+        let Some(h) = self.handovers.last() else {
+            return vec![];
+        };
+        h.peers
+            .iter()
+            .filter(|(p, _)| self.peers.contains_key(p))
+            .map(|(p, seq)| {
+                let done = self
+                    .out_lane(p, Precedence::Flash)
+                    .is_some_and(|l| l.delivered >= *seq);
+                (p.clone(), done)
+            })
+            .collect()
+    }
+
+    /// Whether every peer still pinned has receipted this node's last key
+    /// hand-over (true when there was none).
+    pub fn handover_complete(&self) -> bool {
+        self.handover_receipts().iter().all(|(_, done)| *done)
+    }
+
     /// Whom `party` pins (name, key), as it last announced, and when.
     pub fn announced_peers(&self, party: &str) -> Option<&(Vec<(String, String)>, Millis)> {
         self.mesh.get(party)

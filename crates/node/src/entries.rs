@@ -318,7 +318,12 @@ pub fn entry_body(e: &Event) -> (&'static str, Value) {
 /// origin) and the clock for entry timestamps.
 #[derive(Clone)]
 pub struct LogSigner {
+    /// The node key in force (after a hand-over, the new one).
     pub signer: tlog::NoteSigner,
+    /// The key handed over from, while the hand-over is under way: it
+    /// signs the hand-over itself, and checkpoints are signed by both until
+    /// every peer has receipted the hand-over.
+    pub previous: Option<tlog::NoteSigner>,
     pub clock: Arc<dyn crate::Clock>,
     /// The node's own member key, for the notices it sends by itself
     /// (operations touching the line of contact).
@@ -336,6 +341,43 @@ impl std::fmt::Debug for LogSigner {
 impl LogSigner {
     pub fn origin(&self) -> &str {
         &self.signer.name
+    }
+
+    /// The key the line's entries are signed with as `line` stands: the
+    /// previous key until the log holds the hand-over to the key in force.
+    pub fn line_signer(&self, line: &liaison::LineState) -> &tlog::NoteSigner {
+        match &self.previous {
+            Some(old) if line.own_key() != Some(self.signer.verifier().to_vkey().as_str()) => old,
+            _ => &self.signer,
+        }
+    }
+
+    /// This signer without the previous key (the hand-over complete).
+    pub fn settled(&self) -> LogSigner {
+        LogSigner {
+            previous: None,
+            ..self.clone()
+        }
+    }
+
+    /// `text` as a note signed by the key in force (and the previous one
+    /// while it is kept).
+    pub fn note(&self, text: &str) -> String {
+        let mut signatures = vec![self.signer.sign(text)];
+        signatures.extend(self.previous.as_ref().map(|p| p.sign(text)));
+        tlog::Note {
+            text: text.to_string(),
+            signatures,
+        }
+        .to_text()
+    }
+
+    /// The keys this node's checkpoints may carry: the one in force, and
+    /// the previous while a hand-over is under way.
+    pub fn verifiers(&self) -> Vec<tlog::Verifier> {
+        let mut v = vec![self.signer.verifier()];
+        v.extend(self.previous.as_ref().map(|p| p.verifier()));
+        v
     }
 
     /// The entries (leaf bytes) recording one decision's events
@@ -392,7 +434,9 @@ impl LogSigner {
         )
     }
 
-    /// A signed checkpoint note for a tree of `size` leaves with `root`.
+    /// A signed checkpoint note for a tree of `size` leaves with `root`
+    /// (signed by the previous key too while one is kept: [`Self::settled`]
+    /// drops it once the hand-over is complete).
     pub fn checkpoint(&self, size: u64, root: tlog::Hash) -> String {
         let text = tlog::Checkpoint {
             origin: self.signer.name.clone(),
@@ -401,10 +445,9 @@ impl LogSigner {
             extensions: vec![],
         }
         .to_text();
-        let note = tlog::Note {
-            signatures: vec![self.signer.sign(&text)],
-            text,
-        };
+        let mut signatures = vec![self.signer.sign(&text)];
+        signatures.extend(self.previous.as_ref().map(|p| p.sign(&text)));
+        let note = tlog::Note { signatures, text };
         note.to_text()
     }
 }

@@ -81,8 +81,13 @@ pub struct Selector<'a> {
     /// The chosen entries, `(index, bytes)`, in log order.
     pub chosen: Vec<(u64, Vec<u8>)>,
     /// The peers whose records the log holds, with the keys this node
-    /// pinned (`line.peer.added` entries), by name.
+    /// pinned (`line.peer.added` entries, and the keys peers handed over
+    /// to), by name.
     pub peers: std::collections::BTreeMap<String, String>,
+    /// Node key hand-overs the log holds, (origin, old key, new key), in
+    /// order: their entries always go into a bundle, so that a verifier
+    /// holding either key can follow the hand-over.
+    pub handovers: Vec<(String, String, String)>,
 }
 
 impl<'a> Selector<'a> {
@@ -93,6 +98,7 @@ impl<'a> Selector<'a> {
             next: 0,
             chosen: Vec::new(),
             peers: Default::default(),
+            handovers: Vec::new(),
         }
     }
 
@@ -106,6 +112,17 @@ impl<'a> Selector<'a> {
                 .map_err(|err| format!("entry {i} is unreadable: {err}"))?;
             if let Some((name, key)) = pinned_peer(&e) {
                 self.peers.insert(name, key);
+            }
+            if let Some((old, new)) = handover(&e) {
+                if self.peers.get(&e.entry.origin) == Some(&old) {
+                    self.peers.insert(e.entry.origin.clone(), new.clone());
+                }
+                let h = (e.entry.origin.clone(), old, new);
+                if !self.handovers.contains(&h) {
+                    self.handovers.push(h);
+                }
+                self.chosen.push((i, bytes.clone()));
+                continue;
             }
             if let Some(id) = &self.s.entity {
                 // A receipt names the leaf hashes of the records it is for
@@ -145,6 +162,18 @@ pub fn select(entries: &[Vec<u8>], s: &Selection) -> Result<Vec<u64>, String> {
     Ok(sel.chosen.into_iter().map(|(i, _)| i).collect())
 }
 
+/// A `line.key.rotated` entry's old and new key.
+pub fn handover(e: &SignedEntry) -> Option<(String, String)> {
+    if e.entry.kind != "line.key.rotated" {
+        return None;
+    }
+    let r = field(&e.entry.body, "record")?;
+    match (field(r, "old"), field(r, "new")) {
+        (Some(Value::Text(o)), Some(Value::Text(n))) => Some((o.clone(), n.clone())),
+        _ => None,
+    }
+}
+
 /// A `line.peer.added` entry's peer: its name and the key pinned for it.
 fn pinned_peer(e: &SignedEntry) -> Option<(String, String)> {
     if e.entry.kind != "line.peer.added" {
@@ -168,12 +197,24 @@ pub fn peer_keys(entries: &[Vec<u8>]) -> std::collections::BTreeMap<String, Stri
 }
 
 /// The bundle's `keys.txt`.
-pub fn keys_txt(log_vkey: &str, peers: &std::collections::BTreeMap<String, String>) -> String {
+pub fn keys_txt(
+    log_vkey: &str,
+    peers: &std::collections::BTreeMap<String, String>,
+    handovers: &[(String, String, String)],
+) -> String {
     let mut keys = format!(
         "# Verifier keys (informational: trust keys you obtained out of band)\nlog {log_vkey}\n"
     );
     for k in peers.values() {
         keys.push_str(&format!("peer {k}\n"));
+    }
+    if !handovers.is_empty() {
+        keys.push_str(
+            "# Node key hand-overs in this log (the line.key.rotated entries, signed by the old key): origin, old key, new key\n",
+        );
+    }
+    for (origin, old, new) in handovers {
+        keys.push_str(&format!("handover {origin} {old} {new}\n"));
     }
     keys
 }

@@ -39,6 +39,12 @@ pub enum LineWrite {
         now: Millis,
     },
     RegisterMember(Member),
+    /// This node's key handed over from `old` to `new`.
+    RotateKey {
+        old: String,
+        new: String,
+        now: Millis,
+    },
     RemoveMember {
         key: MemberKey,
         now: Millis,
@@ -156,6 +162,7 @@ impl LineWrite {
                 vkey,
                 now,
             } => decide::add_peer(s, &name, &url, &vkey, now),
+            LineWrite::RotateKey { old, new, now } => decide::rotate_key(s, &old, &new, now),
             LineWrite::RemovePeer { name, reason, now } => {
                 decide::remove_peer(s, &name, &reason, now)
             }
@@ -604,7 +611,7 @@ impl Line {
         from: &str,
         records: Vec<Vec<u8>>,
     ) -> Result<(Vec<Vec<u8>>, Vec<decide::Signatures>), NodeError> {
-        let Some(key) = self.read(|s| s.peer(from).map(|p| p.verifier.clone()))? else {
+        let Some(key) = self.read(|s| s.peer(from).cloned())? else {
             let n = records.len();
             return Ok((records, vec![decide::Signatures::Check; n]));
         };
@@ -820,6 +827,38 @@ impl Line {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Hands this node's key over from `old` (the key in force in its log)
+    /// to `new`, telling every peer (`line.key.rotated`, signed by `old`);
+    /// and, when the node's own member key changes with it, replaces that
+    /// member. Done once: a hand-over already in the log changes nothing.
+    pub async fn rotate_key(
+        &self,
+        old: &str,
+        new: &str,
+        member: Option<(MemberKey, Member)>,
+    ) -> Result<bool, NodeError> {
+        let now = self.now_ms();
+        let done = self
+            .commit(LineWrite::RotateKey {
+                old: old.into(),
+                new: new.into(),
+                now,
+            })
+            .await?;
+        let rotated = !matches!(done, LineOutcome::AlreadyDone);
+        if let Some((before, after)) = member
+            && self.read(|s| s.member(&before).is_some_and(|m| m.removed_at.is_none()))?
+        {
+            self.commit(LineWrite::ReplaceMember {
+                old: before,
+                new: after,
+                now,
+            })
+            .await?;
+        }
+        Ok(rotated)
     }
 
     /// Designates a constraint as the line of contact (registering the

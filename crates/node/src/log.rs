@@ -118,7 +118,7 @@ impl Log {
             return Ok(None);
         }
         let root = self.store.log_root(size).await?;
-        let note = self.signer.checkpoint(size, root);
+        let note = self.signer_now()?.checkpoint(size, root);
         self.store.save_checkpoint(size, note).await?;
         Ok(Some(size))
     }
@@ -139,11 +139,35 @@ impl Log {
     /// `text` (ending in a newline) as a signed note of the node's key: what
     /// a peer that pinned the key can check came from this node.
     pub fn sign_note(&self, text: &str) -> String {
-        tlog::Note {
-            text: text.to_string(),
-            signatures: vec![self.signer.signer.sign(text)],
+        match self.signer_now() {
+            Ok(s) => s.note(text),
+            Err(_) => self.signer.note(text),
         }
-        .to_text()
+    }
+
+    /// The signer as the line stands: with the previous key while this
+    /// node's key hand-over has not been receipted by every peer.
+    fn signer_now(&self) -> Result<std::borrow::Cow<'_, LogSigner>, NodeError> {
+        if self.signer.previous.is_none() {
+            return Ok(std::borrow::Cow::Borrowed(&self.signer));
+        }
+        let mut complete = false;
+        self.store
+            .read_line(&mut |s| complete = s.handover_complete() && s.own_key().is_some())?;
+        Ok(if complete {
+            std::borrow::Cow::Owned(self.signer.settled())
+        } else {
+            std::borrow::Cow::Borrowed(&self.signer)
+        })
+    }
+
+    /// Whether this node's key hand-over is under way: a previous key is
+    /// kept and not every peer has receipted the hand-over.
+    pub fn handing_over(&self) -> bool {
+        self.signer.previous.is_some()
+            && self
+                .signer_now()
+                .is_ok_and(|s| matches!(s, std::borrow::Cow::Borrowed(_)))
     }
 
     /// The size of the newest signed checkpoint (0: none yet).
@@ -308,7 +332,7 @@ impl Log {
         }
         let mut files = vec![(
             "keys.txt".to_string(),
-            evidence::keys_txt(&self.verifier_key(), &sel.peers).into_bytes(),
+            evidence::keys_txt(&self.verifier_key(), &sel.peers, &sel.handovers).into_bytes(),
         )];
         for (i, bytes) in sel.chosen {
             let proof = self
@@ -360,16 +384,19 @@ impl Log {
             }
         }
         body.push('\n');
-        // The witness sees the log's own signature only.
+        // The witness sees the log's own signatures only (the previous
+        // key's too during a key hand-over, for witnesses that pin it).
         let parsed = tlog::Note::parse(note.as_bytes())
             .map_err(|e| NodeError::Store(StoreError::Failed(e.to_string())))?;
+        let keys = self.signer.verifiers();
         let own = tlog::Note {
             text: parsed.text.clone(),
             signatures: parsed
                 .signatures
                 .iter()
                 .filter(|s| {
-                    s.name == self.signer.signer.name && s.key_id == self.signer.signer.key_id()
+                    keys.iter()
+                        .any(|k| s.name == k.name && s.key_id == k.key_id)
                 })
                 .cloned()
                 .collect(),

@@ -447,6 +447,7 @@ mod tests {
     #[test]
     fn the_copys_ovn_is_minted_here_per_version_and_the_peers_is_not_taken() {
         let signer = |seed: u8| crate::entries::LogSigner {
+            previous: None,
             signer: tlog::NoteSigner::from_seed("federation.example", &[seed; 32]).unwrap(),
             clock: std::sync::Arc::new(crate::SystemClock),
             member: None,

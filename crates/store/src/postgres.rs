@@ -1265,9 +1265,12 @@ pub async fn open_postgres(at: &Location, signer: LogSigner) -> Result<PostgresS
         .await
         .map_err(err("connecting to the database"))?;
     // The database belongs to one node: replicas must share its key.
+    // A key hand-over moves the schema from the previous key to the new.
     let mine = signer.signer.verifier().to_vkey();
-    sqlx::query("UPDATE meta SET node_key = $1 WHERE node_key IS NULL")
+    let previous = signer.previous.as_ref().map(|p| p.verifier().to_vkey());
+    sqlx::query("UPDATE meta SET node_key = $1 WHERE node_key IS NULL OR node_key = $2")
         .bind(&mine)
+        .bind(previous.as_deref().unwrap_or(&mine))
         .execute(&pool)
         .await
         .map_err(err("recording the node key"))?;

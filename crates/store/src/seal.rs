@@ -57,10 +57,15 @@ pub fn read(dir: &Path) -> Result<Option<String>, StoreError> {
     }
 }
 
-/// The size and root of a checkpoint note signed by `key`, or why not.
-pub fn open(note: &str, key: &tlog::Verifier, what: &str) -> Result<(u64, tlog::Hash), StoreError> {
+/// The size and root of a checkpoint note signed by one of `keys`, or why
+/// not.
+pub fn open(
+    note: &str,
+    keys: &[tlog::Verifier],
+    what: &str,
+) -> Result<(u64, tlog::Hash), StoreError> {
     let refuse = |why: String| StoreError::Failed(format!("{what} {why}. {RECOVERY}"));
-    let (n, _) = tlog::note::open(note.as_bytes(), std::slice::from_ref(key)).map_err(|e| {
+    let (n, _) = tlog::note::open(note.as_bytes(), keys).map_err(|e| {
         refuse(format!(
             "is not signed by this node's key ({e}): node.key was replaced or the file was"
         ))

@@ -1219,7 +1219,7 @@ pub async fn open_tuned(
             .map_err(|e| StoreError::Failed(format!("loading the log: {e}")))??;
         let latest = latest_checkpoint(&mut conn).await?;
         let newest = latest.clone();
-        let verifier = signer.signer.verifier();
+        let verifiers = signer.verifiers();
         let c = state.counts();
         tracing::info!(path = %path.display(), intents = c.intents, constraints = c.constraints, subscriptions = c.subscriptions,
             conflicts = c.conflicts, log_size = tree.size(), ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
@@ -1257,7 +1257,7 @@ pub async fn open_tuned(
             },
             signer,
         );
-        bind_to_seal(&engine, dir, &verifier, newest).await?;
+        bind_to_seal(&engine, dir, &verifiers, newest).await?;
         tokio::spawn(checkpoints(reads, engine.refresher(), wal.clone()));
         Ok(engine)
     }
@@ -1274,23 +1274,24 @@ impl Sqlite {
 
 /// Refuses a store that cannot show it continues the log its node key
 /// signed (`seal.rs`): the database's newest checkpoint and the seal must
-/// verify with `key`, and the log must reach the seal with its root. A
+/// verify with one of `keys` (the node key, and the previous one during a
+/// key hand-over), and the log must reach the seal with its root. A
 /// seal behind the database's newest checkpoint (the node stopped between
 /// the two writes) or missing (a folder from before seals) is brought up to
 /// it.
 async fn bind_to_seal(
     engine: &Engine<Sqlite>,
     dir: &Path,
-    key: &tlog::Verifier,
+    keys: &[tlog::Verifier],
     newest: Option<(u64, String)>,
 ) -> Result<(), StoreError> {
     use node::Store;
     if let Some((_, note)) = &newest {
-        crate::seal::open(note, key, "the newest checkpoint in detente.db")?;
+        crate::seal::open(note, keys, "the newest checkpoint in detente.db")?;
     }
     let sealed = match crate::seal::read(dir)? {
         Some(text) => {
-            let sealed = crate::seal::open(&text, key, crate::seal::FILE)?;
+            let sealed = crate::seal::open(&text, keys, crate::seal::FILE)?;
             crate::seal::check(sealed, engine.log_size(), |at| engine.log_root(at)).await?;
             Some(sealed.0)
         }

@@ -75,6 +75,7 @@ fn dss(store: Arc<dyn Store>) -> Dss {
 
 fn log_signer() -> LogSigner {
     LogSigner {
+        previous: None,
         signer: tlog::NoteSigner::from_seed("detente.test/outage", &[7; 32]).unwrap(),
         clock: Arc::new(SystemClock),
         member: None,

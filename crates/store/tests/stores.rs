@@ -47,6 +47,7 @@ fn request(v: Volume4D, key: Vec<node::airspace::Ovn>) -> IntentRequest {
 
 fn log_signer() -> LogSigner {
     LogSigner {
+        previous: None,
         signer: tlog::NoteSigner::from_seed("detente.test/store", &[5; 32]).unwrap(),
         clock: Arc::new(SystemClock),
         member: None,

@@ -786,11 +786,12 @@ fn signatures_checked_off_the_writer_are_those_of_the_pinned_keys() {
     let m = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
     f.run(send_message(&f.state, m, T0), T0);
     let bytes = f.log.last().unwrap().clone();
-    let pinned = a.state.peer(F).unwrap().verifier.clone();
+    let pinned = a.state.peer(F).unwrap().clone();
     assert!(record_signatures_ok(&pinned, F, &bytes));
     // Not from this origin, another key, a flipped byte, a forged member signature.
     assert!(!record_signatures_ok(&pinned, "someone", &bytes));
-    let other = tlog::NoteSigner::from_seed(F, &[9; 32]).unwrap().verifier();
+    let mut other = pinned.clone();
+    other.verifier = tlog::NoteSigner::from_seed(F, &[9; 32]).unwrap().verifier();
     assert!(!record_signatures_ok(&other, F, &bytes));
     let mut flipped = bytes.clone();
     let n = flipped.len();
@@ -1529,4 +1530,134 @@ fn a_replaced_or_compromised_key_signs_nothing_more_and_its_earlier_records_stan
         replayed.member(&s2.key()).map(|m| m.compromised.clone()),
         a.state.member(&s2.key()).map(|m| m.compromised.clone())
     );
+}
+
+#[test]
+fn a_node_key_is_handed_over_signed_by_the_old_key_and_the_old_key_covers_only_what_came_before() {
+    let (mut a, mut f, s1, s2, _) = peered();
+    // Before the hand-over: F's routine message, signed by the old key, not
+    // yet delivered; A's message received by F, its receipt lost on the way.
+    let before = text(F, A, &s2, 1, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, before.clone(), T0), T0);
+    let to_f = text(A, F, &s1, 1, Sphere::DirectLine, Precedence::Priority);
+    a.run(send_message(&a.state, to_f, T0), T0);
+    let (_, p) = a.state.pending(F, Precedence::Priority, 1)[0];
+    let bytes = a.log[p.index as usize].clone();
+    f.run(receive(&f.state, A, bytes, T0), T0);
+    let lost_receipt = f.log.last().unwrap().clone();
+
+    // The hand-over: signed by the old key, then the new key signs.
+    let old = f.signer.clone();
+    let new = tlog::NoteSigner::from_seed(F, &[7; 32]).unwrap();
+    let (ov, nv) = (old.verifier().to_vkey(), new.verifier().to_vkey());
+    assert!(
+        rotate_key(
+            &f.state,
+            &ov,
+            &tlog::NoteSigner::from_seed(A, &[7; 32])
+                .unwrap()
+                .verifier()
+                .to_vkey(),
+            T0
+        )
+        .is_err(),
+        "another name"
+    );
+    assert!(rotate_key(&f.state, &ov, &ov, T0).is_err(), "the same key");
+    let flash = f.state.out_lane(A, Precedence::Flash).unwrap().last_seq;
+    let mut got = [0u64; 4];
+    for (g, l) in got.iter_mut().zip(Precedence::ALL) {
+        *g = f.state.in_lane(A, *l).map_or(0, |l| l.received);
+    }
+    assert_eq!(got[2], 1, "A's priority message");
+    f.run(rotate_key(&f.state, &ov, &nv, T0 + 1), T0 + 1);
+    f.signer = new.clone();
+    assert_eq!(f.state.own_key(), Some(nv.as_str()));
+    assert!(matches!(
+        rotate_key(&f.state, &ov, &nv, T0 + 2),
+        Ok(LineDecision {
+            outcome: LineOutcome::AlreadyDone,
+            ..
+        })
+    ));
+    assert_eq!(f.state.handover_receipts(), vec![(A.to_string(), false)]);
+    assert!(!f.state.handover_complete());
+    let after = text(F, A, &s2, 2, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, after.clone(), T0 + 2), T0 + 2);
+
+    // A record of the new key before A has the hand-over waits for it
+    // (it names the hand-over on FLASH as its predecessor).
+    let (_, p) = f.state.pending(A, Precedence::Routine, 2)[1];
+    let newer = f.log[p.index as usize].clone();
+    assert!(matches!(
+        receive(&a.state, F, newer, T0 + 2),
+        Err(LineError::Waiting { .. })
+    ));
+
+    // Delivered in lane order: the hand-over, then both messages — the
+    // old key's (before it) and the new key's.
+    deliver(&mut f, &mut a, T0 + 3);
+    let peer = a.state.peer(F).unwrap();
+    assert_eq!(peer.vkey, nv);
+    let h = peer.previous.as_ref().unwrap();
+    assert_eq!(h.vkey, ov);
+    assert_eq!(
+        h.sent,
+        [flash + 1, 0, 0, 1],
+        "the hand-over itself, and the routine message"
+    );
+    assert_eq!(h.received, got);
+    assert!(a.state.message(&before.value.id).is_some());
+    assert!(a.state.message(&after.value.id).is_some());
+    assert!(f.state.handover_complete(), "A receipted the hand-over");
+    // A announced the key it now pins for F.
+    assert!(a.log.iter().any(|l| {
+        line_entry(l).and_then(|r| r.ok()).is_some_and(|(_, e)| {
+            matches!(&e.record, Record::PeersAnnounced { peers, .. } if peers == &vec![(F.to_string(), nv.clone())])
+        })
+    }));
+
+    // The old key's receipt for what F received before the hand-over is
+    // still taken.
+    assert!(keep_receipt(&a.state, F, lost_receipt).is_ok());
+
+    // Whoever still holds the old key can sign nothing new.
+    let stolen = text(F, A, &s2, 3, Sphere::Military, Precedence::Routine);
+    let mut thief = Node {
+        state: f.state.clone(),
+        signer: old.clone(),
+        log: f.log.clone(),
+        tree: f.tree.clone(),
+    };
+    thief.run(send_message(&thief.state, stolen, T0 + 4), T0 + 4);
+    let forged = thief.log.last().unwrap().clone();
+    assert!(matches!(
+        receive(&a.state, F, forged, T0 + 4),
+        Err(LineError::RecordRefused(_))
+    ));
+    // A hand-over from a key that is not the pinned one is refused.
+    let mut rogue = Node {
+        state: thief.state.clone(),
+        signer: old.clone(),
+        log: thief.log.clone(),
+        tree: thief.tree.clone(),
+    };
+    let other = tlog::NoteSigner::from_seed(F, &[8; 32])
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    rogue.run(rotate_key(&rogue.state, &ov, &other, T0 + 5), T0 + 5);
+    let record = rogue.log.last().unwrap().clone();
+    assert!(receive(&a.state, F, record, T0 + 5).is_err());
+
+    // Both logs replay to the same keys.
+    let replayed_a = a.replayed();
+    assert_eq!(replayed_a.peer(F).unwrap().vkey, nv);
+    assert_eq!(
+        replayed_a.peer(F).unwrap().previous.as_ref().unwrap().sent,
+        h.sent
+    );
+    let replayed_f = f.replayed();
+    assert_eq!(replayed_f.handovers(), f.state.handovers());
+    assert_eq!(replayed_f.own_key(), Some(nv.as_str()));
 }

@@ -107,13 +107,8 @@ impl Decider {
                 for ev in &events {
                     for m in crate::contact::notices(&ls, &st, ev, member, now_ms) {
                         let r = liaison::decide::send_message(&ls, m, now_ms).and_then(|d| {
-                            liaison::decide::append(
-                                &mut ls,
-                                &signer.signer,
-                                now_ms,
-                                &mut frontier,
-                                d.events,
-                            )
+                            let key = signer.line_signer(&ls).clone();
+                            liaison::decide::append(&mut ls, &key, now_ms, &mut frontier, d.events)
                         });
                         match r {
                             Ok(new) => leaves.extend(new),
@@ -140,13 +135,9 @@ impl Decider {
                     let (copies, copy_notices) =
                         crate::line::peer_airspace_effects(&d.events, &st, signer);
                     let areas_before = crate::share::areas_concerned(&ls, &d.events);
-                    let mut new = liaison::decide::append(
-                        &mut ls,
-                        &signer.signer,
-                        now_ms,
-                        &mut frontier,
-                        d.events,
-                    )?;
+                    let key = signer.line_signer(&ls).clone();
+                    let mut new =
+                        liaison::decide::append(&mut ls, &key, now_ms, &mut frontier, d.events)?;
                     // An area agreed (or withdrawn) now: what this party
                     // holds in it is shared at once, what left it removed.
                     for (peer, before) in areas_before {
@@ -184,8 +175,8 @@ impl Decider {
             }
             // The peer records of this batch are receipted in it: a record
             // and its receipt commit together.
-            match liaison::decide::end_received_run(&mut ls, &signer.signer, now_ms, &mut frontier)
-            {
+            let key = signer.line_signer(&ls).clone();
+            match liaison::decide::end_received_run(&mut ls, &key, now_ms, &mut frontier) {
                 Ok(receipt) => leaves.extend(receipt),
                 Err(e) => {
                     encoded = Err(StoreError::Failed(format!("signing a receipt: {e}")));
@@ -244,7 +235,8 @@ fn share_one(
     frontier: &mut tlog::tree::Frontier,
     share: liaison::LineEvent,
 ) -> Vec<Vec<u8>> {
-    liaison::decide::append(ls, &signer.signer, now_ms, frontier, vec![share]).unwrap_or_else(|e| {
+    let key = signer.line_signer(ls).clone();
+    liaison::decide::append(ls, &key, now_ms, frontier, vec![share]).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "an airspace change could not be shared with a peer");
         Vec::new()
     })
