@@ -272,6 +272,7 @@ pub fn spawn_cosigning(st: crate::Shared, identity: Option<Identities>) -> JoinH
 
 async fn cosign(st: crate::Shared, identity: Option<Identities>, peer: String) {
     let mut conn: Option<PeerConn> = None;
+    let mut made_for: Option<Target> = None;
     let mut key: Option<node::tlog::Verifier> = None;
     let mut last = 0u64;
     let mut warned = String::new();
@@ -286,12 +287,9 @@ async fn cosign(st: crate::Shared, identity: Option<Identities>, peer: String) {
             conn = None;
             continue;
         }
-        let current = st
-            .line
-            .peers()
-            .ok()
-            .and_then(|p| p.into_iter().find(|(n, _)| *n == peer).map(|(_, u)| u));
-        if conn.as_ref().map(|c| &c.url) != current.as_ref() {
+        let wanted = target(&st.line, identity.as_ref(), &peer);
+        if conn.is_none() || made_for != wanted {
+            made_for = wanted;
             conn = connection(&st.line, identity.as_ref(), &peer).ok();
             key = None;
         }
@@ -343,7 +341,9 @@ async fn cosign(st: crate::Shared, identity: Option<Identities>, peer: String) {
                     tracing::warn!(%peer, error = %e, "cosigning by this peer failed; retrying");
                     warned = e;
                 }
-                conn = None;
+                // Its witness key is fetched again (a peer's key hand-over
+                // changes it).
+                (conn, key) = (None, None);
             }
         }
     }
@@ -391,20 +391,35 @@ fn receipted(receipts: &[Vec<u8>]) -> (u64, u64) {
     (n, refused)
 }
 
+/// What a connection to `peer` is made for: its URL and pinned keys as its
+/// record now says, and whether this node presents its old identity (a
+/// connection is made again when any of these changes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Target {
+    url: String,
+    pin: crate::tls::Pin,
+    old_identity: bool,
+}
+
+fn target(line: &Line, identity: Option<&Identities>, peer: &str) -> Option<Target> {
+    line.read(|s| {
+        s.peer(peer).map(|p| Target {
+            url: p.url.clone(),
+            pin: crate::tls::Pin {
+                key: p.verifier.key.to_bytes(),
+                previous: p.previous.as_ref().map(|h| h.verifier.key.to_bytes()),
+            },
+            old_identity: identity.is_some_and(|i| i.presents_old()),
+        })
+    })
+    .ok()
+    .flatten()
+}
+
 /// The connection to `peer` as its record now says (URL and pinned key).
 fn connection(line: &Line, identity: Option<&Identities>, peer: &str) -> Result<PeerConn, String> {
-    let (url, key) = line
-        .read(|s| {
-            s.peer(peer).map(|p| {
-                let pin = crate::tls::Pin {
-                    key: p.verifier.key.to_bytes(),
-                    previous: p.previous.as_ref().map(|h| h.verifier.key.to_bytes()),
-                };
-                (p.url.clone(), pin)
-            })
-        })
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{peer} is not a peer"))?;
+    let Target { url, pin: key, .. } =
+        target(line, identity, peer).ok_or_else(|| format!("{peer} is not a peer"))?;
     let tls = if url.starts_with("https://") {
         let id = identity.ok_or("this node has no TLS identity")?;
         Some(crate::tls::client_config(id.current(), key)?)
@@ -424,6 +439,7 @@ async fn deliver(
 ) {
     let mut failures = 0u32;
     let mut conn: Option<PeerConn> = None;
+    let mut made_for: Option<Target> = None;
     let mut warned_plain = false;
     loop {
         let notified = line.queued().notified();
@@ -453,11 +469,9 @@ async fn deliver(
             let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
             continue;
         }
-        let current = line
-            .peers()
-            .ok()
-            .and_then(|p| p.into_iter().find(|(n, _)| *n == peer).map(|(_, u)| u));
-        if conn.as_ref().map(|c| &c.url) != current.as_ref() {
+        let wanted = target(&line, identity.as_ref(), &peer);
+        if conn.is_none() || made_for != wanted {
+            made_for = wanted;
             conn = match connection(&line, identity.as_ref(), &peer) {
                 Ok(c) => {
                     if c.tls.is_none() && !warned_plain {

@@ -152,6 +152,11 @@ impl Identities {
         }
     }
 
+    /// Whether the old identity is presented now.
+    pub fn presents_old(&self) -> bool {
+        self.old.is_some() && (self.handing_over)()
+    }
+
     /// The identity to present now.
     pub fn current(&self) -> &Identity {
         match &self.old {

@@ -303,9 +303,10 @@ fn own_attestation(
 }
 
 /// The log's keys as a verifier follows them: the key given, and the keys
-/// the bundle's hand-over entries lead to (each signed by the old key and
-/// included under a checkpoint of a key already followed), each with the
-/// stretch of the log it signs (`from..=to`).
+/// the bundle's hand-over entries lead to — forwards, an entry signed by a
+/// followed key naming its successor; backwards, an entry signed by the
+/// key before and included under a checkpoint of a followed key — each with
+/// the stretch of the log it signs (`from..=to`).
 struct OwnKeys {
     keys: Vec<(tlog::Verifier, u64, u64)>,
 }
@@ -367,18 +368,20 @@ impl OwnKeys {
                 else {
                     continue;
                 };
-                // Signed by the old key, included in the log as one of its
-                // followed keys signed it.
-                if e.verify(&o).is_err() || self.checkpoint_of(proof, leaf, &[], 0).is_err() {
+                // Always signed by the old key: forwards that is the old
+                // key naming its successor; backwards the new key's log
+                // must hold it (under a checkpoint of a followed key).
+                if e.verify(&o).is_err() || n.name != self.name() {
                     continue;
                 }
+                let backwards_ok = || self.checkpoint_of(proof, leaf, &[], 0).is_ok();
                 match (self.find(&old), self.find(&new)) {
                     (Some(a), None) => {
                         self.keys[a].2 = self.keys[a].2.min(*i);
                         self.keys.push((n, *i, u64::MAX));
                         learnt = true;
                     }
-                    (None, Some(b)) => {
+                    (None, Some(b)) if backwards_ok() => {
                         self.keys[b].1 = self.keys[b].1.max(*i);
                         self.keys.push((o, 0, *i));
                         learnt = true;
@@ -394,7 +397,7 @@ impl OwnKeys {
                             self.keys[b].1 = *i;
                         }
                     }
-                    (None, None) => {}
+                    (None, _) => {}
                 }
             }
             if !learnt {

@@ -3562,3 +3562,153 @@ async fn a_member_key_is_replaced_or_declared_compromised_and_what_it_signed_bef
     );
     assert!(verified, "{out}");
 }
+
+both_backends! {
+#[tokio::test]
+async fn a_node_key_is_rotated_without_losing_the_log_and_every_peer_follows() {
+    // Over mutually pinned TLS, Federation's peer listener on an address
+    // that stays across its restarts.
+    let f_peer = free_local_addr().to_string();
+    let a = TestNode::start_with(bin(), &["--name", A, "--peer-listen", "127.0.0.1:0"]);
+    let mut f = TestNode::start_with(bin(), &["--name", F, "--peer-listen", &f_peer]);
+    let (a_tls, f_tls) = (a.peer_base.clone().unwrap(), f.peer_base.clone().unwrap());
+    let a1 = MemberSigner::from_seed(&[11; 32]);
+    let f1 = MemberSigner::from_seed(&[22; 32]);
+    register(&a, &a1, "Cdr. Alliance").await;
+    register(&f, &f1, "Maj. Federation").await;
+    let (ka, old) = (log_key(&a).await, log_key(&f).await);
+    pin(&a, F, &f_tls, &old).await;
+    pin(&f, A, &a_tls, &ka).await;
+    let say = |from: &str, to: &str, who: &MemberSigner, seq: u64, text: &str| {
+        message(from, to, who, seq, Sphere::DirectLine, Precedence::Flash, text)
+    };
+    ok("POST", f.url("/line/v1/messages"), &officer(), Some(say(F, A, &f1, 1, "before"))).await;
+    let arrived = |n: &TestNode, k: usize| {
+        let base = n.base.clone();
+        async move {
+            until(&base, "/line/v1/messages?direction=in", 10, |v| {
+                v["messages"].as_array().unwrap().len() == k
+            })
+            .await
+        }
+    };
+    assert!(arrived(&a, 1).await, "the first message never arrived");
+
+    // The next key is prepared while Federation is stopped; a second
+    // preparation is refused.
+    f.kill();
+    let data = f.data.to_str().unwrap().to_string();
+    let (done, out) = run_cli(bin(), &["key", "rotate", "--data", &data], &[]);
+    assert!(done, "{out}");
+    let new = out.lines().next().unwrap().trim().to_string();
+    assert!(new.starts_with(&format!("{F}+")) && new != old, "{out}");
+    let (done, out) = run_cli(bin(), &["key", "rotate", "--data", &data], &[]);
+    assert!(!done && out.contains("already prepared"), "{out}");
+    f.start_again();
+    assert_eq!(log_key(&f).await, new, "the node signs with the new key");
+
+    // Alliance took the hand-over: it pins the new key, knows the old.
+    assert!(
+        until(&a.base, "/line/v1/peers", 10, |v| v["peers"][0]["key"] == json!(new)).await,
+        "Alliance never took the new key"
+    );
+    let peers = ok("GET", a.url("/line/v1/peers"), &officer(), None).await;
+    assert_eq!(peers["peers"][0]["key_handed_over"]["from"], json!(old), "{peers}");
+    // Federation sees every peer has receipted it, and stops using the old key.
+    assert!(
+        until(&f.base, "/line/v1/peers", 10, |v| v["key"]["handover"]["complete"] == json!(true)
+            && v["key"]["handing_over"] == json!(false))
+        .await,
+        "the hand-over was never receipted"
+    );
+    let peers = ok("GET", f.url("/line/v1/peers"), &officer(), None).await;
+    assert_eq!(peers["key"]["handover"]["from"], json!(old), "{peers}");
+    assert_eq!(peers["key"]["handover"]["receipted_by"], json!([A]), "{peers}");
+    assert!(
+        eventually(Duration::from_secs(10), || !f.data.join("node.key.previous").exists()),
+        "the previous key was never removed"
+    );
+    let (done, out) = run_cli(bin(), &["key", "--data", &data], &[]);
+    assert!(done && out.trim() == new, "{out}");
+
+    // The line works both ways under the new key (the new TLS identity).
+    ok("POST", f.url("/line/v1/messages"), &officer(), Some(say(F, A, &f1, 2, "after"))).await;
+    assert!(arrived(&a, 2).await, "a message under the new key never arrived");
+    ok("POST", a.url("/line/v1/messages"), &officer(), Some(say(A, F, &a1, 1, "received"))).await;
+    assert!(arrived(&f, 1).await, "Alliance's message never reached Federation");
+
+    // Federation's log: the hand-over signed by the old key, what follows
+    // by the new one; nothing was lost.
+    let (ov, nv) = (
+        tlog::Verifier::parse(&old).unwrap(),
+        tlog::Verifier::parse(&new).unwrap(),
+    );
+    let size = checkpoint_size(&f).await;
+    let entries: Vec<Vec<u8>> = raw_log_entries(&f, size)
+        .await
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect();
+    let at = entries
+        .iter()
+        .position(|b| {
+            tlog::entry::SignedEntry::parse(b).unwrap().entry.kind == "line.key.rotated"
+        })
+        .expect("the hand-over is in Federation's log");
+    let handover = tlog::entry::SignedEntry::parse(&entries[at]).unwrap();
+    assert!(handover.verify(&ov).is_ok() && handover.verify(&nv).is_err());
+    let own_line = |b: &Vec<u8>| {
+        let e = tlog::entry::SignedEntry::parse(b).unwrap();
+        (e.entry.origin == F && e.entry.kind.starts_with("line.")).then_some(e)
+    };
+    for e in entries[..at].iter().filter_map(own_line) {
+        assert!(e.verify(&ov).is_ok(), "before the hand-over: the old key ({})", e.entry.kind);
+    }
+    let after: Vec<_> = entries[at + 1..].iter().filter_map(own_line).collect();
+    assert!(!after.is_empty());
+    for e in after.iter().filter(|e| e.entry.kind != "line.key.rotated") {
+        assert!(e.verify(&nv).is_ok(), "after the hand-over: the new key ({})", e.entry.kind);
+    }
+
+    // An evidence bundle verifies with either key: the verifier follows the
+    // hand-over.
+    let out_dir = tempfile::tempdir().unwrap();
+    let bundle = out_dir.path().join("bundle");
+    let (done, out) = run_cli(
+        bin(),
+        &["evidence", "export", "--data", &data, "--out", bundle.to_str().unwrap(), "--all"],
+        &[],
+    );
+    assert!(done, "{out}");
+    let keys = std::fs::read_to_string(bundle.join("keys.txt")).unwrap();
+    assert!(keys.contains(&format!("handover {F} {old} {new}")), "{keys}");
+    for key in [&old, &new] {
+        let (done, out) = run_cli(
+            bin(),
+            &["verify", bundle.to_str().unwrap(), "--key", key, "--peer", &ka],
+            &[],
+        );
+        assert!(done, "with {key}: {out}");
+        assert!(out.contains("handed its key over") || out.contains("up to its hand-over"), "{out}");
+    }
+    // A stranger's key follows nothing.
+    let stranger = tlog::NoteSigner::from_seed(F, &[99; 32]).unwrap().verifier().to_vkey();
+    let (done, _) = run_cli(bin(), &["verify", bundle.to_str().unwrap(), "--key", &stranger, "--peer", &ka], &[]);
+    assert!(!done);
+
+    // Restarted once more, without the old key: the store still opens.
+    f.restart();
+    assert_eq!(log_key(&f).await, new);
+    ok("POST", f.url("/line/v1/messages"), &officer(), Some(say(F, A, &f1, 3, "again"))).await;
+    assert!(arrived(&a, 3).await, "nothing arrived after the second restart");
+}
+}
+
+/// The size of `n`'s newest checkpoint.
+async fn checkpoint_size(n: &TestNode) -> u64 {
+    let text = get_text(&n.url("/log/checkpoint")).await;
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0)
+}
