@@ -168,7 +168,7 @@ async fn postgis_baseline(
 /// Creates `live` random intents through the write path, 256 writers at
 /// once, spread over the given nodes (replicas).
 /// Resident memory of a process, bytes (Linux `VmRSS`).
-fn resident(pid: u32) -> Result<u64> {
+pub(crate) fn resident(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib = status
         .lines()

@@ -48,8 +48,8 @@ pub struct BenchLineArgs {
     data: Option<PathBuf>,
 }
 
-const A: &str = "alliance.bench";
-const F: &str = "federation.bench";
+pub(crate) const A: &str = "alliance.bench";
+pub(crate) const F: &str = "federation.bench";
 const ADMIN: (&str, &str) = ("bench-admin", "detente.line.admin detente.line");
 
 fn now_ms() -> u64 {
@@ -359,7 +359,7 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
 
 /// A member-signed message of the sender's party to `to`, as the API takes
 /// it (JSON bytes).
-fn wire(
+pub(crate) fn wire(
     s: &MemberSigner,
     seq: u64,
     precedence: Precedence,
@@ -385,7 +385,12 @@ fn wire(
 
 /// The measured path: pre-encoded bodies on a shared connection pool, so
 /// that the load generator spends nothing on encoding while the clock runs.
-async fn post(http: &reqwest::Client, base: &str, token: &str, body: Vec<u8>) -> Result<()> {
+pub(crate) async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> Result<()> {
     post_to(http, base, "/line/v1/messages", token, body).await
 }
 

@@ -5,12 +5,14 @@
 mod bench;
 mod bench_disk;
 mod bench_line;
+mod bench_soak;
 use detente::config;
 mod demo;
 mod demo_line;
 mod evidence;
 use detente::key;
 mod line_cli;
+mod plot;
 mod run;
 
 use anyhow::{Context, Result};
@@ -51,6 +53,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure the line: messages/s node to peer and FLASH latency under load, against NATS JetStream.
     BenchLine(bench_line::BenchLineArgs),
+    /// A load profile held for an hour (or --minutes): creates, queries, the
+    /// line and checkpoints together; p99 and resident memory per minute,
+    /// as CSV and a PNG chart, and whether anything drifted.
+    BenchSoak(bench_soak::BenchSoakArgs),
     /// Development and testing only: mint a bearer token signed with a private key (PEM).
     DevToken(DevTokenArgs),
     /// Print the node's verifier key (C2SP vkey) — what peers pin and verifiers trust.
@@ -511,6 +517,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
             bench::run(args).await
         }
+        Command::BenchSoak(args) => bench_soak::run(args).await,
         Command::BenchLine(args) => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing(&cli.log_format);
