@@ -504,7 +504,7 @@ fn finish(a: &BenchSoakArgs, rows: &[Vec<f64>]) -> Result<()> {
     let path = a.out.join("soak.png");
     std::fs::write(&path, png)?;
     println!(
-        "wrote {} and {}",
+        "wrote {} and {} (top: p99 ms per minute — create blue, query red, message green; bottom: resident MiB — alliance purple, federation orange; x: minutes)",
         a.out.join("soak.csv").display(),
         path.display()
     );

@@ -234,12 +234,9 @@ pub(crate) fn chart(panels: &[Panel<'_>]) -> Vec<u8> {
         while m <= n {
             let x = px_x(m - 1);
             r.line((x, y0), (x, y0 + 4), AXIS, 1);
-            r.text_right(
-                x + 4 + 4 * label(m as f64).len() as i64,
-                y0 + 8,
-                &label(m as f64),
-                AXIS,
-            );
+            let text = label(m as f64);
+            let right = (x + 4 * text.len() as i64).min(WIDTH as i64 - 2);
+            r.text_right(right, y0 + 8, &text, AXIS);
             m += xstep;
         }
         r.line((x0, y0), (x1, y0), AXIS, 1);
