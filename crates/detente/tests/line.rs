@@ -3670,6 +3670,40 @@ async fn a_node_key_is_rotated_without_losing_the_log_and_every_peer_follows() {
         assert!(e.verify(&nv).is_ok(), "after the hand-over: the new key ({})", e.entry.kind);
     }
 
+    // Mutual witnessing goes on across the hand-over: Alliance cosigns
+    // Federation's checkpoints of the new key, and Federation, under its
+    // new witness key (which did not exist before), Alliance's.
+    let cosigned_after = |node: &TestNode, log: tlog::Verifier, witness: String, beyond: u64| {
+        let url = node.url("/log/checkpoint");
+        async move {
+            let w = tlog::Verifier::parse(&witness).unwrap();
+            for _ in 0..100 {
+                let note = get_text(&url).await;
+                if let Ok((n, ok)) = tlog::note::open(note.as_bytes(), &[log.clone(), w.clone()])
+                    && ok.len() == 2
+                    && tlog::Checkpoint::parse(&n.text).unwrap().size > beyond
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    let (a_witness, f_witness) = (
+        get_text(&a.url("/witness/key")).await.trim().to_string(),
+        get_text(&f.url("/witness/key")).await.trim().to_string(),
+    );
+    assert!(
+        cosigned_after(&f, nv.clone(), a_witness, at as u64).await,
+        "Alliance stopped cosigning Federation's checkpoints"
+    );
+    let ka_v = tlog::Verifier::parse(&ka).unwrap();
+    assert!(
+        cosigned_after(&a, ka_v, f_witness, 0).await,
+        "Federation's new witness key never cosigned Alliance's checkpoints"
+    );
+
     // An evidence bundle verifies with either key: the verifier follows the
     // hand-over.
     let out_dir = tempfile::tempdir().unwrap();
