@@ -405,10 +405,7 @@ fn target(line: &Line, identity: Option<&Identities>, peer: &str) -> Option<Targ
     line.read(|s| {
         s.peer(peer).map(|p| Target {
             url: p.url.clone(),
-            pin: crate::tls::Pin {
-                key: p.verifier.key.to_bytes(),
-                previous: p.previous.as_ref().map(|h| h.verifier.key.to_bytes()),
-            },
+            pin: crate::tls::Pin::of_peer(p),
             old_identity: identity.is_some_and(|i| i.presents_old()),
         })
     })

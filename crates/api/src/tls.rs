@@ -195,6 +195,15 @@ impl Pin {
         }
     }
 
+    /// The keys `peer`'s record pins: its node key and the key it handed
+    /// over from, if any.
+    pub fn of_peer(peer: &liaison::state::Peer) -> Self {
+        Pin {
+            key: peer.verifier.key.to_bytes(),
+            previous: peer.previous.as_ref().map(|h| h.verifier.key.to_bytes()),
+        }
+    }
+
     /// The keys a handshake may be signed with now.
     fn keys(&self) -> impl Iterator<Item = [u8; 32]> {
         std::iter::once(self.key).chain(self.previous.filter(|p| !is_retired(p)))

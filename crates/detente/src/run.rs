@@ -279,15 +279,8 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
         peer_addr = Some(tcp.local_addr()?);
         let pins = state.line.clone();
         let keys: api::tls::PinnedKeys = Arc::new(move || {
-            pins.read(|s| {
-                s.peers()
-                    .map(|p| api::tls::Pin {
-                        key: p.verifier.key.to_bytes(),
-                        previous: p.previous.as_ref().map(|h| h.verifier.key.to_bytes()),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+            pins.read(|s| s.peers().map(api::tls::Pin::of_peer).collect())
+                .unwrap_or_default()
         });
         let tls = api::tls::server_config(&identity, keys).map_err(|e| anyhow!(e))?;
         peer_server = Some(tokio::spawn(async move {

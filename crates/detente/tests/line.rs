@@ -3643,7 +3643,7 @@ async fn a_node_key_is_rotated_without_losing_the_log_and_every_peer_follows() {
         tlog::Verifier::parse(&old).unwrap(),
         tlog::Verifier::parse(&new).unwrap(),
     );
-    let size = checkpoint_size(&f).await;
+    let (size, _, _) = log_checkpoint(&f, &nv).await;
     let entries: Vec<Vec<u8>> = raw_log_entries(&f, size)
         .await
         .into_iter()
@@ -3736,13 +3736,4 @@ async fn a_node_key_is_rotated_without_losing_the_log_and_every_peer_follows() {
     ok("POST", f.url("/line/v1/messages"), &officer(), Some(say(F, A, &f1, 3, "again"))).await;
     assert!(arrived(&a, 3).await, "nothing arrived after the second restart");
 }
-}
-
-/// The size of `n`'s newest checkpoint.
-async fn checkpoint_size(n: &TestNode) -> u64 {
-    let text = get_text(&n.url("/log/checkpoint")).await;
-    text.lines()
-        .nth(1)
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0)
 }
