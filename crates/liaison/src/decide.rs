@@ -1254,7 +1254,7 @@ pub fn acknowledge(
         )));
     }
     if let Some(existing) = &m.ack {
-        if *existing == a {
+        if **existing == a {
             return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
         }
         return Err(LineError::Conflict(format!(

@@ -231,7 +231,9 @@ pub struct MessageEntry {
     pub index: u64,
     pub outgoing: bool,
     pub delivery: Delivery,
-    pub ack: Option<Signed<Ack>>,
+    /// Boxed: most messages held are never acknowledged, and every entry
+    /// would otherwise carry an acknowledgement's room.
+    pub ack: Option<Box<Signed<Ack>>>,
 }
 
 /// A record of this node waiting for the peer's receipt.
@@ -330,11 +332,15 @@ pub struct LineState {
     missions: BTreeMap<(String, String), Mission>,
     accreditations: BTreeMap<Uuid, AccreditationEntry>,
     channels: BTreeMap<(String, Sphere), Vec<ChannelNotice>>,
-    messages: HashMap<Uuid, MessageEntry>,
+    /// Every message this node holds, in log order (a vector: its memory
+    /// is what the messages take, where a hash table of whole entries
+    /// would take twice that once it doubles).
+    messages: Vec<MessageEntry>,
+    /// Position in `messages` by message id.
+    message_at: HashMap<Uuid, u32>,
     /// The messages of each group this node holds (its own: one per
     /// addressee; a peer's: the one addressed here), in log order.
     groups: HashMap<Uuid, Vec<Uuid>>,
-    order: Vec<Uuid>,
     out: HashMap<(String, Precedence), OutLane>,
     inbound: HashMap<(String, Precedence), InLane>,
     /// Replaying the log: the peer's records since this node's last
@@ -377,9 +383,9 @@ impl LineState {
             missions: BTreeMap::new(),
             accreditations: BTreeMap::new(),
             channels: BTreeMap::new(),
-            messages: HashMap::new(),
+            messages: Vec::new(),
+            message_at: HashMap::new(),
             groups: HashMap::new(),
-            order: Vec::new(),
             out: HashMap::new(),
             inbound: HashMap::new(),
             awaiting: Vec::new(),
@@ -460,7 +466,7 @@ impl LineState {
                     lane.delivered = lane.delivered.max(item.seq);
                     if let Some(p) = lane.pending.remove(&item.seq)
                         && let Some(id) = p.message
-                        && let Some(m) = self.messages.get_mut(&id)
+                        && let Some(m) = self.message_mut(&id)
                     {
                         m.delivery = match item.refused {
                             None => Delivery::Delivered { index: item.index },
@@ -556,7 +562,7 @@ impl LineState {
 
     fn insert_message(&mut self, m: Signed<Message>, index: u64, outgoing: bool, d: Delivery) {
         let id = m.value.id;
-        if self.messages.contains_key(&id) {
+        if self.message_at.contains_key(&id) {
             return;
         }
         if !matches!(d, Delivery::Refused { .. }) {
@@ -569,17 +575,14 @@ impl LineState {
         if let Body::OperationNotification { intent, .. } = &m.value.body {
             self.notices.entry(*intent).or_default().push(id);
         }
-        self.order.push(id);
-        self.messages.insert(
-            id,
-            MessageEntry {
-                signed: m,
-                index,
-                outgoing,
-                delivery: d,
-                ack: None,
-            },
-        );
+        self.message_at.insert(id, self.messages.len() as u32);
+        self.messages.push(MessageEntry {
+            signed: m,
+            index,
+            outgoing,
+            delivery: d,
+            ack: None,
+        });
     }
 
     /// What an accepted record changes.
@@ -834,8 +837,8 @@ impl LineState {
                 self.insert_message(m, index, outgoing, d);
             }
             Record::Ack(a) => {
-                if let Some(m) = self.messages.get_mut(&a.value.message) {
-                    m.ack.get_or_insert(a);
+                if let Some(m) = self.message_mut(&a.value.message) {
+                    m.ack.get_or_insert_with(|| Box::new(a));
                 }
             }
             Record::Statement(st) => self.statements.push((index, st)),
@@ -979,7 +982,7 @@ impl LineState {
             .get(intent)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.messages.get(id))
+            .filter_map(|id| self.message(id))
             .filter_map(move |m| {
                 let v = &m.signed.value;
                 match &v.body {
@@ -1176,7 +1179,13 @@ impl LineState {
     }
 
     pub fn message(&self, id: &Uuid) -> Option<&MessageEntry> {
-        self.messages.get(id)
+        self.message_at
+            .get(id)
+            .and_then(|&at| self.messages.get(at as usize))
+    }
+    fn message_mut(&mut self, id: &Uuid) -> Option<&mut MessageEntry> {
+        let at = *self.message_at.get(id)?;
+        self.messages.get_mut(at as usize)
     }
     /// The messages of group `id` this node holds, in log order.
     pub fn group(&self, id: &Uuid) -> impl Iterator<Item = &MessageEntry> {
@@ -1184,11 +1193,11 @@ impl LineState {
             .get(id)
             .into_iter()
             .flatten()
-            .filter_map(|m| self.messages.get(m))
+            .filter_map(|m| self.message(m))
     }
     /// Messages in log order.
     pub fn messages(&self) -> impl DoubleEndedIterator<Item = &MessageEntry> {
-        self.order.iter().filter_map(|id| self.messages.get(id))
+        self.messages.iter()
     }
 
     pub fn out_lane(&self, peer: &str, lane: Precedence) -> Option<&OutLane> {

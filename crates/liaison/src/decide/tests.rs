@@ -219,7 +219,7 @@ fn a_message_is_delivered_receipted_and_acknowledged_on_both_sides() {
     a.run(acknowledge(&a.state, ack.clone(), T0), T0);
     assert_eq!(deliver(&mut a, &mut f, T0), 1);
     assert_eq!(
-        f.state.message(&m.value.id).unwrap().ack.as_ref(),
+        f.state.message(&m.value.id).unwrap().ack.as_deref(),
         Some(&ack)
     );
     assert!(
