@@ -12,7 +12,6 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hash, RandomState};
 
 /// How many maps; a power of two (the top bits of the hash pick one).
@@ -35,16 +34,6 @@ impl<K, V> Default for ShardedMap<K, V> {
 }
 
 impl<K: Hash + Eq, V> ShardedMap<K, V> {
-    /// Room for about `n` entries without moving any.
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        ShardedMap {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS)
-                .map(|_| HashMap::with_capacity(n.div_ceil(SHARDS)))
-                .collect(),
-        }
-    }
-
     /// Room for about `additional` more entries spread by the hash: each
     /// shard gets its share and an eighth more (plus 64), far beyond the
     /// spread of the shares, so that loading a table of known size moves no
@@ -67,11 +56,6 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         self.shards[self.shard(key)].get(key)
-    }
-
-    pub(crate) fn entry(&mut self, key: K) -> Entry<'_, K, V> {
-        let s = self.shard(&key);
-        self.shards[s].entry(key)
     }
 
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
@@ -136,7 +120,7 @@ mod tests {
     #[test]
     fn entries_spread_over_every_shard() {
         // What bounds a move: no shard holds much more than its share.
-        let mut m = ShardedMap::with_capacity(10);
+        let mut m = ShardedMap::default();
         for i in 0..64_000u64 {
             m.insert(i, ());
         }

@@ -570,7 +570,7 @@ async fn load_tree_from_tiles(
 /// leaf hashes of the entries after the last full tile.
 async fn index_leaves(conn: &mut SqliteConnection, size: u64) -> Result<LeafIndex, StoreError> {
     let started = std::time::Instant::now();
-    let mut index = LeafIndex::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut pairs: Vec<(u64, u64)> = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     let full = (size / 256) as i64;
     let mut next = 0i64;
     while next < full {
@@ -596,7 +596,7 @@ async fn index_leaves(conn: &mut SqliteConnection, size: u64) -> Result<LeafInde
                     ))
                 })?;
             for (k, h) in tile.hashes.iter().enumerate() {
-                index.insert(h, i as u64 * 256 + k as u64);
+                pairs.push((crate::leaves::key(h), i as u64 * 256 + k as u64));
             }
             next = i + 1;
         }
@@ -613,8 +613,9 @@ async fn index_leaves(conn: &mut SqliteConnection, size: u64) -> Result<LeafInde
             .await
             .map_err(err("reading the log's last entries"))?;
     for (i, data) in rows {
-        index.insert(&tlog::leaf_hash(&data), i as u64);
+        pairs.push((crate::leaves::key(&tlog::leaf_hash(&data)), i as u64));
     }
+    let index = LeafIndex::from_pairs(pairs);
     tracing::debug!(
         entries = index.len(),
         ms = started.elapsed().as_millis() as u64,
