@@ -223,6 +223,52 @@ async fn preload(dss: &[Arc<Dss>], caller: &Caller, live: usize, now: Timestamp)
     Ok(())
 }
 
+/// A replica's group commits, counted as its writer reports them.
+#[derive(Default)]
+struct Batches {
+    batches: AtomicU64,
+    writes: AtomicU64,
+    micros: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+struct BatchTally {
+    batches: u64,
+    writes: u64,
+    seconds: f64,
+}
+
+impl BatchTally {
+    fn since(&self, was: &BatchTally) -> BatchTally {
+        BatchTally {
+            batches: self.batches - was.batches,
+            writes: self.writes - was.writes,
+            seconds: self.seconds - was.seconds,
+        }
+    }
+}
+
+impl Batches {
+    fn tally(&self) -> BatchTally {
+        BatchTally {
+            batches: self.batches.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            seconds: self.micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+impl node::CommitObserver for Batches {
+    fn committed(&self, writes: usize, seconds: f64, ok: bool) {
+        if ok {
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+            self.micros
+                .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The embedded store's rates (and the hand-written PostGIS query's) that
 /// the PostgreSQL backend's are compared with.
 struct Rates {
@@ -261,9 +307,11 @@ async fn postgres_backend(
         let store = store::open_postgres(&at, log_signer)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        anyhow::Ok(dss_over(Arc::new(store)))
+        let batches = Arc::new(Batches::default());
+        node::Store::observe_commits(&store, batches.clone());
+        anyhow::Ok((dss_over(Arc::new(store)), batches))
     };
-    let first = open().await?;
+    let (first, first_batches) = open().await?;
     let started = Instant::now();
     preload(std::slice::from_ref(&first), caller, live, now).await?;
     println!(
@@ -273,11 +321,16 @@ async fn postgres_backend(
     );
     for replicas in [1, 2] {
         // The second replica starts only for its own measurement.
-        let nodes = if replicas == 1 {
-            vec![first.clone()]
+        let (nodes, batches) = if replicas == 1 {
+            (vec![first.clone()], vec![first_batches.clone()])
         } else {
-            vec![first.clone(), open().await?]
+            let (second, second_batches) = open().await?;
+            (
+                vec![first.clone(), second],
+                vec![first_batches.clone(), second_batches],
+            )
         };
+        let before: Vec<BatchTally> = batches.iter().map(|b| b.tally()).collect();
         let ds = nodes.clone();
         let c = caller.clone();
         let m = measure(args.concurrency, args.seconds, move |seed| {
@@ -302,6 +355,20 @@ async fn postgres_backend(
                 "-"
             )
         );
+        // What each replica's writer committed meanwhile: the group
+        // commits that the creates shared.
+        for (i, (b, was)) in batches.iter().zip(&before).enumerate() {
+            let t = b.tally().since(was);
+            println!(
+                "{:<44} replica {}: {} group commits, {:.1} writes each, {:.2} ms each to durable, {:.0}% of the run committing",
+                "",
+                i + 1,
+                t.batches,
+                t.writes as f64 / t.batches.max(1) as f64,
+                t.seconds * 1e3 / t.batches.max(1) as f64,
+                100.0 * t.seconds / args.seconds as f64,
+            );
+        }
         match rates.by_hand_create {
             Some(h) => println!(
                 "{:<44} PostgreSQL ×{replicas} / embedded: {:.2}×; / hand-written PostGIS: {:.2}× (target: not below 1/1.5)",
