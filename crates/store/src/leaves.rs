@@ -142,7 +142,17 @@ impl LeafIndex {
         if self.recent.len >= self.merge_at && self.merging.is_none() {
             self.frozen = Arc::new(std::mem::take(&mut self.recent));
             let (base, frozen) = (self.base.clone(), self.frozen.clone());
-            self.merging = Some(std::thread::spawn(move || merged(&base, &frozen.sorted())));
+            let spawned = std::thread::Builder::new()
+                .name("leaf-index-merge".into())
+                .spawn(move || merged(&base, &frozen.sorted()));
+            match spawned {
+                Ok(h) => self.merging = Some(h),
+                // No thread to be had: merged here instead.
+                Err(_) => {
+                    self.base = Arc::new(merged(&self.base, &self.frozen.sorted()));
+                    self.frozen = Arc::default();
+                }
+            }
         }
     }
 
