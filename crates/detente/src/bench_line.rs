@@ -414,21 +414,27 @@ async fn post_to(
     Ok(())
 }
 
+/// Records the node has sent and its peers have not yet receipted, over
+/// every peer and lane.
+pub(crate) async fn line_backlog(c: &mut Client) -> Result<u64> {
+    let v = c
+        .as_who(ADMIN)?
+        .line_status()
+        .await
+        .map_err(|e| anyhow!(e))?;
+    Ok(v["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["lanes"].as_array().into_iter().flatten())
+        .filter_map(|l| l["pending"].as_u64())
+        .sum())
+}
+
 /// Waits until the node has nothing left to deliver.
 async fn wait_drained(c: &mut Client) -> Result<()> {
     for _ in 0..6000 {
-        let v = c
-            .as_who(ADMIN)?
-            .line_status()
-            .await
-            .map_err(|e| anyhow!(e))?;
-        let pending: u64 = v["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|p| p["lanes"].as_array().cloned().unwrap_or_default())
-            .map(|l| l["pending"].as_u64().unwrap_or(0))
-            .sum();
+        let pending = line_backlog(c).await?;
         if pending == 0 {
             return Ok(());
         }

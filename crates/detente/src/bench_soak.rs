@@ -413,18 +413,7 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
         let c = wc.take();
         let q = wq.take();
         let m = wm.take();
-        let status = clients[1]
-            .as_who(ADMIN)?
-            .line_status()
-            .await
-            .map_err(|e| anyhow!(e))?;
-        let backlog: u64 = status["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|p| p["lanes"].as_array().into_iter().flatten())
-            .filter_map(|l| l["pending"].as_u64())
-            .sum();
+        let backlog = crate::bench_line::line_backlog(&mut clients[1]).await?;
         let log_size = checkpoint_size(&http, &nodes[0].base).await;
         let row = vec![
             minute as f64,
