@@ -269,12 +269,12 @@ mod tests {
         ix.finish_merge(true);
         check(&ix, &want);
         assert_eq!(ix.len(), 1100);
-        assert!(
-            ix.recent.len < 16 + 16,
-            "merged as it went: {}",
-            ix.recent.len
-        );
-        assert!(ix.base.len() >= 1100 - 32);
+        // How much each merge took depends on how soon its thread ran;
+        // that every entry is in exactly one place does not.
+        assert_eq!(ix.frozen.len, 0);
+        assert_eq!(ix.base.len() + ix.recent.len, 1100);
+        // The wait at 250 took the merge begun when the table first filled.
+        assert!(ix.base.len() >= 100 + 16, "merged: {}", ix.base.len());
         assert!(ix.candidates(&tlog::leaf_hash(b"absent")).is_empty());
         // The repeated leaf: its first index in the initial array, then
         // every repeat, ascending.
