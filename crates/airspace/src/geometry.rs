@@ -455,7 +455,8 @@ fn prepare_polygon(vertices: &[LatLng], limits: &Limits) -> Result<(Shape, Cap),
             ),
         ));
     }
-    let (ring, origin) = densify(vertices);
+    let (mut ring, origin) = densify(vertices);
+    ring.shrink_to_fit();
     let sum = ring
         .iter()
         .fold([0.0; 3], |s, v| [s[0] + v[0], s[1] + v[1], s[2] + v[2]]);
@@ -559,7 +560,11 @@ fn prepare_circle(
 
 /// Validates a volume and precomputes its geometry. Errors name the field
 /// relative to the `Volume4D` (`volume.altitude_lower`, `time_end`, ...).
-pub fn prepare(volume: Volume4D, limits: &Limits) -> Result<PreparedVolume, GeometryError> {
+pub fn prepare(mut volume: Volume4D, limits: &Limits) -> Result<PreparedVolume, GeometryError> {
+    // Held as long as the record: no room to spare (a decoder sizes by doubling).
+    if let Outline::Polygon { vertices } = &mut volume.outline {
+        vertices.shrink_to_fit();
+    }
     let (shape, cap) = match &volume.outline {
         Outline::Polygon { vertices } => prepare_polygon(vertices, limits)?,
         Outline::Circle { center, radius_m } => prepare_circle(*center, *radius_m, limits)?,

@@ -22,7 +22,10 @@ pub struct AirspaceState {
     intent_index: SpaceTimeIndex,
     constraint_index: SpaceTimeIndex,
     subscription_index: SpaceTimeIndex,
-    dependents: BTreeMap<SubscriptionId, BTreeSet<EntityId>>,
+    /// (subscription, intent depending on it). One set of pairs, not a set
+    /// per subscription: most have one dependent, and a set of one is a
+    /// whole B-tree node (~200 bytes).
+    dependents: BTreeSet<(SubscriptionId, EntityId)>,
     /// Keyed by (a, b): the intent first; for two intents the smaller id first.
     conflicts: BTreeMap<(EntityId, EntityId), Conflict>,
     conflicts_of: BTreeMap<EntityId, BTreeSet<(EntityId, EntityId)>>,
@@ -103,16 +106,12 @@ impl AirspaceState {
         for r in reports {
             s.note_report(&r.reporter, r.received);
         }
-        // Sorted first, then built in one pass (inserted one by one in the
-        // rows' order, random ids, it took ~10 ms more of a cold start at 100k).
-        let mut deps: Vec<(SubscriptionId, EntityId)> = intents
+        // Collected, a B-tree is sorted once and built in bulk (inserted one
+        // by one in the rows' order, random ids, it took ~10 ms more of a
+        // cold start at 100k).
+        s.dependents = intents
             .iter()
             .filter_map(|i| i.subscription_id.map(|sub| (sub, i.id)))
-            .collect();
-        deps.sort_unstable();
-        s.dependents = deps
-            .chunk_by(|a, b| a.0 == b.0)
-            .filter_map(|g| Some((g.first()?.0, g.iter().map(|d| d.1).collect())))
             .collect();
         s.intents = intents.into_iter().map(|i| (i.id, i)).collect();
         s.constraints = constraints.into_iter().map(|c| (c.id, c)).collect();
@@ -195,9 +194,9 @@ impl AirspaceState {
     /// Operational intents that depend on a subscription.
     pub fn dependents(&self, sub: &SubscriptionId) -> Vec<EntityId> {
         self.dependents
-            .get(sub)
-            .map(|d| d.iter().copied().collect())
-            .unwrap_or_default()
+            .range((*sub, EntityId::nil())..=(*sub, EntityId::max()))
+            .map(|d| d.1)
+            .collect()
     }
 
     /// Operational intents any of whose volumes intersect any of `volumes`.
@@ -273,7 +272,7 @@ impl AirspaceState {
                 self.intent_index.insert(i.id, &i.extents);
                 self.store(&i.manager, &i.extents, true);
                 if let Some(sub) = i.subscription_id {
-                    self.dependents.entry(sub).or_default().insert(i.id);
+                    self.dependents.insert((sub, i.id));
                 }
                 self.intents.insert(i.id, i.clone());
                 self.recompute_conflicts(i.id, false);
@@ -359,13 +358,8 @@ impl AirspaceState {
         if let Some(old) = self.intents.remove(id) {
             self.intent_index.remove(old.id, &old.extents);
             self.store(&old.manager, &old.extents, false);
-            if let Some(sub) = old.subscription_id
-                && let Some(d) = self.dependents.get_mut(&sub)
-            {
-                d.remove(id);
-                if d.is_empty() {
-                    self.dependents.remove(&sub);
-                }
+            if let Some(sub) = old.subscription_id {
+                self.dependents.remove(&(sub, *id));
             }
             self.drop_conflicts(id);
         }

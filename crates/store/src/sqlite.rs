@@ -272,95 +272,104 @@ const RECORD: char = '\x1e';
 /// A table's rows as read: (rowid, id, record).
 type DecodedRows<T> = Result<Vec<(i64, String, T)>, StoreError>;
 
-/// One table's rows as SQLite joins them, [`READ_PAGE`] to a text.
-async fn fetch_pages(conn: &mut SqliteConnection, table: Table) -> Result<Vec<String>, StoreError> {
-    // Only the table's name is formatted into the SQL; the bounds are bound.
-    let sql = format!(
-        "SELECT group_concat(rowid || char(31) || hex(id) || char(31) || body, char(30)), max(rowid), count(*) \
-         FROM (SELECT rowid, id, body FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
-        table.name()
-    );
-    let mut pages = Vec::new();
-    let mut after = 0i64;
-    loop {
-        let (page, last, n): (Option<String>, Option<i64>, i64) =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(after)
-                .bind(READ_PAGE)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(err("loading rows"))?;
-        pages.extend(page);
-        match last {
-            Some(l) if n >= READ_PAGE => after = l,
-            _ => break,
+/// Pages being decoded at once, at most: each page's text is dropped as
+/// soon as it is decoded, so a table's text is never all held at once
+/// (1.6 GB at a million intents, and the page faults of as much memory).
+const DECODING: usize = 8;
+
+/// A table's rows, read page by page and decoded on the blocking pool while
+/// the next pages are read.
+struct TableRows<T> {
+    table: Table,
+    done: Vec<(i64, String, T)>,
+    pending: std::collections::VecDeque<tokio::task::JoinHandle<DecodedRows<T>>>,
+}
+
+impl<T: serde::de::DeserializeOwned + Send + 'static> TableRows<T> {
+    /// Reads the table's rows (their decoding may still be under way).
+    async fn read(conn: &mut SqliteConnection, table: Table) -> Result<Self, StoreError> {
+        // Only the table's name is formatted into the SQL; the bounds are bound.
+        let sql = format!(
+            "SELECT group_concat(rowid || char(31) || hex(id) || char(31) || body, char(30)), max(rowid), count(*) \
+             FROM (SELECT rowid, id, body FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
+            table.name()
+        );
+        let mut rows = TableRows {
+            table,
+            done: Vec::new(),
+            pending: Default::default(),
+        };
+        let mut after = 0i64;
+        loop {
+            let (page, last, n): (Option<String>, Option<i64>, i64) =
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(after)
+                    .bind(READ_PAGE)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(err("loading rows"))?;
+            if let Some(page) = page {
+                if rows.pending.len() >= DECODING {
+                    rows.take_oldest().await?;
+                }
+                rows.pending.push_back(tokio::task::spawn_blocking(move || {
+                    decode_page(table, &page)
+                }));
+            }
+            match last {
+                Some(l) if n >= READ_PAGE => after = l,
+                _ => break,
+            }
         }
+        Ok(rows)
     }
-    Ok(pages)
-}
 
-/// Splits fetched pages into (rowid, id, record) and decodes the records,
-/// spread over the cores (with decoding and re-preparing geometry, this is
-/// most of a cold start).
-fn decode_pages<T: serde::de::DeserializeOwned + Send>(
-    table: Table,
-    pages: &[String],
-) -> DecodedRows<T> {
-    let page = |page: &String| -> Result<Vec<(i64, String, T)>, StoreError> {
-        let mut out = Vec::with_capacity(READ_PAGE as usize);
-        for record in page.split(RECORD) {
-            let mut fields = record.splitn(3, UNIT);
-            let (Some(rowid), Some(id), Some(body)) = (fields.next(), fields.next(), fields.next())
-            else {
-                return Err(StoreError::Failed(format!(
-                    "a row of {} cannot be split into rowid, id and body",
-                    table.name()
-                )));
-            };
-            let rowid: i64 = rowid.parse().map_err(|_| {
-                StoreError::Failed(format!("a row of {} has the rowid {rowid:?}", table.name()))
-            })?;
-            let id = unhex(id).ok_or_else(|| {
-                StoreError::Failed(format!("a row of {} has the id {id:?}", table.name()))
-            })?;
-            let record = node::persist::decode(table, &id, body)?;
-            out.push((rowid, id, record));
+    async fn take_oldest(&mut self) -> Result<(), StoreError> {
+        if let Some(h) = self.pending.pop_front() {
+            let page = h.await.map_err(|e| {
+                StoreError::Failed(format!("decoding {}: {e}", self.table.name()))
+            })??;
+            self.done.extend(page);
+        }
+        Ok(())
+    }
+
+    /// The decoded records, in rowid order, their rowids noted in `ids`.
+    async fn finish(mut self, ids: &mut RowIds) -> Result<Vec<T>, StoreError> {
+        while !self.pending.is_empty() {
+            self.take_oldest().await?;
+        }
+        let mut out = Vec::with_capacity(self.done.len());
+        ids.of[self.table as usize].reserve(self.done.len());
+        for (rowid, id, record) in self.done {
+            ids.next = ids.next.max(rowid + 1);
+            ids.of[self.table as usize].insert(RecordKey::of(&id), rowid);
+            out.push(record);
         }
         Ok(out)
-    };
-    node::persist::on_all_cores(pages, "decoding", |part| {
-        let mut out = Vec::new();
-        for p in part {
-            out.extend(page(p)?);
-        }
-        Ok(out)
-    })
+    }
 }
 
-/// Decodes a table's fetched pages on the blocking pool: the next table is
-/// read meanwhile.
-fn decode_later<T: serde::de::DeserializeOwned + Send + 'static>(
-    table: Table,
-    pages: Vec<String>,
-) -> tokio::task::JoinHandle<DecodedRows<T>> {
-    tokio::task::spawn_blocking(move || decode_pages(table, &pages))
-}
-
-/// Takes a table's decoded rows, noting their rowids.
-async fn rows<T>(
-    table: Table,
-    ids: &mut RowIds,
-    decoding: tokio::task::JoinHandle<DecodedRows<T>>,
-) -> Result<Vec<T>, StoreError> {
-    let decoded = decoding
-        .await
-        .map_err(|e| StoreError::Failed(format!("decoding {}: {e}", table.name())))??;
-    let mut out = Vec::with_capacity(decoded.len());
-    ids.of[table as usize].reserve(decoded.len());
-    for (rowid, id, record) in decoded {
-        ids.next = ids.next.max(rowid + 1);
-        ids.of[table as usize].insert(RecordKey::of(&id), rowid);
-        out.push(record);
+/// Splits a fetched page into (rowid, id, record) and decodes the records.
+fn decode_page<T: serde::de::DeserializeOwned>(table: Table, page: &str) -> DecodedRows<T> {
+    let mut out = Vec::with_capacity(READ_PAGE as usize);
+    for record in page.split(RECORD) {
+        let mut fields = record.splitn(3, UNIT);
+        let (Some(rowid), Some(id), Some(body)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(StoreError::Failed(format!(
+                "a row of {} cannot be split into rowid, id and body",
+                table.name()
+            )));
+        };
+        let rowid: i64 = rowid.parse().map_err(|_| {
+            StoreError::Failed(format!("a row of {} has the rowid {rowid:?}", table.name()))
+        })?;
+        let id = unhex(id).ok_or_else(|| {
+            StoreError::Failed(format!("a row of {} has the id {id:?}", table.name()))
+        })?;
+        let record = node::persist::decode(table, &id, body)?;
+        out.push((rowid, id, record));
     }
     Ok(out)
 }
@@ -387,31 +396,18 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         ..RowIds::default()
     };
     let started = std::time::Instant::now();
-    // Each table decodes on the other threads while the next is read.
-    let intents =
-        decode_later::<OperationalIntent>(Table::Intents, fetch_pages(conn, Table::Intents).await?);
-    let constraints = decode_later::<Constraint>(
-        Table::Constraints,
-        fetch_pages(conn, Table::Constraints).await?,
-    );
-    let subscriptions = decode_later::<Subscription>(
-        Table::Subscriptions,
-        fetch_pages(conn, Table::Subscriptions).await?,
-    );
-    let availability = decode_later::<UssAvailability>(
-        Table::Availability,
-        fetch_pages(conn, Table::Availability).await?,
-    );
-    let reports = decode_later::<airspace::ReportStamp>(
-        Table::Reports,
-        fetch_pages(conn, Table::Reports).await?,
-    );
+    // Each table's last pages decode while the next table is read.
+    let intents = TableRows::<OperationalIntent>::read(conn, Table::Intents).await?;
+    let constraints = TableRows::<Constraint>::read(conn, Table::Constraints).await?;
+    let subscriptions = TableRows::<Subscription>::read(conn, Table::Subscriptions).await?;
+    let availability = TableRows::<UssAvailability>::read(conn, Table::Availability).await?;
+    let reports = TableRows::<airspace::ReportStamp>::read(conn, Table::Reports).await?;
     let read_ms = started.elapsed().as_millis() as u64;
-    let intents = rows(Table::Intents, &mut ids, intents).await?;
-    let constraints = rows(Table::Constraints, &mut ids, constraints).await?;
-    let subscriptions = rows(Table::Subscriptions, &mut ids, subscriptions).await?;
-    let availability = rows(Table::Availability, &mut ids, availability).await?;
-    let reports = rows(Table::Reports, &mut ids, reports).await?;
+    let intents = intents.finish(&mut ids).await?;
+    let constraints = constraints.finish(&mut ids).await?;
+    let subscriptions = subscriptions.finish(&mut ids).await?;
+    let availability = availability.finish(&mut ids).await?;
+    let reports = reports.finish(&mut ids).await?;
     let decoded_ms = started.elapsed().as_millis() as u64;
     let state = AirspaceState::load(
         seq as u64,
