@@ -63,6 +63,22 @@ fn exact<'a, T>(
         .collect()
 }
 
+/// A scoped thread's result (its panic, if it panicked).
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Records by id, and their index.
+fn indexed<T>(
+    records: Vec<T>,
+    id: impl Fn(&T) -> EntityId,
+    extents: impl Fn(&T) -> &[PreparedVolume],
+) -> (BTreeMap<EntityId, T>, SpaceTimeIndex) {
+    let index = SpaceTimeIndex::bulk(records.iter().map(|r| (id(r), extents(r))));
+    let map = records.into_iter().map(|r| (id(&r), r)).collect();
+    (map, index)
+}
+
 impl AirspaceState {
     /// A state holding exactly these records (used when a store loads).
     pub fn load(
@@ -73,17 +89,17 @@ impl AirspaceState {
         availability: Vec<UssAvailability>,
         reports: Vec<ReportStamp>,
     ) -> Self {
-        // The indexes are built side by side (a cold start waits for them).
-        let (intent_index, (constraint_index, subscription_index)) = std::thread::scope(|t| {
-            let subs = t.spawn(|| {
-                SpaceTimeIndex::bulk(subscriptions.iter().map(|c| (c.id, c.extents.as_slice())))
-            });
-            let intent_index =
-                SpaceTimeIndex::bulk(intents.iter().map(|i| (i.id, i.extents.as_slice())));
-            let constraint_index =
-                SpaceTimeIndex::bulk(constraints.iter().map(|c| (c.id, c.extents.as_slice())));
-            let subscription_index = subs.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (intent_index, (constraint_index, subscription_index))
+        // Each kind's index and map are built on a thread of their own (a
+        // cold start waits for them).
+        let (
+            (intents, intent_index),
+            (constraints, constraint_index),
+            (subscriptions, subscription_index),
+        ) = std::thread::scope(|t| {
+            let subs = t.spawn(|| indexed(subscriptions, |c| c.id, |c| &c.extents));
+            let intents = t.spawn(|| indexed(intents, |i| i.id, |i| &i.extents));
+            let constraints = indexed(constraints, |c| c.id, |c| &c.extents);
+            (joined(intents), constraints, joined(subs))
         });
         let mut s = AirspaceState {
             intent_index,
@@ -94,10 +110,10 @@ impl AirspaceState {
             ..Default::default()
         };
         for (manager, extents) in intents
-            .iter()
+            .values()
             .map(|i| (&i.manager, &i.extents))
-            .chain(constraints.iter().map(|c| (&c.manager, &c.extents)))
-            .chain(subscriptions.iter().map(|c| (&c.manager, &c.extents)))
+            .chain(constraints.values().map(|c| (&c.manager, &c.extents)))
+            .chain(subscriptions.values().map(|c| (&c.manager, &c.extents)))
         {
             s.store(manager, extents, true);
         }
@@ -110,12 +126,12 @@ impl AirspaceState {
         // by one in the rows' order, random ids, it took ~10 ms more of a
         // cold start at 100k).
         s.dependents = intents
-            .iter()
+            .values()
             .filter_map(|i| i.subscription_id.map(|sub| (sub, i.id)))
             .collect();
-        s.intents = intents.into_iter().map(|i| (i.id, i)).collect();
-        s.constraints = constraints.into_iter().map(|c| (c.id, c)).collect();
-        s.subscriptions = subscriptions.into_iter().map(|c| (c.id, c)).collect();
+        s.intents = intents;
+        s.constraints = constraints;
+        s.subscriptions = subscriptions;
         s.availability = availability
             .into_iter()
             .map(|a| (a.uss.clone(), a))
@@ -151,10 +167,7 @@ impl AirspaceState {
                     })
                 })
                 .collect();
-            parts
-                .into_iter()
-                .map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
+            parts.into_iter().map(joined).collect()
         });
         for (key, c) in found.into_iter().flatten() {
             s.add_conflict(key, c);

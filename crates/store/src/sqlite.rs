@@ -334,20 +334,50 @@ impl<T: serde::de::DeserializeOwned + Send + 'static> TableRows<T> {
         Ok(())
     }
 
-    /// The decoded records, in rowid order, their rowids noted in `ids`.
-    async fn finish(mut self, ids: &mut RowIds) -> Result<Vec<T>, StoreError> {
-        while !self.pending.is_empty() {
-            self.take_oldest().await?;
-        }
-        let mut out = Vec::with_capacity(self.done.len());
-        ids.of[self.table as usize].reserve(self.done.len());
-        for (rowid, id, record) in self.done {
-            ids.next = ids.next.max(rowid + 1);
-            ids.of[self.table as usize].insert(RecordKey::of(&id), rowid);
-            out.push(record);
-        }
-        Ok(out)
+    /// The decoded records, in rowid order, with their rowids — gathered on
+    /// a task of its own while the next table is read.
+    fn finishing(self) -> tokio::task::JoinHandle<Result<Finished<T>, StoreError>> {
+        tokio::spawn(async move {
+            let mut rows = self;
+            while !rows.pending.is_empty() {
+                rows.take_oldest().await?;
+            }
+            let mut f = Finished {
+                records: Vec::with_capacity(rows.done.len()),
+                rowids: ShardedMap::default(),
+                next: 1,
+            };
+            f.rowids.reserve(rows.done.len());
+            for (rowid, id, record) in rows.done {
+                f.next = f.next.max(rowid + 1);
+                f.rowids.insert(RecordKey::of(&id), rowid);
+                f.records.push(record);
+            }
+            Ok(f)
+        })
     }
+}
+
+/// A table's records as loaded.
+struct Finished<T> {
+    records: Vec<T>,
+    rowids: ShardedMap<RecordKey, i64>,
+    /// Past the highest rowid.
+    next: i64,
+}
+
+/// Takes a table's records, noting their rowids in `ids`.
+async fn finished<T>(
+    table: Table,
+    ids: &mut RowIds,
+    h: tokio::task::JoinHandle<Result<Finished<T>, StoreError>>,
+) -> Result<Vec<T>, StoreError> {
+    let f = h
+        .await
+        .map_err(|e| StoreError::Failed(format!("loading {}: {e}", table.name())))??;
+    ids.next = ids.next.max(f.next);
+    ids.of[table as usize] = f.rowids;
+    Ok(f.records)
 }
 
 /// Splits a fetched page into (rowid, id, record) and decodes the records.
@@ -396,18 +426,29 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         ..RowIds::default()
     };
     let started = std::time::Instant::now();
-    // Each table's last pages decode while the next table is read.
-    let intents = TableRows::<OperationalIntent>::read(conn, Table::Intents).await?;
-    let constraints = TableRows::<Constraint>::read(conn, Table::Constraints).await?;
-    let subscriptions = TableRows::<Subscription>::read(conn, Table::Subscriptions).await?;
-    let availability = TableRows::<UssAvailability>::read(conn, Table::Availability).await?;
-    let reports = TableRows::<airspace::ReportStamp>::read(conn, Table::Reports).await?;
+    // Each table's last pages decode, and its rows are gathered, while the
+    // next table is read.
+    let intents = TableRows::<OperationalIntent>::read(conn, Table::Intents)
+        .await?
+        .finishing();
+    let constraints = TableRows::<Constraint>::read(conn, Table::Constraints)
+        .await?
+        .finishing();
+    let subscriptions = TableRows::<Subscription>::read(conn, Table::Subscriptions)
+        .await?
+        .finishing();
+    let availability = TableRows::<UssAvailability>::read(conn, Table::Availability)
+        .await?
+        .finishing();
+    let reports = TableRows::<airspace::ReportStamp>::read(conn, Table::Reports)
+        .await?
+        .finishing();
     let read_ms = started.elapsed().as_millis() as u64;
-    let intents = intents.finish(&mut ids).await?;
-    let constraints = constraints.finish(&mut ids).await?;
-    let subscriptions = subscriptions.finish(&mut ids).await?;
-    let availability = availability.finish(&mut ids).await?;
-    let reports = reports.finish(&mut ids).await?;
+    let intents = finished(Table::Intents, &mut ids, intents).await?;
+    let constraints = finished(Table::Constraints, &mut ids, constraints).await?;
+    let subscriptions = finished(Table::Subscriptions, &mut ids, subscriptions).await?;
+    let availability = finished(Table::Availability, &mut ids, availability).await?;
+    let reports = finished(Table::Reports, &mut ids, reports).await?;
     let decoded_ms = started.elapsed().as_millis() as u64;
     let state = AirspaceState::load(
         seq as u64,
