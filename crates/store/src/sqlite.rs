@@ -358,6 +358,14 @@ impl<T: serde::de::DeserializeOwned + Send + 'static> TableRows<T> {
     }
 }
 
+/// Reads a table; its records are gathered on a task of their own.
+async fn load_table<T: serde::de::DeserializeOwned + Send + 'static>(
+    conn: &mut SqliteConnection,
+    table: Table,
+) -> Result<tokio::task::JoinHandle<Result<Finished<T>, StoreError>>, StoreError> {
+    Ok(TableRows::<T>::read(conn, table).await?.finishing())
+}
+
 /// A table's records as loaded.
 struct Finished<T> {
     records: Vec<T>,
@@ -428,21 +436,11 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
     let started = std::time::Instant::now();
     // Each table's last pages decode, and its rows are gathered, while the
     // next table is read.
-    let intents = TableRows::<OperationalIntent>::read(conn, Table::Intents)
-        .await?
-        .finishing();
-    let constraints = TableRows::<Constraint>::read(conn, Table::Constraints)
-        .await?
-        .finishing();
-    let subscriptions = TableRows::<Subscription>::read(conn, Table::Subscriptions)
-        .await?
-        .finishing();
-    let availability = TableRows::<UssAvailability>::read(conn, Table::Availability)
-        .await?
-        .finishing();
-    let reports = TableRows::<airspace::ReportStamp>::read(conn, Table::Reports)
-        .await?
-        .finishing();
+    let intents = load_table::<OperationalIntent>(conn, Table::Intents).await?;
+    let constraints = load_table::<Constraint>(conn, Table::Constraints).await?;
+    let subscriptions = load_table::<Subscription>(conn, Table::Subscriptions).await?;
+    let availability = load_table::<UssAvailability>(conn, Table::Availability).await?;
+    let reports = load_table::<airspace::ReportStamp>(conn, Table::Reports).await?;
     let read_ms = started.elapsed().as_millis() as u64;
     let intents = finished(Table::Intents, &mut ids, intents).await?;
     let constraints = finished(Table::Constraints, &mut ids, constraints).await?;
