@@ -94,10 +94,10 @@ pub mod volumes_serde {
             max_area_m2: f64::INFINITY,
             trusted: true,
         };
-        // Into a vector of exactly their number: collected from `plain`, it
-        // would keep `plain`'s allocation, sized by doubling as it was read
-        // (room for four volumes where most records have one, ~800 bytes a
-        // record held for as long as the record).
+        // Into a vector of exactly their number: collected through a
+        // `Result`, a vector cannot know how many will come and starts with
+        // room for four (1,120 bytes where most records hold one volume, 280
+        // — held as long as the record).
         let mut prepared = Vec::with_capacity(plain.len());
         for v in plain {
             prepared.push(prepare(v, &limits).map_err(serde::de::Error::custom)?);
