@@ -25,6 +25,7 @@ pub mod peer;
 pub mod source;
 mod statements;
 pub mod tls;
+mod unread;
 pub mod uss;
 pub mod wire;
 
@@ -495,7 +496,9 @@ pub async fn serve_limited(
 
 /// Serves one connection's requests (HTTP/1.1, kept alive, every request
 /// head within `header_timeout`), each request carrying the connection's
-/// address for the handlers that limit by source. On `stop` it finishes the
+/// address for the handlers that limit by source; what a handler leaves of
+/// a request body is read before its answer goes out, or the answer closes
+/// the connection ([`unread::settle`]). On `stop` it finishes the
 /// request it is answering. `held` (the connection's slots) is dropped when
 /// the connection ends.
 fn spawn_connection<I>(
@@ -510,13 +513,21 @@ fn spawn_connection<I>(
 {
     use hyper_util::rt::{TokioIo, TokioTimer};
     tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
             let mut router = router.clone();
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(addr));
+            let expects_continue = req
+                .headers()
+                .get(hyper::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(axum::extract::ConnectInfo(addr));
+            let (body, left) = unread::track(body);
+            let req = hyper::Request::from_parts(parts, axum::body::Body::new(body));
             async move {
                 use tower_service::Service;
-                router.call(req).await
+                let mut answer = router.call(req).await?;
+                unread::settle(&mut answer, left, expects_continue).await;
+                Ok::<_, std::convert::Infallible>(answer)
             }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();

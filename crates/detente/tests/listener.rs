@@ -58,6 +58,92 @@ async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
     let answer = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"field\":\"Content-Length\""), "{answer}");
+    assert!(
+        answer.contains("connection: close\r\n"),
+        "the unread gigabyte ends the connection, and the answer says so: {answer}"
+    );
+}
+
+/// One whole answer (head, and a body of its `content-length`) from `s`.
+async fn read_answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        match tokio::time::timeout(GUARD, s.read(&mut buf)).await {
+            Err(_) => panic!("no whole answer; got {text:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("closed before a whole answer; got {text:?}"),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A request refused before its body is read (403: a token without the
+/// scope), the body sent after the head as most clients send it.
+fn refused_delete(body: &str, expect_continue: bool) -> String {
+    format!(
+        "DELETE /dss/v1/constraint_references/4348c8e5-0b1c-43cf-9114-2e67a4532765/ovn1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+        token("uss1", SC),
+        body.len(),
+        if expect_continue {
+            "Expect: 100-continue\r\n"
+        } else {
+            ""
+        }
+    )
+}
+
+/// An answer given before the request's body was read leaves the
+/// kept-alive connection usable: the rest of the body is read before the
+/// answer goes out, so the next request on the connection is answered.
+#[tokio::test]
+async fn a_request_refused_before_its_body_leaves_the_connection_usable() {
+    let node = TestNode::start(bin());
+    let mut s = TcpStream::connect(addr(&node)).await.unwrap();
+    let body = "{\"key\":[],\"old_version\":1,\"uss_base_url\":\"https://uss2.example\"}";
+    s.write_all(refused_delete(body, false).as_bytes())
+        .await
+        .unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        !answer.contains("connection: close"),
+        "the body was read, the connection kept: {answer}"
+    );
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let next = read_answer(&mut s).await;
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+}
+
+/// A client that waits for `100 Continue` before sending its body is not
+/// invited to send a body the handler did not want: the answer comes at
+/// once and says that the connection closes, and it does. (Without the
+/// `Connection: close` a client would reuse a connection that is closing.)
+#[tokio::test]
+async fn a_body_awaiting_continue_is_not_invited_when_refused_and_the_answer_closes() {
+    let node = TestNode::start(bin());
+    let mut s = TcpStream::connect(addr(&node)).await.unwrap();
+    s.write_all(refused_delete("{\"key\":[]}", true).as_bytes())
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(&mut s).await).to_string();
+    assert!(
+        answer.starts_with("HTTP/1.1 403"),
+        "no 100 Continue first: {answer}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
