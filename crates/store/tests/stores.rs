@@ -275,6 +275,90 @@ async fn a_store_of_many_read_pages_reopens_whole_and_in_place() {
 }
 
 both_backends! {
+/// Subscriptions reopen with the extents they were written with, and are
+/// found where those extents are: an implicit one covering exactly its
+/// intent, one grown to cover two intents, one that followed its intent
+/// when it moved, and an explicit one.
+#[tokio::test]
+async fn subscriptions_reopen_with_the_extents_they_were_written_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let u = caller("alliance");
+    let (a, b, c, s) = (
+        Uuid::from_u128(1),
+        Uuid::from_u128(2),
+        Uuid::from_u128(3),
+        Uuid::from_u128(4),
+    );
+    let (written, now) = {
+        let d = dss(dir.path()).await;
+        let now = d.now();
+        let (ia, _) = d
+            .put_intent(&u, a, None, request(square(10.0, 10.0, 0.01, now), vec![]))
+            .await
+            .unwrap();
+        // B joins A's implicit subscription, which grows to cover both.
+        let mut rb = request(square(10.0, 10.05, 0.01, now), vec![]);
+        rb.subscription_id = ia.subscription_id;
+        rb.new_subscription = None;
+        d.put_intent(&u, b, None, rb).await.unwrap();
+        // C moves; its implicit subscription follows it.
+        let (ic, _) = d
+            .put_intent(&u, c, None, request(square(20.0, 20.0, 0.01, now), vec![]))
+            .await
+            .unwrap();
+        let mut rc = request(square(21.0, 21.0, 0.01, now), vec![]);
+        rc.subscription_id = ic.subscription_id;
+        rc.new_subscription = None;
+        d.put_intent(&u, c, Some(ic.ovn.clone()), rc).await.unwrap();
+        d.put_subscription(
+            &u,
+            s,
+            None,
+            node::SubscriptionRequest {
+                extents: square(30.0, 30.0, 0.01, now),
+                uss_base_url: "https://uss.example".into(),
+                notify_for_operational_intents: true,
+                notify_for_constraints: true,
+            },
+        )
+        .await
+        .unwrap();
+        let mut written = Vec::new();
+        for id in [ia.subscription_id.unwrap(), ic.subscription_id.unwrap(), s] {
+            written.push(d.get_subscription(&u, id).await.unwrap());
+        }
+        assert_eq!(written[0].0.extents.len(), 2, "A's subscription covers A and B");
+        assert_eq!(written[0].1.len(), 2);
+        (written, now)
+    };
+    let d = dss(dir.path()).await;
+    for (sub, dependents) in &written {
+        let (got, got_dependents) = d.get_subscription(&u, sub.id).await.unwrap();
+        assert_eq!(&got, sub, "subscription {}", sub.id);
+        assert_eq!(&got_dependents, dependents);
+    }
+    for (at, sub) in [((10.0, 10.05), 0), ((21.0, 21.0), 1), ((30.0, 30.0), 2)] {
+        let found = d
+            .query_subscriptions(&u, Some(square(at.0, at.1, 0.001, now)))
+            .await
+            .unwrap();
+        assert_eq!(
+            found.iter().map(|(f, _)| f.id).collect::<Vec<_>>(),
+            vec![written[sub].0.id],
+            "found at {at:?}"
+        );
+    }
+    assert!(
+        d.query_subscriptions(&u, Some(square(20.0, 20.0, 0.001, now)))
+            .await
+            .unwrap()
+            .is_empty(),
+        "C's subscription left where C was"
+    );
+}
+}
+
+both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_writers_on_intersecting_intents_exactly_one_wins() {
     let dir = tempfile::tempdir().unwrap();
