@@ -71,6 +71,10 @@ struct Outcome {
     flash_n: usize,
     /// The sender node's CPU time per copy delivered to a peer (µs).
     cpu_us_per_copy: f64,
+    /// Cores busy over the run, on average: the sender's node, the ROUTINE
+    /// load's receiver, and every other node together (what the parties
+    /// that only take the FLASH probe cost the machine they share).
+    cores: Option<(f64, f64, f64)>,
 }
 
 /// The name of party `i` (0: the sender, 1: the ROUTINE load's receiver).
@@ -116,6 +120,17 @@ pub async fn run(a: BenchLineArgs) -> Result<()> {
         ours.flash_n,
         ours.cpu_us_per_copy
     );
+    if let Some((sender, receiver, others)) = ours.cores {
+        let machine = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let rest = if peers > 1 {
+            format!(", the other {} nodes together {others:.2}", peers - 1)
+        } else {
+            String::new()
+        };
+        println!(
+            "  cores busy over the run, on average: sender {sender:.2}, receiver {receiver:.2}{rest} (of {machine} on this machine)"
+        );
+    }
     if a.nats_server.is_empty() {
         return Ok(());
     }
@@ -216,7 +231,7 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
-    let cpu_before = cpu_seconds(nodes[0].pid());
+    let cpu_before: Vec<Option<f64>> = nodes.iter().map(|n| cpu_seconds(n.pid())).collect();
     let started = Instant::now();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -279,9 +294,19 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
     let groups_sent = probe.await??;
     wait_drained(&mut clients[0]).await?;
     let wall = started.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, cpu_seconds(nodes[0].pid())) {
-        (Some(b), Some(e)) => e - b,
-        _ => f64::NAN,
+    let used: Vec<Option<f64>> = nodes
+        .iter()
+        .zip(&cpu_before)
+        .map(|(node, before)| Some(cpu_seconds(node.pid())? - (*before)?))
+        .collect();
+    let cpu = used[0].unwrap_or(f64::NAN);
+    let cores = match (
+        used[0],
+        used[1],
+        used[2..].iter().copied().sum::<Option<f64>>(),
+    ) {
+        (Some(s), Some(r), Some(o)) => Some((s / wall, r / wall, o / wall)),
+        _ => None,
     };
     // From the sender's log: message entry time → receipt entry time; a
     // FLASH group's latency runs to the last of its receipts.
@@ -354,6 +379,7 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
         flash_p99_ms: percentile(&mut flash_lat, 0.99),
         flash_n: complete,
         cpu_us_per_copy: cpu * 1e6 / copies as f64,
+        cores,
     })
 }
 
@@ -623,6 +649,7 @@ async fn nats(a: &BenchLineArgs, root: &Path, always: bool) -> Result<Outcome> {
             flash_p99_ms: percentile(&mut lat, 0.99),
             flash_n: n,
             cpu_us_per_copy: cpu * 1e6 / (total as f64 + n as f64),
+            cores: None,
         })
     }
     .await;
