@@ -3643,24 +3643,42 @@ async fn a_node_key_is_rotated_without_losing_the_log_and_every_peer_follows() {
         tlog::Verifier::parse(&old).unwrap(),
         tlog::Verifier::parse(&new).unwrap(),
     );
-    let (size, _, _) = log_checkpoint(&f, &nv).await;
-    let entries: Vec<Vec<u8>> = raw_log_entries(&f, size)
-        .await
-        .into_iter()
-        .map(|(b, _)| b)
-        .collect();
-    let at = entries
-        .iter()
-        .position(|b| {
-            tlog::entry::SignedEntry::parse(b).unwrap().entry.kind == "line.key.rotated"
-        })
-        .expect("the hand-over is in Federation's log");
-    let handover = tlog::entry::SignedEntry::parse(&entries[at]).unwrap();
-    assert!(handover.verify(&ov).is_ok() && handover.verify(&nv).is_err());
     let own_line = |b: &Vec<u8>| {
         let e = tlog::entry::SignedEntry::parse(b).unwrap();
         (e.entry.origin == F && e.entry.kind.starts_with("line.")).then_some(e)
     };
+    // A checkpoint is signed every 0.5 s while the log grows, so the
+    // latest may not cover the message sent under the new key yet: read
+    // the log up to the checkpoint until one does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (entries, at) = loop {
+        let (size, _, _) = log_checkpoint(&f, &nv).await;
+        let entries: Vec<Vec<u8>> = raw_log_entries(&f, size)
+            .await
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
+        let at = entries
+            .iter()
+            .position(|b| {
+                tlog::entry::SignedEntry::parse(b).unwrap().entry.kind == "line.key.rotated"
+            })
+            .expect("the hand-over is in Federation's log");
+        if entries[at + 1..]
+            .iter()
+            .filter_map(own_line)
+            .any(|e| e.entry.kind == "line.message")
+        {
+            break (entries, at);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Federation's checkpoint never covered the message it sent under the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let handover = tlog::entry::SignedEntry::parse(&entries[at]).unwrap();
+    assert!(handover.verify(&ov).is_ok() && handover.verify(&nv).is_err());
     for e in entries[..at].iter().filter_map(own_line) {
         assert!(e.verify(&ov).is_ok(), "before the hand-over: the old key ({})", e.entry.kind);
     }
