@@ -45,6 +45,15 @@ fn request(v: Volume4D, key: Vec<node::airspace::Ovn>) -> IntentRequest {
     }
 }
 
+/// A request for `v` under the existing subscription `sub`, keyless.
+fn under(sub: Option<Uuid>, v: Volume4D) -> IntentRequest {
+    IntentRequest {
+        subscription_id: sub,
+        new_subscription: None,
+        ..request(v, vec![])
+    }
+}
+
 fn log_signer() -> LogSigner {
     LogSigner {
         previous: None,
@@ -297,18 +306,14 @@ async fn subscriptions_reopen_with_the_extents_they_were_written_with() {
             .await
             .unwrap();
         // B joins A's implicit subscription, which grows to cover both.
-        let mut rb = request(square(10.0, 10.05, 0.01, now), vec![]);
-        rb.subscription_id = ia.subscription_id;
-        rb.new_subscription = None;
+        let rb = under(ia.subscription_id, square(10.0, 10.05, 0.01, now));
         d.put_intent(&u, b, None, rb).await.unwrap();
         // C moves; its implicit subscription follows it.
         let (ic, _) = d
             .put_intent(&u, c, None, request(square(20.0, 20.0, 0.01, now), vec![]))
             .await
             .unwrap();
-        let mut rc = request(square(21.0, 21.0, 0.01, now), vec![]);
-        rc.subscription_id = ic.subscription_id;
-        rc.new_subscription = None;
+        let rc = under(ic.subscription_id, square(21.0, 21.0, 0.01, now));
         d.put_intent(&u, c, Some(ic.ovn.clone()), rc).await.unwrap();
         d.put_subscription(
             &u,
