@@ -608,17 +608,35 @@ pub async fn log_checkpoint(node: &TestNode, key: &tlog::Verifier) -> (u64, tlog
     (c.size, c.root, note)
 }
 
-/// Waits until the node's checkpoint stops growing (one is signed every
-/// 0.5 s while the log grows) and answers its size and root.
+/// The entries of the node's log its process has committed or seen
+/// committed (`detente_log_size` on `/metrics`).
+pub async fn committed_log_size(node: &TestNode) -> u64 {
+    let text = get_text(&node.url("/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("detente_log_size "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("detente_log_size on /metrics")
+}
+
+/// Waits until the node's checkpoint covers every entry its process had
+/// committed when called and then stops growing (one is signed every 0.5 s
+/// while the log grows), and answers its size and root.
 pub async fn settled_checkpoint(node: &TestNode, key: &tlog::Verifier) -> (u64, tlog::Hash) {
+    let committed = committed_log_size(node).await;
     let size_root = |c: (u64, tlog::Hash, String)| (c.0, c.1);
     let mut last = size_root(log_checkpoint(node, key).await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let now = size_root(log_checkpoint(node, key).await);
-        if now == last {
+        if now == last && now.0 >= committed {
             return now;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint covered the {committed} committed entries within 120 s (the newest: {})",
+            now.0
+        );
         last = now;
     }
 }
