@@ -177,7 +177,11 @@ async fn sigkill_under_load_leaves_no_change_without_its_entry_nor_entry_without
             |i| i < 10_000,
         )));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Killed under load: once the load has had creates acknowledged.
+    assert!(
+        eventually(Duration::from_secs(60), || acked.lock().unwrap().len() > 20),
+        "the load had no creates acknowledged"
+    );
     node.kill();
     for t in tasks {
         t.await.unwrap();
@@ -190,17 +194,8 @@ async fn sigkill_under_load_leaves_no_change_without_its_entry_nor_entry_without
     );
     node.restart();
     // Nothing is written after the restart: wait until the newest checkpoint
-    // stops growing (the node signs one every 0.5 s while the log grows).
-    let mut last = u64::MAX;
-    loop {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        let now = checkpoint(&node, &key).await.0;
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    let (size, root, _) = checkpoint(&node, &key).await;
+    // covers the whole log and stops growing.
+    let (size, root) = settled_checkpoint(&node, &key).await;
     let entries = log_entries(&node, size, &key).await;
     assert_eq!(
         tlog::hash::root_of(
