@@ -824,7 +824,7 @@ async fn send(
     own_key(&caller, &m.value.sender, "message.sender")?;
     let id = m.value.id;
     let outcome = st.line.send(m).await?;
-    let view = view_of(&st, &id)?;
+    let view = view_of(&st, &id).await?;
     let status = if outcome == liaison::LineOutcome::Committed {
         axum::http::StatusCode::CREATED
     } else {
@@ -900,7 +900,7 @@ async fn send_group(
                 if o == liaison::LineOutcome::Committed {
                     committed += 1;
                 }
-                out.push(view_of(&st, id)?);
+                out.push(view_of(&st, id).await?);
             }
             Err(NodeError::Line(e)) => {
                 refused += 1;
@@ -936,7 +936,7 @@ async fn acknowledge(
     own_key(&caller, &a.value.by, "ack.by")?;
     let id = a.value.message;
     st.line.acknowledge(a).await?;
-    let view = view_of(&st, &id)?;
+    let view = view_of(&st, &id).await?;
     Ok(Json(view))
 }
 
@@ -951,12 +951,69 @@ fn own_key(caller: &node::Caller, key: &liaison::MemberKey, field: &str) -> Resu
 }
 
 /// A message as the line's endpoints show it (null if unknown).
-fn view_of(st: &Shared, id: &Uuid) -> Result<Value, ApiError> {
+async fn view_of(st: &Shared, id: &Uuid) -> Result<Value, ApiError> {
     let now = st.line.now_ms();
-    Ok(st
-        .line
-        .read(|s| s.message(id).map(|e| message_view(s, e, now)))?
-        .unwrap_or(Value::Null))
+    with_whole(st, |w| {
+        w.s.held(id)
+            .and_then(|h| w.get(h))
+            .map(|e| message_view(w, e, now))
+            .unwrap_or(Value::Null)
+    })
+    .await
+}
+
+/// Settled messages read back from the log, by their log index.
+type ReadBack = std::collections::HashMap<u64, liaison::state::MessageEntry>;
+
+/// The line's state with the settled messages a view needs made whole:
+/// what [`Whole::get`] finds missing is read back from the log and the
+/// view made again (settled messages never change, so it converges).
+struct Whole<'a> {
+    s: &'a liaison::LineState,
+    back: &'a ReadBack,
+    missing: std::cell::RefCell<Vec<liaison::state::Settled>>,
+}
+
+impl<'a> Whole<'a> {
+    fn get(&self, h: liaison::state::Held<'a>) -> Option<&'a liaison::state::MessageEntry> {
+        match h {
+            liaison::state::Held::Whole(e) => Some(e),
+            liaison::state::Held::Settled(stub) => {
+                let got = self.back.get(&stub.index);
+                if got.is_none() {
+                    self.missing.borrow_mut().push(*stub);
+                }
+                got
+            }
+        }
+    }
+}
+
+/// Runs `f` on the line's state with every settled message it asks for
+/// whole: at most a few rounds (one for the messages, one for their
+/// groups' other messages, one more if a message settled in between).
+async fn with_whole<T>(st: &Shared, f: impl Fn(&Whole<'_>) -> T) -> Result<T, ApiError> {
+    let mut back = ReadBack::new();
+    for _ in 0..8 {
+        let (out, missing) = st.line.read(|s| {
+            let w = Whole {
+                s,
+                back: &back,
+                missing: Default::default(),
+            };
+            let out = f(&w);
+            (out, w.missing.into_inner())
+        })?;
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        back.extend(st.line.read_back(missing).await?);
+    }
+    Err(ApiError::Node(NodeError::Store(
+        node::StoreError::Unavailable(
+            "messages kept settling while they were read back from the log; retry".into(),
+        ),
+    )))
 }
 
 fn delivery_of(d: &Delivery) -> Value {
@@ -967,7 +1024,8 @@ fn delivery_of(d: &Delivery) -> Value {
     }
 }
 
-fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u64) -> Value {
+fn message_view(w: &Whole<'_>, e: &liaison::state::MessageEntry, now: u64) -> Value {
+    let s = w.s;
     let m = &e.signed.value;
     let sender = s.member(&m.sender).map(|x| x.member.name.clone());
     let delivery = delivery_of(&e.delivery);
@@ -984,6 +1042,7 @@ fn message_view(s: &liaison::LineState, e: &liaison::state::MessageEntry, now: u
     let group = m.group.as_ref().map(|g| {
         let members: Vec<Value> = s
             .group(&g.id)
+            .filter_map(|x| w.get(x))
             .map(|x| {
                 json!({
                     "to": x.signed.value.to,
@@ -1063,20 +1122,19 @@ async fn list_messages(
     };
     let now = st.line.now_ms();
     let limit = q.limit.unwrap_or(1000).min(10_000);
-    let (v, overdue) = st.line.read(|s| {
-        let wanted = |e: &&liaison::state::MessageEntry| {
-            out.is_none_or(|o| e.outgoing == o)
-                && q.peer.as_ref().is_none_or(|p| {
-                    let m = &e.signed.value;
-                    (if e.outgoing { &m.to } else { &m.from }) == p
-                })
-                && q.after.is_none_or(|a| e.index > a)
+    let (v, overdue) = with_whole(&st, |w| {
+        let s = w.s;
+        let wanted = |m: &liaison::state::Held<'_>| {
+            out.is_none_or(|o| m.outgoing() == o)
+                && q.peer.as_ref().is_none_or(|p| s.peer_of(*m) == p)
+                && q.after.is_none_or(|a| m.index() > a)
         };
-        // Overdue counts every matching message; the views are the newest
-        // `limit`, oldest first.
+        // Overdue counts every matching message (settled ones are
+        // acknowledged); the views are the newest `limit`, oldest first.
         let overdue = s
             .messages()
             .filter(wanted)
+            .filter_map(|m| m.whole())
             .filter(|e| s.overdue(e, now))
             .count();
         let mut v: Vec<Value> = s
@@ -1084,11 +1142,13 @@ async fn list_messages(
             .rev()
             .filter(wanted)
             .take(limit)
-            .map(|e| message_view(s, e, now))
+            .filter_map(|m| w.get(m))
+            .map(|e| message_view(w, e, now))
             .collect();
         v.reverse();
         (v, overdue)
-    })?;
+    })
+    .await?;
     Ok(Json(
         json!({ "now_ms": now, "overdue": overdue, "messages": v }),
     ))

@@ -221,6 +221,13 @@ pub struct Scraped {
     pub oldest_undelivered: Family<PeerLane, Gauge<f64, AtomicU64>>,
     pub overdue_acks: Family<Peer, Gauge>,
     pub awaiting_acks: Family<Peer, Gauge>,
+    /// Messages held whole in memory and settled out of it.
+    pub messages: Family<HeldAs, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeldAs {
+    pub held: &'static str,
 }
 
 pub struct Metrics {
@@ -406,6 +413,11 @@ impl Metrics {
             "detente_line_awaiting_acknowledgements",
             "Messages to the peer not yet acknowledged",
             s.awaiting_acks.clone(),
+        );
+        r.register(
+            "detente_line_messages",
+            "Messages the line holds: whole in memory (unsettled, or among the newest settled), or settled and read back from the log when shown",
+            s.messages.clone(),
         );
         r.register(
             "detente_build",

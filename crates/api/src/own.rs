@@ -125,6 +125,11 @@ async fn metrics(
             };
             s.oldest_undelivered.get_or_create(&l).set(age);
         }
+        for (held, n) in [("whole", health.messages.0), ("settled", health.messages.1)] {
+            s.messages
+                .get_or_create(&crate::metrics::HeldAs { held })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         for (peer, awaiting, overdue) in health.acks {
             let p = crate::metrics::Peer { peer };
             s.awaiting_acks

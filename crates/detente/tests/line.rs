@@ -2244,6 +2244,116 @@ async fn the_node_notifies_with_a_token_from_the_pools_oauth_endpoint() {
 
 /// Federation's liaison officer sends its first military message to
 /// Alliance; waits until Alliance's receipt says it was taken.
+/// The view of message `id` in node `n`'s list of every message.
+async fn view_in(n: &TestNode, id: &str) -> Value {
+    let all = ok(
+        "GET",
+        n.url("/line/v1/messages?limit=10000"),
+        &officer(),
+        None,
+    )
+    .await;
+    all["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["message"]["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+both_backends! {
+#[tokio::test]
+async fn settled_messages_leave_memory_and_are_shown_from_the_log_as_before() {
+    let mut p = peered().await;
+    // The line keeps the newest 512 settled messages whole: 520 leave 8
+    // to be read back from the log.
+    const N: u64 = 520;
+    let sent: Vec<Value> = (1..=N)
+        .map(|seq| {
+            message(F, A, &p.f1, seq, Sphere::Military, Precedence::Routine, &format!("message {seq}"))
+        })
+        .collect();
+    for m in &sent {
+        let (s, _) = call("POST", p.f.url("/line/v1/messages"), &officer(), Some(m.clone())).await;
+        assert_eq!(s, 201);
+    }
+    let id = |i: usize| sent[i]["message"]["id"].as_str().unwrap().to_string();
+    let au = p.a.clone_base();
+    assert!(
+        until(&au, "/line/v1/messages?direction=in&limit=10000", 60, |v| {
+            v["messages"].as_array().is_some_and(|m| m.len() == N as usize)
+        })
+        .await,
+        "not every message arrived"
+    );
+    // The first acknowledged first; its views, whole, on both sides.
+    let first_ack = ack(A, F, &p.a1, &id(0));
+    ok("POST", p.a.url("/line/v1/acks"), &officer(), Some(first_ack.clone())).await;
+    let fu = p.f.clone_base();
+    assert!(
+        until(&fu, "/line/v1/messages?direction=out&limit=10000", 30, |v| {
+            v["messages"][0]["ack"]["verdict"] == "accept"
+        })
+        .await,
+        "the first acknowledgement never came back"
+    );
+    let (in_before, out_before) = (view_in(&p.a, &id(0)).await, view_in(&p.f, &id(0)).await);
+    assert_eq!(in_before["ack"]["text"], "wilco");
+    assert_eq!(out_before["delivery"]["state"], "delivered");
+    // Every other one acknowledged, 32 at a time.
+    let acks: Vec<Value> = (1..N as usize).map(|i| ack(A, F, &p.a1, &id(i))).collect();
+    for chunk in acks.chunks(32) {
+        let mut set = tokio::task::JoinSet::new();
+        for a in chunk {
+            let (url, a) = (p.a.url("/line/v1/acks"), a.clone());
+            set.spawn(async move { call("POST", url, &officer(), Some(a)).await });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap().0, 200);
+        }
+    }
+    let settled = "detente_line_messages{held=\"settled\"}";
+    let whole = "detente_line_messages{held=\"whole\"}";
+    let mut held = (None, None);
+    for _ in 0..600 {
+        held = (sample(&p.f, settled).await, sample(&p.f, whole).await);
+        if held.0 == Some(8.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, (Some(8.0), Some(512.0)), "Federation: (settled, whole)");
+    assert_eq!(sample(&p.a, settled).await, Some(8.0));
+    assert_eq!(sample(&p.a, whole).await, Some(512.0));
+    // Out of memory, the first message shows exactly as it did whole.
+    assert_eq!(view_in(&p.a, &id(0)).await, in_before);
+    assert_eq!(view_in(&p.f, &id(0)).await, out_before);
+    let out = ok("GET", p.f.url("/line/v1/messages?direction=out&limit=10000"), &officer(), None).await;
+    let out = out["messages"].as_array().unwrap();
+    assert_eq!(out.len(), N as usize);
+    for (i, v) in out.iter().enumerate() {
+        assert_eq!(v["message"]["id"], id(i).as_str());
+        assert_eq!(v["message"]["body"]["text"], format!("message {}", i + 1));
+        assert_eq!(v["ack"]["verdict"], "accept", "message {i}");
+    }
+    // The same signed message and acknowledgement again change nothing and
+    // answer the same view; another acknowledgement is refused.
+    let (s, v) = call("POST", p.f.url("/line/v1/messages"), &officer(), Some(sent[0].clone())).await;
+    assert_eq!((s, v), (200, out_before.clone()));
+    let (s, v) = call("POST", p.a.url("/line/v1/acks"), &officer(), Some(first_ack)).await;
+    assert_eq!((s, v), (200, in_before.clone()));
+    let mut other = ack(A, F, &p.a1, &id(0));
+    other["ack"]["text"] = json!("changed my mind");
+    let (s, _) = call("POST", p.a.url("/line/v1/acks"), &officer(), Some(other)).await;
+    assert!(s == 400 || s == 409, "{s}");
+    // Rebuilt from the log at start, the line puts the same ones away.
+    p.a.restart();
+    assert_eq!(sample(&p.a, settled).await, Some(8.0));
+    assert_eq!(view_in(&p.a, &id(0)).await, in_before);
+}
+}
+
 async fn federation_sends_first_and_it_is_delivered(p: &Pair, precedence: Precedence, text: &str) {
     let m = message(F, A, &p.f1, 1, Sphere::Military, precedence, text);
     ok("POST", p.f.url("/line/v1/messages"), &officer(), Some(m)).await;

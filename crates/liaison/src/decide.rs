@@ -5,7 +5,7 @@
 
 use crate::LineError;
 use crate::record::*;
-use crate::state::{Delivery, LineState};
+use crate::state::{Delivery, Held, LineState};
 use tlog::cbor::Value;
 use tlog::entry::SignedEntry;
 use uuid::Uuid;
@@ -556,7 +556,7 @@ pub fn record_access(state: &LineState, a: Access) -> Result<LineDecision, LineE
         let Some(id) = a.subject.as_deref().and_then(|s| Uuid::parse_str(s).ok()) else {
             return Err(LineError::invalid("message", "a message id"));
         };
-        if state.message(&id).is_none() {
+        if !state.knows_message(&id) {
             return Err(LineError::NotFound {
                 kind: "message",
                 id: id.to_string(),
@@ -1136,8 +1136,12 @@ pub fn send_message_as(
         });
     }
     let msg = &m.value;
-    if let Some(existing) = state.message(&msg.id) {
-        if existing.signed == m {
+    if let Some(existing) = state.held(&msg.id) {
+        let same = match existing {
+            Held::Whole(e) => e.signed == m,
+            Held::Settled(s) => s.outgoing && s.message_sig[..] == m.signature[..8],
+        };
+        if same {
             return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
         }
         return Err(LineError::Conflict(format!(
@@ -1240,13 +1244,26 @@ pub fn acknowledge(
         });
     }
     let ack = &a.value;
-    let m = state
-        .message(&ack.message)
-        .filter(|m| !m.outgoing)
+    let held = state
+        .held(&ack.message)
+        .filter(|m| !m.outgoing())
         .ok_or_else(|| LineError::NotFound {
             kind: "received message",
             id: ack.message.to_string(),
         })?;
+    let m = match held {
+        Held::Whole(m) => m,
+        // Settled: acknowledged already.
+        Held::Settled(s) if s.ack_sig[..] == a.signature[..8] => {
+            return Ok(LineDecision::nothing(LineOutcome::AlreadyDone));
+        }
+        Held::Settled(_) => {
+            return Err(LineError::Conflict(format!(
+                "message {} is already acknowledged",
+                ack.message
+            )));
+        }
+    };
     if let Delivery::Refused { reason } = &m.delivery {
         return Err(LineError::Conflict(format!(
             "message {} was refused ({reason}); there is nothing to acknowledge",
@@ -1436,7 +1453,7 @@ fn refusal(
             if sigs == Signatures::Check && !m.verify() {
                 return Some("the sender's signature does not verify".into());
             }
-            if state.message(&msg.id).is_some() {
+            if state.knows_message(&msg.id) {
                 return Some(format!("message id {} was already used", msg.id));
             }
             if msg.body.text().len() > MAX_TEXT_BYTES {
@@ -1476,9 +1493,9 @@ fn refusal(
             if sigs == Signatures::Check && !a.verify() {
                 return Some("the member's signature does not verify".into());
             }
-            match state.message(&ack.message) {
-                Some(m) if m.outgoing && m.signed.value.to == origin => {
-                    if m.ack.is_some() {
+            match state.held(&ack.message) {
+                Some(m) if m.outgoing() && state.peer_of(m) == origin => {
+                    if m.whole().is_none_or(|m| m.ack.is_some()) {
                         return Some("the message is already acknowledged".into());
                     }
                 }

@@ -6,8 +6,15 @@
 //! log's `line.*` entries in log order, live and at start alike.
 
 use crate::record::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use uuid::Uuid;
+
+/// How many settled messages (delivered and acknowledged) the line keeps
+/// whole in memory, the newest: more than an operator's inbox shows (the
+/// console lists the newest 300). Older ones keep a [`Settled`] stub and
+/// are read back from the log when shown, so the line's memory is bounded
+/// by what is unsettled, not by its history.
+pub const KEEP_SETTLED: usize = 512;
 
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -224,7 +231,7 @@ pub enum Delivery {
     Refused { reason: String },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MessageEntry {
     pub signed: Signed<Message>,
     /// This node's log index of the message.
@@ -234,6 +241,119 @@ pub struct MessageEntry {
     /// Boxed: most messages held are never acknowledged, and every entry
     /// would otherwise carry an acknowledgement's room.
     pub ack: Option<Box<Signed<Ack>>>,
+    /// This node's log index of the acknowledgement.
+    pub ack_index: Option<u64>,
+}
+
+/// A settled message out of memory (delivered and acknowledged, older
+/// than the newest [`KEEP_SETTLED`]): where this node's log holds it and
+/// its acknowledgement, and what deciding still asks of it. Nothing about
+/// it can change any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// This node's log index of the message.
+    pub index: u64,
+    /// The receiving node's log index of it (incoming: `index`).
+    pub delivered: u64,
+    /// This node's log index of the acknowledgement.
+    pub ack: u64,
+    /// The first bytes of the member's signature of the message, and of
+    /// the acknowledgement's: the same signed record sent again is known
+    /// as the same (deterministic signatures over verified records).
+    pub message_sig: [u8; 8],
+    pub ack_sig: [u8; 8],
+    /// The other party, as a position in the line's peer names.
+    peer: u32,
+    pub outgoing: bool,
+}
+
+/// A message as the line holds it: whole, or settled and out of memory.
+#[derive(Clone, Copy, Debug)]
+pub enum Held<'a> {
+    Whole(&'a MessageEntry),
+    Settled(&'a Settled),
+}
+
+impl<'a> Held<'a> {
+    /// This node's log index of the message.
+    pub fn index(&self) -> u64 {
+        match self {
+            Held::Whole(e) => e.index,
+            Held::Settled(s) => s.index,
+        }
+    }
+    pub fn outgoing(&self) -> bool {
+        match self {
+            Held::Whole(e) => e.outgoing,
+            Held::Settled(s) => s.outgoing,
+        }
+    }
+    pub fn whole(&self) -> Option<&'a MessageEntry> {
+        match self {
+            Held::Whole(e) => Some(e),
+            Held::Settled(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Slot {
+    Whole(Box<MessageEntry>),
+    Settled(Settled),
+}
+
+impl Slot {
+    fn held(&self) -> Held<'_> {
+        match self {
+            Slot::Whole(e) => Held::Whole(e),
+            Slot::Settled(s) => Held::Settled(s),
+        }
+    }
+}
+
+/// One of this party's notices of an operation to a peer: which extents
+/// it names and whether the peer accepted it.
+#[derive(Clone, Debug)]
+struct Notice {
+    message: Uuid,
+    peer: String,
+    extents_sha256: [u8; 32],
+    accepted: bool,
+}
+
+/// The first eight bytes of a signature.
+fn sig8(sig: &[u8; 64]) -> [u8; 8] {
+    let mut out = [0; 8];
+    out.copy_from_slice(&sig[..8]);
+    out
+}
+
+/// Settled message `s` made whole again from this node's log entries at
+/// `s.index` (the message) and `s.ack` (its acknowledgement); `None` if
+/// they are not those records.
+pub fn read_back(s: &Settled, message: &[u8], ack: &[u8]) -> Option<MessageEntry> {
+    let record = |bytes: &[u8]| {
+        crate::decide::line_entry(bytes)?
+            .ok()
+            .map(|(_, l)| l.record)
+    };
+    let Record::Message(m) = record(message)? else {
+        return None;
+    };
+    let Record::Ack(a) = record(ack)? else {
+        return None;
+    };
+    (sig8(&m.signature) == s.message_sig
+        && sig8(&a.signature) == s.ack_sig
+        && a.value.message == m.value.id)
+        .then(|| MessageEntry {
+            signed: m,
+            index: s.index,
+            outgoing: s.outgoing,
+            delivery: Delivery::Delivered { index: s.delivered },
+            ack: Some(Box::new(a)),
+            ack_index: Some(s.ack),
+        })
 }
 
 /// A record of this node waiting for the peer's receipt.
@@ -333,11 +453,19 @@ pub struct LineState {
     accreditations: BTreeMap<Uuid, AccreditationEntry>,
     channels: BTreeMap<(String, Sphere), Vec<ChannelNotice>>,
     /// Every message this node holds, in log order (a vector: its memory
-    /// is what the messages take, where a hash table of whole entries
-    /// would take twice that once it doubles).
-    messages: Vec<MessageEntry>,
+    /// is what the messages take, where a hash table would take twice
+    /// that once it doubles): whole, or settled and out of memory.
+    messages: Vec<Slot>,
     /// Position in `messages` by message id.
     message_at: HashMap<Uuid, u32>,
+    /// Positions of the settled messages still whole, in the order they
+    /// settled: past `keep_settled`, the oldest leaves memory.
+    settling: VecDeque<u32>,
+    keep_settled: usize,
+    /// How many messages are settled out of memory.
+    put_away: usize,
+    /// The other parties named by settled messages.
+    peer_names: Vec<String>,
     /// The messages of each group this node holds (its own: one per
     /// addressee; a peer's: the one addressed here), in log order.
     groups: HashMap<Uuid, Vec<Uuid>>,
@@ -358,8 +486,8 @@ pub struct LineState {
     /// (peer, entity id) of this party's intents and constraints the peer holds.
     shared: std::collections::HashSet<(String, String)>,
     contact: std::collections::BTreeSet<Uuid>,
-    /// Operation notifications by the operation they are about.
-    notices: HashMap<Uuid, Vec<Uuid>>,
+    /// This party's operation notices by the operation they are about.
+    notices: HashMap<Uuid, Vec<Notice>>,
     /// Per (other party, sphere): the deadline settings in force.
     deadlines: BTreeMap<(String, Sphere), Vec<DeadlineSetting>>,
     /// This party's public statements, by log index, in order.
@@ -385,6 +513,10 @@ impl LineState {
             channels: BTreeMap::new(),
             messages: Vec::new(),
             message_at: HashMap::new(),
+            settling: VecDeque::new(),
+            keep_settled: KEEP_SETTLED,
+            put_away: 0,
+            peer_names: Vec::new(),
             groups: HashMap::new(),
             out: HashMap::new(),
             inbound: HashMap::new(),
@@ -401,6 +533,16 @@ impl LineState {
             access: Vec::new(),
             seen: HashMap::new(),
             deadlines: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps `n` settled messages whole instead of [`KEEP_SETTLED`].
+    pub fn set_keep_settled(&mut self, n: usize) {
+        self.keep_settled = n;
+        while self.settling.len() > n {
+            if let Some(old) = self.settling.pop_front() {
+                self.put_away(old);
+            }
         }
     }
 
@@ -472,6 +614,7 @@ impl LineState {
                             None => Delivery::Delivered { index: item.index },
                             Some(reason) => Delivery::Refused { reason },
                         };
+                        self.settle(&id);
                     }
                 }
             }
@@ -572,17 +715,86 @@ impl LineState {
         if let Some(g) = &m.value.group {
             self.groups.entry(g.id).or_default().push(id);
         }
-        if let Body::OperationNotification { intent, .. } = &m.value.body {
-            self.notices.entry(*intent).or_default().push(id);
+        if let Body::OperationNotification {
+            intent,
+            extents_sha256: Some(h),
+            ..
+        } = &m.value.body
+            && outgoing
+        {
+            self.notices.entry(*intent).or_default().push(Notice {
+                message: id,
+                peer: m.value.to.clone(),
+                extents_sha256: *h,
+                accepted: false,
+            });
         }
         self.message_at.insert(id, self.messages.len() as u32);
-        self.messages.push(MessageEntry {
+        self.messages.push(Slot::Whole(Box::new(MessageEntry {
             signed: m,
             index,
             outgoing,
             delivery: d,
             ack: None,
+            ack_index: None,
+        })));
+    }
+
+    /// Message `id` settled if it is delivered and acknowledged (called
+    /// when either happens): the oldest settled messages past
+    /// `keep_settled` leave memory.
+    fn settle(&mut self, id: &Uuid) {
+        let Some(&at) = self.message_at.get(id) else {
+            return;
+        };
+        let settled = matches!(
+            self.messages.get(at as usize),
+            Some(Slot::Whole(e)) if e.ack.is_some() && matches!(e.delivery, Delivery::Delivered { .. })
+        );
+        if !settled {
+            return;
+        }
+        self.settling.push_back(at);
+        while self.settling.len() > self.keep_settled {
+            if let Some(old) = self.settling.pop_front() {
+                self.put_away(old);
+            }
+        }
+    }
+
+    /// Replaces the settled message at `at` with its stub.
+    fn put_away(&mut self, at: u32) {
+        let Some(Slot::Whole(e)) = self.messages.get(at as usize) else {
+            return;
+        };
+        let (Delivery::Delivered { index: delivered }, Some(ack), Some(ack_index)) =
+            (&e.delivery, &e.ack, e.ack_index)
+        else {
+            return;
+        };
+        let v = &e.signed.value;
+        let peer = if e.outgoing { &v.to } else { &v.from };
+        let stub = Settled {
+            index: e.index,
+            delivered: *delivered,
+            ack: ack_index,
+            message_sig: sig8(&e.signed.signature),
+            ack_sig: sig8(&ack.signature),
+            peer: 0,
+            outgoing: e.outgoing,
+        };
+        let peer = match self.peer_names.iter().position(|p| p == peer) {
+            Some(p) => p,
+            None => {
+                self.peer_names.push(peer.clone());
+                self.peer_names.len() - 1
+            }
+        };
+        self.messages[at as usize] = Slot::Settled(Settled {
+            peer: peer as u32,
+            ..stub
         });
+        self.put_away += 1;
     }
 
     /// What an accepted record changes.
@@ -837,9 +1049,25 @@ impl LineState {
                 self.insert_message(m, index, outgoing, d);
             }
             Record::Ack(a) => {
-                if let Some(m) = self.message_mut(&a.value.message) {
-                    m.ack.get_or_insert_with(|| Box::new(a));
+                let id = a.value.message;
+                let accept = a.value.verdict == AckVerdict::Accept;
+                let Some(m) = self.message_mut(&id) else {
+                    return;
+                };
+                if m.ack.is_some() {
+                    return;
                 }
+                m.ack = Some(Box::new(a));
+                m.ack_index = Some(index);
+                if let (true, Body::OperationNotification { intent, .. }) =
+                    (accept, &m.signed.value.body)
+                {
+                    let intent = *intent;
+                    for n in self.notices.get_mut(&intent).into_iter().flatten() {
+                        n.accepted |= n.message == id;
+                    }
+                }
+                self.settle(&id);
             }
             Record::Statement(st) => self.statements.push((index, st)),
             Record::Access(a) => {
@@ -977,30 +1205,13 @@ impl LineState {
         peer: &str,
         intent: &Uuid,
         extents_sha256: &[u8; 32],
-    ) -> impl Iterator<Item = (&MessageEntry, bool)> {
+    ) -> impl Iterator<Item = (&Uuid, bool)> {
         self.notices
             .get(intent)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.message(id))
-            .filter_map(move |m| {
-                let v = &m.signed.value;
-                match &v.body {
-                    Body::OperationNotification {
-                        intent: i,
-                        extents_sha256: Some(h),
-                        ..
-                    } if m.outgoing && v.to == peer && i == intent && h == extents_sha256 => {
-                        Some((
-                            m,
-                            m.ack
-                                .as_ref()
-                                .is_some_and(|a| a.value.verdict == AckVerdict::Accept),
-                        ))
-                    }
-                    _ => None,
-                }
-            })
+            .filter(move |n| n.peer == peer && n.extents_sha256 == *extents_sha256)
+            .map(|n| (&n.message, n.accepted))
     }
 
     /// Peers with a deconfliction area.
@@ -1178,26 +1389,58 @@ impl LineState {
         }
     }
 
-    pub fn message(&self, id: &Uuid) -> Option<&MessageEntry> {
+    /// Message `id`, whole or settled.
+    pub fn held(&self, id: &Uuid) -> Option<Held<'_>> {
         self.message_at
             .get(id)
             .and_then(|&at| self.messages.get(at as usize))
+            .map(Slot::held)
+    }
+    /// Message `id` if it is held whole (an unsettled message always is).
+    pub fn message(&self, id: &Uuid) -> Option<&MessageEntry> {
+        self.held(id).and_then(|h| h.whole())
+    }
+    /// Whether message `id` is known here, whole or settled.
+    pub fn knows_message(&self, id: &Uuid) -> bool {
+        self.message_at.contains_key(id)
     }
     fn message_mut(&mut self, id: &Uuid) -> Option<&mut MessageEntry> {
         let at = *self.message_at.get(id)?;
-        self.messages.get_mut(at as usize)
+        match self.messages.get_mut(at as usize) {
+            Some(Slot::Whole(e)) => Some(e),
+            _ => None,
+        }
     }
     /// The messages of group `id` this node holds, in log order.
-    pub fn group(&self, id: &Uuid) -> impl Iterator<Item = &MessageEntry> {
+    pub fn group(&self, id: &Uuid) -> impl Iterator<Item = Held<'_>> {
         self.groups
             .get(id)
             .into_iter()
             .flatten()
-            .filter_map(|m| self.message(m))
+            .filter_map(|m| self.held(m))
     }
     /// Messages in log order.
-    pub fn messages(&self) -> impl DoubleEndedIterator<Item = &MessageEntry> {
-        self.messages.iter()
+    pub fn messages(&self) -> impl DoubleEndedIterator<Item = Held<'_>> {
+        self.messages.iter().map(Slot::held)
+    }
+    /// The other party of a message.
+    pub fn peer_of<'a>(&'a self, m: Held<'a>) -> &'a str {
+        match m {
+            Held::Whole(e) => {
+                let v = &e.signed.value;
+                if e.outgoing { &v.to } else { &v.from }
+            }
+            Held::Settled(s) => self
+                .peer_names
+                .get(s.peer as usize)
+                .map(String::as_str)
+                .unwrap_or_default(),
+        }
+    }
+    /// How many messages are held whole, and how many settled out of
+    /// memory.
+    pub fn message_counts(&self) -> (usize, usize) {
+        (self.messages.len() - self.put_away, self.put_away)
     }
 
     pub fn out_lane(&self, peer: &str, lane: Precedence) -> Option<&OutLane> {

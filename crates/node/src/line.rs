@@ -8,6 +8,7 @@ use liaison::{
     Ack, ChannelState, LineDecision, LineError, LineEvent, LineOutcome, LineState, Member,
     MemberKey, Message, Millis, Precedence, Record, Signed, Sphere,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -268,6 +269,8 @@ pub struct LineHealth {
     pub lanes: Vec<(String, Precedence, usize, Option<u64>)>,
     /// (peer, messages awaiting acknowledgement, of which overdue).
     pub acks: Vec<(String, usize, usize)>,
+    /// Messages held whole, and settled out of memory.
+    pub messages: (usize, usize),
 }
 
 pub struct Line {
@@ -298,6 +301,35 @@ impl Line {
     }
 
     /// Runs `f` on the line's state.
+    /// Settled messages made whole again from the log, by their log index
+    /// (they left memory; nothing about them changes any more).
+    pub async fn read_back(
+        &self,
+        settled: Vec<liaison::state::Settled>,
+    ) -> Result<Vec<(u64, liaison::state::MessageEntry)>, NodeError> {
+        let mut wanted: Vec<u64> = settled.iter().flat_map(|s| [s.index, s.ack]).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let leaves: HashMap<u64, Vec<u8>> =
+            self.store.log_leaves(wanted).await?.into_iter().collect();
+        settled
+            .iter()
+            .map(|s| {
+                leaves
+                    .get(&s.index)
+                    .zip(leaves.get(&s.ack))
+                    .and_then(|(m, a)| liaison::state::read_back(s, m, a))
+                    .map(|e| (s.index, e))
+                    .ok_or_else(|| {
+                        NodeError::Store(StoreError::Failed(format!(
+                            "the log's entries {} and {} are not the settled message and its acknowledgement the line names",
+                            s.index, s.ack
+                        )))
+                    })
+            })
+            .collect()
+    }
+
     /// Whether `name` is a peer of this node.
     pub fn is_peer(&self, name: &str) -> Result<bool, NodeError> {
         self.read(|s| s.peer(name).is_some())
@@ -888,7 +920,13 @@ impl Line {
                 }
                 h.acks.push((p.name.clone(), 0, 0));
             }
-            for m in s.messages().filter(|m| m.outgoing && m.ack.is_none()) {
+            h.messages = s.message_counts();
+            // Settled messages are acknowledged: only whole ones await.
+            for m in s
+                .messages()
+                .filter_map(|m| m.whole())
+                .filter(|m| m.outgoing && m.ack.is_none())
+            {
                 if matches!(m.delivery, liaison::state::Delivery::Refused { .. }) {
                     continue;
                 }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::state::Delivery;
+use crate::state::{Delivery, Held};
 
 const A: &str = "alliance";
 const F: &str = "federation";
@@ -228,6 +228,114 @@ fn a_message_is_delivered_receipted_and_acknowledged_on_both_sides() {
     );
     // Nothing is left pending on either side.
     assert_eq!(a.state.pending_total() + f.state.pending_total(), 0);
+}
+
+fn ack_of(s: &MemberSigner, m: &Signed<Message>, text: &str) -> Signed<Ack> {
+    s.sign_ack(Ack {
+        message: m.value.id,
+        from: m.value.to.clone(),
+        to: m.value.from.clone(),
+        by: s.key(),
+        verdict: AckVerdict::Accept,
+        text: text.into(),
+        at_ms: T0 + 1000,
+    })
+}
+
+#[test]
+fn settled_messages_leave_memory_read_back_whole_and_decide_as_before() {
+    let (mut a, mut f, s1, s2, _) = peered();
+    a.state.set_keep_settled(2);
+    f.state.set_keep_settled(2);
+    let sent: Vec<_> = (1..=5)
+        .map(|seq| text(F, A, &s2, seq, Sphere::Military, Precedence::Routine))
+        .collect();
+    for m in &sent {
+        f.run(send_message(&f.state, m.clone(), T0), T0);
+    }
+    deliver(&mut f, &mut a, T0);
+    // Delivered but not acknowledged: nothing is settled yet.
+    assert_eq!(a.state.message_counts(), (5, 0));
+    for m in &sent {
+        a.run(acknowledge(&a.state, ack_of(&s1, m, "wilco"), T0), T0);
+    }
+    deliver(&mut a, &mut f, T0);
+    // The newest two settled stay whole, the three before are stubs.
+    for n in [&a, &f] {
+        assert_eq!(n.state.message_counts(), (2, 3), "{}", n.state.me());
+        let whole = n.replayed();
+        assert_eq!(whole.message_counts(), (5, 0));
+        for (i, m) in sent.iter().enumerate() {
+            let id = &m.value.id;
+            let Some(Held::Settled(stub)) = n.state.held(id) else {
+                assert!(i >= 3, "message {i} should have left memory");
+                assert_eq!(n.state.message(id), whole.message(id));
+                continue;
+            };
+            assert!(i < 3, "message {i} should be whole");
+            assert!(n.state.message(id).is_none() && n.state.knows_message(id));
+            let back = crate::state::read_back(
+                stub,
+                &n.log[stub.index as usize],
+                &n.log[stub.ack as usize],
+            );
+            assert_eq!(back.as_ref(), whole.message(id), "read back from the log");
+            assert_eq!(
+                n.state.peer_of(Held::Settled(stub)),
+                if n.state.me() == A { F } else { A }
+            );
+            // Another entry of the log is not this message.
+            assert_eq!(
+                crate::state::read_back(stub, &n.log[stub.ack as usize], &n.log[stub.ack as usize]),
+                None
+            );
+        }
+    }
+    // Settled or whole, the same records sent again decide the same.
+    let first = &sent[0];
+    assert_eq!(
+        send_message(&f.state, first.clone(), T0).unwrap().outcome,
+        LineOutcome::AlreadyDone
+    );
+    let mut reused = first.value.clone();
+    reused.body = Body::Text {
+        text: "another text under the same id".into(),
+    };
+    let reused = s2.sign_message(reused);
+    assert!(matches!(
+        send_message(&f.state, reused, T0),
+        Err(LineError::Conflict(_))
+    ));
+    assert_eq!(
+        acknowledge(&a.state, ack_of(&s1, first, "wilco"), T0)
+            .unwrap()
+            .outcome,
+        LineOutcome::AlreadyDone
+    );
+    assert!(matches!(
+        acknowledge(&a.state, ack_of(&s1, first, "another answer"), T0),
+        Err(LineError::Conflict(m)) if m.contains("already acknowledged")
+    ));
+    // A settled message is still a message a member can be shown.
+    a.run(
+        record_access(
+            &a.state,
+            Access {
+                what: "message.seen".into(),
+                member: s1.key(),
+                subject: Some(first.value.id.to_string()),
+                at_ms: T0,
+                signed: None,
+            },
+        ),
+        T0,
+    );
+    assert_eq!(a.state.seen(&first.value.id).len(), 1);
+    // The next message of the sender follows the settled ones.
+    let next = text(F, A, &s2, 6, Sphere::Military, Precedence::Routine);
+    f.run(send_message(&f.state, next, T0), T0);
+    assert_eq!(deliver(&mut f, &mut a, T0), 1);
+    assert_eq!(a.state.message_counts(), (3, 3));
 }
 
 #[test]
@@ -615,14 +723,17 @@ fn the_state_rebuilt_from_the_log_equals_the_live_one() {
         let summary = |s: &LineState| {
             let mut v: Vec<String> = s
                 .messages()
-                .map(|m| {
-                    format!(
-                        "{} {} {:?} {}",
-                        m.signed.value.id,
-                        m.index,
-                        m.delivery,
-                        m.ack.is_some()
-                    )
+                .map(|m| match m {
+                    Held::Whole(m) => {
+                        format!("{} {:?} {}", m.index, m.delivery, m.ack.is_some())
+                    }
+                    Held::Settled(s) => {
+                        format!(
+                            "{} {:?} true",
+                            s.index,
+                            Delivery::Delivered { index: s.delivered }
+                        )
+                    }
                 })
                 .collect();
             v.extend(
