@@ -52,7 +52,7 @@ pub(crate) const A: &str = "alliance.bench";
 pub(crate) const F: &str = "federation.bench";
 const ADMIN: (&str, &str) = ("bench-admin", "detente.line.admin detente.line");
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     (node::SystemClock.now().unix_micros() / 1000).max(0) as u64
 }
 

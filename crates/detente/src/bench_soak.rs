@@ -107,6 +107,8 @@ pub(crate) const COLUMNS: &[&str] = &[
     "log_size",
     "rss_a_mib",
     "rss_f_mib",
+    "acks",
+    "ack_p99_ms",
 ];
 
 fn resident_mib(pid: u32) -> f64 {
@@ -245,8 +247,21 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
             .await
             .map_err(|e| anyhow!(e))?;
     }
+    // Alliance's duty officer, who acknowledges what arrives.
+    let seed = node::RandomIds.seed().map_err(|e| anyhow!(e))?;
+    let officer = MemberSigner::from_seed(&seed);
+    clients[0]
+        .as_who(ADMIN)?
+        .register_member(&MemberBody {
+            key: officer.key().to_hex(),
+            name: "duty officer".into(),
+            role: "soak".into(),
+            spheres: vec!["direct-line".into()],
+        })
+        .await
+        .map_err(|e| anyhow!(e))?;
     println!(
-        "soak: {} min; per second {} creates (live kept at {}), {} area queries, {} ROUTINE + 1 FLASH messages; two nodes over mutual TLS, checkpoints and cosigning as configured",
+        "soak: {} min; per second {} creates (live kept at {}), {} area queries, {} ROUTINE + 1 FLASH messages, each acknowledged by the receiving side's duty officer; two nodes over mutual TLS, checkpoints and cosigning as configured",
         a.minutes, a.creates, a.live, a.queries, a.messages
     );
     println!("{}", COLUMNS.join(" "));
@@ -257,7 +272,8 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
     let line_token = crate::demo::token_for(("soak-line", "detente.line"))?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let in_flight = Arc::new(AtomicU64::new(0));
-    let (wc, wq, wm) = (
+    let (wc, wq, wm, wa) = (
+        Arc::new(Window::default()),
         Arc::new(Window::default()),
         Arc::new(Window::default()),
         Arc::new(Window::default()),
@@ -405,6 +421,32 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
             },
         ));
     }
+    // The acknowledgements: Alliance's duty officer polls its inbox and
+    // acknowledges each new message, as the line's members do — which is
+    // what settles a message.
+    {
+        let (http, base, tok, stop, wa) = (
+            http.clone(),
+            nodes[0].base.clone(),
+            line_token.clone(),
+            stop.clone(),
+            wa.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut after = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match acknowledge_new(&http, &base, &tok, &officer, &mut after, &wa).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        if wa.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("soak: {e:#}");
+                        }
+                    }
+                }
+            }
+        }));
+    }
     let mut rows: Vec<Vec<f64>> = Vec::new();
     let started = Instant::now();
     for minute in 1..=a.minutes {
@@ -413,6 +455,7 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
         let c = wc.take();
         let q = wq.take();
         let m = wm.take();
+        let k = wa.take();
         let backlog = crate::bench_line::line_backlog(&mut clients[1]).await?;
         let log_size = checkpoint_size(&http, &nodes[0].base).await;
         let row = vec![
@@ -426,12 +469,14 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
             m.0 as f64,
             m.1,
             m.2,
-            (c.3 + q.3 + m.3) as f64,
+            (c.3 + q.3 + m.3 + k.3) as f64,
             (c.4 + q.4 + m.4) as f64,
             backlog as f64,
             log_size as f64,
             resident_mib(nodes[0].pid()),
             resident_mib(nodes[1].pid()),
+            k.0 as f64,
+            k.2,
         ];
         println!("{}", crate::plot::csv_row(&row));
         rows.push(row);
@@ -450,6 +495,59 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
     }
     std::fs::write(a.out.join("soak.csv"), csv)?;
     finish(&a, &rows)
+}
+
+/// Acknowledges, as `officer`, every message that came in after log
+/// index `after` without one (advancing `after`); each acknowledgement's
+/// latency goes to `w`.
+async fn acknowledge_new(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    officer: &MemberSigner,
+    after: &mut u64,
+    w: &Window,
+) -> Result<()> {
+    let v: Value = http
+        .get(format!(
+            "{base}/line/v1/messages?direction=in&limit=1000&after={after}"
+        ))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    for m in v["messages"].as_array().into_iter().flatten() {
+        *after = (*after).max(m["index"].as_u64().unwrap_or(0));
+        if !m["ack"].is_null() {
+            continue;
+        }
+        let id = m["message"]["id"].as_str().unwrap_or_default();
+        let a = officer.sign_ack(liaison::Ack {
+            message: uuid::Uuid::parse_str(id)?,
+            from: m["message"]["to"].as_str().unwrap_or_default().into(),
+            to: m["message"]["from"].as_str().unwrap_or_default().into(),
+            by: officer.key(),
+            verdict: liaison::AckVerdict::Accept,
+            text: "wilco".into(),
+            at_ms: crate::bench_line::now_ms(),
+        });
+        let body = serde_json::to_vec(&api::wire::line::AckBody::signed(&a))?;
+        let t0 = Instant::now();
+        let r = http
+            .post(format!("{base}/line/v1/acks"))
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if r.status() != 200 {
+            bail!("acknowledging answered {}: {}", r.status(), r.text().await?);
+        }
+        w.record(t0.elapsed().as_micros() as u64);
+    }
+    Ok(())
 }
 
 /// The newest checkpoint's size (0 if unreadable).
@@ -471,7 +569,9 @@ fn finish(a: &BenchSoakArgs, rows: &[Vec<f64>]) -> Result<()> {
     }
     let col = |name: &str| {
         let i = COLUMNS.iter().position(|c| *c == name).unwrap_or(0);
-        rows.iter().map(|r| r[i]).collect::<Vec<f64>>()
+        rows.iter()
+            .map(|r| r.get(i).copied().unwrap_or(f64::NAN))
+            .collect::<Vec<f64>>()
     };
     let png = crate::plot::chart(&[
         (
@@ -516,6 +616,7 @@ fn finish(a: &BenchSoakArgs, rows: &[Vec<f64>]) -> Result<()> {
         ("create", col("create_p99_ms")),
         ("query", col("query_p99_ms")),
         ("message", col("message_p99_ms")),
+        ("acknowledgement", col("ack_p99_ms")),
     ] {
         let rest = &series[skip..];
         let half = rest.len() / 2;

@@ -1497,6 +1497,14 @@ mod receipted_tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
+    /// What a settled message costs in the line's vector: the stub, its
+    /// tag folded into the stub's spare bits.
+    #[test]
+    fn a_settled_message_takes_48_bytes_in_the_vector() {
+        assert_eq!(std::mem::size_of::<super::Settled>(), 48);
+        assert_eq!(std::mem::size_of::<super::Slot>(), 48);
+    }
+
     #[test]
     fn a_receipt_for_a_run_of_records_is_one_entry() {
         let mut r = Receipted::default();
