@@ -277,7 +277,15 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
                     )?)?);
                 }
                 let body = serde_json::to_vec(&serde_json::json!({ "messages": messages }))?;
-                post_to(&http2, &base2, "/line/v1/messages/group", &token2, body).await?;
+                post_to(
+                    &http2,
+                    &base2,
+                    "/line/v1/messages/group",
+                    &token2,
+                    body,
+                    201,
+                )
+                .await?;
             } else {
                 seq += 1;
                 let body = wire(&flash_sender, seq, Precedence::Flash, &peers[0], None)?;
@@ -417,15 +425,17 @@ pub(crate) async fn post(
     token: &str,
     body: Vec<u8>,
 ) -> Result<()> {
-    post_to(http, base, "/line/v1/messages", token, body).await
+    post_to(http, base, "/line/v1/messages", token, body, 201).await
 }
 
-async fn post_to(
+/// Posts `body` to `path`, which must answer `expect`.
+pub(crate) async fn post_to(
     http: &reqwest::Client,
     base: &str,
     path: &str,
     token: &str,
     body: Vec<u8>,
+    expect: u16,
 ) -> Result<()> {
     let r = http
         .post(format!("{base}{path}"))
@@ -434,8 +444,8 @@ async fn post_to(
         .body(body)
         .send()
         .await?;
-    if r.status() != 201 {
-        bail!("sending answered {}: {}", r.status(), r.text().await?);
+    if r.status() != expect {
+        bail!("{path} answered {}: {}", r.status(), r.text().await?);
     }
     Ok(())
 }

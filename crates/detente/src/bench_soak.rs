@@ -535,16 +535,7 @@ async fn acknowledge_new(
         });
         let body = serde_json::to_vec(&api::wire::line::AckBody::signed(&a))?;
         let t0 = Instant::now();
-        let r = http
-            .post(format!("{base}/line/v1/acks"))
-            .bearer_auth(token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await?;
-        if r.status() != 200 {
-            bail!("acknowledging answered {}: {}", r.status(), r.text().await?);
-        }
+        crate::bench_line::post_to(http, base, "/line/v1/acks", token, body, 200).await?;
         w.record(t0.elapsed().as_micros() as u64);
     }
     Ok(())
