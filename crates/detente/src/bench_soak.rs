@@ -230,13 +230,20 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
             .await
             .map_err(|e| anyhow!(e))?;
     }
-    // The line's traffic: Federation's members to Alliance.
+    // The line's traffic: Federation's members to Alliance, whose duty
+    // officer acknowledges what arrives.
     let seed = node::RandomIds.seed().map_err(|e| anyhow!(e))?;
     let routine = MemberSigner::from_seed(&seed);
     let seed = node::RandomIds.seed().map_err(|e| anyhow!(e))?;
     let flash = MemberSigner::from_seed(&seed);
-    for (s, n) in [(&routine, "routine sender"), (&flash, "flash sender")] {
-        clients[1]
+    let seed = node::RandomIds.seed().map_err(|e| anyhow!(e))?;
+    let officer = MemberSigner::from_seed(&seed);
+    for (node, s, n) in [
+        (1, &routine, "routine sender"),
+        (1, &flash, "flash sender"),
+        (0, &officer, "duty officer"),
+    ] {
+        clients[node]
             .as_who(ADMIN)?
             .register_member(&MemberBody {
                 key: s.key().to_hex(),
@@ -247,19 +254,6 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
             .await
             .map_err(|e| anyhow!(e))?;
     }
-    // Alliance's duty officer, who acknowledges what arrives.
-    let seed = node::RandomIds.seed().map_err(|e| anyhow!(e))?;
-    let officer = MemberSigner::from_seed(&seed);
-    clients[0]
-        .as_who(ADMIN)?
-        .register_member(&MemberBody {
-            key: officer.key().to_hex(),
-            name: "duty officer".into(),
-            role: "soak".into(),
-            spheres: vec!["direct-line".into()],
-        })
-        .await
-        .map_err(|e| anyhow!(e))?;
     println!(
         "soak: {} min; per second {} creates (live kept at {}), {} area queries, {} ROUTINE + 1 FLASH messages, each acknowledged by the receiving side's duty officer; two nodes over mutual TLS, checkpoints and cosigning as configured",
         a.minutes, a.creates, a.live, a.queries, a.messages
