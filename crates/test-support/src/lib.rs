@@ -1019,8 +1019,13 @@ impl Pipe {
 /// node is down between a kill and its restart, any test's outgoing
 /// connection can take its port (a restart then failed with "address
 /// already in use" in CI). Ports below that range are never
-/// taken that way; one is drawn at random and checked free.
+/// taken that way; one is drawn at random and checked free — and never
+/// one this process handed out before: the tests of one binary run
+/// side by side, and another test drawing the port of a node that is down
+/// for a restart took it (a restart failed "address already in use" in CI).
 pub fn free_local_addr() -> SocketAddr {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     use std::hash::{BuildHasher, RandomState};
     let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -1032,7 +1037,11 @@ pub fn free_local_addr() -> SocketAddr {
         let random = RandomState::new();
         for attempt in 0u64..200 {
             let port = LOWEST + (random.hash_one(attempt) % span) as u16;
+            if handed.contains(&port) {
+                continue;
+            }
             if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                handed.push(port);
                 return l.local_addr().expect("a bound address");
             }
         }
