@@ -17,6 +17,7 @@ pub mod geometry;
 pub mod index;
 pub mod model;
 mod planar;
+pub mod snapshot;
 pub mod state;
 pub mod timestamp;
 

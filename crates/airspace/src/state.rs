@@ -238,13 +238,13 @@ impl AirspaceState {
         )
     }
 
-    pub fn intents(&self) -> impl Iterator<Item = &OperationalIntent> {
+    pub fn intents(&self) -> impl ExactSizeIterator<Item = &OperationalIntent> {
         self.intents.values()
     }
-    pub fn constraints(&self) -> impl Iterator<Item = &Constraint> {
+    pub fn constraints(&self) -> impl ExactSizeIterator<Item = &Constraint> {
         self.constraints.values()
     }
-    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
+    pub fn subscriptions(&self) -> impl ExactSizeIterator<Item = &Subscription> {
         self.subscriptions.values()
     }
     /// Current conflicts, in a stable order.

@@ -254,9 +254,15 @@ pub trait Persistence: Send + Sync + 'static {
         Box::pin(async { Ok(0) })
     }
     /// Closes the writer's connection and the readers' (the store is
-    /// shutting down).
-    fn close(&self, w: Self::Writer) -> BoxFuture<'_, ()> {
-        drop(w);
+    /// shutting down). `committed` is the airspace's state when it is
+    /// exactly what the database holds (every batch committed, none
+    /// failed), for a backend that keeps a snapshot of it.
+    fn close(
+        &self,
+        w: Self::Writer,
+        committed: Option<std::sync::Arc<std::sync::RwLock<AirspaceState>>>,
+    ) -> BoxFuture<'_, ()> {
+        drop((w, committed));
         Box::pin(async {})
     }
     /// After a failed commit: a clean connection and everything reloaded.

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use tlog::tiles::{Tile, TiledTree};
 use tlog::witness::Cosigned;
 
+mod snapshot;
+
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_airspace.sql")),
     (2, include_str!("../migrations/sqlite/0002_log.sql")),
@@ -70,6 +72,8 @@ pub struct Sqlite {
     /// readers asking for the first one, and two replacing it at once
     /// would race on its temporary file.
     sealed: std::sync::Arc<std::sync::Mutex<u64>>,
+    /// Whether the airspace came from the state snapshot at open.
+    from_snapshot: bool,
 }
 
 /// How often, at most, the WAL is checkpointed into the database, off the
@@ -424,7 +428,73 @@ fn unhex(h: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), StoreError> {
+/// The newest schema version this build knows.
+fn schema_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// The log's size and its newest entry's leaf hash (zeros when empty).
+async fn newest_entry(conn: &mut SqliteConnection) -> Result<(u64, tlog::Hash), StoreError> {
+    let newest: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT idx, data FROM log_entries ORDER BY idx DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err("reading the newest log entry"))?;
+    Ok(newest.map_or((0, [0u8; 32]), |(idx, data)| {
+        (idx as u64 + 1, tlog::leaf_hash(&data))
+    }))
+}
+
+/// The records of the state snapshot in `dir`, if there is one and it is
+/// of the database as it is now (it is removed either way).
+async fn from_snapshot(
+    conn: &mut SqliteConnection,
+    dir: &Path,
+    seq: u64,
+) -> Result<Option<snapshot::Taken>, StoreError> {
+    if !snapshot::exists(dir) {
+        return Ok(None);
+    }
+    let mut max_rowids = [0i64; 3];
+    for (max, table) in
+        max_rowids
+            .iter_mut()
+            .zip([Table::Intents, Table::Constraints, Table::Subscriptions])
+    {
+        // Only the table's name is formatted into the SQL.
+        *max = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT coalesce(max(rowid), 0) FROM {}",
+            table.name()
+        )))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("reading the highest rowids"))?;
+    }
+    let expected = snapshot::Expected {
+        schema: schema_version(),
+        seq,
+        log: newest_entry(conn).await?,
+        max_rowids,
+    };
+    let dir = dir.to_path_buf();
+    let taken = tokio::task::spawn_blocking(move || snapshot::take(&dir, &expected))
+        .await
+        .map_err(|e| StoreError::Failed(format!("reading the state snapshot: {e}")))?;
+    match taken {
+        Ok(t) => Ok(Some(t)),
+        Err(why) => {
+            tracing::warn!(%why, "the state snapshot is not used; reading the rows");
+            Ok(None)
+        }
+    }
+}
+
+/// The airspace's state and where each record lives, from the state
+/// snapshot in `snapshot_dir` when it is there and valid, else from the rows.
+async fn load(
+    conn: &mut SqliteConnection,
+    snapshot_dir: Option<&Path>,
+) -> Result<(AirspaceState, RowIds, bool), StoreError> {
     let seq: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seq'")
         .fetch_one(&mut *conn)
         .await
@@ -434,17 +504,60 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         ..RowIds::default()
     };
     let started = std::time::Instant::now();
+    let taken = match snapshot_dir {
+        Some(dir) => from_snapshot(conn, dir, seq as u64).await?,
+        None => None,
+    };
+    let from_snapshot = taken.is_some();
     // Each table's last pages decode, and its rows are gathered, while the
     // next table is read.
-    let intents = load_table::<OperationalIntent>(conn, Table::Intents).await?;
-    let constraints = load_table::<Constraint>(conn, Table::Constraints).await?;
-    let subscriptions = load_table::<Subscription>(conn, Table::Subscriptions).await?;
+    let mut rowid_maps = None;
+    let (intents, constraints, subscriptions) = match taken {
+        Some(t) => {
+            let mut pairs = Vec::new();
+            for (table, rowids, max) in [
+                (Table::Intents, t.intents.rowids, t.intents.max_rowid),
+                (
+                    Table::Constraints,
+                    t.constraints.rowids,
+                    t.constraints.max_rowid,
+                ),
+                (
+                    Table::Subscriptions,
+                    t.subscriptions.rowids,
+                    t.subscriptions.max_rowid,
+                ),
+            ] {
+                ids.next = ids.next.max(max + 1);
+                pairs.push((table, rowids));
+            }
+            // The rowid maps are built while the state is.
+            rowid_maps = Some(tokio::task::spawn_blocking(move || {
+                pairs
+                    .into_iter()
+                    .map(|(table, rowids)| (table, snapshot::rowid_map(rowids)))
+                    .collect::<Vec<_>>()
+            }));
+            (
+                t.intents.records,
+                t.constraints.records,
+                t.subscriptions.records,
+            )
+        }
+        None => {
+            let intents = load_table::<OperationalIntent>(conn, Table::Intents).await?;
+            let constraints = load_table::<Constraint>(conn, Table::Constraints).await?;
+            let subscriptions = load_table::<Subscription>(conn, Table::Subscriptions).await?;
+            (
+                finished(Table::Intents, &mut ids, intents).await?,
+                finished(Table::Constraints, &mut ids, constraints).await?,
+                finished(Table::Subscriptions, &mut ids, subscriptions).await?,
+            )
+        }
+    };
     let availability = load_table::<UssAvailability>(conn, Table::Availability).await?;
     let reports = load_table::<airspace::ReportStamp>(conn, Table::Reports).await?;
     let read_ms = started.elapsed().as_millis() as u64;
-    let intents = finished(Table::Intents, &mut ids, intents).await?;
-    let constraints = finished(Table::Constraints, &mut ids, constraints).await?;
-    let subscriptions = finished(Table::Subscriptions, &mut ids, subscriptions).await?;
     let availability = finished(Table::Availability, &mut ids, availability).await?;
     let reports = finished(Table::Reports, &mut ids, reports).await?;
     let decoded_ms = started.elapsed().as_millis() as u64;
@@ -456,13 +569,22 @@ async fn load(conn: &mut SqliteConnection) -> Result<(AirspaceState, RowIds), St
         availability,
         reports,
     );
+    if let Some(maps) = rowid_maps {
+        for (table, map) in maps
+            .await
+            .map_err(|e| StoreError::Failed(format!("mapping rowids: {e}")))?
+        {
+            ids.of[table as usize] = map;
+        }
+    }
     tracing::debug!(
+        from_snapshot,
         read_ms,
         decoded_ms,
         rebuilt_ms = started.elapsed().as_millis() as u64 - decoded_ms,
         "state loaded"
     );
-    Ok((state, ids))
+    Ok((state, ids, from_snapshot))
 }
 
 /// The log's tree, the line's state and the leaf index, from the committed
@@ -863,7 +985,7 @@ impl Sqlite {
         conn: &mut SqliteConnection,
         me: &str,
     ) -> Result<(Loaded, RowIds, LeafIndex), StoreError> {
-        let (state, ids) = load(conn).await?;
+        let (state, ids, _) = load(conn, None).await?;
         let (tree, line, leaves) = load_log(conn, me).await?;
         let latest = latest_checkpoint(conn).await?;
         Ok((
@@ -932,13 +1054,40 @@ impl Persistence for Sqlite {
         Box::pin(async {})
     }
 
-    fn close(&self, w: SqliteWriter) -> BoxFuture<'_, ()> {
+    fn close(
+        &self,
+        w: SqliteWriter,
+        committed: Option<std::sync::Arc<std::sync::RwLock<AirspaceState>>>,
+    ) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Readers first: the last connection to close checkpoints the
             // WAL into the database, so the next open has nothing to replay.
             self.reads.close().await;
-            if let Err(e) = w.conn.close().await {
+            let SqliteWriter { mut conn, ids, .. } = w;
+            let log = match committed {
+                Some(_) => newest_entry(&mut conn).await.ok(),
+                None => None,
+            };
+            if let Err(e) = conn.close().await {
                 tracing::warn!(error = %e, "closing the writer's connection");
+            }
+            // The state as committed, for the next open to read instead of
+            // decoding every row.
+            let (Some(state), Some(log)) = (committed, log) else {
+                return;
+            };
+            let dir = self.dir().to_path_buf();
+            let written = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let state = state.read().unwrap_or_else(|p| p.into_inner());
+                snapshot::write(&dir, schema_version(), log, &state, &ids)
+                    .map(|bytes| (bytes, started.elapsed().as_millis() as u64))
+            })
+            .await;
+            match written {
+                Ok(Ok((bytes, ms))) => tracing::info!(bytes, ms, "state snapshot written"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the state snapshot was not written"),
+                Err(e) => tracing::warn!(error = %e, "the state snapshot was not written"),
             }
         })
     }
@@ -1249,7 +1398,7 @@ pub async fn open_tuned(
             let _ = log_conn.close().await;
             r
         });
-        let (state, ids) = load(&mut conn).await?;
+        let (state, ids, from_snapshot) = load(&mut conn, Some(dir)).await?;
         let (tree, line, leaves) = log_load
             .await
             .map_err(|e| StoreError::Failed(format!("loading the log: {e}")))??;
@@ -1277,6 +1426,7 @@ pub async fn open_tuned(
             wal: wal.clone(),
             leaves: std::sync::RwLock::new(leaves),
             sealed: Default::default(),
+            from_snapshot,
         });
         let engine = Engine::start(
             backend,
@@ -1300,6 +1450,11 @@ pub async fn open_tuned(
 }
 
 impl Sqlite {
+    /// Whether this open read the airspace from the state snapshot a clean
+    /// close left (else from the rows).
+    pub fn loaded_from_snapshot(&self) -> bool {
+        self.from_snapshot
+    }
     /// How many times since it opened the writer checkpointed the WAL's
     /// last frames so that the WAL starts over (under a steady load; an
     /// idle moment restarts it by itself).

@@ -1119,6 +1119,12 @@ async fn run_writer<B: Persistence>(mut wr: Writer<B>) {
         let persisted = persist_decided(&*wr.backend.clone(), &mut wr.w, &mut d).await;
         wr.finish(d, persisted, None).await;
     }
+    // The airspace as committed, unless a failed commit could not be
+    // reloaded from (then the state is not the database's).
+    let committed = wr
+        .available
+        .load(Ordering::SeqCst)
+        .then(|| wr.decider.state.clone());
     // Jobs still queued are refused (their senders dropped); the states go
     // with the engine, not with this task.
     let Writer {
@@ -1131,7 +1137,7 @@ async fn run_writer<B: Persistence>(mut wr: Writer<B>) {
         ..
     } = wr;
     drop((decider, jobs, urgent));
-    backend.close(w).await;
+    backend.close(w, committed).await;
     for tx in closing {
         let _ = tx.send(());
     }

@@ -1,0 +1,339 @@
+//! The embedded store's state snapshot: a clean close leaves one, the next
+//! open reads the airspace from it instead of the rows — exactly the state
+//! the rows give — once; a snapshot that is not of the database as it is
+//! (stale, cut short, damaged) is not used, and nothing is lost.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use node::airspace::decide::ImplicitSubscription;
+use node::airspace::{AirspaceState, LatLng, OperationalIntentState, Ovn, Timestamp, Volume4D};
+use node::entries::LogSigner;
+use node::tlog;
+use node::{Caller, Dss, IntentRequest, RandomIds, Scope, Settings, Store, SystemClock};
+use std::path::Path;
+use std::sync::Arc;
+use uuid::Uuid;
+
+const FILE: &str = "airspace.snapshot";
+
+fn caller(sub: &str) -> Caller {
+    Caller {
+        sub: sub.into(),
+        scopes: vec![Scope::StrategicCoordination],
+    }
+}
+
+fn square(lat: f64, lng: f64, now: Timestamp) -> Volume4D {
+    Volume4D::square(
+        LatLng { lat, lng },
+        0.01,
+        (0.0, 300.0),
+        (now, now.plus_seconds(3600)),
+    )
+}
+
+fn request(v: Volume4D, key: Vec<Ovn>) -> IntentRequest {
+    IntentRequest {
+        extents: vec![v],
+        key,
+        state: OperationalIntentState::Accepted,
+        uss_base_url: "https://uss.example".into(),
+        subscription_id: None,
+        new_subscription: Some(ImplicitSubscription {
+            uss_base_url: "https://uss.example".into(),
+            notify_for_constraints: true,
+        }),
+        requested_ovn_suffix: None,
+    }
+}
+
+fn log_signer() -> LogSigner {
+    LogSigner {
+        previous: None,
+        signer: tlog::NoteSigner::from_seed("detente.test/snapshot", &[6; 32]).unwrap(),
+        clock: Arc::new(SystemClock),
+        member: None,
+    }
+}
+
+/// The embedded store of `dir`, and a DSS over it.
+async fn open(dir: &Path) -> (Arc<store::SqliteStore>, Dss) {
+    let s = Arc::new(store::open_sqlite(dir, log_signer()).await.unwrap());
+    let d = Dss::new(
+        s.clone() as Arc<dyn Store>,
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        Settings::default(),
+    );
+    (s, d)
+}
+
+/// Everything a reader of the airspace sees, in a stable order.
+fn everything(s: &AirspaceState) -> String {
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        s.intents().collect::<Vec<_>>(),
+        s.constraints().collect::<Vec<_>>(),
+        s.subscriptions().collect::<Vec<_>>(),
+        s.conflicts().collect::<Vec<_>>(),
+        (s.counts(), s.seq()),
+    )
+}
+
+/// Rows in a table of the database of `dir`.
+async fn rows(dir: &Path, table: &str) -> i64 {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.join("detente.db").display());
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let n = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    n
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Writes intents (each with its implicit subscription), some of them
+/// conflicting, a constraint, an explicit subscription with a circle, then
+/// updates and removes some: rowids with gaps, every kind of record.
+async fn populate(d: &Dss, n: u128) -> Vec<Uuid> {
+    let now = d.now();
+    let mut ids = Vec::new();
+    for k in 0..n {
+        let id = Uuid::from_u128(0x5eed_0000 + k);
+        // Pairs of intents overlap, each of another party: the second of
+        // each pair presents the first's key, and the two conflict.
+        let pair = k / 2;
+        let (lat, lng) = (
+            40.0 + (pair / 150) as f64 * 0.1,
+            20.0 + (pair % 150) as f64 * 0.1 + (k % 2) as f64 * 0.01,
+        );
+        let key = match k % 2 {
+            1 => vec![d.get_intent(ids[k as usize - 1]).await.unwrap().ovn],
+            _ => vec![],
+        };
+        let manager = caller(["alliance", "federation"][k as usize % 2]);
+        d.put_intent(&manager, id, None, request(square(lat, lng, now), key))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    d.put_constraint(
+        &caller("authority"),
+        Uuid::from_u128(0xc0),
+        None,
+        vec![square(40.0, 20.0, now)],
+        "https://authority.example".into(),
+    )
+    .await
+    .unwrap();
+    d.put_subscription(
+        &caller("watcher"),
+        Uuid::from_u128(0x5b),
+        None,
+        node::SubscriptionRequest {
+            extents: Volume4D {
+                outline: node::airspace::Outline::Circle {
+                    center: LatLng {
+                        lat: 40.0,
+                        lng: 20.0,
+                    },
+                    radius_m: 2500.0,
+                },
+                altitude_lower_m: Some(0.0),
+                altitude_upper_m: Some(500.0),
+                time_start: Some(now),
+                time_end: Some(now.plus_seconds(7200)),
+            },
+            uss_base_url: "https://watcher.example".into(),
+            notify_for_operational_intents: true,
+            notify_for_constraints: true,
+        },
+    )
+    .await
+    .unwrap();
+    // One removed, one moved to a new version.
+    let gone = d.get_intent(ids[3]).await.unwrap();
+    d.delete_intent(&caller("federation"), gone.id, gone.ovn)
+        .await
+        .unwrap();
+    let moved = d.get_intent(ids[4]).await.unwrap();
+    let neighbour = d.get_intent(ids[5]).await.unwrap();
+    d.put_intent(
+        &caller("alliance"),
+        moved.id,
+        Some(moved.ovn),
+        request(square(40.0, 20.205, now), vec![neighbour.ovn]),
+    )
+    .await
+    .unwrap();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_close_leaves_a_snapshot_the_next_open_reads_once_as_the_rows_would() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, rows_dir) = (root.path().join("a"), root.path().join("b"));
+    // More records than a snapshot block holds (4,096), so that blocks
+    // decode on both cores.
+    let ids = {
+        let (s, d) = open(&dir).await;
+        assert!(
+            !s.backend.loaded_from_snapshot(),
+            "a new store has no snapshot"
+        );
+        let ids = populate(&d, 4_500).await;
+        d.close().await;
+        ids
+    };
+    assert!(dir.join(FILE).is_file(), "a clean close leaves a snapshot");
+    // The same database without the snapshot: what the rows give.
+    copy_dir(&dir, &rows_dir);
+    std::fs::remove_file(rows_dir.join(FILE)).unwrap();
+
+    let (s, d) = open(&dir).await;
+    assert!(s.backend.loaded_from_snapshot());
+    assert!(!dir.join(FILE).exists(), "a snapshot is used once");
+    let (rs, rd) = open(&rows_dir).await;
+    assert!(!rs.backend.loaded_from_snapshot());
+    let from_snapshot = d.view(everything).unwrap();
+    assert_eq!(from_snapshot, rd.view(everything).unwrap());
+    let counts = d.counts().unwrap();
+    assert_eq!((counts.intents, counts.constraints), (4_499, 1));
+    assert_eq!(counts.subscriptions, 4_500, "4,499 implicit, one explicit");
+    assert!(counts.conflicts >= 2_000, "{counts:?}");
+    drop((rs, rd));
+
+    // Each record's rowid came back with it: an update replaces its row, a
+    // removal removes it, a new record gets a rowid of its own.
+    let now = d.now();
+    let first = d.get_intent(ids[0]).await.unwrap();
+    let second = d.get_intent(ids[1]).await.unwrap();
+    d.put_intent(
+        &caller("alliance"),
+        first.id,
+        Some(first.ovn),
+        request(
+            square(40.0, 20.0, now),
+            vec![
+                second.ovn.clone(),
+                d.get_constraint(Uuid::from_u128(0xc0)).await.unwrap().ovn,
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    d.delete_intent(&caller("federation"), second.id, second.ovn)
+        .await
+        .unwrap();
+    d.put_intent(
+        &caller("alliance"),
+        Uuid::from_u128(0xfeed),
+        None,
+        request(square(10.0, 10.0, now), vec![]),
+    )
+    .await
+    .unwrap();
+    let after = d.view(everything).unwrap();
+    d.close().await;
+    drop((s, d));
+    // Read back from the rows alone: the same state, one row a record.
+    std::fs::remove_file(dir.join(FILE)).unwrap();
+    let (s, d) = open(&dir).await;
+    assert!(!s.backend.loaded_from_snapshot());
+    assert_eq!(d.view(everything).unwrap(), after);
+    let counts = d.counts().unwrap();
+    assert_eq!(counts.intents, 4_499);
+    assert_eq!(rows(&dir, "intents").await, 4_499);
+    assert_eq!(
+        rows(&dir, "subscriptions").await,
+        counts.subscriptions as i64
+    );
+    assert_eq!(d.get_intent(ids[0]).await.unwrap().version, 2);
+}
+
+/// Opens `dir` with `snapshot` in place of whatever snapshot is there:
+/// whether it was used, and the state.
+async fn open_with(dir: &Path, snapshot: &[u8]) -> (bool, String) {
+    std::fs::write(dir.join(FILE), snapshot).unwrap();
+    let (s, d) = open(dir).await;
+    let used = s.backend.loaded_from_snapshot();
+    assert!(
+        !dir.join(FILE).exists(),
+        "a snapshot is removed, used or not"
+    );
+    let state = d.view(everything).unwrap();
+    d.close().await;
+    (used, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_not_of_the_database_as_it_is_is_not_used_and_nothing_is_lost() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    {
+        let (_, d) = open(&dir).await;
+        populate(&d, 40).await;
+        d.close().await;
+    }
+    let good = std::fs::read(dir.join(FILE)).unwrap();
+    let (used, before) = open_with(&dir, &good).await;
+    assert!(used, "the snapshot the close left is used");
+    let rows_state = {
+        let (s, d) = open(&dir).await;
+        assert!(
+            s.backend.loaded_from_snapshot(),
+            "each clean close leaves one"
+        );
+        let state = d.view(everything).unwrap();
+        d.close().await;
+        state
+    };
+    assert_eq!(rows_state, before);
+
+    // Cut short anywhere, or any one byte changed: not used, and the
+    // state is whole (read from the rows).
+    let mut cuts = vec![0, 10, good.len() / 2, good.len() - 1];
+    cuts.extend((good.len() - 60..good.len()).step_by(7));
+    for cut in cuts {
+        let (used, state) = open_with(&dir, &good[..cut]).await;
+        assert!(!used, "a snapshot cut to {cut} bytes was used");
+        assert_eq!(state, before);
+    }
+    for at in (0..good.len()).step_by(good.len() / 24) {
+        let mut damaged = good.clone();
+        damaged[at] ^= 0x20;
+        let (used, state) = open_with(&dir, &damaged).await;
+        assert!(!used, "a snapshot with byte {at} changed was used");
+        assert_eq!(state, before);
+    }
+
+    // Stale: a write after the snapshot was taken (the sequence moved).
+    {
+        let (_, d) = open(&dir).await;
+        let now = d.now();
+        d.put_intent(
+            &caller("alliance"),
+            Uuid::from_u128(0xa11),
+            None,
+            request(square(-10.0, -10.0, now), vec![]),
+        )
+        .await
+        .unwrap();
+        d.close().await;
+    }
+    let (used, state) = open_with(&dir, &good).await;
+    assert!(!used, "a snapshot from before a write was used");
+    assert!(state.contains("00000000-0000-0000-0000-000000000a11"));
+    assert_ne!(state, before);
+}
