@@ -581,6 +581,24 @@ fn cpu_ticks() -> Option<(u64, u64, u64)> {
     Some((process, total - idle, total))
 }
 
+/// Waits (at most 15 s) until the machine's cores are ≥ 90% idle over a
+/// fifth of a second: a start is timed on a quiet machine, not beside the
+/// freeing of the state a node before it held (gigabytes at 1M).
+async fn quiet_machine() {
+    for _ in 0..75 {
+        let Some((_, busy0, total0)) = cpu_ticks() else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some((_, busy1, total1)) = cpu_ticks() else {
+            return;
+        };
+        if (busy1 - busy0) * 10 <= (total1 - total0) {
+            return;
+        }
+    }
+}
+
 impl CpuUse {
     fn between(before: Option<(u64, u64, u64)>, ops: u64) -> Option<CpuUse> {
         let (p0, b0, t0) = before?;
@@ -966,6 +984,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         };
         dss.close().await;
         drop(dss);
+        quiet_machine().await;
         let cold = Instant::now();
         let node = run::start(&cfg).await?;
         let cold = cold.elapsed().as_secs_f64();
@@ -984,6 +1003,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let snapshot = dir.join("airspace.snapshot");
         std::fs::remove_file(&snapshot)
             .with_context(|| format!("the clean stop left no {}", snapshot.display()))?;
+        quiet_machine().await;
         let cold = Instant::now();
         let node = run::start(&cfg).await?;
         let cold = cold.elapsed().as_secs_f64();
@@ -994,6 +1014,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         );
         // The same as its own process (`detente serve`): from exec to its
         // listener, and its resident memory there beside an empty node's.
+        quiet_machine().await;
         match served_memory(&root, &dir) {
             Ok((secs, rss, empty)) => println!(
                 "{:<44} {secs:>10.3} s   resident {:.0} MiB (an empty node {:.0} MiB): {:.0} bytes per live intent",

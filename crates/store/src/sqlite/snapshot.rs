@@ -20,7 +20,8 @@
 //! [`BLOCK`] records — each the number of records (u32), its byte length
 //! (u64), the SHA-256 of its bytes and its records, each a rowid (i64) and the record — and the
 //! table's highest rowid (i64, 0 when empty); then [`END`] and the file's
-//! length before it (u64). Blocks decode on all cores.
+//! length before it (u64). Blocks are read one after the other and decode on
+//! all cores as they come.
 
 use super::RecordKey;
 use crate::sharded::ShardedMap;
@@ -202,47 +203,49 @@ pub(super) fn exists(dir: &Path) -> bool {
     dir.join(FILE).exists()
 }
 
-/// A block as read: its record count, SHA-256 and bytes.
-type Block<'a> = (usize, &'a [u8], &'a [u8]);
-
-/// A table's blocks, its record count and its highest rowid.
-type Section<'a> = (Vec<Block<'a>>, usize, i64);
-
-fn blocks<'a>(r: &mut Reader<'a>) -> Result<Section<'a>, SnapshotError> {
-    let count = u64::take(r)? as usize;
-    let mut blocks = Vec::new();
-    let mut seen = 0usize;
-    while seen < count {
-        let n = u32::take(r)? as usize;
-        let len = u64::take(r)?;
-        if n == 0 || n > BLOCK || len > r.remaining() as u64 {
-            return Err(SnapshotError(format!(
-                "a block of {n} records in {len} bytes"
-            )));
-        }
-        let sha256 = r.bytes(32)?;
-        blocks.push((n, sha256, r.bytes(len as usize)?));
-        seen += n;
-    }
-    if seen != count {
-        return Err(SnapshotError(format!(
-            "{seen} records where {count} were announced"
-        )));
-    }
-    Ok((blocks, count, i64::take(r)?))
+/// The snapshot file, read front to back; never more than it holds.
+struct Source {
+    file: std::io::BufReader<std::fs::File>,
+    /// Bytes left before the trailer.
+    left: u64,
 }
 
+impl Source {
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, SnapshotError> {
+        use std::io::Read;
+        if n > self.left {
+            return Err(SnapshotError(format!(
+                "{n} bytes wanted, {} left",
+                self.left
+            )));
+        }
+        let mut out = vec![0u8; n as usize];
+        self.file
+            .read_exact(&mut out)
+            .map_err(|e| SnapshotError(format!("reading: {e}")))?;
+        self.left -= n;
+        Ok(out)
+    }
+    fn take<T: Snap>(&mut self, size: u64) -> Result<T, SnapshotError> {
+        let b = self.bytes(size)?;
+        T::take(&mut Reader::new(&b))
+    }
+}
+
+/// A block as read: its place in the table, record count, SHA-256 and bytes.
+type Block = (usize, usize, Vec<u8>, Vec<u8>);
+
 /// One block's (rowid, record)s, once its bytes are those written.
-fn decode_block<T: Snap>(block: &Block<'_>) -> Result<Vec<(i64, T)>, SnapshotError> {
-    let (n, sha256, bytes) = *block;
-    if sha2::Sha256::digest(bytes).as_slice() != sha256 {
+fn decode_block<T: Snap>(block: &Block) -> Result<Vec<(i64, T)>, SnapshotError> {
+    let (_, n, sha256, bytes) = block;
+    if sha2::Sha256::digest(bytes).as_slice() != sha256.as_slice() {
         return Err(SnapshotError(
             "a block's bytes are not those written (SHA-256)".into(),
         ));
     }
     let mut r = Reader::new(bytes);
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
+    let mut out = Vec::with_capacity(*n);
+    for _ in 0..*n {
         let rowid = i64::take(&mut r)?;
         out.push((rowid, T::take(&mut r)?));
     }
@@ -255,36 +258,78 @@ fn decode_block<T: Snap>(block: &Block<'_>) -> Result<Vec<(i64, T)>, SnapshotErr
     Ok(out)
 }
 
-/// Decodes a table's blocks on all cores, in order.
-fn decode<T: Snap + Send>(
-    section: Section<'_>,
+/// A table's decoded blocks, each with its place.
+type Decoded<T> = Vec<(usize, Result<Vec<(i64, T)>, SnapshotError>)>;
+
+/// Reads a table's blocks one after the other while they decode on all
+/// cores (only the blocks in flight are held, never the whole file); its
+/// records in the file's order.
+fn table<T: Snap + Send>(
+    src: &mut Source,
     id: impl Fn(&T) -> uuid::Uuid,
 ) -> Result<Records<T>, SnapshotError> {
-    let (blocks, count, max_rowid) = section;
+    let count = src.take::<u64>(8)? as usize;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = blocks.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<(i64, T)>, SnapshotError>> = std::thread::scope(|t| {
-        let handles: Vec<_> = blocks
-            .chunks(per)
-            .map(|part| {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(2 * threads);
+    // Held by the workers alone: should they all stop, the reader's next
+    // send fails instead of waiting for them.
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let (read, parts): (Result<(), SnapshotError>, Vec<Decoded<T>>) = std::thread::scope(|t| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = rx.clone();
                 t.spawn(move || {
                     let mut out = Vec::new();
-                    for block in part {
-                        out.extend(decode_block::<T>(block)?);
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(block) = next else { break };
+                        out.push((block.0, decode_block::<T>(&block)));
                     }
-                    Ok(out)
+                    out
                 })
             })
             .collect();
-        handles
+        drop(rx);
+        let read = (|| {
+            let (mut seen, mut place) = (0usize, 0usize);
+            while seen < count {
+                let n = src.take::<u32>(4)? as usize;
+                let len = src.take::<u64>(8)?;
+                if n == 0 || n > BLOCK || len > src.left {
+                    return Err(SnapshotError(format!(
+                        "a block of {n} records in {len} bytes"
+                    )));
+                }
+                let sha256 = src.bytes(32)?;
+                let bytes = src.bytes(len)?;
+                if tx.send((place, n, sha256, bytes)).is_err() {
+                    break;
+                }
+                seen += n;
+                place += 1;
+            }
+            if seen != count {
+                return Err(SnapshotError(format!(
+                    "{seen} records where {count} were announced"
+                )));
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let parts = workers
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+            .collect();
+        (read, parts)
     });
+    read?;
+    let max_rowid = src.take::<i64>(8)?;
+    let mut parts: Vec<_> = parts.into_iter().flatten().collect();
+    parts.sort_unstable_by_key(|p| p.0);
     let mut records = Vec::with_capacity(count);
     let mut rowids = Vec::with_capacity(count);
     let mut highest = 0i64;
-    for part in parts {
+    for (_, part) in parts {
         for (rowid, record) in part? {
             let id = id(&record);
             // Written from the state's ordered maps: ids strictly rising,
@@ -314,25 +359,36 @@ fn decode<T: Snap + Send>(
 /// otherwise).
 pub(super) fn take(dir: &Path, expected: &Expected) -> Result<Taken, String> {
     let path = dir.join(FILE);
-    let bytes = std::fs::read(&path).map_err(io("reading", &path));
+    let file = std::fs::File::open(&path).map_err(io("opening", &path));
     remove(dir)?;
-    let bytes = bytes?;
-    parse(&bytes, expected).map_err(|e| e.to_string())
+    read(file?, expected).map_err(|e| e.to_string())
 }
 
-fn parse(bytes: &[u8], expected: &Expected) -> Result<Taken, SnapshotError> {
+fn read(mut file: std::fs::File, expected: &Expected) -> Result<Taken, SnapshotError> {
+    use std::io::{Read, Seek, SeekFrom};
     let bad = |what: String| SnapshotError(what);
-    let tail = END.len() + 8;
-    if bytes.len() < MAGIC.len() + tail || !bytes.starts_with(MAGIC) {
+    let failed = |e: std::io::Error| SnapshotError(format!("reading: {e}"));
+    let len = file.metadata().map_err(failed)?.len();
+    let tail = (END.len() + 8) as u64;
+    if len < MAGIC.len() as u64 + tail {
         return Err(bad("not a snapshot of this format".into()));
     }
-    let (body, end) = bytes.split_at(bytes.len() - tail);
-    if &end[..END.len()] != END
-        || u64::take(&mut Reader::new(&end[END.len()..]))? != body.len() as u64
-    {
+    let mut end = vec![0u8; tail as usize];
+    file.seek(SeekFrom::Start(len - tail)).map_err(failed)?;
+    file.read_exact(&mut end).map_err(failed)?;
+    if &end[..END.len()] != END || u64::take(&mut Reader::new(&end[END.len()..]))? != len - tail {
         return Err(bad("incomplete".into()));
     }
-    let mut r = Reader::new(&body[MAGIC.len()..]);
+    file.seek(SeekFrom::Start(0)).map_err(failed)?;
+    let mut src = Source {
+        file: std::io::BufReader::with_capacity(1 << 20, file),
+        left: len - tail,
+    };
+    if src.bytes(MAGIC.len() as u64)? != MAGIC {
+        return Err(bad("not a snapshot of this format".into()));
+    }
+    let head = src.bytes(8 + 8 + 8 + 32)?;
+    let mut r = Reader::new(&head);
     let (schema, seq) = (i64::take(&mut r)?, u64::take(&mut r)?);
     let size = u64::take(&mut r)?;
     let newest = r.bytes(32)?;
@@ -348,22 +404,27 @@ fn parse(bytes: &[u8], expected: &Expected) -> Result<Taken, SnapshotError> {
             expected.log.0
         )));
     }
-    let sections = [blocks(&mut r)?, blocks(&mut r)?, blocks(&mut r)?];
-    if r.remaining() != 0 {
-        return Err(bad(format!("{} bytes after the last table", r.remaining())));
-    }
-    for (s, db) in sections.iter().zip(expected.max_rowids) {
-        if s.2 != db {
-            return Err(bad(format!(
-                "a table's highest rowid is {db} in the database, {} in the snapshot",
-                s.2
-            )));
+    let matches = |r: i64, db: i64| {
+        if r == db {
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "a table's highest rowid is {db} in the database, {r} in the snapshot"
+            )))
         }
+    };
+    let intents = table(&mut src, |r: &OperationalIntent| r.id)?;
+    matches(intents.max_rowid, expected.max_rowids[0])?;
+    let constraints = table(&mut src, |r: &Constraint| r.id)?;
+    matches(constraints.max_rowid, expected.max_rowids[1])?;
+    let subscriptions = table(&mut src, |r: &Subscription| r.id)?;
+    matches(subscriptions.max_rowid, expected.max_rowids[2])?;
+    if src.left != 0 {
+        return Err(bad(format!("{} bytes after the last table", src.left)));
     }
-    let [intents, constraints, subscriptions] = sections;
     Ok(Taken {
-        intents: decode(intents, |r: &OperationalIntent| r.id)?,
-        constraints: decode(constraints, |r: &Constraint| r.id)?,
-        subscriptions: decode(subscriptions, |r: &Subscription| r.id)?,
+        intents,
+        constraints,
+        subscriptions,
     })
 }
