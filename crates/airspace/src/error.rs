@@ -96,3 +96,8 @@ pub enum DomainError {
         message: String,
     },
 }
+
+/// Why a state snapshot's record cannot be read ([`crate::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("the state snapshot is unreadable: {0}")]
+pub struct SnapshotError(pub String);

@@ -10,14 +10,10 @@
 //! store falls back to its rows. Volumes are kept as their plain `Volume4D`
 //! and prepared again on the way back, as from JSON.
 
+pub use crate::error::SnapshotError;
 use crate::geometry::{LatLng, Limits, Outline, PreparedVolume, Volume4D, prepare};
 use crate::model::*;
 use crate::timestamp::Timestamp;
-
-/// Why a snapshot cannot be read.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("the state snapshot is unreadable: {0}")]
-pub struct SnapshotError(pub String);
 
 fn bad(what: impl Into<String>) -> SnapshotError {
     SnapshotError(what.into())

@@ -453,6 +453,10 @@ async fn from_snapshot(
     seq: u64,
 ) -> Result<Option<snapshot::Taken>, StoreError> {
     if !snapshot::exists(dir) {
+        // A temporary file a crash left while one was being written.
+        if let Err(e) = snapshot::remove(dir) {
+            tracing::warn!(error = %e, "removing an unfinished state snapshot");
+        }
         return Ok(None);
     }
     let mut max_rowids = [0i64; 3];
@@ -1407,7 +1411,7 @@ pub async fn open_tuned(
         let verifiers = signer.verifiers();
         let c = state.counts();
         tracing::info!(path = %path.display(), intents = c.intents, constraints = c.constraints, subscriptions = c.subscriptions,
-            conflicts = c.conflicts, log_size = tree.size(), ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
+            conflicts = c.conflicts, log_size = tree.size(), from_snapshot, ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
         let reads = sqlx::pool::PoolOptions::<sqlx::Sqlite>::new()
             .max_connections(2)
             .connect_with(opts.clone().create_if_missing(false))

@@ -1,7 +1,9 @@
 //! The embedded store's state snapshot: a clean close leaves one, the next
 //! open reads the airspace from it instead of the rows — exactly the state
 //! the rows give — once; a snapshot that is not of the database as it is
-//! (stale, cut short, damaged) is not used, and nothing is lost.
+//! (stale, cut short, damaged) is not used, and nothing is lost. The
+//! embedded store's alone: a PostgreSQL node keeps no snapshot (its
+//! replicas share the database and each reads it at start).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -336,4 +338,14 @@ async fn a_snapshot_not_of_the_database_as_it_is_is_not_used_and_nothing_is_lost
     assert!(!used, "a snapshot from before a write was used");
     assert!(state.contains("00000000-0000-0000-0000-000000000a11"));
     assert_ne!(state, before);
+
+    // What a crash in the middle of writing one leaves is removed at the
+    // next open, and the rows are read.
+    std::fs::remove_file(dir.join(FILE)).unwrap();
+    std::fs::write(dir.join("airspace.snapshot.tmp"), &good[..good.len() / 3]).unwrap();
+    let (s, d) = open(&dir).await;
+    assert!(!s.backend.loaded_from_snapshot());
+    assert!(!dir.join("airspace.snapshot.tmp").exists());
+    assert_eq!(d.view(everything).unwrap(), state);
+    d.close().await;
 }

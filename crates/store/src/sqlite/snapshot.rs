@@ -133,6 +133,21 @@ pub(super) fn write(
     state: &AirspaceState,
     ids: &super::RowIds,
 ) -> Result<u64, String> {
+    let written = write_file(dir, schema, log, state, ids);
+    if written.is_err() {
+        // Nothing half-written stays behind (a full disk, say).
+        let _ = std::fs::remove_file(dir.join(TEMPORARY));
+    }
+    written
+}
+
+fn write_file(
+    dir: &Path,
+    schema: i64,
+    log: (u64, tlog::Hash),
+    state: &AirspaceState,
+    ids: &super::RowIds,
+) -> Result<u64, String> {
     use node::persist::Table;
     let temporary = dir.join(TEMPORARY);
     let file = std::fs::File::create(&temporary).map_err(io("creating", &temporary))?;
