@@ -1131,14 +1131,17 @@ async fn list_messages(
         };
         // Overdue counts every matching message (settled ones are
         // acknowledged); the views are the newest `limit`, oldest first.
+        // Both skip the runs of the history that cannot match (settled
+        // out of memory, or all at or below `after`): a poll with `after`
+        // reads what is new, not every message ever held.
         let overdue = s
-            .messages()
+            .messages_where(None, true)
             .filter(wanted)
             .filter_map(|m| m.whole())
             .filter(|e| s.overdue(e, now))
             .count();
         let mut v: Vec<Value> = s
-            .messages()
+            .messages_where(q.after, false)
             .rev()
             .filter(wanted)
             .take(limit)

@@ -245,6 +245,18 @@ pub struct MessageEntry {
     pub ack_index: Option<u64>,
 }
 
+/// Positions of the line's message vector summarised together.
+pub const SPAN: usize = 1024;
+
+/// What a listing needs to know of [`SPAN`] positions before reading them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    /// The highest log index among them.
+    max_index: u64,
+    /// How many are held whole.
+    whole: u32,
+}
+
 /// A settled message out of memory (delivered and acknowledged, older
 /// than the newest [`KEEP_SETTLED`]): where this node's log holds it and
 /// its acknowledgement, and what deciding still asks of it. Nothing about
@@ -458,6 +470,10 @@ pub struct LineState {
     messages: Vec<Slot>,
     /// Position in `messages` by message id.
     message_at: HashMap<Uuid, u32>,
+    /// Per [`SPAN`] positions of `messages`: the highest log index there
+    /// and how many are whole, so that a listing skips what cannot match
+    /// (the vector is in the order messages took effect, not by index).
+    spans: Vec<Span>,
     /// Positions of the settled messages still whole, in the order they
     /// settled: past `keep_settled`, the oldest leaves memory.
     settling: VecDeque<u32>,
@@ -516,6 +532,7 @@ impl LineState {
             settling: VecDeque::new(),
             keep_settled: KEEP_SETTLED,
             put_away: 0,
+            spans: Vec::new(),
             peer_names: Vec::new(),
             groups: HashMap::new(),
             out: HashMap::new(),
@@ -729,7 +746,15 @@ impl LineState {
                 accepted: false,
             });
         }
-        self.message_at.insert(id, self.messages.len() as u32);
+        let at = self.messages.len();
+        if at.is_multiple_of(SPAN) {
+            self.spans.push(Span::default());
+        }
+        if let Some(span) = self.spans.last_mut() {
+            span.max_index = span.max_index.max(index);
+            span.whole += 1;
+        }
+        self.message_at.insert(id, at as u32);
         self.messages.push(Slot::Whole(Box::new(MessageEntry {
             signed: m,
             index,
@@ -795,6 +820,9 @@ impl LineState {
             ..stub
         });
         self.put_away += 1;
+        if let Some(span) = self.spans.get_mut(at as usize / SPAN) {
+            span.whole -= 1;
+        }
     }
 
     /// What an accepted record changes.
@@ -1422,6 +1450,31 @@ impl LineState {
     /// Messages in log order.
     pub fn messages(&self) -> impl DoubleEndedIterator<Item = Held<'_>> {
         self.messages.iter().map(Slot::held)
+    }
+    /// Messages in log order, leaving out runs of [`SPAN`] where none has
+    /// a log index above `after`, or (`whole_only`) none is whole: what a
+    /// listing of the newest messages or of the unsettled ones reads,
+    /// without walking the whole history. Others may still be among those
+    /// yielded; the caller filters as before.
+    pub fn messages_where(
+        &self,
+        after: Option<u64>,
+        whole_only: bool,
+    ) -> impl DoubleEndedIterator<Item = Held<'_>> {
+        self.spans
+            .iter()
+            .enumerate()
+            .filter(move |(_, span)| {
+                after.is_none_or(|a| span.max_index > a) && (!whole_only || span.whole > 0)
+            })
+            .flat_map(move |(i, _)| {
+                let end = ((i + 1) * SPAN).min(self.messages.len());
+                self.messages
+                    .get(i * SPAN..end)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(Slot::held)
+            })
     }
     /// The other party of a message.
     pub fn peer_of<'a>(&'a self, m: Held<'a>) -> &'a str {

@@ -921,9 +921,10 @@ impl Line {
                 h.acks.push((p.name.clone(), 0, 0));
             }
             h.messages = s.message_counts();
-            // Settled messages are acknowledged: only whole ones await.
+            // Settled messages are acknowledged: only whole ones await
+            // (the runs of the history settled out of memory are skipped).
             for m in s
-                .messages()
+                .messages_where(None, true)
                 .filter_map(|m| m.whole())
                 .filter(|m| m.outgoing && m.ack.is_none())
             {

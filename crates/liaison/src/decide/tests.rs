@@ -243,6 +243,71 @@ fn ack_of(s: &MemberSigner, m: &Signed<Message>, text: &str) -> Signed<Ack> {
 }
 
 #[test]
+fn a_listing_reads_only_the_runs_of_history_that_can_match() {
+    use crate::state::SPAN;
+    let (mut a, mut f, s1, s2, _) = peered();
+    a.state.set_keep_settled(2);
+    let total = 2 * SPAN + 60;
+    let sent: Vec<_> = (1..=total as u64)
+        .map(|seq| text(F, A, &s2, seq, Sphere::Military, Precedence::Routine))
+        .collect();
+    for m in &sent {
+        f.run(send_message(&f.state, m.clone(), T0), T0);
+    }
+    deliver(&mut f, &mut a, T0);
+    // All but the newest 100 acknowledged: settled, and past the newest
+    // two out of memory.
+    for m in &sent[..total - 100] {
+        a.run(acknowledge(&a.state, ack_of(&s1, m, "wilco"), T0), T0);
+    }
+    let ids = |it: &mut dyn Iterator<Item = Held<'_>>, after: u64| -> Vec<u64> {
+        it.filter(|m| m.index() > after)
+            .map(|m| m.index())
+            .collect()
+    };
+    let indices: Vec<u64> = a.state.messages().map(|m| m.index()).collect();
+    assert_eq!(indices.len(), total);
+    for after in [
+        0,
+        indices[0],
+        indices[700],
+        indices[SPAN + 5],
+        indices[total - 30],
+        u64::MAX,
+    ] {
+        // The same messages, in the same order, either way — newest first too.
+        let all = ids(&mut a.state.messages(), after);
+        assert_eq!(
+            ids(&mut a.state.messages_where(Some(after), false), after),
+            all
+        );
+        let mut newest = all.clone();
+        newest.reverse();
+        assert_eq!(
+            ids(&mut a.state.messages_where(Some(after), false).rev(), after),
+            newest
+        );
+    }
+    // Past the first run, the first run is not read at all.
+    let read = a
+        .state
+        .messages_where(Some(indices[SPAN + 5]), false)
+        .count();
+    assert_eq!(read, total - SPAN);
+    // The whole messages are all found, and the run holding only stubs
+    // (the first) is skipped.
+    let whole = |it: &mut dyn Iterator<Item = Held<'_>>| -> Vec<u64> {
+        it.filter_map(|m| m.whole()).map(|e| e.index).collect()
+    };
+    assert_eq!(
+        whole(&mut a.state.messages_where(None, true)),
+        whole(&mut a.state.messages())
+    );
+    assert_eq!(a.state.message_counts(), (102, total - 102));
+    assert_eq!(a.state.messages_where(None, true).count(), total - SPAN);
+}
+
+#[test]
 fn settled_messages_leave_memory_read_back_whole_and_decide_as_before() {
     let (mut a, mut f, s1, s2, _) = peered();
     a.state.set_keep_settled(2);
