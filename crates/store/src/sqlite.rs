@@ -24,7 +24,10 @@ use std::path::{Path, PathBuf};
 use tlog::tiles::{Tile, TiledTree};
 use tlog::witness::Cosigned;
 
+mod keeper;
 mod snapshot;
+
+use keeper::Keeper;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_airspace.sql")),
@@ -47,6 +50,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("../migrations/sqlite/0009_console_marks.sql"),
+    ),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_snapshot_changes.sql"),
     ),
 ];
 
@@ -72,8 +79,10 @@ pub struct Sqlite {
     /// readers asking for the first one, and two replacing it at once
     /// would race on its temporary file.
     sealed: std::sync::Arc<std::sync::Mutex<u64>>,
-    /// Whether the airspace came from the state snapshot at open.
-    from_snapshot: bool,
+    /// How the airspace was loaded at open.
+    origin: Origin,
+    /// Keeps the state snapshot a recent base (`sqlite/keeper.rs`).
+    keeper: std::sync::Arc<Keeper>,
 }
 
 /// How often, at most, the WAL is checkpointed into the database, off the
@@ -127,6 +136,9 @@ pub struct SqliteWriter {
     conn: SqliteConnection,
     ids: RowIds,
     wal: std::sync::Arc<WalRestart>,
+    keeper: std::sync::Arc<Keeper>,
+    /// The changes dropped from `snapshot_changes`, up to this sequence.
+    pruned: u64,
 }
 
 /// Checkpoints the WAL on the writer's own connection, between batches,
@@ -162,6 +174,11 @@ async fn restart_wal(w: &mut SqliteWriter) {
 fn err(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError::Failed(format!("{context}: {e}"))
 }
+
+/// Noted changes a newer snapshot holds that a batch drops, at most: a
+/// snapshot written while running at a million records holds ~250,000,
+/// too many to delete inside one batch without holding it up.
+const PRUNE_PER_BATCH: i64 = 8192;
 
 /// Rows per multi-row statement (SQLite allows 32,766 parameters).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -281,6 +298,53 @@ type DecodedRows<T> = Result<Vec<(i64, String, T)>, StoreError>;
 /// (1.6 GB at a million intents, and the page faults of as much memory).
 const DECODING: usize = 8;
 
+/// The query of a page of a table's rows, after a rowid (`?1`), at most
+/// `?2` of them.
+fn page_sql(table: Table) -> String {
+    // Only the table's name is formatted into the SQL; the bounds are bound.
+    format!(
+        "SELECT group_concat(rowid || char(31) || hex(id) || char(31) || body, char(30)), max(rowid), count(*) \
+         FROM (SELECT rowid, id, body FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
+        table.name()
+    )
+}
+
+/// A page of rows (joined as [`READ_PAGE`] tells), the last rowid in it and
+/// how many rows it holds.
+async fn fetch_page(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    after: i64,
+) -> Result<(Option<String>, Option<i64>, i64), StoreError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+        .bind(after)
+        .bind(READ_PAGE)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("loading rows"))
+}
+
+/// The rows of a table at some rowids (at most [`READ_PAGE`]), joined as
+/// [`READ_PAGE`] tells.
+async fn fetch_rows(
+    conn: &mut SqliteConnection,
+    table: Table,
+    rowids: &[i64],
+) -> Result<Option<String>, StoreError> {
+    // Only the table's name and placeholders are formatted into the SQL.
+    let sql = format!(
+        "SELECT group_concat(rowid || char(31) || hex(id) || char(31) || body, char(30)) \
+         FROM (SELECT rowid, id, body FROM {} WHERE rowid IN ({}) ORDER BY rowid)",
+        table.name(),
+        vec!["?"; rowids.len()].join(", ")
+    );
+    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+    for r in rowids {
+        q = q.bind(*r);
+    }
+    q.fetch_one(&mut *conn).await.map_err(err("loading rows"))
+}
+
 /// A table's rows, read page by page and decoded on the blocking pool while
 /// the next pages are read.
 struct TableRows<T> {
@@ -292,33 +356,13 @@ struct TableRows<T> {
 impl<T: serde::de::DeserializeOwned + Send + 'static> TableRows<T> {
     /// Reads the table's rows (their decoding may still be under way).
     async fn read(conn: &mut SqliteConnection, table: Table) -> Result<Self, StoreError> {
-        // Only the table's name is formatted into the SQL; the bounds are bound.
-        let sql = format!(
-            "SELECT group_concat(rowid || char(31) || hex(id) || char(31) || body, char(30)), max(rowid), count(*) \
-             FROM (SELECT rowid, id, body FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
-            table.name()
-        );
-        let mut rows = TableRows {
-            table,
-            done: Vec::new(),
-            pending: Default::default(),
-        };
+        let sql = page_sql(table);
+        let mut rows = TableRows::new(table);
         let mut after = 0i64;
         loop {
-            let (page, last, n): (Option<String>, Option<i64>, i64) =
-                sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(after)
-                    .bind(READ_PAGE)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(err("loading rows"))?;
+            let (page, last, n) = fetch_page(conn, &sql, after).await?;
             if let Some(page) = page {
-                if rows.pending.len() >= DECODING {
-                    rows.take_oldest().await?;
-                }
-                rows.pending.push_back(tokio::task::spawn_blocking(move || {
-                    decode_page(table, &page)
-                }));
+                rows.decode(page).await?;
             }
             match last {
                 Some(l) if n >= READ_PAGE => after = l,
@@ -326,6 +370,44 @@ impl<T: serde::de::DeserializeOwned + Send + 'static> TableRows<T> {
             }
         }
         Ok(rows)
+    }
+
+    /// Reads the table's rows at `rowids` (those that are there), in rowid
+    /// order.
+    async fn read_rowids(
+        conn: &mut SqliteConnection,
+        table: Table,
+        rowids: &std::collections::HashSet<i64>,
+    ) -> Result<Self, StoreError> {
+        let mut sorted: Vec<i64> = rowids.iter().copied().collect();
+        sorted.sort_unstable();
+        let mut rows = TableRows::new(table);
+        for chunk in sorted.chunks(READ_PAGE as usize) {
+            if let Some(page) = fetch_rows(conn, table, chunk).await? {
+                rows.decode(page).await?;
+            }
+        }
+        Ok(rows)
+    }
+
+    fn new(table: Table) -> Self {
+        TableRows {
+            table,
+            done: Vec::new(),
+            pending: Default::default(),
+        }
+    }
+
+    /// Decodes a page on the blocking pool, at most [`DECODING`] at once.
+    async fn decode(&mut self, page: String) -> Result<(), StoreError> {
+        if self.pending.len() >= DECODING {
+            self.take_oldest().await?;
+        }
+        let table = self.table;
+        self.pending.push_back(tokio::task::spawn_blocking(move || {
+            decode_page(table, &page)
+        }));
+        Ok(())
     }
 
     async fn take_oldest(&mut self) -> Result<(), StoreError> {
@@ -336,6 +418,14 @@ impl<T: serde::de::DeserializeOwned + Send + 'static> TableRows<T> {
             self.done.extend(page);
         }
         Ok(())
+    }
+
+    /// The decoded (rowid, id, record)s, in rowid order.
+    async fn all(mut self) -> DecodedRows<T> {
+        while !self.pending.is_empty() {
+            self.take_oldest().await?;
+        }
+        Ok(self.done)
     }
 
     /// The decoded records, in rowid order, with their rowids — gathered on
@@ -445,150 +535,342 @@ async fn newest_entry(conn: &mut SqliteConnection) -> Result<(u64, tlog::Hash), 
     }))
 }
 
-/// The records of the state snapshot in `dir`, if there is one and it is
-/// of the database as it is now (it is removed either way).
+/// Every change after this sequence is noted in `snapshot_changes`.
+async fn changes_from(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+    let from: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'changes_from'")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("reading changes_from"))?;
+    Ok(from as u64)
+}
+
+/// Whether a snapshot of `head` is a base of this database, at the
+/// sequence `seq`: of its schema, no later than it, no earlier than the
+/// oldest change still noted, and of its log (the entry at the size it
+/// names). Why not, otherwise.
+async fn is_base(
+    conn: &mut SqliteConnection,
+    head: &snapshot::Head,
+    seq: u64,
+) -> Result<Result<(), String>, StoreError> {
+    if head.schema != schema_version() {
+        return Ok(Err(format!(
+            "of schema {}; the database is at schema {}",
+            head.schema,
+            schema_version()
+        )));
+    }
+    let from = changes_from(conn).await?;
+    if head.seq > seq || head.seq < from {
+        return Ok(Err(format!(
+            "at sequence {}; the database is at {seq}, its changes noted from {from}",
+            head.seq
+        )));
+    }
+    let (size, newest) = head.log;
+    let ours = match size.checked_sub(1) {
+        None => newest == [0u8; 32],
+        Some(last) => {
+            let data: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT data FROM log_entries WHERE idx = ?1")
+                    .bind(last as i64)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(err("reading a log entry"))?;
+            data.is_some_and(|d| tlog::leaf_hash(&d) == newest)
+        }
+    };
+    if !ours {
+        return Ok(Err(format!(
+            "of a log of {size} entries that is not this database's"
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// Each snapshot table's rows noted in `snapshot_changes` after `since`.
+async fn changed_rowids(
+    conn: &mut SqliteConnection,
+    since: u64,
+) -> Result<[std::collections::HashSet<i64>; 3], StoreError> {
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT DISTINCT tbl, row FROM snapshot_changes WHERE seq > ?1")
+            .bind(since as i64)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err("reading the changes since the state snapshot"))?;
+    let mut out: [std::collections::HashSet<i64>; 3] = Default::default();
+    for (tbl, row) in rows {
+        if let Some(i) = snapshot::TABLES.iter().position(|t| *t as i64 == tbl) {
+            out[i].insert(row);
+        }
+    }
+    Ok(out)
+}
+
+/// A table's records from the snapshot with the rows changed since its
+/// sequence laid over them: a changed row as it is now, or gone.
+async fn lay_changes<T: serde::de::DeserializeOwned + Send + 'static>(
+    conn: &mut SqliteConnection,
+    table: Table,
+    changed: &std::collections::HashSet<i64>,
+    base: snapshot::Records<T>,
+    id: impl Fn(&T) -> uuid::Uuid,
+) -> Result<snapshot::Records<T>, StoreError> {
+    if changed.is_empty() {
+        return Ok(base);
+    }
+    let now = TableRows::<T>::read_rowids(conn, table, changed)
+        .await?
+        .all()
+        .await?;
+    let mut out = snapshot::Records {
+        records: Vec::with_capacity(base.records.len() + now.len()),
+        rowids: Vec::with_capacity(base.records.len() + now.len()),
+        max_rowid: base.max_rowid,
+    };
+    for (record, (id, rowid)) in base.records.into_iter().zip(base.rowids) {
+        if !changed.contains(&rowid) {
+            out.records.push(record);
+            out.rowids.push((id, rowid));
+        }
+    }
+    for (rowid, _, record) in now {
+        out.max_rowid = out.max_rowid.max(rowid);
+        out.rowids.push((id(&record), rowid));
+        out.records.push(record);
+    }
+    Ok(out)
+}
+
+/// What the state snapshot of `dir` gives, when it is a base of this
+/// database: its records with the rows changed since laid over them, and
+/// how many rows those were.
 async fn from_snapshot(
     conn: &mut SqliteConnection,
     dir: &Path,
     seq: u64,
-) -> Result<Option<snapshot::Taken>, StoreError> {
-    if !snapshot::exists(dir) {
-        // A temporary file a crash left while one was being written.
-        if let Err(e) = snapshot::remove(dir) {
-            tracing::warn!(error = %e, "removing an unfinished state snapshot");
-        }
-        return Ok(None);
+) -> Result<Option<(snapshot::Taken, u64)>, StoreError> {
+    // What a crash while one was being written left.
+    if let Err(e) = snapshot::remove_unfinished(dir) {
+        tracing::warn!(error = %e, "removing an unfinished state snapshot");
     }
-    let mut max_rowids = [0i64; 3];
-    for (max, table) in
-        max_rowids
-            .iter_mut()
-            .zip([Table::Intents, Table::Constraints, Table::Subscriptions])
-    {
-        // Only the table's name is formatted into the SQL.
-        *max = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT coalesce(max(rowid), 0) FROM {}",
-            table.name()
-        )))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err("reading the highest rowids"))?;
-    }
-    let expected = snapshot::Expected {
-        schema: schema_version(),
-        seq,
-        log: newest_entry(conn).await?,
-        max_rowids,
+    let opened = {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot::open(&dir))
+            .await
+            .map_err(|e| StoreError::Failed(format!("reading the state snapshot: {e}")))?
     };
-    let dir = dir.to_path_buf();
-    let taken = tokio::task::spawn_blocking(move || snapshot::take(&dir, &expected))
+    let refused = |why: String| {
+        tracing::warn!(%why, "the state snapshot is not used; reading the rows");
+        if let Err(e) = snapshot::remove(dir) {
+            tracing::warn!(error = %e, "removing the state snapshot");
+        }
+        Ok(None)
+    };
+    let opened = match opened {
+        Ok(Some(o)) => o,
+        Ok(None) => return Ok(None),
+        Err(e) => return refused(e.to_string()),
+    };
+    if let Err(why) = is_base(conn, &opened.head, seq).await? {
+        return refused(why);
+    }
+    let since = opened.head.seq;
+    let taken = tokio::task::spawn_blocking(move || opened.take())
         .await
         .map_err(|e| StoreError::Failed(format!("reading the state snapshot: {e}")))?;
-    match taken {
-        Ok(t) => Ok(Some(t)),
-        Err(why) => {
-            tracing::warn!(%why, "the state snapshot is not used; reading the rows");
-            Ok(None)
-        }
-    }
+    let taken = match taken {
+        Ok(t) => t,
+        Err(e) => return refused(e.to_string()),
+    };
+    let [i, c, s] = changed_rowids(conn, since).await?;
+    let laid = (i.len() + c.len() + s.len()) as u64;
+    let taken = snapshot::Taken {
+        intents: lay_changes(conn, Table::Intents, &i, taken.intents, |r| r.id).await?,
+        constraints: lay_changes(conn, Table::Constraints, &c, taken.constraints, |r| r.id).await?,
+        subscriptions: lay_changes(conn, Table::Subscriptions, &s, taken.subscriptions, |r| {
+            r.id
+        })
+        .await?,
+    };
+    Ok(Some((taken, laid)))
+}
+
+/// How the airspace was loaded at open.
+#[derive(Clone, Copy, Debug, Default)]
+struct Origin {
+    /// From the state snapshot (else from the rows).
+    from_snapshot: bool,
+    /// Rows changed since the snapshot laid over it.
+    laid: u64,
+    /// Records of the state snapshot's tables.
+    records: u64,
 }
 
 /// The airspace's state and where each record lives, from the state
-/// snapshot in `snapshot_dir` when it is there and valid, else from the rows.
+/// snapshot in `snapshot_dir` when it is a base of the database, else from
+/// the rows.
 async fn load(
     conn: &mut SqliteConnection,
     snapshot_dir: Option<&Path>,
-) -> Result<(AirspaceState, RowIds, bool), StoreError> {
+) -> Result<(AirspaceState, RowIds, Origin), StoreError> {
     let seq: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seq'")
         .fetch_one(&mut *conn)
         .await
         .map_err(err("reading seq"))?;
+    let seq = seq as u64;
+    let started = std::time::Instant::now();
+    if let Some(dir) = snapshot_dir
+        && let Some((taken, laid)) = from_snapshot(conn, dir, seq).await?
+    {
+        match load_taken(conn, seq, taken, started).await? {
+            Ok((state, ids, records)) => {
+                let origin = Origin {
+                    from_snapshot: true,
+                    laid,
+                    records,
+                };
+                return Ok((state, ids, origin));
+            }
+            Err(why) => {
+                tracing::warn!(%why, "the state snapshot is not used; reading the rows");
+                if let Err(e) = snapshot::remove(dir) {
+                    tracing::warn!(error = %e, "removing the state snapshot");
+                }
+            }
+        }
+    }
     let mut ids = RowIds {
         next: 1,
         ..RowIds::default()
     };
-    let started = std::time::Instant::now();
-    let taken = match snapshot_dir {
-        Some(dir) => from_snapshot(conn, dir, seq as u64).await?,
-        None => None,
-    };
-    let from_snapshot = taken.is_some();
-    // Each table's last pages decode, and its rows are gathered, while the
-    // next table is read.
-    let mut rowid_maps = None;
-    let (intents, constraints, subscriptions) = match taken {
-        Some(t) => {
-            let mut pairs = Vec::new();
-            for (table, rowids, max) in [
-                (Table::Intents, t.intents.rowids, t.intents.max_rowid),
-                (
-                    Table::Constraints,
-                    t.constraints.rowids,
-                    t.constraints.max_rowid,
-                ),
-                (
-                    Table::Subscriptions,
-                    t.subscriptions.rowids,
-                    t.subscriptions.max_rowid,
-                ),
-            ] {
-                ids.next = ids.next.max(max + 1);
-                pairs.push((table, rowids));
-            }
-            // The rowid maps are built while the state is.
-            rowid_maps = Some(tokio::task::spawn_blocking(move || {
-                pairs
-                    .into_iter()
-                    .map(|(table, rowids)| (table, snapshot::rowid_map(rowids)))
-                    .collect::<Vec<_>>()
-            }));
-            (
-                t.intents.records,
-                t.constraints.records,
-                t.subscriptions.records,
-            )
-        }
-        None => {
-            let intents = load_table::<OperationalIntent>(conn, Table::Intents).await?;
-            let constraints = load_table::<Constraint>(conn, Table::Constraints).await?;
-            let subscriptions = load_table::<Subscription>(conn, Table::Subscriptions).await?;
-            (
-                finished(Table::Intents, &mut ids, intents).await?,
-                finished(Table::Constraints, &mut ids, constraints).await?,
-                finished(Table::Subscriptions, &mut ids, subscriptions).await?,
-            )
-        }
-    };
-    let availability = load_table::<UssAvailability>(conn, Table::Availability).await?;
-    let reports = load_table::<airspace::ReportStamp>(conn, Table::Reports).await?;
-    let read_ms = started.elapsed().as_millis() as u64;
-    let availability = finished(Table::Availability, &mut ids, availability).await?;
-    let reports = finished(Table::Reports, &mut ids, reports).await?;
+    let intents = load_table::<OperationalIntent>(conn, Table::Intents).await?;
+    let constraints = load_table::<Constraint>(conn, Table::Constraints).await?;
+    let subscriptions = load_table::<Subscription>(conn, Table::Subscriptions).await?;
+    let intents = finished(Table::Intents, &mut ids, intents).await?;
+    let constraints = finished(Table::Constraints, &mut ids, constraints).await?;
+    let subscriptions = finished(Table::Subscriptions, &mut ids, subscriptions).await?;
+    let records = (intents.len() + constraints.len() + subscriptions.len()) as u64;
+    let (availability, reports) = load_rest(conn, &mut ids, started).await?;
     let decoded_ms = started.elapsed().as_millis() as u64;
     let state = AirspaceState::load(
-        seq as u64,
+        seq,
         intents,
         constraints,
         subscriptions,
         availability,
         reports,
     );
-    if let Some(maps) = rowid_maps {
-        for (table, map) in maps
-            .await
-            .map_err(|e| StoreError::Failed(format!("mapping rowids: {e}")))?
-        {
-            ids.of[table as usize] = map;
-        }
-    }
     tracing::debug!(
-        from_snapshot,
-        read_ms,
+        from_snapshot = false,
         decoded_ms,
         rebuilt_ms = started.elapsed().as_millis() as u64 - decoded_ms,
         "state loaded"
     );
-    Ok((state, ids, from_snapshot))
+    let origin = Origin {
+        records,
+        ..Origin::default()
+    };
+    Ok((state, ids, origin))
+}
+
+/// The availability and report rows (never in the snapshot: few).
+async fn load_rest(
+    conn: &mut SqliteConnection,
+    ids: &mut RowIds,
+    started: std::time::Instant,
+) -> Result<(Vec<UssAvailability>, Vec<airspace::ReportStamp>), StoreError> {
+    let availability = load_table::<UssAvailability>(conn, Table::Availability).await?;
+    let reports = load_table::<airspace::ReportStamp>(conn, Table::Reports).await?;
+    tracing::debug!(read_ms = started.elapsed().as_millis() as u64, "rows read");
+    let availability = finished(Table::Availability, ids, availability).await?;
+    let reports = finished(Table::Reports, ids, reports).await?;
+    Ok((availability, reports))
+}
+
+/// The state and rowids from a snapshot's records (the rowid maps are
+/// built while the state is); why not, should a record be held twice.
+async fn load_taken(
+    conn: &mut SqliteConnection,
+    seq: u64,
+    taken: snapshot::Taken,
+    started: std::time::Instant,
+) -> Result<Result<(AirspaceState, RowIds, u64), String>, StoreError> {
+    let mut ids = RowIds {
+        next: 1,
+        ..RowIds::default()
+    };
+    let snapshot::Taken {
+        intents,
+        constraints,
+        subscriptions,
+    } = taken;
+    let records =
+        (intents.records.len() + constraints.records.len() + subscriptions.records.len()) as u64;
+    let mut pairs = Vec::new();
+    for (table, rowids, max) in [
+        (Table::Intents, intents.rowids, intents.max_rowid),
+        (
+            Table::Constraints,
+            constraints.rowids,
+            constraints.max_rowid,
+        ),
+        (
+            Table::Subscriptions,
+            subscriptions.rowids,
+            subscriptions.max_rowid,
+        ),
+    ] {
+        ids.next = ids.next.max(max + 1);
+        pairs.push((table, rowids));
+    }
+    // The rows laid over the snapshot may have been its highest: the
+    // next rowid is past every row there is.
+    for table in snapshot::TABLES {
+        // Only the table's name is formatted into the SQL.
+        let max: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT coalesce(max(rowid), 0) FROM {}",
+            table.name()
+        )))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("reading the highest rowids"))?;
+        ids.next = ids.next.max(max + 1);
+    }
+    let maps = tokio::task::spawn_blocking(move || {
+        pairs
+            .into_iter()
+            .map(|(table, rowids)| snapshot::rowid_map(rowids).map(|m| (table, m)))
+            .collect::<Result<Vec<_>, String>>()
+    });
+    let (availability, reports) = load_rest(conn, &mut ids, started).await?;
+    let decoded_ms = started.elapsed().as_millis() as u64;
+    let state = AirspaceState::load(
+        seq,
+        intents.records,
+        constraints.records,
+        subscriptions.records,
+        availability,
+        reports,
+    );
+    let maps = match maps
+        .await
+        .map_err(|e| StoreError::Failed(format!("mapping rowids: {e}")))?
+    {
+        Ok(m) => m,
+        Err(why) => return Ok(Err(why)),
+    };
+    for (table, map) in maps {
+        ids.of[table as usize] = map;
+    }
+    tracing::debug!(
+        from_snapshot = true,
+        decoded_ms,
+        rebuilt_ms = started.elapsed().as_millis() as u64 - decoded_ms,
+        "state loaded"
+    );
+    Ok(Ok((state, ids, records)))
 }
 
 /// The log's tree, the line's state and the leaf index, from the committed
@@ -832,11 +1114,17 @@ type TableChanges = (Vec<(i64, String, String)>, Vec<i64>);
 /// at the end of their table); `ids` and `leaf_index` are updated only once
 /// the commit succeeded.
 async fn persist(
-    conn: &mut SqliteConnection,
-    ids: &mut RowIds,
+    w: &mut SqliteWriter,
     leaf_index: &std::sync::RwLock<LeafIndex>,
     batch: Batch<'_>,
 ) -> Result<(), StoreError> {
+    let SqliteWriter {
+        conn,
+        ids,
+        keeper,
+        pruned,
+        ..
+    } = w;
     let Batch {
         dirty,
         seq,
@@ -872,11 +1160,17 @@ async fn persist(
     // seven trips took ~3/4 of its time before the commit).
     let mut script = Script::default();
     script.push("BEGIN IMMEDIATE;");
+    // The rows the state snapshot's tables changed (`sqlite/snapshot.rs`).
+    let mut noted: Vec<(Table, i64)> = Vec::new();
     for table in Table::ALL {
         let Some((mut up, del)) = by_table.remove(&table) else {
             continue;
         };
         up.sort_unstable_by_key(|r| r.0);
+        if snapshot::TABLES.contains(&table) {
+            noted.extend(up.iter().map(|r| (table, r.0)));
+            noted.extend(del.iter().map(|r| (table, *r)));
+        }
         for chunk in up.chunks(ROWS_PER_STATEMENT) {
             // Only placeholders are formatted into the SQL; the values are bound.
             script.push(&format!(
@@ -932,6 +1226,32 @@ async fn persist(
         script.bind(t.index as i64)?;
         script.bind(t.to_bytes())?;
     }
+    for chunk in noted.chunks(ROWS_PER_STATEMENT) {
+        script.push(&format!(
+            "INSERT INTO snapshot_changes (seq, tbl, row) VALUES {};",
+            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+        ));
+        for (table, rowid) in chunk {
+            script.bind(seq as i64)?;
+            script.bind(*table as i64)?;
+            script.bind(*rowid)?;
+        }
+    }
+    // A newer snapshot holds the changes up to `prune`: older snapshots are
+    // no base from now on, and the noted rows go, the oldest
+    // [`PRUNE_PER_BATCH`] a batch (a range of the key: a few pages each).
+    let (prune_seq, prune_id) = keeper.pruning();
+    if prune_seq > *pruned {
+        script.push("UPDATE meta SET value = max(value, ?) WHERE key = 'changes_from';");
+        script.bind(prune_seq as i64)?;
+    }
+    if prune_id > 0 {
+        script.push(
+            "DELETE FROM snapshot_changes WHERE id <= min(?, (SELECT min(id) FROM snapshot_changes) + ?);",
+        );
+        script.bind(prune_id as i64)?;
+        script.bind(PRUNE_PER_BATCH - 1)?;
+    }
     script.push("UPDATE meta SET value = ? WHERE key = 'seq'; COMMIT;");
     script.bind(seq as i64)?;
     // A failure anywhere leaves the transaction open: the writer then
@@ -941,6 +1261,10 @@ async fn persist(
         .execute(&mut *conn)
         .await
         .map_err(err("committing a batch"))?;
+    *pruned = (*pruned).max(prune_seq);
+    keeper
+        .pending
+        .fetch_add(noted.len() as u64, std::sync::atomic::Ordering::Relaxed);
     // Committed: found by leaf hash from now on.
     {
         let mut index = leaf_index.write().unwrap_or_else(|p| p.into_inner());
@@ -1048,7 +1372,7 @@ impl Persistence for Sqlite {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             restart_wal(w).await;
-            let persisted = persist(&mut w.conn, &mut w.ids, &self.leaves, batch).await;
+            let persisted = persist(w, &self.leaves, batch).await;
             w.wal.committed.notify_one();
             persisted
         })
@@ -1067,31 +1391,51 @@ impl Persistence for Sqlite {
             // Readers first: the last connection to close checkpoints the
             // WAL into the database, so the next open has nothing to replay.
             self.reads.close().await;
-            let SqliteWriter { mut conn, ids, .. } = w;
+            let SqliteWriter {
+                mut conn,
+                ids,
+                keeper,
+                ..
+            } = w;
+            // A snapshot being written while running is finished first;
+            // none is started after this.
+            let _closed = keeper.close().await;
             let log = match committed {
                 Some(_) => newest_entry(&mut conn).await.ok(),
                 None => None,
             };
+            // The state as committed, for the next open to read instead of
+            // decoding every row; the changes it holds then go.
+            if let (Some(state), Some(log)) = (committed, log) {
+                let dir = self.dir().to_path_buf();
+                let written = tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let state = state.read().unwrap_or_else(|p| p.into_inner());
+                    snapshot::write(&dir, schema_version(), log, &state, &ids).map(|(bytes, _)| {
+                        (state.seq(), bytes, started.elapsed().as_millis() as u64)
+                    })
+                })
+                .await;
+                match written {
+                    Ok(Ok((seq, bytes, ms))) => {
+                        tracing::info!(bytes, ms, "state snapshot written");
+                        let pruned = sqlx::query(
+                            "DELETE FROM snapshot_changes WHERE seq <= ?1; \
+                             UPDATE meta SET value = max(value, ?1) WHERE key = 'changes_from';",
+                        )
+                        .bind(seq as i64)
+                        .execute(&mut conn)
+                        .await;
+                        if let Err(e) = pruned {
+                            tracing::warn!(error = %e, "dropping the changes the snapshot holds");
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "the state snapshot was not written"),
+                    Err(e) => tracing::warn!(error = %e, "the state snapshot was not written"),
+                }
+            }
             if let Err(e) = conn.close().await {
                 tracing::warn!(error = %e, "closing the writer's connection");
-            }
-            // The state as committed, for the next open to read instead of
-            // decoding every row.
-            let (Some(state), Some(log)) = (committed, log) else {
-                return;
-            };
-            let dir = self.dir().to_path_buf();
-            let written = tokio::task::spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                let state = state.read().unwrap_or_else(|p| p.into_inner());
-                snapshot::write(&dir, schema_version(), log, &state, &ids)
-                    .map(|bytes| (bytes, started.elapsed().as_millis() as u64))
-            })
-            .await;
-            match written {
-                Ok(Ok((bytes, ms))) => tracing::info!(bytes, ms, "state snapshot written"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "the state snapshot was not written"),
-                Err(e) => tracing::warn!(error = %e, "the state snapshot was not written"),
             }
         })
     }
@@ -1402,7 +1746,7 @@ pub async fn open_tuned(
             let _ = log_conn.close().await;
             r
         });
-        let (state, ids, from_snapshot) = load(&mut conn, Some(dir)).await?;
+        let (state, ids, origin) = load(&mut conn, Some(dir)).await?;
         let (tree, line, leaves) = log_load
             .await
             .map_err(|e| StoreError::Failed(format!("loading the log: {e}")))??;
@@ -1411,7 +1755,7 @@ pub async fn open_tuned(
         let verifiers = signer.verifiers();
         let c = state.counts();
         tracing::info!(path = %path.display(), intents = c.intents, constraints = c.constraints, subscriptions = c.subscriptions,
-            conflicts = c.conflicts, log_size = tree.size(), from_snapshot, ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
+            conflicts = c.conflicts, log_size = tree.size(), from_snapshot = origin.from_snapshot, changes_since_snapshot = origin.laid, ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
         let reads = sqlx::pool::PoolOptions::<sqlx::Sqlite>::new()
             .max_connections(2)
             .connect_with(opts.clone().create_if_missing(false))
@@ -1423,6 +1767,11 @@ pub async fn open_tuned(
             done: Default::default(),
             committed: Default::default(),
         });
+        let keeper = std::sync::Arc::new(Keeper::new(
+            dir.to_path_buf(),
+            opts.clone().create_if_missing(false),
+            origin,
+        ));
         let backend = std::sync::Arc::new(Sqlite {
             reads: reads.clone(),
             path,
@@ -1430,7 +1779,8 @@ pub async fn open_tuned(
             wal: wal.clone(),
             leaves: std::sync::RwLock::new(leaves),
             sealed: Default::default(),
-            from_snapshot,
+            origin,
+            keeper: keeper.clone(),
         });
         let engine = Engine::start(
             backend,
@@ -1438,6 +1788,8 @@ pub async fn open_tuned(
                 conn,
                 ids,
                 wal: wal.clone(),
+                keeper: keeper.clone(),
+                pruned: 0,
             },
             Loaded {
                 state,
@@ -1449,6 +1801,7 @@ pub async fn open_tuned(
         );
         bind_to_seal(&engine, dir, &verifiers, newest).await?;
         tokio::spawn(checkpoints(reads, engine.refresher(), wal.clone()));
+        tokio::spawn(keeper::keep(keeper, engine.refresher()));
         Ok(engine)
     }
 }
@@ -1457,7 +1810,22 @@ impl Sqlite {
     /// Whether this open read the airspace from the state snapshot a clean
     /// close left (else from the rows).
     pub fn loaded_from_snapshot(&self) -> bool {
-        self.from_snapshot
+        self.origin.from_snapshot
+    }
+    /// Rows changed since the state snapshot that this open laid over it.
+    pub fn rows_laid_over_snapshot(&self) -> u64 {
+        self.origin.laid
+    }
+    /// Writes the state snapshot of the database as it is now, as the
+    /// store does by itself once enough has changed: laid over the previous
+    /// one when that is a base of the database, else from every row. False
+    /// once the store closed.
+    pub async fn write_snapshot(&self) -> Result<bool, StoreError> {
+        Ok(self.keeper.write().await?.is_some())
+    }
+    /// State snapshots written while running since the store opened.
+    pub fn snapshots_written(&self) -> u64 {
+        self.keeper.written()
     }
     /// How many times since it opened the writer checkpointed the WAL's
     /// last frames so that the WAL starts over (under a steady load; an

@@ -1,7 +1,9 @@
-//! The embedded store's state snapshot: a clean close leaves one, the next
-//! open reads the airspace from it instead of the rows — exactly the state
-//! the rows give — once; a snapshot that is not of the database as it is
-//! (stale, cut short, damaged) is not used, and nothing is lost. The
+//! The embedded store's state snapshot: a clean close leaves one, and the
+//! store writes one while it runs; the next open reads the airspace from it
+//! and the rows changed since, instead of every row — exactly the state the
+//! rows give, after a clean close or a crash; a snapshot that is not a base
+//! of the database (older than the changes kept, cut short, damaged) is not
+//! used, and nothing is lost. The
 //! embedded store's alone: a PostgreSQL node keeps no snapshot (its
 //! replicas share the database and each reads it at start).
 
@@ -205,7 +207,11 @@ async fn a_clean_close_leaves_a_snapshot_the_next_open_reads_once_as_the_rows_wo
 
     let (s, d) = open(&dir).await;
     assert!(s.backend.loaded_from_snapshot());
-    assert!(!dir.join(FILE).exists(), "a snapshot is used once");
+    assert_eq!(s.backend.rows_laid_over_snapshot(), 0);
+    assert!(
+        dir.join(FILE).exists(),
+        "a snapshot stays: the base the changes after it are laid over"
+    );
     let (rs, rd) = open(&rows_dir).await;
     assert!(!rs.backend.loaded_from_snapshot());
     let from_snapshot = d.view(everything).unwrap();
@@ -270,9 +276,10 @@ async fn open_with(dir: &Path, snapshot: &[u8]) -> (bool, String) {
     std::fs::write(dir.join(FILE), snapshot).unwrap();
     let (s, d) = open(dir).await;
     let used = s.backend.loaded_from_snapshot();
-    assert!(
-        !dir.join(FILE).exists(),
-        "a snapshot is removed, used or not"
+    assert_eq!(
+        dir.join(FILE).exists(),
+        used,
+        "a snapshot not used is removed"
     );
     let state = d.view(everything).unwrap();
     d.close().await;
@@ -320,7 +327,8 @@ async fn a_snapshot_not_of_the_database_as_it_is_is_not_used_and_nothing_is_lost
         assert_eq!(state, before);
     }
 
-    // Stale: a write after the snapshot was taken (the sequence moved).
+    // Stale: a write after the snapshot was taken, and a clean close that
+    // wrote a newer one and dropped the changes noted before it.
     {
         let (_, d) = open(&dir).await;
         let now = d.now();
@@ -335,7 +343,7 @@ async fn a_snapshot_not_of_the_database_as_it_is_is_not_used_and_nothing_is_lost
         d.close().await;
     }
     let (used, state) = open_with(&dir, &good).await;
-    assert!(!used, "a snapshot from before a write was used");
+    assert!(!used, "a snapshot older than the changes kept was used");
     assert!(state.contains("00000000-0000-0000-0000-000000000a11"));
     assert_ne!(state, before);
 
@@ -348,4 +356,138 @@ async fn a_snapshot_not_of_the_database_as_it_is_is_not_used_and_nothing_is_lost
     assert!(!dir.join("airspace.snapshot.tmp").exists());
     assert_eq!(d.view(everything).unwrap(), state);
     d.close().await;
+}
+
+/// Changes a running store: an intent updated (a new version at the same
+/// rowid), one removed, one created.
+async fn change(d: &Dss, ids: &[Uuid], k: usize, new: u128) {
+    let now = d.now();
+    let first = d.get_intent(ids[k]).await.unwrap();
+    let second = d.get_intent(ids[k + 1]).await.unwrap();
+    d.put_intent(
+        &caller("alliance"),
+        first.id,
+        Some(first.ovn),
+        request(square(-41.0, -21.0 - k as f64 * 0.1, now), vec![]),
+    )
+    .await
+    .unwrap();
+    d.delete_intent(&caller("federation"), second.id, second.ovn)
+        .await
+        .unwrap();
+    d.put_intent(
+        &caller("alliance"),
+        Uuid::from_u128(new),
+        None,
+        request(square(-10.0, -10.0 - k as f64 * 0.1, now), vec![]),
+    )
+    .await
+    .unwrap();
+}
+
+/// The data folder as a crash of the running store would leave it: its
+/// files copied while nothing is being written (SQLite's WAL holds every
+/// commit; what a checkpoint did not copy yet is read from it).
+fn crash_copy(dir: &Path, to: &Path) {
+    copy_dir(dir, to);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_snapshot_written_while_running_and_the_rows_changed_since_give_the_state()
+ {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    let (s, d) = open(&dir).await;
+    let ids = populate(&d, 4_500).await;
+    // Written from every row (none before) — unless the store, past
+    // 4,096 changes, already wrote one by itself: then laid over it.
+    assert!(s.backend.write_snapshot().await.unwrap());
+    assert!(dir.join(FILE).is_file());
+    change(&d, &ids, 10, 0xc1).await;
+    let live = d.view(everything).unwrap();
+
+    // A crash now: the snapshot, and the six rows changed since.
+    let crashed = root.path().join("crashed");
+    crash_copy(&dir, &crashed);
+    let rows_only = root.path().join("rows");
+    crash_copy(&dir, &rows_only);
+    std::fs::remove_file(rows_only.join(FILE)).unwrap();
+    {
+        let (cs, cd) = open(&crashed).await;
+        assert!(cs.backend.loaded_from_snapshot());
+        // The intent updated, the one removed and the one created, each
+        // with its implicit subscription (the removed one's went with it).
+        assert!(
+            (5..=6).contains(&cs.backend.rows_laid_over_snapshot()),
+            "{}",
+            cs.backend.rows_laid_over_snapshot()
+        );
+        assert_eq!(cd.view(everything).unwrap(), live);
+        let (rs, rd) = open(&rows_only).await;
+        assert!(!rs.backend.loaded_from_snapshot());
+        assert_eq!(rd.view(everything).unwrap(), live);
+        rd.close().await;
+        drop(rs);
+        // The rowids came back with the records: later writes land on
+        // the right rows (read back from the rows alone below).
+        change(&cd, &ids, 20, 0xc2).await;
+        let after = cd.view(everything).unwrap();
+        cd.close().await;
+        drop(cs);
+        std::fs::remove_file(crashed.join(FILE)).unwrap();
+        let (cs, cd) = open(&crashed).await;
+        assert!(!cs.backend.loaded_from_snapshot());
+        assert_eq!(cd.view(everything).unwrap(), after);
+        assert_eq!(
+            rows(&crashed, "intents").await,
+            cd.counts().unwrap().intents as i64
+        );
+        cd.close().await;
+    }
+
+    // The next snapshot is laid over this one: the changes since go, at the
+    // writer's next batch.
+    assert!(s.backend.write_snapshot().await.unwrap());
+    change(&d, &ids, 30, 0xc3).await;
+    // Only the last three batches' rows are left (the update, the removal
+    // and the create, each an intent and its subscription).
+    let kept = rows(&dir, "snapshot_changes").await;
+    assert!(
+        (6..=8).contains(&kept),
+        "the changes the snapshot holds were dropped: {kept} kept"
+    );
+    let live = d.view(everything).unwrap();
+    let crashed = root.path().join("crashed-again");
+    crash_copy(&dir, &crashed);
+    {
+        let (cs, cd) = open(&crashed).await;
+        assert!(cs.backend.loaded_from_snapshot());
+        assert!((5..=6).contains(&cs.backend.rows_laid_over_snapshot()));
+        assert_eq!(cd.view(everything).unwrap(), live);
+        cd.close().await;
+    }
+
+    // A snapshot on disk that is no base (damaged here) is not laid over:
+    // the next one is written from the rows.
+    let mut damaged = std::fs::read(dir.join(FILE)).unwrap();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x20;
+    std::fs::write(dir.join(FILE), &damaged).unwrap();
+    change(&d, &ids, 40, 0xc4).await;
+    assert!(s.backend.write_snapshot().await.unwrap());
+    let live = d.view(everything).unwrap();
+    let crashed = root.path().join("crashed-third");
+    crash_copy(&dir, &crashed);
+    {
+        let (cs, cd) = open(&crashed).await;
+        assert!(cs.backend.loaded_from_snapshot());
+        assert_eq!(cs.backend.rows_laid_over_snapshot(), 0);
+        assert_eq!(cd.view(everything).unwrap(), live);
+        cd.close().await;
+    }
+    d.close().await;
+    assert!(
+        !s.backend.write_snapshot().await.unwrap(),
+        "nothing is written after the close"
+    );
 }

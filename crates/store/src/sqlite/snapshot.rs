@@ -1,44 +1,69 @@
 //! The embedded store's state snapshot: the airspace's intents,
 //! constraints and subscriptions with their rowids, in binary
-//! ([`airspace::snapshot`]), written when the store closes cleanly and read
-//! at the next open instead of decoding every row's JSON.
+//! ([`airspace::snapshot`]), read at open instead of decoding every row's
+//! JSON.
 //!
-//! The database stays the only truth. The file is taken only when it
-//! proves it is of this database as it is now: the same schema version, the
-//! same change sequence (every batch that changes a record moves it, in the
-//! same transaction), the same log (its size and newest entry), the same
-//! highest rowid in each table, as many records
-//! as it says, each block's bytes of the SHA-256 written with them, and
-//! complete (written to a temporary name, synced, renamed).
-//! It is removed as soon as it is read, taken or not, so it is used at most
-//! once; a crash, a kill or a refused file just means the rows are read, as
-//! always.
+//! The database stays the only truth; the snapshot is a base the rows
+//! changed since it are laid over. Every batch that writes or removes a row
+//! of those tables notes (sequence, table, rowid) in `snapshot_changes`, in
+//! the same transaction; the snapshot names the change sequence it holds.
+//! At open, a snapshot is taken only when it proves it is a base of this
+//! database: the same schema version, a sequence no later than the
+//! database's and no earlier than the oldest change still noted, the same
+//! log entry at the size it names, as many records as it says, each block's
+//! bytes of the SHA-256 written with them, and complete (written to a
+//! temporary name, synced, renamed). Then each row noted since its sequence
+//! is read as it is now (or is gone). Anything else and the file is removed
+//! and the rows are read, as always.
+//!
+//! A snapshot is written when the store closes cleanly (from the state, no
+//! change left over) and, while it runs, by a task beside the writer once
+//! the changes noted outgrow a share of the records (`Keeper`): the previous
+//! snapshot's records copied as they are, with the rows changed since laid
+//! in; from every row when there is no previous one. Once the new file is in
+//! place, the writer drops the changes it holds.
 //!
 //! Layout (little-endian): the magic line; the schema version (i64); the
 //! sequence (u64); the log's size (u64) and its newest entry's RFC 6962
-//! leaf hash (32 bytes); per table, its record count (u64), blocks of at most
-//! [`BLOCK`] records — each the number of records (u32), its byte length
-//! (u64), the SHA-256 of its bytes and its records, each a rowid (i64) and the record — and the
-//! table's highest rowid (i64, 0 when empty); then [`END`] and the file's
-//! length before it (u64). Blocks are read one after the other and decode on
-//! all cores as they come.
+//! leaf hash (32 bytes); per table, blocks of at most [`BLOCK`] records —
+//! each the number of records (u32), its byte length (u64), the SHA-256 of
+//! its bytes and its records, each a rowid (i64), the record's length (u32)
+//! and the record — in rising rowid order, then a block of no records (its
+//! count alone, 0), the table's record count (u64) and highest rowid (i64, 0
+//! when empty); then [`END`] and the file's length before it (u64). Blocks
+//! are read one after the other and decode on all cores as they come.
 
 use super::RecordKey;
 use crate::sharded::ShardedMap;
 use airspace::snapshot::{Reader, Snap, SnapshotError};
 use airspace::{AirspaceState, Constraint, OperationalIntent, Subscription};
+use node::persist::Table;
 use sha2::Digest;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 pub(super) const FILE: &str = "airspace.snapshot";
 const TEMPORARY: &str = "airspace.snapshot.tmp";
-const MAGIC: &[u8] = b"detente airspace snapshot 1\n";
+const MAGIC: &[u8] = b"detente airspace snapshot 2\n";
 const END: &[u8] = b"\nend of snapshot\n";
 /// Records per block: the unit of parallel decoding.
 const BLOCK: usize = 4096;
+/// The tables a snapshot holds, in its order.
+pub(super) const TABLES: [Table; 3] = [Table::Intents, Table::Constraints, Table::Subscriptions];
 
-/// A table's records from a snapshot, in the file's order (by id).
+/// What a snapshot is of.
+#[derive(Clone, Debug)]
+pub(super) struct Head {
+    pub schema: i64,
+    /// The change sequence it holds every change up to.
+    pub seq: u64,
+    /// The log's size and its newest entry's leaf hash (zeros when
+    /// empty): which database, not only which sequence number.
+    pub log: (u64, tlog::Hash),
+}
+
+/// A table's records from a snapshot, in the file's order (by rowid).
 pub(super) struct Records<T> {
     pub records: Vec<T>,
     /// Each record's (id, rowid), in the same order.
@@ -47,14 +72,19 @@ pub(super) struct Records<T> {
 }
 
 /// The rowid map of a table's (id, rowid)s (a few hundred nanoseconds an
-/// insert at a million: built beside the index, not before it).
-pub(super) fn rowid_map(rowids: Vec<(uuid::Uuid, i64)>) -> ShardedMap<RecordKey, i64> {
+/// insert at a million: built beside the index, not before it); an id held
+/// twice refuses the snapshot.
+pub(super) fn rowid_map(
+    rowids: Vec<(uuid::Uuid, i64)>,
+) -> Result<ShardedMap<RecordKey, i64>, String> {
     let mut map = ShardedMap::default();
     map.reserve(rowids.len());
     for (id, rowid) in rowids {
-        map.insert(RecordKey::Uuid(id), rowid);
+        if map.insert(RecordKey::Uuid(id), rowid).is_some() {
+            return Err(format!("record {id} is held twice"));
+        }
     }
-    map
+    Ok(map)
 }
 
 /// What a snapshot held.
@@ -62,17 +92,6 @@ pub(super) struct Taken {
     pub intents: Records<OperationalIntent>,
     pub constraints: Records<Constraint>,
     pub subscriptions: Records<Subscription>,
-}
-
-/// What the database is now, for a snapshot to match.
-pub(super) struct Expected {
-    pub schema: i64,
-    pub seq: u64,
-    /// The log's size and its newest entry's leaf hash (zeros when
-    /// empty): which database, not only which sequence number.
-    pub log: (u64, tlog::Hash),
-    /// Highest rowid of intents, constraints and subscriptions (0 when empty).
-    pub max_rowids: [i64; 3],
 }
 
 fn io(what: &str, path: &Path) -> impl Fn(std::io::Error) -> String {
@@ -86,54 +105,92 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
         .map_err(io("syncing", dir))
 }
 
-/// A table's records as the snapshot writes them.
-fn section<'a, T: Snap + 'a>(
-    out: &mut impl Write,
-    written: &mut u64,
-    records: impl ExactSizeIterator<Item = &'a T>,
-    id: impl Fn(&T) -> uuid::Uuid,
-    rowids: &ShardedMap<RecordKey, i64>,
-) -> Result<(), String> {
-    let mut put = |b: &[u8]| {
-        *written += b.len() as u64;
-        out.write_all(b).map_err(|e| format!("writing: {e}"))
-    };
-    put(&(records.len() as u64).to_le_bytes())?;
-    let mut max = 0i64;
-    let mut block = Vec::with_capacity(BLOCK * 512);
-    let mut n = 0u32;
-    let mut records = records.peekable();
-    while let Some(r) = records.next() {
-        let key = RecordKey::Uuid(id(r));
-        let Some(&rowid) = rowids.get(&key) else {
-            return Err(format!("record {} has no rowid", id(r)));
-        };
-        max = max.max(rowid);
-        rowid.put(&mut block);
-        r.put(&mut block);
-        n += 1;
-        if n as usize == BLOCK || records.peek().is_none() {
-            put(&n.to_le_bytes())?;
-            put(&(block.len() as u64).to_le_bytes())?;
-            put(&sha2::Sha256::digest(&block))?;
-            put(&block)?;
-            block.clear();
-            n = 0;
-        }
-    }
-    put(&max.to_le_bytes())
+/// A snapshot being written: its tables' records go into blocks.
+pub(super) struct Sections {
+    out: std::io::BufWriter<std::fs::File>,
+    written: u64,
+    tables: usize,
+    /// Records in every table.
+    total: u64,
+    block: Vec<u8>,
+    n: u32,
+    /// Records and the last rowid of the table being written (rowids
+    /// start at 1).
+    count: u64,
+    last: i64,
 }
 
-/// Writes the snapshot of `state`, whose records live at the rowids `ids`
-/// holds, into `dir`: the bytes written.
-pub(super) fn write(
+impl Sections {
+    fn put(&mut self, b: &[u8]) -> Result<(), String> {
+        self.written += b.len() as u64;
+        self.out
+            .write_all(b)
+            .map_err(|e| format!("writing the state snapshot: {e}"))
+    }
+
+    /// Adds the record at `rowid` (above the table's last), its bytes
+    /// written by `record`.
+    pub fn push(&mut self, rowid: i64, record: impl FnOnce(&mut Vec<u8>)) -> Result<(), String> {
+        if rowid <= self.last {
+            return Err(format!("rowid {rowid} comes after {}", self.last));
+        }
+        self.last = rowid;
+        rowid.put(&mut self.block);
+        let at = self.block.len();
+        self.block.extend_from_slice(&[0; 4]);
+        record(&mut self.block);
+        let len = u32::try_from(self.block.len() - at - 4)
+            .map_err(|_| format!("the record at rowid {rowid} is over 4 GiB"))?;
+        self.block[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.n += 1;
+        self.count += 1;
+        self.total += 1;
+        if self.n as usize == BLOCK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.n == 0 {
+            return Ok(());
+        }
+        let block = std::mem::take(&mut self.block);
+        let mut head = self.n.to_le_bytes().to_vec();
+        (block.len() as u64).put(&mut head);
+        head.extend_from_slice(&sha2::Sha256::digest(&block));
+        self.put(&head)?;
+        self.put(&block)?;
+        self.block = block;
+        self.block.clear();
+        self.n = 0;
+        Ok(())
+    }
+
+    /// Ends a table: its last block, the block of no records, its count and
+    /// highest rowid.
+    pub fn end_table(&mut self) -> Result<(), String> {
+        self.flush()?;
+        let mut tail = 0u32.to_le_bytes().to_vec();
+        self.count.put(&mut tail);
+        self.last.put(&mut tail);
+        self.put(&tail)?;
+        self.tables += 1;
+        self.count = 0;
+        self.last = 0;
+        Ok(())
+    }
+}
+
+/// Writes a snapshot of `head` into `dir`, its tables as `fill` pushes
+/// them: durably under its name, or nothing left behind. The bytes and
+/// records written.
+pub(super) fn write_with(
     dir: &Path,
-    schema: i64,
-    log: (u64, tlog::Hash),
-    state: &AirspaceState,
-    ids: &super::RowIds,
-) -> Result<u64, String> {
-    let written = write_file(dir, schema, log, state, ids);
+    head: &Head,
+    fill: impl FnOnce(&mut Sections) -> Result<(), String>,
+) -> Result<(u64, u64), String> {
+    let written = write_file(dir, head, fill);
     if written.is_err() {
         // Nothing half-written stays behind (a full disk, say).
         let _ = std::fs::remove_file(dir.join(TEMPORARY));
@@ -143,49 +200,36 @@ pub(super) fn write(
 
 fn write_file(
     dir: &Path,
-    schema: i64,
-    log: (u64, tlog::Hash),
-    state: &AirspaceState,
-    ids: &super::RowIds,
-) -> Result<u64, String> {
-    use node::persist::Table;
+    head: &Head,
+    fill: impl FnOnce(&mut Sections) -> Result<(), String>,
+) -> Result<(u64, u64), String> {
     let temporary = dir.join(TEMPORARY);
     let file = std::fs::File::create(&temporary).map_err(io("creating", &temporary))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut written = 0u64;
-    let mut head = MAGIC.to_vec();
-    schema.put(&mut head);
-    state.seq().put(&mut head);
-    log.0.put(&mut head);
-    head.extend_from_slice(&log.1);
-    out.write_all(&head).map_err(io("writing", &temporary))?;
-    written += head.len() as u64;
-    let of = |t: Table| &ids.of[t as usize];
-    section(
-        &mut out,
-        &mut written,
-        state.intents(),
-        |r| r.id,
-        of(Table::Intents),
-    )?;
-    section(
-        &mut out,
-        &mut written,
-        state.constraints(),
-        |r| r.id,
-        of(Table::Constraints),
-    )?;
-    section(
-        &mut out,
-        &mut written,
-        state.subscriptions(),
-        |r| r.id,
-        of(Table::Subscriptions),
-    )?;
+    let mut s = Sections {
+        out: std::io::BufWriter::with_capacity(1 << 20, file),
+        written: 0,
+        tables: 0,
+        total: 0,
+        block: Vec::with_capacity(BLOCK * 512),
+        n: 0,
+        count: 0,
+        last: 0,
+    };
+    let mut bytes = MAGIC.to_vec();
+    head.schema.put(&mut bytes);
+    head.seq.put(&mut bytes);
+    head.log.0.put(&mut bytes);
+    bytes.extend_from_slice(&head.log.1);
+    s.put(&bytes)?;
+    fill(&mut s)?;
+    if s.tables != TABLES.len() || s.n != 0 {
+        return Err(format!("{} tables written, not {}", s.tables, TABLES.len()));
+    }
     let mut tail = END.to_vec();
-    written.put(&mut tail);
-    out.write_all(&tail).map_err(io("writing", &temporary))?;
-    let file = out
+    s.written.put(&mut tail);
+    s.put(&tail)?;
+    let file = s
+        .out
         .into_inner()
         .map_err(|e| format!("writing {}: {}", temporary.display(), e.error()))?;
     file.sync_all().map_err(io("syncing", &temporary))?;
@@ -193,11 +237,108 @@ fn write_file(
     let path = dir.join(FILE);
     std::fs::rename(&temporary, &path).map_err(io("renaming to", &path))?;
     sync_dir(dir)?;
-    Ok(written + tail.len() as u64)
+    Ok((s.written, s.total))
 }
 
-/// Removes a snapshot (and a temporary one a crash left), durably: once a
-/// store has opened, its file must not outlive the next write.
+/// A table's records as the snapshot of a state writes them: by rowid.
+fn section<'a, T: Snap + 'a>(
+    s: &mut Sections,
+    records: impl Iterator<Item = &'a T>,
+    id: impl Fn(&T) -> uuid::Uuid,
+    rowids: &ShardedMap<RecordKey, i64>,
+) -> Result<(), String> {
+    let mut by_rowid = records
+        .map(|r| match rowids.get(&RecordKey::Uuid(id(r))) {
+            Some(&rowid) => Ok((rowid, r)),
+            None => Err(format!("record {} has no rowid", id(r))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    by_rowid.sort_unstable_by_key(|p| p.0);
+    for (rowid, r) in by_rowid {
+        s.push(rowid, |out| r.put(out))?;
+    }
+    s.end_table()
+}
+
+/// Writes the snapshot of `state` (as committed: nothing changed since its
+/// sequence), whose records live at the rowids `ids` holds, into `dir`: the
+/// bytes written.
+pub(super) fn write(
+    dir: &Path,
+    schema: i64,
+    log: (u64, tlog::Hash),
+    state: &AirspaceState,
+    ids: &super::RowIds,
+) -> Result<(u64, u64), String> {
+    let head = Head {
+        schema,
+        seq: state.seq(),
+        log,
+    };
+    let of = |t: Table| &ids.of[t as usize];
+    write_with(dir, &head, |s| {
+        section(s, state.intents(), |r| r.id, of(Table::Intents))?;
+        section(s, state.constraints(), |r| r.id, of(Table::Constraints))?;
+        section(s, state.subscriptions(), |r| r.id, of(Table::Subscriptions))
+    })
+}
+
+/// The rows of one table changed since a snapshot: each rowid's record as it
+/// is now, encoded (`None`: removed).
+pub(super) type Changed = BTreeMap<i64, Option<Vec<u8>>>;
+
+/// Writes a snapshot of `head` into `dir` from `base` with the records
+/// changed since it laid in (the base's records are copied as they are, not
+/// decoded); the bytes and records written, or why the base is not one
+/// (a block not as written: nothing is written then).
+pub(super) fn merge(
+    dir: &Path,
+    head: &Head,
+    base: Opened,
+    changed: [Changed; 3],
+) -> Result<Result<(u64, u64), String>, String> {
+    let mut src = base.src;
+    let mut unreadable = None;
+    let written = write_with(dir, head, |s| {
+        for changed in changed {
+            let mut changed = changed.into_iter().peekable();
+            raw_table(&mut src, |rowid, bytes| {
+                // The rows changed up to this one, as they are now; this one
+                // as it was if it did not change.
+                let mut replaced = false;
+                while let Some((r, record)) = changed.next_if(|(r, _)| *r <= rowid) {
+                    replaced |= r == rowid;
+                    if let Some(b) = record {
+                        s.push(r, |out| out.extend_from_slice(&b))?;
+                    }
+                }
+                if !replaced {
+                    s.push(rowid, |out| out.extend_from_slice(bytes))?;
+                }
+                Ok(())
+            })
+            .inspect_err(|e| unreadable = Some(e.clone()))?;
+            for (rowid, record) in changed {
+                if let Some(b) = record {
+                    s.push(rowid, |out| out.extend_from_slice(&b))?;
+                }
+            }
+            s.end_table()?;
+        }
+        if src.left != 0 {
+            let e = format!("{} bytes after the last table", src.left);
+            unreadable = Some(e.clone());
+            return Err(e);
+        }
+        Ok(())
+    });
+    match unreadable {
+        Some(why) => Ok(Err(why)),
+        None => written.map(Ok),
+    }
+}
+
+/// Removes the snapshot and a temporary one a crash left, durably.
 pub(super) fn remove(dir: &Path) -> Result<(), String> {
     let mut removed = false;
     for name in [FILE, TEMPORARY] {
@@ -213,10 +354,17 @@ pub(super) fn remove(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `dir` holds a snapshot.
-pub(super) fn exists(dir: &Path) -> bool {
-    dir.join(FILE).exists()
+/// Removes what a crash in the middle of writing a snapshot left.
+pub(super) fn remove_unfinished(dir: &Path) -> Result<(), String> {
+    match std::fs::remove_file(dir.join(TEMPORARY)) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", dir.join(TEMPORARY).display())),
+    }
 }
+
+/// A block's record count, SHA-256 and bytes.
+type RawBlock = (usize, Vec<u8>, Vec<u8>);
 
 /// The snapshot file, read front to back; never more than it holds.
 struct Source {
@@ -245,24 +393,60 @@ impl Source {
         let b = self.bytes(size)?;
         T::take(&mut Reader::new(&b))
     }
+
+    /// The next block of the table being read: its record count, SHA-256
+    /// and bytes; `None` at the table's end.
+    fn block(&mut self) -> Result<Option<RawBlock>, SnapshotError> {
+        let n = self.take::<u32>(4)? as usize;
+        if n == 0 {
+            return Ok(None);
+        }
+        let len = self.take::<u64>(8)?;
+        if n > BLOCK || len > self.left {
+            return Err(SnapshotError(format!(
+                "a block of {n} records in {len} bytes"
+            )));
+        }
+        let sha256 = self.bytes(32)?;
+        Ok(Some((n, sha256, self.bytes(len)?)))
+    }
+
+    /// A table's record count and highest rowid, after its blocks.
+    fn table_end(&mut self, seen: usize, highest: i64) -> Result<i64, SnapshotError> {
+        let count = self.take::<u64>(8)?;
+        let max_rowid = self.take::<i64>(8)?;
+        if count != seen as u64 {
+            return Err(SnapshotError(format!(
+                "{seen} records where {count} were written"
+            )));
+        }
+        if highest != max_rowid {
+            return Err(SnapshotError(format!(
+                "highest rowid {highest} where {max_rowid} was written"
+            )));
+        }
+        Ok(max_rowid)
+    }
 }
 
-/// A block as read: its place in the table, record count, SHA-256 and bytes.
-type Block = (usize, usize, Vec<u8>, Vec<u8>);
-
-/// One block's (rowid, record)s, once its bytes are those written.
-fn decode_block<T: Snap>(block: &Block) -> Result<Vec<(i64, T)>, SnapshotError> {
-    let (_, n, sha256, bytes) = block;
-    if sha2::Sha256::digest(bytes).as_slice() != sha256.as_slice() {
+/// A block's records, once its bytes are those written: each rowid and
+/// record's bytes, in order.
+fn block_records(
+    n: usize,
+    sha256: &[u8],
+    bytes: &[u8],
+    mut each: impl FnMut(i64, &[u8]) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
+    if sha2::Sha256::digest(bytes).as_slice() != sha256 {
         return Err(SnapshotError(
             "a block's bytes are not those written (SHA-256)".into(),
         ));
     }
     let mut r = Reader::new(bytes);
-    let mut out = Vec::with_capacity(*n);
-    for _ in 0..*n {
+    for _ in 0..n {
         let rowid = i64::take(&mut r)?;
-        out.push((rowid, T::take(&mut r)?));
+        let len = u32::take(&mut r)?;
+        each(rowid, r.bytes(len as usize)?)?;
     }
     if r.remaining() != 0 {
         return Err(SnapshotError(format!(
@@ -270,11 +454,60 @@ fn decode_block<T: Snap>(block: &Block) -> Result<Vec<(i64, T)>, SnapshotError> 
             r.remaining()
         )));
     }
+    Ok(())
+}
+
+/// One block's (rowid, record)s.
+fn decode_block<T: Snap>(n: usize, sha256: &[u8], bytes: &[u8]) -> DecodedBlock<T> {
+    let mut out = Vec::with_capacity(n);
+    block_records(n, sha256, bytes, |rowid, b| {
+        let mut r = Reader::new(b);
+        let record = T::take(&mut r)?;
+        if r.remaining() != 0 {
+            return Err(SnapshotError(format!(
+                "{} bytes left over in the record at rowid {rowid}",
+                r.remaining()
+            )));
+        }
+        out.push((rowid, record));
+        Ok(())
+    })?;
     Ok(out)
 }
 
+type DecodedBlock<T> = Result<Vec<(i64, T)>, SnapshotError>;
+
+/// Reads a table's records as bytes, in order, checking what
+/// [`table`] checks.
+fn raw_table(
+    src: &mut Source,
+    mut each: impl FnMut(i64, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let (mut seen, mut highest) = (0usize, 0i64);
+    while let Some((n, sha256, bytes)) = src.block().map_err(|e| e.to_string())? {
+        let mut failed = None;
+        block_records(n, &sha256, &bytes, |rowid, b| {
+            if rowid <= highest {
+                return Err(SnapshotError(format!("rowid {rowid} out of order")));
+            }
+            highest = rowid;
+            seen += 1;
+            each(rowid, b).map_err(|e| {
+                failed = Some(e.clone());
+                SnapshotError(e)
+            })
+        })
+        .map_err(|e| failed.take().unwrap_or_else(|| e.to_string()))?;
+    }
+    src.table_end(seen, highest).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A block as read: its place in the table, record count, SHA-256 and bytes.
+type Block = (usize, usize, Vec<u8>, Vec<u8>);
+
 /// A table's decoded blocks, each with its place.
-type Decoded<T> = Vec<(usize, Result<Vec<(i64, T)>, SnapshotError>)>;
+type Decoded<T> = Vec<(usize, DecodedBlock<T>)>;
 
 /// Reads a table's blocks one after the other while they decode on all
 /// cores (only the blocks in flight are held, never the whole file); its
@@ -283,7 +516,6 @@ fn table<T: Snap + Send>(
     src: &mut Source,
     id: impl Fn(&T) -> uuid::Uuid,
 ) -> Result<Records<T>, SnapshotError> {
-    let count = src.take::<u64>(8)? as usize;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(2 * threads);
     // Held by the workers alone: should they all stop, the reader's next
@@ -297,8 +529,10 @@ fn table<T: Snap + Send>(
                     let mut out = Vec::new();
                     loop {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(block) = next else { break };
-                        out.push((block.0, decode_block::<T>(&block)));
+                        let Ok((place, n, sha256, bytes)) = next else {
+                            break;
+                        };
+                        out.push((place, decode_block::<T>(n, &sha256, &bytes)));
                     }
                     out
                 })
@@ -306,27 +540,12 @@ fn table<T: Snap + Send>(
             .collect();
         drop(rx);
         let read = (|| {
-            let (mut seen, mut place) = (0usize, 0usize);
-            while seen < count {
-                let n = src.take::<u32>(4)? as usize;
-                let len = src.take::<u64>(8)?;
-                if n == 0 || n > BLOCK || len > src.left {
-                    return Err(SnapshotError(format!(
-                        "a block of {n} records in {len} bytes"
-                    )));
-                }
-                let sha256 = src.bytes(32)?;
-                let bytes = src.bytes(len)?;
+            let mut place = 0usize;
+            while let Some((n, sha256, bytes)) = src.block()? {
                 if tx.send((place, n, sha256, bytes)).is_err() {
                     break;
                 }
-                seen += n;
                 place += 1;
-            }
-            if seen != count {
-                return Err(SnapshotError(format!(
-                    "{seen} records where {count} were announced"
-                )));
             }
             Ok(())
         })();
@@ -338,30 +557,24 @@ fn table<T: Snap + Send>(
         (read, parts)
     });
     read?;
-    let max_rowid = src.take::<i64>(8)?;
     let mut parts: Vec<_> = parts.into_iter().flatten().collect();
     parts.sort_unstable_by_key(|p| p.0);
+    let count = parts.iter().map(|p| p.1.as_ref().map_or(0, Vec::len)).sum();
     let mut records = Vec::with_capacity(count);
     let mut rowids = Vec::with_capacity(count);
     let mut highest = 0i64;
     for (_, part) in parts {
         for (rowid, record) in part? {
-            let id = id(&record);
-            // Written from the state's ordered maps: ids strictly rising,
-            // so none is held twice.
-            if rowids.last().is_some_and(|(last, _)| *last >= id) {
-                return Err(SnapshotError(format!("record {id} out of order")));
+            // Rising: no rowid is held twice.
+            if rowid <= highest {
+                return Err(SnapshotError(format!("rowid {rowid} out of order")));
             }
-            highest = highest.max(rowid);
-            rowids.push((id, rowid));
+            highest = rowid;
+            rowids.push((id(&record), rowid));
             records.push(record);
         }
     }
-    if highest != max_rowid {
-        return Err(SnapshotError(format!(
-            "highest rowid {highest} where {max_rowid} was written"
-        )));
-    }
+    let max_rowid = src.table_end(records.len(), highest)?;
     Ok(Records {
         records,
         rowids,
@@ -369,30 +582,34 @@ fn table<T: Snap + Send>(
     })
 }
 
-/// Reads the snapshot in `dir` and removes it; the records, if it is
-/// complete and of the database as `expected` describes it (why not,
-/// otherwise).
-pub(super) fn take(dir: &Path, expected: &Expected) -> Result<Taken, String> {
-    let path = dir.join(FILE);
-    let file = std::fs::File::open(&path).map_err(io("opening", &path));
-    remove(dir)?;
-    read(file?, expected).map_err(|e| e.to_string())
+/// A snapshot file opened: its head read, its end checked.
+pub(super) struct Opened {
+    pub head: Head,
+    src: Source,
 }
 
-fn read(mut file: std::fs::File, expected: &Expected) -> Result<Taken, SnapshotError> {
+/// The snapshot in `dir`, if there is one that is whole at both ends (its
+/// records are checked as they are read).
+pub(super) fn open(dir: &Path) -> Result<Option<Opened>, SnapshotError> {
     use std::io::{Read, Seek, SeekFrom};
-    let bad = |what: String| SnapshotError(what);
-    let failed = |e: std::io::Error| SnapshotError(format!("reading: {e}"));
+    let path = dir.join(FILE);
+    let failed = |e: std::io::Error| SnapshotError(format!("reading {}: {e}", path.display()));
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(failed(e)),
+    };
+    let bad = |what: &str| SnapshotError(what.into());
     let len = file.metadata().map_err(failed)?.len();
     let tail = (END.len() + 8) as u64;
     if len < MAGIC.len() as u64 + tail {
-        return Err(bad("not a snapshot of this format".into()));
+        return Err(bad("not a snapshot of this format"));
     }
     let mut end = vec![0u8; tail as usize];
     file.seek(SeekFrom::Start(len - tail)).map_err(failed)?;
     file.read_exact(&mut end).map_err(failed)?;
     if &end[..END.len()] != END || u64::take(&mut Reader::new(&end[END.len()..]))? != len - tail {
-        return Err(bad("incomplete".into()));
+        return Err(bad("incomplete"));
     }
     file.seek(SeekFrom::Start(0)).map_err(failed)?;
     let mut src = Source {
@@ -400,46 +617,39 @@ fn read(mut file: std::fs::File, expected: &Expected) -> Result<Taken, SnapshotE
         left: len - tail,
     };
     if src.bytes(MAGIC.len() as u64)? != MAGIC {
-        return Err(bad("not a snapshot of this format".into()));
+        return Err(bad("not a snapshot of this format"));
     }
     let head = src.bytes(8 + 8 + 8 + 32)?;
     let mut r = Reader::new(&head);
-    let (schema, seq) = (i64::take(&mut r)?, u64::take(&mut r)?);
-    let size = u64::take(&mut r)?;
-    let newest = r.bytes(32)?;
-    if schema != expected.schema || seq != expected.seq {
-        return Err(bad(format!(
-            "of schema {schema} at sequence {seq}; the database is at schema {} and sequence {}",
-            expected.schema, expected.seq
-        )));
-    }
-    if size != expected.log.0 || newest != expected.log.1 {
-        return Err(bad(format!(
-            "of a log of {size} entries, not of this database's ({} entries) as it is",
-            expected.log.0
-        )));
-    }
-    let matches = |r: i64, db: i64| {
-        if r == db {
-            Ok(())
-        } else {
-            Err(bad(format!(
-                "a table's highest rowid is {db} in the database, {r} in the snapshot"
-            )))
+    let (schema, seq, size) = (i64::take(&mut r)?, u64::take(&mut r)?, u64::take(&mut r)?);
+    let mut newest = [0u8; 32];
+    newest.copy_from_slice(r.bytes(32)?);
+    Ok(Some(Opened {
+        head: Head {
+            schema,
+            seq,
+            log: (size, newest),
+        },
+        src,
+    }))
+}
+
+impl Opened {
+    /// Every record, decoded on all cores.
+    pub fn take(mut self) -> Result<Taken, SnapshotError> {
+        let intents = table(&mut self.src, |r: &OperationalIntent| r.id)?;
+        let constraints = table(&mut self.src, |r: &Constraint| r.id)?;
+        let subscriptions = table(&mut self.src, |r: &Subscription| r.id)?;
+        if self.src.left != 0 {
+            return Err(SnapshotError(format!(
+                "{} bytes after the last table",
+                self.src.left
+            )));
         }
-    };
-    let intents = table(&mut src, |r: &OperationalIntent| r.id)?;
-    matches(intents.max_rowid, expected.max_rowids[0])?;
-    let constraints = table(&mut src, |r: &Constraint| r.id)?;
-    matches(constraints.max_rowid, expected.max_rowids[1])?;
-    let subscriptions = table(&mut src, |r: &Subscription| r.id)?;
-    matches(subscriptions.max_rowid, expected.max_rowids[2])?;
-    if src.left != 0 {
-        return Err(bad(format!("{} bytes after the last table", src.left)));
+        Ok(Taken {
+            intents,
+            constraints,
+            subscriptions,
+        })
     }
-    Ok(Taken {
-        intents,
-        constraints,
-        subscriptions,
-    })
 }

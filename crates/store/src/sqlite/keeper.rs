@@ -1,0 +1,380 @@
+//! Keeps the state snapshot a recent base while the store runs, so that a
+//! start after a crash or a kill reads the snapshot and only the rows
+//! changed since it, not every row.
+//!
+//! A task beside the writer looks every [`LOOK_EVERY`] at how many rows of
+//! the snapshot's tables changed since the snapshot on disk; past
+//! [`MIN_CHANGES`] and a [`SHARE`]th of the records, it writes a new one in
+//! one read transaction of its own (a consistent view at one sequence;
+//! the writer goes on): the previous snapshot's records copied as they are
+//! (not decoded) with the changed rows laid in, or, with no previous
+//! snapshot that is a base of this database, every row decoded and written
+//! one page at a time. Once the new file is in place the writer drops the
+//! changes it holds, in its next batch. The close takes the same lock, so
+//! the two never write the file at once, and nothing is written after it.
+
+use super::snapshot::{self, Changed, Head};
+use super::{Origin, READ_PAGE, decode_page, err, fetch_page, is_base, newest_entry, page_sql};
+use airspace::snapshot::Snap;
+use airspace::{Constraint, OperationalIntent, Subscription};
+use node::StoreError;
+use node::persist::Table;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, SqliteConnection};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Changes noted, at least, before a snapshot is written while running.
+pub(super) const MIN_CHANGES: u64 = 4096;
+/// ... and at least this fraction of the records (one eighth): a start
+/// after a crash decodes at most about that many rows beside the snapshot,
+/// and the copies cost, over a table's growth from nothing, about eight
+/// times its final size.
+const SHARE: u64 = 8;
+/// How often the task looks.
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait before trying again after a failure.
+const RETRY_AT_MOST: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The snapshot's keeper, shared by the store, its writer and the task.
+pub(super) struct Keeper {
+    dir: PathBuf,
+    opts: SqliteConnectOptions,
+    /// Rows of the snapshot's tables changed since the snapshot on disk
+    /// (every record, while there is none).
+    pub pending: AtomicU64,
+    /// Records in the snapshot's tables when it was last written or read.
+    records: AtomicU64,
+    /// A snapshot on disk holds the changes up to this sequence, noted up
+    /// to this id of `snapshot_changes`: the writer drops them.
+    prune_seq: AtomicU64,
+    prune_id: AtomicU64,
+    /// Held while the file is written; true once the store closed.
+    file: tokio::sync::Mutex<bool>,
+    written: AtomicU64,
+}
+
+/// A snapshot written while running.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Written {
+    pub seq: u64,
+    /// The newest id of `snapshot_changes` it holds.
+    pub last_change: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Laid over the previous snapshot (else from every row).
+    pub merged: bool,
+}
+
+impl Keeper {
+    pub(super) fn new(dir: PathBuf, opts: SqliteConnectOptions, origin: Origin) -> Keeper {
+        Keeper {
+            dir,
+            opts,
+            pending: AtomicU64::new(if origin.from_snapshot {
+                origin.laid
+            } else {
+                origin.records
+            }),
+            records: AtomicU64::new(origin.records),
+            prune_seq: AtomicU64::new(0),
+            prune_id: AtomicU64::new(0),
+            file: tokio::sync::Mutex::new(false),
+            written: AtomicU64::new(0),
+        }
+    }
+
+    fn due(&self) -> bool {
+        let records = self.records.load(Ordering::Relaxed);
+        self.pending.load(Ordering::Relaxed) >= MIN_CHANGES.max(records / SHARE)
+    }
+
+    /// The sequence and the id of `snapshot_changes` up to which the
+    /// changes noted are held by the snapshot on disk.
+    pub(super) fn pruning(&self) -> (u64, u64) {
+        (
+            self.prune_seq.load(Ordering::Acquire),
+            self.prune_id.load(Ordering::Acquire),
+        )
+    }
+
+    /// Snapshots written while running, since the store opened.
+    pub(super) fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// The file's lock, for the close: nothing is written after it.
+    pub(super) async fn close(&self) -> tokio::sync::MutexGuard<'_, bool> {
+        let mut closed = self.file.lock().await;
+        *closed = true;
+        closed
+    }
+
+    /// Writes a snapshot of the database as it is now (`None` once the
+    /// store closed).
+    pub(super) async fn write(&self) -> Result<Option<Written>, StoreError> {
+        let closed = self.file.lock().await;
+        if *closed {
+            return Ok(None);
+        }
+        let pending = self.pending.load(Ordering::Relaxed);
+        let mut conn = SqliteConnection::connect_with(&self.opts)
+            .await
+            .map_err(err("opening the database for the state snapshot"))?;
+        let mut written = self.write_on(&mut conn, true).await;
+        if let Ok(Err(why)) = &written {
+            tracing::warn!(%why, "the state snapshot on disk is damaged: written from the rows");
+            written = self.write_on(&mut conn, false).await;
+        }
+        // Ends the read transaction, if a failure left it open.
+        let _ = conn.close().await;
+        let written = written?.map_err(|why| {
+            StoreError::Failed(format!("the state snapshot on disk is damaged: {why}"))
+        })?;
+        drop(closed);
+        self.prune_seq.fetch_max(written.seq, Ordering::Release);
+        self.prune_id
+            .fetch_max(written.last_change, Ordering::Release);
+        // Changes noted while it was written stay counted.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(pending))
+            });
+        self.records.store(written.records, Ordering::Relaxed);
+        self.written.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(written))
+    }
+
+    /// Writes a snapshot in one read transaction, laid over the one on disk
+    /// when `over_base` and that is a base; why not, should that base turn
+    /// out damaged as it is copied.
+    async fn write_on(
+        &self,
+        conn: &mut SqliteConnection,
+        over_base: bool,
+    ) -> Result<Result<Written, String>, StoreError> {
+        // Deferred: the first read fixes the view every read after sees.
+        sqlx::query("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .map_err(err("starting the state snapshot's read"))?;
+        let seq: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seq'")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err("reading seq"))?;
+        let seq = seq as u64;
+        let last_change: i64 =
+            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM snapshot_changes")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(err("reading the changes noted"))?;
+        let head = Head {
+            schema: super::schema_version(),
+            seq,
+            log: newest_entry(conn).await?,
+        };
+        let dir = self.dir.clone();
+        let base = tokio::task::spawn_blocking(move || match over_base {
+            true => snapshot::open(&dir),
+            false => Ok(None),
+        })
+        .await
+        .map_err(|e| StoreError::Failed(format!("reading the state snapshot: {e}")))?;
+        let base = match base {
+            Ok(Some(base)) => match is_base(conn, &base.head, seq).await? {
+                Ok(()) => Some(base),
+                Err(why) => {
+                    tracing::info!(%why, "the state snapshot on disk is no base: written from the rows");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "the state snapshot on disk is unreadable: written from the rows");
+                None
+            }
+        };
+        let dir = self.dir.clone();
+        let merged = base.is_some();
+        let written = match base {
+            Some(base) => {
+                let since = base.head.seq;
+                let [i, c, s] = super::changed_rowids(conn, since).await?;
+                let changed = [
+                    changed::<OperationalIntent>(conn, Table::Intents, i).await?,
+                    changed::<Constraint>(conn, Table::Constraints, c).await?,
+                    changed::<Subscription>(conn, Table::Subscriptions, s).await?,
+                ];
+                end_read(conn).await?;
+                let merged = tokio::task::spawn_blocking(move || {
+                    snapshot::merge(&dir, &head, base, changed)
+                })
+                .await
+                .map_err(|e| StoreError::Failed(format!("writing the state snapshot: {e}")))?
+                .map_err(StoreError::Failed)?;
+                match merged {
+                    Ok(w) => Ok(Ok(w)),
+                    Err(why) => return Ok(Err(why)),
+                }
+            }
+            None => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Encoded>>(4);
+                let writer = tokio::task::spawn_blocking(move || {
+                    snapshot::write_with(&dir, &head, |s| {
+                        for _ in snapshot::TABLES {
+                            loop {
+                                match rx.blocking_recv() {
+                                    Some(Some(rows)) => {
+                                        for (rowid, b) in rows {
+                                            s.push(rowid, |out| out.extend_from_slice(&b))?;
+                                        }
+                                    }
+                                    Some(None) => break,
+                                    None => return Err("the rows stopped coming".into()),
+                                }
+                            }
+                            s.end_table()?;
+                        }
+                        Ok(())
+                    })
+                });
+                let fed = async {
+                    feed::<OperationalIntent>(conn, Table::Intents, &tx).await?;
+                    feed::<Constraint>(conn, Table::Constraints, &tx).await?;
+                    feed::<Subscription>(conn, Table::Subscriptions, &tx).await?;
+                    end_read(conn).await
+                }
+                .await;
+                drop(tx);
+                let written = writer.await;
+                // The writer's error first: a feed fails when it stops.
+                if let Ok(Ok(_)) = &written {
+                    fed?;
+                }
+                written
+            }
+        };
+        let (bytes, records) = written
+            .map_err(|e| StoreError::Failed(format!("writing the state snapshot: {e}")))?
+            .map_err(StoreError::Failed)?;
+        Ok(Ok(Written {
+            seq,
+            last_change: last_change as u64,
+            records,
+            bytes,
+            merged,
+        }))
+    }
+}
+
+async fn end_read(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .map_err(err("ending the state snapshot's read"))?;
+    Ok(())
+}
+
+/// A page of records, each its rowid and binary form.
+type Encoded = Vec<(i64, Vec<u8>)>;
+
+/// A table's rows at `rowids` (changed since a snapshot), as they are now,
+/// encoded; `None` for those that are gone.
+async fn changed<T: serde::de::DeserializeOwned + Snap + Send + 'static>(
+    conn: &mut SqliteConnection,
+    table: Table,
+    rowids: std::collections::HashSet<i64>,
+) -> Result<Changed, StoreError> {
+    if rowids.is_empty() {
+        return Ok(Changed::new());
+    }
+    let now = super::TableRows::<T>::read_rowids(conn, table, &rowids)
+        .await?
+        .all()
+        .await?;
+    tokio::task::spawn_blocking(move || {
+        let mut out: Changed = rowids.into_iter().map(|r| (r, None)).collect();
+        for (rowid, _, record) in now {
+            let mut b = Vec::new();
+            record.put(&mut b);
+            out.insert(rowid, Some(b));
+        }
+        out
+    })
+    .await
+    .map_err(|e| StoreError::Failed(format!("encoding the changed rows: {e}")))
+}
+
+/// Sends every row of a table, a page at a time, decoded and encoded on
+/// the blocking pool (one page at a time: one core at most), then `None`.
+async fn feed<T: serde::de::DeserializeOwned + Snap + Send + 'static>(
+    conn: &mut SqliteConnection,
+    table: Table,
+    tx: &tokio::sync::mpsc::Sender<Option<Encoded>>,
+) -> Result<(), StoreError> {
+    let stopped = || StoreError::Failed("the state snapshot's writer stopped".into());
+    let sql = page_sql(table);
+    let mut after = 0i64;
+    loop {
+        let (page, last, n) = fetch_page(conn, &sql, after).await?;
+        if let Some(page) = page {
+            let rows = tokio::task::spawn_blocking(move || {
+                decode_page::<T>(table, &page).map(|rows| {
+                    rows.into_iter()
+                        .map(|(rowid, _, record)| {
+                            let mut b = Vec::new();
+                            record.put(&mut b);
+                            (rowid, b)
+                        })
+                        .collect::<Encoded>()
+                })
+            })
+            .await
+            .map_err(|e| StoreError::Failed(format!("decoding {}: {e}", table.name())))??;
+            tx.send(Some(rows)).await.map_err(|_| stopped())?;
+        }
+        match last {
+            Some(l) if n >= READ_PAGE => after = l,
+            _ => break,
+        }
+    }
+    tx.send(None).await.map_err(|_| stopped())
+}
+
+/// Writes a snapshot whenever enough has changed, for as long as the store
+/// is open.
+pub(super) async fn keep(keeper: Arc<Keeper>, store: node::writer::Refresher) {
+    // After a failure (a full disk, say) the next try waits twice as long,
+    // up to [`RETRY_AT_MOST`].
+    let mut wait = LOOK_EVERY;
+    loop {
+        tokio::time::sleep(wait).await;
+        if !store.alive() {
+            return;
+        }
+        if !keeper.due() {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match keeper.write().await {
+            Ok(Some(w)) => {
+                wait = LOOK_EVERY;
+                tracing::info!(
+                    seq = w.seq,
+                    records = w.records,
+                    bytes = w.bytes,
+                    merged = w.merged,
+                    ms = started.elapsed().as_millis() as u64,
+                    "state snapshot written while running"
+                )
+            }
+            Ok(None) => return,
+            Err(e) => {
+                wait = (wait * 2).min(RETRY_AT_MOST);
+                tracing::warn!(error = %e, retry_s = wait.as_secs(), "the state snapshot was not written");
+            }
+        }
+    }
+}
