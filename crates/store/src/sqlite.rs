@@ -624,21 +624,34 @@ async fn lay_changes<T: serde::de::DeserializeOwned + Send + 'static>(
         .await?
         .all()
         .await?;
+    let mut now: Vec<_> = now
+        .into_iter()
+        .map(|(rowid, _, record)| ((id(&record), rowid), record))
+        .collect();
+    now.sort_unstable_by_key(|r| r.0.0);
     let mut out = snapshot::Records {
         records: Vec::with_capacity(base.records.len() + now.len()),
         rowids: Vec::with_capacity(base.records.len() + now.len()),
         max_rowid: base.max_rowid,
     };
+    // Both by id, and so the result: the state's maps are built fastest
+    // from records in their order.
+    let mut now = now.into_iter().peekable();
+    let lay = |out: &mut snapshot::Records<T>, ((id, rowid), record)| {
+        out.max_rowid = out.max_rowid.max(rowid);
+        out.rowids.push((id, rowid));
+        out.records.push(record);
+    };
     for (record, (id, rowid)) in base.records.into_iter().zip(base.rowids) {
+        while let Some(r) = now.next_if(|r| r.0.0 < id) {
+            lay(&mut out, r);
+        }
         if !changed.contains(&rowid) {
-            out.records.push(record);
-            out.rowids.push((id, rowid));
+            lay(&mut out, ((id, rowid), record));
         }
     }
-    for (rowid, _, record) in now {
-        out.max_rowid = out.max_rowid.max(rowid);
-        out.rowids.push((id(&record), rowid));
-        out.records.push(record);
+    for r in now {
+        lay(&mut out, r);
     }
     Ok(out)
 }

@@ -14,7 +14,7 @@
 //! the two never write the file at once, and nothing is written after it.
 
 use super::snapshot::{self, Changed, Head};
-use super::{Origin, READ_PAGE, decode_page, err, fetch_page, is_base, newest_entry, page_sql};
+use super::{Origin, READ_PAGE, decode_page, err, fetch_rows, is_base, newest_entry};
 use airspace::snapshot::Snap;
 use airspace::{Constraint, OperationalIntent, Subscription};
 use node::StoreError;
@@ -280,65 +280,81 @@ async fn end_read(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 /// A page of records, each its rowid and binary form.
 type Encoded = Vec<(i64, Vec<u8>)>;
 
-/// A table's rows at `rowids` (changed since a snapshot), as they are now,
-/// encoded; `None` for those that are gone.
+/// A table's rows at `rowids` (changed since a snapshot) as they are now,
+/// those still there encoded, by id.
 async fn changed<T: serde::de::DeserializeOwned + Snap + Send + 'static>(
     conn: &mut SqliteConnection,
     table: Table,
     rowids: std::collections::HashSet<i64>,
 ) -> Result<Changed, StoreError> {
     if rowids.is_empty() {
-        return Ok(Changed::new());
+        return Ok(Changed::default());
     }
     let now = super::TableRows::<T>::read_rowids(conn, table, &rowids)
         .await?
         .all()
         .await?;
-    tokio::task::spawn_blocking(move || {
-        let mut out: Changed = rowids.into_iter().map(|r| (r, None)).collect();
-        for (rowid, _, record) in now {
-            let mut b = Vec::new();
-            record.put(&mut b);
-            out.insert(rowid, Some(b));
-        }
-        out
+    tokio::task::spawn_blocking(move || Changed {
+        now: encoded(now),
+        rowids,
     })
     .await
     .map_err(|e| StoreError::Failed(format!("encoding the changed rows: {e}")))
 }
 
-/// Sends every row of a table, a page at a time, decoded and encoded on
-/// the blocking pool (one page at a time: one core at most), then `None`.
+/// Decoded rows as a snapshot holds them: encoded, by id (each encoding
+/// starts with the record's id).
+fn encoded<T: Snap>(rows: Vec<(i64, String, T)>) -> Encoded {
+    let mut out: Encoded = rows
+        .into_iter()
+        .map(|(rowid, _, record)| {
+            let mut b = Vec::new();
+            record.put(&mut b);
+            (rowid, b)
+        })
+        .collect();
+    out.sort_unstable_by(|a, b| a.1.get(..16).cmp(&b.1.get(..16)));
+    out
+}
+
+/// Sends every row of a table by id, a page at a time, decoded and encoded
+/// on the blocking pool (one page at a time: one core at most), then
+/// `None`.
 async fn feed<T: serde::de::DeserializeOwned + Snap + Send + 'static>(
     conn: &mut SqliteConnection,
     table: Table,
     tx: &tokio::sync::mpsc::Sender<Option<Encoded>>,
 ) -> Result<(), StoreError> {
     let stopped = || StoreError::Failed("the state snapshot's writer stopped".into());
-    let sql = page_sql(table);
-    let mut after = 0i64;
-    loop {
-        let (page, last, n) = fetch_page(conn, &sql, after).await?;
-        if let Some(page) = page {
-            let rows = tokio::task::spawn_blocking(move || {
-                decode_page::<T>(table, &page).map(|rows| {
-                    rows.into_iter()
-                        .map(|(rowid, _, record)| {
-                            let mut b = Vec::new();
-                            record.put(&mut b);
-                            (rowid, b)
-                        })
-                        .collect::<Encoded>()
-                })
-            })
+    // The rows in the snapshot's order (by id), then read by rowid a page
+    // at a time in that order.
+    let ids: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT rowid, id FROM {}",
+        table.name()
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(err("reading the rows' ids"))?;
+    let mut order = ids
+        .into_iter()
+        .map(|(rowid, id)| match uuid::Uuid::try_parse(&id) {
+            Ok(u) => Ok((u, rowid)),
+            Err(_) => Err(StoreError::Failed(format!(
+                "row {rowid} of {} has the id {id:?}, not a UUID",
+                table.name()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    order.sort_unstable();
+    for chunk in order.chunks(READ_PAGE as usize) {
+        let rowids: Vec<i64> = chunk.iter().map(|p| p.1).collect();
+        let Some(page) = fetch_rows(conn, table, &rowids).await? else {
+            continue;
+        };
+        let rows = tokio::task::spawn_blocking(move || decode_page::<T>(table, &page).map(encoded))
             .await
             .map_err(|e| StoreError::Failed(format!("decoding {}: {e}", table.name())))??;
-            tx.send(Some(rows)).await.map_err(|_| stopped())?;
-        }
-        match last {
-            Some(l) if n >= READ_PAGE => after = l,
-            _ => break,
-        }
+        tx.send(Some(rows)).await.map_err(|_| stopped())?;
     }
     tx.send(None).await.map_err(|_| stopped())
 }

@@ -18,9 +18,9 @@
 //!
 //! A snapshot is written when the store closes cleanly (from the state, no
 //! change left over) and, while it runs, by a task beside the writer once
-//! the changes noted outgrow a share of the records (`Keeper`): the previous
-//! snapshot's records copied as they are, with the rows changed since laid
-//! in; from every row when there is no previous one. Once the new file is in
+//! the changes noted outgrow a share of the records (`keeper.rs`): the
+//! previous snapshot's records copied as they are, with the rows changed
+//! since laid in; from every row when there is no previous one. Once the new file is in
 //! place, the writer drops the changes it holds.
 //!
 //! Layout (little-endian): the magic line; the schema version (i64); the
@@ -28,9 +28,10 @@
 //! leaf hash (32 bytes); per table, blocks of at most [`BLOCK`] records —
 //! each the number of records (u32), its byte length (u64), the SHA-256 of
 //! its bytes and its records, each a rowid (i64), the record's length (u32)
-//! and the record — in rising rowid order, then a block of no records (its
-//! count alone, 0), the table's record count (u64) and highest rowid (i64, 0
-//! when empty); then [`END`] and the file's length before it (u64). Blocks
+//! and the record (its id's 16 bytes first) — by id, strictly rising, as the
+//! state's ordered maps hold them (so they load fastest) — then a block of no
+//! records (its count alone, 0), the table's record count (u64) and highest
+//! rowid (i64, 0 when empty); then [`END`] and the file's length before it (u64). Blocks
 //! are read one after the other and decode on all cores as they come.
 
 use super::RecordKey;
@@ -39,7 +40,7 @@ use airspace::snapshot::{Reader, Snap, SnapshotError};
 use airspace::{AirspaceState, Constraint, OperationalIntent, Subscription};
 use node::persist::Table;
 use sha2::Digest;
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
@@ -63,7 +64,7 @@ pub(super) struct Head {
     pub log: (u64, tlog::Hash),
 }
 
-/// A table's records from a snapshot, in the file's order (by rowid).
+/// A table's records from a snapshot, in the file's order (by id).
 pub(super) struct Records<T> {
     pub records: Vec<T>,
     /// Each record's (id, rowid), in the same order.
@@ -114,10 +115,11 @@ pub(super) struct Sections {
     total: u64,
     block: Vec<u8>,
     n: u32,
-    /// Records and the last rowid of the table being written (rowids
-    /// start at 1).
+    /// Records, the last id and the highest rowid of the table being
+    /// written.
     count: u64,
-    last: i64,
+    last: Option<[u8; 16]>,
+    max_rowid: i64,
 }
 
 impl Sections {
@@ -128,17 +130,26 @@ impl Sections {
             .map_err(|e| format!("writing the state snapshot: {e}"))
     }
 
-    /// Adds the record at `rowid` (above the table's last), its bytes
-    /// written by `record`.
+    /// Adds the record at `rowid`, its bytes written by `record`: they
+    /// start with its id, above the table's last.
     pub fn push(&mut self, rowid: i64, record: impl FnOnce(&mut Vec<u8>)) -> Result<(), String> {
-        if rowid <= self.last {
-            return Err(format!("rowid {rowid} comes after {}", self.last));
-        }
-        self.last = rowid;
+        let start = self.block.len();
         rowid.put(&mut self.block);
         let at = self.block.len();
         self.block.extend_from_slice(&[0; 4]);
         record(&mut self.block);
+        let id = self
+            .block
+            .get(at + 4..at + 20)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok());
+        let Some(id) = id.filter(|id| self.last.is_none_or(|last| *id > last)) else {
+            self.block.truncate(start);
+            return Err(format!(
+                "the record at rowid {rowid} does not come after the one before by id"
+            ));
+        };
+        self.last = Some(id);
+        self.max_rowid = self.max_rowid.max(rowid);
         let len = u32::try_from(self.block.len() - at - 4)
             .map_err(|_| format!("the record at rowid {rowid} is over 4 GiB"))?;
         self.block[at..at + 4].copy_from_slice(&len.to_le_bytes());
@@ -173,11 +184,12 @@ impl Sections {
         self.flush()?;
         let mut tail = 0u32.to_le_bytes().to_vec();
         self.count.put(&mut tail);
-        self.last.put(&mut tail);
+        self.max_rowid.put(&mut tail);
         self.put(&tail)?;
         self.tables += 1;
         self.count = 0;
-        self.last = 0;
+        self.last = None;
+        self.max_rowid = 0;
         Ok(())
     }
 }
@@ -213,7 +225,8 @@ fn write_file(
         block: Vec::with_capacity(BLOCK * 512),
         n: 0,
         count: 0,
-        last: 0,
+        last: None,
+        max_rowid: 0,
     };
     let mut bytes = MAGIC.to_vec();
     head.schema.put(&mut bytes);
@@ -240,21 +253,18 @@ fn write_file(
     Ok((s.written, s.total))
 }
 
-/// A table's records as the snapshot of a state writes them: by rowid.
+/// A table's records as the snapshot of a state writes them (the state's
+/// ordered maps: by id).
 fn section<'a, T: Snap + 'a>(
     s: &mut Sections,
     records: impl Iterator<Item = &'a T>,
     id: impl Fn(&T) -> uuid::Uuid,
     rowids: &ShardedMap<RecordKey, i64>,
 ) -> Result<(), String> {
-    let mut by_rowid = records
-        .map(|r| match rowids.get(&RecordKey::Uuid(id(r))) {
-            Some(&rowid) => Ok((rowid, r)),
-            None => Err(format!("record {} has no rowid", id(r))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    by_rowid.sort_unstable_by_key(|p| p.0);
-    for (rowid, r) in by_rowid {
+    for r in records {
+        let Some(&rowid) = rowids.get(&RecordKey::Uuid(id(r))) else {
+            return Err(format!("record {} has no rowid", id(r)));
+        };
         s.push(rowid, |out| r.put(out))?;
     }
     s.end_table()
@@ -283,9 +293,14 @@ pub(super) fn write(
     })
 }
 
-/// The rows of one table changed since a snapshot: each rowid's record as it
-/// is now, encoded (`None`: removed).
-pub(super) type Changed = BTreeMap<i64, Option<Vec<u8>>>;
+/// The rows of one table changed since a snapshot: their rowids, and the
+/// records at those that are still there as they are now (rowid and
+/// encoding), by id.
+#[derive(Default)]
+pub(super) struct Changed {
+    pub rowids: HashSet<i64>,
+    pub now: Vec<(i64, Vec<u8>)>,
+}
 
 /// Writes a snapshot of `head` into `dir` from `base` with the records
 /// changed since it laid in (the base's records are copied as they are, not
@@ -300,28 +315,22 @@ pub(super) fn merge(
     let mut src = base.src;
     let mut unreadable = None;
     let written = write_with(dir, head, |s| {
-        for changed in changed {
-            let mut changed = changed.into_iter().peekable();
+        for Changed { rowids, now } in changed {
+            let mut now = now.into_iter().peekable();
             raw_table(&mut src, |rowid, bytes| {
-                // The rows changed up to this one, as they are now; this one
-                // as it was if it did not change.
-                let mut replaced = false;
-                while let Some((r, record)) = changed.next_if(|(r, _)| *r <= rowid) {
-                    replaced |= r == rowid;
-                    if let Some(b) = record {
-                        s.push(r, |out| out.extend_from_slice(&b))?;
-                    }
+                // The changed records before this one by id, as they are
+                // now; this one as it was, if its row did not change.
+                while let Some((r, b)) = now.next_if(|(_, b)| b.get(..16) < bytes.get(..16)) {
+                    s.push(r, |out| out.extend_from_slice(&b))?;
                 }
-                if !replaced {
+                if !rowids.contains(&rowid) {
                     s.push(rowid, |out| out.extend_from_slice(bytes))?;
                 }
                 Ok(())
             })
             .inspect_err(|e| unreadable = Some(e.clone()))?;
-            for (rowid, record) in changed {
-                if let Some(b) = record {
-                    s.push(rowid, |out| out.extend_from_slice(&b))?;
-                }
+            for (rowid, b) in now {
+                s.push(rowid, |out| out.extend_from_slice(&b))?;
             }
             s.end_table()?;
         }
@@ -484,13 +493,18 @@ fn raw_table(
     mut each: impl FnMut(i64, &[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
     let (mut seen, mut highest) = (0usize, 0i64);
+    let mut last: Option<[u8; 16]> = None;
     while let Some((n, sha256, bytes)) = src.block().map_err(|e| e.to_string())? {
         let mut failed = None;
         block_records(n, &sha256, &bytes, |rowid, b| {
-            if rowid <= highest {
-                return Err(SnapshotError(format!("rowid {rowid} out of order")));
-            }
-            highest = rowid;
+            let id = b.get(..16).and_then(|i| <[u8; 16]>::try_from(i).ok());
+            let Some(id) = id.filter(|id| last.is_none_or(|l| *id > l)) else {
+                return Err(SnapshotError(format!(
+                    "the record at rowid {rowid} is out of order"
+                )));
+            };
+            last = Some(id);
+            highest = highest.max(rowid);
             seen += 1;
             each(rowid, b).map_err(|e| {
                 failed = Some(e.clone());
@@ -565,12 +579,14 @@ fn table<T: Snap + Send>(
     let mut highest = 0i64;
     for (_, part) in parts {
         for (rowid, record) in part? {
-            // Rising: no rowid is held twice.
-            if rowid <= highest {
-                return Err(SnapshotError(format!("rowid {rowid} out of order")));
+            let id = id(&record);
+            // Written from the state's ordered maps, or merged in their
+            // order: ids strictly rising, so none is held twice.
+            if rowids.last().is_some_and(|(last, _)| *last >= id) {
+                return Err(SnapshotError(format!("record {id} out of order")));
             }
-            highest = rowid;
-            rowids.push((id(&record), rowid));
+            highest = highest.max(rowid);
+            rowids.push((id, rowid));
             records.push(record);
         }
     }
