@@ -198,35 +198,56 @@ impl Keeper {
         };
         let dir = self.dir.clone();
         let merged = base.is_some();
-        let written = match base {
+        let (bytes, records) = match base {
             Some(base) => {
                 let since = base.head.seq;
-                let [i, c, s] = super::changed_rowids(conn, since).await?;
-                let changed = [
-                    changed::<OperationalIntent>(conn, Table::Intents, i).await?,
-                    changed::<Constraint>(conn, Table::Constraints, c).await?,
-                    changed::<Subscription>(conn, Table::Subscriptions, s).await?,
-                ];
+                let changed = super::changed_rowids(conn, since).await?;
+                let mut pages: [Vec<String>; 3] = Default::default();
+                for ((table, rowids), pages) in
+                    snapshot::TABLES.iter().zip(&changed).zip(&mut pages)
+                {
+                    let mut sorted: Vec<i64> = rowids.iter().copied().collect();
+                    sorted.sort_unstable();
+                    for chunk in sorted.chunks(READ_PAGE as usize) {
+                        pages.extend(fetch_rows(conn, *table, chunk).await?);
+                    }
+                }
                 end_read(conn).await?;
-                let merged = tokio::task::spawn_blocking(move || {
-                    snapshot::merge(&dir, &head, base, changed)
+                let merged = in_background(move || {
+                    let mut laid: [Changed; 3] = Default::default();
+                    for (((table, rowids), pages), laid) in snapshot::TABLES
+                        .into_iter()
+                        .zip(changed)
+                        .zip(pages)
+                        .zip(&mut laid)
+                    {
+                        laid.rowids = rowids;
+                        for page in pages {
+                            laid.now
+                                .extend(encode_page(table, &page).map_err(|e| e.to_string())?);
+                        }
+                        laid.now
+                            .sort_unstable_by(|a, b| a.1.get(..16).cmp(&b.1.get(..16)));
+                    }
+                    snapshot::merge(&dir, &head, base, laid)
                 })
-                .await
-                .map_err(|e| StoreError::Failed(format!("writing the state snapshot: {e}")))?
+                .await?
                 .map_err(StoreError::Failed)?;
                 match merged {
-                    Ok(w) => Ok(Ok(w)),
+                    Ok(w) => w,
                     Err(why) => return Ok(Err(why)),
                 }
             }
             None => {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Encoded>>(4);
-                let writer = tokio::task::spawn_blocking(move || {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(4);
+                let writer = in_background(move || {
                     snapshot::write_with(&dir, &head, |s| {
-                        for _ in snapshot::TABLES {
+                        for table in snapshot::TABLES {
                             loop {
                                 match rx.blocking_recv() {
-                                    Some(Some(rows)) => {
+                                    Some(Some(page)) => {
+                                        let rows =
+                                            encode_page(table, &page).map_err(|e| e.to_string())?;
                                         for (rowid, b) in rows {
                                             s.push(rowid, |out| out.extend_from_slice(&b))?;
                                         }
@@ -241,24 +262,21 @@ impl Keeper {
                     })
                 });
                 let fed = async {
-                    feed::<OperationalIntent>(conn, Table::Intents, &tx).await?;
-                    feed::<Constraint>(conn, Table::Constraints, &tx).await?;
-                    feed::<Subscription>(conn, Table::Subscriptions, &tx).await?;
+                    for table in snapshot::TABLES {
+                        feed(conn, table, &tx).await?;
+                    }
                     end_read(conn).await
                 }
                 .await;
                 drop(tx);
-                let written = writer.await;
+                let written = writer.await?;
                 // The writer's error first: a feed fails when it stops.
-                if let Ok(Ok(_)) = &written {
+                if written.is_ok() {
                     fed?;
                 }
-                written
+                written.map_err(StoreError::Failed)?
             }
         };
-        let (bytes, records) = written
-            .map_err(|e| StoreError::Failed(format!("writing the state snapshot: {e}")))?
-            .map_err(StoreError::Failed)?;
         Ok(Ok(Written {
             seq,
             last_change: last_change as u64,
@@ -266,6 +284,47 @@ impl Keeper {
             bytes,
             merged,
         }))
+    }
+}
+
+/// Runs `f` on a thread of its own at the lowest priority (nice 19): the
+/// snapshot's decoding, copying and hashing take only what the node's
+/// requests leave of the cores. The thread starts at once; the future
+/// gives its result.
+fn in_background<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> impl std::future::Future<Output = Result<R, StoreError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let started = std::thread::Builder::new()
+        .name("state-snapshot".into())
+        .spawn(move || {
+            // Linux's nice is each thread's own; a failure only leaves it at
+            // the node's priority.
+            let me = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
+                tracing::debug!(error = %e, "the state snapshot's thread keeps its priority");
+            }
+            let _ = tx.send(f());
+        });
+    async move {
+        started.map_err(|e| {
+            StoreError::Failed(format!("starting the state snapshot's thread: {e}"))
+        })?;
+        rx.await
+            .map_err(|_| StoreError::Failed("the state snapshot's thread stopped".into()))
+    }
+}
+
+/// A page of rows of a snapshot table, decoded and encoded, by id.
+fn encode_page(table: Table, page: &str) -> Result<Encoded, StoreError> {
+    match table {
+        Table::Intents => decode_page::<OperationalIntent>(table, page).map(encoded),
+        Table::Constraints => decode_page::<Constraint>(table, page).map(encoded),
+        Table::Subscriptions => decode_page::<Subscription>(table, page).map(encoded),
+        other => Err(StoreError::Failed(format!(
+            "{} is not in the state snapshot",
+            other.name()
+        ))),
     }
 }
 
@@ -277,30 +336,8 @@ async fn end_read(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A page of records, each its rowid and binary form.
+/// Records, each its rowid and binary form.
 type Encoded = Vec<(i64, Vec<u8>)>;
-
-/// A table's rows at `rowids` (changed since a snapshot) as they are now,
-/// those still there encoded, by id.
-async fn changed<T: serde::de::DeserializeOwned + Snap + Send + 'static>(
-    conn: &mut SqliteConnection,
-    table: Table,
-    rowids: std::collections::HashSet<i64>,
-) -> Result<Changed, StoreError> {
-    if rowids.is_empty() {
-        return Ok(Changed::default());
-    }
-    let now = super::TableRows::<T>::read_rowids(conn, table, &rowids)
-        .await?
-        .all()
-        .await?;
-    tokio::task::spawn_blocking(move || Changed {
-        now: encoded(now),
-        rowids,
-    })
-    .await
-    .map_err(|e| StoreError::Failed(format!("encoding the changed rows: {e}")))
-}
 
 /// Decoded rows as a snapshot holds them: encoded, by id (each encoding
 /// starts with the record's id).
@@ -317,13 +354,12 @@ fn encoded<T: Snap>(rows: Vec<(i64, String, T)>) -> Encoded {
     out
 }
 
-/// Sends every row of a table by id, a page at a time, decoded and encoded
-/// on the blocking pool (one page at a time: one core at most), then
-/// `None`.
-async fn feed<T: serde::de::DeserializeOwned + Snap + Send + 'static>(
+/// Sends every row of a table by id, a page (as SQLite joins it) at a
+/// time, then `None`.
+async fn feed(
     conn: &mut SqliteConnection,
     table: Table,
-    tx: &tokio::sync::mpsc::Sender<Option<Encoded>>,
+    tx: &tokio::sync::mpsc::Sender<Option<String>>,
 ) -> Result<(), StoreError> {
     let stopped = || StoreError::Failed("the state snapshot's writer stopped".into());
     // The rows in the snapshot's order (by id), then read by rowid a page
@@ -348,13 +384,9 @@ async fn feed<T: serde::de::DeserializeOwned + Snap + Send + 'static>(
     order.sort_unstable();
     for chunk in order.chunks(READ_PAGE as usize) {
         let rowids: Vec<i64> = chunk.iter().map(|p| p.1).collect();
-        let Some(page) = fetch_rows(conn, table, &rowids).await? else {
-            continue;
-        };
-        let rows = tokio::task::spawn_blocking(move || decode_page::<T>(table, &page).map(encoded))
-            .await
-            .map_err(|e| StoreError::Failed(format!("decoding {}: {e}", table.name())))??;
-        tx.send(Some(rows)).await.map_err(|_| stopped())?;
+        if let Some(page) = fetch_rows(conn, table, &rowids).await? {
+            tx.send(Some(page)).await.map_err(|_| stopped())?;
+        }
     }
     tx.send(None).await.map_err(|_| stopped())
 }

@@ -48,6 +48,9 @@ pub(super) const FILE: &str = "airspace.snapshot";
 const TEMPORARY: &str = "airspace.snapshot.tmp";
 const MAGIC: &[u8] = b"detente airspace snapshot 2\n";
 const END: &[u8] = b"\nend of snapshot\n";
+/// Bytes written between two syncs of a snapshot being written (see
+/// `Sections::put`).
+const SYNC_EVERY: u64 = 8 << 20;
 /// Records per block: the unit of parallel decoding.
 const BLOCK: usize = 4096;
 /// The tables a snapshot holds, in its order.
@@ -110,6 +113,8 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
 pub(super) struct Sections {
     out: std::io::BufWriter<std::fs::File>,
     written: u64,
+    /// Bytes written when the file was last synced.
+    synced: u64,
     tables: usize,
     /// Records in every table.
     total: u64,
@@ -124,10 +129,17 @@ pub(super) struct Sections {
 
 impl Sections {
     fn put(&mut self, b: &[u8]) -> Result<(), String> {
+        let failed = |e: std::io::Error| format!("writing the state snapshot: {e}");
         self.written += b.len() as u64;
-        self.out
-            .write_all(b)
-            .map_err(|e| format!("writing the state snapshot: {e}"))
+        self.out.write_all(b).map_err(failed)?;
+        if self.written - self.synced >= SYNC_EVERY {
+            // Synced as it goes: one sync of the whole file at the end
+            // held every commit's sync of the WAL behind it on the device.
+            self.out.flush().map_err(failed)?;
+            self.out.get_ref().sync_data().map_err(failed)?;
+            self.synced = self.written;
+        }
+        Ok(())
     }
 
     /// Adds the record at `rowid`, its bytes written by `record`: they
@@ -220,6 +232,7 @@ fn write_file(
     let mut s = Sections {
         out: std::io::BufWriter::with_capacity(1 << 20, file),
         written: 0,
+        synced: 0,
         tables: 0,
         total: 0,
         block: Vec::with_capacity(BLOCK * 512),
