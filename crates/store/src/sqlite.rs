@@ -177,8 +177,10 @@ fn err(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
 
 /// Noted changes a newer snapshot holds that a batch drops, at most: a
 /// snapshot written while running at a million records holds ~250,000,
-/// too many to delete inside one batch without holding it up.
-const PRUNE_PER_BATCH: i64 = 8192;
+/// too many to delete inside one batch without holding it up (at 10,000
+/// creates/s, a few hundred batches a second drop them well before the
+/// next snapshot).
+const PRUNE_PER_BATCH: i64 = 512;
 
 /// Rows per multi-row statement (SQLite allows 32,766 parameters).
 const ROWS_PER_STATEMENT: usize = 500;

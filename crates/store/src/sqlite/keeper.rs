@@ -6,7 +6,8 @@
 //! the snapshot's tables changed since the snapshot on disk; past
 //! [`MIN_CHANGES`] and a [`SHARE`]th of the records, it writes a new one in
 //! one read transaction of its own (a consistent view at one sequence;
-//! the writer goes on): the previous snapshot's records copied as they are
+//! the writer goes on), its decoding, copying and hashing on a thread at
+//! the lowest priority, then rests [`REST`] times as long as that took: the previous snapshot's records copied as they are
 //! (not decoded) with the changed rows laid in, or, with no previous
 //! snapshot that is a base of this database, every row decoded and written
 //! one page at a time. Once the new file is in place the writer drops the
@@ -34,6 +35,11 @@ pub(super) const MIN_CHANGES: u64 = 4096;
 const SHARE: u64 = 8;
 /// How often the task looks.
 const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// After writing a snapshot, the keeper rests at least this many times as
+/// long as the writing took: under a steady stream of writes it keeps at
+/// most a quarter of one core, and the changes a crash leaves to decode
+/// may then exceed an eighth of the records by what arrives meanwhile.
+const REST: u32 = 3;
 /// The longest wait before trying again after a failure.
 const RETRY_AT_MOST: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -408,7 +414,7 @@ pub(super) async fn keep(keeper: Arc<Keeper>, store: node::writer::Refresher) {
         let started = std::time::Instant::now();
         match keeper.write().await {
             Ok(Some(w)) => {
-                wait = LOOK_EVERY;
+                wait = LOOK_EVERY.max(started.elapsed() * REST);
                 tracing::info!(
                     seq = w.seq,
                     records = w.records,

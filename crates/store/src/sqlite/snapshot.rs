@@ -50,7 +50,7 @@ const MAGIC: &[u8] = b"detente airspace snapshot 2\n";
 const END: &[u8] = b"\nend of snapshot\n";
 /// Bytes written between two syncs of a snapshot being written (see
 /// `Sections::put`).
-const SYNC_EVERY: u64 = 8 << 20;
+const SYNC_EVERY: u64 = 1 << 20;
 /// Records per block: the unit of parallel decoding.
 const BLOCK: usize = 4096;
 /// The tables a snapshot holds, in its order.
