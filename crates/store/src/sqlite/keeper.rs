@@ -5,14 +5,16 @@
 //! A task beside the writer looks every [`LOOK_EVERY`] at how many rows of
 //! the snapshot's tables changed since the snapshot on disk; past
 //! [`MIN_CHANGES`] and a [`SHARE`]th of the records, it writes a new one in
-//! one read transaction of its own (a consistent view at one sequence;
-//! the writer goes on), its decoding, copying and hashing on a thread at
-//! the lowest priority, then rests [`REST`] times as long as that took: the previous snapshot's records copied as they are
-//! (not decoded) with the changed rows laid in, or, with no previous
-//! snapshot that is a base of this database, every row decoded and written
-//! one page at a time. Once the new file is in place the writer drops the
-//! changes it holds, in its next batch. The close takes the same lock, so
-//! the two never write the file at once, and nothing is written after it.
+//! one read transaction of its own (a consistent view at one sequence; the
+//! writer goes on): the previous snapshot's records copied as they are (not
+//! decoded) with the changed rows laid in, or, with no previous snapshot
+//! that is a base of this database, every row decoded and written one page
+//! at a time. The decoding, copying and hashing run on a thread at the
+//! lowest priority, and the task then rests [`REST`] times as long as the
+//! writing took. Once the new file is in place the writer drops the changes
+//! it holds, a few at each of its batches. The close takes the same lock,
+//! so the two never write the file at once, and nothing is written after
+//! it.
 
 use super::snapshot::{self, Changed, Head};
 use super::{Origin, READ_PAGE, decode_page, err, fetch_rows, is_base, newest_entry};
