@@ -185,7 +185,7 @@ async fn populate(d: &Dss, n: u128) -> Vec<Uuid> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_close_leaves_a_snapshot_the_next_open_reads_once_as_the_rows_would() {
+async fn a_clean_close_leaves_a_snapshot_the_next_open_reads_as_the_rows_would() {
     let root = tempfile::tempdir().unwrap();
     let (dir, rows_dir) = (root.path().join("a"), root.path().join("b"));
     // More records than a snapshot block holds (4,096), so that blocks
