@@ -326,6 +326,17 @@ async fn fetch_page(
         .map_err(err("loading rows"))
 }
 
+/// Rowids in rising order, [`READ_PAGE`] at a time: the pages
+/// [`fetch_rows`] reads.
+fn rowid_pages(rowids: &std::collections::HashSet<i64>) -> Vec<Vec<i64>> {
+    let mut sorted: Vec<i64> = rowids.iter().copied().collect();
+    sorted.sort_unstable();
+    sorted
+        .chunks(READ_PAGE as usize)
+        .map(<[i64]>::to_vec)
+        .collect()
+}
+
 /// The rows of a table at some rowids (at most [`READ_PAGE`]), joined as
 /// [`READ_PAGE`] tells.
 async fn fetch_rows(
@@ -381,11 +392,9 @@ impl<T: serde::de::DeserializeOwned + Send + 'static> TableRows<T> {
         table: Table,
         rowids: &std::collections::HashSet<i64>,
     ) -> Result<Self, StoreError> {
-        let mut sorted: Vec<i64> = rowids.iter().copied().collect();
-        sorted.sort_unstable();
         let mut rows = TableRows::new(table);
-        for chunk in sorted.chunks(READ_PAGE as usize) {
-            if let Some(page) = fetch_rows(conn, table, chunk).await? {
+        for chunk in rowid_pages(rowids) {
+            if let Some(page) = fetch_rows(conn, table, &chunk).await? {
                 rows.decode(page).await?;
             }
         }

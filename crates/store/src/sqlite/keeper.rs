@@ -214,10 +214,8 @@ impl Keeper {
                 for ((table, rowids), pages) in
                     snapshot::TABLES.iter().zip(&changed).zip(&mut pages)
                 {
-                    let mut sorted: Vec<i64> = rowids.iter().copied().collect();
-                    sorted.sort_unstable();
-                    for chunk in sorted.chunks(READ_PAGE as usize) {
-                        pages.extend(fetch_rows(conn, *table, chunk).await?);
+                    for chunk in super::rowid_pages(rowids) {
+                        pages.extend(fetch_rows(conn, *table, &chunk).await?);
                     }
                 }
                 end_read(conn).await?;
