@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use tlog::tiles::{Tile, TiledTree};
 use tlog::witness::Cosigned;
 
+mod changes;
 mod keeper;
 mod snapshot;
 
@@ -619,27 +620,18 @@ async fn changed_rowids(
     Ok(out)
 }
 
-/// A table's records from the snapshot with the rows changed since its
-/// sequence laid over them: a changed row as it is now, or gone.
-async fn lay_changes<T: serde::de::DeserializeOwned + Send + 'static>(
-    conn: &mut SqliteConnection,
-    table: Table,
-    changed: &std::collections::HashSet<i64>,
+/// A table's records from the snapshot with the rows `changed` since its
+/// sequence laid over them: a changed row as `now` holds it (by id), or
+/// gone.
+fn lay_over<T>(
     base: snapshot::Records<T>,
+    changed: &std::collections::HashSet<i64>,
+    now: Vec<(i64, T)>,
     id: impl Fn(&T) -> uuid::Uuid,
-) -> Result<snapshot::Records<T>, StoreError> {
+) -> snapshot::Records<T> {
     if changed.is_empty() {
-        return Ok(base);
+        return base;
     }
-    let now = TableRows::<T>::read_rowids(conn, table, changed)
-        .await?
-        .all()
-        .await?;
-    let mut now: Vec<_> = now
-        .into_iter()
-        .map(|(rowid, _, record)| ((id(&record), rowid), record))
-        .collect();
-    now.sort_unstable_by_key(|r| r.0.0);
     let mut out = snapshot::Records {
         records: Vec::with_capacity(base.records.len() + now.len()),
         rowids: Vec::with_capacity(base.records.len() + now.len()),
@@ -647,7 +639,10 @@ async fn lay_changes<T: serde::de::DeserializeOwned + Send + 'static>(
     };
     // Both by id, and so the result: the state's maps are built fastest
     // from records in their order.
-    let mut now = now.into_iter().peekable();
+    let mut now = now
+        .into_iter()
+        .map(|(rowid, record)| ((id(&record), rowid), record))
+        .peekable();
     let lay = |out: &mut snapshot::Records<T>, ((id, rowid), record)| {
         out.max_rowid = out.max_rowid.max(rowid);
         out.rowids.push((id, rowid));
@@ -664,17 +659,134 @@ async fn lay_changes<T: serde::de::DeserializeOwned + Send + 'static>(
     for r in now {
         lay(&mut out, r);
     }
-    Ok(out)
+    out
+}
+
+/// The rows of each snapshot table changed since the snapshot.
+#[derive(Default)]
+struct Layings {
+    intents: changes::Laying<OperationalIntent>,
+    constraints: changes::Laying<Constraint>,
+    subscriptions: changes::Laying<Subscription>,
+}
+
+impl Layings {
+    fn len(&self) -> u64 {
+        (self.intents.len() + self.constraints.len() + self.subscriptions.len()) as u64
+    }
+
+    /// Lays a segment's three tables, read whole first: a damaged one lays
+    /// nothing.
+    fn lay_segment(&mut self, s: &mut changes::Segment) -> Result<(), String> {
+        fn pairs<T>(r: snapshot::Records<T>) -> impl Iterator<Item = (i64, T)> {
+            r.rowids.into_iter().map(|p| p.1).zip(r.records)
+        }
+        let (i, ir) = s.table(|r: &OperationalIntent| r.id)?;
+        let (c, cr) = s.table(|r: &Constraint| r.id)?;
+        let (sub, sr) = s.table(|r: &Subscription| r.id)?;
+        s.end()?;
+        self.intents.lay(ir, pairs(i));
+        self.constraints.lay(cr, pairs(c));
+        self.subscriptions.lay(sr, pairs(sub));
+        Ok(())
+    }
+}
+
+/// How the rows changed since a snapshot were found at open.
+#[derive(Clone, Copy, Debug, Default)]
+struct Laid {
+    /// Rows changed since the snapshot, laid over it.
+    rows: u64,
+    /// Segments of its changes read (`changes.rs`).
+    segments: u64,
+    /// Rows changed after the last segment, read as rows.
+    from_rows: u64,
+}
+
+/// The rows changed since the snapshot of `base` that its chain of
+/// segments holds, each segment of this database at a sequence it reached,
+/// and the sequence the chain ends at (the snapshot's, with none). The
+/// segments after one that is not are removed.
+async fn lay_segments(
+    conn: &mut SqliteConnection,
+    dir: &Path,
+    base: &snapshot::Head,
+    seq: u64,
+) -> Result<(Layings, u64, u64), StoreError> {
+    let chain = {
+        let (dir, base) = (dir.to_path_buf(), base.clone());
+        tokio::task::spawn_blocking(move || changes::chain(&dir, &base))
+            .await
+            .map_err(|e| StoreError::Failed(format!("reading the snapshot's changes: {e}")))?
+    };
+    let (mut valid, mut dropped) = (Vec::new(), Vec::new());
+    for s in chain {
+        if dropped.is_empty() {
+            match is_base(conn, &s.head.at, seq).await? {
+                Ok(()) => {
+                    valid.push(s);
+                    continue;
+                }
+                Err(why) => {
+                    tracing::warn!(%why, path = %s.path.display(), "a segment of the state snapshot's changes is not used")
+                }
+            }
+        }
+        dropped.push(s.path);
+    }
+    let (dir, since) = (dir.to_path_buf(), base.seq);
+    tokio::task::spawn_blocking(move || {
+        let (mut laid, mut end, mut used) = (Layings::default(), since, 0u64);
+        for mut s in valid {
+            if dropped.is_empty() {
+                match laid.lay_segment(&mut s) {
+                    Ok(()) => {
+                        end = s.head.at.seq;
+                        used += 1;
+                        continue;
+                    }
+                    Err(why) => {
+                        tracing::warn!(%why, path = %s.path.display(), "a segment of the state snapshot's changes is damaged: the rows after it are read")
+                    }
+                }
+            }
+            dropped.push(s.path);
+        }
+        if let Err(e) = changes::remove(&dir, &dropped) {
+            tracing::warn!(error = %e, "removing segments of the state snapshot's changes");
+        }
+        (laid, end, used)
+    })
+    .await
+    .map_err(|e| StoreError::Failed(format!("reading the snapshot's changes: {e}")))
+}
+
+/// Lays the rows of `table` noted as `changed`, as they are now.
+async fn lay_rows<T: serde::de::DeserializeOwned + Send + 'static>(
+    conn: &mut SqliteConnection,
+    table: Table,
+    changed: std::collections::HashSet<i64>,
+    laying: &mut changes::Laying<T>,
+) -> Result<(), StoreError> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let now = TableRows::<T>::read_rowids(conn, table, &changed)
+        .await?
+        .all()
+        .await?;
+    laying.lay(changed, now.into_iter().map(|(rowid, _, r)| (rowid, r)));
+    Ok(())
 }
 
 /// What the state snapshot of `dir` gives, when it is a base of this
-/// database: its records with the rows changed since laid over them, and
-/// how many rows those were.
+/// database: its records with the rows changed since laid over them (from
+/// the segments of its changes, then the rows noted after them).
 async fn from_snapshot(
     conn: &mut SqliteConnection,
     dir: &Path,
     seq: u64,
-) -> Result<Option<(snapshot::Taken, u64)>, StoreError> {
+) -> Result<Option<(snapshot::Taken, Laid)>, StoreError> {
     // What a crash while one was being written left.
     if let Err(e) = snapshot::remove_unfinished(dir) {
         tracing::warn!(error = %e, "removing an unfinished state snapshot");
@@ -685,22 +797,32 @@ async fn from_snapshot(
             .await
             .map_err(|e| StoreError::Failed(format!("reading the state snapshot: {e}")))?
     };
+    let no_changes = || {
+        if let Err(e) = changes::remove_all(dir) {
+            tracing::warn!(error = %e, "removing the state snapshot's changes");
+        }
+    };
     let refused = |why: String| {
         tracing::warn!(%why, "the state snapshot is not used; reading the rows");
         if let Err(e) = snapshot::remove(dir) {
             tracing::warn!(error = %e, "removing the state snapshot");
         }
+        no_changes();
         Ok(None)
     };
     let opened = match opened {
         Ok(Some(o)) => o,
-        Ok(None) => return Ok(None),
+        Ok(None) => {
+            no_changes();
+            return Ok(None);
+        }
         Err(e) => return refused(e.to_string()),
     };
     if let Err(why) = is_base(conn, &opened.head, seq).await? {
         return refused(why);
     }
-    let since = opened.head.seq;
+    let head = opened.head.clone();
+    let started = std::time::Instant::now();
     let taken = tokio::task::spawn_blocking(move || opened.take())
         .await
         .map_err(|e| StoreError::Failed(format!("reading the state snapshot: {e}")))?;
@@ -708,16 +830,40 @@ async fn from_snapshot(
         Ok(t) => t,
         Err(e) => return refused(e.to_string()),
     };
-    let [i, c, s] = changed_rowids(conn, since).await?;
-    let laid = (i.len() + c.len() + s.len()) as u64;
-    let taken = snapshot::Taken {
-        intents: lay_changes(conn, Table::Intents, &i, taken.intents, |r| r.id).await?,
-        constraints: lay_changes(conn, Table::Constraints, &c, taken.constraints, |r| r.id).await?,
-        subscriptions: lay_changes(conn, Table::Subscriptions, &s, taken.subscriptions, |r| {
-            r.id
-        })
-        .await?,
+    let taken_ms = started.elapsed().as_millis() as u64;
+    let (mut laying, end, segments) = lay_segments(conn, dir, &head, seq).await?;
+    let segments_ms = started.elapsed().as_millis() as u64;
+    let [i, c, s] = changed_rowids(conn, end).await?;
+    let from_rows = (i.len() + c.len() + s.len()) as u64;
+    lay_rows(conn, Table::Intents, i, &mut laying.intents).await?;
+    lay_rows(conn, Table::Constraints, c, &mut laying.constraints).await?;
+    lay_rows(conn, Table::Subscriptions, s, &mut laying.subscriptions).await?;
+    let rows_ms = started.elapsed().as_millis() as u64;
+    let laid = Laid {
+        rows: laying.len(),
+        segments,
+        from_rows,
     };
+    let Layings {
+        intents,
+        constraints,
+        subscriptions,
+    } = laying;
+    let (ic, inow) = intents.into_changed(|r| r.id);
+    let (cc, cnow) = constraints.into_changed(|r| r.id);
+    let (sc, snow) = subscriptions.into_changed(|r| r.id);
+    let taken = snapshot::Taken {
+        intents: lay_over(taken.intents, &ic, inow, |r| r.id),
+        constraints: lay_over(taken.constraints, &cc, cnow, |r| r.id),
+        subscriptions: lay_over(taken.subscriptions, &sc, snow, |r| r.id),
+    };
+    tracing::debug!(
+        taken_ms,
+        segments_ms,
+        rows_ms,
+        laid_ms = started.elapsed().as_millis() as u64,
+        "the state snapshot and its changes read"
+    );
     Ok(Some((taken, laid)))
 }
 
@@ -726,8 +872,8 @@ async fn from_snapshot(
 struct Origin {
     /// From the state snapshot (else from the rows).
     from_snapshot: bool,
-    /// Rows changed since the snapshot laid over it.
-    laid: u64,
+    /// The rows changed since the snapshot laid over it.
+    laid: Laid,
     /// Records of the state snapshot's tables.
     records: u64,
 }
@@ -1286,9 +1432,7 @@ async fn persist(
         .await
         .map_err(err("committing a batch"))?;
     *pruned = (*pruned).max(prune_seq);
-    keeper
-        .pending
-        .fetch_add(noted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    keeper.noted(noted.len() as u64);
     // Committed: found by leaf hash from now on.
     {
         let mut index = leaf_index.write().unwrap_or_else(|p| p.into_inner());
@@ -1435,7 +1579,14 @@ impl Persistence for Sqlite {
                 let written = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
                     let state = state.read().unwrap_or_else(|p| p.into_inner());
-                    snapshot::write(&dir, schema_version(), log, &state, &ids).map(|(bytes, _)| {
+                    let written = snapshot::write(&dir, schema_version(), log, &state, &ids);
+                    // The segments extend the snapshot before it.
+                    if written.is_ok()
+                        && let Err(e) = changes::remove_all(&dir)
+                    {
+                        tracing::warn!(error = %e, "removing the state snapshot's changes");
+                    }
+                    written.map(|(bytes, _)| {
                         (state.seq(), bytes, started.elapsed().as_millis() as u64)
                     })
                 })
@@ -1779,7 +1930,7 @@ pub async fn open_tuned(
         let verifiers = signer.verifiers();
         let c = state.counts();
         tracing::info!(path = %path.display(), intents = c.intents, constraints = c.constraints, subscriptions = c.subscriptions,
-            conflicts = c.conflicts, log_size = tree.size(), from_snapshot = origin.from_snapshot, changes_since_snapshot = origin.laid, ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
+            conflicts = c.conflicts, log_size = tree.size(), from_snapshot = origin.from_snapshot, changes_since_snapshot = origin.laid.rows, segments = origin.laid.segments, rows_read_beside = origin.laid.from_rows, ms = started.elapsed().as_millis() as u64, "embedded store loaded, index rebuilt");
         let reads = sqlx::pool::PoolOptions::<sqlx::Sqlite>::new()
             .max_connections(2)
             .connect_with(opts.clone().create_if_missing(false))
@@ -1838,7 +1989,16 @@ impl Sqlite {
     }
     /// Rows changed since the state snapshot that this open laid over it.
     pub fn rows_laid_over_snapshot(&self) -> u64 {
-        self.origin.laid
+        self.origin.laid.rows
+    }
+    /// Segments of the snapshot's changes this open read (rows changed
+    /// since the snapshot, kept in its binary form while running).
+    pub fn change_segments_read(&self) -> u64 {
+        self.origin.laid.segments
+    }
+    /// Rows changed after the last segment, which this open read as rows.
+    pub fn rows_read_beside_snapshot(&self) -> u64 {
+        self.origin.laid.from_rows
     }
     /// Writes the state snapshot of the database as it is now, as the
     /// store does by itself once enough has changed: laid over the previous
@@ -1846,6 +2006,17 @@ impl Sqlite {
     /// once the store closed.
     pub async fn write_snapshot(&self) -> Result<bool, StoreError> {
         Ok(self.keeper.write().await?.is_some())
+    }
+    /// Writes a segment of the snapshot's changes: the rows changed since
+    /// the snapshot or its last segment, in binary, as the store does by
+    /// itself once enough have. False when there is nothing to write, no
+    /// snapshot to extend, or once the store closed.
+    pub async fn write_changes(&self) -> Result<bool, StoreError> {
+        Ok(self.keeper.write_segment().await?.is_some())
+    }
+    /// Segments of the snapshot's changes written since the store opened.
+    pub fn change_segments_written(&self) -> u64 {
+        self.keeper.segments_written()
     }
     /// State snapshots written while running since the store opened.
     pub fn snapshots_written(&self) -> u64 {

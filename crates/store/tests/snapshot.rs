@@ -491,3 +491,133 @@ async fn after_a_crash_the_snapshot_written_while_running_and_the_rows_changed_s
         "nothing is written after the close"
     );
 }
+
+/// The segment files of the snapshot's changes in `dir`, by name.
+fn segments(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("airspace.changes.") && !n.ends_with(".tmp"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_segments_of_the_changes_are_laid_and_only_the_rows_after_them_read() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    let (s, d) = open(&dir).await;
+    let ids = populate(&d, 4_500).await;
+    assert!(s.backend.write_snapshot().await.unwrap());
+    assert!(
+        !s.backend.write_changes().await.unwrap(),
+        "nothing changed since the snapshot: no segment"
+    );
+    change(&d, &ids, 10, 0xd1).await;
+    assert!(s.backend.write_changes().await.unwrap());
+    assert_eq!(segments(&dir).len(), 1);
+    change(&d, &ids, 20, 0xd2).await;
+    let live = d.view(everything).unwrap();
+
+    // A crash now: the snapshot, the segment's six rows (or five), and the
+    // rows changed after it read as rows.
+    let crashed = root.path().join("crashed");
+    crash_copy(&dir, &crashed);
+    {
+        let (cs, cd) = open(&crashed).await;
+        assert!(cs.backend.loaded_from_snapshot());
+        assert_eq!(cs.backend.change_segments_read(), 1);
+        let beside = cs.backend.rows_read_beside_snapshot();
+        assert!((5..=6).contains(&beside), "{beside} rows read beside");
+        let laid = cs.backend.rows_laid_over_snapshot();
+        assert!((10..=12).contains(&laid), "{laid} rows laid");
+        assert_eq!(cd.view(everything).unwrap(), live);
+        cd.close().await;
+    }
+
+    // A second segment continues the first; a row changed in two is taken
+    // as the later holds it (the intent updated in the first is updated
+    // again in the third).
+    assert!(s.backend.write_changes().await.unwrap());
+    change(&d, &ids, 8, 0xd3).await;
+    let again = d.get_intent(ids[10]).await.unwrap();
+    d.put_intent(
+        &caller("alliance"),
+        again.id,
+        Some(again.ovn),
+        request(square(-42.0, -22.0, d.now()), vec![]),
+    )
+    .await
+    .unwrap();
+    assert!(s.backend.write_changes().await.unwrap());
+    assert_eq!(segments(&dir).len(), 3);
+    assert_eq!(s.backend.change_segments_written(), 3);
+    let live = d.view(everything).unwrap();
+    let crashed = root.path().join("crashed-again");
+    crash_copy(&dir, &crashed);
+    let damaged = root.path().join("damaged");
+    crash_copy(&dir, &damaged);
+    {
+        let (cs, cd) = open(&crashed).await;
+        assert_eq!(cs.backend.change_segments_read(), 3);
+        assert_eq!(cs.backend.rows_read_beside_snapshot(), 0);
+        assert_eq!(cd.view(everything).unwrap(), live);
+        cd.close().await;
+    }
+
+    // The second segment damaged: the first is laid, the rows changed
+    // after it are read as rows, and the segments from the damaged one
+    // on are removed; the state is the same.
+    let second = damaged.join(&segments(&damaged)[1]);
+    let mut bytes = std::fs::read(&second).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x08;
+    std::fs::write(&second, bytes).unwrap();
+    {
+        let (cs, cd) = open(&damaged).await;
+        assert!(cs.backend.loaded_from_snapshot());
+        assert_eq!(cs.backend.change_segments_read(), 1);
+        assert!(cs.backend.rows_read_beside_snapshot() >= 5);
+        assert_eq!(cd.view(everything).unwrap(), live);
+        assert_eq!(segments(&damaged).len(), 1);
+        // The next segment continues the one left.
+        change(&cd, &ids, 30, 0xd4).await;
+        assert!(cs.backend.write_changes().await.unwrap());
+        assert_eq!(segments(&damaged).len(), 2);
+        let after = cd.view(everything).unwrap();
+        let again = root.path().join("damaged-crashed");
+        crash_copy(&damaged, &again);
+        cd.close().await;
+        let (cs, cd) = open(&again).await;
+        assert_eq!(cs.backend.change_segments_read(), 2);
+        assert_eq!(cd.view(everything).unwrap(), after);
+        cd.close().await;
+    }
+
+    // The next snapshot lays the segments in; they go with it.
+    assert!(s.backend.write_snapshot().await.unwrap());
+    assert!(segments(&dir).is_empty());
+    change(&d, &ids, 40, 0xd5).await;
+    assert!(s.backend.write_changes().await.unwrap());
+    let live = d.view(everything).unwrap();
+    let crashed = root.path().join("crashed-third");
+    crash_copy(&dir, &crashed);
+    {
+        let (cs, cd) = open(&crashed).await;
+        assert_eq!(cs.backend.change_segments_read(), 1);
+        assert_eq!(cd.view(everything).unwrap(), live);
+        cd.close().await;
+        // Read from the rows alone, the same.
+        std::fs::remove_file(crashed.join(FILE)).unwrap();
+        let (cs, cd) = open(&crashed).await;
+        assert!(!cs.backend.loaded_from_snapshot());
+        assert!(segments(&crashed).is_empty(), "no snapshot: its changes go");
+        assert_eq!(cd.view(everything).unwrap(), live);
+        cd.close().await;
+    }
+    // The clean close writes the snapshot whole: no segment is left.
+    d.close().await;
+    assert!(segments(&dir).is_empty());
+    assert!(!s.backend.write_changes().await.unwrap());
+}

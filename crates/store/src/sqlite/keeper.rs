@@ -15,7 +15,15 @@
 //! it holds, a few at each of its batches. The close takes the same lock,
 //! so the two never write the file at once, and nothing is written after
 //! it.
+//!
+//! Between two snapshots, once [`MIN_CHANGES`] rows changed since the
+//! snapshot or the last segment of its changes, the task writes the next
+//! segment (`changes.rs`): those rows' records, decoded from their JSON
+//! once, in binary. A start after a crash then decodes the JSON of only the
+//! rows changed after the last segment, and the next snapshot lays the
+//! segments' records in as bytes.
 
+use super::changes::{self, Laying, SegmentHead};
 use super::snapshot::{self, Changed, Head};
 use super::{Origin, READ_PAGE, decode_page, err, fetch_rows, is_base, newest_entry};
 use airspace::snapshot::Snap;
@@ -28,7 +36,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Changes noted, at least, before a snapshot is written while running.
+/// Changes noted, at least, before a snapshot or a segment of its changes
+/// is written while running.
 pub(super) const MIN_CHANGES: u64 = 4096;
 /// ... and at least this fraction of the records (one eighth): a start
 /// after a crash decodes at most about that many rows beside the snapshot,
@@ -52,6 +61,8 @@ pub(super) struct Keeper {
     /// Rows of the snapshot's tables changed since the snapshot on disk
     /// (every record, while there is none).
     pub pending: AtomicU64,
+    /// Rows changed since the snapshot or the last segment of its changes.
+    since_segment: AtomicU64,
     /// Records in the snapshot's tables when it was last written or read.
     records: AtomicU64,
     /// A snapshot on disk holds the changes up to this sequence, noted up
@@ -61,6 +72,7 @@ pub(super) struct Keeper {
     /// Held while the file is written; true once the store closed.
     file: tokio::sync::Mutex<bool>,
     written: AtomicU64,
+    segments: AtomicU64,
 }
 
 /// A snapshot written while running.
@@ -81,21 +93,33 @@ impl Keeper {
             dir,
             opts,
             pending: AtomicU64::new(if origin.from_snapshot {
-                origin.laid
+                origin.laid.rows
             } else {
                 origin.records
             }),
+            since_segment: AtomicU64::new(origin.laid.from_rows),
             records: AtomicU64::new(origin.records),
             prune_seq: AtomicU64::new(0),
             prune_id: AtomicU64::new(0),
             file: tokio::sync::Mutex::new(false),
             written: AtomicU64::new(0),
+            segments: AtomicU64::new(0),
         }
+    }
+
+    /// Rows of the snapshot's tables a batch changed (the writer).
+    pub(super) fn noted(&self, rows: u64) {
+        self.pending.fetch_add(rows, Ordering::Relaxed);
+        self.since_segment.fetch_add(rows, Ordering::Relaxed);
     }
 
     fn due(&self) -> bool {
         let records = self.records.load(Ordering::Relaxed);
         self.pending.load(Ordering::Relaxed) >= MIN_CHANGES.max(records / SHARE)
+    }
+
+    fn segment_due(&self) -> bool {
+        self.since_segment.load(Ordering::Relaxed) >= MIN_CHANGES
     }
 
     /// The sequence and the id of `snapshot_changes` up to which the
@@ -110,6 +134,11 @@ impl Keeper {
     /// Snapshots written while running, since the store opened.
     pub(super) fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// Segments of the snapshot's changes written since the store opened.
+    pub(super) fn segments_written(&self) -> u64 {
+        self.segments.load(Ordering::Relaxed)
     }
 
     /// The file's lock, for the close: nothing is written after it.
@@ -127,42 +156,55 @@ impl Keeper {
             return Ok(None);
         }
         let pending = self.pending.load(Ordering::Relaxed);
+        let since_segment = self.since_segment.load(Ordering::Relaxed);
         let mut conn = SqliteConnection::connect_with(&self.opts)
             .await
             .map_err(err("opening the database for the state snapshot"))?;
-        let mut written = self.write_on(&mut conn, true).await;
-        if let Ok(Err(why)) = &written {
+        let mut written = self.write_on(&mut conn, Over::Segments).await;
+        if let Ok(Err(Damaged::Segment(why))) = &written {
+            tracing::warn!(%why, "a segment of the state snapshot's changes is damaged: the rows changed since the snapshot are read");
+            written = self.write_on(&mut conn, Over::Base).await;
+        }
+        if let Ok(Err(Damaged::Base(why))) = &written {
             tracing::warn!(%why, "the state snapshot on disk is damaged: written from the rows");
-            written = self.write_on(&mut conn, false).await;
+            written = self.write_on(&mut conn, Over::Nothing).await;
         }
         // Ends the read transaction, if a failure left it open.
         let _ = conn.close().await;
-        let written = written?.map_err(|why| {
-            StoreError::Failed(format!("the state snapshot on disk is damaged: {why}"))
+        let written = written?.map_err(|d| {
+            StoreError::Failed(match d {
+                Damaged::Base(why) => format!("the state snapshot on disk is damaged: {why}"),
+                Damaged::Segment(why) => {
+                    format!("a segment of the state snapshot's changes is damaged: {why}")
+                }
+            })
         })?;
         drop(closed);
         self.prune_seq.fetch_max(written.seq, Ordering::Release);
         self.prune_id
             .fetch_max(written.last_change, Ordering::Release);
         // Changes noted while it was written stay counted.
-        let _ = self
-            .pending
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
-                Some(p.saturating_sub(pending))
+        for (count, held) in [
+            (&self.pending, pending),
+            (&self.since_segment, since_segment),
+        ] {
+            let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(held))
             });
+        }
         self.records.store(written.records, Ordering::Relaxed);
         self.written.fetch_add(1, Ordering::Relaxed);
         Ok(Some(written))
     }
 
     /// Writes a snapshot in one read transaction, laid over the one on disk
-    /// when `over_base` and that is a base; why not, should that base turn
-    /// out damaged as it is copied.
+    /// when `over` says and that is a base; why not, should that base or a
+    /// segment of its changes turn out damaged as it is copied.
     async fn write_on(
         &self,
         conn: &mut SqliteConnection,
-        over_base: bool,
-    ) -> Result<Result<Written, String>, StoreError> {
+        over: Over,
+    ) -> Result<Result<Written, Damaged>, StoreError> {
         // Deferred: the first read fixes the view every read after sees.
         sqlx::query("BEGIN")
             .execute(&mut *conn)
@@ -184,9 +226,9 @@ impl Keeper {
             log: newest_entry(conn).await?,
         };
         let dir = self.dir.clone();
-        let base = tokio::task::spawn_blocking(move || match over_base {
-            true => snapshot::open(&dir),
-            false => Ok(None),
+        let base = tokio::task::spawn_blocking(move || match over {
+            Over::Segments | Over::Base => snapshot::open(&dir),
+            Over::Nothing => Ok(None),
         })
         .await
         .map_err(|e| StoreError::Failed(format!("reading the state snapshot: {e}")))?;
@@ -208,7 +250,19 @@ impl Keeper {
         let merged = base.is_some();
         let (bytes, records) = match base {
             Some(base) => {
-                let since = base.head.seq;
+                // The segments of its changes, then the rows after them.
+                let segments = match over {
+                    Over::Segments => {
+                        let (dir, head) = (self.dir.clone(), base.head.clone());
+                        tokio::task::spawn_blocking(move || changes::chain(&dir, &head))
+                            .await
+                            .map_err(|e| {
+                                StoreError::Failed(format!("reading the snapshot's changes: {e}"))
+                            })?
+                    }
+                    _ => Vec::new(),
+                };
+                let since = segments.last().map_or(base.head.seq, |s| s.head.at.seq);
                 let changed = super::changed_rowids(conn, since).await?;
                 let mut pages: [Vec<String>; 3] = Default::default();
                 for ((table, rowids), pages) in
@@ -220,22 +274,39 @@ impl Keeper {
                 }
                 end_read(conn).await?;
                 let merged = in_background(move || {
-                    let mut laid: [Changed; 3] = Default::default();
-                    for (((table, rowids), pages), laid) in snapshot::TABLES
+                    let mut laying: [Laying<Vec<u8>>; 3] = Default::default();
+                    for mut segment in segments {
+                        for laying in &mut laying {
+                            let c = match segment.raw() {
+                                Ok(c) => c,
+                                Err(why) => return Ok(Err(Damaged::Segment(why))),
+                            };
+                            laying.lay(c.rowids, c.now);
+                        }
+                        if let Err(why) = segment.end() {
+                            return Ok(Err(Damaged::Segment(why)));
+                        }
+                    }
+                    for (((table, rowids), pages), laying) in snapshot::TABLES
                         .into_iter()
                         .zip(changed)
                         .zip(pages)
-                        .zip(&mut laid)
+                        .zip(&mut laying)
                     {
-                        laid.rowids = rowids;
+                        let mut now = Vec::new();
                         for page in pages {
-                            laid.now
-                                .extend(encode_page(table, &page).map_err(|e| e.to_string())?);
+                            now.extend(encode_page(table, &page).map_err(|e| e.to_string())?);
                         }
-                        laid.now
-                            .sort_unstable_by(|a, b| a.1.get(..16).cmp(&b.1.get(..16)));
+                        laying.lay(rowids, now);
                     }
-                    snapshot::merge(&dir, &head, base, laid)
+                    let merged = snapshot::merge(&dir, &head, base, laying.map(Laying::into_raw));
+                    // The segments extend the snapshot before it.
+                    if let Ok(Ok(_)) = &merged
+                        && let Err(e) = changes::remove_all(&dir)
+                    {
+                        tracing::warn!(error = %e, "removing the state snapshot's changes");
+                    }
+                    merged.map(|m| m.map_err(Damaged::Base))
                 })
                 .await?
                 .map_err(StoreError::Failed)?;
@@ -279,6 +350,9 @@ impl Keeper {
                 // The writer's error first: a feed fails when it stops.
                 if written.is_ok() {
                     fed?;
+                    if let Err(e) = changes::remove_all(&self.dir) {
+                        tracing::warn!(error = %e, "removing the state snapshot's changes");
+                    }
                 }
                 written.map_err(StoreError::Failed)?
             }
@@ -289,6 +363,136 @@ impl Keeper {
             records,
             bytes,
             merged,
+        }))
+    }
+}
+
+/// A segment of the snapshot's changes written.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SegmentWritten {
+    /// The sequence it reaches.
+    pub seq: u64,
+    /// Records of the rows changed still there.
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// What a snapshot written while running is laid over.
+#[derive(Clone, Copy, Debug)]
+enum Over {
+    /// The snapshot on disk and the segments of its changes, then the rows
+    /// changed after them.
+    Segments,
+    /// The snapshot on disk, then the rows changed since it.
+    Base,
+    /// Nothing: every row.
+    Nothing,
+}
+
+/// A file found damaged while it was copied.
+enum Damaged {
+    Base(String),
+    Segment(String),
+}
+
+impl Keeper {
+    /// Writes the next segment of the snapshot's changes: the rows changed
+    /// since the snapshot or its last segment, as they are now (`None`
+    /// when there is nothing to write, no snapshot to extend, or once the
+    /// store closed).
+    pub(super) async fn write_segment(&self) -> Result<Option<SegmentWritten>, StoreError> {
+        let closed = self.file.lock().await;
+        if *closed {
+            return Ok(None);
+        }
+        let pending = self.since_segment.load(Ordering::Relaxed);
+        let mut conn = SqliteConnection::connect_with(&self.opts)
+            .await
+            .map_err(err("opening the database for the state snapshot's changes"))?;
+        let written = self.segment_on(&mut conn).await;
+        // Ends the read transaction, if one is left open.
+        let _ = conn.close().await;
+        drop(closed);
+        let Some(written) = written? else {
+            return Ok(None);
+        };
+        let _ = self
+            .since_segment
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(pending))
+            });
+        self.segments.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(written))
+    }
+
+    async fn segment_on(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> Result<Option<SegmentWritten>, StoreError> {
+        sqlx::query("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .map_err(err("starting the state snapshot's read"))?;
+        let seq: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seq'")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err("reading seq"))?;
+        let seq = seq as u64;
+        let at = Head {
+            schema: super::schema_version(),
+            seq,
+            log: newest_entry(conn).await?,
+        };
+        let dir = self.dir.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let base = snapshot::open(&dir).ok().flatten()?;
+            let chain = changes::chain(&dir, &base.head);
+            let from = chain.last().map_or(base.head.seq, |s| s.head.at.seq);
+            Some((base.head, from))
+        })
+        .await
+        .map_err(|e| StoreError::Failed(format!("reading the state snapshot: {e}")))?;
+        // No snapshot to extend: the next one is written whole.
+        let Some((base, from)) = found else {
+            return Ok(None);
+        };
+        if from >= seq || is_base(conn, &base, seq).await?.is_err() {
+            return Ok(None);
+        }
+        let changed = super::changed_rowids(conn, from).await?;
+        let mut pages: [Vec<String>; 3] = Default::default();
+        for ((table, rowids), pages) in snapshot::TABLES.iter().zip(&changed).zip(&mut pages) {
+            for chunk in super::rowid_pages(rowids) {
+                pages.extend(fetch_rows(conn, *table, &chunk).await?);
+            }
+        }
+        end_read(conn).await?;
+        let dir = self.dir.clone();
+        let head = SegmentHead { base, from, at };
+        let (bytes, records) = in_background(move || {
+            let mut laid: [Changed; 3] = Default::default();
+            for (((table, rowids), pages), laid) in snapshot::TABLES
+                .into_iter()
+                .zip(changed)
+                .zip(pages)
+                .zip(&mut laid)
+            {
+                laid.rowids = rowids;
+                for page in pages {
+                    laid.now
+                        .extend(encode_page(table, &page).map_err(|e| e.to_string())?);
+                }
+                laid.now
+                    .sort_unstable_by(|a, b| a.1.get(..16).cmp(&b.1.get(..16)));
+            }
+            changes::write(&dir, &head, laid)
+        })
+        .await?
+        .map_err(StoreError::Failed)?;
+        Ok(Some(SegmentWritten {
+            seq,
+            records,
+            bytes,
         }))
     }
 }
@@ -409,6 +613,26 @@ pub(super) async fn keep(keeper: Arc<Keeper>, store: node::writer::Refresher) {
             return;
         }
         if !keeper.due() {
+            if keeper.segment_due() {
+                let started = std::time::Instant::now();
+                match keeper.write_segment().await {
+                    Ok(Some(w)) => {
+                        wait = LOOK_EVERY.max(started.elapsed() * REST);
+                        tracing::debug!(
+                            seq = w.seq,
+                            records = w.records,
+                            bytes = w.bytes,
+                            ms = started.elapsed().as_millis() as u64,
+                            "a segment of the state snapshot's changes written"
+                        )
+                    }
+                    Ok(None) => wait = LOOK_EVERY,
+                    Err(e) => {
+                        wait = (wait * 2).min(RETRY_AT_MOST);
+                        tracing::warn!(error = %e, retry_s = wait.as_secs(), "a segment of the state snapshot's changes was not written");
+                    }
+                }
+            }
             continue;
         }
         let started = std::time::Instant::now();

@@ -103,7 +103,7 @@ fn io(what: &str, path: &Path) -> impl Fn(std::io::Error) -> String {
 }
 
 /// Syncs a folder, so that a rename or removal in it survives a crash.
-fn sync_dir(dir: &Path) -> Result<(), String> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), String> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("syncing", dir))
@@ -190,6 +190,19 @@ impl Sections {
         Ok(())
     }
 
+    /// Writes a list of rowids (each rising): its length, the SHA-256 of
+    /// its bytes and the bytes.
+    pub fn rowids(&mut self, rowids: &[i64]) -> Result<(), String> {
+        let mut bytes = Vec::with_capacity(rowids.len() * 8);
+        for r in rowids {
+            r.put(&mut bytes);
+        }
+        let mut head = (rowids.len() as u64).to_le_bytes().to_vec();
+        head.extend_from_slice(&sha2::Sha256::digest(&bytes));
+        self.put(&head)?;
+        self.put(&bytes)
+    }
+
     /// Ends a table: its last block, the block of no records, its count and
     /// highest rowid.
     pub fn end_table(&mut self) -> Result<(), String> {
@@ -206,6 +219,39 @@ impl Sections {
     }
 }
 
+/// A file of this layout being written: its name, the temporary name it
+/// is written under, its magic line and the head after it.
+pub(super) struct Target<'a> {
+    pub name: &'a str,
+    pub temporary: &'a str,
+    pub magic: &'a [u8],
+    pub head: Vec<u8>,
+}
+
+impl Head {
+    /// Its bytes: schema, sequence, log size and newest leaf hash.
+    pub(super) fn put(&self, out: &mut Vec<u8>) {
+        self.schema.put(out);
+        self.seq.put(out);
+        self.log.0.put(out);
+        out.extend_from_slice(&self.log.1);
+    }
+
+    /// Bytes in [`Head::put`].
+    pub(super) const LEN: u64 = 8 + 8 + 8 + 32;
+
+    pub(super) fn take(r: &mut Reader<'_>) -> Result<Head, SnapshotError> {
+        let (schema, seq, size) = (i64::take(r)?, u64::take(r)?, u64::take(r)?);
+        let mut newest = [0u8; 32];
+        newest.copy_from_slice(r.bytes(32)?);
+        Ok(Head {
+            schema,
+            seq,
+            log: (size, newest),
+        })
+    }
+}
+
 /// Writes a snapshot of `head` into `dir`, its tables as `fill` pushes
 /// them: durably under its name, or nothing left behind. The bytes and
 /// records written.
@@ -214,20 +260,38 @@ pub(super) fn write_with(
     head: &Head,
     fill: impl FnOnce(&mut Sections) -> Result<(), String>,
 ) -> Result<(u64, u64), String> {
-    let written = write_file(dir, head, fill);
+    let mut bytes = Vec::new();
+    head.put(&mut bytes);
+    let target = Target {
+        name: FILE,
+        temporary: TEMPORARY,
+        magic: MAGIC,
+        head: bytes,
+    };
+    write_target(dir, &target, fill)
+}
+
+/// Writes `target` into `dir`, its tables as `fill` pushes them: durably
+/// under its name, or nothing left behind. The bytes and records written.
+pub(super) fn write_target(
+    dir: &Path,
+    target: &Target<'_>,
+    fill: impl FnOnce(&mut Sections) -> Result<(), String>,
+) -> Result<(u64, u64), String> {
+    let written = write_file(dir, target, fill);
     if written.is_err() {
         // Nothing half-written stays behind (a full disk, say).
-        let _ = std::fs::remove_file(dir.join(TEMPORARY));
+        let _ = std::fs::remove_file(dir.join(target.temporary));
     }
     written
 }
 
 fn write_file(
     dir: &Path,
-    head: &Head,
+    target: &Target<'_>,
     fill: impl FnOnce(&mut Sections) -> Result<(), String>,
 ) -> Result<(u64, u64), String> {
-    let temporary = dir.join(TEMPORARY);
+    let temporary = dir.join(target.temporary);
     let file = std::fs::File::create(&temporary).map_err(io("creating", &temporary))?;
     let mut s = Sections {
         out: std::io::BufWriter::with_capacity(1 << 20, file),
@@ -241,11 +305,8 @@ fn write_file(
         last: None,
         max_rowid: 0,
     };
-    let mut bytes = MAGIC.to_vec();
-    head.schema.put(&mut bytes);
-    head.seq.put(&mut bytes);
-    head.log.0.put(&mut bytes);
-    bytes.extend_from_slice(&head.log.1);
+    let mut bytes = target.magic.to_vec();
+    bytes.extend_from_slice(&target.head);
     s.put(&bytes)?;
     fill(&mut s)?;
     if s.tables != TABLES.len() || s.n != 0 {
@@ -260,7 +321,7 @@ fn write_file(
         .map_err(|e| format!("writing {}: {}", temporary.display(), e.error()))?;
     file.sync_all().map_err(io("syncing", &temporary))?;
     drop(file);
-    let path = dir.join(FILE);
+    let path = dir.join(target.name);
     std::fs::rename(&temporary, &path).map_err(io("renaming to", &path))?;
     sync_dir(dir)?;
     Ok((s.written, s.total))
@@ -389,7 +450,7 @@ pub(super) fn remove_unfinished(dir: &Path) -> Result<(), String> {
 type RawBlock = (usize, Vec<u8>, Vec<u8>);
 
 /// The snapshot file, read front to back; never more than it holds.
-struct Source {
+pub(super) struct Source {
     file: std::io::BufReader<std::fs::File>,
     /// Bytes left before the trailer.
     left: u64,
@@ -431,6 +492,34 @@ impl Source {
         }
         let sha256 = self.bytes(32)?;
         Ok(Some((n, sha256, self.bytes(len)?)))
+    }
+
+    /// A list of rowids as [`Sections::rowids`] writes it.
+    pub(super) fn rowids(&mut self) -> Result<Vec<i64>, SnapshotError> {
+        let n = self.take::<u64>(8)?;
+        if n.saturating_mul(8) > self.left {
+            return Err(SnapshotError(format!("a list of {n} rowids")));
+        }
+        let sha256 = self.bytes(32)?;
+        let bytes = self.bytes(n * 8)?;
+        if sha2::Sha256::digest(&bytes).as_slice() != sha256.as_slice() {
+            return Err(SnapshotError(
+                "a list of rowids is not as written (SHA-256)".into(),
+            ));
+        }
+        let mut r = Reader::new(&bytes);
+        let rowids = (0..n)
+            .map(|_| i64::take(&mut r))
+            .collect::<Result<Vec<_>, _>>()?;
+        if rowids.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(SnapshotError("a list of rowids out of order".into()));
+        }
+        Ok(rowids)
+    }
+
+    /// Bytes left before the file's end.
+    pub(super) fn left(&self) -> u64 {
+        self.left
     }
 
     /// A table's record count and highest rowid, after its blocks.
@@ -501,7 +590,7 @@ type DecodedBlock<T> = Result<Vec<(i64, T)>, SnapshotError>;
 
 /// Reads a table's records as bytes, in order, checking what
 /// [`table`] checks.
-fn raw_table(
+pub(super) fn raw_table(
     src: &mut Source,
     mut each: impl FnMut(i64, &[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
@@ -539,7 +628,7 @@ type Decoded<T> = Vec<(usize, DecodedBlock<T>)>;
 /// Reads a table's blocks one after the other while they decode on all
 /// cores (only the blocks in flight are held, never the whole file); its
 /// records in the file's order.
-fn table<T: Snap + Send>(
+pub(super) fn table<T: Snap + Send>(
     src: &mut Source,
     id: impl Fn(&T) -> uuid::Uuid,
 ) -> Result<Records<T>, SnapshotError> {
@@ -620,10 +709,26 @@ pub(super) struct Opened {
 /// The snapshot in `dir`, if there is one that is whole at both ends (its
 /// records are checked as they are read).
 pub(super) fn open(dir: &Path) -> Result<Option<Opened>, SnapshotError> {
+    let Some((src, head)) = open_file(&dir.join(FILE), MAGIC, Head::LEN)? else {
+        return Ok(None);
+    };
+    Ok(Some(Opened {
+        head: Head::take(&mut Reader::new(&head))?,
+        src,
+    }))
+}
+
+/// The file at `path` of this layout with the magic line `magic`, if there
+/// is one that is whole at both ends: it, and the `head` bytes after the
+/// magic line.
+pub(super) fn open_file(
+    path: &Path,
+    magic: &[u8],
+    head: u64,
+) -> Result<Option<(Source, Vec<u8>)>, SnapshotError> {
     use std::io::{Read, Seek, SeekFrom};
-    let path = dir.join(FILE);
     let failed = |e: std::io::Error| SnapshotError(format!("reading {}: {e}", path.display()));
-    let mut file = match std::fs::File::open(&path) {
+    let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(failed(e)),
@@ -631,8 +736,8 @@ pub(super) fn open(dir: &Path) -> Result<Option<Opened>, SnapshotError> {
     let bad = |what: &str| SnapshotError(what.into());
     let len = file.metadata().map_err(failed)?.len();
     let tail = (END.len() + 8) as u64;
-    if len < MAGIC.len() as u64 + tail {
-        return Err(bad("not a snapshot of this format"));
+    if len < magic.len() as u64 + tail {
+        return Err(bad("not a file of this format"));
     }
     let mut end = vec![0u8; tail as usize];
     file.seek(SeekFrom::Start(len - tail)).map_err(failed)?;
@@ -645,22 +750,11 @@ pub(super) fn open(dir: &Path) -> Result<Option<Opened>, SnapshotError> {
         file: std::io::BufReader::with_capacity(1 << 20, file),
         left: len - tail,
     };
-    if src.bytes(MAGIC.len() as u64)? != MAGIC {
-        return Err(bad("not a snapshot of this format"));
+    if src.bytes(magic.len() as u64)? != magic {
+        return Err(bad("not a file of this format"));
     }
-    let head = src.bytes(8 + 8 + 8 + 32)?;
-    let mut r = Reader::new(&head);
-    let (schema, seq, size) = (i64::take(&mut r)?, u64::take(&mut r)?, u64::take(&mut r)?);
-    let mut newest = [0u8; 32];
-    newest.copy_from_slice(r.bytes(32)?);
-    Ok(Some(Opened {
-        head: Head {
-            schema,
-            seq,
-            log: (size, newest),
-        },
-        src,
-    }))
+    let head = src.bytes(head)?;
+    Ok(Some((src, head)))
 }
 
 impl Opened {
