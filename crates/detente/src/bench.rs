@@ -186,8 +186,16 @@ fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     for e in std::fs::read_dir(from)? {
         let e = e?;
         if e.file_type()?.is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name()))
-                .with_context(|| format!("copying {}", e.path().display()))?;
+            match std::fs::copy(e.path(), to.join(e.file_name())) {
+                Ok(_) => {}
+                // Renamed or removed since it was listed (a temporary file
+                // the store's keeper finished): a crash could have come
+                // before it as well.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(err).with_context(|| format!("copying {}", e.path().display()));
+                }
+            }
         }
     }
     Ok(())

@@ -600,17 +600,47 @@ async fn is_base(
     Ok(Ok(()))
 }
 
+/// Where the changes wanted in `snapshot_changes` start.
+#[derive(Clone, Copy, Debug)]
+enum Since {
+    /// After this sequence (the whole table is read).
+    Seq(u64),
+    /// After this id of the table, as a segment of the snapshot's changes
+    /// names the last it holds: ids rise with the sequence, so this is the
+    /// same as after the segment's sequence, and a range of the key.
+    Id(u64),
+}
+
+impl Since {
+    /// After the last segment of `chain`, else after the snapshot's
+    /// sequence `base`.
+    fn chain(chain: &[changes::Segment], base: u64) -> Since {
+        chain
+            .last()
+            .map_or(Since::Seq(base), |s| Since::Id(s.head.last_change))
+    }
+}
+
 /// Each snapshot table's rows noted in `snapshot_changes` after `since`.
 async fn changed_rowids(
     conn: &mut SqliteConnection,
-    since: u64,
+    since: Since,
 ) -> Result<[std::collections::HashSet<i64>; 3], StoreError> {
-    let rows: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT DISTINCT tbl, row FROM snapshot_changes WHERE seq > ?1")
-            .bind(since as i64)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(err("reading the changes since the state snapshot"))?;
+    let (sql, after) = match since {
+        Since::Seq(s) => (
+            "SELECT DISTINCT tbl, row FROM snapshot_changes WHERE seq > ?1",
+            s,
+        ),
+        Since::Id(id) => (
+            "SELECT DISTINCT tbl, row FROM snapshot_changes WHERE id > ?1",
+            id,
+        ),
+    };
+    let rows: Vec<(i64, i64)> = sqlx::query_as(sql)
+        .bind(after as i64)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err("reading the changes since the state snapshot"))?;
     let mut out: [std::collections::HashSet<i64>; 3] = Default::default();
     for (tbl, row) in rows {
         if let Some(i) = snapshot::TABLES.iter().position(|t| *t as i64 == tbl) {
@@ -648,11 +678,12 @@ fn lay_over<T>(
         out.rowids.push((id, rowid));
         out.records.push(record);
     };
+    let changed = RowidSet::new(changed);
     for (record, (id, rowid)) in base.records.into_iter().zip(base.rowids) {
         while let Some(r) = now.next_if(|r| r.0.0 < id) {
             lay(&mut out, r);
         }
-        if !changed.contains(&rowid) {
+        if !changed.contains(rowid) {
             lay(&mut out, ((id, rowid), record));
         }
     }
@@ -660,6 +691,42 @@ fn lay_over<T>(
         lay(&mut out, r);
     }
     out
+}
+
+/// Rowids looked up once for each of a snapshot's records: a bit each when
+/// they are not far apart (rowids are dense: a few hundred kilobytes at a
+/// million rows, a bit test instead of a hash), else the set itself.
+enum RowidSet<'a> {
+    Bits(Vec<u64>),
+    Set(&'a std::collections::HashSet<i64>),
+}
+
+impl<'a> RowidSet<'a> {
+    /// The most rowids held as bits (8 MiB of them).
+    const MOST_BITS: i64 = 1 << 26;
+
+    fn new(set: &'a std::collections::HashSet<i64>) -> Self {
+        let in_range = |r: &i64| (0..Self::MOST_BITS).contains(r);
+        if !set.iter().all(in_range) {
+            return RowidSet::Set(set);
+        }
+        let highest = set.iter().copied().max().unwrap_or(0);
+        let mut bits = vec![0u64; highest as usize / 64 + 1];
+        for &r in set {
+            bits[r as usize / 64] |= 1 << (r % 64);
+        }
+        RowidSet::Bits(bits)
+    }
+
+    fn contains(&self, rowid: i64) -> bool {
+        match self {
+            RowidSet::Set(s) => s.contains(&rowid),
+            RowidSet::Bits(bits) => usize::try_from(rowid)
+                .ok()
+                .and_then(|r| bits.get(r / 64).map(|w| w >> (r % 64) & 1 == 1))
+                .unwrap_or(false),
+        }
+    }
 }
 
 /// The rows of each snapshot table changed since the snapshot.
@@ -705,14 +772,14 @@ struct Laid {
 
 /// The rows changed since the snapshot of `base` that its chain of
 /// segments holds, each segment of this database at a sequence it reached,
-/// and the sequence the chain ends at (the snapshot's, with none). The
-/// segments after one that is not are removed.
+/// and where the changes after the chain start. The segments after one
+/// that is not are removed.
 async fn lay_segments(
     conn: &mut SqliteConnection,
     dir: &Path,
     base: &snapshot::Head,
     seq: u64,
-) -> Result<(Layings, u64, u64), StoreError> {
+) -> Result<(Layings, Since, u64), StoreError> {
     let chain = {
         let (dir, base) = (dir.to_path_buf(), base.clone());
         tokio::task::spawn_blocking(move || changes::chain(&dir, &base))
@@ -736,12 +803,12 @@ async fn lay_segments(
     }
     let (dir, since) = (dir.to_path_buf(), base.seq);
     tokio::task::spawn_blocking(move || {
-        let (mut laid, mut end, mut used) = (Layings::default(), since, 0u64);
+        let (mut laid, mut end, mut used) = (Layings::default(), Since::Seq(since), 0u64);
         for mut s in valid {
             if dropped.is_empty() {
                 match laid.lay_segment(&mut s) {
                     Ok(()) => {
-                        end = s.head.at.seq;
+                        end = Since::Id(s.head.last_change);
                         used += 1;
                         continue;
                     }
@@ -2153,6 +2220,37 @@ pub async fn read_log(dir: &Path) -> Result<(Vec<Vec<u8>>, Option<(u64, String)>
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_rowid_set_held_as_bits_answers_as_the_set_does() {
+        let dense: std::collections::HashSet<i64> = [0, 1, 63, 64, 65, 1000, 4095].into();
+        let bits = RowidSet::new(&dense);
+        assert!(matches!(bits, RowidSet::Bits(_)));
+        let far: std::collections::HashSet<i64> = [-5, 3, RowidSet::MOST_BITS].into();
+        let set = RowidSet::new(&far);
+        assert!(matches!(set, RowidSet::Set(_)));
+        for r in [
+            -5,
+            -1,
+            0,
+            1,
+            2,
+            3,
+            62,
+            63,
+            64,
+            65,
+            66,
+            999,
+            1000,
+            4095,
+            4096,
+            1 << 40,
+        ] {
+            assert_eq!(bits.contains(r), dense.contains(&r), "{r}");
+            assert_eq!(set.contains(r), far.contains(&r), "{r}");
+        }
+    }
 
     #[test]
     fn only_a_uuids_canonical_text_is_keyed_as_a_uuid() {

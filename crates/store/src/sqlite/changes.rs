@@ -15,7 +15,8 @@
 //!
 //! Layout (little-endian): the magic line; the snapshot's head (schema,
 //! sequence, log size, newest leaf hash), `from` (u64), the segment's head
-//! (the same four); per table, the records as a snapshot's table holds them
+//! (the same four), the highest id of `snapshot_changes` it holds (u64);
+//! per table, the records as a snapshot's table holds them
 //! (blocks, each with its SHA-256; the block of no records, count, highest
 //! rowid), then the changed rowids, rising: their count (u64), the SHA-256
 //! of their bytes, each an i64; then the snapshot's trailer. Written to a
@@ -38,16 +39,20 @@ pub(super) struct SegmentHead {
     pub base: Head,
     pub from: u64,
     pub at: Head,
+    /// The highest id of `snapshot_changes` at its sequence: the changes
+    /// after it are those of a higher id.
+    pub last_change: u64,
 }
 
 impl SegmentHead {
-    const LEN: u64 = 2 * Head::LEN + 8;
+    const LEN: u64 = 2 * Head::LEN + 16;
 
     fn bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::LEN as usize);
         self.base.put(&mut out);
         self.from.put(&mut out);
         self.at.put(&mut out);
+        self.last_change.put(&mut out);
         out
     }
 
@@ -57,6 +62,7 @@ impl SegmentHead {
             base: Head::take(&mut r)?,
             from: u64::take(&mut r)?,
             at: Head::take(&mut r)?,
+            last_change: u64::take(&mut r)?,
         })
     }
 
@@ -334,6 +340,7 @@ mod tests {
                 seq: 9,
                 log: (12, [2; 32]),
             },
+            last_change: 40,
         };
         let rec = |id: u8| {
             let mut b = vec![id; 16];
@@ -357,6 +364,7 @@ mod tests {
         let s = &mut chain[0];
         assert_eq!(s.head.from, 5);
         assert_eq!(s.head.at.seq, 9);
+        assert_eq!(s.head.last_change, 40);
         let first = s.raw().unwrap();
         assert_eq!(first.rowids, [3, 8, 9].into());
         assert_eq!(first.now, vec![(9, rec(1)), (3, rec(2))]);
