@@ -154,7 +154,8 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
 }
 
 fn open(path: &Path) -> Result<Option<Segment>, SnapshotError> {
-    let Some((src, head)) = snapshot::open_file(path, MAGIC, SegmentHead::LEN)? else {
+    // A small buffer: a chain's segments are all open at once.
+    let Some((src, head)) = snapshot::open_file(path, MAGIC, SegmentHead::LEN, 64 << 10)? else {
         return Ok(None);
     };
     Ok(Some(Segment {

@@ -709,7 +709,7 @@ pub(super) struct Opened {
 /// The snapshot in `dir`, if there is one that is whole at both ends (its
 /// records are checked as they are read).
 pub(super) fn open(dir: &Path) -> Result<Option<Opened>, SnapshotError> {
-    let Some((src, head)) = open_file(&dir.join(FILE), MAGIC, Head::LEN)? else {
+    let Some((src, head)) = open_file(&dir.join(FILE), MAGIC, Head::LEN, 1 << 20)? else {
         return Ok(None);
     };
     Ok(Some(Opened {
@@ -719,12 +719,13 @@ pub(super) fn open(dir: &Path) -> Result<Option<Opened>, SnapshotError> {
 }
 
 /// The file at `path` of this layout with the magic line `magic`, if there
-/// is one that is whole at both ends: it, and the `head` bytes after the
-/// magic line.
+/// is one that is whole at both ends: it (read through a buffer of
+/// `buffer` bytes), and the `head` bytes after the magic line.
 pub(super) fn open_file(
     path: &Path,
     magic: &[u8],
     head: u64,
+    buffer: usize,
 ) -> Result<Option<(Source, Vec<u8>)>, SnapshotError> {
     use std::io::{Read, Seek, SeekFrom};
     let failed = |e: std::io::Error| SnapshotError(format!("reading {}: {e}", path.display()));
@@ -747,7 +748,7 @@ pub(super) fn open_file(
     }
     file.seek(SeekFrom::Start(0)).map_err(failed)?;
     let mut src = Source {
-        file: std::io::BufReader::with_capacity(1 << 20, file),
+        file: std::io::BufReader::with_capacity(buffer, file),
         left: len - tail,
     };
     if src.bytes(magic.len() as u64)? != magic {
