@@ -358,20 +358,26 @@ async fn a_snapshot_not_of_the_database_as_it_is_is_not_used_and_nothing_is_lost
     d.close().await;
 }
 
+/// Moves Alliance's intent `id` to a square at (lat, lng): a new version
+/// at the same rowid.
+async fn update(d: &Dss, id: Uuid, lat: f64, lng: f64) {
+    let old = d.get_intent(id).await.unwrap();
+    d.put_intent(
+        &caller("alliance"),
+        old.id,
+        Some(old.ovn),
+        request(square(lat, lng, d.now()), vec![]),
+    )
+    .await
+    .unwrap();
+}
+
 /// Changes a running store: an intent updated (a new version at the same
 /// rowid), one removed, one created.
 async fn change(d: &Dss, ids: &[Uuid], k: usize, new: u128) {
     let now = d.now();
-    let first = d.get_intent(ids[k]).await.unwrap();
     let second = d.get_intent(ids[k + 1]).await.unwrap();
-    d.put_intent(
-        &caller("alliance"),
-        first.id,
-        Some(first.ovn),
-        request(square(-41.0, -21.0 - k as f64 * 0.1, now), vec![]),
-    )
-    .await
-    .unwrap();
+    update(d, ids[k], -41.0, -21.0 - k as f64 * 0.1).await;
     d.delete_intent(&caller("federation"), second.id, second.ovn)
         .await
         .unwrap();
@@ -541,15 +547,7 @@ async fn after_a_crash_the_segments_of_the_changes_are_laid_and_only_the_rows_af
     // again in the third).
     assert!(s.backend.write_changes().await.unwrap());
     change(&d, &ids, 8, 0xd3).await;
-    let again = d.get_intent(ids[10]).await.unwrap();
-    d.put_intent(
-        &caller("alliance"),
-        again.id,
-        Some(again.ovn),
-        request(square(-42.0, -22.0, d.now()), vec![]),
-    )
-    .await
-    .unwrap();
+    update(&d, ids[10], -42.0, -22.0).await;
     assert!(s.backend.write_changes().await.unwrap());
     assert_eq!(segments(&dir).len(), 3);
     assert_eq!(s.backend.change_segments_written(), 3);

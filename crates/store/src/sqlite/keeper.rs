@@ -26,7 +26,7 @@
 //! at most a quarter of one core under a steady stream of writes.
 
 use super::changes::{self, Laying, SegmentHead};
-use super::snapshot::{self, Changed, Head};
+use super::snapshot::{self, Head};
 use super::{Origin, READ_PAGE, decode_page, err, fetch_rows, is_base, newest_entry};
 use airspace::snapshot::Snap;
 use airspace::{Constraint, OperationalIntent, Subscription};
@@ -207,26 +207,8 @@ impl Keeper {
         conn: &mut SqliteConnection,
         over: Over,
     ) -> Result<Result<Written, Damaged>, StoreError> {
-        // Deferred: the first read fixes the view every read after sees.
-        sqlx::query("BEGIN")
-            .execute(&mut *conn)
-            .await
-            .map_err(err("starting the state snapshot's read"))?;
-        let seq: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seq'")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(err("reading seq"))?;
-        let seq = seq as u64;
-        let last_change: i64 =
-            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM snapshot_changes")
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(err("reading the changes noted"))?;
-        let head = Head {
-            schema: super::schema_version(),
-            seq,
-            log: newest_entry(conn).await?,
-        };
+        let (head, last_change) = begin_view(conn).await?;
+        let seq = head.seq;
         let dir = self.dir.clone();
         let base = tokio::task::spawn_blocking(move || match over {
             Over::Segments | Over::Base => snapshot::open(&dir),
@@ -265,15 +247,7 @@ impl Keeper {
                     _ => Vec::new(),
                 };
                 let since = super::Since::chain(&segments, base.head.seq);
-                let changed = super::changed_rowids(conn, since).await?;
-                let mut pages: [Vec<String>; 3] = Default::default();
-                for ((table, rowids), pages) in
-                    snapshot::TABLES.iter().zip(&changed).zip(&mut pages)
-                {
-                    for chunk in super::rowid_pages(rowids) {
-                        pages.extend(fetch_rows(conn, *table, &chunk).await?);
-                    }
-                }
+                let changed = changed_pages(conn, since).await?;
                 end_read(conn).await?;
                 let merged = in_background(move || {
                     let mut laying: [Laying<Vec<u8>>; 3] = Default::default();
@@ -289,18 +263,7 @@ impl Keeper {
                             return Ok(Err(Damaged::Segment(why)));
                         }
                     }
-                    for (((table, rowids), pages), laying) in snapshot::TABLES
-                        .into_iter()
-                        .zip(changed)
-                        .zip(pages)
-                        .zip(&mut laying)
-                    {
-                        let mut now = Vec::new();
-                        for page in pages {
-                            now.extend(encode_page(table, &page).map_err(|e| e.to_string())?);
-                        }
-                        laying.lay(rowids, now);
-                    }
+                    lay_pages(&mut laying, changed)?;
                     let merged = snapshot::merge(&dir, &head, base, laying.map(Laying::into_raw));
                     // The segments extend the snapshot before it.
                     if let Ok(Ok(_)) = &merged
@@ -361,7 +324,7 @@ impl Keeper {
         };
         Ok(Ok(Written {
             seq,
-            last_change: last_change as u64,
+            last_change,
             records,
             bytes,
             merged,
@@ -431,25 +394,8 @@ impl Keeper {
         &self,
         conn: &mut SqliteConnection,
     ) -> Result<Option<SegmentWritten>, StoreError> {
-        sqlx::query("BEGIN")
-            .execute(&mut *conn)
-            .await
-            .map_err(err("starting the state snapshot's read"))?;
-        let seq: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seq'")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(err("reading seq"))?;
-        let seq = seq as u64;
-        let at = Head {
-            schema: super::schema_version(),
-            seq,
-            log: newest_entry(conn).await?,
-        };
-        let last_change: i64 =
-            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM snapshot_changes")
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(err("reading the changes noted"))?;
+        let (at, last_change) = begin_view(conn).await?;
+        let seq = at.seq;
         let dir = self.dir.clone();
         let found = tokio::task::spawn_blocking(move || {
             let base = snapshot::open(&dir).ok().flatten()?;
@@ -467,38 +413,19 @@ impl Keeper {
         if from >= seq || is_base(conn, &base, seq).await?.is_err() {
             return Ok(None);
         }
-        let changed = super::changed_rowids(conn, since).await?;
-        let mut pages: [Vec<String>; 3] = Default::default();
-        for ((table, rowids), pages) in snapshot::TABLES.iter().zip(&changed).zip(&mut pages) {
-            for chunk in super::rowid_pages(rowids) {
-                pages.extend(fetch_rows(conn, *table, &chunk).await?);
-            }
-        }
+        let changed = changed_pages(conn, since).await?;
         end_read(conn).await?;
         let dir = self.dir.clone();
         let head = SegmentHead {
             base,
             from,
             at,
-            last_change: last_change as u64,
+            last_change,
         };
         let (bytes, records) = in_background(move || {
-            let mut laid: [Changed; 3] = Default::default();
-            for (((table, rowids), pages), laid) in snapshot::TABLES
-                .into_iter()
-                .zip(changed)
-                .zip(pages)
-                .zip(&mut laid)
-            {
-                laid.rowids = rowids;
-                for page in pages {
-                    laid.now
-                        .extend(encode_page(table, &page).map_err(|e| e.to_string())?);
-                }
-                laid.now
-                    .sort_unstable_by(|a, b| a.1.get(..16).cmp(&b.1.get(..16)));
-            }
-            changes::write(&dir, &head, laid)
+            let mut laid: [Laying<Vec<u8>>; 3] = Default::default();
+            lay_pages(&mut laid, changed)?;
+            changes::write(&dir, &head, laid.map(Laying::into_raw))
         })
         .await?
         .map_err(StoreError::Failed)?;
@@ -508,6 +435,62 @@ impl Keeper {
             bytes,
         }))
     }
+}
+
+/// Starts a read transaction (deferred: its first read fixes the view
+/// every read after sees): the database's head at that view and the
+/// highest id of `snapshot_changes`.
+async fn begin_view(conn: &mut SqliteConnection) -> Result<(Head, u64), StoreError> {
+    sqlx::query("BEGIN")
+        .execute(&mut *conn)
+        .await
+        .map_err(err("starting the state snapshot's read"))?;
+    let seq: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seq'")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("reading seq"))?;
+    let last_change: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM snapshot_changes")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("reading the changes noted"))?;
+    let head = Head {
+        schema: super::schema_version(),
+        seq: seq as u64,
+        log: newest_entry(conn).await?,
+    };
+    Ok((head, last_change as u64))
+}
+
+/// Each snapshot table's rows noted after `since`: their rowids, and the
+/// pages of those still there (as [`fetch_rows`] joins them).
+type ChangedPages = [(std::collections::HashSet<i64>, Vec<String>); 3];
+
+async fn changed_pages(
+    conn: &mut SqliteConnection,
+    since: super::Since,
+) -> Result<ChangedPages, StoreError> {
+    let changed = super::changed_rowids(conn, since).await?;
+    let mut out: ChangedPages = Default::default();
+    for ((table, rowids), out) in snapshot::TABLES.iter().zip(changed).zip(&mut out) {
+        for chunk in super::rowid_pages(&rowids) {
+            out.1.extend(fetch_rows(conn, *table, &chunk).await?);
+        }
+        out.0 = rowids;
+    }
+    Ok(out)
+}
+
+/// Lays each table's changed rows, their pages decoded and encoded.
+fn lay_pages(laying: &mut [Laying<Vec<u8>>; 3], changed: ChangedPages) -> Result<(), String> {
+    for ((table, (rowids, pages)), laying) in snapshot::TABLES.into_iter().zip(changed).zip(laying)
+    {
+        let mut now = Vec::new();
+        for page in pages {
+            now.extend(encode_page(table, &page).map_err(|e| e.to_string())?);
+        }
+        laying.lay(rowids, now);
+    }
+    Ok(())
 }
 
 /// Runs `f` on a thread of its own at the lowest priority (nice 19): the
