@@ -335,7 +335,14 @@ impl AirspaceState {
     fn store(&mut self, manager: &str, extents: &[PreparedVolume], add: bool) {
         let n = points_of(extents);
         if add {
-            *self.stored.entry(manager.to_string()).or_default() += n;
+            // The manager's name is copied only the first time (a load
+            // adds every record).
+            match self.stored.get_mut(manager) {
+                Some(total) => *total += n,
+                None => {
+                    self.stored.insert(manager.to_string(), n);
+                }
+            }
         } else if let Some(total) = self.stored.get_mut(manager) {
             *total = total.saturating_sub(n);
             if *total == 0 {

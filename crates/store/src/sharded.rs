@@ -1,11 +1,12 @@
-//! A hash map split into [`SHARDS`] maps by the key's hash, for the maps the
-//! writer keeps across batches (rowids by record id, the log's leaf index).
+//! A hash map split into [`SHARDS`] maps by the key's hash, for a map the
+//! writer keeps across batches (the rowids of records created since the
+//! load, `sqlite/rowids.rs`).
 //!
 //! A hash map that outgrows its table moves every entry into a larger one
 //! in the insert that crosses the line. Inside the writer that insert is a
 //! batch's: with the intents' and the subscriptions' rowids crossing
 //! 114,688 entries together (100,000 loaded, then ~14,700 creates), one
-//! batch took 50–63 ms to persist and every write in flight waited
+//! batch took 50–63 ms to persist and every write in flight waited.
 //! Split 64 ways, each move is a
 //! sixty-fourth of that, and the shards, filled unevenly by the hash, cross
 //! their lines in different batches.
@@ -39,13 +40,6 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     /// spread of the shares, so that loading a table of known size moves no
     /// entry (at a cold start, the rehashes as the shards doubled were ~4%
     /// of the CPU).
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        let share = additional.div_ceil(SHARDS);
-        for s in &mut self.shards {
-            s.reserve(share + share / 8 + 64);
-        }
-    }
-
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
         (self.hasher.hash_one(key) >> SHIFT) as usize
     }
@@ -102,19 +96,6 @@ mod tests {
             assert_eq!(m.get(k.as_str()), plain.get(&k), "{k}");
         }
         assert_eq!(m.get("absent"), None);
-    }
-
-    #[test]
-    fn a_reserved_map_takes_that_many_entries_without_growing() {
-        let mut m: ShardedMap<u64, ()> = ShardedMap::default();
-        m.reserve(100_000);
-        let before: Vec<usize> = m.shards.iter().map(HashMap::capacity).collect();
-        assert!(before.iter().all(|c| *c >= 100_000 / SHARDS));
-        for i in 0..100_000u64 {
-            m.insert(i, ());
-        }
-        let after: Vec<usize> = m.shards.iter().map(HashMap::capacity).collect();
-        assert_eq!(before, after, "no shard grew");
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //! from disk, so nothing unsynced is ever acknowledged.
 
 use crate::leaves::LeafIndex;
-use crate::sharded::ShardedMap;
 use airspace::{AirspaceState, Constraint, OperationalIntent, Subscription, UssAvailability};
 use liaison::LineState;
 use node::entries::LogSigner;
@@ -26,9 +25,11 @@ use tlog::witness::Cosigned;
 
 mod changes;
 mod keeper;
+mod rowids;
 mod snapshot;
 
 use keeper::Keeper;
+use rowids::RowidMap;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_airspace.sql")),
@@ -247,12 +248,11 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 #[derive(Default)]
 struct RowIds {
     /// Each table's rowids by record id, one map per table (indexed by
-    /// [`Table`]'s order) so that a lookup borrows the id. Hashed: as a
-    /// B-tree of (table, id) at 100k records, the id comparisons of a
-    /// batch's lookups and inserts were ~9% of the writer's time. Sharded
-    /// (`sharded.rs`): one hash map growing past 114,688 rows moved them
-    /// all in one persist (a 50–63 ms stall of every write in flight).
-    of: [ShardedMap<RecordKey, i64>; Table::ALL.len()],
+    /// [`Table`]'s order) so that a lookup borrows the id: the ids loaded
+    /// sorted, those added since hashed (`rowids.rs`). Not a B-tree of
+    /// (table, id): at 100k records its id comparisons were ~9% of the
+    /// writer's time.
+    of: [RowidMap; Table::ALL.len()],
     next: i64,
 }
 
@@ -448,18 +448,24 @@ impl<T: serde::de::DeserializeOwned + Send + 'static> TableRows<T> {
             while !rows.pending.is_empty() {
                 rows.take_oldest().await?;
             }
-            let mut f = Finished {
-                records: Vec::with_capacity(rows.done.len()),
-                rowids: ShardedMap::default(),
-                next: 1,
-            };
-            f.rowids.reserve(rows.done.len());
+            let (mut records, mut keys) = (
+                Vec::with_capacity(rows.done.len()),
+                Vec::with_capacity(rows.done.len()),
+            );
+            let mut next = 1;
             for (rowid, id, record) in rows.done {
-                f.next = f.next.max(rowid + 1);
-                f.rowids.insert(RecordKey::of(&id), rowid);
-                f.records.push(record);
+                next = next.max(rowid + 1);
+                keys.push((RecordKey::of(&id), rowid));
+                records.push(record);
             }
-            Ok(f)
+            let rowids = RowidMap::from_loaded(keys).map_err(|why| {
+                StoreError::Failed(format!("loading {}: {why}", rows.table.name()))
+            })?;
+            Ok(Finished {
+                records,
+                rowids,
+                next,
+            })
         })
     }
 }
@@ -475,7 +481,7 @@ async fn load_table<T: serde::de::DeserializeOwned + Send + 'static>(
 /// A table's records as loaded.
 struct Finished<T> {
     records: Vec<T>,
-    rowids: ShardedMap<RecordKey, i64>,
+    rowids: RowidMap,
     /// Past the highest rowid.
     next: i64,
 }
@@ -1376,7 +1382,7 @@ async fn persist(
     let mut by_table: HashMap<Table, TableChanges> = HashMap::new();
     for ((table, id), body) in dirty.rows {
         let key = RecordKey::of(&id);
-        let known = ids.of[table as usize].get(&key).copied();
+        let known = ids.of[table as usize].get(&key);
         let (up, del) = by_table.entry(table).or_default();
         match (body.map(|r| r.body), known) {
             (Some(b), Some(r)) => up.push((r, id, b)),

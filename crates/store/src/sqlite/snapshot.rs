@@ -35,7 +35,7 @@
 //! are read one after the other and decode on all cores as they come.
 
 use super::RecordKey;
-use crate::sharded::ShardedMap;
+use super::rowids::RowidMap;
 use airspace::snapshot::{Reader, Snap, SnapshotError};
 use airspace::{AirspaceState, Constraint, OperationalIntent, Subscription};
 use node::persist::Table;
@@ -75,20 +75,11 @@ pub(super) struct Records<T> {
     pub max_rowid: i64,
 }
 
-/// The rowid map of a table's (id, rowid)s (a few hundred nanoseconds an
-/// insert at a million: built beside the index, not before it); an id held
-/// twice refuses the snapshot.
-pub(super) fn rowid_map(
-    rowids: Vec<(uuid::Uuid, i64)>,
-) -> Result<ShardedMap<RecordKey, i64>, String> {
-    let mut map = ShardedMap::default();
-    map.reserve(rowids.len());
-    for (id, rowid) in rowids {
-        if map.insert(RecordKey::Uuid(id), rowid).is_some() {
-            return Err(format!("record {id} is held twice"));
-        }
-    }
-    Ok(map)
+/// The rowid map of a table's (id, rowid)s, sorted by id as the snapshot
+/// holds them (one pass: built beside the index); an id held twice
+/// refuses the snapshot.
+pub(super) fn rowid_map(rowids: Vec<(uuid::Uuid, i64)>) -> Result<RowidMap, String> {
+    RowidMap::from_sorted(rowids)
 }
 
 /// What a snapshot held.
@@ -333,10 +324,10 @@ fn section<'a, T: Snap + 'a>(
     s: &mut Sections,
     records: impl Iterator<Item = &'a T>,
     id: impl Fn(&T) -> uuid::Uuid,
-    rowids: &ShardedMap<RecordKey, i64>,
+    rowids: &RowidMap,
 ) -> Result<(), String> {
     for r in records {
-        let Some(&rowid) = rowids.get(&RecordKey::Uuid(id(r))) else {
+        let Some(rowid) = rowids.get(&RecordKey::Uuid(id(r))) else {
             return Err(format!("record {} has no rowid", id(r)));
         };
         s.push(rowid, |out| r.put(out))?;
