@@ -2078,14 +2078,18 @@ impl Sqlite {
     /// one when that is a base of the database, else from every row. False
     /// once the store closed.
     pub async fn write_snapshot(&self) -> Result<bool, StoreError> {
-        Ok(self.keeper.write().await?.is_some())
+        Ok(self.keeper.write(keeper::When::Now).await?.is_some())
     }
     /// Writes a segment of the snapshot's changes: the rows changed since
     /// the snapshot or its last segment, in binary, as the store does by
     /// itself once enough have. False when there is nothing to write, no
     /// snapshot to extend, or once the store closed.
     pub async fn write_changes(&self) -> Result<bool, StoreError> {
-        Ok(self.keeper.write_segment().await?.is_some())
+        Ok(self
+            .keeper
+            .write_segment(keeper::When::Now)
+            .await?
+            .is_some())
     }
     /// Segments of the snapshot's changes written since the store opened.
     pub fn change_segments_written(&self) -> u64 {

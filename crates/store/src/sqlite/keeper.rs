@@ -77,6 +77,15 @@ pub(super) struct Keeper {
     segments: AtomicU64,
 }
 
+/// Whether a write goes ahead whatever changed, or only if enough did
+/// still once the file is free: a write asked for meanwhile (a test's, an
+/// operator's) may have taken what made it due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum When {
+    Now,
+    Due,
+}
+
 /// A snapshot written while running.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Written {
@@ -151,10 +160,11 @@ impl Keeper {
     }
 
     /// Writes a snapshot of the database as it is now (`None` once the
-    /// store closed).
-    pub(super) async fn write(&self) -> Result<Option<Written>, StoreError> {
+    /// store closed, or when `when` asks for one only if due and it is not
+    /// once the file is free).
+    pub(super) async fn write(&self, when: When) -> Result<Option<Written>, StoreError> {
         let closed = self.file.lock().await;
-        if *closed {
+        if *closed || (when == When::Due && !self.due()) {
             return Ok(None);
         }
         let pending = self.pending.load(Ordering::Relaxed);
@@ -364,10 +374,14 @@ impl Keeper {
     /// Writes the next segment of the snapshot's changes: the rows changed
     /// since the snapshot or its last segment, as they are now (`None`
     /// when there is nothing to write, no snapshot to extend, or once the
-    /// store closed).
-    pub(super) async fn write_segment(&self) -> Result<Option<SegmentWritten>, StoreError> {
+    /// store closed; or when `when` asks for one only if due and it is not
+    /// once the file is free).
+    pub(super) async fn write_segment(
+        &self,
+        when: When,
+    ) -> Result<Option<SegmentWritten>, StoreError> {
         let closed = self.file.lock().await;
-        if *closed {
+        if *closed || (when == When::Due && !self.segment_due()) {
             return Ok(None);
         }
         let pending = self.since_segment.load(Ordering::Relaxed);
@@ -610,7 +624,7 @@ pub(super) async fn keep(keeper: Arc<Keeper>, store: node::writer::Refresher) {
         }
         let now = std::time::Instant::now();
         if keeper.due() && base.ready(now) {
-            match keeper.write().await {
+            match keeper.write(When::Due).await {
                 Ok(Some(w)) => {
                     let ms = now.elapsed().as_millis() as u64;
                     base.wrote(now);
@@ -630,7 +644,7 @@ pub(super) async fn keep(keeper: Arc<Keeper>, store: node::writer::Refresher) {
                 }
             }
         } else if keeper.segment_due() && segment.ready(now) {
-            match keeper.write_segment().await {
+            match keeper.write_segment(When::Due).await {
                 Ok(Some(w)) => {
                     let ms = now.elapsed().as_millis() as u64;
                     segment.wrote(now);
