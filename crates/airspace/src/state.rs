@@ -69,14 +69,16 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 }
 
 /// Records by id, and their index.
+/// A kind's map and index from its records, each with its id: collected
+/// as they are (a vector's own allocation becomes the map's input, sorted
+/// in place; records already by id, or in a few runs by id, sort in one
+/// pass or a merge).
 fn indexed<T>(
-    records: Vec<T>,
-    id: impl Fn(&T) -> EntityId,
+    records: Vec<(EntityId, T)>,
     extents: impl Fn(&T) -> &[PreparedVolume],
 ) -> (BTreeMap<EntityId, T>, SpaceTimeIndex) {
-    let index = SpaceTimeIndex::bulk(records.iter().map(|r| (id(r), extents(r))));
-    let map = records.into_iter().map(|r| (id(&r), r)).collect();
-    (map, index)
+    let index = SpaceTimeIndex::bulk(records.iter().map(|(id, r)| (*id, extents(r))));
+    (BTreeMap::from_iter(records), index)
 }
 
 impl AirspaceState {
@@ -89,6 +91,26 @@ impl AirspaceState {
         availability: Vec<UssAvailability>,
         reports: Vec<ReportStamp>,
     ) -> Self {
+        Self::load_keyed(
+            seq,
+            intents.into_iter().map(|r| (r.id, r)).collect(),
+            constraints.into_iter().map(|r| (r.id, r)).collect(),
+            subscriptions.into_iter().map(|r| (r.id, r)).collect(),
+            availability,
+            reports,
+        )
+    }
+
+    /// [`Self::load`] from records each with its id, as a store that keeps
+    /// them so reads them (fastest by id).
+    pub fn load_keyed(
+        seq: u64,
+        intents: Vec<(EntityId, OperationalIntent)>,
+        constraints: Vec<(EntityId, Constraint)>,
+        subscriptions: Vec<(SubscriptionId, Subscription)>,
+        availability: Vec<UssAvailability>,
+        reports: Vec<ReportStamp>,
+    ) -> Self {
         // Each kind's index and map are built on a thread of their own (a
         // cold start waits for them).
         let (
@@ -96,9 +118,9 @@ impl AirspaceState {
             (constraints, constraint_index),
             (subscriptions, subscription_index),
         ) = std::thread::scope(|t| {
-            let subs = t.spawn(|| indexed(subscriptions, |c| c.id, |c| &c.extents));
-            let intents = t.spawn(|| indexed(intents, |i| i.id, |i| &i.extents));
-            let constraints = indexed(constraints, |c| c.id, |c| &c.extents);
+            let subs = t.spawn(|| indexed(subscriptions, |c| &c.extents));
+            let intents = t.spawn(|| indexed(intents, |i| &i.extents));
+            let constraints = indexed(constraints, |c| &c.extents);
             (joined(intents), constraints, joined(subs))
         });
         let mut s = AirspaceState {

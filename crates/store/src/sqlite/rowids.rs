@@ -64,11 +64,15 @@ impl RowidMap {
         Self::sorted(ids, added)
     }
 
-    /// From ids sorted as a snapshot holds them; why not, should they not
-    /// strictly rise or a rowid not be positive.
-    pub(super) fn from_sorted(ids: Vec<(Uuid, i64)>) -> Result<Self, String> {
+    /// From ids as a snapshot holds them: sorted, or in a few sorted runs
+    /// (merged: a stable sort finds the runs); why not, should an id be
+    /// there twice or a rowid not be positive.
+    pub(super) fn from_ids(mut ids: Vec<(Uuid, i64)>) -> Result<Self, String> {
         if let Some((id, rowid)) = ids.iter().find(|p| p.1 <= 0) {
             return Err(format!("record {id} at rowid {rowid}"));
+        }
+        if !ids.is_sorted_by_key(|p| p.0) {
+            ids.sort_by_key(|p| p.0);
         }
         Self::sorted(ids, ShardedMap::default())
     }
@@ -233,15 +237,27 @@ mod tests {
         ];
         assert!(refused(RowidMap::from_loaded(text)).contains("twice"));
         assert!(
-            RowidMap::from_sorted(vec![(Uuid::from_u128(1), 1), (Uuid::from_u128(1), 2)]).is_err()
+            RowidMap::from_ids(vec![(Uuid::from_u128(1), 1), (Uuid::from_u128(1), 2)]).is_err()
         );
-        assert!(RowidMap::from_sorted(vec![(Uuid::from_u128(1), GONE)]).is_err());
+        assert!(RowidMap::from_ids(vec![(Uuid::from_u128(1), GONE)]).is_err());
+        // Two sorted runs, as changes laid over a snapshot leave them.
+        let runs = vec![
+            (Uuid::from_u128(2), 1),
+            (Uuid::from_u128(5), 2),
+            (Uuid::from_u128(1), 3),
+            (Uuid::from_u128(9), 4),
+        ];
+        let m = RowidMap::from_ids(runs).unwrap();
+        assert_eq!(m.get(&key(1)), Some(3));
+        assert_eq!(m.get(&key(9)), Some(4));
+        let twice = vec![(Uuid::from_u128(2), 1), (Uuid::from_u128(2), 2)];
+        assert!(refused(RowidMap::from_ids(twice)).contains("twice"));
         assert!(RowidMap::from_loaded(vec![(key(1), 0)]).is_err());
     }
 
     #[test]
     fn an_empty_load_takes_every_id_into_the_added_map() {
-        let mut m = RowidMap::from_sorted(Vec::new()).unwrap();
+        let mut m = RowidMap::from_ids(Vec::new()).unwrap();
         assert_eq!(m.get(&key(5)), None);
         assert_eq!(m.insert(key(5), 9), None);
         assert_eq!(m.get(&key(5)), Some(9));

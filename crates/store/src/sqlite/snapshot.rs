@@ -67,19 +67,21 @@ pub(super) struct Head {
     pub log: (u64, tlog::Hash),
 }
 
-/// A table's records from a snapshot, in the file's order (by id).
+/// A table's records from a snapshot, in the file's order (by id), each
+/// with its id (as the state's maps take them: collected as they are).
 pub(super) struct Records<T> {
-    pub records: Vec<T>,
+    pub records: Vec<(uuid::Uuid, T)>,
     /// Each record's (id, rowid), in the same order.
     pub rowids: Vec<(uuid::Uuid, i64)>,
     pub max_rowid: i64,
 }
 
 /// The rowid map of a table's (id, rowid)s, sorted by id as the snapshot
-/// holds them (one pass: built beside the index); an id held twice
-/// refuses the snapshot.
+/// holds them, or in two sorted runs once changes were laid over it (one
+/// pass, or a merge: built beside the index); an id held twice refuses the
+/// snapshot.
 pub(super) fn rowid_map(rowids: Vec<(uuid::Uuid, i64)>) -> Result<RowidMap, String> {
-    RowidMap::from_sorted(rowids)
+    RowidMap::from_ids(rowids)
 }
 
 /// What a snapshot held.
@@ -680,7 +682,7 @@ pub(super) fn table<T: Snap + Send>(
             }
             highest = highest.max(rowid);
             rowids.push((id, rowid));
-            records.push(record);
+            records.push((id, record));
         }
     }
     let max_rowid = src.table_end(records.len(), highest)?;
