@@ -637,7 +637,9 @@ pub(super) async fn keep(keeper: Arc<Keeper>, store: node::writer::Refresher) {
                         "state snapshot written while running"
                     )
                 }
-                Ok(None) => return,
+                // Closed, or no longer due once the file was free: the
+                // loop ends when the store is gone (checked above).
+                Ok(None) => {}
                 Err(e) => {
                     let retry_s = base.failed().as_secs();
                     tracing::warn!(error = %e, retry_s, "the state snapshot was not written");
