@@ -141,6 +141,62 @@ pub struct SqliteWriter {
     keeper: std::sync::Arc<Keeper>,
     /// The changes dropped from `snapshot_changes`, up to this sequence.
     pruned: u64,
+    /// The data folder's lock, held until the close is done.
+    _folder: FolderLock,
+}
+
+/// The lock that makes one store at a time the data folder's: held from
+/// before the open reads anything until the close has written its snapshot
+/// and closed its connection (an advisory lock on `store.lock`, let go by
+/// the system when the file is dropped or the process ends). A store opened
+/// while another still closes on the same folder waits for it: the state
+/// snapshot the close writes and the changes it then drops are otherwise
+/// read half-way (a snapshot from before them, with the changes gone).
+struct FolderLock {
+    _file: std::fs::File,
+}
+
+/// How long an open waits for the store that holds its data folder to let
+/// go of it (a close at a million records writes its snapshot in seconds).
+const FOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl FolderLock {
+    async fn take(dir: &Path) -> Result<FolderLock, StoreError> {
+        let path = dir.join("store.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Failed(format!("opening {}: {e}", path.display())))?;
+        let deadline = tokio::time::Instant::now() + FOLDER_WAIT;
+        let mut warned = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(FolderLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(StoreError::Failed(format!(
+                        "locking {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Failed(format!(
+                    "the data folder {} is held by another store (another node running on it?) \
+                     and was not let go within {} s",
+                    dir.display(),
+                    FOLDER_WAIT.as_secs()
+                )));
+            }
+            if !warned {
+                warned = true;
+                tracing::warn!(path = %path.display(), "the data folder is held by another store; waiting for it to close");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Checkpoints the WAL on the writer's own connection, between batches,
@@ -1635,6 +1691,7 @@ impl Persistence for Sqlite {
                 mut conn,
                 ids,
                 keeper,
+                _folder: folder,
                 ..
             } = w;
             // A snapshot being written while running is finished first;
@@ -1684,6 +1741,8 @@ impl Persistence for Sqlite {
             if let Err(e) = conn.close().await {
                 tracing::warn!(error = %e, "closing the writer's connection");
             }
+            // Only now may the next store open the folder.
+            drop(folder);
         })
     }
 
@@ -1963,6 +2022,7 @@ pub async fn open_tuned(
     {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Failed(format!("creating {}: {e}", dir.display())))?;
+        let folder = FolderLock::take(dir).await?;
         let path = dir.join("detente.db");
         let opts = SqliteConnectOptions::new()
             .filename(&path)
@@ -2037,6 +2097,7 @@ pub async fn open_tuned(
                 wal: wal.clone(),
                 keeper: keeper.clone(),
                 pruned: 0,
+                _folder: folder,
             },
             Loaded {
                 state,

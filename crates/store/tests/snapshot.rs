@@ -638,3 +638,36 @@ async fn after_a_crash_the_segments_of_the_changes_are_laid_and_only_the_rows_af
     assert!(segments(&dir).is_empty());
     assert!(!s.backend.write_changes().await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_opened_while_the_last_one_still_closes_waits_for_it_and_reads_everything() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    let (s, d) = open(&dir).await;
+    let ids = populate(&d, 300).await;
+    // A snapshot written while running, then changes after it: the close
+    // writes the next snapshot and drops the changes noted, which an open
+    // beside it would read half-way (the older snapshot, its changes gone).
+    assert!(s.backend.write_snapshot().await.unwrap());
+    change(&d, &ids, 10, 0xe1).await;
+    change(&d, &ids, 20, 0xe2).await;
+    let live = d.view(everything).unwrap();
+
+    let next = tokio::spawn({
+        let dir = dir.clone();
+        async move { open(&dir).await }
+    });
+    // However long it is given, the second open cannot finish while the
+    // first store holds the folder.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!next.is_finished(), "a second store opened the folder");
+    // The close is asked for without waiting for it, as a drop does.
+    let closing = tokio::spawn(async move { d.close().await });
+    let (ns, nd) = next.await.unwrap();
+    assert!(ns.backend.loaded_from_snapshot());
+    assert_eq!(ns.backend.rows_laid_over_snapshot(), 0);
+    assert_eq!(nd.view(everything).unwrap(), live);
+    closing.await.unwrap();
+    drop(s);
+    nd.close().await;
+}

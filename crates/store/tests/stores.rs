@@ -200,9 +200,6 @@ async fn acknowledged_writes_survive_reopening_with_index_and_conflicts_rebuilt(
         .await
         .unwrap();
     }
-    // Give the old writer a moment to close its connection; SQLite itself
-    // would cope either way.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let d = dss(dir.path()).await;
     let now = d.now();
     assert_eq!(d.get_intent(a_id).await.unwrap().version, 1);
@@ -272,7 +269,6 @@ async fn a_store_of_many_read_pages_reopens_whole_and_in_place() {
     .await
     .unwrap();
     drop(d);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let d = dss(dir.path()).await;
     assert_eq!(d.counts().unwrap().intents, N as usize);
     assert_eq!(d.get_intent(last).await.unwrap().version, 2);
@@ -489,7 +485,6 @@ async fn every_committed_event_has_its_signed_entry_and_the_log_survives_reopeni
         }
         (root, store.log_size())
     };
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let store = open(dir.path()).await;
     assert_eq!(store.log_size(), size_before);
     assert_eq!(store.log_root(size_before).await.unwrap(), root_before);
@@ -744,7 +739,6 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     assert_eq!(store.log_index_of([9; 32]).await.unwrap(), None);
     drop(d);
     drop(store);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     // Reopened: the same answers, from the stored tiles (the tree from
     // its partial tiles, the line from its own entries only).
     let reopened = open_with_one_tile(dir.path()).await;
@@ -770,7 +764,6 @@ async fn proofs_read_the_logs_stored_tiles_when_the_tree_is_not_in_memory() {
     sql(dir.path(), "DELETE FROM log_tiles").await;
     assert!(stale.inclusion_proof(0, size).await.is_err());
     drop(stale);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let store = open_with_one_tile(dir.path()).await;
     // Every entry read again: the same line.
     assert_eq!(members(&store), registered);
