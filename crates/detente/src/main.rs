@@ -23,6 +23,12 @@ use config::{
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// mimalloc instead of glibc's allocator: per-thread free lists without
+/// glibc's arena locks and chunk consolidation, which took ~14% of a line
+/// node's CPU (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "detente",
