@@ -450,13 +450,11 @@ async fn login(
     let message = format!("{LOGIN_DOMAIN}{}\n{}", st.log.origin(), b.challenge);
     let key = ed25519_dalek::VerifyingKey::from_bytes(&member.0)
         .map_err(|_| ApiError::bad("member", "not an Ed25519 public key"))?;
-    if key
-        .verify_strict(
-            message.as_bytes(),
-            &ed25519_dalek::Signature::from_bytes(&signature),
-        )
-        .is_err()
-    {
+    if !node::tlog::ed25519::verify_strict(
+        &key,
+        &[message.as_bytes()],
+        &ed25519_dalek::Signature::from_bytes(&signature),
+    ) {
         tracing::warn!(member = %member, "console login refused: the signature does not verify");
         return Err(ApiError::Unauthenticated(
             "the signature does not verify with this member key: is it the right key file?".into(),

@@ -99,8 +99,7 @@ fn verify_with(
     ) else {
         return false;
     };
-    vk.verify_strict(message, &Signature::from_bytes(&sig))
-        .is_ok()
+    node::tlog::ed25519::verify_strict(&vk, &[message], &Signature::from_bytes(&sig))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -92,15 +92,14 @@ impl MemberKey {
         let bytes: [u8; 32] = from_hex(s.trim())
             .and_then(|b| b.try_into().ok())
             .ok_or("a member key is 64 hex digits (32 bytes)")?;
-        VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key")?;
+        verifying_key(&bytes).ok_or("not an Ed25519 public key")?;
         Ok(MemberKey(bytes))
     }
 
     /// Whether `signature` is this member's Ed25519 signature of `text`.
     pub fn verify_text(&self, text: &[u8], signature: &[u8; 64]) -> bool {
         verifying_key(&self.0).is_some_and(|key| {
-            key.verify_strict(text, &Signature::from_bytes(signature))
-                .is_ok()
+            tlog::ed25519::verify_strict(&key, &[text], &Signature::from_bytes(signature))
         })
     }
 
@@ -108,10 +107,11 @@ impl MemberKey {
         let Some(key) = verifying_key(&self.0) else {
             return false;
         };
-        let mut m = domain.to_vec();
-        m.extend(cbor::encode(body));
-        key.verify_strict(&m, &Signature::from_bytes(signature))
-            .is_ok()
+        tlog::ed25519::verify_strict(
+            &key,
+            &[domain, &cbor::encode(body)],
+            &Signature::from_bytes(signature),
+        )
     }
 }
 

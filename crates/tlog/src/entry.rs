@@ -214,10 +214,11 @@ impl SignedEntry {
         let sig = ed25519_dalek::Signature::from_bytes(
             self.signature.as_ref().ok_or(EntryError::Unsigned)?,
         );
-        origin_key
-            .key
-            .verify_strict(&self.entry.signed_message(), &sig)
-            .map_err(|_| EntryError::BadSignature)
+        if crate::ed25519::verify_strict(&origin_key.key, &[&self.entry.signed_message()], &sig) {
+            Ok(())
+        } else {
+            Err(EntryError::BadSignature)
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod cbor;
 pub mod checkpoint;
 pub mod cosignature;
+pub mod ed25519;
 pub mod entry;
 pub mod hash;
 pub mod note;

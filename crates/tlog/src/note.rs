@@ -205,9 +205,9 @@ impl Verifier {
         match self.kind {
             TYPE_ED25519 => {
                 let sig = ed25519_dalek::Signature::from_slice(&s.signature).map_err(|_| fail())?;
-                self.key
-                    .verify_strict(text.as_bytes(), &sig)
-                    .map_err(|_| fail())?;
+                if !crate::ed25519::verify_strict(&self.key, &[text.as_bytes()], &sig) {
+                    return Err(fail());
+                }
                 Ok(None)
             }
             _ => {
@@ -221,9 +221,9 @@ impl Verifier {
                 let sig =
                     ed25519_dalek::Signature::from_slice(&s.signature[8..]).map_err(|_| fail())?;
                 let msg = crate::cosignature::signed_message(text, ts);
-                self.key
-                    .verify_strict(msg.as_bytes(), &sig)
-                    .map_err(|_| fail())?;
+                if !crate::ed25519::verify_strict(&self.key, &[msg.as_bytes()], &sig) {
+                    return Err(fail());
+                }
                 Ok(Some(ts))
             }
         }
