@@ -69,6 +69,12 @@ pub struct BenchArgs {
     /// leader lock): a PostgreSQL URL (its schema detente_bench is replaced).
     #[arg(long, env = "DETENTE_BENCH_POSTGRES")]
     postgres: Option<String>,
+    /// With --postgres, last: area queries over HTTP against replicas as
+    /// processes of their own (`detente serve` on the schema), one and then
+    /// two, each held to this share of a core by a cgroup (root only; 0:
+    /// unlimited) — a replica on a machine of its own.
+    #[arg(long, default_value_t = 0.25)]
+    replica_cores: f64,
     /// Seconds of the disk probe run first (commit-like syncs alone, then
     /// beside a checkpoint-like writer: the floor under the create p99 on
     /// this disk; 0 skips it).
@@ -460,7 +466,20 @@ async fn postgres_backend(
             ),
         }
     }
-    Ok(())
+    // The in-process replicas end before the processes start on the schema.
+    first.close().await;
+    drop(first);
+    crate::bench_replicas::reads(&crate::bench_replicas::Replicas {
+        url,
+        schema: "detente_bench",
+        data: &dir.join("pg"),
+        name: "detente.bench",
+        concurrency: args.concurrency,
+        seconds: args.seconds,
+        cores: args.replica_cores,
+        now,
+    })
+    .await
 }
 
 /// The node's use cases over `store`, on the system clock.
@@ -480,7 +499,7 @@ fn dss_over(store: Arc<dyn node::Store>) -> Arc<Dss> {
 }
 
 /// xorshift64*: deterministic, dependency-free.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
@@ -488,12 +507,12 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
-fn square(lat: f64, lng: f64, h: f64, start: Timestamp, end: Timestamp) -> Volume4D {
+pub(crate) fn square(lat: f64, lng: f64, h: f64, start: Timestamp, end: Timestamp) -> Volume4D {
     Volume4D::square(LatLng { lat, lng }, h, (0.0, 500.0), (start, end))
 }
 
@@ -560,7 +579,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-struct Measured {
+pub(crate) struct Measured {
     ops: u64,
     secs: f64,
     lat_us: Vec<u64>,
@@ -633,10 +652,10 @@ impl CpuUse {
 }
 
 impl Measured {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ops as f64 / self.secs
     }
-    fn line(&self, what: &str, target: &str) -> String {
+    pub(crate) fn line(&self, what: &str, target: &str) -> String {
         let cpu = self.cpu.as_ref().map_or(String::new(), |c| {
             format!(
                 "\n{:<44} CPU {:.0} µs per operation (server and load generator), cores {:.0}% busy",
@@ -658,7 +677,7 @@ impl Measured {
 
 /// Runs `op` from `concurrency` tasks for `secs` seconds, each starting
 /// its next operation as soon as one ends (closed loop).
-async fn measure<F, Fut>(concurrency: usize, secs: u64, op: F) -> Measured
+pub(crate) async fn measure<F, Fut>(concurrency: usize, secs: u64, op: F) -> Measured
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -851,7 +870,7 @@ where
     }
 }
 
-fn token(sub: &str, scope: &str) -> Result<String> {
+pub(crate) fn token(sub: &str, scope: &str) -> Result<String> {
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(DEMO_PRIVATE_KEY.as_bytes())?;
     let now = SystemClock.now().unix_micros() / 1_000_000;
     let claims = json!({ "sub": sub, "scope": scope, "aud": "localhost", "exp": now + 3600 });
@@ -862,7 +881,7 @@ fn token(sub: &str, scope: &str) -> Result<String> {
     )?)
 }
 
-fn wire_volume(v: &Volume4D) -> Value {
+pub(crate) fn wire_volume(v: &Volume4D) -> Value {
     let Outline::Polygon { vertices } = &v.outline else {
         return Value::Null;
     };

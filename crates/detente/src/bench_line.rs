@@ -87,7 +87,7 @@ fn party(i: usize) -> String {
 }
 
 /// CPU seconds (user + system) a process has used so far (Linux).
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command's closing parenthesis: state is field 3; utime and
     // stime are fields 14 and 15.

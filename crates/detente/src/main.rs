@@ -5,6 +5,7 @@
 mod bench;
 mod bench_disk;
 mod bench_line;
+mod bench_replicas;
 mod bench_soak;
 use detente::config;
 mod demo;
