@@ -479,6 +479,12 @@ pub async fn run(a: BenchSoakArgs) -> Result<()> {
     for t in tasks {
         let _ = t.await;
     }
+    // The operations the schedules started last finish before the nodes
+    // stop: one cut off by the stop is not the node's error.
+    let drained = Instant::now() + Duration::from_secs(30);
+    while in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < drained {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(nodes);
     let _ = std::fs::remove_dir_all(&root);
     let mut csv = COLUMNS.join(",");
