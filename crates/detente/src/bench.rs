@@ -20,7 +20,7 @@ use node::airspace::{
 use node::{Caller, Clock, Dss, IntentRequest, NodeError, RandomIds, Scope, Settings, SystemClock};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -171,8 +171,6 @@ async fn postgis_baseline(
     Ok((m, created))
 }
 
-/// Creates `live` random intents through the write path, 256 writers at
-/// once, spread over the given nodes (replicas).
 /// Resident memory of a process, bytes (Linux `VmRSS`).
 pub(crate) fn resident(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -182,6 +180,26 @@ pub(crate) fn resident(pid: u32) -> Result<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .context("no VmRSS")?;
     Ok(kib * 1024)
+}
+
+/// The disk a folder takes: the blocks allocated to every file under it
+/// (what `du` counts), bytes.
+pub(crate) fn disk_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// `detente serve` on `dir` (closed) as its own process: seconds from
@@ -1039,6 +1057,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             "{:<44} {stopping:>10.3} s   (commit, close the database, write the state snapshot)",
             "clean stop"
         );
+        let disk = disk_bytes(&dir)?;
+        println!(
+            "{:<44} {:>10.1} MiB (the database with the evidence log, the state snapshot): {:.0} bytes per live intent",
+            "on disk after the clean stop",
+            disk as f64 / 1048576.0,
+            disk as f64 / loaded.max(1) as f64
+        );
         // No snapshot at all (a folder from before them, or one refused):
         // every row read.
         let snapshot = dir.join("airspace.snapshot");
@@ -1548,6 +1573,23 @@ fn log_bench(n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_disk_a_folder_takes_counts_every_file_beneath_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a").join("b");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::write(dir.path().join("top"), vec![1u8; 10_000]).unwrap();
+        std::fs::write(nested.join("deep"), vec![2u8; 50_000]).unwrap();
+        let bytes = disk_bytes(dir.path()).unwrap();
+        // Blocks are allocated whole: at least the bytes written, less than
+        // a block's worth more per file (4 KiB, or 64 KiB on the largest).
+        assert!(bytes >= 60_000, "{bytes}");
+        assert!(bytes < 60_000 + 2 * 65_536, "{bytes}");
+        std::fs::remove_file(nested.join("deep")).unwrap();
+        assert!(disk_bytes(dir.path()).unwrap() < 60_000);
+        assert!(disk_bytes(&dir.path().join("absent")).is_err());
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn paced_starts_come_in_order_never_early_and_stop_at_the_deadline() {

@@ -75,6 +75,11 @@ struct Outcome {
     /// load's receiver, and every other node together (what the parties
     /// that only take the FLASH probe cost the machine they share).
     cores: Option<(f64, f64, f64)>,
+    /// The data folders after a clean stop, everything they hold (members,
+    /// keys, the log with its checkpoints and cosignatures) divided by the
+    /// messages: the sender's by the copies it sent, the ROUTINE receiver's
+    /// by the messages it took (bytes).
+    disk: Option<(f64, f64)>,
 }
 
 /// The name of party `i` (0: the sender, 1: the ROUTINE load's receiver).
@@ -109,6 +114,8 @@ pub async fn run(a: BenchLineArgs) -> Result<()> {
         "line benchmark: {} ROUTINE messages from {} concurrent senders, a FLASH every 10 ms meanwhile",
         a.messages, a.senders
     );
+    let (check_us, build) = signature_check();
+    println!("one strict Ed25519 signature check in this binary ({build}): {check_us:.1} µs");
     let ours = detente_line(&a, &root).await?;
     let peers = usize::from(a.parties) - 1;
     println!(
@@ -129,6 +136,11 @@ pub async fn run(a: BenchLineArgs) -> Result<()> {
         };
         println!(
             "  cores busy over the run, on average: sender {sender:.2}, receiver {receiver:.2}{rest} (of {machine} on this machine)"
+        );
+    }
+    if let Some((sender, receiver)) = ours.disk {
+        println!(
+            "  on disk after a clean stop: sender {sender:.0} bytes per copy sent, receiver {receiver:.0} bytes per message taken (the whole data folder: the log with its receipts, checkpoints and cosignatures, the line's tables)"
         );
     }
     if a.nats_server.is_empty() {
@@ -156,6 +168,36 @@ pub async fn run(a: BenchLineArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&root);
     }
     Ok(())
+}
+
+/// The time of one strict signature check (a signed note's, as the nodes
+/// check peers' records and members' messages) in this binary, before any
+/// node starts, and what the binary was built for: the check's speed
+/// depends on the vector instructions it may use (docs/benchmarks.md).
+fn signature_check() -> (f64, &'static str) {
+    let build = if cfg!(all(
+        target_feature = "avx512ifma",
+        target_feature = "avx512vl"
+    )) {
+        "built for a CPU with AVX-512 IFMA"
+    } else if cfg!(target_feature = "avx2") {
+        "built for a CPU with AVX2"
+    } else {
+        "portable build, vector instructions chosen at run time"
+    };
+    let Ok(signer) = tlog::NoteSigner::from_seed("bench.check", &[7; 32]) else {
+        return (f64::NAN, build);
+    };
+    let verifier = signer.verifier();
+    let text = format!("{}\n", "x".repeat(299));
+    let sig = signer.sign(&text);
+    let rounds = 2_000;
+    let started = Instant::now();
+    let ok = (0..rounds)
+        .filter(|_| verifier.verify(std::hint::black_box(&text), &sig).is_ok())
+        .count();
+    let us = started.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+    (if ok == rounds { us } else { f64::NAN }, build)
 }
 
 async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
@@ -380,7 +422,23 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
         );
     }
     let copies = total + groups_sent * (n as u64 - 1);
-    drop(nodes);
+    // Stopped as an operator stops them, so that each folder holds what a
+    // stopped node keeps (no WAL).
+    let mut stopped = true;
+    for node in nodes {
+        if let Err(e) = node.terminate(Duration::from_secs(60)).await {
+            println!("  {e:#}");
+            stopped = false;
+        }
+    }
+    let disk = if stopped {
+        Some((
+            crate::bench::disk_bytes(&sender_data)?,
+            crate::bench::disk_bytes(&root.join(&names[1]))?,
+        ))
+    } else {
+        None
+    };
     Ok(Outcome {
         per_s,
         flash_p50_ms: percentile(&mut flash_lat, 0.5),
@@ -388,6 +446,12 @@ async fn detente_line(a: &BenchLineArgs, root: &Path) -> Result<Outcome> {
         flash_n: complete,
         cpu_us_per_copy: cpu * 1e6 / copies as f64,
         cores,
+        disk: disk.map(|(s, r)| {
+            (
+                s as f64 / copies as f64,
+                r as f64 / (total + groups_sent) as f64,
+            )
+        }),
     })
 }
 
@@ -660,6 +724,7 @@ async fn nats(a: &BenchLineArgs, root: &Path, always: bool) -> Result<Outcome> {
             flash_n: n,
             cpu_us_per_copy: cpu * 1e6 / (total as f64 + n as f64),
             cores: None,
+            disk: None,
         })
     }
     .await;

@@ -176,6 +176,34 @@ impl NodeProcess {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Stops the node as an operator does, with SIGTERM (it commits, closes
+    /// its store, folding the WAL into the database, and writes its state
+    /// snapshot), and waits up to `within` for it to exit; past that, or if
+    /// it exits with an error, says so (and dropping it kills it).
+    pub(crate) async fn terminate(mut self, within: std::time::Duration) -> Result<()> {
+        let pid = self.pid().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("running kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {pid}: {sent}");
+        }
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if status.success() {
+                    return Ok(());
+                }
+                bail!("node {pid} stopped with {status}");
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("node {pid} did not stop within {within:?} of SIGTERM");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for NodeProcess {
