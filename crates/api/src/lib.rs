@@ -560,17 +560,37 @@ pub const PEER_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Serves `router` to the connections `listener` completes handshakes for
 /// (the node-to-node listener), each as [`serve_limited`] serves one, at
-/// most [`MAX_PEER_CONNECTIONS`] at once (more are closed).
-pub async fn serve_tls(mut listener: tls::TlsListener, router: Router) -> std::io::Result<()> {
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+/// most [`MAX_PEER_CONNECTIONS`] at once (more are closed). When `shutdown`
+/// completes it takes no more connections, lets each finish the request it
+/// is answering (idle ones close at once) and returns once they have all
+/// closed, or after 10 s: a node closes its store only after that, so a
+/// peer's request in hand is answered, never cut off by the closed store.
+pub async fn serve_tls(
+    mut listener: tls::TlsListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
-    while let Some((tls, addr)) = listener.next().await {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tls, addr) = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            next = listener.next() => match next {
+                Some(x) => x,
+                None => break,
+            },
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%addr, max = MAX_PEER_CONNECTIONS, "at the peer connection limit: closed a peer's new connection");
             continue;
         };
         spawn_connection(tls, addr, router.clone(), PEER_IDLE, stop_rx.clone(), slot);
     }
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(MAX_PEER_CONNECTIONS).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), slots.acquire_many(all)).await;
     Ok(())
 }
 

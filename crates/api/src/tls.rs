@@ -594,6 +594,70 @@ mod tests {
         drop((conn, idle));
     }
 
+    /// A stop lets the request in hand finish and closes the connections,
+    /// idle ones too, before the listener's task ends: a node closes its
+    /// store only then, so no peer's request meets a closed store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_finishes_the_request_in_hand_and_closes_every_connection_first() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (listener, addr) = alliance_listener().await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (started_tx, started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, f) = (gate.clone(), finished.clone());
+        // Every request, whatever its path, waits at the gate.
+        let router = axum::Router::new().fallback(move || {
+            let (g, f, started) = (g.clone(), f.clone(), started_tx.clone());
+            async move {
+                let _ = started.send(());
+                let _permit = g.acquire().await;
+                f.store(true, std::sync::atomic::Ordering::SeqCst);
+                "done"
+            }
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::serve_tls(listener, router, async move {
+            let _ = stop_rx.await;
+        }));
+        let connect = || async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("detente-node").unwrap();
+            federation_client().connect(name, tcp).await.unwrap()
+        };
+        let mut busy = connect().await;
+        let mut idle = connect().await;
+        busy.write_all(b"GET /slow HTTP/1.1\r\nhost: alliance\r\n\r\n")
+            .await
+            .unwrap();
+        let mut started_rx = started_rx;
+        started_rx
+            .recv()
+            .await
+            .expect("the request reached its handler");
+        stop_tx.send(()).unwrap();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !server.is_finished(),
+            "the listener waits for the request in hand"
+        );
+        gate.add_permits(1);
+        server.await.unwrap().unwrap();
+        assert!(
+            finished.load(std::sync::atomic::Ordering::SeqCst),
+            "the request was answered before the listener's task ended"
+        );
+        let mut answer = Vec::new();
+        let _ = busy.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        let mut rest = Vec::new();
+        let _ = idle.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "the idle connection was closed: {rest:?}");
+    }
+
     /// Alliance's listener, pinning Federation's key, on a free port.
     async fn alliance_listener() -> (TlsListener, std::net::SocketAddr) {
         let alliance = Identity::from_seed("alliance", &[1; 32]).unwrap();

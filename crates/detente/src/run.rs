@@ -8,14 +8,15 @@ use node::entries::LogSigner;
 use node::{Dss, RandomIds, Settings, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub struct RunningNode {
     pub addr: SocketAddr,
     /// The node-to-node (TLS) listener's address, if configured.
     pub peer_addr: Option<SocketAddr>,
-    stop: oneshot::Sender<()>,
+    /// Set once to stop both listeners.
+    stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
     checkpointer: JoinHandle<()>,
@@ -29,7 +30,7 @@ pub struct RunningNode {
 
 impl RunningNode {
     pub async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         self.sweeper.abort();
         self.checkpointer.abort();
         self.logouts.abort();
@@ -37,16 +38,19 @@ impl RunningNode {
         if let Some(n) = &self.notifier {
             n.abort();
         }
-        if let Some(p) = &self.peer_server {
-            p.abort();
-        }
         for s in &self.submitters {
             s.abort();
         }
+        // Both listeners finish the requests in hand (a peer's record, a
+        // client's write) before the store closes under them.
         let served = self.server.await.context("server task")?.context("server");
+        let peers_served = match self.peer_server {
+            Some(p) => p.await.context("peer server task")?.context("peer server"),
+            None => Ok(()),
+        };
         // Queued writes are committed and the database closed cleanly.
         self.store.close().await;
-        served
+        served.and(peers_served)
     }
 }
 
@@ -267,7 +271,11 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
             }
         }
     });
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, stopped) = watch::channel(false);
+    let stopping = |mut rx: watch::Receiver<bool>| async move {
+        // A dropped sender stops too.
+        let _ = rx.wait_for(|s| *s).await;
+    };
     // With a node-to-node TLS listener, peers' records are taken there only.
     let router = api::with_peer_endpoint(state.clone(), cfg.peer_listen.is_none());
     let peer_router = api::router(state.clone());
@@ -283,8 +291,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
                 .unwrap_or_default()
         });
         let tls = api::tls::server_config(&identity, keys).map_err(|e| anyhow!(e))?;
+        let shutdown = stopping(stopped.clone());
         peer_server = Some(tokio::spawn(async move {
-            api::serve_tls(api::tls::TlsListener::new(tcp, tls), peer_router).await
+            api::serve_tls(api::tls::TlsListener::new(tcp, tls), peer_router, shutdown).await
         }));
     }
     let mut limits = match cfg.max_connections {
@@ -297,9 +306,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode> {
     let server = tokio::spawn(api::serve_limited(
         listener,
         router,
-        async move {
-            let _ = stopped.await;
-        },
+        stopping(stopped),
         limits,
     ));
     // Each configured witness gets the newest checkpoint every second and its
