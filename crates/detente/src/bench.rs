@@ -202,8 +202,6 @@ pub(crate) fn disk_bytes(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// `detente serve` on `dir` (closed) as its own process: seconds from
-/// exec to its listener, its resident memory then, and an empty node's.
 /// Copies the files of a folder (not its subfolders).
 fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
@@ -225,6 +223,8 @@ fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `detente serve` on `dir` (closed) as its own process: seconds from
+/// exec to its listener, its resident memory then, and an empty node's.
 fn served_memory(root: &std::path::Path, dir: &std::path::Path) -> Result<(f64, u64, u64)> {
     let jwt = root.join("bench-jwt.pem");
     std::fs::write(&jwt, crate::demo::DEMO_PUBLIC_KEY_PEM)?;
