@@ -488,10 +488,17 @@ pub async fn serve_limited(
             (slot, held),
         );
     }
-    let _ = stop_tx.send(true);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), slots.acquire_many(all)).await;
+    drain(stop_tx, &slots, limits.max_connections).await;
     Ok(())
+}
+
+/// A listener's shutdown, once it takes no more connections: tells every
+/// connection to finish the request it is answering, then waits until all
+/// `max` slots are back (every connection closed), at most 10 s.
+async fn drain(stop: tokio::sync::watch::Sender<bool>, slots: &tokio::sync::Semaphore, max: usize) {
+    let _ = stop.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), slots.acquire_many(all)).await;
 }
 
 /// Serves one connection's requests (HTTP/1.1, kept alive, every request
@@ -588,9 +595,7 @@ pub async fn serve_tls(
         };
         spawn_connection(tls, addr, router.clone(), PEER_IDLE, stop_rx.clone(), slot);
     }
-    let _ = stop_tx.send(true);
-    let all = u32::try_from(MAX_PEER_CONNECTIONS).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), slots.acquire_many(all)).await;
+    drain(stop_tx, &slots, MAX_PEER_CONNECTIONS).await;
     Ok(())
 }
 
